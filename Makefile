@@ -1,0 +1,24 @@
+# The two entry points of the README. Each sets itself up (venv, packages) and is safe to re-run.
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck unit bench clean
+
+demo:
+	@bash scripts/bootstrap.sh
+	$(BIN)/seamguard demo --out demo-out
+
+test:
+	@bash scripts/bootstrap.sh dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q -n 2
+
+bench:
+	@bash scripts/bootstrap.sh dev
+	$(BIN)/python bench/detect.py
+	$(BIN)/python bench/tick.py --gpus 16384
+
+clean:
+	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,109 @@
+"""The ``seamguard`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from seamguard import __version__
+from seamguard.errors import InputError
+
+app = typer.Typer(
+    help="seamguard: a seam-aware reliability orchestrator for GPU clusters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def score(
+    inventory: Annotated[Path, typer.Option(help="INV.csv: node,rack,cdu,leaf,gpus[,row,pdu,storage]")],
+    telemetry: Annotated[list[Path], typer.Option(help="telemetry file(s) or a directory: CSV, CSV.gz, Parquet")],
+    out: Annotated[Path, typer.Option(help="TRANSITIONS.csv to write")],
+    jobs: Annotated[Path | None, typer.Option(help="JOBS.csv: job,job_class,nodes,start,end")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML policy merged over the defaults")] = None,
+    journal: Annotated[Path | None, typer.Option(help="SQLite journal to write (for explain)")] = None,
+    tick: Annotated[float | None, typer.Option(help="tick length in seconds (default: engine.tick_s)")] = None,
+) -> None:
+    """Run the engine over recorded telemetry and write every state transition."""
+    from seamguard.replay_run import run_score
+
+    try:
+        run_score(
+            inventory=inventory, telemetry=telemetry, out=out, jobs=jobs, config_path=config,
+            journal_path=journal, tick_s=tick, console=err,
+        )  # fmt: skip
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def explain(
+    entity: Annotated[str, typer.Argument(help="entity id, e.g. gpu/n0012/3 or cdu/cdu1")],
+    journal: Annotated[Path, typer.Option(help="journal written by score or demo")],
+    at: Annotated[str | None, typer.Option(help="unix seconds or ISO 8601; default: end of the journal")] = None,
+    config: Annotated[Path | None, typer.Option(help="policy used (for the admissibility row)")] = None,
+) -> None:
+    """Say why an entity is in its state: scores, top evidence, the transitions that led there."""
+    from seamguard.config import load_config
+    from seamguard.diagnose.explain import UnknownEntityError
+    from seamguard.diagnose.explain import explain as do_explain
+    from seamguard.journal.sqlite import SqliteJournal
+    from seamguard.render import render_explanation
+    from seamguard.timeparse import parse_time
+
+    if not journal.exists():
+        raise _fail(f"{journal}: no such journal")
+    try:
+        when = parse_time(at) if at is not None else None
+    except ValueError as exc:
+        raise _fail(f"--at: {exc}") from None
+    try:
+        cfg = load_config(config)
+        with SqliteJournal(journal) as jr:
+            ex = do_explain(jr, cfg, entity, when)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    except UnknownEntityError as exc:
+        raise _fail(str(exc)) from None
+    render_explanation(Console(), ex)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="directory for telemetry, journal and transitions")] = Path("demo-out"),
+    seed: Annotated[int, typer.Option(help="random seed of the generated fleet")] = 7,
+    live: Annotated[bool | None, typer.Option(help="live view (default: when on a terminal)")] = None,
+    delay: Annotated[float, typer.Option(help="seconds to pause per tick in the live view")] = 0.03,
+) -> None:
+    """Run the embedded demo: a generated few-hundred-GPU cluster with injected gray failures."""
+    from seamguard.demo import run_demo
+
+    console = Console()
+    use_live = console.is_terminal if live is None else live
+    run_demo(out=out, seed=seed, console=console, live=use_live, delay=delay if use_live else 0.0)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

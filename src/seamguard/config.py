@@ -1,0 +1,317 @@
+"""The one validated configuration: policy is data.
+
+The packaged ``data/defaults.yaml`` is the documented default; a user file is merged over
+it. Validation happens at load and an error names the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from seamguard.errors import InputError
+from seamguard.model.catalog import THROTTLE_BITS, SignalKind, signal_catalog
+from seamguard.model.entities import EntityKind
+from seamguard.model.states import Admission, JobClass, State
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Weight = Field(gt=0.0, le=1.0)
+
+
+class _Band(_Strict):
+    """warn/crit bounds: evidence is 0 at warn and 1 at crit."""
+
+    warn: float
+    crit: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.crit > self.warn:
+            raise ValueError(f"crit ({self.crit}) must be greater than warn ({self.warn})")
+        return self
+
+
+class LevelRule(_Strict):
+    """For direction high, crit > warn; for direction low (e.g. a minimum flow), crit < warn."""
+
+    warn: float
+    crit: float
+    direction: Literal["high", "low"] = "high"
+    weight: float = Weight
+    recovery: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.direction == "high" and not self.crit > self.warn:
+            raise ValueError(f"direction high needs crit ({self.crit}) above warn ({self.warn})")
+        if self.direction == "low" and not self.crit < self.warn:
+            raise ValueError(f"direction low needs crit ({self.crit}) below warn ({self.warn})")
+        return self
+
+
+class TrendRule(_Band):
+    direction: Literal["rising", "falling"] = "rising"
+    log: bool = False
+    weight: float = Weight
+    recovery: bool = False
+
+    @model_validator(mode="after")
+    def _positive(self) -> Self:
+        if self.warn <= 0:
+            raise ValueError("trend warn must be a positive slope; use direction to choose the sign")
+        return self
+
+
+class PeerRule(_Band):
+    cohort: Literal["job", "fleet", "cdu", "leaf"]
+    measure: Literal["relative", "absolute"] = "relative"
+    z_min: float = Field(default=4.0, ge=0.0)
+    direction: Literal["high", "low"] = "high"
+    weight: float = Weight
+    min_cohort: int = Field(default=4, ge=3)
+    recovery: bool = False
+
+
+class CounterRule(_Band):
+    per: Literal["second", "minute", "hour"] = "second"
+    weight: float = Weight
+    recovery: bool = False
+
+
+class FlagRule(_Strict):
+    evidence: float = Weight
+    recovery: bool = False
+
+
+class ThrottleConfig(_Strict):
+    signal: str = "gpu.throttle_reasons"
+    bits: dict[str, float]
+
+    @model_validator(mode="after")
+    def _known_bits(self) -> Self:
+        known = set(THROTTLE_BITS.values())
+        for name, w in self.bits.items():
+            if name not in known:
+                raise ValueError(f"unknown throttle bit {name!r}; known: {', '.join(sorted(known))}")
+            if not 0 < w <= 1:
+                raise ValueError(f"weight of throttle bit {name!r} must be in (0, 1], got {w}")
+        return self
+
+
+class XidConfig(_Strict):
+    signal: str = "gpu.xid"
+    decay_halflife_s: float = Field(gt=0)
+
+
+class HeartbeatConfig(_Strict):
+    signal: str = "node.heartbeat_age_s"
+    fail_after_s: float = Field(gt=0)
+    silent_after_s: float = Field(gt=0)
+    mass_silence_fraction: float = Field(gt=0, le=1)
+
+
+class DetectorsConfig(_Strict):
+    level: dict[str, LevelRule] = {}
+    trend: dict[str, TrendRule] = {}
+    peer: dict[str, PeerRule] = {}
+    counter: dict[str, CounterRule] = {}
+    flag: dict[str, FlagRule] = {}
+    hard_counters: list[str] = []
+    throttle: ThrottleConfig
+    xid: XidConfig
+    heartbeat: HeartbeatConfig
+
+    @model_validator(mode="after")
+    def _signals_exist(self) -> Self:
+        catalog = signal_catalog()
+        wanted: dict[str, tuple[SignalKind, ...]] = {}
+        numeric: tuple[SignalKind, ...] = (SignalKind.GAUGE,)
+        for table, kinds in (
+            ("level", numeric),
+            ("trend", numeric),
+            ("peer", numeric),
+            ("counter", (SignalKind.COUNTER,)),
+            ("flag", (SignalKind.FLAG,)),
+        ):
+            for name in getattr(self, table):
+                wanted[f"{table}.{name}"] = kinds
+        for name in self.hard_counters:
+            wanted[f"hard_counters.{name}"] = (SignalKind.COUNTER,)
+        wanted[f"throttle.signal={self.throttle.signal}"] = (SignalKind.BITMASK,)
+        wanted[f"xid.signal={self.xid.signal}"] = (SignalKind.EVENT,)
+        wanted[f"heartbeat.signal={self.heartbeat.signal}"] = (SignalKind.GAUGE,)
+        for key, kinds in wanted.items():
+            name = key.split("=", 1)[1] if "=" in key else key.split(".", 1)[1]
+            sig = catalog.get(name)
+            if sig is None:
+                raise ValueError(f"{key}: unknown signal {name!r} (see docs/signals.md)")
+            if sig.kind not in kinds:
+                expected = "/".join(k.value for k in kinds)
+                raise ValueError(f"{key}: signal {name!r} is a {sig.kind.value}, expected {expected}")
+        return self
+
+
+class EngineConfig(_Strict):
+    tick_s: float = Field(gt=0)
+    window_ticks: int = Field(ge=4, le=1000)
+    stale_after_s: float = Field(gt=0)
+    observe_every_s: float = Field(gt=0)
+
+
+class ScoresConfig(_Strict):
+    exposure_scale_gpus: float = Field(gt=0)
+    trend_window_s: float = Field(gt=0)
+    trend_halflife_s: float = Field(gt=0)
+    trend_min_points: int = Field(ge=3)
+
+
+class ClassifierConfig(_Strict):
+    degraded_enter: float = Field(gt=0, lt=1)
+    degraded_exit: float = Field(ge=0, lt=1)
+    quarantine_enter: float = Field(gt=0, le=1)
+    quarantine_exit: float = Field(ge=0, lt=1)
+    prs_quarantine: float = Field(gt=0, le=1)
+    recovery_share: float = Field(gt=0, le=1)
+    min_dwell_s: float = Field(ge=0)
+    failed_hold_s: float = Field(ge=0)
+    flap_window_s: float = Field(gt=0)
+    flap_max_transitions: int = Field(ge=1)
+    flap_dwell_multiplier: float = Field(ge=1)
+    repeat_halflife_s: float = Field(gt=0)
+    repeat_threshold_step: float = Field(ge=0, lt=0.5)
+    repeat_max_offences: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Self:
+        if not self.degraded_exit < self.degraded_enter:
+            raise ValueError("degraded_exit must be below degraded_enter (hysteresis)")
+        if not self.quarantine_exit < self.quarantine_enter:
+            raise ValueError("quarantine_exit must be below quarantine_enter (hysteresis)")
+        if not self.degraded_enter < self.quarantine_enter:
+            raise ValueError("degraded_enter must be below quarantine_enter")
+        lowest = self.degraded_enter - self.repeat_threshold_step * self.repeat_max_offences
+        if lowest <= self.degraded_exit:
+            raise ValueError(
+                "repeat_threshold_step x repeat_max_offences would push degraded_enter to or below "
+                f"degraded_exit ({lowest:.3f} <= {self.degraded_exit})"
+            )
+        return self
+
+
+class EconomicsConfig(_Strict):
+    restart_cost_s: float = Field(ge=0)
+    horizon_s: float = Field(gt=0)
+    harmful_enter_ratio: float = Field(gt=0)
+    harmful_exit_ratio: float = Field(gt=0)
+    min_slowdown: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Self:
+        if not self.harmful_exit_ratio < self.harmful_enter_ratio:
+            raise ValueError("harmful_exit_ratio must be below harmful_enter_ratio (hysteresis)")
+        return self
+
+
+StateName = Literal["healthy", "degraded", "recovery_unsafe", "quarantine", "harmful", "failed", "unknown"]
+
+
+class Config(_Strict):
+    engine: EngineConfig
+    detectors: DetectorsConfig
+    scores: ScoresConfig
+    classifier: ClassifierConfig
+    economics: EconomicsConfig
+    admissibility: dict[StateName, dict[JobClass, Admission]]
+    actions: dict[EntityKind, dict[StateName, list[str]]]
+
+    @model_validator(mode="after")
+    def _complete_matrix(self) -> Self:
+        for state in State:
+            row = self.admissibility.get(state.label)  # type: ignore[call-overload]
+            if row is None:
+                raise ValueError(f"admissibility: missing row for state {state.label!r}")
+            missing = [c.value for c in JobClass if c not in row]
+            if missing:
+                raise ValueError(f"admissibility.{state.label}: missing job class(es) {', '.join(missing)}")
+        return self
+
+    def admission(self, state: State, job_class: JobClass) -> Admission:
+        return self.admissibility[state.label][job_class]  # type: ignore[index]
+
+    def actions_for(self, kind: EntityKind, state: State) -> list[str]:
+        per_state: dict[str, list[str]] = dict(self.actions.get(kind, {}))
+        return per_state.get(state.label, [])
+
+
+def _defaults_text() -> str:
+    return resources.files("seamguard.data").joinpath("defaults.yaml").read_text(encoding="utf-8")
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
+        raise InputError(loc, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(where, f"expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _format_validation(where: str, exc: ValidationError) -> InputError:
+    lines = []
+    for err in exc.errors()[:10]:
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"key {key}: {err['msg']}{shown}")
+    return InputError(where, "; ".join(lines))
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Defaults merged with ``path``; raises InputError naming the file and key on bad input."""
+    data = _parse_yaml(_defaults_text(), "seamguard/data/defaults.yaml")
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(where, f"cannot read config: {exc.strerror}") from None
+        data = _merge(data, _parse_yaml(text, where))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation(where, exc) from None
+
+
+def config_from_mapping(override: dict[str, Any]) -> Config:
+    """Defaults merged with an in-memory override (tests, the twin, the API)."""
+    data = _merge(_parse_yaml(_defaults_text(), "defaults"), override)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation("config", exc) from None

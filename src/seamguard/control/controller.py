@@ -1,0 +1,294 @@
+"""The control loop: ``Controller.tick(now, batch) -> TickResult``.
+
+Deterministic: the same inputs give the same transitions and decisions. Time is passed in,
+never read from the clock, so the daemon, the replay (``seamguard score``) and the demo run
+the very same engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.config import Config
+from seamguard.control.classifier import Classifier, ClassifierInputs
+from seamguard.control.planner import plan
+from seamguard.economics.harm import straggler_harm
+from seamguard.journal.base import Journal
+from seamguard.journal.records import DecisionRecord, EvidenceItem, ObservationRecord, TransitionRecord
+from seamguard.model.catalog import SignalCatalog, SignalKind, signal_catalog
+from seamguard.model.entities import EntityKind
+from seamguard.model.states import State
+from seamguard.model.topology import Topology
+from seamguard.model.workload import Workload, active_jobs, build_workload
+from seamguard.scoring.engine import ScoreFrame, history_signals, score_tick, validate_cohorts
+from seamguard.scoring.events import XidMemory
+from seamguard.scoring.gfs import contributions
+from seamguard.scoring.propagation import Amplification, amplification, propagation_risk
+from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.store import IngestReport, TelemetryStore
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TickResult:
+    now: float
+    transitions: tuple[TransitionRecord, ...]
+    decisions: tuple[DecisionRecord, ...]
+    ingest: IngestReport
+    notices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EntityView:
+    """Everything the engine knows about one entity right now (for explain and the demo)."""
+
+    entity: str
+    state: State
+    since: float
+    gfs: float
+    prs: float
+    fae: float
+    evidence: tuple[EvidenceItem, ...]
+
+
+class Controller:
+    def __init__(
+        self,
+        topology: Topology,
+        config: Config,
+        *,
+        journal: Journal | None = None,
+        catalog: SignalCatalog | None = None,
+        epoch: int = 0,
+        mode: str = "advise",
+    ) -> None:
+        self.topology = topology
+        self.config = config
+        self.catalog = catalog or signal_catalog()
+        self.journal = journal
+        self.epoch = epoch
+        self.mode = mode
+        self.store = TelemetryStore(
+            topology,
+            self.catalog,
+            window=config.engine.window_ticks,
+            stale_after_s=config.engine.stale_after_s,
+            history_signals=history_signals(config),
+        )
+        self.classifier = Classifier(topology.kind_code, config.classifier, config.economics)
+        gpu_count = topology.count(EntityKind.GPU)
+        self.xid_memory = XidMemory.create(gpu_count, config.detectors.xid)
+        self._fresh_signals: dict[EntityKind, list[str]] = {}
+        for sig in self.catalog.signals:
+            if sig.kind is not SignalKind.EVENT:
+                self._fresh_signals.setdefault(sig.entity, []).append(sig.name)
+        self._workload_key: tuple[int, ...] | None = None
+        self._workload: Workload | None = None
+        self._amp: Amplification | None = None
+        self.now = -np.inf
+        self._last_observed = np.full(topology.n_entities, -np.inf)
+        n = topology.n_entities
+        self.gfs = np.zeros(n)
+        self.prs = np.zeros(n)
+        self.fae = np.ones(n)
+        self.frame: ScoreFrame | None = None
+        self._harm_text: dict[int, str] = {}
+        validate_cohorts(config, self.catalog, topology, self.workload_at(0.0))
+
+    # ---- context --------------------------------------------------------------------------
+    def workload_at(self, now: float) -> Workload:
+        key = active_jobs(self.topology, now)
+        if key != self._workload_key or self._workload is None:
+            self._workload = build_workload(self.topology, key)
+            self._amp = amplification(self.topology, self._workload)
+            self._workload_key = key
+        return self._workload
+
+    @property
+    def states(self) -> npt.NDArray[np.int64]:
+        return self.classifier.state
+
+    # ---- the loop -------------------------------------------------------------------------
+    def tick(self, now: float, batch: TelemetryBatch) -> TickResult:
+        if not now > self.now:
+            raise ValueError(f"tick time must increase: got {now} after {self.now}")
+        self.now = now
+        topo, cfg = self.topology, self.config
+        ingest = self.store.ingest(now, batch)
+        workload = self.workload_at(now)
+        amp = self._amp
+        assert amp is not None
+        frame = score_tick(
+            now=now,
+            store=self.store,
+            config=cfg,
+            topology=topo,
+            workload=workload,
+            xid_memory=self.xid_memory,
+        )
+        self.frame = frame
+        prs = propagation_risk(frame.gfs, amp, cfg.scores.exposure_scale_gpus)
+        harm_ratio = self._harm(workload)
+        fresh = self._fresh()
+        changes = self.classifier.step(
+            now,
+            ClassifierInputs(
+                gfs=frame.gfs,
+                gfs_recovery=frame.gfs_recovery,
+                prs=prs,
+                harm_ratio=harm_ratio,
+                hard_fail=frame.hard_fail,
+                floor=frame.floor,
+                fresh=fresh,
+            ),
+        )
+        self.gfs, self.prs, self.fae = frame.gfs, prs, amp.fae
+
+        transitions: list[TransitionRecord] = []
+        decisions: list[DecisionRecord] = []
+        for gidx, before, after, reported in zip(
+            changes.index.tolist(),
+            changes.before.tolist(),
+            changes.after.tolist(),
+            changes.reported.tolist(),
+            strict=True,
+        ):
+            if not reported:
+                continue
+            items = self._evidence_items(gidx)
+            reason = self._reason(gidx, State(before), State(after), items)
+            transitions.append(
+                TransitionRecord(
+                    ts=now,
+                    entity=topo.ids[gidx],
+                    from_state=State(before).label,
+                    to_state=State(after).label,
+                    gfs=float(frame.gfs[gidx]),
+                    prs=float(prs[gidx]),
+                    fae=float(amp.fae[gidx]),
+                    reason=reason,
+                    evidence=items,
+                    epoch=self.epoch,
+                )
+            )
+            decisions.extend(
+                plan(
+                    cfg,
+                    topo,
+                    workload,
+                    now=now,
+                    gidx=gidx,
+                    state=State(after),
+                    reason=reason,
+                    evidence=items,
+                    mode=self.mode,
+                    epoch=self.epoch,
+                )
+            )
+        observations = self._observations(now, changes.index)
+        if self.journal is not None:
+            self.journal.append(transitions, decisions, observations)
+        return TickResult(
+            now=now,
+            transitions=tuple(transitions),
+            decisions=tuple(decisions),
+            ingest=ingest,
+            notices=frame.notices,
+        )
+
+    # ---- pieces ---------------------------------------------------------------------------
+    def _harm(self, workload: Workload) -> FloatArray:
+        ratio = np.zeros(self.topology.n_entities)
+        self._harm_text = {}
+        name = "gpu.step_time_s"
+        if self.catalog.get(name) is None:
+            return ratio
+        harm = straggler_harm(
+            self.store.current(name),
+            workload.gpu_job,
+            workload.job_sync,
+            workload.job_gpus,
+            self.config.economics,
+        )
+        gpus = self.topology.members[EntityKind.GPU]
+        ratio[gpus] = harm.ratio
+        for local in np.flatnonzero(harm.ratio > 0).tolist():
+            job = self.topology.jobs[int(workload.gpu_job[local])].job
+            self._harm_text[int(gpus[local])] = (
+                f"slowest rank of job {job} ({harm.slowdown[local] * 100:.0f}% over its median): keeping it "
+                f"costs {harm.gain_gpus[local]:.1f} GPU-equivalents, a swap {harm.cost_gpus[local]:.1f}"
+            )
+        return ratio
+
+    def _fresh(self) -> npt.NDArray[np.bool_]:
+        fresh = np.zeros(self.topology.n_entities, dtype=bool)
+        for kind, names in self._fresh_signals.items():
+            members = self.topology.members[kind]
+            if members.size:
+                fresh[members] = self.store.fresh_any(names, members.size)
+        return fresh
+
+    def _evidence_items(self, gidx: int) -> tuple[EvidenceItem, ...]:
+        if self.frame is None:
+            return ()
+        found = contributions(self.frame.evidence, self.topology, gidx)
+        items = [EvidenceItem(c.detector, c.signal, round(c.score, 4), c.text) for c in found]
+        if gidx in self._harm_text:
+            items.append(EvidenceItem("economics", "gpu.step_time_s", 0.0, self._harm_text[gidx]))
+        if self.frame.hard_fail[gidx] and gidx in self.frame.hard_reason:
+            items.insert(0, EvidenceItem("hard", "", 1.0, self.frame.hard_reason[gidx]))
+        return tuple(items)
+
+    def _reason(self, gidx: int, before: State, after: State, items: tuple[EvidenceItem, ...]) -> str:
+        cfg = self.config.classifier
+        if after is State.UNKNOWN:
+            return f"no fresh telemetry for {self.config.engine.stale_after_s:g} s"
+        texts = [i.text for i in items]
+        if after is State.HARMFUL and gidx in self._harm_text:
+            return self._harm_text[gidx]
+        if texts and after is not State.HEALTHY:
+            return ", ".join(texts)
+        if after is State.HEALTHY or (after is State.DEGRADED and before is State.FAILED):
+            return f"GFS {self.gfs[gidx]:.2f} below exit threshold after {cfg.min_dwell_s:g} s dwell" + (
+                f" (remaining: {', '.join(texts)})" if texts else ""
+            )
+        return ", ".join(texts) or f"GFS {self.gfs[gidx]:.2f}"
+
+    def _observations(self, now: float, changed: npt.NDArray[np.int64]) -> list[ObservationRecord]:
+        st = self.classifier.state
+        watch = (st != int(State.HEALTHY)) & (st != int(State.UNKNOWN))
+        due = watch & (now - self._last_observed >= self.config.engine.observe_every_s)
+        due[changed] = watch[changed]
+        out = []
+        for gidx in np.flatnonzero(due).tolist():
+            self._last_observed[gidx] = now
+            out.append(
+                ObservationRecord(
+                    ts=now,
+                    entity=self.topology.ids[gidx],
+                    state=State(int(st[gidx])).label,
+                    gfs=float(self.gfs[gidx]),
+                    prs=float(self.prs[gidx]),
+                    fae=float(self.fae[gidx]),
+                    evidence=self._evidence_items(gidx),
+                )
+            )
+        return out
+
+    def view(self, eid: str) -> EntityView:
+        gidx = self.topology.lookup(eid)
+        if gidx is None:
+            raise KeyError(f"unknown entity {eid!r}")
+        return EntityView(
+            entity=eid,
+            state=State(int(self.classifier.state[gidx])),
+            since=float(self.classifier.entered[gidx]),
+            gfs=float(self.gfs[gidx]),
+            prs=float(self.prs[gidx]),
+            fae=float(self.fae[gidx]),
+            evidence=self._evidence_items(gidx),
+        )

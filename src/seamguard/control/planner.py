@@ -1,0 +1,82 @@
+"""The planner: turns state changes into proposed actions (journaled; advise mode acts on nothing).
+
+Which actions follow which state is policy (``actions`` in the config). The planner only
+resolves each action onto the entity it applies to: a GPU's drain targets its node, a
+checkpoint order targets every job that depends on the entity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from seamguard.config import Config
+from seamguard.journal.records import DecisionRecord, EvidenceItem
+from seamguard.model.entities import EntityKind
+from seamguard.model.states import State
+from seamguard.model.topology import Topology
+from seamguard.model.workload import Workload
+
+_NODE_ACTIONS = frozenset({"drain_node", "reset_gpu"})
+_JOB_ACTIONS = frozenset({"checkpoint_now"})
+
+
+def _node_of(topology: Topology, gidx: int) -> str | None:
+    kind = topology.kind_of(gidx)
+    local = int(topology.local[gidx])
+    if kind is EntityKind.GPU:
+        return f"node/{topology.names[EntityKind.NODE][int(topology.gpu_node[local])]}"
+    if kind in (EntityKind.NODE, EntityKind.LINK):
+        return f"node/{topology.names[EntityKind.NODE][local]}"
+    return None
+
+
+def _jobs_depending_on(topology: Topology, workload: Workload, gidx: int) -> list[str]:
+    if topology.kind_of(gidx) is EntityKind.JOB:
+        return [topology.ids[gidx]]
+    row = topology.below[gidx] @ workload.gpu_in_job
+    jobs = np.flatnonzero(np.asarray(row.todense()).ravel() > 0)
+    return [f"job/{topology.jobs[j].job}" for j in jobs.tolist()]
+
+
+def plan(
+    config: Config,
+    topology: Topology,
+    workload: Workload,
+    *,
+    now: float,
+    gidx: int,
+    state: State,
+    reason: str,
+    evidence: Sequence[EvidenceItem],
+    mode: str,
+    epoch: int,
+) -> list[DecisionRecord]:
+    kind = topology.kind_of(gidx)
+    source = topology.ids[gidx]
+    out: list[DecisionRecord] = []
+    for action in config.actions_for(kind, state):
+        targets: list[str]
+        if action in _NODE_ACTIONS:
+            node = _node_of(topology, gidx)
+            targets = [node] if node else []
+        elif action in _JOB_ACTIONS:
+            targets = _jobs_depending_on(topology, workload, gidx)
+        else:
+            targets = [source]
+        for target in targets:
+            why = reason if target == source else f"{source} {state.label}: {reason}"
+            out.append(
+                DecisionRecord(
+                    ts=now,
+                    entity=target,
+                    action=action,
+                    mode=mode,
+                    reason=why,
+                    state=state.label,
+                    evidence=tuple(evidence),
+                    epoch=epoch,
+                )
+            )
+    return out

@@ -1,0 +1,68 @@
+"""The state model, job classes and admission verdicts shared by every layer.
+
+States are small integers so that a whole fleet's states fit in one numpy array; the
+order is the display order, not a severity ladder (``harmful`` and ``recovery_unsafe``
+mean different things, neither is "worse").
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class State(IntEnum):
+    HEALTHY = 0
+    DEGRADED = 1
+    RECOVERY_UNSAFE = 2
+    QUARANTINE = 3
+    HARMFUL = 4
+    FAILED = 5
+    UNKNOWN = 6
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> State:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown state {text!r}; expected one of {', '.join(STATE_LABELS)}") from None
+
+
+STATE_LABELS: tuple[str, ...] = tuple(s.label for s in State)
+
+# States in which an entity is out of normal service (the planner removes or fences it).
+OUT_OF_SERVICE: frozenset[State] = frozenset({State.QUARANTINE, State.HARMFUL, State.FAILED})
+
+
+class JobClass(StrEnum):
+    SYNC_TRAINING = "sync_training"
+    PIPELINE_TRAINING = "pipeline_training"
+    ASYNC_BATCH_INFERENCE = "async_batch_inference"
+    ONLINE_PREFILL = "online_prefill"
+    ONLINE_DECODE = "online_decode"
+    CHECKPOINT_PATH = "checkpoint_path"
+    EXPLORATORY = "exploratory"
+
+    @classmethod
+    def parse(cls, text: str) -> JobClass:
+        try:
+            return cls(text.strip())
+        except ValueError:
+            allowed = ", ".join(c.value for c in cls)
+            raise ValueError(f"unknown job class {text!r}; expected one of {allowed}") from None
+
+
+# Classes whose ranks wait for each other every step: one slow rank stalls them all,
+# which is what makes failure amplification (FAE) grow with job size.
+SYNCHRONOUS_CLASSES: frozenset[JobClass] = frozenset(
+    {JobClass.SYNC_TRAINING, JobClass.PIPELINE_TRAINING, JobClass.ONLINE_PREFILL}
+)
+
+
+class Admission(StrEnum):
+    ADMIT = "admit"
+    AVOID = "avoid"
+    DENY = "deny"

@@ -1,0 +1,68 @@
+"""Rich renderings shared by the CLI commands."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from seamguard.diagnose.explain import Explanation
+from seamguard.model.states import State
+from seamguard.timeparse import format_time
+
+STATE_STYLE: dict[State, str] = {
+    State.HEALTHY: "green",
+    State.DEGRADED: "yellow",
+    State.RECOVERY_UNSAFE: "magenta",
+    State.QUARANTINE: "red",
+    State.HARMFUL: "bright_red",
+    State.FAILED: "bold red",
+    State.UNKNOWN: "dim",
+}
+
+
+def state_text(label: str) -> Text:
+    state = State.parse(label)
+    return Text(state.label, style=STATE_STYLE[state])
+
+
+def render_explanation(console: Console, ex: Explanation) -> None:
+    head = Text.assemble(
+        (ex.entity, "bold"), " is ", state_text(ex.state.label), f" at {format_time(ex.at)}",
+        (f" (since {format_time(ex.since)})" if ex.since is not None else " (no transition recorded)"),
+    )  # fmt: skip
+    scores = Table.grid(padding=(0, 2))
+    if ex.gfs is not None:
+        scores.add_row("GFS", f"{ex.gfs:.2f}", "gray-failure score")
+        scores.add_row("PRS", f"{ex.prs:.2f}", "propagation risk")
+        scores.add_row("FAE", f"{ex.fae:.1f}x", "failure amplification")
+    evidence = Table(title="top evidence", show_edge=False, expand=False)
+    evidence.add_column("detector")
+    evidence.add_column("weight×evidence", justify="right")
+    evidence.add_column("what")
+    for item in ex.evidence:
+        evidence.add_row(item.detector, f"{item.evidence:.2f}", item.text)
+    history = Table(title="transitions that led here", show_edge=False)
+    history.add_column("time")
+    history.add_column("from")
+    history.add_column("to")
+    history.add_column("GFS", justify="right")
+    history.add_column("reason")
+    for t in ex.transitions:
+        history.add_row(format_time(t.ts), state_text(t.from_state), state_text(t.to_state), f"{t.gfs:.2f}", t.reason)
+    parts: list[Table | Text] = [head, scores]
+    if ex.evidence:
+        parts.append(evidence)
+    if ex.transitions:
+        parts.append(history)
+    parts.append(Text(f"admissibility as {ex.state.label}: {ex.admission}", style="cyan"))
+    if ex.decisions:
+        acts = Table(title="proposed actions", show_edge=False)
+        acts.add_column("time")
+        acts.add_column("action")
+        acts.add_column("mode")
+        for d in ex.decisions:
+            acts.add_row(format_time(d.ts), d.action, d.mode)
+        parts.append(acts)
+    console.print(Panel(Group(*parts), title="seamguard explain", expand=False))

@@ -1,0 +1,126 @@
+"""One tick of scoring: every configured detector over the store, combined into GFS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.config import Config
+from seamguard.model.catalog import SignalCatalog
+from seamguard.model.entities import EntityKind
+from seamguard.model.topology import Topology
+from seamguard.model.workload import Workload
+from seamguard.scoring import detectors
+from seamguard.scoring.cohorts import cohort_groups
+from seamguard.scoring.events import XidMemory, heartbeat
+from seamguard.scoring.evidence import Evidence, FloatArray
+from seamguard.scoring.gfs import combine
+from seamguard.telemetry.store import TelemetryStore
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class ScoreFrame:
+    evidence: tuple[Evidence, ...]
+    gfs: FloatArray  # global
+    gfs_recovery: FloatArray
+    hard_fail: npt.NDArray[np.bool_]
+    hard_reason: dict[int, str]  # global index -> why (only for the few hard failures)
+    floor: IntArray
+    notices: tuple[str, ...]
+
+
+def history_signals(config: Config) -> set[str]:
+    return set(config.detectors.trend)
+
+
+def validate_cohorts(config: Config, catalog: SignalCatalog, topology: Topology, workload: Workload) -> None:
+    for name, rule in config.detectors.peer.items():
+        kind = catalog[name].entity
+        if cohort_groups(rule.cohort, kind, topology, workload) is None:
+            raise ValueError(
+                f"detectors.peer.{name}: cohort {rule.cohort!r} is not defined for {kind.value} entities"
+            )
+
+
+def score_tick(
+    *,
+    now: float,
+    store: TelemetryStore,
+    config: Config,
+    topology: Topology,
+    workload: Workload,
+    xid_memory: XidMemory,
+) -> ScoreFrame:
+    cat = store.catalog
+    det = config.detectors
+    sc = config.scores
+    evidence: list[Evidence] = []
+    for name, lrule in det.level.items():
+        evidence.append(detectors.level(cat[name], lrule, store.current(name)))
+    for name, trule in det.trend.items():
+        tick_ts, ring = store.history(name)
+        slope = detectors.weighted_slope(
+            tick_ts,
+            ring,
+            now,
+            window_s=sc.trend_window_s,
+            halflife_s=sc.trend_halflife_s,
+            min_points=sc.trend_min_points,
+            log=trule.log,
+        )
+        evidence.append(detectors.trend(cat[name], trule, slope))
+    for name, prule in det.peer.items():
+        sig = cat[name]
+        groups = cohort_groups(prule.cohort, sig.entity, topology, workload)
+        if groups is not None:
+            evidence.append(detectors.peer(sig, prule, store.current(name), groups[0], groups[1]))
+    for name, crule in det.counter.items():
+        evidence.append(detectors.counter_rate(cat[name], crule, store.rate(name)))
+    for name, frule in det.flag.items():
+        evidence.append(detectors.flag(cat[name], frule, store.current(name)))
+    throttle_sig = cat[det.throttle.signal]
+    evidence.append(detectors.throttle(throttle_sig, det.throttle, store.current(throttle_sig.name)))
+    xid_sig = cat[det.xid.signal]
+    xid_ev, xid_floor = xid_memory.update(xid_sig, now, store.events(xid_sig.name))
+    evidence.append(xid_ev)
+    hb_sig = cat[det.heartbeat.signal]
+    hb = heartbeat(hb_sig, det.heartbeat, now, store.current(hb_sig.name), store.last_seen(hb_sig.name))
+    evidence.append(hb.evidence)
+
+    gfs, gfs_rec = combine(evidence, topology)
+    hard = np.zeros(topology.n_entities, dtype=bool)
+    hard_reason: dict[int, str] = {}
+    nodes = topology.members[EntityKind.NODE]
+    hard[nodes] = hb.hard_fail
+    for local in np.flatnonzero(hb.hard_fail).tolist():
+        hard_reason[int(nodes[local])] = (
+            "node heartbeat silent" if hb.silent[local] else hb.evidence.describe(local)
+        )
+    for name in det.hard_counters:
+        sig = cat[name]
+        increased = np.nan_to_num(store.rate(name)) > 0
+        members = topology.members[sig.entity]
+        hard[members] |= increased
+        for local in np.flatnonzero(increased).tolist():
+            hard_reason[int(members[local])] = f"{name} increased (uncorrectable error)"
+    floor = np.full(topology.n_entities, -1, dtype=np.int64)
+    floor[topology.members[xid_sig.entity]] = xid_floor
+    notices: list[str] = []
+    if hb.mass_silence:
+        notices.append(
+            f"{int(hb.silent.sum())} of {hb.silent.size} node heartbeats went silent at once: "
+            "suspecting the telemetry path, not the nodes (marked unknown, not failed)"
+        )
+    return ScoreFrame(
+        evidence=tuple(evidence),
+        gfs=gfs,
+        gfs_recovery=gfs_rec,
+        hard_fail=hard,
+        hard_reason=hard_reason,
+        floor=floor,
+        notices=tuple(notices),
+    )

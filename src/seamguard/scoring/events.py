@@ -1,0 +1,136 @@
+"""Stateful detectors: XID events (with fading memory) and node heartbeats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.config import HeartbeatConfig, XidConfig
+from seamguard.model.catalog import Signal, XidSeverity, xid_catalog
+from seamguard.model.states import State
+from seamguard.scoring.evidence import Evidence, FloatArray, make_evidence, ramp
+from seamguard.telemetry.store import TickEvents
+
+IntArray = npt.NDArray[np.int64]
+UNKNOWN_XID_EVIDENCE = 0.3
+_MAX_CODE = 1024
+
+
+def _lookup_tables() -> tuple[FloatArray, IntArray]:
+    evidence = np.full(_MAX_CODE, UNKNOWN_XID_EVIDENCE)
+    floor = np.full(_MAX_CODE, -1, dtype=np.int64)
+    for code, xid in xid_catalog().items():
+        if code < _MAX_CODE:
+            evidence[code] = xid.evidence
+            floor[code] = int(xid.state) if xid.state is not None else -1
+    return evidence, floor
+
+
+def describe_xid(code: int) -> str:
+    xid = xid_catalog().get(code)
+    if xid is None:
+        return f"XID {code} (not in the catalog)"
+    return f"XID {code} ({xid.name}; {xid.severity.value})"
+
+
+@dataclass
+class XidMemory:
+    """Evidence of past XIDs fades with a half-life instead of vanishing after one tick.
+
+    Without memory an NVLink XID would push a GPU to quarantine for exactly one tick; with it
+    the GPU stays suspect for a while and hysteresis decides when it has been clean enough.
+    """
+
+    size: int
+    config: XidConfig
+    level: FloatArray
+    code: FloatArray
+    when: FloatArray
+    last_now: float = -np.inf
+
+    @classmethod
+    def create(cls, size: int, config: XidConfig) -> XidMemory:
+        return cls(size, config, np.zeros(size), np.full(size, np.nan), np.full(size, np.nan))
+
+    def update(self, signal: Signal, now: float, events: TickEvents | None) -> tuple[Evidence, IntArray]:
+        """Evidence for this tick and the least state forced by events that arrived in it (-1: none)."""
+        if np.isfinite(self.last_now):
+            self.level *= 0.5 ** (max(now - self.last_now, 0.0) / self.config.decay_halflife_s)
+        self.last_now = now
+        floor = np.full(self.size, -1, dtype=np.int64)
+        if events is not None and events.local.size:
+            ev_table, floor_table = _lookup_tables()
+            codes = np.clip(events.code, 0, _MAX_CODE - 1)
+            ev_new = ev_table[codes]
+            # Strongest event per GPU this tick; ties keep the latest.
+            order = np.lexsort((events.timestamp, ev_new, events.local))
+            loc, ev_s, codes_s, ts_s = (
+                events.local[order],
+                ev_new[order],
+                events.code[order],
+                events.timestamp[order],
+            )
+            last = np.ones(loc.size, dtype=bool)
+            last[:-1] = loc[1:] != loc[:-1]
+            loc, ev_s, codes_s, ts_s = loc[last], ev_s[last], codes_s[last], ts_s[last]
+            stronger = ev_s >= self.level[loc]
+            upd = loc[stronger]
+            self.level[upd] = ev_s[stronger]
+            self.code[upd] = codes_s[stronger]
+            self.when[upd] = ts_s[stronger]
+            np.maximum.at(floor, events.local, floor_table[codes])
+        age = now - self.when
+
+        def fmt(code: float, age_s: float) -> str:
+            ago = "" if not np.isfinite(age_s) or age_s < 60 else f", {age_s / 60:.0f} min ago"
+            return describe_xid(int(code)) + ago
+
+        evidence = make_evidence(
+            "xid", signal.name, signal.entity, 1.0, self.level.copy(), self.code.copy(), fmt, extra=age
+        )
+        return evidence, floor
+
+
+@dataclass(frozen=True)
+class HeartbeatVerdict:
+    evidence: Evidence
+    hard_fail: npt.NDArray[np.bool_]  # per node
+    mass_silence: bool
+    silent: npt.NDArray[np.bool_]
+
+
+def heartbeat(
+    signal: Signal, config: HeartbeatConfig, now: float, value: FloatArray, last_seen: FloatArray
+) -> HeartbeatVerdict:
+    """A stale heartbeat is the one kind of missing data that is a failure by itself.
+
+    If a large share of nodes fall silent together, the collector is the likelier culprit, so
+    silence then makes nodes unknown instead of failed (a storm brake for telemetry loss).
+    """
+    seen = np.isfinite(last_seen)
+    since = now - last_seen
+    age = np.where(seen, np.nan_to_num(value, nan=0.0) + np.maximum(since, 0.0), np.nan)
+    silent = seen & (since > config.silent_after_s)
+    mass = bool(silent.size and silent.mean() >= config.mass_silence_fraction and silent.sum() > 1)
+    hard = seen & ~silent & (age > config.fail_after_s)
+    if not mass:
+        hard |= silent
+    ev = ramp(age, config.fail_after_s / 4, config.fail_after_s)
+
+    def fmt(m: float, _x: float) -> str:
+        return f"node heartbeat {m:.0f} s old (limit {config.fail_after_s:g} s)"
+
+    evidence = make_evidence(
+        "heartbeat", signal.name, signal.entity, 0.5, np.where(silent & mass, 0.0, ev), age, fmt
+    )
+    return HeartbeatVerdict(evidence=evidence, hard_fail=hard, mass_silence=mass, silent=silent)
+
+
+def fatal_severity(code: int) -> bool:
+    xid = xid_catalog().get(code)
+    return xid is not None and xid.severity is XidSeverity.FATAL
+
+
+FAILED_CODE = int(State.FAILED)

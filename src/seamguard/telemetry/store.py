@@ -1,0 +1,240 @@
+"""Columnar telemetry store: one numpy vector per signal over the entities of its kind.
+
+Samples are aligned to ticks: within one tick the latest sample of a series wins (bitmasks
+are OR-ed, events are all kept). Missing data stays NaN; a value is carried forward only
+until it is ``stale_after_s`` old. Signals that a trend detector reads also keep a ring
+buffer of the last ``window`` ticks, so the store's memory is bounded whatever the input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.model.catalog import SignalCatalog, SignalKind
+from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.telemetry.batch import TelemetryBatch
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# DCGM reports "field not supported / blank" as values near 2^63 (e.g. 0x7ff0000000000000 - n);
+# anything at or above 2^62 in magnitude is such a sentinel, never a measurement.
+SENTINEL_THRESHOLD = float(2**62)
+
+
+@dataclass
+class IngestReport:
+    accepted: int = 0
+    sentinel: int = 0
+    nonfinite: int = 0
+    kind_mismatch: int = 0
+    out_of_range: int = 0
+
+    def merge(self, other: IngestReport) -> None:
+        self.accepted += other.accepted
+        self.sentinel += other.sentinel
+        self.nonfinite += other.nonfinite
+        self.kind_mismatch += other.kind_mismatch
+        self.out_of_range += other.out_of_range
+
+
+@dataclass(frozen=True)
+class TickEvents:
+    """The events (e.g. XIDs) of one signal received in the current tick, all of them."""
+
+    local: IntArray
+    code: IntArray
+    timestamp: FloatArray
+
+
+@dataclass
+class _Series:
+    kind: SignalKind
+    size: int
+    last_value: FloatArray
+    last_seen: FloatArray
+    ring: FloatArray | None = None  # (window, size)
+    rate: FloatArray | None = None  # counters: per-second rate at the last sample
+    events: TickEvents | None = None
+    extras: dict[str, FloatArray] = field(default_factory=dict)
+
+
+class TelemetryStore:
+    def __init__(
+        self,
+        topology: Topology,
+        catalog: SignalCatalog,
+        *,
+        window: int = 20,
+        stale_after_s: float = 180.0,
+        history_signals: Iterable[str] = (),
+    ) -> None:
+        if window < 2:
+            raise ValueError("window must hold at least 2 ticks")
+        self.topology = topology
+        self.catalog = catalog
+        self.window = window
+        self.stale_after_s = stale_after_s
+        history = set(history_signals)
+        self._signal_kind_code = np.array([KIND_CODE[s.entity] for s in catalog.signals], dtype=np.int8)
+        self._series: list[_Series] = []
+        for sig in catalog.signals:
+            n = topology.count(sig.entity)
+            series = _Series(
+                kind=sig.kind,
+                size=n,
+                last_value=np.full(n, np.nan),
+                last_seen=np.full(n, -np.inf),
+            )
+            if sig.name in history and sig.kind is not SignalKind.EVENT:
+                series.ring = np.full((window, n), np.nan)
+            if sig.kind is SignalKind.COUNTER:
+                series.rate = np.full(n, np.nan)
+            self._series.append(series)
+        self.tick_ts = np.full(window, np.nan)
+        self._slot = -1
+        self.now = -np.inf
+        self.ticks = 0
+
+    # ---- ingest -------------------------------------------------------------------------
+    def ingest(self, now: float, batch: TelemetryBatch) -> IngestReport:
+        """Align ``batch`` to the tick at ``now``; returns what was accepted and what was dropped."""
+        report = IngestReport()
+        self._slot = (self._slot + 1) % self.window
+        self.tick_ts[self._slot] = now
+        self.now = now
+        self.ticks += 1
+        for series in self._series:
+            if series.ring is not None:
+                series.ring[self._slot].fill(np.nan)
+            series.events = None
+        if len(batch) == 0:
+            return report
+
+        ent, sig, ts, val = batch.entity, batch.signal, batch.timestamp, batch.value
+        in_range = (ent >= 0) & (ent < self.topology.n_entities) & (sig >= 0) & (sig < len(self._series))
+        report.out_of_range = int(np.count_nonzero(~in_range))
+        if report.out_of_range:
+            ent, sig, ts, val = ent[in_range], sig[in_range], ts[in_range], val[in_range]
+        kind_ok = self.topology.kind_code[ent] == self._signal_kind_code[sig]
+        report.kind_mismatch = int(np.count_nonzero(~kind_ok))
+        finite = np.isfinite(val) & np.isfinite(ts)
+        sentinel = finite & (np.abs(val) >= SENTINEL_THRESHOLD)
+        report.nonfinite = int(np.count_nonzero(kind_ok & ~finite))
+        report.sentinel = int(np.count_nonzero(kind_ok & sentinel))
+        keep = kind_ok & finite & ~sentinel
+        ent, sig, ts, val = ent[keep], sig[keep], ts[keep], val[keep]
+        report.accepted = int(ent.size)
+        if ent.size == 0:
+            return report
+
+        order = np.argsort(sig, kind="stable")
+        sig_sorted = sig[order]
+        bounds = np.flatnonzero(np.diff(sig_sorted)) + 1
+        starts = np.concatenate(([0], bounds))
+        ends = np.concatenate((bounds, [sig_sorted.size]))
+        local_all = self.topology.local[ent]
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            idx = order[a:b]
+            self._ingest_signal(int(sig_sorted[a]), local_all[idx], ts[idx], val[idx])
+        return report
+
+    def _ingest_signal(self, s: int, local: IntArray, ts: FloatArray, val: FloatArray) -> None:
+        series = self._series[s]
+        if series.kind is SignalKind.EVENT:
+            series.events = TickEvents(local=local, code=val.astype(np.int64), timestamp=ts)
+            newest = np.full(series.size, -np.inf)
+            np.maximum.at(newest, local, ts)
+            hit = newest > series.last_seen
+            series.last_seen[hit] = newest[hit]
+            return
+        if np.bincount(local, minlength=series.size).max(initial=0) > 1:
+            local, ts, val = _latest_per_entity(local, ts, val, bitwise_or=series.kind is SignalKind.BITMASK)
+        if series.kind is SignalKind.COUNTER and series.rate is not None:
+            prev_v = series.last_value[local]
+            prev_t = series.last_seen[local]
+            dt = ts - prev_t
+            usable = np.isfinite(prev_v) & (dt > 0)
+            delta = val - prev_v
+            # A counter that went down was reset (driver reload, exporter restart): the new
+            # value is what accumulated since the reset, as Prometheus' rate() assumes.
+            increase = np.where(delta < 0, val, delta)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = np.where(usable, increase / np.where(usable, dt, 1.0), np.nan)
+            series.rate[local] = np.where(usable, rate, series.rate[local])
+            newer = ~(dt <= 0)
+            local, ts, val = local[newer], ts[newer], val[newer]
+        series.last_value[local] = val
+        series.last_seen[local] = ts
+        if series.ring is not None:
+            series.ring[self._slot, local] = val
+
+    # ---- reads --------------------------------------------------------------------------
+    def _index(self, name: str) -> _Series:
+        return self._series[self.catalog[name].index]
+
+    def fresh(self, name: str) -> npt.NDArray[np.bool_]:
+        series = self._index(name)
+        return (self.now - series.last_seen) <= self.stale_after_s
+
+    def current(self, name: str) -> FloatArray:
+        """Latest value per entity, NaN where missing or stale."""
+        series = self._index(name)
+        return np.where(self.fresh(name), series.last_value, np.nan)
+
+    def last_seen(self, name: str) -> FloatArray:
+        return self._index(name).last_seen
+
+    def rate(self, name: str) -> FloatArray:
+        """Per-second rate of a counter, reset-aware, NaN where unknown or stale."""
+        series = self._index(name)
+        if series.rate is None:
+            raise KeyError(f"{name} is not a counter")
+        return np.where(self.fresh(name), series.rate, np.nan)
+
+    def events(self, name: str) -> TickEvents | None:
+        return self._index(name).events
+
+    def history(self, name: str) -> tuple[FloatArray, FloatArray]:
+        """(tick timestamps (W,), values (W, n)) in ring order; slots never written are NaN."""
+        series = self._index(name)
+        if series.ring is None:
+            raise KeyError(f"{name} keeps no history; list it in history_signals")
+        return self.tick_ts, series.ring
+
+    def fresh_any(self, names: Iterable[str], size: int) -> npt.NDArray[np.bool_]:
+        """Entities with at least one fresh signal among ``names`` (event signals excluded)."""
+        out = np.zeros(size, dtype=bool)
+        for name in names:
+            if self.catalog[name].kind is SignalKind.EVENT:
+                continue
+            out |= self.fresh(name)
+        return out
+
+    def nbytes(self) -> int:
+        total = self.tick_ts.nbytes
+        for s in self._series:
+            total += s.last_value.nbytes + s.last_seen.nbytes
+            total += s.ring.nbytes if s.ring is not None else 0
+            total += s.rate.nbytes if s.rate is not None else 0
+        return total
+
+
+def _latest_per_entity(
+    local: IntArray, ts: FloatArray, val: FloatArray, *, bitwise_or: bool
+) -> tuple[IntArray, FloatArray, FloatArray]:
+    """Collapse duplicate samples of one series within a tick: latest wins, bitmasks OR."""
+    order = np.lexsort((ts, local))
+    local, ts, val = local[order], ts[order], val[order]
+    last = np.ones(local.size, dtype=bool)
+    last[:-1] = local[1:] != local[:-1]
+    if bitwise_or:
+        first = np.ones(local.size, dtype=bool)
+        first[1:] = local[1:] != local[:-1]
+        ored = np.bitwise_or.reduceat(val.astype(np.int64), np.flatnonzero(first))
+        return local[last], ts[last], ored.astype(np.float64)
+    return local[last], ts[last], val[last]

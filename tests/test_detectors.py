@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from seamguard.config import load_config
+from seamguard.economics.harm import straggler_harm
+from seamguard.model.catalog import signal_catalog
+from seamguard.model.states import State
+from seamguard.model.topology import build_topology
+from seamguard.scoring import detectors
+from seamguard.scoring.events import XidMemory, heartbeat
+from seamguard.scoring.evidence import make_evidence
+from seamguard.scoring.gfs import combine
+from seamguard.telemetry.store import TickEvents
+from tests.conftest import small_inventory
+
+CFG = load_config()
+CAT = signal_catalog()
+DET = CFG.detectors
+
+
+def test_level_soft_limits_and_nan() -> None:
+    rule = DET.level["gpu.temp_c"]
+    ev = detectors.level(
+        CAT["gpu.temp_c"], rule, np.array([70.0, rule.warn, (rule.warn + rule.crit) / 2, 200.0, np.nan])
+    )
+    assert ev.evidence.tolist() == [0.0, 0.0, 0.5, 1.0, 0.0]
+    assert "above soft limit" in ev.describe(3)
+
+
+def _ring(values_per_min: list[float], tick_s: float = 30.0) -> tuple[np.ndarray, np.ndarray, float]:
+    vals = np.array(values_per_min, dtype=float)
+    ts = np.arange(vals.size) * tick_s
+    return ts, vals[:, None], float(ts[-1])
+
+
+def test_trend_measures_rising_temperature() -> None:
+    minutes = np.arange(20) * 0.5
+    ts, ring, now = _ring(list(60 + 0.8 * minutes))
+    slope = detectors.weighted_slope(ts, ring, now, window_s=600, halflife_s=300, min_points=6, log=False)
+    assert np.isclose(slope[0], 0.8)
+    ev = detectors.trend(CAT["gpu.temp_c"], DET.trend["gpu.temp_c"], slope)
+    assert ev.evidence[0] > 0 and "+0.80" in ev.describe(0)
+
+
+def test_trend_ignores_diurnal_swing_and_noise() -> None:
+    rng = np.random.default_rng(1)
+    t_s = np.arange(20) * 30.0 + 6 * 3600  # steepest part of the daily sinusoid
+    inlet = 33 + 0.75 * np.sin(2 * np.pi * t_s / 86400) + rng.normal(0, 0.15, t_s.size)
+    slope = detectors.weighted_slope(
+        t_s, inlet[:, None], float(t_s[-1]), window_s=600, halflife_s=300, min_points=6, log=False
+    )
+    ev = detectors.trend(CAT["rack.inlet_temp_c"], DET.trend["rack.inlet_temp_c"], slope)
+    assert ev.evidence[0] == 0.0
+
+
+def test_trend_needs_enough_points_and_skips_nan() -> None:
+    ts = np.arange(20) * 30.0
+    vals = np.full((20, 1), np.nan)
+    vals[-3:, 0] = [1.0, 2.0, 3.0]
+    slope = detectors.weighted_slope(
+        ts, vals, float(ts[-1]), window_s=600, halflife_s=300, min_points=6, log=False
+    )
+    assert np.isnan(slope[0])
+
+
+def test_peer_flags_straggler_not_same_sku_spread() -> None:
+    rng = np.random.default_rng(0)
+    step = 2.0 * rng.normal(1.0, 0.01, 64)
+    step[5] = 2.0 * 1.30  # PCIe downtrain straggler
+    step[9] = 2.0 * 1.08  # the known same-SKU spread: not a fault
+    groups = np.zeros(64, dtype=np.int64)
+    ev = detectors.peer(CAT["gpu.step_time_s"], DET.peer["gpu.step_time_s"], step, groups, 1)
+    assert ev.evidence[5] > 0.3
+    assert ev.evidence[9] == 0.0
+    assert "above its job's peers" in ev.describe(5)
+
+
+def test_peer_needs_a_cohort() -> None:
+    step = np.array([1.0, 1.0, 3.0])
+    ev = detectors.peer(
+        CAT["gpu.step_time_s"], DET.peer["gpu.step_time_s"], step, np.zeros(3, dtype=np.int64), 1
+    )
+    assert not ev.evidence.any()  # cohort of 3 is below min_cohort
+
+
+def test_counter_rate_units() -> None:
+    rule = DET.counter["gpu.ecc_sbe_total"]
+    ev = detectors.counter_rate(CAT["gpu.ecc_sbe_total"], rule, np.array([0.0, 1000 / 3600, np.nan]))
+    assert ev.evidence[0] == 0 and ev.evidence[1] == 1.0 and ev.evidence[2] == 0
+    assert "/h" in ev.describe(1)
+
+
+def test_throttle_benign_bits_are_not_evidence() -> None:
+    masks = np.array([0x1, 0x4, 0x10, 0x1 | 0x4 | 0x10, 0x40, 0x40 | 0x4, np.nan])
+    ev = detectors.throttle(CAT["gpu.throttle_reasons"], DET.throttle, masks)
+    assert ev.evidence[:4].tolist() == [0, 0, 0, 0]
+    assert np.isclose(ev.evidence[4], DET.throttle.bits["hw_thermal"])
+    assert np.isclose(ev.evidence[5], ev.evidence[4])
+    assert ev.evidence[6] == 0
+    assert ev.describe(4) == "hw_thermal throttle bit set"
+
+
+def test_xid_floor_memory_and_app_errors() -> None:
+    mem = XidMemory.create(4, DET.xid)
+    events = TickEvents(
+        local=np.array([0, 1, 2]), code=np.array([48, 13, 74]), timestamp=np.array([1.0, 1.0, 1.0])
+    )
+    ev, floor = mem.update(CAT["gpu.xid"], 30.0, events)
+    assert floor.tolist() == [int(State.FAILED), -1, int(State.QUARANTINE), -1]
+    assert ev.evidence[1] == 0.0  # XID 13 is the application's fault
+    assert "double-bit" in ev.describe(0)
+    ev2, floor2 = mem.update(CAT["gpu.xid"], 30.0 + DET.xid.decay_halflife_s, None)
+    assert (floor2 == -1).all()
+    assert np.isclose(ev2.evidence[2], ev.evidence[2] / 2)
+
+
+def test_heartbeat_silence_fails_unless_everyone_is_silent() -> None:
+    hb = DET.heartbeat
+    now = 1000.0
+    last_seen = np.full(10, now - 5)
+    last_seen[3] = now - hb.silent_after_s - 1
+    v = heartbeat(CAT["node.heartbeat_age_s"], hb, now, np.full(10, 3.0), last_seen)
+    assert v.hard_fail.tolist() == [i == 3 for i in range(10)]
+    everyone = np.full(10, now - hb.silent_after_s - 1)
+    v2 = heartbeat(CAT["node.heartbeat_age_s"], hb, now, np.full(10, 3.0), everyone)
+    assert v2.mass_silence and not v2.hard_fail.any()
+    never = np.full(10, -np.inf)  # never reported: unknown, not failed
+    assert not heartbeat(CAT["node.heartbeat_age_s"], hb, now, np.full(10, np.nan), never).hard_fail.any()
+
+
+@given(
+    st.lists(st.floats(0, 1), min_size=1, max_size=6), st.lists(st.floats(0.05, 1), min_size=6, max_size=6)
+)
+def test_noisy_or_is_bounded_and_monotone(evs: list[float], weights: list[float]) -> None:
+    topo = build_topology(small_inventory())
+    n = topo.count(CAT["gpu.temp_c"].entity)
+    items = [
+        make_evidence(
+            "t", "gpu.temp_c", CAT["gpu.temp_c"].entity, w, np.full(n, e), np.zeros(n), lambda a, b: ""
+        )
+        for e, w in zip(evs, weights, strict=False)
+    ]
+    gfs, _ = combine(items, topo)
+    more, _ = combine([*items, items[0]], topo)
+    assert (gfs >= 0).all() and (gfs <= 1).all()
+    assert (more >= gfs - 1e-12).all()
+    assert gfs.max() >= max(w * e for e, w in zip(evs, weights, strict=False)) - 1e-9
+
+
+def test_harm_only_for_the_slowest_rank_of_a_sync_job() -> None:
+    econ = CFG.economics
+    step = np.full(256, 2.0)
+    step[7] = 2.4  # 20% slow rank in a 256-GPU synchronous job
+    step[200:] = np.nan
+    gpu_job = np.zeros(256, dtype=np.int64)
+    harm = straggler_harm(step, gpu_job, np.array([True]), np.array([256.0]), econ)
+    assert harm.ratio[7] > econ.harmful_enter_ratio
+    assert (np.delete(harm.ratio, 7) == 0).all()
+    async_harm = straggler_harm(step, gpu_job, np.array([False]), np.array([256.0]), econ)
+    assert not async_harm.ratio.any()  # no amplification, no harm

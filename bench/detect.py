@@ -15,17 +15,19 @@ import json
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from seamguard.synth.scenarios import SCENARIOS, build
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.journal.records import TransitionRecord
 from seamguard.synth.evaluate import FaultOutcome, evaluate, median_or_nan
-from seamguard.synth.scenarios import SCENARIOS, build
 
 SUDDEN = {"xid79", "hw_thermal", "pcie_downtrain"}
 
 
-def run(seed: int, progress: Progress, scenario_name: str) -> tuple[list[FaultOutcome], set[str], list[str], int, float]:
+def run(
+    seed: int, progress: Progress, scenario_name: str
+) -> tuple[list[FaultOutcome], set[str], list[str], int, float]:
     scenario = SCENARIOS[scenario_name]
     _inv, _jobs, topology, fleet = build(scenario, seed)
     controller = Controller(topology, load_config())
@@ -42,7 +44,9 @@ def run(seed: int, progress: Progress, scenario_name: str) -> tuple[list[FaultOu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--scenario", default="detect-suite", choices=sorted(SCENARIOS))
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of tables")
@@ -92,7 +96,16 @@ def main() -> None:
         print(json.dumps(summary))
         return
     table = Table(title=f"detection on '{args.scenario}', {args.seeds} seeds")
-    for col in ("fault kind", "faults", "detected", "recall", "median delay", "median lead", "before impact", "≤ 1 tick"):
+    for col in (
+        "fault kind",
+        "faults",
+        "detected",
+        "recall",
+        "median delay",
+        "median lead",
+        "before impact",
+        "≤ 1 tick",
+    ):
         table.add_column(col, justify="right" if col != "fault kind" else "left")
     for r in rows:
         table.add_row(

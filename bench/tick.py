@@ -20,16 +20,18 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
+from seamguard.synth.scenarios import build, scale_scenario
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.model.catalog import SignalKind, signal_catalog
-from seamguard.synth.scenarios import build, scale_scenario
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--gpus", type=int, default=16384, help="fleet size in GPUs (multiple of 8)")
     parser.add_argument("--ticks", type=int, default=20, help="timed ticks after warm-up")
     parser.add_argument("--warmup", type=int, default=8, help="untimed ticks that fill the trend window")

@@ -33,9 +33,18 @@ def test_user_file_merges_and_null_removes(tmp_path: Path) -> None:
     [
         ("classifier:\n  degraded_enter: 2\n", "classifier.degraded_enter"),
         ("classifier:\n  degraded_exit: 0.5\n", "degraded_exit must be below degraded_enter"),
-        ("detectors:\n  level:\n    gpu.fan_rpm: {warn: 1, crit: 2, weight: 0.5}\n", "unknown signal 'gpu.fan_rpm'"),
-        ("detectors:\n  counter:\n    gpu.temp_c: {warn: 1, crit: 2, weight: 0.5}\n", "is a gauge, expected counter"),
-        ("detectors:\n  level:\n    gpu.temp_c: {warn: 90, crit: 80, weight: 0.5}\n", "crit (80.0) above warn"),
+        (
+            "detectors:\n  level:\n    gpu.fan_rpm: {warn: 1, crit: 2, weight: 0.5}\n",
+            "unknown signal 'gpu.fan_rpm'",
+        ),
+        (
+            "detectors:\n  counter:\n    gpu.temp_c: {warn: 1, crit: 2, weight: 0.5}\n",
+            "is a gauge, expected counter",
+        ),
+        (
+            "detectors:\n  level:\n    gpu.temp_c: {warn: 90, crit: 80, weight: 0.5}\n",
+            "crit (80.0) above warn",
+        ),
         ("admissibility:\n  healthy: {sync_training: maybe}\n", "admissibility.healthy.sync_training"),
         ("enigne:\n  tick_s: 5\n", "enigne"),
         ("classifier: [\n", ":2:1: not valid YAML"),

@@ -117,18 +117,19 @@ def test_xid_floor_memory_and_app_errors() -> None:
     assert np.isclose(ev2.evidence[2], ev.evidence[2] / 2)
 
 
-def test_heartbeat_silence_fails_unless_everyone_is_silent() -> None:
+def test_stale_heartbeat_fails_unless_everyone_is_stale() -> None:
     hb = DET.heartbeat
-    now = 1000.0
-    last_seen = np.full(10, now - 5)
-    last_seen[3] = now - hb.silent_after_s - 1
-    v = heartbeat(CAT["node.heartbeat_age_s"], hb, now, np.full(10, 3.0), last_seen)
+    sig = CAT["node.heartbeat_age_s"]
+    age = np.full(10, 3.0)
+    age[3] = hb.fail_after_s + 1
+    v = heartbeat(sig, hb, age)
     assert v.hard_fail.tolist() == [i == 3 for i in range(10)]
-    everyone = np.full(10, now - hb.silent_after_s - 1)
-    v2 = heartbeat(CAT["node.heartbeat_age_s"], hb, now, np.full(10, 3.0), everyone)
-    assert v2.mass_silence and not v2.hard_fail.any()
-    never = np.full(10, -np.inf)  # never reported: unknown, not failed
-    assert not heartbeat(CAT["node.heartbeat_age_s"], hb, now, np.full(10, np.nan), never).hard_fail.any()
+    assert "heartbeat" in v.evidence.describe(3)
+    v2 = heartbeat(sig, hb, np.full(10, hb.fail_after_s + 1))
+    assert v2.mass_stale and not v2.hard_fail.any()
+    # a missing sample is lost telemetry: never extrapolated into an age, never failed
+    missing = heartbeat(sig, hb, np.full(10, np.nan))
+    assert not missing.hard_fail.any() and not missing.evidence.evidence.any()
 
 
 @given(

@@ -29,12 +29,16 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @app.command()
 def score(
     inventory: Annotated[Path, typer.Option(help="INV.csv: node,rack,cdu,leaf,gpus[,row,pdu,storage]")],
-    telemetry: Annotated[list[Path], typer.Option(help="telemetry file(s) or a directory: CSV, CSV.gz, Parquet")],
+    telemetry: Annotated[
+        list[Path], typer.Option(help="telemetry file(s) or a directory: CSV, CSV.gz, Parquet")
+    ],
     out: Annotated[Path, typer.Option(help="TRANSITIONS.csv to write")],
     jobs: Annotated[Path | None, typer.Option(help="JOBS.csv: job,job_class,nodes,start,end")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML policy merged over the defaults")] = None,
     journal: Annotated[Path | None, typer.Option(help="SQLite journal to write (for explain)")] = None,
-    tick: Annotated[float | None, typer.Option(help="tick length in seconds (default: engine.tick_s)")] = None,
+    tick: Annotated[
+        float | None, typer.Option(help="tick length in seconds (default: engine.tick_s)")
+    ] = None,
 ) -> None:
     """Run the engine over recorded telemetry and write every state transition."""
     from seamguard.replay_run import run_score
@@ -52,7 +56,9 @@ def score(
 def explain(
     entity: Annotated[str, typer.Argument(help="entity id, e.g. gpu/n0012/3 or cdu/cdu1")],
     journal: Annotated[Path, typer.Option(help="journal written by score or demo")],
-    at: Annotated[str | None, typer.Option(help="unix seconds or ISO 8601; default: end of the journal")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="unix seconds or ISO 8601; default: end of the journal")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="policy used (for the admissibility row)")] = None,
 ) -> None:
     """Say why an entity is in its state: scores, top evidence, the transitions that led there."""
@@ -82,7 +88,9 @@ def explain(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="directory for telemetry, journal and transitions")] = Path("demo-out"),
+    out: Annotated[Path, typer.Option(help="directory for telemetry, journal and transitions")] = Path(
+        "demo-out"
+    ),
     seed: Annotated[int, typer.Option(help="random seed of the generated fleet")] = 7,
     live: Annotated[bool | None, typer.Option(help="live view (default: when on a terminal)")] = None,
     delay: Annotated[float, typer.Option(help="seconds to pause per tick in the live view")] = 0.03,

@@ -114,8 +114,7 @@ class XidConfig(_Strict):
 class HeartbeatConfig(_Strict):
     signal: str = "node.heartbeat_age_s"
     fail_after_s: float = Field(gt=0)
-    silent_after_s: float = Field(gt=0)
-    mass_silence_fraction: float = Field(gt=0, le=1)
+    mass_stale_fraction: float = Field(gt=0, le=1)
 
 
 class DetectorsConfig(_Strict):
@@ -247,8 +246,8 @@ class Config(_Strict):
         return self.admissibility[state.label][job_class]  # type: ignore[index]
 
     def actions_for(self, kind: EntityKind, state: State) -> list[str]:
-        per_state: dict[str, list[str]] = dict(self.actions.get(kind, {}))
-        return per_state.get(state.label, [])
+        per_state = self.actions.get(kind, {})
+        return list(per_state.get(state.label, []))  # type: ignore[call-overload]
 
 
 def _defaults_text() -> str:

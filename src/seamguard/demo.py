@@ -138,14 +138,20 @@ def run_demo(*, out: Path, seed: int, console: Console, live: bool, delay: float
     return evaluation
 
 
-def _summary(console: Console, ev: Evaluation, decisions: list[DecisionRecord], start: float, out: Path) -> None:
+def _summary(
+    console: Console, ev: Evaluation, decisions: list[DecisionRecord], start: float, out: Path
+) -> None:
     table = Table(title="what seamguard detected", expand=False)
     for col in ("fault", "target", "onset", "impact", "first detected", "as", "lead", "would do"):
         table.add_column(col)
     for f in (*ev.faults, *ev.benign):
         lb = f.label
-        acts = sorted({d.action for d in decisions if d.entity in {lb.entity, *lb.affected} or lb.entity in d.reason})
-        detected = "-" if f.detected_at is None else f"t+{(f.detected_at - start) / 60:.1f}m ({f.first_entity})"
+        acts = sorted(
+            {d.action for d in decisions if d.entity in {lb.entity, *lb.affected} or lb.entity in d.reason}
+        )
+        detected = (
+            "-" if f.detected_at is None else f"t+{(f.detected_at - start) / 60:.1f}m ({f.first_entity})"
+        )
         lead = "-" if f.lead_s is None else f"{f.lead_s / 60:+.1f}m"
         name = f"{lb.kind} (benign)" if lb.benign else lb.kind
         table.add_row(

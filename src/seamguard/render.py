@@ -50,7 +50,9 @@ def render_explanation(console: Console, ex: Explanation) -> None:
     history.add_column("GFS", justify="right")
     history.add_column("reason")
     for t in ex.transitions:
-        history.add_row(format_time(t.ts), state_text(t.from_state), state_text(t.to_state), f"{t.gfs:.2f}", t.reason)
+        history.add_row(
+            format_time(t.ts), state_text(t.from_state), state_text(t.to_state), f"{t.gfs:.2f}", t.reason
+        )
     parts: list[Table | Text] = [head, scores]
     if ex.evidence:
         parts.append(evidence)

@@ -15,7 +15,9 @@ def parse_time(text: str) -> float:
     try:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"{text!r} is neither unix seconds nor an ISO 8601 time (e.g. 2026-11-20T14:05:00Z)") from None
+        raise ValueError(
+            f"{text!r} is neither unix seconds nor an ISO 8601 time (e.g. 2026-11-20T14:05:00Z)"
+        ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()

@@ -88,7 +88,7 @@ def score_tick(
     xid_ev, xid_floor = xid_memory.update(xid_sig, now, store.events(xid_sig.name))
     evidence.append(xid_ev)
     hb_sig = cat[det.heartbeat.signal]
-    hb = heartbeat(hb_sig, det.heartbeat, now, store.current(hb_sig.name), store.last_seen(hb_sig.name))
+    hb = heartbeat(hb_sig, det.heartbeat, store.current(hb_sig.name))
     evidence.append(hb.evidence)
 
     gfs, gfs_rec = combine(evidence, topology)
@@ -97,9 +97,7 @@ def score_tick(
     nodes = topology.members[EntityKind.NODE]
     hard[nodes] = hb.hard_fail
     for local in np.flatnonzero(hb.hard_fail).tolist():
-        hard_reason[int(nodes[local])] = (
-            "node heartbeat silent" if hb.silent[local] else hb.evidence.describe(local)
-        )
+        hard_reason[int(nodes[local])] = hb.evidence.describe(local)
     for name in det.hard_counters:
         sig = cat[name]
         increased = np.nan_to_num(store.rate(name)) > 0
@@ -110,10 +108,10 @@ def score_tick(
     floor = np.full(topology.n_entities, -1, dtype=np.int64)
     floor[topology.members[xid_sig.entity]] = xid_floor
     notices: list[str] = []
-    if hb.mass_silence:
+    if hb.mass_stale:
         notices.append(
-            f"{int(hb.silent.sum())} of {hb.silent.size} node heartbeats went silent at once: "
-            "suspecting the telemetry path, not the nodes (marked unknown, not failed)"
+            f"{int(hb.stale.sum())} of {hb.stale.size} node heartbeats went stale at once: "
+            "suspecting the heartbeat source, not the nodes (none failed on this tick)"
         )
     return ScoreFrame(
         evidence=tuple(evidence),

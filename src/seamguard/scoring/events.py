@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import HeartbeatConfig, XidConfig
-from seamguard.model.catalog import Signal, XidSeverity, xid_catalog
-from seamguard.model.states import State
+from seamguard.model.catalog import Signal, xid_catalog
 from seamguard.scoring.evidence import Evidence, FloatArray, make_evidence, ramp
 from seamguard.telemetry.store import TickEvents
 
@@ -18,6 +18,7 @@ UNKNOWN_XID_EVIDENCE = 0.3
 _MAX_CODE = 1024
 
 
+@cache
 def _lookup_tables() -> tuple[FloatArray, IntArray]:
     evidence = np.full(_MAX_CODE, UNKNOWN_XID_EVIDENCE)
     floor = np.full(_MAX_CODE, -1, dtype=np.int64)
@@ -97,40 +98,27 @@ class XidMemory:
 class HeartbeatVerdict:
     evidence: Evidence
     hard_fail: npt.NDArray[np.bool_]  # per node
-    mass_silence: bool
-    silent: npt.NDArray[np.bool_]
+    mass_stale: bool
+    stale: npt.NDArray[np.bool_]  # per node: reported age beyond the limit
 
 
-def heartbeat(
-    signal: Signal, config: HeartbeatConfig, now: float, value: FloatArray, last_seen: FloatArray
-) -> HeartbeatVerdict:
-    """A stale heartbeat is the one kind of missing data that is a failure by itself.
+def heartbeat(signal: Signal, config: HeartbeatConfig, age: FloatArray) -> HeartbeatVerdict:
+    """A heartbeat older than its limit is the one kind of silence that is a failure by itself.
 
-    If a large share of nodes fall silent together, the collector is the likelier culprit, so
-    silence then makes nodes unknown instead of failed (a storm brake for telemetry loss).
+    The age is what the scheduler or node agent *reports* (it keeps counting while the node is
+    dead); a missing sample only means our telemetry path lost it, so it makes the node
+    ``unknown`` through staleness and is never extrapolated into an age. If a large share of
+    nodes report stale heartbeats together, the reporter (a restarting slurmctld, a partitioned
+    agent collector) is the likelier culprit, so nothing is failed on that tick (a storm brake).
     """
-    seen = np.isfinite(last_seen)
-    since = now - last_seen
-    age = np.where(seen, np.nan_to_num(value, nan=0.0) + np.maximum(since, 0.0), np.nan)
-    silent = seen & (since > config.silent_after_s)
-    mass = bool(silent.size and silent.mean() >= config.mass_silence_fraction and silent.sum() > 1)
-    hard = seen & ~silent & (age > config.fail_after_s)
-    if not mass:
-        hard |= silent
+    stale = np.nan_to_num(age, nan=0.0) > config.fail_after_s
+    n_stale = int(stale.sum())
+    mass = bool(stale.size and n_stale > 1 and n_stale >= config.mass_stale_fraction * stale.size)
+    hard = np.zeros_like(stale) if mass else stale
     ev = ramp(age, config.fail_after_s / 4, config.fail_after_s)
 
     def fmt(m: float, _x: float) -> str:
         return f"node heartbeat {m:.0f} s old (limit {config.fail_after_s:g} s)"
 
-    evidence = make_evidence(
-        "heartbeat", signal.name, signal.entity, 0.5, np.where(silent & mass, 0.0, ev), age, fmt
-    )
-    return HeartbeatVerdict(evidence=evidence, hard_fail=hard, mass_silence=mass, silent=silent)
-
-
-def fatal_severity(code: int) -> bool:
-    xid = xid_catalog().get(code)
-    return xid is not None and xid.severity is XidSeverity.FATAL
-
-
-FAILED_CODE = int(State.FAILED)
+    evidence = make_evidence("heartbeat", signal.name, signal.entity, 0.5, np.where(mass, 0.0, ev), age, fmt)
+    return HeartbeatVerdict(evidence=evidence, hard_fail=hard, mass_stale=mass, stale=stale)

@@ -79,7 +79,15 @@ class Evaluation:
         return out
 
 
-_SEVERITY = {"healthy": 0, "unknown": 0, "degraded": 1, "recovery_unsafe": 2, "harmful": 3, "quarantine": 4, "failed": 5}
+_SEVERITY = {
+    "healthy": 0,
+    "unknown": 0,
+    "degraded": 1,
+    "recovery_unsafe": 2,
+    "harmful": 3,
+    "quarantine": 4,
+    "failed": 5,
+}
 
 
 def _outcome(label: Label, transitions: Sequence[TransitionRecord]) -> FaultOutcome:
@@ -116,7 +124,9 @@ def evaluate(labels: Iterable[Label], transitions: Sequence[TransitionRecord]) -
                 t.entity
                 for t in transitions
                 for lb in benign
-                if t.entity in {lb.entity, *lb.affected} and t.to_state in OUT_STATES and t.entity not in fault_scope
+                if t.entity in {lb.entity, *lb.affected}
+                and t.to_state in OUT_STATES
+                and t.entity not in fault_scope
             }
         )
     )

@@ -1,0 +1,33 @@
+"""The journal interface the controller writes to and ``explain`` reads from."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from seamguard.journal.records import DecisionRecord, ObservationRecord, TransitionRecord
+
+
+class Journal(Protocol):
+    def append(
+        self,
+        transitions: Sequence[TransitionRecord],
+        decisions: Sequence[DecisionRecord],
+        observations: Sequence[ObservationRecord] = (),
+    ) -> None:
+        """Record one tick's output atomically: all of it or none of it."""
+        ...
+
+    def transitions(
+        self, entity: str | None = None, until: float | None = None, since: float | None = None
+    ) -> list[TransitionRecord]: ...
+
+    def decisions(
+        self, entity: str | None = None, until: float | None = None, since: float | None = None
+    ) -> list[DecisionRecord]: ...
+
+    def last_observation(self, entity: str, at: float) -> ObservationRecord | None: ...
+
+    def entities(self) -> list[str]: ...
+
+    def time_range(self) -> tuple[float, float] | None: ...

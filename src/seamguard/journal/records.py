@@ -1,0 +1,57 @@
+"""What the journal keeps: transitions, decisions and score observations, with their evidence.
+
+Plain frozen records so that the controller, the journal backends and ``explain`` share one
+vocabulary; states are stored by their labels (``healthy``, ``degraded``...) so a journal
+stays readable with nothing but sqlite3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EvidenceItem:
+    detector: str  # level, trend, peer, counter, flag, throttle, xid, heartbeat, hard, economics
+    signal: str
+    evidence: float  # [0, 1]
+    text: str  # the sentence an operator reads
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    ts: float
+    entity: str
+    from_state: str
+    to_state: str
+    gfs: float
+    prs: float
+    fae: float
+    reason: str
+    evidence: tuple[EvidenceItem, ...] = ()
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    ts: float
+    entity: str  # the target of the action (a node to drain, a job to checkpoint...)
+    action: str
+    mode: str  # advise | act
+    reason: str
+    state: str  # the state whose entry caused the decision
+    evidence: tuple[EvidenceItem, ...] = ()
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class ObservationRecord:
+    """A periodic score snapshot of a non-healthy entity: ``explain`` answers from it between transitions."""
+
+    ts: float
+    entity: str
+    state: str
+    gfs: float
+    prs: float
+    fae: float
+    evidence: tuple[EvidenceItem, ...] = ()

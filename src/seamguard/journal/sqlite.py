@@ -1,0 +1,210 @@
+"""The default journal: one SQLite file in WAL mode.
+
+Each tick's transitions, decisions and observations are written in one transaction with
+``synchronous=FULL``: a process killed mid-write leaves every earlier tick intact and the
+interrupted one absent, never half-written (SQLite's journal guarantees it; the test kills a
+writer with SIGKILL to check).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from seamguard.errors import InputError
+from seamguard.journal.records import DecisionRecord, EvidenceItem, ObservationRecord, TransitionRecord
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, entity TEXT NOT NULL, from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL, gfs REAL, prs REAL, fae REAL, reason TEXT NOT NULL,
+    evidence TEXT NOT NULL, epoch INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS transitions_entity_ts ON transitions (entity, ts);
+CREATE INDEX IF NOT EXISTS transitions_ts ON transitions (ts);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, entity TEXT NOT NULL, action TEXT NOT NULL,
+    mode TEXT NOT NULL, reason TEXT NOT NULL, state TEXT NOT NULL, evidence TEXT NOT NULL,
+    epoch INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_entity_ts ON decisions (entity, ts);
+CREATE TABLE IF NOT EXISTS observations (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, entity TEXT NOT NULL, state TEXT NOT NULL,
+    gfs REAL, prs REAL, fae REAL, evidence TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS observations_entity_ts ON observations (entity, ts);
+"""
+
+
+def _dump(items: Sequence[EvidenceItem]) -> str:
+    return json.dumps([[i.detector, i.signal, i.evidence, i.text] for i in items], separators=(",", ":"))
+
+
+def _load(raw: str) -> tuple[EvidenceItem, ...]:
+    return tuple(EvidenceItem(str(d), str(s), float(e), str(t)) for d, s, e, t in json.loads(raw))
+
+
+def _where(entity: str | None, until: float | None, since: float | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if entity is not None:
+        clauses.append("entity = ?")
+        args.append(entity)
+    if until is not None:
+        clauses.append("ts <= ?")
+        args.append(until)
+    if since is not None:
+        clauses.append("ts >= ?")
+        args.append(since)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+class SqliteJournal:
+    """Append-only decision journal. ``create=False`` refuses a path that does not exist."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise InputError(str(self.path), "no such journal")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._check_version()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(str(self.path), f"not a seamguard journal ({exc})") from exc
+
+    def _check_version(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise InputError(
+                str(self.path), f"journal schema version {row[0]}, this seamguard reads {SCHEMA_VERSION}"
+            )
+
+    # -- writing ---------------------------------------------------------------------------
+    def append(
+        self,
+        transitions: Sequence[TransitionRecord],
+        decisions: Sequence[DecisionRecord],
+        observations: Sequence[ObservationRecord] = (),
+    ) -> None:
+        if not (transitions or decisions or observations):
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO transitions (ts, entity, from_state, to_state, gfs, prs, fae, reason, evidence,"
+                " epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (t.ts, t.entity, t.from_state, t.to_state, t.gfs, t.prs, t.fae, t.reason,
+                     _dump(t.evidence), t.epoch)
+                    for t in transitions
+                ],
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO decisions (ts, entity, action, mode, reason, state, evidence, epoch)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (d.ts, d.entity, d.action, d.mode, d.reason, d.state, _dump(d.evidence), d.epoch)
+                    for d in decisions
+                ],
+            )
+            db.executemany(
+                "INSERT INTO observations (ts, entity, state, gfs, prs, fae, evidence) VALUES (?,?,?,?,?,?,?)",
+                [(o.ts, o.entity, o.state, o.gfs, o.prs, o.fae, _dump(o.evidence)) for o in observations],
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- reading ---------------------------------------------------------------------------
+    def transitions(
+        self, entity: str | None = None, until: float | None = None, since: float | None = None
+    ) -> list[TransitionRecord]:
+        where, args = _where(entity, until, since)
+        rows = self._db.execute(
+            "SELECT ts, entity, from_state, to_state, gfs, prs, fae, reason, evidence, epoch FROM transitions"
+            f"{where} ORDER BY ts, id",
+            args,
+        )
+        return [
+            TransitionRecord(ts, ent, fs, to, gfs, prs, fae, reason, _load(ev), epoch)
+            for ts, ent, fs, to, gfs, prs, fae, reason, ev, epoch in rows
+        ]
+
+    def decisions(
+        self, entity: str | None = None, until: float | None = None, since: float | None = None
+    ) -> list[DecisionRecord]:
+        where, args = _where(entity, until, since)
+        rows = self._db.execute(
+            f"SELECT ts, entity, action, mode, reason, state, evidence, epoch FROM decisions{where} ORDER BY ts, id",
+            args,
+        )
+        return [
+            DecisionRecord(ts, ent, action, mode, reason, state, _load(ev), epoch)
+            for ts, ent, action, mode, reason, state, ev, epoch in rows
+        ]
+
+    def observations(
+        self, entity: str | None = None, until: float | None = None, limit: int | None = None
+    ) -> list[ObservationRecord]:
+        where, args = _where(entity, until, None)
+        sql = f"SELECT ts, entity, state, gfs, prs, fae, evidence FROM observations{where} ORDER BY ts, id"
+        rows = list(self._db.execute(sql, args))
+        if limit is not None:
+            rows = rows[-limit:]
+        return [ObservationRecord(ts, ent, st, g, p, f, _load(ev)) for ts, ent, st, g, p, f, ev in rows]
+
+    def last_observation(self, entity: str, at: float) -> ObservationRecord | None:
+        row = self._db.execute(
+            "SELECT ts, entity, state, gfs, prs, fae, evidence FROM observations"
+            " WHERE entity = ? AND ts <= ? ORDER BY ts DESC, id DESC LIMIT 1",
+            (entity, at),
+        ).fetchone()
+        if row is None:
+            return None
+        ts, ent, st, g, p, f, ev = row
+        return ObservationRecord(ts, ent, st, g, p, f, _load(ev))
+
+    def entities(self) -> list[str]:
+        rows = self._db.execute(
+            "SELECT entity FROM transitions UNION SELECT entity FROM observations"
+            " UNION SELECT entity FROM decisions ORDER BY 1"
+        )
+        return [str(r[0]) for r in rows]
+
+    def time_range(self) -> tuple[float, float] | None:
+        row = self._db.execute(
+            "SELECT min(lo), max(hi) FROM (SELECT min(ts) lo, max(ts) hi FROM transitions"
+            " UNION ALL SELECT min(ts), max(ts) FROM observations UNION ALL SELECT min(ts), max(ts) FROM decisions)"
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return float(row[0]), float(row[1])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SqliteJournal:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

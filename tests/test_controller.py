@@ -1,0 +1,129 @@
+"""The control loop end to end on a small fleet with hand-written telemetry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seamguard.config import load_config
+from seamguard.control.controller import Controller
+from seamguard.model.catalog import signal_catalog
+from seamguard.model.entities import EntityKind
+from seamguard.model.states import State
+from seamguard.model.topology import Topology
+from seamguard.telemetry.batch import TelemetryBatch
+
+CAT = signal_catalog()
+CFG = load_config()
+
+
+def normal_batch(topo: Topology, now: float, rng: np.random.Generator, *, skip_node: str | None = None,
+                 overrides: dict[tuple[str, str], float] | None = None) -> TelemetryBatch:  # fmt: skip
+    """Every gauge of every GPU/node/link/rack/cdu at plausible steady values."""
+    values = {
+        "gpu.temp_c": 65.0, "gpu.mem_temp_c": 70.0, "gpu.sm_clock_mhz": 1980.0, "gpu.power_w": 600.0,
+        "gpu.util_pct": 95.0, "gpu.throttle_reasons": 0.0, "gpu.step_time_s": 2.0, "gpu.ecc_dbe_total": 0.0,
+        "node.heartbeat_age_s": 5.0, "link.latency_us": 2.0, "rack.inlet_temp_c": 33.0, "cdu.flow_lpm": 450.0,
+        "cdu.supply_temp_c": 30.0, "cdu.pressure_kpa": 160.0,
+    }  # fmt: skip
+    ent, sig, ts, val = [], [], [], []
+    for name, base in values.items():
+        s = CAT[name]
+        members = topo.members[s.entity]
+        ids = [topo.ids[i] for i in members]
+        noise = 0.0 if name in ("gpu.throttle_reasons", "gpu.ecc_dbe_total") else 0.002
+        v = base * (1 + rng.normal(0, noise, members.size))
+        for k, eid in enumerate(ids):
+            if skip_node and (eid.startswith(f"gpu/{skip_node}/")):
+                continue
+            if overrides and (eid, name) in overrides:
+                v[k] = overrides[(eid, name)]
+            ent.append(members[k])
+            sig.append(s.index)
+            ts.append(now - 1.0)
+            val.append(v[k])
+    return TelemetryBatch(np.array(ent), np.array(sig), np.array(ts), np.array(val))
+
+
+def run(topo: Topology, ticks: int, start: float = 1000.0, **kw: object) -> tuple[Controller, list]:
+    ctl = Controller(topo, CFG)
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(ticks):
+        now = start + 30.0 * (i + 1)
+        out.extend(ctl.tick(now, normal_batch(topo, now, rng, **kw)).transitions)  # type: ignore[arg-type]
+    return ctl, out
+
+
+def test_steady_fleet_stays_healthy_and_silent(topology: Topology) -> None:
+    ctl, transitions = run(topology, 20)
+    assert transitions == []
+    gpus = topology.members[EntityKind.GPU]
+    assert (ctl.states[gpus] == State.HEALTHY).all()
+
+
+def test_time_must_advance(topology: Topology) -> None:
+    ctl = Controller(topology, CFG)
+    ctl.tick(100.0, TelemetryBatch.empty())
+    with pytest.raises(ValueError, match="must increase"):
+        ctl.tick(100.0, TelemetryBatch.empty())
+
+
+def test_fatal_xid_fails_within_one_tick(topology: Topology) -> None:
+    ctl, _ = run(topology, 5)
+    rng = np.random.default_rng(1)
+    now = 1000.0 + 30 * 6
+    b = normal_batch(topology, now, rng)
+    gidx = topology.index["gpu/n01/2"]
+    xid = TelemetryBatch(
+        np.array([gidx]), np.array([CAT["gpu.xid"].index]), np.array([now - 3]), np.array([79.0])
+    )
+    res = ctl.tick(now, TelemetryBatch.concat([b, xid]))
+    [t] = [t for t in res.transitions if t.entity == "gpu/n01/2"]
+    assert t.to_state == "failed" and "XID 79" in t.reason
+    assert {d.action for d in res.decisions if d.entity == "node/n01"} >= {"drain_node"}
+
+
+def test_exporter_silence_is_unknown_never_failed(topology: Topology) -> None:
+    ctl, _ = run(topology, 5)
+    rng = np.random.default_rng(2)
+    seen: list = []
+    for i in range(6, 30):
+        now = 1000.0 + 30 * i
+        seen += ctl.tick(now, normal_batch(topology, now, rng, skip_node="n03")).transitions
+    states = {t.to_state for t in seen if t.entity.startswith("gpu/n03/")}
+    assert states == {"unknown"}
+    assert all(t.to_state != "failed" for t in seen)
+
+
+def test_nan_telemetry_never_raises_a_state(topology: Topology) -> None:
+    """Replacing values with NaN (dropouts) must not make anything worse than healthy/unknown."""
+    ctl = Controller(topology, CFG)
+    rng = np.random.default_rng(3)
+    for i in range(30):
+        now = 1000.0 + 30 * (i + 1)
+        b = normal_batch(topology, now, rng)
+        val = b.value.copy()
+        val[rng.random(val.size) < 0.5] = np.nan
+        res = ctl.tick(now, TelemetryBatch(b.entity, b.signal, b.timestamp, val))
+        assert {t.to_state for t in res.transitions} <= {"healthy", "unknown"}
+
+
+def test_hot_gpu_degrades_with_an_explained_reason(topology: Topology) -> None:
+    ctl, _ = run(topology, 10)
+    rng = np.random.default_rng(4)
+    found = []
+    for i in range(11, 40):
+        now = 1000.0 + 30 * i
+        temp = 65.0 + (i - 10) * 0.9
+        over = {
+            ("gpu/n02/1", "gpu.temp_c"): temp,
+            ("gpu/n02/1", "gpu.throttle_reasons"): 0x20 if temp > 84 else 0,
+        }
+        found += [t for t in ctl.tick(now, normal_batch(topology, now, rng, overrides=over)).transitions
+                  if t.entity == "gpu/n02/1"]  # fmt: skip
+    assert found and found[0].from_state == "healthy" and found[0].to_state in ("degraded", "quarantine")
+    assert "gpu.temp_c" in found[0].reason
+    view = ctl.view("gpu/n02/1")
+    assert view.gfs > CFG.classifier.degraded_enter
+    assert view.fae == pytest.approx(20.0)  # 5 nodes x 4 GPUs in one synchronous job

@@ -1,0 +1,127 @@
+"""The SQLite journal: round trips, queries, refusals, and survival of a killed writer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from seamguard.errors import InputError
+from seamguard.journal.records import DecisionRecord, EvidenceItem, ObservationRecord, TransitionRecord
+from seamguard.journal.sqlite import SqliteJournal
+
+EV = (EvidenceItem("trend", "gpu.temp_c", 0.62, "gpu.temp_c trending +0.8 °C/min"),)
+
+
+def transition(ts: float, entity: str = "gpu/n0000/1", to: str = "degraded") -> TransitionRecord:
+    return TransitionRecord(ts, entity, "healthy", to, 0.5, 0.1, 1.2, "why", EV, epoch=3)
+
+
+def test_round_trip_and_queries(tmp_path: Path) -> None:
+    with SqliteJournal(tmp_path / "j.sqlite") as j:
+        j.append(
+            [transition(10.0), transition(20.0, "gpu/n0000/2")],
+            [DecisionRecord(10.0, "node/n0000", "drain_node", "advise", "because", "quarantine", EV)],
+            [ObservationRecord(15.0, "gpu/n0000/1", "degraded", 0.55, 0.1, 1.2, EV)],
+        )
+        j.append([transition(30.0, to="quarantine")], [], [])
+        j.set_meta("source", "test")
+    with SqliteJournal(tmp_path / "j.sqlite", create=False) as j:
+        assert j.get_meta("source") == "test"
+        all_t = j.transitions()
+        assert [t.ts for t in all_t] == [10.0, 20.0, 30.0]
+        assert all_t[0] == transition(10.0)  # evidence and epoch survive
+        assert [t.ts for t in j.transitions(entity="gpu/n0000/1", until=25.0)] == [10.0]
+        assert [t.ts for t in j.transitions(since=15.0)] == [20.0, 30.0]
+        assert j.decisions(entity="node/n0000")[0].action == "drain_node"
+        assert j.last_observation("gpu/n0000/1", 14.0) is None
+        obs = j.last_observation("gpu/n0000/1", 100.0)
+        assert obs is not None and obs.gfs == 0.55 and obs.evidence == EV
+        assert j.entities() == ["gpu/n0000/1", "gpu/n0000/2", "node/n0000"]
+        assert j.time_range() == (10.0, 30.0)
+
+
+def test_empty_journal_has_no_range(tmp_path: Path) -> None:
+    with SqliteJournal(tmp_path / "j.sqlite") as j:
+        j.append([], [], [])
+        assert j.time_range() is None and j.transitions() == []
+
+
+def test_refuses_missing_and_foreign_files(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such journal"):
+        SqliteJournal(tmp_path / "absent.sqlite", create=False)
+    junk = tmp_path / "notes.txt"
+    junk.write_text("this is not a database, just some text that is long enough\n" * 20)
+    with pytest.raises(InputError, match="not a seamguard journal"):
+        SqliteJournal(junk)
+    assert junk.read_text().startswith("this is not a database")  # untouched
+
+
+def test_refuses_other_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    SqliteJournal(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(InputError, match="schema version 99"):
+        SqliteJournal(path)
+
+
+def test_failed_append_writes_nothing(tmp_path: Path) -> None:
+    with SqliteJournal(tmp_path / "j.sqlite") as j:
+        j.append([transition(1.0)], [], [])
+        bad = TransitionRecord(2.0, "gpu/x/0", "healthy", "degraded", 0.5, 0.1, 1.0, "r", EV)
+        object.__setattr__(bad, "entity", None)  # violates NOT NULL on the second row
+        with pytest.raises(sqlite3.IntegrityError):
+            j.append([transition(2.0), bad], [], [])
+        assert [t.ts for t in j.transitions()] == [1.0]
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from seamguard.journal.records import TransitionRecord, EvidenceItem
+    from seamguard.journal.sqlite import SqliteJournal
+    ev = (EvidenceItem("level", "gpu.temp_c", 0.5, "x" * 200),)
+    j = SqliteJournal(sys.argv[1])
+    tick = 0
+    while True:
+        tick += 1
+        rows = [TransitionRecord(float(tick), f"gpu/n{k:04d}/0", "healthy", "degraded", 0.5, 0.1, 1.0,
+                                 "r", ev) for k in range(200)]
+        j.append(rows, [], [])
+        if tick == 5:
+            print("ready", flush=True)
+    """
+)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_killed_writer_loses_nothing_committed(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)  # let it get well into later ticks, mid-transaction most likely
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()
+    with SqliteJournal(path) as j:
+        rows = j.transitions()
+        ticks = sorted({t.ts for t in rows})
+        assert len(ticks) >= 5
+        # every committed tick is complete and contiguous: no half-written tick survives
+        assert ticks == [float(k) for k in range(1, len(ticks) + 1)]
+        assert len(rows) == 200 * len(ticks)
+        j.append([transition(1e9)], [], [])  # still writable after the crash
+        assert j.transitions(since=1e9)[0].entity == "gpu/n0000/1"

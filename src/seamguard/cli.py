@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from seamguard import __version__
 from seamguard.errors import InputError
@@ -22,7 +23,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # whole lines: paths stay copyable
     return typer.Exit(code)
 
 
@@ -77,7 +78,7 @@ def explain(
         raise _fail(f"--at: {exc}") from None
     try:
         cfg = load_config(config)
-        with SqliteJournal(journal) as jr:
+        with SqliteJournal(journal, create=False) as jr:
             ex = do_explain(jr, cfg, entity, when)
     except InputError as exc:
         raise _fail(str(exc)) from None

@@ -23,11 +23,11 @@ from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.journal.records import DecisionRecord, TransitionRecord
 from seamguard.journal.sqlite import SqliteJournal
+from seamguard.journal.transitions_csv import TRANSITION_HEADER, transition_row
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.render import STATE_STYLE, state_text
-from seamguard.replay_run import TRANSITION_HEADER
 from seamguard.synth.cluster import write_inventory_csv, write_jobs_csv
 from seamguard.synth.evaluate import Evaluation, evaluate
 from seamguard.synth.scenarios import SCENARIOS, build
@@ -120,8 +120,7 @@ def run_demo(*, out: Path, seed: int, console: Console, live: bool, delay: float
                 for t in result.transitions:
                     transitions.append(t)
                     recent.append((now, t))
-                    rows.writerow((f"{t.ts:.3f}", t.entity, t.from_state, t.to_state,
-                                   f"{t.gfs:.4f}", f"{t.prs:.4f}", f"{t.fae:.2f}", t.reason))  # fmt: skip
+                    rows.writerow(transition_row(t))
                     if live_view is None:
                         console.print(_line(t, start), markup=False, highlight=False)
                 decisions.extend(result.decisions)

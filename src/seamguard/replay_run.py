@@ -9,19 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.errors import InputError
 from seamguard.journal.sqlite import SqliteJournal
+from seamguard.journal.transitions_csv import TRANSITION_HEADER, transition_row
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.inventory import read_inventory, read_jobs
 from seamguard.model.topology import build_topology
 from seamguard.telemetry.replay import read_telemetry
 from seamguard.telemetry.store import IngestReport
-
-TRANSITION_HEADER = ("timestamp", "entity", "from_state", "to_state", "gfs", "prs", "fae", "reason")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,15 @@ def _readable(path: Path, what: str) -> Path:
     if not path.exists():
         raise InputError(str(path), f"{what} not found")
     return path
+
+
+def _fresh_journal(path: Path) -> SqliteJournal:
+    """A journal to score into; one that already holds a run is refused, never appended to or wiped."""
+    journal = SqliteJournal(path)
+    if journal.time_range() is not None:
+        journal.close()
+        raise InputError(str(path), "journal already holds a run; choose a new path or remove it first")
+    return journal
 
 
 def run_score(
@@ -59,7 +68,7 @@ def run_score(
     tick = tick_s or cfg.engine.tick_s
     topology = build_topology(inv, job_records)
     catalog = signal_catalog()
-    journal = SqliteJournal(journal_path) if journal_path is not None else None
+    journal = _fresh_journal(journal_path) if journal_path is not None else None
     if journal is not None:
         journal.set_meta("source", "seamguard score")
         journal.set_meta("inventory", str(inventory))
@@ -97,10 +106,7 @@ def run_score(
                     total.merge(result.ingest)
                     ticks += 1
                     for t in result.transitions:
-                        writer.writerow(
-                            (f"{t.ts:.3f}", t.entity, t.from_state, t.to_state,
-                             f"{t.gfs:.4f}", f"{t.prs:.4f}", f"{t.fae:.2f}", t.reason)
-                        )  # fmt: skip
+                        writer.writerow(transition_row(t))
                         by_state[t.to_state] += 1
                     for notice in result.notices:
                         console.print(f"[yellow]notice[/] {notice}")
@@ -110,7 +116,7 @@ def run_score(
         if journal is not None:
             journal.close()
     for line in report_lines:
-        console.print(f"[yellow]input[/] {line}")
+        console.print(f"[yellow]input[/] {escape(line)}")
     if total.sentinel or total.kind_mismatch:
         console.print(
             f"[yellow]input[/] {total.sentinel} sentinel values treated as missing, "

@@ -162,3 +162,19 @@ def test_harm_only_for_the_slowest_rank_of_a_sync_job() -> None:
     assert (np.delete(harm.ratio, 7) == 0).all()
     async_harm = straggler_harm(step, gpu_job, np.array([False]), np.array([256.0]), econ)
     assert not async_harm.ratio.any()  # no amplification, no harm
+
+
+def test_harm_spares_the_natural_slowest_rank_but_not_an_outlier() -> None:
+    econ = CFG.economics
+    rng = np.random.default_rng(5)
+    speeds = 1 + rng.normal(0, econ.sku_spread, 8)
+    speeds[3] = 1.045  # the job's naturally slowest rank: 3 sigma out, far from the runner-up
+    speeds[np.arange(8) != 3] = np.clip(speeds[np.arange(8) != 3], 0.98, 1.01)
+    step = 2.0 * speeds
+    gpu_job = np.zeros(8, dtype=np.int64)
+    natural = straggler_harm(step, gpu_job, np.array([True]), np.array([8.0]), econ)
+    assert natural.gain_gpus[3] / natural.cost_gpus[3] > econ.harmful_enter_ratio  # the gap alone would do
+    assert natural.ratio[3] == 0  # but it is within the known same-SKU spread
+    step[3] = 2.0 * 1.12
+    outlier = straggler_harm(step, gpu_job, np.array([True]), np.array([8.0]), econ)
+    assert outlier.ratio[3] > econ.harmful_enter_ratio

@@ -161,6 +161,18 @@ def test_empty_ticks_in_a_gap_are_yielded(tmp_path: Path, topo: Topology) -> Non
     assert seen == [(30.0, 1), (60.0, 0), (90.0, 0), (120.0, 0), (150.0, 1)]
 
 
+def test_a_stray_millisecond_timestamp_is_refused_not_replayed(tmp_path: Path, topo: Topology) -> None:
+    path = write_csv(
+        tmp_path / "t.csv",
+        ["1700000000,gpu/n0000/0,gpu.temp_c,60", "1700000000123,gpu/n0000/0,gpu.temp_c,61"],
+    )
+    with (
+        read_telemetry([path], topo, CAT, tick_s=TICK) as replay,
+        pytest.raises(InputError, match="milliseconds"),
+    ):
+        next(iter(replay))
+
+
 def test_external_sort_matches_in_memory_and_cleans_up(tmp_path: Path, topo: Topology) -> None:
     batch = sample_batch(topo, n=300, seed=2)
     batch.timestamp[10:20] = T0 + 45.0  # ties: input order must survive both paths

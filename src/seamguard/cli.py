@@ -100,6 +100,8 @@ def demo(
     from seamguard.demo import run_demo
 
     console = Console()
+    if not console.is_terminal:  # a log or CI: no terminal width to respect, keep rows whole
+        console = Console(width=200)
     use_live = console.is_terminal if live is None else live
     run_demo(out=out, seed=seed, console=console, live=use_live, delay=delay if use_live else 0.0)
 

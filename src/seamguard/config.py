@@ -211,6 +211,8 @@ class EconomicsConfig(_Strict):
     harmful_enter_ratio: float = Field(gt=0)
     harmful_exit_ratio: float = Field(gt=0)
     min_slowdown: float = Field(ge=0)
+    min_z: float = Field(ge=0)
+    sku_spread: float = Field(ge=0, lt=1)
 
     @model_validator(mode="after")
     def _hysteresis(self) -> Self:

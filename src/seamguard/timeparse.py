@@ -24,4 +24,8 @@ def parse_time(text: str) -> float:
 
 
 def format_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    """UTC, to the second; a time no calendar holds (a stray ms timestamp) prints as its number."""
+    try:
+        return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return f"{ts:.0f} (unix seconds, out of calendar range)"

@@ -4,8 +4,12 @@ A synchronous job runs at the pace of its slowest rank, so replacing that rank s
 whole job up to the pace of the second slowest: gain = (t1 - t2) / t1 x job GPUs, in
 GPU-equivalents. The swap costs a restart of the job, amortised over a horizon:
 cost = restart_cost_s x job GPUs / horizon_s. The ratio gain / cost drives `harmful`.
-An evenly slow job, or a rank within the normal same-SKU spread (below min_slowdown), is
-never harmful: swapping would buy nothing.
+An evenly slow job is never harmful (swapping would buy nothing), nor is a rank inside the
+normal same-SKU spread: it must be min_slowdown over its job's median *and* an outlier among
+its peers (robust z >= min_z against the job's median and MAD, the
+spread never taken below the known same-SKU spread sku_spread). Without the second test a
+job's naturally slowest rank, which sits ~2.5 sigma out in every job, would flap in and out
+of harmful whenever the gap to the runner-up grazed the cost.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy.typing as npt
 
 from seamguard.config import EconomicsConfig
 from seamguard.scoring.evidence import FloatArray
-from seamguard.scoring.groupstats import group_median
+from seamguard.scoring.groupstats import group_median_mad
 
 IntArray = npt.NDArray[np.int64]
 
@@ -46,7 +50,7 @@ def straggler_harm(
     valid = np.isfinite(step_time) & (groups >= 0)
     if not valid.any():
         return Harm(zeros, zeros, zeros, np.full(n, np.nan))
-    med, _ = group_median(step_time, groups, n_jobs)
+    med, mad, _ = group_median_mad(step_time, groups, n_jobs)
     idx = np.flatnonzero(valid)
     g = groups[idx]
     v = step_time[idx]
@@ -71,7 +75,13 @@ def straggler_harm(
     stragglers = idx_s[top_pos]
     gain_all[stragglers] = gain
     cost_all[stragglers] = cost
-    eligible = np.nan_to_num(slowdown) >= config.min_slowdown
+    z = np.zeros(n)
+    # The spread is never taken below the known same-SKU spread: the MAD of a small job's eight
+    # ranks is itself noisy and would otherwise make its naturally slowest rank an "outlier".
+    scale = np.maximum(1.4826 * mad, config.sku_spread * np.abs(med))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z[valid] = (step_time[valid] - med[groups[valid]]) / scale[groups[valid]]
+    eligible = (np.nan_to_num(slowdown) >= config.min_slowdown) & (np.nan_to_num(z) >= config.min_z)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where((cost_all > 0) & eligible, gain_all / cost_all, 0.0)
     return Harm(ratio=ratio, gain_gpus=gain_all, cost_gpus=cost_all, slowdown=slowdown)

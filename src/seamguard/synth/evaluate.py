@@ -92,6 +92,8 @@ _SEVERITY = {
 
 def _outcome(label: Label, transitions: Sequence[TransitionRecord]) -> FaultOutcome:
     scope = {label.entity, *label.affected}
+    if label.benign:  # a job slowing during a confounder has other causes; judge the hardware only
+        scope = {e for e in scope if not e.startswith("job/")}
     hits = [t for t in transitions if t.entity in scope and t.to_state in BAD_STATES and t.ts >= label.onset]
     if not hits:
         return FaultOutcome(label, None, None, None, None)

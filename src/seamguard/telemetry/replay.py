@@ -4,7 +4,7 @@ Rows may come in any order and the input may be larger than memory, so reading i
 external sort: files stream through pyarrow block by block, each block is mapped to integer
 columns with numpy (strings are looked up once per distinct value, never per row), mapped
 rows gather into sorted runs of ``chunk_rows`` that spill to temporary ``.npy`` files, and
-iteration merges the runs tick by tick through memory maps. Memory is bounded by
+iteration merges the runs tick by tick, reading each tick's slice of a spilled run on demand. Memory is bounded by
 ``chunk_rows`` and one block, whatever the input size.
 
 Contract details this module decides:
@@ -59,6 +59,7 @@ SUMMARY_UNKNOWN_LINES = 10
 FRACTION_CHECK_ROWS = 1000  # a file is judged "mostly malformed" once this many rows (or its end) are seen
 CSV_BLOCK_BYTES = 1 << 22
 PARQUET_BATCH_ROWS = 1 << 16
+MAX_TICKS = 2_000_000  # ~2 years at 30 s: more is a stray timestamp, not a recording
 MAX_ABS_TICK = float(2**53)  # beyond this a tick number is no longer an exact integer
 # A strict subset of what Arrow's string->float64 cast accepts: whatever passes is castable.
 _FLOAT_RE = r"(?i)^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|nan|inf|infinity)$"
@@ -192,6 +193,34 @@ class _Run:
 _COLUMNS = ("tick", "entity", "signal", "timestamp", "value")
 
 
+@dataclass(frozen=True)
+class _SpilledRun:
+    """A sorted run on disk plus its tick index (distinct ticks and where each starts).
+
+    Only the index stays in memory; a tick's slice is read on demand and the file mapping is
+    dropped straight after, so resident memory does not grow with the input (a mapping kept
+    open would count every page it ever touched).
+    """
+
+    base: Path
+    ticks: IntArray  # distinct ticks, ascending
+    starts: IntArray  # row offset of each tick; starts[-1] is the run's size
+
+    def rows_of(self, pos: int) -> _Run:
+        a, b = int(self.starts[pos]), int(self.starts[pos + 1])
+        cols = {}
+        for name in _COLUMNS:
+            mapped = np.load(self.base.with_name(f"{self.base.name}_{name}.npy"), mmap_mode="r")
+            cols[name] = np.array(mapped[a:b])
+            del mapped
+        return _Run(**cols)
+
+
+def _index(run: _Run) -> tuple[IntArray, IntArray]:
+    ticks, first = np.unique(run.tick, return_index=True)
+    return ticks.astype(np.int64), np.append(first, run.size).astype(np.int64)
+
+
 class _RunBuilder:
     """Cuts the mapped rows into sorted runs of ``chunk_rows``, spilling all but the last to disk.
 
@@ -205,7 +234,7 @@ class _RunBuilder:
         self._report = report
         self._pending: list[_Run] = []
         self._pending_rows = 0
-        self.runs: list[_Run] = []
+        self.runs: list[_Run | _SpilledRun] = []
 
     def add(self, rows: _Run) -> None:
         if rows.size == 0:
@@ -223,7 +252,7 @@ class _RunBuilder:
         self._pending = [rest]
         self._pending_rows = rest.size
 
-    def finish(self) -> list[_Run]:
+    def finish(self) -> list[_Run | _SpilledRun]:
         if self._pending_rows:
             self.runs.append(_sorted(_Run.concat(self._pending)))
         self._pending, self._pending_rows = [], 0
@@ -231,12 +260,10 @@ class _RunBuilder:
 
     def _spill(self, run: _Run) -> None:
         base = self._spill_dir() / f"run{len(self.runs):06d}"
-        cols: dict[str, npt.NDArray[Any]] = {}
         for name in _COLUMNS:
-            path = base.with_name(f"{base.name}_{name}.npy")
-            np.save(path, getattr(run, name))
-            cols[name] = np.load(path, mmap_mode="r")
-        self.runs.append(_Run(**cols))
+            np.save(base.with_name(f"{base.name}_{name}.npy"), getattr(run, name))
+        ticks, starts = _index(run)
+        self.runs.append(_SpilledRun(base, ticks, starts))
         self._report.spilled_runs += 1
 
 
@@ -245,27 +272,33 @@ def _sorted(run: _Run) -> _Run:
     return run.take(np.lexsort((run.timestamp, run.tick)).astype(np.int64))
 
 
-def _merge(runs: Sequence[_Run], tick_s: float) -> Iterator[tuple[float, TelemetryBatch]]:
+def _merge(runs: Sequence[_Run | _SpilledRun], tick_s: float) -> Iterator[tuple[float, TelemetryBatch]]:
     """K-way merge of the sorted runs, one tick at a time, empty ticks included.
 
-    Hand-written because no library merges memory-mapped numpy runs by a key column: each
-    run is sorted by tick, so a tick's rows are one contiguous slice per run, found with a
-    cursor and ``searchsorted``; only that tick's rows are ever copied into memory.
+    Hand-written because no library merges spilled numpy runs by a key column: each run is
+    sorted by tick, so a tick's rows are one contiguous slice per run, located through the
+    run's tick index; only that tick's rows are ever read into memory.
     """
-    runs = [r for r in runs if r.size]
-    if not runs:
+    indexed: list[tuple[_Run | _SpilledRun, IntArray, IntArray]] = []
+    for run in runs:
+        ticks, starts = (run.ticks, run.starts) if isinstance(run, _SpilledRun) else _index(run)
+        if ticks.size:
+            indexed.append((run, ticks, starts))
+    if not indexed:
         return
-    first = min(int(r.tick[0]) for r in runs)
-    last = max(int(r.tick[-1]) for r in runs)
-    cursor = [0] * len(runs)
+    first = min(int(t[0]) for _, t, _ in indexed)
+    last = max(int(t[-1]) for _, t, _ in indexed)
+    cursor = [0] * len(indexed)
     for tick in range(first, last + 1):
         parts: list[_Run] = []
-        for i, run in enumerate(runs):
-            start = cursor[i]
-            if start < run.size and int(run.tick[start]) == tick:
-                end = int(np.searchsorted(run.tick, tick, side="right"))
-                parts.append(run.take(slice(start, end)))
-                cursor[i] = end
+        for i, (run, ticks, starts) in enumerate(indexed):
+            pos = cursor[i]
+            if pos < ticks.size and int(ticks[pos]) == tick:
+                if isinstance(run, _SpilledRun):
+                    parts.append(run.rows_of(pos))
+                else:
+                    parts.append(run.take(slice(int(starts[pos]), int(starts[pos + 1]))))
+                cursor[i] = pos + 1
         yield float(tick) * tick_s, _tick_batch(parts)
 
 
@@ -653,7 +686,7 @@ class TelemetryReplay:
         self._chunk_rows = chunk_rows
         self._max_fraction = max_malformed_fraction
         self._progress = progress
-        self._runs: list[_Run] | None = None
+        self._runs: list[_Run | _SpilledRun] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._closed = False
         self.report = ReplayReport(files=len(self._sources))
@@ -673,7 +706,7 @@ class TelemetryReplay:
 
     def close(self) -> None:
         self._closed = True
-        self._runs = None  # drop the memory maps before their files go
+        self._runs = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -683,14 +716,29 @@ class TelemetryReplay:
             raise ValueError("telemetry replay is closed")
         if self._runs is None:
             self._runs = self._read_all()
+            self._check_span()
         return _merge(self._runs, self._tick_s)
+
+    def _check_span(self) -> None:
+        """Refuse a time span that would replay as millions of empty ticks (a stray timestamp)."""
+        first, last = self.report.first_ts, self.report.last_ts
+        if first is None or last is None:
+            return
+        ticks = (last - first) / self._tick_s
+        if ticks > MAX_TICKS:
+            where = ", ".join(str(s.path) for s in self._sources[:3])
+            raise InputError(
+                where,
+                f"timestamps span {format_time(first)} to {format_time(last)}: {ticks:,.0f} ticks of "
+                f"{self._tick_s:g} s (limit {MAX_TICKS:,}); are some timestamps in milliseconds, not seconds?",
+            )
 
     def _spill_dir(self) -> Path:
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="seamguard-replay-", ignore_cleanup_errors=True)
         return Path(self._tmp.name)
 
-    def _read_all(self) -> list[_Run]:
+    def _read_all(self) -> list[_Run | _SpilledRun]:
         mapper = _Mapper(self._topology, self._catalog, self._tick_s, self.report)
         builder = _RunBuilder(self._chunk_rows, self._spill_dir, self.report)
         total = sum(s.size for s in self._sources)

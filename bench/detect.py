@@ -15,12 +15,12 @@ import json
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from seamguard.synth.scenarios import SCENARIOS, build
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.journal.records import TransitionRecord
 from seamguard.synth.evaluate import FaultOutcome, evaluate, median_or_nan
+from seamguard.synth.scenarios import SCENARIOS, build
 
 SUDDEN = {"xid79", "hw_thermal", "pcie_downtrain"}
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.progress import Progress
-from seamguard.synth.scenarios import build, scale_scenario
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.model.catalog import SignalKind, signal_catalog
+from seamguard.synth.scenarios import build, scale_scenario
 
 
 def main() -> None:

@@ -213,6 +213,7 @@ class EconomicsConfig(_Strict):
     min_slowdown: float = Field(ge=0)
     min_z: float = Field(ge=0)
     sku_spread: float = Field(ge=0, lt=1)
+    smooth_s: float = Field(ge=0)
 
     @model_validator(mode="after")
     def _hysteresis(self) -> Self:

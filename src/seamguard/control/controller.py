@@ -7,6 +7,8 @@ the very same engine.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +25,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology
 from seamguard.model.workload import Workload, active_jobs, build_workload
-from seamguard.scoring.engine import ScoreFrame, history_signals, score_tick, validate_cohorts
+from seamguard.scoring.engine import STEP_TIME_SIGNAL, ScoreFrame, history_signals, score_tick, validate_cohorts
 from seamguard.scoring.events import XidMemory
 from seamguard.scoring.gfs import contributions
 from seamguard.scoring.propagation import Amplification, amplification, propagation_risk
@@ -204,11 +206,10 @@ class Controller:
     def _harm(self, workload: Workload) -> FloatArray:
         ratio = np.zeros(self.topology.n_entities)
         self._harm_text = {}
-        name = "gpu.step_time_s"
-        if self.catalog.get(name) is None:
+        if self.catalog.get(STEP_TIME_SIGNAL) is None:
             return ratio
         harm = straggler_harm(
-            self.store.current(name),
+            self._smoothed_step_time(),
             workload.gpu_job,
             workload.job_sync,
             workload.job_gpus,
@@ -223,6 +224,22 @@ class Controller:
                 f"costs {harm.gain_gpus[local]:.1f} GPU-equivalents, a swap {harm.cost_gpus[local]:.1f}"
             )
         return ratio
+
+    def _smoothed_step_time(self) -> FloatArray:
+        """Each rank's mean step time over the last ``economics.smooth_s``; NaN once it stops reporting.
+
+        Harm is a decision to swap hardware: it is judged on a rank's sustained pace, not on one
+        tick's jitter, which would make a job's naturally slowest rank flicker in and out.
+        """
+        current = self.store.current(STEP_TIME_SIGNAL)
+        tick_ts, ring = self.store.history(STEP_TIME_SIGNAL)
+        recent = np.flatnonzero(tick_ts >= self.store.now - self.config.economics.smooth_s)
+        if recent.size == 0:
+            return current
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: ranks with no recent samples
+            mean = np.nanmean(ring[recent], axis=0)
+        return np.where(np.isfinite(current), mean, np.nan)
 
     def _fresh(self) -> npt.NDArray[np.bool_]:
         fresh = np.zeros(self.topology.n_entities, dtype=bool)

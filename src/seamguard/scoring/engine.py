@@ -33,8 +33,11 @@ class ScoreFrame:
     notices: tuple[str, ...]
 
 
+STEP_TIME_SIGNAL = "gpu.step_time_s"  # what the economic harm rule reads (smoothed over economics.smooth_s)
+
+
 def history_signals(config: Config) -> set[str]:
-    return set(config.detectors.trend)
+    return {*config.detectors.trend, STEP_TIME_SIGNAL}
 
 
 def validate_cohorts(config: Config, catalog: SignalCatalog, topology: Topology, workload: Workload) -> None:

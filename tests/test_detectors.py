@@ -173,8 +173,24 @@ def test_harm_spares_the_natural_slowest_rank_but_not_an_outlier() -> None:
     step = 2.0 * speeds
     gpu_job = np.zeros(8, dtype=np.int64)
     natural = straggler_harm(step, gpu_job, np.array([True]), np.array([8.0]), econ)
-    assert natural.gain_gpus[3] / natural.cost_gpus[3] > econ.harmful_enter_ratio  # the gap alone would do
-    assert natural.ratio[3] == 0  # but it is within the known same-SKU spread
+    gap = (step[3] - np.delete(step, 3).max()) / step[3] * 8
+    assert (
+        gap / (econ.restart_cost_s * 8 / econ.horizon_s) > econ.harmful_enter_ratio
+    )  # the gap alone would do
+    assert natural.ratio[3] == 0 and natural.stragglers[3] == 0  # but it is within the known same-SKU spread
     step[3] = 2.0 * 1.12
     outlier = straggler_harm(step, gpu_job, np.array([True]), np.array([8.0]), econ)
     assert outlier.ratio[3] > econ.harmful_enter_ratio
+
+
+def test_two_equal_stragglers_are_both_harmful() -> None:
+    econ = CFG.economics
+    step = np.full(64, 2.0)
+    step[[5, 40]] = 2.3
+    harm = straggler_harm(step, np.zeros(64, dtype=np.int64), np.array([True]), np.array([64.0]), econ)
+    assert harm.ratio[5] == harm.ratio[40] > econ.harmful_enter_ratio
+    assert harm.stragglers[5] == 2 and (np.delete(harm.ratio, [5, 40]) == 0).all()
+    evenly = straggler_harm(
+        np.full(64, 2.3), np.zeros(64, dtype=np.int64), np.array([True]), np.array([64.0]), econ
+    )
+    assert not evenly.ratio.any()  # an evenly slow job has nothing to swap

@@ -8,7 +8,6 @@ the very same engine.
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,13 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology
 from seamguard.model.workload import Workload, active_jobs, build_workload
-from seamguard.scoring.engine import STEP_TIME_SIGNAL, ScoreFrame, history_signals, score_tick, validate_cohorts
+from seamguard.scoring.engine import (
+    STEP_TIME_SIGNAL,
+    ScoreFrame,
+    history_signals,
+    score_tick,
+    validate_cohorts,
+)
 from seamguard.scoring.events import XidMemory
 from seamguard.scoring.gfs import contributions
 from seamguard.scoring.propagation import Amplification, amplification, propagation_risk
@@ -99,6 +104,7 @@ class Controller:
         self.fae = np.ones(n)
         self.frame: ScoreFrame | None = None
         self._harm_text: dict[int, str] = {}
+        self._harm_ratio: FloatArray = np.zeros(topology.n_entities)
         validate_cohorts(config, self.catalog, topology, self.workload_at(0.0))
 
     # ---- context --------------------------------------------------------------------------
@@ -135,6 +141,7 @@ class Controller:
         self.frame = frame
         prs = propagation_risk(frame.gfs, amp, cfg.scores.exposure_scale_gpus)
         harm_ratio = self._harm(workload)
+        self._harm_ratio = harm_ratio
         fresh = self._fresh()
         changes = self.classifier.step(
             now,
@@ -219,9 +226,11 @@ class Controller:
         ratio[gpus] = harm.ratio
         for local in np.flatnonzero(harm.ratio > 0).tolist():
             job = self.topology.jobs[int(workload.gpu_job[local])].job
+            others = int(harm.stragglers[local]) - 1
+            who = f"straggler of job {job}" + (f" (with {others} more)" if others > 0 else "")
             self._harm_text[int(gpus[local])] = (
-                f"slowest rank of job {job} ({harm.slowdown[local] * 100:.0f}% over its median): keeping it "
-                f"costs {harm.gain_gpus[local]:.1f} GPU-equivalents, a swap {harm.cost_gpus[local]:.1f}"
+                f"{who}, {harm.slowdown[local] * 100:.0f}% over its median: keeping it costs "
+                f"{harm.gain_gpus[local]:.1f} GPU-equivalents, a swap {harm.cost_gpus[local]:.1f}"
             )
         return ratio
 
@@ -267,13 +276,19 @@ class Controller:
         texts = [i.text for i in items]
         if after is State.HARMFUL and gidx in self._harm_text:
             return self._harm_text[gidx]
+        if before is State.HARMFUL and after is State.HEALTHY:
+            econ = self.config.economics
+            return (
+                f"no longer worth a swap: harm ratio {float(self._harm_ratio[gidx]):.2f} below exit "
+                f"{econ.harmful_exit_ratio:g} after {cfg.min_dwell_s:g} s dwell"
+            )
         if texts and after is not State.HEALTHY:
             return ", ".join(texts)
         if after is State.HEALTHY or (after is State.DEGRADED and before is State.FAILED):
-            return f"GFS {self.gfs[gidx]:.2f} below exit threshold after {cfg.min_dwell_s:g} s dwell" + (
+            return f"GFS {abs(self.gfs[gidx]):.2f} below exit threshold after {cfg.min_dwell_s:g} s dwell" + (
                 f" (remaining: {', '.join(texts)})" if texts else ""
             )
-        return ", ".join(texts) or f"GFS {self.gfs[gidx]:.2f}"
+        return ", ".join(texts) or f"GFS {abs(self.gfs[gidx]):.2f}"
 
     def _observations(self, now: float, changed: npt.NDArray[np.int64]) -> list[ObservationRecord]:
         st = self.classifier.state

@@ -1,15 +1,19 @@
-"""Economic harm: when keeping a slow rank costs the job more than swapping it out.
+"""Economic harm: when keeping slow ranks costs a synchronous job more than swapping them out.
 
-A synchronous job runs at the pace of its slowest rank, so replacing that rank speeds the
-whole job up to the pace of the second slowest: gain = (t1 - t2) / t1 x job GPUs, in
-GPU-equivalents. The swap costs a restart of the job, amortised over a horizon:
-cost = restart_cost_s x job GPUs / horizon_s. The ratio gain / cost drives `harmful`.
-An evenly slow job is never harmful (swapping would buy nothing), nor is a rank inside the
-normal same-SKU spread: it must be min_slowdown over its job's median *and* an outlier among
-its peers (robust z >= min_z against the job's median and MAD, the
-spread never taken below the known same-SKU spread sku_spread). Without the second test a
-job's naturally slowest rank, which sits ~2.5 sigma out in every job, would flap in and out
-of harmful whenever the gap to the runner-up grazed the cost.
+A synchronous job runs at the pace of its slowest rank. The stragglers of a job are its ranks
+that are both ``min_slowdown`` over the job's median step time and peer outliers (robust
+z >= ``min_z`` against the job's median and MAD, the spread never taken below the known
+same-SKU spread ``sku_spread``: eight ranks' MAD is too noisy on its own). One restart swaps
+all of them at once and the job then runs at the pace of its slowest remaining rank t_rest:
+
+    gain = (t_slowest - t_rest) / t_slowest x job GPUs      (GPU-equivalents)
+    cost = restart_cost_s x job GPUs / horizon_s           (the swap, amortised)
+
+Every straggler of the job carries the ratio gain / cost, which drives ``harmful``. Judging
+them together means two equally slow ranks are both harmful (swapping either alone buys
+nothing, swapping both does), while a job's naturally slowest rank, which sits ~2.5 sigma out
+in every job, is not a straggler and never flaps in and out of harmful. An evenly slow job has
+no stragglers: swapping would buy nothing.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True)
 class Harm:
-    ratio: FloatArray  # per GPU: gain / cost, 0 when not the job's straggler
+    ratio: FloatArray  # per GPU: gain / cost for its job's stragglers, 0 elsewhere
     gain_gpus: FloatArray
     cost_gpus: FloatArray
     slowdown: FloatArray  # per GPU: step time over its job's median, minus 1
+    stragglers: IntArray  # per GPU: how many stragglers its job has (0 outside synchronous jobs)
 
 
 def straggler_harm(
@@ -49,39 +54,32 @@ def straggler_harm(
     )
     valid = np.isfinite(step_time) & (groups >= 0)
     if not valid.any():
-        return Harm(zeros, zeros, zeros, np.full(n, np.nan))
+        return Harm(zeros, zeros, zeros, np.full(n, np.nan), np.zeros(n, dtype=np.int64))
     med, mad, _ = group_median_mad(step_time, groups, n_jobs)
-    idx = np.flatnonzero(valid)
-    g = groups[idx]
-    v = step_time[idx]
-    order = np.lexsort((v, g))
-    g_s, v_s, idx_s = g[order], v[order], idx[order]
-    last = np.ones(g_s.size, dtype=bool)
-    last[:-1] = g_s[1:] != g_s[:-1]
-    top_pos = np.flatnonzero(last)
-    has_second = np.zeros(top_pos.size, dtype=bool)
-    has_second[1:] = g_s[top_pos[1:] - 1] == g_s[top_pos[1:]]
-    has_second[0] = top_pos[0] > 0 and g_s[top_pos[0] - 1] == g_s[top_pos[0]]
-    t1 = v_s[top_pos]
-    t2 = np.where(has_second, v_s[np.maximum(top_pos - 1, 0)], t1)
-    jobs = g_s[top_pos]
-    gain = np.where(t1 > 0, (t1 - t2) / t1, 0.0) * job_gpus[jobs]
-    cost = config.restart_cost_s * job_gpus[jobs] / config.horizon_s
-    slowdown = np.full(n, np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slowdown[valid] = step_time[valid] / med[groups[valid]] - 1.0
-    gain_all = zeros.copy()
-    cost_all = zeros.copy()
-    stragglers = idx_s[top_pos]
-    gain_all[stragglers] = gain
-    cost_all[stragglers] = cost
-    z = np.zeros(n)
-    # The spread is never taken below the known same-SKU spread: the MAD of a small job's eight
-    # ranks is itself noisy and would otherwise make its naturally slowest rank an "outlier".
+    g = np.where(valid, groups, 0)
     scale = np.maximum(1.4826 * mad, config.sku_spread * np.abs(med))
+    slowdown = np.full(n, np.nan)
+    z = np.zeros(n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z[valid] = (step_time[valid] - med[groups[valid]]) / scale[groups[valid]]
-    eligible = (np.nan_to_num(slowdown) >= config.min_slowdown) & (np.nan_to_num(z) >= config.min_z)
+        slowdown[valid] = step_time[valid] / med[g[valid]] - 1.0
+        z[valid] = (step_time[valid] - med[g[valid]]) / scale[g[valid]]
+    straggler = valid & (np.nan_to_num(slowdown) >= config.min_slowdown) & (np.nan_to_num(z) >= config.min_z)
+
+    slowest = np.full(n_jobs, -np.inf)
+    np.maximum.at(slowest, g[valid], step_time[valid])
+    rest = np.full(n_jobs, -np.inf)  # the pace once every straggler is swapped out
+    keep = valid & ~straggler
+    np.maximum.at(rest, g[keep], step_time[keep])
+    count = np.bincount(g[straggler], minlength=n_jobs)
+    has = (count > 0) & np.isfinite(rest)  # a job of nothing but stragglers is evenly slow
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where((cost_all > 0) & eligible, gain_all / cost_all, 0.0)
-    return Harm(ratio=ratio, gain_gpus=gain_all, cost_gpus=cost_all, slowdown=slowdown)
+        gain_job = np.where(has, (slowest - rest) / slowest * job_gpus, 0.0)
+    cost_job = config.restart_cost_s * job_gpus / config.horizon_s
+
+    on = straggler & has[g]
+    gain = np.where(on, gain_job[g], 0.0)
+    cost = np.where(on, cost_job[g], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(cost > 0, gain / cost, 0.0)
+    per_gpu_count = np.where(valid, count[g], 0).astype(np.int64)
+    return Harm(ratio=ratio, gain_gpus=gain, cost_gpus=cost, slowdown=slowdown, stragglers=per_gpu_count)

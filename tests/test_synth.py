@@ -97,7 +97,7 @@ def test_inventory_and_jobs_round_trip_through_the_csv_readers(tmp_path: Path) -
     assert again == inventory
     assert read_jobs(tmp_path / "jobs.csv", again) == jobs
     header = (tmp_path / "inv.csv").read_text().splitlines()[0]
-    assert header == "node,rack,cdu,leaf,gpus,row,pdu,storage"
+    assert header == "node,rack,cdu,leaf,gpus,row,pdu,storage,model"
 
 
 def test_cluster_names_and_contiguous_placement() -> None:

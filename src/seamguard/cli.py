@@ -29,7 +29,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 @app.command()
 def score(
-    inventory: Annotated[Path, typer.Option(help="INV.csv: node,rack,cdu,leaf,gpus[,row,pdu,storage]")],
+    inventory: Annotated[Path, typer.Option(help="INV.csv: node,rack,cdu,leaf,gpus[,row,pdu,storage,model]")],
     telemetry: Annotated[
         list[Path], typer.Option(help="telemetry file(s) or a directory: CSV, CSV.gz, Parquet")
     ],

@@ -71,7 +71,7 @@ class TrendRule(_Band):
 
 
 class PeerRule(_Band):
-    cohort: Literal["job", "fleet", "cdu", "leaf"]
+    cohort: Literal["job", "fleet", "cdu", "leaf", "model"]
     measure: Literal["relative", "absolute"] = "relative"
     z_min: float = Field(default=4.0, ge=0.0)
     direction: Literal["high", "low"] = "high"

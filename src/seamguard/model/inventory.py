@@ -10,7 +10,7 @@ from seamguard.errors import InputError
 from seamguard.model.states import JobClass
 
 INVENTORY_REQUIRED = ("node", "rack", "cdu", "leaf", "gpus")
-INVENTORY_OPTIONAL = ("row", "pdu", "storage")
+INVENTORY_OPTIONAL = ("row", "pdu", "storage", "model")  # model: GPU model, a peer cohort
 JOBS_REQUIRED = ("job", "job_class", "nodes", "start", "end")
 
 
@@ -24,6 +24,7 @@ class NodeRecord:
     row: str = ""
     pdu: str = ""
     storage: str = ""
+    model: str = ""  # GPU model of the node, e.g. H100-SXM5-80GB
 
 
 @dataclass(frozen=True)

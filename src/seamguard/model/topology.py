@@ -46,6 +46,8 @@ class Topology:
     node_leaf: IntArray
     node_pdu: IntArray  # -1 when absent
     node_storage: IntArray  # -1 when absent
+    node_model: IntArray  # -1 when absent; index into models
+    models: tuple[str, ...]  # distinct GPU models (the inventory's optional `model` column)
     rack_cdu: IntArray
     rack_row: IntArray  # -1 when absent
     jobs: tuple[JobRecord, ...]
@@ -95,6 +97,8 @@ def build_topology(inventory: Inventory, jobs: Sequence[JobRecord] = ()) -> Topo
     node_leaf = np.array([leaf_ix[r.leaf] for r in recs], dtype=np.int64)
     node_pdu = np.array([pdu_ix.get(r.pdu, -1) for r in recs], dtype=np.int64)
     node_storage = np.array([sto_ix.get(r.storage, -1) for r in recs], dtype=np.int64)
+    models, model_ix = _intern([r.model for r in recs])
+    node_model = np.array([model_ix.get(r.model, -1) for r in recs], dtype=np.int64)
     rack_cdu = np.full(len(racks), -1, dtype=np.int64)
     rack_row = np.full(len(racks), -1, dtype=np.int64)
     for r in recs:
@@ -153,6 +157,8 @@ def build_topology(inventory: Inventory, jobs: Sequence[JobRecord] = ()) -> Topo
         node_leaf=node_leaf,
         node_pdu=node_pdu,
         node_storage=node_storage,
+        node_model=node_model,
+        models=tuple(models),
         rack_cdu=rack_cdu,
         rack_row=rack_row,
         jobs=tuple(jobs),

@@ -32,6 +32,10 @@ def cohort_groups(
         if node_of is None:
             return None
         return topology.node_leaf[node_of], topology.count(EntityKind.SWITCH)
+    if cohort == "model":
+        if node_of is None or not topology.models:
+            return None
+        return topology.node_model[node_of], len(topology.models)
     if cohort == "cdu":
         if kind is EntityKind.RACK:
             return topology.rack_cdu, topology.count(EntityKind.CDU)

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import Config
+from seamguard.errors import InputError
 from seamguard.model.catalog import SignalCatalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
@@ -44,9 +45,12 @@ def validate_cohorts(config: Config, catalog: SignalCatalog, topology: Topology,
     for name, rule in config.detectors.peer.items():
         kind = catalog[name].entity
         if cohort_groups(rule.cohort, kind, topology, workload) is None:
-            raise ValueError(
-                f"detectors.peer.{name}: cohort {rule.cohort!r} is not defined for {kind.value} entities"
+            why = (
+                "the inventory has no 'model' column"
+                if rule.cohort == "model" and not topology.models
+                else f"it is not defined for {kind.value} entities"
             )
+            raise InputError(f"detectors.peer.{name}", f"cohort {rule.cohort!r} cannot be used: {why}")
 
 
 def score_tick(

@@ -25,6 +25,7 @@ class ClusterSpec:
     gpus_per_node: int = 8
     nodes_per_leaf: int = 16
     storage: str = "ckpt0"
+    gpu_model: str = "H100-SXM5-80GB"
 
     def __post_init__(self) -> None:
         for name in ("cdus", "racks_per_cdu", "nodes_per_rack", "gpus_per_node", "nodes_per_leaf"):
@@ -97,6 +98,7 @@ def generate_cluster(spec: ClusterSpec) -> Inventory:
                 row=f"row{cdu:0{wc}d}",
                 pdu=f"pdu{rack:0{wr}d}",
                 storage=spec.storage,
+                model=spec.gpu_model,
             )
         )
     return Inventory(tuple(records))
@@ -129,7 +131,7 @@ def write_inventory_csv(inventory: Inventory, path: Path) -> None:
         w = csv.writer(fh)
         w.writerow([*INVENTORY_REQUIRED, *INVENTORY_OPTIONAL])
         for n in inventory.nodes:
-            w.writerow([n.node, n.rack, n.cdu, n.leaf, n.gpus, n.row, n.pdu, n.storage])
+            w.writerow([getattr(n, col) for col in (*INVENTORY_REQUIRED, *INVENTORY_OPTIONAL)])
 
 
 def write_jobs_csv(jobs: Sequence[JobRecord], path: Path) -> None:

@@ -142,7 +142,7 @@ def _summary(
 ) -> None:
     table = Table(title="what seamguard detected", expand=False)
     for col in ("fault", "target", "onset", "impact", "first detected", "as", "lead", "would do"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for f in (*ev.faults, *ev.benign):
         lb = f.label
         acts = sorted(

@@ -8,31 +8,16 @@ from __future__ import annotations
 
 import pytest
 
-from seamguard.config import load_config
-from seamguard.control.controller import Controller
-from seamguard.journal.records import TransitionRecord
-from seamguard.synth.evaluate import Evaluation, evaluate
-from seamguard.synth.faults import BENIGN_KINDS, FAULT_KINDS
-from seamguard.synth.scenarios import SCENARIOS, build
+from seamguard.synth.evaluate import Evaluation, pooled, run_scenario
+from seamguard.synth.faults import BENIGN_KINDS, FAULT_KINDS, SUDDEN_KINDS
+from seamguard.synth.scenarios import SCENARIOS
 
-SUDDEN = {"xid79", "hw_thermal", "pcie_downtrain"}
-
-
-def run_suite(seed: int) -> tuple[Evaluation, float]:
-    scenario = SCENARIOS["detect-suite"]
-    _inv, _jobs, topology, fleet = build(scenario, seed)
-    controller = Controller(topology, load_config())
-    transitions: list[TransitionRecord] = []
-    now = fleet.start
-    for _ in range(int(scenario.duration_s // scenario.tick_s)):
-        now += scenario.tick_s
-        transitions.extend(controller.tick(now, fleet.batch(now)).transitions)
-    return evaluate(fleet.labels(), transitions), scenario.tick_s
+SUITE = SCENARIOS["detect-suite"]
 
 
 @pytest.fixture(scope="module", params=[3, 4])
 def suite(request: pytest.FixtureRequest) -> tuple[Evaluation, float]:
-    return run_suite(int(request.param))
+    return run_scenario(SUITE, int(request.param)), SUITE.tick_s
 
 
 def test_every_kind_is_present(suite: tuple[Evaluation, float]) -> None:
@@ -58,7 +43,16 @@ def test_sudden_faults_within_one_tick_gradual_before_impact(suite: tuple[Evalua
     ev, tick_s = suite
     for f in ev.faults:
         assert f.delay_s is not None
-        if f.label.kind in SUDDEN:
+        if f.label.kind in SUDDEN_KINDS:
             assert f.delay_s <= tick_s, f
         else:
             assert f.lead_s is not None and f.lead_s > 0, f
+
+
+def test_pooled_runs_keep_their_false_positives_apart(suite: tuple[Evaluation, float]) -> None:
+    ev, _ = suite
+    noisy = Evaluation(ev.faults, ev.benign, ev.true_entities, frozenset({"gpu/n0001/1"}), ("gpu/n0002/2",))
+    both = pooled([noisy, noisy])
+    assert len(both.faults) == 2 * len(ev.faults)
+    assert len(both.false_entities) == 2 and len(both.false_quarantines) == 2  # same id, different runs
+    assert both.precision == pytest.approx(noisy.precision)

@@ -42,7 +42,7 @@ def demo() -> tuple[Scenario, Topology, SyntheticFleet]:
 def _clean_fleet(scenario: Scenario, seed: int = 3, **kw: float) -> tuple[Topology, SyntheticFleet]:
     _inv, _jobs, topo, fleet = build(dataclasses.replace(scenario, faults=()), seed)
     if kw:
-        fleet = SyntheticFleet(topo, topo.jobs, (), seed=seed, start=fleet.start, **kw)
+        fleet = SyntheticFleet(topo, (), seed=seed, start=fleet.start, **kw)
     return topo, fleet
 
 
@@ -401,7 +401,7 @@ def test_fault_validation_names_the_problem(demo: tuple) -> None:
     with pytest.raises(ValueError, match="needs ramp_s > 0"):
         FaultSpec("storage_tail", "storage/ckpt0", 10.0)
     with pytest.raises(ValueError, match=r"'gpu/n9999/0' is not in the topology"):
-        SyntheticFleet(topo, topo.jobs, [FaultSpec("xid79", "gpu/n9999/0", 0.0)], seed=1, start=fleet.start)
+        SyntheticFleet(topo, [FaultSpec("xid79", "gpu/n9999/0", 0.0)], seed=1, start=fleet.start)
 
 
 def _scope(lb: Label) -> set[str]:
@@ -435,7 +435,7 @@ def test_demo_scenario_shape_and_warm_up() -> None:
 def test_scale_scenario_series_count() -> None:
     scenario = scale_scenario(4096)
     _inv, jobs, topo, fleet = build(scenario, seed=1)
-    fleet = SyntheticFleet(topo, jobs, (), seed=1, start=fleet.start, dropout=0.0, sentinel_rate=0.0)
+    fleet = SyntheticFleet(topo, (), seed=1, start=fleet.start, dropout=0.0, sentinel_rate=0.0)
     assert topo.count(EntityKind.GPU) == 4096
     busy_gpus = 8 * sum(len(j.nodes) for j in jobs)
     expected = 0

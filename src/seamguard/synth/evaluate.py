@@ -15,13 +15,16 @@ Definitions (also in docs/performance.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from seamguard.config import Config, load_config
+from seamguard.control.controller import Controller
 from seamguard.journal.records import TransitionRecord
 from seamguard.synth.faults import Label
+from seamguard.synth.scenarios import Scenario, build
 
 BAD_STATES = frozenset({"degraded", "recovery_unsafe", "quarantine", "harmful", "failed"})
 OUT_STATES = frozenset({"quarantine", "failed"})
@@ -144,3 +147,34 @@ def evaluate(labels: Iterable[Label], transitions: Sequence[TransitionRecord]) -
 def median_or_nan(values: Iterable[float | None]) -> float:
     vals = [v for v in values if v is not None]
     return float(np.median(vals)) if vals else float("nan")
+
+
+def run_scenario(
+    scenario: Scenario, seed: int, config: Config | None = None, on_tick: Callable[[], None] | None = None
+) -> Evaluation:
+    """Drive a generated scenario through a fresh controller (no journal) and score the result."""
+    _inv, _jobs, topology, fleet = build(scenario, seed)
+    controller = Controller(topology, config if config is not None else load_config())
+    transitions: list[TransitionRecord] = []
+    now = fleet.start
+    for _ in range(int(scenario.duration_s // scenario.tick_s)):
+        now += scenario.tick_s
+        transitions.extend(controller.tick(now, fleet.batch(now)).transitions)
+        if on_tick is not None:
+            on_tick()
+    return evaluate(fleet.labels(), transitions)
+
+
+def pooled(evaluations: Sequence[Evaluation]) -> Evaluation:
+    """Several runs (seeds) as one: outcomes concatenated, each run's entities kept apart."""
+    return Evaluation(
+        faults=tuple(f for ev in evaluations for f in ev.faults),
+        benign=tuple(b for ev in evaluations for b in ev.benign),
+        true_entities=frozenset(f"run{i}:{e}" for i, ev in enumerate(evaluations) for e in ev.true_entities),
+        false_entities=frozenset(
+            f"run{i}:{e}" for i, ev in enumerate(evaluations) for e in ev.false_entities
+        ),
+        false_quarantines=tuple(
+            f"run{i}:{e}" for i, ev in enumerate(evaluations) for e in ev.false_quarantines
+        ),
+    )

@@ -45,6 +45,8 @@ TARGET_KIND: dict[str, EntityKind] = {
 RAMPED_KINDS: frozenset[str] = frozenset(
     {"cdu_flow_loss", "hbm_ecc", "link_retransmits", "storage_tail", "exporter_silent"}
 )
+# Faults that strike at onset: the engine must classify them within one tick.
+SUDDEN_KINDS: frozenset[str] = frozenset(FAULT_KINDS) - RAMPED_KINDS
 MAX_SEVERITY = 2.0
 
 

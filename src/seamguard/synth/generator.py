@@ -23,6 +23,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord
 from seamguard.model.states import SYNCHRONOUS_CLASSES
 from seamguard.model.topology import Topology
+from seamguard.model.workload import active_jobs, build_workload
 from seamguard.synth.faults import FaultSpec, Label, affected_entities, check_targets
 from seamguard.telemetry.batch import TelemetryBatch
 
@@ -147,7 +148,7 @@ class _Fault:
 
 @dataclass(frozen=True)
 class _Work:
-    """Placement at one instant; job positions index ``SyntheticFleet._jobs``."""
+    """Placement at one instant (model.workload), with the active jobs as an index array."""
 
     active: IntArray
     node_job: IntArray
@@ -168,7 +169,6 @@ class SyntheticFleet:
     def __init__(
         self,
         topology: Topology,
-        jobs: Sequence[JobRecord],
         faults: Sequence[FaultSpec],
         *,
         seed: int,
@@ -197,13 +197,9 @@ class SyntheticFleet:
         self.n_rack, self.n_cdu = topo.count(EntityKind.RACK), topo.count(EntityKind.CDU)
         self.n_leaf, self.n_sto = topo.count(EntityKind.SWITCH), topo.count(EntityKind.STORAGE)
 
-        # Jobs: positions in `jobs`, mapped to topology job indices for the entity ids.
-        self._jobs = tuple(jobs)
-        job_local = {name: i for i, name in enumerate(topo.names[EntityKind.JOB])}
-        missing = [j.job for j in self._jobs if j.job not in job_local]
-        if missing:
-            raise ValueError(f"job(s) not in the topology: {', '.join(missing[:5])}")
-        self._job_gidx = topo.members[EntityKind.JOB][[job_local[j.job] for j in self._jobs]].astype(np.int64)
+        # Jobs are the topology's, in its order: a job's position is its local index.
+        self._jobs = topo.jobs
+        self._job_gidx = topo.members[EntityKind.JOB]
         node_ix = {n: i for i, n in enumerate(topo.names[EntityKind.NODE])}
         self._job_nodes = [
             np.array([node_ix[n] for n in j.nodes if n in node_ix], np.int64) for j in self._jobs
@@ -525,16 +521,12 @@ class SyntheticFleet:
         return int(np.bincount(st).argmax()) if st.size else -1
 
     def _work(self, t: float) -> _Work:
-        active = np.flatnonzero((self._job_start <= t) & (t < self._job_end)).astype(np.int64)
-        key = tuple(active.tolist())
+        key = active_jobs(self.topology, t)
         cached = self._work_cache.get(key)
         if cached is not None:
             return cached
-        node_job = np.full(self.n_node, -1, dtype=np.int64)
-        for j in key:
-            node_job[self._job_nodes[j]] = j  # a node runs one job; a later listing wins (as Workload)
-        gpu_job = node_job[self.topology.gpu_node]
-        work = _Work(active, node_job, gpu_job, gpu_job >= 0)
+        placed = build_workload(self.topology, key)
+        work = _Work(np.array(key, dtype=np.int64), placed.node_job, placed.gpu_job, placed.gpu_job >= 0)
         if len(self._work_cache) > 64:
             self._work_cache.clear()
         self._work_cache[key] = work

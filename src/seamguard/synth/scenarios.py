@@ -187,5 +187,5 @@ def build(scenario: Scenario, seed: int) -> tuple[Inventory, tuple[JobRecord, ..
     inventory = generate_cluster(scenario.cluster)
     jobs = assign_jobs(inventory, scenario.jobs, start, start + scenario.duration_s + scenario.tick_s)
     topology = build_topology(inventory, jobs)
-    fleet = SyntheticFleet(topology, jobs, scenario.faults, seed=seed, start=start, tick_s=scenario.tick_s)
+    fleet = SyntheticFleet(topology, scenario.faults, seed=seed, start=start, tick_s=scenario.tick_s)
     return inventory, jobs, topology, fleet

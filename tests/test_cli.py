@@ -134,3 +134,19 @@ def test_score_names_bad_inputs(replayed: Path, tmp_path: Path) -> None:
     assert "bad.yaml" in result.output and "classifier.degraded_enter" in result.output
     bad_tick = runner.invoke(app, [*base, "--inventory", str(replayed / "inventory.csv"), "--tick", "-5"])
     assert bad_tick.exit_code == 2 and "--tick" in bad_tick.output
+
+
+def test_score_prints_bad_rows_verbatim_and_refuses_mostly_bad_files(replayed: Path, tmp_path: Path) -> None:
+    tel = tmp_path / "tel.csv"
+    good = "1767225630,gpu/n0000/0,gpu.temp_c,61.5\n" * 5
+    tel.write_text(
+        "timestamp,entity,signal,value\n" + good + "1767225630,gpu/n0000/0,gpu.temp_c,[red]hot[/red]\n"
+    )
+    base = ["score", "--inventory", str(replayed / "inventory.csv"), "--out", str(tmp_path / "t.csv")]
+    result = runner.invoke(app, [*base, "--telemetry", str(tel)])
+    assert result.exit_code == 0, result.output
+    assert "tel.csv:7" in result.output and "[red]hot[/red]" in result.output  # markup shown, not applied
+    junk = tmp_path / "junk.csv"
+    junk.write_text("timestamp,entity,signal,value\n" + "x,y\n" * 50 + good)
+    refused = runner.invoke(app, [*base, "--telemetry", str(junk)])
+    assert refused.exit_code == 2 and "junk.csv" in refused.output and "malformed" in refused.output

@@ -127,3 +127,26 @@ def test_hot_gpu_degrades_with_an_explained_reason(topology: Topology) -> None:
     view = ctl.view("gpu/n02/1")
     assert view.gfs > CFG.classifier.degraded_enter
     assert view.fae == pytest.approx(20.0)  # 5 nodes x 4 GPUs in one synchronous job
+
+
+def test_harm_judges_a_sustained_pace_not_one_ticks_jitter(topology: Topology) -> None:
+    ctl, _ = run(topology, 12)
+    rng = np.random.default_rng(6)
+    gpu = "gpu/n01/2"
+    states: list[str] = []
+    t = 1000.0 + 30 * 12
+
+    def tick(step: float) -> None:
+        nonlocal t
+        t += 30
+        res = ctl.tick(t, normal_batch(topology, t, rng, overrides={(gpu, "gpu.step_time_s"): step}))
+        states.extend(f"{x.to_state}:{x.reason}" for x in res.transitions if x.entity == gpu)
+
+    tick(2.2)  # one slow tick: 10% over its peers, averaged over smooth_s it is well inside the spread
+    assert not any(s.startswith("harmful") for s in states)
+    for _ in range(12):  # the same pace, sustained: now it is a straggler worth a swap
+        tick(2.2)
+    assert any(s.startswith("harmful") and "straggler of job train" in s for s in states)
+    for _ in range(30):
+        tick(2.0)
+    assert states[-1].startswith("healthy:no longer worth a swap")

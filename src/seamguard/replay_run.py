@@ -116,7 +116,9 @@ def run_score(
         if journal is not None:
             journal.close()
     for line in report_lines:
-        console.print(f"[yellow]input[/] {escape(line)}")
+        console.print(
+            f"[yellow]input[/] {escape(line)}", soft_wrap=True
+        )  # whole lines: file:line stays greppable
     if total.sentinel or total.kind_mismatch:
         console.print(
             f"[yellow]input[/] {total.sentinel} sentinel values treated as missing, "
@@ -124,5 +126,5 @@ def run_score(
         )
     n = sum(by_state.values())
     states = ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())) or "none"
-    console.print(f"scored {ticks} ticks: {n} transitions ({states}) -> {out}")
+    console.print(f"scored {ticks} ticks: {n} transitions ({states}) -> {out}", soft_wrap=True)
     return ScoreSummary(ticks=ticks, transitions=n, by_state=dict(by_state), ingest=total)

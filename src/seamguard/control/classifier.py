@@ -96,7 +96,7 @@ class Classifier:
         self.config = config
         self.economics = economics
         self.allowed = allowed_matrix()[kind_code.astype(np.int64)]  # (n, n_states)
-        self.classified = self.allowed.any(axis=1)
+        self.classified: BoolArray = np.asarray(self.allowed.any(axis=1), dtype=bool)
         self.state = np.full(n, U, dtype=np.int64)
         self.entered = np.full(n, -np.inf)
         self.seen = np.zeros(n, dtype=bool)
@@ -156,6 +156,12 @@ class Classifier:
         tgt[blocked] = cur[blocked]
         tgt[~self.classified] = U
         return tgt
+
+    def reset(self, gidx: int, now: float) -> None:
+        """Back to healthy after a repair; offences are kept (repeat offenders stay suspect)."""
+        self.state[gidx] = H
+        self.entered[gidx] = now
+        self.seen[gidx] = True
 
     def step(self, now: float, x: ClassifierInputs) -> Changes:
         c = self.config

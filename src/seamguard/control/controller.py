@@ -8,6 +8,7 @@ the very same engine.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,13 @@ from seamguard.model.catalog import SignalCatalog, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology
-from seamguard.model.workload import Workload, active_jobs, build_workload
+from seamguard.model.workload import (
+    Workload,
+    active_jobs,
+    build_workload,
+    placement_node_job,
+    workload_from_nodes,
+)
 from seamguard.scoring.engine import (
     STEP_TIME_SIGNAL,
     ScoreFrame,
@@ -95,6 +102,7 @@ class Controller:
                 self._fresh_signals.setdefault(sig.entity, []).append(sig.name)
         self._workload_key: tuple[int, ...] | None = None
         self._workload: Workload | None = None
+        self._live_placement = False
         self._amp: Amplification | None = None
         self.now = -np.inf
         self._last_observed = np.full(topology.n_entities, -np.inf)
@@ -109,12 +117,76 @@ class Controller:
 
     # ---- context --------------------------------------------------------------------------
     def workload_at(self, now: float) -> Workload:
+        if self._live_placement and self._workload is not None:
+            return self._workload
         key = active_jobs(self.topology, now)
         if key != self._workload_key or self._workload is None:
             self._workload = build_workload(self.topology, key)
             self._amp = amplification(self.topology, self._workload)
             self._workload_key = key
         return self._workload
+
+    def set_placement(self, placement: Mapping[str, Sequence[str]]) -> None:
+        """Where each running job is now ({job name: node names}), as the scheduler reports it.
+
+        From the first call on, this live placement replaces the job table's time windows:
+        jobs absent from it are not running. Raises ValueError naming an unknown job or node.
+        """
+        node_job = placement_node_job(self.topology, placement)
+        if (
+            self._live_placement
+            and self._workload is not None
+            and np.array_equal(node_job, self._workload.node_job)
+        ):
+            return
+        self._workload = workload_from_nodes(self.topology, node_job)
+        self._amp = amplification(self.topology, self._workload)
+        self._live_placement = True
+
+    def mark_repaired(self, now: float, entities: Sequence[str], note: str) -> tuple[TransitionRecord, ...]:
+        """An operator (or the repair workflow) vouches that these entities were repaired.
+
+        A node takes its GPUs and uplink with it. Their state returns to ``healthy`` and their XID
+        memory is cleared, but their repeat-offence count is kept: a part that fails again soon
+        escalates faster. The transitions are journaled like any other, with ``note`` as reason.
+        """
+        if not now >= self.now:
+            raise ValueError(f"repair time must not go back: got {now} after {self.now}")
+        topo = self.topology
+        idx: list[int] = []
+        for eid in entities:
+            gidx = topo.lookup(eid)
+            if gidx is None:
+                raise ValueError(f"mark_repaired: unknown entity {eid!r}")
+            idx.append(gidx)
+            if topo.kind_of(gidx) is EntityKind.NODE:
+                local = int(topo.local[gidx])
+                idx.extend(topo.members[EntityKind.GPU][topo.gpu_node == local].tolist())
+                idx.append(int(topo.members[EntityKind.LINK][local]))
+        records: list[TransitionRecord] = []
+        for gidx in dict.fromkeys(idx):
+            if topo.kind_of(gidx) is EntityKind.GPU:
+                self.xid_memory.forget(int(topo.local[gidx]))
+            before = State(int(self.classifier.state[gidx]))
+            if before in (State.HEALTHY, State.UNKNOWN) or not self.classifier.classified[gidx]:
+                continue
+            self.classifier.reset(gidx, now)
+            records.append(
+                TransitionRecord(
+                    ts=now,
+                    entity=topo.ids[gidx],
+                    from_state=before.label,
+                    to_state=State.HEALTHY.label,
+                    gfs=0.0,
+                    prs=0.0,
+                    fae=float(self.fae[gidx]),
+                    reason=f"operator: {note}",
+                    epoch=self.epoch,
+                )
+            )
+        if self.journal is not None and records:
+            self.journal.append(records, [], [])
+        return tuple(records)
 
     @property
     def states(self) -> npt.NDArray[np.int64]:

@@ -55,6 +55,12 @@ class XidMemory:
     def create(cls, size: int, config: XidConfig) -> XidMemory:
         return cls(size, config, np.zeros(size), np.full(size, np.nan), np.full(size, np.nan))
 
+    def forget(self, local: int) -> None:
+        """A repaired GPU starts with a clean slate of events."""
+        self.level[local] = 0.0
+        self.code[local] = np.nan
+        self.when[local] = np.nan
+
     def update(self, signal: Signal, now: float, events: TickEvents | None) -> tuple[Evidence, IntArray]:
         """Evidence for this tick and the least state forced by events that arrived in it (-1: none)."""
         if np.isfinite(self.last_now):

@@ -150,3 +150,28 @@ def test_harm_judges_a_sustained_pace_not_one_ticks_jitter(topology: Topology) -
     for _ in range(30):
         tick(2.0)
     assert states[-1].startswith("healthy:no longer worth a swap")
+
+
+def test_undo_only_what_was_done(topology: Topology) -> None:
+    """Back from silence restores nothing; a degraded GPU that went silent and came back clean
+    gets its admission restored; every decision names the entity that caused it."""
+    ctl, _ = run(topology, 5)
+    rng = np.random.default_rng(5)
+    decisions = []
+    hot = {("gpu/n02/1", "gpu.temp_c"): 92.0, ("gpu/n02/1", "gpu.throttle_reasons"): 0x20}
+    for i in range(6, 80):
+        now = 1000.0 + 30 * i
+        if i < 12:
+            b = normal_batch(topology, now, rng, overrides=hot)  # n02/1 hot
+        elif i < 30:
+            b = normal_batch(topology, now, rng, skip_node="n03")  # n03 silent; n02 silent below too
+            keep = np.array([not topology.ids[e].startswith("gpu/n02/") for e in b.entity.tolist()])
+            b = TelemetryBatch(b.entity[keep], b.signal[keep], b.timestamp[keep], b.value[keep])
+        else:
+            b = normal_batch(topology, now, rng)
+        decisions += list(ctl.tick(now, b).decisions)
+    on_n03 = [d for d in decisions if d.cause.startswith("gpu/n03/")]
+    assert on_n03 == []  # went unknown and came back: nothing was restricted, nothing restored
+    n02 = [(d.action, d.entity) for d in decisions if d.cause == "gpu/n02/1"]
+    assert n02[0][0] != "restore_admission" and ("restore_admission", "gpu/n02/1") in n02
+    assert ctl.states[topology.index["gpu/n02/1"]] == State.HEALTHY

@@ -48,6 +48,40 @@ def test_round_trip_and_queries(tmp_path: Path) -> None:
         assert j.time_range() == (10.0, 30.0)
 
 
+def test_decisions_found_by_their_cause(tmp_path: Path) -> None:
+    """explain on a GPU shows the drain of its node: decisions are found by target or by cause."""
+    drain = DecisionRecord(
+        10.0, "node/n0000", "drain_node", "advise", "why", "quarantine", EV, cause="gpu/n0000/1"
+    )
+    ckpt = DecisionRecord(10.0, "job/a", "checkpoint_now", "advise", "why", "quarantine", EV, cause="cdu/c1")
+    with SqliteJournal(tmp_path / "j.sqlite") as j:
+        j.append([], [drain, ckpt], [])
+        assert j.decisions(entity="gpu/n0000/1") == [drain]
+        assert j.decisions(entity="node/n0000") == [drain]
+        assert j.decisions(entity="cdu/c1", until=5.0) == []
+        assert j.decisions(entity="cdu/c1") == [ckpt]
+
+
+def test_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A journal written before decisions carried their cause still opens, every row intact."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1');"
+        "CREATE TABLE decisions (id INTEGER PRIMARY KEY, ts REAL NOT NULL, entity TEXT NOT NULL,"
+        " action TEXT NOT NULL, mode TEXT NOT NULL, reason TEXT NOT NULL, state TEXT NOT NULL,"
+        " evidence TEXT NOT NULL, epoch INTEGER NOT NULL);"
+        "INSERT INTO decisions VALUES (1, 5.0, 'node/n1', 'drain_node', 'advise', 'old', 'quarantine', '[]', 2);"
+    )
+    db.commit()
+    db.close()
+    with SqliteJournal(path) as j:
+        assert j.get_meta("schema_version") == "2"
+        (old,) = j.decisions()
+        assert (old.entity, old.reason, old.epoch, old.cause) == ("node/n1", "old", 2, "")
+
+
 def test_empty_journal_has_no_range(tmp_path: Path) -> None:
     with SqliteJournal(tmp_path / "j.sqlite") as j:
         j.append([], [], [])
@@ -125,3 +159,11 @@ def test_killed_writer_loses_nothing_committed(tmp_path: Path) -> None:
         assert len(rows) == 200 * len(ticks)
         j.append([transition(1e9)], [], [])  # still writable after the crash
         assert j.transitions(since=1e9)[0].entity == "gpu/n0000/1"
+
+
+def test_transition_rows_never_print_negative_zero() -> None:
+    from seamguard.journal.transitions_csv import transition_row
+
+    row = transition_row(TransitionRecord(1.0, "gpu/n0/1", "unknown", "harmful", -0.0, -1e-9, 160.0, "why"))
+    assert row[4:7] == ("0.0000", "0.0000", "160.00")
+    assert transition_row(TransitionRecord(1.0, "x", "a", "b", -0.25, 0.0, 1.0, "r"))[4] == "-0.2500"

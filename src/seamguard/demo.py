@@ -145,9 +145,10 @@ def _summary(
         table.add_column(col, overflow="fold")
     for f in (*ev.faults, *ev.benign):
         lb = f.label
-        acts = sorted(
-            {d.action for d in decisions if d.entity in {lb.entity, *lb.affected} or lb.entity in d.reason}
-        )
+        # Actions caused by the fault's own entities after its onset; a job it slows also degrades
+        # for reasons of its own, so a job's decisions are not credited to a node's fault.
+        causes = {lb.entity, *(a for a in lb.affected if not a.startswith("job/"))}
+        acts = sorted({d.action for d in decisions if d.cause in causes and d.ts >= lb.onset})
         detected = (
             "-" if f.detected_at is None else f"t+{(f.detected_at - start) / 60:.1f}m ({f.first_entity})"
         )

@@ -63,8 +63,9 @@ def render_explanation(console: Console, ex: Explanation) -> None:
         acts = Table(title="proposed actions", show_edge=False)
         acts.add_column("time")
         acts.add_column("action")
+        acts.add_column("on")
         acts.add_column("mode")
         for d in ex.decisions:
-            acts.add_row(format_time(d.ts), d.action, d.mode)
+            acts.add_row(format_time(d.ts), d.action, d.entity, d.mode)
         parts.append(acts)
     console.print(Panel(Group(*parts), title="seamguard explain", expand=False))

@@ -5,8 +5,10 @@ hard evidence -> failed; missing data -> unknown (out-of-service states are held
 GFS/PRS above the quarantine threshold -> quarantine; economic harm -> harmful;
 GFS above the degraded threshold -> degraded, or recovery_unsafe when recovery-path evidence
 dominates. Hysteresis: a state is entered above one threshold and left below a lower one.
-Escalation is immediate; de-escalation waits for a minimum dwell, longer while an entity
-flaps. Repeat offenders enter at lower thresholds.
+Escalation is immediate; de-escalation waits until the lower state has been called for without
+a break for a minimum dwell (longer while an entity flaps): one quiet tick of a noisy signal
+never clears an entity that the next tick would flag again. Repeat offenders enter at lower
+thresholds.
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ class Classifier:
         self.classified: BoolArray = np.asarray(self.allowed.any(axis=1), dtype=bool)
         self.state = np.full(n, U, dtype=np.int64)
         self.entered = np.full(n, -np.inf)
+        # Since when the target has stayed below the current state without a break (inf: it has not).
+        self.clear_since = np.full(n, np.inf)
+        self.cleared_for = np.zeros(n)  # at the last de-escalation: how long it had stayed clear
         self.seen = np.zeros(n, dtype=bool)
         self.offences = np.zeros(n)
         self.flaps = np.zeros(n)
@@ -111,6 +116,7 @@ class Classifier:
         return c.degraded_enter - shift, c.quarantine_enter - shift
 
     def target(self, now: float, x: ClassifierInputs) -> IntArray:
+        """Next state per entity; advances the clear timers, so call it once per tick (``step``)."""
         c, e = self.config, self.economics
         cur = self.state
         d_in, q_in = self.thresholds()
@@ -152,7 +158,9 @@ class Classifier:
         flapping = self.flaps > c.flap_max_transitions
         dwell = np.where(flapping, c.min_dwell_s * c.flap_dwell_multiplier, c.min_dwell_s)
         de_escalation = (SEVERITY[tgt] < SEVERITY[cur]) & (tgt != U) & (cur != U)
-        blocked = de_escalation & (now - self.entered < dwell)
+        self.clear_since = np.where(de_escalation, np.minimum(self.clear_since, now), np.inf)
+        # failed already waited out failed_hold_s without hard evidence: its release is not held again
+        blocked = de_escalation & ~released & (now - self.clear_since < dwell)
         tgt[blocked] = cur[blocked]
         tgt[~self.classified] = U
         return tgt
@@ -161,6 +169,7 @@ class Classifier:
         """Back to healthy after a repair; offences are kept (repeat offenders stay suspect)."""
         self.state[gidx] = H
         self.entered[gidx] = now
+        self.clear_since[gidx] = np.inf
         self.seen[gidx] = True
 
     def step(self, now: float, x: ClassifierInputs) -> Changes:
@@ -178,7 +187,9 @@ class Classifier:
         offence = (SEVERITY[before] <= 0) & (SEVERITY[after] >= 1)
         self.offences[idx[offence]] += 1.0
         self.flaps[idx[reported]] += 1.0
+        self.cleared_for[idx] = np.where(np.isfinite(self.clear_since[idx]), now - self.clear_since[idx], 0.0)
         self.state[idx] = after
         self.entered[idx] = now
+        self.clear_since[idx] = np.inf
         self.seen[idx[after != U]] = True
         return Changes(index=idx, before=before, after=after, reported=reported)

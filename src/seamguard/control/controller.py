@@ -94,6 +94,8 @@ class Controller:
             history_signals=history_signals(config),
         )
         self.classifier = Classifier(topology.kind_code, config.classifier, config.economics)
+        # The last state other than unknown: what an entity coming back from silence returns from.
+        self._last_known = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
         gpu_count = topology.count(EntityKind.GPU)
         self.xid_memory = XidMemory.create(gpu_count, config.detectors.xid)
         self._fresh_signals: dict[EntityKind, list[str]] = {}
@@ -171,6 +173,7 @@ class Controller:
             if before in (State.HEALTHY, State.UNKNOWN) or not self.classifier.classified[gidx]:
                 continue
             self.classifier.reset(gidx, now)
+            self._last_known[gidx] = int(State.HEALTHY)
             records.append(
                 TransitionRecord(
                     ts=now,
@@ -256,6 +259,9 @@ class Controller:
                     epoch=self.epoch,
                 )
             )
+            previous = int(self._last_known[gidx]) if before == int(State.UNKNOWN) else before
+            if after != int(State.UNKNOWN):
+                self._last_known[gidx] = after
             decisions.extend(
                 plan(
                     cfg,
@@ -264,6 +270,7 @@ class Controller:
                     now=now,
                     gidx=gidx,
                     state=State(after),
+                    previous=State(previous),
                     reason=reason,
                     evidence=items,
                     mode=self.mode,
@@ -342,22 +349,24 @@ class Controller:
         return tuple(items)
 
     def _reason(self, gidx: int, before: State, after: State, items: tuple[EvidenceItem, ...]) -> str:
-        cfg = self.config.classifier
+        clear_s = round(float(self.classifier.cleared_for[gidx]))
         if after is State.UNKNOWN:
             return f"no fresh telemetry for {self.config.engine.stale_after_s:g} s"
         texts = [i.text for i in items]
+        if before is State.UNKNOWN and after is State.HEALTHY:
+            return "telemetry fresh again, nothing against it"
         if after is State.HARMFUL and gidx in self._harm_text:
             return self._harm_text[gidx]
         if before is State.HARMFUL and after is State.HEALTHY:
             econ = self.config.economics
             return (
-                f"no longer worth a swap: harm ratio {float(self._harm_ratio[gidx]):.2f} below exit "
-                f"{econ.harmful_exit_ratio:g} after {cfg.min_dwell_s:g} s dwell"
+                f"no longer worth a swap: harm ratio {float(self._harm_ratio[gidx]):.2f}, below exit "
+                f"{econ.harmful_exit_ratio:g} for {clear_s:g} s"
             )
         if texts and after is not State.HEALTHY:
             return ", ".join(texts)
         if after is State.HEALTHY or (after is State.DEGRADED and before is State.FAILED):
-            return f"GFS {abs(self.gfs[gidx]):.2f} below exit threshold after {cfg.min_dwell_s:g} s dwell" + (
+            return f"GFS {abs(self.gfs[gidx]):.2f}, below exit threshold for {clear_s:g} s" + (
                 f" (remaining: {', '.join(texts)})" if texts else ""
             )
         return ", ".join(texts) or f"GFS {abs(self.gfs[gidx]):.2f}"

@@ -2,7 +2,7 @@
 
 Which actions follow which state is policy (``actions`` in the config). The planner only
 resolves each action onto the entity it applies to: a GPU's drain targets its node, a
-checkpoint order targets every job that depends on the entity.
+checkpoint order targets every job that depends on the entity. Each decision names its cause.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def plan(
     now: float,
     gidx: int,
     state: State,
+    previous: State,
     reason: str,
     evidence: Sequence[EvidenceItem],
     mode: str,
@@ -56,6 +57,8 @@ def plan(
     kind = topology.kind_of(gidx)
     source = topology.ids[gidx]
     out: list[DecisionRecord] = []
+    if state is State.HEALTHY and (previous is State.HEALTHY or not config.actions_for(kind, previous)):
+        return out  # an undo needs something done to undo: back from unknown restores nothing
     for action in config.actions_for(kind, state):
         targets: list[str]
         if action in _NODE_ACTIONS:
@@ -77,6 +80,7 @@ def plan(
                     state=state.label,
                     evidence=tuple(evidence),
                     epoch=epoch,
+                    cause=source,
                 )
             )
     return out

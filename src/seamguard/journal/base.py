@@ -24,7 +24,9 @@ class Journal(Protocol):
 
     def decisions(
         self, entity: str | None = None, until: float | None = None, since: float | None = None
-    ) -> list[DecisionRecord]: ...
+    ) -> list[DecisionRecord]:
+        """Decisions on ``entity`` or caused by it (a GPU's state change drains its node)."""
+        ...
 
     def last_observation(self, entity: str, at: float) -> ObservationRecord | None: ...
 

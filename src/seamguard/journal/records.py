@@ -42,6 +42,7 @@ class DecisionRecord:
     state: str  # the state whose entry caused the decision
     evidence: tuple[EvidenceItem, ...] = ()
     epoch: int = 0
+    cause: str = ""  # the entity whose state change led to it (a drained node's GPU, a job's CDU)
 
 
 @dataclass(frozen=True)

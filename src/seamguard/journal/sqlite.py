@@ -18,7 +18,8 @@ from typing import Any
 from seamguard.errors import InputError
 from seamguard.journal.records import DecisionRecord, EvidenceItem, ObservationRecord, TransitionRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 journals lack decisions.cause; opening one adds the column (their causes read as '').
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -31,7 +32,7 @@ CREATE INDEX IF NOT EXISTS transitions_ts ON transitions (ts);
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, entity TEXT NOT NULL, action TEXT NOT NULL,
     mode TEXT NOT NULL, reason TEXT NOT NULL, state TEXT NOT NULL, evidence TEXT NOT NULL,
-    epoch INTEGER NOT NULL);
+    epoch INTEGER NOT NULL, cause TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS decisions_entity_ts ON decisions (entity, ts);
 CREATE TABLE IF NOT EXISTS observations (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, entity TEXT NOT NULL, state TEXT NOT NULL,
@@ -76,6 +77,7 @@ class SqliteJournal:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             self._check_version()
+            self._db.execute("CREATE INDEX IF NOT EXISTS decisions_cause_ts ON decisions (cause, ts)")
         except sqlite3.DatabaseError as exc:
             raise InputError(str(self.path), f"not a seamguard journal ({exc})") from exc
 
@@ -83,6 +85,11 @@ class SqliteJournal:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) == 1:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ALTER TABLE decisions ADD COLUMN cause TEXT NOT NULL DEFAULT ''")
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            self._db.execute("COMMIT")
         elif int(row[0]) != SCHEMA_VERSION:
             raise InputError(
                 str(self.path), f"journal schema version {row[0]}, this seamguard reads {SCHEMA_VERSION}"
@@ -110,10 +117,10 @@ class SqliteJournal:
                 ],
             )  # fmt: skip
             db.executemany(
-                "INSERT INTO decisions (ts, entity, action, mode, reason, state, evidence, epoch)"
-                " VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO decisions (ts, entity, action, mode, reason, state, evidence, epoch, cause)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
                 [
-                    (d.ts, d.entity, d.action, d.mode, d.reason, d.state, _dump(d.evidence), d.epoch)
+                    (d.ts, d.entity, d.action, d.mode, d.reason, d.state, _dump(d.evidence), d.epoch, d.cause)
                     for d in decisions
                 ],
             )
@@ -151,14 +158,18 @@ class SqliteJournal:
     def decisions(
         self, entity: str | None = None, until: float | None = None, since: float | None = None
     ) -> list[DecisionRecord]:
-        where, args = _where(entity, until, since)
+        where, args = _where(None, until, since)
+        if entity is not None:
+            where = (where + " AND" if where else " WHERE") + " (entity = ? OR cause = ?)"
+            args += [entity, entity]
         rows = self._db.execute(
-            f"SELECT ts, entity, action, mode, reason, state, evidence, epoch FROM decisions{where} ORDER BY ts, id",
+            "SELECT ts, entity, action, mode, reason, state, evidence, epoch, cause FROM decisions"
+            f"{where} ORDER BY ts, id",
             args,
         )
         return [
-            DecisionRecord(ts, ent, action, mode, reason, state, _load(ev), epoch)
-            for ts, ent, action, mode, reason, state, ev, epoch in rows
+            DecisionRecord(ts, ent, action, mode, reason, state, _load(ev), epoch, cause)
+            for ts, ent, action, mode, reason, state, ev, epoch, cause in rows
         ]
 
     def observations(

@@ -5,14 +5,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from seamguard.config import load_config
+from seamguard.control.controller import Controller
 from seamguard.economics.harm import straggler_harm
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.states import State
-from seamguard.model.topology import build_topology
+from seamguard.model.topology import Topology, build_topology
 from seamguard.scoring import detectors
 from seamguard.scoring.events import XidMemory, heartbeat
 from seamguard.scoring.evidence import make_evidence
-from seamguard.scoring.gfs import combine
+from seamguard.scoring.gfs import combine, contributions
+from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import TickEvents
 from tests.conftest import small_inventory
 
@@ -38,11 +40,37 @@ def _ring(values_per_min: list[float], tick_s: float = 30.0) -> tuple[np.ndarray
 
 def test_trend_measures_rising_temperature() -> None:
     minutes = np.arange(20) * 0.5
-    ts, ring, now = _ring(list(60 + 0.8 * minutes))
+    ts, ring, now = _ring(list(70 + 0.8 * minutes))
     slope = detectors.weighted_slope(ts, ring, now, window_s=600, halflife_s=300, min_points=6, log=False)
     assert np.isclose(slope[0], 0.8)
-    ev = detectors.trend(CAT["gpu.temp_c"], DET.trend["gpu.temp_c"], slope)
+    ev = detectors.trend(CAT["gpu.temp_c"], DET.trend["gpu.temp_c"], slope, ring.min(axis=0) > 69)
     assert ev.evidence[0] > 0 and "+0.80" in ev.describe(0)
+
+
+def test_warming_up_to_working_temperature_is_load_not_a_trend(topology: Topology) -> None:
+    """A job starting heats idle GPUs by degrees a minute; a trend counts only once the GPU has
+    stayed past the rule's `beyond` for the whole trend window (the engine checks the window)."""
+    cfg = load_config()
+    rule = cfg.detectors.trend["gpu.temp_c"]
+    assert rule.beyond is not None
+    gidx = topology.index["gpu/n01/2"]
+    sig = CAT["gpu.temp_c"].index
+
+    def run(start_c: float) -> float:
+        ctl = Controller(topology, cfg)
+        for i in range(20):  # ten minutes rising 3 °C/min
+            now = 1000.0 + 30 * (i + 1)
+            batch = TelemetryBatch(
+                np.array([gidx]), np.array([sig]), np.array([now - 1]), np.array([start_c + 1.5 * i])
+            )
+            ctl.tick(now, batch)
+        frame = ctl.frame
+        assert frame is not None
+        found = [c for c in contributions(frame.evidence, topology, gidx) if c.detector == "trend"]
+        return max((c.score for c in found), default=0.0)
+
+    assert run(40.0) == 0.0  # 40 -> 68.5 °C: warming up to work
+    assert run(rule.beyond + 1.0) > 0.0  # the same slope past the floor all along
 
 
 def test_trend_ignores_diurnal_swing_and_noise() -> None:

@@ -62,6 +62,9 @@ class TrendRule(_Band):
     log: bool = False
     weight: float = Weight
     recovery: bool = False
+    # Evidence only while the value is beyond this (above it when rising, below when falling):
+    # a GPU warming from idle to its working temperature after a job starts is load, not a fault.
+    beyond: float | None = None
 
     @model_validator(mode="after")
     def _positive(self) -> Self:
@@ -257,19 +260,19 @@ def _defaults_text() -> str:
     return resources.files("seamguard.data").joinpath("defaults.yaml").read_text(encoding="utf-8")
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge_mappings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in override.items():
         if value is None:
             out.pop(key, None)
         elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_mappings(out[key], value)
         else:
             out[key] = value
     return out
 
 
-def _parse_yaml(text: str, where: str) -> dict[str, Any]:
+def parse_yaml(text: str, where: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -283,7 +286,7 @@ def _parse_yaml(text: str, where: str) -> dict[str, Any]:
     return data
 
 
-def _format_validation(where: str, exc: ValidationError) -> InputError:
+def format_validation(where: str, exc: ValidationError) -> InputError:
     lines = []
     for err in exc.errors()[:10]:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -295,7 +298,7 @@ def _format_validation(where: str, exc: ValidationError) -> InputError:
 
 def load_config(path: Path | None = None) -> Config:
     """Defaults merged with ``path``; raises InputError naming the file and key on bad input."""
-    data = _parse_yaml(_defaults_text(), "seamguard/data/defaults.yaml")
+    data = parse_yaml(_defaults_text(), "seamguard/data/defaults.yaml")
     where = "defaults"
     if path is not None:
         where = str(path)
@@ -303,17 +306,17 @@ def load_config(path: Path | None = None) -> Config:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(where, f"cannot read config: {exc.strerror}") from None
-        data = _merge(data, _parse_yaml(text, where))
+        data = merge_mappings(data, parse_yaml(text, where))
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise _format_validation(where, exc) from None
+        raise format_validation(where, exc) from None
 
 
 def config_from_mapping(override: dict[str, Any]) -> Config:
     """Defaults merged with an in-memory override (tests, the twin, the API)."""
-    data = _merge(_parse_yaml(_defaults_text(), "defaults"), override)
+    data = merge_mappings(parse_yaml(_defaults_text(), "defaults"), override)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise _format_validation("config", exc) from None
+        raise format_validation("config", exc) from None

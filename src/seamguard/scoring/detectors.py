@@ -80,9 +80,15 @@ def weighted_slope(
     return np.where(ok, slope, np.nan)
 
 
-def trend(signal: Signal, rule: TrendRule, slope: FloatArray) -> Evidence:
+def trend(
+    signal: Signal, rule: TrendRule, slope: FloatArray, beyond: npt.NDArray[np.bool_] | None = None
+) -> Evidence:
+    """``beyond``: per entity, whether the signal stayed past ``rule.beyond`` over the whole trend
+    window; a rule with ``beyond`` set counts only those (a warm-up from idle is not a trend)."""
     signed = slope if rule.direction == "rising" else -slope
     ev = ramp(signed, rule.warn, rule.crit)
+    if rule.beyond is not None and beyond is not None:
+        ev = np.where(beyond, ev, 0.0)
     unit = unit_text(signal)
 
     def fmt(m: float, _x: float) -> str:

@@ -79,7 +79,14 @@ def score_tick(
             min_points=sc.trend_min_points,
             log=trule.log,
         )
-        evidence.append(detectors.trend(cat[name], trule, slope))
+        beyond = None
+        if trule.beyond is not None:
+            recent = ring[tick_ts >= now - sc.trend_window_s]
+            if trule.direction == "rising":  # fmin/fmax skip NaN (dropouts) without warnings
+                beyond = np.fmin.reduce(recent, axis=0) > trule.beyond
+            else:
+                beyond = np.fmax.reduce(recent, axis=0) < trule.beyond
+        evidence.append(detectors.trend(cat[name], trule, slope, beyond))
     for name, prule in det.peer.items():
         sig = cat[name]
         groups = cohort_groups(prule.cohort, sig.entity, topology, workload)

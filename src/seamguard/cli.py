@@ -107,6 +107,37 @@ def demo(
 
 
 @app.command()
+def simulate(
+    scenario: Annotated[str, typer.Option(help="a built-in scenario name or a scenario YAML file")],
+    policies: Annotated[
+        str, typer.Option(help="comma-separated: binary, young-daly, seamguard, oracle")
+    ] = "binary,young-daly,seamguard,oracle",
+    seeds: Annotated[int, typer.Option(help="how many seeds (0, 1, ... unless --first-seed)")] = 5,
+    first_seed: Annotated[int, typer.Option(help="the first seed")] = 0,
+    out: Annotated[Path, typer.Option(help="directory for summary.json, the plots and report.html")] = Path(
+        "simulate-out"
+    ),
+    duration_h: Annotated[float | None, typer.Option(help="override the scenario's duration (hours)")] = None,
+) -> None:
+    """Run reliability policies side by side in the digital twin, on the same faults and seeds."""
+    from seamguard.simulate_run import run_simulate
+    from seamguard.twin.campaign import parse_policies, seed_list
+    from seamguard.twin.scenario import load_scenario
+
+    try:
+        names = parse_policies(policies)
+        seed_values = seed_list(seeds, first_seed)
+        if duration_h is not None and not duration_h > 0:
+            raise InputError("--duration-h", f"must be positive, got {duration_h:g}")
+        overrides = {"duration_h": duration_h} if duration_h is not None else None
+        sc = load_scenario(scenario, overrides)
+        console = Console() if Console().is_terminal else Console(width=160)
+        run_simulate(sc, names, seed_values, out, console)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)

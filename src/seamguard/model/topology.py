@@ -76,7 +76,11 @@ class Topology:
         return np.asarray(self.below.sum(axis=1)).ravel()
 
 
-def build_topology(inventory: Inventory, jobs: Sequence[JobRecord] = ()) -> Topology:
+def build_topology(
+    inventory: Inventory, jobs: Sequence[JobRecord] = (), storage: Sequence[str] = ()
+) -> Topology:
+    """``storage`` names checkpoint backends beyond those the nodes and jobs name (a fallback
+    target nothing uses yet is still an entity whose telemetry the engine judges)."""
     recs = inventory.nodes
     node_names = [r.node for r in recs]
     racks, rack_ix = _intern([r.rack for r in recs])
@@ -84,7 +88,7 @@ def build_topology(inventory: Inventory, jobs: Sequence[JobRecord] = ()) -> Topo
     leaves, leaf_ix = _intern([r.leaf for r in recs])
     rows, row_ix = _intern([r.row for r in recs])
     pdus, pdu_ix = _intern([r.pdu for r in recs])
-    storages, sto_ix = _intern([r.storage for r in recs] + [j.storage for j in jobs])
+    storages, sto_ix = _intern([r.storage for r in recs] + [j.storage for j in jobs] + list(storage))
 
     n_nodes = len(recs)
     gpu_counts = np.array([r.gpus for r in recs], dtype=np.int64)

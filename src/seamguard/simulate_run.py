@@ -1,0 +1,70 @@
+"""``seamguard simulate``: run policies side by side in the twin, print the comparison, write the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from seamguard.errors import InputError
+from seamguard.twin.campaign import run_campaign, run_steps
+from seamguard.twin.report import write_report
+from seamguard.twin.scenario import Scenario
+from seamguard.twin.summary import summarize, write_summary
+
+
+def _results_table(summary: dict[str, Any]) -> Table:
+    seeds = len(summary["seeds"])
+    table = Table(
+        title=f"{summary['scenario']}: {summary['gpus']:,} GPUs, {summary['duration_h']:g} h, {seeds} seed(s)"
+    )
+    for col in (
+        "policy",
+        "ETTR",
+        "95% CI",
+        "useful GPU-h",
+        "largest loss",
+        "false quar.",
+        "missed gray",
+        "median lead",
+    ):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for name, p in summary["policies"].items():
+        lo, hi = p["ettr"]["ci95"]
+        worst = max(p["lost_share"].items(), key=lambda kv: kv[1] or 0.0)
+        lead = p["median_detection_lead_s"]
+        table.add_row(
+            name, f"{p['ettr']['mean']:.4f}", f"{lo:.4f}–{hi:.4f}", f"{p['useful_gpu_hours']:,.0f}",
+            f"{worst[0].replace('_', ' ')} {100 * (worst[1] or 0):.1f}%", str(p["false_quarantines"]),
+            str(p["missed_gray_failures"]), "-" if lead is None else f"{lead / 60:+.1f} min",
+        )  # fmt: skip
+    return table
+
+
+def run_simulate(
+    scenario: Scenario, policies: tuple[str, ...], seeds: tuple[int, ...], out: Path, console: Console
+) -> dict[str, Any]:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(str(out), f"cannot create the output directory: {exc.strerror}") from None
+    steps = run_steps(scenario)
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task(scenario.name, total=steps * len(policies) * len(seeds))
+
+        def on_step(policy: str, seed: int, done_s: float, span_s: float) -> None:
+            progress.update(task, advance=1, description=f"{scenario.name}: {policy}, seed {seed}")
+
+        results = run_campaign(scenario, policies, seeds, on_step)
+    summary = summarize(scenario, results)
+    write_summary(summary, out / "summary.json")
+    written = write_report(scenario, summary, results, out)
+    console.print(_results_table(summary))
+    console.print(f"wrote {out / 'summary.json'}, " + ", ".join(str(p) for p in written))
+    return summary

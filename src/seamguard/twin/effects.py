@@ -1,0 +1,114 @@
+"""What the active faults do to the plant at one instant, as per-entity multipliers and offsets.
+
+One function per step turns the (few) active faults into arrays the physics reads. A fault
+shows its gray phase from onset until it ends (facility faults), breaks hard, or is repaired;
+the hard failure itself is an event (``twin.events``), not an effect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.twin.faults import Fault
+from seamguard.twin.physics import fabric, memory, storage
+from seamguard.twin.scenario import Physics
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+HW_THERMAL_JUMP_C = 15.0
+HW_THERMAL_CLOCK = 0.7
+PCIE_SLOWDOWN = 0.3
+FAILING_GPU_SLOWDOWN = 0.1  # a GPU on its way off the bus slows before it goes
+SLOW_GPU = 0.08
+SUPPLY_RISE_C = 10.0
+NVLINK_FAULT_PER_H = 30.0
+ERROR_SHARE = 0.005  # symbol errors per retransmit on a marginal link
+SWITCH_BUFFER_RISE_PCT = 60.0
+
+
+@dataclass
+class Effects:
+    cdu_lost: FloatArray
+    cdu_supply_extra: FloatArray
+    rack_limit_factor: FloatArray
+    gpu_heat_c: FloatArray
+    gpu_clock_cap: FloatArray
+    gpu_slow: FloatArray
+    gpu_hw_slowdown: BoolArray
+    gpu_sbe_per_h: FloatArray
+    gpu_pcie_per_h: FloatArray
+    gpu_nvlink_per_h: FloatArray
+    gpu_remap: BoolArray
+    link_latency: FloatArray
+    link_retransmit_mult: FloatArray
+    link_errors_per_s: FloatArray
+    switch_latency: FloatArray
+    switch_buffer_pct: FloatArray
+    storage_write: FloatArray
+    storage_read: FloatArray
+    storage_throughput: FloatArray
+    node_silent: BoolArray
+
+    @classmethod
+    def none(cls, n_cdu: int, n_rack: int, n_gpu: int, n_node: int, n_leaf: int, n_sto: int) -> Effects:
+        return cls(
+            np.zeros(n_cdu), np.zeros(n_cdu), np.ones(n_rack), np.zeros(n_gpu), np.ones(n_gpu), np.ones(n_gpu),
+            np.zeros(n_gpu, bool), np.zeros(n_gpu), np.zeros(n_gpu), np.zeros(n_gpu), np.zeros(n_gpu, bool),
+            np.ones(n_node), np.ones(n_node), np.zeros(n_node), np.ones(n_leaf), np.zeros(n_leaf), np.ones(n_sto),
+            np.ones(n_sto), np.ones(n_sto), np.zeros(n_node, bool),
+        )  # fmt: skip
+
+
+def apply_faults(fx: Effects, faults: Iterable[Fault], t: float, physics: Physics) -> Effects:
+    """Fill ``fx`` (fresh from ``Effects.none``) with the gray effects of ``faults`` at ``t``."""
+    for f in faults:
+        if not (f.onset <= t < min(f.end, f.hard_at)):
+            continue
+        p, s, i = f.progress(t), f.severity, f.local
+        k = f.kind
+        if k == "cdu_flow_loss":
+            fx.cdu_lost[i] = min(fx.cdu_lost[i] + s * p, 0.95)
+        elif k == "supply_temp_rise":
+            fx.cdu_supply_extra[i] += SUPPLY_RISE_C * s * p
+        elif k == "psu_loss":
+            fx.rack_limit_factor[i] *= max(1.0 - 0.5 * s, 0.1)
+        elif k in ("hbm_ecc", "sram_ecc"):
+            fx.gpu_sbe_per_h[i] += memory.precursor_sbe_per_h(physics.memory, s, p)
+            if k == "hbm_ecc" and p >= physics.memory.remap_at_progress:
+                fx.gpu_remap[i] = True
+        elif k == "gpu_hard":
+            fx.gpu_pcie_per_h[i] += physics.memory.pcie_replay_fault_per_min * 60.0 * s * p
+            fx.gpu_nvlink_per_h[i] += NVLINK_FAULT_PER_H * s * p
+            fx.gpu_slow[i] *= 1.0 + FAILING_GPU_SLOWDOWN * s * p
+        elif k == "thermal_interface":
+            fx.gpu_heat_c[i] += HW_THERMAL_JUMP_C * s * p
+        elif k == "hw_thermal":
+            fx.gpu_heat_c[i] += HW_THERMAL_JUMP_C * s
+            fx.gpu_clock_cap[i] = min(fx.gpu_clock_cap[i], 1.0 - (1.0 - HW_THERMAL_CLOCK) * min(s, 1.0))
+            fx.gpu_hw_slowdown[i] = True
+        elif k == "pcie_downtrain":
+            fx.gpu_slow[i] *= 1.0 + PCIE_SLOWDOWN * s
+            fx.gpu_pcie_per_h[i] += physics.memory.pcie_replay_fault_per_min * 60.0 * s
+        elif k == "slow_gpu":
+            fx.gpu_slow[i] *= 1.0 + SLOW_GPU * s
+        elif k == "link_gray":
+            fx.link_latency[i] *= fabric.gray_latency_factor(physics.fabric, s, p)
+            mult = fabric.retransmit_multiplier(physics.fabric, s, p)
+            fx.link_retransmit_mult[i] *= mult
+            fx.link_errors_per_s[i] += physics.fabric.retransmits_per_s * mult * ERROR_SHARE
+        elif k == "switch_congestion":
+            fx.switch_latency[i] *= 1.0 + physics.fabric.congestion_latency_rise * s * p
+            fx.switch_buffer_pct[i] += SWITCH_BUFFER_RISE_PCT * s * p
+        elif k == "storage_tail":
+            w, r, tput = storage.tail_factors(physics.storage, s, p)
+            fx.storage_write[i] *= w
+            fx.storage_read[i] *= r
+            fx.storage_throughput[i] *= tput
+        elif k == "exporter_silent":
+            fx.node_silent[i] |= t < f.onset + f.ramp
+    return fx

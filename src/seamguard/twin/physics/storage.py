@@ -1,0 +1,63 @@
+"""Storage: load-dependent latency and bandwidth of a checkpoint backend, and congestion collapse.
+
+A backend delivers ``write_gbps``/``read_gbps`` in aggregate. Up to ``congestion_knee``
+concurrent checkpoint streams share it fairly; beyond the knee, metadata and lock contention
+make the aggregate *fall* (congestion collapse):
+
+    aggregate(c) = bandwidth x fault_factor / (1 + max(0, c / knee - 1) ** collapse_power)
+
+so a synchronised fleet of jobs all saving on the hour turns every save into a stall. The p99
+latency seen by clients grows with queueing and with any fault (``storage_tail``: the write tail
+grows ``tail_write_ms / write_latency_ms``-fold at severity 1, exponentially with progress). A
+checkpoint of ``size_gb`` takes ``size / (aggregate / c) + overhead_s`` to save, and
+``size / read share + overhead_s`` to restore.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field
+
+from seamguard.twin.physics.params import Params
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class StorageParams(Params):
+    write_gbps: float = Field(default=40.0, gt=0)
+    read_gbps: float = Field(default=60.0, gt=0)
+    write_latency_ms: float = Field(default=25.0, gt=0)
+    read_latency_ms: float = Field(default=12.0, gt=0)
+    latency_noise: float = Field(default=0.05, ge=0)
+    throughput_noise: float = Field(default=0.02, ge=0)
+    congestion_knee: float = Field(default=4.0, gt=0, description="concurrent streams before collapse")
+    collapse_power: float = Field(default=2.0, gt=0)
+    overhead_s: float = Field(default=5.0, ge=0, description="coordination cost of every save/restore")
+    tail_write_ms: float = Field(default=3000.0, gt=0)
+    tail_read_ms: float = Field(default=500.0, gt=0)
+    throughput_loss: float = Field(default=0.5, ge=0, lt=1)
+
+
+def congestion(p: StorageParams, streams: FloatArray) -> FloatArray:
+    """Aggregate-throughput factor for ``streams`` concurrent transfers (1 up to the knee)."""
+    over = np.maximum(streams / p.congestion_knee - 1.0, 0.0)
+    return 1.0 / (1.0 + over**p.collapse_power)
+
+
+def transfer_seconds(size_gb: float, aggregate_gbps: float, streams: float, overhead_s: float) -> float:
+    share = aggregate_gbps / max(streams, 1.0)
+    return size_gb / max(share, 1e-9) + overhead_s
+
+
+def tail_factors(p: StorageParams, severity: float, progress: float) -> tuple[float, float, float]:
+    """(write latency, read latency, throughput) multipliers of a degrading backend."""
+    write = (1.0 + (p.tail_write_ms / p.write_latency_ms - 1.0) * severity) ** progress
+    read = (1.0 + (p.tail_read_ms / p.read_latency_ms - 1.0) * severity) ** progress
+    throughput = max(1.0 - p.throughput_loss * severity * progress, 0.05)
+    return write, read, throughput
+
+
+def queue_latency_factor(p: StorageParams, streams: FloatArray) -> FloatArray:
+    """p99 latency grows with the queue: x(1 + c/knee)² with c concurrent streams."""
+    return (1.0 + streams / p.congestion_knee) ** 2

@@ -1,0 +1,1 @@
+"""Reliability policies compared in the twin: binary, young-daly, seamguard and oracle."""

@@ -1,0 +1,96 @@
+"""What every policy offers the twin, and what the twin lets a policy know.
+
+A policy sees telemetry (``observe``) and the scheduler's placement (``FleetView``), answers
+with actions, says which nodes it admits per job class, and sets each training job's
+checkpoint interval. Only the oracle is also handed the fault records.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.economics.checkpoint_math import daly_interval
+from seamguard.model.entities import EntityKind
+from seamguard.model.states import JobClass, State
+from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.twin.actions import Action, Detection
+from seamguard.twin.faults import FAULT_KINDS
+from seamguard.twin.jobs import TrainingJob
+from seamguard.twin.physics.storage import transfer_seconds
+from seamguard.twin.scenario import Job, hard_default
+from seamguard.twin.world import DAY_S, World
+
+IntArray = npt.NDArray[np.int64]
+# Llama 3 405B: 419 unexpected interruptions in 54 days on 16,384 GPUs (Dubey et al. 2024, table 5).
+NOMINAL_FAILURES_PER_GPU_DAY = 419 / (16384 * 54)
+
+
+class FleetView(Protocol):
+    """What a scheduler tells any policy: where jobs run and whether a swap can be staffed."""
+
+    def job_of(self, node: int) -> int: ...
+    def is_training(self, job: int) -> bool: ...
+    def is_running(self, job: int) -> bool: ...
+    def can_replace(self, job: int, count: int, admission: IntArray) -> bool: ...
+    def placement(self) -> dict[str, list[str]]: ...
+    def placement_version(self) -> int: ...
+
+
+class Policy(Protocol):
+    name: str
+    detections: list[Detection]
+
+    def interval_s(self, job: TrainingJob) -> float: ...
+    def observe(
+        self, now: float, batches: Sequence[tuple[int, TelemetryBatch]], view: FleetView
+    ) -> list[Action]: ...
+    def admission(self, job_class: JobClass) -> IntArray: ...
+    def returned(self, now: float, nodes: IntArray) -> None: ...
+    def node_states(self) -> IntArray: ...
+
+
+def nominal_save_s(world: World, spec: Job) -> float:
+    """A save on an idle, healthy backend: what a static formula assumes it costs."""
+    sp = world.scenario.physics.storage
+    return transfer_seconds(spec.checkpoint_gb, sp.write_gbps, 1.0, sp.overhead_s)
+
+
+def job_mtbf_s(world: World, job: TrainingJob, mtbf_h: float | None) -> float:
+    """Mean time between interruptions of a job from the scenario's nominal hazard rates.
+
+    Every hard hazard on the job's GPUs, nodes and uplinks plus the job's own software faults;
+    a scenario without hazards falls back to Llama 3's published fleet rate per GPU.
+    """
+    if mtbf_h is not None:
+        return mtbf_h * 3600.0
+    sc = world.scenario
+    per_day = 0.0
+    nodes = job.spec.nodes
+    gpus = nodes * sc.cluster.gpus_per_node
+    lemon_share = sc.lemons.nodes / max(sc.cluster.nodes, 1)
+    lemon_boost = 1.0 + lemon_share * (sc.lemons.multiplier - 1.0)
+    for h in sc.hazards:
+        spec = FAULT_KINDS[h.kind]
+        if not hard_default(h.kind, h.hard):
+            continue
+        count = {EntityKind.GPU: gpus * lemon_boost, EntityKind.NODE: nodes * lemon_boost,
+                 EntityKind.LINK: nodes * lemon_boost, EntityKind.JOB: float(gpus)}.get(spec.target, 0.0)  # fmt: skip
+        per_day += h.per_component_day * sc.hazard_scale * count
+    if not sc.hazards:
+        per_day = NOMINAL_FAILURES_PER_GPU_DAY * gpus
+    return DAY_S / per_day if per_day > 0 else math.inf
+
+
+def static_interval(world: World, job: TrainingJob, mtbf_h: float | None) -> float:
+    """Daly's interval from nominal costs and rates: the best a static timer can do."""
+    interval = daly_interval(nominal_save_s(world, job.spec), job_mtbf_s(world, job, mtbf_h))
+    return min(interval, world.scenario.duration_s)
+
+
+def all_healthy(n: int) -> IntArray:
+    return np.full(n, int(State.HEALTHY), dtype=np.int64)

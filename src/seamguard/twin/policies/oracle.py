@@ -1,0 +1,141 @@
+"""``oracle``: knows every fault in advance and acts at the ideal moment; the ceiling.
+
+* A component fault (a GPU, a host, an uplink) is swapped out before it costs anything: the node
+  is evicted with a planned checkpoint-and-restart at the fault's onset, or, for a sudden
+  failure, one save-and-a-tick before it strikes.
+* A software crash or hang is preceded by a save, so nothing is rolled back.
+* A facility fault (CDU, rack power, leaf) islands its domain at onset; a degrading storage
+  backend is left for the fallback; a marginal link is rerouted.
+* A benign slow GPU is swapped only where the job it slows would lose more than a restart costs.
+* Periodic saves only as insurance against what nobody knows in advance (a thermal trip that
+  emerges from physics), every six hours, plus a save whenever a job's GPU nears the trip point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from seamguard.model.entities import EntityKind
+from seamguard.model.states import JobClass
+from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.twin.actions import Action, Detection, Verb
+from seamguard.twin.faults import Fault, HardEffect
+from seamguard.twin.jobs import TrainingJob
+from seamguard.twin.plant import Plant
+from seamguard.twin.policies.base import FleetView, IntArray, all_healthy, nominal_save_s
+from seamguard.twin.world import World
+
+INSURANCE_INTERVAL_S = 6 * 3600.0
+TRIP_MARGIN_C = 2.0
+
+
+class OraclePolicy:
+    name = "oracle"
+
+    def __init__(self, world: World, plant: Plant) -> None:
+        self.world = world
+        self.topology = world.topology
+        self.plant = plant
+        self._todo = list(world.faults)
+        self._ends: list[Fault] = []
+        self.detections: list[Detection] = []
+        specs = [j for j in world.scenario.jobs if j.training] or list(world.scenario.jobs)
+        self._lookahead = max(nominal_save_s(world, j) for j in specs) + 2 * world.tick_s
+        self._now = world.start
+        self._returned = np.full(self.topology.count(EntityKind.NODE), -np.inf)
+        self._component = [f for f in world.faults if not f.benign and not f.spec.facility]
+
+    def interval_s(self, job: TrainingJob) -> float:
+        return INSURANCE_INTERVAL_S
+
+    def observe(
+        self, now: float, batches: Sequence[tuple[int, TelemetryBatch]], view: FleetView
+    ) -> list[Action]:
+        out: list[Action] = []
+        self._now = now
+        names = self.topology.names
+        due = [f for f in self._todo if self._act_at(f) <= now + self._lookahead]
+        for f in due:
+            self._todo.remove(f)
+            out.extend(self._handle(f, view))
+            if f.spec.facility and f.kind in ("storage_tail", "link_gray"):
+                self._ends.append(f)
+            if out:
+                self.detections.append(Detection(now, f.target, "foreseen"))
+        for f in list(self._ends):
+            if f.end <= now:
+                self._ends.remove(f)
+                if f.kind == "storage_tail":
+                    out.append(Action(Verb.RESTORE_STORAGE, f.target, "backend healthy again"))
+        # Insurance: a job GPU close to the trip point saves now.
+        hot = np.flatnonzero(
+            self.plant.gpu_temp >= self.world.scenario.physics.compute.trip_c - TRIP_MARGIN_C
+        )
+        for node in np.unique(self.topology.gpu_node[hot]).tolist():
+            job = view.job_of(node)
+            if job >= 0 and view.is_training(job):
+                out.append(
+                    Action(Verb.CHECKPOINT, f"job/{names[EntityKind.JOB][job]}", "GPU near thermal trip")
+                )
+        return out
+
+    def _act_at(self, f: Fault) -> float:
+        return f.onset
+
+    def _handle(self, f: Fault, view: FleetView) -> list[Action]:
+        names = self.topology.names
+        kind = f.spec.target
+        if f.benign:
+            return self._maybe_swap_slow(f, view) if f.kind == "slow_gpu" else []
+        if f.spec.hard in (HardEffect.JOB_CRASH, HardEffect.JOB_HANG):
+            return [Action(Verb.CHECKPOINT, f.target, f"{f.kind} foreseen")]
+        if kind in (EntityKind.GPU, EntityKind.NODE, EntityKind.LINK):
+            node = int(self.topology.gpu_node[f.local]) if kind is EntityKind.GPU else f.local
+            if f.kind == "link_gray" and not f.hard:
+                return [
+                    Action(Verb.REROUTE, f"link/{names[EntityKind.NODE][node]}", "marginal link foreseen")
+                ]
+            return [Action(Verb.EVICT, f"node/{names[EntityKind.NODE][node]}", f"{f.kind} foreseen")]
+        if kind is EntityKind.STORAGE and f.kind == "storage_tail":
+            return [Action(Verb.SWITCH_STORAGE, f.target, "backend degradation foreseen")]
+        if kind in (EntityKind.CDU, EntityKind.RACK, EntityKind.SWITCH):
+            return [Action(Verb.ISLAND, f.target, f"{f.kind} foreseen")]
+        return []
+
+    def _maybe_swap_slow(self, f: Fault, view: FleetView) -> list[Action]:
+        node = int(self.topology.gpu_node[f.local])
+        job = view.job_of(node)
+        if job < 0 or not view.is_training(job):
+            return []
+        spec = self.world.scenario.jobs[job]
+        remaining = self.world.end - f.onset
+        loss = 0.08 * f.severity * remaining  # the job runs at its slowest rank
+        if loss <= spec.restart_s + 2 * nominal_save_s(self.world, spec):
+            return []
+        return [
+            Action(
+                Verb.SWAP,
+                f"node/{self.topology.names[EntityKind.NODE][node]}",
+                "slow GPU costs more than a swap",
+            )
+        ]
+
+    def admission(self, job_class: JobClass) -> IntArray:
+        """Deny nodes carrying a fault that has begun or is about to, until they are repaired."""
+        out = np.zeros(self.topology.count(EntityKind.NODE), dtype=np.int64)
+        soon = self._now + self._lookahead
+        for f in self._component:
+            if f.onset > soon:
+                break
+            node = int(self.topology.gpu_node[f.local]) if f.spec.target is EntityKind.GPU else f.local
+            if self._returned[node] < f.onset:
+                out[node] = 2
+        return out
+
+    def returned(self, now: float, nodes: IntArray) -> None:
+        self._returned[nodes] = now
+
+    def node_states(self) -> IntArray:
+        return all_healthy(self.topology.count(EntityKind.NODE))

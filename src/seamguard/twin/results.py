@@ -1,0 +1,107 @@
+"""What one run of one policy produced: per-job accounting, timelines, drains and fault outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.twin.accounting import BUCKETS, Bucket
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    name: str
+    job_class: str
+    gpus: int
+    reserved_gpu_s: float
+    buckets: tuple[float, ...]  # GPU-seconds, in BUCKETS order
+    failures: int
+    restarts: int
+    saves: int
+
+    @property
+    def ettr(self) -> float:
+        return (
+            self.buckets[Bucket.PRODUCTIVE] / self.reserved_gpu_s if self.reserved_gpu_s > 0 else float("nan")
+        )
+
+
+@dataclass(frozen=True)
+class FaultOutcome:
+    fid: int
+    kind: str
+    target: str
+    source: str
+    benign: bool
+    gray: bool
+    onset: float
+    impact: float  # when it began to cost something (inf: never)
+    hard_at: float
+    detected_at: float  # inf: never
+    missed: bool  # a gray failure nobody acted on before it broke or ended
+
+
+@dataclass(frozen=True)
+class DrainRecord:
+    t: float
+    node: str
+    actor: str
+    false: bool
+    reason: str
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    policy: str
+    seed: int
+    start: float
+    end: float
+    node_days: float
+    jobs: list[JobResult]
+    faults: list[FaultOutcome]
+    drains: list[DrainRecord]
+    actions: dict[str, int]
+    timeline_t: FloatArray
+    timeline_goodput: FloatArray
+    focus_nodes: list[str]
+    focus_states: npt.NDArray[np.int8]  # (nodes, bins): State codes, 7 drained, 8 in repair
+    focus_title: str
+    transitions: int = 0
+    wall_s: float = 0.0
+    engine_ticks: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def reserved_gpu_s(self) -> float:
+        return sum(j.reserved_gpu_s for j in self.jobs)
+
+    def bucket_totals(self) -> dict[str, float]:
+        tot = np.zeros(len(BUCKETS))
+        for j in self.jobs:
+            tot += np.asarray(j.buckets)
+        return dict(zip(BUCKETS, tot.tolist(), strict=True))
+
+    @property
+    def ettr(self) -> float:
+        r = self.reserved_gpu_s
+        return self.bucket_totals()["productive"] / r if r > 0 else float("nan")
+
+    @property
+    def false_quarantines(self) -> int:
+        return sum(1 for d in self.drains if d.false and d.actor == "policy")
+
+    @property
+    def missed_gray(self) -> int:
+        return sum(1 for f in self.faults if f.missed)
+
+    def detection_leads(self) -> list[float]:
+        return [
+            f.impact - f.detected_at
+            for f in self.faults
+            if not f.benign and np.isfinite(f.detected_at) and np.isfinite(f.impact)
+        ]

@@ -1,0 +1,756 @@
+"""One run of the twin: a scenario, a seed and a policy, stepped through simulated time.
+
+Each step (one engine tick, ``scenario.tick_s``): the faults' effects and hard failures are
+applied to the plant, the plant integrates its physics, the jobs run and are charged for every
+second, people and schedulers do their part (repairs, prolog checks, triage), and, where the
+policy observes, the twin renders telemetry, hands it to the policy and carries out the
+actions it answers with. The same step order runs for every policy; only the policy differs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.config import config_from_mapping
+from seamguard.model.entities import EntityKind
+from seamguard.model.states import JobClass
+from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.twin.accounting import Bucket
+from seamguard.twin.actions import Action, Verb
+from seamguard.twin.effects import Effects, apply_faults
+from seamguard.twin.faults import Fault, HardEffect
+from seamguard.twin.fleet import FREE, Actor, Fleet, domain_nodes, node_faults
+from seamguard.twin.jobs import Failure, InferenceJob, JobEvent, Phase, TrainingJob
+from seamguard.twin.physics import storage as storage_model
+from seamguard.twin.plant import Plant
+from seamguard.twin.policies.base import Policy, nominal_save_s
+from seamguard.twin.policies.binary import BinaryPolicy
+from seamguard.twin.policies.oracle import OraclePolicy
+from seamguard.twin.policies.seamguard import SeamguardPolicy
+from seamguard.twin.results import DrainRecord, FaultOutcome, JobResult, RunResult
+from seamguard.twin.telemetry import Emitter, Snapshot
+from seamguard.twin.world import NOISE_STREAM, World
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+POLICIES: tuple[str, ...] = ("binary", "young-daly", "seamguard", "oracle")
+LATENCY_SAVE_EXPONENT = 0.5  # a save slows with the square root of the write-latency tail
+TIMELINE_BINS = 240
+FOCUS_MAX_NODES = 48
+DRAINED_CODE, REPAIR_CODE = 7, 8
+PACE_COST = 0.995  # below this pace a gray failure is costing something
+
+
+def make_policy(name: str, world: World, plant: Plant) -> Policy:
+    pol = world.scenario.policies
+    if name == "binary":
+        b = pol.binary
+        return BinaryPolicy(world, name=name, interval_s=b.checkpoint_interval_min * 60.0,
+                            health_check_s=b.health_check_s, temp_limit_c=b.temp_limit_c,
+                            heartbeat_limit_s=b.heartbeat_limit_s)  # fmt: skip
+    if name == "young-daly":
+        y = pol.young_daly
+        return BinaryPolicy(world, name=name, interval_s=None, health_check_s=y.health_check_s,
+                            temp_limit_c=y.temp_limit_c, heartbeat_limit_s=y.heartbeat_limit_s, mtbf_h=y.mtbf_h)  # fmt: skip
+    if name == "seamguard":
+        return SeamguardPolicy(world, config_from_mapping(dict(pol.seamguard.config)))
+    if name == "oracle":
+        return OraclePolicy(world, plant)
+    raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
+
+
+class Twin:
+    def __init__(self, world: World, policy: str) -> None:
+        self.world = world
+        sc = world.scenario
+        topo = world.topology
+        self.topology = topo
+        self.plant = Plant.build(sc.physics, topo, world.seed)
+        self.policy = make_policy(policy, world, self.plant)
+        self.policy_name = policy
+        self.n_nodes, self.n_gpus = topo.count(EntityKind.NODE), topo.count(EntityKind.GPU)
+        self.gpn = sc.cluster.gpus_per_node
+        self.fleet = Fleet(
+            topo, sc.operations.diagnose_h * 3600.0, np.full(self.n_nodes, FREE, dtype=np.int64)
+        )
+        self.jobs: list[TrainingJob | InferenceJob] = []
+        for i, spec in enumerate(sc.jobs):
+            start, end = float(world.job_start[i]), float(world.job_end[i])
+            if spec.training:
+                self.jobs.append(
+                    TrainingJob(
+                        i, spec, self.gpn, start, end, int(world.job_storage[i]), np.zeros(0, np.int64)
+                    )
+                )
+            else:
+                n = spec.nodes
+                self.jobs.append(
+                    InferenceJob(i, spec, self.gpn, start, end, np.full(n, -1, np.int64), np.zeros(n))
+                )
+        members = {k: topo.members[k] for k in EntityKind}
+        self.emitter = Emitter(
+            sc, self.plant, members, topo.gpu_node, topo.node_rack, topo.node_leaf, topo.rack_cdu, world.seed
+        )
+        self.faults = world.faults
+        self._next_fault = 0
+        self.active: list[Fault] = []
+        self.cleared: set[int] = set()
+        self.fired: set[int] = set()
+        self.on_node = node_faults(world.faults, topo)
+        self.broken_since = np.full(self.n_nodes, math.inf)
+        self.node_down_since = np.full(self.n_nodes, math.inf)
+        self.rerouted = np.zeros(self.n_nodes, bool)
+        self._made = 0.0  # progress made this step, all jobs (for the goodput timeline)
+        self._node_start = np.searchsorted(topo.gpu_node, np.arange(self.n_nodes))
+        self.xids: list[tuple[float, int, int]] = []
+        self.actions: Counter[str] = Counter()
+        self.impact: dict[int, float] = {}
+        self._placement_version = 0
+        self._placement_cache: dict[str, list[str]] | None = None
+        self.engine_ticks = 0
+        self.hang_timeout_s = sc.operations.hang_timeout_s
+        self._sdc_due: list[tuple[float, Fault]] = []
+        n_steps = max(math.ceil((world.end - world.start) / world.tick_s), 1)
+        self._bins = min(TIMELINE_BINS, n_steps)
+        self._bin_prog = np.zeros(self._bins)
+        self._bin_res = np.zeros(self._bins)
+        self._focus_title, self._focus = self._focus_domain()
+        self._focus_states = np.zeros((self._focus.size, self._bins), dtype=np.int8)
+
+    # ---- JobEnv -----------------------------------------------------------------------------
+    def _streams(self, sto: int, exclude: int) -> float:
+        busy = sum(
+            1 for j in self.jobs
+            if isinstance(j, TrainingJob) and j.index != exclude and j.storage == sto and j.phase in (Phase.SAVING, Phase.RESTORING)
+        )  # fmt: skip
+        return float(busy + 1)
+
+    def save_seconds(self, job: TrainingJob, t: float) -> float:
+        sp = self.world.scenario.physics.storage
+        return self._transfer_seconds(job, sp.write_gbps, float(self.plant.storage_write[job.storage]))
+
+    def restore_seconds(self, job: TrainingJob, t: float) -> float:
+        sp = self.world.scenario.physics.storage
+        return self._transfer_seconds(job, sp.read_gbps, float(self.plant.storage_read[job.storage]))
+
+    def _transfer_seconds(self, job: TrainingJob, gbps: float, latency_factor: float) -> float:
+        """The job's checkpoint through its backend's bandwidth, shared with the other jobs saving
+        or restoring there now, slowed by congestion and by the latency tail."""
+        sp = self.world.scenario.physics.storage
+        c = self._streams(job.storage, job.index)
+        tail = latency_factor**LATENCY_SAVE_EXPONENT
+        agg = (
+            gbps
+            * float(self.plant.storage_throughput[job.storage])
+            * float(storage_model.congestion(sp, np.array(c)))
+        )
+        return storage_model.transfer_seconds(job.spec.checkpoint_gb, agg / tail, c, sp.overhead_s)
+
+    def interval_s(self, job: TrainingJob) -> float:
+        return self.policy.interval_s(job)
+
+    # ---- FleetView --------------------------------------------------------------------------
+    def job_of(self, node: int) -> int:
+        return int(self.fleet.node_job[node])
+
+    def is_training(self, job: int) -> bool:
+        return isinstance(self.jobs[job], TrainingJob)
+
+    def is_running(self, job: int) -> bool:
+        j = self.jobs[job]
+        return (
+            j.phase in (Phase.RUNNING, Phase.SAVING, Phase.STARTING, Phase.RESTORING)
+            if isinstance(j, TrainingJob)
+            else j.phase is Phase.RUNNING
+        )
+
+    def can_replace(self, job: int, count: int, admission: IntArray) -> bool:
+        return self.fleet.pick(count, admission, self._usable()) is not None
+
+    def placement(self) -> dict[str, list[str]]:
+        if self._placement_cache is None:
+            names = self.topology.names[EntityKind.NODE]
+            out: dict[str, list[str]] = {}
+            for j in self.jobs:
+                nodes = self._job_nodes(j)
+                if nodes.size:
+                    out[j.spec.name] = [names[n] for n in nodes.tolist()]
+            self._placement_cache = out
+        return self._placement_cache
+
+    def placement_version(self) -> int:
+        return self._placement_version
+
+    def _placed(self) -> None:
+        self._placement_version += 1
+        self._placement_cache = None
+
+    @staticmethod
+    def _job_nodes(j: TrainingJob | InferenceJob) -> IntArray:
+        if isinstance(j, TrainingJob):
+            return j.nodes if j.holds_nodes or j.phase is Phase.RECOVERING else np.zeros(0, np.int64)
+        return j.slot_node[j.slot_node >= 0]
+
+    # ---- state queries ------------------------------------------------------------------------
+    def _broken(self) -> npt.NDArray[np.bool_]:
+        dead = np.zeros(self.n_nodes, bool)
+        np.logical_or.at(dead, self.topology.gpu_node, self.plant.gpu_dead)
+        return dead | self.plant.node_down | self.plant.link_down
+
+    def _usable(self) -> npt.NDArray[np.bool_]:
+        """What a prolog health check passes: no dead GPU, host up, link up."""
+        return ~self._broken()
+
+    def _affected(self, node: int, t: float) -> bool:
+        """Is anything really wrong with the node or its domain right now (false-quarantine test)?"""
+        for fid in self.on_node[node]:
+            f = self.faults[fid]
+            if not f.benign and f.onset <= t and fid not in self.cleared:
+                return True
+        for f in self.active:
+            if (
+                f.spec.facility
+                and not f.benign
+                and f.onset <= t < f.end
+                and node in domain_nodes(self.topology, f)
+            ):
+                return True
+        return bool(self._broken()[node])
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def run(self, on_step: Callable[[float], None] | None = None) -> RunResult:
+        wall = time.perf_counter()
+        w = self.world
+        for j in self.jobs:
+            if j.start <= w.start:
+                self._launch_initial(j, w.start)
+        t = w.start
+        k = 0
+        while t < w.end - 1e-9:
+            t1 = min(t + w.tick_s, w.end)
+            self._step(t, t1, k)
+            t, k = t1, k + 1
+            if on_step is not None:
+                on_step(t)
+        for j in self.jobs:
+            if j.phase is not Phase.DONE:
+                self._finish_job(j, w.end)
+        return self._result(time.perf_counter() - wall)
+
+    def _launch_initial(self, j: TrainingJob | InferenceJob, t: float) -> None:
+        nodes = self.world.initial_nodes[j.index]
+        self.fleet.node_job[nodes] = j.index
+        if isinstance(j, TrainingJob):
+            j.launch(t, nodes, self, fresh=True)
+        else:
+            for slot, n in enumerate(nodes.tolist()):
+                j.fill(slot, n, t, fresh=True)
+            j.phase = Phase.RUNNING
+        self._placed()
+
+    def _step(self, t0: float, t1: float, k: int) -> None:
+        dt = t1 - t0
+        self._activate(t1)
+        events = self._hard_events(t0, t1)
+        fx = apply_faults(self._fresh_effects(), self.active, t1, self.world.scenario.physics)
+        tripped = self.plant.advance(t1, dt, fx, self._load(), self.rerouted)
+        for g in tripped.tolist():
+            events.append(self._gpu_dies(t1, g, 79))
+        self._run_jobs(t0, t1, events)
+        self._track_impact(t1)
+        self._fleet_ops(t1)
+        batches = self._observe(t1, k, fx)
+        if batches is not None:
+            self.engine_ticks += 1
+            self._apply(t1, self.policy.observe(t1, batches, self))
+        self._schedule(t1)
+        self.fleet.send_free_drained_to_repair(t1, self._repair_seconds(t1))
+        self._sample(t0, t1, dt)
+
+    def _fresh_effects(self) -> Effects:
+        topo = self.topology
+        return Effects.none(topo.count(EntityKind.CDU), topo.count(EntityKind.RACK), self.n_gpus, self.n_nodes,
+                            topo.count(EntityKind.SWITCH), topo.count(EntityKind.STORAGE))  # fmt: skip
+
+    def _activate(self, t1: float) -> None:
+        while self._next_fault < len(self.faults) and self.faults[self._next_fault].onset <= t1:
+            self.active.append(self.faults[self._next_fault])
+            self._next_fault += 1
+        self.active = [
+            f for f in self.active if f.fid not in self.cleared and (t1 < f.end or not f.spec.facility)
+        ]
+
+    def _load(self) -> FloatArray:
+        load = np.zeros(self.n_gpus)
+        busy_nodes: list[IntArray] = []
+        for j in self.jobs:
+            if isinstance(j, TrainingJob):
+                if j.busy:
+                    busy_nodes.append(j.nodes)
+            elif j.phase is Phase.RUNNING:
+                busy_nodes.append(j.slot_node[j.slot_node >= 0])
+        if busy_nodes:
+            nodes = np.concatenate(busy_nodes)
+            busy = np.zeros(self.n_nodes, bool)
+            busy[nodes] = True
+            load[busy[self.topology.gpu_node]] = 1.0
+        load[self.plant.gpu_dead] = 0.0
+        return load
+
+    # ---- hard failures ------------------------------------------------------------------------
+    def _hard_events(self, t0: float, t1: float) -> list[tuple[float, str, int, JobEvent | None]]:
+        """Hard failures in (t0, t1]: (time, what, node or job, job event) in time order."""
+        out: list[tuple[float, str, int, JobEvent | None]] = []
+        ops = self.world.scenario.operations
+        for f in self.active:
+            if f.fid in self.fired or not (t0 < f.hard_at <= t1):
+                continue
+            self.fired.add(f.fid)
+            eff = f.spec.hard
+            if eff is HardEffect.GPU:
+                out.append(self._gpu_dies(f.hard_at, f.local, f.xid or 79))
+            elif eff is HardEffect.NODE:
+                self.plant.node_down[f.local] = True
+                self.node_down_since[f.local] = f.hard_at
+                self.broken_since[f.local] = min(self.broken_since[f.local], f.hard_at)
+                out.append((f.hard_at, "node", f.local, JobEvent(f.hard_at, Failure.CRASH)))
+            elif eff is HardEffect.LINK:
+                self.plant.link_down[f.local] = True
+                self.plant.link_errors[f.local] += 50_000.0
+                self.plant.retransmits[f.local] += 50_000.0
+                self.broken_since[f.local] = min(self.broken_since[f.local], f.hard_at)
+                out.append((f.hard_at, "node", f.local, JobEvent(f.hard_at, Failure.CRASH)))
+            elif eff in (HardEffect.JOB_CRASH, HardEffect.JOB_HANG):
+                fail = Failure.HANG if eff is HardEffect.JOB_HANG else Failure.CRASH
+                out.append((f.hard_at, "job", f.local, JobEvent(f.hard_at, fail)))
+            elif eff is HardEffect.SDC:
+                self._sdc_due.append((f.onset + ops.sdc_detect_h * 3600.0, f))
+        for due, f in list(self._sdc_due):
+            if t0 < due <= t1:
+                self._sdc_due.remove((due, f))
+                node = int(self.topology.gpu_node[f.local])
+                self.fleet.drain(
+                    due, node, Actor.OPERATOR, False, "silent data corruption traced to this node"
+                )
+                out.append((due, "node", node, JobEvent(due, Failure.SDC, since=f.onset)))
+        out.sort(key=lambda e: e[0])
+        return out
+
+    def _gpu_dies(self, t: float, gpu: int, xid: int) -> tuple[float, str, int, JobEvent | None]:
+        self.plant.gpu_dead[gpu] = True
+        if xid == 48:
+            self.plant.dbe[gpu] += 1.0
+        self.xids.append((t, gpu, xid))
+        node = int(self.topology.gpu_node[gpu])
+        self.broken_since[node] = min(self.broken_since[node], t)
+        return (t, "node", node, JobEvent(t, Failure.CRASH))
+
+    # ---- jobs -----------------------------------------------------------------------------------
+    def _run_jobs(self, t0: float, t1: float, events: list[tuple[float, str, int, JobEvent | None]]) -> None:
+        per_job: dict[int, list[JobEvent]] = {}
+        for t, what, idx, ev in events:
+            if ev is None:
+                continue
+            if what == "job":
+                per_job.setdefault(idx, []).append(ev)
+                continue
+            owner = int(self.fleet.node_job[idx])
+            if owner < 0:
+                continue
+            job = self.jobs[owner]
+            if isinstance(job, TrainingJob):
+                if job.holds_nodes:
+                    per_job.setdefault(owner, []).append(ev)
+            else:
+                for slot in np.flatnonzero(job.slot_node == idx).tolist():
+                    job.lose(slot, t)
+                self.fleet.node_job[idx] = FREE
+                self._placed()
+        rank, rank_clean, comm = self.plant.rank_factor, self.plant.rank_factor_clean, self.plant.comm
+        node_rank = node_clean = None
+        made_before = sum(j.made for j in self.jobs)
+        for j in self.jobs:
+            if isinstance(j, TrainingJob):
+                pace = 1.0
+                if j.busy and j.nodes.size:
+                    gpus = self._gpus_of(j.nodes)
+                    cs = j.spec.comm_share
+                    actual = (1 - cs) * float(rank[gpus].max()) + cs * float(comm[j.nodes].max())
+                    healthy = (1 - cs) * float(rank_clean[gpus].max()) + cs
+                    pace = min(healthy / actual, 1.0)
+                j.advance(t0, t1, pace, per_job.get(j.index, []), self)
+            else:
+                if node_rank is None or node_clean is None:
+                    node_rank, node_clean = self._node_max(rank), self._node_max(rank_clean)
+                nodes = np.maximum(j.slot_node, 0)
+                j.advance(t0, t1, np.minimum(node_clean[nodes] / node_rank[nodes], 1.0))
+        self._made = sum(j.made for j in self.jobs) - made_before
+
+    def _node_max(self, per_gpu: FloatArray) -> FloatArray:
+        """Per node, the maximum over its GPUs (GPUs are numbered node by node)."""
+        out = np.ones(self.n_nodes)
+        has = np.bincount(self.topology.gpu_node, minlength=self.n_nodes) > 0
+        if per_gpu.size:
+            out[has] = np.maximum.reduceat(per_gpu, self._node_start[has])
+        return out
+
+    def _regular(self) -> bool:
+        return self.n_gpus == self.n_nodes * self.gpn
+
+    def _gpus_of(self, nodes: IntArray) -> IntArray:
+        if self._regular():
+            return (nodes[:, None] * self.gpn + np.arange(self.gpn)).ravel()
+        return np.flatnonzero(np.isin(self.topology.gpu_node, nodes)).astype(np.int64)
+
+    def _finish_job(self, j: TrainingJob | InferenceJob, t: float) -> None:
+        j.finish()
+        nodes = np.flatnonzero(self.fleet.node_job == j.index)
+        self.fleet.node_job[nodes] = FREE
+        self._placed()
+
+    def _track_impact(self, t: float) -> None:
+        """The first moment each gray fault costs something: a job it touches slows, or a save does."""
+        for f in self.active:
+            if f.fid in self.impact or f.benign or f.onset > t:
+                continue
+            if f.spec.target is EntityKind.STORAGE:
+                write = float(self.plant.storage_write[f.local]) ** LATENCY_SAVE_EXPONENT
+                if write / max(float(self.plant.storage_throughput[f.local]), 1e-9) > 1.5:
+                    self.impact[f.fid] = t
+                continue
+            nodes = domain_nodes(self.topology, f)
+            if nodes.size == 0:
+                continue
+            gpus = self._gpus_of(nodes)
+            slow = (self.plant.rank_factor[gpus] / self.plant.rank_factor_clean[gpus]).max()
+            slow = max(slow, float(self.plant.comm[nodes].max()))
+            busy = bool(self.plant.load[gpus].any())
+            if busy and 1.0 / slow < PACE_COST:
+                self.impact[f.fid] = t
+
+    # ---- people and schedulers --------------------------------------------------------------------
+    def _fleet_ops(self, t: float) -> None:
+        for j in self.jobs:
+            if j.phase is not Phase.DONE and t >= j.end:
+                self._finish_job(j, t)
+            elif j.phase is Phase.PENDING and t >= j.start:
+                if isinstance(j, TrainingJob):
+                    j.phase = Phase.RECOVERING
+                    j.nodes = np.zeros(0, np.int64)
+                else:
+                    j.phase = Phase.RUNNING
+        back = self.fleet.returns(t)
+        if back.size:
+            self._repair(t, back)
+            self.policy.returned(t, back)
+        triage = self.world.scenario.operations.triage_h * 3600.0
+        late = np.flatnonzero((t - self.broken_since >= triage) & ~self.fleet.drained & ~self.fleet.in_repair)
+        for n in late.tolist():
+            self.fleet.drain(t, n, Actor.OPERATOR, False, "found broken by hand")
+
+    def _repair_seconds(self, t: float) -> FloatArray:
+        out = np.zeros(self.n_nodes)
+        for n in np.flatnonzero(self.fleet.drained & ~self.fleet.in_repair).tolist():
+            faults = [
+                self.faults[fid]
+                for fid in self.on_node[n]
+                if fid not in self.cleared and self.faults[fid].onset <= t
+            ]
+            broken = bool(self._broken()[n])
+            if faults:
+                out[n] = max(f.repair_s for f in faults)
+            elif broken:
+                out[n] = self.world.scenario.operations.repair_h * 3600.0
+        return out
+
+    def _repair(self, t: float, nodes: IntArray) -> None:
+        for n in nodes.tolist():
+            for fid in self.on_node[n]:
+                if self.faults[fid].onset <= t:
+                    self.cleared.add(fid)
+            gpus = self._gpus_of(np.array([n], np.int64))
+            self.plant.gpu_dead[gpus] = False
+            self.plant.node_down[n] = False
+            self.plant.link_down[n] = False
+            self.rerouted[n] = False
+            self.broken_since[n] = math.inf
+            self.node_down_since[n] = math.inf
+        self.active = [f for f in self.active if f.fid not in self.cleared]
+
+    def _schedule(self, t: float) -> None:
+        usable = self._usable()
+        for j in self.jobs:
+            if isinstance(j, TrainingJob):
+                if j.phase is Phase.RECOVERING:
+                    self._place_training(j, t, usable)
+            elif j.phase is Phase.RUNNING:
+                self._place_slots(j, t, usable)
+
+    def _admission(self, job_class: JobClass) -> IntArray:
+        return self.policy.admission(job_class)
+
+    def _place_training(self, j: TrainingJob, t: float, usable: npt.NDArray[np.bool_]) -> None:
+        fresh = j.restarts == 0 and j.saves == 0 and j.nodes.size == 0
+        keep = [n for n in j.nodes.tolist() if n not in j.replace and not self.fleet.drained[n] and usable[n]]
+        for n in j.nodes.tolist():
+            if not usable[n] and not self.fleet.drained[n]:
+                self.fleet.drain(t, n, Actor.PROLOG, False, "failed the prolog health check")
+        need = j.spec.nodes - len(keep)
+        picked = (
+            self.fleet.pick(need, self._admission(j.spec.job_class), usable)
+            if need > 0
+            else np.zeros(0, np.int64)
+        )
+        released = [n for n in j.nodes.tolist() if n not in keep]
+        self.fleet.node_job[released] = FREE
+        j.nodes = np.array(keep, dtype=np.int64)
+        if picked is None:
+            j.wait_bucket = self._wait_bucket(need, usable)
+            self.fleet.node_job[j.nodes] = j.index
+            if released:
+                self._placed()
+            return
+        nodes = np.sort(np.concatenate([j.nodes, picked])).astype(np.int64)
+        self.fleet.node_job[nodes] = j.index
+        j.launch(t, nodes, self, fresh=fresh)
+        self._placed()
+
+    def _wait_bucket(self, need: int, usable: npt.NDArray[np.bool_]) -> Bucket:
+        """Charge the wait to quarantine when capacity the policy holds with nothing wrong would fill it."""
+        free = self.fleet.free() & usable
+        denied_fine = free & (self._admission(JobClass.SYNC_TRAINING) >= 2)
+        held = (self.fleet.held_false & (self.fleet.node_job == FREE)) | denied_fine
+        available = int((free & ~denied_fine).sum())
+        return Bucket.QUARANTINE_IDLE if available + int(held.sum()) >= need else Bucket.PLACEMENT_WAIT
+
+    def _place_slots(self, j: InferenceJob, t: float, usable: npt.NDArray[np.bool_]) -> None:
+        changed = False
+        for s in range(j.slot_node.size):
+            n = int(j.slot_node[s])
+            if n >= 0 and not usable[n]:
+                j.lose(s, t)
+                self.fleet.node_job[n] = FREE
+                changed = True
+        empty = np.flatnonzero(j.slot_node < 0)
+        if empty.size:
+            adm = self._admission(j.spec.job_class)
+            avail = np.flatnonzero(self.fleet.free() & usable & (adm < 2))
+            avail = avail[np.lexsort((avail, adm[avail]))][: empty.size]
+            if avail.size < empty.size:
+                j.wait_bucket = self._wait_bucket(int(empty.size), usable)
+            for s, n in zip(empty.tolist(), avail.tolist(), strict=False):
+                j.fill(s, n, t, fresh=False)
+                self.fleet.node_job[n] = j.index
+                changed = True
+        if changed:
+            self._placed()
+
+    # ---- observation and actions ----------------------------------------------------------------
+    def _observe(self, t: float, k: int, fx: Effects) -> list[tuple[int, TelemetryBatch]] | None:
+        snap = self._snapshot(t, fx)
+        rng = np.random.default_rng([self.world.seed, NOISE_STREAM, k])
+        nodes = np.arange(self.n_nodes, dtype=np.int64)
+        scope = self.emitter.scope(0, nodes)
+        batch = self.emitter.emit(snap, scope, np.ones(len(self.jobs), bool), rng)
+        return [(0, batch)]
+
+    def _snapshot(self, t: float, fx: Effects) -> Snapshot:
+        busy = self.plant.load > 0
+        rank_step = np.full(self.n_gpus, np.nan)
+        job_step = np.full(len(self.jobs), np.nan)
+        job_ckpt = np.full(len(self.jobs), np.nan)
+        streams = np.zeros(self.topology.count(EntityKind.STORAGE))
+        for j in self.jobs:
+            if isinstance(j, TrainingJob):
+                if j.phase in (Phase.SAVING, Phase.RESTORING):
+                    streams[j.storage] += 1
+                if j.phase is Phase.RUNNING and j.nodes.size:
+                    gpus = self._gpus_of(j.nodes)
+                    rank_step[gpus] = j.spec.step_s * self.plant.rank_factor[gpus]
+                    cs = j.spec.comm_share
+                    job_step[j.index] = j.spec.step_s * (
+                        (1 - cs) * rank_step[gpus].max() / j.spec.step_s
+                        + cs * float(self.plant.comm[j.nodes].max())
+                    )
+                if np.isfinite(j.last_save_s):
+                    job_ckpt[j.index] = j.last_save_s
+            elif j.phase is Phase.RUNNING:
+                up = j.slot_node[(j.slot_node >= 0) & (j.slot_ready <= t)]
+                if up.size:
+                    job_step[j.index] = j.spec.step_s * float(
+                        self.plant.rank_factor[self._gpus_of(up)].mean()
+                    )
+        hb = np.where(self.plant.node_down, t - self.node_down_since, np.nan)
+        recent = [(ts, g, c) for ts, g, c in self.xids if t - self.world.tick_s < ts <= t]
+        self.xids = [x for x in self.xids if x[0] > t - self.world.tick_s]
+        return Snapshot(
+            t=t, busy=busy, rank_step_s=rank_step, offline=self.fleet.in_repair.copy(), silent=fx.node_silent,
+            heartbeat_age=hb, storage_streams=streams, job_step_s=job_step, job_checkpoint_s=job_ckpt,
+            xid_gpu=np.array([x[1] for x in recent], np.int64), xid_code=np.array([x[2] for x in recent], np.int64),
+            xid_t=np.array([x[0] for x in recent]),
+        )  # fmt: skip
+
+    def _node_index(self, eid: str) -> int | None:
+        kind, _, name = eid.partition("/")
+        gidx = self.topology.lookup(f"node/{name}" if kind in ("node", "link") else eid)
+        if gidx is None:
+            return None
+        if kind == "gpu":
+            return int(self.topology.gpu_node[int(self.topology.local[gidx])])
+        return int(self.topology.local[gidx]) if kind in ("node", "link") else None
+
+    def _apply(self, t: float, actions: list[Action]) -> None:
+        for a in actions:
+            self.actions[a.verb.value] += 1
+            if a.verb in (Verb.DRAIN, Verb.EVICT, Verb.SWAP):
+                node = self._node_index(a.target)
+                if node is not None:
+                    self._remove(t, node, a)
+            elif a.verb is Verb.CHECKPOINT:
+                gidx = self.topology.lookup(a.target)
+                if gidx is not None:
+                    job = self.jobs[int(self.topology.local[gidx])]
+                    if isinstance(job, TrainingJob):
+                        job.checkpoint_now(t, self, self.world.scenario.operations.min_checkpoint_gap_s)
+            elif a.verb in (Verb.REROUTE, Verb.RESTORE_ROUTE):
+                node = self._node_index(a.target)
+                if node is not None:
+                    self.rerouted[node] = a.verb is Verb.REROUTE
+            elif a.verb in (Verb.SWITCH_STORAGE, Verb.RESTORE_STORAGE):
+                self._storage(a)
+            elif a.verb is Verb.ISLAND:
+                self._island(t, a)
+
+    def _remove(self, t: float, node: int, a: Action) -> None:
+        if a.verb is not Verb.SWAP:
+            self.fleet.drain(t, node, Actor.POLICY, not self._affected(node, t), a.reason)
+        if a.verb is Verb.DRAIN:
+            return
+        j = int(self.fleet.node_job[node])
+        if j < 0:
+            return
+        job = self.jobs[j]
+        if isinstance(job, TrainingJob):
+            if job.phase is not Phase.DONE:
+                job.restart_elsewhere(t, {node}, self)
+        else:
+            for slot in np.flatnonzero(job.slot_node == node).tolist():
+                job.vacate(slot)
+            self.fleet.node_job[node] = FREE
+            self._placed()
+
+    def _storage(self, a: Action) -> None:
+        gidx = self.topology.lookup(a.target)
+        if gidx is None:
+            return
+        sto = int(self.topology.local[gidx])
+        for j in self.jobs:
+            if not isinstance(j, TrainingJob):
+                continue
+            primary, fallback = int(self.world.job_storage[j.index]), int(self.world.job_fallback[j.index])
+            if a.verb is Verb.SWITCH_STORAGE and j.storage == sto and fallback >= 0 and fallback != sto:
+                j.storage = fallback
+            elif a.verb is Verb.RESTORE_STORAGE and primary == sto and j.storage != sto:
+                j.storage = primary
+
+    def _island(self, t: float, a: Action) -> None:
+        gidx = self.topology.lookup(a.target)
+        if gidx is None:
+            return
+        kind = self.topology.kind_of(gidx)
+        local = int(self.topology.local[gidx])
+        topo = self.topology
+        if kind is EntityKind.RACK:
+            dom = np.flatnonzero(topo.node_rack == local)
+        elif kind is EntityKind.CDU:
+            dom = np.flatnonzero(topo.rack_cdu[topo.node_rack] == local)
+        elif kind is EntityKind.SWITCH:
+            dom = np.flatnonzero(topo.node_leaf == local)
+        else:
+            return
+        usable = self._usable()
+        for j in self.jobs:
+            if not isinstance(j, TrainingJob) or not j.holds_nodes:
+                continue
+            inside = np.intersect1d(j.nodes, dom)
+            if inside.size == 0:
+                continue
+            adm = self._admission(j.spec.job_class).copy()
+            adm[dom] = 2
+            if self.fleet.pick(int(inside.size), adm, usable) is not None:
+                j.restart_elsewhere(t, set(inside.tolist()), self)
+            else:
+                j.checkpoint_now(t, self, self.world.scenario.operations.min_checkpoint_gap_s)
+
+    # ---- timeline and result ------------------------------------------------------------------------
+    def _sample(self, t0: float, t1: float, dt: float) -> None:
+        w = self.world
+        b = min(int((t0 - w.start) / (w.end - w.start) * self._bins), self._bins - 1)
+        reserved = sum(j.gpus for j in self.jobs if j.start <= t0 < j.end)
+        self._bin_res[b] += reserved * dt
+        self._bin_prog[b] += self._made
+        nb = min(int((t1 - w.start) / (w.end - w.start) * self._bins), self._bins - 1)
+        if self._focus.size and (nb != b or t1 >= w.end):
+            st = self.policy.node_states()[self._focus].astype(np.int8)
+            st[self.fleet.drained[self._focus]] = DRAINED_CODE
+            st[self.fleet.in_repair[self._focus]] = REPAIR_CODE
+            self._focus_states[:, b] = st
+
+    def _focus_domain(self) -> tuple[str, IntArray]:
+        for f in self.faults:
+            if f.source == "declared" and not f.benign:
+                nodes = domain_nodes(self.topology, f)
+                if nodes.size:
+                    return f"{f.kind} on {f.target}", nodes[:FOCUS_MAX_NODES]
+        first = self.world.initial_nodes[0]
+        return f"job {self.world.scenario.jobs[0].name}", first[:FOCUS_MAX_NODES]
+
+    def _result(self, wall_s: float) -> RunResult:
+        w = self.world
+        jobs = []
+        for j in self.jobs:
+            span = max(min(j.end, w.end) - j.start, 0.0)
+            jobs.append(
+                JobResult(
+                    name=j.spec.name, job_class=j.spec.job_class.value, gpus=j.gpus, reserved_gpu_s=span * j.gpus,
+                    buckets=tuple(float(x) for x in j.buckets), failures=j.failures, restarts=j.restarts,
+                    saves=j.saves if isinstance(j, TrainingJob) else 0,
+                )
+            )  # fmt: skip
+        names = self.topology.names[EntityKind.NODE]
+        drains = [
+            DrainRecord(d.t, f"node/{names[d.node]}", d.actor, d.false, d.reason) for d in self.fleet.drains
+        ]
+        prog = np.where(self._bin_res > 0, self._bin_prog / np.maximum(self._bin_res, 1e-9), np.nan)
+        edges = np.linspace(w.start, w.end, self._bins + 1)
+        return RunResult(
+            scenario=w.scenario.name, policy=self.policy_name, seed=w.seed, start=w.start, end=w.end,
+            node_days=self.n_nodes * (w.end - w.start) / 86400.0, jobs=jobs, faults=self._outcomes(),
+            drains=drains, actions=dict(self.actions), timeline_t=(edges[:-1] + edges[1:]) / 2,
+            timeline_goodput=prog, focus_nodes=[f"node/{names[n]}" for n in self._focus.tolist()],
+            focus_states=self._focus_states, focus_title=self._focus_title,
+            transitions=len(getattr(self.policy, "transitions", [])), wall_s=wall_s, engine_ticks=self.engine_ticks,
+        )  # fmt: skip
+
+    def _outcomes(self) -> list[FaultOutcome]:
+        from seamguard.twin.scope import fault_scope
+
+        dets = sorted(self.policy.detections, key=lambda d: d.t)
+        out = []
+        lookahead = self.world.tick_s + max(nominal_save_s(self.world, s) for s in self.world.scenario.jobs)
+        for f in self.faults:
+            scope = fault_scope(self.world, f)
+            early = f.onset - (lookahead if self.policy_name == "oracle" else 0.0)
+            hit = next((d.t for d in dets if d.t >= early and d.entity in scope), math.inf)
+            impact = min(f.hard_at, self.impact.get(f.fid, math.inf))
+            deadline = f.hard_at if f.hard else f.end
+            missed = f.gray and not hit < deadline
+            out.append(FaultOutcome(f.fid, f.kind, f.target, f.source, f.benign, f.gray, f.onset, impact, f.hard_at,
+                                    hit, missed))  # fmt: skip
+        return out

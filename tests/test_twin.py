@@ -1,0 +1,171 @@
+"""The digital twin: determinism, honest accounting, what policies may see, the simulate contract."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from seamguard.cli import app
+from seamguard.errors import InputError
+from seamguard.twin.accounting import BUCKETS, LOST_BUCKETS
+from seamguard.twin.campaign import parse_policies, run_campaign, seed_list
+from seamguard.twin.policies.seamguard import SeamguardPolicy
+from seamguard.twin.results import RunResult
+from seamguard.twin.scenario import Scenario, builtin_names, load_scenario
+from seamguard.twin.sim import POLICIES, Twin
+from seamguard.twin.summary import mean_ci95, summarize
+from seamguard.twin.world import build_world
+
+# A small cluster, three hours: a CDU losing flow under a synchronous job, plus a benign slow GPU.
+SMALL: dict[str, Any] = {
+    "name": "small-cascade",
+    "description": "a CDU loses flow under a synchronous job",
+    "duration_h": 3,
+    "cluster": {"cdus": 2, "racks_per_cdu": 2, "nodes_per_rack": 4, "gpus_per_node": 8, "storage": ["ckpt0", "ckpt1"]},
+    "jobs": [
+        {"name": "train", "class": "sync_training", "nodes": 10, "checkpoint_gb": 400, "fallback_storage": "ckpt1"},
+        {"name": "batch", "class": "async_batch_inference", "nodes": 2},
+    ],
+    "faults": [
+        {"kind": "cdu_flow_loss", "target": "cdu/cdu0", "onset_h": 1.0, "ramp_h": 0.5, "severity": 0.5, "duration_h": 2},
+        {"kind": "slow_gpu", "target": "gpu/n0003/2", "onset_h": 0.0},
+    ],
+}  # fmt: skip
+
+
+def small(tmp_path: Path, **changes: Any) -> Path:
+    import yaml
+
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump({**SMALL, **changes}), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    return load_scenario(str(small(tmp_path_factory.mktemp("sc"))))
+
+
+@pytest.fixture(scope="module")
+def runs(scenario: Scenario) -> list[RunResult]:
+    return run_campaign(scenario, POLICIES, (0,))
+
+
+def test_every_builtin_scenario_loads() -> None:
+    for name in builtin_names():
+        sc = load_scenario(name)
+        assert sc.name == name and sc.jobs and sc.sources  # each says where its numbers come from
+
+
+def test_same_seed_same_world_and_same_result(scenario: Scenario) -> None:
+    a, b = build_world(scenario, 3), build_world(scenario, 3)
+    assert [(f.kind, f.target, f.onset) for f in a.faults] == [(f.kind, f.target, f.onset) for f in b.faults]
+    r1, r2 = Twin(a, "binary").run(), Twin(b, "binary").run()
+    assert r1.bucket_totals() == r2.bucket_totals() and r1.drains == r2.drains
+    other = Twin(build_world(scenario, 4), "binary").run()
+    assert other.bucket_totals() != r1.bucket_totals()  # the seed matters
+
+
+def test_buckets_sum_to_reserved_time(runs: list[RunResult]) -> None:
+    for r in runs:
+        for job in r.jobs:
+            assert sum(job.buckets) == pytest.approx(job.reserved_gpu_s, rel=1e-6), (r.policy, job.name)
+            assert all(b >= -1e-6 for b in job.buckets)
+        assert 0.0 < r.ettr <= 1.0
+
+
+def test_the_cascade_costs_a_policy_that_ignores_it(runs: list[RunResult]) -> None:
+    by = {r.policy: r for r in runs}
+    slow = {p: r.bucket_totals()["slowdown"] for p, r in by.items()}
+    assert slow["binary"] > 0  # hot GPUs throttle and the whole synchronous job waits for them
+    assert slow["seamguard"] < 0.5 * slow["binary"]  # seamguard sees the cascade and moves the work
+    cdu = {p: next(f for f in r.faults if f.kind == "cdu_flow_loss") for p, r in by.items()}
+    assert math.isfinite(cdu["seamguard"].detected_at)
+    assert cdu["seamguard"].detected_at - cdu["seamguard"].onset <= 600  # within minutes of onset
+    assert (
+        not math.isfinite(cdu["binary"].detected_at)
+        or cdu["binary"].detected_at > cdu["seamguard"].detected_at
+    )
+
+
+def test_policies_see_telemetry_not_fault_labels() -> None:
+    """Only the oracle is handed the fault records; seamguard's constructor takes the world's
+    layout but its observe() gets telemetry batches and the scheduler's view, nothing else."""
+    params = list(inspect.signature(SeamguardPolicy.observe).parameters)
+    assert params == ["self", "now", "batches", "view"]
+    source = inspect.getsource(SeamguardPolicy)
+    assert ".faults" not in source and "labels" not in source
+
+
+def test_ci95_is_honest_about_few_seeds() -> None:
+    mean, (lo, hi) = mean_ci95([0.9, 0.92, 0.94])
+    assert lo < mean < hi and mean == pytest.approx(0.92)
+    assert mean_ci95([0.5]) == (0.5, (0.5, 0.5))
+    _, (_, top) = mean_ci95([0.99, 0.999, 0.95], (0.0, 1.0))
+    assert top <= 1.0
+
+
+def test_summary_contract(scenario: Scenario, runs: list[RunResult]) -> None:
+    s = summarize(scenario, runs)
+    assert s["scenario"] == "small-cascade" and s["seeds"] == [0] and s["buckets"] == list(BUCKETS)
+    assert set(s["policies"]) == set(POLICIES)
+    for p in s["policies"].values():
+        assert set(p["lost_hours"]) == set(LOST_BUCKETS)
+        total = p["ettr"]["mean"] + sum(p["lost_share"].values())
+        assert total == pytest.approx(1.0, abs=1e-6)
+        assert isinstance(p["false_quarantines"], int) and isinstance(p["missed_gray_failures"], int)
+        assert p["median_detection_lead_s"] is None or math.isfinite(p["median_detection_lead_s"])
+    json.dumps(s, allow_nan=False)
+
+
+def test_bad_policy_and_seed_arguments_are_named() -> None:
+    with pytest.raises(InputError, match="unknown 'magic'"):
+        parse_policies("binary,magic")
+    with pytest.raises(InputError, match="named twice"):
+        parse_policies("binary,binary")
+    with pytest.raises(InputError, match="--seeds"):
+        seed_list(0)
+
+
+def test_bad_scenario_file_names_the_key(tmp_path: Path) -> None:
+    bad = small(tmp_path, faults=[{"kind": "cdu_flow_loss", "target": "gpu/n0000/1", "onset_h": 1}])
+    with pytest.raises(InputError, match=r"small\.yaml.*faults\.0.*targets a cdu"):
+        load_scenario(str(bad))
+    with pytest.raises(InputError, match="neither a built-in scenario"):
+        load_scenario("no-such-scenario")
+
+
+def test_simulate_cli_writes_summary_plots_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        app,
+        ["simulate", "--scenario", str(small(tmp_path)), "--policies", "binary,seamguard", "--seeds", "2",
+         "--duration-h", "1.5", "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and list(summary["policies"]) == ["binary", "seamguard"]
+    assert summary["duration_h"] == 1.5
+    lo, hi = summary["policies"]["binary"]["ettr"]["ci95"]
+    assert lo <= summary["policies"]["binary"]["ettr"]["mean"] <= hi
+    for png in ("goodput_timeline.png", "lost_time.png", "state_timeline.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert "small-cascade" in page and page.count("data:image/png;base64,") == 3
+    assert "seamguard" in res.output and "ETTR" in res.output
+
+
+def test_simulate_cli_refuses_bad_arguments(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["simulate", "--scenario", "thermal-cascade", "--policies", "nope"])
+    assert res.exit_code == 2 and "unknown 'nope'" in res.output
+    res = CliRunner().invoke(app, ["simulate", "--scenario", "thermal-cascade", "--duration-h", "-1"])
+    assert res.exit_code == 2 and "--duration-h" in res.output
+    assert not Path("simulate-out").exists() or Path("simulate-out").is_dir()
+    np.testing.assert_equal(len(POLICIES), 4)

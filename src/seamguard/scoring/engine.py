@@ -53,6 +53,28 @@ def validate_cohorts(config: Config, catalog: SignalCatalog, topology: Topology,
             raise InputError(f"detectors.peer.{name}", f"cohort {rule.cohort!r} cannot be used: {why}")
 
 
+def _stayed_beyond(
+    limit: float,
+    rising: bool,
+    slope: FloatArray,
+    warn: float,
+    tick_ts: FloatArray,
+    ring: FloatArray,
+    since: float,
+) -> npt.NDArray[np.bool_]:
+    """Per entity: stayed past ``limit`` over the window. Only entities whose slope already earns
+    evidence are checked, so a fleet-wide ring is never copied (a handful of columns are)."""
+    out = np.zeros(slope.size, dtype=bool)
+    cols = np.flatnonzero((slope if rising else -slope) > warn)  # NaN compares False
+    if cols.size:
+        recent = ring[np.flatnonzero(tick_ts >= since)][:, cols]
+        # fmin/fmax skip NaN (dropouts) without warnings
+        out[cols] = (
+            np.fmin.reduce(recent, axis=0) > limit if rising else np.fmax.reduce(recent, axis=0) < limit
+        )
+    return out
+
+
 def score_tick(
     *,
     now: float,
@@ -81,11 +103,8 @@ def score_tick(
         )
         beyond = None
         if trule.beyond is not None:
-            recent = ring[tick_ts >= now - sc.trend_window_s]
-            if trule.direction == "rising":  # fmin/fmax skip NaN (dropouts) without warnings
-                beyond = np.fmin.reduce(recent, axis=0) > trule.beyond
-            else:
-                beyond = np.fmax.reduce(recent, axis=0) < trule.beyond
+            beyond = _stayed_beyond(trule.beyond, trule.direction == "rising", slope, trule.warn, tick_ts, ring,
+                                    now - sc.trend_window_s)  # fmt: skip
         evidence.append(detectors.trend(cat[name], trule, slope, beyond))
     for name, prule in det.peer.items():
         sig = cat[name]

@@ -50,9 +50,9 @@ def test_hysteresis_and_dwell() -> None:
     assert clf.state[0] == State.QUARANTINE
     clf.step(3030.0 + C.min_dwell_s, inputs(0.0))
     assert clf.state[0] == State.QUARANTINE
-    clf.step(3060.0 + C.min_dwell_s, inputs(0.0))
+    ch = clf.step(3060.0 + C.min_dwell_s, inputs(0.0))
     assert clf.state[0] == State.HEALTHY
-    assert clf.cleared_for[0] == C.min_dwell_s
+    assert ch.cleared_for.tolist() == [C.min_dwell_s]
 
 
 def test_one_quiet_tick_never_clears() -> None:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from seamguard.cli import app
 from seamguard.errors import InputError
+from seamguard.journal.records import DecisionRecord
 from seamguard.twin.accounting import BUCKETS, LOST_BUCKETS
+from seamguard.twin.actions import Verb
 from seamguard.twin.campaign import parse_policies, run_campaign, seed_list
+from seamguard.twin.policies.base import IntArray
 from seamguard.twin.policies.seamguard import SeamguardPolicy
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import Scenario, builtin_names, load_scenario
@@ -95,13 +96,55 @@ def test_the_cascade_costs_a_policy_that_ignores_it(runs: list[RunResult]) -> No
     )
 
 
-def test_policies_see_telemetry_not_fault_labels() -> None:
-    """Only the oracle is handed the fault records; seamguard's constructor takes the world's
-    layout but its observe() gets telemetry batches and the scheduler's view, nothing else."""
-    params = list(inspect.signature(SeamguardPolicy.observe).parameters)
-    assert params == ["self", "now", "batches", "view"]
-    source = inspect.getsource(SeamguardPolicy)
-    assert ".faults" not in source and "labels" not in source
+def test_policies_see_telemetry_not_fault_labels(scenario: Scenario) -> None:
+    """Ground truth stays in the twin: every policy but the oracle gets a world with no fault
+    records, no declared faults and no list of lemon nodes, yet runs to the same result."""
+    world = build_world(scenario, 0)
+    assert world.faults and world.scenario.faults
+    for name in ("binary", "young-daly", "seamguard"):
+        seen = Twin(world, name).policy.world  # type: ignore[attr-defined]
+        assert seen.faults == () and seen.scenario.faults == () and seen.lemons.size == 0
+        assert seen.topology is world.topology and seen.scenario.jobs == world.scenario.jobs
+    assert Twin(world, "oracle").policy.world.faults == world.faults  # type: ignore[attr-defined]
+
+
+class _FullJobView:
+    """A scheduler whose node 0 runs job 0 (or nothing) and which has no spare to swap in."""
+
+    def __init__(self, running: bool) -> None:
+        self.running = running
+
+    def job_of(self, node: int) -> int:
+        return 0 if self.running else -1
+
+    def is_training(self, job: int) -> bool:
+        return True
+
+    def is_running(self, job: int) -> bool:
+        return self.running
+
+    def can_replace(self, job: int, count: int, admission: IntArray) -> bool:
+        return False
+
+    def placement(self) -> dict[str, list[str]]:
+        return {}
+
+    def placement_version(self) -> int:
+        return 0
+
+
+def test_no_spare_keeps_the_node_in_its_running_job(scenario: Scenario) -> None:
+    """Draining a node a running job needs, with no spare to replace it, would only stop the job
+    from fitting at its next restart; a node with no job is drained."""
+    world = build_world(scenario, 0)
+    policy = Twin(world, "seamguard").policy
+    assert isinstance(policy, SeamguardPolicy)
+    drain = DecisionRecord(
+        0.0, "node/n0000", "drain_node", "advise", "hot", "quarantine", cause="gpu/n0000/1"
+    )
+    assert policy._act([drain], _FullJobView(running=True)) == []
+    [action] = policy._act([drain], _FullJobView(running=False))
+    assert (action.verb, action.target) == (Verb.DRAIN, "node/n0000")
 
 
 def test_ci95_is_honest_about_few_seeds() -> None:
@@ -132,6 +175,9 @@ def test_bad_policy_and_seed_arguments_are_named() -> None:
         parse_policies("binary,binary")
     with pytest.raises(InputError, match="--seeds"):
         seed_list(0)
+    with pytest.raises(InputError, match="--first-seed"):
+        seed_list(2, -1)
+    assert seed_list(3, 5) == (5, 6, 7)
 
 
 def test_bad_scenario_file_names_the_key(tmp_path: Path) -> None:
@@ -163,9 +209,15 @@ def test_simulate_cli_writes_summary_plots_and_report(tmp_path: Path) -> None:
 
 
 def test_simulate_cli_refuses_bad_arguments(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["simulate", "--scenario", "thermal-cascade", "--policies", "nope"])
-    assert res.exit_code == 2 and "unknown 'nope'" in res.output
-    res = CliRunner().invoke(app, ["simulate", "--scenario", "thermal-cascade", "--duration-h", "-1"])
-    assert res.exit_code == 2 and "--duration-h" in res.output
-    assert not Path("simulate-out").exists() or Path("simulate-out").is_dir()
-    np.testing.assert_equal(len(POLICIES), 4)
+    """Refused before anything runs: no output directory is created."""
+    out = tmp_path / "never"
+    for args, said in (
+        (["--policies", "nope"], "unknown 'nope'"),
+        (["--duration-h", "-1"], "--duration-h"),
+        (["--seeds", "0"], "--seeds"),
+    ):
+        res = CliRunner().invoke(app, ["simulate", "--scenario", "thermal-cascade", "--out", str(out), *args])
+        assert res.exit_code == 2 and said in res.output, res.output
+    res = CliRunner().invoke(app, ["simulate", "--scenario", "nowhere.yaml", "--out", str(out)])
+    assert res.exit_code == 2 and "nowhere.yaml" in res.output
+    assert not out.exists()

@@ -131,7 +131,9 @@ def simulate(
             raise InputError("--duration-h", f"must be positive, got {duration_h:g}")
         overrides = {"duration_h": duration_h} if duration_h is not None else None
         sc = load_scenario(scenario, overrides)
-        console = Console() if Console().is_terminal else Console(width=160)
+        console = Console()
+        if not console.is_terminal:  # a log or CI: keep table rows whole
+            console = Console(width=160)
         run_simulate(sc, names, seed_values, out, console)
     except InputError as exc:
         raise _fail(str(exc)) from None

@@ -25,7 +25,7 @@ from seamguard.journal.records import DecisionRecord, TransitionRecord
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.journal.transitions_csv import TRANSITION_HEADER, transition_row
 from seamguard.model.catalog import signal_catalog
-from seamguard.model.entities import EntityKind
+from seamguard.model.entities import EntityKind, kind_of
 from seamguard.model.states import State
 from seamguard.render import STATE_STYLE, state_text
 from seamguard.synth.cluster import write_inventory_csv, write_jobs_csv
@@ -147,7 +147,7 @@ def _summary(
         lb = f.label
         # Actions caused by the fault's own entities after its onset; a job it slows also degrades
         # for reasons of its own, so a job's decisions are not credited to a node's fault.
-        causes = {lb.entity, *(a for a in lb.affected if not a.startswith("job/"))}
+        causes = {lb.entity, *(a for a in lb.affected if kind_of(a) is not EntityKind.JOB)}
         acts = sorted({d.action for d in decisions if d.cause in causes and d.ts >= lb.onset})
         detected = (
             "-" if f.detected_at is None else f"t+{(f.detected_at - start) / 60:.1f}m ({f.first_entity})"

@@ -58,7 +58,7 @@ def run_simulate(
     ) as progress:  # fmt: skip
         task = progress.add_task(scenario.name, total=steps * len(policies) * len(seeds))
 
-        def on_step(policy: str, seed: int, done_s: float, span_s: float) -> None:
+        def on_step(policy: str, seed: int) -> None:
             progress.update(task, advance=1, description=f"{scenario.name}: {policy}, seed {seed}")
 
         results = run_campaign(scenario, policies, seeds, on_step)

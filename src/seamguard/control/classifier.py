@@ -88,6 +88,7 @@ class Changes:
     before: IntArray
     after: IntArray
     reported: BoolArray  # False for the silent first discovery (unknown -> healthy)
+    cleared_for: FloatArray  # de-escalations: how long the lower state had been called for; else 0
 
 
 class Classifier:
@@ -103,7 +104,6 @@ class Classifier:
         self.entered = np.full(n, -np.inf)
         # Since when the target has stayed below the current state without a break (inf: it has not).
         self.clear_since = np.full(n, np.inf)
-        self.cleared_for = np.zeros(n)  # at the last de-escalation: how long it had stayed clear
         self.seen = np.zeros(n, dtype=bool)
         self.offences = np.zeros(n)
         self.flaps = np.zeros(n)
@@ -187,9 +187,10 @@ class Classifier:
         offence = (SEVERITY[before] <= 0) & (SEVERITY[after] >= 1)
         self.offences[idx[offence]] += 1.0
         self.flaps[idx[reported]] += 1.0
-        self.cleared_for[idx] = np.where(np.isfinite(self.clear_since[idx]), now - self.clear_since[idx], 0.0)
+        since = self.clear_since[idx]
+        cleared_for = np.where(np.isfinite(since), now - since, 0.0)
         self.state[idx] = after
         self.entered[idx] = now
         self.clear_since[idx] = np.inf
         self.seen[idx[after != U]] = True
-        return Changes(index=idx, before=before, after=after, reported=reported)
+        return Changes(index=idx, before=before, after=after, reported=reported, cleared_for=cleared_for)

@@ -234,17 +234,18 @@ class Controller:
 
         transitions: list[TransitionRecord] = []
         decisions: list[DecisionRecord] = []
-        for gidx, before, after, reported in zip(
+        for gidx, before, after, reported, cleared_for in zip(
             changes.index.tolist(),
             changes.before.tolist(),
             changes.after.tolist(),
             changes.reported.tolist(),
+            changes.cleared_for.tolist(),
             strict=True,
         ):
             if not reported:
                 continue
             items = self._evidence_items(gidx)
-            reason = self._reason(gidx, State(before), State(after), items)
+            reason = self._reason(gidx, State(before), State(after), items, cleared_for)
             transitions.append(
                 TransitionRecord(
                     ts=now,
@@ -348,8 +349,10 @@ class Controller:
             items.insert(0, EvidenceItem("hard", "", 1.0, self.frame.hard_reason[gidx]))
         return tuple(items)
 
-    def _reason(self, gidx: int, before: State, after: State, items: tuple[EvidenceItem, ...]) -> str:
-        clear_s = round(float(self.classifier.cleared_for[gidx]))
+    def _reason(
+        self, gidx: int, before: State, after: State, items: tuple[EvidenceItem, ...], cleared_for: float
+    ) -> str:
+        clear_s = round(cleared_for)
         if after is State.UNKNOWN:
             return f"no fresh telemetry for {self.config.engine.stale_after_s:g} s"
         texts = [i.text for i in items]

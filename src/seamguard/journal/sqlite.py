@@ -49,12 +49,18 @@ def _load(raw: str) -> tuple[EvidenceItem, ...]:
     return tuple(EvidenceItem(str(d), str(s), float(e), str(t)) for d, s, e, t in json.loads(raw))
 
 
-def _where(entity: str | None, until: float | None, since: float | None) -> tuple[str, list[Any]]:
+def _where(
+    entity: str | None,
+    until: float | None,
+    since: float | None,
+    entity_columns: tuple[str, ...] = ("entity",),
+) -> tuple[str, list[Any]]:
+    """``entity`` matches any of ``entity_columns`` (decisions: the target or the cause)."""
     clauses: list[str] = []
     args: list[Any] = []
     if entity is not None:
-        clauses.append("entity = ?")
-        args.append(entity)
+        clauses.append("(" + " OR ".join(f"{c} = ?" for c in entity_columns) + ")")
+        args += [entity] * len(entity_columns)
     if until is not None:
         clauses.append("ts <= ?")
         args.append(until)
@@ -86,14 +92,26 @@ class SqliteJournal:
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) == 1:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("ALTER TABLE decisions ADD COLUMN cause TEXT NOT NULL DEFAULT ''")
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-            self._db.execute("COMMIT")
+            self._upgrade_from_1()
         elif int(row[0]) != SCHEMA_VERSION:
             raise InputError(
                 str(self.path), f"journal schema version {row[0]}, this seamguard reads {SCHEMA_VERSION}"
             )
+
+    def _upgrade_from_1(self) -> None:
+        """Add decisions.cause in one transaction; the version is re-read under the write lock so
+        two processes opening the same old journal do not both alter it."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if int(version) == 1:
+                db.execute("ALTER TABLE decisions ADD COLUMN cause TEXT NOT NULL DEFAULT ''")
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     # -- writing ---------------------------------------------------------------------------
     def append(
@@ -158,10 +176,7 @@ class SqliteJournal:
     def decisions(
         self, entity: str | None = None, until: float | None = None, since: float | None = None
     ) -> list[DecisionRecord]:
-        where, args = _where(None, until, since)
-        if entity is not None:
-            where = (where + " AND" if where else " WHERE") + " (entity = ? OR cause = ?)"
-            args += [entity, entity]
+        where, args = _where(entity, until, since, ("entity", "cause"))
         rows = self._db.execute(
             "SELECT ts, entity, action, mode, reason, state, evidence, epoch, cause FROM decisions"
             f"{where} ORDER BY ts, id",

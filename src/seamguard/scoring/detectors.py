@@ -87,7 +87,7 @@ def trend(
     window; a rule with ``beyond`` set counts only those (a warm-up from idle is not a trend)."""
     signed = slope if rule.direction == "rising" else -slope
     ev = ramp(signed, rule.warn, rule.crit)
-    if rule.beyond is not None and beyond is not None:
+    if beyond is not None:
         ev = np.where(beyond, ev, 0.0)
     unit = unit_text(signal)
 

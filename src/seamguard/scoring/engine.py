@@ -67,7 +67,7 @@ def _stayed_beyond(
     out = np.zeros(slope.size, dtype=bool)
     cols = np.flatnonzero((slope if rising else -slope) > warn)  # NaN compares False
     if cols.size:
-        recent = ring[np.flatnonzero(tick_ts >= since)][:, cols]
+        recent = ring[np.ix_(np.flatnonzero(tick_ts >= since), cols)]  # copies only those columns
         # fmin/fmax skip NaN (dropouts) without warnings
         out[cols] = (
             np.fmin.reduce(recent, axis=0) > limit if rising else np.fmax.reduce(recent, axis=0) < limit

@@ -16,8 +16,8 @@ from seamguard.twin.scenario import Scenario
 from seamguard.twin.sim import POLICIES, Twin
 from seamguard.twin.world import build_world
 
-# (policy, seed, simulated seconds done in this run, simulated seconds of a run)
-StepCallback = Callable[[str, int, float, float], None]
+# Called once per engine tick of every run with the run's (policy, seed): a progress bar's feed.
+StepCallback = Callable[[str, int], None]
 
 
 def parse_policies(text: str) -> tuple[str, ...]:
@@ -54,16 +54,13 @@ def run_campaign(
     for seed in seeds:
         world = build_world(scenario, seed)
         for policy in policies:
-            twin = Twin(world, policy)
-            callback = None
-            if on_step is not None:
-                callback = partial(_relay, on_step, policy, seed, world.start, world.end - world.start)
-            results.append(twin.run(callback))
+            callback = None if on_step is None else partial(_relay, on_step, policy, seed)
+            results.append(Twin(world, policy).run(callback))
     return results
 
 
-def _relay(on_step: StepCallback, policy: str, seed: int, start: float, span: float, t: float) -> None:
-    on_step(policy, seed, t - start, span)
+def _relay(on_step: StepCallback, policy: str, seed: int, _t: float) -> None:
+    on_step(policy, seed)
 
 
 def run_steps(scenario: Scenario) -> int:

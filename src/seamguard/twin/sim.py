@@ -13,6 +13,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -47,8 +48,22 @@ DRAINED_CODE, REPAIR_CODE = 7, 8
 PACE_COST = 0.995  # below this pace a gray failure is costing something
 
 
+def without_ground_truth(world: World) -> World:
+    """The world as a policy may know it: layout, jobs, nominal rates; no fault records, no
+    declared faults, no list of lemon nodes. Only the oracle is handed the real one."""
+    return replace(
+        world,
+        scenario=world.scenario.model_copy(update={"faults": ()}),
+        faults=(),
+        lemons=np.zeros(0, dtype=np.int64),
+    )
+
+
 def make_policy(name: str, world: World, plant: Plant) -> Policy:
+    if name == "oracle":
+        return OraclePolicy(world, plant)
     pol = world.scenario.policies
+    world = without_ground_truth(world)
     if name == "binary":
         b = pol.binary
         return BinaryPolicy(world, name=name, interval_s=b.checkpoint_interval_min * 60.0,
@@ -60,8 +75,6 @@ def make_policy(name: str, world: World, plant: Plant) -> Policy:
                             temp_limit_c=y.temp_limit_c, heartbeat_limit_s=y.heartbeat_limit_s, mtbf_h=y.mtbf_h)  # fmt: skip
     if name == "seamguard":
         return SeamguardPolicy(world, config_from_mapping(dict(pol.seamguard.config)))
-    if name == "oracle":
-        return OraclePolicy(world, plant)
     raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
 
 
@@ -368,10 +381,7 @@ class Twin:
                 if job.holds_nodes:
                     per_job.setdefault(owner, []).append(ev)
             else:
-                for slot in np.flatnonzero(job.slot_node == idx).tolist():
-                    job.lose(slot, t)
-                self.fleet.node_job[idx] = FREE
-                self._placed()
+                self._release_replicas(job, idx, t, graceful=False)
         rank, rank_clean, comm = self.plant.rank_factor, self.plant.rank_factor_clean, self.plant.comm
         node_rank = node_clean = None
         made_before = sum(j.made for j in self.jobs)
@@ -640,10 +650,18 @@ class Twin:
             if job.phase is not Phase.DONE:
                 job.restart_elsewhere(t, {node}, self)
         else:
-            for slot in np.flatnonzero(job.slot_node == node).tolist():
+            self._release_replicas(job, node, t, graceful=True)
+
+    def _release_replicas(self, job: InferenceJob, node: int, t: float, *, graceful: bool) -> None:
+        """Free the node of the job's replicas on it: an eviction moves them off with nothing lost,
+        a failure loses the batch in flight."""
+        for slot in np.flatnonzero(job.slot_node == node).tolist():
+            if graceful:
                 job.vacate(slot)
-            self.fleet.node_job[node] = FREE
-            self._placed()
+            else:
+                job.lose(slot, t)
+        self.fleet.node_job[node] = FREE
+        self._placed()
 
     def _storage(self, a: Action) -> None:
         gidx = self.topology.lookup(a.target)

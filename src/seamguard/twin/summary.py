@@ -51,10 +51,10 @@ def mean_ci95(
 
 
 def _policy_summary(runs: Sequence[RunResult]) -> dict[str, Any]:
-    ettrs = [r.ettr for r in runs]
-    useful = [r.bucket_totals()["productive"] / HOUR for r in runs]
-    reserved = float(np.mean([r.reserved_gpu_s / HOUR for r in runs]))
     totals = [r.bucket_totals() for r in runs]
+    ettrs = [r.ettr for r in runs]
+    useful = [t["productive"] / HOUR for t in totals]
+    reserved = float(np.mean([r.reserved_gpu_s for r in runs])) / HOUR
     lost = {b: float(np.mean([t[b] for t in totals])) / HOUR for b in LOST_BUCKETS}
     leads = [lead for r in runs for lead in r.detection_leads()]
     actions: Counter[str] = Counter()

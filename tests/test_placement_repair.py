@@ -95,3 +95,33 @@ def test_node_admission_takes_the_worst_of_its_dependencies(topology: Topology) 
     batch = node_admission(CFG, topology, states, JobClass.ASYNC_BATCH_INFERENCE)
     assert sync.tolist() == [0, 2, 0, 0, 1, 1, 1, 1]  # n01 deny (a GPU in quarantine), CDU c1 avoid
     assert batch.tolist() == [0, 2, 0, 0, 0, 0, 0, 0]  # batch inference admits degraded
+
+
+def test_a_node_that_keeps_failing_is_a_lemon_for_synchronous_jobs_only(topology: Topology) -> None:
+    from seamguard.control.classifier import Changes
+    from seamguard.control.lemons import LemonMemory
+
+    memory = LemonMemory.create(topology, CFG.classifier)
+    day, failed, healthy = 86400.0, int(State.FAILED), int(State.HEALTHY)
+    states = np.full(topology.n_entities, healthy, dtype=np.int64)
+
+    def fail(now: float, *entities: str) -> None:
+        idx = np.array([topology.index[e] for e in entities], dtype=np.int64)
+        k = idx.size
+        memory.record(
+            now,
+            topology,
+            Changes(idx, np.full(k, healthy), np.full(k, failed), np.ones(k, bool), np.zeros(k)),
+        )
+
+    def sync() -> list[int]:
+        return node_admission(CFG, topology, states, JobClass.SYNC_TRAINING, memory.lemons()).tolist()
+
+    fail(0.0, "gpu/n02/1", "gpu/n02/3", "gpu/n05/0")  # one tick, one failure per node however many parts
+    assert sync() == [0] * 8
+    fail(2 * day, "link/n02")  # repaired, back, and its uplink fails two days later: a lemon
+    assert sync() == [0, 0, 1, 0, 0, 0, 0, 0]
+    batch = node_admission(CFG, topology, states, JobClass.ASYNC_BATCH_INFERENCE, memory.lemons())
+    assert batch.tolist() == [0] * 8  # async work does not stop for one rank
+    fail(12 * day, "node/n05")  # n05's first failure is mostly forgotten: no pattern yet
+    assert sync() == [0] * 8  # and ten days of good service have forgiven n02

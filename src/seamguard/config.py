@@ -190,6 +190,8 @@ class ClassifierConfig(_Strict):
     repeat_halflife_s: float = Field(gt=0)
     repeat_threshold_step: float = Field(ge=0, lt=0.5)
     repeat_max_offences: int = Field(ge=0)
+    lemon_halflife_s: float = Field(gt=0)
+    lemon_failures: float = Field(gt=0)
 
     @model_validator(mode="after")
     def _hysteresis(self) -> Self:

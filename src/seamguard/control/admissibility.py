@@ -7,7 +7,7 @@ import numpy.typing as npt
 
 from seamguard.config import Config
 from seamguard.model.entities import EntityKind
-from seamguard.model.states import Admission, JobClass, State
+from seamguard.model.states import SYNCHRONOUS_CLASSES, Admission, JobClass, State
 from seamguard.model.topology import Topology
 
 
@@ -35,13 +35,18 @@ def admission_table(config: Config, job_class: JobClass) -> npt.NDArray[np.int64
 
 
 def node_admission(
-    config: Config, topology: Topology, states: npt.NDArray[np.int64], job_class: JobClass
+    config: Config,
+    topology: Topology,
+    states: npt.NDArray[np.int64],
+    job_class: JobClass,
+    lemons: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Per node, the strictest verdict over everything its work would depend on.
 
     A node is only as admissible as the worst of itself, its GPUs, its uplink and the rack,
     CDU, PDU and row it sits in: a healthy node under a CDU that is losing flow is not a place
-    to start a synchronous job. Vectorised over the fleet (0 admit, 1 avoid, 2 deny).
+    to start a synchronous job. A node in ``lemons`` (``control.lemons``) is at best ``avoid``
+    for synchronous classes: one of their ranks failing stops them all. Vectorised over the fleet (0 admit, 1 avoid, 2 deny).
     """
     table = admission_table(config, job_class)
     verdict = table[states]
@@ -64,4 +69,6 @@ def node_admission(
         ok = parent >= 0
         if m[kind].size and ok.any():
             out[ok] = np.maximum(out[ok], verdict[m[kind][parent[ok]]])
+    if lemons is not None and job_class in SYNCHRONOUS_CLASSES:
+        out = np.where(lemons, np.maximum(out, 1), out)
     return out

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from seamguard.config import Config
 from seamguard.control.classifier import Classifier, ClassifierInputs
+from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.economics.harm import straggler_harm
 from seamguard.journal.base import Journal
@@ -94,6 +95,7 @@ class Controller:
             history_signals=history_signals(config),
         )
         self.classifier = Classifier(topology.kind_code, config.classifier, config.economics)
+        self.lemon_memory = LemonMemory.create(topology, config.classifier)
         # The last state other than unknown: what an entity coming back from silence returns from.
         self._last_known = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
         gpu_count = topology.count(EntityKind.GPU)
@@ -230,6 +232,7 @@ class Controller:
                 fresh=fresh,
             ),
         )
+        self.lemon_memory.record(now, topo, changes)
         self.gfs, self.prs, self.fae = frame.gfs, prs, amp.fae
 
         transitions: list[TransitionRecord] = []

@@ -36,10 +36,15 @@ class Evidence:
         return self.formatter(float(self.measure[local]), float(self.extra[local]))
 
 
+def unit(x: FloatArray) -> FloatArray:
+    """Clipped to [0, 1] with NaN as 0, in two ufuncs (``nan_to_num`` costs ten times more per
+    call, and the engine calls this for every rule of every tick of every cell)."""
+    return np.where(x > 0.0, np.minimum(x, 1.0), 0.0)
+
+
 def ramp(x: FloatArray, lo: float, hi: float) -> FloatArray:
     """0 at or below ``lo``, 1 at or above ``hi``, linear between; NaN maps to 0."""
-    out = (x - lo) / (hi - lo)
-    return np.nan_to_num(np.clip(out, 0.0, 1.0), nan=0.0)
+    return unit((x - lo) / (hi - lo))
 
 
 def make_evidence(
@@ -54,7 +59,7 @@ def make_evidence(
     extra: FloatArray | None = None,
     recovery: bool = False,
 ) -> Evidence:
-    ev = np.nan_to_num(np.clip(evidence, 0.0, 1.0), nan=0.0)
+    ev = unit(evidence)
     return Evidence(
         detector=detector,
         signal=signal,

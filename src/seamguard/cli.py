@@ -118,15 +118,25 @@ def simulate(
         "simulate-out"
     ),
     duration_h: Annotated[float | None, typer.Option(help="override the scenario's duration (hours)")] = None,
+    engine: Annotated[
+        str, typer.Option(help="local: processes on this machine; ray: tasks on a Ray cluster (RAY_ADDRESS)")
+    ] = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="parallel runs (default: one per CPU; 1: in this process; ray: local instance CPUs)"
+        ),
+    ] = None,
 ) -> None:
     """Run reliability policies side by side in the digital twin, on the same faults and seeds."""
     from seamguard.simulate_run import run_simulate
-    from seamguard.twin.campaign import parse_policies, seed_list
+    from seamguard.twin.campaign import check_engine, parse_policies, seed_list
     from seamguard.twin.scenario import load_scenario
 
     try:
         names = parse_policies(policies)
         seed_values = seed_list(seeds, first_seed)
+        check_engine(engine, workers)
         if duration_h is not None and not duration_h > 0:
             raise InputError("--duration-h", f"must be positive, got {duration_h:g}")
         overrides = {"duration_h": duration_h} if duration_h is not None else None
@@ -134,7 +144,7 @@ def simulate(
         console = Console()
         if not console.is_terminal:  # a log or CI: keep table rows whole
             console = Console(width=160)
-        run_simulate(sc, names, seed_values, out, console)
+        run_simulate(sc, names, seed_values, out, console, engine=engine, workers=workers)
     except InputError as exc:
         raise _fail(str(exc)) from None
 

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from seamguard.errors import InputError
-from seamguard.twin.campaign import run_campaign, run_steps
+from seamguard.twin.campaign import run_campaign, run_seconds
 from seamguard.twin.report import write_report
 from seamguard.twin.scenario import Scenario
 from seamguard.twin.summary import summarize, write_summary
@@ -44,24 +45,40 @@ def _results_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+class _SimHours(ProgressColumn):
+    """Simulated hours done of all runs' total: the bar counts seconds, people read hours."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.completed / 3600:,.1f}/{(task.total or 0) / 3600:,.1f} sim-h")
+
+
 def run_simulate(
-    scenario: Scenario, policies: tuple[str, ...], seeds: tuple[int, ...], out: Path, console: Console
+    scenario: Scenario,
+    policies: tuple[str, ...],
+    seeds: tuple[int, ...],
+    out: Path,
+    console: Console,
+    *,
+    engine: str = "local",
+    workers: int | None = None,
 ) -> dict[str, Any]:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(str(out), f"cannot create the output directory: {exc.strerror}") from None
-    steps = run_steps(scenario)
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("[bold]{task.description}"), BarColumn(), _SimHours(), TimeElapsedColumn(),
         console=console, transient=True,
     ) as progress:  # fmt: skip
-        task = progress.add_task(scenario.name, total=steps * len(policies) * len(seeds))
+        task = progress.add_task(scenario.name, total=run_seconds(scenario) * len(policies) * len(seeds))
+        done: dict[tuple[str, int], float] = {}  # per run: seconds already counted
 
-        def on_step(policy: str, seed: int) -> None:
-            progress.update(task, advance=1, description=f"{scenario.name}: {policy}, seed {seed}")
+        def on_step(policy: str, seed: int, seconds: float) -> None:
+            delta = seconds - done.get((policy, seed), 0.0)
+            done[policy, seed] = seconds
+            progress.update(task, advance=delta, description=f"{scenario.name}: {policy}, seed {seed}")
 
-        results = run_campaign(scenario, policies, seeds, on_step)
+        results = run_campaign(scenario, policies, seeds, on_step, engine=engine, workers=workers)
     summary = summarize(scenario, results)
     write_summary(summary, out / "summary.json")
     written = write_report(scenario, summary, results, out)

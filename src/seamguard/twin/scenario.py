@@ -217,6 +217,7 @@ class Observation(_Strict):
     cell_racks: int = Field(default=16, ge=1)
     warmup_min: float = Field(default=20.0, ge=0)
     cooldown_min: float = Field(default=15.0, ge=0)
+    quiet_step_min: float = Field(default=10.0, gt=0, description="step length between windows")
     dropout: float = Field(default=0.01, ge=0, lt=0.5)
     sentinel_rate: float = Field(default=0.0005, ge=0, lt=0.1)
 

@@ -36,6 +36,7 @@ from seamguard.twin.policies.oracle import OraclePolicy
 from seamguard.twin.policies.seamguard import SeamguardPolicy
 from seamguard.twin.results import DrainRecord, FaultOutcome, JobResult, RunResult
 from seamguard.twin.telemetry import Emitter, Snapshot
+from seamguard.twin.windows import WindowPlan, lead_s, plan_windows
 from seamguard.twin.world import NOISE_STREAM, World
 
 FloatArray = npt.NDArray[np.float64]
@@ -135,6 +136,17 @@ class Twin:
         self._bin_res = np.zeros(self._bins)
         self._focus_title, self._focus = self._focus_domain()
         self._focus_states = np.zeros((self._focus.size, self._bins), dtype=np.int8)
+        obs = sc.observation
+        self.windowed = obs.mode == "windows"
+        self.plan: WindowPlan = plan_windows(world)
+        self._lead = lead_s(world)
+        self._next_window = 0  # position in plan.by_open
+        self._watching: list[int] = []  # faults whose window is open
+        self.cleared_at: dict[int, float] = {}
+        self._held = np.zeros(world.n_cells, bool)  # cells kept open by the policy's judgement
+        self._quiet_s = max(obs.quiet_step_min * 60.0, world.tick_s)
+        self._job_times = np.unique(np.concatenate([world.job_start, world.job_end]))
+        self.observed_node_s = 0.0  # node-seconds a policy saw telemetry for (windows mode: the cells)
 
     # ---- JobEnv -----------------------------------------------------------------------------
     def _streams(self, sto: int, exclude: int) -> float:
@@ -221,10 +233,11 @@ class Twin:
         return ~self._broken()
 
     def _affected(self, node: int, t: float) -> bool:
-        """Is anything really wrong with the node or its domain right now (false-quarantine test)?"""
+        """Is anything really wrong with the node or its domain now, or about to be (a fault due
+        within a save's time, which is how early the oracle acts)? The false-quarantine test."""
         for fid in self.on_node[node]:
             f = self.faults[fid]
-            if not f.benign and f.onset <= t and fid not in self.cleared:
+            if not f.benign and f.onset <= t + self._lead and fid not in self.cleared:
                 return True
         for f in self.active:
             if (
@@ -244,11 +257,11 @@ class Twin:
             if j.start <= w.start:
                 self._launch_initial(j, w.start)
         t = w.start
-        k = 0
         while t < w.end - 1e-9:
-            t1 = min(t + w.tick_s, w.end)
+            t1 = self._step_end(t)
+            k = round((t1 - w.start) / w.tick_s) - 1  # the tick's index keys its telemetry noise
             self._step(t, t1, k)
-            t, k = t1, k + 1
+            t = t1
             if on_step is not None:
                 on_step(t)
         for j in self.jobs:
@@ -267,6 +280,47 @@ class Twin:
             j.phase = Phase.RUNNING
         self._placed()
 
+    # ---- time steps ---------------------------------------------------------------------------
+    def _step_end(self, t: float) -> float:
+        """One tick while anything is watched (always in ``full`` mode); between windows a quiet
+        step up to ``quiet_step_min``, cut at the next moment something is due, on the tick grid."""
+        w = self.world
+        tick = w.tick_s
+        if not self.windowed or self._update_windows(t):
+            return min(t + tick, w.end)
+        due = min(t + self._quiet_s, self._next_due(t))
+        grid = w.start + math.ceil((due - w.start) / tick - 1e-9) * tick
+        return min(max(grid, t + tick), w.end)
+
+    def _update_windows(self, t: float) -> bool:
+        """Open the windows due by the end of the next tick, close the finished ones; True if any
+        is open or the policy holds a cell."""
+        plan, order = self.plan, self.plan.by_open
+        horizon = t + self.world.tick_s
+        while self._next_window < order.size and plan.open_t[order[self._next_window]] <= horizon:
+            self._watching.append(int(order[self._next_window]))
+            self._next_window += 1
+        cool = plan.cooldown_s
+        self._watching = [
+            fid for fid in self._watching
+            if t < min(float(plan.close_t[fid]), self.cleared_at.get(fid, math.inf)) + cool
+        ]  # fmt: skip
+        return bool(self._watching) or bool(self._held.any())
+
+    def _next_due(self, t: float) -> float:
+        """The next moment something happens that a step must end at: a window opens, a node comes
+        back from repair, an operator's triage is due, a job starts or ends, corruption is found."""
+        ops = self.world.scenario.operations
+        times = [self.plan.next_open(t), float(self.fleet.repair_until.min(initial=math.inf))]
+        loose = ~self.fleet.drained & ~self.fleet.in_repair
+        if loose.any():
+            times.append(float(self.broken_since[loose].min()) + ops.triage_h * 3600.0)
+        i = int(np.searchsorted(self._job_times, t, side="right"))
+        if i < self._job_times.size:
+            times.append(float(self._job_times[i]))
+        times.extend(due for due, _ in self._sdc_due)
+        return min(times)
+
     def _step(self, t0: float, t1: float, k: int) -> None:
         dt = t1 - t0
         self._activate(t1)
@@ -282,6 +336,8 @@ class Twin:
         if batches is not None:
             self.engine_ticks += 1
             self._apply(t1, self.policy.observe(t1, batches, self))
+            if self.windowed:
+                self._settle(batches)
         self._schedule(t1)
         self.fleet.send_free_drained_to_repair(t1, self._repair_seconds(t1))
         self._sample(t0, t1, dt)
@@ -484,6 +540,7 @@ class Twin:
             for fid in self.on_node[n]:
                 if self.faults[fid].onset <= t:
                     self.cleared.add(fid)
+                    self.cleared_at.setdefault(fid, t)
             gpus = self._gpus_of(np.array([n], np.int64))
             self.plant.gpu_dead[gpus] = False
             self.plant.node_down[n] = False
@@ -521,7 +578,7 @@ class Twin:
         self.fleet.node_job[released] = FREE
         j.nodes = np.array(keep, dtype=np.int64)
         if picked is None:
-            j.wait_bucket = self._wait_bucket(need, usable)
+            j.wait_bucket = self._wait_bucket(need, usable, t)
             self.fleet.node_job[j.nodes] = j.index
             if released:
                 self._placed()
@@ -531,10 +588,12 @@ class Twin:
         j.launch(t, nodes, self, fresh=fresh)
         self._placed()
 
-    def _wait_bucket(self, need: int, usable: npt.NDArray[np.bool_]) -> Bucket:
+    def _wait_bucket(self, need: int, usable: npt.NDArray[np.bool_], t: float) -> Bucket:
         """Charge the wait to quarantine when capacity the policy holds with nothing wrong would fill it."""
         free = self.fleet.free() & usable
         denied_fine = free & (self._admission(JobClass.SYNC_TRAINING) >= 2)
+        for n in np.flatnonzero(denied_fine).tolist():
+            denied_fine[n] = not self._affected(n, t)
         held = (self.fleet.held_false & (self.fleet.node_job == FREE)) | denied_fine
         available = int((free & ~denied_fine).sum())
         return Bucket.QUARANTINE_IDLE if available + int(held.sum()) >= need else Bucket.PLACEMENT_WAIT
@@ -553,7 +612,7 @@ class Twin:
             avail = np.flatnonzero(self.fleet.free() & usable & (adm < 2))
             avail = avail[np.lexsort((avail, adm[avail]))][: empty.size]
             if avail.size < empty.size:
-                j.wait_bucket = self._wait_bucket(int(empty.size), usable)
+                j.wait_bucket = self._wait_bucket(int(empty.size), usable, t)
             for s, n in zip(empty.tolist(), avail.tolist(), strict=False):
                 j.fill(s, n, t, fresh=False)
                 self.fleet.node_job[n] = j.index
@@ -563,12 +622,42 @@ class Twin:
 
     # ---- observation and actions ----------------------------------------------------------------
     def _observe(self, t: float, k: int, fx: Effects) -> list[tuple[int, TelemetryBatch]] | None:
+        """Telemetry for the policy: the whole fleet in ``full`` mode; in ``windows`` mode the open
+        cells (None between windows: the policy is not called)."""
+        if not self.windowed:
+            cells = np.zeros(1, np.int64)
+        elif self._watching or self._held.any():
+            open_cells = [self.plan.cells[fid] for fid in self._watching]
+            open_cells.append(np.flatnonzero(self._held))
+            cells = np.unique(np.concatenate(open_cells)).astype(np.int64)
+        else:
+            return None
         snap = self._snapshot(t, fx)
         rng = np.random.default_rng([self.world.seed, NOISE_STREAM, k])
-        nodes = np.arange(self.n_nodes, dtype=np.int64)
-        scope = self.emitter.scope(0, nodes)
-        batch = self.emitter.emit(snap, scope, np.ones(len(self.jobs), bool), rng)
-        return [(0, batch)]
+        out = []
+        for cell in cells.tolist():
+            nodes = np.flatnonzero(self.world.node_cell == cell).astype(np.int64)
+            scope = self.emitter.scope(cell, nodes)
+            present = np.zeros(len(self.jobs), bool)
+            owners = self.fleet.node_job[nodes]
+            present[owners[owners >= 0]] = True
+            out.append(
+                (
+                    cell,
+                    self.emitter.emit(
+                        snap, scope, present if self.windowed else np.ones(len(self.jobs), bool), rng
+                    ),
+                )
+            )
+            self.observed_node_s += nodes.size * self.world.tick_s
+        return out
+
+    def _settle(self, observed: list[tuple[int, TelemetryBatch]]) -> None:
+        """A cell stays open while the policy holds an in-service node there in a non-healthy state."""
+        in_service = ~self.fleet.drained & ~self.fleet.in_repair
+        for cell, _ in observed:
+            nodes = self.policy.unsettled_nodes(cell)
+            self._held[cell] = bool(in_service[nodes].any()) if nodes.size else False
 
     def _snapshot(self, t: float, fx: Effects) -> Snapshot:
         busy = self.plant.load > 0
@@ -694,7 +783,10 @@ class Twin:
             return
         usable = self._usable()
         for j in self.jobs:
-            if not isinstance(j, TrainingJob) or not j.holds_nodes:
+            if isinstance(j, InferenceJob):
+                self._move_replicas(t, j, dom, usable)
+                continue
+            if not j.holds_nodes:
                 continue
             inside = np.intersect1d(j.nodes, dom)
             if inside.size == 0:
@@ -705,6 +797,18 @@ class Twin:
                 j.restart_elsewhere(t, set(inside.tolist()), self)
             else:
                 j.checkpoint_now(t, self, self.world.scenario.operations.min_checkpoint_gap_s)
+
+    def _move_replicas(self, t: float, j: InferenceJob, dom: IntArray, usable: npt.NDArray[np.bool_]) -> None:
+        """Move the job's replicas out of the domain, as many as free admitted nodes outside it can
+        take; the scheduler restarts them there (``slot_restart_s``)."""
+        if j.phase is not Phase.RUNNING:
+            return
+        inside = np.intersect1d(j.slot_node[j.slot_node >= 0], dom)
+        adm = self._admission(j.spec.job_class).copy()
+        adm[dom] = 2
+        room = int((self.fleet.free() & usable & (adm < 2)).sum())
+        for n in inside[:room].tolist():
+            self._release_replicas(j, n, t, graceful=True)
 
     # ---- timeline and result ------------------------------------------------------------------------
     def _sample(self, t0: float, t1: float, dt: float) -> None:

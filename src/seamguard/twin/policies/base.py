@@ -52,6 +52,7 @@ class Policy(Protocol):
     def admission(self, job_class: JobClass) -> IntArray: ...
     def returned(self, now: float, nodes: IntArray) -> None: ...
     def node_states(self) -> IntArray: ...
+    def unsettled_nodes(self, cell_id: int) -> IntArray: ...
 
 
 def nominal_save_s(world: World, spec: Job) -> float:
@@ -64,23 +65,34 @@ def job_mtbf_s(world: World, job: TrainingJob, mtbf_h: float | None) -> float:
     """Mean time between interruptions of a job from the scenario's nominal hazard rates.
 
     Every hard hazard on the job's GPUs, nodes and uplinks plus the job's own software faults;
-    a scenario without hazards falls back to Llama 3's published fleet rate per GPU.
+    a scenario without hazards falls back to Llama 3's published fleet rate per GPU. Lemon nodes
+    raise the fleet's rate per node-day *of service*: a lemon fails only while in service and
+    spends the rest of its life in repair, so its share is weighted by its availability.
     """
     if mtbf_h is not None:
         return mtbf_h * 3600.0
     sc = world.scenario
-    per_day = 0.0
     nodes = job.spec.nodes
     gpus = nodes * sc.cluster.gpus_per_node
-    lemon_share = sc.lemons.nodes / max(sc.cluster.nodes, 1)
-    lemon_boost = 1.0 + lemon_share * (sc.lemons.multiplier - 1.0)
-    for h in sc.hazards:
-        spec = FAULT_KINDS[h.kind]
-        if not hard_default(h.kind, h.hard):
-            continue
-        count = {EntityKind.GPU: gpus * lemon_boost, EntityKind.NODE: nodes * lemon_boost,
-                 EntityKind.LINK: nodes * lemon_boost, EntityKind.JOB: float(gpus)}.get(spec.target, 0.0)  # fmt: skip
-        per_day += h.per_component_day * sc.hazard_scale * count
+    hard = [h for h in sc.hazards if hard_default(h.kind, h.hard)]
+    per_node: dict[EntityKind, float] = {EntityKind.GPU: sc.cluster.gpus_per_node, EntityKind.NODE: 1.0,
+                                         EntityKind.LINK: 1.0}  # fmt: skip
+    node_day = sum(h.per_component_day * per_node.get(FAULT_KINDS[h.kind].target, 0.0) for h in hard)
+    node_day *= sc.hazard_scale
+    boost = 1.0
+    if sc.lemons.nodes and node_day > 0:
+        repair_days = sum(
+            h.per_component_day * per_node.get(FAULT_KINDS[h.kind].target, 0.0)
+            * (sc.operations.repair_h if h.repair_h is None else h.repair_h) / 24.0
+            for h in hard
+        ) * sc.hazard_scale / node_day  # fmt: skip
+        lemon_rate = node_day * sc.lemons.multiplier
+        availability = 1.0 / (1.0 + lemon_rate * repair_days)
+        share = sc.lemons.nodes / max(sc.cluster.nodes, 1)
+        boost = 1.0 + share * (sc.lemons.multiplier * availability - 1.0)
+    per_day = node_day * nodes * boost
+    per_day += sum(h.per_component_day * sc.hazard_scale * gpus for h in hard
+                   if FAULT_KINDS[h.kind].target is EntityKind.JOB)  # fmt: skip
     if not sc.hazards:
         per_day = NOMINAL_FAILURES_PER_GPU_DAY * gpus
     return DAY_S / per_day if per_day > 0 else math.inf
@@ -90,6 +102,10 @@ def static_interval(world: World, job: TrainingJob, mtbf_h: float | None) -> flo
     """Daly's interval from nominal costs and rates: the best a static timer can do."""
     interval = daly_interval(nominal_save_s(world, job.spec), job_mtbf_s(world, job, mtbf_h))
     return min(interval, world.scenario.duration_s)
+
+
+def no_nodes() -> IntArray:
+    return np.zeros(0, dtype=np.int64)
 
 
 def all_healthy(n: int) -> IntArray:

@@ -21,7 +21,7 @@ from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import SENTINEL_THRESHOLD
 from seamguard.twin.actions import Action, Detection, Verb
 from seamguard.twin.jobs import TrainingJob
-from seamguard.twin.policies.base import FleetView, IntArray, all_healthy, static_interval
+from seamguard.twin.policies.base import FleetView, IntArray, all_healthy, no_nodes, static_interval
 from seamguard.twin.world import World
 
 LINK_DOWN_ERRORS_PER_S = 10.0
@@ -114,3 +114,6 @@ class BinaryPolicy:
 
     def node_states(self) -> IntArray:
         return all_healthy(self.topology.count(EntityKind.NODE))
+
+    def unsettled_nodes(self, cell_id: int) -> IntArray:
+        return no_nodes()

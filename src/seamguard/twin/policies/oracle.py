@@ -22,9 +22,10 @@ from seamguard.model.states import JobClass
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.twin.actions import Action, Detection, Verb
 from seamguard.twin.faults import Fault, HardEffect
+from seamguard.twin.fleet import domain_nodes
 from seamguard.twin.jobs import TrainingJob
 from seamguard.twin.plant import Plant
-from seamguard.twin.policies.base import FleetView, IntArray, all_healthy, nominal_save_s
+from seamguard.twin.policies.base import FleetView, IntArray, all_healthy, no_nodes, nominal_save_s
 from seamguard.twin.world import World
 
 INSURANCE_INTERVAL_S = 6 * 3600.0
@@ -46,6 +47,11 @@ class OraclePolicy:
         self._now = world.start
         self._returned = np.full(self.topology.count(EntityKind.NODE), -np.inf)
         self._component = [f for f in world.faults if not f.benign and not f.spec.facility]
+        self._facility = [
+            (f, domain_nodes(self.topology, f))
+            for f in world.faults
+            if not f.benign and f.spec.facility and f.spec.target is not EntityKind.STORAGE
+        ]
 
     def interval_s(self, job: TrainingJob) -> float:
         return INSURANCE_INTERVAL_S
@@ -123,9 +129,13 @@ class OraclePolicy:
         ]
 
     def admission(self, job_class: JobClass) -> IntArray:
-        """Deny nodes carrying a fault that has begun or is about to, until they are repaired."""
+        """Deny nodes carrying a fault that has begun or is about to, until they are repaired;
+        avoid the domain of a facility fault while it lasts (better a slow node than none)."""
         out = np.zeros(self.topology.count(EntityKind.NODE), dtype=np.int64)
         soon = self._now + self._lookahead
+        for f, nodes in self._facility:
+            if f.onset <= soon and self._now < f.end:
+                out[nodes] = np.maximum(out[nodes], 1)
         for f in self._component:
             if f.onset > soon:
                 break
@@ -139,3 +149,6 @@ class OraclePolicy:
 
     def node_states(self) -> IntArray:
         return all_healthy(self.topology.count(EntityKind.NODE))
+
+    def unsettled_nodes(self, cell_id: int) -> IntArray:
+        return no_nodes()

@@ -63,6 +63,25 @@ def _sub_topology(world: World, nodes: IntArray) -> Topology:
     return build_topology(Inventory(tuple(keep)), jobs, storage=world.topology.names[EntityKind.STORAGE])
 
 
+def _worst_per_node(cell: _Cell) -> IntArray:
+    """Per node of the cell (cell order), the most severe state of the node, its GPUs and uplink."""
+    topo, st = cell.topology, cell.controller.states
+    node_st = st[topo.members[EntityKind.NODE]]
+    worst = node_st.copy()
+    for kind_states, owner in (
+        (st[topo.members[EntityKind.GPU]], topo.gpu_node),
+        (st[topo.members[EntityKind.LINK]], np.arange(node_st.size)),
+    ):
+        rank = np.full(node_st.size, -2)
+        np.maximum.at(rank, owner, SEVERITY[kind_states])
+        pick = np.full(node_st.size, -1)
+        hit = SEVERITY[kind_states] == rank[owner]
+        pick[owner[hit]] = kind_states[hit]
+        better = rank > SEVERITY[worst]
+        worst[better] = pick[better]
+    return worst
+
+
 class SeamguardPolicy:
     name = "seamguard"
 
@@ -112,7 +131,10 @@ class SeamguardPolicy:
             return cached
         out = np.zeros(self.topology.count(EntityKind.NODE), dtype=np.int64)
         for cell in self.cells:
-            out[cell.nodes] = node_admission(self.config, cell.topology, cell.controller.states, job_class)
+            ctl = cell.controller
+            out[cell.nodes] = node_admission(
+                self.config, cell.topology, ctl.states, job_class, ctl.lemon_memory.lemons()
+            )
         self._admission[job_class] = out
         return out
 
@@ -131,22 +153,14 @@ class SeamguardPolicy:
         """Per node, the most severe state of the node, its GPUs and its uplink."""
         out = np.full(self.topology.count(EntityKind.NODE), int(State.HEALTHY), dtype=np.int64)
         for cell in self.cells:
-            topo, st = cell.topology, cell.controller.states
-            node_st = st[topo.members[EntityKind.NODE]]
-            worst = node_st.copy()
-            for kind_states, owner in (
-                (st[topo.members[EntityKind.GPU]], topo.gpu_node),
-                (st[topo.members[EntityKind.LINK]], np.arange(node_st.size)),
-            ):
-                rank = np.full(node_st.size, -2)
-                np.maximum.at(rank, owner, SEVERITY[kind_states])
-                pick = np.full(node_st.size, -1)
-                hit = SEVERITY[kind_states] == rank[owner]
-                pick[owner[hit]] = kind_states[hit]
-                better = rank > SEVERITY[worst]
-                worst[better] = pick[better]
-            out[cell.nodes] = worst
+            out[cell.nodes] = _worst_per_node(cell)
         return out
+
+    def unsettled_nodes(self, cell_id: int) -> IntArray:
+        """Nodes of the cell the engine still holds in a state other than healthy."""
+        cell = self.cells[cell_id]
+        unsettled: IntArray = cell.nodes[_worst_per_node(cell) != int(State.HEALTHY)]
+        return unsettled
 
     # ---- pieces ------------------------------------------------------------------------------
     def _place(self, cell: _Cell, view: FleetView) -> None:

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 demo:
 	@bash scripts/bootstrap.sh
-	$(BIN)/seamguard demo --out demo-out
+	$(BIN)/seamguard simulate --scenario thermal-cascade --seeds 2 --out demo-out
 
 test:
 	@bash scripts/bootstrap.sh dev
@@ -19,6 +19,7 @@ bench:
 	@bash scripts/bootstrap.sh dev
 	$(BIN)/python bench/detect.py
 	$(BIN)/python bench/tick.py --gpus 16384
+	$(BIN)/python bench/twin.py --healthy-node-days 1000
 
 clean:
-	rm -rf $(VENV) demo-out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) demo-out engine-demo .mypy_cache .ruff_cache .pytest_cache

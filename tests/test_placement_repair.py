@@ -87,6 +87,29 @@ def test_mark_repaired_clears_state_and_xid_memory_but_keeps_offences(topology: 
         ctl.mark_repaired(now, ["node/zz"], "x")
 
 
+def test_a_counter_that_moved_during_the_repair_is_not_a_new_failure(topology: Topology) -> None:
+    ctl = Controller(topology, CFG)
+    rng = np.random.default_rng(2)
+    now = 1000.0
+    for _ in range(3):
+        now += 30.0
+        ctl.tick(now, normal_batch(topology, now, rng))
+    gpu = topology.index["gpu/n02/1"]
+    # The GPU's double-bit error happened while it was out (its last report before it died said 0);
+    # it comes back from repair with the driver's count of 1 and never increases again.
+    now += 3600.0
+    ctl.mark_repaired(now, ["node/n02"], "GPU reseated")
+    for _ in range(3):
+        now += 30.0
+        batch = normal_batch(topology, now, rng, overrides={("gpu/n02/1", "gpu.ecc_dbe_total"): 1.0})
+        ctl.tick(now, batch)
+        assert ctl.states[gpu] == State.HEALTHY
+    now += 30.0
+    batch = normal_batch(topology, now, rng, overrides={("gpu/n02/1", "gpu.ecc_dbe_total"): 2.0})
+    ctl.tick(now, batch)
+    assert ctl.states[gpu] == State.FAILED  # a real new error still counts
+
+
 def test_node_admission_takes_the_worst_of_its_dependencies(topology: Topology) -> None:
     states = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
     states[topology.index["gpu/n01/2"]] = int(State.QUARANTINE)

@@ -84,4 +84,5 @@ def run_simulate(
     written = write_report(scenario, summary, results, out)
     console.print(_results_table(summary))
     console.print(f"wrote {out / 'summary.json'}, " + ", ".join(str(p) for p in written))
+    console.print(f"[bold]report:[/] {(out / 'report.html').resolve()}")
     return summary

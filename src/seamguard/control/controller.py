@@ -150,8 +150,9 @@ class Controller:
     def mark_repaired(self, now: float, entities: Sequence[str], note: str) -> tuple[TransitionRecord, ...]:
         """An operator (or the repair workflow) vouches that these entities were repaired.
 
-        A node takes its GPUs and uplink with it. Their state returns to ``healthy`` and their XID
-        memory is cleared, but their repeat-offence count is kept: a part that fails again soon
+        A node takes its GPUs and uplink with it. Their state returns to ``healthy``, their XID
+        memory and telemetry history are cleared (a counter that moved during the repair is the
+        repair's doing), but their repeat-offence and lemon counts are kept: a part that fails again soon
         escalates faster. The transitions are journaled like any other, with ``note`` as reason.
         """
         if not now >= self.now:
@@ -167,6 +168,7 @@ class Controller:
                 local = int(topo.local[gidx])
                 idx.extend(topo.members[EntityKind.GPU][topo.gpu_node == local].tolist())
                 idx.append(int(topo.members[EntityKind.LINK][local]))
+        self.store.forget(np.array(idx, dtype=np.int64))
         records: list[TransitionRecord] = []
         for gidx in dict.fromkeys(idx):
             if topo.kind_of(gidx) is EntityKind.GPU:

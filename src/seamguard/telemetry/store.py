@@ -173,6 +173,21 @@ class TelemetryStore:
         if series.ring is not None:
             series.ring[self._slot, local] = val
 
+    def forget(self, entities: IntArray) -> None:
+        """Drop all that is known of these entities (global indices): a repaired part starts a
+        fresh history, so what its counters did while out for repair is not read as a fault."""
+        kinds, local = self.topology.kind_code[entities], self.topology.local[entities]
+        for s, series in enumerate(self._series):
+            pick = local[kinds == self._signal_kind_code[s]]
+            if pick.size == 0:
+                continue
+            series.last_value[pick] = np.nan
+            series.last_seen[pick] = -np.inf
+            if series.rate is not None:
+                series.rate[pick] = np.nan
+            if series.ring is not None:
+                series.ring[:, pick] = np.nan
+
     # ---- reads --------------------------------------------------------------------------
     def _index(self, name: str) -> _Series:
         return self._series[self.catalog[name].index]

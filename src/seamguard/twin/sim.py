@@ -543,6 +543,8 @@ class Twin:
                     self.cleared_at.setdefault(fid, t)
             gpus = self._gpus_of(np.array([n], np.int64))
             self.plant.gpu_dead[gpus] = False
+            for counter in (self.plant.sbe, self.plant.dbe, self.plant.nvlink, self.plant.pcie):
+                counter[gpus] = 0.0  # a replaced part or a reloaded driver starts its counters afresh
             self.plant.node_down[n] = False
             self.plant.link_down[n] = False
             self.rerouted[n] = False

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from seamguard.twin.policies.base import save_ahead_s
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import Scenario, load_scenario
 from seamguard.twin.sim import Twin
-from seamguard.twin.windows import lead_s, plan_windows
+from seamguard.twin.windows import plan_windows
 from seamguard.twin.world import build_world
 
 # Two CDUs of four racks each; a cell is a rack. Three faults in three different cells, hours apart.
@@ -56,7 +57,7 @@ def test_windows_open_before_each_fault_in_its_cell_and_close_after(windowed: Sc
     plan = plan_windows(world)
     by_kind = {f.kind: f for f in world.faults}
     hbm, link, crash = by_kind["hbm_ecc"], by_kind["link_down"], by_kind["software_crash"]
-    warm, lead = windowed.observation.warmup_min * 60, lead_s(world)
+    warm, lead = windowed.observation.warmup_min * 60, save_ahead_s(world)
     # A fault with a precursor gets the detector's warm-up; a sudden one only the save-ahead lead.
     assert plan.open_t[hbm.fid] == pytest.approx(hbm.onset - max(warm, lead))
     assert plan.open_t[link.fid] == pytest.approx(link.onset - lead) and lead < warm

@@ -30,13 +30,13 @@ from seamguard.twin.fleet import FREE, Actor, Fleet, domain_nodes, node_faults
 from seamguard.twin.jobs import Failure, InferenceJob, JobEvent, Phase, TrainingJob
 from seamguard.twin.physics import storage as storage_model
 from seamguard.twin.plant import Plant
-from seamguard.twin.policies.base import Policy, nominal_save_s
+from seamguard.twin.policies.base import Policy, save_ahead_s
 from seamguard.twin.policies.binary import BinaryPolicy
 from seamguard.twin.policies.oracle import OraclePolicy
 from seamguard.twin.policies.seamguard import SeamguardPolicy
 from seamguard.twin.results import DrainRecord, FaultOutcome, JobResult, RunResult
 from seamguard.twin.telemetry import Emitter, Snapshot
-from seamguard.twin.windows import WindowPlan, lead_s, plan_windows
+from seamguard.twin.windows import WindowPlan, plan_windows
 from seamguard.twin.world import NOISE_STREAM, World
 
 FloatArray = npt.NDArray[np.float64]
@@ -139,7 +139,7 @@ class Twin:
         obs = sc.observation
         self.windowed = obs.mode == "windows"
         self.plan: WindowPlan = plan_windows(world)
-        self._lead = lead_s(world)
+        self._lead = save_ahead_s(world)
         self._next_window = 0  # position in plan.by_open
         self._watching: list[int] = []  # faults whose window is open
         self.cleared_at: dict[int, float] = {}
@@ -867,10 +867,9 @@ class Twin:
 
         dets = sorted(self.policy.detections, key=lambda d: d.t)
         out = []
-        lookahead = self.world.tick_s + max(nominal_save_s(self.world, s) for s in self.world.scenario.jobs)
         for f in self.faults:
             scope = fault_scope(self.world, f)
-            early = f.onset - (lookahead if self.policy_name == "oracle" else 0.0)
+            early = f.onset - (self._lead if self.policy_name == "oracle" else 0.0)
             hit = next((d.t for d in dets if d.t >= early and d.entity in scope), math.inf)
             impact = min(f.hard_at, self.impact.get(f.fid, math.inf))
             deadline = f.hard_at if f.hard else f.end

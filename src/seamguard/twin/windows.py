@@ -25,12 +25,11 @@ import numpy.typing as npt
 from seamguard.model.entities import EntityKind
 from seamguard.twin.faults import Fault
 from seamguard.twin.fleet import domain_nodes
-from seamguard.twin.policies.base import nominal_save_s
+from seamguard.twin.policies.base import save_ahead_s
 from seamguard.twin.world import World
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-MIN_LEAD_TICKS = 3  # counters need two samples for a rate before the fault strikes
 
 
 @dataclass(frozen=True)
@@ -50,15 +49,6 @@ class WindowPlan:
         return float(opens[i]) if i < opens.size else math.inf
 
 
-def lead_s(world: World) -> float:
-    """How far ahead of a fault the twin starts watching: a save of the largest training job
-    plus two ticks (the oracle acts that early), and never less than a few ticks."""
-    tick = world.tick_s
-    training = [j for j in world.scenario.jobs if j.training]
-    save = max((nominal_save_s(world, j) for j in training), default=0.0)
-    return max(save + 2 * tick, MIN_LEAD_TICKS * tick)
-
-
 def fault_cells(world: World, fault: Fault) -> IntArray:
     """Cells whose telemetry shows the fault: its domain's, or for a storage backend its users'."""
     if fault.spec.target is EntityKind.STORAGE:
@@ -75,7 +65,7 @@ def fault_cells(world: World, fault: Fault) -> IntArray:
 
 def plan_windows(world: World) -> WindowPlan:
     obs = world.scenario.observation
-    lead = lead_s(world)
+    lead = save_ahead_s(world)
     warmup = obs.warmup_min * 60.0
     opens, closes, cells = [], [], []
     for f in world.faults:

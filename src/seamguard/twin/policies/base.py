@@ -61,6 +61,15 @@ def nominal_save_s(world: World, spec: Job) -> float:
     return transfer_seconds(spec.checkpoint_gb, sp.write_gbps, 1.0, sp.overhead_s)
 
 
+def save_ahead_s(world: World) -> float:
+    """How far ahead of a fault one must start to save first: the largest training job's save
+    on an idle backend plus two ticks, and never less than three ticks (a counter needs two
+    samples for a rate). The oracle acts this early; windows open at least this early."""
+    tick = world.tick_s
+    save = max((nominal_save_s(world, j) for j in world.scenario.jobs if j.training), default=0.0)
+    return max(save + 2 * tick, 3 * tick)
+
+
 def job_mtbf_s(world: World, job: TrainingJob, mtbf_h: float | None) -> float:
     """Mean time between interruptions of a job from the scenario's nominal hazard rates.
 

@@ -25,7 +25,14 @@ from seamguard.twin.faults import Fault, HardEffect
 from seamguard.twin.fleet import domain_nodes
 from seamguard.twin.jobs import TrainingJob
 from seamguard.twin.plant import Plant
-from seamguard.twin.policies.base import FleetView, IntArray, all_healthy, no_nodes, nominal_save_s
+from seamguard.twin.policies.base import (
+    FleetView,
+    IntArray,
+    all_healthy,
+    no_nodes,
+    nominal_save_s,
+    save_ahead_s,
+)
 from seamguard.twin.world import World
 
 INSURANCE_INTERVAL_S = 6 * 3600.0
@@ -42,8 +49,7 @@ class OraclePolicy:
         self._todo = list(world.faults)
         self._ends: list[Fault] = []
         self.detections: list[Detection] = []
-        specs = [j for j in world.scenario.jobs if j.training] or list(world.scenario.jobs)
-        self._lookahead = max(nominal_save_s(world, j) for j in specs) + 2 * world.tick_s
+        self._lookahead = save_ahead_s(world)
         self._now = world.start
         self._returned = np.full(self.topology.count(EntityKind.NODE), -np.inf)
         self._component = [f for f in world.faults if not f.benign and not f.spec.facility]

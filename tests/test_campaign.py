@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from seamguard.cli import app
 from seamguard.errors import InputError
-from seamguard.twin.campaign import _progress, run_campaign, run_seconds
+from seamguard.twin.campaign import run_campaign, run_seconds
+from seamguard.twin.executors import progress
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import Scenario, load_scenario
 
@@ -87,7 +88,7 @@ def recorder() -> tuple[Progress, Any]:
     return seen, on_step
 
 
-def assert_progress(seen: Progress, scenario: Scenario) -> None:
+def assertprogress(seen: Progress, scenario: Scenario) -> None:
     """Every run reports rising simulated seconds and ends exactly at its duration."""
     assert set(seen) == {(p, s) for s in SEEDS for p in POLICIES}
     for run, values in seen.items():
@@ -95,18 +96,18 @@ def assert_progress(seen: Progress, scenario: Scenario) -> None:
         assert values[0] > 0 and values[-1] == run_seconds(scenario) == 1800.0, run
 
 
-def test_serial_is_seed_major_and_reports_progress(scenario: Scenario, serial: list[RunResult]) -> None:
+def test_serial_is_seed_major_and_reportsprogress(scenario: Scenario, serial: list[RunResult]) -> None:
     assert [(r.seed, r.policy) for r in serial] == [(s, p) for s in SEEDS for p in POLICIES]
     seen, on_step = recorder()
     assert fingerprint(run_campaign(scenario, POLICIES, SEEDS, on_step, workers=1)) == fingerprint(serial)
-    assert_progress(seen, scenario)
+    assertprogress(seen, scenario)
 
 
 def test_processes_give_the_serial_results_in_order(scenario: Scenario, serial: list[RunResult]) -> None:
     seen, on_step = recorder()
     parallel = run_campaign(scenario, POLICIES, SEEDS, on_step, workers=2)
     assert fingerprint(parallel) == fingerprint(serial)  # seed-major, whichever finished first
-    assert_progress(seen, scenario)
+    assertprogress(seen, scenario)
 
 
 def test_a_failing_run_fails_the_campaign_with_its_own_error(scenario: Scenario) -> None:
@@ -120,7 +121,7 @@ def test_a_failing_run_fails_the_campaign_with_its_own_error(scenario: Scenario)
 def test_worker_progress_is_throttled_but_always_ends() -> None:
     """A worker sends at most one message per period, and always the last one, exact."""
     seen, on_step = recorder()
-    relay = _progress(on_step, "binary", 7, start=1000.0, end=1000.0 + 1800.0, period_s=60.0)
+    relay = progress(on_step, "binary", 7, start=1000.0, end=1000.0 + 1800.0, period_s=60.0)
     for t in range(1030, 2830, 30):  # microseconds apart: well within one period
         relay(float(t))
     assert seen == {("binary", 7): [30.0, 1800.0]}
@@ -148,7 +149,7 @@ def test_ray_gives_the_serial_results(
     seen, on_step = recorder()
     results = run_campaign(scenario, POLICIES, SEEDS, on_step, engine="ray", workers=2)
     assert fingerprint(results) == fingerprint(serial)
-    assert_progress(seen, scenario)
+    assertprogress(seen, scenario)
     assert not ray.is_initialized()  # we started it, so we stopped it
 
 

@@ -186,6 +186,14 @@ def test_bad_scenario_file_names_the_key(tmp_path: Path) -> None:
         load_scenario(str(bad))
     with pytest.raises(InputError, match="neither a built-in scenario"):
         load_scenario("no-such-scenario")
+    # A target the cluster does not have is refused before any run starts, naming what it has.
+    missing = load_scenario(
+        str(small(tmp_path, faults=[{"kind": "hbm_ecc", "target": "gpu/n0099/1", "onset_h": 1}]))
+    )
+    with pytest.raises(
+        InputError, match=r"faults\.0\.target: 'gpu/n0099/1' is not in the cluster \(it has gpu/n0000/0"
+    ):
+        run_campaign(missing, ("binary",), (0,), workers=2)
 
 
 def test_simulate_cli_writes_summary_plots_and_report(tmp_path: Path) -> None:

@@ -10,3 +10,7 @@ class InputError(ValueError):
         super().__init__(f"{where}: {problem}")
         self.where = where
         self.problem = problem
+
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str]]:
+        # Rebuilt from both parts, not from the message: it crosses process boundaries (twin workers).
+        return type(self), (self.where, self.problem)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from seamguard.errors import InputError
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, JobRecord
 from seamguard.model.topology import Topology, build_topology
@@ -106,6 +107,13 @@ def build_world(scenario: Scenario, seed: int) -> World:
     )  # fmt: skip
 
 
+def spec_kind(prefix: str) -> EntityKind | None:
+    try:
+        return EntityKind(prefix)
+    except ValueError:
+        return None
+
+
 def _repair_s(scenario: Scenario, repair_h: float | None) -> float:
     return (scenario.operations.repair_h if repair_h is None else repair_h) * 3600.0
 
@@ -121,7 +129,13 @@ def _declared(scenario: Scenario, topology: Topology, start: float, end: float) 
     for i, f in enumerate(scenario.faults):
         gidx = topology.lookup(f.target)
         if gidx is None:
-            raise ValueError(f"faults.{i}: target {f.target!r} is not in the cluster")
+            kind = f.target.partition("/")[0]
+            ek = spec_kind(kind)
+            names = topology.names[ek] if ek is not None else ()
+            hint = f" (it has {kind}/{names[0]} … {kind}/{names[-1]})" if names else ""
+            raise InputError(
+                f"scenario {scenario.name}: faults.{i}.target", f"{f.target!r} is not in the cluster{hint}"
+            )
         onset = start + f.onset_h * 3600.0
         out.append(
             Fault(

@@ -144,6 +144,9 @@ class Twin:
         self._watching: list[int] = []  # faults whose window is open
         self.cleared_at: dict[int, float] = {}
         self._held = np.zeros(world.n_cells, bool)  # cells kept open by the policy's judgement
+        self._cell_nodes = [
+            np.flatnonzero(world.node_cell == c).astype(np.int64) for c in range(world.n_cells)
+        ]
         self._quiet_s = max(obs.quiet_step_min * 60.0, world.tick_s)
         self._job_times = np.unique(np.concatenate([world.job_start, world.job_end]))
         self.observed_node_s = 0.0  # node-seconds a policy saw telemetry for (windows mode: the cells)
@@ -638,7 +641,7 @@ class Twin:
         rng = np.random.default_rng([self.world.seed, NOISE_STREAM, k])
         out = []
         for cell in cells.tolist():
-            nodes = np.flatnonzero(self.world.node_cell == cell).astype(np.int64)
+            nodes = self._cell_nodes[cell]
             scope = self.emitter.scope(cell, nodes)
             present = np.zeros(len(self.jobs), bool)
             owners = self.fleet.node_job[nodes]
@@ -684,9 +687,10 @@ class Twin:
             elif j.phase is Phase.RUNNING:
                 up = j.slot_node[(j.slot_node >= 0) & (j.slot_ready <= t)]
                 if up.size:
-                    job_step[j.index] = j.spec.step_s * float(
-                        self.plant.rank_factor[self._gpus_of(up)].mean()
-                    )
+                    gpus = self._gpus_of(up)
+                    # Inference servers export per-GPU iteration latency too (vLLM, Triton).
+                    rank_step[gpus] = j.spec.step_s * self.plant.rank_factor[gpus]
+                    job_step[j.index] = j.spec.step_s * float(self.plant.rank_factor[gpus].mean())
         hb = np.where(self.plant.node_down, t - self.node_down_since, np.nan)
         recent = [(ts, g, c) for ts, g, c in self.xids if t - self.world.tick_s < ts <= t]
         self.xids = [x for x in self.xids if x[0] > t - self.world.tick_s]

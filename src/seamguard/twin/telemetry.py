@@ -41,7 +41,7 @@ class Snapshot:
 
     t: float
     busy: BoolArray  # per GPU
-    rank_step_s: FloatArray  # per GPU, NaN outside running training jobs
+    rank_step_s: FloatArray  # per GPU, NaN outside running jobs (training ranks, serving replicas)
     offline: BoolArray  # per node: in repair, powered off
     silent: BoolArray  # per node: exporter down
     heartbeat_age: FloatArray  # per node: NaN if alive, else seconds since it died

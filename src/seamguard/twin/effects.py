@@ -56,8 +56,10 @@ class Effects:
 
     @classmethod
     def none(cls, n_cdu: int, n_rack: int, n_gpu: int, n_node: int, n_leaf: int, n_sto: int) -> Effects:
+        # No clock cap without a fault: a GPU cooler than its reference boosts above nominal, as the
+        # fault-free comparison clock does, so a healthy GPU never books slowdown.
         return cls(
-            np.zeros(n_cdu), np.zeros(n_cdu), np.ones(n_rack), np.zeros(n_gpu), np.ones(n_gpu), np.ones(n_gpu),
+            np.zeros(n_cdu), np.zeros(n_cdu), np.ones(n_rack), np.zeros(n_gpu), np.full(n_gpu, np.inf), np.ones(n_gpu),
             np.zeros(n_gpu, bool), np.zeros(n_gpu), np.zeros(n_gpu), np.zeros(n_gpu), np.zeros(n_gpu, bool),
             np.ones(n_node), np.ones(n_node), np.zeros(n_node), np.ones(n_leaf), np.zeros(n_leaf), np.ones(n_sto),
             np.ones(n_sto), np.ones(n_sto), np.zeros(n_node, bool),

@@ -165,6 +165,7 @@ def test_summary_contract(scenario: Scenario, runs: list[RunResult]) -> None:
         assert total == pytest.approx(1.0, abs=1e-6)
         assert isinstance(p["false_quarantines"], int) and isinstance(p["missed_gray_failures"], int)
         assert p["median_detection_lead_s"] is None or math.isfinite(p["median_detection_lead_s"])
+        assert s["observation"] == "full" and p["observed_node_days"] == pytest.approx(p["node_days"])
     json.dumps(s, allow_nan=False)
 
 

@@ -76,8 +76,8 @@ def test_windowed_run_is_cheaper_and_its_buckets_still_sum(windowed: Scenario, f
     steps_f = round(full.duration_s / full.tick_s)
     assert res_f.engine_ticks == steps_f
     assert res_w.engine_ticks < steps_f / 2  # observed only around the three faults
-    observed_days = win.observed_node_s / 86400
-    assert 0 < observed_days < res_w.node_days / 2
+    assert res_w.observed_node_days == pytest.approx(win.observed_node_s / 86400)
+    assert 0 < res_w.observed_node_days < res_w.node_days / 2
     for job in res_w.jobs:
         assert sum(job.buckets) == pytest.approx(job.reserved_gpu_s, rel=1e-6), job.name
     # Both see the precursor and pull the failing node out before its double-bit error.

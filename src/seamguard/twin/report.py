@@ -142,6 +142,19 @@ def _buckets_table(summary: dict[str, Any]) -> str:
     return f"<table><thead><tr><th>policy</th>{th}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _observed_note(summary: dict[str, Any]) -> str:
+    if summary.get("observation") != "windows":
+        return ""
+    seen = ", ".join(
+        f"{html.escape(name)} {p['observed_node_days']:,.0f}" for name, p in summary["policies"].items()
+    )
+    total = next(iter(summary["policies"].values()))["node_days"]
+    return (
+        f" Observed in windows around the faults (docs/twin.md): of {total:,.0f} node-days per run the"
+        f" policies saw telemetry for {seen}."
+    )
+
+
 def write_report(
     scenario: Scenario, summary: dict[str, Any], results: Sequence[RunResult], out: Path
 ) -> list[Path]:
@@ -170,7 +183,7 @@ img {{ max-width: 100%; }} figure {{ margin: 1em 0; }} .note {{ color: #555; fon
 <p>{html.escape(summary["description"])}</p>
 <p class="note">{summary["gpus"]:,} GPUs, {summary["duration_h"]:g} h, seeds {html.escape(seeds)}.
 ETTR is useful (surviving, unslowed) GPU time over reserved GPU time; the lost-time buckets and ETTR
-sum to 100% of reserved time. Counts are totals over all seeds.</p>
+sum to 100% of reserved time. Counts are totals over all seeds.{_observed_note(summary)}</p>
 <h2>Policies</h2>{_table(summary)}
 <h2>Lost time</h2>{_buckets_table(summary)}
 {images}

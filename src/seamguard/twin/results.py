@@ -74,6 +74,7 @@ class RunResult:
     transitions: int = 0
     wall_s: float = 0.0
     engine_ticks: int = 0
+    observed_node_days: float = 0.0  # node-days the policy saw telemetry for (all of them in full mode)
     notes: list[str] = field(default_factory=list)
 
     @property

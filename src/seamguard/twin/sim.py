@@ -864,6 +864,7 @@ class Twin:
             timeline_goodput=prog, focus_nodes=[f"node/{names[n]}" for n in self._focus.tolist()],
             focus_states=self._focus_states, focus_title=self._focus_title,
             transitions=len(getattr(self.policy, "transitions", [])), wall_s=wall_s, engine_ticks=self.engine_ticks,
+            observed_node_days=self.observed_node_s / 86400.0,
         )  # fmt: skip
 
     def _outcomes(self) -> list[FaultOutcome]:

@@ -77,6 +77,8 @@ def _policy_summary(runs: Sequence[RunResult]) -> dict[str, Any]:
         ),
         "faults": sum(1 for r in runs for f in r.faults if not f.benign),
         "actions": dict(sorted(actions.items())),
+        "node_days": float(np.mean([r.node_days for r in runs])),
+        "observed_node_days": float(np.mean([r.observed_node_days for r in runs])),
     }
 
 
@@ -90,6 +92,7 @@ def summarize(scenario: Scenario, results: Sequence[RunResult]) -> dict[str, Any
         "scenario": scenario.name,
         "description": " ".join(scenario.description.split()),
         "duration_h": scenario.duration_h,
+        "observation": scenario.observation.mode,
         "gpus": gpus,
         "seeds": sorted({r.seed for r in results}),
         "buckets": list(BUCKETS),

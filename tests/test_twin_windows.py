@@ -11,6 +11,7 @@ import pytest
 from seamguard.twin.policies.base import save_ahead_s
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import Scenario, load_scenario
+from seamguard.twin.sim import POLICIES as POLICY_NAMES
 from seamguard.twin.sim import Twin
 from seamguard.twin.windows import plan_windows
 from seamguard.twin.world import build_world
@@ -86,13 +87,14 @@ def test_windowed_run_is_cheaper_and_its_buckets_still_sum(windowed: Scenario, f
         assert hbm.detected_at < hbm.hard_at, res.policy
 
 
-def test_every_policy_is_observed_over_the_same_windows(windowed: Scenario) -> None:
+def test_windows_open_on_fault_records_and_close_when_the_fault_is_over(windowed: Scenario) -> None:
     world = build_world(windowed, 1)
-    ticks = {p: Twin(world, p).run().engine_ticks for p in ("binary", "young-daly", "oracle")}
-    # Windows come from the fault records alone; only the seamguard engine can hold a cell open
-    # longer (while it still judges a node there), never shorter.
-    assert len(set(ticks.values())) == 1
-    assert Twin(world, "seamguard").run().engine_ticks >= ticks["binary"]
+    ticks = {p: Twin(world, p).run().engine_ticks for p in POLICY_NAMES}
+    # Same health checks, same repairs: the same windows.
+    assert ticks["binary"] == ticks["young-daly"]
+    # A window closes once its node is repaired: the oracle pulls nodes before they fail, so its
+    # close sooner; the seamguard engine may hold a cell open while it still judges a node there.
+    assert ticks["oracle"] <= ticks["binary"] <= ticks["seamguard"]
 
 
 def test_oracle_moves_online_replicas_off_a_failing_rack(tmp_path: Path) -> None:

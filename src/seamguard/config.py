@@ -6,6 +6,7 @@ it. Validation happens at load and an error names the file, the key and what was
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -227,6 +228,21 @@ class EconomicsConfig(_Strict):
         return self
 
 
+class HazardConfig(_Strict):
+    base_per_day: dict[EntityKind, float]
+    software_per_gpu_day: float = Field(ge=0)
+    gfs_gain: float = Field(ge=0)
+    prs_gain: float = Field(ge=0)
+    max_multiplier: float = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _rates(self) -> Self:
+        for kind, rate in self.base_per_day.items():
+            if not (rate >= 0 and math.isfinite(rate)):
+                raise ValueError(f"base_per_day.{kind.value}: a rate must be finite and >= 0, got {rate}")
+        return self
+
+
 StateName = Literal["healthy", "degraded", "recovery_unsafe", "quarantine", "harmful", "failed", "unknown"]
 
 
@@ -236,6 +252,7 @@ class Config(_Strict):
     scores: ScoresConfig
     classifier: ClassifierConfig
     economics: EconomicsConfig
+    hazard: HazardConfig
     admissibility: dict[StateName, dict[JobClass, Admission]]
     actions: dict[EntityKind, dict[StateName, list[str]]]
 

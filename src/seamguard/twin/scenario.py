@@ -327,6 +327,11 @@ def _validate(data: dict[str, Any], where: str) -> Scenario:
         raise format_validation(where, exc) from None
 
 
+def scenario_from_mapping(data: dict[str, Any], where: str = "scenario") -> Scenario:
+    """A scenario built in code (benches, tests), with ``hazard_preset`` expanded as from a file."""
+    return _validate(_expand_preset(data, where), where)
+
+
 def load_scenario(name_or_path: str, overrides: dict[str, Any] | None = None) -> Scenario:
     """A built-in scenario by name, or a YAML file; ``overrides`` are merged over it (tests, CLI)."""
     from seamguard.config import merge_mappings

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -80,6 +81,16 @@ def test_buckets_sum_to_reserved_time(runs: list[RunResult]) -> None:
             assert sum(job.buckets) == pytest.approx(job.reserved_gpu_s, rel=1e-6), (r.policy, job.name)
             assert all(b >= -1e-6 for b in job.buckets)
         assert 0.0 < r.ettr <= 1.0
+
+
+def test_ettr_so_far_ends_at_the_run_ettr(runs: list[RunResult]) -> None:
+    for r in runs:
+        curve = r.timeline_ettr[np.isfinite(r.timeline_ettr)]
+        assert curve.size > r.timeline_ettr.size // 2, r.policy
+        assert ((curve >= 0) & (curve <= 1 + 1e-9)).all(), r.policy
+        assert curve[-1] == pytest.approx(r.ettr, rel=1e-6), (
+            r.policy
+        )  # committed work over reserved, at the end
 
 
 def test_the_cascade_costs_a_policy_that_ignores_it(runs: list[RunResult]) -> None:

@@ -50,22 +50,37 @@ def _by_policy(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
 
 
 def plot_goodput(results: Sequence[RunResult], path: Path) -> None:
-    fig = Figure(figsize=(9, 4))
-    ax = fig.subplots()
+    """Top: work done per reserved GPU-second in each interval (the pace, rollback not yet
+    known). Bottom: ETTR so far, useful work by then (saved, or done since the last save and not
+    yet lost) over time reserved by then: a rollback shows as a drop, and policies drift apart
+    over a long run."""
+    fig = Figure(figsize=(9, 6.5))
+    pace, kept = fig.subplots(2, 1, sharex=True)
     for policy, runs in _by_policy(results).items():
         hours = (runs[0].timeline_t - runs[0].start) / 3600.0
-        curves = np.vstack([r.timeline_goodput for r in runs])
-        seen = np.isfinite(curves).sum(axis=0)  # bins nobody reserved are NaN in every seed
-        mean = np.where(seen > 0, np.nansum(curves, axis=0) / np.maximum(seen, 1), np.nan)
-        ax.plot(hours, mean, label=policy, color=POLICY_COLOURS.get(policy), linewidth=1.4)
-    ax.set_xlabel("hours into the scenario")
-    ax.set_ylabel("useful work per reserved GPU-second")
-    ax.set_title("goodput over time (mean over seeds)")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+        colour = POLICY_COLOURS.get(policy)
+        for ax, curves in (
+            (pace, [r.timeline_goodput for r in runs]),
+            (kept, [r.timeline_ettr for r in runs]),
+        ):
+            ax.plot(hours, _nanmean(np.vstack(curves)), label=policy, color=colour, linewidth=1.4)
+    pace.set_ylabel("work per reserved GPU-second")
+    pace.set_title("goodput over time (mean over seeds)")
+    pace.set_ylim(bottom=0)
+    kept.set_ylabel("ETTR so far")
+    kept.set_xlabel("hours into the scenario")
+    for ax in (pace, kept):
+        ax.grid(alpha=0.3)
+    pace.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def _nanmean(curves: np.ndarray) -> np.ndarray:
+    """Per bin, the mean over the seeds that have a value (bins nobody reserved are NaN)."""
+    seen = np.isfinite(curves).sum(axis=0)
+    out: np.ndarray = np.where(seen > 0, np.nansum(curves, axis=0) / np.maximum(seen, 1), np.nan)
+    return out
 
 
 def plot_lost_time(summary: dict[str, Any], path: Path) -> None:

@@ -68,6 +68,7 @@ class RunResult:
     actions: dict[str, int]
     timeline_t: FloatArray
     timeline_goodput: FloatArray
+    timeline_ettr: FloatArray  # ETTR so far: useful work by each bin's end over time reserved until then
     focus_nodes: list[str]
     focus_states: npt.NDArray[np.int8]  # (nodes, bins): State codes, 7 drained, 8 in repair
     focus_title: str

@@ -134,6 +134,7 @@ class Twin:
         self._bins = min(TIMELINE_BINS, n_steps)
         self._bin_prog = np.zeros(self._bins)
         self._bin_res = np.zeros(self._bins)
+        self._bin_kept = np.full(self._bins, np.nan)  # useful work so far, all jobs, at each bin's end
         self._focus_title, self._focus = self._focus_domain()
         self._focus_states = np.zeros((self._focus.size, self._bins), dtype=np.int8)
         obs = sc.observation
@@ -270,7 +271,14 @@ class Twin:
         for j in self.jobs:
             if j.phase is not Phase.DONE:
                 self._finish_job(j, w.end)
+        self._bin_kept[-1] = self._kept()  # the final checkpoint is free: unsaved work counts
         return self._result(time.perf_counter() - wall)
+
+    def _kept(self) -> float:
+        """Useful work so far, all jobs: committed, plus what a training job has done since its last
+        save (still useful unless a failure rolls it back, which then shows as a drop)."""
+        pending = sum(float(j.pending[0]) for j in self.jobs if isinstance(j, TrainingJob))
+        return float(sum(j.buckets[Bucket.PRODUCTIVE] for j in self.jobs)) + pending
 
     def _launch_initial(self, j: TrainingJob | InferenceJob, t: float) -> None:
         nodes = self.world.initial_nodes[j.index]
@@ -824,6 +832,8 @@ class Twin:
         self._bin_res[b] += reserved * dt
         self._bin_prog[b] += self._made
         nb = min(int((t1 - w.start) / (w.end - w.start) * self._bins), self._bins - 1)
+        if nb != b or t1 >= w.end:
+            self._bin_kept[b] = self._kept()
         if self._focus.size and (nb != b or t1 >= w.end):
             st = self.policy.node_states()[self._focus].astype(np.int8)
             st[self.fleet.drained[self._focus]] = DRAINED_CODE
@@ -856,12 +866,14 @@ class Twin:
             DrainRecord(d.t, f"node/{names[d.node]}", d.actor, d.false, d.reason) for d in self.fleet.drains
         ]
         prog = np.where(self._bin_res > 0, self._bin_prog / np.maximum(self._bin_res, 1e-9), np.nan)
+        reserved = np.cumsum(self._bin_res)
+        kept = np.where(reserved > 0, self._bin_kept / np.maximum(reserved, 1e-9), np.nan)
         edges = np.linspace(w.start, w.end, self._bins + 1)
         return RunResult(
             scenario=w.scenario.name, policy=self.policy_name, seed=w.seed, start=w.start, end=w.end,
             node_days=self.n_nodes * (w.end - w.start) / 86400.0, jobs=jobs, faults=self._outcomes(),
             drains=drains, actions=dict(self.actions), timeline_t=(edges[:-1] + edges[1:]) / 2,
-            timeline_goodput=prog, focus_nodes=[f"node/{names[n]}" for n in self._focus.tolist()],
+            timeline_goodput=prog, timeline_ettr=kept, focus_nodes=[f"node/{names[n]}" for n in self._focus.tolist()],
             focus_states=self._focus_states, focus_title=self._focus_title,
             transitions=len(getattr(self.policy, "transitions", [])), wall_s=wall_s, engine_ticks=self.engine_ticks,
             observed_node_days=self.observed_node_s / 86400.0,

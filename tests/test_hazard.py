@@ -80,3 +80,23 @@ def test_bad_hazard_config_is_named() -> None:
         config_from_mapping({"hazard": {"base_per_day": {"gpu": -1.0}}})
     with pytest.raises(InputError, match=r"hazard.*max_multiplier"):
         config_from_mapping({"hazard": {"max_multiplier": 0.5}})
+
+
+def test_the_engine_reports_a_hot_gpu_as_a_shorter_mtbf_for_its_job_only(topology: Topology) -> None:
+    from seamguard.control.controller import Controller
+    from tests.test_controller import normal_batch
+
+    ctl = Controller(topology, CFG)
+    rng = np.random.default_rng(4)
+    now = 1000.0
+    for _ in range(3):
+        now += 30.0
+        ctl.tick(now, normal_batch(topology, now, rng))
+    calm = ctl.job_hazard()
+    now += 30.0
+    ctl.tick(now, normal_batch(topology, now, rng, overrides={("gpu/n02/1", "gpu.temp_c"): 96.0}))
+    hot = ctl.job_hazard()
+    train, batch = 0, 1
+    assert hot.mtbf_s(train) < calm.mtbf_s(train) / 10  # a GPU past its limit is likely to trip
+    assert hot.top_part[train] == topology.index["gpu/n02/1"]
+    assert hot.rate_per_s[batch] == pytest.approx(calm.rate_per_s[batch])

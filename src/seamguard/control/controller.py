@@ -19,6 +19,7 @@ from seamguard.control.classifier import Classifier, ClassifierInputs
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.economics.harm import straggler_harm
+from seamguard.economics.hazard import JobHazard, job_hazard
 from seamguard.journal.base import Journal
 from seamguard.journal.records import DecisionRecord, EvidenceItem, ObservationRecord, TransitionRecord
 from seamguard.model.catalog import SignalCatalog, SignalKind, signal_catalog
@@ -198,6 +199,11 @@ class Controller:
     @property
     def states(self) -> npt.NDArray[np.int64]:
         return self.classifier.state
+
+    def job_hazard(self) -> JobHazard:
+        """Each running job's failure rate from the latest tick's scores (``economics.hazard``):
+        what the checkpoint planner reads."""
+        return job_hazard(self.config.hazard, self.topology, self.workload_at(self.now), self.gfs, self.prs)
 
     # ---- the loop -------------------------------------------------------------------------
     def tick(self, now: float, batch: TelemetryBatch) -> TickResult:

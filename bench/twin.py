@@ -30,7 +30,7 @@ from typing import Any
 from rich.console import Console
 
 from seamguard.model.entities import EntityKind
-from seamguard.twin.scenario import Scenario, load_scenario
+from seamguard.twin.scenario import Scenario, load_scenario, scenario_from_mapping
 from seamguard.twin.sim import POLICIES, Twin
 from seamguard.twin.world import build_world
 
@@ -66,7 +66,7 @@ def healthy_scenario(node_days: float) -> Scenario:
         "jobs": [{"name": "train", "class": "sync_training", "nodes": 120, "checkpoint_gb": 1000, "fallback_storage": "ckpt1"}],
         "observation": {"mode": "full"},
     }  # fmt: skip
-    return Scenario.model_validate(data)
+    return scenario_from_mapping(data, "healthy-full-cadence")
 
 
 def sweep(console: Console, scenario: Scenario, policies: list[str], seed: int, workers: int) -> None:

@@ -87,9 +87,6 @@ FAULT_KINDS: dict[str, FaultKind] = {
                   description="benign: a node's exporter goes silent for the ramp"),
     )
 }  # fmt: skip
-HARD_KINDS = frozenset(
-    k for k, v in FAULT_KINDS.items() if v.hard is not HardEffect.NONE and v.hard_by_default
-)
 
 
 @dataclass(frozen=True)
@@ -137,9 +134,6 @@ class Fault:
         if self.ramp <= 0:
             return 1.0
         return min((t - self.onset) / self.ramp, 1.0)
-
-    def active(self, t: float) -> bool:
-        return self.onset <= t < self.end
 
 
 def sort_faults(faults: Sequence[Fault]) -> tuple[Fault, ...]:

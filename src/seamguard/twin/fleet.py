@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
-from seamguard.twin.faults import Fault, HardEffect
+from seamguard.twin.faults import Fault
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -128,7 +128,3 @@ def domain_nodes(topology: Topology, fault: Fault) -> IntArray:
     if kind is EntityKind.SWITCH:
         return np.flatnonzero(topology.node_leaf == fault.local).astype(np.int64)
     return np.zeros(0, dtype=np.int64)
-
-
-def is_hardware(fault: Fault) -> bool:
-    return fault.spec.hard in (HardEffect.GPU, HardEffect.NODE, HardEffect.LINK) or not fault.spec.facility

@@ -279,9 +279,6 @@ class InferenceJob:
     def online(self) -> bool:
         return self.spec.job_class in ONLINE
 
-    def running(self, t: float) -> npt.NDArray[np.bool_]:
-        return (self.slot_node >= 0) & (self.slot_ready <= t)
-
     def advance(self, t0: float, t1: float, pace: FloatArray) -> None:
         """``pace`` per slot (healthy / actual) at this step."""
         if self.phase in (Phase.PENDING, Phase.DONE) or t1 <= t0:

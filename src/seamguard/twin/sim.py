@@ -35,7 +35,7 @@ from seamguard.twin.policies.binary import BinaryPolicy
 from seamguard.twin.policies.oracle import OraclePolicy
 from seamguard.twin.policies.seamguard import SeamguardPolicy
 from seamguard.twin.results import DrainRecord, FaultOutcome, JobResult, RunResult
-from seamguard.twin.telemetry import Emitter, Snapshot
+from seamguard.twin.telemetry import LINK_DOWN_BURST, Emitter, Snapshot
 from seamguard.twin.windows import WindowPlan, plan_windows
 from seamguard.twin.world import NOISE_STREAM, World
 
@@ -236,7 +236,7 @@ class Twin:
         """What a prolog health check passes: no dead GPU, host up, link up."""
         return ~self._broken()
 
-    def _affected(self, node: int, t: float) -> bool:
+    def _affected(self, node: int, t: float, broken: npt.NDArray[np.bool_] | None = None) -> bool:
         """Is anything really wrong with the node or its domain now, or about to be (a fault due
         within a save's time, which is how early the oracle acts)? The false-quarantine test."""
         for fid in self.on_node[node]:
@@ -251,7 +251,7 @@ class Twin:
                 and node in domain_nodes(self.topology, f)
             ):
                 return True
-        return bool(self._broken()[node])
+        return bool((self._broken() if broken is None else broken)[node])
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self, on_step: Callable[[float], None] | None = None) -> RunResult:
@@ -402,8 +402,8 @@ class Twin:
                 out.append((f.hard_at, "node", f.local, JobEvent(f.hard_at, Failure.CRASH)))
             elif eff is HardEffect.LINK:
                 self.plant.link_down[f.local] = True
-                self.plant.link_errors[f.local] += 50_000.0
-                self.plant.retransmits[f.local] += 50_000.0
+                self.plant.link_errors[f.local] += LINK_DOWN_BURST
+                self.plant.retransmits[f.local] += LINK_DOWN_BURST
                 self.broken_since[f.local] = min(self.broken_since[f.local], f.hard_at)
                 out.append((f.hard_at, "node", f.local, JobEvent(f.hard_at, Failure.CRASH)))
             elif eff in (HardEffect.JOB_CRASH, HardEffect.JOB_HANG):
@@ -577,23 +577,23 @@ class Twin:
 
     def _place_training(self, j: TrainingJob, t: float, usable: npt.NDArray[np.bool_]) -> None:
         fresh = j.restarts == 0 and j.saves == 0 and j.nodes.size == 0
-        keep = [n for n in j.nodes.tolist() if n not in j.replace and not self.fleet.drained[n] and usable[n]]
-        for n in j.nodes.tolist():
-            if not usable[n] and not self.fleet.drained[n]:
-                self.fleet.drain(t, n, Actor.PROLOG, False, "failed the prolog health check")
-        need = j.spec.nodes - len(keep)
+        old = j.nodes
+        stays = ~np.isin(old, list(j.replace)) & ~self.fleet.drained[old] & usable[old]
+        for n in old[~usable[old] & ~self.fleet.drained[old]].tolist():
+            self.fleet.drain(t, n, Actor.PROLOG, False, "failed the prolog health check")
+        keep, released = old[stays], old[~stays]
+        need = j.spec.nodes - keep.size
         picked = (
             self.fleet.pick(need, self._admission(j.spec.job_class), usable)
             if need > 0
             else np.zeros(0, np.int64)
         )
-        released = [n for n in j.nodes.tolist() if n not in keep]
         self.fleet.node_job[released] = FREE
-        j.nodes = np.array(keep, dtype=np.int64)
+        j.nodes = keep.astype(np.int64)
         if picked is None:
             j.wait_bucket = self._wait_bucket(need, usable, t)
             self.fleet.node_job[j.nodes] = j.index
-            if released:
+            if released.size:
                 self._placed()
             return
         nodes = np.sort(np.concatenate([j.nodes, picked])).astype(np.int64)
@@ -605,8 +605,9 @@ class Twin:
         """Charge the wait to quarantine when capacity the policy holds with nothing wrong would fill it."""
         free = self.fleet.free() & usable
         denied_fine = free & (self._admission(JobClass.SYNC_TRAINING) >= 2)
+        broken = ~usable
         for n in np.flatnonzero(denied_fine).tolist():
-            denied_fine[n] = not self._affected(n, t)
+            denied_fine[n] = not self._affected(n, t, broken)
         held = (self.fleet.held_false & (self.fleet.node_job == FREE)) | denied_fine
         available = int((free & ~denied_fine).sum())
         return Bucket.QUARANTINE_IDLE if available + int(held.sum()) >= need else Bucket.PLACEMENT_WAIT

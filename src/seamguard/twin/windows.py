@@ -9,8 +9,9 @@ over (it struck, its facility condition ended, or its node was repaired). A cell
 observed while the policy still holds an in-service node there in a non-healthy state, so a
 policy is never frozen mid-judgement. Between windows the twin takes long quiet steps.
 
-The windows come from the fault records alone, so every policy of a seed is observed over
-the very same windows. What the shortcut costs (false quarantines a policy might raise in the
+Windows open from the fault records alone, so every policy is watching when each fault begins;
+they close when it is over, which for a component fault is its node's repair, sooner under a
+policy that pulls the node out sooner. What the shortcut costs (false quarantines a policy might raise in the
 gaps) is measured separately at full cadence; ``docs/twin.md`` says how.
 """
 
@@ -41,12 +42,12 @@ class WindowPlan:
     cells: tuple[IntArray, ...]  # empty for job-level faults: the policy is called, no cell shown
     cooldown_s: float
     by_open: IntArray  # fault ids in the order their windows open
+    opens_sorted: FloatArray  # open_t[by_open]
 
     def next_open(self, t: float) -> float:
         """The first window opening strictly after ``t`` (inf if none)."""
-        opens = self.open_t[self.by_open]
-        i = int(np.searchsorted(opens, t, side="right"))
-        return float(opens[i]) if i < opens.size else math.inf
+        i = int(np.searchsorted(self.opens_sorted, t, side="right"))
+        return float(self.opens_sorted[i]) if i < self.opens_sorted.size else math.inf
 
 
 def fault_cells(world: World, fault: Fault) -> IntArray:
@@ -73,10 +74,12 @@ def plan_windows(world: World) -> WindowPlan:
         closes.append(min(f.hard_at, f.end))
         cells.append(fault_cells(world, f))
     open_t = np.array(opens, dtype=np.float64)
+    by_open = np.argsort(open_t, kind="stable").astype(np.int64)
     return WindowPlan(
         open_t=open_t,
         close_t=np.array(closes, dtype=np.float64),
         cells=tuple(cells),
         cooldown_s=obs.cooldown_min * 60.0,
-        by_open=np.argsort(open_t, kind="stable").astype(np.int64),
+        by_open=by_open,
+        opens_sorted=open_t[by_open],
     )

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.errors import InputError
-from seamguard.model.entities import EntityKind
+from seamguard.model.entities import KIND_BY_PREFIX, EntityKind
 from seamguard.model.inventory import Inventory, JobRecord
 from seamguard.model.topology import Topology, build_topology
 from seamguard.synth.cluster import ClusterSpec, generate_cluster
@@ -50,10 +50,6 @@ class World:
     @property
     def tick_s(self) -> float:
         return self.scenario.tick_s
-
-    @property
-    def n_jobs(self) -> int:
-        return len(self.scenario.jobs)
 
 
 def build_world(scenario: Scenario, seed: int) -> World:
@@ -107,13 +103,6 @@ def build_world(scenario: Scenario, seed: int) -> World:
     )  # fmt: skip
 
 
-def spec_kind(prefix: str) -> EntityKind | None:
-    try:
-        return EntityKind(prefix)
-    except ValueError:
-        return None
-
-
 def _repair_s(scenario: Scenario, repair_h: float | None) -> float:
     return (scenario.operations.repair_h if repair_h is None else repair_h) * 3600.0
 
@@ -130,7 +119,7 @@ def _declared(scenario: Scenario, topology: Topology, start: float, end: float) 
         gidx = topology.lookup(f.target)
         if gidx is None:
             kind = f.target.partition("/")[0]
-            ek = spec_kind(kind)
+            ek = KIND_BY_PREFIX.get(kind)
             names = topology.names[ek] if ek is not None else ()
             hint = f" (it has {kind}/{names[0]} … {kind}/{names[-1]})" if names else ""
             raise InputError(

@@ -142,3 +142,23 @@ def test_lemons_shorten_the_nominal_mtbf_only_while_in_service() -> None:
     # A lemon a thousand times worse fails every few hours of service, then spends a day in
     # repair: the fleet's rate grows far less than a thousandfold share of it would say.
     assert base / many < 0.5 * (1 + 64 / 2112 * 999)
+
+
+def test_the_oracle_is_credited_only_for_the_faults_it_acts_on() -> None:
+    from seamguard.twin.scenario import scenario_from_mapping
+
+    data: dict[str, Any] = {
+        "name": "same-tick",
+        "duration_h": 2,
+        "cluster": {"cdus": 2, "racks_per_cdu": 2, "nodes_per_rack": 4},
+        "jobs": [{"name": "train", "class": "sync_training", "nodes": 8}],
+        "faults": [
+            {"kind": "cdu_flow_loss", "target": "cdu/cdu0", "onset_h": 1.0, "ramp_h": 0.2, "severity": 0.5, "duration_h": 0.5},
+            # An idle node's slow GPU costs nobody anything: the oracle leaves it, in the same tick.
+            {"kind": "slow_gpu", "target": "gpu/n0014/2", "onset_h": 1.0},
+        ],
+    }  # fmt: skip
+    twin = Twin(build_world(scenario_from_mapping(data), 0), "oracle")
+    twin.run()
+    credited = {d.entity for d in twin.policy.detections}
+    assert "cdu/cdu0" in credited and "gpu/n0014/2" not in credited

@@ -71,10 +71,11 @@ class OraclePolicy:
         due = [f for f in self._todo if self._act_at(f) <= now + self._lookahead]
         for f in due:
             self._todo.remove(f)
-            out.extend(self._handle(f, view))
-            if f.spec.facility and f.kind in ("storage_tail", "link_gray"):
+            acts = self._handle(f, view)
+            out.extend(acts)
+            if f.kind == "storage_tail":
                 self._ends.append(f)
-            if out:
+            if acts:  # credited only for the faults it acted on, not for sharing a tick with one
                 self.detections.append(Detection(now, f.target, "foreseen"))
         for f in list(self._ends):
             if f.end <= now:

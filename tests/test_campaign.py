@@ -19,17 +19,13 @@ from seamguard.twin.campaign import run_campaign, run_seconds
 from seamguard.twin.executors import progress
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import Scenario, load_scenario
+from tests.test_twin import SMALL
 
 # test_twin's small cascade, half an hour long: a CDU loses flow under a synchronous job.
 TINY: dict[str, Any] = {
+    **SMALL,
     "name": "tiny-cascade",
-    "description": "a CDU loses flow under a synchronous job",
     "duration_h": 0.5,
-    "cluster": {"cdus": 2, "racks_per_cdu": 2, "nodes_per_rack": 4, "gpus_per_node": 8, "storage": ["ckpt0", "ckpt1"]},
-    "jobs": [
-        {"name": "train", "class": "sync_training", "nodes": 10, "checkpoint_gb": 400, "fallback_storage": "ckpt1"},
-        {"name": "batch", "class": "async_batch_inference", "nodes": 2},
-    ],
     "faults": [
         {"kind": "cdu_flow_loss", "target": "cdu/cdu0", "onset_h": 0.1, "ramp_h": 0.1, "severity": 0.5, "duration_h": 0.3},
         {"kind": "slow_gpu", "target": "gpu/n0003/2", "onset_h": 0.0},

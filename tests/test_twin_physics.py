@@ -10,7 +10,6 @@ but its checkpoint saves, and a windows-mode run with faults still books every s
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,7 +32,7 @@ from seamguard.twin.physics.power import PowerParams
 from seamguard.twin.physics.storage import StorageParams
 from seamguard.twin.plant import Plant
 from seamguard.twin.results import RunResult
-from seamguard.twin.scenario import Job, Scenario, hard_default, load_scenario
+from seamguard.twin.scenario import Job, Scenario, hard_default, scenario_from_mapping
 from seamguard.twin.sim import POLICIES, Twin
 from seamguard.twin.world import World, build_world
 
@@ -78,17 +77,13 @@ WINDOWED: dict[str, Any] = {
 }  # fmt: skip
 
 
-def load(tmp: Path, data: dict[str, Any], **changes: Any) -> Scenario:
-    import yaml
-
-    path = tmp / f"{data['name']}.yaml"
-    path.write_text(yaml.safe_dump({**data, **changes}), encoding="utf-8")
-    return load_scenario(str(path))
+def load(data: dict[str, Any], **changes: Any) -> Scenario:
+    return scenario_from_mapping({**data, **changes}, data["name"])
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> World:
-    return build_world(load(tmp_path_factory.mktemp("tiny"), TINY), 0)
+def tiny() -> World:
+    return build_world(load(TINY), 0)
 
 
 def effects(topo: Topology) -> Effects:
@@ -262,8 +257,8 @@ def test_a_slower_or_throttled_gpu_has_a_larger_rank_time_factor() -> None:
     assert f[1] == pytest.approx(1.03) and f[2] == pytest.approx(1 / 0.8) and f[0] < f[1] < f[2]
 
 
-def test_plant_draws_the_documented_same_sku_spread(tmp_path: Path) -> None:
-    world = build_world(load(tmp_path, WIDE), 0)
+def test_plant_draws_the_documented_same_sku_spread() -> None:
+    world = build_world(load(WIDE), 0)
     p = world.scenario.physics.compute
     speed = Plant.build(world.scenario.physics, world.topology, 0).speed
     assert speed.size == 1024
@@ -607,8 +602,8 @@ class Quiet(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def quiet(tmp_path_factory: pytest.TempPathFactory) -> Quiet:
-    sc = load(tmp_path_factory.mktemp("quiet"), QUIET)
+def quiet() -> Quiet:
+    sc = load(QUIET)
     twin = Twin(build_world(sc, 0), "binary")
     result = twin.run()
     job = twin.jobs[0]
@@ -656,9 +651,9 @@ def test_fault_free_run_has_ettr_one_minus_checkpoint_overhead(quiet: Quiet) -> 
     assert res.ettr == pytest.approx(1 - save / res.reserved_gpu_s, rel=1e-12)
 
 
-def test_fault_free_windowed_run_saves_exactly_as_the_full_cadence_run(quiet: Quiet, tmp_path: Path) -> None:
+def test_fault_free_windowed_run_saves_exactly_as_the_full_cadence_run(quiet: Quiet) -> None:
     """Between windows the twin takes 10-minute steps; jobs are exact within any step."""
-    sc = load(tmp_path, QUIET, observation={"mode": "windows", "cell_racks": 1})
+    sc = load(QUIET, observation={"mode": "windows", "cell_racks": 1})
     twin = Twin(build_world(sc, 0), "binary")
     res = twin.run()
     assert res.engine_ticks == 0  # nothing to watch: only quiet steps
@@ -668,8 +663,8 @@ def test_fault_free_windowed_run_saves_exactly_as_the_full_cadence_run(quiet: Qu
     assert sum(b.buckets) == pytest.approx(b.reserved_gpu_s, rel=1e-12)
 
 
-def test_windowed_run_with_faults_books_every_second_for_every_policy(tmp_path: Path) -> None:
-    sc = load(tmp_path, WINDOWED)
+def test_windowed_run_with_faults_books_every_second_for_every_policy() -> None:
+    sc = load(WINDOWED)
     for policy in POLICIES:
         res = Twin(build_world(sc, 0), policy).run()
         assert res.engine_ticks < round(sc.duration_s / sc.tick_s)  # really windowed

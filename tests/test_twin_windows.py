@@ -3,14 +3,13 @@ policy, with quiet steps in between that keep the accounting exact."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from seamguard.twin.policies.base import save_ahead_s
 from seamguard.twin.results import RunResult
-from seamguard.twin.scenario import Scenario, load_scenario
+from seamguard.twin.scenario import Scenario, load_scenario, scenario_from_mapping
 from seamguard.twin.sim import POLICIES as POLICY_NAMES
 from seamguard.twin.sim import Twin
 from seamguard.twin.windows import plan_windows
@@ -34,23 +33,15 @@ SPREAD: dict[str, Any] = {
 }  # fmt: skip
 
 
-def write(tmp: Path, data: dict[str, Any]) -> str:
-    import yaml
-
-    path = tmp / f"{data['name']}.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return str(path)
+@pytest.fixture(scope="module")
+def windowed() -> Scenario:
+    return scenario_from_mapping(SPREAD)
 
 
 @pytest.fixture(scope="module")
-def windowed(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    return load_scenario(write(tmp_path_factory.mktemp("w"), SPREAD))
-
-
-@pytest.fixture(scope="module")
-def full(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+def full() -> Scenario:
     data = {**SPREAD, "name": "spread-full", "observation": {"mode": "full"}}
-    return load_scenario(write(tmp_path_factory.mktemp("f"), data))
+    return scenario_from_mapping(data)
 
 
 def test_windows_open_before_each_fault_in_its_cell_and_close_after(windowed: Scenario) -> None:
@@ -97,7 +88,7 @@ def test_windows_open_on_fault_records_and_close_when_the_fault_is_over(windowed
     assert ticks["oracle"] <= ticks["binary"] <= ticks["seamguard"]
 
 
-def test_oracle_moves_online_replicas_off_a_failing_rack(tmp_path: Path) -> None:
+def test_oracle_moves_online_replicas_off_a_failing_rack() -> None:
     data: dict[str, Any] = {
         "name": "rack-power",
         "duration_h": 3,
@@ -108,7 +99,7 @@ def test_oracle_moves_online_replicas_off_a_failing_rack(tmp_path: Path) -> None
         ],
         "faults": [{"kind": "psu_loss", "target": "rack/r001", "onset_h": 0.5, "ramp_h": 0.1, "severity": 0.8, "duration_h": 2}],
     }  # fmt: skip
-    sc = load_scenario(write(tmp_path, data))
+    sc = scenario_from_mapping(data)
     world = build_world(sc, 0)
     runs: dict[str, RunResult] = {p: Twin(world, p).run() for p in ("binary", "oracle")}
 
@@ -145,8 +136,6 @@ def test_lemons_shorten_the_nominal_mtbf_only_while_in_service() -> None:
 
 
 def test_the_oracle_is_credited_only_for_the_faults_it_acts_on() -> None:
-    from seamguard.twin.scenario import scenario_from_mapping
-
     data: dict[str, Any] = {
         "name": "same-tick",
         "duration_h": 2,

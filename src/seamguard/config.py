@@ -7,6 +7,7 @@ it. Validation happens at load and an error names the file, the key and what was
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -234,6 +235,8 @@ class HazardConfig(_Strict):
     gfs_gain: float = Field(ge=0)
     prs_gain: float = Field(ge=0)
     max_multiplier: float = Field(ge=1)
+    learn_halflife_s: float = Field(gt=0, description="memory of the observed failure rate")
+    learn_prior_failures: float = Field(gt=0, description="weight of the nominal rates, in failures")
 
     @model_validator(mode="after")
     def _rates(self) -> Self:
@@ -241,6 +244,62 @@ class HazardConfig(_Strict):
             if not (rate >= 0 and math.isfinite(rate)):
                 raise ValueError(f"base_per_day.{kind.value}: a rate must be finite and >= 0, got {rate}")
         return self
+
+
+Criticality = Literal["exploratory", "standard", "release"]
+
+
+class JobCheckpointConfig(_Strict):
+    """What a job saves, how it may save it, and what it is worth (``docs/checkpointing.md``)."""
+
+    state_gb_per_gpu: float = Field(gt=0)
+    changed_share: float = Field(gt=0, le=1)
+    host_copy_gbps_per_gpu: float = Field(ge=0, description="0: no room for a copy in host memory")
+    peer_gbps_per_node: float = Field(ge=0, description="0: no copy on buddy nodes")
+    overhead_s: float = Field(ge=0)
+    collective_timeout_s: float = Field(gt=0)
+    targets: list[str] = Field(default_factory=list, description="storage paths; empty: every path known")
+    cost_per_gpu_hour: float = Field(ge=0)
+    criticality: Criticality
+    deadline: datetime | None = None
+
+
+class StoragePathConfig(_Strict):
+    write_gbps: float = Field(gt=0)
+    read_gbps: float = Field(gt=0)
+
+
+class CheckpointConfig(_Strict):
+    defaults: JobCheckpointConfig
+    jobs: dict[str, JobCheckpointConfig] = {}  # each entry: overrides of ``defaults``
+    storage: dict[str, StoragePathConfig]  # nameplate per path; ``default`` for any path not named
+    replan_change: float = Field(gt=0, description="relative interval change that journals a new plan")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _job_overrides(cls, data: Any) -> Any:
+        """A job entry names only what differs from ``defaults``."""
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("jobs"), dict)
+            and isinstance(data.get("defaults"), dict)
+        ):
+            base = data["defaults"]
+            data = {**data, "jobs": {name: {**base, **(over or {})} if isinstance(over, dict) or over is None
+                                         else over for name, over in data["jobs"].items()}}  # fmt: skip
+        return data
+
+    @model_validator(mode="after")
+    def _default_path(self) -> Self:
+        if "default" not in self.storage:
+            raise ValueError("storage: needs a 'default' entry for paths not named")
+        return self
+
+    def for_job(self, name: str) -> JobCheckpointConfig:
+        return self.jobs.get(name, self.defaults)
+
+    def path(self, name: str) -> StoragePathConfig:
+        return self.storage.get(name, self.storage["default"])
 
 
 StateName = Literal["healthy", "degraded", "recovery_unsafe", "quarantine", "harmful", "failed", "unknown"]
@@ -253,6 +312,7 @@ class Config(_Strict):
     classifier: ClassifierConfig
     economics: EconomicsConfig
     hazard: HazardConfig
+    checkpoint: CheckpointConfig
     admissibility: dict[StateName, dict[JobClass, Admission]]
     actions: dict[EntityKind, dict[StateName, list[str]]]
 

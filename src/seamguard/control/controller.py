@@ -15,17 +15,26 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import Config
-from seamguard.control.classifier import Classifier, ClassifierInputs
+from seamguard.control.checkpoint_loop import (
+    SINCE_SIGNAL,
+    CheckpointLoop,
+    JobRisk,
+    LoopTick,
+    job_risk,
+    storage_paths,
+)
+from seamguard.control.classifier import Changes, Classifier, ClassifierInputs
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.economics.harm import straggler_harm
-from seamguard.economics.hazard import JobHazard, job_hazard
+from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, part_rates
+from seamguard.economics.hazard_learning import HazardLearner
 from seamguard.journal.base import Journal
 from seamguard.journal.records import DecisionRecord, EvidenceItem, ObservationRecord, TransitionRecord
 from seamguard.model.catalog import SignalCatalog, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
-from seamguard.model.topology import Topology
+from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.model.workload import (
     Workload,
     active_jobs,
@@ -97,6 +106,12 @@ class Controller:
         )
         self.classifier = Classifier(topology.kind_code, config.classifier, config.economics)
         self.lemon_memory = LemonMemory.create(topology, config.classifier)
+        self.learner = HazardLearner(config.hazard.learn_halflife_s, config.hazard.learn_prior_failures)
+        zero = np.zeros(topology.n_entities)
+        self._fleet_nominal_per_s = float(part_rates(config.hazard, topology, zero, zero).sum())
+        self.checkpoint_loop = CheckpointLoop(config, topology)
+        self._pairs: tuple[Workload, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] | None = None
+        self._hazard: JobHazard | None = None
         # The last state other than unknown: what an entity coming back from silence returns from.
         self._last_known = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
         gpu_count = topology.count(EntityKind.GPU)
@@ -201,9 +216,23 @@ class Controller:
         return self.classifier.state
 
     def job_hazard(self) -> JobHazard:
-        """Each running job's failure rate from the latest tick's scores (``economics.hazard``):
-        what the checkpoint planner reads."""
-        return job_hazard(self.config.hazard, self.topology, self.workload_at(self.now), self.gfs, self.prs)
+        """Each running job's failure rate from the latest tick's scores (``economics.hazard``),
+        scaled by the fleet's observed rate against nominal: what the checkpoint loop reads."""
+        if self._hazard is None:
+            workload = self.workload_at(self.now)
+            if self._pairs is None or self._pairs[0] is not workload:
+                self._pairs = (workload, job_parts(self.topology, workload))
+            self._hazard = job_hazard(self.config.hazard, self.topology, workload, self.gfs, self.prs,
+                                      self.learner.scale(), self._pairs[1])  # fmt: skip
+        return self._hazard
+
+    def job_risk(self, job: str) -> JobRisk:
+        """One job's hazard, memory-copy survival and storage paths now, for its runtime's advisor."""
+        index = {j.job: i for i, j in enumerate(self.topology.jobs)}.get(job)
+        if index is None:
+            raise KeyError(f"unknown job {job!r}")
+        paths = storage_paths(self.config, self.topology, self.store, self.classifier.state)
+        return job_risk(self.checkpoint_loop, self.job_hazard(), paths, index, self.now)
 
     # ---- the loop -------------------------------------------------------------------------
     def tick(self, now: float, batch: TelemetryBatch) -> TickResult:
@@ -241,7 +270,9 @@ class Controller:
             ),
         )
         self.lemon_memory.record(now, topo, changes)
+        self.learner.record(now, self._fleet_nominal_per_s, _new_hard_failures(topo, changes))
         self.gfs, self.prs, self.fae = frame.gfs, prs, amp.fae
+        self._hazard = None
 
         transitions: list[TransitionRecord] = []
         decisions: list[DecisionRecord] = []
@@ -289,6 +320,8 @@ class Controller:
                     epoch=self.epoch,
                 )
             )
+        checkpoints = self._checkpoint_tick(now, workload)
+        decisions.extend(checkpoints.decisions)
         observations = self._observations(now, changes.index)
         if self.journal is not None:
             self.journal.append(transitions, decisions, observations)
@@ -301,6 +334,16 @@ class Controller:
         )
 
     # ---- pieces ---------------------------------------------------------------------------
+    def _checkpoint_tick(self, now: float, workload: Workload) -> LoopTick:
+        topo = self.topology
+        paths = storage_paths(self.config, topo, self.store, self.classifier.state)
+        since = np.full(len(topo.jobs), np.nan)
+        if self.catalog.get(SINCE_SIGNAL) is not None:
+            age = self.store.current(SINCE_SIGNAL)[: len(topo.jobs)]
+            since = age + (now - self.store.last_seen(SINCE_SIGNAL)[: len(topo.jobs)])
+        job_states = self.classifier.state[topo.members[EntityKind.JOB]]
+        return self.checkpoint_loop.step(now, workload, self.job_hazard(), paths, since, job_states)
+
     def _harm(self, workload: Workload) -> FloatArray:
         ratio = np.zeros(self.topology.n_entities)
         self._harm_text = {}
@@ -419,3 +462,19 @@ class Controller:
             fae=float(self.fae[gidx]),
             evidence=self._evidence_items(gidx),
         )
+
+
+def _new_hard_failures(topology: Topology, changes: Changes) -> int:
+    """Nodes with a part (the node, a GPU, its uplink) newly failed: one failure each."""
+    hit = (changes.after == int(State.FAILED)) & (changes.before != int(State.FAILED))
+    if not hit.any():
+        return 0
+    gidx = changes.index[hit]
+    local = topology.local[gidx]
+    kinds = topology.kind_code[gidx]
+    node = np.full(gidx.size, -1, dtype=np.int64)
+    node[kinds == KIND_CODE[EntityKind.NODE]] = local[kinds == KIND_CODE[EntityKind.NODE]]
+    node[kinds == KIND_CODE[EntityKind.LINK]] = local[kinds == KIND_CODE[EntityKind.LINK]]
+    gpu = kinds == KIND_CODE[EntityKind.GPU]
+    node[gpu] = topology.gpu_node[local[gpu]]
+    return int(np.unique(node[node >= 0]).size)

@@ -2,23 +2,27 @@
 
 Four modes, each with a live cost taken from the job's checkpoint size and the target's current
 throughput (not its nameplate), and a *validity*: the probability the copy survives the failure
-now most likely. Blocking time (the job waits) and time-to-durable (the copy survives the
-threat) are kept apart: rollback exposure is set by the last copy that survives, not by the last
-save that returned.
+that would interrupt the job now. Blocking time (the job waits) and time-to-durable (the copy
+survives) are kept apart: rollback exposure is set by the last copy that survives, not by the
+last save that returned.
 
 * ``full``: the whole state to a storage path; blocks until durable.
 * ``incremental``: only what changed since the last full save; restore replays the chain.
-* ``in_memory``: a copy in host memory, on the job's own nodes or on buddy nodes in other racks
-  (peer memory); blocks only for the device-to-host copy. Lost with the memory that holds it.
+* ``in_memory``: a copy in host memory, on the job's own nodes (``host``) or also on buddy nodes
+  in another failure domain (``peer``); blocks only for the device-to-host (and peer) copy. Lost
+  with the memory that holds it.
 * ``tiered``: in memory now, persisted to storage in the background (Google's multi-tier
   checkpointing): blocks like ``in_memory``, durable like ``full`` later, without blocking.
 
 A storage path the engine calls ``recovery_unsafe`` (or worse) holds no valid copy at all.
+
+Costs are tables, one row per job and one column per (mode, target) candidate, so the engine
+prices a thousand jobs in one pass (``cost_table``); ``mode_costs`` is one row as records, for
+explanations and the training-side agent.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -27,7 +31,8 @@ import numpy.typing as npt
 
 from seamguard.model.states import State
 
-IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 UNSAFE_PATH_STATES = frozenset({State.RECOVERY_UNSAFE, State.QUARANTINE, State.FAILED})
 
 
@@ -40,17 +45,13 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True)
 class JobCheckpoint:
-    """What a job saves and where its memory copies would live."""
+    """What a job saves and how fast it can copy it off its GPUs."""
 
     size_gb: float  # the whole state (weights, optimizer, data-loader position)
     changed_share: float  # share of the state an incremental save writes
     host_copy_gbps: float  # device-to-host copy, the whole job together (0: no room in host memory)
+    peer_gbps: float  # to buddy nodes in another failure domain, the whole job together (0: no peers)
     overhead_s: float  # coordination cost of any save or restore
-    nodes: IntArray  # the job's nodes: each keeps its shard in its own host memory
-    racks: IntArray  # their racks
-    buddy_nodes: IntArray  # per node, the peer holding a second copy of its shard (empty: none)
-    buddy_racks: IntArray
-    peer_gbps: float  # network bandwidth to the peers, the whole job together
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,13 @@ class StoragePath:
 
 
 @dataclass(frozen=True)
-class Threat:
-    """The failure now most likely, as what it takes down with the host memory on it: nodes (a host
-    crash), whole racks (a thermal trip, a power loss), or nothing (a GPU off the bus, a software
-    crash: host memory survives), and a storage path that is itself failing."""
+class Survival:
+    """Probability that each memory copy survives the failure that would interrupt the job now:
+    ``host`` (on its own nodes: lost with a host crash or a rack event) and ``peer`` (lost only
+    when a shard's node and its buddy both go)."""
 
-    nodes: frozenset[int] = frozenset()
-    racks: frozenset[int] = frozenset()
-    storage: str | None = None
+    host: float = 1.0
+    peer: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,64 +77,108 @@ class ModeCost:
     mode: Mode
     target: str  # a storage path, "host" or "peer"
     blocking_s: float
-    durable_s: float  # from the start of the save until the copy survives the threat
+    durable_s: float  # from the start of the save until the copy survives the failure
     restore_s: float
-    validity: (
-        float  # probability the copy survives the threat once durable (0 or 1 with today's threat model)
-    )
+    validity: float  # probability the copy survives the failure once durable
 
 
-def mode_costs(job: JobCheckpoint, paths: list[StoragePath], threat: Threat) -> list[ModeCost]:
-    """Every mode on every target it can use, with its cost and validity now."""
-    out: list[ModeCost] = []
-    memory = _memory_copy(job, threat)
-    for path in paths:
-        valid = _path_valid(path, threat)
-        full_s = job.size_gb / _positive(path.write_gbps) + job.overhead_s
-        restore_s = job.size_gb / _positive(path.read_gbps) + job.overhead_s
-        out.append(ModeCost(Mode.FULL, path.name, full_s, full_s, restore_s, valid))
-        inc_s = job.changed_share * job.size_gb / _positive(path.write_gbps) + job.overhead_s
-        chain_s = restore_s + job.changed_share * job.size_gb / _positive(path.read_gbps)
-        out.append(ModeCost(Mode.INCREMENTAL, path.name, inc_s, inc_s, chain_s, valid))
-        if memory is not None:
-            blocking, _, mem_restore, mem_valid = memory
-            durable = blocking + job.size_gb / _positive(path.write_gbps)
-            # Until it is durable the copy is as good as the memory holding it; after, as the path.
-            # Once persisted (durable_s), the copy survives if either the memory or the path does;
-            # before that only the memory copy exists. Restore reads the memory copy when it holds.
-            out.append(
-                ModeCost(Mode.TIERED, path.name, blocking, durable, mem_restore, max(mem_valid, valid))
+@dataclass(frozen=True)
+class CostTable:
+    """Candidates as columns, jobs as rows; a column a job cannot use has validity 0."""
+
+    modes: tuple[Mode, ...]
+    targets: tuple[str, ...]
+    blocking_s: FloatArray
+    durable_s: FloatArray
+    restore_s: FloatArray
+    validity: FloatArray
+
+    def row(self, job: int) -> list[ModeCost]:
+        return [
+            ModeCost(
+                mode,
+                target,
+                float(self.blocking_s[job, c]),
+                float(self.durable_s[job, c]),
+                float(self.restore_s[job, c]),
+                float(self.validity[job, c]),
             )
-    if memory is not None:
-        blocking, target, mem_restore, mem_valid = memory
-        out.append(ModeCost(Mode.IN_MEMORY, target, blocking, blocking, mem_restore, mem_valid))
-    return out
+            for c, (mode, target) in enumerate(zip(self.modes, self.targets, strict=True))
+        ]
 
 
-def _memory_copy(job: JobCheckpoint, threat: Threat) -> tuple[float, str, float, float] | None:
-    """(blocking, holder, restore, validity) of the job's memory copy; None without host room.
+@dataclass(frozen=True)
+class JobArrays:
+    """``JobCheckpoint`` for many jobs at once (one entry per job)."""
 
-    The copy is whole only if every shard survives: on its own node, or with peer memory on its
-    own node or its buddy."""
-    if job.host_copy_gbps <= 0:
-        return None
-    blocking = job.size_gb / job.host_copy_gbps + job.overhead_s
-    own_lost = _lost(job.nodes, job.racks, threat)
-    if job.buddy_nodes.size and job.peer_gbps > 0:
-        shard_lost = own_lost & _lost(job.buddy_nodes, job.buddy_racks, threat)
-        restore = job.size_gb / job.peer_gbps + job.overhead_s
-        return blocking + job.size_gb / job.peer_gbps, "peer", restore, 0.0 if shard_lost.any() else 1.0
-    restore = job.size_gb / job.host_copy_gbps + job.overhead_s
-    return blocking, "host", restore, 0.0 if own_lost.any() else 1.0
+    size_gb: FloatArray
+    changed_share: FloatArray
+    host_copy_gbps: FloatArray
+    peer_gbps: FloatArray
+    overhead_s: FloatArray
+    host_survival: FloatArray
+    peer_survival: FloatArray
+    uses_path: BoolArray  # (jobs, paths): the path is one of the job's targets
 
 
-def _lost(nodes: IntArray, racks: IntArray, threat: Threat) -> npt.NDArray[np.bool_]:
-    return np.isin(nodes, list(threat.nodes)) | np.isin(racks, list(threat.racks))
+def cost_table(jobs: JobArrays, paths: list[StoragePath]) -> CostTable:
+    """Every mode on every target, priced for every job from what each target delivers now."""
+    modes: list[Mode] = []
+    targets: list[str] = []
+    cols: list[tuple[FloatArray, FloatArray, FloatArray, FloatArray]] = []
+    size, over = jobs.size_gb, jobs.overhead_s
+    has_host = jobs.host_copy_gbps > 0
+    has_peer = has_host & (jobs.peer_gbps > 0)
+    to_host = size / _positive(jobs.host_copy_gbps) + over
+    to_peer = size / _positive(jobs.peer_gbps)
+    mem_block = np.where(has_peer, to_host + to_peer, to_host)
+    mem_restore = np.where(has_peer, to_peer + over, size / _positive(jobs.host_copy_gbps) + over)
+    mem_valid = np.where(has_peer, jobs.peer_survival, jobs.host_survival) * has_host
+    for p, path in enumerate(paths):
+        ok = jobs.uses_path[:, p].astype(np.float64) * (0.0 if path.state in UNSAFE_PATH_STATES else 1.0)
+        write, read = _positive_scalar(path.write_gbps), _positive_scalar(path.read_gbps)
+        full = size / write + over
+        restore = size / read + over
+        inc = jobs.changed_share * size / write + over
+        chain = restore + jobs.changed_share * size / read
+        modes += [Mode.FULL, Mode.INCREMENTAL, Mode.TIERED]
+        targets += [path.name] * 3
+        cols.append((full, full, restore, ok))
+        cols.append((inc, inc, chain, ok))
+        # Until persisted the copy is as good as the memory holding it; once persisted, it survives
+        # if either the memory or the path does. Restore reads the memory copy when it holds.
+        tiered_valid = np.maximum(mem_valid, ok) * has_host
+        cols.append((mem_block, mem_block + size / write, mem_restore, tiered_valid))
+    modes.append(Mode.IN_MEMORY)
+    targets.append("memory")
+    cols.append((mem_block, mem_block, mem_restore, mem_valid))
+    stack = [np.stack([np.broadcast_to(c[i], size.shape) for c in cols], axis=1) for i in range(4)]
+    return CostTable(tuple(modes), tuple(targets), stack[0], stack[1], stack[2], stack[3])
 
 
-def _path_valid(path: StoragePath, threat: Threat) -> float:
-    return 0.0 if path.state in UNSAFE_PATH_STATES or path.name == threat.storage else 1.0
+def mode_costs(job: JobCheckpoint, paths: list[StoragePath], survival: Survival) -> list[ModeCost]:
+    """Every mode on every target the job can use, with its cost and validity now."""
+    one = JobArrays(
+        size_gb=np.array([job.size_gb]),
+        changed_share=np.array([job.changed_share]),
+        host_copy_gbps=np.array([job.host_copy_gbps]),
+        peer_gbps=np.array([job.peer_gbps]),
+        overhead_s=np.array([job.overhead_s]),
+        host_survival=np.array([survival.host]),
+        peer_survival=np.array([survival.peer]),
+        uses_path=np.ones((1, len(paths)), dtype=bool),
+    )
+    return [
+        cost
+        for cost in cost_table(one, paths).row(0)
+        # no room in host memory: storage only
+        if job.host_copy_gbps > 0 or cost.mode not in (Mode.IN_MEMORY, Mode.TIERED)
+    ]
 
 
-def _positive(gbps: float) -> float:
-    return gbps if gbps > 0 and math.isfinite(gbps) else 1e-9
+def _positive(gbps: FloatArray) -> FloatArray:
+    return np.where((gbps > 0) & np.isfinite(gbps), gbps, 1e-9)
+
+
+def _positive_scalar(gbps: float) -> float:
+    return gbps if gbps > 0 and np.isfinite(gbps) else 1e-9

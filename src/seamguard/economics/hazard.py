@@ -26,13 +26,16 @@ import numpy.typing as npt
 
 from seamguard.config import HazardConfig
 from seamguard.model.entities import EntityKind
-from seamguard.model.topology import Topology
+from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.model.workload import Workload
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 DAY_S = 86400.0
 PART_KINDS = (EntityKind.GPU, EntityKind.NODE, EntityKind.LINK, EntityKind.CDU, EntityKind.SWITCH)
+# Failures that take the host memory under the job with them: a host crash, a facility event that
+# powers racks down. A GPU off the bus, a link or a leaf switch leaves host memory intact.
+HOST_MEMORY_KINDS = (EntityKind.NODE, EntityKind.CDU)
 
 
 @dataclass(frozen=True)
@@ -40,18 +43,28 @@ class JobHazard:
     rate_per_s: FloatArray  # per job (topology order); 0 for jobs not running
     nominal_per_s: FloatArray  # the same jobs with every score at 0
     top_part: IntArray  # per job, the global index of the part adding the most (-1: none)
+    host_loss_per_s: FloatArray  # the share of ``rate_per_s`` that takes host memory with it
+
+    def host_survival(self) -> FloatArray:
+        """Per job, the probability that a copy in its own host memory survives its next failure."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lost = np.where(self.rate_per_s > 0, self.host_loss_per_s / self.rate_per_s, 0.0)
+        return np.clip(1.0 - lost, 0.0, 1.0)
 
     def mtbf_s(self, job: int) -> float:
         rate = float(self.rate_per_s[job])
         return 1.0 / rate if rate > 0 else math.inf
 
 
-def part_rates(config: HazardConfig, topology: Topology, gfs: FloatArray, prs: FloatArray) -> FloatArray:
-    """Per entity (global index), its hard-failure rate per second; 0 for kinds no job dies of."""
+def part_rates(
+    config: HazardConfig, topology: Topology, gfs: FloatArray, prs: FloatArray, scale: float = 1.0
+) -> FloatArray:
+    """Per entity (global index), its hard-failure rate per second; 0 for kinds no job dies of.
+    ``scale`` multiplies every nominal rate (the fleet's observed rate against nominal)."""
     rate = np.zeros(topology.n_entities)
     for kind in PART_KINDS:
         members = topology.members[kind]
-        base = config.base_per_day.get(kind, 0.0) / DAY_S
+        base = scale * config.base_per_day.get(kind, 0.0) / DAY_S
         if members.size == 0 or base <= 0:
             continue
         boost = np.exp(
@@ -62,26 +75,36 @@ def part_rates(config: HazardConfig, topology: Topology, gfs: FloatArray, prs: F
 
 
 def job_hazard(
-    config: HazardConfig, topology: Topology, workload: Workload, gfs: FloatArray, prs: FloatArray
+    config: HazardConfig,
+    topology: Topology,
+    workload: Workload,
+    gfs: FloatArray,
+    prs: FloatArray,
+    scale: float = 1.0,
+    pairs: tuple[IntArray, IntArray] | None = None,
 ) -> JobHazard:
-    """Each job's rate: the sum over the distinct parts under it, plus its software rate."""
+    """Each job's rate: the sum over the distinct parts under it, plus its software rate.
+    ``scale`` is the fleet's observed failure rate against nominal (``HazardLearner``);
+    ``pairs`` the workload's ``job_parts``, when the caller keeps them between ticks."""
     n_jobs = len(topology.jobs)
-    rate = part_rates(config, topology, gfs, prs)
-    nominal = part_rates(config, topology, np.zeros_like(gfs), np.zeros_like(prs))
-    jobs, parts = _job_parts(topology, workload)
+    rate = part_rates(config, topology, gfs, prs, scale)
+    nominal = part_rates(config, topology, np.zeros_like(gfs), np.zeros_like(prs), scale)
+    jobs, parts = pairs if pairs is not None else job_parts(topology, workload)
     total = np.bincount(jobs, weights=rate[parts], minlength=n_jobs)
     base = np.bincount(jobs, weights=nominal[parts], minlength=n_jobs)
-    software = config.software_per_gpu_day / DAY_S * workload.job_gpus[:n_jobs]
+    takes_host = np.isin(topology.kind_code[parts], [KIND_CODE[k] for k in HOST_MEMORY_KINDS])
+    host_loss = np.bincount(jobs, weights=rate[parts] * takes_host, minlength=n_jobs).astype(np.float64)
+    software = scale * config.software_per_gpu_day / DAY_S * workload.job_gpus[:n_jobs]
     top = np.full(n_jobs, -1, dtype=np.int64)
     if parts.size:
         order = np.lexsort((-rate[parts], jobs))  # per job, its largest part first
         first = np.ones(order.size, bool)
         first[1:] = jobs[order][1:] != jobs[order][:-1]
         top[jobs[order][first]] = parts[order][first]
-    return JobHazard(total + software, base + software, top)
+    return JobHazard(total + software, base + software, top, host_loss)
 
 
-def _job_parts(topology: Topology, workload: Workload) -> tuple[IntArray, IntArray]:
+def job_parts(topology: Topology, workload: Workload) -> tuple[IntArray, IntArray]:
     """(job, part) pairs, each part once per job: GPUs, nodes, uplinks, and the CDUs and leaf
     switches its nodes sit under."""
     m = topology.members

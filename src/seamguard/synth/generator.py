@@ -74,6 +74,7 @@ RANK_NOISE, JOB_NOISE = 0.004, 0.003
 CHECKPOINT_S = 30.0
 CHECKPOINT_LATENCY_EXP = 0.6  # checkpoint duration ~ write latency ** this
 CHECKPOINT_NOISE = 0.02
+CHECKPOINT_EVERY_S = 1800.0  # each job saves on its own 30-minute timer (a per-job phase)
 # Fault physics.
 FLOW_LOSS = 0.45  # cdu_flow_loss: flow and pressure fall to 55% at severity 1
 SUPPLY_RISE_C = 3.0
@@ -410,6 +411,7 @@ class SyntheticFleet:
         job_step = np.where(self._job_sync, comp_max * comm_max, mean) * (1 + JOB_NOISE * zj[0])
         job_wfac = np.where(self._job_storage >= 0, wfac[np.maximum(self._job_storage, 0)], 1.0)
         ckpt = CHECKPOINT_S * job_wfac**CHECKPOINT_LATENCY_EXP * (1 + CHECKPOINT_NOISE * zj[1])
+        since_ckpt = np.mod(t + np.arange(nj) * 317.0, CHECKPOINT_EVERY_S)  # fixed per-job phases
         jobs_on = work.active[n_ranks[work.active] > 0]
 
         rack_power = (
@@ -479,7 +481,8 @@ class SyntheticFleet:
         for name, val in (("storage.write_latency_ms", write), ("storage.read_latency_ms", read),
                           ("storage.throughput_gbps", throughput)):  # fmt: skip
             add(EntityKind.STORAGE, None, name, ts_sto, val)
-        for name, val in (("job.step_time_s", job_step), ("job.checkpoint_duration_s", ckpt)):
+        for name, val in (("job.step_time_s", job_step), ("job.checkpoint_duration_s", ckpt),
+                          ("job.since_checkpoint_s", since_ckpt)):  # fmt: skip
             blocks.append(
                 (
                     self._job_gidx[jobs_on],

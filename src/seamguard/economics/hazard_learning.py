@@ -1,0 +1,56 @@
+"""The fleet's observed failure rate against nominal: what makes the hazard follow a changing world.
+
+The nominal rates (``hazard.base_per_day``) are a prior. Most failures come without a precursor,
+so no score sees a fleet whose parts fail twice as often as last month (a hot season, an aging
+batch, a bad firmware); only the failures themselves do. The learner keeps two decayed sums: the
+hard failures seen (a node counts once, whatever of it failed: the node, a GPU or its uplink)
+and the failures expected at nominal rates over the same time. Their ratio, shrunk towards 1 by
+``learn_prior_failures`` pseudo-failures, scales every nominal rate:
+
+    scale = (prior + observed) / (prior + expected)
+
+a gamma-Poisson posterior mean with exponential forgetting (half-life ``learn_halflife_s``), so a
+small fleet's few failures barely move it and a large fleet's rate is tracked within days.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass
+class HazardLearner:
+    halflife_s: float
+    prior_failures: float
+    observed: float = 0.0  # decayed count of hard failures
+    expected: float = 0.0  # decayed count expected at nominal rates
+    last: float = math.nan
+
+    def record(self, now: float, nominal_rate_per_s: float, failures: int) -> None:
+        """Advance to ``now``: ``failures`` seen since the last call, at ``nominal_rate_per_s``
+        expected over the fleet being watched."""
+        if math.isnan(self.last):
+            self.last = now
+        dt = max(now - self.last, 0.0)
+        keep = 0.5 ** (dt / self.halflife_s)
+        # The expected count accrues continuously under decay: integral of r e^(-k(t-s)) ds.
+        k = math.log(2.0) / self.halflife_s
+        accrued = nominal_rate_per_s * (1.0 - keep) / k
+        self.expected = self.expected * keep + accrued
+        self.observed = self.observed * keep + failures
+        self.last = now
+
+    def scale(self) -> float:
+        return pooled_scale([self])
+
+
+def pooled_scale(learners: Sequence[HazardLearner]) -> float:
+    """One scale from several learners watching disjoint parts of one fleet (the twin's cells)."""
+    if not learners:
+        return 1.0
+    prior = learners[0].prior_failures
+    observed = sum(x.observed for x in learners)
+    expected = sum(x.expected for x in learners)
+    return (prior + observed) / (prior + expected)

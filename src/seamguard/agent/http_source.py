@@ -1,0 +1,73 @@
+"""The engine's risk for a job over HTTP (``seamguard.service``), with a timeout.
+
+Standard library only on the wire, so a training image needs no HTTP client package; the answer
+is parsed by the service's own schema, so a malformed one is an error naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from pydantic import ValidationError
+
+from seamguard.agent.sources import SourceError
+from seamguard.control.checkpoint_loop import JobRisk
+from seamguard.service.schema import JobRiskPayload
+
+
+class HttpSource:
+    """``GET {base_url}/v1/jobs/{job}/risk``; every failure is a ``SourceError`` saying which."""
+
+    def __init__(self, base_url: str, timeout_s: float = 2.0) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"HttpSource.base_url must be an http(s) URL like http://host:port, got {base_url!r}"
+            )
+        if not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"HttpSource.timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def risk(self, job: str) -> JobRisk:
+        url = f"{self.base_url}/v1/jobs/{urllib.parse.quote(job, safe='')}/risk"
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            raise SourceError(f"{url}: HTTP {exc.code}: {_detail(exc)}") from exc
+        except urllib.error.URLError as exc:
+            raise SourceError(f"{url} unreachable: {exc.reason}") from exc
+        except TimeoutError as exc:
+            raise SourceError(f"{url}: no answer within {self.timeout_s:g} s") from exc
+        except OSError as exc:  # a connection reset mid-answer
+            raise SourceError(f"{url}: {exc}") from exc
+        try:
+            payload = JobRiskPayload.model_validate_json(body)
+        except ValidationError as exc:
+            raise SourceError(f"bad risk payload from {url}: {_fields(exc)}") from exc
+        if payload.job != job:
+            raise SourceError(
+                f"bad risk payload from {url}: job: asked for {job!r}, answered for {payload.job!r}"
+            )
+        return payload.to_risk()
+
+
+def _detail(exc: urllib.error.HTTPError) -> str:
+    """The service's own message (FastAPI's ``detail``), else the status text."""
+    try:
+        detail = json.loads(exc.read()).get("detail")
+    except (ValueError, AttributeError, OSError):
+        detail = None
+    return str(detail) if detail else str(exc.reason)
+
+
+def _fields(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
+    )

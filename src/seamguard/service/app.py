@@ -1,0 +1,59 @@
+"""A ``Controller`` served read-only over HTTP: each job's risk, for its runtime's advisor.
+
+Route handlers run in the server's worker threads while the engine ticks in its own, so every
+read of the controller holds ``lock``: the caller that ticks must hold the same lock around
+``Controller.tick``, or a reader could see a half-updated engine.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from fastapi import FastAPI, HTTPException, Response
+
+from seamguard.control.controller import Controller
+from seamguard.service.schema import JobRiskPayload
+
+NAMED_JOBS = 10  # how many known jobs a 404 lists
+
+
+def create_app(controller: Controller, lock: threading.Lock | None = None) -> FastAPI:
+    """``GET /v1/jobs/{job}/risk`` and ``GET /healthz`` over ``controller``."""
+    guard = lock if lock is not None else threading.Lock()
+    app = FastAPI(title="seamguard", summary="Each job's live risk, for its checkpoint advisor")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, object]:
+        with guard:
+            return {"status": "ok", "jobs": len(controller.topology.jobs)}
+
+    @app.get(
+        "/v1/jobs/{job}/risk",
+        response_model=JobRiskPayload,
+        responses={
+            404: {"description": "the engine's job table has no such job"},
+            503: {"description": "the engine has no risk to give"},
+        },
+    )
+    def job_risk(job: str) -> Response:
+        with guard:
+            try:
+                risk = controller.job_risk(job)
+            except KeyError:
+                raise HTTPException(status_code=404, detail=_unknown(controller, job)) from None
+            except LookupError as exc:  # an engine that has no risk to give (it plans no checkpoints)
+                raise HTTPException(status_code=503, detail=str(exc)) from None
+        # Serialised by the schema itself: it carries the infinite MTBF of a job without hazard,
+        # which the framework's JSON encoder refuses.
+        body = JobRiskPayload.from_risk(risk).model_dump_json()
+        return Response(content=body, media_type="application/json")
+
+    return app
+
+
+def _unknown(controller: Controller, job: str) -> str:
+    names = [j.job for j in controller.topology.jobs]
+    shown = ", ".join(names[:NAMED_JOBS]) + (
+        f", ... ({len(names)} in all)" if len(names) > NAMED_JOBS else ""
+    )
+    return f"unknown job {job!r}: the engine's job table has {shown or 'no jobs'}"

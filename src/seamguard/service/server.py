@@ -1,0 +1,60 @@
+"""Run an app under uvicorn in a background thread of this process.
+
+For an engine that ticks in its main thread and answers advisors alongside, and for tests. The
+socket is bound here, before the thread starts, so port 0 (any free port) yields a known URL.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    url: str  # http://host:port, no trailing slash
+    server: uvicorn.Server
+    thread: threading.Thread
+    sock: socket.socket
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting, finish what is in flight, and release the port."""
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+        self.sock.close()
+        if self.thread.is_alive():
+            raise RuntimeError(f"server at {self.url} did not stop within {timeout_s:g} s")
+
+
+def serve_in_thread(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 10.0
+) -> RunningServer:
+    """Serve ``app`` on ``host:port`` (0: a free port) and return once it accepts connections."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    bound = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="seamguard-service", daemon=True
+    )
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(start_timeout_s)
+            sock.close()
+            raise RuntimeError(f"server on {host}:{bound} did not start within {start_timeout_s:g} s")
+        time.sleep(0.01)
+    where = f"[{host}]" if ":" in host else host
+    return RunningServer(f"http://{where}:{bound}", server, thread, sock)

@@ -21,7 +21,7 @@ from seamguard.model.topology import Topology
 from seamguard.twin.accounting import Bucket
 from seamguard.twin.effects import PCIE_SLOWDOWN, Effects, apply_faults
 from seamguard.twin.faults import FAULT_KINDS, Fault
-from seamguard.twin.jobs import Failure, JobEvent, Phase, TrainingJob
+from seamguard.twin.jobs import Failure, JobEvent, Memory, Phase, SavePlan, TrainingJob
 from seamguard.twin.physics import ambient, compute, cooling, fabric, memory, power, storage
 from seamguard.twin.physics.ambient import DAY_S, AmbientParams
 from seamguard.twin.physics.compute import ComputeParams
@@ -481,12 +481,20 @@ def test_a_downtrained_pcie_link_makes_its_rank_a_straggler(tiny: World) -> None
 class FakeEnv:
     """The cluster around one job: fixed save and restore times, a fixed interval."""
 
-    def __init__(self, save: float = 10.0, restore: float = 20.0, interval: float = 100.0) -> None:
+    def __init__(
+        self,
+        save: float = 10.0,
+        restore: float = 20.0,
+        interval: float = 100.0,
+        persist: float = 0.0,
+        memory: Memory = Memory.NONE,
+    ) -> None:
         self.save, self.restore, self.interval = save, restore, interval
+        self.persist, self.memory = persist, memory
         self.hang_timeout_s = 60.0
 
-    def save_seconds(self, job: TrainingJob, t: float) -> float:
-        return self.save
+    def save_plan(self, job: TrainingJob, t: float) -> SavePlan:
+        return SavePlan(self.save, self.persist, self.memory, 0)
 
     def restore_seconds(self, job: TrainingJob, t: float) -> float:
         return self.restore
@@ -561,6 +569,38 @@ def test_silent_corruption_rolls_back_past_the_checkpoints_written_after_it() ->
     assert job.buckets[Bucket.ROLLBACK] == pytest.approx(((210.0 - 110.0) + (250.0 - 220.0)) * g)
     assert job.buckets[Bucket.CHECKPOINT_SAVE] == pytest.approx(20.0 * g)
     assert booked(job) == pytest.approx(260.0 * g)
+
+
+def test_a_tiered_copy_not_yet_persisted_survives_in_memory_unless_its_host_goes() -> None:
+    # Saves block 2 s (a copy to host memory) and reach storage 60 s later.
+    for host_lost, restart_point in ((False, 102.0), (True, 0.0)):
+        env = FakeEnv(save=2.0, interval=100.0, persist=60.0, memory=Memory.HOST)
+        job = training_job(env)
+        g = job.gpus
+        job.advance(0.0, 130.0, 1.0, [JobEvent(120.0, Failure.CRASH, host_lost=host_lost)], env)
+        # The save returned at 102; at 120 it is still persisting (durable at 162).
+        kept = job.buckets[Bucket.PRODUCTIVE] / g
+        assert kept == pytest.approx(100.0 if restart_point else 0.0)
+        assert job.buckets[Bucket.ROLLBACK] == pytest.approx((120.0 - 2.0 - kept) * g)
+        assert (job.restore_from is not None) == bool(restart_point)
+        assert booked(job) == pytest.approx(130.0 * g)
+
+
+def test_a_persisted_copy_survives_a_host_crash_and_a_peer_copy_any_one_failure() -> None:
+    env = FakeEnv(save=2.0, interval=100.0, persist=30.0, memory=Memory.HOST)
+    job = training_job(env)
+    g = job.gpus
+    # Saves return at 102 and 204; the first is on storage at 132, the second would be at 234.
+    job.advance(0.0, 220.0, 1.0, [JobEvent(210.0, Failure.CRASH, host_lost=True)], env)
+    assert job.buckets[Bucket.PRODUCTIVE] == pytest.approx(100.0 * g)  # back to the persisted copy
+    assert job.restore_from is not None and job.restore_from.memory is Memory.NONE
+    assert job.durable_age(220.0) == pytest.approx(220.0 - 102.0)
+    peer = FakeEnv(save=2.0, interval=100.0, persist=math.inf, memory=Memory.PEER)
+    job = training_job(peer)
+    job.advance(0.0, 220.0, 1.0, [JobEvent(210.0, Failure.CRASH, host_lost=True)], peer)
+    assert job.buckets[Bucket.PRODUCTIVE] == pytest.approx(200.0 * g)  # the buddy held the newest
+    assert job.restore_from is not None and job.restore_from.memory is Memory.PEER
+    assert job.persisting(150.0) == -1  # memory only: nothing written in the background
 
 
 def test_the_buckets_always_sum_to_the_elapsed_time() -> None:

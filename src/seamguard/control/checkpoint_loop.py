@@ -175,9 +175,14 @@ class CheckpointLoop:
     ) -> list[DecisionRecord]:
         topo = self.topology
         tau = plans.interval_s
-        moved = np.abs(tau - self._journaled_tau) > self.config.checkpoint.replan_change * np.where(
-            np.isfinite(self._journaled_tau), self._journaled_tau, np.inf
-        )
+        was = self._journaled_tau
+        both = np.isfinite(tau) & np.isfinite(was)
+        with np.errstate(invalid="ignore"):
+            moved = np.where(
+                both,
+                np.abs(tau - was) > self.config.checkpoint.replan_change * was,
+                np.isfinite(tau) != np.isfinite(was),
+            )
         changed = (plans.choice != self._journaled) | (moved & (plans.choice >= 0))
         # A new durable copy (its age went down) re-arms the save-now order.
         rearm = np.isfinite(reported_since) & (reported_since < self._ordered_since)

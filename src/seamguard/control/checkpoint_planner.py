@@ -4,12 +4,12 @@ For every mode the job could use now (``economics.checkpoint_modes``), the expec
 unit of wall time at interval ``tau`` is the first-order model extended by what the mode's copy
 is worth against the failure now most likely:
 
-    W(tau) = delta / tau + (tau x (1/2 + (1 - v)) + lag + R) / M
+    W(tau) = delta / tau + (tau x (1/2 + (1 - v)) + lag x (1 - v0) + R) / M
 
 with blocking time ``delta``, restore time ``R``, validity ``v`` (a failure the copy does not
 survive rolls back one interval further, to the copy before), ``lag`` the time between the save
-returning and the copy being durable (a failure then finds only the previous copy), and the
-job's live MTBF ``M`` (``economics.hazard``). Its minimum is at
+returning and the copy being durable, during which only its memory copy (validity ``v0``; none
+for a save written straight to storage) stands in for it, and the job's live MTBF ``M`` (``economics.hazard``). Its minimum is at
 ``tau* = sqrt(delta M / (1/2 + 1 - v))``: Young's ``sqrt(2 delta M)`` for a copy that always
 survives. The planner takes the mode with the least ``W(tau*)`` among those whose copy can
 survive at all and whose blocking time fits under the job's collective timeout (a longer stall
@@ -65,7 +65,8 @@ def waste(cost: ModeCost, interval_s: float, mtbf_s: float) -> float:
     return float(
         _waste(
             np.float64(cost.blocking_s), np.float64(cost.durable_s), np.float64(cost.restore_s),
-            np.float64(cost.validity), np.float64(interval_s), np.float64(mtbf_s),
+            np.float64(cost.validity), np.float64(cost.early_validity), np.float64(interval_s),
+            np.float64(mtbf_s),
         )
     )  # fmt: skip
 
@@ -83,7 +84,9 @@ def plan_table(
         raise ValueError(f"MTBF must be positive, got {float(np.min(mtbf_s))}")
     m = mtbf_s[:, None]
     tau = _best_interval(table.blocking_s, table.validity, m)
-    w = _waste(table.blocking_s, table.durable_s, table.restore_s, table.validity, tau, m)
+    w = _waste(
+        table.blocking_s, table.durable_s, table.restore_s, table.validity, table.early_validity, tau, m
+    )
     usable = (table.validity > 0) & (table.blocking_s <= timeout_s[:, None])
     w = np.where(usable, w, np.inf)
     # Least waste; ties (e.g. nothing ever fails) go to the least blocking.
@@ -112,6 +115,7 @@ def plan_checkpoint(
         durable_s=np.array([[c.durable_s for c in costs]]).reshape(1, len(costs)),
         restore_s=np.array([[c.restore_s for c in costs]]).reshape(1, len(costs)),
         validity=np.array([[c.validity for c in costs]]).reshape(1, len(costs)),
+        early_validity=np.array([[c.early_validity for c in costs]]).reshape(1, len(costs)),
     )
     plans = plan_table(table, np.array([mtbf_s]), np.array([since_durable_s]), np.array([timeout_s]))
     return explain_plan(costs, plans, 0, mtbf_s, since_durable_s, timeout_s)
@@ -157,9 +161,9 @@ def _best_interval(blocking: Num, validity: Num, mtbf: Num) -> FloatArray:
 
 
 def _waste(
-    blocking: Num, durable: Num, restore: Num, validity: Num, interval: Num, mtbf: Num,
+    blocking: Num, durable: Num, restore: Num, validity: Num, early: Num, interval: Num, mtbf: Num,
 ) -> FloatArray:  # fmt: skip
-    lag = np.maximum(durable - blocking, 0.0)
+    lag = np.maximum(durable - blocking, 0.0) * (1.0 - early)
     rework = interval * (0.5 + (1.0 - validity)) + lag + restore
     with np.errstate(divide="ignore", invalid="ignore"):
         per_fail = np.where(np.isfinite(mtbf), rework / mtbf, 0.0)

@@ -28,7 +28,7 @@ from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.economics.harm import straggler_harm
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, part_rates
-from seamguard.economics.hazard_learning import HazardLearner
+from seamguard.economics.hazard_learning import COUNTED_KINDS, HazardLearner
 from seamguard.journal.base import Journal
 from seamguard.journal.records import DecisionRecord, EvidenceItem, ObservationRecord, TransitionRecord
 from seamguard.model.catalog import SignalCatalog, SignalKind, signal_catalog
@@ -90,6 +90,7 @@ class Controller:
         catalog: SignalCatalog | None = None,
         epoch: int = 0,
         mode: str = "advise",
+        plan_checkpoints: bool = True,
     ) -> None:
         self.topology = topology
         self.config = config
@@ -108,8 +109,10 @@ class Controller:
         self.lemon_memory = LemonMemory.create(topology, config.classifier)
         self.learner = HazardLearner(config.hazard.learn_halflife_s, config.hazard.learn_prior_failures)
         zero = np.zeros(topology.n_entities)
-        self._fleet_nominal_per_s = float(part_rates(config.hazard, topology, zero, zero).sum())
-        self.checkpoint_loop = CheckpointLoop(config, topology)
+        self._counted = np.concatenate([topology.members[k] for k in COUNTED_KINDS])
+        self._counted_rate = part_rates(config.hazard, topology, zero, zero)[self._counted]
+        # Off when the caller plans over several controllers' hazards at once (the twin's cells).
+        self.checkpoint_loop = CheckpointLoop(config, topology) if plan_checkpoints else None
         self._pairs: tuple[Workload, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] | None = None
         self._hazard: JobHazard | None = None
         # The last state other than unknown: what an entity coming back from silence returns from.
@@ -215,22 +218,32 @@ class Controller:
     def states(self) -> npt.NDArray[np.int64]:
         return self.classifier.state
 
-    def job_hazard(self) -> JobHazard:
+    def job_hazard(self, scale: float | None = None) -> JobHazard:
         """Each running job's failure rate from the latest tick's scores (``economics.hazard``),
-        scaled by the fleet's observed rate against nominal: what the checkpoint loop reads."""
+        scaled by the fleet's observed rate against nominal (``scale``, by default this engine's
+        own ``learner``): what the checkpoint loop reads."""
+        if scale is not None:
+            workload = self.workload_at(self.now)
+            return job_hazard(self.config.hazard, self.topology, workload, self.gfs, self.prs, scale,
+                              self._parts(workload))  # fmt: skip
         if self._hazard is None:
             workload = self.workload_at(self.now)
-            if self._pairs is None or self._pairs[0] is not workload:
-                self._pairs = (workload, job_parts(self.topology, workload))
             self._hazard = job_hazard(self.config.hazard, self.topology, workload, self.gfs, self.prs,
-                                      self.learner.scale(), self._pairs[1])  # fmt: skip
+                                      self.learner.scale(), self._parts(workload))  # fmt: skip
         return self._hazard
+
+    def _parts(self, workload: Workload) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        if self._pairs is None or self._pairs[0] is not workload:
+            self._pairs = (workload, job_parts(self.topology, workload))
+        return self._pairs[1]
 
     def job_risk(self, job: str) -> JobRisk:
         """One job's hazard, memory-copy survival and storage paths now, for its runtime's advisor."""
         index = {j.job: i for i, j in enumerate(self.topology.jobs)}.get(job)
         if index is None:
             raise KeyError(f"unknown job {job!r}")
+        if self.checkpoint_loop is None:
+            raise LookupError("this engine does not plan checkpoints (plan_checkpoints=False)")
         paths = storage_paths(self.config, self.topology, self.store, self.classifier.state)
         return job_risk(self.checkpoint_loop, self.job_hazard(), paths, index, self.now)
 
@@ -270,7 +283,10 @@ class Controller:
             ),
         )
         self.lemon_memory.record(now, topo, changes)
-        self.learner.record(now, self._fleet_nominal_per_s, _new_hard_failures(topo, changes))
+        # Exposure counts only the parts that can still fail: not failed, not out of sight.
+        at_risk = ~np.isin(self.classifier.state[self._counted], (int(State.FAILED), int(State.UNKNOWN)))
+        exposure = float(self._counted_rate @ at_risk)
+        self.learner.record(now, exposure, _new_hard_failures(topo, changes))
         self.gfs, self.prs, self.fae = frame.gfs, prs, amp.fae
         self._hazard = None
 
@@ -320,8 +336,8 @@ class Controller:
                     epoch=self.epoch,
                 )
             )
-        checkpoints = self._checkpoint_tick(now, workload)
-        decisions.extend(checkpoints.decisions)
+        if self.checkpoint_loop is not None:
+            decisions.extend(self._checkpoint_tick(now, workload, self.checkpoint_loop).decisions)
         observations = self._observations(now, changes.index)
         if self.journal is not None:
             self.journal.append(transitions, decisions, observations)
@@ -334,7 +350,7 @@ class Controller:
         )
 
     # ---- pieces ---------------------------------------------------------------------------
-    def _checkpoint_tick(self, now: float, workload: Workload) -> LoopTick:
+    def _checkpoint_tick(self, now: float, workload: Workload, loop: CheckpointLoop) -> LoopTick:
         topo = self.topology
         paths = storage_paths(self.config, topo, self.store, self.classifier.state)
         since = np.full(len(topo.jobs), np.nan)
@@ -342,7 +358,7 @@ class Controller:
             age = self.store.current(SINCE_SIGNAL)[: len(topo.jobs)]
             since = age + (now - self.store.last_seen(SINCE_SIGNAL)[: len(topo.jobs)])
         job_states = self.classifier.state[topo.members[EntityKind.JOB]]
-        return self.checkpoint_loop.step(now, workload, self.job_hazard(), paths, since, job_states)
+        return loop.step(now, workload, self.job_hazard(), paths, since, job_states)
 
     def _harm(self, workload: Workload) -> FloatArray:
         ratio = np.zeros(self.topology.n_entities)
@@ -465,7 +481,7 @@ class Controller:
 
 
 def _new_hard_failures(topology: Topology, changes: Changes) -> int:
-    """Nodes with a part (the node, a GPU, its uplink) newly failed: one failure each."""
+    """Nodes with a part (the node or a GPU: ``COUNTED_KINDS``) newly failed: one failure each."""
     hit = (changes.after == int(State.FAILED)) & (changes.before != int(State.FAILED))
     if not hit.any():
         return 0
@@ -474,7 +490,6 @@ def _new_hard_failures(topology: Topology, changes: Changes) -> int:
     kinds = topology.kind_code[gidx]
     node = np.full(gidx.size, -1, dtype=np.int64)
     node[kinds == KIND_CODE[EntityKind.NODE]] = local[kinds == KIND_CODE[EntityKind.NODE]]
-    node[kinds == KIND_CODE[EntityKind.LINK]] = local[kinds == KIND_CODE[EntityKind.LINK]]
     gpu = kinds == KIND_CODE[EntityKind.GPU]
     node[gpu] = topology.gpu_node[local[gpu]]
     return int(np.unique(node[node >= 0]).size)

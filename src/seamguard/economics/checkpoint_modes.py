@@ -80,6 +80,7 @@ class ModeCost:
     durable_s: float  # from the start of the save until the copy survives the failure
     restore_s: float
     validity: float  # probability the copy survives the failure once durable
+    early_validity: float = 0.0  # the same between the save returning and durable (its memory copy)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class CostTable:
     durable_s: FloatArray
     restore_s: FloatArray
     validity: FloatArray
+    early_validity: FloatArray
 
     def row(self, job: int) -> list[ModeCost]:
         return [
@@ -102,6 +104,7 @@ class CostTable:
                 float(self.durable_s[job, c]),
                 float(self.restore_s[job, c]),
                 float(self.validity[job, c]),
+                float(self.early_validity[job, c]),
             )
             for c, (mode, target) in enumerate(zip(self.modes, self.targets, strict=True))
         ]
@@ -125,7 +128,7 @@ def cost_table(jobs: JobArrays, paths: list[StoragePath]) -> CostTable:
     """Every mode on every target, priced for every job from what each target delivers now."""
     modes: list[Mode] = []
     targets: list[str] = []
-    cols: list[tuple[FloatArray, FloatArray, FloatArray, FloatArray]] = []
+    cols: list[tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]] = []
     size, over = jobs.size_gb, jobs.overhead_s
     has_host = jobs.host_copy_gbps > 0
     has_peer = has_host & (jobs.peer_gbps > 0)
@@ -143,17 +146,17 @@ def cost_table(jobs: JobArrays, paths: list[StoragePath]) -> CostTable:
         chain = restore + jobs.changed_share * size / read
         modes += [Mode.FULL, Mode.INCREMENTAL, Mode.TIERED]
         targets += [path.name] * 3
-        cols.append((full, full, restore, ok))
-        cols.append((inc, inc, chain, ok))
+        cols.append((full, full, restore, ok, ok))
+        cols.append((inc, inc, chain, ok, ok))
         # Until persisted the copy is as good as the memory holding it; once persisted, it survives
         # if either the memory or the path does. Restore reads the memory copy when it holds.
         tiered_valid = np.maximum(mem_valid, ok) * has_host
-        cols.append((mem_block, mem_block + size / write, mem_restore, tiered_valid))
+        cols.append((mem_block, mem_block + size / write, mem_restore, tiered_valid, mem_valid))
     modes.append(Mode.IN_MEMORY)
     targets.append("memory")
-    cols.append((mem_block, mem_block, mem_restore, mem_valid))
-    stack = [np.stack([np.broadcast_to(c[i], size.shape) for c in cols], axis=1) for i in range(4)]
-    return CostTable(tuple(modes), tuple(targets), stack[0], stack[1], stack[2], stack[3])
+    cols.append((mem_block, mem_block, mem_restore, mem_valid, mem_valid))
+    stack = [np.stack([np.broadcast_to(c[i], size.shape) for c in cols], axis=1) for i in range(5)]
+    return CostTable(tuple(modes), tuple(targets), *stack)
 
 
 def mode_costs(job: JobCheckpoint, paths: list[StoragePath], survival: Survival) -> list[ModeCost]:

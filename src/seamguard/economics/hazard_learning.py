@@ -3,8 +3,10 @@
 The nominal rates (``hazard.base_per_day``) are a prior. Most failures come without a precursor,
 so no score sees a fleet whose parts fail twice as often as last month (a hot season, an aging
 batch, a bad firmware); only the failures themselves do. The learner keeps two decayed sums: the
-hard failures seen (a node counts once, whatever of it failed: the node, a GPU or its uplink)
-and the failures expected at nominal rates over the same time. Their ratio, shrunk towards 1 by
+hard failures seen and the failures expected at nominal rates over the same time, both over the
+parts whose failure the engine can call hard (``COUNTED_KINDS``: a GPU or a host; a node counts
+once whatever of it failed). A link that goes down looks to telemetry like a link that is very
+sick, so links are left out of both sums rather than undercounted. Their ratio, shrunk towards 1 by
 ``learn_prior_failures`` pseudo-failures, scales every nominal rate:
 
     scale = (prior + observed) / (prior + expected)
@@ -18,6 +20,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from seamguard.model.entities import EntityKind
+
+COUNTED_KINDS = (EntityKind.GPU, EntityKind.NODE)
 
 
 @dataclass

@@ -194,7 +194,8 @@ class TelemetryStore:
 
     def fresh(self, name: str) -> npt.NDArray[np.bool_]:
         series = self._index(name)
-        return (self.now - series.last_seen) <= self.stale_after_s
+        with np.errstate(invalid="ignore"):  # before the first tick: -inf - -inf, nothing is fresh
+            return (self.now - series.last_seen) <= self.stale_after_s
 
     def current(self, name: str) -> FloatArray:
         """Latest value per entity, NaN where missing or stale."""

@@ -15,7 +15,7 @@ from seamguard.errors import InputError
 from seamguard.twin.executors import ENGINES, StepCallback, progress, run_pool, run_ray
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import Scenario
-from seamguard.twin.sim import POLICIES, Twin
+from seamguard.twin.sim import POLICIES, VARIANTS, Twin
 from seamguard.twin.world import build_world
 
 __all__ = ["StepCallback", "check_engine", "parse_policies", "run_campaign", "run_seconds", "seed_list"]
@@ -26,10 +26,11 @@ def parse_policies(text: str) -> tuple[str, ...]:
     names = tuple(p.strip() for p in text.split(",") if p.strip())
     if not names:
         raise InputError("--policies", f"name at least one of {', '.join(POLICIES)}")
-    unknown = [p for p in names if p not in POLICIES]
+    unknown = [p for p in names if p not in POLICIES + VARIANTS]
     if unknown:
         raise InputError(
-            "--policies", f"unknown {', '.join(map(repr, unknown))}; expected {', '.join(POLICIES)}"
+            "--policies",
+            f"unknown {', '.join(map(repr, unknown))}; expected {', '.join(POLICIES + VARIANTS)}",
         )
     if len(set(names)) != len(names):
         raise InputError("--policies", f"a policy is named twice in {text!r}")

@@ -44,15 +44,34 @@ class Failure(IntEnum):
     SDC = 2  # silent corruption found: roll back past it
 
 
+class Memory(IntEnum):
+    """Where a checkpoint's memory copy lives, if it has one."""
+
+    NONE = 0
+    HOST = 1  # the job's own host memory: lost with a host crash
+    PEER = 2  # also on buddy nodes in another failure domain: survives one
+
+
 @dataclass(frozen=True)
 class JobEvent:
     t: float
     failure: Failure
     since: float = math.nan  # SDC: when the corruption began
+    host_lost: bool = False  # the failure took a host (and the memory copies on it) down
+
+
+@dataclass(frozen=True)
+class SavePlan:
+    """How the next save is made, as the environment prices the policy's choice now."""
+
+    blocking_s: float
+    persist_s: float  # after blocking, until the copy is on storage (0: written there; inf: never)
+    memory: Memory
+    storage: int  # the backend written to (-1: memory only)
 
 
 class JobEnv(Protocol):
-    def save_seconds(self, job: TrainingJob, t: float) -> float: ...
+    def save_plan(self, job: TrainingJob, t: float) -> SavePlan: ...
     def restore_seconds(self, job: TrainingJob, t: float) -> float: ...
     def interval_s(self, job: TrainingJob) -> float: ...
 
@@ -61,9 +80,16 @@ class JobEnv(Protocol):
 
 @dataclass
 class _Checkpoint:
-    t: float
+    t: float  # the save returned
     productive: float  # committed productive GPU-seconds at this checkpoint
     slowdown: float
+    durable_at: float = -math.inf  # on storage from then on (inf: never)
+    memory: Memory = Memory.NONE  # the memory copy, while it is the newest one
+    storage: int = -1
+
+    def survives(self, ev: JobEvent) -> bool:
+        in_memory = self.memory is Memory.PEER or (self.memory is Memory.HOST and not ev.host_lost)
+        return in_memory or self.durable_at <= ev.t
 
 
 @dataclass
@@ -82,6 +108,9 @@ class TrainingJob:
     next_save: float = math.inf
     last_save_end: float = -math.inf
     last_save_s: float = math.nan
+    saving: SavePlan | None = None  # the save in progress
+    restore_from: _Checkpoint | None = None  # the copy the next restore reads
+    io_storage: int = -1  # the backend the current save or restore uses (-1: none or memory)
     planned_restart: bool = False
     replace: set[int] = field(default_factory=set)
     wait_bucket: Bucket = Bucket.PLACEMENT_WAIT
@@ -177,8 +206,25 @@ class TrainingJob:
 
     def _start_save(self, t: float, env: JobEnv) -> None:
         self.phase = Phase.SAVING
-        self.last_save_s = env.save_seconds(self, t)
+        self.saving = env.save_plan(self, t)
+        self.io_storage = self.saving.storage if self.saving.persist_s == 0 else -1
+        self.last_save_s = self.saving.blocking_s
         self.phase_end = t + self.last_save_s
+
+    def persisting(self, t: float) -> int:
+        """The backend a background persist is writing to at ``t`` (-1: none)."""
+        for c in reversed(self.history):
+            if c.t <= t < c.durable_at < math.inf:
+                return c.storage
+        return -1
+
+    def durable_age(self, t: float) -> float:
+        """Seconds since the newest copy that is on storage or in peer memory (or since the job
+        began, when it has none: a failure now would start it over)."""
+        for c in reversed(self.history):
+            if c.durable_at <= t or c.memory is Memory.PEER:
+                return t - c.t
+        return t - self.start
 
     def _to_running(self, t: float, env: JobEnv) -> None:
         self.phase, self.phase_end = Phase.RUNNING, math.inf
@@ -199,15 +245,30 @@ class TrainingJob:
             self.phase, self.phase_end = Phase.RECOVERING, math.inf
         elif ph is Phase.STARTING:
             self.phase, self.phase_end = Phase.RESTORING, t + env.restore_seconds(self, t)
+            src = self.restore_from
+            self.io_storage = src.storage if src is not None and src.memory is Memory.NONE else -1
         elif ph is Phase.RESTORING:
+            self.io_storage = -1
             self._to_running(t, env)
 
     def _commit(self, t: float) -> None:
         self.buckets[Bucket.PRODUCTIVE] += self.pending[0]
         self.buckets[Bucket.SLOWDOWN] += self.pending[1]
         self.pending[:] = 0.0
+        plan = self.saving or SavePlan(0.0, 0.0, Memory.NONE, self.storage)
+        self.saving, self.io_storage = None, -1
+        if plan.memory is not Memory.NONE:
+            for old in self.history:
+                old.memory = Memory.NONE  # host memory holds one copy: the newest overwrites it
         self.history.append(
-            _Checkpoint(t, float(self.buckets[Bucket.PRODUCTIVE]), float(self.buckets[Bucket.SLOWDOWN]))
+            _Checkpoint(
+                t,
+                float(self.buckets[Bucket.PRODUCTIVE]),
+                float(self.buckets[Bucket.SLOWDOWN]),
+                durable_at=t + plan.persist_s,
+                memory=plan.memory,
+                storage=plan.storage,
+            )
         )
         if len(self.history) > 512:
             del self.history[:256]
@@ -219,8 +280,18 @@ class TrainingJob:
         self.buckets[Bucket.ROLLBACK] += self.pending.sum()
         self.pending[:] = 0.0
         self.planned_restart = False
+        self.saving, self.io_storage = None, -1
+        if ev.host_lost:
+            for c in self.history:
+                if c.memory is Memory.HOST:
+                    c.memory = Memory.NONE
+                    if c.durable_at > ev.t:
+                        c.durable_at = math.inf  # its persist was reading from the lost memory
         if ev.failure is Failure.SDC:
             self._roll_back_past(ev.since)
+        else:
+            self._roll_back_to_surviving(ev)
+        self.restore_from = self.history[-1] if self.history else None
         if self.phase in (Phase.RUNNING, Phase.SAVING):
             delay = env.hang_timeout_s if ev.failure is Failure.HANG else 0.0
             self.phase, self.phase_end = Phase.DOWN, ev.t + delay
@@ -229,9 +300,20 @@ class TrainingJob:
         elif self.phase in (Phase.STARTING, Phase.RESTORING):
             self.phase, self.phase_end = Phase.RECOVERING, math.inf
 
+    def _roll_back_to_surviving(self, ev: JobEvent) -> None:
+        """Copies that did not survive (a memory copy on the lost host, a save not yet persisted)
+        are no restart point: their work is lost too."""
+        keep = len(self.history)
+        while keep and not self.history[keep - 1].survives(ev):
+            keep -= 1
+        if keep < len(self.history):
+            self._roll_back_to(self.history[:keep])
+
     def _roll_back_past(self, since: float) -> None:
         """Checkpoints written after the corruption began hold bad state: their work is lost too."""
-        good = [c for c in self.history if c.t <= since]
+        self._roll_back_to([c for c in self.history if c.t <= since])
+
+    def _roll_back_to(self, good: list[_Checkpoint]) -> None:
         base_p, base_s = (good[-1].productive, good[-1].slowdown) if good else (0.0, 0.0)
         lost = (self.buckets[Bucket.PRODUCTIVE] - base_p) + (self.buckets[Bucket.SLOWDOWN] - base_s)
         self.buckets[Bucket.PRODUCTIVE] = base_p

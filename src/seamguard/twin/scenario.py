@@ -135,6 +135,14 @@ class DeclaredFault(_Strict):
         return self
 
 
+class HazardStep(_Strict):
+    """From ``at_h`` on, every background rate is ``scale`` times what ``hazard_scale`` sets
+    (a hot season, an aging batch, a bad firmware rollout): what a static interval cannot see."""
+
+    at_h: float = Field(ge=0)
+    scale: float = Field(ge=0)
+
+
 class Hazard(_Strict):
     """Background failures: a Poisson process per component of the kind's target type.
 
@@ -235,6 +243,7 @@ class Scenario(_Strict):
     hazard_preset: str | None = None  # a shipped hazard table (data/hazards/<name>.yaml), before `hazards`
     hazard_scale: float = Field(default=1.0, ge=0, description="multiplies every background rate")
     hazards: tuple[Hazard, ...] = ()
+    hazard_drift: tuple[HazardStep, ...] = ()
     lemons: Lemons = Lemons()
     operations: Operations = Operations()
     policies: Policies = Policies()

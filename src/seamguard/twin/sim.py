@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.config import config_from_mapping
+from seamguard.economics.checkpoint_modes import Mode
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import JobClass
 from seamguard.telemetry.batch import TelemetryBatch
@@ -27,7 +27,7 @@ from seamguard.twin.actions import Action, Verb
 from seamguard.twin.effects import Effects, apply_faults
 from seamguard.twin.faults import Fault, HardEffect
 from seamguard.twin.fleet import FREE, Actor, Fleet, domain_nodes, node_faults
-from seamguard.twin.jobs import Failure, InferenceJob, JobEvent, Phase, TrainingJob
+from seamguard.twin.jobs import Failure, InferenceJob, JobEvent, Memory, Phase, SavePlan, TrainingJob
 from seamguard.twin.physics import storage as storage_model
 from seamguard.twin.plant import Plant
 from seamguard.twin.policies.base import Policy, save_ahead_s
@@ -42,6 +42,9 @@ from seamguard.twin.world import NOISE_STREAM, World
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 POLICIES: tuple[str, ...] = ("binary", "young-daly", "seamguard", "oracle")
+# Run by name only, to measure what tiered saves are worth: young-daly saving tiered (at Daly's
+# interval for the tiered save's blocking cost), and seamguard restricted to remote storage.
+VARIANTS: tuple[str, ...] = ("young-daly-tiered", "seamguard-remote")
 LATENCY_SAVE_EXPONENT = 0.5  # a save slows with the square root of the write-latency tail
 TIMELINE_BINS = 240
 FOCUS_MAX_NODES = 48
@@ -70,13 +73,15 @@ def make_policy(name: str, world: World, plant: Plant) -> Policy:
         return BinaryPolicy(world, name=name, interval_s=b.checkpoint_interval_min * 60.0,
                             health_check_s=b.health_check_s, temp_limit_c=b.temp_limit_c,
                             heartbeat_limit_s=b.heartbeat_limit_s)  # fmt: skip
-    if name == "young-daly":
+    if name in ("young-daly", "young-daly-tiered"):
         y = pol.young_daly
+        mode = Mode.TIERED if name == "young-daly-tiered" else Mode.FULL
         return BinaryPolicy(world, name=name, interval_s=None, health_check_s=y.health_check_s,
-                            temp_limit_c=y.temp_limit_c, heartbeat_limit_s=y.heartbeat_limit_s, mtbf_h=y.mtbf_h)  # fmt: skip
-    if name == "seamguard":
-        return SeamguardPolicy(world, config_from_mapping(dict(pol.seamguard.config)))
-    raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
+                            temp_limit_c=y.temp_limit_c, heartbeat_limit_s=y.heartbeat_limit_s, mtbf_h=y.mtbf_h,
+                            mode=mode)  # fmt: skip
+    if name in ("seamguard", "seamguard-remote"):
+        return SeamguardPolicy(world, dict(pol.seamguard.config), remote_only=name == "seamguard-remote")
+    raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES + VARIANTS)}")
 
 
 class Twin:
@@ -150,36 +155,65 @@ class Twin:
         ]
         self._quiet_s = max(obs.quiet_step_min * 60.0, world.tick_s)
         self._job_times = np.unique(np.concatenate([world.job_start, world.job_end]))
+        self._now = 0.0  # the time of the policy's current observation
         self.observed_node_s = 0.0  # node-seconds a policy saw telemetry for (windows mode: the cells)
 
     # ---- JobEnv -----------------------------------------------------------------------------
-    def _streams(self, sto: int, exclude: int) -> float:
-        busy = sum(
-            1 for j in self.jobs
-            if isinstance(j, TrainingJob) and j.index != exclude and j.storage == sto and j.phase in (Phase.SAVING, Phase.RESTORING)
-        )  # fmt: skip
+    def _streams(self, sto: int, exclude: int, t: float) -> float:
+        """Transfers on backend ``sto`` now, counting the asking job's own: saves and restores that
+        block, and the background persists of tiered saves."""
+        busy = 0
+        for j in self.jobs:
+            if isinstance(j, TrainingJob) and j.index != exclude:
+                busy += (j.io_storage == sto) + (j.persisting(t) == sto)
         return float(busy + 1)
 
-    def save_seconds(self, job: TrainingJob, t: float) -> float:
+    def save_plan(self, job: TrainingJob, t: float) -> SavePlan:
+        """The policy's choice of mode and target, priced on the cluster as it is now."""
+        mode, target = self.policy.checkpoint_choice(job)
         sp = self.world.scenario.physics.storage
-        return self._transfer_seconds(job, sp.write_gbps, float(self.plant.storage_write[job.storage]))
+        size = job.spec.checkpoint_gb
+        blocking = storage_model.memory_copy_seconds(sp, size, job.gpus, job.spec.nodes)
+        if mode in (Mode.IN_MEMORY, Mode.TIERED) and math.isfinite(blocking):
+            memory = Memory.PEER if sp.peer_gbps_per_node > 0 else Memory.HOST
+            if mode is Mode.IN_MEMORY:
+                return SavePlan(blocking, math.inf, memory, -1)
+            persist = (
+                self._transfer_seconds(job, target, size, sp.write_gbps, write=True, t=t) - sp.overhead_s
+            )
+            return SavePlan(blocking, persist, memory, target)
+        if mode in (Mode.IN_MEMORY, Mode.TIERED):
+            mode = Mode.FULL  # no room in host memory: save to storage
+        written = size * (sp.changed_share if mode is Mode.INCREMENTAL else 1.0)
+        return SavePlan(self._transfer_seconds(job, target, written, sp.write_gbps, write=True, t=t),
+                        0.0, Memory.NONE, target)  # fmt: skip
 
     def restore_seconds(self, job: TrainingJob, t: float) -> float:
         sp = self.world.scenario.physics.storage
-        return self._transfer_seconds(job, sp.read_gbps, float(self.plant.storage_read[job.storage]))
+        src = job.restore_from
+        if src is None:
+            return sp.overhead_s  # nothing saved yet: start from scratch
+        size = job.spec.checkpoint_gb
+        if src.memory is not Memory.NONE:
+            return storage_model.memory_restore_seconds(sp, size, job.gpus, job.spec.nodes,
+                                                        peer=src.memory is Memory.PEER)  # fmt: skip
+        return self._transfer_seconds(job, src.storage, size, sp.read_gbps, write=False, t=t)
 
-    def _transfer_seconds(self, job: TrainingJob, gbps: float, latency_factor: float) -> float:
-        """The job's checkpoint through its backend's bandwidth, shared with the other jobs saving
-        or restoring there now, slowed by congestion and by the latency tail."""
+    def _transfer_seconds(
+        self, job: TrainingJob, sto: int, size_gb: float, gbps: float, *, write: bool, t: float
+    ) -> float:
+        """``size_gb`` through backend ``sto``'s bandwidth, shared with the other transfers there
+        now, slowed by congestion and by the latency tail."""
         sp = self.world.scenario.physics.storage
-        c = self._streams(job.storage, job.index)
-        tail = latency_factor**LATENCY_SAVE_EXPONENT
+        c = self._streams(sto, job.index, t)
+        latency = self.plant.storage_write[sto] if write else self.plant.storage_read[sto]
+        tail = float(latency) ** LATENCY_SAVE_EXPONENT
         agg = (
             gbps
-            * float(self.plant.storage_throughput[job.storage])
+            * float(self.plant.storage_throughput[sto])
             * float(storage_model.congestion(sp, np.array(c)))
         )
-        return storage_model.transfer_seconds(job.spec.checkpoint_gb, agg / tail, c, sp.overhead_s)
+        return storage_model.transfer_seconds(size_gb, agg / tail, c, sp.overhead_s)
 
     def interval_s(self, job: TrainingJob) -> float:
         return self.policy.interval_s(job)
@@ -215,6 +249,12 @@ class Twin:
 
     def placement_version(self) -> int:
         return self._placement_version
+
+    def durable_age(self, job: int) -> float:
+        """What a job's runtime reports: seconds since its newest copy that would survive (NaN:
+        not a training job)."""
+        j = self.jobs[job]
+        return j.durable_age(self._now) if isinstance(j, TrainingJob) else math.nan
 
     def _placed(self) -> None:
         self._placement_version += 1
@@ -346,6 +386,7 @@ class Twin:
         batches = self._observe(t1, k, fx)
         if batches is not None:
             self.engine_ticks += 1
+            self._now = t1
             self._apply(t1, self.policy.observe(t1, batches, self))
             if self.windowed:
                 self._settle(batches)
@@ -399,7 +440,7 @@ class Twin:
                 self.plant.node_down[f.local] = True
                 self.node_down_since[f.local] = f.hard_at
                 self.broken_since[f.local] = min(self.broken_since[f.local], f.hard_at)
-                out.append((f.hard_at, "node", f.local, JobEvent(f.hard_at, Failure.CRASH)))
+                out.append((f.hard_at, "node", f.local, JobEvent(f.hard_at, Failure.CRASH, host_lost=True)))
             elif eff is HardEffect.LINK:
                 self.plant.link_down[f.local] = True
                 self.plant.link_errors[f.local] += LINK_DOWN_BURST
@@ -681,8 +722,9 @@ class Twin:
         streams = np.zeros(self.topology.count(EntityKind.STORAGE))
         for j in self.jobs:
             if isinstance(j, TrainingJob):
-                if j.phase in (Phase.SAVING, Phase.RESTORING):
-                    streams[j.storage] += 1
+                for sto in (j.io_storage, j.persisting(t)):
+                    if sto >= 0:
+                        streams[sto] += 1
                 if j.phase is Phase.RUNNING and j.nodes.size:
                     gpus = self._gpus_of(j.nodes)
                     rank_step[gpus] = j.spec.step_s * self.plant.rank_factor[gpus]

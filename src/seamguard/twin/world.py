@@ -25,6 +25,7 @@ from seamguard.twin.faults import FAULT_KINDS, Fault, poisson_onsets, sort_fault
 from seamguard.twin.scenario import Scenario, hard_default
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 FAULT_STREAM, STATIC_STREAM, NOISE_STREAM = 1, 2, 3
 DAY_S = 86400.0
 
@@ -159,6 +160,23 @@ def _lemon_weight(
     return weight
 
 
+def _drifting_onsets(
+    rng: np.random.Generator, rate: FloatArray, scenario: Scenario, start: float, end: float
+) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    """Poisson onsets at ``rate``, scaled piecewise by the scenario's ``hazard_drift``."""
+    steps = sorted(scenario.hazard_drift, key=lambda s: s.at_h)
+    cuts = [start] + [min(max(start + s.at_h * 3600.0, start), end) for s in steps] + [end]
+    scales = [1.0] + [s.scale for s in steps]
+    parts = [
+        poisson_onsets(rng, rate * m, a, b)
+        for a, b, m in zip(cuts[:-1], cuts[1:], scales, strict=True)
+        if b > a
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
 def _sampled(
     scenario: Scenario,
     topology: Topology,
@@ -181,7 +199,7 @@ def _sampled(
             rate = per_s * size.astype(np.float64)
         else:
             rate = np.full(comps.size, per_s) * weight[comps]
-        which, when = poisson_onsets(rng, rate, start, end)
+        which, when = _drifting_onsets(rng, rate, scenario, start, end)
         spec = FAULT_KINDS[h.kind]
         hard = hard_default(h.kind, h.hard)
         lo, hi = h.precursor_h

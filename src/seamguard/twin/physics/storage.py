@@ -15,6 +15,8 @@ checkpoint of ``size_gb`` takes ``size / (aggregate / c) + overhead_s`` to save,
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field
@@ -37,6 +39,10 @@ class StorageParams(Params):
     tail_write_ms: float = Field(default=3000.0, gt=0)
     tail_read_ms: float = Field(default=500.0, gt=0)
     throughput_loss: float = Field(default=0.5, ge=0, lt=1)
+    # Checkpoint copies that do not touch a backend (in_memory, and tiered before its persist).
+    host_copy_gbps_per_gpu: float = Field(default=10.0, ge=0, description="device-to-host; 0: no room")
+    peer_gbps_per_node: float = Field(default=12.5, ge=0, description="to a buddy node; 0: no peer copy")
+    changed_share: float = Field(default=0.3, gt=0, le=1, description="what an incremental save writes")
 
 
 def congestion(p: StorageParams, streams: FloatArray) -> FloatArray:
@@ -48,6 +54,21 @@ def congestion(p: StorageParams, streams: FloatArray) -> FloatArray:
 def transfer_seconds(size_gb: float, aggregate_gbps: float, streams: float, overhead_s: float) -> float:
     share = aggregate_gbps / max(streams, 1.0)
     return size_gb / max(share, 1e-9) + overhead_s
+
+
+def memory_copy_seconds(p: StorageParams, size_gb: float, gpus: int, nodes: int) -> float:
+    """A copy of the job's state to its own host memory and, with peers, on to buddy nodes:
+    what an in-memory or tiered save blocks for (inf: no room in host memory)."""
+    host = p.host_copy_gbps_per_gpu * gpus
+    if host <= 0:
+        return math.inf
+    peer = p.peer_gbps_per_node * nodes
+    return size_gb / host + (size_gb / peer if peer > 0 else 0.0) + p.overhead_s
+
+
+def memory_restore_seconds(p: StorageParams, size_gb: float, gpus: int, nodes: int, *, peer: bool) -> float:
+    gbps = p.peer_gbps_per_node * nodes if peer else p.host_copy_gbps_per_gpu * gpus
+    return size_gb / max(gbps, 1e-9) + p.overhead_s
 
 
 def tail_factors(p: StorageParams, severity: float, progress: float) -> tuple[float, float, float]:

@@ -15,13 +15,14 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.economics.checkpoint_math import daly_interval
+from seamguard.economics.checkpoint_modes import Mode
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import JobClass, State
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.twin.actions import Action, Detection
 from seamguard.twin.faults import FAULT_KINDS
 from seamguard.twin.jobs import TrainingJob
-from seamguard.twin.physics.storage import transfer_seconds
+from seamguard.twin.physics.storage import memory_copy_seconds, transfer_seconds
 from seamguard.twin.scenario import Job, hard_default
 from seamguard.twin.world import DAY_S, World
 
@@ -39,6 +40,7 @@ class FleetView(Protocol):
     def can_replace(self, job: int, count: int, admission: IntArray) -> bool: ...
     def placement(self) -> dict[str, list[str]]: ...
     def placement_version(self) -> int: ...
+    def durable_age(self, job: int) -> float: ...
 
 
 class Policy(Protocol):
@@ -46,6 +48,7 @@ class Policy(Protocol):
     detections: list[Detection]
 
     def interval_s(self, job: TrainingJob) -> float: ...
+    def checkpoint_choice(self, job: TrainingJob) -> tuple[Mode, int]: ...
     def observe(
         self, now: float, batches: Sequence[tuple[int, TelemetryBatch]], view: FleetView
     ) -> list[Action]: ...
@@ -55,10 +58,20 @@ class Policy(Protocol):
     def unsettled_nodes(self, cell_id: int) -> IntArray: ...
 
 
-def nominal_save_s(world: World, spec: Job) -> float:
-    """A save on an idle, healthy backend: what a static formula assumes it costs."""
+def full_save(job: TrainingJob) -> tuple[Mode, int]:
+    """What a timer-driven policy does: a full save to the job's current backend."""
+    return Mode.FULL, job.storage
+
+
+def nominal_save_s(world: World, spec: Job, mode: Mode = Mode.FULL) -> float:
+    """A save on an idle, healthy backend: what a static formula assumes it costs (a tiered save
+    blocks only for its memory copy, when the hosts have room for one)."""
     sp = world.scenario.physics.storage
-    return transfer_seconds(spec.checkpoint_gb, sp.write_gbps, 1.0, sp.overhead_s)
+    full = transfer_seconds(spec.checkpoint_gb, sp.write_gbps, 1.0, sp.overhead_s)
+    if mode is Mode.TIERED:
+        gpus = spec.nodes * world.scenario.cluster.gpus_per_node
+        return min(memory_copy_seconds(sp, spec.checkpoint_gb, gpus, spec.nodes), full)
+    return full
 
 
 def save_ahead_s(world: World) -> float:
@@ -107,9 +120,9 @@ def job_mtbf_s(world: World, job: TrainingJob, mtbf_h: float | None) -> float:
     return DAY_S / per_day if per_day > 0 else math.inf
 
 
-def static_interval(world: World, job: TrainingJob, mtbf_h: float | None) -> float:
+def static_interval(world: World, job: TrainingJob, mtbf_h: float | None, mode: Mode = Mode.FULL) -> float:
     """Daly's interval from nominal costs and rates: the best a static timer can do."""
-    interval = daly_interval(nominal_save_s(world, job.spec), job_mtbf_s(world, job, mtbf_h))
+    interval = daly_interval(nominal_save_s(world, job.spec, mode), job_mtbf_s(world, job, mtbf_h))
     return min(interval, world.scenario.duration_s)
 
 

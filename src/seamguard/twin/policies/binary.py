@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from seamguard.economics.checkpoint_modes import Mode
 from seamguard.model.catalog import XidSeverity, signal_catalog, xid_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import JobClass
@@ -21,7 +22,14 @@ from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import SENTINEL_THRESHOLD
 from seamguard.twin.actions import Action, Detection, Verb
 from seamguard.twin.jobs import TrainingJob
-from seamguard.twin.policies.base import FleetView, IntArray, all_healthy, no_nodes, static_interval
+from seamguard.twin.policies.base import (
+    FleetView,
+    IntArray,
+    all_healthy,
+    full_save,
+    no_nodes,
+    static_interval,
+)
 from seamguard.twin.world import World
 
 LINK_DOWN_ERRORS_PER_S = 10.0
@@ -33,8 +41,10 @@ HARD_XIDS = np.array(
 
 class BinaryPolicy:
     def __init__(self, world: World, *, name: str, interval_s: float | None, health_check_s: float,
-                 temp_limit_c: float, heartbeat_limit_s: float, mtbf_h: float | None = None) -> None:  # fmt: skip
+                 temp_limit_c: float, heartbeat_limit_s: float, mtbf_h: float | None = None,
+                 mode: Mode = Mode.FULL) -> None:  # fmt: skip
         self.name = name
+        self.mode = mode
         self.world = world
         self.topology = world.topology
         self._interval = interval_s
@@ -54,10 +64,13 @@ class BinaryPolicy:
         self._next_check = world.start + health_check_s
         self.detections: list[Detection] = []
 
+    def checkpoint_choice(self, job: TrainingJob) -> tuple[Mode, int]:
+        return (self.mode, job.storage) if self.mode is not Mode.FULL else full_save(job)
+
     def interval_s(self, job: TrainingJob) -> float:
-        return (
-            self._interval if self._interval is not None else static_interval(self.world, job, self._mtbf_h)
-        )
+        if self._interval is not None:
+            return self._interval
+        return static_interval(self.world, job, self._mtbf_h, self.mode)
 
     def observe(
         self, now: float, batches: Sequence[tuple[int, TelemetryBatch]], view: FleetView

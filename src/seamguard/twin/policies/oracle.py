@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from seamguard.economics.checkpoint_modes import Mode
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import JobClass
 from seamguard.telemetry.batch import TelemetryBatch
@@ -58,6 +59,11 @@ class OraclePolicy:
             for f in world.faults
             if not f.benign and f.spec.facility and f.spec.target is not EntityKind.STORAGE
         ]
+
+    def checkpoint_choice(self, job: TrainingJob) -> tuple[Mode, int]:
+        """The cheapest copy that survives any one failure: host (and peer) memory now, storage
+        in the background."""
+        return Mode.TIERED, job.storage
 
     def interval_s(self, job: TrainingJob) -> float:
         return INSURANCE_INTERVAL_S

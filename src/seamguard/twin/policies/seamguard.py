@@ -8,9 +8,12 @@ swaps of one job into one restart, and never pulls a node out of a running job w
 admissible replacement exists (nor drains it: the job keeps it at the degraded pace, since
 stopping or shrinking a whole job for want of a spare would be the worse trade).
 
-Checkpoints: Daly's interval from the nominal failure rate, like ``young-daly``, plus every
-``checkpoint_now`` the engine orders. (The checkpoint control loop replaces this with a
-hazard-driven one.)
+Checkpoints: the engine's checkpoint control loop (``control.checkpoint_loop``) plans every
+training job's mode, target and interval from its live hazard, summed over the cells it spans,
+and orders a save when the hazard calls for one; the engine is configured as an operator would
+configure it for this cluster (each job's state size, the hosts' copy bandwidth, the backends'
+nameplates: ``engine_config``). ``seamguard-remote`` is the same with no room in host memory:
+saves go to storage only.
 
 In ``windows`` observation mode there is one engine per cell of racks, each on its cell's
 sub-topology; between windows an engine sees nothing and keeps its state.
@@ -20,22 +23,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from seamguard.config import Config
+from seamguard.config import Config, config_from_mapping, merge_mappings
 from seamguard.control.admissibility import node_admission
+from seamguard.control.checkpoint_loop import CheckpointLoop, LoopTick, storage_paths
 from seamguard.control.classifier import SEVERITY
 from seamguard.control.controller import Controller
+from seamguard.economics.checkpoint_modes import Mode
+from seamguard.economics.hazard import PART_KINDS, JobHazard
+from seamguard.economics.hazard_learning import pooled_scale
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, JobRecord
 from seamguard.model.states import JobClass, State
 from seamguard.model.topology import Topology, build_topology
+from seamguard.model.workload import Workload, placement_node_job, workload_from_nodes
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.twin.actions import Action, Detection, Verb
+from seamguard.twin.faults import FAULT_KINDS
 from seamguard.twin.jobs import TrainingJob
-from seamguard.twin.policies.base import FleetView, IntArray, static_interval
+from seamguard.twin.policies.base import FleetView, IntArray, full_save, static_interval
+from seamguard.twin.scenario import hard_default
 from seamguard.twin.world import World
 
 BAD = frozenset({"degraded", "recovery_unsafe", "quarantine", "harmful", "failed"})
@@ -50,6 +61,60 @@ class _Cell:
     to_cell: IntArray  # full global index -> cell global index (-1 outside the cell)
     nodes: IntArray  # full node indices of the cell, in cell-local order
     version: int = -1
+
+
+def engine_config(world: World, overrides: dict[str, Any], *, remote_only: bool = False) -> Config:
+    """The engine as an operator would configure it for this cluster: each training job's state
+    size, the hosts' copy bandwidth and the backends' nameplates, from the scenario; then the
+    scenario's own overrides (``policies.seamguard.config``)."""
+    sc = world.scenario
+    sp = sc.physics.storage
+    gpn = sc.cluster.gpus_per_node
+    base: dict[str, Any] = {
+        "hazard": _nominal_rates(world),
+        "checkpoint": {
+            "defaults": {
+                "host_copy_gbps_per_gpu": sp.host_copy_gbps_per_gpu,
+                "peer_gbps_per_node": sp.peer_gbps_per_node,
+                "overhead_s": sp.overhead_s,
+                "changed_share": sp.changed_share,
+                "collective_timeout_s": sc.operations.hang_timeout_s,
+            },
+            "jobs": {
+                j.name: {"state_gb_per_gpu": j.checkpoint_gb / (j.nodes * gpn)} for j in sc.jobs if j.training
+            },
+            "storage": {"default": {"write_gbps": sp.write_gbps, "read_gbps": sp.read_gbps}},
+        },
+    }
+    merged = merge_mappings(base, overrides)
+    if remote_only:
+        merged = merge_mappings(merged, {"checkpoint": {"defaults": {"host_copy_gbps_per_gpu": 0.0}}})
+        for job in merged["checkpoint"]["jobs"].values():
+            job["host_copy_gbps_per_gpu"] = 0.0
+    return config_from_mapping(merged)
+
+
+def _nominal_rates(world: World) -> dict[str, Any]:
+    """The fleet's failure rates as its operator knows them from history: the scenario's hazard
+    table at its ``hazard_scale`` (what ``young-daly`` is told too), not the drift to come."""
+    sc = world.scenario
+    per_kind: dict[str, float] = {}
+    software = 0.0
+    for h in sc.hazards:
+        if not hard_default(h.kind, h.hard):
+            continue
+        rate = h.per_component_day * sc.hazard_scale
+        target = FAULT_KINDS[h.kind].target
+        if target is EntityKind.JOB:
+            software += rate
+        else:
+            per_kind[target.value] = per_kind.get(target.value, 0.0) + rate
+    if not sc.hazards:
+        return {}
+    return {
+        "base_per_day": {k.value: per_kind.get(k.value, 0.0) for k in PART_KINDS},
+        "software_per_gpu_day": software,
+    }
 
 
 def _sub_topology(world: World, nodes: IntArray) -> Topology:
@@ -85,9 +150,11 @@ def _worst_per_node(cell: _Cell) -> IntArray:
 class SeamguardPolicy:
     name = "seamguard"
 
-    def __init__(self, world: World, config: Config) -> None:
+    def __init__(self, world: World, overrides: dict[str, Any], *, remote_only: bool = False) -> None:
         self.world = world
+        config = engine_config(world, overrides, remote_only=remote_only)
         self.config = config
+        self.name = "seamguard-remote" if remote_only else "seamguard"
         self.topology = world.topology
         topo = world.topology
         self.cells: list[_Cell] = []
@@ -98,15 +165,30 @@ class SeamguardPolicy:
             else:
                 sub = _sub_topology(world, nodes)
                 to_cell = np.array([sub.index.get(eid, -1) for eid in topo.ids], dtype=np.int64)
-            self.cells.append(_Cell(Controller(sub, config), sub, to_cell, nodes))
+            self.cells.append(_Cell(Controller(sub, config, plan_checkpoints=False), sub, to_cell, nodes))
         self.detections: list[Detection] = []
         self.transitions: list[tuple[float, str, str, str]] = []
         self.decisions = 0
         self._admission: dict[JobClass, IntArray] = {}
+        self.checkpoints = CheckpointLoop(config, topo)
+        self._plans: LoopTick | None = None
+        self._workload: tuple[int, Workload] | None = None
+        self._storage_index = {name: i for i, name in enumerate(topo.names[EntityKind.STORAGE])}
 
     # ---- the policy protocol ----------------------------------------------------------------
     def interval_s(self, job: TrainingJob) -> float:
-        return static_interval(self.world, job, self.world.scenario.policies.young_daly.mtbf_h)
+        plans = self._plans
+        if plans is None or plans.plans.choice[job.index] < 0:
+            return static_interval(self.world, job, self.world.scenario.policies.young_daly.mtbf_h)
+        return min(float(plans.plans.interval_s[job.index]), self.world.scenario.duration_s)
+
+    def checkpoint_choice(self, job: TrainingJob) -> tuple[Mode, int]:
+        plans = self._plans
+        choice = -1 if plans is None else int(plans.plans.choice[job.index])
+        if plans is None or choice < 0:
+            return full_save(job)
+        mode, target = plans.table.modes[choice], plans.table.targets[choice]
+        return mode, self._storage_index.get(target, -1)
 
     def observe(
         self, now: float, batches: Sequence[tuple[int, TelemetryBatch]], view: FleetView
@@ -123,6 +205,8 @@ class SeamguardPolicy:
             self.decisions += len(result.decisions)
             actions.extend(self._act(result.decisions, view))
         self._admission.clear()
+        if batches:
+            actions.extend(self._plan_checkpoints(now, view, batches[-1][0]))
         return actions
 
     def admission(self, job_class: JobClass) -> IntArray:
@@ -163,6 +247,42 @@ class SeamguardPolicy:
         return unsettled
 
     # ---- pieces ------------------------------------------------------------------------------
+    def _plan_checkpoints(self, now: float, view: FleetView, fresh_cell: int) -> list[Action]:
+        """One checkpoint plan per job over the hazard of every cell it spans; a save ordered when
+        the hazard calls for one the job has not made."""
+        topo = self.topology
+        version = view.placement_version()
+        if self._workload is None or self._workload[0] != version:
+            node_job = placement_node_job(topo, view.placement())
+            self._workload = (version, workload_from_nodes(topo, node_job))
+        workload = self._workload[1]
+        hazard = self._hazard()
+        cell = self.cells[fresh_cell]
+        paths = storage_paths(self.config, cell.topology, cell.controller.store, cell.controller.states)
+        n = len(topo.jobs)
+        since = np.array([view.durable_age(j) for j in range(n)])
+        tick = self.checkpoints.step(now, workload, hazard, paths, since, np.zeros(n, dtype=np.int64))
+        self._plans = tick
+        out = []
+        for d in tick.decisions:
+            if d.action == "checkpoint_now":
+                out.append(Action(Verb.CHECKPOINT, d.entity, d.reason))
+        return out
+
+    def _hazard(self) -> JobHazard:
+        """Every job's hazard, summed over the cells (each holds its share of the job's parts),
+        at the failure rate all cells have seen together."""
+        scale = pooled_scale([c.controller.learner for c in self.cells])
+        parts = [c.controller.job_hazard(scale) for c in self.cells]
+        if len(parts) == 1:
+            return parts[0]
+        return JobHazard(
+            rate_per_s=np.sum([h.rate_per_s for h in parts], axis=0),
+            nominal_per_s=np.sum([h.nominal_per_s for h in parts], axis=0),
+            top_part=np.full(parts[0].top_part.size, -1, dtype=np.int64),  # cell indices: not shared
+            host_loss_per_s=np.sum([h.host_loss_per_s for h in parts], axis=0),
+        )
+
     def _place(self, cell: _Cell, view: FleetView) -> None:
         version = view.placement_version()
         if cell.version == version:

@@ -254,6 +254,7 @@ class JobCheckpointConfig(_Strict):
 
     state_gb_per_gpu: float = Field(gt=0)
     changed_share: float = Field(gt=0, le=1)
+    incremental_every: int = Field(ge=1, description="in incremental mode, a full save every this many")
     host_copy_gbps_per_gpu: float = Field(ge=0, description="0: no room for a copy in host memory")
     peer_gbps_per_node: float = Field(ge=0, description="0: no copy on buddy nodes")
     overhead_s: float = Field(ge=0)

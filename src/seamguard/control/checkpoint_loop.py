@@ -138,6 +138,7 @@ class CheckpointLoop:
         return JobArrays(
             size_gb=s["size"],
             changed_share=s["changed"],
+            incremental_every=s["cycle"],
             host_copy_gbps=s["host"],
             peer_gbps=s["peer"],
             overhead_s=s["overhead"],
@@ -155,6 +156,7 @@ class CheckpointLoop:
         return {
             "size": np.maximum(gpus, 1.0) * np.array([s.state_gb_per_gpu for s in specs]),
             "changed": np.array([s.changed_share for s in specs]),
+            "cycle": np.array([float(s.incremental_every) for s in specs]),
             "host": gpus * np.array([s.host_copy_gbps_per_gpu for s in specs]),
             "peer": nodes * np.array([s.peer_gbps_per_node for s in specs]),
             "overhead": np.array([s.overhead_s for s in specs]),

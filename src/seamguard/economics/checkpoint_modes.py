@@ -7,7 +7,9 @@ survives) are kept apart: rollback exposure is set by the last copy that survive
 last save that returned.
 
 * ``full``: the whole state to a storage path; blocks until durable.
-* ``incremental``: only what changed since the last full save; restore replays the chain.
+* ``incremental``: a full save every ``incremental_every`` saves and, between them, only what
+  changed since the last one; priced as the cycle's mean, restore reading the base and half the
+  chain on average.
 * ``in_memory``: a copy in host memory, on the job's own nodes (``host``) or also on buddy nodes
   in another failure domain (``peer``); blocks only for the device-to-host (and peer) copy. Lost
   with the memory that holds it.
@@ -52,6 +54,7 @@ class JobCheckpoint:
     host_copy_gbps: float  # device-to-host copy, the whole job together (0: no room in host memory)
     peer_gbps: float  # to buddy nodes in another failure domain, the whole job together (0: no peers)
     overhead_s: float  # coordination cost of any save or restore
+    incremental_every: int = 4  # a full save every this many in incremental mode
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class JobArrays:
 
     size_gb: FloatArray
     changed_share: FloatArray
+    incremental_every: FloatArray
     host_copy_gbps: FloatArray
     peer_gbps: FloatArray
     overhead_s: FloatArray
@@ -142,15 +146,18 @@ def cost_table(jobs: JobArrays, paths: list[StoragePath]) -> CostTable:
         write, read = _positive_scalar(path.write_gbps), _positive_scalar(path.read_gbps)
         full = size / write + over
         restore = size / read + over
-        inc = jobs.changed_share * size / write + over
-        chain = restore + jobs.changed_share * size / read
+        cycle = jobs.incremental_every
+        delta = jobs.changed_share * size
+        inc = (full + (cycle - 1.0) * (delta / write + over)) / cycle
+        chain = restore + (cycle - 1.0) / 2.0 * delta / read
         modes += [Mode.FULL, Mode.INCREMENTAL, Mode.TIERED]
         targets += [path.name] * 3
         cols.append((full, full, restore, ok, ok))
         cols.append((inc, inc, chain, ok, ok))
         # Until persisted the copy is as good as the memory holding it; once persisted, it survives
-        # if either the memory or the path does. Restore reads the memory copy when it holds.
-        tiered_valid = np.maximum(mem_valid, ok) * has_host
+        # if either the memory or the path does. Restore reads the memory copy when it holds. A
+        # persist to a path that cannot hold it is no tiered save (``in_memory`` is that).
+        tiered_valid = np.where(ok > 0, np.maximum(mem_valid, ok), 0.0) * has_host
         cols.append((mem_block, mem_block + size / write, mem_restore, tiered_valid, mem_valid))
     modes.append(Mode.IN_MEMORY)
     targets.append("memory")
@@ -164,6 +171,7 @@ def mode_costs(job: JobCheckpoint, paths: list[StoragePath], survival: Survival)
     one = JobArrays(
         size_gb=np.array([job.size_gb]),
         changed_share=np.array([job.changed_share]),
+        incremental_every=np.array([float(job.incremental_every)]),
         host_copy_gbps=np.array([job.host_copy_gbps]),
         peer_gbps=np.array([job.peer_gbps]),
         overhead_s=np.array([job.overhead_s]),

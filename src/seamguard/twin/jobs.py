@@ -68,6 +68,7 @@ class SavePlan:
     persist_s: float  # after blocking, until the copy is on storage (0: written there; inf: never)
     memory: Memory
     storage: int  # the backend written to (-1: memory only)
+    restore_gb: float = math.nan  # what a restore from storage reads (an incremental chain: more)
 
 
 class JobEnv(Protocol):
@@ -86,6 +87,7 @@ class _Checkpoint:
     durable_at: float = -math.inf  # on storage from then on (inf: never)
     memory: Memory = Memory.NONE  # the memory copy, while it is the newest one
     storage: int = -1
+    restore_gb: float = math.nan  # NaN: the whole state
 
     def survives(self, ev: JobEvent) -> bool:
         in_memory = self.memory is Memory.PEER or (self.memory is Memory.HOST and not ev.host_lost)
@@ -111,6 +113,7 @@ class TrainingJob:
     saving: SavePlan | None = None  # the save in progress
     restore_from: _Checkpoint | None = None  # the copy the next restore reads
     io_storage: int = -1  # the backend the current save or restore uses (-1: none or memory)
+    chain: int = 0  # saves since the last full one (incremental mode writes a full one every so many)
     planned_restart: bool = False
     replace: set[int] = field(default_factory=set)
     wait_bucket: Bucket = Bucket.PLACEMENT_WAIT
@@ -268,6 +271,7 @@ class TrainingJob:
                 durable_at=t + plan.persist_s,
                 memory=plan.memory,
                 storage=plan.storage,
+                restore_gb=plan.restore_gb,
             )
         )
         if len(self.history) > 512:

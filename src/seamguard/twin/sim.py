@@ -178,15 +178,18 @@ class Twin:
             memory = Memory.PEER if sp.peer_gbps_per_node > 0 else Memory.HOST
             if mode is Mode.IN_MEMORY:
                 return SavePlan(blocking, math.inf, memory, -1)
+            job.chain = 1  # a full copy reaches storage: the base of any incremental save to come
             persist = (
                 self._transfer_seconds(job, target, size, sp.write_gbps, write=True, t=t) - sp.overhead_s
             )
-            return SavePlan(blocking, persist, memory, target)
+            return SavePlan(blocking, persist, memory, target, size)
         if mode in (Mode.IN_MEMORY, Mode.TIERED):
             mode = Mode.FULL  # no room in host memory: save to storage
-        written = size * (sp.changed_share if mode is Mode.INCREMENTAL else 1.0)
-        return SavePlan(self._transfer_seconds(job, target, written, sp.write_gbps, write=True, t=t),
-                        0.0, Memory.NONE, target)  # fmt: skip
+        deltas = job.chain % sp.incremental_every if mode is Mode.INCREMENTAL else 0
+        job.chain = deltas + 1
+        written = size * (sp.changed_share if deltas else 1.0)
+        seconds = self._transfer_seconds(job, target, written, sp.write_gbps, write=True, t=t)
+        return SavePlan(seconds, 0.0, Memory.NONE, target, size * (1.0 + sp.changed_share * deltas))
 
     def restore_seconds(self, job: TrainingJob, t: float) -> float:
         sp = self.world.scenario.physics.storage
@@ -197,7 +200,8 @@ class Twin:
         if src.memory is not Memory.NONE:
             return storage_model.memory_restore_seconds(sp, size, job.gpus, job.spec.nodes,
                                                         peer=src.memory is Memory.PEER)  # fmt: skip
-        return self._transfer_seconds(job, src.storage, size, sp.read_gbps, write=False, t=t)
+        read = src.restore_gb if math.isfinite(src.restore_gb) else size
+        return self._transfer_seconds(job, src.storage, read, sp.read_gbps, write=False, t=t)
 
     def _transfer_seconds(
         self, job: TrainingJob, sto: int, size_gb: float, gbps: float, *, write: bool, t: float

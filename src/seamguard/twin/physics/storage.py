@@ -43,6 +43,9 @@ class StorageParams(Params):
     host_copy_gbps_per_gpu: float = Field(default=10.0, ge=0, description="device-to-host; 0: no room")
     peer_gbps_per_node: float = Field(default=12.5, ge=0, description="to a buddy node; 0: no peer copy")
     changed_share: float = Field(default=0.3, gt=0, le=1, description="what an incremental save writes")
+    incremental_every: int = Field(
+        default=4, ge=1, description="incremental mode: a full save every this many"
+    )
 
 
 def congestion(p: StorageParams, streams: FloatArray) -> FloatArray:

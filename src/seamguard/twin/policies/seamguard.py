@@ -78,6 +78,7 @@ def engine_config(world: World, overrides: dict[str, Any], *, remote_only: bool 
                 "peer_gbps_per_node": sp.peer_gbps_per_node,
                 "overhead_s": sp.overhead_s,
                 "changed_share": sp.changed_share,
+                "incremental_every": sp.incremental_every,
                 "collective_timeout_s": sc.operations.hang_timeout_s,
             },
             "jobs": {

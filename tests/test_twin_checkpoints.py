@@ -1,0 +1,81 @@
+"""The twin's checkpoint modes under the policies: seamguard saving as its loop plans, the
+variants that measure tiering, and rates that drift mid-run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from seamguard.economics.checkpoint_modes import Mode
+from seamguard.model.entities import EntityKind
+from seamguard.twin.faults import FAULT_KINDS
+from seamguard.twin.jobs import Memory, TrainingJob
+from seamguard.twin.policies.base import static_interval
+from seamguard.twin.policies.seamguard import engine_config
+from seamguard.twin.scenario import hard_default, scenario_from_mapping
+from seamguard.twin.sim import Twin, make_policy
+from seamguard.twin.world import build_world
+from tests.test_twin import SMALL
+
+
+def _world(**changes: Any) -> Any:
+    return build_world(scenario_from_mapping({**SMALL, **changes}), 0)
+
+
+def test_the_engine_is_told_the_scenarios_sizes_bandwidths_and_historical_rates() -> None:
+    world = _world(hazard_preset="llama3-405b", hazard_scale=20)
+    cfg = engine_config(world, {})
+    sc = world.scenario
+    gpu_rate = sum(
+        h.per_component_day for h in sc.hazards
+        if hard_default(h.kind, h.hard) and FAULT_KINDS[h.kind].target is EntityKind.GPU
+    )  # fmt: skip
+    assert cfg.hazard.base_per_day[EntityKind.GPU] == pytest.approx(20 * gpu_rate)
+    assert cfg.checkpoint.for_job("train").state_gb_per_gpu == pytest.approx(400 / (10 * 8))
+    assert cfg.checkpoint.path("ckpt0").write_gbps == sc.physics.storage.write_gbps
+    remote = engine_config(world, {}, remote_only=True)
+    assert remote.checkpoint.for_job("train").host_copy_gbps_per_gpu == 0.0
+    overridden = engine_config(world, {"checkpoint": {"defaults": {"collective_timeout_s": 30}}})
+    assert overridden.checkpoint.for_job("train").collective_timeout_s == 30  # the scenario's word wins
+
+
+def _run(policy: str, **changes: Any) -> Twin:
+    twin = Twin(_world(**changes), policy)
+    twin.run()
+    return twin
+
+
+def test_seamguard_saves_through_memory_and_its_remote_variant_never_does() -> None:
+    faults = {"faults": []}
+    tiered = [j for j in _run("seamguard", **faults).jobs if isinstance(j, TrainingJob)][0]
+    remote = [j for j in _run("seamguard-remote", **faults).jobs if isinstance(j, TrainingJob)][0]
+    assert tiered.saves > 0 and remote.saves > 0
+    assert any(c.durable_at > c.t for c in tiered.history)  # persisted in the background
+    assert all(c.durable_at == c.t and c.memory is Memory.NONE for c in remote.history)
+    assert np.nanmax([tiered.last_save_s]) < np.nanmax([remote.last_save_s])  # memory copies block less
+
+
+def test_a_tiered_timer_saves_more_often_than_a_full_one() -> None:
+    world = _world()
+    full = make_policy("young-daly", world, Twin(world, "young-daly").plant)
+    tiered = make_policy("young-daly-tiered", world, Twin(world, "young-daly").plant)
+    job = Twin(world, "young-daly").jobs[0]
+    assert isinstance(job, TrainingJob)
+    assert tiered.checkpoint_choice(job) == (Mode.TIERED, job.storage)
+    assert tiered.interval_s(job) < full.interval_s(job)
+    assert static_interval(world, job, None, Mode.TIERED) == tiered.interval_s(job)
+
+
+def test_a_drift_step_scales_every_background_rate_from_its_hour_on() -> None:
+    world = _world(hazard_preset="llama3-405b", hazard_scale=1500, duration_h=48, faults=[],
+                   hazard_drift=[{"at_h": 24, "scale": 3}])  # fmt: skip
+    half = world.start + 24 * 3600.0
+    hard = [f for f in world.faults if f.hard]
+    before = sum(1 for f in hard if f.onset + f.ramp < half)
+    after = len(hard) - before
+    assert before > 60
+    assert after / before == pytest.approx(3.0, rel=0.2)
+    with pytest.raises(Exception, match="scale"):
+        scenario_from_mapping({**SMALL, "hazard_drift": [{"at_h": 1, "scale": -1}]})

@@ -10,8 +10,8 @@ demo:
 
 test:
 	@bash scripts/bootstrap.sh dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 	$(BIN)/pytest -q -n 2
 

@@ -98,7 +98,7 @@ def test_per_job_settings_name_only_what_differs_and_bad_ones_are_named() -> Non
         config_from_mapping({"checkpoint": {"jobs": {"a": {"changed_share": 2}}}})
     with pytest.raises(InputError, match="criticality"):
         config_from_mapping({"checkpoint": {"defaults": {"criticality": "urgent"}}})
-    topo, node_job = fleet(2, 2, 4, {"a": range(0, 8)})
+    topo, _ = fleet(2, 2, 4, {"a": range(0, 8)})
     with pytest.raises(ValueError, match="not in the job table: ghost"):
         CheckpointLoop(config_from_mapping({"checkpoint": {"jobs": {"ghost": {}}}}), topo)
 

@@ -49,8 +49,8 @@ def _run(policy: str, **changes: Any) -> Twin:
 
 def test_seamguard_saves_through_memory_and_its_remote_variant_never_does() -> None:
     faults = {"faults": []}
-    tiered = [j for j in _run("seamguard", **faults).jobs if isinstance(j, TrainingJob)][0]
-    remote = [j for j in _run("seamguard-remote", **faults).jobs if isinstance(j, TrainingJob)][0]
+    tiered = next(j for j in _run("seamguard", **faults).jobs if isinstance(j, TrainingJob))
+    remote = next(j for j in _run("seamguard-remote", **faults).jobs if isinstance(j, TrainingJob))
     assert tiered.saves > 0 and remote.saves > 0
     assert any(c.durable_at > c.t for c in tiered.history)  # persisted in the background
     assert all(c.durable_at == c.t and c.memory is Memory.NONE for c in remote.history)

@@ -46,6 +46,8 @@ def test_a_plan_is_journaled_when_it_changes_and_a_save_ordered_once_per_gap() -
     due = loop.step(60.0, work, calm, PATHS, np.array([tau + 1.0, 120.0]), states)  # type: ignore[arg-type]
     orders = [d for d in due.decisions if d.action == "checkpoint_now"]
     assert [d.entity for d in orders] == ["job/a"] and " to ckpt0 now: " in orders[0].reason
+    assert 0 < orders[0].predicted_cost_gpu_h < orders[0].predicted_benefit_gpu_h  # worth it at this hazard
+    assert all(d.predicted_cost_gpu_h > 0 for d in plans)  # a plan's expected loss over the horizon
     still = loop.step(90.0, work, calm, PATHS, np.array([tau + 31.0, 150.0]), states)  # type: ignore[arg-type]
     assert not [d for d in still.decisions if d.action == "checkpoint_now"]  # once per gap
     saved = loop.step(120.0, work, calm, PATHS, np.array([5.0, 180.0]), states)  # type: ignore[arg-type]

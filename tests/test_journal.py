@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sqlite3
@@ -14,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from seamguard.errors import InputError
-from seamguard.journal.records import DecisionRecord, EvidenceItem, ObservationRecord, TransitionRecord
+from seamguard.journal.records import (
+    DecisionRecord,
+    EvidenceItem,
+    ObservationRecord,
+    OutcomeRecord,
+    TransitionRecord,
+)
 from seamguard.journal.sqlite import SqliteJournal
 
 EV = (EvidenceItem("trend", "gpu.temp_c", 0.62, "gpu.temp_c trending +0.8 °C/min"),)
@@ -77,9 +84,23 @@ def test_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
     db.commit()
     db.close()
     with SqliteJournal(path) as j:
-        assert j.get_meta("schema_version") == "2"
+        assert j.get_meta("schema_version") == "3"
         (old,) = j.decisions()
         assert (old.entity, old.reason, old.epoch, old.cause) == ("node/n1", "old", 2, "")
+        assert math.isnan(old.predicted_cost_gpu_h) and j.outcomes() == []
+
+
+def test_valued_decisions_and_their_outcomes_round_trip(tmp_path: Path) -> None:
+    valued = DecisionRecord(10.0, "node/n1", "replace_rank", "advise", "paid for", "degraded",
+                            cause="gpu/n1/3", predicted_cost_gpu_h=12.5, predicted_benefit_gpu_h=40.0)  # fmt: skip
+    plain = DecisionRecord(10.0, "node/n2", "drain_node", "advise", "quarantined", "quarantine")
+    outcome = OutcomeRecord(400.0, "node/n1", "replace_rank", 10.0, 11.0, 35.5, "the part left the job")
+    with SqliteJournal(tmp_path / "j.sqlite") as j:
+        j.append([], [valued, plain], [])
+        j.append([], [], [], [outcome])
+        got = j.decisions()
+        assert got[0] == valued and math.isnan(got[1].predicted_cost_gpu_h)
+        assert j.outcomes(entity="node/n1") == [outcome] and j.outcomes(until=100.0) == []
 
 
 def test_empty_journal_has_no_range(tmp_path: Path) -> None:

@@ -212,6 +212,9 @@ class ClassifierConfig(_Strict):
         return self
 
 
+Criticality = Literal["exploratory", "standard", "release"]
+
+
 class EconomicsConfig(_Strict):
     restart_cost_s: float = Field(ge=0)
     horizon_s: float = Field(gt=0)
@@ -221,6 +224,18 @@ class EconomicsConfig(_Strict):
     min_z: float = Field(ge=0)
     sku_spread: float = Field(ge=0, lt=1)
     smooth_s: float = Field(ge=0)
+    criticality_weight: dict[Criticality, float]
+    rebalance_s: float = Field(ge=0)
+    rebalance_recovers: float = Field(ge=0, le=1)
+    diagnose_s: float = Field(ge=0)
+    slip_penalty: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _weights(self) -> Self:
+        missing = [c for c in ("exploratory", "standard", "release") if c not in self.criticality_weight]
+        if missing:
+            raise ValueError(f"criticality_weight: missing {', '.join(missing)}")
+        return self
 
     @model_validator(mode="after")
     def _hysteresis(self) -> Self:
@@ -246,9 +261,6 @@ class HazardConfig(_Strict):
         return self
 
 
-Criticality = Literal["exploratory", "standard", "release"]
-
-
 class JobCheckpointConfig(_Strict):
     """What a job saves, how it may save it, and what it is worth (``docs/checkpointing.md``)."""
 
@@ -263,6 +275,9 @@ class JobCheckpointConfig(_Strict):
     cost_per_gpu_hour: float = Field(ge=0)
     criticality: Criticality
     deadline: datetime | None = None
+    remaining_work_h: float | None = Field(
+        default=None, gt=0, description="at full pace; with deadline: slip risk"
+    )
 
 
 class StoragePathConfig(_Strict):

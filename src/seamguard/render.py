@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
@@ -25,6 +27,13 @@ STATE_STYLE: dict[State, str] = {
 def state_text(label: str) -> Text:
     state = State.parse(label)
     return Text(state.label, style=STATE_STYLE[state])
+
+
+def _pair(cost: float, benefit: float) -> str:
+    def one(x: float) -> str:
+        return "-" if math.isnan(x) else f"{x:.1f}"
+
+    return f"{one(cost)} / {one(benefit)}"
 
 
 def render_explanation(console: Console, ex: Explanation) -> None:
@@ -65,7 +74,18 @@ def render_explanation(console: Console, ex: Explanation) -> None:
         acts.add_column("action")
         acts.add_column("on")
         acts.add_column("mode")
+        acts.add_column("predicted cost / benefit (GPU-h)", justify="right")
+        acts.add_column("realised cost / benefit (GPU-h)", justify="right")
+        outcome = {(o.entity, o.action, o.decided_at): o for o in ex.outcomes}
         for d in ex.decisions:
-            acts.add_row(format_time(d.ts), d.action, d.entity, d.mode)
+            o = outcome.get((d.entity, d.action, d.ts))
+            acts.add_row(
+                format_time(d.ts), d.action, d.entity, d.mode,
+                _pair(d.predicted_cost_gpu_h, d.predicted_benefit_gpu_h),
+                _pair(o.realised_cost_gpu_h, o.realised_benefit_gpu_h) if o is not None else "pending",
+            )  # fmt: skip
         parts.append(acts)
+        for o in ex.outcomes:
+            parts.append(Text(f"outcome of {o.action} on {o.entity} ({format_time(o.decided_at)}): {o.note}",
+                              style="dim"))  # fmt: skip
     console.print(Panel(Group(*parts), title="seamguard explain", expand=False))

@@ -161,6 +161,7 @@ class CheckpointLoop:
             "peer": nodes * np.array([s.peer_gbps_per_node for s in specs]),
             "overhead": np.array([s.overhead_s for s in specs]),
             "timeout": np.array([s.collective_timeout_s for s in specs]),
+            "gpus": gpus,
             "uses": uses,
         }
 
@@ -197,18 +198,24 @@ class CheckpointLoop:
             top = int(hazard.top_part[j])
             entity, state = f"job/{topo.jobs[j].job}", State(int(job_states[j])).label
             cause = topo.ids[top] if top >= 0 else ""
+            gpu_h = float(self._static["gpus"][j]) / 3600.0
             if changed[j]:
-                out.append(
-                    DecisionRecord(now, entity, "checkpoint_plan", "advise", plan.reason, state, cause=cause)
-                )
+                # Predicted: what the plan is expected to lose over the horizon (its cost); no benefit
+                # is claimed for a plan, only for the saves it orders.
+                lost = float(plans.expected_waste[j]) * self.config.economics.horizon_s * gpu_h
+                out.append(DecisionRecord(now, entity, "checkpoint_plan", "advise", plan.reason, state, cause=cause,
+                                          predicted_cost_gpu_h=lost if math.isfinite(lost) else math.nan))  # fmt: skip
                 self._journaled[j] = plans.choice[j]
                 self._journaled_tau[j] = tau[j]
-            if order[j]:
-                out.append(
-                    DecisionRecord(
-                        now, entity, "checkpoint_now", "advise", _order_reason(plan), state, cause=cause
-                    )
-                )
+            if order[j] and plan.choice is not None:
+                # Cost: the job blocked for the save. Benefit: the work since the last durable copy,
+                # times the chance a failure comes before the next planned save.
+                risk = min(float(tau[j]) / float(mtbf[j]), 1.0) if math.isfinite(float(mtbf[j])) else 0.0
+                out.append(DecisionRecord(
+                    now, entity, "checkpoint_now", "advise", _order_reason(plan), state, cause=cause,
+                    predicted_cost_gpu_h=plan.choice.blocking_s * gpu_h,
+                    predicted_benefit_gpu_h=float(since[j]) * risk * gpu_h,
+                ))  # fmt: skip
                 self._ordered_since[j] = since[j]
         return out
 

@@ -24,13 +24,21 @@ from seamguard.control.checkpoint_loop import (
     storage_paths,
 )
 from seamguard.control.classifier import Changes, Classifier, ClassifierInputs
+from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.economics.harm import straggler_harm
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, part_rates
 from seamguard.economics.hazard_learning import COUNTED_KINDS, HazardLearner
+from seamguard.economics.job_value import JobEconomics, job_economics
 from seamguard.journal.base import Journal
-from seamguard.journal.records import DecisionRecord, EvidenceItem, ObservationRecord, TransitionRecord
+from seamguard.journal.records import (
+    DecisionRecord,
+    EvidenceItem,
+    ObservationRecord,
+    OutcomeRecord,
+    TransitionRecord,
+)
 from seamguard.model.catalog import SignalCatalog, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
@@ -65,6 +73,7 @@ class TickResult:
     decisions: tuple[DecisionRecord, ...]
     ingest: IngestReport
     notices: tuple[str, ...]
+    outcomes: tuple[OutcomeRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,19 @@ class Controller:
         self.checkpoint_loop = CheckpointLoop(config, topology) if plan_checkpoints else None
         self._pairs: tuple[Workload, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] | None = None
         self._hazard: JobHazard | None = None
+        self._nominal_rate = part_rates(config.hazard, topology, zero, zero)
+        self._gpu_slowdown = np.zeros(topology.count(EntityKind.GPU))
+        self.escalation = Escalation(config, topology)
+        self._criticality = np.array(
+            [
+                config.economics.criticality_weight[config.checkpoint.for_job(j.job).criticality]
+                for j in topology.jobs
+            ]
+        )
+        # Each job's economics and save cost: from this engine's own checkpoint loop, or handed
+        # in by a caller that plans over several engines (``set_job_economics``).
+        self.economics: JobEconomics | None = None
+        self._save_s = np.full(len(topology.jobs), np.nan)
         # The last state other than unknown: what an entity coming back from silence returns from.
         self._last_known = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
         gpu_count = topology.count(EntityKind.GPU)
@@ -237,6 +259,11 @@ class Controller:
             self._pairs = (workload, job_parts(self.topology, workload))
         return self._pairs[1]
 
+    def set_job_economics(self, economics: JobEconomics, save_s: npt.NDArray[np.float64]) -> None:
+        """Per job (topology order): what a caller planning checkpoints elsewhere found; the next
+        ticks value suspect parts against it."""
+        self.economics, self._save_s = economics, save_s
+
     def job_risk(self, job: str) -> JobRisk:
         """One job's hazard, memory-copy survival and storage paths now, for its runtime's advisor."""
         index = {j.job: i for i, j in enumerate(self.topology.jobs)}.get(job)
@@ -337,16 +364,22 @@ class Controller:
                 )
             )
         if self.checkpoint_loop is not None:
-            decisions.extend(self._checkpoint_tick(now, workload, self.checkpoint_loop).decisions)
+            loop_tick = self._checkpoint_tick(now, workload, self.checkpoint_loop)
+            decisions.extend(loop_tick.decisions)
+        outcomes: list[OutcomeRecord] = []
+        if self.economics is not None:
+            steps, outcomes = self._escalate(now, workload, self.economics)
+            decisions.extend(steps)
         observations = self._observations(now, changes.index)
         if self.journal is not None:
-            self.journal.append(transitions, decisions, observations)
+            self.journal.append(transitions, decisions, observations, outcomes)
         return TickResult(
             now=now,
             transitions=tuple(transitions),
             decisions=tuple(decisions),
             ingest=ingest,
             notices=frame.notices,
+            outcomes=tuple(outcomes),
         )
 
     # ---- pieces ---------------------------------------------------------------------------
@@ -358,7 +391,30 @@ class Controller:
             age = self.store.current(SINCE_SIGNAL)[: len(topo.jobs)]
             since = age + (now - self.store.last_seen(SINCE_SIGNAL)[: len(topo.jobs)])
         job_states = self.classifier.state[topo.members[EntityKind.JOB]]
-        return loop.step(now, workload, self.job_hazard(), paths, since, job_states)
+        hazard = self.job_hazard()
+        tick = loop.step(now, workload, hazard, paths, since, job_states)
+        self.economics = job_economics(self.config, topo, workload.job_gpus, tick.plans, tick.table,
+                                       hazard.rate_per_s, since, now)  # fmt: skip
+        n = len(topo.jobs)
+        pick = np.maximum(tick.plans.choice, 0)
+        self._save_s = np.where(tick.plans.choice >= 0, tick.table.blocking_s[np.arange(n), pick], np.nan)
+        return tick
+
+    def _escalate(
+        self, now: float, workload: Workload, econ: JobEconomics
+    ) -> tuple[list[DecisionRecord], list[OutcomeRecord]]:
+        n = len(self.topology.jobs)
+        excess = (part_rates(self.config.hazard, self.topology, self.gfs, self.prs) - self._nominal_rate) * (
+            self.learner.scale()
+        )
+        stepping = np.zeros(n, dtype=bool)
+        saved = np.full(n, np.nan)
+        if self.catalog.get("job.step_time_s") is not None:
+            stepping = self.store.fresh("job.step_time_s")[:n]
+        if self.catalog.get("job.checkpoint_duration_s") is not None:
+            saved = self.store.current("job.checkpoint_duration_s")[:n]
+        return self.escalation.step(now, self.classifier.state, workload, excess, self._gpu_slowdown, econ,
+                                    self._save_s, JobSignals(stepping, saved))  # fmt: skip
 
     def _harm(self, workload: Workload) -> FloatArray:
         ratio = np.zeros(self.topology.n_entities)
@@ -371,9 +427,13 @@ class Controller:
             workload.job_sync,
             workload.job_gpus,
             self.config.economics,
+            self.economics.weight if self.economics is not None else self._criticality,
         )
         gpus = self.topology.members[EntityKind.GPU]
         ratio[gpus] = harm.ratio
+        # Each rank's sustained slowdown over its job's median, straggler or not: the pace loss a
+        # degraded part accrues for escalation (a harmful one is swapped by its state's actions).
+        self._gpu_slowdown = np.maximum(np.nan_to_num(harm.slowdown), 0.0)
         for local in np.flatnonzero(harm.ratio > 0).tolist():
             job = self.topology.jobs[int(workload.gpu_job[local])].job
             others = int(harm.stragglers[local]) - 1

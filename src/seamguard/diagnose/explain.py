@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from seamguard.config import Config
 from seamguard.control.admissibility import describe_admission
 from seamguard.journal.base import Journal
-from seamguard.journal.records import DecisionRecord, EvidenceItem, ObservationRecord, TransitionRecord
+from seamguard.journal.records import (
+    DecisionRecord,
+    EvidenceItem,
+    ObservationRecord,
+    OutcomeRecord,
+    TransitionRecord,
+)
 from seamguard.model.states import State
 
 
@@ -26,6 +32,7 @@ class Explanation:
     decisions: tuple[DecisionRecord, ...]
     admission: str
     observation: ObservationRecord | None
+    outcomes: tuple[OutcomeRecord, ...] = ()  # realised cost and benefit of its valued decisions
 
 
 class UnknownEntityError(KeyError):
@@ -57,7 +64,10 @@ def explain(journal: Journal, config: Config, entity: str, at: float | None = No
         gfs, prs, fae, evidence = observation.gfs, observation.prs, observation.fae, observation.evidence
     elif last is not None:
         gfs, prs, fae, evidence = last.gfs, last.prs, last.fae, last.evidence
-    decisions = journal.decisions(entity=entity, until=when)
+    decisions = journal.decisions(entity=entity, until=when)[-12:]
+    targets = {d.entity for d in decisions}
+    outcomes = [o for t in sorted(targets) for o in journal.outcomes(entity=t, until=when)
+                if any(o.decided_at == d.ts and o.action == d.action for d in decisions)]  # fmt: skip
     return Explanation(
         entity=entity,
         at=when,
@@ -68,7 +78,8 @@ def explain(journal: Journal, config: Config, entity: str, at: float | None = No
         fae=fae,
         evidence=evidence,
         transitions=tuple(transitions[-12:]),
-        decisions=tuple(decisions[-12:]),
+        decisions=tuple(decisions),
         admission=describe_admission(config, state),
         observation=observation,
+        outcomes=tuple(outcomes),
     )

@@ -6,8 +6,11 @@ z >= ``min_z`` against the job's median and MAD, the spread never taken below th
 same-SKU spread ``sku_spread``: eight ranks' MAD is too noisy on its own). One restart swaps
 all of them at once and the job then runs at the pace of its slowest remaining rank t_rest:
 
-    gain = (t_slowest - t_rest) / t_slowest x job GPUs      (GPU-equivalents)
+    gain = (t_slowest - t_rest) / t_slowest x job GPUs x w  (GPU-equivalents, weighted)
     cost = restart_cost_s x job GPUs / horizon_s           (the swap, amortised)
+
+with ``w`` the job's weight (``economics.criticality_weight``, raised by its deadline risk): a
+straggler in a release-blocking run is worth a swap four times sooner than in a standard one.
 
 Every straggler of the job carries the ratio gain / cost, which drives ``harmful``. Judging
 them together means two equally slow ranks are both harmful (swapping either alone buys
@@ -45,6 +48,7 @@ def straggler_harm(
     job_sync: npt.NDArray[np.bool_],
     job_gpus: FloatArray,
     config: EconomicsConfig,
+    job_weight: FloatArray | None = None,
 ) -> Harm:
     n_jobs = job_sync.size
     n = step_time.size
@@ -74,6 +78,8 @@ def straggler_harm(
     has = (count > 0) & np.isfinite(rest)  # a job of nothing but stragglers is evenly slow
     with np.errstate(divide="ignore", invalid="ignore"):
         gain_job = np.where(has, (slowest - rest) / slowest * job_gpus, 0.0)
+    if job_weight is not None:
+        gain_job = gain_job * job_weight[:n_jobs]
     cost_job = config.restart_cost_s * job_gpus / config.horizon_s
 
     on = straggler & has[g]

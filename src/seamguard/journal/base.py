@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from seamguard.journal.records import DecisionRecord, ObservationRecord, TransitionRecord
+from seamguard.journal.records import DecisionRecord, ObservationRecord, OutcomeRecord, TransitionRecord
 
 
 class Journal(Protocol):
@@ -14,9 +14,12 @@ class Journal(Protocol):
         transitions: Sequence[TransitionRecord],
         decisions: Sequence[DecisionRecord],
         observations: Sequence[ObservationRecord] = (),
+        outcomes: Sequence[OutcomeRecord] = (),
     ) -> None:
         """Record one tick's output atomically: all of it or none of it."""
         ...
+
+    def outcomes(self, entity: str | None = None, until: float | None = None) -> list[OutcomeRecord]: ...
 
     def transitions(
         self, entity: str | None = None, until: float | None = None, since: float | None = None

@@ -7,6 +7,7 @@ stays readable with nothing but sqlite3.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -43,6 +44,21 @@ class DecisionRecord:
     evidence: tuple[EvidenceItem, ...] = ()
     epoch: int = 0
     cause: str = ""  # the entity whose state change led to it (a drained node's GPU, a job's CDU)
+    predicted_cost_gpu_h: float = math.nan  # what taking it costs (NaN: not valued)
+    predicted_benefit_gpu_h: float = math.nan  # the loss it is expected to remove over the horizon
+
+
+@dataclass(frozen=True)
+class OutcomeRecord:
+    """What a valued decision turned out to cost and buy, journaled once it is known."""
+
+    ts: float
+    entity: str
+    action: str
+    decided_at: float  # the decision's ts
+    realised_cost_gpu_h: float  # NaN: not observable from telemetry
+    realised_benefit_gpu_h: float
+    note: str
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ writer with SIGKILL to check).
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,10 +17,17 @@ from types import TracebackType
 from typing import Any
 
 from seamguard.errors import InputError
-from seamguard.journal.records import DecisionRecord, EvidenceItem, ObservationRecord, TransitionRecord
+from seamguard.journal.records import (
+    DecisionRecord,
+    EvidenceItem,
+    ObservationRecord,
+    OutcomeRecord,
+    TransitionRecord,
+)
 
-SCHEMA_VERSION = 2
-# Version 1 journals lack decisions.cause; opening one adds the column (their causes read as '').
+SCHEMA_VERSION = 3
+# Version 1 journals lack decisions.cause; version 2 the predicted cost and benefit of decisions
+# and the outcomes table. Opening an older journal adds what it lacks (old values read as ''/NaN).
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,8 +40,12 @@ CREATE INDEX IF NOT EXISTS transitions_ts ON transitions (ts);
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, entity TEXT NOT NULL, action TEXT NOT NULL,
     mode TEXT NOT NULL, reason TEXT NOT NULL, state TEXT NOT NULL, evidence TEXT NOT NULL,
-    epoch INTEGER NOT NULL, cause TEXT NOT NULL DEFAULT '');
+    epoch INTEGER NOT NULL, cause TEXT NOT NULL DEFAULT '', predicted_cost REAL, predicted_benefit REAL);
 CREATE INDEX IF NOT EXISTS decisions_entity_ts ON decisions (entity, ts);
+CREATE TABLE IF NOT EXISTS outcomes (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, entity TEXT NOT NULL, action TEXT NOT NULL,
+    decided_at REAL NOT NULL, realised_cost REAL, realised_benefit REAL, note TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outcomes_entity_ts ON outcomes (entity, ts);
 CREATE TABLE IF NOT EXISTS observations (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, entity TEXT NOT NULL, state TEXT NOT NULL,
     gfs REAL, prs REAL, fae REAL, evidence TEXT NOT NULL);
@@ -47,6 +59,15 @@ def _dump(items: Sequence[EvidenceItem]) -> str:
 
 def _load(raw: str) -> tuple[EvidenceItem, ...]:
     return tuple(EvidenceItem(str(d), str(s), float(e), str(t)) for d, s, e, t in json.loads(raw))
+
+
+def _real(value: float) -> float | None:
+    """NaN is stored as NULL: SQLite has no NaN."""
+    return None if math.isnan(value) else value
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _where(
@@ -91,22 +112,27 @@ class SqliteJournal:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) == 1:
-            self._upgrade_from_1()
+        elif int(row[0]) < SCHEMA_VERSION:
+            self._upgrade(int(row[0]))
         elif int(row[0]) != SCHEMA_VERSION:
             raise InputError(
                 str(self.path), f"journal schema version {row[0]}, this seamguard reads {SCHEMA_VERSION}"
             )
 
-    def _upgrade_from_1(self) -> None:
-        """Add decisions.cause in one transaction; the version is re-read under the write lock so
-        two processes opening the same old journal do not both alter it."""
+    def _upgrade(self, seen: int) -> None:
+        """Add what an older journal lacks in one transaction; the version is re-read under the
+        write lock so two processes opening the same old journal do not both alter it. (The
+        outcomes table itself is created by the schema script, which runs first.)"""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if int(version) == 1:
+            if int(version) <= 1:
                 db.execute("ALTER TABLE decisions ADD COLUMN cause TEXT NOT NULL DEFAULT ''")
+            if int(version) <= 2:
+                db.execute("ALTER TABLE decisions ADD COLUMN predicted_cost REAL")
+                db.execute("ALTER TABLE decisions ADD COLUMN predicted_benefit REAL")
+            if int(version) < SCHEMA_VERSION:
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
         except BaseException:
             db.execute("ROLLBACK")
@@ -119,8 +145,9 @@ class SqliteJournal:
         transitions: Sequence[TransitionRecord],
         decisions: Sequence[DecisionRecord],
         observations: Sequence[ObservationRecord] = (),
+        outcomes: Sequence[OutcomeRecord] = (),
     ) -> None:
-        if not (transitions or decisions or observations):
+        if not (transitions or decisions or observations or outcomes):
             return
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -135,13 +162,20 @@ class SqliteJournal:
                 ],
             )  # fmt: skip
             db.executemany(
-                "INSERT INTO decisions (ts, entity, action, mode, reason, state, evidence, epoch, cause)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO decisions (ts, entity, action, mode, reason, state, evidence, epoch, cause,"
+                " predicted_cost, predicted_benefit) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (d.ts, d.entity, d.action, d.mode, d.reason, d.state, _dump(d.evidence), d.epoch, d.cause)
+                    (d.ts, d.entity, d.action, d.mode, d.reason, d.state, _dump(d.evidence), d.epoch, d.cause,
+                     _real(d.predicted_cost_gpu_h), _real(d.predicted_benefit_gpu_h))
                     for d in decisions
                 ],
-            )
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO outcomes (ts, entity, action, decided_at, realised_cost, realised_benefit, note)"
+                " VALUES (?,?,?,?,?,?,?)",
+                [(o.ts, o.entity, o.action, o.decided_at, _real(o.realised_cost_gpu_h),
+                  _real(o.realised_benefit_gpu_h), o.note) for o in outcomes],
+            )  # fmt: skip
             db.executemany(
                 "INSERT INTO observations (ts, entity, state, gfs, prs, fae, evidence) VALUES (?,?,?,?,?,?,?)",
                 [(o.ts, o.entity, o.state, o.gfs, o.prs, o.fae, _dump(o.evidence)) for o in observations],
@@ -178,13 +212,24 @@ class SqliteJournal:
     ) -> list[DecisionRecord]:
         where, args = _where(entity, until, since, ("entity", "cause"))
         rows = self._db.execute(
-            "SELECT ts, entity, action, mode, reason, state, evidence, epoch, cause FROM decisions"
+            "SELECT ts, entity, action, mode, reason, state, evidence, epoch, cause, predicted_cost,"
+            f" predicted_benefit FROM decisions{where} ORDER BY ts, id",
+            args,
+        )
+        return [
+            DecisionRecord(ts, ent, action, mode, reason, state, _load(ev), epoch, cause, _nan(pc), _nan(pb))
+            for ts, ent, action, mode, reason, state, ev, epoch, cause, pc, pb in rows
+        ]
+
+    def outcomes(self, entity: str | None = None, until: float | None = None) -> list[OutcomeRecord]:
+        where, args = _where(entity, until, None)
+        rows = self._db.execute(
+            "SELECT ts, entity, action, decided_at, realised_cost, realised_benefit, note FROM outcomes"
             f"{where} ORDER BY ts, id",
             args,
         )
         return [
-            DecisionRecord(ts, ent, action, mode, reason, state, _load(ev), epoch, cause)
-            for ts, ent, action, mode, reason, state, ev, epoch, cause in rows
+            OutcomeRecord(ts, ent, act, at, _nan(c), _nan(b), note) for ts, ent, act, at, c, b, note in rows
         ]
 
     def observations(

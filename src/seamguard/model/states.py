@@ -57,6 +57,7 @@ class JobClass(StrEnum):
 
 # Classes whose ranks wait for each other every step: one slow rank stalls them all,
 # which is what makes failure amplification (FAE) grow with job size.
+TRAINING_CLASSES: frozenset[JobClass] = frozenset({JobClass.SYNC_TRAINING, JobClass.PIPELINE_TRAINING})
 SYNCHRONOUS_CLASSES: frozenset[JobClass] = frozenset(
     {JobClass.SYNC_TRAINING, JobClass.PIPELINE_TRAINING, JobClass.ONLINE_PREFILL}
 )

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from seamguard.config import format_validation, parse_yaml
 from seamguard.errors import InputError
 from seamguard.model.entities import kind_of
-from seamguard.model.states import JobClass
+from seamguard.model.states import TRAINING_CLASSES, JobClass
 from seamguard.twin.faults import FAULT_KINDS, HardEffect
 from seamguard.twin.physics.ambient import AmbientParams
 from seamguard.twin.physics.compute import ComputeParams
@@ -26,7 +26,6 @@ from seamguard.twin.physics.memory import MemoryParams
 from seamguard.twin.physics.power import PowerParams
 from seamguard.twin.physics.storage import StorageParams
 
-TRAINING = frozenset({JobClass.SYNC_TRAINING, JobClass.PIPELINE_TRAINING})
 ONLINE = frozenset({JobClass.ONLINE_PREFILL, JobClass.ONLINE_DECODE})
 RUNNABLE = frozenset(JobClass) - {JobClass.CHECKPOINT_PATH}
 
@@ -95,7 +94,7 @@ class Job(_Strict):
 
     @property
     def training(self) -> bool:
-        return self.job_class in TRAINING
+        return self.job_class in TRAINING_CLASSES
 
 
 class Physics(_Strict):

@@ -35,6 +35,7 @@ from seamguard.control.controller import Controller
 from seamguard.economics.checkpoint_modes import Mode
 from seamguard.economics.hazard import PART_KINDS, JobHazard
 from seamguard.economics.hazard_learning import pooled_scale
+from seamguard.economics.job_value import job_economics
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, JobRecord
@@ -50,7 +51,7 @@ from seamguard.twin.scenario import hard_default
 from seamguard.twin.world import World
 
 BAD = frozenset({"degraded", "recovery_unsafe", "quarantine", "harmful", "failed"})
-_REMOVE = frozenset({"drain_node", "disable_link"})
+_REMOVE = frozenset({"drain_node", "disable_link", "quarantine_node"})
 _STORAGE_OFF = frozenset({"prefer_other_checkpoint_target", "switch_checkpoint_target"})
 
 
@@ -264,6 +265,13 @@ class SeamguardPolicy:
         since = np.array([view.durable_age(j) for j in range(n)])
         tick = self.checkpoints.step(now, workload, hazard, paths, since, np.zeros(n, dtype=np.int64))
         self._plans = tick
+        # Every cell values its suspect parts against the whole job's economics.
+        econ = job_economics(self.config, topo, workload.job_gpus, tick.plans, tick.table, hazard.rate_per_s,
+                             since, now)  # fmt: skip
+        pick = np.maximum(tick.plans.choice, 0)
+        save_s = np.where(tick.plans.choice >= 0, tick.table.blocking_s[np.arange(n), pick], np.nan)
+        for c in self.cells:
+            c.controller.set_job_economics(econ, save_s)
         out = []
         for d in tick.decisions:
             if d.action == "checkpoint_now":

@@ -1,0 +1,133 @@
+"""Valuing actions on a suspect part: ski-rental escalation, and criticality changing the answer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from seamguard.config import config_from_mapping
+from seamguard.control.controller import Controller
+from seamguard.diagnose.explain import explain
+from seamguard.economics.job_value import slip_probability
+from seamguard.economics.valuation import Situation, Step, escalate, loss_rate_gpu_h_per_h, value_steps
+from seamguard.journal.sqlite import SqliteJournal
+from seamguard.model.topology import Topology
+from seamguard.render import render_explanation
+from tests.test_controller import normal_batch
+
+HORIZON = 6 * 3600.0
+
+
+def slow_rank(weight: float, excess_per_day: float = 0.0) -> Situation:
+    """A 512-GPU job held back 3% by one rank."""
+    return Situation(job_gpus=512, slowdown=0.03, excess_rate_per_s=excess_per_day / 86400.0,
+                     loss_per_failure_s=900.0, since_durable_s=600.0, save_s=30.0, rebalance_s=30.0,
+                     restart_s=300.0, node_gpus=8, diagnose_s=7200.0, weight=weight)  # fmt: skip
+
+
+def after(hours: float, s: Situation) -> Step:
+    pace, risk = loss_rate_gpu_h_per_h(s)
+    return escalate(value_steps(s, HORIZON, 0.5), (pace + risk) * hours).step
+
+
+def test_the_ladder_is_climbed_only_as_the_loss_pays_for_each_step() -> None:
+    s = slow_rank(1.0)
+    steps = [after(h, s) for h in (0.0, 0.2, 1.0, 3.5, 12.0)]
+    assert steps[0] is Step.IGNORE  # nothing paid yet: nothing bought
+    order = list(Step)
+    assert [order.index(x) for x in steps] == sorted(order.index(x) for x in steps)  # never back down
+    assert Step.REPLACE_RANK in steps or Step.QUARANTINE in steps  # a lasting 3% is worth a restart
+    cost = {v.step: v.cost_gpu_h for v in value_steps(s, HORIZON, 0.5)}
+    pace, _ = loss_rate_gpu_h_per_h(s)
+    just_short = (cost[Step.REPLACE_RANK] - 1e-6) / pace
+    assert after(just_short, s) is not Step.REPLACE_RANK  # ski rental: not a moment before it is paid
+
+
+def test_criticality_changes_the_answer() -> None:
+    """The same degraded node an hour on: fine for an exploratory job, swapped out of a release run."""
+    exploratory, release = after(1.0, slow_rank(0.25)), after(1.0, slow_rank(4.0))
+    assert exploratory in (Step.IGNORE, Step.REBALANCE)
+    assert release in (Step.REPLACE_RANK, Step.QUARANTINE)
+
+
+def test_a_step_that_buys_nothing_is_never_taken() -> None:
+    quiet = slow_rank(1.0)
+    quiet = Situation(**{**quiet.__dict__, "slowdown": 0.0})  # no pace lost, no extra risk
+    assert after(100.0, quiet) is Step.IGNORE
+    risky = Situation(**{**quiet.__dict__, "excess_rate_per_s": 20 / 86400.0})  # 20 more failures a day
+    assert after(2.0, risky) in (Step.REPLACE_RANK, Step.QUARANTINE, Step.CHECKPOINT_NOW)
+
+
+def test_slip_risk_grows_with_the_failure_rate_and_the_slack_it_eats() -> None:
+    week = 7 * 86400.0
+    needed = 6 * 86400.0
+    calm = slip_probability(needed, week, 1 / 86400.0, 3600.0)
+    stormy = slip_probability(needed, week, 10 / 86400.0, 3600.0)
+    assert 0.0 <= calm < stormy <= 1.0
+    assert slip_probability(week + 1, week, 0.0, 3600.0) == 1.0  # it cannot fit even without failures
+    assert slip_probability(needed, week, 0.0, 3600.0) == 0.0
+
+
+def _straggler_run(topology: Topology, criticality: str) -> list[str]:
+    cfg = config_from_mapping({"checkpoint": {"jobs": {"train": {"criticality": criticality}}}})
+    ctl = Controller(topology, cfg)
+    rng = np.random.default_rng(0)
+    actions = []
+    for i in range(240):  # two hours of one rank 8% slower than its job
+        now = 1000.0 + 30.0 * (i + 1)
+        batch = normal_batch(topology, now, rng, overrides={("gpu/n01/2", "gpu.step_time_s"): 2.16})
+        result = ctl.tick(now, batch)
+        actions += [d.action for d in result.decisions]
+    return actions
+
+
+@pytest.mark.parametrize("criticality", ["exploratory", "release"])
+def test_the_engine_escalates_a_straggler_by_what_its_job_is_worth(
+    topology: Topology, criticality: str
+) -> None:
+    """Whether by the harmful state (its harm weighted by the job's worth) or by the valued
+    escalation, the engine swaps the straggler out of a release run and leaves an exploratory
+    job's alone."""
+    actions = _straggler_run(topology, criticality)
+    swapped = any(a in ("replace_rank", "quarantine_node") for a in actions)
+    assert swapped is (criticality == "release")
+
+
+def test_a_degraded_part_is_valued_escalated_and_its_outcome_journaled_and_explained(
+    topology: Topology, tmp_path: Path
+) -> None:
+    cfg = config_from_mapping({"checkpoint": {"jobs": {"train": {"criticality": "release"}}}})
+    path = tmp_path / "j.sqlite"
+    journal = SqliteJournal(path)
+    ctl = Controller(topology, cfg, journal=journal)
+    rng = np.random.default_rng(3)
+    valued = []
+    outcomes = []
+    for i in range(400):  # two and a half hours running hot and 2.5% slow, then cooled
+        now = 1000.0 + 30.0 * (i + 1)
+        hot = 30 <= i < 330
+        over = {
+            ("gpu/n02/1", "gpu.temp_c"): 83.0 if hot else 65.0,
+            ("gpu/n02/1", "gpu.step_time_s"): 2.05 if hot else 2.0,
+        }
+        result = ctl.tick(now, normal_batch(topology, now, rng, overrides=over))
+        valued += [
+            d
+            for d in result.decisions
+            if d.cause == "gpu/n02/1" and d.predicted_cost_gpu_h == d.predicted_cost_gpu_h
+        ]
+        outcomes += list(result.outcomes)
+    assert valued, "a degraded GPU under a release run is valued"
+    assert all(d.predicted_benefit_gpu_h > d.predicted_cost_gpu_h for d in valued)  # only worthwhile steps
+    assert {o.action for o in outcomes} == {d.action for d in valued}  # each one audited once it cooled
+    assert all("recovered or left the job" in o.note for o in outcomes)
+    ex = explain(journal, cfg, valued[0].entity)
+    assert ex.outcomes and ex.decisions
+    console = Console(record=True, width=200)
+    render_explanation(console, ex)
+    text = console.export_text()
+    assert "predicted cost / benefit" in text and "realised" in text
+    journal.close()

@@ -117,7 +117,7 @@ def test_a_degraded_part_is_valued_escalated_and_its_outcome_journaled_and_expla
         valued += [
             d
             for d in result.decisions
-            if d.cause == "gpu/n02/1" and d.predicted_cost_gpu_h == d.predicted_cost_gpu_h
+            if d.cause == "gpu/n02/1" and d.predicted_benefit_gpu_h == d.predicted_benefit_gpu_h
         ]
         outcomes += list(result.outcomes)
     assert valued, "a degraded GPU under a release run is valued"

@@ -27,7 +27,7 @@ from seamguard.journal.transitions_csv import TRANSITION_HEADER, transition_row
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind, kind_of
 from seamguard.model.states import State
-from seamguard.render import STATE_STYLE, state_text
+from seamguard.render import STATE_STYLE, job_economics_table, state_text
 from seamguard.synth.cluster import write_inventory_csv, write_jobs_csv
 from seamguard.synth.evaluate import Evaluation, evaluate
 from seamguard.synth.scenarios import SCENARIOS, build
@@ -134,6 +134,9 @@ def run_demo(*, out: Path, seed: int, console: Console, live: bool, delay: float
                 live_view.stop()
     evaluation = evaluate(fleet.labels(), transitions)
     _summary(console, evaluation, decisions, start, out)
+    stakes = job_economics_table(controller)
+    if stakes is not None:
+        console.print(stakes)
     return evaluation
 
 

@@ -9,6 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from seamguard.control.controller import Controller
 from seamguard.diagnose.explain import Explanation
 from seamguard.model.states import State
 from seamguard.timeparse import format_time
@@ -89,3 +90,39 @@ def render_explanation(console: Console, ex: Explanation) -> None:
             parts.append(Text(f"outcome of {o.action} on {o.entity} ({format_time(o.decided_at)}): {o.note}",
                               style="dim"))  # fmt: skip
     console.print(Panel(Group(*parts), title="seamguard explain", expand=False))
+
+
+def job_economics_table(controller: Controller) -> Table | None:
+    """Each running job's checkpoint plan and what is at stake, as the engine sees it now."""
+    econ, loop = controller.economics, controller.checkpoint_loop
+    if econ is None or loop is None or loop.last is None:
+        return None
+    table = Table(title="jobs: checkpoint plan and what is at stake", expand=False)
+    for col in (
+        "job",
+        "GPUs",
+        "plan",
+        "every",
+        "expected ETTR",
+        "at risk (GPU-h)",
+        "at risk ($)",
+        "slip risk",
+    ):
+        table.add_column(col, justify="left" if col in ("job", "plan") else "right")
+    plans = loop.last.plans
+    for j, rec in enumerate(controller.topology.jobs):
+        if not econ.gpus[j] > 0:
+            continue
+        c = int(plans.choice[j])
+        plan = "none" if c < 0 else f"{loop.last.table.modes[c].value} to {loop.last.table.targets[c]}"
+        every = "-" if c < 0 else f"{plans.interval_s[j] / 60:.1f} min"
+        slip = econ.slip_probability[j]
+        table.add_row(
+            rec.job, f"{econ.gpus[j]:.0f}", plan, every, f"{1 - econ.expected_waste[j]:.3f}",
+            _num(econ.rollback_gpu_h[j], 1), _num(econ.rollback_cost[j], 0), "-" if math.isnan(slip) else f"{slip:.0%}",
+        )  # fmt: skip
+    return table
+
+
+def _num(x: float, places: int) -> str:
+    return "-" if math.isnan(x) else f"{x:,.{places}f}"

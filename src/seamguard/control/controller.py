@@ -247,12 +247,16 @@ class Controller:
         if scale is not None:
             workload = self.workload_at(self.now)
             return job_hazard(self.config.hazard, self.topology, workload, self.gfs, self.prs, scale,
-                              self._parts(workload))  # fmt: skip
+                              self._parts(workload), self._failed())  # fmt: skip
         if self._hazard is None:
             workload = self.workload_at(self.now)
             self._hazard = job_hazard(self.config.hazard, self.topology, workload, self.gfs, self.prs,
-                                      self.learner.scale(), self._parts(workload))  # fmt: skip
+                                      self.learner.scale(), self._parts(workload), self._failed())  # fmt: skip
         return self._hazard
+
+    def _failed(self) -> npt.NDArray[np.bool_]:
+        failed: npt.NDArray[np.bool_] = self.classifier.state == int(State.FAILED)
+        return failed
 
     def _parts(self, workload: Workload) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         if self._pairs is None or self._pairs[0] is not workload:

@@ -57,10 +57,16 @@ class JobHazard:
 
 
 def part_rates(
-    config: HazardConfig, topology: Topology, gfs: FloatArray, prs: FloatArray, scale: float = 1.0
+    config: HazardConfig,
+    topology: Topology,
+    gfs: FloatArray,
+    prs: FloatArray,
+    scale: float = 1.0,
+    failed: npt.NDArray[np.bool_] | None = None,
 ) -> FloatArray:
     """Per entity (global index), its hard-failure rate per second; 0 for kinds no job dies of.
-    ``scale`` multiplies every nominal rate (the fleet's observed rate against nominal)."""
+    ``scale`` multiplies every nominal rate (the fleet's observed rate against nominal). A part
+    already ``failed`` adds nothing: its failure has happened, and the job restarts without it."""
     rate = np.zeros(topology.n_entities)
     for kind in PART_KINDS:
         members = topology.members[kind]
@@ -71,6 +77,8 @@ def part_rates(
             config.gfs_gain * np.nan_to_num(gfs[members]) + config.prs_gain * np.nan_to_num(prs[members])
         )
         rate[members] = base * np.minimum(boost, config.max_multiplier)
+    if failed is not None:
+        rate[failed] = 0.0
     return rate
 
 
@@ -82,13 +90,14 @@ def job_hazard(
     prs: FloatArray,
     scale: float = 1.0,
     pairs: tuple[IntArray, IntArray] | None = None,
+    failed: npt.NDArray[np.bool_] | None = None,
 ) -> JobHazard:
     """Each job's rate: the sum over the distinct parts under it, plus its software rate.
     ``scale`` is the fleet's observed failure rate against nominal (``HazardLearner``);
     ``pairs`` the workload's ``job_parts``, when the caller keeps them between ticks."""
     n_jobs = len(topology.jobs)
-    rate = part_rates(config, topology, gfs, prs, scale)
-    nominal = part_rates(config, topology, np.zeros_like(gfs), np.zeros_like(prs), scale)
+    rate = part_rates(config, topology, gfs, prs, scale, failed)
+    nominal = part_rates(config, topology, np.zeros_like(gfs), np.zeros_like(prs), scale, failed)
     jobs, parts = pairs if pairs is not None else job_parts(topology, workload)
     total = np.bincount(jobs, weights=rate[parts], minlength=n_jobs)
     base = np.bincount(jobs, weights=nominal[parts], minlength=n_jobs)

@@ -114,6 +114,19 @@ def test_an_unknown_job_is_a_404_naming_it(live: Live) -> None:
         ControllerSource(live.controller).risk("nope")
 
 
+def test_the_economics_of_every_running_job_are_served(live: Live) -> None:
+    status, body = get(f"{live.server.url}/v1/economics")
+    assert status == 200
+    with live.lock:
+        econ = live.controller.economics
+    assert econ is not None
+    jobs = {row["job"]: row for row in body["jobs"]}  # type: ignore[union-attr, index]
+    assert set(jobs) == {"train", "batch"}
+    assert jobs["train"]["gpus"] == econ.gpus[0] and jobs["train"]["slip_probability"] is None  # no deadline
+    assert 0 < jobs["train"]["expected_ettr"] <= 1  # type: ignore[operator]
+    assert body["fleet"]["gpus"] == econ.gpus.sum()  # type: ignore[index]
+
+
 def test_healthz(live: Live) -> None:
     assert get(f"{live.server.url}/healthz") == (200, {"status": "ok", "jobs": 2})
 

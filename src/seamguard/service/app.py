@@ -1,4 +1,5 @@
-"""A ``Controller`` served read-only over HTTP: each job's risk, for its runtime's advisor.
+"""A ``Controller`` served read-only over HTTP: each job's risk, for its runtime's advisor, and
+the engine's economics (each running job's plan value, rollback exposure and slip risk).
 
 Route handlers run in the server's worker threads while the engine ticks in its own, so every
 read of the controller holds ``lock``: the caller that ticks must hold the same lock around
@@ -12,13 +13,13 @@ import threading
 from fastapi import FastAPI, HTTPException, Response
 
 from seamguard.control.controller import Controller
-from seamguard.service.schema import JobRiskPayload
+from seamguard.service.schema import EconomicsPayload, JobRiskPayload
 
 NAMED_JOBS = 10  # how many known jobs a 404 lists
 
 
 def create_app(controller: Controller, lock: threading.Lock | None = None) -> FastAPI:
-    """``GET /v1/jobs/{job}/risk`` and ``GET /healthz`` over ``controller``."""
+    """``GET /v1/jobs/{job}/risk``, ``GET /v1/economics`` and ``GET /healthz`` over ``controller``."""
     guard = lock if lock is not None else threading.Lock()
     app = FastAPI(title="seamguard", summary="Each job's live risk, for its checkpoint advisor")
 
@@ -46,6 +47,22 @@ def create_app(controller: Controller, lock: threading.Lock | None = None) -> Fa
         # Serialised by the schema itself: it carries the infinite MTBF of a job without hazard,
         # which the framework's JSON encoder refuses.
         body = JobRiskPayload.from_risk(risk).model_dump_json()
+        return Response(content=body, media_type="application/json")
+
+    @app.get(
+        "/v1/economics",
+        response_model=EconomicsPayload,
+        responses={503: {"description": "the engine has not valued its jobs yet"}},
+    )
+    def economics() -> Response:
+        with guard:
+            econ = controller.economics
+            if econ is None:
+                raise HTTPException(
+                    status_code=503, detail="no economics yet: the engine has not planned a tick"
+                )
+            names = [j.job for j in controller.topology.jobs]
+            body = EconomicsPayload.from_economics(controller.now, names, econ).model_dump_json()
         return Response(content=body, media_type="application/json")
 
     return app

@@ -1,4 +1,5 @@
-"""The wire form of a job's risk (``control.checkpoint_loop.JobRisk``), shared by both ends.
+"""The wire form of a job's risk (``control.checkpoint_loop.JobRisk``), shared by both ends, and of
+the engine's economics (``economics.job_value.JobEconomics``).
 
 The service writes it and the agent's HTTP source reads it through the same pydantic model, so a
 malformed answer fails with the name of the field at fault. Infinite values (an MTBF with no
@@ -8,10 +9,13 @@ hazard, the time before the engine's first tick) travel as the strings ``"Infini
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seamguard.control.checkpoint_loop import JobRisk
 from seamguard.economics.checkpoint_modes import StoragePath, Survival
+from seamguard.economics.job_value import JobEconomics
 from seamguard.model.states import State
 
 
@@ -74,3 +78,44 @@ class JobRiskPayload(_Wire):
             ),
             top_part=self.top_part,
         )
+
+
+class JobEconomicsPayload(_Wire):
+    """One running job; a figure that does not apply (no deadline: no slip risk) is null."""
+
+    job: str
+    gpus: float
+    expected_ettr: float | None
+    useful_throughput: float | None
+    failure_adjusted_gpus: float | None
+    rollback_gpu_h: float | None
+    rollback_cost: float | None
+    slip_probability: float | None
+
+
+class EconomicsPayload(_Wire):
+    ts: float
+    fleet: dict[str, float | None]
+    jobs: list[JobEconomicsPayload]
+
+    @classmethod
+    def from_economics(cls, ts: float, names: list[str], econ: JobEconomics) -> EconomicsPayload:
+        rows = [
+            JobEconomicsPayload(
+                job=name,
+                gpus=float(econ.gpus[j]),
+                expected_ettr=_num(1.0 - float(econ.expected_waste[j])),
+                useful_throughput=_num(float(econ.useful_throughput[j])),
+                failure_adjusted_gpus=_num(float(econ.failure_adjusted_gpus[j])),
+                rollback_gpu_h=_num(float(econ.rollback_gpu_h[j])),
+                rollback_cost=_num(float(econ.rollback_cost[j])),
+                slip_probability=_num(float(econ.slip_probability[j])),
+            )
+            for j, name in enumerate(names)
+            if econ.gpus[j] > 0
+        ]
+        return cls(ts=ts, fleet={k: _num(v) for k, v in econ.fleet().items()}, jobs=rows)
+
+
+def _num(value: float) -> float | None:
+    return None if math.isnan(value) else value

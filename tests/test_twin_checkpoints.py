@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from seamguard.economics.checkpoint_modes import Mode
+from seamguard.errors import InputError
 from seamguard.model.entities import EntityKind
+from seamguard.twin.campaign import parse_policies
 from seamguard.twin.faults import FAULT_KINDS
 from seamguard.twin.jobs import Memory, TrainingJob
 from seamguard.twin.policies.base import static_interval
@@ -79,3 +81,9 @@ def test_a_drift_step_scales_every_background_rate_from_its_hour_on() -> None:
     assert after / before == pytest.approx(3.0, rel=0.2)
     with pytest.raises(Exception, match="scale"):
         scenario_from_mapping({**SMALL, "hazard_drift": [{"at_h": 1, "scale": -1}]})
+
+
+def test_the_variants_are_named_on_the_command_line_and_listed_when_one_is_wrong() -> None:
+    assert parse_policies("seamguard-remote,young-daly-tiered") == ("seamguard-remote", "young-daly-tiered")
+    with pytest.raises(InputError, match="seamguard-remote"):
+        parse_policies("seamguard-local")

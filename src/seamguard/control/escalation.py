@@ -71,6 +71,8 @@ class Escalation:
         self.level = np.zeros(n, dtype=np.int64)  # the ladder step last journaled
         self.pending: list[_Pending] = []
         self._last = -math.inf
+        # Per job (and -1: no job), whether it is a training job.
+        self._training = np.array([j.job_class in TRAINING_CLASSES for j in topology.jobs] + [False])
 
     def step(
         self,
@@ -116,7 +118,7 @@ class Escalation:
     ) -> tuple[IntArray, IntArray, FloatArray]:
         """(part, job, slowdown) for every suspect part in a running training job."""
         topo = self.topology
-        training = np.array([j.job_class in TRAINING_CLASSES for j in topo.jobs] + [False])
+        training = self._training
         slowdown = np.nan_to_num(gpu_slowdown)
         out: list[tuple[IntArray, IntArray, FloatArray]] = []
         for kind in (EntityKind.GPU, EntityKind.NODE, EntityKind.LINK):

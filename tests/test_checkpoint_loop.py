@@ -13,7 +13,7 @@ from seamguard.control.checkpoint_loop import CheckpointLoop
 from seamguard.control.controller import Controller
 from seamguard.economics.checkpoint_modes import Mode, StoragePath
 from seamguard.economics.hazard import DAY_S, job_hazard
-from seamguard.economics.hazard_learning import HazardLearner, pooled_scale
+from seamguard.economics.hazard_learning import HazardLearner
 from seamguard.errors import InputError
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
@@ -117,10 +117,6 @@ def test_the_learner_finds_a_tripled_rate_and_a_small_fleet_barely_moves_it() ->
     small.record(0.0, 0.1 / DAY_S, 0)
     small.record(3600.0, 0.1 / DAY_S, 1)  # one failure in a fleet expecting one every ten days
     assert 1.0 < small.scale() < (3.0 + 1.0) / 3.0
-    assert pooled_scale([big, small]) == pytest.approx(
-        (3.0 + big.observed + small.observed) / (3.0 + big.expected + small.expected)
-    )
-    assert pooled_scale([]) == 1.0
 
 
 def test_the_engine_plans_every_running_job_and_counts_hard_failures(topology: Topology) -> None:

@@ -120,6 +120,7 @@ class Controller:
         zero = np.zeros(topology.n_entities)
         self._counted = np.concatenate([topology.members[k] for k in COUNTED_KINDS])
         self._counted_rate = part_rates(config.hazard, topology, zero, zero)[self._counted]
+        self.new_failures = 0  # hard failures (one per node) the last tick saw
         # Off when the caller plans over several controllers' hazards at once (the twin's cells).
         self.checkpoint_loop = CheckpointLoop(config, topology) if plan_checkpoints else None
         self._pairs: tuple[Workload, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] | None = None
@@ -263,6 +264,15 @@ class Controller:
             self._pairs = (workload, job_parts(self.topology, workload))
         return self._pairs[1]
 
+    def exposure_per_s(self) -> float:
+        """Failures per second expected at nominal rates over the parts that can still fail, of
+        the kinds the learner counts: not failed, and not gone silent after failing (a part never
+        seen yet is at risk all the same)."""
+        st = self.classifier.state[self._counted]
+        last = self._last_known[self._counted]
+        gone = (st == int(State.FAILED)) | ((st == int(State.UNKNOWN)) & (last == int(State.FAILED)))
+        return float(self._counted_rate @ ~gone)
+
     def set_job_economics(self, economics: JobEconomics, save_s: npt.NDArray[np.float64]) -> None:
         """Per job (topology order): what a caller planning checkpoints elsewhere found; the next
         ticks value suspect parts against it."""
@@ -314,10 +324,8 @@ class Controller:
             ),
         )
         self.lemon_memory.record(now, topo, changes)
-        # Exposure counts only the parts that can still fail: not failed, not out of sight.
-        at_risk = ~np.isin(self.classifier.state[self._counted], (int(State.FAILED), int(State.UNKNOWN)))
-        exposure = float(self._counted_rate @ at_risk)
-        self.learner.record(now, exposure, _new_hard_failures(topo, changes))
+        self.new_failures = _new_hard_failures(topo, changes)
+        self.learner.record(now, self.exposure_per_s(), self.new_failures)
         self.gfs, self.prs, self.fae = frame.gfs, prs, amp.fae
         self._hazard = None
 

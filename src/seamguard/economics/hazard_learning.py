@@ -18,7 +18,6 @@ small fleet's few failures barely move it and a large fleet's rate is tracked wi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from seamguard.model.entities import EntityKind
@@ -49,14 +48,4 @@ class HazardLearner:
         self.last = now
 
     def scale(self) -> float:
-        return pooled_scale([self])
-
-
-def pooled_scale(learners: Sequence[HazardLearner]) -> float:
-    """One scale from several learners watching disjoint parts of one fleet (the twin's cells)."""
-    if not learners:
-        return 1.0
-    prior = learners[0].prior_failures
-    observed = sum(x.observed for x in learners)
-    expected = sum(x.expected for x in learners)
-    return (prior + observed) / (prior + expected)
+        return (self.prior_failures + self.observed) / (self.prior_failures + self.expected)

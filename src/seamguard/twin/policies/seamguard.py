@@ -34,7 +34,7 @@ from seamguard.control.classifier import SEVERITY
 from seamguard.control.controller import Controller
 from seamguard.economics.checkpoint_modes import Mode
 from seamguard.economics.hazard import PART_KINDS, JobHazard
-from seamguard.economics.hazard_learning import pooled_scale
+from seamguard.economics.hazard_learning import HazardLearner
 from seamguard.economics.job_value import job_economics
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.entities import EntityKind
@@ -173,6 +173,9 @@ class SeamguardPolicy:
         self.decisions = 0
         self._admission: dict[JobClass, IntArray] = {}
         self.checkpoints = CheckpointLoop(config, topo)
+        # One learner for the whole fleet: a cell's engine ticks only in its windows, but the
+        # fleet is exposed all the time, and every failure opens a window where it is seen.
+        self.learner = HazardLearner(config.hazard.learn_halflife_s, config.hazard.learn_prior_failures)
         self._plans: LoopTick | None = None
         self._workload: tuple[int, Workload] | None = None
         self._storage_index = {name: i for i, name in enumerate(topo.names[EntityKind.STORAGE])}
@@ -208,6 +211,8 @@ class SeamguardPolicy:
             actions.extend(self._act(result.decisions, view))
         self._admission.clear()
         if batches:
+            failures = sum(self.cells[cell_id].controller.new_failures for cell_id, _ in batches)
+            self.learner.record(now, sum(c.controller.exposure_per_s() for c in self.cells), failures)
             actions.extend(self._plan_checkpoints(now, view, batches[-1][0]))
         return actions
 
@@ -258,6 +263,8 @@ class SeamguardPolicy:
             node_job = placement_node_job(topo, view.placement())
             self._workload = (version, workload_from_nodes(topo, node_job))
         workload = self._workload[1]
+        for c in self.cells:  # a cell not yet observed still carries its share of every job
+            self._place(c, view)
         hazard = self._hazard()
         cell = self.cells[fresh_cell]
         paths = storage_paths(self.config, cell.topology, cell.controller.store, cell.controller.states)
@@ -280,8 +287,8 @@ class SeamguardPolicy:
 
     def _hazard(self) -> JobHazard:
         """Every job's hazard, summed over the cells (each holds its share of the job's parts),
-        at the failure rate all cells have seen together."""
-        scale = pooled_scale([c.controller.learner for c in self.cells])
+        at the failure rate the whole fleet has shown."""
+        scale = self.learner.scale()
         parts = [c.controller.job_hazard(scale) for c in self.cells]
         if len(parts) == 1:
             return parts[0]

@@ -189,7 +189,7 @@ class Escalation:
             f"weight {s.weight:.2f}); this step costs {cost:.1f} GPU-h and should remove {benefit:.1f} "
             f"over {self.config.economics.horizon_s / 3600:g} h"
         )
-        return DecisionRecord(now, target, step.value, "advise", reason, State(int(State.DEGRADED)).label,
+        return DecisionRecord(now, target, step.value, "advise", reason, State.DEGRADED.label,
                               cause=topo.ids[gidx], predicted_cost_gpu_h=cost, predicted_benefit_gpu_h=benefit)  # fmt: skip
 
     def _outcomes(

@@ -22,6 +22,12 @@ One JSON line per advisor instruction and per save goes to stdout (``event``, ``
 
 Without ``--service`` the risk is static: an MTBF and nameplate throughputs scaled to this toy
 model, whose saves take milliseconds, so that a few hundred steps see a dozen saves.
+
+With ``--clock model`` the durations the advisor is told are modelled rather than measured: every
+step takes ``--model-step-s``, a write takes its bytes over the path's nameplate (or its throttled)
+throughput, a host copy its bytes over ``--host-gbps``, and a background persist finishes once that
+much training time has passed. The saves are still real; only the clock is not, so a loaded
+machine cannot change what the advisor decides (the integration test runs this way).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 import shutil
 import sys
 import tempfile
@@ -60,6 +67,7 @@ from seamguard.economics.checkpoint_modes import JobCheckpoint, Mode, StoragePat
 from seamguard.model.states import State
 
 State_ = dict[str, Any]
+OVERHEAD_S = 0.002  # a save's fixed cost at this toy scale
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +87,23 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class ModelClock:
+    """Durations from a model of the machine instead of the wall clock (``--clock model``)."""
+
+    step_s: float
+    host_gbps: float
+    path_gbps: dict[str, float]  # each path's write throughput before any throttling
+    slow_gbps: float
+    overhead_s: float
+
+    def write_s(self, target: str, size_gb: float, throttled: bool) -> float:
+        return self.overhead_s + size_gb / (self.slow_gbps if throttled else self.path_gbps[target])
+
+    def copy_s(self, size_gb: float) -> float:
+        return size_gb / self.host_gbps
+
+
 def _train(args: argparse.Namespace, out: Path) -> int:
     model = nn.Sequential(nn.Linear(128, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
     optim = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -90,14 +115,15 @@ def _train(args: argparse.Namespace, out: Path) -> int:
     advisor = Advisor(
         args.job,
         JobCheckpoint(
-            size_gb, changed_share=1.0, host_copy_gbps=args.host_gbps, peer_gbps=0.0, overhead_s=0.002
+            size_gb, changed_share=1.0, host_copy_gbps=args.host_gbps, peer_gbps=0.0, overhead_s=OVERHEAD_S
         ),
         _source(args, names),
         timeout_s=args.timeout_s,
         fallback=Fallback(target=names[-1], interval_s=args.fallback_interval_s, mode=Mode.TIERED),
         refresh_s=args.refresh_s,
     )
-    saver = Saver(out, args.slow_path, args.slow_from, args.slow_gbps)
+    clock = _clock(args, names)
+    saver = Saver(out, args.slow_path, args.slow_from, args.slow_gbps, clock)
     # dcp's first save pays one-off setup: made here, it stays out of the advisor's measurements.
     saver.write(state, "_warmup", -1)
     shutil.rmtree(out / "_warmup")
@@ -107,15 +133,16 @@ def _train(args: argparse.Namespace, out: Path) -> int:
         t0 = time.perf_counter()
         i = (step * 64) % len(x)
         loss = _train_step(model, optim, x[i : i + 64], y[i : i + 64])
-        took = time.perf_counter() - t0
+        took = clock.step_s if clock else time.perf_counter() - t0
+        saver.advance(took)
         _report(advisor, saver.finished())
         todo = advisor.step(step, took)
         if todo is not None and saver.inflight is not None:
             # A new save waits for the earlier persist, and what that persist measured may change
             # the plan: report it, then ask again, the wait counted as training time lost.
-            t0 = time.perf_counter()
+            t0, due = time.perf_counter(), saver.due_in()
             _report(advisor, saver.wait())
-            todo = advisor.step(step, time.perf_counter() - t0)
+            todo = advisor.step(step, due if clock else time.perf_counter() - t0)
         if todo is not None:
             _emit(event="instruction", step=step, mode=todo.mode.value, target=todo.target,
                   deadline_s=todo.deadline_s, reason=todo.reason, planning=advisor.planning)  # fmt: skip
@@ -155,14 +182,24 @@ class ThrottledWriter(FileSystemWriter):
 
 
 class Saver:
-    """Carries out instructions; one background persist at a time (a new save waits for it)."""
+    """Carries out instructions; one background persist at a time (a new save waits for it).
 
-    def __init__(self, out: Path, slow_path: str, slow_from: int, slow_gbps: float) -> None:
+    Under a model clock, ``now`` is the training time so far and a persist is due once the
+    modelled write time has passed; otherwise it is due when its thread returns."""
+
+    def __init__(
+        self, out: Path, slow_path: str, slow_from: int, slow_gbps: float, clock: ModelClock | None = None
+    ) -> None:
         self.out, self.slow_path, self.slow_from, self.slow_gbps = out, slow_path, slow_from, slow_gbps
+        self.clock = clock
+        self.now = 0.0
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persist")
-        self.inflight: tuple[Future[float], SaveReport] | None = None
+        self.inflight: tuple[Future[float], SaveReport, float] | None = None  # (write, report, due)
         self.memory: State_ | None = None
         self.persisted: SaveReport | None = None  # the newest copy durable on a storage path
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
     def save(self, step: int, todo: Instruction, state: State_, size_gb: float) -> list[SaveReport]:
         reports = self.wait()  # the loop has waited for an earlier persist already; never two at once
@@ -170,30 +207,48 @@ class Saver:
         slow = self._throttled(todo.target, step)
         if todo.mode in (Mode.FULL, Mode.INCREMENTAL):
             where = self.write(state, todo.target, step)
-            took = time.perf_counter() - t0
+            took = self.clock.write_s(todo.target, size_gb, slow) if self.clock else time.perf_counter() - t0
+            self.now += took
             self.persisted = SaveReport(step, todo.mode, todo.target, took, took, size_gb, slow, where)
             return [*reports, self.persisted]
         self.memory = copy.deepcopy(state)
-        took = time.perf_counter() - t0
+        took = self.clock.copy_s(size_gb) if self.clock else time.perf_counter() - t0
+        self.now += took
         if todo.mode is Mode.IN_MEMORY:
             return [*reports, SaveReport(step, todo.mode, MEMORY, took, took, size_gb, False, None)]
         where = self.out / todo.target / f"step-{step:06d}"
-        pending = SaveReport(step, todo.mode, todo.target, took, took, size_gb, slow, where)
-        self.inflight = (self.pool.submit(self._timed_write, self.memory, todo.target, step), pending)
+        persist = self.clock.write_s(todo.target, size_gb, slow) if self.clock else math.nan
+        pending = SaveReport(step, todo.mode, todo.target, took, took + persist, size_gb, slow, where)
+        due = self.now + persist if self.clock else math.inf
+        self.inflight = (self.pool.submit(self._timed_write, self.memory, todo.target, step), pending, due)
         return reports
+
+    def due_in(self) -> float:
+        """Model seconds until the background persist is due (0 with none, or the wall clock)."""
+        if self.inflight is None or self.clock is None:
+            return 0.0
+        return max(self.inflight[2] - self.now, 0.0)
 
     def finished(self) -> list[SaveReport]:
         """The background persist, once it has completed."""
-        if self.inflight is None or not self.inflight[0].done():
+        if self.inflight is None:
+            return []
+        future, _, due = self.inflight
+        if not (self.now >= due if self.clock else future.done()):
             return []
         return self.wait()
 
     def wait(self) -> list[SaveReport]:
         if self.inflight is None:
             return []
-        future, pending = self.inflight
+        future, pending, due = self.inflight
         self.inflight = None
-        self.persisted = replace(pending, durable_s=pending.blocking_s + future.result())
+        took = future.result()
+        if self.clock:  # the modelled persist, waited for in training time
+            self.now = max(self.now, due)
+            self.persisted = pending
+        else:
+            self.persisted = replace(pending, durable_s=pending.blocking_s + took)
         return [self.persisted]
 
     def write(self, state: State_, target: str, step: int) -> Path:
@@ -265,11 +320,26 @@ def _tensors(obj: object) -> list[torch.Tensor]:
 def _source(args: argparse.Namespace, names: list[str]) -> RiskSource:
     if args.service:
         return HttpSource(args.service, timeout_s=args.service_timeout_s)
+    plates = _nameplates(args, names)
+    paths = [StoragePath(n, g, 1.5 * g, State.HEALTHY) for n, g in zip(names, plates, strict=True)]
+    return StaticSource(args.mtbf_s, tuple(paths), Survival(host=args.host_survival))
+
+
+def _nameplates(args: argparse.Namespace, names: list[str]) -> list[float]:
     plates = [float(g) for g in args.nameplate_gbps.split(",")]
     if len(plates) != len(names):
         raise SystemExit(f"--nameplate-gbps gives {len(plates)} value(s) for {len(names)} path(s) in --paths")
-    paths = [StoragePath(n, g, 1.5 * g, State.HEALTHY) for n, g in zip(names, plates, strict=True)]
-    return StaticSource(args.mtbf_s, tuple(paths), Survival(host=args.host_survival))
+    return plates
+
+
+def _clock(args: argparse.Namespace, names: list[str]) -> ModelClock | None:
+    if args.clock == "wall":
+        return None
+    plates = _nameplates(args, names)
+    if args.model_step_s <= 0:
+        raise SystemExit(f"--model-step-s must be positive, got {args.model_step_s}")
+    return ModelClock(args.model_step_s, args.host_gbps, dict(zip(names, plates, strict=True)), args.slow_gbps,
+                      OVERHEAD_S)  # fmt: skip
 
 
 def _emit(**fields: object) -> None:
@@ -302,6 +372,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fallback-interval-s", type=float, default=0.5, help="the fixed interval without a source"
     )
+    p.add_argument(
+        "--clock", choices=("wall", "model"), default="wall",
+        help="measure durations (wall) or model them from the nameplates (model: load-proof)",
+    )  # fmt: skip
+    p.add_argument("--model-step-s", type=float, default=0.01, help="model clock: one training step")
     p.add_argument("--seed", type=int, default=0)
     return p
 

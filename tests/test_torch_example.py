@@ -28,7 +28,7 @@ def require_torch() -> None:
 def test_the_advisor_moves_the_saves_off_a_path_that_slows(tmp_path: Path) -> None:
     require_torch()
     slow_from = 150
-    args = ["--steps", "500", "--slow-from", str(slow_from), "--out", str(tmp_path)]
+    args = ["--steps", "500", "--slow-from", str(slow_from), "--out", str(tmp_path), "--clock", "model"]
     done = subprocess.run(
         [sys.executable, str(EXAMPLE), *args],
         capture_output=True,

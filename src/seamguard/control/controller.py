@@ -416,9 +416,12 @@ class Controller:
         self, now: float, workload: Workload, econ: JobEconomics
     ) -> tuple[list[DecisionRecord], list[OutcomeRecord]]:
         n = len(self.topology.jobs)
-        excess = (part_rates(self.config.hazard, self.topology, self.gfs, self.prs) - self._nominal_rate) * (
-            self.learner.scale()
-        )
+        # Only suspect (degraded) parts are priced; a healthy fleet skips the per-part rates.
+        if np.any(self.classifier.state == int(State.DEGRADED)):
+            rates = part_rates(self.config.hazard, self.topology, self.gfs, self.prs)
+            excess = (rates - self._nominal_rate) * self.learner.scale()
+        else:
+            excess = np.zeros(self.topology.n_entities)
         stepping = np.zeros(n, dtype=bool)
         saved = np.full(n, np.nan)
         if self.catalog.get("job.step_time_s") is not None:

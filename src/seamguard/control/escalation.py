@@ -153,9 +153,7 @@ class Escalation:
             slowdown=max(slowdown, 0.0),
             excess_rate_per_s=max(float(excess[gidx]), 0.0),
             loss_per_failure_s=float(econ.loss_per_failure_s[job]),
-            since_durable_s=float(
-                np.nan_to_num(econ.rollback_gpu_h[job] / max(econ.gpus[job], 1.0) * 3600.0)
-            ),
+            since_durable_s=float(np.nan_to_num(econ.since_durable_s[job])),
             save_s=float(np.nan_to_num(save_s[job], nan=eco.restart_cost_s)),
             rebalance_s=eco.rebalance_s,
             restart_s=eco.restart_cost_s,

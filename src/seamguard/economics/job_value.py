@@ -41,6 +41,7 @@ class JobEconomics:
     expected_waste: FloatArray
     useful_throughput: FloatArray  # surviving GPU-hours per reserved GPU-hour
     failure_adjusted_gpus: FloatArray  # raw GPU-equivalents x (1 - W)
+    since_durable_s: FloatArray  # age of the last durable copy
     rollback_gpu_h: FloatArray
     rollback_cost: FloatArray
     slip_probability: FloatArray  # NaN without a deadline and remaining work
@@ -109,6 +110,7 @@ def job_economics(
         expected_waste=np.where(running, w, np.nan),
         useful_throughput=np.where(running, pace * (1.0 - w), np.nan),
         failure_adjusted_gpus=np.where(running, gpus * pace * (1.0 - w), np.nan),
+        since_durable_s=np.where(running, since, np.nan),
         rollback_gpu_h=np.where(running, exposure, np.nan),
         rollback_cost=np.where(running, exposure * cost, np.nan),
         slip_probability=slip,

@@ -29,6 +29,10 @@ if ! "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   as_root apt-get install -y -qq "python${ver}-venv" >/dev/null || as_root apt-get install -y -qq python3-venv >/dev/null
 fi
 
+if [ "$EXTRAS" = dev ]; then
+  bash scripts/system_packages.sh  # Slurm, munge, Prometheus, HAProxy: the tests' real components
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

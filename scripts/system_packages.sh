@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The real components the test suite starts on loopback ports of its own (docs/integrations.md):
+# Slurm with munge, Prometheus and HAProxy, all from Debian. Idempotent: installs only what is
+# missing. Services are never started here; the tests start and stop their own instances.
+set -euo pipefail
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+declare -A BINARY_OF=(
+  [munge]=munged
+  [slurmctld]=slurmctld
+  [slurmd]=slurmd
+  [slurm-client]=scontrol
+  [prometheus]=prometheus
+  [haproxy]=haproxy
+)
+missing=()
+for pkg in "${!BINARY_OF[@]}"; do
+  bin="${BINARY_OF[$pkg]}"
+  if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
+    missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+echo "installing Debian packages: ${missing[*]}"
+as_root apt-get update -qq
+# policy-rc.d 101: the packages' scripts must not start system services (the tests run their own).
+policy=/usr/sbin/policy-rc.d
+created=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+  as_root chmod +x "$policy"
+  created=1
+fi
+trap '[ "$created" = 1 ] && as_root rm -f "$policy"' EXIT
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

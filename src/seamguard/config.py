@@ -21,14 +21,16 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.states import Admission, JobClass, State
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Every config section: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 Weight = Field(gt=0.0, le=1.0)
 
 
-class _Band(_Strict):
+class _Band(StrictModel):
     """warn/crit bounds: evidence is 0 at warn and 1 at crit."""
 
     warn: float
@@ -41,7 +43,7 @@ class _Band(_Strict):
         return self
 
 
-class LevelRule(_Strict):
+class LevelRule(StrictModel):
     """For direction high, crit > warn; for direction low (e.g. a minimum flow), crit < warn."""
 
     warn: float
@@ -91,12 +93,12 @@ class CounterRule(_Band):
     recovery: bool = False
 
 
-class FlagRule(_Strict):
+class FlagRule(StrictModel):
     evidence: float = Weight
     recovery: bool = False
 
 
-class ThrottleConfig(_Strict):
+class ThrottleConfig(StrictModel):
     signal: str = "gpu.throttle_reasons"
     bits: dict[str, float]
 
@@ -111,18 +113,18 @@ class ThrottleConfig(_Strict):
         return self
 
 
-class XidConfig(_Strict):
+class XidConfig(StrictModel):
     signal: str = "gpu.xid"
     decay_halflife_s: float = Field(gt=0)
 
 
-class HeartbeatConfig(_Strict):
+class HeartbeatConfig(StrictModel):
     signal: str = "node.heartbeat_age_s"
     fail_after_s: float = Field(gt=0)
     mass_stale_fraction: float = Field(gt=0, le=1)
 
 
-class DetectorsConfig(_Strict):
+class DetectorsConfig(StrictModel):
     level: dict[str, LevelRule] = {}
     trend: dict[str, TrendRule] = {}
     peer: dict[str, PeerRule] = {}
@@ -163,21 +165,21 @@ class DetectorsConfig(_Strict):
         return self
 
 
-class EngineConfig(_Strict):
+class EngineConfig(StrictModel):
     tick_s: float = Field(gt=0)
     window_ticks: int = Field(ge=4, le=1000)
     stale_after_s: float = Field(gt=0)
     observe_every_s: float = Field(gt=0)
 
 
-class ScoresConfig(_Strict):
+class ScoresConfig(StrictModel):
     exposure_scale_gpus: float = Field(gt=0)
     trend_window_s: float = Field(gt=0)
     trend_halflife_s: float = Field(gt=0)
     trend_min_points: int = Field(ge=3)
 
 
-class ClassifierConfig(_Strict):
+class ClassifierConfig(StrictModel):
     degraded_enter: float = Field(gt=0, lt=1)
     degraded_exit: float = Field(ge=0, lt=1)
     quarantine_enter: float = Field(gt=0, le=1)
@@ -215,7 +217,7 @@ class ClassifierConfig(_Strict):
 Criticality = Literal["exploratory", "standard", "release"]
 
 
-class EconomicsConfig(_Strict):
+class EconomicsConfig(StrictModel):
     restart_cost_s: float = Field(ge=0)
     horizon_s: float = Field(gt=0)
     harmful_enter_ratio: float = Field(gt=0)
@@ -244,7 +246,7 @@ class EconomicsConfig(_Strict):
         return self
 
 
-class HazardConfig(_Strict):
+class HazardConfig(StrictModel):
     base_per_day: dict[EntityKind, float]
     software_per_gpu_day: float = Field(ge=0)
     gfs_gain: float = Field(ge=0)
@@ -261,7 +263,7 @@ class HazardConfig(_Strict):
         return self
 
 
-class JobCheckpointConfig(_Strict):
+class JobCheckpointConfig(StrictModel):
     """What a job saves, how it may save it, and what it is worth (``docs/checkpointing.md``)."""
 
     state_gb_per_gpu: float = Field(gt=0)
@@ -280,12 +282,12 @@ class JobCheckpointConfig(_Strict):
     )
 
 
-class StoragePathConfig(_Strict):
+class StoragePathConfig(StrictModel):
     write_gbps: float = Field(gt=0)
     read_gbps: float = Field(gt=0)
 
 
-class CheckpointConfig(_Strict):
+class CheckpointConfig(StrictModel):
     defaults: JobCheckpointConfig
     jobs: dict[str, JobCheckpointConfig] = {}  # each entry: overrides of ``defaults``
     storage: dict[str, StoragePathConfig]  # nameplate per path; ``default`` for any path not named
@@ -321,7 +323,7 @@ class CheckpointConfig(_Strict):
 StateName = Literal["healthy", "degraded", "recovery_unsafe", "quarantine", "harmful", "failed", "unknown"]
 
 
-class Config(_Strict):
+class Config(StrictModel):
     engine: EngineConfig
     detectors: DetectorsConfig
     scores: ScoresConfig

@@ -21,6 +21,10 @@ class ActionStatus(StrEnum):
     REFUSED = "refused"  # forbidden by the cluster's own state (drained by someone else, reserved)
     FAILED = "failed"  # did not succeed; retrying may help
     ADVISED = "advised"  # advise mode: journaled, not carried out
+    # Outcomes the safety layer and the guard journal (an actuator never returns these):
+    GIVEN_UP = "given_up"  # failed past its retry budget: an operator must look
+    HELD = "held"  # an undo waiting out its recovery delay
+    CANCELLED = "cancelled"  # a queued or held action dropped because its cause changed
 
 
 @dataclass(frozen=True)

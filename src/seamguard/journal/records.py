@@ -72,3 +72,32 @@ class ObservationRecord:
     prs: float
     fae: float
     evidence: tuple[EvidenceItem, ...] = ()
+
+
+@dataclass(frozen=True)
+class ActionResultRecord:
+    """One outcome of one action: carried out, already so, refused (by the cluster or a safety
+    budget), failed (with its attempt), given up, advised, held for recovery or cancelled.
+
+    ``actuator`` is the backend that answered, or ``safety`` when the safety layer itself decided
+    (a budget refusal, a storm brake, a recovery hold, a cancelled queued action)."""
+
+    ts: float
+    kind: str  # the action kind: drain_node, resume_node, restore_admission...
+    target: str
+    actuator: str
+    status: str  # an ActionStatus value
+    detail: str
+    epoch: int = 0
+    decided_at: float = math.nan
+    attempt: int = 0  # 1 for the first call to the actuator; 0 when none was made
+
+
+@dataclass(frozen=True)
+class NoticeRecord:
+    """Something an operator must know that is not an action: a storm brake set or released."""
+
+    ts: float
+    source: str  # safety, guard, dispatch...
+    level: str  # info | warning | error
+    message: str

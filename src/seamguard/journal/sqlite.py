@@ -1,6 +1,7 @@
 """The default journal: one SQLite file in WAL mode.
 
-Each tick's transitions, decisions and observations are written in one transaction with
+Each tick's transitions, decisions and observations (and each batch of action results and
+notices) are written in one transaction with
 ``synchronous=FULL``: a process killed mid-write leaves every earlier tick intact and the
 interrupted one absent, never half-written (SQLite's journal guarantees it; the test kills a
 writer with SIGKILL to check).
@@ -18,16 +19,19 @@ from typing import Any
 
 from seamguard.errors import InputError
 from seamguard.journal.records import (
+    ActionResultRecord,
     DecisionRecord,
     EvidenceItem,
+    NoticeRecord,
     ObservationRecord,
     OutcomeRecord,
     TransitionRecord,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Version 1 journals lack decisions.cause; version 2 the predicted cost and benefit of decisions
-# and the outcomes table. Opening an older journal adds what it lacks (old values read as ''/NaN).
+# and the outcomes table; version 3 the action_results and notices tables. Opening an older
+# journal adds what it lacks (old values read as ''/NaN; new tables start empty).
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,6 +54,16 @@ CREATE TABLE IF NOT EXISTS observations (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, entity TEXT NOT NULL, state TEXT NOT NULL,
     gfs REAL, prs REAL, fae REAL, evidence TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS observations_entity_ts ON observations (entity, ts);
+CREATE TABLE IF NOT EXISTS action_results (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
+    actuator TEXT NOT NULL, status TEXT NOT NULL, detail TEXT NOT NULL, epoch INTEGER NOT NULL,
+    decided_at REAL, attempt INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS action_results_target_ts ON action_results (target, ts);
+CREATE INDEX IF NOT EXISTS action_results_ts ON action_results (ts);
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, source TEXT NOT NULL, level TEXT NOT NULL,
+    message TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS notices_ts ON notices (ts);
 """
 
 
@@ -122,7 +136,8 @@ class SqliteJournal:
     def _upgrade(self, seen: int) -> None:
         """Add what an older journal lacks in one transaction; the version is re-read under the
         write lock so two processes opening the same old journal do not both alter it. (The
-        outcomes table itself is created by the schema script, which runs first.)"""
+        outcomes, action_results and notices tables are created by the schema script, which runs
+        first: an upgrade to 4 only moves the version.)"""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -185,6 +200,30 @@ class SqliteJournal:
             raise
         db.execute("COMMIT")
 
+    def append_actions(
+        self, results: Sequence[ActionResultRecord], notices: Sequence[NoticeRecord] = ()
+    ) -> None:
+        """Record action outcomes and notices atomically (the safety layer and the guard write here)."""
+        if not (results or notices):
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO action_results (ts, kind, target, actuator, status, detail, epoch, decided_at,"
+                " attempt) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(r.ts, r.kind, r.target, r.actuator, r.status, r.detail, r.epoch, _real(r.decided_at),
+                  r.attempt) for r in results],
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO notices (ts, source, level, message) VALUES (?,?,?,?)",
+                [(n.ts, n.source, n.level, n.message) for n in notices],
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
@@ -231,6 +270,33 @@ class SqliteJournal:
         return [
             OutcomeRecord(ts, ent, act, at, _nan(c), _nan(b), note) for ts, ent, act, at, c, b, note in rows
         ]
+
+    def action_results(
+        self,
+        target: str | None = None,
+        until: float | None = None,
+        since: float | None = None,
+        status: str | None = None,
+    ) -> list[ActionResultRecord]:
+        """Action outcomes on ``target`` (all targets when None), oldest first."""
+        where, args = _where(target, until, since, ("target",))
+        if status is not None:
+            where = (where + " AND" if where else " WHERE") + " status = ?"
+            args.append(status)
+        rows = self._db.execute(
+            "SELECT ts, kind, target, actuator, status, detail, epoch, decided_at, attempt FROM action_results"
+            f"{where} ORDER BY ts, id",
+            args,
+        )
+        return [
+            ActionResultRecord(ts, kind, tgt, act, st, det, ep, _nan(dec), att)
+            for ts, kind, tgt, act, st, det, ep, dec, att in rows
+        ]
+
+    def notices(self, until: float | None = None, since: float | None = None) -> list[NoticeRecord]:
+        where, args = _where(None, until, since)
+        rows = self._db.execute(f"SELECT ts, source, level, message FROM notices{where} ORDER BY ts, id", args)
+        return [NoticeRecord(ts, src, lvl, msg) for ts, src, lvl, msg in rows]
 
     def observations(
         self, entity: str | None = None, until: float | None = None, limit: int | None = None

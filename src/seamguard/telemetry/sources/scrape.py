@@ -1,0 +1,183 @@
+"""Scraping many DCGM exporters at once: the ``dcgm`` source.
+
+httpx on one asyncio loop fetches every endpoint concurrently (``concurrency`` in flight),
+each under a whole-request deadline (``timeout_s``, body included, so a target trickling
+bytes cannot hold a poll) and a body cap (``max_bytes``). A body is parsed as soon as it
+arrives, so memory holds a few bodies, not the fleet's. A target that fails (timeout, refused,
+HTTP error, oversize, garbage past the malformed share) gets a notice and adds no samples:
+its series go stale in the store, never zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from seamguard.model.topology import Topology
+from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.sources.base import Collected, SourceNotice
+from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, Tally
+from seamguard.telemetry.sources.openmetrics import ExpositionError, parse
+
+ACCEPT = "text/plain;version=0.0.4;q=1,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str
+    body: str | None  # None when the request failed
+    content_type: str = ""
+    error: str = ""
+    seconds: float = 0.0
+    size: int = 0
+
+
+async def _fetch_one(client: httpx.AsyncClient, url: str, timeout_s: float, max_bytes: int) -> Fetched:
+    t0 = time.perf_counter()
+
+    def failed(why: str) -> Fetched:
+        return Fetched(url, None, error=why, seconds=time.perf_counter() - t0)
+
+    try:
+        async with asyncio.timeout(timeout_s), client.stream("GET", url, headers={"Accept": ACCEPT}) as resp:
+            if resp.status_code != 200:
+                return failed(f"HTTP {resp.status_code} {resp.reason_phrase}")
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                return failed(f"body of {int(declared)} bytes refused: over the max_bytes cap of {max_bytes}")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    return failed(f"body refused past {max_bytes} bytes (the max_bytes cap)")
+                chunks.append(chunk)
+            body = b"".join(chunks).decode("utf-8", errors="replace")  # bad bytes become bad lines
+            ctype = resp.headers.get("content-type", "")
+            return Fetched(url, body, ctype, seconds=time.perf_counter() - t0, size=size)
+    except TimeoutError:
+        return failed(f"no complete answer within {timeout_s:g} s (timeout_s)")
+    except httpx.HTTPError as exc:
+        return failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+async def _fetch_all(
+    urls: Sequence[str],
+    timeout_s: float,
+    concurrency: int,
+    max_bytes: int,
+    on_result: Callable[[Fetched], None],
+) -> None:
+    sem = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # trust_env=False: a proxy from the environment must never see exporter traffic.
+    async with httpx.AsyncClient(limits=limits, timeout=timeout_s, trust_env=False) as client:
+
+        async def one(url: str) -> Fetched:
+            async with sem:
+                return await _fetch_one(client, url, timeout_s, max_bytes)
+
+        for fut in asyncio.as_completed([one(u) for u in urls]):
+            on_result(await fut)
+
+
+def fetch_all(
+    urls: Sequence[str], *, timeout_s: float, concurrency: int, max_bytes: int,
+    on_result: Callable[[Fetched], None],
+) -> None:  # fmt: skip
+    """Fetch every URL concurrently; ``on_result`` is called (in one thread) as each finishes.
+    Runs its own event loop, in a helper thread if the caller already runs one."""
+    job = _fetch_all(urls, timeout_s, concurrency, max_bytes, on_result)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(job)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, job).result()
+
+
+def is_openmetrics(content_type: str) -> bool | None:
+    """Timestamp unit from the Content-Type; None lets the parser look for ``# EOF``."""
+    ct = content_type.lower()
+    if "application/openmetrics-text" in ct:
+        return True
+    if "text/plain" in ct:
+        return False
+    return None
+
+
+@dataclass
+class ScrapeReport:
+    """The last poll, for the daemon's own metrics and for tests."""
+
+    targets: int = 0
+    failed: int = 0
+    bytes: int = 0
+    malformed: int = 0
+    seconds: float = 0.0
+    tally: Tally = field(default_factory=Tally)
+
+
+class DcgmScrapeSource:
+    """The ``dcgm`` source: scrapes every configured exporter each ``collect``."""
+
+    def __init__(self, config: DcgmSourceConfig, topology: Topology) -> None:
+        self.name = config.name
+        self.config = config
+        self.targets = {e.url: DcgmTarget(topology, config, node=e.node) for e in config.endpoints}
+        self.last = ScrapeReport()
+
+    def collect(self, now: float) -> Collected:
+        cfg = self.config
+        batches: list[TelemetryBatch] = []
+        notices: list[SourceNotice] = []
+        unknown: Counter[str] = Counter()
+        report = ScrapeReport(targets=len(self.targets))
+        t0 = time.perf_counter()
+
+        def take(f: Fetched) -> None:
+            if f.body is None:
+                report.failed += 1
+                notices.append(SourceNotice(self.name, f.url, f.error))
+                return
+            report.bytes += f.size
+            target = self.targets[f.url]
+            try:
+                parsed = parse(
+                    f.body, target.cache, where=f.url, openmetrics=is_openmetrics(f.content_type),
+                    max_malformed_fraction=cfg.max_malformed_fraction,
+                )  # fmt: skip
+            except ExpositionError as exc:
+                report.failed += 1
+                notices.append(SourceNotice(self.name, exc.where, exc.problem))
+                return
+            if parsed.malformed:
+                report.malformed += parsed.malformed
+                shown = "; ".join(str(i) for i in parsed.issues)
+                notices.append(
+                    SourceNotice(
+                        self.name, f"{f.url}:{parsed.issues[0].line}",
+                        f"{parsed.malformed} malformed line(s) skipped, {len(parsed)} samples kept: {shown}",
+                    )
+                )  # fmt: skip
+            batch, tally = target.convert(parsed.slot, parsed.value, parsed.timestamp, now)
+            batches.append(batch)
+            report.tally.merge(tally)
+            unknown.update(tally.unknown)
+            notices.extend(tally.notices(self.name, f.url))
+
+        if self.targets:
+            fetch_all(
+                list(self.targets), timeout_s=cfg.timeout_s, concurrency=cfg.concurrency,
+                max_bytes=cfg.max_bytes, on_result=take,
+            )  # fmt: skip
+        report.seconds = time.perf_counter() - t0
+        self.last = report
+        return Collected(TelemetryBatch.concat(batches), tuple(notices), dict(unknown))

@@ -1,0 +1,217 @@
+"""The twin as a fleet of DCGM exporters: a ``TelemetryBatch`` rendered back into exposition
+text (the inverse of ``seamguard/data/dcgm.yaml``) and served on ``/metrics``.
+
+This lets the real scrape path (HTTP, the exposition parser, the DCGM mapping, Prometheus
+itself) run against simulated GPUs: what the twin emits is what a scrape must give back.
+Series carry the labels dcgm-exporter sets (``gpu``, ``UUID``, ``pci_bus_id``, ``device``,
+``modelName``, ``Hostname``, ``DCGM_FI_DRIVER_VERSION``); counters are totals; XID events
+accumulate into ``DCGM_EXP_XID_ERRORS_TOTAL{xid=...}`` and set ``DCGM_FI_DEV_XID_ERRORS``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.model.catalog import SignalKind, signal_catalog
+from seamguard.model.entities import EntityKind
+from seamguard.model.topology import Topology
+from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.sources.dcgm import DcgmMapping, FieldMap, Role, dcgm_mapping
+
+IntArray = npt.NDArray[np.int64]
+DRIVER_VERSION = "550.54.15"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_UUID_NS = uuid.UUID("6f1d3c4e-2b8a-4c55-9d1e-5a7b0c3e9f21")
+
+
+def gpu_uuid(entity_id: str) -> str:
+    """A stable, GPU-shaped UUID for a twin GPU (the same id always gives the same UUID)."""
+    return f"GPU-{uuid.uuid5(_UUID_NS, entity_id)}"
+
+
+def format_value(v: float) -> str:
+    """Exposition text for a value: integers without a fraction (as dcgm-exporter writes them),
+    others in the shortest form that reads back to the same float."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return str(int(v)) if v.is_integer() else repr(v)
+
+
+@dataclass
+class DcgmRenderer:
+    """Renders batches for the GPUs of a topology; keeps XID totals from render to render."""
+
+    topology: Topology
+    hostname_suffix: str = ""  # e.g. ".cluster.local", for testing a hostname rule
+    mapping: DcgmMapping = field(default_factory=dcgm_mapping)
+    xid_totals: dict[tuple[int, int], int] = field(default_factory=dict)  # (gpu local, code) -> total
+    last_xid: dict[int, int] = field(default_factory=dict)  # gpu local -> last code
+    _prefix: list[str] | None = field(default=None, repr=False)
+
+    def labels(self, gpu: int) -> str:
+        """The label set of one GPU (local index), without braces."""
+        if self._prefix is None:
+            t = self.topology
+            node_names = t.names[EntityKind.NODE]
+            gpu_names = t.names[EntityKind.GPU]
+            prefix = []
+            for g in range(t.count(EntityKind.GPU)):
+                node = int(t.gpu_node[g])
+                slot = int(t.gpu_slot[g])
+                model_ix = int(t.node_model[node])
+                model = t.models[model_ix] if model_ix >= 0 else "NVIDIA H100 80GB HBM3"
+                prefix.append(
+                    f'gpu="{slot}",UUID="{gpu_uuid("gpu/" + gpu_names[g])}",'
+                    f'pci_bus_id="00000000:{0x18 + 0x10 * slot:02X}:00.0",device="nvidia{slot}",'
+                    f'modelName="{model}",Hostname="{node_names[node]}{self.hostname_suffix}",'
+                    f'DCGM_FI_DRIVER_VERSION="{DRIVER_VERSION}"'
+                )
+            self._prefix = prefix
+        return self._prefix[gpu]
+
+    def render(self, batch: TelemetryBatch, nodes: Iterable[int] | None = None) -> str:
+        """Exposition text for the GPU samples of ``batch`` (only ``nodes``' GPUs when given).
+
+        Of several samples of one series the latest is written; XID events add to the totals
+        of every later render, as an exporter's counters do."""
+        t = self.topology
+        catalog = signal_catalog()
+        gpu_kind = t.kind_code[t.members[EntityKind.GPU][0]] if t.count(EntityKind.GPU) else -1
+        is_gpu = t.kind_code[batch.entity] == gpu_kind
+        local = t.local[batch.entity]
+        if nodes is not None:
+            wanted = np.zeros(t.count(EntityKind.NODE), dtype=bool)
+            wanted[np.fromiter(nodes, np.int64)] = True
+            is_gpu &= wanted[t.gpu_node[np.where(is_gpu, local, 0)]]
+        rendered = self.mapping.rendered()
+        out: list[str] = []
+        xid = catalog["gpu.xid"].index
+        present = np.unique(local[is_gpu])
+        self._take_xids(batch, is_gpu & (batch.signal == xid), local)
+        for sig_name, fields in rendered.items():
+            sig = catalog[sig_name]
+            if sig.kind is SignalKind.EVENT:
+                for fm in fields:
+                    out.extend(self._xid_lines(fm, present))
+                continue
+            pick = is_gpu & (batch.signal == sig.index)
+            if not pick.any():
+                continue
+            g, ts, v = local[pick], batch.timestamp[pick], batch.value[pick]
+            order = np.lexsort((ts, g))
+            g, v = g[order], v[order]
+            last = np.ones(g.size, dtype=bool)
+            last[:-1] = g[1:] != g[:-1]
+            for fm in fields:
+                raw = (v[last] - fm.offset) / fm.scale
+                out.append(
+                    _family(fm, sig.description, "counter" if sig.kind is SignalKind.COUNTER else "gauge")
+                )
+                out.extend(
+                    f"{fm.field}{{{self.labels(gi)}}} {format_value(x)}"
+                    for gi, x in zip(g[last].tolist(), raw.tolist(), strict=True)
+                )
+        out.append("")
+        return "\n".join(out)
+
+    def _take_xids(self, batch: TelemetryBatch, pick: npt.NDArray[np.bool_], local: IntArray) -> None:
+        order = np.argsort(batch.timestamp[pick], kind="stable")
+        for g, code in zip(local[pick][order].tolist(), batch.value[pick][order].tolist(), strict=True):
+            key = (g, int(code))
+            self.xid_totals[key] = self.xid_totals.get(key, 0) + 1
+            self.last_xid[g] = int(code)
+
+    def _xid_lines(self, fm: FieldMap, present: IntArray) -> list[str]:
+        keep = set(present.tolist())
+        if fm.role is Role.XID_COUNTER:
+            rows = sorted((g, c, n) for (g, c), n in self.xid_totals.items() if g in keep)
+            if not rows:
+                return []
+            return [_family(fm, "XID errors by code", "counter"), *(
+                f'{fm.field}{{{self.labels(g)},xid="{c}",window_size_in_ms="300000"}} {n}' for g, c, n in rows
+            )]  # fmt: skip
+        lines = [f"{fm.field}{{{self.labels(g)}}} {self.last_xid.get(g, 0)}" for g in sorted(keep)]
+        return [_family(fm, "Value of the last XID error encountered."), *lines] if lines else []
+
+
+def _family(fm: FieldMap, help_text: str, kind: str = "gauge") -> str:
+    return f"# HELP {fm.field} {help_text}\n# TYPE {fm.field} {kind}"
+
+
+# ---- serving ------------------------------------------------------------------------------------
+class MetricsServer:
+    """A loopback HTTP server answering ``GET /metrics`` with the last published text.
+
+    ``publish(text, delay_s=...)`` can make it answer late (a hung exporter, for timeouts)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._body = b""
+        self._delay = 0.0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with server._lock:
+                    body, delay = server._body, server._delay
+                    server.requests += 1
+                if self.path.split("?", 1)[0] != "/metrics":
+                    self.send_error(404, "only /metrics is served")
+                    return
+                if delay > 0 and server._stopping.wait(delay):
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="twin-exporter", daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def publish(self, text: str | bytes, *, delay_s: float = 0.0) -> None:
+        with self._lock:
+            self._body = text.encode("utf-8") if isinstance(text, str) else text
+            self._delay = delay_s
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_exporter(text: str | bytes = "", *, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
+    """Serve ``text`` on ``http://host:port/metrics`` (port 0: a free one) from a thread."""
+    server = MetricsServer(host, port)
+    server.publish(text)
+    return server
+
+
+def stop_exporter(server: MetricsServer) -> None:
+    server.stop()

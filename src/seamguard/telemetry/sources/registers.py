@@ -359,6 +359,8 @@ def decode(pa: PointArrays, words: WordArray) -> Decoded:
     u32 = (hi << np.uint32(16)) | lo
     u16 = w0.astype(np.uint16)
     code = pa.type_code
+    with np.errstate(invalid="ignore"):  # a register pair may hold a signalling NaN
+        f32 = u32.view(np.float32).astype(np.float64)
     raw = np.select(
         [code == _U16, code == _I16, code == _U32, code == _I32],
         [
@@ -367,7 +369,7 @@ def decode(pa: PointArrays, words: WordArray) -> Decoded:
             u32.astype(np.float64),
             u32.view(np.int32).astype(np.float64),
         ],
-        default=u32.view(np.float32).astype(np.float64),
+        default=f32,
     )
     reading = raw * pa.scale + pa.offset
     with np.errstate(invalid="ignore"):

@@ -35,7 +35,7 @@ class Action:
     state: str  # the state that caused it (healthy for an undo)
     decided_at: float  # unix seconds
     epoch: int = 0  # leadership fencing token
-    params: tuple[tuple[str, str], ...] = ()  # kind-specific: (("weight", "10"),), (("features", "sg_degraded"),)
+    params: tuple[tuple[str, str], ...] = ()  # kind-specific: (("weight", "10"),)
 
     @property
     def key(self) -> str:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from seamguard.actuators.base import Action, Actuator
 from seamguard.actuators.guard import Guard, GuardConfig, record_of
 from seamguard.actuators.log import ANY_KIND, LogActuator
-from seamguard.journal.records import ActionResultRecord
+from seamguard.control.safety import SafetyLayer
+from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 
 
 class Mode(StrEnum):
@@ -27,7 +29,7 @@ class Mode(StrEnum):
 class Route:
     actuator: Actuator
     mode: Mode = Mode.ADVISE
-    guard: GuardConfig = GuardConfig()
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 class Dispatcher:
@@ -57,7 +59,9 @@ class Dispatcher:
         for action in actions:
             routes = self.routes_for(action.kind)
             if not routes:
-                out.append(record_of(self.log.advise(action, now, on_behalf=self.log.name, why="no actuator")))
+                out.append(
+                    record_of(self.log.advise(action, now, on_behalf=self.log.name, why="no actuator"))
+                )
                 continue
             for route in routes:
                 name = route.actuator.name
@@ -76,3 +80,31 @@ class Dispatcher:
 
     def breakers(self, now: float) -> Mapping[str, str]:
         return {name: g.breaker(now).value for name, g in self.guards.items()}
+
+
+class ActionJournal(Protocol):
+    def append_actions(
+        self, results: Sequence[ActionResultRecord], notices: Sequence[NoticeRecord] = ()
+    ) -> None: ...
+
+
+def actuate(
+    safety: SafetyLayer,
+    dispatcher: Dispatcher,
+    now: float,
+    decisions: Sequence[DecisionRecord],
+    transitions: Sequence[TransitionRecord] = (),
+    journal: ActionJournal | None = None,
+) -> tuple[list[ActionResultRecord], list[NoticeRecord]]:
+    """One tick of actuation: retries due, the safety layer's verdicts, the dispatch, the journal.
+
+    Every outcome (the safety layer's own refusals, holds and cancellations, and each actuator's
+    answer) is returned and, with ``journal``, written in one transaction."""
+    tick = safety.tick(now, decisions, transitions)
+    results = list(tick.records)
+    results += dispatcher.due(now)
+    results += dispatcher.dispatch(tick.actions, now, advise=tick.braked, why=tick.brake_reason)
+    safety.settle(results)
+    if journal is not None:
+        journal.append_actions(results, tick.notices)
+    return results, list(tick.notices)

@@ -71,14 +71,16 @@ def call_with_timeout(actuator: Actuator, action: Action, now: float, timeout_s:
     def run() -> None:
         try:
             box.append(actuator.apply(action, now))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+        except BaseException as exc:  # handed to the caller below, journaled as a failure
             box.append(exc)
 
     worker = threading.Thread(target=run, name=f"seamguard-{actuator.name}", daemon=True)
     worker.start()
     worker.join(timeout_s)
     if not box:
-        return ActionResult(action, actuator.name, ActionStatus.FAILED, f"no answer within {timeout_s:g} s", now)
+        return ActionResult(
+            action, actuator.name, ActionStatus.FAILED, f"no answer within {timeout_s:g} s", now
+        )
     out = box[0]
     if isinstance(out, BaseException):
         log.error("actuator %s raised on %s %s: %r", actuator.name, action.kind, action.target, out)

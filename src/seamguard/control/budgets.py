@@ -1,0 +1,230 @@
+"""Quarantine budgets: how many nodes may be out at once, per failure domain, per hour, per partition.
+
+Domain membership is a sparse node x domain incidence matrix built once from the topology
+(rack, row, cdu, leaf switch, pdu, job); the quarantined count of every domain is one sparse
+product per tick, so a 100,000-GPU fleet costs O(nodes) per tick, not a Python loop over domains.
+Admitting candidates is sequential by nature (each admission changes the counts the next one is
+judged against), so ``check`` looks only at the few domains a candidate's nodes belong to.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from pydantic import Field
+
+from seamguard.config import StrictModel
+from seamguard.errors import InputError
+from seamguard.model.entities import EntityKind
+from seamguard.model.topology import Topology
+
+IntArray = npt.NDArray[np.int64]
+DomainKind = Literal["rack", "row", "cdu", "switch", "pdu", "job"]
+HOUR_S = 3600.0
+
+
+class PartitionConfig(StrictModel):
+    """A named set of nodes (fnmatch patterns on node names; empty: the whole fleet) that must keep
+    at least this much capacity in service (not quarantined, not failed)."""
+
+    nodes: tuple[str, ...] = ()
+    min_in_service_pct: float = Field(default=0.0, ge=0.0, le=100.0)
+    min_in_service_nodes: int = Field(default=0, ge=0)
+
+
+class BudgetConfig(StrictModel):
+    max_nodes: int = Field(default=16, ge=0, description="nodes quarantined at once, fleet-wide")
+    max_fleet_pct: float = Field(default=5.0, ge=0.0, le=100.0, description="same, as a share of the fleet")
+    domain_pct: float = Field(default=25.0, ge=0.0, le=100.0, description="share of any one failure domain")
+    domain_floor: int = Field(default=1, ge=0, description="nodes any domain may lose whatever its size")
+    domain_kinds: tuple[DomainKind, ...] = ("rack", "row", "cdu", "switch", "pdu", "job")
+    per_hour: int = Field(default=8, ge=0, description="new quarantines in any rolling hour")
+    per_hour_pct: float = Field(default=2.0, ge=0.0, le=100.0, description="same, as a share of the fleet")
+    partitions: dict[str, PartitionConfig] = Field(
+        default_factory=lambda: {"fleet": PartitionConfig(min_in_service_pct=80.0)}
+    )
+
+
+def _pct_bound(pct: float, size: int, floor: int) -> int:
+    """A percentage bound in nodes; never below ``floor`` so that small domains are not frozen."""
+    return max(floor, math.floor(pct / 100.0 * size + 1e-9))
+
+
+def _incidence(rows: IntArray, cols: IntArray, shape: tuple[int, int]) -> sp.csr_matrix:
+    ok = (rows >= 0) & (cols >= 0)
+    data = np.ones(int(ok.sum()), dtype=np.float64)
+    m = sp.csr_matrix((data, (rows[ok], cols[ok])), shape=shape)
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def domain_incidence(topology: Topology, kinds: Sequence[DomainKind]) -> tuple[sp.csr_matrix, list[str]]:
+    """Node x domain incidence (1 where the node belongs to the domain) and each domain's entity id."""
+    n_nodes = topology.count(EntityKind.NODE)
+    nodes = np.arange(n_nodes, dtype=np.int64)
+    node_index = {name: i for i, name in enumerate(topology.names[EntityKind.NODE])}
+    blocks: list[sp.csr_matrix] = []
+    labels: list[str] = []
+    for kind in kinds:
+        if kind == "job":
+            names = [j.job for j in topology.jobs]
+            pairs = [
+                (node_index[n], k) for k, j in enumerate(topology.jobs) for n in j.nodes if n in node_index
+            ]
+            r = np.array([p[0] for p in pairs], dtype=np.int64)
+            c = np.array([p[1] for p in pairs], dtype=np.int64)
+        else:
+            ekind = EntityKind(kind)
+            names = list(topology.names[ekind])
+            parent = {
+                "rack": topology.node_rack,
+                "row": topology.rack_row[topology.node_rack] if topology.rack_row.size else nodes * 0 - 1,
+                "cdu": topology.rack_cdu[topology.node_rack],
+                "switch": topology.node_leaf,
+                "pdu": topology.node_pdu,
+            }[kind]
+            r, c = nodes, parent.astype(np.int64)
+        blocks.append(_incidence(r, c, (n_nodes, len(names))))
+        labels.extend(f"{kind}/{name}" for name in names)
+    matrix = sp.hstack(blocks, format="csr") if blocks else sp.csr_matrix((n_nodes, 0))
+    return matrix, labels
+
+
+def partition_incidence(topology: Topology, partitions: dict[str, PartitionConfig]) -> sp.csr_matrix:
+    """Node x partition incidence; a pattern list that matches no node is a config error."""
+    names = topology.names[EntityKind.NODE]
+    n_nodes = len(names)
+    index = {n: i for i, n in enumerate(names)}
+    rows: list[IntArray] = []
+    cols: list[IntArray] = []
+    for k, (pname, part) in enumerate(partitions.items()):
+        if not part.nodes:
+            members = np.arange(n_nodes, dtype=np.int64)
+        else:
+            matched = {n for pattern in part.nodes for n in fnmatch.filter(names, pattern)}
+            members = np.array(sorted(index[n] for n in matched), dtype=np.int64)
+            if members.size == 0:
+                raise InputError(f"safety.budgets.partitions.{pname}.nodes", f"{part.nodes} match no node")
+        rows.append(members)
+        cols.append(np.full(members.size, k, dtype=np.int64))
+    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    return _incidence(r, c, (n_nodes, len(partitions)))
+
+
+class Budgets:
+    """The quarantine ledger and its bounds. Node arguments are local node indices."""
+
+    def __init__(self, topology: Topology, config: BudgetConfig) -> None:
+        self.config = config
+        self.n_nodes = topology.count(EntityKind.NODE)
+        self.domains, self.domain_labels = domain_incidence(topology, config.domain_kinds)
+        self._domains_csc = self.domains.tocsc()  # column slices: the domains one candidate touches
+        self.domain_size = np.asarray(self.domains.sum(axis=0)).ravel().astype(np.int64)
+        self.domain_allowed = np.array(
+            [_pct_bound(config.domain_pct, int(s), config.domain_floor) for s in self.domain_size],
+            dtype=np.int64,
+        )
+        self.partition_names = list(config.partitions)
+        self.partitions = partition_incidence(topology, config.partitions)
+        psize = np.asarray(self.partitions.sum(axis=0)).ravel().astype(np.int64)
+        self.partition_size = psize
+        self.partition_min = np.array(
+            [
+                max(p.min_in_service_nodes, math.ceil(p.min_in_service_pct / 100.0 * int(s) - 1e-9))
+                for p, s in zip(config.partitions.values(), psize.tolist(), strict=True)
+            ],
+            dtype=np.int64,
+        )
+        self.quarantined = np.zeros(self.n_nodes, dtype=bool)
+        self.failed = np.zeros(self.n_nodes, dtype=bool)  # hard-down: out of service, not by us
+        self._starts: deque[tuple[float, int]] = deque()  # (when, nodes) of each quarantine taken
+
+    # -- counts (vectorised) ----------------------------------------------------------------
+    def domain_counts(self) -> IntArray:
+        """Quarantined nodes per domain: one sparse product."""
+        return np.asarray(self.domains.T @ self.quarantined.astype(np.float64)).ravel().astype(np.int64)
+
+    def in_service(self) -> IntArray:
+        """Nodes in service per partition."""
+        up = (~self.quarantined & ~self.failed).astype(np.float64)
+        return np.asarray(self.partitions.T @ up).ravel().astype(np.int64)
+
+    def started_last_hour(self, now: float) -> int:
+        while self._starts and self._starts[0][0] <= now - HOUR_S:
+            self._starts.popleft()
+        return sum(n for _, n in self._starts)
+
+    # -- decisions --------------------------------------------------------------------------
+    def check(self, nodes: IntArray, now: float) -> str | None:
+        """None if quarantining ``nodes`` keeps every bound, else the refusing budget and why."""
+        cfg = self.config
+        new = nodes[~self.quarantined[nodes]]
+        if new.size == 0:
+            return None
+        k = int(new.size)
+        held = int(self.quarantined.sum())
+        fleet_allowed = _pct_bound(cfg.max_fleet_pct, self.n_nodes, 1)
+        if held + k > cfg.max_nodes:
+            return f"budget max_nodes: {held} of at most {cfg.max_nodes} nodes already quarantined"
+        if held + k > fleet_allowed:
+            return (
+                f"budget max_fleet_pct: {held} of {self.n_nodes} nodes already quarantined"
+                f" (at most {cfg.max_fleet_pct:g}% = {fleet_allowed})"
+            )
+        recent = self.started_last_hour(now)
+        hour_allowed = _pct_bound(cfg.per_hour_pct, self.n_nodes, 1)
+        if recent + k > cfg.per_hour:
+            return f"budget per_hour: {recent} quarantines in the last hour (at most {cfg.per_hour})"
+        if recent + k > hour_allowed:
+            return (
+                f"budget per_hour_pct: {recent} quarantines in the last hour"
+                f" (at most {cfg.per_hour_pct:g}% of {self.n_nodes} = {hour_allowed})"
+            )
+        sub = self.domains[new]
+        touched = np.unique(sub.indices)
+        if touched.size:
+            delta = np.asarray(sub.sum(axis=0)).ravel()[touched].astype(np.int64)
+            counts = np.asarray(
+                self._domains_csc[:, touched].T @ self.quarantined.astype(np.float64)
+            ).ravel().astype(np.int64)  # fmt: skip
+            over = counts + delta > self.domain_allowed[touched]
+            if over.any():
+                i = int(np.flatnonzero(over)[0])
+                d = int(touched[i])
+                return (
+                    f"budget domain_pct: {self.domain_labels[d]} has {counts[i]} of {self.domain_size[d]} nodes"
+                    f" quarantined (at most {cfg.domain_pct:g}% = {self.domain_allowed[d]})"
+                )
+        psub = self.partitions[new]
+        ptouched = np.unique(psub.indices)
+        if ptouched.size:
+            up_new = (~self.failed[new]).astype(np.float64)
+            lose = np.asarray(psub.T @ up_new).ravel()[ptouched].astype(np.int64)
+            now_up = self.in_service()[ptouched]
+            short = now_up - lose < self.partition_min[ptouched]
+            if short.any():
+                i = int(np.flatnonzero(short)[0])
+                p = int(ptouched[i])
+                return (
+                    f"budget min_in_service: partition {self.partition_names[p]} has {now_up[i]} of"
+                    f" {self.partition_size[p]} nodes in service and must keep {self.partition_min[p]}"
+                )
+        return None
+
+    def take(self, nodes: IntArray, now: float) -> None:
+        new = nodes[~self.quarantined[nodes]]
+        if new.size:
+            self.quarantined[new] = True
+            self._starts.append((now, int(new.size)))
+
+    def release(self, nodes: IntArray) -> None:
+        self.quarantined[nodes] = False

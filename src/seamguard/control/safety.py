@@ -1,0 +1,340 @@
+"""The safety layer between the planner's decisions and the actuators.
+
+Per tick it turns ``DecisionRecord``s into ``Action``s that may be carried out, and journals what
+it holds back and why:
+
+- quarantine actions (drain, cordon, island) must fit the budgets (``control.budgets``); one
+  that does not is journaled ``refused`` naming the budget, waits in a queue, is re-examined every
+  tick (oldest first) and taken when the budget frees; it is dropped (``cancelled``) only when its
+  cause recovers;
+- an undo of a quarantine (the cause back to healthy) is ``held`` until every cause of the node's
+  quarantine has been healthy for the recovery delay, longer for repeat offenders; a relapse
+  cancels the hold; the release is a ``resume_node`` action, journaled like any other;
+- the storm brake (``control.storm``) turns everything into advice while it is on.
+
+The ledger is the same in every mode, so advise mode shows exactly what enforce would do,
+budget refusals included. Time is passed in; nothing here reads the clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field
+
+from seamguard.actuators.base import Action, ActionStatus
+from seamguard.config import StrictModel
+from seamguard.control.budgets import BudgetConfig, Budgets
+from seamguard.control.storm import StormBrake, StormConfig
+from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
+from seamguard.model.entities import EntityKind
+from seamguard.model.topology import Topology
+
+IntArray = npt.NDArray[np.int64]
+SAFETY = "safety"  # the actuator name on records the safety layer writes itself
+_CALM = frozenset({"healthy", "unknown"})
+
+
+class RecoveryConfig(StrictModel):
+    healthy_for_s: float = Field(
+        default=900.0, ge=0, description="healthy this long before leaving quarantine"
+    )
+    repeat_window_s: float = Field(default=7 * 86400.0, gt=0, description="quarantines counted over this")
+    repeat_factor: float = Field(default=2.0, ge=1.0, description="the delay grows by this per repeat")
+    max_delay_s: float = Field(default=86400.0, gt=0)
+
+
+class SafetyConfig(StrictModel):
+    quarantine_kinds: tuple[str, ...] = ("drain_node", "cordon_node", "island_domain")
+    undo_kinds: tuple[str, ...] = ("restore_admission", "restore_route", "restore_checkpoint_target")
+    release_kind: str = "resume_node"
+    budgets: BudgetConfig = BudgetConfig()
+    storm: StormConfig = StormConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
+
+
+@dataclass
+class _Queued:
+    action: Action
+    nodes: IntArray
+    causes: set[str]
+    refused_by: str
+
+
+@dataclass
+class _Quarantine:
+    action: Action  # the quarantine action taken
+    since: float
+    causes: dict[str, float | None] = field(default_factory=dict)  # cause -> healthy since (None: not)
+    undos: list[Action] = field(default_factory=list)  # held undo decisions, released with the node
+    release_at: float | None = None
+
+
+@dataclass(frozen=True)
+class SafetyTick:
+    actions: tuple[Action, ...]  # to dispatch (advise-only when ``braked``)
+    records: tuple[ActionResultRecord, ...]  # what the safety layer itself decided
+    notices: tuple[NoticeRecord, ...]
+    braked: bool
+    brake_reason: str = ""
+
+
+def action_of(d: DecisionRecord) -> Action:
+    return Action(
+        kind=d.action, target=d.entity, reason=d.reason, state=d.state, decided_at=d.ts, epoch=d.epoch
+    )
+
+
+def _record(a: Action, now: float, status: ActionStatus, detail: str) -> ActionResultRecord:
+    return ActionResultRecord(now, a.kind, a.target, SAFETY, status.value, detail, a.epoch, a.decided_at, 0)
+
+
+class SafetyLayer:
+    def __init__(self, topology: Topology, config: SafetyConfig) -> None:
+        self.topology = topology
+        self.config = config
+        self.budgets = Budgets(topology, config.budgets)
+        self.brake = StormBrake(topology, config.storm)
+        self.node_names = topology.names[EntityKind.NODE]
+        self._node_index = {n: i for i, n in enumerate(self.node_names)}
+        self._queue: list[_Queued] = []
+        self._held: dict[int, _Quarantine] = {}  # node -> its quarantine
+        self._history: dict[int, deque[float]] = {}  # node -> quarantine start times
+        self._nodes_cache: dict[str, IntArray] = {}
+        self._epoch = 0
+
+    # -- public views -----------------------------------------------------------------------
+    def quarantined(self) -> list[str]:
+        return [f"node/{self.node_names[n]}" for n in sorted(self._held)]
+
+    def queued(self) -> list[Action]:
+        return [q.action for q in self._queue]
+
+    def release_at(self, node: str) -> float | None:
+        q = self._held.get(self._node_index.get(node.removeprefix("node/"), -1))
+        return None if q is None else q.release_at
+
+    def recovery_delay(self, node: int, now: float) -> float:
+        """The healthy time a node must show: doubled (``repeat_factor``) per earlier quarantine in the window."""
+        rc = self.config.recovery
+        starts = self._history.get(node, deque())
+        repeats = sum(1 for t in starts if t > now - rc.repeat_window_s)
+        return min(rc.max_delay_s, rc.healthy_for_s * rc.repeat_factor ** max(0, repeats - 1))
+
+    def nodes_of(self, target: str) -> IntArray:
+        """Local node indices an action on ``target`` takes out of service (containment for racks, CDUs)."""
+        hit = self._nodes_cache.get(target)
+        if hit is not None:
+            return hit
+        topo = self.topology
+        out = np.zeros(0, dtype=np.int64)
+        gidx = topo.lookup(target)
+        if gidx is not None:
+            kind = topo.kind_of(gidx)
+            local = int(topo.local[gidx])
+            if kind in (EntityKind.NODE, EntityKind.LINK):
+                out = np.array([local], dtype=np.int64)
+            elif kind is EntityKind.JOB:
+                names = topo.jobs[local].nodes
+                out = np.array(
+                    sorted(self._node_index[n] for n in names if n in self._node_index), dtype=np.int64
+                )
+            else:
+                gpus = topo.below[gidx].indices
+                out = np.unique(topo.gpu_node[gpus]).astype(np.int64)
+        self._nodes_cache[target] = out
+        return out
+
+    # -- the tick ---------------------------------------------------------------------------
+    def tick(
+        self, now: float, decisions: Sequence[DecisionRecord], transitions: Sequence[TransitionRecord] = ()
+    ) -> SafetyTick:
+        cfg = self.config
+        for d in decisions:
+            self._epoch = max(self._epoch, d.epoch)
+        notices = self.brake.observe(now, self._entered(transitions))
+        self._note_failures(transitions)
+        braked = self.brake.engaged
+        records: list[ActionResultRecord] = []
+        actions: list[Action] = []
+        quarantine_kinds = set(cfg.quarantine_kinds)
+        undo_kinds = set(cfg.undo_kinds)
+
+        # Relapses first: a cause that is unwell again cancels its node's pending release.
+        for d in decisions:
+            if d.action not in undo_kinds:
+                records.extend(self._relapse(d, now, d.action in quarantine_kinds))
+        # Undos: cancel queued quarantines of the same cause, hold the rest until recovered.
+        for d in decisions:
+            if d.action in undo_kinds:
+                records.extend(self._undo(d, now, actions))
+        if not braked:
+            actions.extend(self._releases(now, records))
+            actions.extend(self._drain_queue(now))
+        for d in decisions:
+            if d.action in undo_kinds:
+                continue
+            a = action_of(d)
+            if d.action not in quarantine_kinds:
+                actions.append(a)
+                continue
+            nodes = self.nodes_of(d.entity)
+            cause = d.cause or d.entity
+            if braked:
+                actions.append(a)  # advised only; the ledger does not move under a brake
+                continue
+            if nodes.size and all(int(n) in self._held for n in nodes.tolist()):
+                records.extend(self._relapse(d, now, True))  # a second cause (taken this tick) joins
+                records.append(_record(a, now, ActionStatus.ALREADY, f"{d.entity} already quarantined"))
+                continue
+            if self._merge_queued(a, nodes, cause):
+                continue
+            refusal = self.budgets.check(nodes, now)
+            if refusal is None:
+                self._take(a, nodes, cause, now)
+                actions.append(a)
+            else:
+                self._queue.append(_Queued(a, nodes, {cause}, refusal))
+                records.append(_record(a, now, ActionStatus.REFUSED, f"{refusal}; queued"))
+        return SafetyTick(tuple(actions), tuple(records), tuple(notices), braked, self.brake.reason)
+
+    def settle(self, results: Iterable[ActionResultRecord]) -> None:
+        """Feed back final actuator outcomes: a quarantine given up on or refused by the cluster did
+        not happen, so its nodes leave the ledger (the result is already journaled)."""
+        quarantine_kinds = set(self.config.quarantine_kinds)
+        final = {ActionStatus.GIVEN_UP.value, ActionStatus.REFUSED.value}
+        for r in results:
+            if r.actuator == SAFETY or r.kind not in quarantine_kinds or r.status not in final:
+                continue
+            for n in self.nodes_of(r.target).tolist():
+                q = self._held.get(n)
+                if q is not None and q.action.kind == r.kind and q.action.decided_at == r.decided_at:
+                    del self._held[n]
+                    self.budgets.release(np.array([n], dtype=np.int64))
+
+    # -- pieces -----------------------------------------------------------------------------
+    def _entered(self, transitions: Sequence[TransitionRecord]) -> IntArray:
+        out = [
+            g
+            for t in transitions
+            if t.to_state not in _CALM and t.from_state in _CALM
+            for g in [self.topology.lookup(t.entity)]
+            if g is not None
+        ]
+        return np.array(out, dtype=np.int64)
+
+    def _note_failures(self, transitions: Sequence[TransitionRecord]) -> None:
+        for t in transitions:
+            if t.entity.startswith("node/") and (t.to_state == "failed" or t.from_state == "failed"):
+                n = self._node_index.get(t.entity.removeprefix("node/"))
+                if n is not None:
+                    self.budgets.failed[n] = t.to_state == "failed"
+
+    def _take(self, a: Action, nodes: IntArray, cause: str, now: float) -> None:
+        self.budgets.take(nodes, now)
+        for n in nodes.tolist():
+            q = self._held.get(n)
+            if q is None:
+                self._held[n] = _Quarantine(a, now, {cause: None})
+                self._history.setdefault(n, deque()).append(now)
+            else:
+                q.causes.setdefault(cause, None)
+
+    def _merge_queued(self, a: Action, nodes: IntArray, cause: str) -> bool:
+        for q in self._queue:
+            if q.action.kind == a.kind and q.action.target == a.target:
+                q.causes.add(cause)
+                return True
+        return False
+
+    def _relapse(self, d: DecisionRecord, now: float, quarantines: bool) -> list[ActionResultRecord]:
+        """A known cause unwell again, or a new cause wanting the node out, keeps it quarantined."""
+        out: list[ActionResultRecord] = []
+        cause = d.cause or d.entity
+        for n in self.nodes_of(d.entity).tolist():
+            q = self._held.get(n)
+            if q is None or (cause not in q.causes and not quarantines):
+                continue
+            q.causes[cause] = None
+            if q.release_at is not None:
+                q.release_at = None
+                for u in q.undos:
+                    out.append(
+                        _record(u, now, ActionStatus.CANCELLED, f"{cause} {d.state} again: stays quarantined")
+                    )
+                q.undos.clear()
+        return out
+
+    def _undo(self, d: DecisionRecord, now: float, actions: list[Action]) -> list[ActionResultRecord]:
+        a = action_of(d)
+        cause = d.cause or d.entity
+        out: list[ActionResultRecord] = []
+        for waiting in list(self._queue):
+            if cause in waiting.causes or waiting.action.target == d.entity:
+                waiting.causes.discard(cause)
+                if not waiting.causes or waiting.action.target == d.entity:
+                    self._queue.remove(waiting)
+                    why = f"{cause} recovered before the budget freed"
+                    out.append(_record(waiting.action, now, ActionStatus.CANCELLED, why))
+        held = [
+            n for n in self.nodes_of(d.entity).tolist() if n in self._held and cause in self._held[n].causes
+        ]
+        if not held:
+            actions.append(a)  # nothing of ours is quarantined for this cause: the undo passes
+            return out
+        for n in held:
+            q = self._held[n]
+            q.causes[cause] = now
+            if a not in q.undos:
+                q.undos.append(a)
+            times = list(q.causes.values())
+            if any(t is None for t in times):
+                out.append(
+                    _record(a, now, ActionStatus.HELD, f"node/{self.node_names[n]} has other unwell causes")
+                )
+                continue
+            delay = self.recovery_delay(n, now)
+            q.release_at = max(t for t in times if t is not None) + delay
+            repeats = len(self._history.get(n, ()))
+            out.append(
+                _record(
+                    a, now, ActionStatus.HELD,
+                    f"node/{self.node_names[n]} healthy since {now:.0f}; leaves quarantine at {q.release_at:.0f}"
+                    f" (quarantine {repeats} in the window: delay {delay:g} s)",
+                )
+            )  # fmt: skip
+        return out
+
+    def _releases(self, now: float, records: list[ActionResultRecord]) -> list[Action]:
+        out: list[Action] = []
+        due = sorted(n for n, q in self._held.items() if q.release_at is not None and q.release_at <= now)
+        for n in due:
+            q = self._held.pop(n)
+            self.budgets.release(np.array([n], dtype=np.int64))
+            healthy_since = max(t for t in q.causes.values() if t is not None)
+            out.append(
+                Action(
+                    kind=self.config.release_kind,
+                    target=f"node/{self.node_names[n]}",
+                    reason=f"healthy since {healthy_since:.0f}; leaves quarantine ({q.action.kind} at {q.since:.0f})",
+                    state="healthy",
+                    decided_at=now,
+                    epoch=self._epoch,
+                )
+            )
+            out.extend(u for u in q.undos if u not in out)
+        return out
+
+    def _drain_queue(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        for q in list(self._queue):
+            if self.budgets.check(q.nodes, now) is None:
+                self._queue.remove(q)
+                for cause in sorted(q.causes):
+                    self._take(q.action, q.nodes, cause, now)
+                out.append(q.action)
+        return out

@@ -295,7 +295,9 @@ class SqliteJournal:
 
     def notices(self, until: float | None = None, since: float | None = None) -> list[NoticeRecord]:
         where, args = _where(None, until, since)
-        rows = self._db.execute(f"SELECT ts, source, level, message FROM notices{where} ORDER BY ts, id", args)
+        rows = self._db.execute(
+            f"SELECT ts, source, level, message FROM notices{where} ORDER BY ts, id", args
+        )
         return [NoticeRecord(ts, src, lvl, msg) for ts, src, lvl, msg in rows]
 
     def observations(

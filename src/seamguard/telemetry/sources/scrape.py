@@ -25,6 +25,7 @@ from seamguard.telemetry.sources.base import Collected, SourceNotice
 from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, Tally
 from seamguard.telemetry.sources.openmetrics import ExpositionError, parse
 
+ERROR_SNIPPET = 300  # bytes of an error answer quoted in the notice
 ACCEPT = "text/plain;version=0.0.4;q=1,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1"
 
 
@@ -47,7 +48,13 @@ async def _fetch_one(client: httpx.AsyncClient, url: str, timeout_s: float, max_
     try:
         async with asyncio.timeout(timeout_s), client.stream("GET", url, headers={"Accept": ACCEPT}) as resp:
             if resp.status_code != 200:
-                return failed(f"HTTP {resp.status_code} {resp.reason_phrase}")
+                said = b""
+                async for chunk in resp.aiter_bytes():  # the start of the body says why
+                    said += chunk
+                    if len(said) >= ERROR_SNIPPET:
+                        break
+                text = said[:ERROR_SNIPPET].decode("utf-8", errors="replace").strip()
+                return failed(f"HTTP {resp.status_code} {resp.reason_phrase}" + (f": {text}" if text else ""))
             declared = resp.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > max_bytes:
                 return failed(f"body of {int(declared)} bytes refused: over the max_bytes cap of {max_bytes}")

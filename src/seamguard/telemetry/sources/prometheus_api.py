@@ -1,0 +1,218 @@
+"""The ``prometheus`` source: instant queries against a Prometheus server's HTTP API.
+
+For fleets where Prometheus already scrapes every DCGM exporter: one ``/api/v1/query`` for
+the mapped DCGM fields (the same mapping, labels and XID handling as the direct scrape), plus
+any PromQL query with a target signal and an entity template such as ``node/{Hostname}``.
+A failed query is a notice; the other queries' samples still arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+from collections import Counter
+from typing import Any, Self
+from urllib.parse import urlencode
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from seamguard.config import StrictModel
+from seamguard.model.catalog import SignalKind, signal_catalog
+from seamguard.model.topology import Topology
+from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.sources.base import Collected, SourceNotice
+from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, HostnameRule, dcgm_mapping
+from seamguard.telemetry.sources.scrape import Fetched, fetch_all
+from seamguard.telemetry.store import SENTINEL_THRESHOLD
+
+
+class PromQuery(StrictModel):
+    """A PromQL instant query whose result vector feeds one signal."""
+
+    query: str
+    signal: str
+    entity: str  # template over the result's labels, e.g. "node/{Hostname}" or "link/{instance}"
+    scale: float = 1.0
+    offset: float = 0.0
+
+    @field_validator("signal")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        sig = signal_catalog().get(v)
+        if sig is None:
+            raise ValueError(f"unknown signal {v!r}")
+        if sig.kind is SignalKind.EVENT:
+            raise ValueError(f"{v} is an event signal; a query gives levels, not events")
+        return v
+
+    @field_validator("entity")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        fields = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
+        if "/" not in v or any(not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", f) for f in fields):
+            raise ValueError(f"expected a template like node/{{Hostname}} with plain label names, got {v!r}")
+        return v
+
+
+class PrometheusApiConfig(StrictModel):
+    name: str = "prometheus"
+    url: str  # the server's base URL, e.g. http://prometheus:9090
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_bytes: int = Field(default=512 * 2**20, ge=1024)
+    dcgm: bool = True  # query every field of the DCGM mapping
+    dcgm_selector: str = ""  # extra matchers for the DCGM query, e.g. 'job="dcgm"'
+    queries: tuple[PromQuery, ...] = ()
+    hostname: HostnameRule = HostnameRule()
+    uuid_entities: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.dcgm and not self.queries:
+            raise ValueError("nothing to query: set dcgm: true or list queries")
+        return self
+
+
+def dcgm_query(selector: str = "") -> str:
+    """One instant query for every mapped DCGM field."""
+    names = "|".join(sorted(dcgm_mapping().fields))
+    extra = f",{selector}" if selector else ""
+    return f'{{__name__=~"{names}"{extra}}}'
+
+
+class PrometheusApiSource:
+    def __init__(self, config: PrometheusApiConfig, topology: Topology) -> None:
+        self.name = config.name
+        self.config = config
+        self.topology = topology
+        dcgm_cfg = DcgmSourceConfig(hostname=config.hostname, uuid_entities=config.uuid_entities)
+        self.target = DcgmTarget(topology, dcgm_cfg)
+
+    def _url(self, query: str, now: float) -> str:
+        return f"{self.config.url}/api/v1/query?{urlencode({'query': query, 'time': f'{now:.3f}'})}"
+
+    def collect(self, now: float) -> Collected:
+        cfg = self.config
+        asks: dict[str, PromQuery | None] = {}
+        if cfg.dcgm:
+            asks[self._url(dcgm_query(cfg.dcgm_selector), now)] = None
+        for extra in cfg.queries:
+            asks[self._url(extra.query, now)] = extra
+        got: dict[str, Fetched] = {}
+        fetch_all(list(asks), timeout_s=cfg.timeout_s, concurrency=len(asks), max_bytes=cfg.max_bytes,
+                  on_result=lambda f: got.__setitem__(f.url, f))  # fmt: skip
+        batches: list[TelemetryBatch] = []
+        notices: list[SourceNotice] = []
+        unknown: Counter[str] = Counter()
+        for url, q in asks.items():  # in configuration order: the batch is the same whatever answers first
+            label = "dcgm query" if q is None else f"query {q.query!r}"
+            try:
+                result = _vector(got[url])
+            except ValueError as exc:
+                notices.append(SourceNotice(self.name, label, str(exc)))
+                continue
+            if q is None:
+                batch, tally = self._dcgm(result, now)
+                unknown.update(tally.unknown)
+                notices.extend(tally.notices(self.name, label))
+            else:
+                batch, problems = self._query(q, result, now)
+                notices.extend(
+                    SourceNotice(self.name, label, f"{n} series skipped: {why}")
+                    for why, n in problems.items()
+                )
+            batches.append(batch)
+        return Collected(TelemetryBatch.concat(batches), tuple(notices), dict(unknown))
+
+    def _dcgm(self, result: list[dict[str, Any]], now: float) -> tuple[TelemetryBatch, Any]:
+        slots = np.empty(len(result), dtype=np.int64)
+        for i, r in enumerate(result):
+            labels = dict(r["metric"])
+            name = labels.pop("__name__", "")
+            slots[i] = self.target.slot_for(name, labels)
+        ts, val = _columns(result)
+        return self.target.convert(slots, val, ts, now)
+
+    def _query(
+        self, q: PromQuery, result: list[dict[str, Any]], now: float
+    ) -> tuple[TelemetryBatch, Counter[str]]:
+        problems: Counter[str] = Counter()
+        ents: list[int] = []
+        keep: list[int] = []
+        for i, r in enumerate(result):
+            labels = {k: (self.config.hostname.node_name(v) if k.lower() == "hostname" else v)
+                      for k, v in r["metric"].items()}  # fmt: skip
+            try:
+                eid = q.entity.format(**labels)
+            except KeyError as exc:
+                problems[f"result has no label {exc.args[0]!r} for entity {q.entity!r}"] += 1
+                continue
+            gidx = self.topology.lookup(eid)
+            if gidx is None:
+                problems[f"{eid} is not in the inventory"] += 1
+                continue
+            ents.append(gidx)
+            keep.append(i)
+        ts, val = _columns([result[i] for i in keep])
+        good = np.isfinite(val) & (np.abs(val) < SENTINEL_THRESHOLD)
+        if not good.all():
+            problems[f"{int(np.count_nonzero(~good))} NaN, Inf or blank-sentinel values read as missing"] += 1
+        sig = signal_catalog()[q.signal].index
+        ent = np.asarray(ents, dtype=np.int64)[good]
+        batch = TelemetryBatch(
+            ent, np.full(ent.size, sig, np.int64), ts[good], val[good] * q.scale + q.offset
+        )
+        return batch, problems
+
+
+def _vector(f: Fetched) -> list[dict[str, Any]]:
+    """The result of an instant query, or a ValueError saying what the server answered instead."""
+    if f.body is None:
+        raise ValueError(f.error)
+    try:
+        doc = json.loads(f.body)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"answer is not JSON ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(doc, dict) or doc.get("status") != "success":
+        err = doc.get("error", "") if isinstance(doc, dict) else ""
+        raise ValueError(f"query failed: {err or 'status is not success'}")
+    data = doc.get("data", {})
+    if data.get("resultType") != "vector" or not isinstance(data.get("result"), list):
+        raise ValueError(f"expected an instant vector, got resultType {data.get('resultType')!r}")
+    result: list[dict[str, Any]] = data["result"]
+    for r in result:
+        if (
+            not isinstance(r.get("metric"), dict)
+            or not isinstance(r.get("value"), list)
+            or len(r["value"]) != 2
+        ):
+            raise ValueError(f"malformed result entry {json.dumps(r)[:120]}")
+    return result
+
+
+def _columns(
+    result: list[dict[str, Any]],
+) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
+    ts = np.asarray([float(r["value"][0]) for r in result], dtype=np.float64)
+    raw = [r["value"][1] for r in result]
+    try:
+        val = np.asarray(raw, dtype=np.float64)
+    except ValueError:
+        val = np.asarray([_num(v) for v in raw], dtype=np.float64)
+    return ts, val
+
+
+def _num(v: object) -> float:
+    try:
+        return float(str(v))
+    except ValueError:
+        return math.nan

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from seamguard.config import StrictModel, format_validation
 from seamguard.model.catalog import signal_catalog
@@ -152,28 +152,31 @@ class ModbusDevice(StrictModel):
     max_gap: int = Field(default=0, ge=0, le=MAX_READ_REGISTERS - 2)  # unused registers one read may span
     points: tuple[RegisterPoint, ...] = Field(min_length=1)
 
-    @field_validator("points", mode="wrap")
+    @model_validator(mode="wrap")
     @classmethod
-    def _named(cls, value: Any, handler: Callable[[Any], Any], info: ValidationInfo) -> Any:
-        """Re-word point errors so that they name the device and the point, not list indices."""
+    def _named(cls, data: Any, handler: Callable[[Any], ModbusDevice]) -> ModbusDevice:
+        """Re-word errors so that they name the device and the point, not list indices."""
         try:
-            return handler(value)
+            return handler(data)
         except ValidationError as exc:
-            device = info.data.get("name", "?")
+            if not isinstance(data, Mapping):
+                raise
+            device = data.get("name", "?")
+            points = data.get("points")
             parts = []
             for err in exc.errors()[:5]:
                 loc = list(err["loc"])
                 at = ""
-                head = loc[0] if loc else None
-                if isinstance(head, int):
-                    i = head
-                    loc.pop(0)
-                    raw = value[i] if isinstance(value, Sequence) and i < len(value) else None
-                    at = _point_name(i, raw)
+                if len(loc) >= 2 and loc[0] == "points" and isinstance(loc[1], int):
+                    i = loc[1]
+                    raw = points[i] if isinstance(points, Sequence) and i < len(points) else None
+                    at = " " + _point_name(i, raw)
+                    loc = loc[2:]
                 key = ".".join(str(p) for p in loc)
                 got = err.get("input")
-                shown = "" if isinstance(got, Mapping) or not key else f" (got {got!r})"
-                parts.append(f"device {device!r} {at}{': ' + key if key else ''}: {err['msg']}{shown}")
+                shown = "" if isinstance(got, (Mapping, list, tuple)) or not key else f" (got {got!r})"
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                parts.append(f"device {device!r}{at}{': ' + key if key else ''}: {msg}{shown}")
             raise ValueError("; ".join(parts)) from None
 
     @model_validator(mode="after")

@@ -465,3 +465,22 @@ def test_device_level_errors() -> None:
     with pytest.raises(InputError, match="points"):
         load_register_map({"devices": [device("bms", 502, [])]})
     assert isinstance(load_register_map({"devices": [device("bms", 502, p)]}), ModbusConfig)
+
+
+def test_twin_server_on_a_busy_port_fails_to_start_with_the_address(topo: Topology) -> None:
+    busy = socket.socket()
+    busy.bind((HOST, 0))
+    busy.listen(1)
+    port = int(busy.getsockname()[1])
+    try:
+        with pytest.raises(RuntimeError, match=f"{HOST}:{port}"):
+            TwinModbusServer(twin_register_map(topo), HOST, port).start()
+    finally:
+        busy.close()
+    with pytest.raises(ValueError, match=r"unit id\(s\) \[1\]"):
+        cfg = twin_register_map(topo)
+        TwinModbusServer(
+            cfg.model_copy(
+                update={"devices": (cfg.devices[0], cfg.devices[0].model_copy(update={"name": "x"}))}
+            )
+        )

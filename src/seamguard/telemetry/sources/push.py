@@ -305,7 +305,9 @@ class PushSource:
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadError(413, f"payload of {int(declared):,} bytes exceeds the limit of {limit:,} bytes")
+            raise PayloadError(
+                413, f"payload of {int(declared):,} bytes exceeds the limit of {limit:,} bytes"
+            )
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():

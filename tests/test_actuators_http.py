@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import httpx
@@ -46,10 +46,10 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 class Receiver(BaseHTTPRequestHandler):
     """Verifies the signature with hmac directly (not with seamguard's code), fails the first POST."""
 
-    received: list[tuple[dict[str, str], bytes, int]] = []
+    received: ClassVar[list[tuple[dict[str, str], bytes, int]]] = []
     fail_first = True
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         ts = self.headers.get("X-Seamguard-Timestamp", "")
         given = self.headers.get("X-Seamguard-Signature", "")
@@ -166,10 +166,10 @@ def _pod(name: str, node: str, owner: str = "ReplicaSet") -> dict[str, Any]:
 
 
 class KubeApi(BaseHTTPRequestHandler):
-    nodes: dict[str, dict[str, Any]] = {}
-    pods: list[dict[str, Any]] = []
-    pdb_refusals: dict[str, int] = {}  # pod -> 429s before the budget allows it
-    log: list[tuple[str, str, str]] = []  # (method, path, content type)
+    nodes: ClassVar[dict[str, dict[str, Any]]] = {}
+    pods: ClassVar[list[dict[str, Any]]] = []
+    pdb_refusals: ClassVar[dict[str, int]] = {}  # pod -> 429s before the budget allows it
+    log: ClassVar[list[tuple[str, str, str]]] = []  # (method, path, content type)
 
     def _send(self, code: int, obj: dict[str, Any]) -> None:
         raw = json.dumps(obj).encode()
@@ -186,7 +186,7 @@ class KubeApi(BaseHTTPRequestHandler):
     def _body(self) -> Any:
         return json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"null")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         url = urlparse(self.path)
         KubeApi.log.append(("GET", url.path, ""))
         parts = url.path.strip("/").split("/")
@@ -204,7 +204,7 @@ class KubeApi(BaseHTTPRequestHandler):
             return self._send(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
         return self._status(404, "NotFound", url.path)
 
-    def do_PATCH(self) -> None:  # noqa: N802
+    def do_PATCH(self) -> None:
         ctype = self.headers.get("Content-Type", "")
         KubeApi.log.append(("PATCH", self.path, ctype))
         name = self.path.strip("/").split("/")[-1]
@@ -223,7 +223,7 @@ class KubeApi(BaseHTTPRequestHandler):
         node["metadata"]["resourceVersion"] = str(int(node["metadata"]["resourceVersion"]) + 1)
         return self._send(200, node)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         KubeApi.log.append(("POST", self.path, self.headers.get("Content-Type", "")))
         parts = self.path.strip("/").split("/")  # api v1 namespaces <ns> pods <name> eviction
         if len(parts) != 7 or parts[-1] != "eviction":

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, ValidationError, model_validator
 
-from seamguard.config import StrictModel, format_validation
+from seamguard.config import StrictModel
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import KIND_BY_PREFIX
 
@@ -228,6 +228,9 @@ class ModbusConfig(StrictModel):
 
 def load_register_map(data: Mapping[str, Any], where: str = "modbus") -> ModbusConfig:
     """Validate a register map read from YAML/JSON; errors name ``where``, the device and the point."""
+    # Imported here: seamguard.config may embed ModbusConfig, so this module needs only StrictModel at import.
+    from seamguard.config import format_validation
+
     try:
         return ModbusConfig.model_validate(data)
     except ValidationError as exc:

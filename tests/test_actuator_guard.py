@@ -126,3 +126,20 @@ def test_kinds_nobody_takes_go_to_the_log_actuator() -> None:
     d = Dispatcher([Route(Scripted(), Mode.ENFORCE)])
     (r,) = d.dispatch([Action("checkpoint_now", "job/train", "hazard", "degraded", 1.0)], 1.0)
     assert (r.actuator, r.status) == ("log", "advised") and "would checkpoint_now job/train" in r.detail
+
+
+def test_actuators_config_is_advise_by_default_and_strict() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from seamguard.actuators.dispatch import ActuatorsConfig, build_routes
+
+    cfg = ActuatorsConfig.model_validate(
+        {"haproxy": {"socket": "/run/haproxy.sock", "servers": {"node/n1": "be/s1"}},
+         "kubernetes": {"host": "http://127.0.0.1:1", "mode": "enforce", "guard": {"max_attempts": 2}}}
+    )  # fmt: skip
+    routes = {r.actuator.name: r for r in build_routes(cfg)}
+    assert routes["haproxy"].mode is Mode.ADVISE and routes["kubernetes"].mode is Mode.ENFORCE
+    assert routes["kubernetes"].guard.max_attempts == 2
+    with pytest.raises(ValidationError, match="weigth"):
+        ActuatorsConfig.model_validate({"haproxy": {"socket": "s", "servers": {}, "weigth": 3}})

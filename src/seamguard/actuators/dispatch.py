@@ -15,7 +15,11 @@ from typing import Protocol
 
 from seamguard.actuators.base import Action, Actuator
 from seamguard.actuators.guard import Guard, GuardConfig, record_of
+from seamguard.actuators.haproxy import HaproxyActuator, HaproxyConfig
+from seamguard.actuators.kubernetes import KubernetesActuator, KubernetesConfig
 from seamguard.actuators.log import ANY_KIND, LogActuator
+from seamguard.actuators.webhook import WebhookActuator, WebhookConfig
+from seamguard.config import StrictModel
 from seamguard.control.safety import SafetyLayer
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 
@@ -30,6 +34,45 @@ class Route:
     actuator: Actuator
     mode: Mode = Mode.ADVISE
     guard: GuardConfig = field(default_factory=GuardConfig)
+
+
+class WebhookSection(WebhookConfig):
+    mode: Mode = Mode.ADVISE
+    guard: GuardConfig = GuardConfig()
+
+
+class HaproxySection(HaproxyConfig):
+    mode: Mode = Mode.ADVISE
+    guard: GuardConfig = GuardConfig()
+
+
+class KubernetesSection(KubernetesConfig):
+    mode: Mode = Mode.ADVISE
+    guard: GuardConfig = GuardConfig()
+
+
+class ActuatorsConfig(StrictModel):
+    """``actuators:`` in the config. The log actuator is always there; each backend is opt-in, and in
+    advise mode until its ``mode`` says ``enforce``."""
+
+    webhook: WebhookSection | None = None
+    haproxy: HaproxySection | None = None
+    kubernetes: KubernetesSection | None = None
+
+
+def build_routes(config: ActuatorsConfig) -> list[Route]:
+    """The configured backends (the webhook secret is read from its environment variable here)."""
+    routes: list[Route] = []
+    if config.webhook is not None:
+        routes.append(
+            Route(WebhookActuator.from_config(config.webhook), config.webhook.mode, config.webhook.guard)
+        )
+    if config.haproxy is not None:
+        routes.append(Route(HaproxyActuator(config.haproxy), config.haproxy.mode, config.haproxy.guard))
+    if config.kubernetes is not None:
+        k = config.kubernetes
+        routes.append(Route(KubernetesActuator(k), k.mode, k.guard))
+    return routes
 
 
 class Dispatcher:

@@ -211,18 +211,16 @@ class Tally:
 _NO_ENTITY = -1
 
 
-class DcgmTarget:
-    """One exporter (or one Prometheus server): its key cache, slot table and XID memory."""
+class SlotTable:
+    """What each series slot means (entity, signal, role, scale, why it is skipped) and the XID
+    memory, shared by every endpoint of a source so one poll converts in one numpy pass."""
 
     def __init__(
-        self, topology: Topology, config: DcgmSourceConfig, *, node: str | None = None,
-        mapping: DcgmMapping | None = None,
-    ) -> None:  # fmt: skip
+        self, topology: Topology, config: DcgmSourceConfig, mapping: DcgmMapping | None = None
+    ) -> None:
         self.topology = topology
         self.config = config
-        self.node = node
         self.mapping = mapping or dcgm_mapping()
-        self.cache = SeriesCache(self.resolve)
         self._entity: list[int] = []
         self._signal: list[int] = []
         self._role: list[int] = []
@@ -230,14 +228,24 @@ class DcgmTarget:
         self._offset: list[float] = []
         self._code: list[int] = []
         self._note: list[int] = []  # index into _notes: the unknown name or why it was rejected
+        self._eligible: list[bool] = []  # an XID series born after its endpoint's first scrape
         self._notes: list[str] = []
         self._note_ix: dict[str, int] = {}
         self._arrays: (
-            tuple[IntArray, IntArray, IntArray, FloatArray, FloatArray, IntArray, IntArray] | None
+            tuple[
+                IntArray,
+                IntArray,
+                IntArray,
+                FloatArray,
+                FloatArray,
+                IntArray,
+                IntArray,
+                npt.NDArray[np.bool_],
+            ]
+            | None
         ) = None
         self._has_counter: set[int] = set()  # entities with an XID counter series
         self._prev = np.zeros(0)  # per slot: the XID series' last value
-        self.scraped = 0  # conversions done: the first one only sets the XID baseline
 
     @property
     def n_slots(self) -> int:
@@ -250,7 +258,16 @@ class DcgmTarget:
             self._notes.append(text)
         return ix
 
-    def _add(self, entity: int, signal: int, role: Role, fm: FieldMap | None, code: int, note: str) -> int:
+    def _add(
+        self,
+        entity: int,
+        signal: int,
+        role: Role,
+        fm: FieldMap | None,
+        code: int,
+        note: str,
+        eligible: bool = False,
+    ) -> int:
         self._entity.append(entity)
         self._signal.append(signal)
         self._role.append(int(role))
@@ -258,13 +275,18 @@ class DcgmTarget:
         self._offset.append(fm.offset if fm else 0.0)
         self._code.append(code)
         self._note.append(self._note_id(note) if note else -1)
+        self._eligible.append(eligible)
         self._arrays = None
         if role is Role.XID_COUNTER and entity >= 0:
             self._has_counter.add(entity)
         return len(self._entity) - 1
 
-    def resolve(self, name: str, labels: dict[str, str]) -> int:
-        """A new series key: decide its slot once (unknown name, rejected, or mapped)."""
+    def resolve(
+        self, name: str, labels: dict[str, str], node: str | None = None, eligible: bool = False
+    ) -> int:
+        """A new series key: decide its slot once (unknown name, rejected, or mapped). ``node``
+        names the host when the series has no Hostname label; ``eligible``: its endpoint was
+        scraped before, so a first XID count is news, not history."""
         fm = self.mapping.fields.get(name)
         if fm is None:
             return self._add(_NO_ENTITY, -1, Role.VALUE, None, 0, name)
@@ -278,7 +300,7 @@ class DcgmTarget:
         uuid = lab.get("uuid", "")
         eid = self.config.uuid_entities.get(uuid) if uuid else None
         if eid is None:
-            host = lab.get("hostname") or self.node
+            host = lab.get("hostname") or node
             if not host:
                 return self._reject(fm, "no Hostname label and no node set for the endpoint", name, labels)
             gpu = lab.get("gpu", "")
@@ -288,22 +310,17 @@ class DcgmTarget:
         gidx = self.topology.lookup(eid)
         if gidx is None:
             return self._reject(fm, f"{eid} is not in the inventory", name, labels)
-        return self._add(gidx, fm.signal_index, fm.role, fm, code, "")
+        return self._add(gidx, fm.signal_index, fm.role, fm, code, "", eligible)
 
     def _reject(self, fm: FieldMap, why: str, name: str, labels: dict[str, str]) -> int:
         shown = ",".join(f'{k}="{v}"' for k, v in list(labels.items())[:4])
         return self._add(_NO_ENTITY, fm.signal_index, fm.role, fm, 0, f"{why} (e.g. {name}{{{shown}}})")
 
-    def slot_for(self, name: str, labels: dict[str, str]) -> int:
-        """Slot of a series given as parsed labels (the Prometheus API's JSON), cached by key."""
-        key = name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
-        slot = self.cache.keys.get(key)
-        if slot is None:
-            slot = self.resolve(name, labels)
-            self.cache.remember(key, slot)
-        return slot
-
-    def _tables(self) -> tuple[IntArray, IntArray, IntArray, FloatArray, FloatArray, IntArray, IntArray]:
+    def _tables(
+        self,
+    ) -> tuple[
+        IntArray, IntArray, IntArray, FloatArray, FloatArray, IntArray, IntArray, npt.NDArray[np.bool_]
+    ]:
         if self._arrays is None:
             self._arrays = (
                 np.asarray(self._entity, dtype=np.int64),
@@ -313,6 +330,7 @@ class DcgmTarget:
                 np.asarray(self._offset, dtype=np.float64),
                 np.asarray(self._code, dtype=np.int64),
                 np.asarray(self._note, dtype=np.int64),
+                np.asarray(self._eligible, dtype=bool),
             )
             grown = np.full(self.n_slots, np.nan)
             grown[: self._prev.size] = self._prev
@@ -324,7 +342,7 @@ class DcgmTarget:
     ) -> tuple[TelemetryBatch, Tally]:
         """Samples (by slot) of one scrape -> a batch in the engine's catalog, and what was dropped."""
         tally = Tally()
-        ent_t, sig_t, role_t, scale_t, off_t, code_t, note_t = self._tables()
+        ent_t, sig_t, role_t, scale_t, off_t, code_t, note_t, elig_t = self._tables()
         keep = slot >= 0
         slot, value, ts = slot[keep], value[keep], ts[keep]
         ts = np.where(np.isnan(ts), now, ts)
@@ -350,10 +368,9 @@ class DcgmTarget:
         value = value * scale_t[slot] + off_t[slot]
         parts = [self._plain(role == Role.VALUE, ent, sig, ts, value)]
         parts.append(self._summed(role == Role.SUM, ent, sig, ts, value))
-        xid = self._xids(role, slot, ent, sig, ts, value, code_t)
+        xid = self._xids(role, slot, ent, sig, ts, value, code_t, elig_t)
         tally.xid_events = len(xid)
         parts.append(xid)
-        self.scraped += 1
         batch = TelemetryBatch.concat(parts)
         tally.samples = len(batch)
         return batch, tally
@@ -380,7 +397,7 @@ class DcgmTarget:
         return TelemetryBatch(keys // n_sig, keys % n_sig, newest, total)
 
     def _xids(self, role: IntArray, slot: IntArray, ent: IntArray, sig: IntArray, ts: FloatArray,
-              value: FloatArray, code_t: IntArray) -> TelemetryBatch:  # fmt: skip
+              value: FloatArray, code_t: IntArray, elig_t: npt.NDArray[np.bool_]) -> TelemetryBatch:  # fmt: skip
         """XID events: an increment of DCGM_EXP_XID_ERRORS_TOTAL{xid=...}, or, for a GPU without
         that counter, a change of DCGM_FI_DEV_XID_ERRORS to a new non-zero code. The first scrape
         of a target only sets the baseline: an old count is not a new event."""
@@ -393,7 +410,7 @@ class DcgmTarget:
             return TelemetryBatch.empty()
         s, v = slot[pick], value[pick]
         prev = self._prev[s]
-        seen = np.isfinite(prev) | (self.scraped > 0)
+        seen = np.isfinite(prev) | elig_t[s]
         base = np.where(np.isfinite(prev), prev, 0.0)
         fired = np.where(counter[pick], seen & (v > base), seen & (v > 0) & (v != prev))
         self._prev[s] = v
@@ -401,3 +418,35 @@ class DcgmTarget:
         return TelemetryBatch(
             ent[pick][fired], sig[pick][fired], ts[pick][fired], code[fired].astype(np.float64)
         )
+
+
+class DcgmTarget:
+    """One exporter (or one Prometheus server): its key cache and the table its slots live in."""
+
+    def __init__(
+        self, topology: Topology, config: DcgmSourceConfig, *, node: str | None = None,
+        mapping: DcgmMapping | None = None, table: SlotTable | None = None,
+    ) -> None:  # fmt: skip
+        self.table = table or SlotTable(topology, config, mapping)
+        self.node = node
+        self.scraped = 0  # scrapes parsed: XID series first seen in the first one are only a baseline
+        self.cache = SeriesCache(self.resolve)
+
+    def resolve(self, name: str, labels: dict[str, str]) -> int:
+        return self.table.resolve(name, labels, self.node, self.scraped > 0)
+
+    def slot_for(self, name: str, labels: dict[str, str]) -> int:
+        """Slot of a series given as parsed labels (the Prometheus API's JSON), cached by key."""
+        key = name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+        slot = self.cache.keys.get(key)
+        if slot is None:
+            slot = self.resolve(name, labels)
+            self.cache.remember(key, slot)
+        return slot
+
+    def convert(
+        self, slot: IntArray, value: FloatArray, ts: FloatArray, now: float
+    ) -> tuple[TelemetryBatch, Tally]:
+        """This target's samples of one scrape -> a batch; see ``SlotTable.convert``."""
+        self.scraped += 1
+        return self.table.convert(slot, value, ts, now)

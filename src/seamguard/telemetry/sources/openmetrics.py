@@ -35,6 +35,10 @@ MAX_ISSUES = 5  # malformed lines named per scrape; the rest are only counted
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
+_PAIR = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"[ \t]*(,|\})')
+_CLOSE = re.compile(r"[ \t]*\}")
+_VALUE = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_UNESCAPE = re.compile(r"\\(.)")
 
 Resolver = Callable[[str, dict[str, str]], int]  # (metric name, labels) -> slot >= 0, or IGNORE
 
@@ -242,45 +246,43 @@ def _sample(line: str) -> tuple[str, str, dict[str, str], str, str]:
 
 def _labels(line: str, pos: int, out: dict[str, str]) -> int:
     """Parse ``name="value",...}`` from ``pos``; returns the position after ``}``."""
-    n = len(line)
     while True:
-        while pos < n and line[pos] in " \t":
-            pos += 1
-        if pos < n and line[pos] == "}":
-            return pos + 1
-        m = _LABEL_NAME.match(line, pos)
+        m = _PAIR.match(line, pos)
         if m is None:
-            raise _LineError(f"bad label name at column {pos + 1}")
-        label = m.group()
-        pos = m.end()
-        if line[pos : pos + 2] != '="':
-            raise _LineError(f'label {label!r}: expected ="value" at column {pos + 1}')
-        pos += 2
-        chars: list[str] = []
-        while True:
-            if pos >= n:
-                raise _LineError(f"label {label!r}: unterminated value")
-            c = line[pos]
-            if c == '"':
-                pos += 1
-                break
-            if c == "\\":
-                nxt = line[pos + 1 : pos + 2]
-                if nxt not in _ESCAPES:
-                    raise _LineError(f"label {label!r}: bad escape \\{nxt}")
-                chars.append(_ESCAPES[nxt])
-                pos += 2
-                continue
-            chars.append(c)
-            pos += 1
+            close = _CLOSE.match(line, pos)
+            if close is not None:  # no labels, or a trailing comma
+                return close.end()
+            raise _LineError(_label_problem(line, pos))
+        label, value = m.group(1), m.group(2)
+        if "\\" in value:
+            value = _unescape(label, value)
         if label in out:
             raise _LineError(f"label {label!r} repeated")
-        out[label] = "".join(chars)
-        while pos < n and line[pos] in " \t":
-            pos += 1
-        if pos < n and line[pos] == ",":
-            pos += 1
-        elif pos < n and line[pos] == "}":
-            return pos + 1
-        else:
-            raise _LineError(f"expected ',' or '}}' after label {label!r} at column {pos + 1}")
+        out[label] = value
+        pos = m.end()
+        if m.group(3) == "}":
+            return pos
+
+
+def _label_problem(line: str, pos: int) -> str:
+    """Why the label set at ``pos`` does not parse, for the notice."""
+    m = _LABEL_NAME.match(line, pos + len(line[pos:]) - len(line[pos:].lstrip(" \t")))
+    if m is None:
+        return f"bad label name at column {pos + 1}"
+    label, at = m.group(), m.end()
+    if line[at : at + 2] != '="':
+        return f'label {label!r}: expected ="value" at column {at + 1}'
+    end = _VALUE.match(line, at + 1)
+    if end is None:
+        return f"label {label!r}: unterminated value"
+    return f"expected ',' or '}}' after label {label!r} at column {end.end() + 1}"
+
+
+def _unescape(label: str, value: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        ch = m.group(1)
+        if ch not in _ESCAPES:
+            raise _LineError(f"label {label!r}: bad escape \\{ch}")
+        return _ESCAPES[ch]
+
+    return _UNESCAPE.sub(one, value)

@@ -18,11 +18,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
+import numpy as np
 
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
-from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, Tally
+from seamguard.telemetry.sources.dcgm import (
+    DcgmSourceConfig,
+    DcgmTarget,
+    FloatArray,
+    IntArray,
+    SlotTable,
+    Tally,
+)
 from seamguard.telemetry.sources.openmetrics import ExpositionError, parse
 
 ERROR_SNIPPET = 300  # bytes of an error answer quoted in the notice
@@ -138,12 +146,17 @@ class DcgmScrapeSource:
     def __init__(self, config: DcgmSourceConfig, topology: Topology) -> None:
         self.name = config.name
         self.config = config
-        self.targets = {e.url: DcgmTarget(topology, config, node=e.node) for e in config.endpoints}
+        self.table = SlotTable(topology, config)  # shared: one numpy conversion per poll
+        self.targets = {
+            e.url: DcgmTarget(topology, config, node=e.node, table=self.table) for e in config.endpoints
+        }
         self.last = ScrapeReport()
 
     def collect(self, now: float) -> Collected:
         cfg = self.config
-        batches: list[TelemetryBatch] = []
+        slots: list[IntArray] = []
+        values: list[FloatArray] = []
+        stamps: list[FloatArray] = []
         notices: list[SourceNotice] = []
         unknown: Counter[str] = Counter()
         report = ScrapeReport(targets=len(self.targets))
@@ -174,17 +187,25 @@ class DcgmScrapeSource:
                         f"{parsed.malformed} malformed line(s) skipped, {len(parsed)} samples kept: {shown}",
                     )
                 )  # fmt: skip
-            batch, tally = target.convert(parsed.slot, parsed.value, parsed.timestamp, now)
-            batches.append(batch)
-            report.tally.merge(tally)
-            unknown.update(tally.unknown)
-            notices.extend(tally.notices(self.name, f.url))
+            target.scraped += 1
+            slots.append(parsed.slot)
+            values.append(parsed.value)
+            stamps.append(parsed.timestamp)
 
         if self.targets:
             fetch_all(
                 list(self.targets), timeout_s=cfg.timeout_s, concurrency=cfg.concurrency,
                 max_bytes=cfg.max_bytes, on_result=take,
             )  # fmt: skip
+        if slots:
+            batch, tally = self.table.convert(
+                np.concatenate(slots), np.concatenate(values), np.concatenate(stamps), now
+            )
+        else:
+            batch, tally = TelemetryBatch.empty(), Tally()
+        report.tally = tally
+        unknown.update(tally.unknown)
+        notices.extend(tally.notices(self.name, f"{len(slots)} endpoint(s)"))
         report.seconds = time.perf_counter() - t0
         self.last = report
-        return Collected(TelemetryBatch.concat(batches), tuple(notices), dict(unknown))
+        return Collected(batch, tuple(notices), dict(unknown))

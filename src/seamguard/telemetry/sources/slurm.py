@@ -65,7 +65,9 @@ class CommandResult:
     def problem(self) -> str:
         if self.returncode is None:
             return self.stderr
-        return f"exited {self.returncode}: {self.stderr.strip() or '(no stderr)'}"
+        # scontrol prints some errors ("Node x not found") on stdout.
+        said = self.stderr.strip() or self.stdout.strip()[:500] or "(no output)"
+        return f"exited {self.returncode}: {said}"
 
 
 def run_command(config: SlurmConfig, argv: list[str]) -> CommandResult:

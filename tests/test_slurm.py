@@ -1,0 +1,412 @@
+"""The Slurm source and actuator against a real Slurm (slurmctld, four slurmd, munge) on loopback,
+plus parsing tests on text the cluster itself produces and on edge cases."""
+
+from __future__ import annotations
+
+import getpass
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seamguard.actuators.base import Action, ActionStatus
+from seamguard.actuators.slurm import SlurmActuator, drain_reason, node_of
+from seamguard.model.catalog import Signal, SignalCatalog, SignalKind, signal_catalog
+from seamguard.model.entities import EntityKind
+from seamguard.model.inventory import Inventory, NodeRecord
+from seamguard.model.states import JobClass
+from seamguard.model.topology import build_topology
+from seamguard.telemetry.sources.slurm import (
+    REASON_PREFIX,
+    SLURM_SIGNALS,
+    SlurmConfig,
+    SlurmSnapshot,
+    SlurmSource,
+    expand_hostlist,
+    job_placements,
+    parse_jobs,
+    parse_kv_line,
+    parse_node_line,
+    parse_node_state,
+    parse_slurm_time,
+    read_snapshot,
+    run_command,
+)
+from tests.slurm_cluster import SlurmCluster, slurm_cluster
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def job(cluster: SlurmCluster) -> str:
+    """A batch job spread across two nodes, RUNNING for the whole module."""
+    job_id = cluster.submit(2, "sg-train")
+    cluster.wait_for(f"job {job_id} to run", lambda: cluster.job_state(job_id) == "RUNNING")
+    return job_id
+
+
+@pytest.fixture
+def config(cluster: SlurmCluster) -> SlurmConfig:
+    return SlurmConfig(
+        scontrol=cluster.bins["scontrol"], squeue=cluster.bins["squeue"], slurm_conf=str(cluster.conf)
+    )
+
+
+def action(
+    kind: str, node: str, state: str = "quarantine", reason: str = "gpu.temp_c 91 degC", **params: str
+) -> Action:
+    return Action(kind, f"node/{node}", reason, state, decided_at=1.0e9, params=tuple(params.items()))
+
+
+def slurm_catalog() -> SignalCatalog:
+    """The packaged catalog plus the Slurm flags this change proposes for signals.yaml."""
+    base = signal_catalog()
+    extra = [
+        Signal(len(base) + i, name, "flag", "compute", SignalKind.FLAG, EntityKind.NODE, name)
+        for i, name in enumerate(SLURM_SIGNALS)
+        if base.get(name) is None
+    ]
+    return SignalCatalog((*base.signals, *extra))
+
+
+def inventory(names: list[str]) -> Inventory:
+    return Inventory(tuple(NodeRecord(n, "r0", "c0", "l0", 8) for n in names))
+
+
+def state_of(line: str) -> str:
+    fields, _ = parse_kv_line(line)
+    return fields["State"]
+
+
+# ---------------------------------------------------------------- parsing edge cases (no Slurm needed)
+
+
+@pytest.mark.parametrize(
+    ("text", "base", "flags"),
+    [
+        ("IDLE", "IDLE", set()),
+        ("IDLE+DRAIN", "IDLE", {"DRAIN"}),
+        ("MIXED+DRAIN+MAINTENANCE+RESERVED", "MIXED", {"DRAIN", "MAINTENANCE", "RESERVED"}),
+        ("DOWN*+NOT_RESPONDING", "DOWN", {"NOT_RESPONDING"}),
+        ("DOWN*", "DOWN", {"NOT_RESPONDING"}),
+        ("DOWN*+DRAIN", "DOWN", {"NOT_RESPONDING", "DRAIN"}),
+        ("UNKNOWN+NOT_RESPONDING", "UNKNOWN", {"NOT_RESPONDING"}),
+        ("ALLOCATED+COMPLETING", "ALLOCATED", {"COMPLETING"}),
+        ("idle~", "IDLE", {"POWERED_DOWN"}),
+        ("drained", "IDLE", {"DRAIN"}),
+        ("draining", "ALLOCATED", {"DRAIN"}),
+        ("mix-", "MIXED", {"PLANNED"}),
+        ("IDLE+CLOUD+POWERED_DOWN", "IDLE", {"CLOUD", "POWERED_DOWN"}),
+        ("", "UNKNOWN", set()),
+    ],
+)
+def test_node_state_is_a_base_plus_flags(text: str, base: str, flags: set[str]) -> None:
+    state = parse_node_state(text)
+    assert state.base == base
+    assert state.flags == frozenset(flags)
+
+
+def test_reason_keeps_spaces_equals_and_brackets_and_ends_at_its_stamp() -> None:
+    line = (
+        "NodeName=n009 State=IDLE+DRAIN AvailableFeatures=(null) ActiveFeatures= "
+        "Reason=seamguard: quarantine gpu.temp_c=91 [max] peers=4 [alice@2026-01-02T03:04:05] Comment=after it"
+    )
+    node = parse_node_line(line)
+    assert node is not None
+    assert node.reason == "seamguard: quarantine gpu.temp_c=91 [max] peers=4"
+    assert node.reason_user == "alice"
+    assert node.reason_time == parse_slurm_time("2026-01-02T03:04:05")
+    assert node.features == () and node.active_features == ()
+    assert node.drained_by_seamguard
+    fields, _ = parse_kv_line(line)
+    assert fields["Comment"] == "after it"
+    assert "peers" not in fields and "gpu.temp_c" not in fields
+
+
+def test_reason_without_a_stamp_runs_to_the_end_of_the_line() -> None:
+    node = parse_node_line("NodeName=n1 State=DOWN* Reason=Not responding = yes")
+    assert node is not None
+    assert (node.reason, node.reason_user, node.reason_time) == ("Not responding = yes", "", None)
+    assert node.down and node.not_responding and not node.drained
+
+
+def test_garbage_is_not_a_node() -> None:
+    assert parse_node_line("slurm_load_node error: Unable to contact slurm controller") is None
+    assert parse_node_line("State=IDLE") is None
+
+
+def test_squeue_lines_with_a_pipe_in_the_name_and_bad_lines() -> None:
+    text = (
+        "17|RUNNING|gpu|bob|3|2026-01-02T03:04:05|NONE|n[001-002],n007|train | run=3\n"
+        "18|PENDING|gpu|bob|2|N/A|N/A||waits\n"
+        "19|RUNNING|gpu|bob|3|2026-01-02T03:04:05|NONE|n[001-002]|count mismatch\n"
+        "not a squeue line\n"
+    )
+    jobs, bad = parse_jobs(text)
+    assert [j.job_id for j in jobs] == ["17", "18"]
+    assert jobs[0].name == "train | run=3"
+    assert jobs[0].nodes == ("n001", "n002", "n007")
+    assert jobs[0].end is None and jobs[1].start is None and jobs[1].nodes == ()
+    assert len(bad) == 2 and "19" in bad[0] and "not a squeue line" in bad[1]
+    with pytest.raises(ValueError, match="bad hostlist"):
+        expand_hostlist("n[001-")
+
+
+def test_placements_map_partitions_to_classes_and_open_ended_jobs_to_inf() -> None:
+    jobs, _ = parse_jobs(
+        "5|RUNNING|infer|u|1|2026-01-02T03:04:05|2026-01-02T04:04:05|n1|a\n"
+        "6|RUNNING|train|u|2|2026-01-02T03:04:05|NONE|n[2-3]|b\n"
+        "7|PENDING|train|u|2|N/A|N/A||c\n"
+    )
+    cfg = SlurmConfig(partition_classes={"infer": JobClass.ASYNC_BATCH_INFERENCE})
+    recs = job_placements(SlurmSnapshot(0.0, jobs=jobs), cfg)
+    assert [(r.job, r.job_class, r.nodes) for r in recs] == [
+        ("5", JobClass.ASYNC_BATCH_INFERENCE, ("n1",)),
+        ("6", JobClass.SYNC_TRAINING, ("n2", "n3")),
+    ]
+    assert recs[0].end - recs[0].start == 3600.0
+    assert math.isinf(recs[1].end)
+
+
+def test_drain_reason_is_one_line_and_cut_to_the_byte_limit() -> None:
+    act = action("drain_node", "n1", reason="gpu.temp_c\n 91 degC " + "é" * 400)
+    reason = drain_reason(act, 120)
+    assert reason.startswith("seamguard: quarantine gpu.temp_c 91 degC é")
+    assert "\n" not in reason and reason.endswith("...")
+    assert len(reason.encode()) <= 120
+    assert drain_reason(action("drain_node", "n1"), 120) == "seamguard: quarantine gpu.temp_c 91 degC"
+
+
+def test_targets_and_feature_params_are_checked() -> None:
+    assert node_of("node/n0123") == "n0123"
+    assert node_of("gpu/n0123/5") == "n0123"
+    with pytest.raises(ValueError, match="node/NAME"):
+        node_of("rack/r07")
+    act = SlurmActuator(SlurmConfig(scontrol="/nonexistent/scontrol"))
+    with pytest.raises(ValueError, match="only manages features named sg_"):
+        act.apply(action("set_features", "n1", add="gpu"), 0.0)
+    with pytest.raises(ValueError, match="does not carry out"):
+        act.apply(action("cordon", "n1"), 0.0)
+
+
+def test_commands_that_cannot_run_or_hang_are_results_not_exceptions(tmp_path: Path) -> None:
+    missing = run_command(SlurmConfig(), [str(tmp_path / "no-such-scontrol"), "show", "node"])
+    assert not missing.ok and "could not run" in missing.problem
+    slow = run_command(SlurmConfig(timeout_s=0.2), ["sleep", "5"])
+    assert not slow.ok and "timed out after 0.2s" in slow.problem
+    res = SlurmActuator(SlurmConfig(scontrol=str(tmp_path / "no-such-scontrol"))).apply(
+        action("drain_node", "n1"), 5.0
+    )
+    assert res.status is ActionStatus.FAILED and "could not run" in res.detail and res.finished_at == 5.0
+
+
+# ---------------------------------------------------------------- against the real cluster
+
+
+def test_hostlist_expansion_agrees_with_scontrol(cluster: SlurmCluster) -> None:
+    for text in ("n[001-004]", "n[001-002,004],gpu-a[1-2]-b[08-10]", "x7", "rack[1-2]n[1,3]"):
+        want = cluster.run("scontrol", "show", "hostnames", text).stdout.split()
+        assert expand_hostlist(text) == want, text
+
+
+def test_source_sees_the_nodes_and_the_jobs_placement(
+    cluster: SlurmCluster, job: str, config: SlurmConfig
+) -> None:
+    snap, notices = read_snapshot(config, now=123.0)
+    assert notices == ()
+    assert snap.read == {"nodes", "jobs", "reservations"}
+    assert [n.name for n in snap.nodes] == [*cluster.nodes, *cluster.dead_nodes]
+    for n in snap.nodes:
+        assert n.features == ("gpu", "h100") and n.active_features == ("gpu", "h100")
+        assert not n.drained and not n.reserved
+    running = snap.running_jobs()
+    assert [j.job_id for j in running] == [job]
+    (sjob,) = running
+    assert sjob.name == "sg-train" and sjob.user == getpass.getuser() and len(sjob.nodes) == 2
+    compact = cluster.run("squeue", "-h", "-j", job, "-o", "%N").stdout.strip()
+    assert list(sjob.nodes) == cluster.run("scontrol", "show", "hostnames", compact).stdout.split()
+    for name in sjob.nodes:  # the job's nodes are busy, the others idle
+        node = snap.node(name)
+        assert node is not None and node.base in ("MIXED", "ALLOCATED")
+    assert {snap.node(n).base for n in cluster.nodes if n not in sjob.nodes} == {"IDLE"}  # type: ignore[union-attr]
+    assert sjob.start is not None and abs(sjob.start - time.time()) < 600
+
+    (rec,) = job_placements(snap, config)
+    assert rec.job == job and rec.nodes == sjob.nodes and rec.job_class is JobClass.SYNC_TRAINING
+    topo = build_topology(inventory([n.name for n in snap.nodes]), [rec])
+    assert topo.lookup(f"job/{job}") is not None
+
+
+def test_source_emits_node_flags_and_counts_signals_missing_from_the_catalog(
+    cluster: SlurmCluster, config: SlurmConfig
+) -> None:
+    names = list(cluster.nodes[:3])  # n004 and the dead node are not in this inventory
+    topo = build_topology(inventory(names))
+    cat = slurm_catalog()
+    cluster.run("scontrol", "update", f"NodeName={names[2]}", "State=DOWN", "Reason=test down")
+    try:
+        got = SlurmSource(topo, config, cat).collect(now=1000.0)
+    finally:
+        cluster.run("scontrol", "update", f"NodeName={names[2]}", "State=RESUME")
+    assert len(got.batch) == len(names) * len(SLURM_SIGNALS)
+    assert np.all(got.batch.timestamp == 1000.0)
+    down = got.batch.signal == cat["node.slurm_down"].index
+    by_node = dict(zip(got.batch.entity[down].tolist(), got.batch.value[down].tolist(), strict=True))
+    assert by_node == {topo.lookup(f"node/{n}"): float(i == 2) for i, n in enumerate(names)}
+    assert any("not in the inventory" in n.message and "n004" in n.message for n in got.notices)
+
+    plain = SlurmSource(topo, config).collect(now=1000.0)  # the packaged catalog lacks the Slurm flags
+    missing = [s for s in SLURM_SIGNALS if signal_catalog().get(s) is None]
+    assert plain.unknown == dict.fromkeys(missing, len(names))
+    assert len(plain.batch) == len(names) * (len(SLURM_SIGNALS) - len(missing))
+
+
+def test_drain_again_and_resume_a_node_of_the_running_job(
+    cluster: SlurmCluster, job: str, config: SlurmConfig
+) -> None:
+    node = cluster.run("squeue", "-h", "-j", job, "-o", "%N").stdout.strip()
+    node = expand_hostlist(node)[0]
+    act = SlurmActuator(config)
+
+    first = act.apply(action("drain_node", node, reason="gpu.temp_c 91 degC (peers 62)"), 10.0)
+    assert first.status is ActionStatus.DONE, first.detail
+    line = cluster.node_line(node)
+    assert "Reason=seamguard: quarantine gpu.temp_c 91 degC (peers 62) [" in line
+    assert parse_node_state(state_of(line)).flags >= {"DRAIN"}
+    assert cluster.job_state(job) == "RUNNING"  # a drain lets the running job finish
+
+    again = act.apply(action("drain_node", node, reason="something newer"), 11.0)
+    assert again.status is ActionStatus.ALREADY, again.detail
+    assert "gpu.temp_c 91 degC" in cluster.node_line(node)  # the first reason stands
+
+    resumed = act.apply(action("resume_node", node, state="healthy"), 12.0)
+    assert resumed.status is ActionStatus.DONE, resumed.detail
+    assert "DRAIN" not in parse_node_state(state_of(cluster.node_line(node))).flags
+    assert act.apply(action("resume_node", node, state="healthy"), 13.0).status is ActionStatus.ALREADY
+
+
+def test_a_node_drained_by_hand_is_never_resumed(cluster: SlurmCluster, config: SlurmConfig) -> None:
+    cluster.run("scontrol", "update", "NodeName=n003", "State=DRAIN", "Reason=hands off = really [ticket 42]")
+    try:
+        act = SlurmActuator(config)
+        refused = act.apply(action("resume_node", "n003", state="healthy"), 1.0)
+        assert refused.status is ActionStatus.REFUSED
+        assert "someone else" in refused.detail and "hands off" in refused.detail
+        drained = act.apply(action("drain_node", "n003"), 2.0)
+        assert drained.status is ActionStatus.ALREADY
+        node = parse_node_line(cluster.node_line("n003"))
+        assert node is not None and node.drained
+        assert node.reason == "hands off = really [ticket 42]"  # real text: spaces, '=' and brackets
+        assert node.reason_user == getpass.getuser()
+        assert node.reason_time is not None and abs(node.reason_time - time.time()) < 120
+        assert not node.drained_by_seamguard
+    finally:
+        cluster.run("scontrol", "update", "NodeName=n003", "State=RESUME")
+
+
+def test_a_node_in_a_maintenance_reservation_is_not_touched(
+    cluster: SlurmCluster, config: SlurmConfig
+) -> None:
+    cluster.run(
+        "scontrol", "create", "reservation", "ReservationName=sg_maint", "StartTime=now", "Duration=30",
+        "Nodes=n004", f"Users={getpass.getuser()}", "Flags=MAINT",
+    )  # fmt: skip
+    act = SlurmActuator(config)
+    try:
+        # At once: found through the reservation, before slurmctld sets the node's flags.
+        res = act.apply(action("drain_node", "n004"), 1.0)
+        assert res.status is ActionStatus.REFUSED and "sg_maint" in res.detail
+        cluster.wait_for(
+            "n004 to show MAINTENANCE", lambda: "MAINTENANCE" in state_of(cluster.node_line("n004"))
+        )
+        node = parse_node_line(cluster.node_line("n004"))
+        assert node is not None and node.reserved and {"MAINTENANCE", "RESERVED"} <= node.flags
+        for kind in ("drain_node", "resume_node", "set_features"):
+            res = act.apply(action(kind, "n004", add="sg_degraded"), 2.0)
+            assert res.status is ActionStatus.REFUSED and "maintenance" in res.detail, (kind, res.detail)
+        assert parse_node_line(cluster.node_line("n004")) == node  # untouched
+    finally:
+        cluster.run("scontrol", "delete", "ReservationName=sg_maint")
+    cluster.wait_for(
+        "n004 to leave maintenance", lambda: "MAINTENANCE" not in state_of(cluster.node_line("n004"))
+    )
+    assert act.apply(action("drain_node", "n004"), 3.0).status is ActionStatus.DONE
+    assert act.apply(action("resume_node", "n004", state="healthy"), 4.0).status is ActionStatus.DONE
+
+
+def test_features_are_added_and_removed_keeping_the_others(
+    cluster: SlurmCluster, config: SlurmConfig
+) -> None:
+    act = SlurmActuator(config)
+
+    def features() -> tuple[tuple[str, ...], tuple[str, ...]]:
+        node = parse_node_line(cluster.node_line("n002"))
+        assert node is not None
+        return node.features, node.active_features
+
+    res = act.apply(action("set_features", "n002", state="degraded", add="sg_degraded"), 1.0)
+    assert res.status is ActionStatus.DONE, res.detail
+    assert features() == (("gpu", "h100", "sg_degraded"), ("gpu", "h100", "sg_degraded"))
+    assert act.apply(action("set_features", "n002", add="sg_degraded"), 2.0).status is ActionStatus.ALREADY
+    # Jobs can now ask for (or avoid) the degraded nodes with Slurm's own constraint syntax.
+    out = cluster.run("sinfo", "-h", "-N", "-o", "%N %f").stdout
+    assert "n002 gpu,h100,sg_degraded" in out
+
+    res = act.apply(action("set_features", "n002", state="healthy", features=""), 3.0)  # clear seamguard's
+    assert res.status is ActionStatus.DONE, res.detail
+    assert features() == (("gpu", "h100"), ("gpu", "h100"))
+    res = act.apply(action("set_features", "n002", remove="sg_degraded"), 4.0)
+    assert res.status is ActionStatus.ALREADY
+
+
+def test_failing_commands_are_failed_results_and_notices(cluster: SlurmCluster, config: SlurmConfig) -> None:
+    act = SlurmActuator(config)
+    res = act.apply(action("drain_node", "nope"), 1.0)
+    assert res.status is ActionStatus.FAILED and "Node nope not found" in res.detail
+
+    broken = cluster.root / "broken.conf"
+    broken.write_text("this is = not slurm\n")
+    bad = config.model_copy(update={"slurm_conf": str(broken)})
+    res = SlurmActuator(bad).apply(action("drain_node", "n001"), 2.0)
+    assert res.status is ActionStatus.FAILED and "Parse error" in res.detail and "broken.conf" in res.detail
+    got = SlurmSource(build_topology(inventory(list(cluster.nodes))), bad).collect(now=3.0)
+    assert len(got.batch) == 0
+    wheres = [n.where for n in got.notices]
+    assert any(w.endswith("show node --oneliner") for w in wheres) and any("squeue" in w for w in wheres)
+    assert all("Parse error" in n.message for n in got.notices)
+
+    # A controller that does not answer: the command is cut at the timeout.
+    away = cluster.root / "away.conf"
+    away.write_text("ClusterName=away\nSlurmctldHost=localhost\nSlurmctldPort=1\n")
+    slow = config.model_copy(update={"slurm_conf": str(away), "timeout_s": 1.0})
+    res = SlurmActuator(slow).apply(action("resume_node", "n001"), 4.0)
+    assert res.status is ActionStatus.FAILED and "timed out after 1s" in res.detail
+    assert "DRAIN" not in state_of(cluster.node_line("n001"))
+
+
+def test_a_node_without_slurmd_is_seen_not_responding(cluster: SlurmCluster, config: SlurmConfig) -> None:
+    """Last: slurmctld marks the never-started node after SlurmdTimeout (10 s)."""
+    (dead,) = cluster.dead_nodes
+    cluster.wait_for(
+        f"{dead} to be not responding",
+        lambda: "NOT_RESPONDING" in state_of(cluster.node_line(dead)),
+        timeout=40,
+    )
+    line = cluster.node_line(dead)
+    node = parse_node_line(line)
+    assert node is not None and node.not_responding and node.name == dead
+    topo = build_topology(inventory([dead]))
+    cat = slurm_catalog()
+    got = SlurmSource(topo, config, cat).collect(now=5.0)
+    nr = got.batch.signal == cat["node.slurm_not_responding"].index
+    assert got.batch.value[nr].tolist() == [1.0]
+    assert REASON_PREFIX not in line

@@ -78,6 +78,8 @@ class SeriesCache:
     max_keys: int = 1_000_000
     keys: dict[str, int] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)  # metric family -> TYPE line's type
+    # label-set text -> labels: one GPU's ~12 fields share a label set, so it is parsed once
+    labelsets: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def remember(self, key: str, slot: int) -> None:
         if len(self.keys) < self.max_keys:
@@ -196,7 +198,7 @@ def _slow_line(
     key2, sp, mid = head.rpartition(" ")
     if sp and (slot := cache.keys.get(key2)) is not None:  # a known series with a timestamp
         return slot, mid, _timestamp(last, ts_unit)
-    key, name, labels, value, ts = _sample(line)
+    key, name, labels, value, ts = _sample(line, cache)
     when = _timestamp(ts, ts_unit) if ts else math.nan  # checked before a garbage key is resolved
     slot = cache.keys.get(key)
     if slot is None:
@@ -221,7 +223,7 @@ def _comment(line: str, cache: SeriesCache) -> None:
         cache.types[words[1]] = words[2]
 
 
-def _sample(line: str) -> tuple[str, str, dict[str, str], str, str]:
+def _sample(line: str, cache: SeriesCache) -> tuple[str, str, dict[str, str], str, str]:
     """Full parse of one sample line: (key text before the value, name, labels, value, timestamp)."""
     m = _NAME.match(line)
     if m is None:
@@ -230,8 +232,15 @@ def _sample(line: str) -> tuple[str, str, dict[str, str], str, str]:
     pos = m.end()
     labels: dict[str, str] = {}
     if pos < len(line) and line[pos] == "{":
-        pos = _labels(line, pos + 1, labels)
-    key_end = pos
+        guess = line[pos : line.rfind("}") + 1]  # the label set, unless a value holds a '}' after it
+        known = cache.labelsets.get(guess)
+        if known is not None:
+            labels, pos = known, pos + len(guess)
+        else:
+            start = pos
+            pos = _labels(line, pos + 1, labels)
+            if line[start:pos] == guess and len(cache.labelsets) < cache.max_keys:
+                cache.labelsets[guess] = labels
     rest = line[pos:]
     if not rest or not rest[0].isspace():
         raise _LineError(f"expected a space and a value after {line[:pos][-40:]!r}")
@@ -240,7 +249,7 @@ def _sample(line: str) -> tuple[str, str, dict[str, str], str, str]:
     tokens = rest.split()
     if not tokens or len(tokens) > 2:
         raise _LineError(f"expected a value and an optional timestamp, got {rest.strip()[:40]!r}")
-    key = line[: len(line) - len(line[key_end:].lstrip()) - 1]
+    key = line[: len(line) - len(line[pos:].lstrip()) - 1]
     return key, name, labels, tokens[0], tokens[1] if len(tokens) == 2 else ""
 
 

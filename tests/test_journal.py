@@ -22,7 +22,7 @@ from seamguard.journal.records import (
     OutcomeRecord,
     TransitionRecord,
 )
-from seamguard.journal.sqlite import SqliteJournal
+from seamguard.journal.sqlite import SCHEMA_VERSION, SqliteJournal
 
 EV = (EvidenceItem("trend", "gpu.temp_c", 0.62, "gpu.temp_c trending +0.8 °C/min"),)
 
@@ -84,7 +84,7 @@ def test_version_1_journal_is_upgraded_in_place(tmp_path: Path) -> None:
     db.commit()
     db.close()
     with SqliteJournal(path) as j:
-        assert j.get_meta("schema_version") == "3"
+        assert j.get_meta("schema_version") == str(SCHEMA_VERSION)
         (old,) = j.decisions()
         assert (old.entity, old.reason, old.epoch, old.cause) == ("node/n1", "old", 2, "")
         assert math.isnan(old.predicted_cost_gpu_h) and j.outcomes() == []

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from seamguard.journal.records import DecisionRecord, ObservationRecord, OutcomeRecord, TransitionRecord
+from seamguard.journal.records import (
+    ActionResultRecord,
+    DecisionRecord,
+    NoticeRecord,
+    ObservationRecord,
+    OutcomeRecord,
+    TransitionRecord,
+)
 
 
 class Journal(Protocol):
@@ -18,6 +25,22 @@ class Journal(Protocol):
     ) -> None:
         """Record one tick's output atomically: all of it or none of it."""
         ...
+
+    def append_actions(
+        self, results: Sequence[ActionResultRecord], notices: Sequence[NoticeRecord] = ()
+    ) -> None:
+        """Record what the actuators did (and the safety layer's notices) atomically."""
+        ...
+
+    def action_results(
+        self,
+        target: str | None = None,
+        until: float | None = None,
+        since: float | None = None,
+        status: str | None = None,
+    ) -> list[ActionResultRecord]: ...
+
+    def notices(self, until: float | None = None, since: float | None = None) -> list[NoticeRecord]: ...
 
     def outcomes(self, entity: str | None = None, until: float | None = None) -> list[OutcomeRecord]: ...
 

@@ -105,9 +105,9 @@ class SlurmCluster:
         out = self.run("sinfo", "-h", "-N", "-o", "%N %T").stdout
         return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
 
-    def submit(self, nodes: int, name: str, seconds: int = 600) -> str:
+    def submit(self, nodes: int, name: str, seconds: int = 600, *extra: str) -> str:
         out = self.run(
-            "sbatch", "--parsable", "-N", str(nodes), "-J", name, "-p", self.partition,
+            "sbatch", "--parsable", "-N", str(nodes), "-J", name, "-p", self.partition, *extra,
             "-o", str(self.root / "job-%j.out"), "--chdir", str(self.root), "--wrap", f"sleep {seconds}",
         ).stdout  # fmt: skip
         return out.strip().split(";")[0]

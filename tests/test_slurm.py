@@ -150,13 +150,15 @@ def test_squeue_lines_with_a_pipe_in_the_name_and_bad_lines() -> None:
         "18|PENDING|gpu|bob|2|N/A|N/A||waits\n"
         "19|RUNNING|gpu|bob|3|2026-01-02T03:04:05|NONE|n[001-002]|count mismatch\n"
         "not a squeue line\n"
+        "%i|idle|main*|Unknown|4|all|N/A|n[001-004]|%j\n"
+        "20_[1-4%2]|PENDING|gpu|bob|1|N/A|N/A||array\n"
     )
     jobs, bad = parse_jobs(text)
-    assert [j.job_id for j in jobs] == ["17", "18"]
+    assert [j.job_id for j in jobs] == ["17", "18", "20_[1-4%2]"]
     assert jobs[0].name == "train | run=3"
     assert jobs[0].nodes == ("n001", "n002", "n007")
     assert jobs[0].end is None and jobs[1].start is None and jobs[1].nodes == ()
-    assert len(bad) == 2 and "19" in bad[0] and "not a squeue line" in bad[1]
+    assert len(bad) == 3 and "19" in bad[0] and "not a squeue line" in bad[1] and "'%i'" in bad[2]
     with pytest.raises(ValueError, match="bad hostlist"):
         expand_hostlist("n[001-")
 
@@ -240,6 +242,10 @@ def test_source_sees_the_nodes_and_the_jobs_placement(
     assert {snap.node(n).base for n in cluster.nodes if n not in sjob.nodes} == {"IDLE"}  # type: ignore[union-attr]
     assert sjob.start is not None and abs(sjob.start - time.time()) < 600
 
+    source = SlurmSource(build_topology(inventory(list(cluster.nodes))), config)
+    assert source.placements() is None  # nothing polled yet
+    source.collect(now=124.0)
+    assert source.placements() == job_placements(snap, config)
     (rec,) = job_placements(snap, config)
     assert rec.job == job and rec.nodes == sjob.nodes and rec.job_class is JobClass.SYNC_TRAINING
     topo = build_topology(inventory([n.name for n in snap.nodes]), [rec])
@@ -357,9 +363,15 @@ def test_features_are_added_and_removed_keeping_the_others(
     assert res.status is ActionStatus.DONE, res.detail
     assert features() == (("gpu", "h100", "sg_degraded"), ("gpu", "h100", "sg_degraded"))
     assert act.apply(action("set_features", "n002", add="sg_degraded"), 2.0).status is ActionStatus.ALREADY
-    # Jobs can now ask for (or avoid) the degraded nodes with Slurm's own constraint syntax.
     out = cluster.run("sinfo", "-h", "-N", "-o", "%N %f").stdout
     assert "n002 gpu,h100,sg_degraded" in out
+    # The scheduler places on it: a job constrained to the feature lands on n002 only.
+    probe = cluster.submit(1, "sg-probe", 60, "--constraint=sg_degraded")
+    try:
+        cluster.wait_for(f"job {probe} to run", lambda: cluster.job_state(probe) == "RUNNING")
+        assert cluster.run("squeue", "-h", "-j", probe, "-o", "%N").stdout.strip() == "n002"
+    finally:
+        cluster.run("scancel", probe)
 
     res = act.apply(action("set_features", "n002", state="healthy", features=""), 3.0)  # clear seamguard's
     assert res.status is ActionStatus.DONE, res.detail
@@ -378,11 +390,18 @@ def test_failing_commands_are_failed_results_and_notices(cluster: SlurmCluster, 
     bad = config.model_copy(update={"slurm_conf": str(broken)})
     res = SlurmActuator(bad).apply(action("drain_node", "n001"), 2.0)
     assert res.status is ActionStatus.FAILED and "Parse error" in res.detail and "broken.conf" in res.detail
-    got = SlurmSource(build_topology(inventory(list(cluster.nodes))), bad).collect(now=3.0)
-    assert len(got.batch) == 0
+    source = SlurmSource(build_topology(inventory(list(cluster.nodes))), bad)
+    got = source.collect(now=3.0)
+    assert len(got.batch) == 0 and source.placements() is None
     wheres = [n.where for n in got.notices]
     assert any(w.endswith("show node --oneliner") for w in wheres) and any("squeue" in w for w in wheres)
     assert all("Parse error" in n.message for n in got.notices)
+
+    # Garbage from a real Slurm client: sinfo given squeue's format string.
+    odd = config.model_copy(update={"squeue": cluster.bins["sinfo"]})
+    snap, notices = read_snapshot(odd, now=3.0)
+    assert snap.jobs == () and len(snap.nodes) == len(cluster.nodes) + len(cluster.dead_nodes)
+    assert notices and all("sinfo" in n.where and "not a job id" in n.message for n in notices)
 
     # A controller that does not answer: the command is cut at the timeout.
     away = cluster.root / "away.conf"

@@ -97,10 +97,9 @@ class SlurmActuator:
         node, why = self._read(node_name)
         if node is None:
             return self._result(action, now, ActionStatus.FAILED, why)
-        refusal = self._maintenance(node)
-        if refusal is not None:
-            status = ActionStatus.FAILED if refusal.startswith("could not") else ActionStatus.REFUSED
-            return self._result(action, now, status, refusal)
+        blocked = self._maintenance(node)
+        if blocked is not None:
+            return self._result(action, now, *blocked)
         if action.kind == "drain_node":
             status, detail = self._drain(node, action)
         elif action.kind == "resume_node":
@@ -122,15 +121,22 @@ class SlurmActuator:
             return match[0], ""
         return None, "; ".join(str(n) for n in notices) or f"node {name} not in the scontrol output"
 
-    def _maintenance(self, node: SlurmNode) -> str | None:
+    def _maintenance(self, node: SlurmNode) -> tuple[ActionStatus, str] | None:
+        """REFUSED inside a maintenance window or reservation; FAILED if that cannot be checked."""
         if node.reserved:
-            return f"{_describe(node)}: in a maintenance window or reservation, not touched"
+            return (
+                ActionStatus.REFUSED,
+                f"{_describe(node)}: in a maintenance window or reservation, not touched",
+            )
         resv, notices = read_reservations(self.config)
         if resv is None:
-            return "could not check reservations: " + "; ".join(str(n) for n in notices)
+            return ActionStatus.FAILED, "could not check reservations: " + "; ".join(str(n) for n in notices)
         for r in resv:
             if r.active and r.maintenance and node.name in r.nodes:
-                return f"{node.name} is in active maintenance reservation {r.name}, not touched"
+                return (
+                    ActionStatus.REFUSED,
+                    f"{node.name} is in active maintenance reservation {r.name}, not touched",
+                )
         return None
 
     def _update(self, node: str, *settings: str) -> tuple[bool, str]:

@@ -344,6 +344,8 @@ def parse_reservations(
 # Job id, state, partition, user, node count, start, end, node list, then the name (free text, last).
 SQUEUE_FORMAT = "%i|%T|%P|%u|%D|%S|%e|%N|%j"
 _SQUEUE_FIELDS = SQUEUE_FORMAT.count("|") + 1
+_JOB_ID = re.compile(r"\d+(?:_\d+|_\[[\d,%-]+\]|\+\d+)?")  # 17, array 17_3 or 17_[1-9%2], het 17+1
+_JOB_STATE = re.compile(r"[A-Z_]+")
 
 
 @dataclass(frozen=True)
@@ -372,6 +374,9 @@ def parse_jobs(
             bad.append(f"expected {_SQUEUE_FIELDS} '|'-separated fields: {line[:120]!r}")
             continue
         job_id, state, partition, user, count, start, end, nodelist, name = (c.strip() for c in cols)
+        if not _JOB_ID.fullmatch(job_id) or not _JOB_STATE.fullmatch(state):
+            bad.append(f"not a job id and state: {job_id!r} {state!r} in {line[:120]!r}")
+            continue
         try:
             nodes = tuple(expand(nodelist))
         except ValueError as exc:
@@ -518,6 +523,12 @@ class SlurmSource:
         snap, notices = read_snapshot(self.config, now)
         self.last = snap
         return node_batch(snap, self.topology, self.catalog, now, notices)
+
+    def placements(self) -> tuple[JobRecord, ...] | None:
+        """The last poll's running jobs as job records; None before a poll or if squeue failed."""
+        if self.last is None or "jobs" not in self.last.read:
+            return None
+        return job_placements(self.last, self.config)
 
 
 def node_batch(

@@ -13,19 +13,13 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from seamguard.errors import InputError
 from seamguard.model.catalog import THROTTLE_BITS, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import Admission, JobClass, State
-
-
-class StrictModel(BaseModel):
-    """Every config section: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from seamguard.strict_model import StrictModel
 
 Weight = Field(gt=0.0, le=1.0)
 
@@ -125,12 +119,12 @@ class HeartbeatConfig(StrictModel):
 
 
 class DetectorsConfig(StrictModel):
-    level: dict[str, LevelRule] = {}
-    trend: dict[str, TrendRule] = {}
-    peer: dict[str, PeerRule] = {}
-    counter: dict[str, CounterRule] = {}
-    flag: dict[str, FlagRule] = {}
-    hard_counters: list[str] = []
+    level: dict[str, LevelRule] = Field(default_factory=dict)
+    trend: dict[str, TrendRule] = Field(default_factory=dict)
+    peer: dict[str, PeerRule] = Field(default_factory=dict)
+    counter: dict[str, CounterRule] = Field(default_factory=dict)
+    flag: dict[str, FlagRule] = Field(default_factory=dict)
+    hard_counters: list[str] = Field(default_factory=list)
     throttle: ThrottleConfig
     xid: XidConfig
     heartbeat: HeartbeatConfig
@@ -289,7 +283,7 @@ class StoragePathConfig(StrictModel):
 
 class CheckpointConfig(StrictModel):
     defaults: JobCheckpointConfig
-    jobs: dict[str, JobCheckpointConfig] = {}  # each entry: overrides of ``defaults``
+    jobs: dict[str, JobCheckpointConfig] = Field(default_factory=dict)  # each entry: overrides of ``defaults``
     storage: dict[str, StoragePathConfig]  # nameplate per path; ``default`` for any path not named
     replan_change: float = Field(gt=0, description="relative interval change that journals a new plan")
 

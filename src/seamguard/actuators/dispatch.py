@@ -19,9 +19,9 @@ from seamguard.actuators.haproxy import HaproxyActuator, HaproxyConfig
 from seamguard.actuators.kubernetes import KubernetesActuator, KubernetesConfig
 from seamguard.actuators.log import ANY_KIND, LogActuator
 from seamguard.actuators.webhook import WebhookActuator, WebhookConfig
-from seamguard.config import StrictModel
 from seamguard.control.safety import SafetyLayer
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
+from seamguard.strict_model import StrictModel
 
 
 class Mode(StrEnum):

@@ -20,8 +20,8 @@ from enum import StrEnum
 from pydantic import Field
 
 from seamguard.actuators.base import Action, ActionResult, ActionStatus, Actuator
-from seamguard.config import StrictModel
 from seamguard.journal.records import ActionResultRecord
+from seamguard.strict_model import StrictModel
 
 log = logging.getLogger("seamguard.actuators.guard")
 

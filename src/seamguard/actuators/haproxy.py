@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import Field
 
 from seamguard.actuators.base import Action, ActionResult, ActionStatus
-from seamguard.config import StrictModel
+from seamguard.strict_model import StrictModel
 
 # srv_admin_state bits (HAProxy src/server.h): forced/inherited/config/resolver/health maint, drains.
 _MAINT_BITS = 0x01 | 0x02 | 0x04 | 0x20 | 0x40

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from pydantic import Field
 
 from seamguard.actuators.base import Action, ActionResult, ActionStatus
-from seamguard.config import StrictModel
+from seamguard.strict_model import StrictModel
 
 OWNER_ANNOTATION = "seamguard.io/cordoned-by"
 OWNER = "seamguard"

@@ -76,7 +76,7 @@ def _features_param(action: Action, prefix: str) -> tuple[tuple[str, ...] | None
     return None, set(names("add")), set(names("remove"))
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: the Actuator protocol declares name and kinds as settable attributes
 class SlurmActuator:
     """Carries out drain_node, resume_node and set_features with ``scontrol``."""
 

@@ -22,8 +22,8 @@ from pydantic import Field, field_validator
 
 from seamguard.actuators.base import Action, ActionResult, ActionStatus
 from seamguard.actuators.log import ANY_KIND
-from seamguard.config import StrictModel
 from seamguard.errors import InputError
+from seamguard.strict_model import StrictModel
 
 SIGNATURE_HEADER = "X-Seamguard-Signature"
 TIMESTAMP_HEADER = "X-Seamguard-Timestamp"

@@ -20,10 +20,10 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from pydantic import Field
 
-from seamguard.config import StrictModel
 from seamguard.errors import InputError
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
+from seamguard.strict_model import StrictModel
 
 IntArray = npt.NDArray[np.int64]
 DomainKind = Literal["rack", "row", "cdu", "switch", "pdu", "job"]

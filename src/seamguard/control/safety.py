@@ -27,12 +27,12 @@ import numpy.typing as npt
 from pydantic import Field
 
 from seamguard.actuators.base import Action, ActionStatus
-from seamguard.config import StrictModel
 from seamguard.control.budgets import BudgetConfig, Budgets
 from seamguard.control.storm import StormBrake, StormConfig
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
+from seamguard.strict_model import StrictModel
 
 IntArray = npt.NDArray[np.int64]
 SAFETY = "safety"  # the actuator name on records the safety layer writes itself

@@ -18,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field
 
-from seamguard.config import StrictModel
 from seamguard.journal.records import NoticeRecord
 from seamguard.model.topology import Topology
+from seamguard.strict_model import StrictModel
 
 log = logging.getLogger("seamguard.control.storm")
 

@@ -22,9 +22,9 @@ import numpy.typing as npt
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from seamguard.config import StrictModel
 from seamguard.model.catalog import SignalKind, signal_catalog
 from seamguard.model.topology import Topology
+from seamguard.strict_model import StrictModel
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import SourceNotice
 from seamguard.telemetry.sources.openmetrics import SeriesCache

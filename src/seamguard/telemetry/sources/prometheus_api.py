@@ -19,9 +19,9 @@ from urllib.parse import urlencode
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from seamguard.config import StrictModel
 from seamguard.model.catalog import SignalKind, signal_catalog
 from seamguard.model.topology import Topology
+from seamguard.strict_model import StrictModel
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
 from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, HostnameRule, dcgm_mapping

@@ -25,9 +25,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, ValidationError, model_validator
 
-from seamguard.config import StrictModel
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import KIND_BY_PREFIX
+from seamguard.strict_model import StrictModel
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

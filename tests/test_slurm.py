@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seamguard.actuators.base import Action, ActionStatus
+from seamguard.actuators.base import Action, ActionStatus, Actuator
 from seamguard.actuators.slurm import SlurmActuator, drain_reason, node_of
 from seamguard.model.catalog import Signal, SignalCatalog, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, NodeRecord
 from seamguard.model.states import JobClass
 from seamguard.model.topology import build_topology
+from seamguard.telemetry.sources.base import Source
 from seamguard.telemetry.sources.slurm import (
     REASON_PREFIX,
     SLURM_SIGNALS,
@@ -214,6 +215,13 @@ def test_commands_that_cannot_run_or_hang_are_results_not_exceptions(tmp_path: P
 # ---------------------------------------------------------------- against the real cluster
 
 
+def test_a_stuck_wait_names_what_it_waited_for_and_shows_the_daemon_logs(cluster: SlurmCluster) -> None:
+    with pytest.raises(
+        RuntimeError, match=r"(?s)waiting for the impossible.*slurmctld\.log.*slurmd\.n001\.log"
+    ):
+        cluster.wait_for("the impossible", lambda: False, timeout=0.3)
+
+
 def test_hostlist_expansion_agrees_with_scontrol(cluster: SlurmCluster) -> None:
     for text in ("n[001-004]", "n[001-002,004],gpu-a[1-2]-b[08-10]", "x7", "rack[1-2]n[1,3]"):
         want = cluster.run("scontrol", "show", "hostnames", text).stdout.split()
@@ -242,8 +250,8 @@ def test_source_sees_the_nodes_and_the_jobs_placement(
     assert {snap.node(n).base for n in cluster.nodes if n not in sjob.nodes} == {"IDLE"}  # type: ignore[union-attr]
     assert sjob.start is not None and abs(sjob.start - time.time()) < 600
 
-    source = SlurmSource(build_topology(inventory(list(cluster.nodes))), config)
-    assert source.placements() is None  # nothing polled yet
+    source: Source = SlurmSource(build_topology(inventory(list(cluster.nodes))), config)
+    assert isinstance(source, SlurmSource) and source.placements() is None  # nothing polled yet
     source.collect(now=124.0)
     assert source.placements() == job_placements(snap, config)
     (rec,) = job_placements(snap, config)
@@ -281,7 +289,8 @@ def test_drain_again_and_resume_a_node_of_the_running_job(
 ) -> None:
     node = cluster.run("squeue", "-h", "-j", job, "-o", "%N").stdout.strip()
     node = expand_hostlist(node)[0]
-    act = SlurmActuator(config)
+    act: Actuator = SlurmActuator(config)  # the port's protocol, checked by mypy
+    assert act.kinds == {"drain_node", "resume_node", "set_features"}
 
     first = act.apply(action("drain_node", node, reason="gpu.temp_c 91 degC (peers 62)"), 10.0)
     assert first.status is ActionStatus.DONE, first.detail

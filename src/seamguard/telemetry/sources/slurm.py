@@ -23,11 +23,11 @@ import hostlist  # type: ignore[import-untyped]
 import numpy as np
 from pydantic import Field
 
-from seamguard.config import StrictModel
 from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.inventory import JobRecord
 from seamguard.model.states import JobClass
 from seamguard.model.topology import Topology
+from seamguard.strict_model import StrictModel
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
 

@@ -54,6 +54,37 @@ def score(
 
 
 @app.command()
+def run(
+    inventory: Annotated[Path, typer.Option(help="INV.csv: node,rack,cdu,leaf,gpus[,row,pdu,storage,model]")],
+    config: Annotated[Path, typer.Option(help="YAML policy with a sources: section (docs/sources.md)")],
+    journal: Annotated[Path, typer.Option(help="SQLite journal: every decision and action (appended to)")],
+    jobs: Annotated[
+        Path | None, typer.Option(help="JOBS.csv; without it, the jobs Slurm runs at start (sources.slurm)")
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT for the HTTP API (job risk, economics, push)")
+    ] = None,
+    ticks: Annotated[
+        int | None, typer.Option(help="stop after this many ticks (default: run until stopped)")
+    ] = None,
+) -> None:
+    """Run the engine on live telemetry: sources, scoring, safety, actuators (advise mode by default)."""
+    from seamguard.daemon import run_daemon
+
+    if ticks is not None and ticks < 1:
+        raise _fail(f"--ticks: must be at least 1, got {ticks}")
+    try:
+        run_daemon(
+            config_path=config, inventory=inventory, jobs=jobs, journal_path=journal, listen=listen,
+            ticks=ticks, console=err,
+        )  # fmt: skip
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
 def explain(
     entity: Annotated[str, typer.Argument(help="entity id, e.g. gpu/n0012/3 or cdu/cdu1")],
     journal: Annotated[Path, typer.Option(help="journal written by score or demo")],

@@ -15,11 +15,14 @@ from typing import Any, Literal, Self
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from seamguard.actuators.dispatch import ActuatorsConfig
+from seamguard.control.safety import SafetyConfig
 from seamguard.errors import InputError
 from seamguard.model.catalog import THROTTLE_BITS, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import Admission, JobClass, State
 from seamguard.strict_model import StrictModel
+from seamguard.telemetry.sources.sections import SourcesConfig
 
 Weight = Field(gt=0.0, le=1.0)
 
@@ -283,7 +286,9 @@ class StoragePathConfig(StrictModel):
 
 class CheckpointConfig(StrictModel):
     defaults: JobCheckpointConfig
-    jobs: dict[str, JobCheckpointConfig] = Field(default_factory=dict)  # each entry: overrides of ``defaults``
+    jobs: dict[str, JobCheckpointConfig] = Field(
+        default_factory=dict
+    )  # each entry: overrides of ``defaults``
     storage: dict[str, StoragePathConfig]  # nameplate per path; ``default`` for any path not named
     replan_change: float = Field(gt=0, description="relative interval change that journals a new plan")
 
@@ -327,6 +332,9 @@ class Config(StrictModel):
     checkpoint: CheckpointConfig
     admissibility: dict[StateName, dict[JobClass, Admission]]
     actions: dict[EntityKind, dict[StateName, list[str]]]
+    sources: SourcesConfig = SourcesConfig()  # what the daemon reads (docs/sources.md, docs/facilities.md)
+    safety: SafetyConfig = SafetyConfig()  # budgets, storm brake, recovery (docs/safety.md)
+    actuators: ActuatorsConfig = ActuatorsConfig()  # what carries actions out (docs/actuators.md)
 
     @model_validator(mode="after")
     def _complete_matrix(self) -> Self:

@@ -18,10 +18,12 @@ from seamguard.actuators.guard import Guard, GuardConfig, record_of
 from seamguard.actuators.haproxy import HaproxyActuator, HaproxyConfig
 from seamguard.actuators.kubernetes import KubernetesActuator, KubernetesConfig
 from seamguard.actuators.log import ANY_KIND, LogActuator
+from seamguard.actuators.slurm import SlurmActuator
 from seamguard.actuators.webhook import WebhookActuator, WebhookConfig
 from seamguard.control.safety import SafetyLayer
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.strict_model import StrictModel
+from seamguard.telemetry.sources.slurm import SlurmConfig
 
 
 class Mode(StrEnum):
@@ -51,6 +53,11 @@ class KubernetesSection(KubernetesConfig):
     guard: GuardConfig = GuardConfig()
 
 
+class SlurmSection(SlurmConfig):
+    mode: Mode = Mode.ADVISE
+    guard: GuardConfig = GuardConfig()
+
+
 class ActuatorsConfig(StrictModel):
     """``actuators:`` in the config. The log actuator is always there; each backend is opt-in, and in
     advise mode until its ``mode`` says ``enforce``."""
@@ -58,6 +65,7 @@ class ActuatorsConfig(StrictModel):
     webhook: WebhookSection | None = None
     haproxy: HaproxySection | None = None
     kubernetes: KubernetesSection | None = None
+    slurm: SlurmSection | None = None
 
 
 def build_routes(config: ActuatorsConfig) -> list[Route]:
@@ -72,6 +80,9 @@ def build_routes(config: ActuatorsConfig) -> list[Route]:
     if config.kubernetes is not None:
         k = config.kubernetes
         routes.append(Route(KubernetesActuator(k), k.mode, k.guard))
+    if config.slurm is not None:
+        slurm = SlurmConfig.model_validate(config.slurm.model_dump(exclude={"mode", "guard"}))
+        routes.append(Route(SlurmActuator(slurm), config.slurm.mode, config.slurm.guard))
     return routes
 
 

@@ -1,0 +1,269 @@
+"""The daemon's loop: sources -> engine -> safety -> actuators -> journal, one tick at a time.
+
+``Daemon.step(now)`` is one tick and takes its time from the caller; ``run_daemon`` is the
+``seamguard run`` driver that reads the wall clock, serves the HTTP API (each job's risk, the
+economics, the push endpoint) and stops cleanly on SIGINT/SIGTERM.
+
+A source that fails says so in notices and the engine goes on with the rest. Notices are
+journaled when they first appear and again when they clear, not every tick, so a target down
+for a day is two journal rows, not 8,640.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+
+from seamguard.actuators.dispatch import Dispatcher, Mode, actuate, build_routes
+from seamguard.config import Config, load_config
+from seamguard.control.controller import Controller
+from seamguard.control.safety import SafetyLayer
+from seamguard.errors import InputError
+from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
+from seamguard.journal.sqlite import SqliteJournal
+from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
+from seamguard.model.topology import Topology, build_topology
+from seamguard.service.app import create_app
+from seamguard.service.server import RunningServer, serve_in_thread
+from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.sources.base import Source, SourceNotice
+from seamguard.telemetry.sources.push import PushSource
+from seamguard.telemetry.sources.sections import build_sources
+from seamguard.telemetry.sources.slurm import SlurmSource, job_placements, read_snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepReport:
+    now: float
+    samples: int
+    notices: tuple[SourceNotice, ...]
+    transitions: tuple[TransitionRecord, ...]
+    actions: tuple[ActionResultRecord, ...]
+    safety_notices: tuple[NoticeRecord, ...]
+
+
+@dataclass
+class NoticeLatch:
+    """Which source notices are active; a notice is journaled when it appears and when it clears."""
+
+    active: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+    def update(self, now: float, notices: Sequence[SourceNotice]) -> list[NoticeRecord]:
+        seen = {(n.source, n.where, n.message) for n in notices}
+        out = [
+            NoticeRecord(now, key[0], "warning", f"{key[1]}: {key[2]}")
+            for key in seen
+            if key not in self.active
+        ]
+        for key in [k for k in self.active if k not in seen]:
+            since = self.active.pop(key)
+            out.append(
+                NoticeRecord(now, key[0], "info", f"{key[1]}: cleared after {now - since:.0f} s ({key[2]})")
+            )
+        for key in seen:
+            self.active.setdefault(key, now)
+        return sorted(out, key=lambda r: (r.source, r.message))
+
+
+class Daemon:
+    """One engine with its sources, safety layer and actuators. ``lock`` guards the controller
+    against the HTTP service's readers (``service.app``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        topology: Topology,
+        sources: Sequence[Source],
+        *,
+        journal: SqliteJournal | None = None,
+        seed: int = 0,
+    ) -> None:
+        routes = build_routes(config.actuators)
+        enforcing = any(r.mode is Mode.ENFORCE for r in routes)
+        self.config = config
+        self.topology = topology
+        self.sources = list(sources)
+        self.journal = journal
+        self.lock = threading.Lock()
+        self.controller = Controller(topology, config, journal=journal, mode="act" if enforcing else "advise")
+        self.safety = SafetyLayer(topology, config.safety)
+        self.dispatcher = Dispatcher(routes, seed=seed)
+        self.latch = NoticeLatch()
+        self._known_jobs = {j.job for j in topology.jobs}
+        self._unplaced: set[str] = set()
+
+    @property
+    def push(self) -> PushSource | None:
+        return next((s for s in self.sources if isinstance(s, PushSource)), None)
+
+    def step(self, now: float) -> StepReport:
+        batches: list[TelemetryBatch] = []
+        notices: list[SourceNotice] = []
+        for source in self.sources:
+            try:
+                got = source.collect(now)
+            except Exception as exc:
+                log.exception("source %s failed", source.name)
+                notices.append(SourceNotice(source.name, "collect", f"failed: {type(exc).__name__}: {exc}"))
+                continue
+            batches.append(got.batch)
+            notices.extend(got.notices)
+            if got.unknown:
+                shown = ", ".join(f"{k} ({v})" for k, v in sorted(got.unknown.items())[:5])
+                notices.append(
+                    SourceNotice(source.name, "mapping", f"names not known to the engine: {shown}")
+                )
+            if isinstance(source, SlurmSource):
+                notices.extend(self._place(source))
+        batch = TelemetryBatch.concat(batches)
+        with self.lock:
+            result = self.controller.tick(now, batch)
+        results, safety_notices = actuate(
+            self.safety, self.dispatcher, now, result.decisions, result.transitions
+        )
+        journal_notices = self.latch.update(now, notices) + safety_notices
+        if self.journal is not None and (results or journal_notices):
+            self.journal.append_actions(results, journal_notices)
+        return StepReport(
+            now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
+        )
+
+    def _place(self, slurm: SlurmSource) -> list[SourceNotice]:
+        """The scheduler's placements replace the job table's time windows; a job Slurm runs that
+        the engine's topology does not know is reported once (the topology is fixed at start)."""
+        records = slurm.placements()
+        if records is None:
+            return []
+        known = {r.job: r.nodes for r in records if r.job in self._known_jobs}
+        new = {r.job for r in records} - self._known_jobs - self._unplaced
+        self._unplaced |= new
+        out: list[SourceNotice] = []
+        if new:
+            out.append(
+                SourceNotice(
+                    slurm.name,
+                    "squeue",
+                    f"jobs started after seamguard, not tracked until it restarts: {', '.join(sorted(new)[:10])}",
+                )
+            )
+        try:
+            with self.lock:
+                self.controller.set_placement({job: [n for n in nodes] for job, nodes in known.items()})
+        except ValueError as exc:
+            out.append(SourceNotice(slurm.name, "squeue", f"placement not applied: {exc}"))
+        return out
+
+
+def daemon_topology(config: Config, inventory: Path, jobs: Path | None) -> Topology:
+    """The inventory, with the jobs of ``jobs`` or, when Slurm is a source and no jobs file is
+    given, the jobs Slurm is running now."""
+    if not inventory.exists():
+        raise InputError(str(inventory), "inventory not found")
+    inv = read_inventory(inventory)
+    records: tuple[JobRecord, ...] = ()
+    if jobs is not None:
+        if not jobs.exists():
+            raise InputError(str(jobs), "jobs file not found")
+        records = read_jobs(jobs, inv)
+    elif config.sources.slurm is not None:
+        snap, notices = read_snapshot(config.sources.slurm, time.time())
+        for n in notices:
+            log.warning("%s", n)
+        nodes = {r.node for r in inv.nodes}
+        records = tuple(r for r in job_placements(snap, config.sources.slurm) if set(r.nodes) <= nodes)
+    return build_topology(inv, records)
+
+
+def run_daemon(
+    *,
+    config_path: Path | None,
+    inventory: Path,
+    jobs: Path | None,
+    journal_path: Path,
+    listen: str | None,
+    ticks: int | None,
+    console: Console,
+    clock: Callable[[], float] = time.time,
+    on_ready: Callable[[Daemon, RunningServer | None], None] | None = None,
+) -> int:
+    """``seamguard run``: tick every ``engine.tick_s`` of wall time until stopped (or ``ticks``)."""
+    cfg = load_config(config_path)
+    if not cfg.sources.any():
+        raise InputError(
+            str(config_path or "config"),
+            "sources: nothing to read; configure at least one source (docs/sources.md)",
+        )
+    topology = daemon_topology(cfg, inventory, jobs)
+    journal = SqliteJournal(journal_path)
+    journal.set_meta("source", "seamguard run")
+    journal.set_meta("config_sha256", hashlib.sha256(cfg.model_dump_json().encode()).hexdigest())
+    daemon = Daemon(cfg, topology, build_sources(cfg.sources, topology), journal=journal)
+    server = _serve(daemon, listen) if listen else None
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        console.print(f"[yellow]signal {signal.Signals(signum).name}: stopping after this tick[/]")
+        stop.set()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    console.print(
+        f"seamguard run: {topology.n_entities:,} entities, {len(topology.jobs)} job(s) · sources {', '.join(s.name for s in daemon.sources)} · "
+        f"tick {cfg.engine.tick_s:g} s · journal {journal_path}"
+        + (f" · serving {server.url}" if server else ""),
+        soft_wrap=True,
+    )
+    if on_ready is not None:
+        on_ready(daemon, server)
+    done = 0
+    try:
+        while not stop.is_set() and (ticks is None or done < ticks):
+            started = clock()
+            report = daemon.step(started)
+            done += 1
+            _print_step(console, report)
+            stop.wait(max(0.0, cfg.engine.tick_s - (clock() - started)))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if server is not None:
+            server.stop()
+        for source in daemon.sources:
+            close = getattr(source, "close", None)
+            if callable(close):
+                close()
+        journal.close()
+    console.print(f"stopped after {done} tick(s); journal {journal_path}")
+    return 0
+
+
+def _serve(daemon: Daemon, listen: str) -> RunningServer:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError("--listen", f"expected HOST:PORT, got {listen!r}")
+    app = create_app(daemon.controller, daemon.lock)
+    push = daemon.push
+    if push is not None and daemon.config.sources.push is not None:
+        app.include_router(push.router(daemon.config.sources.push.path))
+    return serve_in_thread(app, host.strip("[]"), int(port))
+
+
+def _print_step(console: Console, report: StepReport) -> None:
+    for t in report.transitions:
+        console.print(f"{t.entity} {t.from_state} -> [bold]{t.to_state}[/]: {t.reason}", soft_wrap=True)
+    for a in report.actions:
+        console.print(
+            f"  {a.kind} {a.target} via {a.actuator}: [bold]{a.status}[/] {a.detail}", soft_wrap=True
+        )
+    for n in report.safety_notices:
+        console.print(f"[red]{n.source} {n.level}[/] {n.message}", soft_wrap=True)

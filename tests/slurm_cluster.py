@@ -21,7 +21,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,22 +195,37 @@ def _spawn(cluster: SlurmCluster, name: str, argv: list[str]) -> None:
     out.close()
 
 
-def start_cluster(root: Path, nodes: int = 4, cpus: int = 2, dead_nodes: int = 1) -> SlurmCluster:
-    """Start munged, slurmctld and one slurmd per node; return once every live node is idle."""
+def node_names(nodes: int, dead_nodes: int, names: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """The live and the dead nodes' names: ``names`` when given (e.g. a twin's ``n0000``...), else
+    ``n001``...; dead nodes are named after the live ones (``n005``, or ``dead1``... beside ``names``)."""
+    if names is None:
+        live = [f"n{i:03d}" for i in range(1, nodes + 1)]
+        return live, [f"n{i:03d}" for i in range(nodes + 1, nodes + 1 + dead_nodes)]
+    live = list(names)
+    if not live or len(set(live)) != len(live):
+        raise ValueError(f"node names must be distinct and not empty, got {live}")
+    return live, [f"dead{i}" for i in range(1, dead_nodes + 1)]
+
+
+def start_cluster(
+    root: Path, nodes: int = 4, cpus: int = 2, dead_nodes: int = 1, names: Sequence[str] | None = None
+) -> SlurmCluster:
+    """Start munged, slurmctld and one slurmd per node; return once every live node is idle.
+
+    ``names`` (optional) gives the live nodes' names explicitly; ``nodes`` is then ignored."""
     bins = require_slurm()
     # Unix socket paths are limited to 108 bytes: keep the root short.
     for sub in ("state", "spool", "run", "log"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    names = [f"n{i:03d}" for i in range(1, nodes + 1)]
-    dead = [f"n{i:03d}" for i in range(nodes + 1, nodes + 1 + dead_nodes)]
-    for n in names:
+    live, dead = node_names(nodes, dead_nodes, names)
+    for n in live:
         (root / "spool" / n).mkdir(exist_ok=True)
     key = root / "munge.key"
     key.write_bytes(secrets.token_bytes(1024))
     key.chmod(0o600)
     sock = root / "munge.sock"
-    conf = write_conf(root, sock, names, dead, cpus)
-    cluster = SlurmCluster(root, conf, sock, tuple(names), tuple(dead), "main", bins)
+    conf = write_conf(root, sock, live, dead, cpus)
+    cluster = SlurmCluster(root, conf, sock, tuple(live), tuple(dead), "main", bins)
     try:
         _spawn(cluster, "munged", [
             bins["munged"], "-F", "--force", f"--socket={sock}", f"--key-file={key}",
@@ -222,14 +237,14 @@ def start_cluster(root: Path, nodes: int = 4, cpus: int = 2, dead_nodes: int = 1
         cluster.wait_for(
             "slurmctld to answer", lambda: cluster.run("scontrol", "ping", check=False).returncode == 0
         )
-        for n in names:
+        for n in live:
             _spawn(cluster, f"slurmd.{n}", [bins["slurmd"], "-D", "-N", n, "-f", str(conf)])
 
         def all_idle() -> bool:
             states = cluster.node_states()
-            return all(states.get(n) == "idle" for n in names)
+            return all(states.get(n) == "idle" for n in live)
 
-        cluster.wait_for(f"nodes {','.join(names)} to be idle", all_idle)
+        cluster.wait_for(f"nodes {','.join(live)} to be idle", all_idle)
     except BaseException:
         stop_cluster(cluster)
         raise
@@ -259,8 +274,10 @@ def stop_cluster(cluster: SlurmCluster) -> None:
 
 
 @contextlib.contextmanager
-def slurm_cluster(root: Path, nodes: int = 4, cpus: int = 2, dead_nodes: int = 1) -> Iterator[SlurmCluster]:
-    cluster = start_cluster(root, nodes=nodes, cpus=cpus, dead_nodes=dead_nodes)
+def slurm_cluster(
+    root: Path, nodes: int = 4, cpus: int = 2, dead_nodes: int = 1, names: Sequence[str] | None = None
+) -> Iterator[SlurmCluster]:
+    cluster = start_cluster(root, nodes=nodes, cpus=cpus, dead_nodes=dead_nodes, names=names)
     try:
         yield cluster
     finally:

@@ -198,6 +198,7 @@ def run_daemon(
     on_ready: Callable[[Daemon, RunningServer | None], None] | None = None,
 ) -> int:
     """``seamguard run``: tick every ``engine.tick_s`` of wall time until stopped (or ``ticks``)."""
+    bind = parse_listen(listen) if listen else None  # before anything is opened or written
     cfg = load_config(config_path)
     if not cfg.sources.any():
         raise InputError(
@@ -206,10 +207,16 @@ def run_daemon(
         )
     topology = daemon_topology(cfg, inventory, jobs)
     journal = SqliteJournal(journal_path)
-    journal.set_meta("source", "seamguard run")
-    journal.set_meta("config_sha256", hashlib.sha256(cfg.model_dump_json().encode()).hexdigest())
-    daemon = Daemon(cfg, topology, build_sources(cfg.sources, topology), journal=journal)
-    server = _serve(daemon, listen) if listen else None
+    sources: list[Source] = []
+    try:
+        journal.set_meta("source", "seamguard run")
+        journal.set_meta("config_sha256", hashlib.sha256(cfg.model_dump_json().encode()).hexdigest())
+        sources = build_sources(cfg.sources, topology)
+        daemon = Daemon(cfg, topology, sources, journal=journal)
+        server = _serve(daemon, *bind) if bind else None
+    except BaseException:  # a busy port, a bad actuator section: release what was opened
+        _close(sources, journal)
+        raise
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -238,24 +245,33 @@ def run_daemon(
             signal.signal(s, handler)
         if server is not None:
             server.stop()
-        for source in daemon.sources:
-            close = getattr(source, "close", None)
-            if callable(close):
-                close()
-        journal.close()
+        _close(daemon.sources, journal)
     console.print(f"stopped after {done} tick(s); journal {journal_path}")
     return 0
 
 
-def _serve(daemon: Daemon, listen: str) -> RunningServer:
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); port 0 asks for a free one."""
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise InputError("--listen", f"expected HOST:PORT, got {listen!r}")
+    if not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+        raise InputError("--listen", f"expected HOST:PORT with a port from 0 to 65535, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def _close(sources: Sequence[Source], journal: SqliteJournal) -> None:
+    for source in sources:
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()
+    journal.close()
+
+
+def _serve(daemon: Daemon, host: str, port: int) -> RunningServer:
     app = create_app(daemon.controller, daemon.lock)
     push = daemon.push
     if push is not None and daemon.config.sources.push is not None:
         app.include_router(push.router(daemon.config.sources.push.path))
-    return serve_in_thread(app, host.strip("[]"), int(port))
+    return serve_in_thread(app, host, port)
 
 
 def _print_step(console: Console, report: StepReport) -> None:

@@ -37,6 +37,7 @@ from seamguard.config import Config, load_config
 from seamguard.daemon import Daemon, StepReport, daemon_topology
 from seamguard.journal.records import ActionResultRecord
 from seamguard.journal.sqlite import SqliteJournal
+from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import INVENTORY_OPTIONAL, INVENTORY_REQUIRED, Inventory
 from seamguard.model.states import State
@@ -52,7 +53,8 @@ from tests.prometheus_server import prometheus_binary, prometheus_server
 from tests.slurm_cluster import SlurmCluster, require_slurm, slurm_cluster
 
 SEED = 0
-FAULTED = ("n0001", "n0003", "n0005")  # one hot GPU on each (n0001 and n0003 share rack r000)
+HOT_GPUS = ("gpu/n0001/2", "gpu/n0003/5", "gpu/n0005/1")  # n0001 and n0003 share rack r000
+FAULTED = tuple(g.split("/")[1] for g in HOT_GPUS)  # the nodes the twin degrades
 JOB_NODES = tuple(f"n{i:04d}" for i in range(7))  # the twin's job takes the first 7 nodes
 MAX_NODES = 1  # the budget: fewer than the three nodes the twin degrades
 TEST_BUDGET_S = 90.0  # the whole drive, startup excluded
@@ -65,11 +67,8 @@ SCENARIO: dict[str, Any] = {
     "duration_h": 0.2,  # 24 twin ticks of 30 s
     "cluster": {"cdus": 1, "racks_per_cdu": 2, "nodes_per_rack": 4, "gpus_per_node": 8, "storage": ["ckpt0"]},
     "jobs": [{"name": "train", "class": "sync_training", "nodes": len(JOB_NODES), "checkpoint_gb": 100}],
-    "faults": [
-        {"kind": "hw_thermal", "target": "gpu/n0001/2", "onset_h": 0.03, "severity": 1.5},
-        {"kind": "hw_thermal", "target": "gpu/n0003/5", "onset_h": 0.03, "severity": 1.5},
-        {"kind": "hw_thermal", "target": "gpu/n0005/1", "onset_h": 0.03, "severity": 1.5},
-    ],
+    # a cold plate failing at once: +22 °C and HW thermal slowdown from 108 s (the 4th tick) on
+    "faults": [{"kind": "hw_thermal", "target": g, "onset_h": 0.03, "severity": 1.5} for g in HOT_GPUS],
     "observation": {"dropout": 0.0, "sentinel_rate": 0.0},  # every tick has every value
 }  # fmt: skip
 
@@ -155,7 +154,16 @@ class Outcome:
     journal: SqliteJournal
     prometheus_log: Path
     job_id: str
+    twin_topology: Topology
     reports: list[StepReport] = field(default_factory=list)
+    last_batch: TelemetryBatch = field(default_factory=TelemetryBatch.empty)  # the tick last served
+
+    def twin_value(self, entity: str, signal: str) -> float:
+        """The twin's latest sample of (entity, signal) in the tick last served."""
+        b = self.last_batch
+        pick = (b.entity == self.twin_topology.index[entity]) & (b.signal == signal_catalog()[signal].index)
+        assert pick.any(), (entity, signal)
+        return float(b.value[pick][np.argmax(b.timestamp[pick])])
 
     def results(self, status: str | None = None) -> list[ActionResultRecord]:
         return [a for r in self.reports for a in r.actions if status is None or a.status == status]
@@ -189,7 +197,7 @@ class Outcome:
         return len(taken) == MAX_NODES and {f"node/{n}" for n in FAULTED} <= taken | refused
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
     require_slurm()
     prometheus_binary()
@@ -238,7 +246,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
             if callable(close):
                 stack.callback(close)
         daemon = Daemon(config, topology, sources, journal=journal)
-        out = Outcome(cluster, daemon, journal, prom_dir / "prometheus.log", job_id)
+        out = Outcome(cluster, daemon, journal, prom_dir / "prometheus.log", job_id, twin_topo)
 
         started = time.monotonic()
         settle = 0
@@ -252,6 +260,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
             except TimeoutError as exc:
                 pytest.fail(f"{exc}\n{out.diagnosis()}")
             out.reports.append(daemon.step(time.time()))
+            out.last_batch = batch
             settle += out.done()
             if settle > SETTLE_TICKS:
                 break
@@ -262,7 +271,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
         yield out
 
 
-def test_the_budget_drains_exactly_its_share_of_the_degraded_nodes(outcome: Outcome) -> None:
+def check_the_budget_drains_exactly_its_share_of_the_degraded_nodes(outcome: Outcome) -> None:
     got = drained(outcome.cluster)
     assert len(got) == MAX_NODES, outcome.diagnosis()
     for node, reason in got.items():
@@ -273,7 +282,7 @@ def test_the_budget_drains_exactly_its_share_of_the_degraded_nodes(outcome: Outc
     assert [a.actuator for a in done] == ["slurm"] * MAX_NODES
 
 
-def test_the_other_degraded_nodes_are_refused_by_the_budget_and_journaled(outcome: Outcome) -> None:
+def check_the_other_degraded_nodes_are_refused_by_the_budget_and_journaled(outcome: Outcome) -> None:
     got = drained(outcome.cluster)
     others = [n for n in FAULTED if n not in got]
     assert len(others) == len(FAULTED) - MAX_NODES
@@ -289,7 +298,7 @@ def test_the_other_degraded_nodes_are_refused_by_the_budget_and_journaled(outcom
     assert sorted(a.target for a in outcome.daemon.safety.queued()) == [f"node/{n}" for n in others]
 
 
-def test_healthy_nodes_are_untouched(outcome: Outcome) -> None:
+def check_healthy_nodes_are_untouched(outcome: Outcome) -> None:
     states = slurm_nodes(outcome.cluster)
     healthy = [n for n in states if n not in FAULTED]
     assert len(healthy) == 5
@@ -301,7 +310,7 @@ def test_healthy_nodes_are_untouched(outcome: Outcome) -> None:
     assert outcome.cluster.job_state(outcome.job_id) == "RUNNING"  # a drain lets the job run on
 
 
-def test_every_source_reached_the_engine_without_notices(outcome: Outcome) -> None:
+def check_every_source_reached_the_engine_without_notices(outcome: Outcome) -> None:
     for r in outcome.reports:
         assert not r.notices, [str(n) for n in r.notices]
     assert not outcome.journal.notices(), "no source or safety notice journaled"
@@ -312,17 +321,33 @@ def test_every_source_reached_the_engine_without_notices(outcome: Outcome) -> No
         fresh = store.fresh(signal)[: topo.count(kind)]
         assert fresh.all(), signal
         assert np.all(now - store.last_seen(signal)[: topo.count(kind)] < 5), signal
-    assert 100 < float(store.current("cdu.flow_lpm")[0]) < 5000
-    # DCGM through Prometheus: every GPU's temperature
+    # ...with the values the twin served at that tick (float32 flow, hundredths of a degree)
+    flow = float(store.current("cdu.flow_lpm")[0])
+    assert flow == pytest.approx(outcome.twin_value("cdu/cdu0", "cdu.flow_lpm"), rel=1e-6) and flow > 0
+    supply = float(store.current("cdu.supply_temp_c")[0])
+    assert abs(supply - outcome.twin_value("cdu/cdu0", "cdu.supply_temp_c")) <= 0.005 + 1e-9
+    # DCGM through Prometheus: every GPU's temperature, the hot ones as the twin served them
     gpus = topo.count(EntityKind.GPU)
     assert store.fresh("gpu.temp_c")[:gpus].all()
+    temps = store.current("gpu.temp_c")
+    for gpu in HOT_GPUS:
+        assert temps[int(topo.local[topo.index[gpu]])] == outcome.twin_value(gpu, "gpu.temp_c")
     # Slurm: its placement is the engine's job (the Slurm job id), on the twin job's nodes
     assert [(j.job, j.nodes) for j in topo.jobs] == [(outcome.job_id, JOB_NODES)]
     assert all(r.samples > gpus for r in outcome.reports)
 
 
-def test_the_storm_brake_stayed_off(outcome: Outcome) -> None:
+def check_the_storm_brake_stayed_off(outcome: Outcome) -> None:
     brake = outcome.daemon.safety.brake
     assert not brake.engaged
     _, spread = brake.spread()
     assert spread["cdu"] <= outcome.daemon.config.safety.storm.max_domains  # one CDU: no storm possible
+
+
+def test_hot_gpus_are_drained_within_the_budget_over_real_protocols(outcome: Outcome) -> None:
+    """One test, so that ``pytest -n 2`` never starts this Slurm cluster and Prometheus twice."""
+    check_the_budget_drains_exactly_its_share_of_the_degraded_nodes(outcome)
+    check_the_other_degraded_nodes_are_refused_by_the_budget_and_journaled(outcome)
+    check_healthy_nodes_are_untouched(outcome)
+    check_every_source_reached_the_engine_without_notices(outcome)
+    check_the_storm_brake_stayed_off(outcome)

@@ -67,7 +67,7 @@ SCENARIO: dict[str, Any] = {
     "duration_h": 0.2,  # 24 twin ticks of 30 s
     "cluster": {"cdus": 1, "racks_per_cdu": 2, "nodes_per_rack": 4, "gpus_per_node": 8, "storage": ["ckpt0"]},
     "jobs": [{"name": "train", "class": "sync_training", "nodes": len(JOB_NODES), "checkpoint_gb": 100}],
-    # a cold plate failing at once: +22 °C and HW thermal slowdown from 108 s (the 4th tick) on
+    # a cold plate failing at once: +22.5 °C and HW thermal slowdown from 108 s (the 4th tick) on
     "faults": [{"kind": "hw_thermal", "target": g, "onset_h": 0.03, "severity": 1.5} for g in HOT_GPUS],
     "observation": {"dropout": 0.0, "sentinel_rate": 0.0},  # every tick has every value
 }  # fmt: skip

@@ -187,6 +187,9 @@ def test_drain_reason_is_one_line_and_cut_to_the_byte_limit() -> None:
     assert "\n" not in reason and reason.endswith("...")
     assert len(reason.encode()) <= 120
     assert drain_reason(action("drain_node", "n1"), 120) == "seamguard: quarantine gpu.temp_c 91 degC"
+    # A GPU's drain: the planner's reason names the GPU and its state; the reason says the state once.
+    caused = Action("drain_node", "node/n1", "gpu/n1/2 quarantine: gpu.temp_c 97 degC", "quarantine", 0.0)
+    assert drain_reason(caused, 120) == "seamguard: quarantine gpu/n1/2: gpu.temp_c 97 degC"
 
 
 def test_targets_and_feature_params_are_checked() -> None:

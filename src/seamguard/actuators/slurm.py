@@ -43,7 +43,11 @@ def node_of(target: str) -> str:
 
 def drain_reason(action: Action, max_bytes: int) -> str:
     """``seamguard: <state> <top evidence>`` on one line, cut to ``max_bytes`` UTF-8 bytes."""
-    text = " ".join(f"{REASON_PREFIX} {action.state} {action.reason}".split())
+    reason = action.reason
+    cause, sep, why = reason.partition(f" {action.state}: ")
+    if sep and " " not in cause:  # the planner's "<cause> <state>: <why>": name the state once
+        reason = f"{cause}: {why}"
+    text = " ".join(f"{REASON_PREFIX} {action.state} {reason}".split())
     raw = text.encode()
     if len(raw) <= max_bytes:
         return text

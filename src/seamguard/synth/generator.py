@@ -507,11 +507,15 @@ class SyntheticFleet:
             val[hit] = SENTINELS[rng.integers(0, SENTINELS.size, hit.size)]
         xid_local = np.concatenate(ev_local)
         xid_sig = self._sig["gpu.xid"]
+        # The scheduler's view comes by its own path, after the exporters' dropouts: no synthetic
+        # fault takes a node's slurmd down (a GPU off the bus leaves the node up).
+        nodes = topo.members[EntityKind.NODE]
+        sched_sig = np.repeat([self._sig["node.slurm_down"], self._sig["node.slurm_not_responding"]], nn)
         return TelemetryBatch(
-            np.concatenate([ent[keep], self._gpu_g[xid_local]]),
-            np.concatenate([sig[keep], np.full(xid_local.size, xid_sig, np.int64)]),
-            np.concatenate([ts[keep], *ev_ts]),
-            np.concatenate([val[keep], np.concatenate(ev_code).astype(np.float64)]),
+            np.concatenate([ent[keep], self._gpu_g[xid_local], np.tile(nodes, 2)]),
+            np.concatenate([sig[keep], np.full(xid_local.size, xid_sig, np.int64), sched_sig]),
+            np.concatenate([ts[keep], *ev_ts, np.tile(ts_node, 2)]),
+            np.concatenate([val[keep], np.concatenate(ev_code).astype(np.float64), np.zeros(2 * nn)]),
         )
 
     # ---- physics pieces -------------------------------------------------------------------

@@ -293,7 +293,13 @@ def test_drain_again_and_resume_a_node_of_the_running_job(
     node = cluster.run("squeue", "-h", "-j", job, "-o", "%N").stdout.strip()
     node = expand_hostlist(node)[0]
     act: Actuator = SlurmActuator(config)  # the port's protocol, checked by mypy
-    assert act.kinds == {"drain_node", "resume_node", "set_features"}
+    assert act.kinds == {
+        "drain_node",
+        "resume_node",
+        "set_features",
+        "restrict_admission",
+        "restore_admission",
+    }
 
     first = act.apply(action("drain_node", node, reason="gpu.temp_c 91 degC (peers 62)"), 10.0)
     assert first.status is ActionStatus.DONE, first.detail
@@ -390,6 +396,23 @@ def test_features_are_added_and_removed_keeping_the_others(
     assert features() == (("gpu", "h100"), ("gpu", "h100"))
     res = act.apply(action("set_features", "n002", remove="sg_degraded"), 4.0)
     assert res.status is ActionStatus.ALREADY
+
+
+def test_degraded_admission_is_the_sg_degraded_feature(cluster: SlurmCluster, config: SlurmConfig) -> None:
+    """The planner's restrict_admission on a degraded GPU marks its node; restore_admission unmarks it."""
+    act = SlurmActuator(config)
+    gpu = Action("restrict_admission", "gpu/n004/3", "gpu.temp_c 88 degC", "degraded", 1.0e9)
+    res = act.apply(gpu, 1.0)
+    assert res.status is ActionStatus.DONE and res.action.kind == "restrict_admission", res.detail
+    node = parse_node_line(cluster.node_line("n004"))
+    assert node is not None and "sg_degraded" in node.features and "gpu" in node.features
+    back = Action("restore_admission", "gpu/n004/3", "recovered", "healthy", 1.0e9 + 60)
+    assert act.apply(back, 2.0).status is ActionStatus.DONE
+    node = parse_node_line(cluster.node_line("n004"))
+    assert node is not None and "sg_degraded" not in node.features and "gpu" in node.features
+    rack = Action("restrict_admission", "rack/r01", "inlet 35 degC", "degraded", 1.0e9)
+    res = act.apply(rack, 3.0)
+    assert res.status is ActionStatus.REFUSED and "not a node" in res.detail
 
 
 def test_failing_commands_are_failed_results_and_notices(cluster: SlurmCluster, config: SlurmConfig) -> None:

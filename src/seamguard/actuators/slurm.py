@@ -18,7 +18,7 @@ read and the update is not detected (the window is one command long).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from seamguard.actuators.base import Action, ActionResult, ActionStatus
 from seamguard.telemetry.sources.slurm import (
@@ -30,7 +30,11 @@ from seamguard.telemetry.sources.slurm import (
     run_command,
 )
 
-KINDS = frozenset({"drain_node", "resume_node", "set_features"})
+# The planner's admissibility actions on a degraded node become a feature jobs can avoid
+# (``--constraint=sg_ok`` on healthy nodes, see docs/slurm.md): add on entry, remove on recovery.
+ADMISSION = {"restrict_admission": "add", "restore_admission": "remove"}
+DEGRADED_FEATURE = "degraded"  # after the prefix: sg_degraded
+KINDS = frozenset({"drain_node", "resume_node", "set_features", *ADMISSION})
 
 
 def node_of(target: str) -> str:
@@ -82,7 +86,8 @@ def _features_param(action: Action, prefix: str) -> tuple[tuple[str, ...] | None
 
 @dataclass  # not frozen: the Actuator protocol declares name and kinds as settable attributes
 class SlurmActuator:
-    """Carries out drain_node, resume_node and set_features with ``scontrol``."""
+    """Carries out drain_node, resume_node and set_features (and the planner's restrict_admission /
+    restore_admission, as the ``sg_degraded`` feature) with ``scontrol``."""
 
     config: SlurmConfig = field(default_factory=SlurmConfig)
     name: str = "slurm"
@@ -93,11 +98,18 @@ class SlurmActuator:
             raise ValueError(
                 f"slurm actuator does not carry out {action.kind!r}; kinds: {sorted(self.kinds)}"
             )
+        if action.kind in ADMISSION and not action.target.startswith(("node/", "gpu/")):
+            why = f"Slurm features are per node; {action.target} is not a node or a GPU"
+            return self._result(action, now, ActionStatus.REFUSED, why)
         node_name = node_of(action.target)
-        # Bad params are a programming error: raised before any command runs.
-        wanted = (
-            _features_param(action, self.config.feature_prefix) if action.kind == "set_features" else None
+        feature = f"{self.config.feature_prefix}{DEGRADED_FEATURE}"
+        asked = (
+            replace(action, kind="set_features", params=((ADMISSION[action.kind], feature),))
+            if action.kind in ADMISSION
+            else action
         )
+        # Bad params are a programming error: raised before any command runs.
+        wanted = _features_param(asked, self.config.feature_prefix) if asked.kind == "set_features" else None
         node, why = self._read(node_name)
         if node is None:
             return self._result(action, now, ActionStatus.FAILED, why)

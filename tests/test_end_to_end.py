@@ -46,11 +46,9 @@ from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.sections import build_sources
 from seamguard.twin.exporter import DcgmRenderer, MetricsServer, start_exporter
 from seamguard.twin.modbus_server import TwinModbusServer, retarget, twin_register_map
-from seamguard.twin.scenario import scenario_from_mapping
-from seamguard.twin.sim import Twin
-from seamguard.twin.world import build_world
 from tests.prometheus_server import prometheus_binary, prometheus_server
 from tests.slurm_cluster import SlurmCluster, require_slurm, slurm_cluster
+from tests.twin_capture import captured_run
 
 SEED = 0
 HOT_GPUS = ("gpu/n0001/2", "gpu/n0003/5", "gpu/n0005/1")  # n0001 and n0003 share rack r000
@@ -89,19 +87,8 @@ TEST_POLICY: dict[str, Any] = {
 
 def twin_run() -> tuple[Topology, Inventory, tuple[TelemetryBatch, ...]]:
     """Every telemetry batch the twin emits in its run (fixed seed), captured at the emitter."""
-    world = build_world(scenario_from_mapping(SCENARIO), SEED)
-    twin = Twin(world, "binary")
-    got: list[TelemetryBatch] = []
-    emit = twin.emitter.emit
-
-    def capture(*args, **kwargs):  # type: ignore[no-untyped-def]
-        batch = emit(*args, **kwargs)
-        got.append(batch)
-        return batch
-
-    twin.emitter.emit = capture  # type: ignore[method-assign]
-    twin.run()
-    return world.topology, world.inventory, tuple(got)
+    world, got = captured_run(SCENARIO, SEED)
+    return world.topology, world.inventory, got
 
 
 def write_inventory(inventory: Inventory, path: Path) -> Path:

@@ -16,9 +16,7 @@ from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, dcgm_
 from seamguard.telemetry.sources.openmetrics import parse
 from seamguard.telemetry.sources.scrape import DcgmScrapeSource
 from seamguard.twin.exporter import DcgmRenderer, format_value, gpu_uuid, start_exporter, stop_exporter
-from seamguard.twin.scenario import scenario_from_mapping
-from seamguard.twin.sim import Twin
-from seamguard.twin.world import build_world
+from tests.twin_capture import captured_run
 
 TWIN = {
     "name": "exporter", "description": "a small fleet for the exporter round trip", "duration_h": 0.05,
@@ -32,19 +30,8 @@ TWIN = {
 def twin_batches(sentinel_rate: float = 0.0) -> tuple[Topology, tuple[TelemetryBatch, ...]]:
     """Every batch the twin's emitter produced in a short run (fixed seed)."""
     data = {**TWIN, "observation": {"sentinel_rate": sentinel_rate}} if sentinel_rate else TWIN
-    world = build_world(scenario_from_mapping(data), 0)
-    twin = Twin(world, "binary")
-    got: list[TelemetryBatch] = []
-    emit = twin.emitter.emit
-
-    def capture(*args, **kwargs):  # type: ignore[no-untyped-def]
-        batch = emit(*args, **kwargs)
-        got.append(batch)
-        return batch
-
-    twin.emitter.emit = capture  # type: ignore[method-assign]
-    twin.run()
-    return world.topology, tuple(got)
+    world, got = captured_run(data, 0)
+    return world.topology, got
 
 
 def rendered_signals() -> list[int]:

@@ -6,8 +6,9 @@ import random
 import threading
 
 from seamguard.actuators.base import Action, ActionResult, ActionStatus
-from seamguard.actuators.dispatch import Dispatcher, Mode, Route
+from seamguard.actuators.dispatch import Dispatcher, Route
 from seamguard.actuators.guard import Breaker, Guard, GuardConfig, backoff
+from seamguard.actuators.sections import Mode
 
 
 class Scripted:
@@ -132,7 +133,8 @@ def test_actuators_config_is_advise_by_default_and_strict() -> None:
     import pytest
     from pydantic import ValidationError
 
-    from seamguard.actuators.dispatch import ActuatorsConfig, build_routes
+    from seamguard.actuators.dispatch import build_routes
+    from seamguard.actuators.sections import ActuatorsConfig
 
     cfg = ActuatorsConfig.model_validate(
         {"haproxy": {"socket": "/run/haproxy.sock", "servers": {"node/n1": "be/s1"}},

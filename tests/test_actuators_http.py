@@ -23,10 +23,11 @@ import httpx
 import pytest
 
 from seamguard.actuators.base import Action
-from seamguard.actuators.dispatch import Dispatcher, Mode, Route
+from seamguard.actuators.dispatch import Dispatcher, Route
 from seamguard.actuators.guard import GuardConfig
 from seamguard.actuators.kubernetes import OWNER_ANNOTATION, STATE_KEY, KubernetesActuator, KubernetesConfig
-from seamguard.actuators.webhook import WebhookActuator, WebhookConfig, verify_signature
+from seamguard.actuators.sections import Mode, WebhookConfig
+from seamguard.actuators.webhook import WebhookActuator, verify_signature
 
 SECRET = b"s3cret-shared"
 

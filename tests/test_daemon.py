@@ -36,7 +36,7 @@ from seamguard.service.app import create_app
 from seamguard.service.server import RunningServer, serve_in_thread
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
-from seamguard.telemetry.sources.sections import build_sources
+from seamguard.telemetry.sources.build import build_sources
 from tests.conftest import small_inventory, small_jobs
 
 HOT = "gpu/n02/1"  # the GPU the pushed payloads run hot (and throttled)

@@ -43,7 +43,7 @@ from seamguard.model.inventory import INVENTORY_OPTIONAL, INVENTORY_REQUIRED, In
 from seamguard.model.states import State
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.sources.sections import build_sources
+from seamguard.telemetry.sources.build import build_sources
 from seamguard.twin.exporter import DcgmRenderer, MetricsServer, start_exporter
 from seamguard.twin.modbus_server import TwinModbusServer, retarget, twin_register_map
 from tests.prometheus_server import prometheus_binary, prometheus_server

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from seamguard.actuators.base import Action
-from seamguard.actuators.dispatch import Dispatcher, Mode, Route
+from seamguard.actuators.dispatch import Dispatcher, Route
 from seamguard.actuators.haproxy import HaproxyActuator, HaproxyConfig, runtime_command
+from seamguard.actuators.sections import Mode
 
 HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
 

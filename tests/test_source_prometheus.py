@@ -13,12 +13,8 @@ from pydantic import ValidationError
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.telemetry.sources.dcgm import dcgm_mapping
-from seamguard.telemetry.sources.prometheus_api import (
-    PrometheusApiConfig,
-    PrometheusApiSource,
-    PromQuery,
-    dcgm_query,
-)
+from seamguard.telemetry.sources.prometheus_api import PrometheusApiSource, dcgm_query
+from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig, PromQuery
 from seamguard.twin.exporter import DcgmRenderer, start_exporter
 from tests.prometheus_server import free_port, prometheus_server
 from tests.test_twin_exporter import latest, rendered_signals, twin_batches

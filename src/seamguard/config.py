@@ -15,7 +15,7 @@ from typing import Any, Literal, Self
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from seamguard.actuators.dispatch import ActuatorsConfig
+from seamguard.actuators.sections import ActuatorsConfig
 from seamguard.control.safety import SafetyConfig
 from seamguard.errors import InputError
 from seamguard.model.catalog import THROTTLE_BITS, SignalKind, signal_catalog

@@ -23,7 +23,8 @@ from types import FrameType
 
 from rich.console import Console
 
-from seamguard.actuators.dispatch import Dispatcher, Mode, actuate, build_routes
+from seamguard.actuators.dispatch import Dispatcher, actuate, build_routes
+from seamguard.actuators.sections import Mode
 from seamguard.config import Config, load_config
 from seamguard.control.controller import Controller
 from seamguard.control.safety import SafetyLayer
@@ -36,8 +37,8 @@ from seamguard.service.app import create_app
 from seamguard.service.server import RunningServer, serve_in_thread
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Source, SourceNotice
+from seamguard.telemetry.sources.build import build_sources
 from seamguard.telemetry.sources.push import PushSource
-from seamguard.telemetry.sources.sections import build_sources
 from seamguard.telemetry.sources.slurm import SlurmSource, job_placements, read_snapshot
 
 log = logging.getLogger(__name__)

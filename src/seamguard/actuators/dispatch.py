@@ -10,25 +10,19 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol
 
 from seamguard.actuators.base import Action, Actuator
 from seamguard.actuators.guard import Guard, GuardConfig, record_of
-from seamguard.actuators.haproxy import HaproxyActuator, HaproxyConfig
-from seamguard.actuators.kubernetes import KubernetesActuator, KubernetesConfig
+from seamguard.actuators.haproxy import HaproxyActuator
+from seamguard.actuators.kubernetes import KubernetesActuator
 from seamguard.actuators.log import ANY_KIND, LogActuator
+from seamguard.actuators.sections import ActuatorsConfig, Mode
 from seamguard.actuators.slurm import SlurmActuator
-from seamguard.actuators.webhook import WebhookActuator, WebhookConfig
+from seamguard.actuators.webhook import WebhookActuator
 from seamguard.control.safety import SafetyLayer
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
-from seamguard.strict_model import StrictModel
 from seamguard.telemetry.sources.slurm import SlurmConfig
-
-
-class Mode(StrEnum):
-    ADVISE = "advise"  # decide and journal, act on nothing
-    ENFORCE = "enforce"  # carry actions out
 
 
 @dataclass(frozen=True)
@@ -36,36 +30,6 @@ class Route:
     actuator: Actuator
     mode: Mode = Mode.ADVISE
     guard: GuardConfig = field(default_factory=GuardConfig)
-
-
-class WebhookSection(WebhookConfig):
-    mode: Mode = Mode.ADVISE
-    guard: GuardConfig = GuardConfig()
-
-
-class HaproxySection(HaproxyConfig):
-    mode: Mode = Mode.ADVISE
-    guard: GuardConfig = GuardConfig()
-
-
-class KubernetesSection(KubernetesConfig):
-    mode: Mode = Mode.ADVISE
-    guard: GuardConfig = GuardConfig()
-
-
-class SlurmSection(SlurmConfig):
-    mode: Mode = Mode.ADVISE
-    guard: GuardConfig = GuardConfig()
-
-
-class ActuatorsConfig(StrictModel):
-    """``actuators:`` in the config. The log actuator is always there; each backend is opt-in, and in
-    advise mode until its ``mode`` says ``enforce``."""
-
-    webhook: WebhookSection | None = None
-    haproxy: HaproxySection | None = None
-    kubernetes: KubernetesSection | None = None
-    slurm: SlurmSection | None = None
 
 
 def build_routes(config: ActuatorsConfig) -> list[Route]:

@@ -18,32 +18,14 @@ import json
 import os
 
 import httpx
-from pydantic import Field, field_validator
 
 from seamguard.actuators.base import Action, ActionResult, ActionStatus
-from seamguard.actuators.log import ANY_KIND
+from seamguard.actuators.sections import WebhookConfig
 from seamguard.errors import InputError
-from seamguard.strict_model import StrictModel
 
 SIGNATURE_HEADER = "X-Seamguard-Signature"
 TIMESTAMP_HEADER = "X-Seamguard-Timestamp"
 _RETRYABLE = frozenset({408, 425, 429})
-
-
-class WebhookConfig(StrictModel):
-    url: str
-    secret_env: str = Field(
-        default="SEAMGUARD_WEBHOOK_SECRET", description="env var holding the shared secret"
-    )
-    kinds: tuple[str, ...] = (ANY_KIND,)
-    timeout_s: float = Field(default=5.0, gt=0)
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError(f"webhook url must start with http:// or https://, got {v!r}")
-        return v
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:

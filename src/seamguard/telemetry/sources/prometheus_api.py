@@ -10,76 +10,20 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import string
 from collections import Counter
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
 
-from seamguard.model.catalog import SignalKind, signal_catalog
+from seamguard.model.catalog import signal_catalog
 from seamguard.model.topology import Topology
-from seamguard.strict_model import StrictModel
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
-from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, HostnameRule, dcgm_mapping
+from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, dcgm_mapping
+from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig, PromQuery
 from seamguard.telemetry.sources.scrape import Fetched, fetch_all
 from seamguard.telemetry.store import SENTINEL_THRESHOLD
-
-
-class PromQuery(StrictModel):
-    """A PromQL instant query whose result vector feeds one signal."""
-
-    query: str
-    signal: str
-    entity: str  # template over the result's labels, e.g. "node/{Hostname}" or "link/{instance}"
-    scale: float = 1.0
-    offset: float = 0.0
-
-    @field_validator("signal")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        sig = signal_catalog().get(v)
-        if sig is None:
-            raise ValueError(f"unknown signal {v!r}")
-        if sig.kind is SignalKind.EVENT:
-            raise ValueError(f"{v} is an event signal; a query gives levels, not events")
-        return v
-
-    @field_validator("entity")
-    @classmethod
-    def _template(cls, v: str) -> str:
-        fields = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
-        if "/" not in v or any(not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", f) for f in fields):
-            raise ValueError(f"expected a template like node/{{Hostname}} with plain label names, got {v!r}")
-        return v
-
-
-class PrometheusApiConfig(StrictModel):
-    name: str = "prometheus"
-    url: str  # the server's base URL, e.g. http://prometheus:9090
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
-    max_bytes: int = Field(default=512 * 2**20, ge=1024)
-    dcgm: bool = True  # query every field of the DCGM mapping
-    dcgm_selector: str = ""  # extra matchers for the DCGM query, e.g. 'job="dcgm"'
-    queries: tuple[PromQuery, ...] = ()
-    hostname: HostnameRule = HostnameRule()
-    uuid_entities: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {v!r}")
-        return v.rstrip("/")
-
-    @model_validator(mode="after")
-    def _something(self) -> Self:
-        if not self.dcgm and not self.queries:
-            raise ValueError("nothing to query: set dcgm: true or list queries")
-        return self
 
 
 def dcgm_query(selector: str = "") -> str:

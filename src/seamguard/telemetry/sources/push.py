@@ -38,10 +38,9 @@ from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
+from seamguard.telemetry.sources.sections import DEFAULT_CAPACITY_ROWS, DEFAULT_MAX_BODY_BYTES
 
 SOURCE_NAME = "push"
-DEFAULT_MAX_BODY_BYTES = 16 << 20
-DEFAULT_CAPACITY_ROWS = 2_000_000
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
 MAX_ERRORS = 10  # validation errors listed in one 422
 REASONS = {

@@ -1,19 +1,19 @@
-"""``sources:`` in the config: which foreign systems the daemon reads, each section opt-in."""
+"""``sources:`` in the config: which foreign systems the daemon reads, each section opt-in.
+
+Models only: loading a config imports no client library (``build`` makes the sources)."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from seamguard.model.topology import Topology
 from seamguard.strict_model import StrictModel
-from seamguard.telemetry.sources.base import Source
 from seamguard.telemetry.sources.dcgm import DcgmSourceConfig
-from seamguard.telemetry.sources.modbus import ModbusSource
-from seamguard.telemetry.sources.prometheus_api import PrometheusApiConfig, PrometheusApiSource
-from seamguard.telemetry.sources.push import DEFAULT_CAPACITY_ROWS, DEFAULT_MAX_BODY_BYTES, PushSource
+from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig
 from seamguard.telemetry.sources.registers import ModbusConfig
-from seamguard.telemetry.sources.scrape import DcgmScrapeSource
-from seamguard.telemetry.sources.slurm import SlurmConfig, SlurmSource
+from seamguard.telemetry.sources.slurm import SlurmConfig
+
+DEFAULT_MAX_BODY_BYTES = 16 << 20  # a pushed payload past this is refused (413)
+DEFAULT_CAPACITY_ROWS = 2_000_000  # rows queued between ticks; past this a push is refused (503)
 
 
 class PushConfig(StrictModel):
@@ -33,24 +33,3 @@ class SourcesConfig(StrictModel):
 
     def any(self) -> bool:
         return any(s is not None for s in (self.dcgm, self.prometheus, self.modbus, self.slurm, self.push))
-
-
-def build_sources(config: SourcesConfig, topology: Topology) -> list[Source]:
-    """One source per configured section, in a fixed order (the push source, when configured, is
-    built here too; the daemon mounts its router on the HTTP service)."""
-    out: list[Source] = []
-    if config.dcgm is not None:
-        out.append(DcgmScrapeSource(config.dcgm, topology))
-    if config.prometheus is not None:
-        out.append(PrometheusApiSource(config.prometheus, topology))
-    if config.modbus is not None:
-        out.append(ModbusSource(config.modbus, topology))
-    if config.slurm is not None:
-        out.append(SlurmSource(topology, config.slurm))
-    if config.push is not None:
-        out.append(
-            PushSource(
-                topology, capacity_rows=config.push.capacity_rows, max_body_bytes=config.push.max_body_bytes
-            )
-        )
-    return out

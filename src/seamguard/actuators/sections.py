@@ -1,0 +1,67 @@
+"""``actuators:`` in the config: each backend opt-in, and advising until its ``mode`` says enforce.
+
+Models only, so that loading a config imports no client library (``dispatch`` builds the routes)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, field_validator
+
+from seamguard.actuators.guard import GuardConfig
+from seamguard.actuators.haproxy import HaproxyConfig
+from seamguard.actuators.kubernetes import KubernetesConfig
+from seamguard.actuators.log import ANY_KIND
+from seamguard.strict_model import StrictModel
+from seamguard.telemetry.sources.slurm import SlurmConfig
+
+
+class WebhookConfig(StrictModel):
+    url: str
+    secret_env: str = Field(
+        default="SEAMGUARD_WEBHOOK_SECRET", description="env var holding the shared secret"
+    )
+    kinds: tuple[str, ...] = (ANY_KIND,)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"webhook url must start with http:// or https://, got {v!r}")
+        return v
+
+
+class Mode(StrEnum):
+    ADVISE = "advise"  # decide and journal, act on nothing
+    ENFORCE = "enforce"  # carry actions out
+
+
+class WebhookSection(WebhookConfig):
+    mode: Mode = Mode.ADVISE
+    guard: GuardConfig = GuardConfig()
+
+
+class HaproxySection(HaproxyConfig):
+    mode: Mode = Mode.ADVISE
+    guard: GuardConfig = GuardConfig()
+
+
+class KubernetesSection(KubernetesConfig):
+    mode: Mode = Mode.ADVISE
+    guard: GuardConfig = GuardConfig()
+
+
+class SlurmSection(SlurmConfig):
+    mode: Mode = Mode.ADVISE
+    guard: GuardConfig = GuardConfig()
+
+
+class ActuatorsConfig(StrictModel):
+    """``actuators:`` in the config. The log actuator is always there; each backend is opt-in, and in
+    advise mode until its ``mode`` says ``enforce``."""
+
+    webhook: WebhookSection | None = None
+    haproxy: HaproxySection | None = None
+    kubernetes: KubernetesSection | None = None
+    slurm: SlurmSection | None = None

@@ -438,7 +438,7 @@ class DcgmTarget:
     def slot_for(self, name: str, labels: dict[str, str]) -> int:
         """Slot of a series given as parsed labels (the Prometheus API's JSON), cached by key."""
         key = name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
-        slot = self.cache.keys.get(key)
+        slot = self.cache.lookup(key)
         if slot is None:
             slot = self.resolve(name, labels)
             self.cache.remember(key, slot)

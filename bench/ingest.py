@@ -7,7 +7,9 @@ node text as the scrape source does it:
 * cold: a fresh per-endpoint key cache (every label set parsed and resolved once);
 * warm: the next scrape, every key cached (the steady state);
 * warm + convert: also the DCGM mapping to a TelemetryBatch (sentinels, sums, XIDs);
-* prometheus_client's ``text_string_to_metric_families`` on a smaller fleet, for comparison.
+* prometheus_client's ``text_string_to_metric_families`` on a smaller fleet, for comparison;
+* push batches (``POST /v1/push`` bodies, without the HTTP): JSON columns, JSON rows and NDJSON
+  of ``--push-rows`` rows each, validated, mapped and queued by ``PushSource.ingest``.
 
     python bench/ingest.py                      # 131,072 GPUs
     python bench/ingest.py --gpus 16384 --client-gpus 2048
@@ -30,6 +32,7 @@ from seamguard.synth.cluster import ClusterSpec, generate_cluster
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, SlotTable
 from seamguard.telemetry.sources.openmetrics import parse
+from seamguard.telemetry.sources.push import PushSource
 from seamguard.twin.exporter import DcgmRenderer
 
 GPN = 8
@@ -103,11 +106,45 @@ def time_client(texts: list[str]) -> tuple[float, int]:
     return time.perf_counter() - t0, samples
 
 
+def push_bodies(topo: Topology, rows: int, seed: int) -> dict[str, tuple[bytes, str]]:
+    """The same seeded GPU temperatures as each push format's body (built once, not timed)."""
+    rng = np.random.default_rng(seed)
+    gpus = topo.members[EntityKind.GPU]
+    pick = gpus[rng.integers(0, gpus.size, rows)]
+    entity = [topo.ids[g] for g in pick.tolist()]
+    ts = (1.7e9 + np.arange(rows) * 1e-3).tolist()
+    value = np.round(rng.normal(65.0, 5.0, rows), 2).tolist()
+    signal = ["gpu.temp_c"] * rows
+    rows_list = [{"entity": e, "signal": "gpu.temp_c", "timestamp": t, "value": v}
+                 for e, t, v in zip(entity, ts, value, strict=True)]  # fmt: skip
+    return {
+        "columns": (json.dumps({"entity": entity, "signal": signal, "timestamp": ts, "value": value}).encode(),
+                    "application/json"),
+        "rows": (json.dumps({"rows": rows_list}).encode(), "application/json"),
+        "ndjson": ("\n".join(json.dumps(r) for r in rows_list).encode(), "application/x-ndjson"),
+    }  # fmt: skip
+
+
+def time_push(topo: Topology, bodies: dict[str, tuple[bytes, str]], repeat: int) -> dict[str, float]:
+    """Samples per second through ``PushSource.ingest`` (validate, map, queue) and a drain."""
+    out: dict[str, float] = {}
+    for fmt, (body, ctype) in bodies.items():
+        source = PushSource(topo, capacity_rows=10**8, max_body_bytes=len(body) + 1)
+        accepted = 0
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            accepted += source.ingest(body, ctype).accepted
+            source.collect(0.0)
+        out[fmt] = accepted / (time.perf_counter() - t0)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gpus", type=int, default=131_072)
     ap.add_argument("--client-gpus", type=int, default=4096, help="fleet size for prometheus_client's parser")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--push-rows", type=int, default=200_000, help="rows per push batch")
     args = ap.parse_args()
     console = Console(stderr=True)
     topo = fleet(args.gpus)
@@ -125,6 +162,7 @@ def main() -> None:
     k = max(args.client_gpus // GPN, 1)
     client_s, nc = time_client(texts[:k])
     mine_s, nm = time_parse(texts[:k], [DcgmTarget(topo, cfg) for _ in range(k)], convert=False)
+    push = time_push(topo, push_bodies(topo, args.push_rows, args.seed), repeat=3)
     out = {
         "gpus": topo.count(EntityKind.GPU),
         "endpoints": n_nodes,
@@ -137,6 +175,8 @@ def main() -> None:
         "client_gpus": k * GPN,
         "prometheus_client_samples_per_s": round(nc / client_s),
         "cold_same_input_samples_per_s": round(nm / mine_s),
+        "push_rows": args.push_rows,
+        **{f"push_{fmt}_samples_per_s": round(v) for fmt, v in push.items()},
     }
     console.print(
         f"[bold]{out['gpus']:,} GPUs[/], {n_nodes:,} endpoints, {n:,} samples, {mb:.0f} MB of text\n"
@@ -144,7 +184,11 @@ def main() -> None:
         f"  warm key cache        {out['warm_samples_per_s']:>12,} samples/s  ({warm_s:.2f} s per fleet scrape)\n"
         f"  warm + DCGM mapping   {out['warm_convert_samples_per_s']:>12,} samples/s\n"
         f"  prometheus_client     {out['prometheus_client_samples_per_s']:>12,} samples/s  "
-        f"(ours, cold, same {k * GPN:,} GPUs: {out['cold_same_input_samples_per_s']:,})"
+        f"(ours, cold, same {k * GPN:,} GPUs: {out['cold_same_input_samples_per_s']:,})\n"
+        + "".join(
+            f"  push, {fmt:<16}{v:>12,.0f} samples/s  ({args.push_rows:,}-row batches)\n"
+            for fmt, v in push.items()
+        )
     )
     print(json.dumps(out))
 

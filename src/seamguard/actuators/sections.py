@@ -37,24 +37,27 @@ class Mode(StrEnum):
     ENFORCE = "enforce"  # carry actions out
 
 
-class WebhookSection(WebhookConfig):
+class Routed(StrictModel):
+    """What every backend section adds to its own keys: its mode and its guard."""
+
     mode: Mode = Mode.ADVISE
     guard: GuardConfig = GuardConfig()
 
 
-class HaproxySection(HaproxyConfig):
-    mode: Mode = Mode.ADVISE
-    guard: GuardConfig = GuardConfig()
+class WebhookSection(WebhookConfig, Routed):
+    pass
 
 
-class KubernetesSection(KubernetesConfig):
-    mode: Mode = Mode.ADVISE
-    guard: GuardConfig = GuardConfig()
+class HaproxySection(HaproxyConfig, Routed):
+    pass
 
 
-class SlurmSection(SlurmConfig):
-    mode: Mode = Mode.ADVISE
-    guard: GuardConfig = GuardConfig()
+class KubernetesSection(KubernetesConfig, Routed):
+    pass
+
+
+class SlurmSection(SlurmConfig, Routed):
+    pass
 
 
 class ActuatorsConfig(StrictModel):

@@ -351,3 +351,36 @@ def test_a_failed_start_releases_the_journal(tmp_path: Path) -> None:
     assert journal.exists() and not journal.with_name(journal.name + "-wal").exists()
     with SqliteJournal(journal, create=False) as j:
         assert j.get_meta("source") == "seamguard run"
+
+
+def test_status_says_what_is_wrong_what_is_held_and_what_waits(topo: Topology) -> None:
+    """GET /v1/status: the source in trouble, the quarantined node, the drain a budget holds back."""
+    from seamguard.daemon import serve_api
+
+    config = config_from_mapping({**POLICY, "safety": {"budgets": {"max_nodes": 1}}})
+    flaky = Flaky()
+    daemon = Daemon(config, topo, [flaky, *build_sources(config.sources, topo)])
+    push = daemon.push
+    assert push is not None
+    server = serve_api(daemon, "127.0.0.1", 0)
+    try:
+        before = httpx.get(f"{server.url}/v1/status", trust_env=False).json()
+        assert before["now"] is None and before["quarantined"] == [] and before["storm_brake"] == ""
+        t0 = 1.0e9
+        body = payload(topo, t0 - 0.5)
+        second = "gpu/n03/2"  # a second hot GPU on another node: the budget allows one drain
+        i = body["entity"].index(second)
+        body["value"][i] = 97.0
+        body["value"][i + len(body["entity"]) // 2] = 64.0
+        push.ingest(json.dumps(body).encode())
+        daemon.step(t0)
+        st = httpx.get(f"{server.url}/v1/status", trust_env=False).json()
+    finally:
+        server.stop()
+    assert st["now"] == t0 and st["sources"] == ["flaky", "push"]
+    assert st["active_notices"] == ["flaky collect: failed: RuntimeError: lost its connection pool"]
+    # the two hot GPUs; the racks, CDUs and jobs nobody pushed about are unknown, not failed
+    assert {k: v for k, v in st["non_healthy"].items() if k != "unknown"} == {"quarantine": 2}
+    assert len(st["quarantined"]) == 1 and len(st["queued"]) == 1
+    assert {st["quarantined"][0], st["queued"][0].split()[1]} == {"node/n02", "node/n03"}
+    assert st["queued"][0].startswith("drain_node ")

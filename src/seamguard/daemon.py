@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import signal
 import threading
 import time
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import numpy as np
 from rich.console import Console
 
 from seamguard.actuators.dispatch import Dispatcher, actuate, build_routes
@@ -32,6 +34,7 @@ from seamguard.errors import InputError
 from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
+from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.service.app import create_app
 from seamguard.service.server import RunningServer, serve_in_thread
@@ -75,6 +78,20 @@ class NoticeLatch:
         for key in seen:
             self.active.setdefault(key, now)
         return sorted(out, key=lambda r: (r.source, r.message))
+
+
+@dataclass(frozen=True)
+class DaemonStatus:
+    """What an operator checks first: is seamguard reading, acting, or holding back, and why."""
+
+    now: float  # the last tick's time (-inf before the first)
+    sources: tuple[str, ...]
+    active_notices: tuple[str, ...]  # source problems now, e.g. an exporter that stopped answering
+    storm_brake: str  # "" when off; otherwise why seamguard acts on nothing
+    breakers: dict[str, str]  # enforcing actuator -> closed | open | half_open
+    quarantined: tuple[str, ...]  # nodes seamguard holds out of service
+    queued: tuple[str, ...]  # quarantines a budget refused, waiting ("drain_node node/n0003")
+    non_healthy: dict[str, int]  # state -> entities in it
 
 
 class Daemon:
@@ -138,6 +155,24 @@ class Daemon:
             self.journal.append_actions(results, journal_notices)
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
+        )
+
+    def status(self) -> DaemonStatus:
+        with self.lock:
+            now = self.controller.now
+            states = self.controller.classifier.state.copy()
+        counts = np.bincount(states, minlength=len(State))
+        return DaemonStatus(
+            now=float(now),
+            sources=tuple(s.name for s in self.sources),
+            active_notices=tuple(f"{src} {where}: {msg}" for src, where, msg in sorted(self.latch.active)),
+            storm_brake=self.safety.brake.reason if self.safety.brake.engaged else "",
+            breakers=dict(self.dispatcher.breakers(float(now))),
+            quarantined=tuple(self.safety.quarantined()),
+            queued=tuple(f"{a.kind} {a.target}" for a in self.safety.queued()),
+            non_healthy={
+                State(i).label: int(c) for i, c in enumerate(counts.tolist()) if c and i != State.HEALTHY
+            },
         )
 
     def _place(self, slurm: SlurmSource) -> list[SourceNotice]:
@@ -214,7 +249,7 @@ def run_daemon(
         journal.set_meta("config_sha256", hashlib.sha256(cfg.model_dump_json().encode()).hexdigest())
         sources = build_sources(cfg.sources, topology)
         daemon = Daemon(cfg, topology, sources, journal=journal)
-        server = _serve(daemon, *bind) if bind else None
+        server = serve_api(daemon, *bind) if bind else None
     except BaseException:  # a busy port, a bad actuator section: release what was opened
         _close(sources, journal)
         raise
@@ -267,8 +302,15 @@ def _close(sources: Sequence[Source], journal: SqliteJournal) -> None:
     journal.close()
 
 
-def _serve(daemon: Daemon, host: str, port: int) -> RunningServer:
+def serve_api(daemon: Daemon, host: str, port: int) -> RunningServer:
     app = create_app(daemon.controller, daemon.lock)
+
+    @app.get("/v1/status")
+    def status() -> dict[str, object]:
+        """The daemon's own health: sources in trouble, the storm brake, breakers, quarantines."""
+        st = daemon.status()
+        return {**st.__dict__, "now": st.now if math.isfinite(st.now) else None}
+
     push = daemon.push
     if push is not None and daemon.config.sources.push is not None:
         app.include_router(push.router(daemon.config.sources.push.path))

@@ -28,7 +28,7 @@ from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.economics.harm import straggler_harm
-from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, part_rates
+from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, nominal_rates, part_rates
 from seamguard.economics.hazard_learning import COUNTED_KINDS, HazardLearner
 from seamguard.economics.job_value import JobEconomics, job_economics
 from seamguard.journal.base import Journal
@@ -117,15 +117,14 @@ class Controller:
         self.classifier = Classifier(topology.kind_code, config.classifier, config.economics)
         self.lemon_memory = LemonMemory.create(topology, config.classifier)
         self.learner = HazardLearner(config.hazard.learn_halflife_s, config.hazard.learn_prior_failures)
-        zero = np.zeros(topology.n_entities)
         self._counted = np.concatenate([topology.members[k] for k in COUNTED_KINDS])
-        self._counted_rate = part_rates(config.hazard, topology, zero, zero)[self._counted]
+        self._counted_rate = nominal_rates(config.hazard, topology)[self._counted]
         self.new_failures = 0  # hard failures (one per node) the last tick saw
         # Off when the caller plans over several controllers' hazards at once (the twin's cells).
         self.checkpoint_loop = CheckpointLoop(config, topology) if plan_checkpoints else None
         self._pairs: tuple[Workload, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] | None = None
         self._hazard: JobHazard | None = None
-        self._nominal_rate = part_rates(config.hazard, topology, zero, zero)
+        self._nominal_rate = nominal_rates(config.hazard, topology)
         self._gpu_slowdown = np.zeros(topology.count(EntityKind.GPU))
         self.escalation = Escalation(config, topology)
         self._criticality = np.array(

@@ -36,6 +36,8 @@ PART_KINDS = (EntityKind.GPU, EntityKind.NODE, EntityKind.LINK, EntityKind.CDU, 
 # Failures that take the host memory under the job with them: a host crash, a facility event that
 # powers racks down. A GPU off the bus, a link or a leaf switch leaves host memory intact.
 HOST_MEMORY_KINDS = (EntityKind.NODE, EntityKind.CDU)
+_HOST_MEMORY_CODE = np.zeros(max(KIND_CODE.values()) + 1, dtype=bool)  # kind code -> takes host memory
+_HOST_MEMORY_CODE[[KIND_CODE[k] for k in HOST_MEMORY_KINDS]] = True
 
 
 @dataclass(frozen=True)
@@ -68,15 +70,29 @@ def part_rates(
     ``scale`` multiplies every nominal rate (the fleet's observed rate against nominal). A part
     already ``failed`` adds nothing: its failure has happened, and the job restarts without it."""
     rate = np.zeros(topology.n_entities)
+    # NaN (no score yet) boosts nothing. Once for all kinds: the twin asks this of every cell
+    # every tick, and nan_to_num's per-call cost dominated on cell-sized arrays.
+    exponent = config.gfs_gain * np.nan_to_num(gfs) + config.prs_gain * np.nan_to_num(prs)
     for kind in PART_KINDS:
         members = topology.members[kind]
         base = scale * config.base_per_day.get(kind, 0.0) / DAY_S
         if members.size == 0 or base <= 0:
             continue
-        boost = np.exp(
-            config.gfs_gain * np.nan_to_num(gfs[members]) + config.prs_gain * np.nan_to_num(prs[members])
-        )
-        rate[members] = base * np.minimum(boost, config.max_multiplier)
+        rate[members] = base * np.minimum(np.exp(exponent[members]), config.max_multiplier)
+    if failed is not None:
+        rate[failed] = 0.0
+    return rate
+
+
+def nominal_rates(
+    config: HazardConfig, topology: Topology, scale: float = 1.0, failed: npt.NDArray[np.bool_] | None = None
+) -> FloatArray:
+    """``part_rates`` with no score raising any part: each kind's base rate."""
+    rate = np.zeros(topology.n_entities)
+    for kind in PART_KINDS:
+        base = scale * config.base_per_day.get(kind, 0.0) / DAY_S
+        if base > 0:
+            rate[topology.members[kind]] = base
     if failed is not None:
         rate[failed] = 0.0
     return rate
@@ -97,11 +113,11 @@ def job_hazard(
     ``pairs`` the workload's ``job_parts``, when the caller keeps them between ticks."""
     n_jobs = len(topology.jobs)
     rate = part_rates(config, topology, gfs, prs, scale, failed)
-    nominal = part_rates(config, topology, np.zeros_like(gfs), np.zeros_like(prs), scale, failed)
+    nominal = nominal_rates(config, topology, scale, failed)
     jobs, parts = pairs if pairs is not None else job_parts(topology, workload)
     total = np.bincount(jobs, weights=rate[parts], minlength=n_jobs)
     base = np.bincount(jobs, weights=nominal[parts], minlength=n_jobs)
-    takes_host = np.isin(topology.kind_code[parts], [KIND_CODE[k] for k in HOST_MEMORY_KINDS])
+    takes_host = _HOST_MEMORY_CODE[topology.kind_code[parts]]
     host_loss = np.bincount(jobs, weights=rate[parts] * takes_host, minlength=n_jobs).astype(np.float64)
     software = scale * config.software_per_gpu_day / DAY_S * workload.job_gpus[:n_jobs]
     top = np.full(n_jobs, -1, dtype=np.int64)

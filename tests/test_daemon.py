@@ -384,3 +384,20 @@ def test_status_says_what_is_wrong_what_is_held_and_what_waits(topo: Topology) -
     assert len(st["quarantined"]) == 1 and len(st["queued"]) == 1
     assert {st["quarantined"][0], st["queued"][0].split()[1]} == {"node/n02", "node/n03"}
     assert st["queued"][0].startswith("drain_node ")
+
+
+def test_the_daemon_clock_never_steps_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NTP may step the wall clock back; the engine refuses a tick earlier than the last."""
+    import time as time_module
+
+    from seamguard.daemon import steady_wall_clock
+
+    wall = [1.0e9]
+    mono = [100.0]
+    monkeypatch.setattr(time_module, "time", lambda: wall[0])
+    monkeypatch.setattr(time_module, "monotonic", lambda: mono[0])
+    clock = steady_wall_clock()
+    first = clock()
+    wall[0] -= 30.0  # the wall clock steps back half a minute
+    mono[0] += 1.0
+    assert first == 1.0e9 and clock() == first + 1.0

@@ -230,10 +230,11 @@ def run_daemon(
     listen: str | None,
     ticks: int | None,
     console: Console,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
     on_ready: Callable[[Daemon, RunningServer | None], None] | None = None,
 ) -> int:
     """``seamguard run``: tick every ``engine.tick_s`` of wall time until stopped (or ``ticks``)."""
+    clock = clock or steady_wall_clock()
     bind = parse_listen(listen) if listen else None  # before anything is opened or written
     cfg = load_config(config_path)
     if not cfg.sources.any():
@@ -284,6 +285,13 @@ def run_daemon(
         _close(daemon.sources, journal)
     console.print(f"stopped after {done} tick(s); journal {journal_path}")
     return 0
+
+
+def steady_wall_clock() -> Callable[[], float]:
+    """Unix time that never steps back: the wall clock read once, advanced by the monotonic one.
+    The engine refuses a tick earlier than the last, and NTP may step the wall clock backwards."""
+    origin = time.time() - time.monotonic()
+    return lambda: origin + time.monotonic()
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

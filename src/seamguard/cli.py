@@ -62,7 +62,7 @@ def run(
         Path | None, typer.Option(help="JOBS.csv; without it, the jobs Slurm runs at start (sources.slurm)")
     ] = None,
     listen: Annotated[
-        str | None, typer.Option(help="HOST:PORT for the HTTP API (job risk, economics, push)")
+        str | None, typer.Option(help="HOST:PORT for the HTTP API (status, job risk, economics, push)")
     ] = None,
     ticks: Annotated[
         int | None, typer.Option(help="stop after this many ticks (default: run until stopped)")

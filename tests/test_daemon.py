@@ -401,3 +401,32 @@ def test_the_daemon_clock_never_steps_back(monkeypatch: pytest.MonkeyPatch) -> N
     wall[0] -= 30.0  # the wall clock steps back half a minute
     mono[0] += 1.0
     assert first == 1.0e9 and clock() == first + 1.0
+
+
+def test_a_restarted_daemon_takes_over_the_quarantines_of_the_run_before(
+    topo: Topology, config: Config, tmp_path: Path
+) -> None:
+    """Run 1 quarantines n02 (advise mode moves the ledger too) and stops. Run 2, on the same
+    journal, holds n02 again, says so once in the journal, and resumes it when the delay has passed."""
+    path = tmp_path / "journal.sqlite"
+    t0 = 1.0e9
+    with SqliteJournal(path) as journal:
+        first = Daemon(config, topo, build_sources(config.sources, topo), journal=journal)
+        assert first.push is not None
+        first.push.ingest(json.dumps(payload(topo, t0 - 0.5)).encode())
+        first.step(t0)
+        assert first.safety.quarantined() == ["node/n02"]
+    with SqliteJournal(path) as journal:
+        second = Daemon(config, topo, build_sources(config.sources, topo), journal=journal)
+        assert second.push is not None
+        second.push.ingest(json.dumps(payload(topo, t0 + 99.5, hot=None)).encode())
+        second.step(t0 + 100)
+        assert second.status().quarantined == ("node/n02",)
+        held = [n for n in journal.notices() if "earlier run" in n.message]
+        assert len(held) == 1 and "node/n02" in held[0].message
+        delay = config.safety.recovery.healthy_for_s
+        resumed = second.step(t0 + 100 + delay + 1).actions
+        assert [(a.kind, a.target, a.status) for a in resumed if a.kind == "resume_node"] == [
+            ("resume_node", "node/n02", "advised")
+        ]
+        assert second.safety.quarantined() == []

@@ -293,3 +293,48 @@ def test_domain_lookups_are_vectorised_and_right() -> None:
     m, labels = domain_incidence(topo, ("rack", "cdu"))
     assert m.shape == (16, 4 + 2) and labels[:2] == ["rack/r0", "rack/r1"]
     assert np.asarray(m.sum(axis=1)).ravel().tolist() == [2.0] * 16  # one rack and one CDU per node
+
+
+def result(
+    ts: float, kind: str, node: str, status: ActionStatus, actuator: str = "slurm"
+) -> ActionResultRecord:
+    return ActionResultRecord(ts, kind, f"node/{node}", actuator, status.value, "", 0, ts, 0)
+
+
+def test_a_restart_holds_again_what_an_earlier_run_quarantined_and_releases_it_once_healthy() -> None:
+    """The journal of an earlier run: n00 drained (twice, a week apart), n08 drained and resumed,
+    n16's drain refused by a budget and n24's failed. Only n00 is still out: it is held again,
+    counted in the budget, and resumed after the recovery delay (doubled: a repeat offender)."""
+    journal = [
+        result(1_000.0, "drain_node", "n00", ActionStatus.DONE),
+        result(1_000.0, "drain_node", "n00", ActionStatus.ADVISED, actuator="log"),  # same decision
+        result(2_000.0, "resume_node", "n00", ActionStatus.DONE),
+        result(9_000.0, "drain_node", "n00", ActionStatus.DONE),
+        result(3_000.0, "drain_node", "n08", ActionStatus.DONE),
+        result(4_000.0, "resume_node", "n08", ActionStatus.DONE),
+        result(5_000.0, "drain_node", "n16", ActionStatus.REFUSED, actuator=SAFETY),
+        result(6_000.0, "drain_node", "n24", ActionStatus.FAILED),
+    ]
+    s = layer(fleet(), delay=600.0, max_nodes=1)
+    assert s.restore(journal, 10_000.0) == ["node/n00"]
+    assert s.quarantined() == ["node/n00"] and s.recovery_delay(0, 10_000.0) == 1200.0
+    # The budget counts it: another drain waits.
+    out = s.tick(10_010.0, [drain("n09", 10_010.0)])
+    assert out.actions == () and [r.target for r in by_status(out.records, ActionStatus.REFUSED)] == [
+        "node/n09"
+    ]
+    # Healthy for the doubled delay: resumed, and the queued drain takes its place.
+    assert kinds(s.tick(11_100.0, []).actions) == []
+    assert kinds(s.tick(11_200.0, []).actions) == [("resume_node", "node/n00"), ("drain_node", "node/n09")]
+
+
+def test_a_restored_node_the_engine_still_finds_bad_stays_out() -> None:
+    s = layer(fleet(), delay=600.0)
+    assert s.restore([result(1_000.0, "drain_node", "n00", ActionStatus.DONE)], 5_000.0) == ["node/n00"]
+    # Its GPU is judged quarantine-worthy again before the delay ends: the release is off.
+    s.tick(5_100.0, [drain("n00", 5_100.0, cause="gpu/n00/1")])
+    assert kinds(s.tick(9_000.0, []).actions) == [] and s.quarantined() == ["node/n00"]
+    # Once that GPU recovers, the delay runs from then.
+    s.tick(9_100.0, [undo("gpu/n00/1", 9_100.0)])
+    assert kinds(s.tick(9_650.0, []).actions) == []
+    assert kinds(s.tick(9_700.0, []).actions)[0] == ("resume_node", "node/n00")

@@ -120,12 +120,14 @@ class Daemon:
         self.latch = NoticeLatch()
         self._known_jobs = {j.job for j in topology.jobs}
         self._unplaced: set[str] = set()
+        self._restored = journal is None  # a previous run's quarantines are taken over at the first step
 
     @property
     def push(self) -> PushSource | None:
         return next((s for s in self.sources if isinstance(s, PushSource)), None)
 
     def step(self, now: float) -> StepReport:
+        restored = self._restore(now)
         batches: list[TelemetryBatch] = []
         notices: list[SourceNotice] = []
         for source in self.sources:
@@ -150,12 +152,32 @@ class Daemon:
         results, safety_notices = actuate(
             self.safety, self.dispatcher, now, result.decisions, result.transitions
         )
-        journal_notices = self.latch.update(now, notices) + safety_notices
+        journal_notices = restored + self.latch.update(now, notices) + safety_notices
         if self.journal is not None and (results or journal_notices):
             self.journal.append_actions(results, journal_notices)
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
         )
+
+    def _restore(self, now: float) -> list[NoticeRecord]:
+        """Nodes the journal shows quarantined by an earlier run are held again, so that they are
+        resumed once healthy rather than left out of service for good."""
+        if self._restored or self.journal is None:
+            return []
+        self._restored = True
+        held = self.safety.restore(self.journal.action_results(), now)
+        if not held:
+            return []
+        shown = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
+        log.warning("holding %d node(s) an earlier run quarantined: %s", len(held), shown)
+        return [
+            NoticeRecord(
+                now,
+                "safety",
+                "warning",
+                f"{len(held)} node(s) quarantined by an earlier run held again: {shown}",
+            )
+        ]
 
     def status(self) -> DaemonStatus:
         with self.lock:

@@ -18,6 +18,7 @@ budget refusals included. Time is passed in; nothing here reads the clock.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,41 @@ class SafetyLayer:
         starts = self._history.get(node, deque())
         repeats = sum(1 for t in starts if t > now - rc.repeat_window_s)
         return min(rc.max_delay_s, rc.healthy_for_s * rc.repeat_factor ** max(0, repeats - 1))
+
+    def restore(self, results: Sequence[ActionResultRecord], now: float) -> list[str]:
+        """Hold again the nodes a previous run left quarantined, from its journaled action results
+        (taken: done, already or advised; released: the release kind). Without this a restarted
+        daemon would never resume them: its engine starts with no state to recover from.
+
+        Each comes back with itself as its one cause, healthy from ``now``: it is released after
+        the recovery delay unless the engine, seeing it again, wants it out (a relapse)."""
+        taken = {ActionStatus.DONE.value, ActionStatus.ALREADY.value, ActionStatus.ADVISED.value}
+        quarantine_kinds = set(self.config.quarantine_kinds)
+        last: dict[int, ActionResultRecord] = {}
+        starts: dict[int, set[float]] = {}  # one per decision, however many actuators answered it
+        for r in sorted(results, key=lambda r: r.ts):
+            if r.actuator == SAFETY or r.status not in taken:
+                continue
+            if r.kind in quarantine_kinds or r.kind == self.config.release_kind:
+                for n in self.nodes_of(r.target).tolist():
+                    last[n] = r
+                    if r.kind in quarantine_kinds:
+                        starts.setdefault(n, set()).add(r.decided_at if math.isfinite(r.decided_at) else r.ts)
+        for n, times in starts.items():  # repeat offenders stay repeat offenders across a restart
+            self._history[n] = deque(sorted(times))
+        held: list[str] = []
+        for n, r in sorted(last.items(), key=lambda kv: kv[1].ts):
+            if r.kind == self.config.release_kind or n in self._held:
+                continue
+            node = f"node/{self.node_names[n]}"
+            why = f"quarantined by a previous run ({r.kind} at {r.ts:.0f})"
+            action = Action(r.kind, r.target, why, "quarantine", r.decided_at, r.epoch)
+            self.budgets.take(np.array([n], dtype=np.int64), r.ts)
+            q = _Quarantine(action, r.ts, {node: now})
+            q.release_at = now + self.recovery_delay(n, now)
+            self._held[n] = q
+            held.append(node)
+        return held
 
     def nodes_of(self, target: str) -> IntArray:
         """Local node indices an action on ``target`` takes out of service (containment for racks, CDUs)."""

@@ -204,11 +204,14 @@ class KubernetesActuator:
         except KubeError as exc:
             return result(ActionStatus.FAILED, str(exc))
 
-    def _quarantine(self, action: Action, name: str, result: _Result) -> ActionResult:
+    def _read(self, name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str], dict[str, str]]:
+        """The node's metadata and spec, and its annotations and labels (empty when it has none)."""
         node = self.api.get_node(name)
         meta, spec = node.get("metadata", {}), node.get("spec", {})
-        annotations = meta.get("annotations") or {}
-        labels = meta.get("labels") or {}
+        return meta, spec, meta.get("annotations") or {}, meta.get("labels") or {}
+
+    def _quarantine(self, action: Action, name: str, result: _Result) -> ActionResult:
+        meta, spec, annotations, labels = self._read(name)
         done: list[str] = []
         patch_meta: dict[str, Any] = {}
         patch_spec: dict[str, Any] = {}
@@ -267,10 +270,7 @@ class KubernetesActuator:
         return result(ActionStatus.DONE, f"node {name}: " + "; ".join(done))
 
     def _undo(self, action: Action, name: str, result: _Result) -> ActionResult:
-        node = self.api.get_node(name)
-        meta, spec = node.get("metadata", {}), node.get("spec", {})
-        annotations = meta.get("annotations") or {}
-        labels = meta.get("labels") or {}
+        meta, spec, annotations, labels = self._read(name)
         done: list[str] = []
         patch_meta: dict[str, Any] = {}
         patch_spec: dict[str, Any] = {}

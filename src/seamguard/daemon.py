@@ -121,6 +121,9 @@ class Daemon:
         self._known_jobs = {j.job for j in topology.jobs}
         self._unplaced: set[str] = set()
         self._restored = journal is None  # a previous run's quarantines are taken over at the first step
+        # Taken at the end of each step and replaced whole: the HTTP threads read it without
+        # touching the safety layer, the dispatcher or the latch while a step changes them.
+        self._status = self._snapshot()
 
     @property
     def push(self) -> PushSource | None:
@@ -155,6 +158,7 @@ class Daemon:
         journal_notices = restored + self.latch.update(now, notices) + safety_notices
         if self.journal is not None and (results or journal_notices):
             self.journal.append_actions(results, journal_notices)
+        self._status = self._snapshot()
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
         )
@@ -180,10 +184,12 @@ class Daemon:
         ]
 
     def status(self) -> DaemonStatus:
-        with self.lock:
-            now = self.controller.now
-            states = self.controller.classifier.state.copy()
-        counts = np.bincount(states, minlength=len(State))
+        """As of the last step (before the first: no tick yet)."""
+        return self._status
+
+    def _snapshot(self) -> DaemonStatus:
+        now = self.controller.now
+        counts = np.bincount(self.controller.classifier.state, minlength=len(State))
         return DaemonStatus(
             now=float(now),
             sources=tuple(s.name for s in self.sources),
@@ -217,7 +223,7 @@ class Daemon:
             )
         try:
             with self.lock:
-                self.controller.set_placement({job: [n for n in nodes] for job, nodes in known.items()})
+                self.controller.set_placement(known)
         except ValueError as exc:
             out.append(SourceNotice(slurm.name, "squeue", f"placement not applied: {exc}"))
         return out

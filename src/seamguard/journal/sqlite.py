@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -139,8 +140,7 @@ class SqliteJournal:
         outcomes, action_results and notices tables are created by the schema script, which runs
         first: an upgrade to 4 only moves the version.)"""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if int(version) <= 1:
                 db.execute("ALTER TABLE decisions ADD COLUMN cause TEXT NOT NULL DEFAULT ''")
@@ -149,10 +149,6 @@ class SqliteJournal:
                 db.execute("ALTER TABLE decisions ADD COLUMN predicted_benefit REAL")
             if int(version) < SCHEMA_VERSION:
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     # -- writing ---------------------------------------------------------------------------
     def append(
@@ -165,8 +161,7 @@ class SqliteJournal:
         if not (transitions or decisions or observations or outcomes):
             return
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             db.executemany(
                 "INSERT INTO transitions (ts, entity, from_state, to_state, gfs, prs, fae, reason, evidence,"
                 " epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -195,10 +190,6 @@ class SqliteJournal:
                 "INSERT INTO observations (ts, entity, state, gfs, prs, fae, evidence) VALUES (?,?,?,?,?,?,?)",
                 [(o.ts, o.entity, o.state, o.gfs, o.prs, o.fae, _dump(o.evidence)) for o in observations],
             )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def append_actions(
         self, results: Sequence[ActionResultRecord], notices: Sequence[NoticeRecord] = ()
@@ -207,8 +198,7 @@ class SqliteJournal:
         if not (results or notices):
             return
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write():
             db.executemany(
                 "INSERT INTO action_results (ts, kind, target, actuator, status, detail, epoch, decided_at,"
                 " attempt) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -219,10 +209,17 @@ class SqliteJournal:
                 "INSERT INTO notices (ts, source, level, message) VALUES (?,?,?,?)",
                 [(n.ts, n.source, n.level, n.message) for n in notices],
             )
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction, taken with the write lock at once: all of it or none of it."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
         except BaseException:
-            db.execute("ROLLBACK")
+            self._db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        self._db.execute("COMMIT")
 
     def set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))

@@ -51,19 +51,11 @@ class ReplaySource:
         catalog: SignalCatalog,
         *,
         tick_s: float,
-        chunk_rows: int = 1_000_000,
-        max_malformed_fraction: float = 0.5,
         name: str = SOURCE_NAME,
     ) -> ReplaySource:
-        """Open recorded files (CSV, CSV.gz, Parquet, directories); bad paths raise ``InputError`` here."""
-        replay = read_telemetry(
-            paths,
-            topology,
-            catalog,
-            tick_s=tick_s,
-            chunk_rows=chunk_rows,
-            max_malformed_fraction=max_malformed_fraction,
-        )
+        """Open recorded files (CSV, CSV.gz, Parquet, directories) with ``read_telemetry``'s
+        defaults; bad paths raise ``InputError`` here. Other options: build the replay, pass it in."""
+        replay = read_telemetry(paths, topology, catalog, tick_s=tick_s)
         where = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
         return cls(replay, name=name, where=where)
 

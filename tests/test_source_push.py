@@ -256,3 +256,16 @@ def test_real_uvicorn_chunked_body_is_cut_at_the_limit(topology: Topology) -> No
     finally:
         server.stop()
     assert len(src.collect(0.0).batch) == 4
+
+
+def test_two_rows_on_one_ndjson_line_are_refused_naming_the_line(topology: Topology) -> None:
+    """Joined into one array for speed, "{...}, {...}" on a line would read as two rows; it is
+    refused with its line number instead (and a bad row among them never becomes a 500)."""
+    client = TestClient(app_for(PushSource(topology)))
+    lines = [json.dumps(x) for x in rows_of(COLUMNS)]
+    lines[1] = lines[1] + ", " + lines[2]
+    r = client.post("/v1/push", content="\n".join(lines), headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("line 2 is not valid JSON"), r.text
+    lines[1] = lines[1].replace('"value": ', '"value": "x", "v": ', 1)
+    r = client.post("/v1/push", content="\n".join(lines), headers={"content-type": "application/x-ndjson"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("line 2"), r.text

@@ -37,6 +37,7 @@ from pydantic_core import from_json
 from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.replay import MAX_UNKNOWN_KEYS
 from seamguard.telemetry.sources.base import Collected, SourceNotice
 from seamguard.telemetry.sources.sections import DEFAULT_CAPACITY_ROWS, DEFAULT_MAX_BODY_BYTES
 
@@ -79,6 +80,7 @@ class PushRows(BaseModel):
 
 
 _NDJSON = TypeAdapter(list[PushRow])
+_ROW = TypeAdapter(PushRow)
 
 
 class PushResult(BaseModel):
@@ -164,6 +166,7 @@ class PushSource:
         self._entities = topology.index
         self._signals = {s.name: s.index for s in cat.signals}
         self._queue = _Queue(capacity_rows)
+        self._path = "/v1/push"  # where router() serves it, for notices
 
     @property
     def capacity_rows(self) -> int:
@@ -183,7 +186,9 @@ class PushSource:
             parts, unknown, refused = q.parts, q.unknown, q.refused
             q.parts, q.rows, q.unknown, q.refused = [], 0, {}, {}
         notices = tuple(
-            SourceNotice(self.name, "POST /v1/push", f"{n} payload(s) refused since the last tick: {reason}")
+            SourceNotice(
+                self.name, f"POST {self._path}", f"{n} payload(s) refused since the last tick: {reason}"
+            )
             for reason, n in sorted(refused.items())
         )
         return Collected(TelemetryBatch.concat(parts), notices, unknown)
@@ -222,7 +227,8 @@ class PushSource:
                 q.parts.append(batch)
                 q.rows += len(batch)
             for name, k in (*unknown_e.items(), *unknown_s.items()):
-                q.unknown[name] = q.unknown.get(name, 0) + k
+                if name in q.unknown or len(q.unknown) < MAX_UNKNOWN_KEYS:  # bounded while no tick drains it
+                    q.unknown[name] = q.unknown.get(name, 0) + k
         return result
 
     def _count_refused(self, reason: str) -> None:
@@ -247,12 +253,17 @@ class PushSource:
         if content_type.split(";")[0].strip().lower() in NDJSON_TYPES:
             lines = body.split(b"\n")
             numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
+            # One validation of the lines joined as an array; a line holding anything but one
+            # row ("{...}, {...}" joins into two) makes the counts differ, and then each line is
+            # checked on its own to name the first bad one.
             try:
-                rows = _NDJSON.validate_json(b"[" + b",".join(ln for _, ln in numbered) + b"]")
-            except ValidationError as exc:
-                if any(e["type"] == "json_invalid" for e in exc.errors()):
-                    raise self._bad_ndjson_line(numbered) from None
-                raise _invalid(exc, [i for i, _ in numbered]) from None
+                rows: list[PushRow] | None = _NDJSON.validate_json(
+                    b"[" + b",".join(ln for _, ln in numbered) + b"]"
+                )
+            except ValidationError:
+                rows = None
+            if rows is None or len(rows) != len(numbered):
+                raise self._bad_ndjson_line(numbered)
             return self._from_rows(rows)
         try:
             data = from_json(body, allow_inf_nan=False)
@@ -277,7 +288,7 @@ class PushSource:
                 worst, f"columns differ in length ({shown}): {worst} has {lengths[worst]}, entity has {n}"
             )
         ts = np.asarray(cols.timestamp, dtype=np.float64)
-        value = np.array([np.nan if v is None else v for v in cols.value], dtype=np.float64)
+        value = np.array(cols.value, dtype=np.float64)  # None (a missing value) becomes NaN
         return cols.entity, cols.signal, ts, value
 
     @staticmethod
@@ -295,9 +306,17 @@ class PushSource:
     def _bad_ndjson_line(numbered: list[tuple[int, bytes]]) -> PayloadError:
         for line_no, line in numbered:
             try:
-                from_json(line)
-            except ValueError as exc:
-                return PayloadError(400, f"line {line_no} is not valid JSON: {exc}")
+                _ROW.validate_json(line)
+            except ValidationError as exc:
+                if any(e["type"] == "json_invalid" for e in exc.errors()):
+                    return PayloadError(
+                        400, f"line {line_no} is not valid JSON (one row per line): {exc.errors()[0]['msg']}"
+                    )
+                return PayloadError(422, [
+                    {"loc": [line_no - 1, *e["loc"]], "field": f"line {line_no}: " + ".".join(str(x) for x in e["loc"]),
+                     "msg": e["msg"]}
+                    for e in exc.errors()[:MAX_ERRORS]
+                ])  # fmt: skip
         return PayloadError(400, "body is not valid NDJSON")
 
     async def _read_body(self, request: Request) -> bytes:
@@ -333,6 +352,7 @@ class PushSource:
         return out
 
     def router(self, path: str = "/v1/push") -> APIRouter:
+        self._path = path
         """``POST path``: 202 with a ``PushResult``; 400/413/415/422/503 with a ``detail`` saying why."""
         router = APIRouter()
 

@@ -363,6 +363,32 @@ def test_device_down_is_a_notice_and_the_others_still_arrive(
             assert not any(k[0] in ("cdu/cdu1", "rack/r002", "rack/r003") for k in read)
 
 
+def test_a_client_library_surprise_costs_only_its_device_and_a_closed_source_says_so(
+    topo: Topology, twin_server: TwinModbusServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the client raises beyond its documented errors is a notice for that device; the
+    other device's samples still arrive. After close, collect answers instead of raising."""
+    from pymodbus.client import ModbusTcpClient
+
+    cfg = retarget(twin_register_map(topo), HOST, twin_server.port)
+    twin_server.set_values({("cdu/cdu0", "cdu.flow_lpm"): 420.0})
+    real = ModbusTcpClient.read_holding_registers
+
+    def flaky(self: ModbusTcpClient, address: int, **kw: Any) -> Any:
+        if kw.get("device_id") == cfg.devices[1].unit:
+            raise ValueError("unexpected frame layout")
+        return real(self, address, **kw)
+
+    monkeypatch.setattr(ModbusTcpClient, "read_holding_registers", flaky)
+    src = ModbusSource(cfg, topo)
+    got = src.collect(1.0)
+    assert [n.message for n in got.notices] == ["poll failed: ValueError: unexpected frame layout"]
+    assert values_of(got, topo)[("cdu/cdu0", "cdu.flow_lpm")] == 420.0
+    src.close()
+    after = src.collect(2.0)
+    assert len(after.batch) == 0 and [n.message for n in after.notices] == ["source closed"]
+
+
 def test_silent_device_times_out_within_its_timeout(topo: Topology, twin_server: TwinModbusServer) -> None:
     # A listening socket that never answers: the kernel completes the handshake, nothing replies.
     silent = socket.socket()

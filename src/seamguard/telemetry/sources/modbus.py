@@ -106,6 +106,7 @@ class ModbusSource:
             counts = np.array([b.count for b in blocks], dtype=np.int64)
             offsets = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
             self._devices.append(_Device(dev, blocks, pa, entity, signal, offsets))
+        self._closed = False
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, min(config.max_workers, len(self._devices))), thread_name_prefix="modbus-poll"
         )
@@ -116,7 +117,9 @@ class ModbusSource:
         return {d.config.name: d.blocks for d in self._devices}
 
     def collect(self, now: float) -> Collected:
-        polls = list(self._pool.map(_poll, self._devices))
+        if self._closed:
+            return Collected(TelemetryBatch.empty(), (SourceNotice(self.name, "collect", "source closed"),))
+        polls = list(self._pool.map(_poll_guarded, self._devices))
         batches: list[TelemetryBatch] = []
         notices: list[SourceNotice] = []
         unknown: dict[str, int] = {}
@@ -149,11 +152,10 @@ class ModbusSource:
         return Collected(TelemetryBatch.concat(batches), tuple(notices), unknown)
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=True)
         for dev in self._devices:
-            if dev.client is not None:
-                dev.client.close()  # type: ignore[no-untyped-call]
-                dev.client = None
+            _drop(dev)
 
     def __enter__(self) -> ModbusSource:
         return self
@@ -168,6 +170,20 @@ def _drop(dev: _Device) -> None:
     if dev.client is not None:
         dev.client.close()  # type: ignore[no-untyped-call]
         dev.client = None
+
+
+def _poll_guarded(dev: _Device) -> _Poll:
+    """``_poll``, with whatever else a client library may raise turned into a notice for this
+    device alone: one device's surprise must not cost the others their samples."""
+    try:
+        return _poll(dev)
+    except Exception as exc:
+        _drop(dev)
+        failed = _Poll(np.zeros(0, np.uint16), np.zeros(len(dev.blocks), bool))
+        failed.notices.append(
+            SourceNotice(SOURCE_NAME, dev.where, f"poll failed: {type(exc).__name__}: {exc}")
+        )
+        return failed
 
 
 def _poll(dev: _Device) -> _Poll:

@@ -123,6 +123,24 @@ def test_wrong_types_are_skipped_with_a_reason_and_the_rest_arrives(topology: To
     assert any("1 series skipped: label gpu='abc'" in n for n in notes)
 
 
+def test_trailing_spaces_and_non_ascii_digits_are_read_or_refused_on_every_scrape(topology: Topology) -> None:
+    """A line ending in a space parses on later scrapes too (the cached path once took the empty
+    field after it for a timestamp); a GPU label of a superscript digit is a rejected series, not
+    an exception out of the source."""
+    t = DcgmTarget(topology, DcgmSourceConfig())
+    for scrape_no, temp in enumerate((61, 62, 63)):
+        text = (
+            line("DCGM_FI_DEV_GPU_TEMP", "n00", 0, temp)
+            + " \n"
+            + line("DCGM_FI_DEV_GPU_TEMP", "n00", "\u00b2", 5)
+        )
+        parsed = parse(text + "\n", t.cache, where="test")
+        assert parsed.malformed == 0, (scrape_no, parsed.issues)
+        batch, tally = t.convert(parsed.slot, parsed.value, parsed.timestamp, 1.0 + scrape_no)
+        assert values(batch, topology, "gpu.temp_c") == {"gpu/n00/0": float(temp)}
+        assert any("is not a GPU index" in why for why in tally.rejected)
+
+
 def test_sentinels_and_nan_are_missing_and_counted(topology: Topology) -> None:
     t = DcgmTarget(topology, DcgmSourceConfig())
     batch, tally = scrape(t, [

@@ -294,7 +294,7 @@ class SlotTable:
         code = 0
         if fm.role is Role.XID_COUNTER:
             raw = lab.get("xid", "")
-            if not raw.isdigit():
+            if not (raw.isascii() and raw.isdecimal()):
                 return self._reject(fm, f"label xid={raw!r} is not an XID code", name, labels)
             code = int(raw)
         uuid = lab.get("uuid", "")
@@ -304,7 +304,7 @@ class SlotTable:
             if not host:
                 return self._reject(fm, "no Hostname label and no node set for the endpoint", name, labels)
             gpu = lab.get("gpu", "")
-            if not gpu.isdigit():
+            if not (gpu.isascii() and gpu.isdecimal()):
                 return self._reject(fm, f"label gpu={gpu!r} is not a GPU index", name, labels)
             eid = f"gpu/{self.config.hostname.node_name(host)}/{int(gpu)}"
         gidx = self.topology.lookup(eid)

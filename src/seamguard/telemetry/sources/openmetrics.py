@@ -205,7 +205,7 @@ def _slow_line(
         return None
     head, _, last = part
     key2, sp, mid = head.rpartition(" ")
-    if sp and (slot := cache.lookup(key2)) is not None:  # a known series with a timestamp
+    if sp and last and (slot := cache.lookup(key2)) is not None:  # a known series with a timestamp
         return slot, mid, _timestamp(last, ts_unit)
     key, name, labels, value, ts = _sample(line, cache)
     when = _timestamp(ts, ts_unit) if ts else math.nan  # checked before a garbage key is resolved

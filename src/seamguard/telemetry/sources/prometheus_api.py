@@ -61,19 +61,26 @@ class PrometheusApiSource:
             label = "dcgm query" if q is None else f"query {q.query!r}"
             try:
                 result = _vector(got[url])
+                if q is None:
+                    batch, tally = self._dcgm(result, now)
+                    found = tally.notices(self.name, label)
+                else:
+                    batch, problems = self._query(q, result, now)
+                    found = [
+                        SourceNotice(self.name, label, f"{n} series skipped: {why}")
+                        for why, n in problems.items()
+                    ]
             except ValueError as exc:
                 notices.append(SourceNotice(self.name, label, str(exc)))
                 continue
-            if q is None:
-                batch, tally = self._dcgm(result, now)
-                unknown.update(tally.unknown)
-                notices.extend(tally.notices(self.name, label))
-            else:
-                batch, problems = self._query(q, result, now)
-                notices.extend(
-                    SourceNotice(self.name, label, f"{n} series skipped: {why}")
-                    for why, n in problems.items()
+            except (TypeError, AttributeError, KeyError) as exc:  # an answer of the wrong shape deeper down
+                notices.append(
+                    SourceNotice(self.name, label, f"answer not usable: {type(exc).__name__}: {exc}")
                 )
+                continue
+            if q is None:
+                unknown.update(tally.unknown)
+            notices.extend(found)
             batches.append(batch)
         return Collected(TelemetryBatch.concat(batches), tuple(notices), dict(unknown))
 

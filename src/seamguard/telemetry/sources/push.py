@@ -322,7 +322,7 @@ class PushSource:
     async def _read_body(self, request: Request) -> bytes:
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and declared.isascii() and declared.isdecimal() and int(declared) > limit:
             raise PayloadError(
                 413, f"payload of {int(declared):,} bytes exceeds the limit of {limit:,} bytes"
             )

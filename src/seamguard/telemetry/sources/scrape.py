@@ -64,7 +64,7 @@ async def _fetch_one(client: httpx.AsyncClient, url: str, timeout_s: float, max_
                 text = said[:ERROR_SNIPPET].decode("utf-8", errors="replace").strip()
                 return failed(f"HTTP {resp.status_code} {resp.reason_phrase}" + (f": {text}" if text else ""))
             declared = resp.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
+            if declared.isascii() and declared.isdecimal() and int(declared) > max_bytes:
                 return failed(f"body of {int(declared)} bytes refused: over the max_bytes cap of {max_bytes}")
             chunks: list[bytes] = []
             size = 0
@@ -78,7 +78,7 @@ async def _fetch_one(client: httpx.AsyncClient, url: str, timeout_s: float, max_
             return Fetched(url, body, ctype, seconds=time.perf_counter() - t0, size=size)
     except TimeoutError:
         return failed(f"no complete answer within {timeout_s:g} s (timeout_s)")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
         return failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
 
 

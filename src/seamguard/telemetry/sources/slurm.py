@@ -382,7 +382,7 @@ def parse_jobs(
         except ValueError as exc:
             bad.append(f"job {job_id}: {exc}")
             continue
-        if nodes and count.isdigit() and int(count) != len(nodes):
+        if nodes and count.isascii() and count.isdecimal() and int(count) != len(nodes):
             bad.append(f"job {job_id}: node list {nodelist!r} has {len(nodes)} nodes, squeue says {count}")
             continue
         jobs.append(

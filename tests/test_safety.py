@@ -338,3 +338,41 @@ def test_a_restored_node_the_engine_still_finds_bad_stays_out() -> None:
     s.tick(9_100.0, [undo("gpu/n00/1", 9_100.0)])
     assert kinds(s.tick(9_650.0, []).actions) == []
     assert kinds(s.tick(9_700.0, []).actions)[0] == ("resume_node", "node/n00")
+
+
+def test_a_skipped_answer_keeps_the_ledger_and_a_release_cancels_pending_drain_retries() -> None:
+    """Slurm drains n00 while HAProxy, fronting nothing there, skips it: n00 stays quarantined.
+    A drain still waiting for a retry is cancelled when its node is released."""
+    from seamguard.actuators.base import Action, ActionResult
+    from seamguard.actuators.dispatch import Route
+    from seamguard.actuators.guard import GuardConfig
+    from seamguard.actuators.sections import Mode
+
+    class Flaky:
+        name, kinds = "flaky", frozenset({"drain_node", "resume_node"})
+
+        def apply(self, action: Action, now: float) -> ActionResult:
+            if action.kind == "drain_node":
+                return ActionResult(action, self.name, ActionStatus.FAILED, "busy", now)
+            return ActionResult(action, self.name, ActionStatus.DONE, "ok", now)
+
+    class Elsewhere:
+        name, kinds = "elsewhere", frozenset({"drain_node"})
+
+        def apply(self, action: Action, now: float) -> ActionResult:
+            return ActionResult(action, self.name, ActionStatus.SKIPPED, "not mine", now)
+
+    s = layer(fleet(), delay=100.0)
+    guard = GuardConfig(max_attempts=5, backoff_base_s=10.0, jitter=0.0, failures_to_open=99)
+    d = Dispatcher([Route(Flaky(), Mode.ENFORCE, guard), Route(Elsewhere(), Mode.ENFORCE, guard)])
+    results, _ = actuate(s, d, 100.0, [drain("n00", 100.0, cause="gpu/n00/1")])
+    assert {(r.actuator, r.status) for r in results} == {("flaky", "failed"), ("elsewhere", "skipped")}
+    assert s.quarantined() == ["node/n00"]  # a skip is not a refusal: the ledger keeps it
+    results, _ = actuate(s, d, 150.0, [undo("gpu/n00/1", 150.0)])
+    assert [r.status for r in results if r.kind == "drain_node"] == ["failed"]  # a retry went out
+    results, _ = actuate(s, d, 300.0, [])
+    assert [(r.kind, r.status) for r in results if r.actuator == "flaky"] == [
+        ("drain_node", "cancelled"),
+        ("resume_node", "done"),
+    ]
+    assert d.guards["flaky"].pending() == []

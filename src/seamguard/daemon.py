@@ -310,6 +310,7 @@ def run_daemon(
             signal.signal(s, handler)
         if server is not None:
             server.stop()
+        daemon.dispatcher.close()
         _close(daemon.sources, journal)
     console.print(f"stopped after {done} tick(s); journal {journal_path}")
     return 0

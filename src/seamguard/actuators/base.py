@@ -21,6 +21,7 @@ class ActionStatus(StrEnum):
     REFUSED = "refused"  # forbidden by the cluster's own state (drained by someone else, reserved)
     FAILED = "failed"  # did not succeed; retrying may help
     ADVISED = "advised"  # advise mode: journaled, not carried out
+    SKIPPED = "skipped"  # not this actuator's target (a node HAProxy does not front): nothing to do
     # Outcomes the safety layer and the guard journal (an actuator never returns these):
     GIVEN_UP = "given_up"  # failed past its retry budget: an operator must look
     HELD = "held"  # an undo waiting out its recovery delay

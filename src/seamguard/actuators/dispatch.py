@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from seamguard.actuators.base import Action, Actuator
+from seamguard.actuators.base import Action, ActionResult, ActionStatus, Actuator
 from seamguard.actuators.guard import Guard, GuardConfig, record_of
 from seamguard.actuators.haproxy import HaproxyActuator
 from seamguard.actuators.kubernetes import KubernetesActuator
@@ -96,6 +96,23 @@ class Dispatcher:
             out.extend(guard.due(now))
         return out
 
+    def cancel(self, kinds: set[str], targets: set[str], now: float, why: str) -> list[ActionResultRecord]:
+        """Drop pending retries of these kinds on these targets (a drain whose node is being
+        released must not fire after the resume), each journaled ``cancelled``."""
+        out: list[ActionResultRecord] = []
+        for guard in self.guards.values():
+            for action, _, _ in guard.pending():
+                if action.kind in kinds and action.target in targets and guard.cancel(action.key):
+                    out.append(record_of(ActionResult(action, guard.name, ActionStatus.CANCELLED, why, now)))
+        return out
+
+    def close(self) -> None:
+        """Release what the actuators hold (the webhook's HTTP client)."""
+        for route in self.routes:
+            close = getattr(route.actuator, "close", None)
+            if callable(close):
+                close()
+
     def breakers(self, now: float) -> Mapping[str, str]:
         return {name: g.breaker(now).value for name, g in self.guards.items()}
 
@@ -120,7 +137,13 @@ def actuate(
     answer) is returned and, with ``journal``, written in one transaction."""
     tick = safety.tick(now, decisions, transitions)
     results = list(tick.records)
-    results += dispatcher.due(now)
+    released = {a.target for a in tick.actions if a.kind == safety.config.release_kind}
+    if released:
+        results += dispatcher.cancel(
+            set(safety.config.quarantine_kinds), released, now, "the node is released"
+        )
+    if not tick.braked:  # a storm brake stops retries too; they wait, and go once it lifts
+        results += dispatcher.due(now)
     results += dispatcher.dispatch(tick.actions, now, advise=tick.braked, why=tick.brake_reason)
     safety.settle(results)
     if journal is not None:

@@ -25,7 +25,15 @@ from seamguard.strict_model import StrictModel
 
 log = logging.getLogger("seamguard.actuators.guard")
 
-_SETTLED = frozenset({ActionStatus.DONE, ActionStatus.ALREADY, ActionStatus.REFUSED, ActionStatus.ADVISED})
+_SETTLED = frozenset(
+    {
+        ActionStatus.DONE,
+        ActionStatus.ALREADY,
+        ActionStatus.REFUSED,
+        ActionStatus.ADVISED,
+        ActionStatus.SKIPPED,
+    }
+)
 
 
 class GuardConfig(StrictModel):

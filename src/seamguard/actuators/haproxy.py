@@ -134,7 +134,7 @@ class HaproxyActuator:
 
         where = self._server_of(action.target)
         if where is None or "/" not in where:
-            return result(ActionStatus.REFUSED, f"no HAProxy server mapped for {action.target}")
+            return result(ActionStatus.SKIPPED, f"no HAProxy server mapped for {action.target}")
         backend, server = where.split("/", 1)
         try:
             before = self.server_state(backend, server)

@@ -193,7 +193,7 @@ class KubernetesActuator:
         name = self.node_name(action.target)
         if name is None:
             return result(
-                ActionStatus.REFUSED, f"{action.target} is not a node the Kubernetes actuator can act on"
+                ActionStatus.SKIPPED, f"{action.target} is not a node the Kubernetes actuator can act on"
             )
         if action.kind not in KINDS:
             return result(ActionStatus.REFUSED, f"kind {action.kind} is not a Kubernetes action")

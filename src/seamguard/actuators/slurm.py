@@ -98,9 +98,9 @@ class SlurmActuator:
             raise ValueError(
                 f"slurm actuator does not carry out {action.kind!r}; kinds: {sorted(self.kinds)}"
             )
-        if action.kind in ADMISSION and not action.target.startswith(("node/", "gpu/")):
-            why = f"Slurm features are per node; {action.target} is not a node or a GPU"
-            return self._result(action, now, ActionStatus.REFUSED, why)
+        if not action.target.startswith(("node/", "gpu/")):  # a rack's or a pool's: not a Slurm node
+            why = f"Slurm acts on nodes; {action.target} is not a node or a GPU"
+            return self._result(action, now, ActionStatus.SKIPPED, why)
         node_name = node_of(action.target)
         feature = f"{self.config.feature_prefix}{DEGRADED_FEATURE}"
         asked = (

@@ -145,3 +145,18 @@ def test_actuators_config_is_advise_by_default_and_strict() -> None:
     assert routes["kubernetes"].guard.max_attempts == 2
     with pytest.raises(ValidationError, match="weigth"):
         ActuatorsConfig.model_validate({"haproxy": {"socket": "s", "servers": {}, "weigth": 3}})
+
+
+def test_the_guard_deadline_covers_every_call_one_action_makes() -> None:
+    """A Slurm action makes up to four scontrol calls at its own timeout: the guard waits for all
+    of them, unless it was told to wait longer still."""
+    from seamguard.actuators.dispatch import build_routes
+    from seamguard.actuators.sections import ActuatorsConfig
+
+    cfg = ActuatorsConfig.model_validate(
+        {"slurm": {"timeout_s": 10, "mode": "enforce"},
+         "haproxy": {"socket": "s", "servers": {}, "timeout_s": 2, "guard": {"timeout_s": 30}}}
+    )  # fmt: skip
+    routes = {r.actuator.name: r for r in build_routes(cfg)}
+    assert routes["slurm"].guard.timeout_s == 40.0
+    assert routes["haproxy"].guard.timeout_s == 30.0

@@ -22,7 +22,6 @@ from seamguard.actuators.slurm import SlurmActuator
 from seamguard.actuators.webhook import WebhookActuator
 from seamguard.control.safety import SafetyLayer
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
-from seamguard.telemetry.sources.slurm import SlurmConfig
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,19 @@ class Route:
     actuator: Actuator
     mode: Mode = Mode.ADVISE
     guard: GuardConfig = field(default_factory=GuardConfig)
+
+
+# Calls one action may make, at the backend's own per-call timeout: a Slurm action reads the node,
+# the reservations, updates, and reads the node back; an HAProxy one reads, sets weight and
+# state, and reads back. The guard's deadline must cover them, or a slow but healthy call is
+# abandoned to a thread that may still act after its retry.
+SLURM_CALLS_PER_ACTION = 4
+HAPROXY_CALLS_PER_ACTION = 4
+
+
+def _covering(guard: GuardConfig, calls: int, per_call_s: float) -> GuardConfig:
+    need = calls * per_call_s
+    return guard if guard.timeout_s >= need else guard.model_copy(update={"timeout_s": need})
 
 
 def build_routes(config: ActuatorsConfig) -> list[Route]:
@@ -40,13 +52,18 @@ def build_routes(config: ActuatorsConfig) -> list[Route]:
             Route(WebhookActuator.from_config(config.webhook), config.webhook.mode, config.webhook.guard)
         )
     if config.haproxy is not None:
-        routes.append(Route(HaproxyActuator(config.haproxy), config.haproxy.mode, config.haproxy.guard))
+        h = config.haproxy
+        routes.append(
+            Route(HaproxyActuator(h), h.mode, _covering(h.guard, HAPROXY_CALLS_PER_ACTION, h.timeout_s))
+        )
     if config.kubernetes is not None:
         k = config.kubernetes
         routes.append(Route(KubernetesActuator(k), k.mode, k.guard))
     if config.slurm is not None:
-        slurm = SlurmConfig.model_validate(config.slurm.model_dump(exclude={"mode", "guard"}))
-        routes.append(Route(SlurmActuator(slurm), config.slurm.mode, config.slurm.guard))
+        sl = config.slurm
+        routes.append(
+            Route(SlurmActuator(sl), sl.mode, _covering(sl.guard, SLURM_CALLS_PER_ACTION, sl.timeout_s))
+        )
     return routes
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,32 @@ def test_a_refused_recording_is_a_notice_not_an_exception(topology: Topology, tm
         assert "recording refused" in n.message and "malformed" in n.message
         assert src.exhausted
         assert src.collect(math.inf).notices == ()
+
+
+def test_a_replay_that_fails_mid_read_is_a_notice_not_an_exception(
+    recording: Path, topology: Topology
+) -> None:
+    """A spilled run that cannot be read back (disk gone, file removed) stops the recording with a
+    notice; what was read before still arrived."""
+    want = direct([recording], topology)
+
+    real = read_telemetry([recording], topology, CAT, tick_s=TICK)
+
+    class Failing:
+        report = real.report
+
+        def __iter__(self) -> Iterator[tuple[float, TelemetryBatch]]:
+            yield want[0]
+            raise OSError("spill file vanished")
+
+        def close(self) -> None:
+            real.close()
+
+    src = ReplaySource(Failing(), where="recording.csv")  # type: ignore[arg-type]
+    first = src.collect(want[0][0])
+    assert same(first.batch, want[0][1])
+    after = src.collect(math.inf)
+    assert len(after.batch) == 0 and [n.message for n in after.notices] == [
+        "recording stopped: spill file vanished"
+    ]
+    assert src.exhausted

@@ -40,7 +40,8 @@ class Action:
 
     @property
     def key(self) -> str:
-        """Idempotency key: the same action on the same target in the same epoch is one action."""
+        """Idempotency key: one decision (kind, target, epoch and the time it was taken) is one
+        action, however often it is submitted."""
         return f"{self.kind}:{self.target}:{self.epoch}:{self.decided_at:.3f}"
 
     def param(self, name: str, default: str = "") -> str:

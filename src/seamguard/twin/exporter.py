@@ -192,7 +192,8 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/metrics"
+        host = str(self._httpd.server_address[0])
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}/metrics"
 
     def publish(self, text: str | bytes, *, delay_s: float = 0.0) -> None:
         with self._lock:

@@ -83,6 +83,9 @@ class ReplaySource:
         except InputError as exc:
             self._done = True
             self._notices.append(SourceNotice(self.name, exc.where, f"recording refused: {exc.problem}"))
+        except (OSError, ValueError) as exc:  # a spilled run unreadable, the replay closed under us
+            self._done = True
+            self._notices.append(SourceNotice(self.name, self._where, f"recording stopped: {exc}"))
 
     def collect(self, now: float) -> Collected:
         parts: list[TelemetryBatch] = []

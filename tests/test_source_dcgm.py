@@ -172,6 +172,24 @@ def test_nvlink_kinds_sum_and_counters_reset_in_the_store(topology: Topology) ->
     assert store.rate("gpu.ecc_sbe_total")[g] == pytest.approx(2 / 10)  # reset-aware, never negative
 
 
+def test_an_nvlink_sum_missing_a_field_is_held_back_not_read_as_a_reset(topology: Topology) -> None:
+    """One NVLink field blank for a scrape: the GPU's sum is not sent (it would fall, a fake reset,
+    and the next whole sum would look like a burst of errors); the next whole scrape is sent."""
+    t = DcgmTarget(topology, DcgmSourceConfig())
+    store = TelemetryStore(topology, CAT)
+    sent = []
+    for now, data in ((10.0, 4), (20.0, 9223372036854775794), (30.0, 4)):  # blank sentinel at 20 s
+        batch, _ = scrape(t, [
+            line("DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL", "n01", 0, 3),
+            line("DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL", "n01", 0, data),
+        ], now)  # fmt: skip
+        sent.append(values(batch, topology, "gpu.nvlink_errors_total").get("gpu/n01/0"))
+        store.ingest(now, batch)
+    assert sent == [7.0, None, 7.0]
+    g = topology.local[topology.lookup("gpu/n01/0")]
+    assert store.rate("gpu.nvlink_errors_total")[g] == 0.0  # no errors happened, none are reported
+
+
 def test_throttle_both_names_or_in_the_store(topology: Topology) -> None:
     t = DcgmTarget(topology, DcgmSourceConfig())
     batch, _ = scrape(t, [

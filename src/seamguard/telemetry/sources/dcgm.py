@@ -246,6 +246,9 @@ class SlotTable:
         ) = None
         self._has_counter: set[int] = set()  # entities with an XID counter series
         self._prev = np.zeros(0)  # per slot: the XID series' last value
+        self._sum_fields: dict[
+            int, IntArray
+        ] = {}  # summed signal -> per entity, the most fields seen at once
 
     @property
     def n_slots(self) -> int:
@@ -381,20 +384,30 @@ class SlotTable:
     ) -> TelemetryBatch:
         return TelemetryBatch(ent[pick], sig[pick], ts[pick], val[pick])
 
-    @staticmethod
     def _summed(
-        pick: npt.NDArray[np.bool_], ent: IntArray, sig: IntArray, ts: FloatArray, val: FloatArray
+        self, pick: npt.NDArray[np.bool_], ent: IntArray, sig: IntArray, ts: FloatArray, val: FloatArray
     ) -> TelemetryBatch:
-        """Fields that add up to one counter (NVLink error kinds): one sum per GPU and signal."""
+        """Fields that add up to one counter (NVLink error kinds): one sum per GPU and signal, and
+        only when as many of its fields arrived as ever did for that GPU. A partial sum (one field
+        blank this scrape) would fall, which the store reads as a counter reset and the next full
+        sum as a burst of errors; skipped, the series just waits for the next whole scrape."""
         if not pick.any():
             return TelemetryBatch.empty()
         e, s, t, v = ent[pick], sig[pick], ts[pick], val[pick]
         n_sig = int(s.max()) + 1
         keys, inv = np.unique(e * n_sig + s, return_inverse=True)
         total = np.bincount(inv, weights=v, minlength=keys.size).astype(np.float64)
+        got = np.bincount(inv, minlength=keys.size)
+        k_ent, k_sig = keys // n_sig, keys % n_sig
+        whole = np.ones(keys.size, dtype=bool)
+        for signal in np.unique(k_sig).tolist():
+            want = self._sum_fields.setdefault(signal, np.zeros(self.topology.n_entities, dtype=np.int64))
+            on = k_sig == signal
+            want[k_ent[on]] = np.maximum(want[k_ent[on]], got[on])
+            whole[on] = got[on] >= want[k_ent[on]]
         newest = np.full(keys.size, -np.inf)
         np.maximum.at(newest, inv, t)
-        return TelemetryBatch(keys // n_sig, keys % n_sig, newest, total)
+        return TelemetryBatch(k_ent[whole], k_sig[whole], newest[whole], total[whole])
 
     def _xids(self, role: IntArray, slot: IntArray, ent: IntArray, sig: IntArray, ts: FloatArray,
               value: FloatArray, code_t: IntArray, elig_t: npt.NDArray[np.bool_]) -> TelemetryBatch:  # fmt: skip

@@ -37,6 +37,12 @@ def test_query_config_checks() -> None:
         PromQuery(query="up", signal="gpu.xid", entity="gpu/{a}/{b}")
     with pytest.raises(ValidationError, match="nothing to query"):
         PrometheusApiConfig(url="http://127.0.0.1:1", dcgm=False)
+    with pytest.raises(ValidationError, match="query listed twice: 'up'"):
+        PrometheusApiConfig(
+            url="http://127.0.0.1:1",
+            queries=[PromQuery(query="up", signal="gpu.temp_c", entity="gpu/{a}/{b}"),
+                     PromQuery(query="up", signal="gpu.power_w", entity="gpu/{a}/{b}")],
+        )  # fmt: skip
     assert all(name in dcgm_query() for name in dcgm_mapping().fields)
 
 

@@ -65,4 +65,8 @@ class PrometheusApiConfig(StrictModel):
     def _something(self) -> Self:
         if not self.dcgm and not self.queries:
             raise ValueError("nothing to query: set dcgm: true or list queries")
+        texts = [q.query for q in self.queries]
+        twice = sorted({t for t in texts if texts.count(t) > 1})
+        if twice:  # one request per query text: the second would silently replace the first
+            raise ValueError(f"query listed twice: {twice[0]!r}; give each signal its own query")
         return self

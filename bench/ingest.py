@@ -30,7 +30,8 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology, build_topology
 from seamguard.synth.cluster import ClusterSpec, generate_cluster
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, SlotTable
+from seamguard.telemetry.sources.dcgm import DcgmTarget, SlotTable
+from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.openmetrics import parse
 from seamguard.telemetry.sources.push import PushSource
 from seamguard.twin.exporter import DcgmRenderer

@@ -10,14 +10,9 @@ from seamguard.errors import InputError
 from seamguard.model.catalog import SignalKind, signal_catalog
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.sources.dcgm import (
-    DcgmSourceConfig,
-    DcgmTarget,
-    HostnameRule,
-    Role,
-    dcgm_mapping,
-    parse_mapping,
-)
+from seamguard.telemetry.sources.dcgm import DcgmTarget, ScrapeTarget
+from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig, HostnameRule
+from seamguard.telemetry.sources.dcgm_mapping import Role, dcgm_mapping, parse_mapping
 from seamguard.telemetry.sources.openmetrics import ExpositionError, SeriesCache, parse
 from seamguard.telemetry.store import TelemetryStore
 
@@ -51,12 +46,19 @@ def test_mapping_covers_the_required_fields_with_kinds_that_fit() -> None:
         "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": "gpu.ecc_dbe_total",
         "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL": "gpu.nvlink_errors_total",
         "DCGM_FI_DEV_PCIE_REPLAY_COUNTER": "gpu.pcie_replay_total", "DCGM_FI_DEV_ROW_REMAP_PENDING": "gpu.row_remap_pending",
-        "DCGM_EXP_XID_ERRORS_TOTAL": "gpu.xid", "DCGM_FI_DEV_XID_ERRORS": "gpu.xid",
+        "DCGM_EXP_XID_ERRORS_COUNT": "gpu.xid", "DCGM_FI_DEV_XID_ERRORS": "gpu.xid",
+        "DCGM_FI_DEV_ROW_REMAP_FAILURE": "gpu.row_remap_failure",
+        "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": "gpu.remapped_rows_uncorrectable_total",
+        "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": "gpu.remapped_rows_correctable_total",
     }  # fmt: skip
     assert {k: m[k].signal for k in want} == want
     assert CAT["gpu.ecc_sbe_total"].kind is SignalKind.COUNTER
     assert not m["DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"].default and m["DCGM_FI_DEV_GPU_TEMP"].default
-    assert m["DCGM_EXP_XID_ERRORS_TOTAL"].role is Role.XID_COUNTER
+    assert m["DCGM_EXP_XID_ERRORS_COUNT"].role is Role.XID_WINDOW
+    assert (
+        m["DCGM_FI_DEV_FB_USED"].instance_signal == "mig.fb_used_mib"
+        and not m["DCGM_FI_DEV_GPU_TEMP"].instance_signal
+    )
     # every signal the twin's exporter renders has exactly one rendered non-event field
     for sig, fields in dcgm_mapping().rendered().items():
         assert len(fields) == (2 if sig == "gpu.xid" else 1)
@@ -67,6 +69,12 @@ def test_mapping_errors_name_the_field() -> None:
         parse_mapping({"fields": {"X": {"signal": "gpu.nope"}}}, "m.yaml")
     with pytest.raises(InputError, match="role sum needs a counter"):
         parse_mapping({"fields": {"X": {"signal": "gpu.temp_c", "role": "sum"}}}, "m.yaml")
+    with pytest.raises(InputError, match=r"fields.X: unknown key\(s\) instance"):
+        parse_mapping({"fields": {"X": {"signal": "gpu.temp_c", "instance": "mig.fb_used_mib"}}}, "m.yaml")
+    with pytest.raises(InputError, match=r"'gpu\.power_w' is not a mig"):
+        parse_mapping({"fields": {"X": {"signal": "gpu.temp_c", "instance_signal": "gpu.power_w"}}}, "m.yaml")
+    with pytest.raises(InputError, match="X is also mapped"):
+        parse_mapping({"fields": {"X": {"signal": "gpu.temp_c"}}, "known_unmapped": ["X"]}, "m.yaml")
 
 
 def test_values_labels_case_and_hostname_rule(topology: Topology) -> None:
@@ -77,16 +85,18 @@ def test_values_labels_case_and_hostname_rule(topology: Topology) -> None:
         "# TYPE DCGM_FI_DEV_GPU_TEMP gauge",
         line("DCGM_FI_DEV_GPU_TEMP", "n01.cluster.local", 2, 71),
         'DCGM_FI_DEV_POWER_USAGE{gpu="3",hostname="n02",modelName="NVIDIA H100 80GB HBM3"} 512.25',
-        line("DCGM_FI_DEV_FB_USED", "n01", 0, 1000),
+        line("DCGM_FI_DEV_NOT_A_FIELD", "n01", 0, 1000),
+        line("DCGM_FI_DEV_ENC_UTIL", "n01", 0, 3),  # known and deliberately unread: no count, no notice
     ])  # fmt: skip
     assert values(batch, topology, "gpu.temp_c") == {"gpu/n01/2": 71.0}
     assert values(batch, topology, "gpu.power_w") == {"gpu/n02/3": 512.25}
-    assert tally.unknown == {"DCGM_FI_DEV_FB_USED": 1}  # type: ignore[attr-defined]
+    assert tally.unknown == {"DCGM_FI_DEV_NOT_A_FIELD": 1}  # type: ignore[attr-defined]
+    assert not tally.rejected  # type: ignore[attr-defined]
 
 
 def test_uuid_override_and_endpoint_node(topology: Topology) -> None:
     cfg = DcgmSourceConfig(uuid_entities={"GPU-abc": "gpu/n05/1"})
-    t = DcgmTarget(topology, cfg, node="n04")
+    t = DcgmTarget(topology, cfg, target=ScrapeTarget("http://10.0.0.4:9400/metrics", "n04"))
     batch, _ = scrape(t, [
         'DCGM_FI_DEV_GPU_TEMP{gpu="0",UUID="GPU-abc",Hostname="elsewhere"} 60',
         'DCGM_FI_DEV_GPU_TEMP{gpu="2"} 61',
@@ -117,10 +127,13 @@ def test_wrong_types_are_skipped_with_a_reason_and_the_rest_arrives(topology: To
     assert values(batch, topology, "gpu.sm_clock_mhz") == {"gpu/n00/0": 1980.0}
     why = " | ".join(tally.rejected)
     assert "label gpu='abc' is not a GPU index" in why
-    assert "gpu/n99/0 is not in the inventory" in why
-    assert "no Hostname label" in why
+    assert "label Hostname 'n99'" in why
+    assert (
+        "no node of the inventory named for a series without an instance label: target absent; label Hostname absent"
+        in why
+    )
     notes = [str(n) for n in tally.notices("dcgm", "http://h:9400/metrics")]
-    assert any("1 series skipped: label gpu='abc'" in n for n in notes)
+    assert any("1 series skipped: label gpu='abc'" in n and "(e.g. DCGM_FI_DEV_GPU_TEMP{" in n for n in notes)
 
 
 def test_trailing_spaces_and_non_ascii_digits_are_read_or_refused_on_every_scrape(topology: Topology) -> None:
@@ -201,34 +214,183 @@ def test_throttle_both_names_or_in_the_store(topology: Topology) -> None:
     assert store.current("gpu.throttle_reasons")[topology.local[topology.lookup("gpu/n00/1")]] == 0x60
 
 
-def test_xid_counter_increments_are_events_and_win_over_the_gauge(topology: Topology) -> None:
+def xid_events(topo: Topology, batch: TelemetryBatch) -> list[tuple[str, int]]:
+    pick = batch.signal == CAT["gpu.xid"].index
+    return sorted((topo.ids[e], int(v)) for e, v in zip(batch.entity[pick], batch.value[pick], strict=True))
+
+
+def count_line(host: str, gpu: int, code: int | None, n: int, window_ms: int = 300000, **extra: str) -> str:
+    labels = {
+        "window_size_in_ms": str(window_ms),
+        **({"xid": str(code)} if code is not None else {}),
+        **extra,
+    }
+    return line("DCGM_EXP_XID_ERRORS_COUNT", host, gpu, n, **labels)
+
+
+def test_xid_window_rise_is_an_event_expiry_is_not_and_the_gauge_waits_its_turn(topology: Topology) -> None:
+    """The windowed count is read like dcgm-exporter publishes it: a rise is news, a fall is the
+    window's expiry, the first read only a baseline; the last-value gauge speaks only for GPUs
+    without the count (a repeat of one code is invisible in it)."""
     t = DcgmTarget(topology, DcgmSourceConfig())
-    xid = CAT["gpu.xid"].index
 
-    def poll(n79: int, n48: int | None, gauge0: int, gauge1: int) -> list[tuple[str, int]]:
-        lines = [
-            line("DCGM_EXP_XID_ERRORS_TOTAL", "n00", 0, n79, xid="79"),
-            line("DCGM_FI_DEV_XID_ERRORS", "n00", 0, gauge0),  # ignored: GPU 0 has the counter
-            line("DCGM_FI_DEV_XID_ERRORS", "n00", 1, gauge1),  # GPU 1 has only the gauge
-        ]
-        if n48 is not None:
-            lines.append(line("DCGM_EXP_XID_ERRORS_TOTAL", "n00", 0, n48, xid="48"))
-        batch, _ = scrape(t, lines)
-        pick = batch.signal == xid
-        return sorted(
-            (topology.ids[e], int(v)) for e, v in zip(batch.entity[pick], batch.value[pick], strict=True)
+    def poll(now: float, *lines: str) -> list[tuple[str, int]]:
+        batch, _ = scrape(t, list(lines), now)
+        return xid_events(topology, batch)
+
+    assert poll(100.0, count_line("n00", 0, 79, 1), line("DCGM_FI_DEV_XID_ERRORS", "n00", 1, 13)) == []
+    assert poll(130.0, count_line("n00", 0, 79, 1), line("DCGM_FI_DEV_XID_ERRORS", "n00", 0, 48),
+                line("DCGM_FI_DEV_XID_ERRORS", "n00", 1, 43)) == [("gpu/n00/1", 43)]  # fmt: skip
+    assert poll(160.0, count_line("n00", 0, 79, 2), count_line("n00", 0, 48, 1),
+                line("DCGM_FI_DEV_XID_ERRORS", "n00", 1, 43)) == [("gpu/n00/0", 48), ("gpu/n00/0", 79)]  # fmt: skip
+    assert poll(190.0, count_line("n00", 0, 79, 1), count_line("n00", 0, 48, 1)) == []  # one 79 left
+    assert poll(520.0, count_line("n00", 0, None, 0)) == []  # all expired: no event, no recovery
+    assert poll(550.0, count_line("n00", 0, 79, 1)) == [("gpu/n00/0", 79)]
+
+
+def test_a_flat_count_is_a_new_event_once_the_old_record_must_have_left(topology: Topology) -> None:
+    """XID 79 at 100 s, another one just as the first leaves the 60 s window: the count stays 1.
+    Read after the first record must be gone (window + 60 s slack for the exporter's collect
+    interval and clock skew), the 1 is the second record. Before that, nothing is invented."""
+    t = DcgmTarget(topology, DcgmSourceConfig())
+
+    def poll(now: float, n: int) -> list[tuple[str, int]]:
+        batch, _ = scrape(
+            t, [count_line("n00", 2, 79, n, window_ms=60000) if n else count_line("n00", 2, None, 0)], now
         )
+        return xid_events(topology, batch)
 
-    assert poll(2, None, 79, 13) == []  # first scrape: baseline only, old counts are not new events
-    assert poll(2, None, 31, 13) == []  # nothing new
-    assert poll(3, 1, 31, 43) == [("gpu/n00/0", 48), ("gpu/n00/0", 79), ("gpu/n00/1", 43)]
-    assert poll(1, 1, 31, 43) == []  # window rolled / exporter restarted: a drop is no event
+    assert poll(70.0, 0) == []
+    assert poll(100.0, 1) == [("gpu/n00/2", 79)]
+    assert [poll(now, 1) for now in (130.0, 160.0, 190.0, 219.0)] == [
+        [],
+        [],
+        [],
+        [],
+    ]  # may be the same record
+    assert poll(220.0, 1) == [("gpu/n00/2", 79)]  # 100 + 60 + 60: the first is surely gone
+
+
+def test_the_window_comes_from_the_series_label_or_the_config(topology: Topology) -> None:
+    t = DcgmTarget(topology, DcgmSourceConfig(xid_window_s=30.0))
+    dcgm_line = line("DCGM_EXP_XID_ERRORS_COUNT", "n01", 0, 1, xid="74")  # no window_size_in_ms label
+    scrape(t, [line("DCGM_EXP_XID_ERRORS_COUNT", "n01", 0, 0)], 0.0)
+    assert xid_events(topology, scrape(t, [dcgm_line], 10.0)[0]) == [("gpu/n01/0", 74)]
+    assert xid_events(topology, scrape(t, [dcgm_line], 50.0)[0]) == []  # 10 + 30 + 60 > 50
+    assert xid_events(topology, scrape(t, [dcgm_line], 110.0)[0]) == [("gpu/n01/0", 74)]
+
+
+def test_first_read_of_a_gpu_is_its_baseline_and_codes_outside_the_catalog_are_noticed(
+    topology: Topology,
+) -> None:
+    t = DcgmTarget(topology, DcgmSourceConfig())
+    assert xid_events(topology, scrape(t, [count_line("n03", 1, 79, 2)], 100.0)[0]) == []
+    batch, tally = scrape(t, [count_line("n03", 1, 79, 3), count_line("n03", 1, 231, 1)], 130.0)
+    assert xid_events(topology, batch) == [("gpu/n03/1", 79), ("gpu/n03/1", 231)]
+    notes = [n.message for n in tally.notices("dcgm", "x")]  # type: ignore[attr-defined]
+    assert any(n.startswith("XID 231 on gpu/n03/1 is not in NVIDIA's XID catalog") for n in notes)
+    assert not any("XID 79" in n for n in notes)
 
 
 def test_xid_label_that_is_not_a_code_is_rejected(topology: Topology) -> None:
     t = DcgmTarget(topology, DcgmSourceConfig())
-    _, tally = scrape(t, [line("DCGM_EXP_XID_ERRORS_TOTAL", "n00", 0, 1, xid="oops")])
+    _, tally = scrape(t, [line("DCGM_EXP_XID_ERRORS_COUNT", "n00", 0, 1, xid="oops")])
     assert any("label xid='oops' is not an XID code" in k for k in tally.rejected)  # type: ignore[attr-defined]
+
+
+# ---- where a series' node comes from ------------------------------------------------------------
+def test_node_from_tries_each_place_in_order_and_the_first_inventory_node_wins(topology: Topology) -> None:
+    pod = 'DCGM_FI_DEV_GPU_TEMP{gpu="1",Hostname="nvidia-dcgm-exporter-x7k2p",kubernetes_node="n03"} 50'
+    # the default: the target (the URL names no node here), then the Hostname label (a pod name)
+    t = DcgmTarget(
+        topology, DcgmSourceConfig(), target=ScrapeTarget("http://10.42.3.17:9400/metrics", "10.42.3.17")
+    )
+    batch, tally = scrape(t, [pod, pod.replace('gpu="1"', 'gpu="2"')])
+    assert len(batch) == 0
+    assert dict(tally.rejected) == {  # type: ignore[attr-defined]
+        "no node of the inventory named for http://10.42.3.17:9400/metrics: target '10.42.3.17'; "
+        "label Hostname 'nvidia-dcgm-exporter-x7k2p'": 2
+    }
+    notes = tally.notices("dcgm", "1 endpoint(s)")  # type: ignore[attr-defined]
+    assert len(notes) == 1 and notes[0].message.startswith("2 series skipped")  # one per target, not per GPU
+    cfg = DcgmSourceConfig(node_from=("target", "Hostname", "kubernetes_node"))
+    t = DcgmTarget(topology, cfg, target=ScrapeTarget("http://10.42.3.17:9400/metrics", "10.42.3.17"))
+    assert values(scrape(t, [pod])[0], topology, "gpu.temp_c") == {"gpu/n03/1": 50.0}
+    # the target names the node: it wins over a Hostname that names another one
+    t = DcgmTarget(topology, DcgmSourceConfig(), target=ScrapeTarget("http://n05:9400/metrics", "n05"))
+    assert values(scrape(t, [line("DCGM_FI_DEV_GPU_TEMP", "n04", 0, 40)])[0], topology, "gpu.temp_c") == {
+        "gpu/n05/0": 40.0
+    }
+    # ...unless the config puts the label first
+    t = DcgmTarget(topology, DcgmSourceConfig(node_from=("Hostname", "target")),
+                   target=ScrapeTarget("http://n05:9400/metrics", "n05"))  # fmt: skip
+    assert values(scrape(t, [line("DCGM_FI_DEV_GPU_TEMP", "n04", 0, 40)])[0], topology, "gpu.temp_c") == {
+        "gpu/n04/0": 40.0
+    }
+
+
+def test_node_from_is_checked_at_load() -> None:
+    with pytest.raises(ValidationError, match="'host name' is neither 'target' nor a label name"):
+        DcgmSourceConfig(node_from=("target", "host name"))
+    with pytest.raises(ValidationError, match="'hostname' listed twice"):
+        DcgmSourceConfig(node_from=("Hostname", "hostname"))
+    with pytest.raises(ValidationError, match="at least one place"):
+        DcgmSourceConfig(node_from=())
+    assert DcgmSourceConfig(endpoints=("http://n07.dc:9400/metrics",)).endpoints[0].target_host() == "n07.dc"
+
+
+# ---- MIG ------------------------------------------------------------------------------------------
+def mig_topology() -> Topology:
+    from seamguard.model.inventory import Inventory, NodeRecord, parse_mig_layout
+    from seamguard.model.topology import build_topology
+
+    nodes = (
+        NodeRecord("m0", "r0", "c0", "l0", 4, mig=parse_mig_layout("0:7-10|1:1;2", 4)),
+        NodeRecord("m1", "r0", "c0", "l0", 4),
+    )
+    return build_topology(Inventory(nodes))
+
+
+def mig_line(field: str, gpu: int, inst: tuple[int, str] | None, value: object, **extra: str) -> str:
+    labels = {"gpu": str(gpu), "UUID": f"GPU-m0-{gpu}", **({"GPU_I_PROFILE": inst[1], "GPU_I_ID": str(inst[0])} if inst else {}),
+              "Hostname": "m0", **extra}  # fmt: skip
+    return f"{field}{{{','.join(f'{k}={chr(34)}{v}{chr(34)}' for k, v in labels.items())}}} {value}"
+
+
+def test_mig_instances_get_their_own_fields_and_gpu_fields_are_read_once() -> None:
+    topo = mig_topology()
+    t = DcgmTarget(topo, DcgmSourceConfig())
+    insts = [(7, "1g.10gb"), (8, "1g.10gb"), (9, "1g.10gb"), (10, "1g.10gb")]
+    lines = [mig_line("DCGM_FI_DEV_GPU_TEMP", 0, i, 44) for i in insts]
+    lines += [mig_line("DCGM_FI_DEV_FB_USED", 0, i, 100 * i[0]) for i in insts]
+    lines += [mig_line(f, 0, i, 3) for i in insts for f in ("DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
+                                                            "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL")]  # fmt: skip
+    lines += [mig_line("DCGM_EXP_XID_ERRORS_COUNT", 0, i, 0, window_size_in_ms="300000") for i in insts]
+    batch, tally = scrape(t, lines, 100.0)
+    assert not tally.rejected  # type: ignore[attr-defined]
+    assert values(batch, topo, "gpu.temp_c") == {"gpu/m0/0": 44.0}
+    assert int(np.count_nonzero(batch.signal == CAT["gpu.temp_c"].index)) == 1  # one sample, not four
+    assert values(batch, topo, "mig.fb_used_mib") == {f"gpu/m0/0/mig/{i}": 100.0 * i for i in (7, 8, 9, 10)}
+    assert values(batch, topo, "gpu.nvlink_errors_total") == {"gpu/m0/0": 6.0}  # not 24: one sum per GPU
+    # one XID on a GPU of four instances, repeated on each instance's series: one event
+    batch, _ = scrape(t, [mig_line("DCGM_EXP_XID_ERRORS_COUNT", 0, i, 1, window_size_in_ms="300000", xid="94")
+                          for i in insts], 130.0)  # fmt: skip
+    assert xid_events(topo, batch) == [("gpu/m0/0", 94)]
+
+
+def test_a_whole_gpu_series_wins_over_its_instance_copies_and_unknown_instances_are_named() -> None:
+    topo = mig_topology()
+    t = DcgmTarget(topo, DcgmSourceConfig())
+    batch, tally = scrape(t, [
+        mig_line("DCGM_FI_DEV_GPU_TEMP", 1, (1, "3g.40gb"), 61),
+        mig_line("DCGM_FI_DEV_GPU_TEMP", 1, None, 60),
+        mig_line("DCGM_FI_DEV_FB_USED", 1, (3, "1g.10gb"), 5),  # instance 3 is not in the inventory
+        mig_line("DCGM_FI_DEV_FB_USED", 0, (7, "1g.10gb"), 5, GPU_I_ID="x"),
+    ])  # fmt: skip
+    assert values(batch, topo, "gpu.temp_c") == {"gpu/m0/1": 60.0}
+    why = " | ".join(tally.rejected)  # type: ignore[attr-defined]
+    assert "a MIG instance the inventory does not list" in why
+    assert "label GPU_I_ID='x' is not a GPU instance id" in why
 
 
 # ---- the exposition parser --------------------------------------------------------------------

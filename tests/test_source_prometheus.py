@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
-from seamguard.telemetry.sources.dcgm import dcgm_mapping
+from seamguard.telemetry.sources.dcgm_mapping import dcgm_mapping
 from seamguard.telemetry.sources.prometheus_api import PrometheusApiSource, dcgm_query
 from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig, PromQuery
 from seamguard.twin.exporter import DcgmRenderer, start_exporter

@@ -14,7 +14,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Source
-from seamguard.telemetry.sources.dcgm import DcgmSourceConfig
+from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.scrape import DcgmScrapeSource
 from seamguard.telemetry.store import TelemetryStore
 from seamguard.twin.exporter import DcgmRenderer, MetricsServer, start_exporter

@@ -23,7 +23,7 @@ from seamguard.synth.cluster import (
     write_jobs_csv,
 )
 from seamguard.synth.faults import BENIGN_KINDS, FAULT_KINDS, FaultSpec, Label
-from seamguard.synth.generator import SyntheticFleet
+from seamguard.synth.generator import NOT_SIMULATED, SyntheticFleet
 from seamguard.synth.scenarios import SCENARIOS, Scenario, build, scale_scenario
 from seamguard.telemetry.batch import TelemetryBatch
 
@@ -128,6 +128,9 @@ def test_every_catalog_signal_is_emitted_for_every_entity_of_its_kind(demo: tupl
         got = set(batch.entity[batch.signal == sig.index].tolist())
         members = topo.members[sig.entity]
         if sig.kind is SignalKind.EVENT:
+            continue
+        if sig.name in NOT_SIMULATED:
+            assert got == set(), sig.name
             continue
         if sig.name == "gpu.step_time_s":
             gpu_nodes = topo.gpu_node[topo.local[np.array(sorted(got))]]
@@ -437,6 +440,16 @@ def test_demo_scenario_shape_and_warm_up() -> None:
     assert all(lb.impact <= fleet.start + scenario.duration_s for lb in fleet.labels())
 
 
+def test_signals_left_unsimulated_are_only_dcgm_fields_and_mig() -> None:
+    assert all(CAT[name].entity in (EntityKind.GPU, EntityKind.MIG) for name in NOT_SIMULATED)
+    from seamguard.telemetry.sources.dcgm_mapping import dcgm_mapping
+
+    read_from_dcgm = {f.signal for f in dcgm_mapping().fields.values()} | {
+        f.instance_signal for f in dcgm_mapping().fields.values() if f.instance_signal
+    }
+    assert read_from_dcgm >= NOT_SIMULATED
+
+
 def test_scale_scenario_series_count() -> None:
     scenario = scale_scenario(4096)
     _inv, jobs, topo, fleet = build(scenario, seed=1)
@@ -445,7 +458,7 @@ def test_scale_scenario_series_count() -> None:
     busy_gpus = 8 * sum(len(j.nodes) for j in jobs)
     expected = 0
     for sig in CAT.signals:
-        if sig.kind is SignalKind.EVENT:
+        if sig.kind is SignalKind.EVENT or sig.name in NOT_SIMULATED:
             continue
         if sig.name == "gpu.step_time_s":
             expected += busy_gpus

@@ -12,7 +12,9 @@ from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, dcgm_mapping
+from seamguard.telemetry.sources.dcgm import DcgmTarget
+from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
+from seamguard.telemetry.sources.dcgm_mapping import dcgm_mapping
 from seamguard.telemetry.sources.openmetrics import parse
 from seamguard.telemetry.sources.scrape import DcgmScrapeSource
 from seamguard.twin.exporter import DcgmRenderer, format_value, gpu_uuid, start_exporter, stop_exporter
@@ -75,29 +77,42 @@ def test_render_only_the_asked_nodes_and_stable_uuids() -> None:
     assert f'UUID="{gpu_uuid("gpu/n0001/3")}"' in text
 
 
-def test_xid_events_accumulate_into_totals() -> None:
+def test_xid_events_are_counted_over_the_exporters_window() -> None:
+    """As dcgm-exporter 4.x: DCGM_EXP_XID_ERRORS_COUNT counts each code's records inside the
+    window (a gauge), a GPU without any has one 0-valued series without xid, and a record leaves
+    the count once it is older than the window."""
     topo, batches = twin_batches()
     xid = signal_catalog()["gpu.xid"].index
     g = int(topo.lookup("gpu/n0002/5") or 0)
+    now = float(batches[-1].timestamp.max())
     events = TelemetryBatch(
-        np.array([g, g, g]), np.full(3, xid), np.array([1.0, 2.0, 3.0]), np.array([79.0, 79.0, 48.0])
+        np.array([g, g, g]), np.full(3, xid), np.array([now - 10, now - 5, now]), np.array([79.0, 79.0, 48.0])
     )
-    r = DcgmRenderer(topo)
+    r = DcgmRenderer(topo, xid_window_s=60.0)
     r.render(TelemetryBatch.concat([batches[-1], events]))
-    text = r.render(batches[-1])  # totals persist across renders, as an exporter's counters do
-    lines = [
-        ln
-        for ln in text.splitlines()
-        if ln.startswith("DCGM_EXP_XID_ERRORS_TOTAL{") and 'Hostname="n0002"' in ln
-    ]
-    assert sorted((ln.split('xid="')[1].split('"')[0], ln.rsplit(" ", 1)[1]) for ln in lines) == [
-        ("48", "1"),
-        ("79", "2"),
-    ]
+    text = r.render(batches[-1])  # the window persists across renders
+
+    def counts(text: str, host: str, gpu: str) -> list[tuple[str, str]]:
+        lines = [
+            ln for ln in text.splitlines()
+            if ln.startswith(f'DCGM_EXP_XID_ERRORS_COUNT{{gpu="{gpu}"') and f'Hostname="{host}"' in ln
+        ]  # fmt: skip
+        assert all('window_size_in_ms="60000"' in ln for ln in lines)
+        return sorted(
+            (ln.split('xid="')[1].split('"')[0] if 'xid="' in ln else "-", ln.rsplit(" ", 1)[1])
+            for ln in lines
+        )
+
+    assert counts(text, "n0002", "5") == [("48", "1"), ("79", "2")]
+    assert counts(text, "n0002", "4") == [("-", "0")]  # no XID: one series, no xid label
+    assert "# TYPE DCGM_EXP_XID_ERRORS_COUNT gauge" in text
     gauge = [
         ln for ln in text.splitlines() if ln.startswith('DCGM_FI_DEV_XID_ERRORS{gpu="5"') and "n0002" in ln
     ]
     assert gauge and gauge[0].endswith(" 48")
+    later = batches[-1]
+    later = TelemetryBatch(later.entity, later.signal, later.timestamp + 61.0, later.value)
+    assert counts(r.render(later), "n0002", "5") == [("-", "0")]  # all three left the window
 
 
 def test_format_value_reads_back() -> None:

@@ -475,11 +475,15 @@ class Controller:
         return np.where(np.isfinite(current), mean, np.nan)
 
     def _fresh(self) -> npt.NDArray[np.bool_]:
-        fresh = np.zeros(self.topology.n_entities, dtype=bool)
+        topo = self.topology
+        fresh = np.zeros(topo.n_entities, dtype=bool)
         for kind, names in self._fresh_signals.items():
-            members = self.topology.members[kind]
+            members = topo.members[kind]
             if members.size:
                 fresh[members] = self.store.fresh_any(names, members.size)
+        migs = topo.members[EntityKind.MIG]
+        if migs.size:  # dcgm-exporter repeats the GPU's own fields on every instance: seen with it
+            fresh[migs] |= fresh[topo.members[EntityKind.GPU][topo.mig_gpu]]
         return fresh
 
     def _evidence_items(self, gidx: int) -> tuple[EvidenceItem, ...]:

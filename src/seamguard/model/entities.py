@@ -14,6 +14,7 @@ class EntityKind(StrEnum):
     PDU = "pdu"
     NODE = "node"
     GPU = "gpu"
+    MIG = "mig"  # a MIG GPU instance: gpu/<node>/<index>/mig/<instance>, under its GPU
     NIC = "nic"
     SWITCH = "switch"
     LINK = "link"
@@ -34,10 +35,20 @@ def gpu_id(node: str, index: int) -> str:
     return f"gpu/{node}/{index}"
 
 
+MIG_SEGMENT = "/mig/"
+
+
+def mig_id(node: str, index: int, instance: int) -> str:
+    """A MIG instance's id names its GPU first, so a reader sees where it lives."""
+    return f"gpu/{node}/{index}{MIG_SEGMENT}{instance}"
+
+
 def kind_of(eid: str) -> EntityKind:
     """The kind of an entity id, or ValueError naming the id and the known prefixes."""
     prefix, sep, rest = eid.partition("/")
     kind = KIND_BY_PREFIX.get(prefix)
+    if kind is EntityKind.GPU and MIG_SEGMENT in eid:
+        return EntityKind.MIG
     if kind is None or not sep or not rest:
         raise ValueError(
             f"malformed entity id {eid!r}: expected '<kind>/<name>' with kind one of "

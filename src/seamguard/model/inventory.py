@@ -11,6 +11,8 @@ from seamguard.model.states import JobClass
 
 INVENTORY_REQUIRED = ("node", "rack", "cdu", "leaf", "gpus")
 INVENTORY_OPTIONAL = ("row", "pdu", "storage", "model")  # model: GPU model, a peer cohort
+MIG_COLUMN = "mig"  # optional: the node's MIG GPU instances (``parse_mig_layout``)
+MAX_MIG_INSTANCE = 64  # GPU instance ids are small (A100/H100: up to 14); larger is a typo
 JOBS_REQUIRED = ("job", "job_class", "nodes", "start", "end")
 
 
@@ -25,6 +27,7 @@ class NodeRecord:
     pdu: str = ""
     storage: str = ""
     model: str = ""  # GPU model of the node, e.g. H100-SXM5-80GB
+    mig: tuple[tuple[int, ...], ...] = ()  # per GPU index: its MIG GPU instance ids (empty: no MIG)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,38 @@ def _name(path: Path, line: int, col: str, raw: str) -> str:
     return value
 
 
+def _id_list(text: str, what: str, limit: int) -> list[int]:
+    """``1;2;7-13`` -> [1, 2, 7, ..., 13]; ValueError naming the bad part."""
+    out: list[int] = []
+    for part in text.split(";"):
+        lo, dash, hi = part.partition("-")
+        if not (lo.isascii() and lo.isdecimal()) or (dash and not (hi.isascii() and hi.isdecimal())):
+            raise ValueError(f"{what} {part!r} is not a number or a range a-b")
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if first > last or last > limit:
+            raise ValueError(f"{what} {part!r} must be an ascending range within 0..{limit}")
+        out.extend(range(first, last + 1))
+    return out
+
+
+def parse_mig_layout(text: str, gpus: int) -> tuple[tuple[int, ...], ...]:
+    """The ``mig`` column: which MIG GPU instances (``GPU_I_ID`` in dcgm-exporter) each GPU has.
+
+    ``7-13`` gives every GPU of the node instances 7..13 (the usual uniform layout, one
+    mig-manager config per node); ``0-3:1;2|4-7:7-13`` sets GPUs 0..3 and 4..7 apart. GPUs not
+    named have no MIG instances. Raises ValueError saying what is wrong."""
+    layout: list[tuple[int, ...]] = [() for _ in range(gpus)]
+    for group in text.split("|"):
+        which, colon, ids = group.rpartition(":")
+        targets = _id_list(which, "GPU index", max(gpus - 1, 0)) if colon else list(range(gpus))
+        instances = tuple(sorted(set(_id_list(ids, "instance id", MAX_MIG_INSTANCE))))
+        for g in targets:
+            if layout[g]:
+                raise ValueError(f"GPU {g} is given MIG instances twice")
+            layout[g] = instances
+    return tuple(layout)
+
+
 def read_inventory(path: Path) -> Inventory:
     records: list[NodeRecord] = []
     seen: dict[str, int] = {}
@@ -88,6 +123,12 @@ def read_inventory(path: Path) -> Inventory:
             if not 0 <= gpus <= 64:
                 raise InputError(f"{path}:{line}", f"column 'gpus' must be between 0 and 64, got {gpus}")
             optional = {c: _name(path, line, c, rec[c]) for c in INVENTORY_OPTIONAL if rec.get(c, "").strip()}
+            mig: tuple[tuple[int, ...], ...] = ()
+            if rec.get(MIG_COLUMN, "").strip():
+                try:
+                    mig = parse_mig_layout(rec[MIG_COLUMN].strip(), gpus)
+                except ValueError as exc:
+                    raise InputError(f"{path}:{line}", f"column 'mig': {exc}") from None
             records.append(
                 NodeRecord(
                     node=node,
@@ -95,6 +136,7 @@ def read_inventory(path: Path) -> Inventory:
                     cdu=_name(path, line, "cdu", rec["cdu"]),
                     leaf=_name(path, line, "leaf", rec["leaf"]),
                     gpus=gpus,
+                    mig=mig,
                     **optional,
                 )
             )

@@ -42,6 +42,8 @@ class Topology:
     names: dict[EntityKind, tuple[str, ...]]  # kind -> bare names in local order
     gpu_node: IntArray
     gpu_slot: IntArray
+    mig_gpu: IntArray  # per MIG instance: its GPU (local index)
+    mig_instance: IntArray  # per MIG instance: its GPU instance id (dcgm-exporter's GPU_I_ID)
     node_rack: IntArray
     node_leaf: IntArray
     node_pdu: IntArray  # -1 when absent
@@ -96,6 +98,16 @@ def build_topology(
     starts = np.concatenate(([0], np.cumsum(gpu_counts)[:-1]))
     gpu_slot = np.arange(gpu_node.size, dtype=np.int64) - starts[gpu_node]
     gpu_names = [f"{node_names[n]}/{s}" for n, s in zip(gpu_node.tolist(), gpu_slot.tolist(), strict=True)]
+    mig_gpu_list: list[int] = []
+    mig_inst_list: list[int] = []
+    for n, rec in enumerate(recs):
+        for slot, instances in enumerate(rec.mig):
+            mig_gpu_list.extend([int(starts[n]) + slot] * len(instances))
+            mig_inst_list.extend(instances)
+    mig_gpu = np.array(mig_gpu_list, dtype=np.int64)
+    mig_instance = np.array(mig_inst_list, dtype=np.int64)
+    # ids gpu/<node>/<index>/mig/<instance> (``entities.mig_id``): the kind's prefix is the GPU's
+    mig_names = [f"{gpu_names[g]}/mig/{i}" for g, i in zip(mig_gpu_list, mig_inst_list, strict=True)]
 
     node_rack = np.array([rack_ix[r.rack] for r in recs], dtype=np.int64)
     node_leaf = np.array([leaf_ix[r.leaf] for r in recs], dtype=np.int64)
@@ -114,6 +126,7 @@ def build_topology(
     names.update(
         {
             EntityKind.GPU: tuple(gpu_names),
+            EntityKind.MIG: tuple(mig_names),
             EntityKind.NODE: tuple(node_names),
             EntityKind.LINK: tuple(node_names),  # link/<node>: the node's uplink to its leaf
             EntityKind.RACK: tuple(racks),
@@ -133,7 +146,8 @@ def build_topology(
         kind_names = names[kind]
         base = len(ids)
         members[kind] = np.arange(base, base + len(kind_names), dtype=np.int64)
-        ids.extend(f"{kind.value}/{nm}" for nm in kind_names)
+        prefix = EntityKind.GPU.value if kind is EntityKind.MIG else kind.value
+        ids.extend(f"{prefix}/{nm}" for nm in kind_names)
         kind_code.extend([KIND_CODE[kind]] * len(kind_names))
         local.extend(range(len(kind_names)))
     index = {eid: i for i, eid in enumerate(ids)}
@@ -157,6 +171,8 @@ def build_topology(
         names=names,
         gpu_node=gpu_node,
         gpu_slot=gpu_slot,
+        mig_gpu=mig_gpu,
+        mig_instance=mig_instance,
         node_rack=node_rack,
         node_leaf=node_leaf,
         node_pdu=node_pdu,

@@ -75,6 +75,28 @@ def _stayed_beyond(
     return out
 
 
+def _instances_follow_their_gpu(
+    topology: Topology,
+    gfs: FloatArray,
+    gfs_rec: FloatArray,
+    hard: npt.NDArray[np.bool_],
+    floor: IntArray,
+    hard_reason: dict[int, str],
+) -> None:
+    """A MIG instance is never healthier than the GPU it is carved from: a throttling or failed
+    GPU takes every instance on it along (its own evidence can only add)."""
+    migs = topology.members[EntityKind.MIG]
+    if migs.size == 0:
+        return
+    gpu = topology.members[EntityKind.GPU][topology.mig_gpu]
+    gfs[migs] = np.maximum(gfs[migs], gfs[gpu])
+    gfs_rec[migs] = np.maximum(gfs_rec[migs], gfs_rec[gpu])
+    hard[migs] |= hard[gpu]
+    floor[migs] = np.maximum(floor[migs], floor[gpu])
+    for m, g in zip(migs[hard[migs]].tolist(), gpu[hard[migs]].tolist(), strict=True):
+        hard_reason[m] = f"its GPU {topology.ids[g]}: {hard_reason.get(g, 'failed')}"
+
+
 def score_tick(
     *,
     now: float,
@@ -140,6 +162,7 @@ def score_tick(
             hard_reason[int(members[local])] = f"{name} increased (uncorrectable error)"
     floor = np.full(topology.n_entities, -1, dtype=np.int64)
     floor[topology.members[xid_sig.entity]] = xid_floor
+    _instances_follow_their_gpu(topology, gfs, gfs_rec, hard, floor, hard_reason)
     notices: list[str] = []
     if hb.mass_stale:
         notices.append(

@@ -110,6 +110,16 @@ GPU_SIGNALS = (
     "gpu.ecc_sbe_total", "gpu.ecc_dbe_total", "gpu.nvlink_errors_total", "gpu.pcie_replay_total",
     "gpu.row_remap_pending",
 )  # fmt: skip
+# Catalog signals the synthetic fleet does not emit: DCGM fields that real exporters give (read by
+# sources/dcgm.py) but no synthetic fault moves. The hbm_ecc fault shows through the ECC counters,
+# row_remap_pending and XID 48; the remap counters and profiling ratios would only add noise to the
+# labelled suite. It has no MIG instances either.
+NOT_SIMULATED = frozenset({
+    "gpu.row_remap_failure", "gpu.remapped_rows_uncorrectable_total", "gpu.remapped_rows_correctable_total",
+    "gpu.mem_clock_mhz", "gpu.fb_used_mib", "gpu.fb_free_mib", "gpu.gr_engine_active", "gpu.tensor_active",
+    "gpu.dram_active", "gpu.pcie_tx_bytes_per_s", "gpu.pcie_rx_bytes_per_s",
+    "mig.fb_used_mib", "mig.fb_free_mib", "mig.gr_engine_active", "mig.tensor_active", "mig.dram_active",
+})  # fmt: skip
 GPU_COUNTERS = ("gpu.ecc_sbe_total", "gpu.ecc_dbe_total", "gpu.nvlink_errors_total", "gpu.pcie_replay_total")
 RESET_COUNTERS = ("gpu.ecc_sbe_total", "gpu.nvlink_errors_total", "gpu.pcie_replay_total")
 COUNTER_FAULTS: dict[str, tuple[str, ...]] = {  # which fault kinds add events to which counter

@@ -4,8 +4,10 @@ text (the inverse of ``seamguard/data/dcgm.yaml``) and served on ``/metrics``.
 This lets the real scrape path (HTTP, the exposition parser, the DCGM mapping, Prometheus
 itself) run against simulated GPUs: what the twin emits is what a scrape must give back.
 Series carry the labels dcgm-exporter sets (``gpu``, ``UUID``, ``pci_bus_id``, ``device``,
-``modelName``, ``Hostname``, ``DCGM_FI_DRIVER_VERSION``); counters are totals; XID events
-accumulate into ``DCGM_EXP_XID_ERRORS_TOTAL{xid=...}`` and set ``DCGM_FI_DEV_XID_ERRORS``.
+``modelName``, ``Hostname``, ``DCGM_FI_DRIVER_VERSION``); counters are totals; XID events are
+counted as dcgm-exporter 4.x counts them, ``DCGM_EXP_XID_ERRORS_COUNT{xid=...,window_size_in_ms=...}``
+over a sliding window (a 0-valued series without ``xid`` for a GPU with none), and set
+``DCGM_FI_DEV_XID_ERRORS``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from seamguard.model.catalog import SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.sources.dcgm import DcgmMapping, FieldMap, Role, dcgm_mapping
+from seamguard.telemetry.sources.dcgm_config import DEFAULT_XID_WINDOW_S
+from seamguard.telemetry.sources.dcgm_mapping import DcgmMapping, FieldMap, Role, dcgm_mapping
 
 IntArray = npt.NDArray[np.int64]
 DRIVER_VERSION = "550.54.15"
@@ -49,13 +52,15 @@ def format_value(v: float) -> str:
 
 @dataclass
 class DcgmRenderer:
-    """Renders batches for the GPUs of a topology; keeps XID totals from render to render."""
+    """Renders batches for the GPUs of a topology; keeps the XID window from render to render."""
 
     topology: Topology
     hostname_suffix: str = ""  # e.g. ".cluster.local", for testing a hostname rule
     mapping: DcgmMapping = field(default_factory=dcgm_mapping)
-    xid_totals: dict[tuple[int, int], int] = field(default_factory=dict)  # (gpu local, code) -> total
+    xid_window_s: float = DEFAULT_XID_WINDOW_S  # dcgm-exporter's --xid-count-window-size
+    xid_times: dict[tuple[int, int], list[float]] = field(default_factory=dict)  # (gpu local, code) -> when
     last_xid: dict[int, int] = field(default_factory=dict)  # gpu local -> last code
+    now: float = -math.inf  # the newest sample rendered: the window ends here
     _prefix: list[str] | None = field(default=None, repr=False)
 
     def labels(self, gpu: int) -> str:
@@ -82,8 +87,9 @@ class DcgmRenderer:
     def render(self, batch: TelemetryBatch, nodes: Iterable[int] | None = None) -> str:
         """Exposition text for the GPU samples of ``batch`` (only ``nodes``' GPUs when given).
 
-        Of several samples of one series the latest is written; XID events add to the totals
-        of every later render, as an exporter's counters do."""
+        Of several samples of one series the latest is written; an XID event is counted by every
+        render until it is ``xid_window_s`` older than the newest sample, as the exporter's
+        window counts it."""
         t = self.topology
         catalog = signal_catalog()
         gpu_kind = t.kind_code[t.members[EntityKind.GPU][0]] if t.count(EntityKind.GPU) else -1
@@ -125,21 +131,35 @@ class DcgmRenderer:
         return "\n".join(out)
 
     def _take_xids(self, batch: TelemetryBatch, pick: npt.NDArray[np.bool_], local: IntArray) -> None:
+        if len(batch):
+            self.now = max(self.now, float(batch.timestamp.max()))
         order = np.argsort(batch.timestamp[pick], kind="stable")
-        for g, code in zip(local[pick][order].tolist(), batch.value[pick][order].tolist(), strict=True):
-            key = (g, int(code))
-            self.xid_totals[key] = self.xid_totals.get(key, 0) + 1
+        stamps = batch.timestamp[pick][order].tolist()
+        for g, code, ts in zip(
+            local[pick][order].tolist(), batch.value[pick][order].tolist(), stamps, strict=True
+        ):
+            self.xid_times.setdefault((g, int(code)), []).append(ts)
             self.last_xid[g] = int(code)
+        since = self.now - self.xid_window_s
+        for key in list(self.xid_times):
+            self.xid_times[key] = [t for t in self.xid_times[key] if t > since]
+            if not self.xid_times[key]:
+                del self.xid_times[key]
 
     def _xid_lines(self, fm: FieldMap, present: IntArray) -> list[str]:
         keep = set(present.tolist())
-        if fm.role is Role.XID_COUNTER:
-            rows = sorted((g, c, n) for (g, c), n in self.xid_totals.items() if g in keep)
-            if not rows:
+        if fm.role is Role.XID_WINDOW:
+            window = f'window_size_in_ms="{round(self.xid_window_s * 1000)}"'
+            rows = sorted((g, c, len(ts)) for (g, c), ts in self.xid_times.items() if g in keep)
+            quiet = sorted(keep - {g for g, _, _ in rows})
+            lines = [f'{fm.field}{{{self.labels(g)},{window},xid="{c}"}} {n}' for g, c, n in rows]
+            lines += [f"{fm.field}{{{self.labels(g)},{window}}} 0" for g in quiet]
+            if not lines:
                 return []
-            return [_family(fm, "XID errors by code", "counter"), *(
-                f'{fm.field}{{{self.labels(g)},xid="{c}",window_size_in_ms="300000"}} {n}' for g, c, n in rows
-            )]  # fmt: skip
+            help_text = (
+                "Count of XID Errors within user-specified time window (see xid-count-window-size param)."
+            )
+            return [_family(fm, help_text, "gauge"), *lines]
         lines = [f"{fm.field}{{{self.labels(g)}}} {self.last_xid.get(g, 0)}" for g in sorted(keep)]
         return [_family(fm, "Value of the last XID error encountered."), *lines] if lines else []
 

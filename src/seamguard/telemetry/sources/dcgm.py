@@ -1,202 +1,81 @@
-"""DCGM exporter series -> the engine's catalog: the mapping (``data/dcgm.yaml``), entity
-resolution from labels, and the per-target state that turns XID counters into events.
+"""DCGM exporter series -> the engine's catalog: entity resolution from labels, and the
+per-poll conversion (copies of one value read once, XID counts and gauges turned into events).
 
-Everything per series is decided once, when its key is first seen (``DcgmTarget.resolve``):
-the entity (``gpu/<node>/<gpu>`` from the ``Hostname`` and ``gpu`` labels, matched without
-regard to case, or a UUID override), the signal, the scale and what is wrong with it. Each
-scrape is then whole-array numpy work over slots. DCGM's blank sentinels (values near 2^63)
-are dropped here and counted, never passed on as measurements.
+Everything per series is decided once, when its key is first seen (``SlotTable.resolve``):
+the entity, the signal, the scale, and what is wrong with it. Each scrape is then whole-array
+numpy work over slots. DCGM's blank sentinels (values near 2^63) are dropped here and counted,
+never passed on as measurements.
+
+Where a series lives: a GPU ``UUID`` listed in ``uuid_entities`` wins; otherwise its node comes
+from the places ``node_from`` lists, in order (the scrape target, the ``Hostname`` label, any
+label such as ``kubernetes_node``), and the first that names a node of the inventory wins. A
+series carrying ``GPU_I_ID`` comes from a MIG GPU instance: a field measured per instance goes
+to ``gpu/<node>/<gpu>/mig/<GPU_I_ID>``, every other field is the GPU's own value repeated on
+each of its instances and is read once per GPU.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import IntEnum
-from functools import cache
-from importlib import resources
-from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
-import yaml
-from pydantic import Field, field_validator, model_validator
 
-from seamguard.model.catalog import SignalKind, signal_catalog
+from seamguard.model.catalog import xid_catalog
+from seamguard.model.entities import mig_id
 from seamguard.model.topology import Topology
-from seamguard.strict_model import StrictModel
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import SourceNotice
-from seamguard.telemetry.sources.openmetrics import SeriesCache
+from seamguard.telemetry.sources.dcgm_config import TARGET, DcgmReading, host_of
+from seamguard.telemetry.sources.dcgm_mapping import DcgmMapping, FieldMap, Role, dcgm_mapping
+from seamguard.telemetry.sources.openmetrics import IGNORE, SeriesCache
+from seamguard.telemetry.sources.xid_window import XidWindows
 from seamguard.telemetry.store import SENTINEL_THRESHOLD
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
-
-class Role(IntEnum):
-    VALUE = 0
-    SUM = 1
-    XID_COUNTER = 2
-    XID_GAUGE = 3
-
-
-_ROLES = {"value": Role.VALUE, "sum": Role.SUM, "xid_counter": Role.XID_COUNTER, "xid_gauge": Role.XID_GAUGE}
+_NO_ENTITY = -1
+_MAX_CODE = 4096  # XID codes are below 256 today; the dedup key reserves room for more
+_EXAMPLE_LABELS = frozenset(
+    {"gpu", "uuid", "gpu_i_id", "xid", "hostname"}
+)  # shown in a skipped series' example
 
 
 @dataclass(frozen=True)
-class FieldMap:
-    field: str  # the exporter's metric name
-    signal: str
-    signal_index: int
-    role: Role
-    scale: float = 1.0
-    offset: float = 0.0
-    default: bool = True  # exported by dcgm-exporter's stock counters CSV
-    render: bool = False  # the field the twin's exporter writes for the signal
+class ScrapeTarget:
+    """Where a series was read: a name for notices, and the host ``node_from: [target]`` means."""
 
+    name: str
+    host: str = ""
 
-@dataclass(frozen=True)
-class DcgmMapping:
-    fields: dict[str, FieldMap]
-    not_default: tuple[str, ...]  # known fields seamguard reads no signal from
-
-    def rendered(self) -> dict[str, list[FieldMap]]:
-        """signal -> the fields the twin's exporter writes for it."""
-        out: dict[str, list[FieldMap]] = {}
-        for f in self.fields.values():
-            if f.render:
-                out.setdefault(f.signal, []).append(f)
-        return out
-
-
-@cache
-def dcgm_mapping() -> DcgmMapping:
-    """The packaged mapping, checked against the signal catalog."""
-    text = resources.files("seamguard.data").joinpath("dcgm.yaml").read_text(encoding="utf-8")
-    return parse_mapping(yaml.safe_load(text), "seamguard/data/dcgm.yaml")
-
-
-def parse_mapping(data: Any, where: str) -> DcgmMapping:
-    from seamguard.errors import InputError
-
-    catalog = signal_catalog()
-    if not isinstance(data, dict) or not isinstance(data.get("fields"), dict):
-        raise InputError(where, "expected a mapping with a 'fields' table")
-    fields: dict[str, FieldMap] = {}
-    for name, row in data["fields"].items():
-        at = f"{where}: fields.{name}"
-        if not isinstance(row, dict) or "signal" not in row:
-            raise InputError(at, "expected {signal: ..., role?, scale?, offset?, default?}")
-        sig = catalog.get(str(row["signal"]))
-        if sig is None:
-            raise InputError(at, f"unknown signal {row['signal']!r}")
-        role = _ROLES.get(str(row.get("role", "value")))
-        if role is None:
-            raise InputError(at, f"role must be one of {', '.join(_ROLES)}, got {row.get('role')!r}")
-        if (role in (Role.XID_COUNTER, Role.XID_GAUGE)) != (sig.kind is SignalKind.EVENT):
-            raise InputError(at, f"role {row.get('role', 'value')} does not fit {sig.kind} signal {sig.name}")
-        if role is Role.SUM and sig.kind is not SignalKind.COUNTER:
-            raise InputError(at, f"role sum needs a counter signal, {sig.name} is a {sig.kind}")
-        fields[str(name)] = FieldMap(
-            field=str(name),
-            signal=sig.name,
-            signal_index=sig.index,
-            role=role,
-            scale=float(row.get("scale", 1.0)),
-            offset=float(row.get("offset", 0.0)),
-            default=bool(row.get("default", True)),
-            render=bool(row.get("render", False)),
+    @staticmethod
+    def of_instance(labels: dict[str, str]) -> ScrapeTarget:
+        """A series read through Prometheus: its target is its ``instance`` label."""
+        inst = next((v for k, v in labels.items() if k.lower() == "instance"), "")
+        return ScrapeTarget(
+            f"instance {inst!r}" if inst else "a series without an instance label", host_of(inst)
         )
-    return DcgmMapping(fields, tuple(str(x) for x in data.get("not_default", ())))
 
 
-# ---- configuration ------------------------------------------------------------------------------
-class HostnameRule(StrictModel):
-    """How an exporter's Hostname label becomes the inventory's node name."""
-
-    strip_suffixes: tuple[str, ...] = ()  # e.g. [".cluster.local"]: removed when the host ends with one
-    strip_domain: bool = False  # keep the text before the first dot
-    lowercase: bool = False
-    prefix: str = ""  # prepended after the rest, e.g. "n" when hosts are bare numbers
-
-    def node_name(self, host: str) -> str:
-        for suffix in self.strip_suffixes:
-            if suffix and host.endswith(suffix):
-                host = host[: -len(suffix)]
-                break
-        if self.strip_domain:
-            host = host.split(".", 1)[0]
-        if self.lowercase:
-            host = host.lower()
-        return self.prefix + host
-
-
-class DcgmEndpoint(StrictModel):
-    url: str
-    node: str | None = None  # the node's name when its exporter sets no Hostname label
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint url must start with http:// or https://, got {v!r}")
-        return v
-
-
-class DcgmSourceConfig(StrictModel):
-    """Like one Prometheus scrape job: the exporter endpoints and how to read them."""
-
-    name: str = "dcgm"
-    endpoints: tuple[DcgmEndpoint, ...] = ()
-    timeout_s: float = Field(default=3.0, gt=0, le=120)  # per request, whole body included
-    concurrency: int = Field(default=256, ge=1, le=8192)  # requests in flight at once
-    max_bytes: int = Field(default=16 * 2**20, ge=1024)  # a body past this is refused
-    max_malformed_fraction: float = Field(default=0.2, ge=0, le=1)
-    hostname: HostnameRule = HostnameRule()
-    uuid_entities: dict[str, str] = Field(default_factory=dict)  # GPU UUID -> entity id
-
-    @field_validator("endpoints", mode="before")
-    @classmethod
-    def _plain_urls(cls, v: Any) -> Any:
-        if isinstance(v, list | tuple):
-            return [{"url": x} if isinstance(x, str) else x for x in v]
-        return v
-
-    @model_validator(mode="after")
-    def _checks(self) -> Self:
-        urls = [e.url for e in self.endpoints]
-        dup = [u for u, n in Counter(urls).items() if n > 1]
-        if dup:
-            raise ValueError(f"endpoint listed twice: {dup[0]}")
-        for uuid, eid in self.uuid_entities.items():
-            if not eid.startswith("gpu/") or eid.count("/") != 2:
-                raise ValueError(f"uuid_entities[{uuid}]: expected gpu/<node>/<index>, got {eid!r}")
-        return self
-
-
-# ---- one target's series and state --------------------------------------------------------------
+# ---- what one conversion dropped or found --------------------------------------------------------
 @dataclass
 class Tally:
-    """What one conversion dropped or found, for notices and counts."""
-
     samples: int = 0
     sentinel: int = 0
     nonfinite: int = 0
-    xid_events: int = 0
-    unknown: Counter[str] = field(default_factory=Counter)
-    rejected: Counter[str] = field(default_factory=Counter)
-
-    def merge(self, other: Tally) -> None:
-        self.samples += other.samples
-        self.sentinel += other.sentinel
-        self.nonfinite += other.nonfinite
-        self.xid_events += other.xid_events
-        self.unknown.update(other.unknown)
-        self.rejected.update(other.rejected)
+    unknown: Counter[str] = field(default_factory=Counter)  # metric name -> samples
+    rejected: Counter[str] = field(default_factory=Counter)  # reason -> samples
+    examples: dict[str, str] = field(default_factory=dict)  # reason -> one series it was given for
+    unknown_xids: dict[int, str] = field(default_factory=dict)  # XID code not in the catalog -> a GPU
 
     def notices(self, source: str, where: str) -> list[SourceNotice]:
-        out = [SourceNotice(source, where, f"{n} series skipped: {why}") for why, n in self.rejected.items()]
+        out = [
+            SourceNotice(source, where, f"{n} series skipped: {why} (e.g. {self.examples.get(why, '?')})")
+            for why, n in self.rejected.items()
+        ]
         if self.sentinel:
             out.append(
                 SourceNotice(
@@ -205,54 +84,73 @@ class Tally:
             )
         if self.nonfinite:
             out.append(SourceNotice(source, where, f"{self.nonfinite} NaN/Inf values read as missing"))
+        for code, gpu in sorted(self.unknown_xids.items()):
+            out.append(
+                SourceNotice(
+                    source, where, f"XID {code} on {gpu} is not in NVIDIA's XID catalog as seamguard knows "
+                    "it: weighed with the default for unknown codes; check the driver's release notes",
+                )
+            )  # fmt: skip
         return out
 
 
-_NO_ENTITY = -1
+# ---- the slot table ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Columns:
+    """Per slot, as arrays: what a sample of that series means."""
+
+    entity: IntArray  # -1: skipped (unknown name or rejected series)
+    signal: IntArray  # -1: unknown name
+    role: IntArray
+    code: IntArray  # the XID code of a windowed-count series
+    note: IntArray  # index into the table's notes: the unknown name or why the series is skipped
+    field: IntArray  # FieldMap.index: copies of one field on one GPU share it
+    copy: BoolArray  # a MIG instance's copy of its GPU's own value
+    scale: FloatArray
+    offset: FloatArray
+    window: FloatArray  # the XID window (s) of a windowed-count series
+
+    @staticmethod
+    def of(cols: dict[str, list[float]]) -> _Columns:
+        def ints(k: str) -> IntArray:
+            return np.asarray(cols[k], dtype=np.int64)
+
+        def floats(k: str) -> FloatArray:
+            return np.asarray(cols[k], dtype=np.float64)
+
+        return _Columns(
+            entity=ints("entity"), signal=ints("signal"), role=ints("role"), code=ints("code"),
+            note=ints("note"), field=ints("field"), copy=np.asarray(cols["copy"], dtype=bool),
+            scale=floats("scale"), offset=floats("offset"), window=floats("window"),
+        )  # fmt: skip
 
 
 class SlotTable:
-    """What each series slot means (entity, signal, role, scale, why it is skipped) and the XID
-    memory, shared by every endpoint of a source so one poll converts in one numpy pass."""
+    """What each series slot means, and the XID memory, shared by every endpoint of a source so
+    that one poll converts in one numpy pass."""
 
-    def __init__(
-        self, topology: Topology, config: DcgmSourceConfig, mapping: DcgmMapping | None = None
-    ) -> None:
+    def __init__(self, topology: Topology, config: DcgmReading, mapping: DcgmMapping | None = None) -> None:
         self.topology = topology
         self.config = config
         self.mapping = mapping or dcgm_mapping()
-        self._entity: list[int] = []
-        self._signal: list[int] = []
-        self._role: list[int] = []
-        self._scale: list[float] = []
-        self._offset: list[float] = []
-        self._code: list[int] = []
-        self._note: list[int] = []  # index into _notes: the unknown name or why it was rejected
-        self._eligible: list[bool] = []  # an XID series born after its endpoint's first scrape
-        self._notes: list[str] = []
+        self._cols: dict[str, list[float]] = {
+            k: [] for k in ("entity", "signal", "role", "scale", "offset", "code", "note", "field", "copy", "window")
+        }  # fmt: skip
+        self._arrays: _Columns | None = None
+        self._notes: list[str] = []  # unknown metric names and reasons for skipping a series
         self._note_ix: dict[str, int] = {}
-        self._arrays: (
-            tuple[
-                IntArray,
-                IntArray,
-                IntArray,
-                FloatArray,
-                FloatArray,
-                IntArray,
-                IntArray,
-                npt.NDArray[np.bool_],
-            ]
-            | None
-        ) = None
-        self._has_counter: set[int] = set()  # entities with an XID counter series
-        self._prev = np.zeros(0)  # per slot: the XID series' last value
+        self._examples: dict[str, str] = {}
+        n = topology.n_entities
+        self._has_window = np.zeros(n, dtype=bool)  # GPUs with an XID count series: the gauge is ignored
+        self._gauge_prev = np.full(n, np.nan)  # per GPU: the XID gauge's last value
         self._sum_fields: dict[
             int, IntArray
         ] = {}  # summed signal -> per entity, the most fields seen at once
+        self.windows = XidWindows()
 
     @property
     def n_slots(self) -> int:
-        return len(self._entity)
+        return len(self._cols["entity"])
 
     def _note_id(self, text: str) -> int:
         ix = self._note_ix.get(text)
@@ -265,127 +163,164 @@ class SlotTable:
         self,
         entity: int,
         signal: int,
-        role: Role,
         fm: FieldMap | None,
-        code: int,
-        note: str,
-        eligible: bool = False,
+        *,
+        code: int = 0,
+        note: str = "",
+        copy: bool = False,
+        window_s: float = 0.0,
     ) -> int:
-        self._entity.append(entity)
-        self._signal.append(signal)
-        self._role.append(int(role))
-        self._scale.append(fm.scale if fm else 1.0)
-        self._offset.append(fm.offset if fm else 0.0)
-        self._code.append(code)
-        self._note.append(self._note_id(note) if note else -1)
-        self._eligible.append(eligible)
+        values = {
+            "entity": entity, "signal": signal, "role": int(fm.role) if fm else 0,
+            "scale": fm.scale if fm else 1.0, "offset": fm.offset if fm else 0.0, "code": code,
+            "note": self._note_id(note) if note else -1, "field": fm.index if fm else 0,
+            "copy": copy, "window": window_s,
+        }  # fmt: skip
+        for k, v in values.items():
+            self._cols[k].append(float(v))
         self._arrays = None
-        if role is Role.XID_COUNTER and entity >= 0:
-            self._has_counter.add(entity)
-        return len(self._entity) - 1
+        return self.n_slots - 1
 
-    def resolve(
-        self, name: str, labels: dict[str, str], node: str | None = None, eligible: bool = False
-    ) -> int:
-        """A new series key: decide its slot once (unknown name, rejected, or mapped). ``node``
-        names the host when the series has no Hostname label; ``eligible``: its endpoint was
-        scraped before, so a first XID count is news, not history."""
+    def resolve(self, name: str, labels: dict[str, str], target: ScrapeTarget | None = None) -> int:
+        """A new series key: decide its slot once (unknown name, skipped with a reason, or mapped).
+        ``target`` None: the series names its own (its ``instance`` label, through Prometheus)."""
         fm = self.mapping.fields.get(name)
         if fm is None:
-            return self._add(_NO_ENTITY, -1, Role.VALUE, None, 0, name)
+            if name in self.mapping.known_unmapped:
+                return IGNORE
+            return self._add(_NO_ENTITY, -1, None, note=name)
         lab = {k.lower(): v for k, v in labels.items()}
-        code = 0
-        if fm.role is Role.XID_COUNTER:
-            raw = lab.get("xid", "")
-            if not (raw.isascii() and raw.isdecimal()):
+        code, window_s = 0, 0.0
+        if fm.role is Role.XID_WINDOW:
+            raw = lab.get("xid", "")  # absent on the one 0-valued series of a GPU without XIDs
+            if raw and not (raw.isascii() and raw.isdecimal() and int(raw) < _MAX_CODE):
                 return self._reject(fm, f"label xid={raw!r} is not an XID code", name, labels)
-            code = int(raw)
+            code = int(raw) if raw else 0
+            ms = lab.get("window_size_in_ms", "")
+            window_s = int(ms) / 1000.0 if ms.isascii() and ms.isdecimal() and int(ms) > 0 else 0.0
+            window_s = window_s or self.config.xid_window_s
+        gi = lab.get("gpu_i_id", "")
+        if gi and not (gi.isascii() and gi.isdecimal()):
+            return self._reject(fm, f"label GPU_I_ID={gi!r} is not a GPU instance id", name, labels)
         uuid = lab.get("uuid", "")
         eid = self.config.uuid_entities.get(uuid) if uuid else None
         if eid is None:
-            host = lab.get("hostname") or node
-            if not host:
-                return self._reject(fm, "no Hostname label and no node set for the endpoint", name, labels)
             gpu = lab.get("gpu", "")
             if not (gpu.isascii() and gpu.isdecimal()):
                 return self._reject(fm, f"label gpu={gpu!r} is not a GPU index", name, labels)
-            eid = f"gpu/{self.config.hostname.node_name(host)}/{int(gpu)}"
+            node, why = self._node(lab, target or ScrapeTarget.of_instance(labels))
+            if node is None:
+                return self._reject(fm, why, name, labels)
+            eid = f"gpu/{node}/{int(gpu)}"
         gidx = self.topology.lookup(eid)
         if gidx is None:
             return self._reject(fm, f"{eid} is not in the inventory", name, labels)
-        return self._add(gidx, fm.signal_index, fm.role, fm, code, "", eligible)
+        if gi and fm.instance_signal:  # measured per MIG instance: the instance's own entity
+            node_part, _, index = eid[len("gpu/") :].rpartition("/")
+            mig = self.topology.lookup(mig_id(node_part, int(index), int(gi)))
+            if mig is None:
+                why = (
+                    "a MIG instance the inventory does not list (name the node's instances in its mig column)"
+                )
+                return self._reject(fm, why, name, labels)
+            return self._add(mig, fm.instance_signal_index, fm)
+        if fm.role is Role.XID_WINDOW:
+            self._has_window[gidx] = True
+        return self._add(gidx, fm.signal_index, fm, code=code, copy=bool(gi), window_s=window_s)
+
+    def _node(self, lab: dict[str, str], target: ScrapeTarget) -> tuple[str | None, str]:
+        """The first place of ``node_from`` that names a node of the inventory, or why none did."""
+        tried: list[str] = []
+        for place in self.config.node_from:
+            raw = target.host if place == TARGET else lab.get(place.lower(), "")
+            what = "target" if place == TARGET else f"label {place}"
+            if not raw:
+                tried.append(f"{what} absent")
+                continue
+            node = self.config.hostname.node_name(raw)
+            if self.topology.lookup(f"node/{node}") is not None:
+                return node, ""
+            tried.append(f"{what} {raw!r}" + (f" (as {node!r})" if node != raw else ""))
+        return None, f"no node of the inventory named for {target.name}: {'; '.join(tried)}"
 
     def _reject(self, fm: FieldMap, why: str, name: str, labels: dict[str, str]) -> int:
-        shown = ",".join(f'{k}="{v}"' for k, v in list(labels.items())[:4])
-        return self._add(_NO_ENTITY, fm.signal_index, fm.role, fm, 0, f"{why} (e.g. {name}{{{shown}}})")
+        if why not in self._examples:  # the labels seamguard reads, not the exporter's dozen
+            wanted = _EXAMPLE_LABELS | {p.lower() for p in self.config.node_from}
+            shown = [f'{k}="{v}"' for k, v in labels.items() if k.lower() in wanted]
+            more = ",..." if len(shown) < len(labels) else ""
+            self._examples[why] = f"{name}{{{','.join(shown)}{more}}}"
+        return self._add(_NO_ENTITY, fm.signal_index, fm, note=why)
 
-    def _tables(
-        self,
-    ) -> tuple[
-        IntArray, IntArray, IntArray, FloatArray, FloatArray, IntArray, IntArray, npt.NDArray[np.bool_]
-    ]:
+    def _tables(self) -> _Columns:
         if self._arrays is None:
-            self._arrays = (
-                np.asarray(self._entity, dtype=np.int64),
-                np.asarray(self._signal, dtype=np.int64),
-                np.asarray(self._role, dtype=np.int64),
-                np.asarray(self._scale, dtype=np.float64),
-                np.asarray(self._offset, dtype=np.float64),
-                np.asarray(self._code, dtype=np.int64),
-                np.asarray(self._note, dtype=np.int64),
-                np.asarray(self._eligible, dtype=bool),
-            )
-            grown = np.full(self.n_slots, np.nan)
-            grown[: self._prev.size] = self._prev
-            self._prev = grown
+            self._arrays = _Columns.of(self._cols)
         return self._arrays
 
     def convert(
         self, slot: IntArray, value: FloatArray, ts: FloatArray, now: float
     ) -> tuple[TelemetryBatch, Tally]:
-        """Samples (by slot) of one scrape -> a batch in the engine's catalog, and what was dropped."""
+        """Samples (by slot) of one poll -> a batch in the engine's catalog, and what was dropped."""
         tally = Tally()
-        ent_t, sig_t, role_t, scale_t, off_t, code_t, note_t, elig_t = self._tables()
+        t = self._tables()
         keep = slot >= 0
         slot, value, ts = slot[keep], value[keep], ts[keep]
         ts = np.where(np.isnan(ts), now, ts)
-        ent, sig = ent_t[slot], sig_t[slot]
+        ent, sig = t.entity[slot], t.signal[slot]
         unknown = sig < 0
         if unknown.any():
-            names = np.bincount(note_t[slot[unknown]], minlength=len(self._notes))
-            for ix in np.flatnonzero(names).tolist():
-                tally.unknown[self._notes[ix]] += int(names[ix])
+            for ix, n in self._note_counts(t.note[slot[unknown]]):
+                tally.unknown[self._notes[ix]] += n
         rejected = ~unknown & (ent < 0)
         if rejected.any():
-            why = np.bincount(note_t[slot[rejected]], minlength=len(self._notes))
-            for ix in np.flatnonzero(why).tolist():
-                tally.rejected[self._notes[ix]] += int(why[ix])
+            for ix, n in self._note_counts(t.note[slot[rejected]]):
+                why = self._notes[ix]
+                tally.rejected[why] += n
+                tally.examples[why] = self._examples.get(why, "?")
         ok = ~unknown & ~rejected
         finite = np.isfinite(value)
         sentinel = finite & (np.abs(value) >= SENTINEL_THRESHOLD)
         tally.sentinel = int(np.count_nonzero(ok & sentinel))
         tally.nonfinite = int(np.count_nonzero(ok & ~finite))
         ok &= finite & ~sentinel
+        ok &= self._first_copies(slot, ent, ok)
         slot, ent, sig, value, ts = slot[ok], ent[ok], sig[ok], value[ok], ts[ok]
-        role = role_t[slot]
-        value = value * scale_t[slot] + off_t[slot]
-        parts = [self._plain(role == Role.VALUE, ent, sig, ts, value)]
-        parts.append(self._summed(role == Role.SUM, ent, sig, ts, value))
-        xid = self._xids(role, slot, ent, sig, ts, value, code_t, elig_t)
-        tally.xid_events = len(xid)
-        parts.append(xid)
+        role = t.role[slot]
+        value = value * t.scale[slot] + t.offset[slot]
+        parts = [
+            TelemetryBatch(*(a[role == Role.VALUE] for a in (ent, sig, ts, value))),
+            self._summed(role == Role.SUM, ent, sig, ts, value),
+            self._window_events(role == Role.XID_WINDOW, slot, ent, sig, ts, value, tally),
+            self._gauge_events(role == Role.XID_GAUGE, ent, sig, ts, value, tally),
+        ]
         batch = TelemetryBatch.concat(parts)
         tally.samples = len(batch)
         return batch, tally
 
-    @staticmethod
-    def _plain(
-        pick: npt.NDArray[np.bool_], ent: IntArray, sig: IntArray, ts: FloatArray, val: FloatArray
-    ) -> TelemetryBatch:
-        return TelemetryBatch(ent[pick], sig[pick], ts[pick], val[pick])
+    def _note_counts(self, notes: IntArray) -> list[tuple[int, int]]:
+        counts = np.bincount(notes, minlength=len(self._notes))
+        return [(ix, int(counts[ix])) for ix in np.flatnonzero(counts).tolist()]
+
+    def _first_copies(self, slot: IntArray, ent: IntArray, ok: BoolArray) -> BoolArray:
+        """Keep one sample per (GPU, field, XID code) among the copies MIG instance series carry
+        of their GPU's own value; a series of the whole GPU, when there is one, wins. Without
+        this a GPU of four instances would send four NVLink sums and count one XID four times."""
+        t = self._arrays
+        assert t is not None
+        copy = t.copy[slot] & ok
+        if not copy.any():
+            return np.ones(slot.size, dtype=bool)
+        n_fields = len(self.mapping.fields)
+        key = (ent * n_fields + t.field[slot]) * _MAX_CODE + t.code[slot]
+        cand = np.flatnonzero(ok)
+        order = cand[np.lexsort((cand, copy[cand]))]  # whole-GPU series first, then scrape order
+        _, first = np.unique(key[order], return_index=True)
+        winner = np.zeros(slot.size, dtype=bool)
+        winner[order[first]] = True
+        keep: BoolArray = ~copy | winner
+        return keep
 
     def _summed(
-        self, pick: npt.NDArray[np.bool_], ent: IntArray, sig: IntArray, ts: FloatArray, val: FloatArray
+        self, pick: BoolArray, ent: IntArray, sig: IntArray, ts: FloatArray, val: FloatArray
     ) -> TelemetryBatch:
         """Fields that add up to one counter (NVLink error kinds): one sum per GPU and signal, and
         only when as many of its fields arrived as ever did for that GPU. A partial sum (one field
@@ -409,44 +344,61 @@ class SlotTable:
         np.maximum.at(newest, inv, t)
         return TelemetryBatch(k_ent[whole], k_sig[whole], newest[whole], total[whole])
 
-    def _xids(self, role: IntArray, slot: IntArray, ent: IntArray, sig: IntArray, ts: FloatArray,
-              value: FloatArray, code_t: IntArray, elig_t: npt.NDArray[np.bool_]) -> TelemetryBatch:  # fmt: skip
-        """XID events: an increment of DCGM_EXP_XID_ERRORS_TOTAL{xid=...}, or, for a GPU without
-        that counter, a change of DCGM_FI_DEV_XID_ERRORS to a new non-zero code. The first scrape
-        of a target only sets the baseline: an old count is not a new event."""
-        counter = role == Role.XID_COUNTER
-        gauge = role == Role.XID_GAUGE
-        if self._has_counter and gauge.any():
-            gauge &= ~np.isin(ent, np.fromiter(self._has_counter, np.int64, len(self._has_counter)))
-        pick = counter | gauge
+    def _window_events(self, pick: BoolArray, slot: IntArray, ent: IntArray, sig: IntArray, ts: FloatArray,
+                       value: FloatArray, tally: Tally) -> TelemetryBatch:  # fmt: skip
+        """``DCGM_EXP_XID_ERRORS_COUNT`` rows -> XID events (``xid_window.XidWindows``)."""
         if not pick.any():
             return TelemetryBatch.empty()
-        s, v = slot[pick], value[pick]
-        prev = self._prev[s]
-        seen = np.isfinite(prev) | elig_t[s]
-        base = np.where(np.isfinite(prev), prev, 0.0)
-        fired = np.where(counter[pick], seen & (v > base), seen & (v > 0) & (v != prev))
-        self._prev[s] = v
-        code = np.where(counter[pick], code_t[s], v.astype(np.int64))
-        return TelemetryBatch(
-            ent[pick][fired], sig[pick][fired], ts[pick][fired], code[fired].astype(np.float64)
-        )
+        t = self._arrays
+        assert t is not None
+        e, c, v, when, w = ent[pick], t.code[slot[pick]], value[pick], ts[pick], t.window[slot[pick]]
+        key = e * _MAX_CODE + c
+        uniq, inv = np.unique(key, return_inverse=True)  # one row per (GPU, code): the largest count
+        count = np.full(uniq.size, -np.inf)
+        np.maximum.at(count, inv, v)
+        last = np.full(uniq.size, -np.inf)
+        np.maximum.at(last, inv, when)
+        window = np.zeros(uniq.size)
+        np.maximum.at(window, inv, w)
+        got_e, got_c, got_t = self.windows.update(uniq // _MAX_CODE, uniq % _MAX_CODE, count, last, window)
+        return self._events(got_e, int(sig[pick][0]), got_t, got_c, tally)
+
+    def _gauge_events(self, pick: BoolArray, ent: IntArray, sig: IntArray, ts: FloatArray, value: FloatArray,
+                      tally: Tally) -> TelemetryBatch:  # fmt: skip
+        """``DCGM_FI_DEV_XID_ERRORS`` (the last XID's code), for GPUs without the windowed count:
+        a change to a new non-zero code is an event. The first read of a GPU is its baseline."""
+        pick = pick & ~self._has_window[np.maximum(ent, 0)]
+        if not pick.any():
+            return TelemetryBatch.empty()
+        e, v, when = ent[pick], value[pick], ts[pick]
+        prev = self._gauge_prev[e]
+        fired = np.isfinite(prev) & (v > 0) & (v != prev)
+        self._gauge_prev[e] = v
+        return self._events(e[fired], int(sig[pick][0]), when[fired], v[fired].astype(np.int64), tally)
+
+    def _events(
+        self, ent: IntArray, sig: int, ts: FloatArray, code: IntArray, tally: Tally
+    ) -> TelemetryBatch:
+        known = xid_catalog()
+        for e, c in zip(ent.tolist(), code.tolist(), strict=True):
+            if c not in known and c not in tally.unknown_xids:
+                tally.unknown_xids[c] = self.topology.ids[e]
+        return TelemetryBatch(ent, np.full(ent.size, sig, np.int64), ts, code.astype(np.float64))
 
 
 class DcgmTarget:
     """One exporter (or one Prometheus server): its key cache and the table its slots live in."""
 
     def __init__(
-        self, topology: Topology, config: DcgmSourceConfig, *, node: str | None = None,
+        self, topology: Topology, config: DcgmReading, *, target: ScrapeTarget | None = None,
         mapping: DcgmMapping | None = None, table: SlotTable | None = None,
     ) -> None:  # fmt: skip
         self.table = table or SlotTable(topology, config, mapping)
-        self.node = node
-        self.scraped = 0  # scrapes parsed: XID series first seen in the first one are only a baseline
+        self.target = target
         self.cache = SeriesCache(self.resolve)
 
     def resolve(self, name: str, labels: dict[str, str]) -> int:
-        return self.table.resolve(name, labels, self.node, self.scraped > 0)
+        return self.table.resolve(name, labels, self.target)
 
     def slot_for(self, name: str, labels: dict[str, str]) -> int:
         """Slot of a series given as parsed labels (the Prometheus API's JSON), cached by key."""
@@ -461,5 +413,4 @@ class DcgmTarget:
         self, slot: IntArray, value: FloatArray, ts: FloatArray, now: float
     ) -> tuple[TelemetryBatch, Tally]:
         """This target's samples of one scrape -> a batch; see ``SlotTable.convert``."""
-        self.scraped += 1
         return self.table.convert(slot, value, ts, now)

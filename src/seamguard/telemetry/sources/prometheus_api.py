@@ -20,7 +20,8 @@ from seamguard.model.catalog import signal_catalog
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
-from seamguard.telemetry.sources.dcgm import DcgmSourceConfig, DcgmTarget, dcgm_mapping
+from seamguard.telemetry.sources.dcgm import DcgmTarget
+from seamguard.telemetry.sources.dcgm_mapping import dcgm_mapping
 from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig, PromQuery
 from seamguard.telemetry.sources.scrape import Fetched, fetch_all
 from seamguard.telemetry.store import SENTINEL_THRESHOLD
@@ -38,8 +39,7 @@ class PrometheusApiSource:
         self.name = config.name
         self.config = config
         self.topology = topology
-        dcgm_cfg = DcgmSourceConfig(hostname=config.hostname, uuid_entities=config.uuid_entities)
-        self.target = DcgmTarget(topology, dcgm_cfg)
+        self.target = DcgmTarget(topology, config)  # each series' target is its instance label
 
     def _url(self, query: str, now: float) -> str:
         return f"{self.config.url}/api/v1/query?{urlencode({'query': query, 'time': f'{now:.3f}'})}"

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from seamguard.model.catalog import SignalKind, signal_catalog
 from seamguard.strict_model import StrictModel
-from seamguard.telemetry.sources.dcgm import HostnameRule
+from seamguard.telemetry.sources.dcgm_config import DcgmReading
 
 
 class PromQuery(StrictModel):
@@ -43,7 +43,7 @@ class PromQuery(StrictModel):
         return v
 
 
-class PrometheusApiConfig(StrictModel):
+class PrometheusApiConfig(DcgmReading):
     name: str = "prometheus"
     url: str  # the server's base URL, e.g. http://prometheus:9090
     timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -51,8 +51,6 @@ class PrometheusApiConfig(StrictModel):
     dcgm: bool = True  # query every field of the DCGM mapping
     dcgm_selector: str = ""  # extra matchers for the DCGM query, e.g. 'job="dcgm"'
     queries: tuple[PromQuery, ...] = ()
-    hostname: HostnameRule = HostnameRule()
-    uuid_entities: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("url")
     @classmethod

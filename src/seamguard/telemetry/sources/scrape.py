@@ -24,13 +24,14 @@ from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
 from seamguard.telemetry.sources.dcgm import (
-    DcgmSourceConfig,
     DcgmTarget,
     FloatArray,
     IntArray,
+    ScrapeTarget,
     SlotTable,
     Tally,
 )
+from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.openmetrics import ExpositionError, parse
 
 ERROR_SNIPPET = 300  # bytes of an error answer quoted in the notice
@@ -148,7 +149,8 @@ class DcgmScrapeSource:
         self.config = config
         self.table = SlotTable(topology, config)  # shared: one numpy conversion per poll
         self.targets = {
-            e.url: DcgmTarget(topology, config, node=e.node, table=self.table) for e in config.endpoints
+            e.url: DcgmTarget(topology, config, target=ScrapeTarget(e.url, e.target_host()), table=self.table)
+            for e in config.endpoints
         }
         self.last = ScrapeReport()
 
@@ -187,7 +189,6 @@ class DcgmScrapeSource:
                         f"{parsed.malformed} malformed line(s) skipped, {len(parsed)} samples kept: {shown}",
                     )
                 )  # fmt: skip
-            target.scraped += 1
             slots.append(parsed.slot)
             values.append(parsed.value)
             stamps.append(parsed.timestamp)

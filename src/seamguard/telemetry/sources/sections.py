@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from seamguard.strict_model import StrictModel
-from seamguard.telemetry.sources.dcgm import DcgmSourceConfig
+from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig
 from seamguard.telemetry.sources.registers import ModbusConfig
 from seamguard.telemetry.sources.slurm import SlurmConfig

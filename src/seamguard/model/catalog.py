@@ -1,4 +1,7 @@
-"""The signal catalog and the XID catalog, both shipped as data (``seamguard/data``)."""
+"""The signal catalog and the XID catalog, both shipped as data (``seamguard/data``).
+
+The XID catalog lives in ``seamguard.model.xid``; its public names are re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,13 @@ from typing import Any
 import yaml
 
 from seamguard.model.entities import EntityKind
-from seamguard.model.states import State
+from seamguard.model.xid import UNKNOWN_XID as UNKNOWN_XID
+from seamguard.model.xid import Xid as Xid
+from seamguard.model.xid import XidResolution as XidResolution
+from seamguard.model.xid import XidSeverity as XidSeverity
+from seamguard.model.xid import describe_xid as describe_xid
+from seamguard.model.xid import unknown_xid_notice_text as unknown_xid_notice_text
+from seamguard.model.xid import xid_catalog as xid_catalog
 
 
 class SignalKind(StrEnum):
@@ -57,23 +66,6 @@ class SignalCatalog:
         return [s.name for s in self.signals]
 
 
-class XidSeverity(StrEnum):
-    INFO = "info"
-    WARN = "warn"
-    CRITICAL = "critical"
-    FATAL = "fatal"
-
-
-@dataclass(frozen=True)
-class Xid:
-    code: int
-    name: str
-    severity: XidSeverity
-    evidence: float
-    action: str
-    state: State | None
-
-
 def _load_yaml(name: str) -> dict[str, Any]:
     text = resources.files("seamguard.data").joinpath(name).read_text(encoding="utf-8")
     data = yaml.safe_load(text)
@@ -99,22 +91,6 @@ def signal_catalog() -> SignalCatalog:
             for i, r in enumerate(rows)
         )
     )
-
-
-@cache
-def xid_catalog() -> dict[int, Xid]:
-    rows = _load_yaml("xid.yaml")["xids"]
-    return {
-        int(r["code"]): Xid(
-            code=int(r["code"]),
-            name=r["name"],
-            severity=XidSeverity(r["severity"]),
-            evidence=float(r["evidence"]),
-            action=r["action"],
-            state=State.parse(r["state"]) if r.get("state") else None,
-        )
-        for r in rows
-    }
 
 
 # NVML clocks-event reason bits. Only slowdowns the hardware imposes are evidence of

@@ -9,12 +9,13 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import HeartbeatConfig, XidConfig
-from seamguard.model.catalog import Signal, xid_catalog
+from seamguard.model.catalog import Signal
+from seamguard.model.xid import UNKNOWN_XID, describe_xid, xid_catalog
 from seamguard.scoring.evidence import Evidence, FloatArray, make_evidence, ramp
 from seamguard.telemetry.store import TickEvents
 
 IntArray = npt.NDArray[np.int64]
-UNKNOWN_XID_EVIDENCE = 0.3
+UNKNOWN_XID_EVIDENCE = UNKNOWN_XID.evidence  # a code NVIDIA's catalog does not list: weak, forces nothing
 _MAX_CODE = 1024
 
 
@@ -27,13 +28,6 @@ def _lookup_tables() -> tuple[FloatArray, IntArray]:
             evidence[code] = xid.evidence
             floor[code] = int(xid.state) if xid.state is not None else -1
     return evidence, floor
-
-
-def describe_xid(code: int) -> str:
-    xid = xid_catalog().get(code)
-    if xid is None:
-        return f"XID {code} (not in the catalog)"
-    return f"XID {code} ({xid.name}; {xid.severity.value})"
 
 
 @dataclass
@@ -92,7 +86,7 @@ class XidMemory:
 
         def fmt(code: float, age_s: float) -> str:
             ago = "" if not np.isfinite(age_s) or age_s < 60 else f", {age_s / 60:.0f} min ago"
-            return describe_xid(int(code)) + ago
+            return describe_xid(int(code), ago)
 
         evidence = make_evidence(
             "xid", signal.name, signal.entity, 1.0, self.level.copy(), self.code.copy(), fmt, extra=age

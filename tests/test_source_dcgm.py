@@ -288,7 +288,7 @@ def test_first_read_of_a_gpu_is_its_baseline_and_codes_outside_the_catalog_are_n
     batch, tally = scrape(t, [count_line("n03", 1, 79, 3), count_line("n03", 1, 231, 1)], 130.0)
     assert xid_events(topology, batch) == [("gpu/n03/1", 79), ("gpu/n03/1", 231)]
     notes = [n.message for n in tally.notices("dcgm", "x")]  # type: ignore[attr-defined]
-    assert any(n.startswith("XID 231 on gpu/n03/1 is not in NVIDIA's XID catalog") for n in notes)
+    assert any(n.startswith("on gpu/n03/1: XID 231 is not in NVIDIA's Xid catalog") for n in notes)
     assert not any("XID 79" in n for n in notes)
 
 

@@ -295,3 +295,17 @@ def test_prometheus_answer_names_the_node_in_a_relabelled_label() -> None:
     }
     assert np.all(named.batch.timestamp == 1764932400.123)
     assert json.loads(body)["data"]["result"][0]["metric"]["exported_pod"] == "pretrain-worker-0"
+
+
+def test_h100_4x_through_the_engine_fails_the_gpu_whose_double_bit_error_the_gauge_hid() -> None:
+    from seamguard.config import load_config
+    from seamguard.control.controller import Controller
+
+    topo, t = h100()
+    ctl = Controller(topo, load_config())
+    ctl.tick(1000.0, read(t, fixture("h100-exporter-4.x-t0.prom"), 1000.0)[0])
+    res = ctl.tick(1030.0, read(t, fixture("h100-exporter-4.x-t1.prom"), 1030.0)[0])
+    states = {tr.entity: (tr.to_state, tr.reason) for tr in res.transitions}
+    assert states["gpu/dgx-h100-017/3"][0] == "failed" and "XID 48" in states["gpu/dgx-h100-017/3"][1]
+    assert states["gpu/dgx-h100-017/5"][0] == "failed" and "XID 79" in states["gpu/dgx-h100-017/5"][1]
+    assert {e for e in states if e.startswith("gpu/")} == {"gpu/dgx-h100-017/3", "gpu/dgx-h100-017/5"}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.model.catalog import xid_catalog
+from seamguard.model.xid import unknown_xid_notice_text, xid_catalog
 from seamguard.model.entities import mig_id
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
@@ -85,12 +85,7 @@ class Tally:
         if self.nonfinite:
             out.append(SourceNotice(source, where, f"{self.nonfinite} NaN/Inf values read as missing"))
         for code, gpu in sorted(self.unknown_xids.items()):
-            out.append(
-                SourceNotice(
-                    source, where, f"XID {code} on {gpu} is not in NVIDIA's XID catalog as seamguard knows "
-                    "it: weighed with the default for unknown codes; check the driver's release notes",
-                )
-            )  # fmt: skip
+            out.append(SourceNotice(source, where, f"on {gpu}: {unknown_xid_notice_text(code)}"))
         return out
 
 

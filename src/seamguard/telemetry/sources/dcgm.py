@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.model.xid import unknown_xid_notice_text, xid_catalog
 from seamguard.model.entities import mig_id
 from seamguard.model.topology import Topology
+from seamguard.model.xid import unknown_xid_notice_text, xid_catalog
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import SourceNotice
 from seamguard.telemetry.sources.dcgm_config import TARGET, DcgmReading, host_of

@@ -1,9 +1,8 @@
 """Exposition parsing throughput for DCGM-shaped text: samples per second on one core.
 
 Renders one dcgm-exporter payload per node (8 GPUs x 13 series: 12 fields and the windowed XID
-count's 0-valued series, with the labels dcgm-exporter
-sets) with the twin's exporter from seeded synthetic values (not timed), then times, per
-node text as the scrape source does it:
+count's 0-valued series, with the labels dcgm-exporter sets) with the twin's exporter from seeded
+synthetic values (not timed), then times, per node text as the scrape source does it:
 
 * cold: a fresh per-endpoint key cache (every label set parsed and resolved once);
 * warm: the next scrape, every key cached (the steady state);

@@ -141,7 +141,7 @@ class SlotTable:
         self._sum_fields: dict[
             int, IntArray
         ] = {}  # summed signal -> per entity, the most fields seen at once
-        self.windows = XidWindows()
+        self.windows = XidWindows(n)
 
     @property
     def n_slots(self) -> int:

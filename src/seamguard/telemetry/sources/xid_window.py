@@ -35,9 +35,13 @@ DEFAULT_SLACK_S = 60.0  # dcgm-exporter collects every 30 s by default; plus clo
 class XidWindows:
     """Per GPU (entity index): per code, the arrival intervals of the records counted."""
 
+    size: int  # entity indices are below this
     slack_s: float = DEFAULT_SLACK_S
     held: dict[int, dict[int, list[tuple[float, float]]]] = field(default_factory=dict)
-    seen_at: dict[int, float] = field(default_factory=dict)  # GPU -> time of its last window read
+    seen_at: FloatArray = field(init=False)  # per entity: time of its last window read (NaN: never)
+
+    def __post_init__(self) -> None:
+        self.seen_at = np.full(self.size, np.nan)
 
     def update(
         self, entity: IntArray, code: IntArray, count: FloatArray, ts: FloatArray, window_s: FloatArray
@@ -45,52 +49,51 @@ class XidWindows:
         """One read's rows, one per (GPU, code); code 0 is a GPU's "no XID in the window" row.
 
         Returns the new events as (entity, code, timestamp). A GPU read for the first time only
-        sets the baseline: what its window holds may be minutes old, and is not news."""
+        sets the baseline: what its window holds may be minutes old, and is not news. Only GPUs
+        with a count or with records still held take the per-record path; a fleet's quiet GPUs
+        (one 0-valued row each) are one array update."""
+        gpus, inv = np.unique(entity, return_inverse=True)
+        t_gpu = np.full(gpus.size, -np.inf)
+        np.maximum.at(t_gpu, inv, ts)
+        busy = np.zeros(gpus.size, dtype=bool)
+        busy[inv[(count > 0) & (code > 0)]] = True
+        if self.held:
+            busy |= np.isin(gpus, np.fromiter(self.held, np.int64, len(self.held)))
         out_e: list[int] = []
         out_c: list[int] = []
         out_t: list[float] = []
-        order = np.lexsort((code, entity))
-        ent_s, code_s, n_s, t_s, w_s = (
-            entity[order].tolist(),
-            code[order].tolist(),
-            count[order].tolist(),
-            ts[order].tolist(),
-            window_s[order].tolist(),
-        )
-        i = 0
-        while i < len(ent_s):
-            gpu = ent_s[i]
-            j = i
-            while j < len(ent_s) and ent_s[j] == gpu:
-                j += 1
-            t = max(t_s[i:j])
-            previous = self.seen_at.get(gpu)
+        rows_of = np.flatnonzero(busy[inv])
+        by_gpu: dict[int, list[int]] = {}
+        for r in rows_of.tolist():
+            by_gpu.setdefault(int(entity[r]), []).append(r)
+        for k in np.flatnonzero(busy).tolist():
+            gpu, t = int(gpus[k]), float(t_gpu[k])
+            prev = float(self.seen_at[gpu])
             kept: dict[int, list[tuple[float, float]]] = {}
             old = self.held.get(gpu, {})
-            for k in range(i, j):
-                c = code_s[k]
-                n = int(n_s[k])
+            for r in by_gpu.get(gpu, []):
+                c, n = int(code[r]), int(count[r])
                 if c <= 0 or n <= 0:
                     continue
-                gone_before = t - w_s[k] - self.slack_s
-                records = [r for r in old.get(c, ()) if r[1] > gone_before]
-                if previous is None:  # baseline: these arrived some time in the window
-                    records = [(t - w_s[k], t)] * n
+                w = float(window_s[r])
+                records = [rec for rec in old.get(c, ()) if rec[1] > t - w - self.slack_s]
+                if np.isnan(prev):  # baseline: these arrived some time in the window
+                    records = [(t - w, t)] * n
                 elif n > len(records):
                     new = n - len(records)
-                    records.extend([(previous, t)] * new)
-                    out_e.extend([gpu] * min(new, MAX_EVENTS_PER_READ))
-                    out_c.extend([c] * min(new, MAX_EVENTS_PER_READ))
-                    out_t.extend([t_s[k]] * min(new, MAX_EVENTS_PER_READ))
+                    records.extend([(prev, t)] * new)
+                    shown = min(new, MAX_EVENTS_PER_READ)
+                    out_e.extend([gpu] * shown)
+                    out_c.extend([c] * shown)
+                    out_t.extend([float(ts[r])] * shown)
                 else:  # some left the window: the oldest go first
-                    records = sorted(records, key=lambda r: r[1])[len(records) - n :]
+                    records = sorted(records, key=lambda rec: rec[1])[len(records) - n :]
                 kept[c] = records
             if kept:
                 self.held[gpu] = kept
             else:
                 self.held.pop(gpu, None)  # codes absent from the read have left the window
-            self.seen_at[gpu] = t
-            i = j
+        self.seen_at[gpus] = t_gpu
         return (
             np.asarray(out_e, dtype=np.int64),
             np.asarray(out_c, dtype=np.int64),

@@ -72,7 +72,7 @@ def load_document(text: str, key: str) -> JsonDocument:
     if not isinstance(items, list):
         raise JsonFormError(f"no {key!r} list in the JSON (keys: {', '.join(sorted(doc)[:8])})")
     meta = _dict(doc.get("meta"))
-    plugin = _dict(meta.get("plugin"))
+    plugin = _dict(meta.get("plugin") or meta.get("plugins"))  # "plugins" in 23.02
     schema = str(plugin.get("data_parser") or plugin.get("type") or "")
     release = str(_dict(meta.get("slurm") or meta.get("Slurm")).get("release", ""))
     records = [i for i in items if isinstance(i, dict)]

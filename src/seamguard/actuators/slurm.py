@@ -10,6 +10,8 @@ Safety rules, checked against the node's live state just before acting:
 - Only features starting with ``feature_prefix`` (``sg_``) are seamguard's; the node's other
   features are kept as they are.
 
+The node and the reservations are read with ``SlurmReader``, in the same forms as the source
+(``--json`` where the installed Slurm has it, else text; the records are the same either way).
 Every command runs with the configured timeout; a failing one is ``FAILED`` with its stderr.
 There is no compare-and-set in ``scontrol update``: a change made by someone else between the
 read and the update is not detected (the window is one command long).

@@ -1,8 +1,8 @@
 """Slurm as a source: node states (base state plus flags, the drain reason and who set it),
 reservations and job placements, read with Slurm's own clients.
 
-Each part is read in the first form the installed Slurm has, JSON first (stable across versions
-within a schema, and what Slurm recommends for programs), text as the fallback:
+Each part is read in the first form the installed Slurm has, JSON first (made for programs,
+with a schema named in its output), text as the fallback:
 
 | part | JSON | text |
 | --- | --- | --- |
@@ -10,14 +10,18 @@ within a schema, and what Slurm recommends for programs), text as the fallback:
 | jobs | ``squeue --json --all`` (21.08+) | ``squeue --all --format`` (``slurm_text.SQUEUE_FORMAT``) |
 | reservations | ``scontrol show reservation --json`` (23.02+) | ``scontrol show reservation --oneliner`` |
 
-``SlurmReader`` settles each part's form at its first read and remembers it: when a JSON form
-fails (an old release: ``unrecognized option '--json'``, a missing serializer plugin, output that
-is not the expected JSON, more than ``max_output_bytes``) and the next form works in the same
-poll, the next form is used from then on, and the JSON form is tried again after
-``json_retry_s``. A timeout is not a reason to fall back (the controller is slow, not the form).
-Every failure is a ``SourceNotice`` naming the command and what went wrong, never an exception
-out of ``collect``. Parsing lives in ``slurm_states`` (the state table), ``slurm_text`` and
-``slurm_json``; this module runs the commands and turns the records into signals.
+``SlurmReader`` settles each part's form at its first read and remembers it. When a JSON form
+fails and the next form works in the same poll, the next form is used from then on and the JSON
+form is tried again after ``json_retry_s``. A client that does not know ``--json`` (getopt's
+``unrecognized option '--json'``: scontrol before 23.02, sinfo/squeue before 21.08) is an old
+release, and falls back without a word; any other JSON failure with a working fallback (a
+missing serializer plugin, output that is not the expected JSON, more than
+``max_output_bytes``) is one notice naming the command, when it happens. A timeout is no reason
+to fall back: the controller is slow, not the form. Every failure is a ``SourceNotice`` naming
+the command and what went wrong, never an exception out of ``collect``. Parsing lives in
+``slurm_states`` (the state table), ``slurm_text`` and ``slurm_json``, the records in
+``slurm_records``, the bounded command in ``slurm_commands``; this module reads and turns the
+records into signals.
 """
 
 from __future__ import annotations
@@ -170,7 +174,8 @@ def _problem_notices(where: str, problems: tuple[str, ...]) -> list[SourceNotice
 @dataclass
 class SlurmReader:
     """Reads nodes, jobs and reservations, each in the first form that works (see the module
-    doc), remembering per part which one that is. Not thread-safe; one per source or actuator."""
+    doc), remembering per part which one that is: one per source or actuator (two threads
+    sharing one at worst both try a form)."""
 
     config: SlurmConfig = field(default_factory=SlurmConfig)
     clock: Callable[[], float] = time.monotonic

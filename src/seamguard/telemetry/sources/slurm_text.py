@@ -7,9 +7,10 @@ A oneliner record is ``Key=value`` pairs separated by spaces, but some values ar
 only grew over the releases. A record is read as a head of plain ``Key=value`` pairs (the first
 of a key wins, so free text later on cannot replace ``State=``), then the free-text tail:
 
-- a Reason with a ``[user@time]`` stamp (set whenever the reason has a time, i.e. nearly
-  always) ends at the first stamp followed by the end of the record or a field Slurm prints
-  after Reason; a Reason of several lines goes on after the stamp, its lines joined by 8 spaces;
+- a Reason with a ``[user@time]`` stamp (printed whenever the reason has a time, i.e. nearly
+  always) ends at the first stamp followed by the end of the record, by a ``Key=`` field, or by
+  the reason's next line: a Reason of several lines has the stamp after its first line and
+  the others after it, each after 8 spaces;
 - a Reason without a stamp, and each tail field, ends where the next tail field begins, found
   from the right: free text may hold the name of an earlier field, or of a later one that is
   also really printed. (Only free text naming a later field that is absent cannot be told apart.)

@@ -698,6 +698,18 @@ def test_json_schemas_by_value_and_bad_documents() -> None:
     assert jobs == ()
     assert problems[0].startswith("job 5: bad hostlist 'n[1-'")
     assert problems[1:] == ("job 6: node list 'n[1-2]' has 2 nodes, squeue says 3", "job #2: no job_id")
+    # values of an unexpected shape: that record is reported, the others kept
+    nodes, problems, _ = parse_nodes_json(json.dumps({"nodes": [
+        {"name": "n1", "state": ["IDLE"], "features": {"gpu": 1}},
+        {"name": "n2", "state": ["IDLE"], "reason": "r", "reason_changed_at": "soon"},
+        {"name": "n3", "state": ["IDLE"], "features": "gpu,h100", "partitions": "a,b"},
+    ]}))  # fmt: skip
+    assert [(n.name, n.features, n.partitions) for n in nodes] == [("n3", ("gpu", "h100"), ("a", "b"))]
+    assert problems == ("node n1: a name list, not {'gpu': 1}", "node n2: a number, not 'soon'")
+    resv, problems, _ = parse_reservations_json(
+        json.dumps({"reservations": [{"name": "r1", "flags": 5}, {"flags": []}]}), now=0.0
+    )
+    assert resv == () and problems == ("reservation r1: flags 5 are not a list", "reservation #1: no name")
 
 
 # ---------------------------------------------------------------- the free-text Reason

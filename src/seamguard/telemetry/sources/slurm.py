@@ -267,6 +267,9 @@ class SlurmReader:
                 except JsonFormError as exc:
                     failures.append((res.where, str(exc)))
                     continue
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:  # never out of collect
+                    failures.append((res.where, f"could not read the output: {exc!r}"))
+                    continue
                 notices = self._settle(part, form, forms[0], res.where, failures)
                 notices += _problem_notices(res.where, problems)
                 return Read(records, tuple(notices), form.label + schema, res.where)

@@ -37,6 +37,10 @@ class JsonFormError(ValueError):
     """The output is not the JSON document the command should print."""
 
 
+# A record with a value of an unexpected shape is reported and skipped, the others are kept.
+_BAD_VALUE = (ValueError, TypeError, KeyError, AttributeError)
+
+
 @dataclass(frozen=True)
 class JsonDocument:
     items: list[dict[str, Any]]
@@ -167,7 +171,7 @@ def parse_nodes_json(text: str) -> tuple[tuple[SlurmNode, ...], tuple[str, ...],
     for i, item in enumerate(doc.items):
         try:
             node, problem = _node(item)
-        except ValueError as exc:
+        except _BAD_VALUE as exc:
             problems.append(f"node {item.get('name', f'#{i}')!s}: {exc}")
             continue
         nodes.append(node)
@@ -242,7 +246,7 @@ def parse_jobs_json(
     for i, item in enumerate(doc.items):
         try:
             job, problem = _job(item, expand)
-        except ValueError as exc:
+        except _BAD_VALUE as exc:
             problems.append(f"job {item.get('job_id', f'#{i}')!s}: {exc}")
             continue
         if problem:
@@ -267,6 +271,8 @@ def parse_reservations_json(
                 raise ValueError("no name")
             start, end = _time(item.get("start_time")), _time(item.get("end_time"))
             flags = item.get("flags") or []
+            if not isinstance(flags, list | str):
+                raise ValueError(f"flags {flags!r} are not a list")
             active = start is not None and end is not None and start <= now <= end
             out.append(
                 SlurmReservation(
@@ -280,6 +286,6 @@ def parse_reservations_json(
                     end=end,
                 )
             )
-        except ValueError as exc:
+        except _BAD_VALUE as exc:
             problems.append(f"reservation {name if isinstance(name, str) else f'#{i}'}: {exc}")
     return tuple(out), tuple(problems), doc

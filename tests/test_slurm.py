@@ -85,6 +85,30 @@ def inventory(names: list[str]) -> Inventory:
     return Inventory(tuple(NodeRecord(n, "r0", "c0", "l0", 8) for n in names))
 
 
+def release(cluster: SlurmCluster) -> tuple[int, int, str]:
+    """``sinfo --version`` (``slurm-wlm 22.05.8``) -> (22, 5, "22.05.8")."""
+    text = cluster.run("sinfo", "--version").stdout.split()[-1]
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor), text
+
+
+def json_forms(cluster: SlurmCluster) -> dict[str, str]:
+    """The forms the reader settles on for the installed Slurm (docs/slurm.md)."""
+    major, minor, text = release(cluster)
+    if (major, minor) < (23, 2):  # openapi/v0.0.37 (21.08) or v0.0.38 (22.05)
+        plugin = f"openapi/v0.0.{37 if (major, minor) < (22, 5) else 38}, Slurm {text}"
+        return {
+            "nodes": f"sinfo --json ({plugin})",
+            "jobs": f"squeue --json ({plugin})",
+            "reservations": "text",
+        }
+    forms = {
+        part: f"{cmd} --json"
+        for part, cmd in (("nodes", "scontrol"), ("jobs", "squeue"), ("reservations", "scontrol"))
+    }
+    return forms  # data_parser/v0.0.39+: the plugin name is checked by prefix
+
+
 def state_of(line: str) -> str:
     fields, _ = parse_kv_line(line)
     return fields["State"]
@@ -191,13 +215,9 @@ def test_source_sees_the_nodes_and_the_jobs_placement(
     cluster: SlurmCluster, job: str, config: SlurmConfig
 ) -> None:
     snap, notices = read_snapshot(config, now=123.0)
-    assert notices == ()  # 22.05's scontrol has no --json: refused, and nothing to say about it
+    assert notices == ()  # before 23.02 scontrol has no --json: refused, and nothing to say about it
     assert snap.read == {"nodes", "jobs", "reservations"}
-    assert dict(snap.forms) == {
-        "nodes": "sinfo --json (openapi/v0.0.38, Slurm 22.05.8)",
-        "jobs": "squeue --json (openapi/v0.0.38, Slurm 22.05.8)",
-        "reservations": "text",
-    }
+    assert dict(snap.forms) == json_forms(cluster)
     assert [n.name for n in snap.nodes] == [*cluster.nodes, *cluster.dead_nodes]
     for n in snap.nodes:
         assert n.features == ("gpu", "h100") and n.active_features == ("gpu", "h100")
@@ -241,7 +261,8 @@ def test_the_json_and_text_forms_read_the_same_cluster(
         text_only = config.model_copy(update={"read_format": "text"})
         by_text, notices = read_snapshot(text_only, 1.0)
         assert notices == () and dict(by_text.forms) == {p: "text" for p in ("nodes", "jobs", "reservations")}
-        assert dict(by_json.forms)["nodes"].startswith("sinfo --json (openapi/v0.0.38")
+        want = json_forms(cluster)
+        assert {part: form[: len(want[part])] for part, form in by_json.forms} == want
         # the dead node may turn NOT_RESPONDING between the two reads; the others are still
         live = [n for n in by_json.nodes if n.name not in cluster.dead_nodes]
         assert live == [n for n in by_text.nodes if n.name not in cluster.dead_nodes]
@@ -261,9 +282,12 @@ def test_the_json_and_text_forms_read_the_same_cluster(
         for name in running.nodes:
             node = by_json.node(name)
             assert node is not None and node.base in ("MIXED", "ALLOCATED")
-        # what the JSON form could not be: scontrol --json does not exist in 22.05
-        refused = cluster.run("scontrol", "show", "node", "--json", check=False)
-        assert refused.returncode == 1 and "unrecognized option '--json'" in refused.stderr
+        # scontrol --json exists from 23.02 on; before, getopt refuses it (and the reader says nothing)
+        asked = cluster.run("scontrol", "show", "node", "--json", check=False)
+        if release(cluster)[:2] < (23, 2):
+            assert asked.returncode == 1 and "unrecognized option '--json'" in asked.stderr
+        else:
+            assert asked.returncode == 0 and '"nodes"' in asked.stdout
     finally:
         cluster.run("scontrol", "delete", "ReservationName=sg_forms")
         cluster.run("scontrol", "update", "NodeName=n003", "State=RESUME")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from seamguard.actuators.base import Action, ActionStatus
+from seamguard.actuators.slurm import SlurmActuator
 from seamguard.model.catalog import Signal, SignalCatalog, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, NodeRecord
@@ -34,6 +36,7 @@ from seamguard.telemetry.sources.slurm import (
     parse_node_state,
     parse_nodes,
     parse_reservations,
+    read_nodes,
     read_snapshot,
     run_command,
 )
@@ -927,3 +930,14 @@ def test_commands_get_iso_times_whatever_the_environment(monkeypatch: pytest.Mon
     res = run_command(SlurmConfig(), ["sh", "-c", "echo $SLURM_TIME_FORMAT; echo err >&2"])
     assert (res.ok, res.stdout, res.stderr) == (True, "standard\n", "err")
     assert os.environ["SLURM_TIME_FORMAT"] == "relative"
+
+
+def test_an_unknown_node_named_to_scontrol_json_is_not_found(tmp_path: Path) -> None:
+    """23.02+'s scontrol --json lists nothing for an unknown name (exit 0), where the text form
+    says "Node x not found" (exit 1): the reader says it either way, and the actuator fails."""
+    empty = json.dumps({"nodes": [], "meta": {"plugin": {"data_parser": "data_parser/v0.0.42"}}})
+    config, _ = stand_in(tmp_path, {"scontrol": {"show node gone --json": f"echo '{empty}'; exit 0"}})
+    nodes, notices = read_nodes(config, ("gone",))
+    assert nodes == () and [n.message for n in notices] == ["Node gone not found"]
+    res = SlurmActuator(config).apply(Action("drain_node", "node/gone", "why", "quarantine", 0.0), 1.0)
+    assert res.status is ActionStatus.FAILED and "Node gone not found" in res.detail

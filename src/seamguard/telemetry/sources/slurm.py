@@ -318,6 +318,9 @@ def read_nodes(
     notices = list(got.notices)
     if got.records is not None and not got.records and not names:
         notices.append(SourceNotice(SOURCE, got.where, "no node records in the output"))
+    if got.records is not None and names:  # scontrol --json lists no record for an unknown name
+        seen = {n.name for n in got.records}
+        notices += [SourceNotice(SOURCE, got.where, f"Node {n} not found") for n in names if n not in seen]
     return got.records or (), notices
 
 

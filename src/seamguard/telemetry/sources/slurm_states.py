@@ -10,8 +10,9 @@ A node's state in slurmctld is a base (the low 4 bits: ``enum node_states``) and
 - one word plus one marker (``drained*``, ``mix-``, ``boot^``): ``node_state_string()`` (long,
   sinfo ``%T``) and ``node_state_string_compact()`` (short, sinfo ``%t``). The word names the
   most telling flag and hides the base: ``DRAINED`` is printed for IDLE, DOWN, UNKNOWN or FUTURE
-  nodes with DRAIN. Here such a word gets the base it is printed for on an idle node (IDLE),
-  which never claims DOWN; a complete form, where there is one, is always preferred.
+  nodes with DRAIN. Here such a word gets the base it is printed for on a node in service
+  (IDLE; ALLOCATED for DRAINING and FAILING), which never claims DOWN; the complete form, where
+  Slurm prints one, has no such loss.
 - before 21.08, ``scontrol`` printed ``node_state_string()`` of the state without CLOUD,
   COMPLETING, DRAIN, FAIL, POWER_SAVE, POWERING_DOWN, then ``+CLOUD``, ``+COMPLETING``,
   ``+DRAIN`` or ``+FAIL``, ``+POWER`` or ``+POWERING_DOWN`` (``DOWN*+DRAIN``, ``MAINT+DRAIN``,

@@ -32,7 +32,6 @@ from seamguard.telemetry.sources.slurm import (
     parse_kv_line,
     parse_node_line,
     parse_node_state,
-    parse_slurm_time,
     read_snapshot,
     run_command,
 )
@@ -58,7 +57,10 @@ def job(cluster: SlurmCluster) -> str:
 @pytest.fixture
 def config(cluster: SlurmCluster) -> SlurmConfig:
     return SlurmConfig(
-        scontrol=cluster.bins["scontrol"], squeue=cluster.bins["squeue"], slurm_conf=str(cluster.conf)
+        scontrol=cluster.bins["scontrol"],
+        squeue=cluster.bins["squeue"],
+        sinfo=cluster.bins["sinfo"],
+        slurm_conf=str(cluster.conf),
     )
 
 
@@ -83,6 +85,30 @@ def inventory(names: list[str]) -> Inventory:
     return Inventory(tuple(NodeRecord(n, "r0", "c0", "l0", 8) for n in names))
 
 
+def release(cluster: SlurmCluster) -> tuple[int, int, str]:
+    """``sinfo --version`` (``slurm-wlm 22.05.8``) -> (22, 5, "22.05.8")."""
+    text = cluster.run("sinfo", "--version").stdout.split()[-1]
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor), text
+
+
+def json_forms(cluster: SlurmCluster) -> dict[str, str]:
+    """The forms the reader settles on for the installed Slurm (docs/slurm.md)."""
+    major, minor, text = release(cluster)
+    if (major, minor) < (23, 2):  # openapi/v0.0.37 (21.08) or v0.0.38 (22.05)
+        plugin = f"openapi/v0.0.{37 if (major, minor) < (22, 5) else 38}, Slurm {text}"
+        return {
+            "nodes": f"sinfo --json ({plugin})",
+            "jobs": f"squeue --json ({plugin})",
+            "reservations": "text",
+        }
+    forms = {
+        part: f"{cmd} --json"
+        for part, cmd in (("nodes", "scontrol"), ("jobs", "squeue"), ("reservations", "scontrol"))
+    }
+    return forms  # data_parser/v0.0.39+: the plugin name is checked by prefix
+
+
 def state_of(line: str) -> str:
     fields, _ = parse_kv_line(line)
     return fields["State"]
@@ -91,53 +117,7 @@ def state_of(line: str) -> str:
 # ---------------------------------------------------------------- parsing edge cases (no Slurm needed)
 
 
-@pytest.mark.parametrize(
-    ("text", "base", "flags"),
-    [
-        ("IDLE", "IDLE", set()),
-        ("IDLE+DRAIN", "IDLE", {"DRAIN"}),
-        ("MIXED+DRAIN+MAINTENANCE+RESERVED", "MIXED", {"DRAIN", "MAINTENANCE", "RESERVED"}),
-        ("DOWN*+NOT_RESPONDING", "DOWN", {"NOT_RESPONDING"}),
-        ("DOWN*", "DOWN", {"NOT_RESPONDING"}),
-        ("DOWN*+DRAIN", "DOWN", {"NOT_RESPONDING", "DRAIN"}),
-        ("UNKNOWN+NOT_RESPONDING", "UNKNOWN", {"NOT_RESPONDING"}),
-        ("ALLOCATED+COMPLETING", "ALLOCATED", {"COMPLETING"}),
-        ("idle~", "IDLE", {"POWERED_DOWN"}),
-        ("drained", "IDLE", {"DRAIN"}),
-        ("draining", "ALLOCATED", {"DRAIN"}),
-        ("mix-", "MIXED", {"PLANNED"}),
-        ("IDLE+CLOUD+POWERED_DOWN", "IDLE", {"CLOUD", "POWERED_DOWN"}),
-        ("", "UNKNOWN", set()),
-    ],
-)
-def test_node_state_is_a_base_plus_flags(text: str, base: str, flags: set[str]) -> None:
-    state = parse_node_state(text)
-    assert state.base == base
-    assert state.flags == frozenset(flags)
-
-
-def test_reason_keeps_spaces_equals_and_brackets_and_ends_at_its_stamp() -> None:
-    line = (
-        "NodeName=n009 State=IDLE+DRAIN AvailableFeatures=(null) ActiveFeatures= "
-        "Reason=seamguard: quarantine gpu.temp_c=91 [max] peers=4 [alice@2026-01-02T03:04:05] Comment=after it"
-    )
-    node = parse_node_line(line)
-    assert node is not None
-    assert node.reason == "seamguard: quarantine gpu.temp_c=91 [max] peers=4"
-    assert node.reason_user == "alice"
-    assert node.reason_time == parse_slurm_time("2026-01-02T03:04:05")
-    assert node.features == () and node.active_features == ()
-    assert node.drained_by_seamguard
-    fields, _ = parse_kv_line(line)
-    assert fields["Comment"] == "after it"
-    assert "peers" not in fields and "gpu.temp_c" not in fields
-
-
-def test_reason_without_a_stamp_runs_to_the_end_of_the_line() -> None:
-    node = parse_node_line("NodeName=n1 State=DOWN* Reason=Not responding = yes")
-    assert node is not None
-    assert (node.reason, node.reason_user, node.reason_time) == ("Not responding = yes", "", None)
-    assert node.down and node.not_responding and not node.drained
+# The state table, every fixture and the free-text Reason: tests/test_slurm_fixtures.py.
 
 
 def test_garbage_is_not_a_node() -> None:
@@ -235,8 +215,9 @@ def test_source_sees_the_nodes_and_the_jobs_placement(
     cluster: SlurmCluster, job: str, config: SlurmConfig
 ) -> None:
     snap, notices = read_snapshot(config, now=123.0)
-    assert notices == ()
+    assert notices == ()  # before 23.02 scontrol has no --json: refused, and nothing to say about it
     assert snap.read == {"nodes", "jobs", "reservations"}
+    assert dict(snap.forms) == json_forms(cluster)
     assert [n.name for n in snap.nodes] == [*cluster.nodes, *cluster.dead_nodes]
     for n in snap.nodes:
         assert n.features == ("gpu", "h100") and n.active_features == ("gpu", "h100")
@@ -261,6 +242,58 @@ def test_source_sees_the_nodes_and_the_jobs_placement(
     assert rec.job == job and rec.nodes == sjob.nodes and rec.job_class is JobClass.SYNC_TRAINING
     topo = build_topology(inventory([n.name for n in snap.nodes]), [rec])
     assert topo.lookup(f"job/{job}") is not None
+
+
+def test_the_json_and_text_forms_read_the_same_cluster(
+    cluster: SlurmCluster, job: str, config: SlurmConfig
+) -> None:
+    """A running job, a node drained by hand with a reason, a node in a maintenance reservation:
+    read end to end through the JSON forms (sinfo/squeue --json on 22.05) and the text forms."""
+    cluster.run("scontrol", "update", "NodeName=n003", "State=DRAIN", "Reason=disk = 99% full [INC-7]")
+    cluster.run(
+        "scontrol", "create", "reservation", "ReservationName=sg_forms", "StartTime=now", "Duration=30",
+        "Nodes=n004", f"Users={getpass.getuser()}", "Flags=MAINT",
+    )  # fmt: skip
+    try:
+        cluster.wait_for("n004 in maintenance", lambda: "MAINTENANCE" in state_of(cluster.node_line("n004")))
+        by_json, notices = read_snapshot(config, 1.0)
+        assert notices == ()
+        text_only = config.model_copy(update={"read_format": "text"})
+        by_text, notices = read_snapshot(text_only, 1.0)
+        assert notices == () and dict(by_text.forms) == {p: "text" for p in ("nodes", "jobs", "reservations")}
+        want = json_forms(cluster)
+        assert {part: form[: len(want[part])] for part, form in by_json.forms} == want
+        # the dead node may turn NOT_RESPONDING between the two reads; the others are still
+        live = [n for n in by_json.nodes if n.name not in cluster.dead_nodes]
+        assert live == [n for n in by_text.nodes if n.name not in cluster.dead_nodes]
+        assert [n.name for n in by_json.nodes] == [n.name for n in by_text.nodes]
+        assert sorted(by_json.jobs, key=lambda j: j.job_id) == sorted(by_text.jobs, key=lambda j: j.job_id)
+        assert by_json.reservations == by_text.reservations
+        drained = by_json.node("n003")
+        assert drained is not None and drained.drained and not drained.drained_by_seamguard
+        assert (drained.reason, drained.reason_user) == ("disk = 99% full [INC-7]", getpass.getuser())
+        assert drained.reason_time is not None and abs(drained.reason_time - time.time()) < 120
+        maint = by_json.node("n004")
+        assert maint is not None and maint.reserved and {"MAINTENANCE", "RESERVED"} <= maint.flags
+        (resv,) = [r for r in by_json.reservations if r.name == "sg_forms"]
+        assert resv.active and resv.maintenance and resv.nodes == ("n004",)
+        (running,) = by_json.running_jobs()
+        assert running.job_id == job and running.end is None and len(running.nodes) == 2
+        for name in running.nodes:
+            node = by_json.node(name)
+            assert node is not None and node.base in ("MIXED", "ALLOCATED")
+        # scontrol --json exists from 23.02 on; before, getopt refuses it (and the reader says nothing)
+        asked = cluster.run("scontrol", "show", "node", "--json", check=False)
+        if release(cluster)[:2] < (23, 2):
+            assert asked.returncode == 1 and "unrecognized option '--json'" in asked.stderr
+        else:
+            assert asked.returncode == 0 and '"nodes"' in asked.stdout
+    finally:
+        cluster.run("scontrol", "delete", "ReservationName=sg_forms")
+        cluster.run("scontrol", "update", "NodeName=n003", "State=RESUME")
+    cluster.wait_for(
+        "n004 out of maintenance", lambda: "MAINTENANCE" not in state_of(cluster.node_line("n004"))
+    )
 
 
 def test_source_emits_node_flags_and_counts_signals_missing_from_the_catalog(
@@ -436,7 +469,11 @@ def test_failing_commands_are_failed_results_and_notices(cluster: SlurmCluster, 
     odd = config.model_copy(update={"squeue": cluster.bins["sinfo"]})
     snap, notices = read_snapshot(odd, now=3.0)
     assert snap.jobs == () and len(snap.nodes) == len(cluster.nodes) + len(cluster.dead_nodes)
-    assert notices and all("sinfo" in n.where and "not a job id" in n.message for n in notices)
+    assert notices and all("sinfo" in n.where for n in notices)
+    # Its --json prints nodes, not jobs: noticed once, and the text form is read instead.
+    (json_fail,) = [n for n in notices if "--json" in n.where]
+    assert "no 'jobs' list" in json_fail.message and "read with" in json_fail.message
+    assert all("not a job id" in n.message for n in notices if n is not json_fail)
 
     # A controller that does not answer: the command is cut at the timeout.
     away = cluster.root / "away.conf"

@@ -10,6 +10,8 @@ Safety rules, checked against the node's live state just before acting:
 - Only features starting with ``feature_prefix`` (``sg_``) are seamguard's; the node's other
   features are kept as they are.
 
+The node and the reservations are read with ``SlurmReader``, in the same forms as the source
+(``--json`` where the installed Slurm has it, else text; the records are the same either way).
 Every command runs with the configured timeout; a failing one is ``FAILED`` with its stderr.
 There is no compare-and-set in ``scontrol update``: a change made by someone else between the
 read and the update is not detected (the window is one command long).
@@ -25,6 +27,7 @@ from seamguard.telemetry.sources.slurm import (
     REASON_PREFIX,
     SlurmConfig,
     SlurmNode,
+    SlurmReader,
     read_nodes,
     read_reservations,
     run_command,
@@ -92,6 +95,12 @@ class SlurmActuator:
     config: SlurmConfig = field(default_factory=SlurmConfig)
     name: str = "slurm"
     kinds: frozenset[str] = KINDS
+    # Reads the node and the reservations in the same forms as the source (--json where the
+    # installed Slurm has it, else text), remembering which works; records are the same either way.
+    reader: SlurmReader = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.reader = SlurmReader(self.config)
 
     def apply(self, action: Action, now: float) -> ActionResult:
         if action.kind not in self.kinds:
@@ -131,7 +140,7 @@ class SlurmActuator:
         return ActionResult(action, self.name, status, detail, now)
 
     def _read(self, name: str) -> tuple[SlurmNode | None, str]:
-        nodes, notices = read_nodes(self.config, (name,))
+        nodes, notices = read_nodes(self.config, (name,), self.reader)
         match = [n for n in nodes if n.name == name]
         if match:
             return match[0], ""
@@ -144,7 +153,7 @@ class SlurmActuator:
                 ActionStatus.REFUSED,
                 f"{_describe(node)}: in a maintenance window or reservation, not touched",
             )
-        resv, notices = read_reservations(self.config)
+        resv, notices = read_reservations(self.config, self.reader)
         if resv is None:
             return ActionStatus.FAILED, "could not check reservations: " + "; ".join(str(n) for n in notices)
         for r in resv:

@@ -1,421 +1,152 @@
 """Slurm as a source: node states (base state plus flags, the drain reason and who set it),
 reservations and job placements, read with Slurm's own clients.
 
-Why the text interfaces: ``scontrol show node --oneliner`` is stable across releases, while
-``scontrol --json`` does not exist in 22.05 (Debian 12/13) and the ``--json`` schemas of
-``squeue``/``sinfo`` change with every OpenAPI version. ``squeue`` is read with an explicit
-``--format`` whose free-text field (the job name) comes last, so a ``|`` in a name cannot shift
-the columns. Every command runs with a timeout; a failing one becomes a ``SourceNotice`` naming
-the command and its stderr, never an exception out of ``collect``.
+Each part is read in the first form the installed Slurm has, JSON first (made for programs,
+with a schema named in its output), text as the fallback:
+
+| part | JSON | text |
+| --- | --- | --- |
+| nodes | ``scontrol show node --json`` (23.02+), else ``sinfo --json`` (21.08, 22.05) | ``scontrol show node --oneliner`` |
+| jobs | ``squeue --json --all`` (21.08+) | ``squeue --all --format`` (``slurm_text.SQUEUE_FORMAT``) |
+| reservations | ``scontrol show reservation --json`` (23.02+) | ``scontrol show reservation --oneliner`` |
+
+``SlurmReader`` settles each part's form at its first read and remembers it. When a JSON form
+fails and the next form works in the same poll, the next form is used from then on and the JSON
+form is tried again after ``json_retry_s``. A client that does not know ``--json`` (getopt's
+``unrecognized option '--json'``: scontrol before 23.02, sinfo/squeue before 21.08) is an old
+release, and falls back without a word; any other JSON failure with a working fallback (a
+missing serializer plugin, output that is not the expected JSON, more than
+``max_output_bytes``) is one notice naming the command, when it happens. A timeout is no reason
+to fall back: the controller is slow, not the form. Every failure is a ``SourceNotice`` naming
+the command and what went wrong, never an exception out of ``collect``. Parsing lives in
+``slurm_states`` (the state table), ``slurm_text`` and ``slurm_json``, the records in
+``slurm_records``, the bounded command in ``slurm_commands``; this module reads and turns the
+records into signals.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from typing import Generic, TypeVar
 
-import hostlist  # type: ignore[import-untyped]
 import numpy as np
-from pydantic import Field
 
 from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.inventory import JobRecord
-from seamguard.model.states import JobClass
 from seamguard.model.topology import Topology
-from seamguard.strict_model import StrictModel
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
+from seamguard.telemetry.sources.slurm_commands import CommandResult, SlurmConfig, run_command
+from seamguard.telemetry.sources.slurm_json import (
+    JsonDocument,
+    JsonFormError,
+    parse_jobs_json,
+    parse_nodes_json,
+    parse_reservations_json,
+)
+from seamguard.telemetry.sources.slurm_records import (
+    REASON_PREFIX,
+    SlurmJob,
+    SlurmNode,
+    SlurmReservation,
+    expand_hostlist,
+)
+from seamguard.telemetry.sources.slurm_states import (
+    BASE_STATES,
+    NodeState,
+    is_down,
+    parse_node_state,
+)
+from seamguard.telemetry.sources.slurm_text import (
+    SQUEUE_FORMAT,
+    Reason,
+    parse_jobs,
+    parse_kv_line,
+    parse_node_line,
+    parse_nodes,
+    parse_reservations,
+    parse_slurm_time,
+)
+
+__all__ = [
+    "BASE_STATES",
+    "REASON_PREFIX",
+    "SLURM_SIGNALS",
+    "SOURCE",
+    "SQUEUE_FORMAT",
+    "CommandResult",
+    "NodeState",
+    "Reason",
+    "SlurmConfig",
+    "SlurmJob",
+    "SlurmNode",
+    "SlurmReader",
+    "SlurmReservation",
+    "SlurmSnapshot",
+    "SlurmSource",
+    "expand_hostlist",
+    "job_placements",
+    "node_batch",
+    "parse_jobs",
+    "parse_kv_line",
+    "parse_node_line",
+    "parse_node_state",
+    "parse_nodes",
+    "parse_reservations",
+    "parse_slurm_time",
+    "read_jobs",
+    "read_nodes",
+    "read_reservations",
+    "read_snapshot",
+    "run_command",
+]
 
 SOURCE = "slurm"
-REASON_PREFIX = "seamguard:"  # every reason seamguard sets starts with this; only those it may undo
+MAX_PROBLEMS = 5  # per command and poll; the rest are counted
+# How a client without --json refuses it (getopt): a release older than the form, which is
+# expected and needs no notice. Any other failure of a JSON form that has a working fallback is
+# noticed once.
+_NO_JSON_OPTION = re.compile(r"(?:unrecognized|invalid|unknown) option\W+(?:--)?json", re.IGNORECASE)
 
 
-class SlurmConfig(StrictModel):
-    """Where Slurm's clients are and how seamguard talks to them (source and actuator share it)."""
+# ---------------------------------------------------------------- forms and the reader
 
-    scontrol: str = "scontrol"  # path or name on PATH
-    squeue: str = "squeue"
-    slurm_conf: str | None = None  # SLURM_CONF for the clients; None inherits the environment's
-    timeout_s: float = Field(default=10.0, gt=0)
-    # slurmdbd stores a node event's reason as TINYTEXT (255 bytes); longer reasons are cut there
-    # and are unreadable in sinfo anyway. Reasons are cut to this many UTF-8 bytes, ending in "...".
-    reason_max_bytes: int = Field(default=250, ge=40, le=1024)
-    feature_prefix: str = Field(default="sg_", min_length=1)  # the node features seamguard owns
-    default_job_class: JobClass = JobClass.SYNC_TRAINING
-    partition_classes: dict[str, JobClass] = Field(default_factory=dict)  # partition -> job class
-
-
-# ---------------------------------------------------------------- commands
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class CommandResult:
-    where: str  # the command line, for notices and action details
-    ok: bool
-    stdout: str
-    stderr: str  # the command's stderr, or why it could not run (timeout, missing binary)
-    returncode: int | None
+class _Form(Generic[T]):
+    label: str  # "scontrol --json", "sinfo --json", "squeue --json", "text"
+    argv: list[str]
+    parse: Callable[[str], tuple[tuple[T, ...], tuple[str, ...], str]]  # records, problems, schema
 
     @property
-    def problem(self) -> str:
-        if self.returncode is None:
-            return self.stderr
-        # scontrol prints some errors ("Node x not found") on stdout.
-        said = self.stderr.strip() or self.stdout.strip()[:500] or "(no output)"
-        return f"exited {self.returncode}: {said}"
-
-
-def run_command(config: SlurmConfig, argv: list[str]) -> CommandResult:
-    """Run one Slurm client with the configured SLURM_CONF and timeout; never raises."""
-    where = " ".join(argv)
-    env = dict(os.environ)
-    if config.slurm_conf is not None:
-        env["SLURM_CONF"] = config.slurm_conf
-    try:
-        proc = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=config.timeout_s, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return CommandResult(where, False, "", f"timed out after {config.timeout_s:g}s", None)
-    except OSError as exc:  # missing binary, not executable
-        return CommandResult(where, False, "", f"could not run: {exc}", None)
-    return CommandResult(where, proc.returncode == 0, proc.stdout, proc.stderr.strip(), proc.returncode)
-
-
-# ---------------------------------------------------------------- node states
-
-BASE_STATES = frozenset({"ALLOCATED", "DOWN", "ERROR", "FUTURE", "IDLE", "MIXED", "UNKNOWN"})
-# sinfo's long and short spellings of a state that is really a base plus a flag.
-_ALIASES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ALLOC": ("ALLOCATED", ()),
-    "MIX": ("MIXED", ()),
-    "UNK": ("UNKNOWN", ()),
-    "DRAINED": ("IDLE", ("DRAIN",)),
-    "DRAIN": ("IDLE", ("DRAIN",)),
-    "DRAINING": ("ALLOCATED", ("DRAIN",)),
-    "DRNG": ("ALLOCATED", ("DRAIN",)),
-    "MAINT": ("IDLE", ("MAINTENANCE",)),
-    "RESERVED": ("IDLE", ("RESERVED",)),
-    "RESV": ("IDLE", ("RESERVED",)),
-    "COMPLETING": ("ALLOCATED", ("COMPLETING",)),
-    "COMP": ("ALLOCATED", ("COMPLETING",)),
-    "FAIL": ("ALLOCATED", ("FAIL",)),
-    "FAILING": ("ALLOCATED", ("FAIL",)),
-}
-# One-character suffixes Slurm appends to a base state (scontrol and sinfo; see sinfo(1) "NODE STATE CODES").
-_MARKERS = {
-    "*": "NOT_RESPONDING",
-    "~": "POWERED_DOWN",
-    "#": "POWERING_UP",
-    "%": "POWERING_DOWN",
-    "!": "POWER_DOWN",
-    "$": "MAINTENANCE",
-    "@": "REBOOT_REQUESTED",
-    "^": "REBOOT_ISSUED",
-    "-": "PLANNED",
-}
+    def json(self) -> bool:
+        return self.label != "text"
 
 
 @dataclass(frozen=True)
-class NodeState:
-    base: str  # IDLE, MIXED, ALLOCATED, DOWN, ...
-    flags: frozenset[str]  # DRAIN, NOT_RESPONDING, MAINTENANCE, RESERVED, ...
-
-
-def parse_node_state(text: str) -> NodeState:
-    """``MIXED+DRAIN+MAINTENANCE+RESERVED``, ``DOWN*+NOT_RESPONDING``, ``drained``, ``idle~`` -> base + flags."""
-    parts = [p.strip().upper() for p in text.strip().split("+") if p.strip()]
-    if not parts:
-        return NodeState("UNKNOWN", frozenset())
-    flags: set[str] = set()
-    head = parts[0]
-    while head and head[-1] in _MARKERS:
-        flags.add(_MARKERS[head[-1]])
-        head = head[:-1]
-    base, extra = _ALIASES.get(head, (head or "UNKNOWN", ()))
-    flags.update(extra)
-    for part in parts[1:]:
-        word = part.rstrip("".join(_MARKERS))
-        flags.update(_MARKERS[c] for c in part[len(word) :])
-        if word:
-            flags.add(word)
-    return NodeState(base, frozenset(flags))
-
-
-# ---------------------------------------------------------------- key=value text
-
-_KEY = re.compile(r"(?:^|(?<=\s))([A-Za-z][A-Za-z0-9_/:.-]*)=")
-_REASON = re.compile(r"(?:^|(?<=\s))Reason=")
-# " [user@2026-11-24T10:06:19]" closing a reason; anything after it must be another Key=.
-_REASON_STAMP = re.compile(r"\s\[([^\s\[\]@]+)@(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\]")
-_NEXT_KEY = re.compile(r"\s+[A-Za-z][A-Za-z0-9_/:.-]*=")
-
-
-def _split_kv(text: str) -> dict[str, str]:
-    keys = list(_KEY.finditer(text))
-    out: dict[str, str] = {}
-    for i, m in enumerate(keys):
-        end = keys[i + 1].start() if i + 1 < len(keys) else len(text)
-        out[m.group(1)] = text[m.end() : end].strip()
-    return out
+class _Settled:
+    label: str  # the form in use
+    since: float  # clock() when it was chosen
+    failed: str  # why the preferred form was given up ("" when this is the preferred form)
 
 
 @dataclass(frozen=True)
-class Reason:
-    text: str
-    user: str = ""
-    time: float | None = None  # unix seconds (Slurm prints local time)
+class Read(Generic[T]):
+    records: tuple[T, ...] | None  # None: no form could be read
+    notices: tuple[SourceNotice, ...]
+    form: str = ""  # "sinfo --json (openapi/v0.0.38, Slurm 22.05.8)", "text"; "" when unread
+    where: str = ""  # the command line that was read
 
 
-def parse_kv_line(line: str) -> tuple[dict[str, str], Reason | None]:
-    """One ``--oneliner`` record. ``Reason=`` is free text (spaces, ``=``), closed by ``[user@time]``."""
-    m = _REASON.search(line)
-    if m is None:
-        return _split_kv(line), None
-    head, rest = line[: m.start()], line[m.end() :]
-    stamp = None
-    for s in _REASON_STAMP.finditer(rest):
-        after = rest[s.end() :]
-        if not after.strip() or _NEXT_KEY.match(after):
-            stamp = s
-    if stamp is None:
-        return _split_kv(head), Reason(rest.strip())
-    fields = _split_kv(head + " " + rest[stamp.end() :])
-    return fields, Reason(rest[: stamp.start()].strip(), stamp.group(1), parse_slurm_time(stamp.group(2)))
-
-
-def parse_slurm_time(text: str) -> float | None:
-    """Slurm's ``2026-11-24T10:06:19`` (local time) -> unix seconds; None for Unknown/N/A/NONE."""
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        return None
-
-
-def _features(text: str) -> tuple[str, ...]:
-    if text in ("", "(null)"):
-        return ()
-    return tuple(f for f in text.split(",") if f)
-
-
-@dataclass(frozen=True)
-class SlurmNode:
-    name: str
-    base: str
-    flags: frozenset[str]
-    reason: str = ""
-    reason_user: str = ""
-    reason_time: float | None = None
-    features: tuple[str, ...] = ()  # AvailableFeatures
-    active_features: tuple[str, ...] = ()
-    partitions: tuple[str, ...] = ()
-    raw_state: str = ""
-
-    @property
-    def drained(self) -> bool:
-        """Drained or draining: no new work is placed on it."""
-        return "DRAIN" in self.flags
-
-    @property
-    def down(self) -> bool:
-        return self.base == "DOWN"
-
-    @property
-    def not_responding(self) -> bool:
-        return "NOT_RESPONDING" in self.flags
-
-    @property
-    def reserved(self) -> bool:
-        """In a maintenance window or a reservation: seamguard leaves it alone."""
-        return bool(self.flags & {"MAINTENANCE", "RESERVED"})
-
-    @property
-    def drained_by_seamguard(self) -> bool:
-        return self.drained and self.reason.startswith(REASON_PREFIX)
-
-
-def parse_node_line(line: str) -> SlurmNode | None:
-    fields, reason = parse_kv_line(line.strip())
-    name = fields.get("NodeName", "")
-    if not name or "State" not in fields:
-        return None
-    state = parse_node_state(fields["State"])
-    partitions = tuple(p for p in fields.get("Partitions", "").split(",") if p)
-    return SlurmNode(
-        name=name,
-        base=state.base,
-        flags=state.flags,
-        reason=reason.text if reason else "",
-        reason_user=reason.user if reason else "",
-        reason_time=reason.time if reason else None,
-        features=_features(fields.get("AvailableFeatures", "")),
-        active_features=_features(fields.get("ActiveFeatures", "")),
-        partitions=partitions,
-        raw_state=fields["State"],
-    )
-
-
-def parse_nodes(text: str) -> tuple[tuple[SlurmNode, ...], tuple[str, ...]]:
-    """``scontrol show node --oneliner`` output -> nodes, and the lines that were not node records."""
-    nodes: list[SlurmNode] = []
-    bad: list[str] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        node = parse_node_line(line)
-        if node is None:
-            bad.append(line.strip()[:120])
-        else:
-            nodes.append(node)
-    return tuple(nodes), tuple(bad)
-
-
-# ---------------------------------------------------------------- reservations
-
-
-@dataclass(frozen=True)
-class SlurmReservation:
-    name: str
-    nodes: tuple[str, ...]
-    flags: frozenset[str]
-    state: str  # ACTIVE or INACTIVE
-    start: float | None
-    end: float | None
-
-    @property
-    def maintenance(self) -> bool:
-        return "MAINT" in self.flags
-
-    @property
-    def active(self) -> bool:
-        return self.state == "ACTIVE"
-
-
-def expand_hostlist(text: str) -> list[str]:
-    """``n[001-003,007]`` -> names. Uses python-hostlist (Slurm's own syntax) rather than one
-    ``scontrol show hostnames`` process per job list; raises ValueError on a malformed list."""
-    if text in ("", "(null)", "None"):
-        return []
-    try:
-        return [str(h) for h in hostlist.expand_hostlist(text)]
-    except hostlist.BadHostlist as exc:
-        raise ValueError(f"bad hostlist {text!r}: {exc}") from None
-
-
-def parse_reservations(
-    text: str, expand: Callable[[str], list[str]] = expand_hostlist
-) -> tuple[tuple[SlurmReservation, ...], tuple[str, ...]]:
-    out: list[SlurmReservation] = []
-    bad: list[str] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("No reservations"):
-            continue
-        fields, _ = parse_kv_line(line)
-        name = fields.get("ReservationName", "")
-        if not name:
-            bad.append(line[:120])
-            continue
-        try:
-            nodes = tuple(expand(fields.get("Nodes", "")))
-        except ValueError as exc:
-            bad.append(f"reservation {name}: {exc}")
-            continue
-        out.append(
-            SlurmReservation(
-                name=name,
-                nodes=nodes,
-                flags=frozenset(f for f in fields.get("Flags", "").upper().split(",") if f),
-                state=fields.get("State", "").upper(),
-                start=parse_slurm_time(fields.get("StartTime", "")),
-                end=parse_slurm_time(fields.get("EndTime", "")),
-            )
-        )
-    return tuple(out), tuple(bad)
-
-
-# ---------------------------------------------------------------- jobs
-
-# Job id, state, partition, user, node count, start, end, node list, then the name (free text, last).
-SQUEUE_FORMAT = "%i|%T|%P|%u|%D|%S|%e|%N|%j"
-_SQUEUE_FIELDS = SQUEUE_FORMAT.count("|") + 1
-_JOB_ID = re.compile(r"\d+(?:_\d+|_\[[\d,%-]+\]|\+\d+)?")  # 17, array 17_3 or 17_[1-9%2], het 17+1
-_JOB_STATE = re.compile(r"[A-Z_]+")
-
-
-@dataclass(frozen=True)
-class SlurmJob:
-    job_id: str
-    name: str
-    state: str  # RUNNING, PENDING, COMPLETING, ...
-    partition: str
-    user: str
-    nodes: tuple[str, ...]  # expanded
-    start: float | None
-    end: float | None  # None: no end time (unlimited)
-
-
-def parse_jobs(
-    text: str, expand: Callable[[str], list[str]] = expand_hostlist
-) -> tuple[tuple[SlurmJob, ...], tuple[str, ...]]:
-    """``squeue -h -o SQUEUE_FORMAT`` output -> jobs, and what could not be read."""
-    jobs: list[SlurmJob] = []
-    bad: list[str] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        cols = line.split("|", _SQUEUE_FIELDS - 1)
-        if len(cols) != _SQUEUE_FIELDS or not cols[0].strip():
-            bad.append(f"expected {_SQUEUE_FIELDS} '|'-separated fields: {line[:120]!r}")
-            continue
-        job_id, state, partition, user, count, start, end, nodelist, name = (c.strip() for c in cols)
-        if not _JOB_ID.fullmatch(job_id) or not _JOB_STATE.fullmatch(state):
-            bad.append(f"not a job id and state: {job_id!r} {state!r} in {line[:120]!r}")
-            continue
-        try:
-            nodes = tuple(expand(nodelist))
-        except ValueError as exc:
-            bad.append(f"job {job_id}: {exc}")
-            continue
-        if nodes and count.isascii() and count.isdecimal() and int(count) != len(nodes):
-            bad.append(f"job {job_id}: node list {nodelist!r} has {len(nodes)} nodes, squeue says {count}")
-            continue
-        jobs.append(
-            SlurmJob(
-                job_id,
-                name,
-                state.upper(),
-                partition,
-                user,
-                nodes,
-                parse_slurm_time(start),
-                parse_slurm_time(end),
-            )
-        )
-    return tuple(jobs), tuple(bad)
-
-
-# ---------------------------------------------------------------- snapshot
-
-
-@dataclass(frozen=True)
-class SlurmSnapshot:
-    taken_at: float
-    nodes: tuple[SlurmNode, ...] = ()
-    jobs: tuple[SlurmJob, ...] = ()
-    reservations: tuple[SlurmReservation, ...] = ()
-    read: frozenset[str] = frozenset()  # which parts were read: nodes, jobs, reservations
-
-    def node(self, name: str) -> SlurmNode | None:
-        return next((n for n in self.nodes if n.name == name), None)
-
-    def running_jobs(self) -> tuple[SlurmJob, ...]:
-        return tuple(j for j in self.jobs if j.state == "RUNNING" and j.nodes)
+def _schema(doc: JsonDocument) -> str:
+    said = ", ".join(x for x in (doc.schema, f"Slurm {doc.release}" if doc.release else "") if x)
+    return f" ({said})" if said else ""
 
 
 def _scontrol_expand(config: SlurmConfig) -> Callable[[str], list[str]]:
@@ -433,57 +164,221 @@ def _scontrol_expand(config: SlurmConfig) -> Callable[[str], list[str]]:
     return expand
 
 
+def _problem_notices(where: str, problems: tuple[str, ...]) -> list[SourceNotice]:
+    out = [SourceNotice(SOURCE, where, p) for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        out.append(SourceNotice(SOURCE, where, f"{len(problems) - MAX_PROBLEMS} more problems"))
+    return out
+
+
+@dataclass
+class SlurmReader:
+    """Reads nodes, jobs and reservations, each in the first form that works (see the module
+    doc), remembering per part which one that is: one per source or actuator (two threads
+    sharing one at worst both try a form)."""
+
+    config: SlurmConfig = field(default_factory=SlurmConfig)
+    clock: Callable[[], float] = time.monotonic
+    settled: dict[str, _Settled] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ forms per part
+
+    def _allowed(self, forms: list[_Form[T]]) -> list[_Form[T]]:
+        if self.config.read_format == "json":
+            return [f for f in forms if f.json]
+        if self.config.read_format == "text":
+            return [f for f in forms if not f.json]
+        return forms
+
+    def node_forms(self, names: tuple[str, ...] = ()) -> list[_Form[SlurmNode]]:
+        c = self.config
+        listed = [",".join(names)] if names else []
+
+        def from_json(text: str) -> tuple[tuple[SlurmNode, ...], tuple[str, ...], str]:
+            nodes, problems, doc = parse_nodes_json(text)
+            if names:  # sinfo --json ignores filters; scontrol --json names them already
+                nodes = tuple(n for n in nodes if n.name in names)
+            return nodes, problems, _schema(doc)
+
+        def from_text(text: str) -> tuple[tuple[SlurmNode, ...], tuple[str, ...], str]:
+            nodes, problems = parse_nodes(text)
+            return nodes, problems, ""
+
+        forms: list[_Form[SlurmNode]] = [
+            _Form("scontrol --json", [c.scontrol, "show", "node", *listed, "--json"], from_json)
+        ]
+        if not names:  # it prints every node, a waste for the actuator's one
+            forms.append(_Form("sinfo --json", [c.sinfo, "--json"], from_json))
+        forms.append(_Form("text", [c.scontrol, "show", "node", *listed, "--oneliner"], from_text))
+        return self._allowed(forms)
+
+    def job_forms(self) -> list[_Form[SlurmJob]]:
+        c = self.config
+        expand = _scontrol_expand(c)
+
+        def from_json(text: str) -> tuple[tuple[SlurmJob, ...], tuple[str, ...], str]:
+            jobs, problems, doc = parse_jobs_json(text, expand)
+            return jobs, problems, _schema(doc)
+
+        def from_text(text: str) -> tuple[tuple[SlurmJob, ...], tuple[str, ...], str]:
+            jobs, problems = parse_jobs(text, expand)
+            return jobs, problems, ""
+
+        return self._allowed([
+            _Form("squeue --json", [c.squeue, "--json", "--all"], from_json),
+            _Form("text", [c.squeue, "--noheader", "--all", "--format", SQUEUE_FORMAT], from_text),
+        ])  # fmt: skip
+
+    def reservation_forms(self) -> list[_Form[SlurmReservation]]:
+        c = self.config
+        expand = _scontrol_expand(c)
+
+        def from_json(text: str) -> tuple[tuple[SlurmReservation, ...], tuple[str, ...], str]:
+            resv, problems, doc = parse_reservations_json(text, time.time(), expand)
+            return resv, problems, _schema(doc)
+
+        def from_text(text: str) -> tuple[tuple[SlurmReservation, ...], tuple[str, ...], str]:
+            resv, problems = parse_reservations(text, expand)
+            return resv, problems, ""
+
+        return self._allowed([
+            _Form("scontrol --json", [c.scontrol, "show", "reservation", "--json"], from_json),
+            _Form("text", [c.scontrol, "show", "reservation", "--oneliner"], from_text),
+        ])  # fmt: skip
+
+    # ------------------------------------------------------------ reading
+
+    def read(self, part: str, forms: list[_Form[T]]) -> Read[T]:
+        """Try the part's forms from the settled one (or the preferred one, when it is time to
+        try it again); the first that runs and parses is used and remembered."""
+        labels = [f.label for f in forms]
+        settled = self.settled.get(part)
+        start = 0
+        if settled is not None and settled.label in labels:
+            at = labels.index(settled.label)
+            if at == 0 or self.clock() - settled.since < self.config.json_retry_s:
+                start = at
+        failures: list[tuple[str, str]] = []  # (command, problem) of forms that failed this time
+        for form in forms[start:]:
+            res = run_command(self.config, form.argv)
+            if res.ok:
+                try:
+                    records, problems, schema = form.parse(res.stdout)
+                except JsonFormError as exc:
+                    failures.append((res.where, str(exc)))
+                    continue
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:  # never out of collect
+                    failures.append((res.where, f"could not read the output: {exc!r}"))
+                    continue
+                notices = self._settle(part, form, forms[0], res.where, failures)
+                notices += _problem_notices(res.where, problems)
+                return Read(records, tuple(notices), form.label + schema, res.where)
+            failures.append((res.where, res.problem))
+            if res.timed_out:  # the controller is slow; another form would wait as long
+                break
+        return Read(None, tuple(SourceNotice(SOURCE, w, p) for w, p in failures))
+
+    def _settle(
+        self, part: str, form: _Form[T], preferred: _Form[T], where: str, failures: list[tuple[str, str]]
+    ) -> list[SourceNotice]:
+        before = self.settled.get(part)
+        if form is preferred or not failures:
+            if before is None or before.label != form.label:
+                self.settled[part] = _Settled(form.label, self.clock(), "")
+            return []
+        why = "; ".join(p for _, p in failures)
+        self.settled[part] = _Settled(form.label, self.clock(), why)
+        if before is not None and before.label == form.label and before.failed == why:
+            return []  # the periodic retry failed as before: nothing new to say
+        failures = [(w, p) for w, p in failures if not _NO_JSON_OPTION.search(p)]
+        again = f"{self.config.json_retry_s:g}s"
+        return [
+            SourceNotice(SOURCE, w, f"{p}; read with `{where}` instead (tried again after {again})")
+            for w, p in failures
+        ]
+
+    def nodes(self, names: tuple[str, ...] = ()) -> Read[SlurmNode]:
+        return self.read("nodes/named" if names else "nodes", self.node_forms(names))
+
+    def jobs(self) -> Read[SlurmJob]:
+        return self.read("jobs", self.job_forms())
+
+    def reservations(self) -> Read[SlurmReservation]:
+        return self.read("reservations", self.reservation_forms())
+
+
+# ---------------------------------------------------------------- reads (one reader each, or shared)
+
+
 def read_nodes(
-    config: SlurmConfig, names: tuple[str, ...] = ()
+    config: SlurmConfig, names: tuple[str, ...] = (), reader: SlurmReader | None = None
 ) -> tuple[tuple[SlurmNode, ...], list[SourceNotice]]:
-    """All nodes (or the named ones) with ``scontrol show node --oneliner``."""
-    argv = [config.scontrol, "show", "node", *([",".join(names)] if names else []), "--oneliner"]
-    res = run_command(config, argv)
-    if not res.ok:
-        return (), [SourceNotice(SOURCE, res.where, res.problem)]
-    nodes, bad = parse_nodes(res.stdout)
-    notices = [SourceNotice(SOURCE, res.where, f"unreadable line: {b!r}") for b in bad[:5]]
-    if not nodes:
-        notices.append(
-            SourceNotice(SOURCE, res.where, f"no node records in the output: {res.stdout[:200]!r}")
-        )
-    return nodes, notices
+    """All nodes (or the named ones)."""
+    got = (reader or SlurmReader(config)).nodes(names)
+    notices = list(got.notices)
+    if got.records is not None and not got.records and not names:
+        notices.append(SourceNotice(SOURCE, got.where, "no node records in the output"))
+    if got.records is not None and names:  # scontrol --json lists no record for an unknown name
+        seen = {n.name for n in got.records}
+        notices += [SourceNotice(SOURCE, got.where, f"Node {n} not found") for n in names if n not in seen]
+    return got.records or (), notices
 
 
-def read_reservations(config: SlurmConfig) -> tuple[tuple[SlurmReservation, ...] | None, list[SourceNotice]]:
-    res = run_command(config, [config.scontrol, "show", "reservation", "--oneliner"])
-    if not res.ok:
-        return None, [SourceNotice(SOURCE, res.where, res.problem)]
-    resv, bad = parse_reservations(res.stdout, _scontrol_expand(config))
-    return resv, [SourceNotice(SOURCE, res.where, b) for b in bad[:5]]
+def read_reservations(
+    config: SlurmConfig, reader: SlurmReader | None = None
+) -> tuple[tuple[SlurmReservation, ...] | None, list[SourceNotice]]:
+    got = (reader or SlurmReader(config)).reservations()
+    return got.records, list(got.notices)
 
 
-def read_jobs(config: SlurmConfig) -> tuple[tuple[SlurmJob, ...] | None, list[SourceNotice]]:
-    res = run_command(config, [config.squeue, "--noheader", "--all", "--format", SQUEUE_FORMAT])
-    if not res.ok:
-        return None, [SourceNotice(SOURCE, res.where, res.problem)]
-    jobs, bad = parse_jobs(res.stdout, _scontrol_expand(config))
-    notices = [SourceNotice(SOURCE, res.where, b) for b in bad[:5]]
-    if len(bad) > 5:
-        notices.append(SourceNotice(SOURCE, res.where, f"{len(bad) - 5} more unreadable job lines"))
-    return jobs, notices
+def read_jobs(
+    config: SlurmConfig, reader: SlurmReader | None = None
+) -> tuple[tuple[SlurmJob, ...] | None, list[SourceNotice]]:
+    got = (reader or SlurmReader(config)).jobs()
+    return got.records, list(got.notices)
 
 
-def read_snapshot(config: SlurmConfig, now: float) -> tuple[SlurmSnapshot, tuple[SourceNotice, ...]]:
+# ---------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True)
+class SlurmSnapshot:
+    taken_at: float
+    nodes: tuple[SlurmNode, ...] = ()
+    jobs: tuple[SlurmJob, ...] = ()
+    reservations: tuple[SlurmReservation, ...] = ()
+    read: frozenset[str] = frozenset()  # which parts were read: nodes, jobs, reservations
+    forms: tuple[tuple[str, str], ...] = ()  # (part, form it was read in), e.g. ("jobs", "text")
+
+    def node(self, name: str) -> SlurmNode | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+    def running_jobs(self) -> tuple[SlurmJob, ...]:
+        return tuple(j for j in self.jobs if j.state == "RUNNING" and j.nodes)
+
+
+def read_snapshot(
+    config: SlurmConfig, now: float, reader: SlurmReader | None = None
+) -> tuple[SlurmSnapshot, tuple[SourceNotice, ...]]:
     """Nodes, reservations and jobs; each part that fails is missing (see ``read``) and noticed."""
-    read: set[str] = set()
-    nodes, notices = read_nodes(config)
-    if nodes:
-        read.add("nodes")
-    resv, more = read_reservations(config)
-    notices.extend(more)
-    if resv is not None:
-        read.add("reservations")
-    jobs, more = read_jobs(config)
-    notices.extend(more)
-    if jobs is not None:
-        read.add("jobs")
-    snap = SlurmSnapshot(now, nodes, jobs or (), resv or (), frozenset(read))
+    reader = reader or SlurmReader(config)
+    nodes, resv, jobs = reader.nodes(), reader.reservations(), reader.jobs()
+    notices = [*nodes.notices, *resv.notices, *jobs.notices]
+    if nodes.records is not None and not nodes.records:
+        notices.insert(len(nodes.notices), SourceNotice(SOURCE, nodes.where, "no node records in the output"))
+    parts: list[tuple[str, Read[SlurmNode] | Read[SlurmReservation] | Read[SlurmJob]]] = [
+        ("nodes", nodes), ("reservations", resv), ("jobs", jobs)
+    ]  # fmt: skip
+    # An empty node list is not a read (there is always a node); no jobs or reservations is.
+    read = [(p, got.form) for p, got in parts if got.records is not None and (got.records or p != "nodes")]
+    snap = SlurmSnapshot(
+        now,
+        nodes.records or (),
+        jobs.records or (),
+        resv.records or (),
+        frozenset(part for part, _ in read),
+        tuple(sorted(read)),
+    )
     return snap, tuple(notices)
 
 
@@ -504,7 +399,8 @@ def job_placements(snapshot: SlurmSnapshot, config: SlurmConfig) -> tuple[JobRec
 # Node-level flags derived from Slurm. Names absent from the catalog are counted in
 # ``Collected.unknown`` (so they start flowing once signals.yaml lists them).
 SLURM_SIGNALS: dict[str, Callable[[SlurmNode], bool]] = {
-    "node.slurm_down": lambda n: n.down or "FAIL" in n.flags,
+    # base DOWN or ERROR, or flag FAIL or INVALID_REG (slurm_states.is_down)
+    "node.slurm_down": lambda n: is_down(n.base, n.flags),
     "node.slurm_not_responding": lambda n: n.not_responding,
 }
 
@@ -518,9 +414,13 @@ class SlurmSource:
     catalog: SignalCatalog = field(default_factory=signal_catalog)
     name: str = SOURCE
     last: SlurmSnapshot | None = None
+    reader: SlurmReader = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.reader = SlurmReader(self.config)
 
     def collect(self, now: float) -> Collected:
-        snap, notices = read_snapshot(self.config, now)
+        snap, notices = read_snapshot(self.config, now, self.reader)
         self.last = snap
         return node_batch(snap, self.topology, self.catalog, now, notices)
 

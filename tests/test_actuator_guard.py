@@ -148,8 +148,9 @@ def test_actuators_config_is_advise_by_default_and_strict() -> None:
 
 
 def test_the_guard_deadline_covers_every_call_one_action_makes() -> None:
-    """A Slurm action makes up to four scontrol calls at its own timeout: the guard waits for all
-    of them, unless it was told to wait longer still."""
+    """A Slurm action makes up to six scontrol/sinfo calls at its own timeout (four, and the JSON
+    forms an older Slurm refuses on the first read): the guard waits for all of them, unless it
+    was told to wait longer still."""
     from seamguard.actuators.dispatch import build_routes
     from seamguard.actuators.sections import ActuatorsConfig
 
@@ -158,5 +159,5 @@ def test_the_guard_deadline_covers_every_call_one_action_makes() -> None:
          "haproxy": {"socket": "s", "servers": {}, "timeout_s": 2, "guard": {"timeout_s": 30}}}
     )  # fmt: skip
     routes = {r.actuator.name: r for r in build_routes(cfg)}
-    assert routes["slurm"].guard.timeout_s == 40.0
+    assert routes["slurm"].guard.timeout_s == 60.0
     assert routes["haproxy"].guard.timeout_s == 30.0

@@ -32,10 +32,11 @@ class Route:
 
 
 # Calls one action may make, at the backend's own per-call timeout: a Slurm action reads the node,
-# the reservations, updates, and reads the node back; an HAProxy one reads, sets weight and
-# state, and reads back. The guard's deadline must cover them, or a slow but healthy call is
-# abandoned to a thread that may still act after its retry.
-SLURM_CALLS_PER_ACTION = 4
+# the reservations, updates, and reads the node back, and its first reads may also try a JSON form
+# the installed Slurm refuses (scontrol --json before 23.02) before the form that works; an HAProxy
+# one reads, sets weight and state, and reads back. The guard's deadline must cover them, or a
+# slow but healthy call is abandoned to a thread that may still act after its retry.
+SLURM_CALLS_PER_ACTION = 6
 HAPROXY_CALLS_PER_ACTION = 4
 
 

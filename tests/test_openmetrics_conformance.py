@@ -565,3 +565,12 @@ def test_numpy_reads_what_the_hot_path_hands_it_as_python_does() -> None:
     forms = ["1", "-0", "+.5", "5.", "1e3", "1E-3", "0001.2e-1", "9223372036854775808", "NaN", "-Inf"]
     got = np.asarray(forms, dtype=np.float64)
     assert all(same_number(float(g), float(f)) for g, f in zip(got.tolist(), forms, strict=True))
+
+
+def test_values_of_series_the_caller_ignores_are_not_looked_at() -> None:
+    """A series the resolver turns down never reaches the engine, so its value cannot be wrong
+    there; it is not counted as malformed, on the first scrape or any later one (cached key)."""
+    cache = SeriesCache(lambda name, labels: -1 if name == "skip" else 0)
+    for _ in range(2):
+        p = parse("skip 1_2\nkeep 3\n", cache, where="t", openmetrics=False)
+        assert p.malformed == 0 and p.value.tolist() == [3.0]

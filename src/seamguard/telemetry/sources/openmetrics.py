@@ -173,7 +173,7 @@ def parse(
         extra_slot: list[int] = []
         extra_val: list[str] = []
         extra_ts: list[float] = []
-        stamped: dict[int, int] = {}  # slot -> its last timestamp, in nanoseconds
+        extra_line: list[int] = []
         for i in miss.tolist():
             try:
                 got = _slow_line(lines[i], parts[i], cache, openmetrics)
@@ -182,20 +182,27 @@ def parse(
                 if len(issues) < MAX_ISSUES:
                     issues.append(ParseIssue(i + 1, str(err)))
                 continue
-            if got is None or got[0] < 0:
+            if got is None or got[0] < 0:  # a series the caller ignores: its value is not looked at
                 continue
-            if got[2] == got[2]:  # timestamped (not NaN): only on this path, never the hot one
-                ns = round(got[2] * 1e9)
-                if stamped.get(got[0]) == ns:
-                    continue  # the same series and instant again: OpenMetrics says the first is used
-                stamped[got[0]] = ns
             extra_slot.append(got[0])
             extra_val.append(got[1])
             extra_ts.append(got[2])
+            extra_line.append(i)
         if extra_slot:  # appended after the cached ones: the store's latest-wins reads timestamps
-            slot_arr = np.concatenate([slot_arr, np.asarray(extra_slot, dtype=np.int64)])
-            value_arr = np.concatenate([value_arr, np.asarray(extra_val, dtype=np.float64)])
-            ts_arr = np.concatenate([ts_arr, np.asarray(extra_ts)])
+            ext_val, bad = _to_float(extra_val)  # values checked in bulk, as on the hot path
+            keep = np.ones(ext_val.size, dtype=bool)
+            keep[bad] = False
+            for j in bad.tolist():
+                malformed += 1
+                if len(issues) < MAX_ISSUES:
+                    issues.append(ParseIssue(extra_line[j] + 1, _not_a_number(extra_val[j])))
+            ext_slot, ext_ts = np.asarray(extra_slot, dtype=np.int64), np.asarray(extra_ts)
+            stamped = keep & ~np.isnan(ext_ts)
+            if stamped.any():
+                keep[_repeats(ext_slot, ext_ts, stamped)] = False
+            slot_arr = np.concatenate([slot_arr, ext_slot[keep]])
+            value_arr = np.concatenate([value_arr, ext_val[keep]])
+            ts_arr = np.concatenate([ts_arr, ext_ts[keep]])
     n_lines = int(slot_arr.size) + malformed
     issues.sort(key=lambda x: x.line)
     if malformed and malformed > max_malformed_fraction * max(n_lines, 1):
@@ -263,23 +270,24 @@ def _slow_line(
 ) -> tuple[int, str, float] | None:
     """A line whose key is not cached: a comment, a timestamped sample, a new series, or a
     cached series whose value the hot path could not read."""
-    stripped = line.strip(" \t")
-    if not stripped:
-        return None
-    if stripped.startswith("#"):
-        _comment(stripped, cache)
+    first = line[:1]
+    if first in (" ", "\t", ""):  # blank or indented: rare, so only then a stripped copy
+        first = line.lstrip(" \t")[:1]
+        if not first:
+            return None
+    if first == "#":
+        _comment(line.strip(" \t"), cache)
         if part[1]:  # never the empty key: every line without a space would become a comment
             cache.remember(part[0], IGNORE)
         return None
     head, sp, last = part
     key2, sp2, mid = head.rpartition(" ")
-    stamp = _SECONDS if openmetrics else _MILLIS
-    if sp and sp2 and _NUMBER.fullmatch(mid) and stamp.fullmatch(last):
-        slot = cache.lookup(key2)
-        if slot is not None:  # a known series with a timestamp; any other form gets the full parse
+    if sp and sp2 and (slot := cache.lookup(key2)) is not None and _NUMBER.fullmatch(mid):
+        try:  # a known series with a timestamp
             return slot, mid, _timestamp(last, openmetrics)
+        except _LineError:
+            pass  # the full parse below reads any other form, or says what is wrong
     name, labels, value, ts, at = _sample(line, cache)
-    value = _number(value)
     when = _timestamp(ts, openmetrics) if ts else math.nan  # checked before a garbage key is resolved
     # The text before the value, without the one space the hot path splits on: any line that is
     # this text, a space and a number is this series and that number.
@@ -291,15 +299,26 @@ def _slow_line(
     return slot, value, when
 
 
-def _number(raw: str) -> str:
-    if _NUMBER.fullmatch(raw) is None:
-        hint = ""
-        if "_" in raw:
-            hint = " (no '_' digit separators in this format)"
-        elif "\r" in raw:
-            hint = " (a carriage return: lines must end with a bare newline)"
-        raise _LineError(f"value {raw!r} is not a number{hint}")
-    return raw
+def _not_a_number(raw: str) -> str:
+    hint = ""
+    if "_" in raw:
+        hint = " (no '_' digit separators in this format)"
+    elif "\r" in raw:
+        hint = " (a carriage return: lines must end with a bare newline)"
+    return f"value {raw!r} is not a number{hint}"
+
+
+def _repeats(slot: IntArray, ts: FloatArray, stamped: npt.NDArray[np.bool_]) -> list[int]:
+    """Samples (of those ``stamped``) that repeat their series' previous timestamp, to the
+    nanosecond: OpenMetrics says an ingestor uses the first. Timestamped lines are rare."""
+    last: dict[int, int] = {}
+    out: list[int] = []
+    for j in np.flatnonzero(stamped).tolist():
+        s, ns = int(slot[j]), round(float(ts[j]) * 1e9)
+        if last.get(s) == ns:
+            out.append(j)
+        last[s] = ns
+    return out
 
 
 def _timestamp(raw: str, openmetrics: bool) -> float:
@@ -325,12 +344,13 @@ def _comment(line: str, cache: SeriesCache) -> None:
 def _sample(line: str, cache: SeriesCache) -> tuple[str, dict[str, str], str, str, int]:
     """Full parse of one sample line: (name, labels, value text, timestamp text or "", where the
     value starts). Blanks are read as Prometheus text allows them (see the module docstring)."""
-    start = len(line) - len(line.lstrip(" \t"))
-    m = _NAME.match(line, start)
+    m = _NAME.match(line, _skip_blanks(line, 0) if line[0] in " \t" else 0)
     if m is None:
         raise _LineError(f"expected a metric name, got {line[:40]!r}")
     name = m.group()
-    pos = _skip_blanks(line, m.end())
+    pos = m.end()
+    if line[pos : pos + 1] in (" ", "\t"):
+        pos = _skip_blanks(line, pos)
     labels: dict[str, str] = {}
     if pos < len(line) and line[pos] == "{":
         guess = line[pos : line.rfind("}") + 1]  # the label set, unless a value holds a '}' after it
@@ -348,7 +368,11 @@ def _sample(line: str, cache: SeriesCache) -> tuple[str, dict[str, str], str, st
     if " # " in rest:  # OpenMetrics exemplar: ignored
         rest = rest.split(" # ", 1)[0]
     at = _skip_blanks(line, pos)
-    tokens = _BLANKS.split(rest.strip(" \t"))
+    # split() splits on any whitespace (a CR, a no-break space...); only blanks separate tokens,
+    # and a printable text has no whitespace but the space
+    tokens = rest.split() if rest.isprintable() else _BLANKS.split(rest.strip(" \t"))
+    if not tokens:
+        tokens = [""]
     if not tokens[0]:
         raise _LineError(f"expected a value after {line[:pos][-40:]!r}")
     if len(tokens) > 2:

@@ -115,7 +115,7 @@ def test_wrong_types_are_skipped_with_a_reason_and_the_rest_arrives(topology: To
         'DCGM_FI_DEV_GPU_TEMP{gpu="3"} 40',  # no Hostname and no node for the endpoint
         line("DCGM_FI_DEV_GPU_TEMP", "n00", 0, 55),
         line("DCGM_FI_DEV_SM_CLOCK", "n00", 0, 1980),
-    ])  # fmt: skip
+    ]) + "\n"  # fmt: skip
     parsed = parse(text, t.cache, where="http://h:9400/metrics", max_malformed_fraction=0.5)
     assert (
         parsed.malformed == 1
@@ -426,7 +426,7 @@ def test_parser_escapes_timestamps_and_openmetrics() -> None:
 def test_parser_counts_garbage_and_refuses_past_the_fraction() -> None:
     cache, _ = _recorder()
     good = [f'g{{i="{i}"}} {i}' for i in range(8)]
-    text = "\n".join([*good[:4], "this is { not a metric", '{"json": true}', *good[4:]])
+    text = "\n".join([*good[:4], "this is { not a metric", '{"json": true}', *good[4:]]) + "\n"
     p = parse(text, cache, where="http://h/metrics", max_malformed_fraction=0.25)
     assert len(p) == 8 and p.malformed == 2 and [i.line for i in p.issues] == [5, 6]
     with pytest.raises(ExpositionError, match=r"http://h/metrics:1: 3 of 3 sample lines malformed"):

@@ -115,3 +115,21 @@ def test_a_few_bad_lines_are_skipped_and_named(fleet) -> None:  # type: ignore[n
         and "'not-a-number' is not a number" in got.notices[0].message
     )
     assert len(np.unique(got.batch.entity)) == 8  # the rest of the node's GPUs still arrive
+
+
+def test_a_body_cut_mid_value_delivers_no_cut_value(fleet) -> None:  # type: ignore[no-untyped-def]
+    """The transfer stops inside a temperature (65.6 arriving as 6): that line is dropped and
+    named, every complete line before it arrives."""
+    topo, batch, renderer, servers = fleet
+    lines = renderer.render(batch, nodes=[0]).split("\n")
+    k = max(i for i, ln in enumerate(lines) if ln.startswith("DCGM_FI_DEV_GPU_TEMP{"))
+    key, value = lines[k].rsplit(" ", 1)
+    servers[0].publish("\n".join(lines[:k]) + f"\n{key} {value[:1]}")
+    source = DcgmScrapeSource(DcgmSourceConfig(endpoints=(servers[0].url,)), topo)
+    got = source.collect(1.0)
+    [notice] = got.notices
+    assert notice.where == f"{servers[0].url}:{k + 1}" and "the scrape was cut off" in notice.message
+    temp = signal_catalog()["gpu.temp_c"].index
+    want = {k: v for k, v in latest(batch, [temp]).items() if topo.ids[k[0]].startswith("gpu/n0000/")}
+    arrived = latest(got.batch, [temp])
+    assert len(arrived) == len(want) - 1 and all(want[k] == v for k, v in arrived.items())

@@ -120,7 +120,8 @@ def fetch_all(
 
 
 def is_openmetrics(content_type: str) -> bool | None:
-    """Timestamp unit from the Content-Type; None lets the parser look for ``# EOF``."""
+    """The format from the Content-Type (timestamp unit; OpenMetrics must end with ``# EOF``);
+    None lets the parser decide by looking for ``# EOF``."""
     ct = content_type.lower()
     if "application/openmetrics-text" in ct:
         return True

@@ -431,3 +431,20 @@ def test_parser_counts_garbage_and_refuses_past_the_fraction() -> None:
     assert len(p) == 8 and p.malformed == 2 and [i.line for i in p.issues] == [5, 6]
     with pytest.raises(ExpositionError, match=r"http://h/metrics:1: 3 of 3 sample lines malformed"):
         parse("<html>\n<body>oops</body>\n</html>\n", cache, where="http://h/metrics")
+
+
+def test_huge_numbers_and_long_labels_are_refused_and_quoted_short(topology: Topology) -> None:
+    """A label of 5,000 digits would make int() raise (Python's 4,300-digit limit): refused like
+    any non-index, and a notice quotes a long label value cut short."""
+    t = DcgmTarget(topology, DcgmSourceConfig())
+    huge = "9" * 5000
+    batch, tally = scrape(t, [
+        line("DCGM_FI_DEV_GPU_TEMP", "n00", huge, 50),
+        line("DCGM_EXP_XID_ERRORS_COUNT", "n00", 0, 1, xid=huge),
+        line("DCGM_FI_DEV_FB_USED", "n00", 0, 1, GPU_I_ID=huge),
+        line("DCGM_FI_DEV_GPU_TEMP", "x" * 10_000, 1, 50),
+    ])  # fmt: skip
+    assert len(batch) == 0
+    assert len(tally.rejected) == 4  # type: ignore[attr-defined]
+    for n in tally.notices("dcgm", "x"):  # type: ignore[attr-defined]
+        assert len(n.message) < 600, n.message[:200]

@@ -60,6 +60,19 @@ class ScrapeTarget:
         )
 
 
+def _number(text: str, digits: int = 6) -> int | None:
+    """A label's small decimal number, or None. Bounded before ``int``: Python refuses (raises on)
+    a string of more than 4,300 digits, and an exporter's label is not to be trusted that far."""
+    if 0 < len(text) <= digits and text.isascii() and text.isdecimal():
+        return int(text)
+    return None
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """A label value as a notice quotes it: an exporter's text is bounded before it is journaled."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # ---- what one conversion dropped or found --------------------------------------------------------
 @dataclass
 class Tally:
@@ -188,31 +201,35 @@ class SlotTable:
         code, window_s = 0, 0.0
         if fm.role is Role.XID_WINDOW:
             raw = lab.get("xid", "")  # absent on the one 0-valued series of a GPU without XIDs
-            if raw and not (raw.isascii() and raw.isdecimal() and int(raw) < _MAX_CODE):
-                return self._reject(fm, f"label xid={raw!r} is not an XID code", name, labels)
-            code = int(raw) if raw else 0
-            ms = lab.get("window_size_in_ms", "")
-            window_s = int(ms) / 1000.0 if ms.isascii() and ms.isdecimal() and int(ms) > 0 else 0.0
-            window_s = window_s or self.config.xid_window_s
-        gi = lab.get("gpu_i_id", "")
-        if gi and not (gi.isascii() and gi.isdecimal()):
-            return self._reject(fm, f"label GPU_I_ID={gi!r} is not a GPU instance id", name, labels)
+            xid = _number(raw, 4)
+            if raw and (xid is None or xid >= _MAX_CODE):
+                return self._reject(fm, f"label xid={_clip(raw)!r} is not an XID code", name, labels)
+            code = xid or 0
+            ms = _number(lab.get("window_size_in_ms", ""), 12)
+            window_s = ms / 1000.0 if ms else self.config.xid_window_s
+        raw_gi = lab.get("gpu_i_id", "")
+        gi = _number(raw_gi)
+        if raw_gi and gi is None:
+            return self._reject(
+                fm, f"label GPU_I_ID={_clip(raw_gi)!r} is not a GPU instance id", name, labels
+            )
         uuid = lab.get("uuid", "")
         eid = self.config.uuid_entities.get(uuid) if uuid else None
         if eid is None:
-            gpu = lab.get("gpu", "")
-            if not (gpu.isascii() and gpu.isdecimal()):
-                return self._reject(fm, f"label gpu={gpu!r} is not a GPU index", name, labels)
+            raw_gpu = lab.get("gpu", "")
+            gpu = _number(raw_gpu)
+            if gpu is None:
+                return self._reject(fm, f"label gpu={_clip(raw_gpu)!r} is not a GPU index", name, labels)
             node, why = self._node(lab, target or ScrapeTarget.of_instance(labels))
             if node is None:
                 return self._reject(fm, why, name, labels)
-            eid = f"gpu/{node}/{int(gpu)}"
+            eid = f"gpu/{node}/{gpu}"
         gidx = self.topology.lookup(eid)
         if gidx is None:
             return self._reject(fm, f"{eid} is not in the inventory", name, labels)
-        if gi and fm.instance_signal:  # measured per MIG instance: the instance's own entity
+        if gi is not None and fm.instance_signal:  # measured per MIG instance: the instance's own entity
             node_part, _, index = eid[len("gpu/") :].rpartition("/")
-            mig = self.topology.lookup(mig_id(node_part, int(index), int(gi)))
+            mig = self.topology.lookup(mig_id(node_part, int(index), gi))
             if mig is None:
                 why = (
                     "a MIG instance the inventory does not list (name the node's instances in its mig column)"
@@ -221,7 +238,7 @@ class SlotTable:
             return self._add(mig, fm.instance_signal_index, fm)
         if fm.role is Role.XID_WINDOW:
             self._has_window[gidx] = True
-        return self._add(gidx, fm.signal_index, fm, code=code, copy=bool(gi), window_s=window_s)
+        return self._add(gidx, fm.signal_index, fm, code=code, copy=gi is not None, window_s=window_s)
 
     def _node(self, lab: dict[str, str], target: ScrapeTarget) -> tuple[str | None, str]:
         """The first place of ``node_from`` that names a node of the inventory, or why none did."""
@@ -235,13 +252,13 @@ class SlotTable:
             node = self.config.hostname.node_name(raw)
             if self.topology.lookup(f"node/{node}") is not None:
                 return node, ""
-            tried.append(f"{what} {raw!r}" + (f" (as {node!r})" if node != raw else ""))
+            tried.append(f"{what} {_clip(raw)!r}" + (f" (as {_clip(node)!r})" if node != raw else ""))
         return None, f"no node of the inventory named for {target.name}: {'; '.join(tried)}"
 
     def _reject(self, fm: FieldMap, why: str, name: str, labels: dict[str, str]) -> int:
         if why not in self._examples:  # the labels seamguard reads, not the exporter's dozen
             wanted = _EXAMPLE_LABELS | {p.lower() for p in self.config.node_from}
-            shown = [f'{k}="{v}"' for k, v in labels.items() if k.lower() in wanted]
+            shown = [f'{k}="{_clip(v)}"' for k, v in labels.items() if k.lower() in wanted]
             more = ",..." if len(shown) < len(labels) else ""
             self._examples[why] = f"{name}{{{','.join(shown)}{more}}}"
         return self._add(_NO_ENTITY, fm.signal_index, fm, note=why)

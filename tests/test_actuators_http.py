@@ -12,10 +12,9 @@ import copy
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
@@ -28,19 +27,9 @@ from seamguard.actuators.guard import GuardConfig
 from seamguard.actuators.kubernetes import OWNER_ANNOTATION, STATE_KEY, KubernetesActuator, KubernetesConfig
 from seamguard.actuators.sections import Mode, WebhookConfig
 from seamguard.actuators.webhook import WebhookActuator, verify_signature
+from tests.http_stub import serve
 
 SECRET = b"s3cret-shared"
-
-
-def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 # -- webhook --------------------------------------------------------------------------------
@@ -75,7 +64,8 @@ class Receiver(BaseHTTPRequestHandler):
 def receiver() -> Iterator[str]:
     Receiver.received = []
     Receiver.fail_first = True
-    yield from _serve(Receiver)
+    with serve(Receiver) as url:
+        yield url
 
 
 def act(kind: str, target: str, at: float, state: str = "quarantine") -> Action:
@@ -262,7 +252,8 @@ def kube() -> Iterator[str]:
     ]
     KubeApi.pdb_refusals = {"trainer-0": 1}
     KubeApi.log = []
-    yield from _serve(KubeApi)
+    with serve(KubeApi) as url:
+        yield url
 
 
 def _actuator(url: str) -> KubernetesActuator:

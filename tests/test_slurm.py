@@ -14,8 +14,7 @@ import pytest
 
 from seamguard.actuators.base import Action, ActionStatus, Actuator
 from seamguard.actuators.slurm import SlurmActuator, drain_reason, node_of
-from seamguard.model.catalog import Signal, SignalCatalog, SignalKind, signal_catalog
-from seamguard.model.entities import EntityKind
+from seamguard.model.catalog import signal_catalog
 from seamguard.model.inventory import Inventory, NodeRecord
 from seamguard.model.states import JobClass
 from seamguard.model.topology import build_topology
@@ -68,17 +67,6 @@ def action(
     kind: str, node: str, state: str = "quarantine", reason: str = "gpu.temp_c 91 degC", **params: str
 ) -> Action:
     return Action(kind, f"node/{node}", reason, state, decided_at=1.0e9, params=tuple(params.items()))
-
-
-def slurm_catalog() -> SignalCatalog:
-    """The packaged catalog plus the Slurm flags this change proposes for signals.yaml."""
-    base = signal_catalog()
-    extra = [
-        Signal(len(base) + i, name, "flag", "compute", SignalKind.FLAG, EntityKind.NODE, name)
-        for i, name in enumerate(SLURM_SIGNALS)
-        if base.get(name) is None
-    ]
-    return SignalCatalog((*base.signals, *extra))
 
 
 def inventory(names: list[str]) -> Inventory:
@@ -301,7 +289,7 @@ def test_source_emits_node_flags_and_counts_signals_missing_from_the_catalog(
 ) -> None:
     names = list(cluster.nodes[:3])  # n004 and the dead node are not in this inventory
     topo = build_topology(inventory(names))
-    cat = slurm_catalog()
+    cat = signal_catalog()
     cluster.run("scontrol", "update", f"NodeName={names[2]}", "State=DOWN", "Reason=test down")
     try:
         got = SlurmSource(topo, config, cat).collect(now=1000.0)
@@ -496,7 +484,7 @@ def test_a_node_without_slurmd_is_seen_not_responding(cluster: SlurmCluster, con
     node = parse_node_line(line)
     assert node is not None and node.not_responding and node.name == dead
     topo = build_topology(inventory([dead]))
-    cat = slurm_catalog()
+    cat = signal_catalog()
     got = SlurmSource(topo, config, cat).collect(now=5.0)
     nr = got.batch.signal == cat["node.slurm_not_responding"].index
     assert got.batch.value[nr].tolist() == [1.0]

@@ -17,8 +17,7 @@ import pytest
 
 from seamguard.actuators.base import Action, ActionStatus
 from seamguard.actuators.slurm import SlurmActuator
-from seamguard.model.catalog import Signal, SignalCatalog, SignalKind, signal_catalog
-from seamguard.model.entities import EntityKind
+from seamguard.model.catalog import signal_catalog
 from seamguard.model.inventory import Inventory, NodeRecord
 from seamguard.model.topology import build_topology
 from seamguard.telemetry.sources.slurm import (
@@ -512,16 +511,6 @@ EXPECT_21_08_JSON: dict[str, Row] = {
 EXPECT_25_11_JSON = {"compute-0": EXPECT_25_11["compute-0"]}
 
 
-def slurm_catalog() -> SignalCatalog:
-    base = signal_catalog()
-    extra = [
-        Signal(len(base) + i, name, "flag", "compute", SignalKind.FLAG, EntityKind.NODE, name)
-        for i, name in enumerate(SLURM_SIGNALS)
-        if base.get(name) is None
-    ]
-    return SignalCatalog((*base.signals, *extra))
-
-
 def check_nodes(nodes: tuple[SlurmNode, ...], expect: dict[str, Row]) -> None:
     """Every value the engine and the actuator use, and the samples node_batch emits."""
     assert [n.name for n in nodes] == list(expect)
@@ -536,7 +525,7 @@ def check_nodes(nodes: tuple[SlurmNode, ...], expect: dict[str, Row]) -> None:
         assert seen == decide, node.name
         assert node.drained_by_seamguard == (node.drained and reason.startswith("seamguard:"))
     inventory = Inventory(tuple(NodeRecord(n.name, "r0", "c0", "l0", 8) for n in nodes))
-    topo, cat = build_topology(inventory), slurm_catalog()
+    topo, cat = build_topology(inventory), signal_catalog()
     got = node_batch(SlurmSnapshot(0.0, nodes), topo, cat, 7.0)
     for signal, column in (("node.slurm_down", 1), ("node.slurm_not_responding", 2)):
         rows = got.batch.signal == cat[signal].index

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.openmetrics import parse
 from seamguard.telemetry.sources.prometheus_api import PrometheusApiSource
 from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig
+from tests.http_stub import serve
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dcgm"
 CAT = signal_catalog()
@@ -253,8 +251,7 @@ def test_k8s_pod_name_is_one_notice_per_target_until_the_target_names_the_node(n
     assert by_entity(topo, batch, "gpu.power_w")["gpu/gpu-b200-07/0"] == 981.402
 
 
-@contextmanager
-def serve_json(body: bytes) -> Iterator[str]:
+def json_handler(body: bytes) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
@@ -266,20 +263,13 @@ def serve_json(body: bytes) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return Handler
 
 
 def test_prometheus_answer_names_the_node_in_a_relabelled_label() -> None:
     topo = fleet(("gpu-b200-07", 8, ""))
     body = (FIXTURES / "prometheus-query-k8s-b200.json").read_bytes()
-    with serve_json(body) as url:
+    with serve(json_handler(body)) as url:
         plain = PrometheusApiSource(PrometheusApiConfig(url=url), topo).collect(1764932400.0)
         cfg = PrometheusApiConfig(url=url, node_from=("target", "Hostname", "kubernetes_node"))
         named = PrometheusApiSource(cfg, topo).collect(1764932400.0)

@@ -448,3 +448,15 @@ def test_huge_numbers_and_long_labels_are_refused_and_quoted_short(topology: Top
     assert len(tally.rejected) == 4  # type: ignore[attr-defined]
     for n in tally.notices("dcgm", "x"):  # type: ignore[attr-defined]
         assert len(n.message) < 600, n.message[:200]
+
+
+def test_series_read_or_not_all_count_toward_the_malformed_share(topology: Topology) -> None:
+    """Two bad lines among 104 good ones are 2 %, not "2 of 6" because 100 of the good lines are
+    of a field seamguard does not read; on the warm path too."""
+    t = DcgmTarget(topology, DcgmSourceConfig())
+    lines = [line("DCGM_FI_DEV_FAN_SPEED", "n00", g % 4, 50, x=str(g)) for g in range(100)]
+    lines += [line("DCGM_FI_DEV_GPU_TEMP", "n00", g, 50) for g in range(4)]
+    lines += ['DCGM_FI_DEV_GPU_TEMP{gpu="0" bad 1'] * 2
+    for _ in range(2):
+        p = parse("\n".join(lines) + "\n", t.cache, where="x", max_malformed_fraction=0.2)
+        assert (len(p), p.lines, p.malformed) == (4, 106, 2)

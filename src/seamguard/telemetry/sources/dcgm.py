@@ -29,7 +29,7 @@ from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import SourceNotice
 from seamguard.telemetry.sources.dcgm_config import TARGET, DcgmReading, host_of
 from seamguard.telemetry.sources.dcgm_mapping import DcgmMapping, FieldMap, Role, dcgm_mapping
-from seamguard.telemetry.sources.openmetrics import IGNORE, SeriesCache
+from seamguard.telemetry.sources.openmetrics import UNWANTED, SeriesCache
 from seamguard.telemetry.sources.xid_window import XidWindows
 from seamguard.telemetry.store import SENTINEL_THRESHOLD
 
@@ -195,7 +195,7 @@ class SlotTable:
         fm = self.mapping.fields.get(name)
         if fm is None:
             if name in self.mapping.known_unmapped:
-                return IGNORE
+                return UNWANTED
             return self._add(_NO_ENTITY, -1, None, note=name)
         lab = {k.lower(): v for k, v in labels.items()}
         code, window_s = 0, 0.0

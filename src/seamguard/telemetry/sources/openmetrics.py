@@ -49,8 +49,9 @@ from seamguard.errors import InputError
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
-IGNORE = -1  # a comment, a blank line, or a series the caller does not want
+IGNORE = -1  # a comment or a blank line
 _MISS = -2  # never seen: parse it
+UNWANTED = -3  # a series the caller does not read: a sample line all the same, never delivered
 MAX_ISSUES = 5  # malformed lines named per scrape; the rest are only counted
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -72,7 +73,7 @@ _PLAIN = b"0123456789.+-eE"
 _WORD_LETTERS = b"infatyINFATY"
 _NO_INDEX = np.zeros(0, np.int64)
 
-Resolver = Callable[[str, dict[str, str]], int]  # (metric name, labels) -> slot >= 0, or IGNORE
+Resolver = Callable[[str, dict[str, str]], int]  # (metric name, labels) -> slot >= 0, or UNWANTED
 
 
 class ExpositionError(InputError):
@@ -104,7 +105,9 @@ class Parsed:
 @dataclass
 class SeriesCache:
     """Raw series key text -> slot, for one endpoint (keys differ per endpoint when a label
-    such as Hostname is missing). Bounded: past ``max_keys`` new keys are parsed, not kept."""
+    such as Hostname is missing). Bounded: past ``max_keys`` new keys are parsed, not kept; and a
+    cache grown far past what one scrape holds (series keys that churn, such as Kubernetes pod
+    labels of finished jobs) is emptied by ``trim``, so the next scrape is cold once."""
 
     resolve: Resolver
     max_keys: int = 1_000_000
@@ -123,6 +126,13 @@ class SeriesCache:
     def remember(self, key: str, slot: int) -> None:
         if len(self.keys) < self.max_keys:
             self.keys[hash(key)] = slot
+
+    def trim(self, lines: int) -> None:
+        """After a scrape of ``lines`` lines: forget every key once the cache holds four times
+        more than a scrape needs (a cache of churned keys never shrinks otherwise)."""
+        if len(self.keys) > max(4 * lines, 4096):
+            self.keys.clear()
+            self.labelsets.clear()
 
 
 class _LineError(Exception):
@@ -168,6 +178,7 @@ def parse(
         hit = slots >= 0
     slot_arr = slots[hit]
     ts_arr = np.full(slot_arr.size, np.nan)
+    unwanted = int(np.count_nonzero(slots == UNWANTED))
     miss = np.flatnonzero(slots == _MISS)
     if miss.size:
         extra_slot: list[int] = []
@@ -183,6 +194,7 @@ def parse(
                     issues.append(ParseIssue(i + 1, str(err)))
                 continue
             if got is None or got[0] < 0:  # a series the caller ignores: its value is not looked at
+                unwanted += got is not None and got[0] == UNWANTED
                 continue
             extra_slot.append(got[0])
             extra_val.append(got[1])
@@ -203,7 +215,8 @@ def parse(
             slot_arr = np.concatenate([slot_arr, ext_slot[keep]])
             value_arr = np.concatenate([value_arr, ext_val[keep]])
             ts_arr = np.concatenate([ts_arr, ext_ts[keep]])
-    n_lines = int(slot_arr.size) + malformed
+    n_lines = int(slot_arr.size) + malformed + unwanted  # unread series are sample lines too
+    cache.trim(len(lines))
     issues.sort(key=lambda x: x.line)
     if malformed and malformed > max_malformed_fraction * max(n_lines, 1):
         first = issues[0] if issues else ParseIssue(0, "malformed")

@@ -215,7 +215,8 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
         policy = {
             **TEST_POLICY,
             "sources": {
-                "prometheus": {"url": prom, "timeout_s": 5},
+                # the twin serves the whole fleet from one exporter: one target, many nodes
+                "prometheus": {"url": prom, "timeout_s": 5, "one_node_per_target": False},
                 "modbus": bms_map.model_dump(mode="json"),
                 "slurm": slurm,
             },

@@ -63,6 +63,11 @@ def test_a_bad_mig_column_names_the_line_and_the_problem(tmp_path: Path, column:
     assert err.value.where.endswith("inventory.csv:3") and problem in err.value.problem
 
 
+def test_a_mig_column_on_a_node_without_gpus_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"inventory.csv:2: column 'mig': the node has no GPUs"):
+        read_inventory(write_inventory(tmp_path, ["cpu1,r0,c0,l0,0,0:1"]))
+
+
 def mig_fleet() -> Topology:
     from tests.conftest import small_inventory
 
@@ -94,3 +99,43 @@ def test_instances_follow_their_gpu_and_plan_nothing_of_their_own() -> None:
     assert "its GPU gpu/n01/2" in failed["gpu/n01/2/mig/7"]
     assert ctl.states[topo.index["gpu/n01/1/mig/7"]] == int(State.HEALTHY)  # a sibling GPU's instance
     assert {d.cause for d in res.decisions} == {"gpu/n01/2"}  # the drain comes from the GPU alone
+
+
+def test_a_repaired_gpu_takes_its_instances_along() -> None:
+    topo = mig_fleet()
+    ctl = Controller(topo, load_config())
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        ctl.tick(1000.0 + 30 * i, normal_batch(topo, 1000.0 + 30 * i, rng))
+    now = 1000.0 + 30 * 4
+    g = topo.index["gpu/n01/2"]
+    dbe = TelemetryBatch(
+        np.array([g]), np.array([CAT["gpu.ecc_dbe_total"].index]), np.array([now - 1]), np.array([1.0])
+    )
+    ctl.tick(now, TelemetryBatch.concat([normal_batch(topo, now, rng), dbe]))
+    back = ctl.mark_repaired(now + 10, ["gpu/n01/2"], "GPU swapped")
+    assert {r.entity for r in back} == {"gpu/n01/2", "gpu/n01/2/mig/7", "gpu/n01/2/mig/8"}
+    assert all(r.to_state == "healthy" for r in back)
+
+
+def test_the_storm_brake_counts_an_instance_as_its_gpu() -> None:
+    """Five GPUs of seven instances each failing on five racks: five entities, not forty."""
+    from seamguard.control.safety import SafetyConfig, SafetyLayer
+    from seamguard.control.storm import StormConfig
+    from seamguard.journal.records import TransitionRecord
+    from seamguard.model.inventory import Inventory, NodeRecord
+
+    nodes = tuple(
+        NodeRecord(f"m{i}", f"r{i}", f"c{i}", f"l{i}", 1, mig=parse_mig_layout("1-7", 1)) for i in range(5)
+    )
+    topo = build_topology(Inventory(nodes))
+    layer = SafetyLayer(topo, SafetyConfig(storm=StormConfig(max_new=8, max_domains=2)))
+    failing = [f"gpu/m{i}/0" for i in range(5)] + [
+        f"gpu/m{i}/0/mig/{k}" for i in range(5) for k in range(1, 8)
+    ]
+    transitions = [TransitionRecord(100.0, e, "healthy", "failed", 1.0, 0.0, 1.0, "XID 79") for e in failing]
+    assert not layer.tick(100.0, [], transitions).braked
+    assert layer.brake.spread()[0] == 5
+    four_more = [TransitionRecord(130.0, f"gpu/m{i}/0/mig/{k}", "healthy", "failed", 1.0, 0.0, 1.0, "x")
+                 for i in range(5) for k in range(1, 8)]  # fmt: skip
+    assert not layer.tick(130.0, [], four_more).braked  # instances alone add no entity either

@@ -78,7 +78,9 @@ def test_mapping_errors_name_the_field() -> None:
 
 
 def test_values_labels_case_and_hostname_rule(topology: Topology) -> None:
-    cfg = DcgmSourceConfig(hostname=HostnameRule(strip_suffixes=(".cluster.local",)))
+    cfg = DcgmSourceConfig(
+        hostname=HostnameRule(strip_suffixes=(".cluster.local",)), one_node_per_target=False
+    )
     t = DcgmTarget(topology, cfg)
     batch, tally = scrape(t, [
         "# HELP DCGM_FI_DEV_GPU_TEMP GPU temperature (in C).",
@@ -460,3 +462,167 @@ def test_series_read_or_not_all_count_toward_the_malformed_share(topology: Topol
     for _ in range(2):
         p = parse("\n".join(lines) + "\n", t.cache, where="x", max_malformed_fraction=0.2)
         assert (len(p), p.lines, p.malformed) == (4, 106, 2)
+
+
+def test_a_cache_of_churned_keys_is_emptied_not_kept_forever(topology: Topology) -> None:
+    """Kubernetes pod labels change with every job: each scrape brings new keys. The cache is
+    emptied once it holds four times what a scrape needs, and the values still arrive."""
+    t = DcgmTarget(topology, DcgmSourceConfig())
+    sizes = []
+    for job in range(40):
+        text = "\n".join(line("DCGM_FI_DEV_GPU_TEMP", "n00", g, 50 + job, pod=f"job-{job}") for g in range(4))
+        text += "\n" + "\n".join(
+            f'DCGM_FI_DEV_FAN_SPEED{{gpu="{g}",pod="job-{job}-{k}"}} 1' for g in range(4) for k in range(300)
+        )
+        batch, _ = scrape(t, [text], 100.0 + job)
+        assert values(batch, topology, "gpu.temp_c")["gpu/n00/3"] == 50.0 + job
+        sizes.append(len(t.cache.keys))
+    assert max(sizes) <= 4 * 4096 + 1204  # forgotten past four times a poll (at least 4,096)
+    assert sizes[-1] < max(sizes)
+    assert t.table.n_slots < 4 * 40  # the slots of forgotten keys went with them
+
+
+# ---- the review's cases: what must never count an XID twice, raise, or speak for another node ----
+def test_a_code_missing_from_one_read_is_not_an_expiry(topology: Topology) -> None:
+    """XID 48's line is NaN (or malformed) for one read while 63 of the same GPU is read: that is
+    not the window emptying, so 48 reappearing is the same record, not a second event."""
+    t = DcgmTarget(topology, DcgmSourceConfig())
+
+    def poll(now: float, n48: object) -> list[tuple[str, int]]:
+        return xid_events(
+            topology, scrape(t, [count_line("n00", 0, 48, n48), count_line("n00", 0, 63, 1)], now)[0]
+        )  # type: ignore[arg-type]
+
+    scrape(t, [count_line("n00", 0, None, 0)], 100.0)
+    assert poll(130.0, 1) == [("gpu/n00/0", 48), ("gpu/n00/0", 63)]
+    assert poll(370.0, "NaN") == []  # by now the record of (100, 130] could have left...
+    assert poll(400.0, 1) == []  # ...but was not seen leaving: the 1 is still that record
+
+
+def test_a_fall_releases_only_records_that_could_have_left(topology: Topology) -> None:
+    """At 160 s the count of 79 drops from 2 to 1 and rises back to 2 at 190 s: records of 130 s
+    cannot have left a 300 s window yet, so the drop is a glitch (an exporter restart, a second
+    exporter) and the 2 is no news."""
+    t = DcgmTarget(topology, DcgmSourceConfig())
+    scrape(t, [count_line("n01", 0, None, 0)], 100.0)
+    assert xid_events(topology, scrape(t, [count_line("n01", 0, 79, 2)], 130.0)[0]) == [("gpu/n01/0", 79)] * 2
+    assert xid_events(topology, scrape(t, [count_line("n01", 0, 79, 1)], 160.0)[0]) == []
+    assert xid_events(topology, scrape(t, [count_line("n01", 0, 79, 2)], 190.0)[0]) == []
+
+
+def test_a_huge_count_is_held_in_groups_not_one_entry_per_record(topology: Topology) -> None:
+    t = DcgmTarget(topology, DcgmSourceConfig())
+    scrape(t, [count_line("n02", 1, None, 0)], 100.0)
+    batch, _ = scrape(t, [count_line("n02", 1, 79, "4e18")], 130.0)  # below the 2^62 sentinel line
+    assert xid_events(topology, batch) == [("gpu/n02/1", 79)] * 8  # at most 8 rows per read
+    held = t.table.xids.held[topology.index["gpu/n02/1"]][79]
+    assert len(held) == 1 and held[0][2] == 1_000_000
+
+
+def totals_line(host: str, gpu: int, code: int, n: object) -> str:
+    return line("DCGM_EXP_XID_ERRORS_TOTAL", host, gpu, n, xid=str(code))
+
+
+def test_the_cumulative_total_counts_rises_and_restarts(topology: Topology) -> None:
+    """DCGM_EXP_XID_ERRORS_TOTAL (exporter 4.8.3+): a series that appears on a GPU already read is
+    news; a rise is as many events; a fall is the exporter's restart, counting anew."""
+    t = DcgmTarget(topology, DcgmSourceConfig())
+
+    def poll(now: float, *lines: str) -> list[tuple[str, int]]:
+        return xid_events(topology, scrape(t, list(lines), now)[0])
+
+    assert (
+        poll(100.0, totals_line("n03", 0, 13, 4), line("DCGM_FI_DEV_GPU_TEMP", "n03", 1, 50)) == []
+    )  # history
+    assert poll(130.0, totals_line("n03", 0, 13, 4), totals_line("n03", 1, 79, 1)) == [("gpu/n03/1", 79)]
+    assert poll(160.0, totals_line("n03", 0, 13, 6), totals_line("n03", 1, 79, 1)) == [("gpu/n03/0", 13)] * 2
+    assert poll(190.0, totals_line("n03", 0, 13, 1)) == [("gpu/n03/0", 13)]  # restarted, one since
+
+
+def test_one_xid_seen_by_the_total_the_window_and_the_gauge_is_one_event(topology: Topology) -> None:
+    """The three ways report one XID, in different reads (the window lags a collect): one event;
+    the gauge also speaks when the count series are gone from a read."""
+    t = DcgmTarget(topology, DcgmSourceConfig())
+
+    def poll(now: float, *lines: str) -> list[tuple[str, int]]:
+        return xid_events(topology, scrape(t, list(lines), now)[0])
+
+    gauge = line("DCGM_FI_DEV_XID_ERRORS", "n04", 2, 0)
+    assert poll(100.0, count_line("n04", 2, None, 0), gauge) == []
+    assert poll(130.0, totals_line("n04", 2, 48, 1), count_line("n04", 2, None, 0), gauge) == [
+        ("gpu/n04/2", 48)
+    ]
+    assert (
+        poll(160.0, totals_line("n04", 2, 48, 1), count_line("n04", 2, 48, 1), gauge.replace(" 0", " 48"))
+        == []
+    )
+    # the count collector disabled (exporter reconfigured): the gauge still reports a new code
+    assert poll(190.0, line("DCGM_FI_DEV_XID_ERRORS", "n04", 2, 79)) == [("gpu/n04/2", 79)]
+
+
+def test_the_hostname_rule_is_for_names_not_addresses_or_nodes_the_config_names() -> None:
+    from seamguard.model.inventory import Inventory, NodeRecord
+    from seamguard.model.topology import build_topology
+
+    topo = build_topology(Inventory(tuple(NodeRecord(f"n{i}", "r0", "c0", "l0", 2) for i in range(1, 40))))
+    cfg = DcgmSourceConfig(hostname=HostnameRule(strip_domain=True, prefix="n"))
+    # an IP target is not n10; the exporter's Hostname 17.cluster is n17
+    t = DcgmTarget(topo, cfg, target=ScrapeTarget("http://10.0.0.17:9400/metrics", "10.0.0.17"))
+    assert values(scrape(t, [line("DCGM_FI_DEV_GPU_TEMP", "17.cluster", 0, 50)])[0], topo, "gpu.temp_c") == {
+        "gpu/n17/0": 50.0
+    }
+    # a node the config names is taken as written (not nn17)
+    t = DcgmTarget(topo, cfg, target=ScrapeTarget("http://x:9400/metrics", "n17", named=True))
+    assert values(scrape(t, [line("DCGM_FI_DEV_GPU_TEMP", "pod-abc", 0, 51)])[0], topo, "gpu.temp_c") == {
+        "gpu/n17/0": 51.0
+    }
+    # through Prometheus, an instance that is a pod's address is not a node either
+    t = DcgmTarget(topo, cfg)
+    got = scrape(t, [line("DCGM_FI_DEV_GPU_TEMP", "21", 1, 52, instance="10.244.3.17:9400")])[0]
+    assert values(got, topo, "gpu.temp_c") == {"gpu/n21/1": 52.0}
+
+
+def test_one_exporter_speaks_for_one_node(topology: Topology) -> None:
+    """An exporter on an address names its node by its Hostname label; a series of it naming
+    another node (a compromised or misconfigured exporter) is refused, with a notice."""
+    t = DcgmTarget(
+        topology, DcgmSourceConfig(), target=ScrapeTarget("http://10.0.0.5:9400/metrics", "10.0.0.5")
+    )
+    batch, tally = scrape(
+        t,
+        [
+            line("DCGM_FI_DEV_GPU_TEMP", "n05", 0, 50),
+            line("DCGM_EXP_XID_ERRORS_COUNT", "n01", 0, 1, xid="79"),
+        ],
+    )
+    assert values(batch, topology, "gpu.temp_c") == {"gpu/n05/0": 50.0} and xid_events(topology, batch) == []
+    assert list(tally.rejected) == [  # type: ignore[attr-defined]
+        "http://10.0.0.5:9400/metrics speaks for node n05; a series of it naming node n01 is refused (one_node_per_target)"
+    ]
+
+
+def test_samples_stamped_ahead_are_read_at_the_poll_and_noticed(topology: Topology) -> None:
+    t = DcgmTarget(topology, DcgmSourceConfig())
+    parsed = parse(line("DCGM_FI_DEV_GPU_TEMP", "n00", 0, 50) + " 99999999999999\n", t.cache, where="x")
+    batch, tally = t.convert(parsed.slot, parsed.value, parsed.timestamp, 1000.0)
+    assert batch.timestamp.tolist() == [1000.0]
+    assert any("1 samples stamped more than 60 s ahead" in n.message for n in tally.notices("dcgm", "x"))  # type: ignore[attr-defined]
+
+
+def test_label_sets_from_json_never_share_a_key(topology: Topology) -> None:
+    """{a: "1,gpu=3"} and {a: "1", gpu: "3"} joined as text were one key: the real GPU 3 series
+    was cached to the first one's rejected slot."""
+    t = DcgmTarget(topology, DcgmSourceConfig(), target=ScrapeTarget("http://n00:9400/metrics", "n00"))
+    assert t.slot_for("DCGM_FI_DEV_GPU_TEMP", {"a": "1,gpu=3"}) != t.slot_for(
+        "DCGM_FI_DEV_GPU_TEMP", {"a": "1", "gpu": "3"}
+    )
+
+
+def test_reasons_beyond_eight_are_summed_in_one_notice(topology: Topology) -> None:
+    t = DcgmTarget(topology, DcgmSourceConfig(one_node_per_target=False))
+    _, tally = scrape(t, [line("DCGM_FI_DEV_GPU_TEMP", f"x{i}", 0, 50) for i in range(20)])
+    notes = [n.message for n in tally.notices("dcgm", "x")]  # type: ignore[attr-defined]
+    assert (
+        len(notes) == 9
+        and notes[-1] == "12 more series skipped for 12 more reasons (the 8 commonest are named)"
+    )

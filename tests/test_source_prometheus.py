@@ -64,7 +64,7 @@ def test_values_through_a_real_prometheus_match_the_exporter(tmp_path: Path) -> 
             wait_for_series(url, "DCGM_FI_DEV_GPU_TEMP", 1)
             wait_for_series(url, dcgm_query(), 10 * max(n_gpus, 1))
             cfg = PrometheusApiConfig(
-                url=url, timeout_s=10, dcgm_selector='job="dcgm"',
+                url=url, timeout_s=10, dcgm_selector='job="dcgm"', one_node_per_target=False,
                 queries=(
                     # seconds since each node's exporter was last scraped: a heartbeat age
                     PromQuery(query='time() - timestamp(DCGM_FI_DEV_GPU_TEMP{gpu="0"})',

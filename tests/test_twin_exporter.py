@@ -20,6 +20,9 @@ from seamguard.telemetry.sources.scrape import DcgmScrapeSource
 from seamguard.twin.exporter import DcgmRenderer, format_value, gpu_uuid, start_exporter, stop_exporter
 from tests.twin_capture import captured_run
 
+# The twin serves every node's GPUs from one exporter, which a real fleet never does.
+FLEET_EXPORTER = DcgmSourceConfig(one_node_per_target=False, timeout_s=5)
+
 TWIN = {
     "name": "exporter", "description": "a small fleet for the exporter round trip", "duration_h": 0.05,
     "cluster": {"cdus": 1, "racks_per_cdu": 1, "nodes_per_rack": 4, "gpus_per_node": 8, "storage": ["ckpt0"]},
@@ -58,7 +61,7 @@ def test_render_parse_round_trip_is_exact() -> None:
     batch = batches[-1]
     text = DcgmRenderer(topo).render(batch)
     assert 'Hostname="n0000"' in text and "DCGM_FI_DEV_GPU_TEMP{" in text
-    target = DcgmTarget(topo, DcgmSourceConfig())
+    target = DcgmTarget(topo, FLEET_EXPORTER)
     parsed = parse(text, target.cache, where="render")
     back, tally = target.convert(parsed.slot, parsed.value, parsed.timestamp, now=0.0)
     assert parsed.malformed == 0 and not tally.rejected and not tally.unknown
@@ -132,7 +135,10 @@ def test_served_on_metrics_and_scraped_back() -> None:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith(
             "text/plain; version=0.0.4"
         )
-        source = DcgmScrapeSource(DcgmSourceConfig(endpoints=(server.url,), timeout_s=5), topo)
+        cfg = FLEET_EXPORTER.model_copy(
+            update={"endpoints": DcgmSourceConfig(endpoints=(server.url,)).endpoints}
+        )
+        source = DcgmScrapeSource(cfg, topo)
         got = source.collect(now=1e9)
         assert got.notices == () and got.unknown == {}
         sigs = rendered_signals()

@@ -46,7 +46,9 @@ SEVERITY[[H, D, RU, HA, Q, F, U]] = [0, 1, 2, 3, 4, 5, -1]
 _ALL = frozenset(State)
 ALLOWED_STATES: dict[EntityKind, frozenset[State]] = {
     EntityKind.GPU: _ALL,
-    EntityKind.MIG: frozenset({State.HEALTHY, State.DEGRADED, State.QUARANTINE, State.FAILED, State.UNKNOWN}),
+    EntityKind.MIG: frozenset(
+        {State.HEALTHY, State.DEGRADED, State.QUARANTINE, State.HARMFUL, State.FAILED, State.UNKNOWN}
+    ),
     EntityKind.NODE: frozenset(
         {State.HEALTHY, State.DEGRADED, State.QUARANTINE, State.FAILED, State.UNKNOWN}
     ),

@@ -191,10 +191,10 @@ class Controller:
     def mark_repaired(self, now: float, entities: Sequence[str], note: str) -> tuple[TransitionRecord, ...]:
         """An operator (or the repair workflow) vouches that these entities were repaired.
 
-        A node takes its GPUs and uplink with it. Their state returns to ``healthy``, their XID
-        memory and telemetry history are cleared (a counter that moved during the repair is the
-        repair's doing), but their repeat-offence and lemon counts are kept: a part that fails again soon
-        escalates faster. The transitions are journaled like any other, with ``note`` as reason.
+        A node takes its GPUs and uplink with it, a GPU its MIG instances. Their state returns to
+        ``healthy``, their XID memory and telemetry history are cleared (a counter that moved during
+        the repair is the repair's doing), but their repeat-offence and lemon counts are kept: a part
+        that fails again soon escalates faster. The transitions are journaled like any other, with ``note`` as reason.
         """
         if not now >= self.now:
             raise ValueError(f"repair time must not go back: got {now} after {self.now}")
@@ -209,6 +209,8 @@ class Controller:
                 local = int(topo.local[gidx])
                 idx.extend(topo.members[EntityKind.GPU][topo.gpu_node == local].tolist())
                 idx.append(int(topo.members[EntityKind.LINK][local]))
+        gpus = topo.local[[g for g in idx if topo.kind_of(g) is EntityKind.GPU]]
+        idx.extend(topo.members[EntityKind.MIG][np.isin(topo.mig_gpu, gpus)].tolist())  # and their instances
         self.store.forget(np.array(idx, dtype=np.int64))
         records: list[TransitionRecord] = []
         for gidx in dict.fromkeys(idx):
@@ -445,6 +447,9 @@ class Controller:
         )
         gpus = self.topology.members[EntityKind.GPU]
         ratio[gpus] = harm.ratio
+        ratio[self.topology.members[EntityKind.MIG]] = harm.ratio[
+            self.topology.mig_gpu
+        ]  # instances go with it
         # Each rank's sustained slowdown over its job's median, straggler or not: the pace loss a
         # degraded part accrues for escalation (a harmful one is swapped by its state's actions).
         self._gpu_slowdown = np.maximum(np.nan_to_num(harm.slowdown), 0.0)

@@ -32,7 +32,7 @@ from seamguard.control.budgets import BudgetConfig, Budgets
 from seamguard.control.storm import StormBrake, StormConfig
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.model.entities import EntityKind
-from seamguard.model.topology import Topology
+from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.strict_model import StrictModel
 
 IntArray = npt.NDArray[np.int64]
@@ -254,14 +254,21 @@ class SafetyLayer:
 
     # -- pieces -----------------------------------------------------------------------------
     def _entered(self, transitions: Sequence[TransitionRecord]) -> IntArray:
+        """Entities that turned non-healthy; a MIG instance counts as its GPU, which it follows
+        (a failing GPU of seven instances is one entity for the storm brake, not eight)."""
+        topo = self.topology
         out = [
             g
             for t in transitions
             if t.to_state not in _CALM and t.from_state in _CALM
-            for g in [self.topology.lookup(t.entity)]
+            for g in [topo.lookup(t.entity)]
             if g is not None
         ]
-        return np.array(out, dtype=np.int64)
+        gidx = np.array(out, dtype=np.int64)
+        mig = topo.kind_code[gidx] == KIND_CODE[EntityKind.MIG] if gidx.size else np.zeros(0, dtype=bool)
+        if mig.any():
+            gidx[mig] = topo.members[EntityKind.GPU][topo.mig_gpu[topo.local[gidx[mig]]]]
+        return gidx
 
     def _note_failures(self, transitions: Sequence[TransitionRecord]) -> None:
         for t in transitions:

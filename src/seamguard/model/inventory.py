@@ -86,6 +86,8 @@ def parse_mig_layout(text: str, gpus: int) -> tuple[tuple[int, ...], ...]:
     ``7-13`` gives every GPU of the node instances 7..13 (the usual uniform layout, one
     mig-manager config per node); ``0-3:1;2|4-7:7-13`` sets GPUs 0..3 and 4..7 apart. GPUs not
     named have no MIG instances. Raises ValueError saying what is wrong."""
+    if gpus <= 0:
+        raise ValueError("the node has no GPUs to hold MIG instances")
     layout: list[tuple[int, ...]] = [() for _ in range(gpus)]
     for group in text.split("|"):
         which, colon, ids = group.rpartition(":")

@@ -120,6 +120,7 @@ NVIDIA_BUCKETS: Mapping[str, XidResolution] = {
 
 # An XID the catalog does not know: weak evidence (a GPU that keeps raising them surfaces with other
 # signals), no state forced (an unknown code must not drain a node on its own).
+MAX_XID_CODE = 1024  # codes are below 256 today; a label past this is not an XID code
 UNKNOWN_XID = ResolutionPolicy(XidSeverity.WARN, 0.3, None, "check the driver's release notes")
 
 _E = TypeVar("_E", bound=StrEnum)

@@ -10,21 +10,20 @@ import numpy.typing as npt
 
 from seamguard.config import HeartbeatConfig, XidConfig
 from seamguard.model.catalog import Signal
-from seamguard.model.xid import UNKNOWN_XID, describe_xid, xid_catalog
+from seamguard.model.xid import MAX_XID_CODE, UNKNOWN_XID, describe_xid, xid_catalog
 from seamguard.scoring.evidence import Evidence, FloatArray, make_evidence, ramp
 from seamguard.telemetry.store import TickEvents
 
 IntArray = npt.NDArray[np.int64]
 UNKNOWN_XID_EVIDENCE = UNKNOWN_XID.evidence  # a code NVIDIA's catalog does not list: weak, forces nothing
-_MAX_CODE = 1024
 
 
 @cache
 def _lookup_tables() -> tuple[FloatArray, IntArray]:
-    evidence = np.full(_MAX_CODE, UNKNOWN_XID_EVIDENCE)
-    floor = np.full(_MAX_CODE, -1, dtype=np.int64)
+    evidence = np.full(MAX_XID_CODE, UNKNOWN_XID_EVIDENCE)
+    floor = np.full(MAX_XID_CODE, -1, dtype=np.int64)
     for code, xid in xid_catalog().items():
-        if code < _MAX_CODE:
+        if code < MAX_XID_CODE:
             evidence[code] = xid.evidence
             floor[code] = int(xid.state) if xid.state is not None else -1
     return evidence, floor
@@ -63,7 +62,7 @@ class XidMemory:
         floor = np.full(self.size, -1, dtype=np.int64)
         if events is not None and events.local.size:
             ev_table, floor_table = _lookup_tables()
-            codes = np.clip(events.code, 0, _MAX_CODE - 1)
+            codes = np.clip(events.code, 0, MAX_XID_CODE - 1)
             ev_new = ev_table[codes]
             # Strongest event per GPU this tick; ties keep the latest.
             order = np.lexsort((events.timestamp, ev_new, events.local))

@@ -24,13 +24,14 @@ import numpy.typing as npt
 
 from seamguard.model.entities import mig_id
 from seamguard.model.topology import Topology
-from seamguard.model.xid import unknown_xid_notice_text, xid_catalog
+from seamguard.model.xid import MAX_XID_CODE, unknown_xid_notice_text, xid_catalog
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import SourceNotice
-from seamguard.telemetry.sources.dcgm_config import TARGET, DcgmReading, host_of
+from seamguard.telemetry.sources.dcgm_config import TARGET, DcgmReading, host_of, is_address
 from seamguard.telemetry.sources.dcgm_mapping import DcgmMapping, FieldMap, Role, dcgm_mapping
+from seamguard.telemetry.sources.dcgm_slots import SlotColumns, SlotView
 from seamguard.telemetry.sources.openmetrics import UNWANTED, SeriesCache
-from seamguard.telemetry.sources.xid_window import XidWindows
+from seamguard.telemetry.sources.xid_events import GAUGE, TOTAL, WINDOW, Detections, XidEvents
 from seamguard.telemetry.store import SENTINEL_THRESHOLD
 
 IntArray = npt.NDArray[np.int64]
@@ -38,26 +39,29 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 _NO_ENTITY = -1
-_MAX_CODE = 4096  # XID codes are below 256 today; the dedup key reserves room for more
 _EXAMPLE_LABELS = frozenset(
     {"gpu", "uuid", "gpu_i_id", "xid", "hostname"}
-)  # shown in a skipped series' example
+)  # quoted in a skipped series' example
+AHEAD_S = 60.0  # a sample stamped further ahead of the poll is read at the poll's time
+MAX_REASONS = 8  # reasons for skipping series named per poll; the rest are summed in one notice
+RESET_FACTOR = 4  # slots past this many times a poll's samples: churned keys, forgotten together
 
 
 @dataclass(frozen=True)
 class ScrapeTarget:
-    """Where a series was read: a name for notices, and the host ``node_from: [target]`` means."""
+    """Where a series was read: a name for notices, the host ``node_from: [target]`` means, and
+    whether the config named that node (then it is taken as written, no hostname rule)."""
 
     name: str
     host: str = ""
+    named: bool = False
 
     @staticmethod
     def of_instance(labels: dict[str, str]) -> ScrapeTarget:
         """A series read through Prometheus: its target is its ``instance`` label."""
         inst = next((v for k, v in labels.items() if k.lower() == "instance"), "")
-        return ScrapeTarget(
-            f"instance {inst!r}" if inst else "a series without an instance label", host_of(inst)
-        )
+        where = f"instance {_clip(inst)!r}" if inst else "a series without an instance label"
+        return ScrapeTarget(where, host_of(inst))
 
 
 def _number(text: str, digits: int = 6) -> int | None:
@@ -73,22 +77,30 @@ def _clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# ---- what one conversion dropped or found --------------------------------------------------------
+# ---- what one conversion dropped or found -------------------------------------------------------
 @dataclass
 class Tally:
     samples: int = 0
     sentinel: int = 0
     nonfinite: int = 0
+    ahead: int = 0  # samples stamped more than AHEAD_S past the poll
     unknown: Counter[str] = field(default_factory=Counter)  # metric name -> samples
     rejected: Counter[str] = field(default_factory=Counter)  # reason -> samples
     examples: dict[str, str] = field(default_factory=dict)  # reason -> one series it was given for
     unknown_xids: dict[int, str] = field(default_factory=dict)  # XID code not in the catalog -> a GPU
 
     def notices(self, source: str, where: str) -> list[SourceNotice]:
+        ranked = self.rejected.most_common()
         out = [
             SourceNotice(source, where, f"{n} series skipped: {why} (e.g. {self.examples.get(why, '?')})")
-            for why, n in self.rejected.items()
+            for why, n in ranked[:MAX_REASONS]
         ]
+        if len(ranked) > MAX_REASONS:
+            rest = ranked[MAX_REASONS:]
+            out.append(
+                SourceNotice(source, where, f"{sum(n for _, n in rest)} more series skipped for "
+                             f"{len(rest)} more reasons (the {MAX_REASONS} commonest are named)")
+            )  # fmt: skip
         if self.sentinel:
             out.append(
                 SourceNotice(
@@ -97,68 +109,60 @@ class Tally:
             )
         if self.nonfinite:
             out.append(SourceNotice(source, where, f"{self.nonfinite} NaN/Inf values read as missing"))
+        if self.ahead:
+            out.append(
+                SourceNotice(source, where, f"{self.ahead} samples stamped more than {AHEAD_S:g} s ahead "
+                             "of this poll: read at the poll's time (an exporter's clock is ahead)")
+            )  # fmt: skip
         for code, gpu in sorted(self.unknown_xids.items()):
             out.append(SourceNotice(source, where, f"on {gpu}: {unknown_xid_notice_text(code)}"))
         return out
 
 
 # ---- the slot table ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Columns:
-    """Per slot, as arrays: what a sample of that series means."""
-
-    entity: IntArray  # -1: skipped (unknown name or rejected series)
-    signal: IntArray  # -1: unknown name
-    role: IntArray
-    code: IntArray  # the XID code of a windowed-count series
-    note: IntArray  # index into the table's notes: the unknown name or why the series is skipped
-    field: IntArray  # FieldMap.index: copies of one field on one GPU share it
-    copy: BoolArray  # a MIG instance's copy of its GPU's own value
-    scale: FloatArray
-    offset: FloatArray
-    window: FloatArray  # the XID window (s) of a windowed-count series
-
-    @staticmethod
-    def of(cols: dict[str, list[float]]) -> _Columns:
-        def ints(k: str) -> IntArray:
-            return np.asarray(cols[k], dtype=np.int64)
-
-        def floats(k: str) -> FloatArray:
-            return np.asarray(cols[k], dtype=np.float64)
-
-        return _Columns(
-            entity=ints("entity"), signal=ints("signal"), role=ints("role"), code=ints("code"),
-            note=ints("note"), field=ints("field"), copy=np.asarray(cols["copy"], dtype=bool),
-            scale=floats("scale"), offset=floats("offset"), window=floats("window"),
-        )  # fmt: skip
-
-
 class SlotTable:
-    """What each series slot means, and the XID memory, shared by every endpoint of a source so
-    that one poll converts in one numpy pass."""
+    """What each series slot means, and the XID state, shared by every endpoint of a source so
+    that one poll converts in one numpy pass. The key caches that map series text to slots are
+    registered here: when churned keys (Kubernetes pod labels of finished jobs) have grown the
+    slots far past what a poll uses, slots and caches are forgotten together and the next poll
+    resolves afresh; nothing that outlives a poll (XID state, NVLink sums) is kept by slot."""
 
     def __init__(self, topology: Topology, config: DcgmReading, mapping: DcgmMapping | None = None) -> None:
         self.topology = topology
         self.config = config
         self.mapping = mapping or dcgm_mapping()
-        self._cols: dict[str, list[float]] = {
-            k: [] for k in ("entity", "signal", "role", "scale", "offset", "code", "note", "field", "copy", "window")
-        }  # fmt: skip
-        self._arrays: _Columns | None = None
+        self.caches: list[SeriesCache] = []
+        self._slots = SlotColumns()
+        self._view: SlotView | None = None
         self._notes: list[str] = []  # unknown metric names and reasons for skipping a series
         self._note_ix: dict[str, int] = {}
         self._examples: dict[str, str] = {}
+        self._node_of: dict[str, str] = {}  # target -> the node it speaks for (one_node_per_target)
         n = topology.n_entities
-        self._has_window = np.zeros(n, dtype=bool)  # GPUs with an XID count series: the gauge is ignored
-        self._gauge_prev = np.full(n, np.nan)  # per GPU: the XID gauge's last value
+        self._seen = np.zeros(n, dtype=bool)  # entities read in an earlier poll
         self._sum_fields: dict[
             int, IntArray
         ] = {}  # summed signal -> per entity, the most fields seen at once
-        self.windows = XidWindows(n)
+        self._max_window_s = config.xid_window_s
+        self.xids = XidEvents(n, config.xid_window_slack_s)
 
     @property
     def n_slots(self) -> int:
-        return len(self._cols["entity"])
+        return self._slots.n
+
+    def register(self, cache: SeriesCache) -> None:
+        self.caches.append(cache)
+
+    def _reset(self) -> None:
+        for cache in self.caches:
+            cache.keys.clear()
+            cache.labelsets.clear()
+        self._slots = SlotColumns()
+        self._view = None
+        self._notes.clear()
+        self._note_ix.clear()
+        self._examples.clear()
+        self._node_of.clear()
 
     def _note_id(self, text: str) -> int:
         ix = self._note_ix.get(text)
@@ -167,27 +171,14 @@ class SlotTable:
             self._notes.append(text)
         return ix
 
-    def _add(
-        self,
-        entity: int,
-        signal: int,
-        fm: FieldMap | None,
-        *,
-        code: int = 0,
-        note: str = "",
-        copy: bool = False,
-        window_s: float = 0.0,
-    ) -> int:
-        values = {
-            "entity": entity, "signal": signal, "role": int(fm.role) if fm else 0,
-            "scale": fm.scale if fm else 1.0, "offset": fm.offset if fm else 0.0, "code": code,
-            "note": self._note_id(note) if note else -1, "field": fm.index if fm else 0,
-            "copy": copy, "window": window_s,
-        }  # fmt: skip
-        for k, v in values.items():
-            self._cols[k].append(float(v))
-        self._arrays = None
-        return self.n_slots - 1
+    def _add(self, entity: int, signal: int, fm: FieldMap | None, *, code: int = 0, note: str = "",
+             copy: bool = False, window_s: float = 0.0) -> int:  # fmt: skip
+        self._view = None
+        return self._slots.append(
+            entity=entity, signal=signal, role=int(fm.role) if fm else 0, code=code,
+            note=self._note_id(note) if note else -1, field=fm.index if fm else 0, copy=copy,
+            scale=fm.scale if fm else 1.0, offset=fm.offset if fm else 0.0, window=window_s,
+        )  # fmt: skip
 
     def resolve(self, name: str, labels: dict[str, str], target: ScrapeTarget | None = None) -> int:
         """A new series key: decide its slot once (unknown name, skipped with a reason, or mapped).
@@ -199,14 +190,16 @@ class SlotTable:
             return self._add(_NO_ENTITY, -1, None, note=name)
         lab = {k.lower(): v for k, v in labels.items()}
         code, window_s = 0, 0.0
-        if fm.role is Role.XID_WINDOW:
-            raw = lab.get("xid", "")  # absent on the one 0-valued series of a GPU without XIDs
+        if fm.role in (Role.XID_WINDOW, Role.XID_TOTAL):
+            raw = lab.get("xid", "")  # absent on the one 0-valued window series of a GPU without XIDs
             xid = _number(raw, 4)
-            if raw and (xid is None or xid >= _MAX_CODE):
+            if (raw or fm.role is Role.XID_TOTAL) and (xid is None or xid >= MAX_XID_CODE):
                 return self._reject(fm, f"label xid={_clip(raw)!r} is not an XID code", name, labels)
             code = xid or 0
-            ms = _number(lab.get("window_size_in_ms", ""), 12)
-            window_s = ms / 1000.0 if ms else self.config.xid_window_s
+            if fm.role is Role.XID_WINDOW:
+                ms = _number(lab.get("window_size_in_ms", ""), 12)
+                window_s = ms / 1000.0 if ms else self.config.xid_window_s
+                self._max_window_s = max(self._max_window_s, window_s)
         raw_gi = lab.get("gpu_i_id", "")
         gi = _number(raw_gi)
         if raw_gi and gi is None:
@@ -236,12 +229,11 @@ class SlotTable:
                 )
                 return self._reject(fm, why, name, labels)
             return self._add(mig, fm.instance_signal_index, fm)
-        if fm.role is Role.XID_WINDOW:
-            self._has_window[gidx] = True
         return self._add(gidx, fm.signal_index, fm, code=code, copy=gi is not None, window_s=window_s)
 
     def _node(self, lab: dict[str, str], target: ScrapeTarget) -> tuple[str | None, str]:
-        """The first place of ``node_from`` that names a node of the inventory, or why none did."""
+        """The first place of ``node_from`` that names a node of the inventory, or why none did;
+        and, with ``one_node_per_target``, never a node other than the one the target first named."""
         tried: list[str] = []
         for place in self.config.node_from:
             raw = target.host if place == TARGET else lab.get(place.lower(), "")
@@ -249,10 +241,17 @@ class SlotTable:
             if not raw:
                 tried.append(f"{what} absent")
                 continue
-            node = self.config.hostname.node_name(raw)
-            if self.topology.lookup(f"node/{node}") is not None:
-                return node, ""
-            tried.append(f"{what} {_clip(raw)!r}" + (f" (as {_clip(node)!r})" if node != raw else ""))
+            as_is = (place == TARGET and target.named) or is_address(raw)
+            node = raw if as_is else self.config.hostname.node_name(raw)
+            if self.topology.lookup(f"node/{node}") is None:
+                tried.append(f"{what} {_clip(raw)!r}" + (f" (as {_clip(node)!r})" if node != raw else ""))
+                continue
+            if self.config.one_node_per_target:
+                first = self._node_of.setdefault(target.name, node)
+                if first != node:
+                    return None, (f"{target.name} speaks for node {first}; a series of it naming node "
+                                  f"{_clip(node)} is refused (one_node_per_target)")  # fmt: skip
+            return node, ""
         return None, f"no node of the inventory named for {target.name}: {'; '.join(tried)}"
 
     def _reject(self, fm: FieldMap, why: str, name: str, labels: dict[str, str]) -> int:
@@ -263,20 +262,24 @@ class SlotTable:
             self._examples[why] = f"{name}{{{','.join(shown)}{more}}}"
         return self._add(_NO_ENTITY, fm.signal_index, fm, note=why)
 
-    def _tables(self) -> _Columns:
-        if self._arrays is None:
-            self._arrays = _Columns.of(self._cols)
-        return self._arrays
+    def _columns(self) -> SlotView:
+        if self._view is None:
+            self._view = self._slots.view()
+        return self._view
 
     def convert(
         self, slot: IntArray, value: FloatArray, ts: FloatArray, now: float
     ) -> tuple[TelemetryBatch, Tally]:
         """Samples (by slot) of one poll -> a batch in the engine's catalog, and what was dropped."""
         tally = Tally()
-        t = self._tables()
+        t = self._columns()
         keep = slot >= 0
         slot, value, ts = slot[keep], value[keep], ts[keep]
         ts = np.where(np.isnan(ts), now, ts)
+        ahead = ts > now + AHEAD_S
+        if ahead.any():  # a future stamp would keep a silent series fresh and win every collapse
+            tally.ahead = int(np.count_nonzero(ahead))
+            ts = np.where(ahead, now, ts)
         ent, sig = t.entity[slot], t.signal[slot]
         unknown = sig < 0
         if unknown.any():
@@ -301,11 +304,14 @@ class SlotTable:
         parts = [
             TelemetryBatch(*(a[role == Role.VALUE] for a in (ent, sig, ts, value))),
             self._summed(role == Role.SUM, ent, sig, ts, value),
-            self._window_events(role == Role.XID_WINDOW, slot, ent, sig, ts, value, tally),
-            self._gauge_events(role == Role.XID_GAUGE, ent, sig, ts, value, tally),
+            self._xid_events(role, slot, ent, sig, ts, value, now, tally),
         ]
+        self._seen[ent] = True
         batch = TelemetryBatch.concat(parts)
         tally.samples = len(batch)
+        held = max(self._slots.n, sum(len(c.keys) for c in self.caches))
+        if held > RESET_FACTOR * max(int(keep.size), 4096):
+            self._reset()
         return batch, tally
 
     def _note_counts(self, notes: IntArray) -> list[tuple[int, int]]:
@@ -316,13 +322,12 @@ class SlotTable:
         """Keep one sample per (GPU, field, XID code) among the copies MIG instance series carry
         of their GPU's own value; a series of the whole GPU, when there is one, wins. Without
         this a GPU of four instances would send four NVLink sums and count one XID four times."""
-        t = self._arrays
-        assert t is not None
+        t = self._columns()
         copy = t.copy[slot] & ok
         if not copy.any():
             return np.ones(slot.size, dtype=bool)
         n_fields = len(self.mapping.fields)
-        key = (ent * n_fields + t.field[slot]) * _MAX_CODE + t.code[slot]
+        key = (ent * n_fields + t.field[slot]) * MAX_XID_CODE + t.code[slot]
         cand = np.flatnonzero(ok)
         order = cand[np.lexsort((cand, copy[cand]))]  # whole-GPU series first, then scrape order
         _, first = np.unique(key[order], return_index=True)
@@ -356,46 +361,46 @@ class SlotTable:
         np.maximum.at(newest, inv, t)
         return TelemetryBatch(k_ent[whole], k_sig[whole], newest[whole], total[whole])
 
-    def _window_events(self, pick: BoolArray, slot: IntArray, ent: IntArray, sig: IntArray, ts: FloatArray,
-                       value: FloatArray, tally: Tally) -> TelemetryBatch:  # fmt: skip
-        """``DCGM_EXP_XID_ERRORS_COUNT`` rows -> XID events (``xid_window.XidWindows``)."""
-        if not pick.any():
+    def _xid_events(self, role: IntArray, slot: IntArray, ent: IntArray, sig: IntArray, ts: FloatArray,
+                    value: FloatArray, now: float, tally: Tally) -> TelemetryBatch:  # fmt: skip
+        """The three XID ways (``xid_events``), each read per (GPU, code), then merged. Several
+        rows of one GPU and code (copies on MIG instances) count as their largest."""
+        t = self._columns()
+        found: dict[int, Detections] = {}
+        signal = -1
+        for way, r in ((TOTAL, Role.XID_TOTAL), (WINDOW, Role.XID_WINDOW), (GAUGE, Role.XID_GAUGE)):
+            pick = role == r
+            if not pick.any():
+                continue
+            signal = int(sig[pick][0])
+            code = t.code[slot[pick]]
+            key = ent[pick] * MAX_XID_CODE + code
+            uniq, inv = np.unique(key, return_inverse=True)
+            gpu, per_code = uniq // MAX_XID_CODE, uniq % MAX_XID_CODE
+            top, last = _largest(inv, uniq.size, value[pick]), _largest(inv, uniq.size, ts[pick])
+            if r is Role.XID_TOTAL:
+                found[way] = self.xids.read_totals(gpu, per_code, top, last, self._seen[gpu])
+            elif r is Role.XID_WINDOW:
+                window = _largest(inv, uniq.size, t.window[slot[pick]])
+                found[way] = self.xids.read_window(gpu, per_code, top, last, window)
+            else:
+                found[way] = self.xids.read_gauge(gpu, top, last)
+        if not found:
             return TelemetryBatch.empty()
-        t = self._arrays
-        assert t is not None
-        e, c, v, when, w = ent[pick], t.code[slot[pick]], value[pick], ts[pick], t.window[slot[pick]]
-        key = e * _MAX_CODE + c
-        uniq, inv = np.unique(key, return_inverse=True)  # one row per (GPU, code): the largest count
-        count = np.full(uniq.size, -np.inf)
-        np.maximum.at(count, inv, v)
-        last = np.full(uniq.size, -np.inf)
-        np.maximum.at(last, inv, when)
-        window = np.zeros(uniq.size)
-        np.maximum.at(window, inv, w)
-        got_e, got_c, got_t = self.windows.update(uniq // _MAX_CODE, uniq % _MAX_CODE, count, last, window)
-        return self._events(got_e, int(sig[pick][0]), got_t, got_c, tally)
-
-    def _gauge_events(self, pick: BoolArray, ent: IntArray, sig: IntArray, ts: FloatArray, value: FloatArray,
-                      tally: Tally) -> TelemetryBatch:  # fmt: skip
-        """``DCGM_FI_DEV_XID_ERRORS`` (the last XID's code), for GPUs without the windowed count:
-        a change to a new non-zero code is an event. The first read of a GPU is its baseline."""
-        pick = pick & ~self._has_window[np.maximum(ent, 0)]
-        if not pick.any():
-            return TelemetryBatch.empty()
-        e, v, when = ent[pick], value[pick], ts[pick]
-        prev = self._gauge_prev[e]
-        fired = np.isfinite(prev) & (v > 0) & (v != prev)
-        self._gauge_prev[e] = v
-        return self._events(e[fired], int(sig[pick][0]), when[fired], v[fired].astype(np.int64), tally)
-
-    def _events(
-        self, ent: IntArray, sig: int, ts: FloatArray, code: IntArray, tally: Tally
-    ) -> TelemetryBatch:
+        horizon = 2 * (self._max_window_s + self.xids.slack_s)
+        g, c, when = self.xids.merge(found, now, horizon)
         known = xid_catalog()
-        for e, c in zip(ent.tolist(), code.tolist(), strict=True):
-            if c not in known and c not in tally.unknown_xids:
-                tally.unknown_xids[c] = self.topology.ids[e]
-        return TelemetryBatch(ent, np.full(ent.size, sig, np.int64), ts, code.astype(np.float64))
+        for e, code_ in zip(g.tolist(), c.tolist(), strict=True):
+            if code_ not in known and code_ not in tally.unknown_xids:
+                tally.unknown_xids[code_] = self.topology.ids[e]
+        return TelemetryBatch(g, np.full(g.size, signal, np.int64), when, c.astype(np.float64))
+
+
+def _largest(inv: IntArray, size: int, values: FloatArray) -> FloatArray:
+    """Per group (``inv`` from ``np.unique``), the largest of ``values``."""
+    out = np.full(size, -np.inf)
+    np.maximum.at(out, inv, values)
+    return out
 
 
 class DcgmTarget:
@@ -408,13 +413,15 @@ class DcgmTarget:
         self.table = table or SlotTable(topology, config, mapping)
         self.target = target
         self.cache = SeriesCache(self.resolve)
+        self.table.register(self.cache)
 
     def resolve(self, name: str, labels: dict[str, str]) -> int:
         return self.table.resolve(name, labels, self.target)
 
     def slot_for(self, name: str, labels: dict[str, str]) -> int:
-        """Slot of a series given as parsed labels (the Prometheus API's JSON), cached by key."""
-        key = name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+        """Slot of a series given as parsed labels (the Prometheus API's JSON), cached by key. The
+        key is the sorted pairs' repr: joined text could make two label sets one key."""
+        key = name + repr(sorted(labels.items()))
         slot = self.cache.lookup(key)
         if slot is None:
             slot = self.resolve(name, labels)

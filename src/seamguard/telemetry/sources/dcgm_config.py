@@ -4,6 +4,7 @@ Models only, like every config section: loading a config imports no HTTP client.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections import Counter
 from typing import Any, Self
@@ -38,6 +39,15 @@ class HostnameRule(StrictModel):
         return self.prefix + host
 
 
+def is_address(host: str) -> bool:
+    """An IP literal names no host: the hostname rule is not for it (10.0.0.17 is not n10)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def host_of(address: str) -> str:
     """The host part of a URL (``http://n1:9400/metrics``) or of a Prometheus ``instance``
     label (``n1:9400``, ``[fd00::1]:9400``); empty when there is none."""
@@ -59,8 +69,15 @@ class DcgmReading(StrictModel):
     # host's or, in a pod without NODE_NAME, the pod's name), "kubernetes_node", "node", ...
     node_from: tuple[str, ...] = (TARGET, "Hostname")
     uuid_entities: dict[str, str] = Field(default_factory=dict)  # GPU UUID -> entity id (wins over all)
+    # One exporter speaks for one node: once a target's series have named a node, series of that
+    # target naming another are refused (a compromised or misconfigured exporter cannot report
+    # for the fleet). Off only for an exporter that serves many nodes (the twin's, in tests).
+    one_node_per_target: bool = True
     # The exporter's XID window when a series carries no window_size_in_ms label.
     xid_window_s: float = Field(default=DEFAULT_XID_WINDOW_S, gt=0, le=7 * 86400)
+    # How late a windowed XID count may be: the exporter's collect interval (30 s by default),
+    # plus a Prometheus scrape interval when read through Prometheus, plus clock skew.
+    xid_window_slack_s: float = Field(default=60.0, ge=0, le=3600)
 
     @field_validator("node_from")
     @classmethod
@@ -97,6 +114,11 @@ class DcgmEndpoint(StrictModel):
     def target_host(self) -> str:
         """What ``target`` in node_from names: the configured node, else the URL's host."""
         return self.node if self.node is not None else host_of(self.url)
+
+    @property
+    def names_node(self) -> bool:
+        """The config says which node this is: taken as written, no hostname rule."""
+        return self.node is not None
 
 
 class DcgmSourceConfig(DcgmReading):

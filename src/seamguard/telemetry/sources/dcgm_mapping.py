@@ -23,9 +23,14 @@ class Role(IntEnum):
     SUM = 1
     XID_WINDOW = 2  # DCGM_EXP_XID_ERRORS_COUNT: XID records per GPU and code in a sliding window
     XID_GAUGE = 3  # DCGM_FI_DEV_XID_ERRORS: the last XID's code
+    XID_TOTAL = 4  # DCGM_EXP_XID_ERRORS_TOTAL: XIDs per GPU and code since the exporter started
 
 
-_ROLES = {"value": Role.VALUE, "sum": Role.SUM, "xid_window": Role.XID_WINDOW, "xid_gauge": Role.XID_GAUGE}
+_ROLES = {
+    "value": Role.VALUE, "sum": Role.SUM, "xid_window": Role.XID_WINDOW, "xid_gauge": Role.XID_GAUGE,
+    "xid_total": Role.XID_TOTAL,
+}  # fmt: skip
+XID_ROLES = frozenset({Role.XID_WINDOW, Role.XID_GAUGE, Role.XID_TOTAL})
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ def parse_mapping(data: Any, where: str) -> DcgmMapping:
         role = _ROLES.get(str(row.get("role", "value")))
         if role is None:
             raise InputError(at, f"role must be one of {', '.join(_ROLES)}, got {row.get('role')!r}")
-        if (role in (Role.XID_WINDOW, Role.XID_GAUGE)) != (sig.kind is SignalKind.EVENT):
+        if (role in XID_ROLES) != (sig.kind is SignalKind.EVENT):
             raise InputError(at, f"role {row.get('role', 'value')} does not fit {sig.kind} signal {sig.name}")
         if role is Role.SUM and sig.kind is not SignalKind.COUNTER:
             raise InputError(at, f"role sum needs a counter signal, {sig.name} is a {sig.kind}")

@@ -105,9 +105,8 @@ class Parsed:
 @dataclass
 class SeriesCache:
     """Raw series key text -> slot, for one endpoint (keys differ per endpoint when a label
-    such as Hostname is missing). Bounded: past ``max_keys`` new keys are parsed, not kept; and a
-    cache grown far past what one scrape holds (series keys that churn, such as Kubernetes pod
-    labels of finished jobs) is emptied by ``trim``, so the next scrape is cold once."""
+    such as Hostname is missing). Bounded: past ``max_keys`` new keys are parsed, not kept; and its
+    owner may empty it (the DCGM slot table does when churned keys pile up)."""
 
     resolve: Resolver
     max_keys: int = 1_000_000
@@ -126,13 +125,6 @@ class SeriesCache:
     def remember(self, key: str, slot: int) -> None:
         if len(self.keys) < self.max_keys:
             self.keys[hash(key)] = slot
-
-    def trim(self, lines: int) -> None:
-        """After a scrape of ``lines`` lines: forget every key once the cache holds four times
-        more than a scrape needs (a cache of churned keys never shrinks otherwise)."""
-        if len(self.keys) > max(4 * lines, 4096):
-            self.keys.clear()
-            self.labelsets.clear()
 
 
 class _LineError(Exception):
@@ -216,7 +208,6 @@ def parse(
             value_arr = np.concatenate([value_arr, ext_val[keep]])
             ts_arr = np.concatenate([ts_arr, ext_ts[keep]])
     n_lines = int(slot_arr.size) + malformed + unwanted  # unread series are sample lines too
-    cache.trim(len(lines))
     issues.sort(key=lambda x: x.line)
     if malformed and malformed > max_malformed_fraction * max(n_lines, 1):
         first = issues[0] if issues else ParseIssue(0, "malformed")

@@ -51,6 +51,8 @@ class PrometheusApiConfig(DcgmReading):
     dcgm: bool = True  # query every field of the DCGM mapping
     dcgm_selector: str = ""  # extra matchers for the DCGM query, e.g. 'job="dcgm"'
     queries: tuple[PromQuery, ...] = ()
+    # what Prometheus answers is its last scrape of the exporter's last collect: one more interval late
+    xid_window_slack_s: float = Field(default=120.0, ge=0, le=3600)
 
     @field_validator("url")
     @classmethod

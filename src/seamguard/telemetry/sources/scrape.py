@@ -150,7 +150,9 @@ class DcgmScrapeSource:
         self.config = config
         self.table = SlotTable(topology, config)  # shared: one numpy conversion per poll
         self.targets = {
-            e.url: DcgmTarget(topology, config, target=ScrapeTarget(e.url, e.target_host()), table=self.table)
+            e.url: DcgmTarget(
+                topology, config, target=ScrapeTarget(e.url, e.target_host(), e.names_node), table=self.table
+            )
             for e in config.endpoints
         }
         self.last = ScrapeReport()

@@ -9,12 +9,19 @@ source's parsers: nothing raises but the documented refusal of the whole documen
 
 from __future__ import annotations
 
+import json
+import math
 import random
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
 
+from seamguard.model.topology import Topology
+from seamguard.telemetry.sources import prometheus_api
 from seamguard.telemetry.sources.openmetrics import (
     MAX_TIMESTAMP_S,
     UNWANTED,
@@ -23,6 +30,9 @@ from seamguard.telemetry.sources.openmetrics import (
     _repeats,
     parse,
 )
+from seamguard.telemetry.sources.prometheus_api import PrometheusApiSource, _columns, _vector
+from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig, PromQuery
+from seamguard.telemetry.sources.scrape import Fetched
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEEP = "[" * 100_000 + "]" * 100_000  # past the json module's recursion limit
@@ -126,3 +136,132 @@ def test_mutated_exporter_text_raises_nothing_but_exposition_error(path: Path) -
         assert got.slot.size == got.value.size == got.timestamp.size <= got.lines
         stamped = got.timestamp[~np.isnan(got.timestamp)]
         assert np.all(np.abs(stamped) <= MAX_TIMESTAMP_S)
+
+
+# ---------------------------------------------------------------- the Prometheus API
+
+
+@pytest.fixture
+def answers(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Query text -> the answer body the fake server gives (no HTTP)."""
+    bodies: dict[str, str] = {}
+
+    def fake_fetch_all(urls: list[str], *, on_result: Callable[[Fetched], None], **_: Any) -> None:
+        for url in urls:
+            on_result(Fetched(url, bodies[parse_qs(urlsplit(url).query)["query"][0]]))
+
+    monkeypatch.setattr(prometheus_api, "fetch_all", fake_fetch_all)
+    return bodies
+
+
+def vector(*entries: tuple[dict[str, str], list[Any]]) -> str:
+    result = [{"metric": m, "value": v} for m, v in entries]
+    return json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+
+def rack_source(topology: Topology) -> PrometheusApiSource:
+    """Two queries, ``good`` then ``bad``, each feeding rack power from a ``rack`` label."""
+    queries = [PromQuery(query=q, signal="rack.power_kw", entity="rack/{rack}") for q in ("good", "bad")]
+    return PrometheusApiSource(
+        PrometheusApiConfig(url="http://p:9090", dcgm=False, queries=queries), topology
+    )
+
+
+BIG = "9" * 400  # a JSON integer float() cannot hold: OverflowError
+
+
+@pytest.mark.parametrize(
+    ("bad", "said"),
+    [
+        ('{"status":"success","data":{"resultType":"vector","result":[{"metric":{"rack":"r1"},"value":[' + BIG
+         + ',"5"]}]}}', "timestamp 999999999999999999999999999999... (400 characters) of a result entry"),
+        (vector(({"rack": "r1"}, [100, "__BIG__"])).replace('"__BIG__"', BIG), "1 NaN, Inf or blank-sentinel"),
+        (vector(({"rack": "r1"}, [100, [1, 2]]), ({"rack": "r2"}, [100, [3, 4]])), "2 NaN, Inf or blank"),
+        (vector(({"rack": "r1"}, [1e308, "5"])), "timestamp 1e+308 of a result entry is not a time"),
+        (vector(({"rack": "r1"}, [None, "5"])), "timestamp None of a result entry is not a time"),
+        ('{"status":"success","data":' + DEEP + "}", "answer is not JSON we can read: nested too deeply"),
+        ('{"status":"success","data":[' + "1" * 5000 + "]}", "answer is not JSON we can read: Exceeds the limit"),
+        ('{"status":"success","data":[1]}', "expected an instant vector, got data [1]"),
+    ],
+)  # fmt: skip
+def test_absurd_numbers_and_nesting_cost_only_their_query(
+    topology: Topology, answers: dict[str, str], bad: str, said: str
+) -> None:
+    answers["good"] = vector(({"rack": "r0"}, [100.0, "5"]))
+    answers["bad"] = bad
+    got = rack_source(topology).collect(100.0)
+    assert [topology.ids[e] for e in got.batch.entity.tolist()] == ["rack/r0"]
+    [notice] = got.notices
+    assert notice.where == "query 'bad'" and said in notice.message, notice.message
+
+
+def test_an_unforeseen_exception_reading_one_answer_is_that_querys_notice(
+    topology: Topology, answers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers["good"] = vector(({"rack": "r0"}, [100.0, "5"]))
+    answers["bad"] = vector(({"rack": "r1"}, [100.0, "6"]))
+    real = PrometheusApiSource._query
+
+    def buggy(self: PrometheusApiSource, q: PromQuery, *args: Any) -> Any:
+        if q.query == "bad":
+            raise ZeroDivisionError("a bug")
+        return real(self, q, *args)
+
+    monkeypatch.setattr(PrometheusApiSource, "_query", buggy)
+    got = rack_source(topology).collect(100.0)
+    assert [topology.ids[e] for e in got.batch.entity.tolist()] == ["rack/r0"]
+    [notice] = got.notices
+    assert notice.where == "query 'bad'"
+    assert (
+        notice.message.startswith("ZeroDivisionError: a bug while reading the answer")
+        and "report" in notice.message
+    )
+
+
+ODD_JSON: list[Any] = [None, True, False, 0, -1, 1.5, 1e308, math.inf, -math.inf, math.nan, "", "x", "NaN", "+Inf",
+                       [], [None], [1, 2, 3], {}, {"a": 1}, 10**30, 10**400, -(10**400)]  # fmt: skip
+
+
+def mutate_value(rng: random.Random, value: Any, p: float) -> Any:
+    """Each part of a JSON document replaced by an odd value with probability ``p``."""
+    if isinstance(value, dict):
+        return {
+            k: rng.choice(ODD_JSON) if rng.random() < p else mutate_value(rng, v, p) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [rng.choice(ODD_JSON) if rng.random() < p else mutate_value(rng, v, p) for v in value]
+    return value
+
+
+def mutate_json(rng: random.Random, text: str) -> str:
+    """Odd values in the structure, or the text mangled: a byte flip, a digit run (5,000 digits
+    pass the 4,300-digit integer limit), a truncation, deep nesting."""
+    how = rng.randrange(5)
+    if how < 2:
+        return json.dumps(mutate_value(rng, json.loads(text), rng.choice([0.02, 0.1])))
+    at = rng.randrange(len(text) + 1)
+    if how == 2:
+        return text[:at] + rng.choice(["9" * 400, "9" * 5000, "1e999", "-", '"', "{", "]"]) + text[at + 1 :]
+    if how == 3:
+        return text[:at]
+    return text[:at] + rng.choice(["[", '{"a":']) * rng.choice([100, 100_000]) + text[at:]
+
+
+def test_mutated_prometheus_answers_raise_nothing_but_value_error(
+    topology: Topology, answers: dict[str, str]
+) -> None:
+    rng = random.Random(0)
+    text = (FIXTURES / "dcgm" / "prometheus-query-k8s-b200.json").read_text(encoding="utf-8")
+    source = rack_source(topology)
+    for _ in range(8 * MUTATIONS):
+        body = mutate_json(rng, text)
+        try:
+            result = _vector(Fetched("http://p:9090/api/v1/query", body))
+            ts, val = _columns(result)
+        except ValueError:
+            pass
+        else:
+            assert ts.size == val.size == len(result)
+            assert np.all(np.isfinite(ts)) and np.all(np.abs(ts) <= MAX_TIMESTAMP_S)
+        answers["good"] = answers["bad"] = body
+        source.collect(100.0)  # and the whole source: notices, never an exception

@@ -9,9 +9,11 @@ source's parsers: nothing raises but the documented refusal of the whole documen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,17 @@ from seamguard.telemetry.sources.openmetrics import (
 from seamguard.telemetry.sources.prometheus_api import PrometheusApiSource, _columns, _vector
 from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig, PromQuery
 from seamguard.telemetry.sources.scrape import Fetched
+from seamguard.telemetry.sources.slurm import SlurmReader, _Form
+from seamguard.telemetry.sources.slurm_commands import SlurmConfig
+from seamguard.telemetry.sources.slurm_json import (
+    JsonFormError,
+    load_document,
+    parse_jobs_json,
+    parse_nodes_json,
+    parse_reservations_json,
+)
+from seamguard.telemetry.sources.slurm_records import SlurmJob
+from seamguard.telemetry.sources.slurm_text import parse_jobs, parse_nodes, parse_reservations
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEEP = "[" * 100_000 + "]" * 100_000  # past the json module's recursion limit
@@ -265,3 +278,153 @@ def test_mutated_prometheus_answers_raise_nothing_but_value_error(
             assert np.all(np.isfinite(ts)) and np.all(np.abs(ts) <= MAX_TIMESTAMP_S)
         answers["good"] = answers["bad"] = body
         source.collect(100.0)  # and the whole source: notices, never an exception
+
+
+# ---------------------------------------------------------------- Slurm
+
+
+def resv(end: Any, start: Any = 1_000) -> str:
+    return json.dumps({"reservations": [
+        {"name": "fw", "node_list": "n[1-2]", "flags": ["MAINT"], "start_time": start, "end_time": end}
+    ]})  # fmt: skip
+
+
+def test_a_reservation_without_an_end_is_active_once_started() -> None:
+    """An infinite end time was read as no end time, so a MAINT reservation was INACTIVE and the
+    actuator would have drained nodes inside it."""
+    for end in ({"set": True, "infinite": True, "number": 0}, {"set": False, "infinite": True, "number": 0}):
+        [r], problems, _ = parse_reservations_json(resv(end), now=2_000.0)
+        assert problems == () and r.active and r.maintenance and r.end == math.inf
+        [r], _, _ = parse_reservations_json(resv(end, start={"set": True, "number": 3_000}), now=2_000.0)
+        assert not r.active  # not started yet
+    [r], _, _ = parse_reservations_json(resv({"set": False, "infinite": False, "number": 0}), now=2_000.0)
+    assert not r.active and r.end is None  # no end time: unknown, as before
+
+
+def test_infinite_and_nan_numbers_in_squeue_json_are_problems_not_exceptions() -> None:
+    """Python's json reads Infinity, NaN and 1e999; int(inf) raised OverflowError out of the parser."""
+    text = (
+        '{"jobs": ['
+        '{"job_id": Infinity, "job_state": "RUNNING", "nodes": "n1"},'
+        '{"job_id": 1e999, "job_state": "RUNNING", "nodes": "n1"},'
+        '{"job_id": 7, "array_job_id": 7, "array_task_id": 1e999, "job_state": "RUNNING", "nodes": "n1"},'
+        '{"job_id": 8, "job_state": "RUNNING", "nodes": "n1", "start_time": NaN},'
+        '{"job_id": 9, "job_state": "RUNNING", "nodes": "n1", "node_count": -Infinity},'
+        '{"job_id": 10, "job_state": "RUNNING", "nodes": "n1", "node_count": 1e999, "time_limit": 1e999},'
+        '{"job_id": ' + "9" * 400 + ', "job_state": "RUNNING", "nodes": "n1"}'
+        "]}"
+    )
+    jobs, problems, _ = parse_jobs_json(text)
+    assert [j.job_id for j in jobs] == ["7", "10"] and jobs[1].end is None  # infinite time limit: no end
+    assert problems == (
+        "job inf: no job_id",
+        "job inf: no job_id",
+        "job 8: a number, not nan",
+        "job 9: a number, not -inf",
+        f"job {'9' * 40}: int too large to convert to float",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('{"jobs": ' + DEEP + "}", "nested too deeply"),
+        ('{"jobs": [' + "1" * 5000 + "]}", "Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_json_no_reader_can_hold_is_a_json_form_error(text: str, said: str) -> None:
+    with pytest.raises(JsonFormError, match=said.replace("(", r"\(").replace(")", r"\)")):
+        load_document(text, "jobs")
+
+
+def test_a_node_count_of_5000_digits_in_squeue_text_is_no_count() -> None:
+    """int() of more than 4,300 digits raised ValueError out of parse_jobs."""
+    jobs, problems = parse_jobs("17|RUNNING|p|u|" + "9" * 5000 + "|N/A|N/A|n1|job\n")
+    assert [j.job_id for j in jobs] == ["17"] and problems == ()
+
+
+def test_slurm_messages_of_an_odd_shape_are_kept_as_messages() -> None:
+    jobs, problems, _ = parse_jobs_json('{"jobs": [], "errors": 3.5, "warnings": "slow"}')
+    assert jobs == () and problems == ("Slurm error: 3.5", "Slurm warning: slow")
+
+
+def printing(expr: str) -> list[str]:
+    """A command printing the Python expression ``expr``: a stand-in for a Slurm client."""
+    return [sys.executable, "-c", f"import sys; sys.stdout.write({expr})"]
+
+
+def job_forms(
+    json_expr: str, parse_json: Callable[[str], Any] | None = None
+) -> tuple[SlurmReader, list[_Form[SlurmJob]]]:
+    reader = SlurmReader(SlurmConfig())
+    real_json, real_text = reader.job_forms()
+    forms = [
+        _Form("squeue --json", printing(json_expr), parse_json or real_json.parse),
+        _Form("text", printing(repr("17|RUNNING|p|u|1|N/A|N/A|n1|job\n")), real_text.parse),
+    ]
+    return reader, forms
+
+
+def test_json_nested_too_deep_for_the_reader_falls_back_to_text() -> None:
+    reader, forms = job_forms("'{\"jobs\": ' + '[' * 100_000 + ']' * 100_000 + '}'")
+    got = reader.read("jobs", forms)
+    assert [j.job_id for j in got.records or ()] == ["17"] and got.form == "text"
+    [notice] = got.notices
+    assert notice.where == " ".join(forms[0].argv) and "nested too deeply" in notice.message
+
+
+@pytest.mark.parametrize(
+    ("exc", "said"),
+    [
+        (
+            LookupError("a bug"),
+            "LookupError: a bug while reading the output (a seamguard bug: please report it)",
+        ),
+        (OverflowError("big"), "could not read the output: OverflowError('big')"),
+    ],
+)
+def test_an_unforeseen_exception_in_one_form_is_a_notice_and_the_next_form_is_read(
+    exc: Exception, said: str
+) -> None:
+    def buggy(text: str) -> Any:
+        raise exc
+
+    reader, forms = job_forms(repr('{"jobs": []}'), buggy)
+    got = reader.read("jobs", forms)
+    assert [j.job_id for j in got.records or ()] == ["17"] and got.form == "text"
+    [notice] = got.notices
+    assert notice.where == " ".join(forms[0].argv)
+    assert notice.message.startswith(said) and "read with" in notice.message  # and the form read instead
+
+
+def slurm_parser(path: Path) -> tuple[Callable[[str], object], type[Exception] | tuple[()]]:
+    """The parser of a Slurm fixture, and the one exception it may raise (the JSON readers refuse
+    a document that is not the one the command prints; the text readers never raise)."""
+    name = path.name
+    if name.endswith(".json"):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if "reservations" in doc:
+            return (lambda t: parse_reservations_json(t, 1.74e9)), JsonFormError
+        return (parse_jobs_json if "jobs" in doc else parse_nodes_json), JsonFormError
+    if name.startswith("scontrol_node_oneliner"):
+        return parse_nodes, ()
+    if name.startswith("scontrol_reservation_oneliner"):
+        return parse_reservations, ()
+    return parse_jobs, ()
+
+
+SLURM_FIXTURES = sorted(
+    p for p in (FIXTURES / "slurm").iterdir()
+    if p.suffix == ".json" or p.name.startswith(("scontrol_node_oneliner", "scontrol_reservation_oneliner", "squeue_text"))
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("path", SLURM_FIXTURES, ids=lambda p: p.name)
+def test_mutated_slurm_output_raises_nothing_but_json_form_error(path: Path) -> None:
+    rng = random.Random(0)
+    text = path.read_text(encoding="utf-8")
+    read, refusal = slurm_parser(path)
+    for _ in range(MUTATIONS):
+        body = mutate_json(rng, text) if path.suffix == ".json" else mutate_exposition(rng, text)
+        with contextlib.suppress(refusal):
+            read(body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,8 +14,10 @@ from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.sources import scrape
 from seamguard.telemetry.sources.base import Source
 from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
+from seamguard.telemetry.sources.openmetrics import Parsed, SeriesCache
 from seamguard.telemetry.sources.scrape import DcgmScrapeSource
 from seamguard.telemetry.store import TelemetryStore
 from seamguard.twin.exporter import DcgmRenderer, MetricsServer, start_exporter
@@ -133,3 +136,58 @@ def test_a_body_cut_mid_value_delivers_no_cut_value(fleet) -> None:  # type: ign
     want = {k: v for k, v in latest(batch, [temp]).items() if topo.ids[k[0]].startswith("gpu/n0000/")}
     arrived = latest(got.batch, [temp])
     assert len(arrived) == len(want) - 1 and all(want[k] == v for k, v in arrived.items())
+
+
+def test_an_absurd_timestamp_is_one_bad_line_not_a_lost_poll(fleet) -> None:  # type: ignore[no-untyped-def]
+    """A 303-digit millisecond timestamp (1e299 s) passes the grammar and float(); it once raised
+    OverflowError out of collect(), and every endpoint's samples were lost with it."""
+    topo, batch, renderer, servers = fleet
+    lines = renderer.render(batch, nodes=[1]).split("\n")
+    k = next(i for i, ln in enumerate(lines) if ln.startswith("DCGM_FI_DEV_GPU_TEMP{"))
+    lines[k] += " " + "9" * 303
+    servers[1].publish("\n".join(lines))
+    source = DcgmScrapeSource(DcgmSourceConfig(endpoints=tuple(s.url for s in servers)), topo)
+    got = source.collect(5000.0)
+    [notice] = got.notices
+    assert notice.where == f"{servers[1].url}:{k + 1}" and "past year 5138" in notice.message
+    assert len(node_ids(got.batch, topo)) == len(servers)  # every endpoint's samples arrive
+    temp = signal_catalog()["gpu.temp_c"].index
+    assert len(latest(got.batch, [temp])) == len(latest(batch, [temp])) - 1  # only that line is lost
+
+
+def test_a_parser_bug_costs_only_its_own_endpoint(fleet, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The last line of defence: whatever the parser raises for one body is that endpoint's
+    notice; the other endpoints' samples still arrive and collect() does not raise."""
+    topo, _, _, servers = fleet
+    real = scrape.parse
+
+    def buggy(text: str, cache: SeriesCache, *, where: str, **kw: Any) -> Parsed:
+        if where == servers[2].url:
+            raise RuntimeError("a bug")
+        return real(text, cache, where=where, **kw)
+
+    monkeypatch.setattr(scrape, "parse", buggy)
+    source = DcgmScrapeSource(DcgmSourceConfig(endpoints=tuple(s.url for s in servers)), topo)
+    got = source.collect(5000.0)
+    [notice] = got.notices
+    assert notice.where == servers[2].url
+    assert (
+        notice.message.startswith("RuntimeError: a bug while parsing the body") and "report" in notice.message
+    )
+    assert source.last.failed == 1
+    assert len(node_ids(got.batch, topo)) == len(servers) - 1
+
+
+def test_a_conversion_bug_is_a_notice_and_an_empty_poll(fleet, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    topo, _, _, servers = fleet
+    source = DcgmScrapeSource(DcgmSourceConfig(endpoints=tuple(s.url for s in servers)), topo)
+
+    def buggy(*args: object) -> None:
+        raise IndexError("a bug")
+
+    monkeypatch.setattr(source.table, "convert", buggy)
+    got = source.collect(5000.0)
+    assert len(got.batch) == 0
+    [notice] = got.notices
+    assert notice.where == f"{len(servers)} endpoint(s)"
+    assert notice.message.startswith("IndexError: a bug while converting the poll")

@@ -21,7 +21,9 @@ text-format cases, ``tests/test_openmetrics_conformance.py``):
   sign and ``NaN``, case-insensitive. Python's ``float()`` reads more, and some of it
   changes a value: ``1_2`` is 12, ``1e5_0`` is 1e50, full-width or Arabic-Indic digits are
   digits, a no-break space is stripped. Those lines are malformed here.
-* timestamps: Prometheus text has integer milliseconds; OpenMetrics, decimal seconds.
+* timestamps: Prometheus text has integer milliseconds; OpenMetrics, decimal seconds. One
+  past ``MAX_TIMESTAMP_S`` (year 5138) makes its line malformed: the grammar allows 1e300, but
+  no exporter means it as a date (the OpenMetrics suite's 1.2e19 s is the one good case flagged).
 * blanks (spaces, tabs) wherever Prometheus text allows them: before the name, between the
   name and ``{``, around label names, ``=``, values and commas, a trailing comma, none
   needed after ``}``, several between tokens, trailing ones. OpenMetrics allows only single
@@ -72,6 +74,10 @@ _MILLIS = re.compile(r"[+-]?[0-9]+")  # Prometheus text timestamp: Go's ParseInt
 _PLAIN = b"0123456789.+-eE"
 _WORD_LETTERS = b"infatyINFATY"
 _NO_INDEX = np.zeros(0, np.int64)
+# A timestamp past this many seconds from 1970 (year 5138, either way) is no date an exporter can
+# mean: the grammar and float() accept 1e300, which then overflows everything that turns seconds
+# into integers (nanoseconds, datetimes), so such a line is malformed.
+MAX_TIMESTAMP_S = 1e11
 
 Resolver = Callable[[str, dict[str, str]], int]  # (metric name, labels) -> slot >= 0, or UNWANTED
 
@@ -315,10 +321,12 @@ def _not_a_number(raw: str) -> str:
 def _repeats(slot: IntArray, ts: FloatArray, stamped: npt.NDArray[np.bool_]) -> list[int]:
     """Samples (of those ``stamped``) that repeat their series' previous timestamp, to the
     nanosecond: OpenMetrics says an ingestor uses the first. Timestamped lines are rare."""
-    last: dict[int, int] = {}
+    last: dict[int, float] = {}
     out: list[int] = []
     for j in np.flatnonzero(stamped).tolist():
-        s, ns = int(slot[j]), round(float(ts[j]) * 1e9)
+        # _timestamp bounds what reaches here; even so, round() raises on an infinite product
+        s, product = int(slot[j]), float(ts[j]) * 1e9
+        ns = round(product) if math.isfinite(product) else product
         if last.get(s) == ns:
             out.append(j)
         last[s] = ns
@@ -326,16 +334,21 @@ def _repeats(slot: IntArray, ts: FloatArray, stamped: npt.NDArray[np.bool_]) -> 
 
 
 def _timestamp(raw: str, openmetrics: bool) -> float:
+    """Unix seconds of a timestamp token, or a _LineError: off the grammar, or beyond
+    ``MAX_TIMESTAMP_S`` (which also rules out an infinite one)."""
+    shown = repr(raw) if len(raw) <= 40 else f"{raw[:30]!r}... ({len(raw)} characters)"
     if openmetrics:
         if _SECONDS.fullmatch(raw) is None:
-            raise _LineError(f"timestamp {raw!r} is not a number of seconds")
+            raise _LineError(f"timestamp {shown} is not a number of seconds")
         t = float(raw)
     else:
         if _MILLIS.fullmatch(raw) is None:
-            raise _LineError(f"timestamp {raw!r} is not an integer count of milliseconds")
+            raise _LineError(f"timestamp {shown} is not an integer count of milliseconds")
         t = float(raw) / 1000.0  # not * 1e-3: 1234567890 ms must read as 1234567.89 s, not ...0001
     if not math.isfinite(t):
-        raise _LineError(f"timestamp {raw!r} is not finite")
+        raise _LineError(f"timestamp {shown} is not finite")
+    if abs(t) > MAX_TIMESTAMP_S:
+        raise _LineError(f"timestamp {shown} is {t:.3g} s from 1970, past year 5138: not a date")
     return t
 
 

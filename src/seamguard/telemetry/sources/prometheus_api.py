@@ -22,6 +22,7 @@ from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
 from seamguard.telemetry.sources.dcgm import DcgmTarget
 from seamguard.telemetry.sources.dcgm_mapping import dcgm_mapping
+from seamguard.telemetry.sources.openmetrics import MAX_TIMESTAMP_S
 from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig, PromQuery
 from seamguard.telemetry.sources.scrape import Fetched, fetch_all
 from seamguard.telemetry.store import SENTINEL_THRESHOLD
@@ -78,6 +79,18 @@ class PrometheusApiSource:
                     SourceNotice(self.name, label, f"answer not usable: {type(exc).__name__}: {exc}")
                 )
                 continue
+            except Exception as exc:
+                # The last line of defence, at the source boundary (base.py: a source never raises
+                # for its input): an answer no check above foresaw costs this query its samples,
+                # not the poll, the other queries' samples, or the engine's loop.
+                notices.append(
+                    SourceNotice(
+                        self.name, label,
+                        f"{type(exc).__name__}: {exc} while reading the answer, its samples dropped "
+                        "(a seamguard bug: please report it)",
+                    )
+                )  # fmt: skip
+                continue
             if q is None:
                 unknown.update(tally.unknown)
             notices.extend(found)
@@ -133,16 +146,23 @@ def _vector(f: Fetched) -> list[dict[str, Any]]:
         doc = json.loads(f.body)
     except json.JSONDecodeError as exc:
         raise ValueError(f"answer is not JSON ({exc.msg} at character {exc.pos})") from None
+    except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
+        raise ValueError(f"answer is not JSON we can read: {exc}") from None
+    except RecursionError:  # arrays or objects nested thousands deep
+        raise ValueError("answer is not JSON we can read: nested too deeply") from None
     if not isinstance(doc, dict) or doc.get("status") != "success":
         err = doc.get("error", "") if isinstance(doc, dict) else ""
-        raise ValueError(f"query failed: {err or 'status is not success'}")
+        raise ValueError(f"query failed: {str(err)[:300] or 'status is not success'}")
     data = doc.get("data", {})
+    if not isinstance(data, dict):
+        raise ValueError(f"expected an instant vector, got data {json.dumps(data)[:120]}")
     if data.get("resultType") != "vector" or not isinstance(data.get("result"), list):
-        raise ValueError(f"expected an instant vector, got resultType {data.get('resultType')!r}")
+        raise ValueError(f"expected an instant vector, got resultType {str(data.get('resultType'))[:80]!r}")
     result: list[dict[str, Any]] = data["result"]
     for r in result:
         if (
-            not isinstance(r.get("metric"), dict)
+            not isinstance(r, dict)
+            or not isinstance(r.get("metric"), dict)
             or not isinstance(r.get("value"), list)
             or len(r["value"]) != 2
         ):
@@ -153,17 +173,39 @@ def _vector(f: Fetched) -> list[dict[str, Any]]:
 def _columns(
     result: list[dict[str, Any]],
 ) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
-    ts = np.asarray([float(r["value"][0]) for r in result], dtype=np.float64)
+    """Timestamps and values of ``_vector``'s entries. A value that is not a number is NaN (read
+    as missing); a timestamp that is not a time refuses the answer (ValueError): Prometheus
+    stamps every entry with the query's time, so one bad stamp means a broken answer."""
+    ts = np.asarray([_time(r["value"][0]) for r in result], dtype=np.float64)
     raw = [r["value"][1] for r in result]
     try:
         val = np.asarray(raw, dtype=np.float64)
-    except ValueError:
+        if val.shape != (len(raw),):  # values that are lists made a 2-D array
+            raise ValueError("not one number per entry")
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an integer past 1.8e308
         val = np.asarray([_num(v) for v in raw], dtype=np.float64)
     return ts, val
 
 
-def _num(v: object) -> float:
+def _time(v: object) -> float:
+    """Unix seconds (a JSON number, or a numeric string), bounded as the scrape parser bounds them."""
     try:
-        return float(str(v))
-    except ValueError:
+        t = float(v) if isinstance(v, int | float | str) and not isinstance(v, bool) else math.nan
+    except (ValueError, OverflowError):
+        t = math.nan
+    if not math.isfinite(t) or abs(t) > MAX_TIMESTAMP_S:
+        shown = repr(v)
+        shown = shown if len(shown) <= 40 else f"{shown[:30]}... ({len(shown)} characters)"
+        raise ValueError(f"timestamp {shown} of a result entry is not a time in seconds")
+    return t
+
+
+def _num(v: object) -> float:
+    """A sample value (Prometheus sends "50", "NaN", "+Inf"); NaN for anything else, an integer
+    too large for a float included."""
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        return math.nan
+    try:
+        return float(v)
+    except (ValueError, OverflowError):
         return math.nan

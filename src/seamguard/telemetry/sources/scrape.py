@@ -130,6 +130,11 @@ def is_openmetrics(content_type: str) -> bool | None:
     return None
 
 
+def _bug(doing: str, exc: Exception) -> str:
+    """A notice's text for an exception no input should cause: a seamguard bug to report."""
+    return f"{type(exc).__name__}: {exc} while {doing}, samples dropped (a seamguard bug: please report it)"
+
+
 @dataclass
 class ScrapeReport:
     """The last poll, for the daemon's own metrics and for tests."""
@@ -183,6 +188,14 @@ class DcgmScrapeSource:
                 report.failed += 1
                 notices.append(SourceNotice(self.name, exc.where, exc.problem))
                 return
+            except Exception as exc:
+                # The last line of defence: take() runs inside fetch_all's loop, so anything it
+                # raises would end the poll for every endpoint and out of collect(). A body the
+                # parser cannot handle is a bug in the parser, but only this endpoint's samples
+                # may pay for it (base.py: a source never raises for its input).
+                report.failed += 1
+                notices.append(SourceNotice(self.name, f.url, _bug("parsing the body", exc)))
+                return
             if parsed.malformed:
                 report.malformed += parsed.malformed
                 shown = "; ".join(str(i) for i in parsed.issues)
@@ -201,12 +214,19 @@ class DcgmScrapeSource:
                 list(self.targets), timeout_s=cfg.timeout_s, concurrency=cfg.concurrency,
                 max_bytes=cfg.max_bytes, on_result=take,
             )  # fmt: skip
+        batch, tally = TelemetryBatch.empty(), Tally()
         if slots:
-            batch, tally = self.table.convert(
-                np.concatenate(slots), np.concatenate(values), np.concatenate(stamps), now
-            )
-        else:
-            batch, tally = TelemetryBatch.empty(), Tally()
+            try:
+                batch, tally = self.table.convert(
+                    np.concatenate(slots), np.concatenate(values), np.concatenate(stamps), now
+                )
+            except Exception as exc:
+                # The source boundary again: one numpy pass converts every endpoint's samples, so a
+                # failure here loses this poll, but it must not raise out of collect() and stop
+                # the engine's loop for every source.
+                notices.append(
+                    SourceNotice(self.name, f"{len(slots)} endpoint(s)", _bug("converting the poll", exc))
+                )
         report.tally = tally
         unknown.update(tally.unknown)
         notices.extend(tally.notices(self.name, f"{len(slots)} endpoint(s)"))

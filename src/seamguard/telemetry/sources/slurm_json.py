@@ -19,6 +19,7 @@ is not JSON or lacks its list is ``JsonFormError``: the caller falls back to the
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,8 @@ class JsonFormError(ValueError):
 
 
 # A record with a value of an unexpected shape is reported and skipped, the others are kept.
-_BAD_VALUE = (ValueError, TypeError, KeyError, AttributeError)
+# OverflowError: int() of an infinite float, float() of an integer past 1.8e308.
+_BAD_VALUE = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -51,13 +53,19 @@ class JsonDocument:
 
 def _messages(doc: dict[str, Any], key: str) -> list[str]:
     out: list[str] = []
-    for entry in doc.get(key) or []:
+    entries = doc.get(key) or []
+    for entry in entries if isinstance(entries, list) else [entries]:  # a list, or one odd value
         if isinstance(entry, dict):
             words = [str(entry.get(k)) for k in ("description", "error", "source") if entry.get(k)]
             out.append(f"Slurm {key[:-1]}: " + "; ".join(dict.fromkeys(words)))
         else:
             out.append(f"Slurm {key[:-1]}: {entry}")
     return out
+
+
+def _shown(value: Any, i: int) -> str:
+    """A record's name or id for a problem: cut short (a 400-digit id is possible), or its index."""
+    return f"#{i}" if value is None else str(value)[:40]
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -70,6 +78,10 @@ def load_document(text: str, key: str) -> JsonDocument:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise JsonFormError(f"not JSON ({exc}): {text[:120]!r}") from None
+    except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
+        raise JsonFormError(f"not JSON we can read ({exc})") from None
+    except RecursionError:  # arrays or objects nested thousands deep
+        raise JsonFormError("not JSON we can read (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise JsonFormError(f"not a JSON object: {text[:120]!r}")
     items = doc.get(key)
@@ -88,13 +100,19 @@ def load_document(text: str, key: str) -> JsonDocument:
 
 def number(value: Any) -> tuple[float | None, bool]:
     """An int, a float, null, ``"Infinity"``, or ``{"set", "infinite", "number"}`` -> (the number,
-    or None when unset; infinite)."""
+    or None when unset; infinite). A float infinity (JSON ``Infinity`` or ``1e999``, which Python's
+    json reads) is infinite too; a NaN or a negative infinity is no number."""
     if value is None:
         return None, False
     if isinstance(value, bool):
         raise ValueError(f"a number, not {value!r}")
     if isinstance(value, int | float):
-        return float(value), False
+        n = float(value)  # an int past 1.8e308 raises OverflowError, one of _BAD_VALUE
+        if n == math.inf:
+            return None, True
+        if not math.isfinite(n):
+            raise ValueError(f"a number, not {value!r}")
+        return n, False
     if isinstance(value, str) and value.lower() in ("infinity", "infinite", "unlimited"):
         return None, True
     if isinstance(value, dict):
@@ -172,7 +190,7 @@ def parse_nodes_json(text: str) -> tuple[tuple[SlurmNode, ...], tuple[str, ...],
         try:
             node, problem = _node(item)
         except _BAD_VALUE as exc:
-            problems.append(f"node {item.get('name', f'#{i}')!s}: {exc}")
+            problems.append(f"node {_shown(item.get('name'), i)}: {exc}")
             continue
         nodes.append(node)
         if problem:
@@ -247,7 +265,7 @@ def parse_jobs_json(
         try:
             job, problem = _job(item, expand)
         except _BAD_VALUE as exc:
-            problems.append(f"job {item.get('job_id', f'#{i}')!s}: {exc}")
+            problems.append(f"job {_shown(item.get('job_id'), i)}: {exc}")
             continue
         if problem:
             problems.append(problem)
@@ -269,7 +287,11 @@ def parse_reservations_json(
         try:
             if not isinstance(name, str) or not name:
                 raise ValueError("no name")
-            start, end = _time(item.get("start_time")), _time(item.get("end_time"))
+            start = _time(item.get("start_time"))
+            end_at, endless = number(item.get("end_time"))
+            # An infinite end never comes: such a reservation (a MAINT one above all) is active
+            # once started. 0 or unset is no end time, as for _time.
+            end = math.inf if endless else (end_at or None)
             flags = item.get("flags") or []
             if not isinstance(flags, list | str):
                 raise ValueError(f"flags {flags!r} are not a list")

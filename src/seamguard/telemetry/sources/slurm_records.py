@@ -56,7 +56,7 @@ class SlurmReservation:
     flags: frozenset[str]
     state: str  # ACTIVE or INACTIVE
     start: float | None
-    end: float | None
+    end: float | None  # inf: never ends (JSON's infinite end time)
 
     @property
     def maintenance(self) -> bool:

@@ -255,9 +255,9 @@ def parse_jobs(
         except ValueError as exc:
             bad.append(f"job {job_id}: {exc}")
             continue
-        problem = node_count_problem(
-            job_id, nodelist, nodes, int(count) if count.isascii() and count.isdecimal() else None
-        )
+        # A node count is a uint32 in Slurm: more digits are no count (and past 4,300, int() raises)
+        readable = count.isascii() and count.isdecimal() and len(count) <= 10
+        problem = node_count_problem(job_id, nodelist, nodes, int(count) if readable else None)
         if problem:
             bad.append(problem)
             continue

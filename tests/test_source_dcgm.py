@@ -626,3 +626,14 @@ def test_reasons_beyond_eight_are_summed_in_one_notice(topology: Topology) -> No
         len(notes) == 9
         and notes[-1] == "12 more series skipped for 12 more reasons (the 8 commonest are named)"
     )
+
+
+def test_a_label_that_is_not_text_skips_its_series_only(topology: Topology) -> None:
+    """Through Prometheus's JSON a label value could be a number or a list: that series is skipped
+    with a reason; the others of the same answer still arrive."""
+    t = DcgmTarget(topology, DcgmSourceConfig(), target=ScrapeTarget("http://n00:9400/metrics", "n00"))
+    bad = t.slot_for("DCGM_FI_DEV_GPU_TEMP", {"gpu": 0})  # type: ignore[dict-item]
+    good = t.slot_for("DCGM_FI_DEV_GPU_TEMP", {"gpu": "1"})
+    batch, tally = t.convert(np.array([bad, good]), np.array([50.0, 51.0]), np.full(2, np.nan), 10.0)
+    assert values(batch, topology, "gpu.temp_c") == {"gpu/n00/1": 51.0}
+    assert list(tally.rejected) == ["a label whose name or value is not text (a malformed answer)"]

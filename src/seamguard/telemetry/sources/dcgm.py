@@ -188,6 +188,8 @@ class SlotTable:
             if name in self.mapping.known_unmapped:
                 return UNWANTED
             return self._add(_NO_ENTITY, -1, None, note=name)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            return self._reject(fm, "a label whose name or value is not text (a malformed answer)", name, {})
         lab = {k.lower(): v for k, v in labels.items()}
         code, window_s = 0, 0.0
         if fm.role in (Role.XID_WINDOW, Role.XID_TOTAL):

@@ -30,7 +30,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology, build_topology
 from seamguard.synth.cluster import ClusterSpec, generate_cluster
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.sources.dcgm import DcgmTarget, SlotTable
+from seamguard.telemetry.sources.dcgm import DcgmTarget, ScrapeTarget, SlotTable
 from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.openmetrics import parse
 from seamguard.telemetry.sources.push import PushSource
@@ -74,6 +74,11 @@ def node_texts(topo: Topology, seed: int, progress: Progress) -> list[str]:
         texts.append(renderer.render(batch, nodes=[n]))
         progress.advance(task)
     return texts
+
+
+def endpoint(node: str) -> ScrapeTarget:
+    """One exporter per node, as the scrape source sets it up: its URL names the node."""
+    return ScrapeTarget(f"http://{node}:9400/metrics", node)
 
 
 def time_parse(texts: list[str], targets: list[DcgmTarget], *, convert: bool) -> tuple[float, int]:
@@ -155,13 +160,16 @@ def main() -> None:
         texts2 = node_texts(topo, args.seed + 1, progress)  # the next scrape: new values, same keys
     mb = sum(len(t) for t in texts) / 1e6
     table = SlotTable(topo, cfg)
-    targets = [DcgmTarget(topo, cfg, table=table) for _ in range(n_nodes)]
+    names = topo.names[EntityKind.NODE]
+    targets = [DcgmTarget(topo, cfg, target=endpoint(names[n]), table=table) for n in range(n_nodes)]
     cold_s, n = time_parse(texts, targets, convert=False)
     warm_s, n2 = time_parse(texts2, targets, convert=False)
     conv_s, n3 = time_parse(texts, targets, convert=True)
     k = max(args.client_gpus // GPN, 1)
     client_s, nc = time_client(texts[:k])
-    mine_s, nm = time_parse(texts[:k], [DcgmTarget(topo, cfg) for _ in range(k)], convert=False)
+    mine_s, nm = time_parse(
+        texts[:k], [DcgmTarget(topo, cfg, target=endpoint(names[n])) for n in range(k)], convert=False
+    )
     push = time_push(topo, push_bodies(topo, args.push_rows, args.seed), repeat=3)
     out = {
         "gpus": topo.count(EntityKind.GPU),

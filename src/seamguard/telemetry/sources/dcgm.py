@@ -44,6 +44,7 @@ _EXAMPLE_LABELS = frozenset(
 )  # quoted in a skipped series' example
 AHEAD_S = 60.0  # a sample stamped further ahead of the poll is read at the poll's time
 MAX_REASONS = 8  # reasons for skipping series named per poll; the rest are summed in one notice
+_NOT_TEXT = "a label whose name or value is not text (a malformed answer)"
 RESET_FACTOR = 4  # slots past this many times a poll's samples: churned keys, forgotten together
 
 
@@ -138,6 +139,7 @@ class SlotTable:
         self._note_ix: dict[str, int] = {}
         self._examples: dict[str, str] = {}
         self._node_of: dict[str, str] = {}  # target -> the node it speaks for (one_node_per_target)
+        self._node_memo: dict[tuple[ScrapeTarget, tuple[str, ...]], tuple[str | None, str]] = {}
         n = topology.n_entities
         self._seen = np.zeros(n, dtype=bool)  # entities read in an earlier poll
         self._sum_fields: dict[
@@ -163,6 +165,7 @@ class SlotTable:
         self._note_ix.clear()
         self._examples.clear()
         self._node_of.clear()
+        self._node_memo.clear()
 
     def _note_id(self, text: str) -> int:
         ix = self._note_ix.get(text)
@@ -188,8 +191,6 @@ class SlotTable:
             if name in self.mapping.known_unmapped:
                 return UNWANTED
             return self._add(_NO_ENTITY, -1, None, note=name)
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
-            return self._reject(fm, "a label whose name or value is not text (a malformed answer)", name, {})
         lab = {k.lower(): v for k, v in labels.items()}
         code, window_s = 0, 0.0
         if fm.role in (Role.XID_WINDOW, Role.XID_TOTAL):
@@ -235,7 +236,22 @@ class SlotTable:
 
     def _node(self, lab: dict[str, str], target: ScrapeTarget) -> tuple[str | None, str]:
         """The first place of ``node_from`` that names a node of the inventory, or why none did;
-        and, with ``one_node_per_target``, never a node other than the one the target first named."""
+        and, with ``one_node_per_target``, never a node other than the one the target first named.
+        A target's GPUs share their candidates, so each combination is worked out once."""
+        places = tuple(lab.get(p.lower(), "") for p in self.config.node_from if p != TARGET)
+        key = (target, places)
+        found = self._node_memo.get(key)
+        if found is None:
+            found = self._node_memo[key] = self._first_node(lab, target)
+        node, why = found
+        if node is not None and self.config.one_node_per_target:
+            first = self._node_of.setdefault(target.name, node)
+            if first != node:
+                return None, (f"{target.name} speaks for node {first}; a series of it naming node "
+                              f"{_clip(node)} is refused (one_node_per_target)")  # fmt: skip
+        return node, why
+
+    def _first_node(self, lab: dict[str, str], target: ScrapeTarget) -> tuple[str | None, str]:
         tried: list[str] = []
         for place in self.config.node_from:
             raw = target.host if place == TARGET else lab.get(place.lower(), "")
@@ -245,16 +261,17 @@ class SlotTable:
                 continue
             as_is = (place == TARGET and target.named) or is_address(raw)
             node = raw if as_is else self.config.hostname.node_name(raw)
-            if self.topology.lookup(f"node/{node}") is None:
-                tried.append(f"{what} {_clip(raw)!r}" + (f" (as {_clip(node)!r})" if node != raw else ""))
-                continue
-            if self.config.one_node_per_target:
-                first = self._node_of.setdefault(target.name, node)
-                if first != node:
-                    return None, (f"{target.name} speaks for node {first}; a series of it naming node "
-                                  f"{_clip(node)} is refused (one_node_per_target)")  # fmt: skip
-            return node, ""
+            if self.topology.lookup(f"node/{node}") is not None:
+                return node, ""
+            tried.append(f"{what} {_clip(raw)!r}" + (f" (as {_clip(node)!r})" if node != raw else ""))
         return None, f"no node of the inventory named for {target.name}: {'; '.join(tried)}"
+
+    def refuse(self, name: str, why: str) -> int:
+        """A slot that skips its series for ``why`` (a mapped name) or counts it as unknown."""
+        fm = self.mapping.fields.get(name)
+        return (
+            self._reject(fm, why, name, {}) if fm is not None else self._add(_NO_ENTITY, -1, None, note=name)
+        )
 
     def _reject(self, fm: FieldMap, why: str, name: str, labels: dict[str, str]) -> int:
         if why not in self._examples:  # the labels seamguard reads, not the exporter's dozen
@@ -426,7 +443,8 @@ class DcgmTarget:
         key = name + repr(sorted(labels.items()))
         slot = self.cache.lookup(key)
         if slot is None:
-            slot = self.resolve(name, labels)
+            text = all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+            slot = self.resolve(name, labels) if text else self.table.refuse(name, _NOT_TEXT)
             self.cache.remember(key, slot)
         return slot
 

@@ -870,7 +870,7 @@ def test_json_that_fails_otherwise_is_said_once_and_text_is_read(tmp_path: Path)
     assert [(n.where.rsplit("/", 1)[-1], n.message.split(";")[0]) for n in notices] == [
         ("scontrol show node --json", "no 'nodes' list in the JSON (keys: meta)"),
         ("sinfo --json", "exited 1: sinfo: error: plugin serializer/json not found"),
-        ("squeue --json --all", "not JSON (Expecting value: line 1 column 2 (char 1)): '[garbage\\n'"),
+        ("squeue --json --all", "not JSON (Expecting value at character 1): '[garbage\\n'"),
     ]
     assert all("instead (tried again after 3600s)" in n.message for n in notices)
     _, notices = read_snapshot(config, 6.0, reader)

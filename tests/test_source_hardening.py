@@ -192,8 +192,8 @@ BIG = "9" * 400  # a JSON integer float() cannot hold: OverflowError
         (vector(({"rack": "r1"}, [100, [1, 2]]), ({"rack": "r2"}, [100, [3, 4]])), "2 NaN, Inf or blank"),
         (vector(({"rack": "r1"}, [1e308, "5"])), "timestamp 1e+308 of a result entry is not a time"),
         (vector(({"rack": "r1"}, [None, "5"])), "timestamp None of a result entry is not a time"),
-        ('{"status":"success","data":' + DEEP + "}", "answer is not JSON we can read: nested too deeply"),
-        ('{"status":"success","data":[' + "1" * 5000 + "]}", "answer is not JSON we can read: Exceeds the limit"),
+        ('{"status":"success","data":' + DEEP + "}", "answer is not JSON we can read (nested too deeply)"),
+        ('{"status":"success","data":[' + "1" * 5000 + "]}", "answer is not JSON we can read (Exceeds the limit"),
         ('{"status":"success","data":[1]}', "expected an instant vector, got data [1]"),
     ],
 )  # fmt: skip

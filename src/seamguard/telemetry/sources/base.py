@@ -9,8 +9,9 @@ its series go stale in the store (``engine.stale_after_s``), never zero.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from seamguard.telemetry.batch import TelemetryBatch
 
@@ -36,3 +37,17 @@ class Source(Protocol):
     name: str
 
     def collect(self, now: float) -> Collected: ...
+
+
+def read_json(text: str) -> Any:
+    """A foreign system's JSON, or a ValueError saying in one line why it cannot be read: not JSON,
+    an integer past Python's 4,300-digit conversion limit, or nesting thousands deep (which the
+    standard parser meets with a RecursionError, not a ValueError)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at character {exc.pos}): {text[:120]!r}") from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON we can read ({exc})") from None
+    except RecursionError:
+        raise ValueError("not JSON we can read (nested too deeply)") from None

@@ -19,7 +19,7 @@ import numpy as np
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.sources.base import Collected, SourceNotice
+from seamguard.telemetry.sources.base import Collected, SourceNotice, read_json
 from seamguard.telemetry.sources.dcgm import DcgmTarget
 from seamguard.telemetry.sources.dcgm_mapping import dcgm_mapping
 from seamguard.telemetry.sources.openmetrics import MAX_TIMESTAMP_S
@@ -143,13 +143,9 @@ def _vector(f: Fetched) -> list[dict[str, Any]]:
     if f.body is None:
         raise ValueError(f.error)
     try:
-        doc = json.loads(f.body)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"answer is not JSON ({exc.msg} at character {exc.pos})") from None
-    except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
-        raise ValueError(f"answer is not JSON we can read: {exc}") from None
-    except RecursionError:  # arrays or objects nested thousands deep
-        raise ValueError("answer is not JSON we can read: nested too deeply") from None
+        doc = read_json(f.body)
+    except ValueError as exc:
+        raise ValueError(f"answer is {exc}") from None
     if not isinstance(doc, dict) or doc.get("status") != "success":
         err = doc.get("error", "") if isinstance(doc, dict) else ""
         raise ValueError(f"query failed: {str(err)[:300] or 'status is not success'}")

@@ -18,12 +18,12 @@ is not JSON or lacks its list is ``JsonFormError``: the caller falls back to the
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from seamguard.telemetry.sources.base import read_json
 from seamguard.telemetry.sources.slurm_records import (
     SlurmJob,
     SlurmNode,
@@ -75,13 +75,9 @@ def _dict(value: Any) -> dict[str, Any]:
 def load_document(text: str, key: str) -> JsonDocument:
     """The ``key`` list of a Slurm JSON document, with its schema and messages."""
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise JsonFormError(f"not JSON ({exc}): {text[:120]!r}") from None
-    except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
-        raise JsonFormError(f"not JSON we can read ({exc})") from None
-    except RecursionError:  # arrays or objects nested thousands deep
-        raise JsonFormError("not JSON we can read (nested too deeply)") from None
+        doc = read_json(text)
+    except ValueError as exc:
+        raise JsonFormError(str(exc)) from None
     if not isinstance(doc, dict):
         raise JsonFormError(f"not a JSON object: {text[:120]!r}")
     items = doc.get(key)

@@ -6,8 +6,9 @@ import pytest
 
 from seamguard.config import config_from_mapping, load_config
 from seamguard.errors import InputError
-from seamguard.model.catalog import signal_catalog, xid_catalog
+from seamguard.model.catalog import signal_catalog
 from seamguard.model.states import Admission, JobClass, State
+from seamguard.model.xid import xid_catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 

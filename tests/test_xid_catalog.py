@@ -16,7 +16,7 @@ from seamguard.control.controller import Controller
 from seamguard.control.safety import action_of
 from seamguard.diagnose.explain import explain
 from seamguard.journal.sqlite import SqliteJournal
-from seamguard.model.catalog import signal_catalog, unknown_xid_notice_text, xid_catalog
+from seamguard.model.catalog import signal_catalog
 from seamguard.model.states import State
 from seamguard.model.topology import Topology
 from seamguard.model.xid import (
@@ -28,6 +28,8 @@ from seamguard.model.xid import (
     describe_xid,
     packaged_xid_catalog,
     parse_xid_catalog,
+    unknown_xid_notice_text,
+    xid_catalog,
     xid_markdown_table,
 )
 from seamguard.scoring.events import UNKNOWN_XID_EVIDENCE, XidMemory

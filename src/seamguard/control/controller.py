@@ -194,7 +194,8 @@ class Controller:
         A node takes its GPUs and uplink with it, a GPU its MIG instances. Their state returns to
         ``healthy``, their XID memory and telemetry history are cleared (a counter that moved during
         the repair is the repair's doing), but their repeat-offence and lemon counts are kept: a part
-        that fails again soon escalates faster. The transitions are journaled like any other, with ``note`` as reason.
+        that fails again soon escalates faster. The transitions are journaled like any other, with
+        ``note`` as reason.
         """
         if not now >= self.now:
             raise ValueError(f"repair time must not go back: got {now} after {self.now}")
@@ -447,9 +448,7 @@ class Controller:
         )
         gpus = self.topology.members[EntityKind.GPU]
         ratio[gpus] = harm.ratio
-        ratio[self.topology.members[EntityKind.MIG]] = harm.ratio[
-            self.topology.mig_gpu
-        ]  # instances go with it
+        ratio[self.topology.members[EntityKind.MIG]] = ratio[self.topology.mig_gpus()]  # instances follow
         # Each rank's sustained slowdown over its job's median, straggler or not: the pace loss a
         # degraded part accrues for escalation (a harmful one is swapped by its state's actions).
         self._gpu_slowdown = np.maximum(np.nan_to_num(harm.slowdown), 0.0)
@@ -488,7 +487,7 @@ class Controller:
                 fresh[members] = self.store.fresh_any(names, members.size)
         migs = topo.members[EntityKind.MIG]
         if migs.size:  # dcgm-exporter repeats the GPU's own fields on every instance: seen with it
-            fresh[migs] |= fresh[topo.members[EntityKind.GPU][topo.mig_gpu]]
+            fresh[migs] |= fresh[topo.mig_gpus()]
         return fresh
 
     def _evidence_items(self, gidx: int) -> tuple[EvidenceItem, ...]:

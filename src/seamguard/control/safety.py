@@ -267,7 +267,7 @@ class SafetyLayer:
         gidx = np.array(out, dtype=np.int64)
         mig = topo.kind_code[gidx] == KIND_CODE[EntityKind.MIG] if gidx.size else np.zeros(0, dtype=bool)
         if mig.any():
-            gidx[mig] = topo.members[EntityKind.GPU][topo.mig_gpu[topo.local[gidx[mig]]]]
+            gidx[mig] = topo.mig_gpus()[topo.local[gidx[mig]]]
         return gidx
 
     def _note_failures(self, transitions: Sequence[TransitionRecord]) -> None:

@@ -1,7 +1,5 @@
-"""The signal catalog and the XID catalog, both shipped as data (``seamguard/data``).
-
-The XID catalog lives in ``seamguard.model.xid``; its public names are re-exported here.
-"""
+"""The signal catalog, shipped as data (``seamguard/data/signals.yaml``), and NVML's throttle
+bits. The XID catalog is ``seamguard.model.xid``."""
 
 from __future__ import annotations
 
@@ -14,13 +12,6 @@ from typing import Any
 import yaml
 
 from seamguard.model.entities import EntityKind
-from seamguard.model.xid import UNKNOWN_XID as UNKNOWN_XID
-from seamguard.model.xid import Xid as Xid
-from seamguard.model.xid import XidResolution as XidResolution
-from seamguard.model.xid import XidSeverity as XidSeverity
-from seamguard.model.xid import describe_xid as describe_xid
-from seamguard.model.xid import unknown_xid_notice_text as unknown_xid_notice_text
-from seamguard.model.xid import xid_catalog as xid_catalog
 
 
 class SignalKind(StrEnum):

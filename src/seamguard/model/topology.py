@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from seamguard.model.entities import EntityKind
+from seamguard.model.entities import MIG_SEGMENT, EntityKind
 from seamguard.model.inventory import Inventory, JobRecord
 
 IntArray = npt.NDArray[np.int64]
@@ -73,6 +73,10 @@ class Topology:
     def global_index(self, kind: EntityKind, local: IntArray) -> IntArray:
         return self.members[kind][local]
 
+    def mig_gpus(self) -> IntArray:
+        """Per MIG instance (local order): its GPU's global index."""
+        return self.members[EntityKind.GPU][self.mig_gpu]
+
     def gpus_below(self) -> npt.NDArray[np.float64]:
         """Number of GPUs that depend on each entity (global index)."""
         return np.asarray(self.below.sum(axis=1)).ravel()
@@ -107,7 +111,7 @@ def build_topology(
     mig_gpu = np.array(mig_gpu_list, dtype=np.int64)
     mig_instance = np.array(mig_inst_list, dtype=np.int64)
     # ids gpu/<node>/<index>/mig/<instance> (``entities.mig_id``): the kind's prefix is the GPU's
-    mig_names = [f"{gpu_names[g]}/mig/{i}" for g, i in zip(mig_gpu_list, mig_inst_list, strict=True)]
+    mig_names = [f"{gpu_names[g]}{MIG_SEGMENT}{i}" for g, i in zip(mig_gpu_list, mig_inst_list, strict=True)]
 
     node_rack = np.array([rack_ix[r.rack] for r in recs], dtype=np.int64)
     node_leaf = np.array([leaf_ix[r.leaf] for r in recs], dtype=np.int64)

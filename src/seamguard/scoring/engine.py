@@ -88,7 +88,7 @@ def _instances_follow_their_gpu(
     migs = topology.members[EntityKind.MIG]
     if migs.size == 0:
         return
-    gpu = topology.members[EntityKind.GPU][topology.mig_gpu]
+    gpu = topology.mig_gpus()
     gfs[migs] = np.maximum(gfs[migs], gfs[gpu])
     gfs_rec[migs] = np.maximum(gfs_rec[migs], gfs_rec[gpu])
     hard[migs] |= hard[gpu]

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from seamguard.economics.checkpoint_modes import Mode
-from seamguard.model.catalog import XidSeverity, signal_catalog, xid_catalog
+from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import JobClass
+from seamguard.model.xid import XidSeverity, xid_catalog
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import SENTINEL_THRESHOLD
 from seamguard.twin.actions import Action, Detection, Verb

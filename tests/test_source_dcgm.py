@@ -637,3 +637,15 @@ def test_a_label_that_is_not_text_skips_its_series_only(topology: Topology) -> N
     batch, tally = t.convert(np.array([bad, good]), np.array([50.0, 51.0]), np.full(2, np.nan), 10.0)
     assert values(batch, topology, "gpu.temp_c") == {"gpu/n00/1": 51.0}
     assert list(tally.rejected) == ["a label whose name or value is not text (a malformed answer)"]
+
+
+def test_forgetting_churned_keys_does_not_free_an_exporter_to_name_another_node(topology: Topology) -> None:
+    t = DcgmTarget(
+        topology, DcgmSourceConfig(), target=ScrapeTarget("http://10.0.0.5:9400/metrics", "10.0.0.5")
+    )
+    scrape(t, [line("DCGM_FI_DEV_GPU_TEMP", "n05", 0, 50)])
+    churn = [f'DCGM_FI_DEV_FAN_SPEED{{gpu="0",pod="p{k}"}} 1' for k in range(17_000)]
+    scrape(t, [line("DCGM_FI_DEV_GPU_TEMP", "n05", 0, 50), *churn])
+    assert len(t.cache.keys) == 0  # forgotten
+    batch, tally = scrape(t, [line("DCGM_FI_DEV_GPU_TEMP", "n01", 0, 50)])
+    assert len(batch) == 0 and "speaks for node n05" in " ".join(tally.rejected)  # type: ignore[attr-defined]

@@ -164,8 +164,7 @@ class SlotTable:
         self._notes.clear()
         self._note_ix.clear()
         self._examples.clear()
-        self._node_of.clear()
-        self._node_memo.clear()
+        self._node_memo.clear()  # not _node_of: churning keys must not free an exporter to name another node
 
     def _note_id(self, text: str) -> int:
         ix = self._note_ix.get(text)

@@ -51,3 +51,9 @@ def read_json(text: str) -> Any:
         raise ValueError(f"not JSON we can read ({exc})") from None
     except RecursionError:
         raise ValueError("not JSON we can read (nested too deeply)") from None
+
+
+def bug_text(doing: str, exc: Exception) -> str:
+    """What a notice says of an exception no input should cause, caught at a source's boundary
+    (a source never raises for its input): what was being done, and that it is a bug to report."""
+    return f"{type(exc).__name__}: {exc} while {doing} (a seamguard bug: please report it)"

@@ -19,7 +19,7 @@ import numpy as np
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.sources.base import Collected, SourceNotice, read_json
+from seamguard.telemetry.sources.base import Collected, SourceNotice, bug_text, read_json
 from seamguard.telemetry.sources.dcgm import DcgmTarget
 from seamguard.telemetry.sources.dcgm_mapping import dcgm_mapping
 from seamguard.telemetry.sources.openmetrics import MAX_TIMESTAMP_S
@@ -84,12 +84,8 @@ class PrometheusApiSource:
                 # for its input): an answer no check above foresaw costs this query its samples,
                 # not the poll, the other queries' samples, or the engine's loop.
                 notices.append(
-                    SourceNotice(
-                        self.name, label,
-                        f"{type(exc).__name__}: {exc} while reading the answer, its samples dropped "
-                        "(a seamguard bug: please report it)",
-                    )
-                )  # fmt: skip
+                    SourceNotice(self.name, label, bug_text("reading the answer, its samples dropped", exc))
+                )
                 continue
             if q is None:
                 unknown.update(tally.unknown)

@@ -22,7 +22,7 @@ import numpy as np
 
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.sources.base import Collected, SourceNotice
+from seamguard.telemetry.sources.base import Collected, SourceNotice, bug_text
 from seamguard.telemetry.sources.dcgm import (
     DcgmTarget,
     FloatArray,
@@ -130,11 +130,6 @@ def is_openmetrics(content_type: str) -> bool | None:
     return None
 
 
-def _bug(doing: str, exc: Exception) -> str:
-    """A notice's text for an exception no input should cause: a seamguard bug to report."""
-    return f"{type(exc).__name__}: {exc} while {doing}, samples dropped (a seamguard bug: please report it)"
-
-
 @dataclass
 class ScrapeReport:
     """The last poll, for the daemon's own metrics and for tests."""
@@ -194,7 +189,9 @@ class DcgmScrapeSource:
                 # parser cannot handle is a bug in the parser, but only this endpoint's samples
                 # may pay for it (base.py: a source never raises for its input).
                 report.failed += 1
-                notices.append(SourceNotice(self.name, f.url, _bug("parsing the body", exc)))
+                notices.append(
+                    SourceNotice(self.name, f.url, bug_text("parsing the body, its samples dropped", exc))
+                )
                 return
             if parsed.malformed:
                 report.malformed += parsed.malformed
@@ -225,7 +222,11 @@ class DcgmScrapeSource:
                 # failure here loses this poll, but it must not raise out of collect() and stop
                 # the engine's loop for every source.
                 notices.append(
-                    SourceNotice(self.name, f"{len(slots)} endpoint(s)", _bug("converting the poll", exc))
+                    SourceNotice(
+                        self.name,
+                        f"{len(slots)} endpoint(s)",
+                        bug_text("converting the poll, its samples dropped", exc),
+                    )
                 )
         report.tally = tally
         unknown.update(tally.unknown)

@@ -39,7 +39,7 @@ from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.inventory import JobRecord
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.sources.base import Collected, SourceNotice
+from seamguard.telemetry.sources.base import Collected, SourceNotice, bug_text
 from seamguard.telemetry.sources.slurm_commands import CommandResult, SlurmConfig, run_command
 from seamguard.telemetry.sources.slurm_json import (
     JsonDocument,
@@ -274,8 +274,7 @@ class SlurmReader:
                     # The last line of defence, at the source boundary (base.py: a source never
                     # raises for its input): output no parser check foresaw is a bug to report,
                     # but it costs only this form, and the next form is tried as for any failure.
-                    why = f"{type(exc).__name__}: {exc} while reading the output"
-                    failures.append((res.where, f"{why} (a seamguard bug: please report it)"))
+                    failures.append((res.where, bug_text("reading the output", exc)))
                     continue
                 notices = self._settle(part, form, forms[0], res.where, failures)
                 notices += _problem_notices(res.where, problems)

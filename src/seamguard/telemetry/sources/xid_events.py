@@ -41,7 +41,6 @@ BoolArray = npt.NDArray[np.bool_]
 
 MAX_EVENTS_PER_READ = 8  # rows emitted per GPU and code and read: a storm is one strong signal
 MAX_COUNT = 1_000_000  # a count past this is a storm, or garbage: held as this many
-DEFAULT_SLACK_S = 60.0  # dcgm-exporter collects every 30 s by default; plus clock skew
 TOTAL, WINDOW, GAUGE = 0, 1, 2  # the three ways, as indices into a merged row
 
 
@@ -67,10 +66,10 @@ class XidEvents:
     and what each way has seen per (GPU, code)."""
 
     size: int  # entity indices are below this
-    slack_s: float = DEFAULT_SLACK_S
+    slack_s: float  # xid_window_slack_s of the source's config
     held: dict[int, dict[int, list[list[float]]]] = field(default_factory=dict)  # gpu -> code -> [lo, hi, k]
     totals: dict[tuple[int, int], float] = field(default_factory=dict)  # (gpu, code) -> last total
-    # (gpu, code) -> [seen by total, by window, by gauge, emitted, last seen at, window + slack]
+    # (gpu, code) -> [seen by total, by window, by gauge, emitted, when last seen]
     merged: dict[tuple[int, int], list[float]] = field(default_factory=dict)
     window_read_at: FloatArray = field(init=False)  # per GPU: last window read (NaN: never)
     gauge_last: FloatArray = field(init=False)  # per GPU: the gauge's last code (NaN: never read)

@@ -20,20 +20,16 @@ from seamguard.model.states import JobClass
 from seamguard.model.topology import build_topology
 from seamguard.telemetry.sources.base import Source
 from seamguard.telemetry.sources.slurm import (
-    REASON_PREFIX,
     SLURM_SIGNALS,
-    SlurmConfig,
     SlurmSnapshot,
     SlurmSource,
-    expand_hostlist,
     job_placements,
-    parse_jobs,
-    parse_kv_line,
-    parse_node_line,
-    parse_node_state,
     read_snapshot,
-    run_command,
 )
+from seamguard.telemetry.sources.slurm_commands import SlurmConfig, run_command
+from seamguard.telemetry.sources.slurm_records import REASON_PREFIX, expand_hostlist
+from seamguard.telemetry.sources.slurm_states import parse_node_state
+from seamguard.telemetry.sources.slurm_text import parse_jobs, parse_kv_line, parse_node_line
 from tests.slurm_cluster import SlurmCluster, slurm_cluster
 
 # ---------------------------------------------------------------- fixtures

@@ -22,23 +22,14 @@ from seamguard.model.inventory import Inventory, NodeRecord
 from seamguard.model.topology import build_topology
 from seamguard.telemetry.sources.slurm import (
     SLURM_SIGNALS,
-    SlurmConfig,
-    SlurmJob,
-    SlurmNode,
     SlurmReader,
     SlurmSnapshot,
     SlurmSource,
     node_batch,
-    parse_jobs,
-    parse_kv_line,
-    parse_node_line,
-    parse_node_state,
-    parse_nodes,
-    parse_reservations,
     read_nodes,
     read_snapshot,
-    run_command,
 )
+from seamguard.telemetry.sources.slurm_commands import SlurmConfig, run_command
 from seamguard.telemetry.sources.slurm_json import (
     JsonFormError,
     load_document,
@@ -47,7 +38,15 @@ from seamguard.telemetry.sources.slurm_json import (
     parse_nodes_json,
     parse_reservations_json,
 )
-from seamguard.telemetry.sources.slurm_states import STATE_TABLE, is_down, parse_state_words
+from seamguard.telemetry.sources.slurm_records import SlurmJob, SlurmNode
+from seamguard.telemetry.sources.slurm_states import STATE_TABLE, is_down, parse_node_state, parse_state_words
+from seamguard.telemetry.sources.slurm_text import (
+    parse_jobs,
+    parse_kv_line,
+    parse_node_line,
+    parse_nodes,
+    parse_reservations,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "slurm"
 

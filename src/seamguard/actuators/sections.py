@@ -13,7 +13,7 @@ from seamguard.actuators.haproxy import HaproxyConfig
 from seamguard.actuators.kubernetes import KubernetesConfig
 from seamguard.actuators.log import ANY_KIND
 from seamguard.strict_model import StrictModel
-from seamguard.telemetry.sources.slurm import SlurmConfig
+from seamguard.telemetry.sources.slurm_commands import SlurmConfig
 
 
 class WebhookConfig(StrictModel):

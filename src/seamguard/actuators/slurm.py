@@ -23,15 +23,9 @@ import re
 from dataclasses import dataclass, field, replace
 
 from seamguard.actuators.base import Action, ActionResult, ActionStatus
-from seamguard.telemetry.sources.slurm import (
-    REASON_PREFIX,
-    SlurmConfig,
-    SlurmNode,
-    SlurmReader,
-    read_nodes,
-    read_reservations,
-    run_command,
-)
+from seamguard.telemetry.sources.slurm import SlurmReader, read_nodes, read_reservations
+from seamguard.telemetry.sources.slurm_commands import SlurmConfig, run_command
+from seamguard.telemetry.sources.slurm_records import REASON_PREFIX, SlurmNode
 
 # The planner's admissibility actions on a degraded node become a feature jobs can avoid
 # (``--constraint=sg_ok`` on healthy nodes, see docs/slurm.md): add on entry, remove on recovery.

@@ -10,7 +10,7 @@ from seamguard.strict_model import StrictModel
 from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig
 from seamguard.telemetry.sources.registers import ModbusConfig
-from seamguard.telemetry.sources.slurm import SlurmConfig
+from seamguard.telemetry.sources.slurm_commands import SlurmConfig
 
 DEFAULT_MAX_BODY_BYTES = 16 << 20  # a pushed payload past this is refused (413)
 DEFAULT_CAPACITY_ROWS = 2_000_000  # rows queued between ticks; past this a push is refused (503)

@@ -40,7 +40,7 @@ from seamguard.model.inventory import JobRecord
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice, bug_text
-from seamguard.telemetry.sources.slurm_commands import CommandResult, SlurmConfig, run_command
+from seamguard.telemetry.sources.slurm_commands import SlurmConfig, run_command
 from seamguard.telemetry.sources.slurm_json import (
     JsonDocument,
     JsonFormError,
@@ -49,61 +49,20 @@ from seamguard.telemetry.sources.slurm_json import (
     parse_reservations_json,
 )
 from seamguard.telemetry.sources.slurm_records import (
-    REASON_PREFIX,
     SlurmJob,
     SlurmNode,
     SlurmReservation,
     expand_hostlist,
 )
 from seamguard.telemetry.sources.slurm_states import (
-    BASE_STATES,
-    NodeState,
     is_down,
-    parse_node_state,
 )
 from seamguard.telemetry.sources.slurm_text import (
     SQUEUE_FORMAT,
-    Reason,
     parse_jobs,
-    parse_kv_line,
-    parse_node_line,
     parse_nodes,
     parse_reservations,
-    parse_slurm_time,
 )
-
-__all__ = [
-    "BASE_STATES",
-    "REASON_PREFIX",
-    "SLURM_SIGNALS",
-    "SOURCE",
-    "SQUEUE_FORMAT",
-    "CommandResult",
-    "NodeState",
-    "Reason",
-    "SlurmConfig",
-    "SlurmJob",
-    "SlurmNode",
-    "SlurmReader",
-    "SlurmReservation",
-    "SlurmSnapshot",
-    "SlurmSource",
-    "expand_hostlist",
-    "job_placements",
-    "node_batch",
-    "parse_jobs",
-    "parse_kv_line",
-    "parse_node_line",
-    "parse_node_state",
-    "parse_nodes",
-    "parse_reservations",
-    "parse_slurm_time",
-    "read_jobs",
-    "read_nodes",
-    "read_reservations",
-    "read_snapshot",
-    "run_command",
-]
 
 SOURCE = "slurm"
 MAX_PROBLEMS = 5  # per command and poll; the rest are counted

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from seamguard.config import config_from_mapping, load_config
 from seamguard.errors import InputError
@@ -114,3 +115,20 @@ def test_the_example_site_config_loads_builds_its_sources_and_needs_its_webhook_
     monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", "s3cret")
     routes = build_routes(cfg.actuators)
     assert {r.actuator.name: r.mode for r in routes} == {"webhook": Mode.ADVISE, "slurm": Mode.ADVISE}
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"sources": {"dcgm": {"endpoints": ["n0001:9400/metrics"]}}},
+        {"sources": {"prometheus": {"url": "prometheus:9090"}}},
+        {"actuators": {"webhook": {"url": "ftp://hooks.example/x"}}},
+    ],
+)
+def test_a_url_without_http_is_refused_where_it_is_written(
+    tmp_path: Path, section: dict[str, object]
+) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(section), encoding="utf-8")
+    with pytest.raises(InputError, match="must start with http:// or https://"):
+        load_config(path)

@@ -3,10 +3,21 @@ actuators can live beside their code and ``seamguard.config`` can still import t
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class StrictModel(BaseModel):
     """Every config section: unknown keys are errors, values are frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _http_url(v: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {v!r}")
+    return v
+
+
+HttpUrlText = Annotated[str, AfterValidator(_http_url)]  # a URL kept as written, http(s) only

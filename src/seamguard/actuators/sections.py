@@ -6,30 +6,23 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from seamguard.actuators.guard import GuardConfig
 from seamguard.actuators.haproxy import HaproxyConfig
 from seamguard.actuators.kubernetes import KubernetesConfig
 from seamguard.actuators.log import ANY_KIND
-from seamguard.strict_model import StrictModel
+from seamguard.strict_model import HttpUrlText, StrictModel
 from seamguard.telemetry.sources.slurm_commands import SlurmConfig
 
 
 class WebhookConfig(StrictModel):
-    url: str
+    url: HttpUrlText
     secret_env: str = Field(
         default="SEAMGUARD_WEBHOOK_SECRET", description="env var holding the shared secret"
     )
     kinds: tuple[str, ...] = (ANY_KIND,)
     timeout_s: float = Field(default=5.0, gt=0)
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError(f"webhook url must start with http:// or https://, got {v!r}")
-        return v
 
 
 class Mode(StrEnum):

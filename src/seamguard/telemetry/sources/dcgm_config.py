@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from seamguard.strict_model import StrictModel
+from seamguard.strict_model import HttpUrlText, StrictModel
 
 TARGET = "target"  # in node_from: the node the scrape target names (see DcgmReading.node_from)
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -101,15 +101,8 @@ class DcgmReading(StrictModel):
 
 
 class DcgmEndpoint(StrictModel):
-    url: str
+    url: HttpUrlText
     node: str | None = None  # the node this exporter runs on, when its URL does not name it
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint url must start with http:// or https://, got {v!r}")
-        return v
 
     def target_host(self) -> str:
         """What ``target`` in node_from names: the configured node, else the URL's host."""

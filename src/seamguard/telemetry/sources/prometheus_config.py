@@ -11,7 +11,7 @@ from typing import Self
 from pydantic import Field, field_validator, model_validator
 
 from seamguard.model.catalog import SignalKind, signal_catalog
-from seamguard.strict_model import StrictModel
+from seamguard.strict_model import HttpUrlText, StrictModel
 from seamguard.telemetry.sources.dcgm_config import DcgmReading
 
 
@@ -45,7 +45,7 @@ class PromQuery(StrictModel):
 
 class PrometheusApiConfig(DcgmReading):
     name: str = "prometheus"
-    url: str  # the server's base URL, e.g. http://prometheus:9090
+    url: HttpUrlText  # the server's base URL, e.g. http://prometheus:9090
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     max_bytes: int = Field(default=512 * 2**20, ge=1024)
     dcgm: bool = True  # query every field of the DCGM mapping
@@ -56,9 +56,7 @@ class PrometheusApiConfig(DcgmReading):
 
     @field_validator("url")
     @classmethod
-    def _http(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {v!r}")
+    def _base(cls, v: str) -> str:
         return v.rstrip("/")
 
     @model_validator(mode="after")

@@ -41,7 +41,7 @@ from tests.conftest import small_inventory, small_jobs
 
 HOT = "gpu/n02/1"  # the GPU the pushed payloads run hot (and throttled)
 POLICY: dict[str, Any] = {
-    "engine": {"tick_s": 1, "window_ticks": 20, "stale_after_s": 10, "observe_every_s": 10},
+    "engine": {"tick_s": 1, "stale_after_s": 10, "observe_every_s": 10},
     "sources": {"push": {}},
 }
 runner = CliRunner(env={"COLUMNS": "400"})

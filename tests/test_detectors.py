@@ -41,9 +41,10 @@ def _ring(values_per_min: list[float], tick_s: float = 30.0) -> tuple[np.ndarray
 def test_trend_measures_rising_temperature() -> None:
     minutes = np.arange(20) * 0.5
     ts, ring, now = _ring(list(70 + 0.8 * minutes))
-    slope = detectors.weighted_slope(ts, ring, now, window_s=600, halflife_s=300, min_points=6, log=False)
+    slope, se = detectors.weighted_slope(ts, ring, now, window_s=600, halflife_s=300, min_points=6, log=False)
     assert np.isclose(slope[0], 0.8)
-    ev = detectors.trend(CAT["gpu.temp_c"], DET.trend["gpu.temp_c"], slope, ring.min(axis=0) > 69)
+    assert se[0] < 1e-6  # a straight line has no noise to doubt it by
+    ev = detectors.trend(CAT["gpu.temp_c"], DET.trend["gpu.temp_c"], slope, se, 3.0, ring.min(axis=0) > 69)
     assert ev.evidence[0] > 0 and "+0.80" in ev.describe(0)
 
 
@@ -77,10 +78,10 @@ def test_trend_ignores_diurnal_swing_and_noise() -> None:
     rng = np.random.default_rng(1)
     t_s = np.arange(20) * 30.0 + 6 * 3600  # steepest part of the daily sinusoid
     inlet = 33 + 0.75 * np.sin(2 * np.pi * t_s / 86400) + rng.normal(0, 0.15, t_s.size)
-    slope = detectors.weighted_slope(
+    slope, se = detectors.weighted_slope(
         t_s, inlet[:, None], float(t_s[-1]), window_s=600, halflife_s=300, min_points=6, log=False
     )
-    ev = detectors.trend(CAT["rack.inlet_temp_c"], DET.trend["rack.inlet_temp_c"], slope)
+    ev = detectors.trend(CAT["rack.inlet_temp_c"], DET.trend["rack.inlet_temp_c"], slope, se, 3.0)
     assert ev.evidence[0] == 0.0
 
 
@@ -88,7 +89,7 @@ def test_trend_needs_enough_points_and_skips_nan() -> None:
     ts = np.arange(20) * 30.0
     vals = np.full((20, 1), np.nan)
     vals[-3:, 0] = [1.0, 2.0, 3.0]
-    slope = detectors.weighted_slope(
+    slope, _se = detectors.weighted_slope(
         ts, vals, float(ts[-1]), window_s=600, halflife_s=300, min_points=6, log=False
     )
     assert np.isnan(slope[0])

@@ -76,7 +76,7 @@ SCENARIO: dict[str, Any] = {
 # non-healthy entities spread over more than 2 CDUs (and leaves, and racks), and this fleet has one
 # CDU, so no number of hot GPUs here can set it (asserted below).
 TEST_POLICY: dict[str, Any] = {
-    "engine": {"tick_s": 1, "window_ticks": 20, "stale_after_s": 10, "observe_every_s": 10},
+    "engine": {"tick_s": 1, "stale_after_s": 10, "observe_every_s": 10},
     "scores": {"trend_window_s": 20, "trend_halflife_s": 10},
     "safety": {
         "budgets": {"max_nodes": MAX_NODES, "max_fleet_pct": 100, "domain_pct": 100, "per_hour": 100,

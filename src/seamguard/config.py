@@ -128,6 +128,9 @@ class DetectorsConfig(StrictModel):
     counter: dict[str, CounterRule] = Field(default_factory=dict)
     flag: dict[str, FlagRule] = Field(default_factory=dict)
     hard_counters: list[str] = Field(default_factory=list)
+    # Noisy gauges: level and peer detectors read the median of the samples of the last so many
+    # seconds (three at least), trends a despiked history, so one spike never counts.
+    persist: dict[str, float] = Field(default_factory=dict)
     throttle: ThrottleConfig
     xid: XidConfig
     heartbeat: HeartbeatConfig
@@ -140,7 +143,8 @@ class DetectorsConfig(StrictModel):
         for table, kinds in (
             ("level", numeric),
             ("trend", numeric),
-            ("peer", numeric),
+            ("peer", (SignalKind.GAUGE, SignalKind.COUNTER)),  # a counter's peers compare rates
+            ("persist", numeric),
             ("counter", (SignalKind.COUNTER,)),
             ("flag", (SignalKind.FLAG,)),
         ):
@@ -151,6 +155,9 @@ class DetectorsConfig(StrictModel):
         wanted[f"throttle.signal={self.throttle.signal}"] = (SignalKind.BITMASK,)
         wanted[f"xid.signal={self.xid.signal}"] = (SignalKind.EVENT,)
         wanted[f"heartbeat.signal={self.heartbeat.signal}"] = (SignalKind.GAUGE,)
+        for name, seconds in self.persist.items():
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"persist.{name}: a window in seconds > 0, got {seconds}")
         for key, kinds in wanted.items():
             name = key.split("=", 1)[1] if "=" in key else key.split(".", 1)[1]
             sig = catalog.get(name)
@@ -164,9 +171,21 @@ class DetectorsConfig(StrictModel):
 
 class EngineConfig(StrictModel):
     tick_s: float = Field(gt=0)
-    window_ticks: int = Field(ge=4, le=1000)
     stale_after_s: float = Field(gt=0)
     observe_every_s: float = Field(gt=0)
+    # A source whose sample times run further than this (or a tick, if longer) from their arrival,
+    # against its peers, has its clock corrected (docs/scoring.md, "Time alignment").
+    clock_skew_s: float = Field(gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "window_ticks" in data:
+            raise ValueError(
+                "window_ticks was removed: the history kept for trends now always covers "
+                "scores.trend_window_s (and economics.smooth_s) at any tick_s; delete the key"
+            )
+        return data
 
 
 class ScoresConfig(StrictModel):
@@ -174,6 +193,9 @@ class ScoresConfig(StrictModel):
     trend_window_s: float = Field(gt=0)
     trend_halflife_s: float = Field(gt=0)
     trend_min_points: int = Field(ge=3)
+    # A slope counts only by how far it stands out of its own noise: evidence is ramped on the
+    # slope minus this many standard errors (docs/scoring.md, "Trends against their noise").
+    trend_confidence_z: float = Field(ge=0)
 
 
 class ClassifierConfig(StrictModel):

@@ -7,7 +7,6 @@ the very same engine.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ from seamguard.economics.harm import straggler_harm
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, nominal_rates, part_rates
 from seamguard.economics.hazard_learning import COUNTED_KINDS, HazardLearner
 from seamguard.economics.job_value import JobEconomics, job_economics
+from seamguard.economics.pace import PaceRing
 from seamguard.journal.base import Journal
 from seamguard.journal.records import (
     DecisionRecord,
@@ -54,11 +54,13 @@ from seamguard.scoring.engine import (
     STEP_TIME_SIGNAL,
     ScoreFrame,
     history_signals,
+    history_ticks,
     score_tick,
     validate_cohorts,
 )
 from seamguard.scoring.events import XidMemory
 from seamguard.scoring.gfs import contributions
+from seamguard.scoring.peer_memory import PeerMemory
 from seamguard.scoring.propagation import Amplification, amplification, propagation_risk
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import IngestReport, TelemetryStore
@@ -110,9 +112,11 @@ class Controller:
         self.store = TelemetryStore(
             topology,
             self.catalog,
-            window=config.engine.window_ticks,
+            window=history_ticks(config),
             stale_after_s=config.engine.stale_after_s,
             history_signals=history_signals(config),
+            clock_skew_s=config.engine.clock_skew_s,
+            tick_s=config.engine.tick_s,
         )
         self.classifier = Classifier(topology.kind_code, config.classifier, config.economics)
         self.lemon_memory = LemonMemory.create(topology, config.classifier)
@@ -126,6 +130,7 @@ class Controller:
         self._hazard: JobHazard | None = None
         self._nominal_rate = nominal_rates(config.hazard, topology)
         self._gpu_slowdown = np.zeros(topology.count(EntityKind.GPU))
+        self.pace = PaceRing(history_ticks(config), topology.count(EntityKind.GPU))
         self.escalation = Escalation(config, topology)
         self._criticality = np.array(
             [
@@ -141,6 +146,9 @@ class Controller:
         self._last_known = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
         gpu_count = topology.count(EntityKind.GPU)
         self.xid_memory = XidMemory.create(gpu_count, config.detectors.xid)
+        self.peer_memory = PeerMemory(
+            topology, {name: self.catalog[name].entity for name in config.detectors.peer}
+        )
         self._fresh_signals: dict[EntityKind, list[str]] = {}
         for sig in self.catalog.signals:
             if sig.kind is not SignalKind.EVENT:
@@ -213,6 +221,7 @@ class Controller:
         gpus = topo.local[[g for g in idx if topo.kind_of(g) is EntityKind.GPU]]
         idx.extend(topo.members[EntityKind.MIG][np.isin(topo.mig_gpu, gpus)].tolist())  # and their instances
         self.store.forget(np.array(idx, dtype=np.int64))
+        self.pace.forget(gpus)
         records: list[TransitionRecord] = []
         for gidx in dict.fromkeys(idx):
             if topo.kind_of(gidx) is EntityKind.GPU:
@@ -307,6 +316,7 @@ class Controller:
             topology=topo,
             workload=workload,
             xid_memory=self.xid_memory,
+            peer_memory=self.peer_memory,
         )
         self.frame = frame
         prs = propagation_risk(frame.gfs, amp, cfg.scores.exposure_scale_gpus)
@@ -439,7 +449,7 @@ class Controller:
         if self.catalog.get(STEP_TIME_SIGNAL) is None:
             return ratio
         harm = straggler_harm(
-            self._smoothed_step_time(),
+            self._smoothed_step_time(workload),
             workload.gpu_job,
             workload.job_sync,
             workload.job_gpus,
@@ -462,20 +472,17 @@ class Controller:
             )
         return ratio
 
-    def _smoothed_step_time(self) -> FloatArray:
-        """Each rank's mean step time over the last ``economics.smooth_s``; NaN once it stops reporting.
+    def _smoothed_step_time(self, workload: Workload) -> FloatArray:
+        """Each rank's mean pace over the last ``economics.smooth_s``, as a share of its job's
+        median at each tick (economics/pace.py); NaN once it stops reporting.
 
         Harm is a decision to swap hardware: it is judged on a rank's sustained pace, not on one
         tick's jitter, which would make a job's naturally slowest rank flicker in and out.
         """
         current = self.store.current(STEP_TIME_SIGNAL)
-        tick_ts, ring = self.store.history(STEP_TIME_SIGNAL)
-        recent = np.flatnonzero(tick_ts >= self.store.now - self.config.economics.smooth_s)
-        if recent.size == 0:
-            return current
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: ranks with no recent samples
-            mean = np.nanmean(ring[recent], axis=0)
+        self.pace.record(self.store.now, self.store.tick_samples(STEP_TIME_SIGNAL), workload.gpu_job,
+                         len(self.topology.jobs))  # fmt: skip
+        mean = self.pace.mean(self.store.now - self.config.economics.smooth_s)
         return np.where(np.isfinite(current), mean, np.nan)
 
     def _fresh(self) -> npt.NDArray[np.bool_]:

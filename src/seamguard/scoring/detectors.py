@@ -49,55 +49,73 @@ def weighted_slope(
     halflife_s: float,
     min_points: int,
     log: bool,
-) -> FloatArray:
-    """EWMA-weighted least-squares slope per minute of each column of ``values`` (W, n).
+) -> tuple[FloatArray, FloatArray]:
+    """EWMA-weighted least-squares slope per minute of each column of ``values`` (W, n), and
+    its standard error.
 
     Recent ticks weigh more (half-life ``halflife_s``), ticks older than ``window_s`` not at
-    all. Written by hand because it must run over all columns at once with per-column NaN
-    masks, which no library's rolling regression does without a Python loop.
+    all. The error is the sandwich estimate for weighted least squares with the residual
+    variance scaled to the effective number of points, so a slope fitted through a few noisy
+    points, or over a fraction of the window, carries a wide error. Written by hand because it
+    must run over all columns at once with per-column NaN masks, which no library's rolling
+    regression does without a Python loop; every sum is one matrix product over the ticks.
     """
     age = now - tick_ts
     in_window = np.isfinite(age) & (age >= 0) & (age <= window_s)
-    w_tick = np.where(in_window, np.power(0.5, np.where(in_window, age, 0.0) / halflife_s), 0.0)
+    w = np.where(in_window, np.power(0.5, np.where(in_window, age, 0.0) / halflife_s), 0.0)
     t = np.where(in_window, -age / 60.0, 0.0)
     y = values
     if log:
         with np.errstate(divide="ignore", invalid="ignore"):
             y = np.log(np.where(values > 0, values, np.nan))
     mask = np.isfinite(y) & in_window[:, None]
-    w = np.where(mask, w_tick[:, None], 0.0)
+    m = mask.astype(np.float64)
     y0 = np.where(mask, y, 0.0)
-    s0 = w.sum(axis=0)
-    s1 = (w * t[:, None]).sum(axis=0)
-    s2 = (w * (t * t)[:, None]).sum(axis=0)
-    sy = (w * y0).sum(axis=0)
-    sty = (w * (t[:, None] * y0)).sum(axis=0)
+    w2 = w * w
+    s0, s1, s2, q0, q1, q2, points = np.stack((w, w * t, w * t * t, w2, w2 * t, w2 * t * t, in_window)) @ m
+    sy, sty = np.stack((w, w * t)) @ y0
+    syy = w @ (y0 * y0)
     denom = s0 * s2 - s1 * s1
-    points = mask.sum(axis=0)
+    ok = (points >= min_points) & (denom > 1e-12)
     with np.errstate(divide="ignore", invalid="ignore"):
         slope = (s0 * sty - s1 * sy) / denom
-    ok = (points >= min_points) & (denom > 1e-12)
-    return np.where(ok, slope, np.nan)
+        tbar = s1 / s0
+        stt = denom / s0  # sum of w (t - tbar)^2
+        rss = np.maximum(syy - sy * sy / s0 - slope * slope * stt, 0.0)
+        n_eff = s0 * s0 / q0
+        sigma2 = rss / s0 * n_eff / (n_eff - 2.0)
+        spread = np.maximum(q2 - 2.0 * tbar * q1 + tbar * tbar * q0, 0.0)  # sum of w^2 (t - tbar)^2
+        se = np.sqrt(sigma2 * spread) / stt
+    ok &= n_eff > 2.0
+    return np.where(ok, slope, np.nan), np.where(ok, se, np.nan)
 
 
 def trend(
-    signal: Signal, rule: TrendRule, slope: FloatArray, beyond: npt.NDArray[np.bool_] | None = None
+    signal: Signal,
+    rule: TrendRule,
+    slope: FloatArray,
+    se: FloatArray,
+    confidence_z: float,
+    beyond: npt.NDArray[np.bool_] | None = None,
 ) -> Evidence:
-    """``beyond``: per entity, whether the signal stayed past ``rule.beyond`` over the whole trend
+    """Evidence ramps on the slope less ``confidence_z`` standard errors: a trend is judged
+    against its own noise, so sensor noise fitted over a short span earns nothing.
+
+    ``beyond``: per entity, whether the signal stayed past ``rule.beyond`` over the whole trend
     window; a rule with ``beyond`` set counts only those (a warm-up from idle is not a trend)."""
     signed = slope if rule.direction == "rising" else -slope
-    ev = ramp(signed, rule.warn, rule.crit)
+    ev = ramp(signed - confidence_z * se, rule.warn, rule.crit)
     if beyond is not None:
         ev = np.where(beyond, ev, 0.0)
     unit = unit_text(signal)
 
-    def fmt(m: float, _x: float) -> str:
+    def fmt(m: float, err: float) -> str:
         if rule.log:
-            return f"{signal.name} trending {m * 100:+.1f}%/min"
-        return f"{signal.name} trending {m:+.2f} {unit}/min".replace(" /", "/")
+            return f"{signal.name} trending {m * 100:+.1f}%/min (±{err * 100:.1f})"
+        return f"{signal.name} trending {m:+.2f} {unit}/min (±{err:.2f})".replace(" /", "/")
 
     return make_evidence(
-        "trend", signal.name, signal.entity, rule.weight, ev, slope, fmt, recovery=rule.recovery
+        "trend", signal.name, signal.entity, rule.weight, ev, slope, fmt, extra=se, recovery=rule.recovery
     )
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import Config
 from seamguard.errors import InputError
-from seamguard.model.catalog import SignalCatalog
+from seamguard.model.catalog import SignalCatalog, SignalKind
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
 from seamguard.model.workload import Workload
@@ -18,6 +19,8 @@ from seamguard.scoring.cohorts import cohort_groups
 from seamguard.scoring.events import XidMemory, heartbeat
 from seamguard.scoring.evidence import Evidence, FloatArray
 from seamguard.scoring.gfs import combine
+from seamguard.scoring.peer_memory import PeerMemory
+from seamguard.telemetry.clock import skew_notices
 from seamguard.telemetry.store import TelemetryStore
 
 IntArray = npt.NDArray[np.int64]
@@ -38,7 +41,14 @@ STEP_TIME_SIGNAL = "gpu.step_time_s"  # what the economic harm rule reads (smoot
 
 
 def history_signals(config: Config) -> set[str]:
-    return {*config.detectors.trend, STEP_TIME_SIGNAL}
+    return {*config.detectors.trend, *config.detectors.persist, STEP_TIME_SIGNAL}
+
+
+def history_ticks(config: Config) -> int:
+    """Ring length that covers every window read from history at the configured tick: a trend
+    fitted over a third of its window (a short ring at a short tick) is a trend of noise."""
+    longest = max(config.scores.trend_window_s, config.economics.smooth_s, *config.detectors.persist.values())
+    return max(4, math.ceil(longest / config.engine.tick_s) + 1)
 
 
 def validate_cohorts(config: Config, catalog: SignalCatalog, topology: Topology, workload: Workload) -> None:
@@ -51,6 +61,30 @@ def validate_cohorts(config: Config, catalog: SignalCatalog, topology: Topology,
                 else f"it is not defined for {kind.value} entities"
             )
             raise InputError(f"detectors.peer.{name}", f"cohort {rule.cohort!r} cannot be used: {why}")
+
+
+def _reading(store: TelemetryStore, config: Config, name: str) -> FloatArray:
+    """What level and peer detectors judge: a counter's rate, a noisy gauge's recent median
+    (``detectors.persist``), any other gauge's latest value."""
+    if store.catalog[name].kind is SignalKind.COUNTER:
+        return store.rate(name)
+    seconds = config.detectors.persist.get(name)
+    if seconds is not None:
+        return store.windowed_median(name, seconds)
+    return store.current(name)
+
+
+def same_window(store: TelemetryStore, name: str, value: FloatArray) -> FloatArray:
+    """``value`` without the members whose latest sample is older than their peers' by more than
+    the series' cadence: a rank that missed a scrape is left out of the comparison, never
+    compared with a value its peers have moved on from."""
+    age = store.now - store.last_seen(name)
+    ok = np.isfinite(value) & np.isfinite(age)
+    cadence = store.cadence(name)
+    if not ok.any() or not np.isfinite(cadence):
+        return value
+    reference = float(np.median(age[ok]))
+    return np.where(age <= reference + cadence, value, np.nan)
 
 
 def _stayed_beyond(
@@ -105,16 +139,17 @@ def score_tick(
     topology: Topology,
     workload: Workload,
     xid_memory: XidMemory,
+    peer_memory: PeerMemory,
 ) -> ScoreFrame:
     cat = store.catalog
     det = config.detectors
     sc = config.scores
     evidence: list[Evidence] = []
     for name, lrule in det.level.items():
-        evidence.append(detectors.level(cat[name], lrule, store.current(name)))
+        evidence.append(detectors.level(cat[name], lrule, _reading(store, config, name)))
     for name, trule in det.trend.items():
         tick_ts, ring = store.history(name)
-        slope = detectors.weighted_slope(
+        slope, se = detectors.weighted_slope(
             tick_ts,
             ring,
             now,
@@ -127,12 +162,15 @@ def score_tick(
         if trule.beyond is not None:
             beyond = _stayed_beyond(trule.beyond, trule.direction == "rising", slope, trule.warn, tick_ts, ring,
                                     now - sc.trend_window_s)  # fmt: skip
-        evidence.append(detectors.trend(cat[name], trule, slope, beyond))
+        evidence.append(detectors.trend(cat[name], trule, slope, se, sc.trend_confidence_z, beyond))
     for name, prule in det.peer.items():
         sig = cat[name]
         groups = cohort_groups(prule.cohort, sig.entity, topology, workload)
         if groups is not None:
-            evidence.append(detectors.peer(sig, prule, store.current(name), groups[0], groups[1]))
+            value = same_window(store, name, _reading(store, config, name))
+            ev = detectors.peer(sig, prule, value, groups[0], groups[1])
+            counts = peer_memory.gate(name, ev.evidence > 0, np.isfinite(ev.measure), store.last_seen(name))
+            evidence.append(replace(ev, evidence=np.where(counts, ev.evidence, 0.0)))
     for name, crule in det.counter.items():
         evidence.append(detectors.counter_rate(cat[name], crule, store.rate(name)))
     for name, frule in det.flag.items():
@@ -164,6 +202,8 @@ def score_tick(
     floor[topology.members[xid_sig.entity]] = xid_floor
     _instances_follow_their_gpu(topology, gfs, gfs_rec, hard, floor, hard_reason)
     notices: list[str] = []
+    if store.clock is not None:
+        notices.extend(skew_notices(topology, store.clock.changes))
     if hb.mass_stale:
         notices.append(
             f"{int(hb.stale.sum())} of {hb.stale.size} node heartbeats went stale at once: "

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from seamguard.model.catalog import SignalCatalog, SignalKind
 from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.clock import ClockAligner
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -61,6 +62,7 @@ class _Series:
     rate: FloatArray | None = None  # counters: per-second rate at the last sample
     events: TickEvents | None = None
     extras: dict[str, FloatArray] = field(default_factory=dict)
+    interval_s: float = np.nan  # the series' sampling cadence, learnt from what arrives
 
 
 class TelemetryStore:
@@ -72,6 +74,8 @@ class TelemetryStore:
         window: int = 20,
         stale_after_s: float = 180.0,
         history_signals: Iterable[str] = (),
+        clock_skew_s: float | None = None,
+        tick_s: float = 0.0,
     ) -> None:
         if window < 2:
             raise ValueError("window must hold at least 2 ticks")
@@ -96,6 +100,8 @@ class TelemetryStore:
                 series.rate = np.full(n, np.nan)
             self._series.append(series)
         self.tick_ts = np.full(window, np.nan)
+        # None: sample times are taken as stamped (a replay binned by its own stamps)
+        self.clock = ClockAligner(topology, clock_skew_s, tick_s) if clock_skew_s is not None else None
         self._slot = -1
         self.now = -np.inf
         self.ticks = 0
@@ -120,6 +126,8 @@ class TelemetryStore:
         report.out_of_range = int(np.count_nonzero(~in_range))
         if report.out_of_range:
             ent, sig, ts, val = ent[in_range], sig[in_range], ts[in_range], val[in_range]
+        if self.clock is not None:
+            ts = self.clock.correct(now, ent, ts)
         kind_ok = self.topology.kind_code[ent] == self._signal_kind_code[sig]
         report.kind_mismatch = int(np.count_nonzero(~kind_ok))
         finite = np.isfinite(val) & np.isfinite(ts)
@@ -153,7 +161,15 @@ class TelemetryStore:
             series.last_seen[hit] = newest[hit]
             return
         if np.bincount(local, minlength=series.size).max(initial=0) > 1:
+            order = np.lexsort((ts, local))
+            local, ts, val = local[order], ts[order], val[order]
+            same = local[1:] == local[:-1]
+            first = np.concatenate(([True], ~same))
+            gaps = np.where(first, ts - series.last_seen[local], np.concatenate(([0.0], np.diff(ts))))
+            _learn_cadence(series, gaps)
             local, ts, val = _latest_per_entity(local, ts, val, bitwise_or=series.kind is SignalKind.BITMASK)
+        else:
+            _learn_cadence(series, ts - series.last_seen[local])
         if series.kind is SignalKind.COUNTER and series.rate is not None:
             prev_v = series.last_value[local]
             prev_t = series.last_seen[local]
@@ -205,6 +221,29 @@ class TelemetryStore:
     def last_seen(self, name: str) -> FloatArray:
         return self._index(name).last_seen
 
+    def tick_samples(self, name: str) -> FloatArray:
+        """The values that arrived in the current tick (NaN where none did): a history signal."""
+        _tick_ts, ring = self.history(name)
+        return np.array(ring[self._slot], dtype=np.float64)
+
+    def cadence(self, name: str) -> float:
+        """The series' typical sampling interval in seconds (NaN until two samples arrived)."""
+        return self._index(name).interval_s
+
+    def windowed_median(self, name: str, seconds: float, min_samples: int = 3) -> FloatArray:
+        """Per entity: the median of its samples of the last ``seconds`` (ticks' own values),
+        NaN where fewer than ``min_samples`` arrived or the series is stale. One spike among
+        three or more samples never moves it."""
+        tick_ts, ring = self.history(name)
+        rows = np.flatnonzero(tick_ts >= self.now - seconds)
+        recent = ring[rows]
+        enough = np.count_nonzero(np.isfinite(recent), axis=0) >= min_samples
+        out = np.full(recent.shape[1], np.nan)
+        if enough.any():
+            cols = np.flatnonzero(enough & self.fresh(name))
+            out[cols] = np.nanmedian(recent[:, cols], axis=0)
+        return out
+
     def rate(self, name: str) -> FloatArray:
         """Per-second rate of a counter, reset-aware, NaN where unknown or stale."""
         series = self._index(name)
@@ -238,6 +277,21 @@ class TelemetryStore:
             total += s.ring.nbytes if s.ring is not None else 0
             total += s.rate.nbytes if s.rate is not None else 0
         return total
+
+
+CADENCE_SAMPLE = 4096  # intervals looked at per tick: the median of a few thousand is the fleet's
+CADENCE_SMOOTHING = 0.2
+
+
+def _learn_cadence(series: _Series, dt: FloatArray) -> None:
+    """Smooth the median interval between consecutive samples into ``series.interval_s``."""
+    gaps = dt[:CADENCE_SAMPLE]
+    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
+    if gaps.size == 0:
+        return
+    med = float(np.median(gaps))
+    prev = series.interval_s
+    series.interval_s = med if not np.isfinite(prev) else prev + CADENCE_SMOOTHING * (med - prev)
 
 
 def _latest_per_entity(

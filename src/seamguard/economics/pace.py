@@ -1,0 +1,53 @@
+"""Each rank's pace as a share of its job's median pace *at the same tick*, kept over a window.
+
+Harm is a decision to swap hardware, so it is judged on a rank's sustained pace. Averaging raw
+step times over minutes is not enough: when a whole job slows (an input stall, a shared
+upstream cause), a rank whose samples are stamped a little early or late, or who missed one
+scrape, averages over a different slice of the stall than its peers and looks like a
+straggler. Dividing every tick's step times by that tick's job median first cancels whatever
+the job as a whole did; a rank without a sample in a tick is left out of that tick.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.scoring.groupstats import group_median
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+MIN_RANKS = 3  # a tick in which fewer of a job's ranks reported has no median to compare with
+
+
+class PaceRing:
+    def __init__(self, window: int, n_gpus: int) -> None:
+        self.tick_ts = np.full(window, np.nan)
+        self.ratio = np.full((window, n_gpus), np.nan)
+        self._slot = -1
+
+    def record(self, now: float, step_time: FloatArray, gpu_job: IntArray, n_jobs: int) -> None:
+        """``step_time``: this tick's samples only (NaN for ranks that sent none this tick)."""
+        self._slot = (self._slot + 1) % self.tick_ts.size
+        self.tick_ts[self._slot] = now
+        row = np.full(step_time.size, np.nan)
+        if n_jobs:
+            med, counts = group_median(step_time, gpu_job, n_jobs)
+            g = np.where(gpu_job >= 0, gpu_job, 0)
+            ok = (gpu_job >= 0) & (counts[g] >= MIN_RANKS) & (med[g] > 0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                row = np.where(ok, step_time / med[g], np.nan)
+        self.ratio[self._slot] = row
+
+    def mean(self, since: float) -> FloatArray:
+        """Per rank: its mean pace ratio over the ticks at or after ``since`` (NaN: none)."""
+        recent = np.flatnonzero(self.tick_ts >= since)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: ranks with no samples
+            return np.asarray(np.nanmean(self.ratio[recent], axis=0), dtype=np.float64)
+
+    def forget(self, gpus: IntArray) -> None:
+        self.ratio[:, gpus] = np.nan

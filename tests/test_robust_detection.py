@@ -1,0 +1,366 @@
+"""Detection on telemetry it was not tuned to: trend noise, spikes, clock skew, job-wide stalls.
+
+Each test drives the real store and engine (most through the Controller) with telemetry shaped
+like what live fleets send: several sample cadences, scrape phases, noisy sensors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pytest
+
+from seamguard.config import config_from_mapping, load_config
+from seamguard.control.controller import Controller
+from seamguard.errors import InputError
+from seamguard.model.catalog import signal_catalog
+from seamguard.model.entities import EntityKind
+from seamguard.model.inventory import Inventory, JobRecord, NodeRecord
+from seamguard.model.states import JobClass
+from seamguard.model.topology import Topology, build_topology
+from seamguard.scoring import detectors
+from seamguard.scoring.engine import same_window
+from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.store import TelemetryStore
+
+CAT = signal_catalog()
+BAD = {"degraded", "recovery_unsafe", "quarantine", "harmful", "failed"}
+Row = tuple[int, str, float, float]  # global entity, signal, timestamp, value
+
+
+def fleet(nodes: int = 12, gpus: int = 4, racks: int = 12) -> Topology:
+    recs = tuple(
+        NodeRecord(node=f"n{i:02d}", rack=f"r{i % racks:02d}", cdu=f"c{(i % racks) // 4}", leaf=f"l{i // 6}",
+                   gpus=gpus, storage="ckpt0")
+        for i in range(nodes)
+    )  # fmt: skip
+    job = JobRecord("train", JobClass.SYNC_TRAINING, tuple(f"n{i:02d}" for i in range(8)), 0.0, 1e12)
+    return build_topology(Inventory(recs), (job,))
+
+
+def batch(rows: Iterable[Row]) -> TelemetryBatch:
+    rows = list(rows)
+    if not rows:
+        return TelemetryBatch.empty()
+    ent, sig, ts, val = zip(*rows, strict=True)
+    return TelemetryBatch(
+        np.array(ent, dtype=np.int64),
+        np.array([CAT[s].index for s in sig], dtype=np.int64),
+        np.array(ts, dtype=np.float64),
+        np.array(val, dtype=np.float64),
+    )
+
+
+def drive(
+    topo: Topology, tick_s: float, seconds: float, rows_at: Callable[[float, float], list[Row]], **cfg: object
+) -> tuple[Controller, list[tuple[float, str, str, str]], list[str]]:
+    """Tick a controller for ``seconds``; ``rows_at(lo, hi)`` gives what arrived in (lo, hi]."""
+    config = config_from_mapping({"engine": {"tick_s": tick_s}, **cfg})
+    ctl = Controller(topo, config)
+    out: list[tuple[float, str, str, str]] = []
+    notices: list[str] = []
+    now = 1_000_000.0
+    for _ in range(int(seconds // tick_s)):
+        result = ctl.tick(now + tick_s, batch(rows_at(now, now + tick_s)))
+        now += tick_s
+        out.extend((t.ts, t.entity, t.to_state, t.reason) for t in result.transitions)
+        notices.extend(result.notices)
+    return ctl, out, notices
+
+
+def sampled(lo: float, hi: float, every: float, phase: float) -> np.ndarray:
+    """Sample times k * every + phase within (lo, hi]."""
+    first = np.ceil((lo - phase) / every) * every + phase
+    times = np.arange(first, hi + 1e-9, every)
+    return times[times > lo]
+
+
+# ---- trends judged against their noise and window --------------------------------------------
+
+
+def test_slope_error_matches_the_spread_of_slopes_fitted_to_noise() -> None:
+    rng = np.random.default_rng(7)
+    ts = np.arange(61) * 10.0
+    ring = rng.normal(30.0, 0.3, (61, 4000))
+    slope, se = detectors.weighted_slope(ts, ring, float(ts[-1]), window_s=600, halflife_s=300,
+                                         min_points=6, log=False)  # fmt: skip
+    assert np.median(se) == pytest.approx(np.std(slope), rel=0.1)
+    assert np.mean(np.abs(slope) > 3.0 * se) < 0.01
+
+
+def test_slope_error_widens_when_fewer_points_remain() -> None:
+    rng = np.random.default_rng(8)
+    ts = np.arange(61) * 10.0
+    ring = rng.normal(30.0, 0.3, (61, 500))
+    _s, full = detectors.weighted_slope(
+        ts, ring, 600.0, window_s=600, halflife_s=300, min_points=6, log=False
+    )
+    ring[:-8] = np.nan
+    _s, short = detectors.weighted_slope(
+        ts, ring, 600.0, window_s=600, halflife_s=300, min_points=6, log=False
+    )
+    assert np.median(short) > 5 * np.median(full)
+
+
+def inlet_rows(topo: Topology, rng: np.random.Generator, *, rising: str | None = None,
+               stop: str | None = None, stop_after: float = np.inf, start: float = 1_000_000.0,
+               ) -> Callable[[float, float], list[Row]]:  # fmt: skip
+    racks = topo.members[EntityKind.RACK]
+
+    def rows(lo: float, hi: float) -> list[Row]:
+        out: list[Row] = []
+        for t in sampled(lo, hi, 10.0, 3.0):
+            for g in racks.tolist():
+                eid = topo.ids[g]
+                if eid == stop and t - start > stop_after:
+                    continue
+                climb = 0.5 * max(0.0, (t - start - 1200.0) / 60.0) if eid == rising else 0.0
+                out.append((g, "rack.inlet_temp_c", float(t), 30.0 + climb + float(rng.normal(0, 0.3))))
+        return out
+
+    return rows
+
+
+@pytest.mark.parametrize("tick_s", [10.0, 15.0, 30.0])
+def test_inlet_sensor_noise_never_makes_a_trend_at_any_tick(tick_s: float) -> None:
+    topo = fleet()
+    _c, out, _n = drive(topo, tick_s, 3600, inlet_rows(topo, np.random.default_rng(1)))
+    assert [t for t in out if t[1].startswith("rack/") and t[2] in BAD] == []
+
+
+def test_a_real_inlet_rise_is_still_caught_at_a_short_tick() -> None:
+    topo = fleet()
+    _c, out, _n = drive(topo, 10.0, 2400, inlet_rows(topo, np.random.default_rng(2), rising="rack/r03"))
+    hits = [t for t in out if t[2] in BAD]
+    assert hits and {t[1] for t in hits} == {"rack/r03"}
+    assert hits[0][0] - 1_000_000.0 - 1200.0 < 600  # a 0.5 °C/min climb is called within 10 minutes
+    assert "trending" in hits[0][3]
+
+
+def test_a_stopped_feed_goes_unknown_never_degraded() -> None:
+    topo = fleet()
+    rows = inlet_rows(topo, np.random.default_rng(3), stop="rack/r05", stop_after=1800.0)
+    _c, out, _n = drive(topo, 10.0, 2400, rows)
+    mine = [t[2] for t in out if t[1] == "rack/r05"]
+    assert mine == ["unknown"]
+
+
+# ---- persistence for noisy gauges ---------------------------------------------------------------
+
+
+def latency_rows(topo: Topology, rng: np.random.Generator, *, hot: str | None = None,
+                 hot_from: float = np.inf, p_spike: float = 0.01) -> Callable[[float, float], list[Row]]:  # fmt: skip
+    links = topo.members[EntityKind.LINK]
+    start = 1_000_000.0
+
+    def rows(lo: float, hi: float) -> list[Row]:
+        out: list[Row] = []
+        for t in sampled(lo, hi, 15.0, 5.0):
+            for g in links.tolist():
+                v = 2.0 * (1 + rng.normal(0, 0.02))
+                if rng.random() < p_spike:
+                    v *= rng.uniform(1.5, 3.0)
+                if topo.ids[g] == hot and t - start >= hot_from:
+                    v = 6.0 * (1 + rng.normal(0, 0.02))
+                out.append((g, "link.latency_us", float(t), v))
+        return out
+
+    return rows
+
+
+def test_single_latency_spikes_never_move_a_link() -> None:
+    topo = fleet(nodes=24)
+    _c, out, _n = drive(topo, 30.0, 7200, latency_rows(topo, np.random.default_rng(4), p_spike=0.02))
+    assert [t for t in out if t[1].startswith("link/") and t[2] in BAD] == []
+
+
+def test_a_sustained_latency_rise_still_flags_its_link_within_minutes() -> None:
+    topo = fleet(nodes=24)
+    rows = latency_rows(topo, np.random.default_rng(5), hot="link/n07", hot_from=1800.0, p_spike=0.0)
+    _c, out, _n = drive(topo, 30.0, 2700, rows)
+    hits = [t for t in out if t[2] in BAD]
+    assert hits and {t[1] for t in hits} == {"link/n07"}
+    assert hits[0][0] - 1_000_000.0 - 1800.0 <= 180.0  # three samples' median, not a spike's instant
+
+
+def test_windowed_median_needs_three_samples_and_ignores_one_spike() -> None:
+    topo = fleet()
+    store = TelemetryStore(topo, CAT, window=10, history_signals=["link.latency_us"])
+    link = int(topo.members[EntityKind.LINK][0])
+    for k, v in enumerate([2.0, 9.0, 2.1, 2.0]):
+        store.ingest(100.0 + 30 * k, batch([(link, "link.latency_us", 99.0 + 30 * k, v)]))
+        got = store.windowed_median("link.latency_us", 180.0)[0]
+        if k < 2:
+            assert np.isnan(got)  # fewer than three samples prove nothing yet
+    assert got == pytest.approx(2.05)
+
+
+def test_spikes_growing_more_frequent_make_no_latency_trend() -> None:
+    """Every second sample of one link spiking 3x over the last ten minutes: the median of its
+    recent samples stays put, and the slope through them is no wider than its own noise."""
+    topo = fleet(nodes=24)
+    links = topo.members[EntityKind.LINK]
+    rng = np.random.default_rng(6)
+
+    def rows(lo: float, hi: float) -> list[Row]:
+        out: list[Row] = []
+        for t in sampled(lo, hi, 30.0, 0.0):
+            k = int((t - 1_000_000.0) // 30)
+            for g in links.tolist():
+                v = 2.0 * (1 + rng.normal(0, 0.01))
+                if topo.ids[g] == "link/n05" and k > 60 and k % 2 == 0:
+                    v *= 3.0
+                out.append((g, "link.latency_us", float(t), v))
+        return out
+
+    _c, out, _n = drive(topo, 30.0, 2400, rows)
+    assert [t for t in out if t[2] in BAD] == []
+
+
+def test_same_window_leaves_out_members_that_missed_a_scrape() -> None:
+    topo = fleet()
+    store = TelemetryStore(topo, CAT)
+    gpus = topo.members[EntityKind.GPU][:6].tolist()
+    for k in range(4):  # 15 s cadence; the last GPU misses the last two scrapes
+        now = 1000.0 + 15 * k
+        rows = [(g, "gpu.temp_c", now - 1, 60.0 + k) for g in gpus if not (g == gpus[-1] and k >= 2)]
+        store.ingest(now, batch(rows))
+    got = same_window(store, "gpu.temp_c", store.current("gpu.temp_c"))
+    assert list(got[:5]) == [63.0] * 5 and np.isnan(got[5])
+
+
+# ---- time alignment and job-wide stalls -----------------------------------------------------------
+
+STALL_FROM, STALL_TO = 1800.0, 2400.0
+
+
+def step_rows(topo: Topology, rng: np.random.Generator, *, skew: dict[str, float] | None = None,
+              miss_after_stall: str | None = None, slow_gpu: str | None = None,
+              ) -> Callable[[float, float], list[Row]]:  # fmt: skip
+    """Every 15 s per node (its own phase), stamped by the node's clock: step times of a sync job
+    stalled 30% job-wide between STALL_FROM and STALL_TO, plus GPU temperature and heartbeat."""
+    start = 1_000_000.0
+    skew = skew or {}
+    gpus = topo.members[EntityKind.GPU]
+    nodes = topo.members[EntityKind.NODE]
+    speed = 1 + rng.normal(0, 0.01, gpus.size)
+
+    def rows(lo: float, hi: float) -> list[Row]:
+        out: list[Row] = []
+        for n, node in enumerate(topo.names[EntityKind.NODE]):
+            phase = (n * 3.7) % 15.0
+            for t in sampled(lo, hi, 15.0, phase):
+                rel = t - start
+                if node == miss_after_stall and STALL_TO < rel <= STALL_TO + 20.0:
+                    continue  # one missed scrape right after the stall ends
+                stamp = float(t) - skew.get(node, 0.0)
+                stall = 1.3 if STALL_FROM <= rel < STALL_TO else 1.0
+                out.append((int(nodes[n]), "node.heartbeat_age_s", stamp, 5.0))
+                for k in np.flatnonzero(topo.gpu_node == n).tolist():
+                    g = int(gpus[k])
+                    slow = 1.2 if topo.ids[g] == slow_gpu and rel > STALL_FROM else 1.0
+                    step = 2.0 * speed[k] * stall * slow * (1 + rng.normal(0, 0.004))
+                    out.append((g, "gpu.step_time_s", stamp, step))
+                    out.append((g, "gpu.temp_c", stamp, float(round(65 + rng.normal(0, 1)))))
+        return out
+
+    return rows
+
+
+def test_a_skewed_clock_is_measured_corrected_and_reported() -> None:
+    topo = fleet()
+    rows = step_rows(topo, np.random.default_rng(9), skew={"n03": 90.0, "n05": -40.0})
+    ctl, _out, notices = drive(topo, 10.0, 900, rows)
+    skew = [n for n in notices if n.startswith("clock skew:")]
+    assert len(skew) == 1
+    found = dict(re.findall(r"(node/n\d\d) (\d+) s (?:behind|ahead)", skew[0]))
+    assert set(found) == {"node/n03", "node/n05"}  # the others are not corrected
+    assert abs(int(found["node/n03"]) - 90) <= 10 and abs(int(found["node/n05"]) - 40) <= 10
+    assert "node/n03 9" in skew[0] and "node/n05 4" in skew[0] and " ahead" in skew[0]
+    seen = ctl.store.last_seen("gpu.step_time_s")
+    mine = topo.gpu_node == topo.names[EntityKind.NODE].index("n03")
+    assert abs(np.median(seen[mine]) - np.median(seen[~mine])) < 15.0  # re-timed among its peers
+
+
+def test_no_correction_without_skew() -> None:
+    topo = fleet()
+    _c, _o, notices = drive(topo, 30.0, 900, step_rows(topo, np.random.default_rng(10)))
+    assert not [n for n in notices if "clock skew" in n]
+
+
+@pytest.mark.parametrize("tick_s", [10.0, 30.0])
+def test_a_job_wide_stall_blames_no_part_despite_skew_and_a_missed_scrape(tick_s: float) -> None:
+    topo = fleet()
+    rows = step_rows(topo, np.random.default_rng(11), skew={"n02": 90.0}, miss_after_stall="n06")
+    _ctl, out, _n = drive(topo, tick_s, 3600, rows)
+    blamed = [t for t in out if t[2] in BAD and not t[1].startswith("job/")]
+    assert blamed == []
+
+
+def test_a_slow_rank_is_still_found_during_a_stall() -> None:
+    topo = fleet()
+    rows = step_rows(topo, np.random.default_rng(12), skew={"n02": 90.0}, slow_gpu="gpu/n04/1")
+    _c, out, _n = drive(topo, 30.0, 3600, rows)
+    assert {t[1] for t in out if t[2] in BAD and not t[1].startswith("job/")} == {"gpu/n04/1"}
+
+
+# ---- counters judged against the load on them ----------------------------------------------------
+
+
+def retransmit_rows(
+    topo: Topology, *, hot: str, factor: float, busy: float
+) -> Callable[[float, float], list[Row]]:
+    """Cumulative retransmits every 30 s: the job's links at ``busy``/s (all-reduce), idle links at
+    0.5/s, ``hot`` at ``factor`` times its cohort's rate from minute 20."""
+    links = topo.members[EntityKind.LINK]
+    in_job = {f"link/n{i:02d}" for i in range(8)}
+
+    def rows(lo: float, hi: float) -> list[Row]:
+        out: list[Row] = []
+        for t in sampled(lo, hi, 30.0, 0.0):
+            rel = t - 1_000_000.0
+            for g in links.tolist():
+                eid = topo.ids[g]
+                rate = busy if eid in in_job else 0.5
+                total = rate * rel
+                if eid == hot and rel > 1200.0:
+                    total += rate * (factor - 1) * (rel - 1200.0)
+                out.append((g, "link.retransmits_total", float(t), float(np.floor(total))))
+        return out
+
+    return rows
+
+
+def test_retransmits_of_a_failing_optic_are_judged_against_its_jobs_links() -> None:
+    topo = fleet()
+    # 3x its job's links but under the absolute 5/s limit: the peer rule sees it
+    _c, out, _n = drive(topo, 30.0, 2400, retransmit_rows(topo, hot="link/n02", factor=3.0, busy=1.0))
+    assert {t[1] for t in out if t[2] in BAD} == {"link/n02"}
+
+
+def test_all_reduce_retransmits_on_every_link_of_a_job_flag_none() -> None:
+    topo = fleet()
+    _c, out, _n = drive(topo, 30.0, 2400, retransmit_rows(topo, hot="none", factor=1.0, busy=4.0))
+    assert [t for t in out if t[2] in BAD] == []
+
+
+# ---- configuration ---------------------------------------------------------------------------------
+
+
+def test_removed_window_ticks_is_refused_with_the_reason() -> None:
+    with pytest.raises(InputError, match="window_ticks was removed"):
+        config_from_mapping({"engine": {"window_ticks": 20}})
+
+
+def test_persist_names_only_gauges() -> None:
+    with pytest.raises(InputError, match=r"persist\.link\.retransmits_total"):
+        config_from_mapping({"detectors": {"persist": {"link.retransmits_total": 60}}})
+    with pytest.raises(InputError, match="persist"):
+        config_from_mapping({"detectors": {"persist": {"link.latency_us": 0}}})
+
+
+def test_history_covers_the_trend_window_at_a_short_tick() -> None:
+    ctl = Controller(fleet(), config_from_mapping({"engine": {"tick_s": 10}}))
+    assert ctl.store.window * 10 >= load_config().scores.trend_window_s

@@ -364,3 +364,58 @@ def test_persist_names_only_gauges() -> None:
 def test_history_covers_the_trend_window_at_a_short_tick() -> None:
     ctl = Controller(fleet(), config_from_mapping({"engine": {"tick_s": 10}}))
     assert ctl.store.window * 10 >= load_config().scores.trend_window_s
+
+
+# ---- mixed fleets ---------------------------------------------------------------------------------
+
+
+def mixed_fleet() -> Topology:
+    """One synchronous job over four 8-GPU H100 nodes and four 4-GPU L40S nodes."""
+    recs = tuple(
+        NodeRecord(node=f"n{i:02d}", rack=f"r{i // 2}", cdu="c0", leaf="l0", gpus=8 if i < 4 else 4,
+                   storage="ckpt0", model="H100" if i < 4 else "L40S")
+        for i in range(8)
+    )  # fmt: skip
+    job = JobRecord("train", JobClass.SYNC_TRAINING, tuple(f"n{i:02d}" for i in range(8)), 0.0, 1e12)
+    return build_topology(Inventory(recs), (job,))
+
+
+def mixed_rows(
+    topo: Topology, rng: np.random.Generator, slow_gpu: str | None
+) -> Callable[[float, float], list[Row]]:
+    gpus = topo.members[EntityKind.GPU]
+    l40s = topo.node_model[topo.gpu_node] == topo.models.index("L40S")
+
+    def rows(lo: float, hi: float) -> list[Row]:
+        out: list[Row] = []
+        for t in sampled(lo, hi, 15.0, 2.0):
+            for k, g in enumerate(gpus.tolist()):
+                slow = 1.25 if topo.ids[g] == slow_gpu and t - 1_000_000.0 > 1200 else 1.0
+                step = (2.8 if l40s[k] else 2.0) * slow * (1 + rng.normal(0, 0.004))
+                out.append((g, "gpu.step_time_s", float(t), step))
+                out.append(
+                    (g, "gpu.temp_c", float(t), float(round((55 if l40s[k] else 68) + rng.normal(0, 1))))
+                )
+                out.append((g, "gpu.sm_clock_mhz", float(t), (2520 if l40s[k] else 1980) + rng.normal(0, 5)))
+        return out
+
+    return rows
+
+
+def test_a_mixed_fleet_compares_like_with_like_without_configuration() -> None:
+    topo = mixed_fleet()
+    _c, out, _n = drive(topo, 30.0, 2400, mixed_rows(topo, np.random.default_rng(13), None))
+    assert [t for t in out if t[2] in BAD and t[1].startswith("gpu/")] == []
+
+
+def test_a_slow_gpu_of_the_smaller_model_is_still_found() -> None:
+    topo = mixed_fleet()
+    _c, out, _n = drive(topo, 30.0, 2400, mixed_rows(topo, np.random.default_rng(14), "gpu/n05/2"))
+    assert {t[1] for t in out if t[2] in BAD and t[1].startswith("gpu/")} == {"gpu/n05/2"}
+
+
+def test_node_types_split_by_model_and_gpu_count() -> None:
+    topo = mixed_fleet()
+    types = topo.node_type
+    assert len(set(types.tolist())) == 2 and len(set(types[:4].tolist())) == 1
+    assert set(types[:4].tolist()).isdisjoint(types[4:].tolist())

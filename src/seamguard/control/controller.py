@@ -50,6 +50,7 @@ from seamguard.model.workload import (
     placement_node_job,
     workload_from_nodes,
 )
+from seamguard.scoring.cohorts import by_node_type
 from seamguard.scoring.engine import (
     STEP_TIME_SIGNAL,
     ScoreFrame,
@@ -480,8 +481,9 @@ class Controller:
         tick's jitter, which would make a job's naturally slowest rank flicker in and out.
         """
         current = self.store.current(STEP_TIME_SIGNAL)
-        self.pace.record(self.store.now, self.store.tick_samples(STEP_TIME_SIGNAL), workload.gpu_job,
-                         len(self.topology.jobs))  # fmt: skip
+        groups, n_groups = by_node_type(workload.gpu_job, len(self.topology.jobs), self.topology.gpu_node,
+                                        self.topology)  # fmt: skip
+        self.pace.record(self.store.now, self.store.tick_samples(STEP_TIME_SIGNAL), groups, n_groups)
         mean = self.pace.mean(self.store.now - self.config.economics.smooth_s)
         return np.where(np.isfinite(current), mean, np.nan)
 

@@ -30,7 +30,8 @@ class PaceRing:
         self._slot = -1
 
     def record(self, now: float, step_time: FloatArray, gpu_job: IntArray, n_jobs: int) -> None:
-        """``step_time``: this tick's samples only (NaN for ranks that sent none this tick)."""
+        """``step_time``: this tick's samples only (NaN for ranks that sent none this tick);
+        ``gpu_job``: each rank's cohort (its job, split by node type in a mixed fleet)."""
         self._slot = (self._slot + 1) % self.tick_ts.size
         self.tick_ts[self._slot] = now
         row = np.full(step_time.size, np.nan)

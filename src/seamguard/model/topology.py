@@ -50,6 +50,7 @@ class Topology:
     node_storage: IntArray  # -1 when absent
     node_model: IntArray  # -1 when absent; index into models
     models: tuple[str, ...]  # distinct GPU models (the inventory's optional `model` column)
+    node_type: IntArray  # distinct (GPU model, GPUs per node) pairs: who is compared with whom
     rack_cdu: IntArray
     rack_row: IntArray  # -1 when absent
     jobs: tuple[JobRecord, ...]
@@ -183,12 +184,21 @@ def build_topology(
         node_storage=node_storage,
         node_model=node_model,
         models=tuple(models),
+        node_type=_node_types(node_model, gpu_counts),
         rack_cdu=rack_cdu,
         rack_row=rack_row,
         jobs=tuple(jobs),
         below=below,
         index=index,
     )
+
+
+def _node_types(node_model: IntArray, gpus: IntArray) -> IntArray:
+    """A 4-GPU L40S node and an 8-GPU H100 node run at different paces and temperatures."""
+    if node_model.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    _u, inverse = np.unique(np.stack((node_model, gpus), axis=1), axis=0, return_inverse=True)
+    return np.asarray(inverse, dtype=np.int64).ravel()
 
 
 def _containment(

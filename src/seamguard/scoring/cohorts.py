@@ -12,10 +12,44 @@ from seamguard.model.workload import Workload
 IntArray = npt.NDArray[np.int64]
 
 
+def by_node_type(
+    groups: IntArray, n_groups: int, node_of: IntArray, topology: Topology
+) -> tuple[IntArray, int]:
+    """``groups`` split by node type: mixed fleets compare like with like, without configuration."""
+    n_types = int(topology.node_type.max(initial=-1)) + 1
+    if n_types <= 1:
+        return groups, n_groups
+    return np.where(groups >= 0, groups * n_types + topology.node_type[node_of], -1), n_groups * n_types
+
+
 def cohort_groups(
     cohort: str, kind: EntityKind, topology: Topology, workload: Workload
 ) -> tuple[IntArray, int] | None:
-    """(group id per entity of ``kind`` (-1: none), number of groups), or None if undefined."""
+    """(group id per entity of ``kind`` (-1: none), number of groups), or None if undefined.
+
+    Entities on nodes (GPUs, nodes, uplinks) are compared only within their node type."""
+    found = _cohort_groups(cohort, kind, topology, workload)
+    if found is None or cohort == "model":
+        return found
+    node_of = _node_of(kind, topology)
+    if node_of is None:
+        return found
+    return by_node_type(found[0], found[1], node_of, topology)
+
+
+def _node_of(kind: EntityKind, topology: Topology) -> IntArray | None:
+    if kind is EntityKind.GPU:
+        return topology.gpu_node
+    if kind is EntityKind.MIG:
+        return topology.gpu_node[topology.mig_gpu]
+    if kind in (EntityKind.NODE, EntityKind.LINK):
+        return np.arange(topology.count(kind), dtype=np.int64)
+    return None
+
+
+def _cohort_groups(
+    cohort: str, kind: EntityKind, topology: Topology, workload: Workload
+) -> tuple[IntArray, int] | None:
     n = topology.count(kind)
     if cohort == "fleet":
         return np.zeros(n, dtype=np.int64), 1

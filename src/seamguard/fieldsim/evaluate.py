@@ -88,12 +88,16 @@ class FieldEvaluation:
 
 
 def _outcome(label: FaultLabel, transitions: Sequence[TransitionRecord]) -> FaultOutcome:
-    hits = [t for t in transitions if t.to_state in BAD_STATES and t.ts >= label.onset and t.entity in label.reach]
+    hits = [
+        t for t in transitions if t.to_state in BAD_STATES and t.ts >= label.onset and t.entity in label.reach
+    ]
     if not hits:
         return FaultOutcome(label, None, None, None, None, None)
     first = min(hits, key=lambda t: t.ts)
     own = [t.ts for t in hits if t.entity == label.entity]
-    return FaultOutcome(label, first.ts, first.entity, first.to_state, first.reason, min(own) if own else None)
+    return FaultOutcome(
+        label, first.ts, first.entity, first.to_state, first.reason, min(own) if own else None
+    )
 
 
 def _worst(transitions: Iterable[TransitionRecord]) -> dict[str, TransitionRecord]:

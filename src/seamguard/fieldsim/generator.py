@@ -133,7 +133,8 @@ class FieldFleet:
         node_delay = rng.uniform(0.3, 2.5, n_nodes)
         counter_phase = node_phase + 15.0 * rng.integers(0, 2, n_nodes)
         clock = self.effects.clock_offset
-        nodes = np.arange(n_nodes)
+        n_leaf = topo.count(EntityKind.SWITCH)
+        fabric = (rng.uniform(0.0, 30.0, n_leaf), np.zeros(n_leaf), rng.uniform(0.5, 3.0, n_leaf))
 
         def own(kind: EntityKind, period: float, delay: tuple[float, float]) -> Stream:
             n = topo.count(kind)
@@ -144,7 +145,8 @@ class FieldFleet:
             "gpu": Stream("gpu", 15.0, EntityKind.GPU, topo.gpu_node, node_phase, clock, node_delay, start),
             "gpu_counters": Stream("gpu_counters", 30.0, EntityKind.GPU, topo.gpu_node, counter_phase, clock,
                                    node_delay, start),
-            "link": Stream("link", 30.0, EntityKind.LINK, nodes, counter_phase, clock, node_delay, start),
+            # Uplink latency and counters come from the fabric manager, per leaf, on its own clock.
+            "link": Stream("link", 30.0, EntityKind.LINK, topo.node_leaf, *fabric, start),
             "switch": own(EntityKind.SWITCH, 30.0, (0.5, 3.0)),
             "rack": own(EntityKind.RACK, 60.0, (1.0, 5.0)),
             "cdu": own(EntityKind.CDU, 60.0, (1.0, 5.0)),

@@ -82,6 +82,10 @@ class Reach:
             | self._ids(EntityKind.MIG, migs.tolist())
         )
 
+    def host(self, nodes: Iterable[int]) -> set[str]:
+        """Nodes with their GPUs and MIG instances: what a node's own exporter reports on."""
+        return {e for e in self.hardware(nodes) if not e.startswith("link/")}
+
     def nodes(self, nodes: Iterable[int], since: float) -> set[str]:
         """Nodes with their hardware and the jobs on them from ``since``."""
         nodes = list(nodes)

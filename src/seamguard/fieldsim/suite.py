@@ -223,7 +223,8 @@ def _confounders(
     fleet: Fleet, place: _Placer, rng: np.random.Generator, start: float, duration_s: float, pump_cdu: int
 ) -> tuple[list[Confounder], list[ConfounderLabel]]:
     """Each confounder with its *scope*: the parts it could fool the engine about, over the time
-    it could do so (an action there and then would be because of it)."""
+    it could do so (an action there and then would be because of it). Uplinks are reported by
+    the fabric manager, not the node's exporter, so only the latency spikes' scope holds links."""
     topo, reach, end = fleet.topology, place.reach, start + duration_s
     d, u = duration_s, rng.uniform
     out: list[Confounder] = []
@@ -256,19 +257,19 @@ def _confounders(
         j = int(rng.choice(jobs))
         nodes = fleet.job_nodes[j].tolist()
         out.append(InputStall(j, s0, s0 + length, u(1.28, 1.32), int(rng.choice(nodes))))
-        hw = reach.hardware(nodes)
-        taken.update(hw)
-        label("input_stall", gid(EntityKind.JOB, j), hw | {gid(EntityKind.JOB, j)}, s0, s0 + length + after)
+        taken.update(reach.hardware(nodes))
+        scope = reach.host(nodes) | {gid(EntityKind.JOB, j)}
+        label("input_stall", gid(EntityKind.JOB, j), scope, s0, s0 + length + after)
 
     for offset in (-90.0, 40.0):
         n = free_node()
         out.append(ClockSkew(n, offset))
-        label(f"clock_skew_{offset:+.0f}s", gid(EntityKind.NODE, n), reach.hardware([n]), start, end)
+        label(f"clock_skew_{offset:+.0f}s", gid(EntityKind.NODE, n), reach.host([n]), start, end)
 
     n = free_node()
     at = start + u(0.15, 0.85) * d
     out.append(CounterReset(n, at))
-    label("counter_reset", gid(EntityKind.NODE, n), reach.hardware([n]), at, at + after)
+    label("counter_reset", gid(EntityKind.NODE, n), reach.host([n]), at, at + after)
 
     n_cdu = topo.count(EntityKind.CDU)
     other_cdus = [c for c in range(n_cdu) if c != pump_cdu]
@@ -314,7 +315,7 @@ def _confounders(
     label("inlet_sensor_noise", "fleet", every(EntityKind.RACK), start, end)
     label("storage_after_save", "fleet", every(EntityKind.STORAGE), start, end)
     for j, rec in enumerate(fleet.jobs):  # each start and end: GPUs warming up or cooling down is load
-        scope = reach.hardware(fleet.job_nodes[j].tolist()) | {gid(EntityKind.JOB, j)}
+        scope = reach.host(fleet.job_nodes[j].tolist()) | {gid(EntityKind.JOB, j)}
         for at in (rec.start, rec.end):
             if start < at < end:
                 label("job_churn", gid(EntityKind.JOB, j), scope, at - MINUTE, at + 15 * MINUTE)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -97,6 +98,9 @@ def _field(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
                 "median_lead_s": field.median_or_nan(f.lead_s for f in hit),
                 "before_impact": sum(1 for f in hit if (f.lead_s or 0) > 0),
                 "on_target": sum(1 for f in fs if f.on_target_at is not None),
+                "median_on_target_delay_s": field.median_or_nan(
+                    None if f.on_target_at is None else f.on_target_at - f.label.onset for f in fs
+                ),
                 "sudden": fs[0].label.sudden,
                 "first": [f"{f.first_entity} {f.first_state}: {f.first_reason}" for f in hit],
             }
@@ -112,6 +116,14 @@ def _field(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         "false_actions": len(ev.false_actions), "confounders_violated": list(ev.violated), "kinds": rows,
         "false_examples": [{"entity": h.entity, "state": h.state, "reason": h.reason} for h in examples[:EXAMPLES]],
     }  # fmt: skip
+
+
+def _secs(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.0f} s"
+
+
+def _mins(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x / 60:+.1f} min"
 
 
 def _advance(progress: Progress, task: Any) -> Callable[[], None]:
@@ -149,16 +161,18 @@ def _print_field(console: Console, r: dict[str, Any]) -> None:
     seeds = ",".join(str(s) for s in r["seeds"])
     table = Table(
         title=f"field: {r['hours']:g} h at {r['tick_s']:g} s ticks, seeds {seeds}",
-        caption="* sudden: impact is onset, no lead is possible; on target: the fault's own entity went bad",
+        caption="* sudden: impact is onset, no lead is possible. On target: the fault's own entity went bad "
+        "(detection counts anything in its reach, which a coincidental flag can satisfy)",
     )
     for col in ("fault kind", "faults", "detected", "recall", "median delay", "median lead", "before impact",
-                "on target"):  # fmt: skip
+                "on target", "delay on target"):  # fmt: skip
         table.add_column(col, justify="right" if col != "fault kind" else "left")
     for k in r["kinds"]:
         table.add_row(
             k["kind"] + ("*" if k["sudden"] else ""), str(k["faults"]), str(k["detected"]),
-            f"{k['recall']:.2f}", f"{k['median_delay_s']:.0f} s", f"{k['median_lead_s'] / 60:+.1f} min",
+            f"{k['recall']:.2f}", _secs(k["median_delay_s"]), _mins(k["median_lead_s"]),
             f"{k['before_impact']}/{k['detected']}", f"{k['on_target']}/{k['faults']}",
+            _secs(k["median_on_target_delay_s"]),
         )  # fmt: skip
     console.print(table)
     states = ", ".join(f"{n} {s}" for s, n in sorted(r["false_positive_states"].items()))

@@ -177,9 +177,6 @@ class Fleet:
         """The entity id of local index ``local`` of ``kind``."""
         return self.topology.ids[int(self.topology.members[kind][local])]
 
-    def local(self, kind: EntityKind, name: str) -> int:
-        return self.topology.names[kind].index(name)
-
 
 def build_fleet(rng: np.random.Generator, start: float, duration_s: float, storage: StoragePlan) -> Fleet:
     inv = inventory(storage)

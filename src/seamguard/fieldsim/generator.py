@@ -82,6 +82,8 @@ STREAMS = ("gpu", "gpu_counters", "link", "switch", "rack", "cdu", "storage", "j
 
 
 class FieldFleet:
+    """One seed's fleet as a telemetry source, with its fault and confounder labels."""
+
     def __init__(self, plan: FieldPlan) -> None:
         self.plan = plan
         fleet = self.fleet = plan.fleet
@@ -443,7 +445,7 @@ class FieldFleet:
                 type(p.fault).kind,
                 p.entity,
                 p.reach,
-                _onset(p.fault),
+                p.fault.onset,
                 self._impact(p.fault),
                 type(p.fault).sudden,
             )
@@ -454,6 +456,10 @@ class FieldFleet:
         return self.plan.confounder_labels
 
     def _impact(self, f: Fault) -> float:
+        """When the fault starts costing a job: an optic at ``cost_ratio`` x its baseline
+        retransmits, a leaf when latency is 1.5x, HBM at the XID 48, sudden faults at onset; a cold
+        plate when its GPU first throttles in a job, a pump when any GPU under it does; storage at
+        the first save that takes 1.5x its nominal time. The run's end if that never happens."""
         end = self.plan.end
         if isinstance(f, FailingOptic | LeafCongestion):
             return f.impact
@@ -483,7 +489,3 @@ class FieldFleet:
             if slow.any():
                 first = min(first, float(r.ckpt_start[slow][0]))
         return first
-
-
-def _onset(f: Fault) -> float:
-    return f.onset

@@ -216,12 +216,6 @@ class Physics:
             slowdown=eff.rank_slowdown(gpu, t) / thermal_cf * stall,
         )
 
-    def free_temp_c(self, gpu: IntArray, t: FloatArray) -> FloatArray:
-        """The temperature a GPU would reach without thermal throttling (the labels' impact search)."""
-        truth = self.gpu(gpu, t)
-        over = truth.temp_c - self.sw_c[gpu]
-        return np.asarray(np.where(over > 0, self.sw_c[gpu] + over / 0.25, truth.temp_c))
-
     def throttling(self, gpu: IntArray, t: FloatArray) -> BoolArray:
         """GPUs a thermal slowdown is costing: throttled while running a job."""
         truth = self.gpu(gpu, t)

@@ -9,7 +9,6 @@ traffic curve. Idle GPUs idle. A job whose node suffers a hard failure hangs fro
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,6 +155,3 @@ class Workload:
             return None
         k = int(done[-1])
         return float(r.ckpt_end[k]), float(r.ckpt_end[k] - r.ckpt_start[k])
-
-    def running(self, t: float) -> Sequence[JobRuntime]:
-        return [r for r in self.jobs if r.start <= t < r.end]

@@ -354,9 +354,9 @@ def test_removed_window_ticks_is_refused_with_the_reason() -> None:
         config_from_mapping({"engine": {"window_ticks": 20}})
 
 
-def test_persist_names_only_gauges() -> None:
-    with pytest.raises(InputError, match=r"persist\.link\.retransmits_total"):
-        config_from_mapping({"detectors": {"persist": {"link.retransmits_total": 60}}})
+def test_persist_names_only_gauges_and_counters() -> None:
+    with pytest.raises(InputError, match=r"persist\.gpu\.xid"):
+        config_from_mapping({"detectors": {"persist": {"gpu.xid": 60}}})
     with pytest.raises(InputError, match="persist"):
         config_from_mapping({"detectors": {"persist": {"link.latency_us": 0}}})
 

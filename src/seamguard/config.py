@@ -75,13 +75,16 @@ class TrendRule(_Band):
 
 
 class PeerRule(_Band):
-    cohort: Literal["job", "fleet", "cdu", "leaf", "model"]
+    cohort: Literal["job", "work", "fleet", "cdu", "leaf", "model"]
     measure: Literal["relative", "absolute"] = "relative"
     z_min: float = Field(default=4.0, ge=0.0)
     direction: Literal["high", "low"] = "high"
     weight: float = Weight
     min_cohort: int = Field(default=4, ge=3)
     recovery: bool = False
+    # Learn each entity's own usual offset from its cohort over this half-life and judge only the
+    # change: real optics, like real sensors, differ from each other by a steady factor.
+    baseline_halflife_s: float | None = Field(default=None, gt=0)
 
 
 class CounterRule(_Band):
@@ -144,7 +147,7 @@ class DetectorsConfig(StrictModel):
             ("level", numeric),
             ("trend", numeric),
             ("peer", (SignalKind.GAUGE, SignalKind.COUNTER)),  # a counter's peers compare rates
-            ("persist", numeric),
+            ("persist", (SignalKind.GAUGE, SignalKind.COUNTER)),  # a counter's: the median of its rates
             ("counter", (SignalKind.COUNTER,)),
             ("flag", (SignalKind.FLAG,)),
         ):

@@ -58,10 +58,13 @@ def _cohort_groups(
         node_of = topology.gpu_node
     elif kind in (EntityKind.NODE, EntityKind.LINK):
         node_of = np.arange(n, dtype=np.int64)
-    if cohort == "job":
+    if cohort in ("job", "work"):
         if node_of is None:
             return None
-        return workload.node_job[node_of], len(topology.jobs)
+        groups = workload.node_job[node_of]
+        if cohort == "work":  # the idle are a cohort of their own: the same (no) load
+            return np.where(groups >= 0, groups, len(topology.jobs)), len(topology.jobs) + 1
+        return groups, len(topology.jobs)
     if cohort == "leaf":
         if node_of is None:
             return None

@@ -64,13 +64,13 @@ def validate_cohorts(config: Config, catalog: SignalCatalog, topology: Topology,
 
 
 def _reading(store: TelemetryStore, config: Config, name: str) -> FloatArray:
-    """What level and peer detectors judge: a counter's rate, a noisy gauge's recent median
-    (``detectors.persist``), any other gauge's latest value."""
-    if store.catalog[name].kind is SignalKind.COUNTER:
-        return store.rate(name)
+    """What level and peer detectors judge: the recent median of a noisy gauge's samples or of a
+    counter's rates (``detectors.persist``), else a counter's latest rate or a gauge's value."""
     seconds = config.detectors.persist.get(name)
     if seconds is not None:
         return store.windowed_median(name, seconds)
+    if store.catalog[name].kind is SignalKind.COUNTER:
+        return store.rate(name)
     return store.current(name)
 
 

@@ -184,10 +184,13 @@ class TelemetryStore:
             series.rate[local] = np.where(usable, rate, series.rate[local])
             newer = ~(dt <= 0)
             local, ts, val = local[newer], ts[newer], val[newer]
+            history = rate[newer]  # a counter's history is its per-interval rates
+        else:
+            history = val
         series.last_value[local] = val
         series.last_seen[local] = ts
         if series.ring is not None:
-            series.ring[self._slot, local] = val
+            series.ring[self._slot, local] = history
 
     def forget(self, entities: IntArray) -> None:
         """Drop all that is known of these entities (global indices): a repaired part starts a
@@ -231,9 +234,9 @@ class TelemetryStore:
         return self._index(name).interval_s
 
     def windowed_median(self, name: str, seconds: float, min_samples: int = 3) -> FloatArray:
-        """Per entity: the median of its samples of the last ``seconds`` (ticks' own values),
-        NaN where fewer than ``min_samples`` arrived or the series is stale. One spike among
-        three or more samples never moves it."""
+        """Per entity: the median of its samples of the last ``seconds`` (a counter's: of its
+        per-interval rates), NaN where fewer than ``min_samples`` arrived or the series is stale.
+        One spike (or one burst) among three or more samples never moves it."""
         tick_ts, ring = self.history(name)
         rows = np.flatnonzero(tick_ts >= self.now - seconds)
         recent = ring[rows]
@@ -255,7 +258,8 @@ class TelemetryStore:
         return self._index(name).events
 
     def history(self, name: str) -> tuple[FloatArray, FloatArray]:
-        """(tick timestamps (W,), values (W, n)) in ring order; slots never written are NaN."""
+        """(tick timestamps (W,), values (W, n)) in ring order; slots never written are NaN.
+        A counter's history holds its per-interval rates (per second), not its totals."""
         series = self._index(name)
         if series.ring is None:
             raise KeyError(f"{name} keeps no history; list it in history_signals")

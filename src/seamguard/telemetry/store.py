@@ -4,6 +4,8 @@ Samples are aligned to ticks: within one tick the latest sample of a series wins
 are OR-ed, events are all kept). Missing data stays NaN; a value is carried forward only
 until it is ``stale_after_s`` old. Signals that a trend detector reads also keep a ring
 buffer of the last ``window`` ticks, so the store's memory is bounded whatever the input size.
+Sensor faults are screened here (``plausibility``): a value outside its signal's physical range
+makes that value missing, a counter going down gives no rate.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy.typing as npt
 from seamguard.model.catalog import SignalCatalog, SignalKind
 from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.plausibility import ValueRanges, counter_increase
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -33,6 +36,8 @@ class IngestReport:
     nonfinite: int = 0
     kind_mismatch: int = 0
     out_of_range: int = 0
+    implausible: int = 0  # outside the signal's physical range: not a measurement, read as missing
+    resets: int = 0  # counter samples below the previous value (reboot, driver reload): no rate
 
     def merge(self, other: IngestReport) -> None:
         self.accepted += other.accepted
@@ -40,6 +45,8 @@ class IngestReport:
         self.nonfinite += other.nonfinite
         self.kind_mismatch += other.kind_mismatch
         self.out_of_range += other.out_of_range
+        self.implausible += other.implausible
+        self.resets += other.resets
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ class TelemetryStore:
             if sig.kind is SignalKind.COUNTER:
                 series.rate = np.full(n, np.nan)
             self._series.append(series)
+        self._ranges = ValueRanges(catalog)
         self.tick_ts = np.full(window, np.nan)
         self._slot = -1
         self.now = -np.inf
@@ -127,6 +135,11 @@ class TelemetryStore:
         report.nonfinite = int(np.count_nonzero(kind_ok & ~finite))
         report.sentinel = int(np.count_nonzero(kind_ok & sentinel))
         keep = kind_ok & finite & ~sentinel
+        implausible = keep & self._ranges.outside(sig, val)
+        report.implausible = int(np.count_nonzero(implausible))
+        if report.implausible:
+            self._blank(sig[implausible], self.topology.local[ent[implausible]])
+            keep &= ~implausible
         ent, sig, ts, val = ent[keep], sig[keep], ts[keep], val[keep]
         report.accepted = int(ent.size)
         if ent.size == 0:
@@ -140,10 +153,17 @@ class TelemetryStore:
         local_all = self.topology.local[ent]
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             idx = order[a:b]
-            self._ingest_signal(int(sig_sorted[a]), local_all[idx], ts[idx], val[idx])
+            report.resets += self._ingest_signal(int(sig_sorted[a]), local_all[idx], ts[idx], val[idx])
         return report
 
-    def _ingest_signal(self, s: int, local: IntArray, ts: FloatArray, val: FloatArray) -> None:
+    def _blank(self, sig: IntArray, local: IntArray) -> None:
+        """Implausible samples: the value is missing, not the one before it carried forward (a
+        plausible sample of the same tick, ingested after, still counts)."""
+        for s in np.unique(sig).tolist():
+            self._series[s].last_value[local[sig == s]] = np.nan
+
+    def _ingest_signal(self, s: int, local: IntArray, ts: FloatArray, val: FloatArray) -> int:
+        """Returns the number of counter resets seen."""
         series = self._series[s]
         if series.kind is SignalKind.EVENT:
             series.events = TickEvents(local=local, code=val.astype(np.int64), timestamp=ts)
@@ -151,18 +171,20 @@ class TelemetryStore:
             np.maximum.at(newest, local, ts)
             hit = newest > series.last_seen
             series.last_seen[hit] = newest[hit]
-            return
+            return 0
         if np.bincount(local, minlength=series.size).max(initial=0) > 1:
             local, ts, val = _latest_per_entity(local, ts, val, bitwise_or=series.kind is SignalKind.BITMASK)
+        resets = 0
         if series.kind is SignalKind.COUNTER and series.rate is not None:
             prev_v = series.last_value[local]
             prev_t = series.last_seen[local]
             dt = ts - prev_t
             usable = np.isfinite(prev_v) & (dt > 0)
-            delta = val - prev_v
-            # A counter that went down was reset (driver reload, exporter restart): the new
-            # value is what accumulated since the reset, as Prometheus' rate() assumes.
-            increase = np.where(delta < 0, val, delta)
+            # A counter that went down was reset (reboot, driver reload, exporter restart): what
+            # happened across the reset is unknown, so that sample has no rate (NaN); the next
+            # sample's rate is taken from the value after the reset.
+            increase, reset = counter_increase(prev_v, val)
+            resets = int(np.count_nonzero(usable & reset))
             with np.errstate(invalid="ignore", divide="ignore"):
                 rate = np.where(usable, increase / np.where(usable, dt, 1.0), np.nan)
             series.rate[local] = np.where(usable, rate, series.rate[local])
@@ -172,6 +194,7 @@ class TelemetryStore:
         series.last_seen[local] = ts
         if series.ring is not None:
             series.ring[self._slot, local] = val
+        return resets
 
     def forget(self, entities: IntArray) -> None:
         """Drop all that is known of these entities (global indices): a repaired part starts a

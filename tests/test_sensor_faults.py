@@ -1,8 +1,10 @@
-"""Sensor faults are not equipment faults: implausible values and counter resets."""
+"""Sensor faults are not equipment faults: implausible values, counter resets and flatlined
+sensors (docs/scoring.md)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +12,16 @@ import numpy as np
 import pytest
 import yaml
 
-from seamguard.config import load_config
+from seamguard.config import Config, config_from_mapping, load_config
 from seamguard.control.controller import Controller
+from seamguard.errors import InputError
 from seamguard.model.catalog import SignalKind, catalog_from_rows, signal_catalog
-from seamguard.model.states import State
-from seamguard.model.topology import Topology
+from seamguard.model.inventory import JobRecord
+from seamguard.model.states import JobClass, State
+from seamguard.model.topology import Topology, build_topology
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import SENTINEL_THRESHOLD, TelemetryStore
+from tests.conftest import small_inventory
 from tests.test_controller import normal_batch
 
 CAT = signal_catalog()
@@ -149,3 +154,155 @@ def test_an_ecc_dbe_counter_reset_is_no_hard_failure_but_a_later_increase_is(top
     now = START + TICK * 6
     ctl.tick(now, normal_batch(topology, now, rng, overrides={(gpu, "gpu.ecc_dbe_total"): 2.0}))
     assert ctl.states[gidx] == State.FAILED
+
+
+# ---- a small facility: 16 CDUs, one rack each -----------------------------------------------------
+
+FACILITY = {"cdu.flow_lpm": 450.0, "cdu.pressure_kpa": 160.0, "cdu.supply_temp_c": 30.0,
+            "cdu.return_temp_c": 40.0, "rack.inlet_temp_c": 33.0}  # fmt: skip
+STORAGE: dict[str, float] = {}
+NOISE: dict[str, float] = {}
+Override = Callable[[int, str, str], float | None]  # (tick, entity, signal) -> value, None: normal
+
+
+def facility() -> Topology:
+    inv = small_inventory(nodes=32, gpus=1, racks_per_cdu=1, nodes_per_rack=2)
+    nodes = tuple(f"n{i:02d}" for i in range(8))  # cdu c0-c3
+    return build_topology(inv, (JobRecord("train", JobClass.SYNC_TRAINING, nodes, 0.0, 1e10),))
+
+
+def plant_batch(topo: Topology, tick: int, rng: np.random.Generator, override: Override) -> TelemetryBatch:
+    """Every CDU and rack gauge at steady values with its sensor noise; ``override`` sets
+    exact values (a stuck sensor repeats one value to the digit)."""
+    now = START + TICK * tick
+    samples = []
+    for name, base in {**FACILITY, **STORAGE}.items():
+        sig = CAT[name]
+        for g in topo.members[sig.entity].tolist():
+            eid = topo.ids[g]
+            value = override(tick, eid, name)
+            if value is None:
+                value = (
+                    base + 0.12 * rng.normal()
+                    if name == "cdu.return_temp_c"
+                    else base * (1 + NOISE.get(name, 0.003) * rng.normal())
+                )
+            samples.append((eid, name, now - 2.0, value))
+    return rows(topo, samples)
+
+
+def run_plant(topo: Topology, config: Config, ticks: int, override: Override) -> tuple[Controller, list[Any]]:
+    """(controller, per tick: (transitions, notices))."""
+    ctl = Controller(topo, config)
+    rng = np.random.default_rng(7)
+    out = []
+    for tick in range(1, ticks + 1):
+        result = ctl.tick(START + TICK * tick, plant_batch(topo, tick, rng, override))
+        out.append((result.transitions, result.notices))
+    return ctl, out
+
+
+def states_of(out: list[Any], entity: str) -> list[str]:
+    return [t.to_state for transitions, _ in out for t in transitions if t.entity == entity]
+
+
+def notices_about(out: list[Any], text: str) -> list[tuple[int, str]]:
+    return [(tick, n) for tick, (_, notices) in enumerate(out, start=1) for n in notices if text in n]
+
+
+WARM = 20  # ten minutes of clean history before anything happens
+
+
+def stuck_flow(tick: int, eid: str, name: str) -> float | None:
+    """cdu/c0's flow meter freezes at 405 L/min (10% low) at WARM; the plant runs on unchanged."""
+    return 405.0 if eid == "cdu/c0" and name == "cdu.flow_lpm" and tick > WARM else None
+
+
+# ---- flatlines ------------------------------------------------------------------------------------
+
+
+def test_a_flatlined_reading_is_missing_for_every_detector_until_it_moves() -> None:
+    """The flatline rule stands between a meter stuck 10% low and the CDU's score: from the
+    limit on, the reading gives no evidence at all. With a limit shorter
+    than the trend window, the step into the stuck value is still in the trend's history: the
+    trend must not count it either."""
+    topo = facility()
+    limit = 300.0
+    assert limit < CFG.scores.trend_window_s
+    stuck_ticks = int(limit // TICK)
+    config = config_from_mapping({"detectors": {"flatline": {"cdu.flow_lpm": limit}}})
+    ctl = Controller(topo, config)
+    rng = np.random.default_rng(3)
+    c0 = int(topo.local[topo.index["cdu/c0"]])
+    peer: list[float] = []
+    trend: list[float] = []
+    for tick in range(1, WARM + stuck_ticks + 6):
+        ctl.tick(START + TICK * tick, plant_batch(topo, tick, rng, stuck_flow))
+        assert ctl.frame is not None
+        found = {
+            ev.detector: float(ev.evidence[c0]) for ev in ctl.frame.evidence if ev.signal == "cdu.flow_lpm"
+        }
+        peer.append(found["peer"])
+        trend.append(found["trend"])
+    stuck = slice(WARM + 2, WARM + stuck_ticks - 1)
+    assert min(peer[stuck]) > 0.1 and max(trend[stuck]) > 0.5  # 10% below its peers, a step: believed...
+    flat = slice(WARM + stuck_ticks + 1, None)
+    assert max(peer[flat]) == 0.0 and max(trend[flat]) == 0.0  # ...until it has not moved for the limit
+    assert np.isnan(ctl.store.current("cdu.flow_lpm")[c0])
+    assert np.isfinite(ctl.store.current("cdu.flow_lpm")[c0 + 1])  # its peers still read
+    # it moves: a reading again
+    tick = WARM + stuck_ticks + 6
+    ctl.tick(START + TICK * tick, plant_batch(topo, tick, rng, lambda *_: None))
+    assert ctl.store.current("cdu.flow_lpm")[c0] == pytest.approx(450.0, rel=0.02)
+
+
+def test_a_flatline_is_announced_once_and_clears_when_the_value_moves() -> None:
+    topo = facility()
+    limit = CFG.detectors.flatline["cdu.flow_lpm"]
+    stuck_until = WARM + int(limit // TICK) + 10
+    resumed_at = stuck_until + 5
+
+    def stuck_then_moving_then_stuck(tick: int, eid: str, name: str) -> float | None:
+        if eid != "cdu/c0" or name != "cdu.flow_lpm" or tick <= WARM:
+            return None
+        if tick <= stuck_until:
+            return 405.0
+        return None if tick < resumed_at else 448.5  # moves, then sticks again
+
+    ticks = resumed_at + int(limit // TICK) + 4
+    ctl, out = run_plant(topo, CFG, ticks, stuck_then_moving_then_stuck)
+    said = notices_about(out, "cdu.flow_lpm flatlined on cdu/c0")
+    assert [tick for tick, _ in said] == [WARM + 1 + int(limit // TICK), resumed_at + int(limit // TICK)]
+    assert re.search(r"cdu/c0 at 405 L/min for 9\d\d s", said[0][1])
+    assert "at 448.5 L/min" in said[1][1]
+    flat, _, _ = ctl.store.flatlined("cdu.flow_lpm")
+    assert flat[topo.local[topo.index["cdu/c0"]]] and flat.sum() == 1
+
+
+def test_many_flatlines_at_once_are_one_bounded_notice() -> None:
+    """A BMS that freezes every CDU's register at once: one notice naming three, counting the rest."""
+    topo = facility()
+
+    def frozen(tick: int, eid: str, name: str) -> float | None:
+        return 437.0 + int(eid.removeprefix("cdu/c")) if name == "cdu.flow_lpm" else None
+
+    _, out = run_plant(topo, CFG, int(CFG.detectors.flatline["cdu.flow_lpm"] // TICK) + 3, frozen)
+    said = notices_about(out, "cdu.flow_lpm flatlined")
+    assert len(said) == 1
+    assert "on 16 cdus: cdu/c0 at 437 L/min" in said[0][1] and "and 13 more" in said[0][1]
+    assert said[0][1].count("cdu/") == 3
+
+
+# ---- configuration --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("detectors", "expect"),
+    [
+        ({"flatline": {"gpu.ecc_sbe_total": 600}}, "is a counter, expected gauge"),
+        ({"flatline": {"cdu.flow_lpm": 0}}, "greater than 0"),
+    ],
+)
+def test_sensor_fault_settings_are_checked_at_load(detectors: dict[str, Any], expect: str) -> None:
+    with pytest.raises(InputError, match=re.escape(expect)):
+        config_from_mapping({"detectors": detectors})

@@ -10,7 +10,7 @@ import math
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -131,6 +131,9 @@ class DetectorsConfig(StrictModel):
     throttle: ThrottleConfig
     xid: XidConfig
     heartbeat: HeartbeatConfig
+    # Sensor faults (docs/scoring.md): a gauge reporting exactly one value this many seconds is a
+    # stuck sensor.
+    flatline: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _signals_exist(self) -> Self:
@@ -148,6 +151,8 @@ class DetectorsConfig(StrictModel):
                 wanted[f"{table}.{name}"] = kinds
         for name in self.hard_counters:
             wanted[f"hard_counters.{name}"] = (SignalKind.COUNTER,)
+        for name in self.flatline:
+            wanted[f"flatline.{name}"] = numeric
         wanted[f"throttle.signal={self.throttle.signal}"] = (SignalKind.BITMASK,)
         wanted[f"xid.signal={self.xid.signal}"] = (SignalKind.EVENT,)
         wanted[f"heartbeat.signal={self.heartbeat.signal}"] = (SignalKind.GAUGE,)

@@ -60,6 +60,7 @@ from seamguard.scoring.engine import (
 from seamguard.scoring.events import XidMemory
 from seamguard.scoring.gfs import contributions
 from seamguard.scoring.propagation import Amplification, amplification, propagation_risk
+from seamguard.scoring.sensor_screen import SensorScreen
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import IngestReport, TelemetryStore
 
@@ -113,7 +114,9 @@ class Controller:
             window=config.engine.window_ticks,
             stale_after_s=config.engine.stale_after_s,
             history_signals=history_signals(config),
+            flatline=config.detectors.flatline,
         )
+        self.sensors = SensorScreen.from_config(config)
         self.classifier = Classifier(topology.kind_code, config.classifier, config.economics)
         self.lemon_memory = LemonMemory.create(topology, config.classifier)
         self.learner = HazardLearner(config.hazard.learn_halflife_s, config.hazard.learn_prior_failures)
@@ -307,6 +310,7 @@ class Controller:
             topology=topo,
             workload=workload,
             xid_memory=self.xid_memory,
+            sensors=self.sensors,
         )
         self.frame = frame
         prs = propagation_risk(frame.gfs, amp, cfg.scores.exposure_scale_gpus)

@@ -18,6 +18,7 @@ from seamguard.scoring.cohorts import cohort_groups
 from seamguard.scoring.events import XidMemory, heartbeat
 from seamguard.scoring.evidence import Evidence, FloatArray
 from seamguard.scoring.gfs import combine
+from seamguard.scoring.sensor_screen import SensorScreen
 from seamguard.telemetry.store import TelemetryStore
 
 IntArray = npt.NDArray[np.int64]
@@ -105,7 +106,10 @@ def score_tick(
     topology: Topology,
     workload: Workload,
     xid_memory: XidMemory,
+    sensors: SensorScreen | None = None,
 ) -> ScoreFrame:
+    """``sensors``: the screen against sensor faults, kept across ticks so that each is announced
+    once (a fresh one when None: the evidence is screened the same, its notices repeat)."""
     cat = store.catalog
     det = config.detectors
     sc = config.scores
@@ -145,6 +149,8 @@ def score_tick(
     hb_sig = cat[det.heartbeat.signal]
     hb = heartbeat(hb_sig, det.heartbeat, store.current(hb_sig.name))
     evidence.append(hb.evidence)
+    screen = sensors if sensors is not None else SensorScreen.from_config(config)
+    evidence, sensor_notices = screen.screen(evidence, store, topology)
 
     gfs, gfs_rec = combine(evidence, topology)
     hard = np.zeros(topology.n_entities, dtype=bool)
@@ -169,6 +175,7 @@ def score_tick(
             f"{int(hb.stale.sum())} of {hb.stale.size} node heartbeats went stale at once: "
             "suspecting the heartbeat source, not the nodes (none failed on this tick)"
         )
+    notices.extend(sensor_notices)
     return ScoreFrame(
         evidence=tuple(evidence),
         gfs=gfs,

@@ -5,12 +5,13 @@ are OR-ed, events are all kept). Missing data stays NaN; a value is carried forw
 until it is ``stale_after_s`` old. Signals that a trend detector reads also keep a ring
 buffer of the last ``window`` ticks, so the store's memory is bounded whatever the input size.
 Sensor faults are screened here (``plausibility``): a value outside its signal's physical range
-makes that value missing, a counter going down gives no rate.
+makes that value missing, a counter going down gives no rate, a flatlined reading is missing
+until it moves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy.typing as npt
 from seamguard.model.catalog import SignalCatalog, SignalKind
 from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.plausibility import ValueRanges, counter_increase
+from seamguard.telemetry.plausibility import Flatlines, ValueRanges, counter_increase
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -79,6 +80,7 @@ class TelemetryStore:
         window: int = 20,
         stale_after_s: float = 180.0,
         history_signals: Iterable[str] = (),
+        flatline: Mapping[str, float] | None = None,
     ) -> None:
         if window < 2:
             raise ValueError("window must hold at least 2 ticks")
@@ -103,6 +105,8 @@ class TelemetryStore:
                 series.rate = np.full(n, np.nan)
             self._series.append(series)
         self._ranges = ValueRanges(catalog)
+        sizes = {name: topology.count(catalog[name].entity) for name in flatline or {}}
+        self.flatlines = Flatlines(catalog, sizes, flatline or {})
         self.tick_ts = np.full(window, np.nan)
         self._slot = -1
         self.now = -np.inf
@@ -190,6 +194,7 @@ class TelemetryStore:
             series.rate[local] = np.where(usable, rate, series.rate[local])
             newer = ~(dt <= 0)
             local, ts, val = local[newer], ts[newer], val[newer]
+        self.flatlines.observe(s, local, ts, val)
         series.last_value[local] = val
         series.last_seen[local] = ts
         if series.ring is not None:
@@ -210,6 +215,7 @@ class TelemetryStore:
                 series.rate[pick] = np.nan
             if series.ring is not None:
                 series.ring[:, pick] = np.nan
+            self.flatlines.forget(s, pick)
 
     # ---- reads --------------------------------------------------------------------------
     def _index(self, name: str) -> _Series:
@@ -221,9 +227,22 @@ class TelemetryStore:
             return (self.now - series.last_seen) <= self.stale_after_s
 
     def current(self, name: str) -> FloatArray:
-        """Latest value per entity, NaN where missing or stale."""
+        """Latest value per entity, NaN where missing, stale or flatlined."""
         series = self._index(name)
-        return np.where(self.fresh(name), series.last_value, np.nan)
+        value = np.where(self.fresh(name), series.last_value, np.nan)
+        s = self.catalog[name].index
+        if self.flatlines.tracks(s):
+            value[self.flatlines.flat(s, series.last_seen)] = np.nan
+        return value
+
+    def flatlined(self, name: str) -> tuple[npt.NDArray[np.bool_], FloatArray, FloatArray]:
+        """(fresh readings stuck at one value past the signal's flatline limit, that value, for
+        how many seconds); all False for a signal without a limit."""
+        series = self._index(name)
+        s = self.catalog[name].index
+        flat = self.flatlines.flat(s, series.last_seen) & self.fresh(name)
+        value = self.flatlines.value.get(s, series.last_value)  # the stuck value, even if blanked since
+        return flat, value, self.flatlines.held_for(s, series.last_seen)
 
     def last_seen(self, name: str) -> FloatArray:
         return self._index(name).last_seen
@@ -260,7 +279,7 @@ class TelemetryStore:
             total += s.last_value.nbytes + s.last_seen.nbytes
             total += s.ring.nbytes if s.ring is not None else 0
             total += s.rate.nbytes if s.rate is not None else 0
-        return total
+        return total + self.flatlines.nbytes()
 
 
 def _latest_per_entity(

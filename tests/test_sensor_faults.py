@@ -1,5 +1,5 @@
-"""Sensor faults are not equipment faults: implausible values, counter resets and flatlined
-sensors (docs/scoring.md)."""
+"""Sensor faults are not equipment faults: implausible values, counter resets, flatlined sensors
+and readings their physically coupled readings contradict (docs/scoring.md)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ from seamguard.config import Config, config_from_mapping, load_config
 from seamguard.control.controller import Controller
 from seamguard.errors import InputError
 from seamguard.model.catalog import SignalKind, catalog_from_rows, signal_catalog
+from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord
 from seamguard.model.states import JobClass, State
 from seamguard.model.topology import Topology, build_topology
+from seamguard.scoring.corroboration import corroborate
+from seamguard.scoring.evidence import make_evidence
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import SENTINEL_THRESHOLD, TelemetryStore
 from tests.conftest import small_inventory
@@ -160,8 +163,8 @@ def test_an_ecc_dbe_counter_reset_is_no_hard_failure_but_a_later_increase_is(top
 
 FACILITY = {"cdu.flow_lpm": 450.0, "cdu.pressure_kpa": 160.0, "cdu.supply_temp_c": 30.0,
             "cdu.return_temp_c": 40.0, "rack.inlet_temp_c": 33.0}  # fmt: skip
-STORAGE: dict[str, float] = {}
-NOISE: dict[str, float] = {}
+STORAGE = {"storage.write_latency_ms": 25.0, "storage.read_latency_ms": 12.0, "storage.throughput_gbps": 8.0}
+NOISE = {"storage.write_latency_ms": 0.05, "storage.read_latency_ms": 0.05, "storage.throughput_gbps": 0.02}
 Override = Callable[[int, str, str], float | None]  # (tick, entity, signal) -> value, None: normal
 
 
@@ -172,7 +175,7 @@ def facility() -> Topology:
 
 
 def plant_batch(topo: Topology, tick: int, rng: np.random.Generator, override: Override) -> TelemetryBatch:
-    """Every CDU and rack gauge at steady values with its sensor noise; ``override`` sets
+    """Every CDU, rack and storage gauge at steady values with its sensor noise; ``override`` sets
     exact values (a stuck sensor repeats one value to the digit)."""
     now = START + TICK * tick
     samples = []
@@ -218,19 +221,112 @@ def stuck_flow(tick: int, eid: str, name: str) -> float | None:
     return 405.0 if eid == "cdu/c0" and name == "cdu.flow_lpm" and tick > WARM else None
 
 
+def flow_loss(tick: int, eid: str, name: str) -> float | None:
+    """cdu/c0's pump loses 20% of its flow over five minutes: flow and head fall together."""
+    if eid != "cdu/c0" or name not in ("cdu.flow_lpm", "cdu.pressure_kpa") or tick <= WARM:
+        return None
+    lost = 0.2 * min((tick - WARM) / 10, 1.0)
+    return FACILITY[name] * (1 - lost) * (1 + 0.003 * np.sin(tick))
+
+
+def without(**removed: str) -> Config:
+    """The defaults with ``detectors.<table>.<signal>`` removed."""
+    return config_from_mapping({"detectors": {table: {name: None} for table, name in removed.items()}})
+
+
+# ---- corroboration --------------------------------------------------------------------------------
+
+
+def test_a_stuck_flow_meter_reading_10pct_low_leaves_its_cdu_healthy() -> None:
+    topo = facility()
+    ctl, out = run_plant(topo, CFG, WARM + 60, stuck_flow)
+    assert states_of(out, "cdu/c0") == []  # never degraded, never quarantined
+    said = notices_about(out, "cdu.flow_lpm on cdu/c0 (405 L/min) is not corroborated by cdu.pressure_kpa")
+    assert len(said) == 1 and WARM < said[0][0] <= WARM + 6  # once, as the step's evidence grew
+    assert ctl.view("cdu/c0").evidence == ()  # explain shows nothing dropped
+    # the rule is what keeps it healthy: the same telemetry without it degrades the CDU
+    _, unscreened = run_plant(topo, without(corroborate="cdu.flow_lpm"), WARM + 10, stuck_flow)
+    assert states_of(unscreened, "cdu/c0")[:1] == ["degraded"]
+
+
+def test_a_real_flow_loss_with_falling_pressure_still_quarantines_its_cdu() -> None:
+    topo = facility()
+    ctl, out = run_plant(topo, CFG, WARM + 20, flow_loss)
+    assert "quarantine" in states_of(out, "cdu/c0")
+    assert not notices_about(out, "not corroborated")
+    shown = {item.signal for item in ctl.view("cdu/c0").evidence}
+    assert {"cdu.flow_lpm", "cdu.pressure_kpa"} <= shown
+
+
+def test_a_reading_whose_coupled_readings_are_all_missing_keeps_its_evidence() -> None:
+    """Nothing to tell a lying meter from a real loss by: the reading stands."""
+    n = 3
+    flow = make_evidence("trend", "cdu.flow_lpm", EntityKind.CDU, 0.6, np.array([0.9, 0.9, 0.9]),
+                         np.zeros(n), lambda a, b: "")  # fmt: skip
+    head = make_evidence("trend", "cdu.pressure_kpa", EntityKind.CDU, 0.4, np.array([0.0, 0.8, 0.0]),
+                         np.zeros(n), lambda a, b: "")  # fmt: skip
+    # CDU 0: pressure and temperatures reported and quiet; 1: pressure agrees; 2: none reported
+    missing = {"cdu.pressure_kpa": np.array([False, False, True]),
+               "cdu.return_temp_c": np.array([False, True, True]),
+               "cdu.supply_temp_c": np.array([False, True, True])}  # fmt: skip
+    got = corroborate([flow, head], CFG.detectors.corroborate, missing.__getitem__)
+    assert got.evidence[0].evidence.tolist() == [0.0, 0.9, 0.9]
+    assert got.dropped["cdu.flow_lpm"].tolist() == [True, False, False]
+    assert got.evidence[1] is head
+
+
+def burst(tick: int, eid: str, name: str) -> float | None:
+    """A checkpoint burst: throughput up from 8 to 40 GB/s for two minutes, then back; latency
+    stays where it is (the backend has headroom)."""
+    if name != "storage.throughput_gbps" or not WARM < tick <= WARM + 4:
+        return None
+    return 40.0 * (1 + 0.01 * np.sin(tick))
+
+
+def degrading(tick: int, eid: str, name: str) -> float | None:
+    """The backend slows: throughput falls 5%/min while the p99 write latency climbs 8%/min."""
+    minutes = max(tick - WARM, 0) * TICK / 60
+    if name == "storage.throughput_gbps":
+        return 8.0 * np.exp(-0.05 * minutes)
+    if name == "storage.write_latency_ms":
+        return 60.0 * np.exp(0.08 * minutes)
+    return None
+
+
+def test_throughput_falling_after_a_burst_with_latency_flat_is_load_not_a_fault() -> None:
+    topo = facility()
+    ctl, out = run_plant(topo, CFG, WARM + 20, burst)
+    assert states_of(out, "storage/ckpt0") == []  # no recovery_unsafe, nothing at all
+    assert notices_about(out, "storage.throughput_gbps on storage/ckpt0")
+    assert ctl.view("storage/ckpt0").evidence == ()
+    _, unscreened = run_plant(topo, without(corroborate="storage.throughput_gbps"), WARM + 20, burst)
+    assert "recovery_unsafe" in states_of(unscreened, "storage/ckpt0")
+
+
+def test_throughput_falling_with_write_latency_rising_is_recovery_unsafe() -> None:
+    topo = facility()
+    _, out = run_plant(topo, CFG, WARM + 20, degrading)
+    entered = [t for transitions, _ in out for t in transitions if t.entity == "storage/ckpt0"]
+    assert [t.to_state for t in entered][:1] == ["recovery_unsafe"]
+    assert {"storage.throughput_gbps", "storage.write_latency_ms"} <= {i.signal for i in entered[0].evidence}
+    assert not notices_about(out, "not corroborated")
+
+
 # ---- flatlines ------------------------------------------------------------------------------------
 
 
 def test_a_flatlined_reading_is_missing_for_every_detector_until_it_moves() -> None:
-    """The flatline rule stands between a meter stuck 10% low and the CDU's score: from the
-    limit on, the reading gives no evidence at all. With a limit shorter
+    """Without corroboration, only the flatline rule stands between a meter stuck 10% low and the
+    CDU's score: from the limit on, the reading gives no evidence at all. With a limit shorter
     than the trend window, the step into the stuck value is still in the trend's history: the
     trend must not count it either."""
     topo = facility()
     limit = 300.0
     assert limit < CFG.scores.trend_window_s
     stuck_ticks = int(limit // TICK)
-    config = config_from_mapping({"detectors": {"flatline": {"cdu.flow_lpm": limit}}})
+    config = config_from_mapping(
+        {"detectors": {"corroborate": {"cdu.flow_lpm": None}, "flatline": {"cdu.flow_lpm": limit}}}
+    )
     ctl = Controller(topo, config)
     rng = np.random.default_rng(3)
     c0 = int(topo.local[topo.index["cdu/c0"]])
@@ -277,6 +373,7 @@ def test_a_flatline_is_announced_once_and_clears_when_the_value_moves() -> None:
     assert "at 448.5 L/min" in said[1][1]
     flat, _, _ = ctl.store.flatlined("cdu.flow_lpm")
     assert flat[topo.local[topo.index["cdu/c0"]]] and flat.sum() == 1
+    assert states_of(out, "cdu/c0") == []
 
 
 def test_many_flatlines_at_once_are_one_bounded_notice() -> None:
@@ -301,6 +398,10 @@ def test_many_flatlines_at_once_are_one_bounded_notice() -> None:
     [
         ({"flatline": {"gpu.ecc_sbe_total": 600}}, "is a counter, expected gauge"),
         ({"flatline": {"cdu.flow_lpm": 0}}, "greater than 0"),
+        ({"corroborate": {"cdu.flow_lpm": ["rack.inlet_temp_c"]}}, "another signal of the same cdu"),
+        ({"corroborate": {"cdu.flow_lpm": ["cdu.flow_lpm"]}}, "another signal of the same cdu"),
+        ({"corroborate": {"cdu.flow_lpm": []}}, "at least one coupled signal"),
+        ({"corroborate": {"cdu.flow_lpm": ["cdu.pump_rpm"]}}, "unknown signal 'cdu.pump_rpm'"),
     ],
 )
 def test_sensor_fault_settings_are_checked_at_load(detectors: dict[str, Any], expect: str) -> None:

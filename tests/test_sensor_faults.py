@@ -407,3 +407,15 @@ def test_many_flatlines_at_once_are_one_bounded_notice() -> None:
 def test_sensor_fault_settings_are_checked_at_load(detectors: dict[str, Any], expect: str) -> None:
     with pytest.raises(InputError, match=re.escape(expect)):
         config_from_mapping({"detectors": detectors})
+
+
+def test_docs_list_every_gauge_range_as_the_catalog_has_it() -> None:
+    doc = (ROOT / "docs" / "signals.md").read_text()
+    for sig in CAT.signals:
+        row = next(line for line in doc.splitlines() if line.startswith(f"| `{sig.name}` |"))
+        cell = row.split("|")[5].strip()
+        if sig.range is None:
+            assert cell == "", sig.name
+        else:
+            lo, hi = (float(x.replace("−", "-")) for x in cell.split(" … "))
+            assert (lo, hi) == sig.range, sig.name

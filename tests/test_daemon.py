@@ -29,6 +29,7 @@ from seamguard.daemon import Daemon, NoticeLatch, parse_listen, run_daemon
 from seamguard.errors import InputError
 from seamguard.journal.records import NoticeRecord
 from seamguard.journal.sqlite import SqliteJournal
+from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import INVENTORY_OPTIONAL, INVENTORY_REQUIRED
 from seamguard.model.topology import Topology, build_topology
@@ -180,6 +181,35 @@ def test_a_raising_source_is_a_notice_and_the_loop_goes_on(
         assert [(n.source, n.level) for n in notices] == [("flaky", "warning"), ("flaky", "info")]
         assert notices[1].message.startswith("collect: cleared after 10 s")
         assert notices[1].ts == t0 + 10
+
+
+class StuckMeter:
+    """A BMS whose register for one CDU's flow froze: the same 405.0 on every poll."""
+
+    name = "bms"
+
+    def __init__(self, topo: Topology) -> None:
+        self.cdu = topo.index["cdu/c0"]
+        self.flow = signal_catalog()["cdu.flow_lpm"].index
+
+    def collect(self, now: float) -> Collected:
+        one = np.ones(1)
+        return Collected(TelemetryBatch(self.cdu * one.astype(np.int64), self.flow * one.astype(np.int64),
+                                        now * one - 0.5, 405.0 * one))  # fmt: skip
+
+
+def test_engine_notices_are_journaled_once(topo: Topology, tmp_path: Path) -> None:
+    """A stuck sensor the engine spots (docs/scoring.md) reaches the journal, once."""
+    config = config_from_mapping({**POLICY, "detectors": {"flatline": {"cdu.flow_lpm": 5}}})
+    with SqliteJournal(tmp_path / "journal.sqlite") as journal:
+        daemon = Daemon(config, topo, [StuckMeter(topo)], journal=journal)
+        for k in range(10):
+            daemon.step(1.0e9 + k)
+        notices = [(n.source, n.level, n.ts) for n in journal.notices()]
+        assert notices == [("engine", "warning", 1.0e9 + 5)]
+        assert journal.notices()[0].message.startswith(
+            "cdu.flow_lpm flatlined on cdu/c0 at 405 L/min for 5 s"
+        )
 
 
 def test_notice_latch_journals_appearing_and_clearing_once() -> None:

@@ -174,7 +174,10 @@ def test_nvlink_kinds_sum_and_counters_reset_in_the_store(topology: Topology) ->
     t = DcgmTarget(topology, DcgmSourceConfig())
     store = TelemetryStore(topology, CAT)
     totals = []
-    for now, (flit, data, sbe) in zip((10.0, 20.0, 30.0), ((3, 4, 100), (5, 4, 110), (5, 6, 2)), strict=True):
+    g = topology.local[topology.lookup("gpu/n01/0")]
+    rates = []
+    for now, (flit, data, sbe) in zip((10.0, 20.0, 30.0, 40.0), ((3, 4, 100), (5, 4, 110), (5, 6, 2), (5, 6, 5)),
+                                      strict=True):  # fmt: skip
         batch, _ = scrape(t, [
             line("DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL", "n01", 0, flit),
             line("DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL", "n01", 0, data),
@@ -182,9 +185,11 @@ def test_nvlink_kinds_sum_and_counters_reset_in_the_store(topology: Topology) ->
         ], now)  # fmt: skip
         totals.append(values(batch, topology, "gpu.nvlink_errors_total")["gpu/n01/0"])
         store.ingest(now, batch)
-    assert totals == [7.0, 9.0, 11.0]
-    g = topology.local[topology.lookup("gpu/n01/0")]
-    assert store.rate("gpu.ecc_sbe_total")[g] == pytest.approx(2 / 10)  # reset-aware, never negative
+        rates.append(float(store.rate("gpu.ecc_sbe_total")[g]))
+    assert totals == [7.0, 9.0, 11.0, 11.0]
+    # the reload's sample has no rate (never negative, never the 2 guessed as an increase); the
+    # next is measured from the value after the reset
+    assert rates[1] == pytest.approx(1.0) and np.isnan(rates[2]) and rates[3] == pytest.approx(0.3)
 
 
 def test_an_nvlink_sum_missing_a_field_is_held_back_not_read_as_a_reset(topology: Topology) -> None:

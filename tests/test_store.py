@@ -61,14 +61,19 @@ def test_values_go_stale(topology: Topology) -> None:
     assert np.isnan(store.current("gpu.temp_c")[0])
 
 
-def test_counter_rate_is_reset_aware(topology: Topology) -> None:
+def test_a_counter_reset_gives_no_rate_for_its_sample_and_is_counted(topology: Topology) -> None:
+    """1100 -> 40 is a reset (reboot, driver reload): whether 40 or 4,000 happened across it is
+    unknown, so that sample has no rate; the next one is measured from 40 again."""
     store = TelemetryStore(topology, CAT)
     e = "link/n00"
     store.ingest(10.0, batch(topology, [(e, "link.retransmits_total", 10.0, 1000.0)]))
-    store.ingest(20.0, batch(topology, [(e, "link.retransmits_total", 20.0, 1100.0)]))
-    assert store.rate("link.retransmits_total")[0] == 10.0
-    store.ingest(30.0, batch(topology, [(e, "link.retransmits_total", 30.0, 40.0)]))  # reset to 0, then +40
-    assert store.rate("link.retransmits_total")[0] == 4.0
+    rep = store.ingest(20.0, batch(topology, [(e, "link.retransmits_total", 20.0, 1100.0)]))
+    assert store.rate("link.retransmits_total")[0] == 10.0 and rep.resets == 0
+    rep = store.ingest(30.0, batch(topology, [(e, "link.retransmits_total", 30.0, 40.0)]))
+    assert np.isnan(store.rate("link.retransmits_total")[0])  # never the 40 taken as an increase
+    assert rep.resets == 1 and rep.accepted == 1
+    rep = store.ingest(40.0, batch(topology, [(e, "link.retransmits_total", 40.0, 70.0)]))
+    assert store.rate("link.retransmits_total")[0] == 3.0 and rep.resets == 0
 
 
 def test_kind_mismatch_is_refused(topology: Topology) -> None:
@@ -113,7 +118,8 @@ def test_events_keep_every_occurrence(topology: Topology) -> None:
     )
 )
 def test_store_invariants(rows: list[tuple[int, float, float]]) -> None:
-    """Whatever arrives, the current value is either NaN or the latest finite sample of that GPU."""
+    """Whatever arrives, the current value is either NaN or the latest finite sample of that GPU
+    inside the signal's physical range (a value outside it is not a measurement)."""
     topo = build_topology(small_inventory())
     store = TelemetryStore(topo, CAT)
     gpus = topo.members[EntityKind.GPU]
@@ -126,8 +132,9 @@ def test_store_invariants(rows: list[tuple[int, float, float]]) -> None:
     )
     store.ingest(30.0, b)
     cur = store.current("gpu.temp_c")
+    lo, hi = CAT["gpu.temp_c"].range or (-np.inf, np.inf)
     for g in range(gpus.size):
-        mine = [(t, v) for (i, t, v) in rows if i == g and np.isfinite(v)]
+        mine = [(t, v) for (i, t, v) in rows if i == g and lo <= v <= hi]  # NaN compares False
         if not mine:
             assert np.isnan(cur[g])
         else:

@@ -10,7 +10,7 @@ import math
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -137,6 +137,11 @@ class DetectorsConfig(StrictModel):
     throttle: ThrottleConfig
     xid: XidConfig
     heartbeat: HeartbeatConfig
+    # Sensor faults (docs/scoring.md): a gauge reporting exactly one value this many seconds is a
+    # stuck sensor; a reading whose evidence no coupled reading of the same entity shares is not
+    # believed (``scoring.corroboration``).
+    flatline: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    corroborate: dict[str, list[str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _signals_exist(self) -> Self:
@@ -155,6 +160,13 @@ class DetectorsConfig(StrictModel):
                 wanted[f"{table}.{name}"] = kinds
         for name in self.hard_counters:
             wanted[f"hard_counters.{name}"] = (SignalKind.COUNTER,)
+        for name in self.flatline:
+            wanted[f"flatline.{name}"] = numeric
+        readings = (SignalKind.GAUGE, SignalKind.COUNTER, SignalKind.FLAG, SignalKind.BITMASK)
+        for name, coupled in self.corroborate.items():
+            wanted[f"corroborate.{name}"] = numeric
+            for other in coupled:
+                wanted[f"corroborate.{name}={other}"] = readings
         wanted[f"throttle.signal={self.throttle.signal}"] = (SignalKind.BITMASK,)
         wanted[f"xid.signal={self.xid.signal}"] = (SignalKind.EVENT,)
         wanted[f"heartbeat.signal={self.heartbeat.signal}"] = (SignalKind.GAUGE,)
@@ -169,6 +181,16 @@ class DetectorsConfig(StrictModel):
             if sig.kind not in kinds:
                 expected = "/".join(k.value for k in kinds)
                 raise ValueError(f"{key}: signal {name!r} is a {sig.kind.value}, expected {expected}")
+        for name, coupled in self.corroborate.items():
+            kind = catalog[name].entity
+            if not coupled:
+                raise ValueError(f"corroborate.{name}: name at least one coupled signal")
+            for other in coupled:
+                if other == name or catalog[other].entity is not kind or coupled.count(other) > 1:
+                    raise ValueError(
+                        f"corroborate.{name}: {other!r} must be another signal of the same "
+                        f"{kind.value}, listed once"
+                    )
         return self
 
 

@@ -155,7 +155,12 @@ class Daemon:
         results, safety_notices = actuate(
             self.safety, self.dispatcher, now, result.decisions, result.transitions
         )
-        journal_notices = restored + self.latch.update(now, notices) + safety_notices
+        # The engine's own notices (a stuck or uncorroborated sensor, a mass-stale heartbeat source)
+        # are given once by the engine when they start: journaled as they come.
+        engine_notices = [NoticeRecord(now, "engine", "warning", text) for text in result.notices]
+        for text in result.notices:
+            log.warning("engine: %s", text)
+        journal_notices = restored + self.latch.update(now, notices) + safety_notices + engine_notices
         if self.journal is not None and (results or journal_notices):
             self.journal.append_actions(results, journal_notices)
         self._status = self._snapshot()

@@ -124,6 +124,11 @@ def run_score(
             f"[yellow]input[/] {total.sentinel} sentinel values treated as missing, "
             f"{total.kind_mismatch} samples whose signal does not belong to their entity's kind ignored"
         )
+    if total.implausible or total.resets:
+        console.print(
+            f"[yellow]input[/] {total.implausible} values outside their signal's physical range treated "
+            f"as missing, {total.resets} counter resets (reboot, driver reload) gave no rate"
+        )
     n = sum(by_state.values())
     states = ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())) or "none"
     console.print(f"scored {ticks} ticks: {n} transitions ({states}) -> {out}", soft_wrap=True)

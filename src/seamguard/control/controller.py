@@ -63,6 +63,7 @@ from seamguard.scoring.events import XidMemory
 from seamguard.scoring.gfs import contributions
 from seamguard.scoring.peer_memory import PeerMemory
 from seamguard.scoring.propagation import Amplification, amplification, propagation_risk
+from seamguard.scoring.sensor_screen import SensorScreen
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import IngestReport, TelemetryStore
 
@@ -118,7 +119,9 @@ class Controller:
             history_signals=history_signals(config),
             clock_skew_s=config.engine.clock_skew_s,
             tick_s=config.engine.tick_s,
+            flatline=config.detectors.flatline,
         )
+        self.sensors = SensorScreen.from_config(config)
         self.classifier = Classifier(topology.kind_code, config.classifier, config.economics)
         self.lemon_memory = LemonMemory.create(topology, config.classifier)
         self.learner = HazardLearner(config.hazard.learn_halflife_s, config.hazard.learn_prior_failures)
@@ -318,6 +321,7 @@ class Controller:
             workload=workload,
             xid_memory=self.xid_memory,
             peer_memory=self.peer_memory,
+            sensors=self.sensors,
         )
         self.frame = frame
         prs = propagation_risk(frame.gfs, amp, cfg.scores.exposure_scale_gpus)

@@ -3,6 +3,8 @@ bits. The XID catalog is ``seamguard.model.xid``."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -31,6 +33,8 @@ class Signal:
     kind: SignalKind
     entity: EntityKind
     description: str
+    # A gauge's physical range (inclusive); a value outside it is not a measurement.
+    range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,23 +69,51 @@ def _load_yaml(name: str) -> dict[str, Any]:
     return data
 
 
-@cache
-def signal_catalog() -> SignalCatalog:
-    rows = _load_yaml("signals.yaml")["signals"]
-    return SignalCatalog(
-        tuple(
+def _range(row: dict[str, Any], kind: SignalKind) -> tuple[float, float] | None:
+    name = row.get("name")
+    raw = row.get("range")
+    if raw is None:
+        if kind is SignalKind.GAUGE:
+            raise ValueError(f"signal {name}: a gauge needs its physical range: [lo, hi]")
+        return None
+    if kind is not SignalKind.GAUGE:
+        raise ValueError(f"signal {name}: only a gauge has a range, this is a {kind.value}")
+    if not (
+        isinstance(raw, list)
+        and len(raw) == 2
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in raw)
+    ):
+        raise ValueError(f"signal {name}: range must be [lo, hi], got {raw!r}")
+    lo, hi = float(raw[0]), float(raw[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"signal {name}: range needs finite lo < hi, got [{raw[0]}, {raw[1]}]")
+    return lo, hi
+
+
+def catalog_from_rows(rows: Sequence[dict[str, Any]]) -> SignalCatalog:
+    """The catalog from ``signals.yaml``'s rows; raises ValueError naming a signal whose range is
+    missing (every gauge has one), misplaced (only gauges) or not lo < hi."""
+    signals = []
+    for i, r in enumerate(rows):
+        kind = SignalKind(r["kind"])
+        signals.append(
             Signal(
                 index=i,
                 name=r["name"],
                 unit=r["unit"],
                 domain=r["domain"],
-                kind=SignalKind(r["kind"]),
+                kind=kind,
                 entity=EntityKind(r["entity"]),
                 description=r.get("description", ""),
+                range=_range(r, kind),
             )
-            for i, r in enumerate(rows)
         )
-    )
+    return SignalCatalog(tuple(signals))
+
+
+@cache
+def signal_catalog() -> SignalCatalog:
+    return catalog_from_rows(_load_yaml("signals.yaml")["signals"])
 
 
 # NVML clocks-event reason bits. Only slowdowns the hardware imposes are evidence of

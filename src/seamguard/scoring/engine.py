@@ -20,6 +20,7 @@ from seamguard.scoring.events import XidMemory, heartbeat
 from seamguard.scoring.evidence import Evidence, FloatArray
 from seamguard.scoring.gfs import combine
 from seamguard.scoring.peer_memory import PeerMemory
+from seamguard.scoring.sensor_screen import SensorScreen
 from seamguard.telemetry.clock import skew_notices
 from seamguard.telemetry.store import TelemetryStore
 
@@ -140,7 +141,10 @@ def score_tick(
     workload: Workload,
     xid_memory: XidMemory,
     peer_memory: PeerMemory,
+    sensors: SensorScreen | None = None,
 ) -> ScoreFrame:
+    """``sensors``: the screen against sensor faults, kept across ticks so that each is announced
+    once (a fresh one when None: the evidence is screened the same, its notices repeat)."""
     cat = store.catalog
     det = config.detectors
     sc = config.scores
@@ -183,6 +187,8 @@ def score_tick(
     hb_sig = cat[det.heartbeat.signal]
     hb = heartbeat(hb_sig, det.heartbeat, store.current(hb_sig.name))
     evidence.append(hb.evidence)
+    screen = sensors if sensors is not None else SensorScreen.from_config(config)
+    evidence, sensor_notices = screen.screen(evidence, store, topology)
 
     gfs, gfs_rec = combine(evidence, topology)
     hard = np.zeros(topology.n_entities, dtype=bool)
@@ -209,6 +215,7 @@ def score_tick(
             f"{int(hb.stale.sum())} of {hb.stale.size} node heartbeats went stale at once: "
             "suspecting the heartbeat source, not the nodes (none failed on this tick)"
         )
+    notices.extend(sensor_notices)
     return ScoreFrame(
         evidence=tuple(evidence),
         gfs=gfs,

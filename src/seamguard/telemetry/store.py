@@ -4,11 +4,14 @@ Samples are aligned to ticks: within one tick the latest sample of a series wins
 are OR-ed, events are all kept). Missing data stays NaN; a value is carried forward only
 until it is ``stale_after_s`` old. Signals that a trend detector reads also keep a ring
 buffer of the last ``window`` ticks, so the store's memory is bounded whatever the input size.
+Sensor faults are screened here (``plausibility``): a value outside its signal's physical range
+makes that value missing, a counter going down gives no rate, a flatlined reading is missing
+until it moves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +21,7 @@ from seamguard.model.catalog import SignalCatalog, SignalKind
 from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.clock import ClockAligner
+from seamguard.telemetry.plausibility import Flatlines, ValueRanges, counter_increase
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -34,6 +38,8 @@ class IngestReport:
     nonfinite: int = 0
     kind_mismatch: int = 0
     out_of_range: int = 0
+    implausible: int = 0  # outside the signal's physical range: not a measurement, read as missing
+    resets: int = 0  # counter samples below the previous value (reboot, driver reload): no rate
 
     def merge(self, other: IngestReport) -> None:
         self.accepted += other.accepted
@@ -41,6 +47,8 @@ class IngestReport:
         self.nonfinite += other.nonfinite
         self.kind_mismatch += other.kind_mismatch
         self.out_of_range += other.out_of_range
+        self.implausible += other.implausible
+        self.resets += other.resets
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class TelemetryStore:
         history_signals: Iterable[str] = (),
         clock_skew_s: float | None = None,
         tick_s: float = 0.0,
+        flatline: Mapping[str, float] | None = None,
     ) -> None:
         if window < 2:
             raise ValueError("window must hold at least 2 ticks")
@@ -99,6 +108,9 @@ class TelemetryStore:
             if sig.kind is SignalKind.COUNTER:
                 series.rate = np.full(n, np.nan)
             self._series.append(series)
+        self._ranges = ValueRanges(catalog)
+        sizes = {name: topology.count(catalog[name].entity) for name in flatline or {}}
+        self.flatlines = Flatlines(catalog, sizes, flatline or {})
         self.tick_ts = np.full(window, np.nan)
         # None: sample times are taken as stamped (a replay binned by its own stamps)
         self.clock = ClockAligner(topology, clock_skew_s, tick_s) if clock_skew_s is not None else None
@@ -135,6 +147,11 @@ class TelemetryStore:
         report.nonfinite = int(np.count_nonzero(kind_ok & ~finite))
         report.sentinel = int(np.count_nonzero(kind_ok & sentinel))
         keep = kind_ok & finite & ~sentinel
+        implausible = keep & self._ranges.outside(sig, val)
+        report.implausible = int(np.count_nonzero(implausible))
+        if report.implausible:
+            self._blank(sig[implausible], self.topology.local[ent[implausible]])
+            keep &= ~implausible
         ent, sig, ts, val = ent[keep], sig[keep], ts[keep], val[keep]
         report.accepted = int(ent.size)
         if ent.size == 0:
@@ -148,10 +165,17 @@ class TelemetryStore:
         local_all = self.topology.local[ent]
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             idx = order[a:b]
-            self._ingest_signal(int(sig_sorted[a]), local_all[idx], ts[idx], val[idx])
+            report.resets += self._ingest_signal(int(sig_sorted[a]), local_all[idx], ts[idx], val[idx])
         return report
 
-    def _ingest_signal(self, s: int, local: IntArray, ts: FloatArray, val: FloatArray) -> None:
+    def _blank(self, sig: IntArray, local: IntArray) -> None:
+        """Implausible samples: the value is missing, not the one before it carried forward (a
+        plausible sample of the same tick, ingested after, still counts)."""
+        for s in np.unique(sig).tolist():
+            self._series[s].last_value[local[sig == s]] = np.nan
+
+    def _ingest_signal(self, s: int, local: IntArray, ts: FloatArray, val: FloatArray) -> int:
+        """Returns the number of counter resets seen."""
         series = self._series[s]
         if series.kind is SignalKind.EVENT:
             series.events = TickEvents(local=local, code=val.astype(np.int64), timestamp=ts)
@@ -159,7 +183,7 @@ class TelemetryStore:
             np.maximum.at(newest, local, ts)
             hit = newest > series.last_seen
             series.last_seen[hit] = newest[hit]
-            return
+            return 0
         if np.bincount(local, minlength=series.size).max(initial=0) > 1:
             order = np.lexsort((ts, local))
             local, ts, val = local[order], ts[order], val[order]
@@ -170,15 +194,17 @@ class TelemetryStore:
             local, ts, val = _latest_per_entity(local, ts, val, bitwise_or=series.kind is SignalKind.BITMASK)
         else:
             _learn_cadence(series, ts - series.last_seen[local])
+        resets = 0
         if series.kind is SignalKind.COUNTER and series.rate is not None:
             prev_v = series.last_value[local]
             prev_t = series.last_seen[local]
             dt = ts - prev_t
             usable = np.isfinite(prev_v) & (dt > 0)
-            delta = val - prev_v
-            # A counter that went down was reset (driver reload, exporter restart): the new
-            # value is what accumulated since the reset, as Prometheus' rate() assumes.
-            increase = np.where(delta < 0, val, delta)
+            # A counter that went down was reset (reboot, driver reload, exporter restart): what
+            # happened across the reset is unknown, so that sample has no rate (NaN); the next
+            # sample's rate is taken from the value after the reset.
+            increase, reset = counter_increase(prev_v, val)
+            resets = int(np.count_nonzero(usable & reset))
             with np.errstate(invalid="ignore", divide="ignore"):
                 rate = np.where(usable, increase / np.where(usable, dt, 1.0), np.nan)
             series.rate[local] = np.where(usable, rate, series.rate[local])
@@ -187,10 +213,12 @@ class TelemetryStore:
             history = rate[newer]  # a counter's history is its per-interval rates
         else:
             history = val
+        self.flatlines.observe(s, local, ts, val)
         series.last_value[local] = val
         series.last_seen[local] = ts
         if series.ring is not None:
             series.ring[self._slot, local] = history
+        return resets
 
     def forget(self, entities: IntArray) -> None:
         """Drop all that is known of these entities (global indices): a repaired part starts a
@@ -206,6 +234,7 @@ class TelemetryStore:
                 series.rate[pick] = np.nan
             if series.ring is not None:
                 series.ring[:, pick] = np.nan
+            self.flatlines.forget(s, pick)
 
     # ---- reads --------------------------------------------------------------------------
     def _index(self, name: str) -> _Series:
@@ -217,9 +246,22 @@ class TelemetryStore:
             return (self.now - series.last_seen) <= self.stale_after_s
 
     def current(self, name: str) -> FloatArray:
-        """Latest value per entity, NaN where missing or stale."""
+        """Latest value per entity, NaN where missing, stale or flatlined."""
         series = self._index(name)
-        return np.where(self.fresh(name), series.last_value, np.nan)
+        value = np.where(self.fresh(name), series.last_value, np.nan)
+        s = self.catalog[name].index
+        if self.flatlines.tracks(s):
+            value[self.flatlines.flat(s, series.last_seen)] = np.nan
+        return value
+
+    def flatlined(self, name: str) -> tuple[npt.NDArray[np.bool_], FloatArray, FloatArray]:
+        """(fresh readings stuck at one value past the signal's flatline limit, that value, for
+        how many seconds); all False for a signal without a limit."""
+        series = self._index(name)
+        s = self.catalog[name].index
+        flat = self.flatlines.flat(s, series.last_seen) & self.fresh(name)
+        value = self.flatlines.value.get(s, series.last_value)  # the stuck value, even if blanked since
+        return flat, value, self.flatlines.held_for(s, series.last_seen)
 
     def last_seen(self, name: str) -> FloatArray:
         return self._index(name).last_seen
@@ -280,7 +322,7 @@ class TelemetryStore:
             total += s.last_value.nbytes + s.last_seen.nbytes
             total += s.ring.nbytes if s.ring is not None else 0
             total += s.rate.nbytes if s.rate is not None else 0
-        return total
+        return total + self.flatlines.nbytes()
 
 
 CADENCE_SAMPLE = 4096  # intervals looked at per tick: the median of a few thousand is the fleet's

@@ -121,6 +121,7 @@ def trend(
 
 _COHORT_TEXT = {
     "job": "its job's peers",
+    "work": "peers under the same load",
     "fleet": "its fleet peers",
     "cdu": "peers on its CDU",
     "leaf": "peers on its leaf",

@@ -171,10 +171,16 @@ def score_tick(
         sig = cat[name]
         groups = cohort_groups(prule.cohort, sig.entity, topology, workload)
         if groups is not None:
-            value = same_window(store, name, _reading(store, config, name))
+            raw = same_window(store, name, _reading(store, config, name))
+            relative = prule.measure == "relative"
+            baseline = prule.baseline_halflife_s
+            value = raw if baseline is None else peer_memory.without_baseline(name, raw, relative)
             ev = detectors.peer(sig, prule, value, groups[0], groups[1])
             counts = peer_memory.gate(name, ev.evidence > 0, np.isfinite(ev.measure), store.last_seen(name))
             evidence.append(replace(ev, evidence=np.where(counts, ev.evidence, 0.0)))
+            if baseline is not None:
+                peer_memory.learn_baseline(name, raw, groups[0], groups[1], relative=relative,
+                                           quiet=ev.evidence == 0, now=now, halflife_s=baseline)  # fmt: skip
     for name, crule in det.counter.items():
         evidence.append(detectors.counter_rate(cat[name], crule, store.rate(name)))
     for name, frule in det.flag.items():

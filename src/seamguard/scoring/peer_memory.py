@@ -1,5 +1,7 @@
-"""When a peer outlier may count at once, and when it must be seen on two samples first.
+"""What peer comparisons remember across ticks: when an outlier may count at once, and each
+entity's own usual offset from its cohort.
 
+**Timing.**
 Members of a cohort are sampled at different moments (each exporter has its own scrape phase
 and cadence), so while the whole cohort changes (a job's input stall starting or ending) the
 members sampled first or last disagree with the median for up to one sampling interval, and
@@ -8,6 +10,14 @@ one GPU standing out from the GPUs scraped with it is a real outlier and counts 
 arrives (a PCIe downtrain is caught at once), but when every member of a clock domain stands
 out together, or a member is alone in its domain (a link, a rack), the outlier counts only once
 the entity's previous distinct sample stood out too. A timing artefact never lasts two samples.
+
+**Baselines** (a rule's ``baseline_halflife_s``). Some entities differ from their peers by a
+steady factor that is no fault: one optic retransmits three times as often as the next all its
+life. For such rules each entity's offset from its cohort median (log ratio for relative
+measures, difference for absolute ones) is learnt with that half-life, only while the entity
+carries no evidence, and removed before the comparison, so what is judged is the change. The
+first observation seeds it: an entity that is already failing when seamguard starts is taken
+as its own normal (docs/scoring.md says so).
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
+from seamguard.scoring.groupstats import group_median
 from seamguard.telemetry.clock import clock_domains
 
 BoolArray = npt.NDArray[np.bool_]
@@ -32,6 +43,8 @@ class _RuleState:
     current: BoolArray  # stood out on its latest sample
     previous: BoolArray  # stood out on the sample before
     sample_ts: FloatArray  # time of the latest sample judged
+    offset: FloatArray  # learnt offset from the cohort median (NaN: not yet seen)
+    learnt_at: float = -np.inf
 
 
 class PeerMemory:
@@ -46,6 +59,7 @@ class PeerMemory:
                 current=np.zeros(n, dtype=bool),
                 previous=np.zeros(n, dtype=bool),
                 sample_ts=np.full(n, -np.inf),
+                offset=np.full(n, np.nan),
             )
 
     def gate(self, name: str, outlier: BoolArray, in_cohort: BoolArray, last_seen: FloatArray) -> BoolArray:
@@ -59,3 +73,26 @@ class PeerMemory:
         st.current = outlier.copy()
         st.sample_ts = np.where(new, last_seen, st.sample_ts)
         return np.asarray(alone | (outlier & st.previous), dtype=bool)
+
+    def without_baseline(self, name: str, value: FloatArray, relative: bool) -> FloatArray:
+        """``value`` with each entity's learnt offset removed; NaN (not judged) until one is."""
+        off = self._rules[name].offset
+        return value * np.exp(-off) if relative else value - off
+
+    def learn_baseline(self, name: str, raw: FloatArray, groups: IntArray, n_groups: int, *,
+                       relative: bool, quiet: BoolArray, now: float, halflife_s: float) -> None:  # fmt: skip
+        """Move each quiet entity's offset toward its present one (the first one seeds it)."""
+        st = self._rules[name]
+        med, counts = group_median(raw, groups, max(n_groups, 1))
+        g = np.where(groups >= 0, groups, 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dev = np.log(raw / med[g]) if relative else raw - med[g]
+        ok = (groups >= 0) & (counts[g] >= 3) & np.isfinite(dev) & quiet
+        seed = ok & ~np.isfinite(st.offset)
+        st.offset[seed] = dev[seed]
+        step = (
+            0.0 if not np.isfinite(st.learnt_at) else 1.0 - 0.5 ** (max(now - st.learnt_at, 0.0) / halflife_s)
+        )
+        move = ok & ~seed
+        st.offset[move] += step * (dev[move] - st.offset[move])
+        st.learnt_at = now

@@ -488,7 +488,7 @@ class Controller:
         groups, n_groups = by_node_type(workload.gpu_job, len(self.topology.jobs), self.topology.gpu_node,
                                         self.topology)  # fmt: skip
         self.pace.record(self.store.now, self.store.tick_samples(STEP_TIME_SIGNAL), groups, n_groups)
-        mean = self.pace.mean(self.store.now - self.config.economics.smooth_s)
+        mean = self.pace.mean(self.store.now - self.config.economics.smooth_s, self.store.now)
         return np.where(np.isfinite(current), mean, np.nan)
 
     def _fresh(self) -> npt.NDArray[np.bool_]:

@@ -21,6 +21,10 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 MIN_RANKS = 3  # a tick in which fewer of a job's ranks reported has no median to compare with
+MIN_SAMPLES = 5  # a pace is a mean of at least this many ticks' samples...
+MIN_SPAN = 0.5  # ...that reach back over at least this share of the window: a rank that just
+# started (or restarted, or came back from silence) has no sustained pace yet, and a few heavy-
+# tailed samples must not make it a straggler
 
 
 class PaceRing:
@@ -43,12 +47,18 @@ class PaceRing:
                 row = np.where(ok, step_time / med[g], np.nan)
         self.ratio[self._slot] = row
 
-    def mean(self, since: float) -> FloatArray:
-        """Per rank: its mean pace ratio over the ticks at or after ``since`` (NaN: none)."""
+    def mean(self, since: float, now: float) -> FloatArray:
+        """Per rank: its mean pace ratio over the ticks at or after ``since``; NaN without a
+        sustained pace (fewer than MIN_SAMPLES, or none from the first MIN_SPAN of the window)."""
         recent = np.flatnonzero(self.tick_ts >= since)
+        window = self.ratio[recent]
+        have = np.isfinite(window)
+        first = np.where(have, self.tick_ts[recent][:, None], np.inf).min(axis=0, initial=np.inf)
+        sustained = (have.sum(axis=0) >= MIN_SAMPLES) & (now - first >= MIN_SPAN * (now - since))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: ranks with no samples
-            return np.asarray(np.nanmean(self.ratio[recent], axis=0), dtype=np.float64)
+            mean = np.nanmean(window, axis=0)
+        return np.where(sustained, mean, np.nan)
 
     def forget(self, gpus: IntArray) -> None:
         self.ratio[:, gpus] = np.nan

@@ -16,8 +16,8 @@ steady factor that is no fault: one optic retransmits three times as often as th
 life. For such rules each entity's offset from its cohort median (log ratio for relative
 measures, difference for absolute ones) is learnt with that half-life, only while the entity
 carries no evidence, and removed before the comparison, so what is judged is the change. The
-first observation seeds it: an entity that is already failing when seamguard starts is taken
-as its own normal (docs/scoring.md says so).
+first WARMUP observations are averaged before the entity is judged at all: an entity that is
+already failing when seamguard starts is taken as its own normal (docs/scoring.md says so).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
+WARMUP = 10  # observations averaged into a baseline before its entity is judged against it
+
 
 @dataclass
 class _RuleState:
@@ -43,7 +45,8 @@ class _RuleState:
     current: BoolArray  # stood out on its latest sample
     previous: BoolArray  # stood out on the sample before
     sample_ts: FloatArray  # time of the latest sample judged
-    offset: FloatArray  # learnt offset from the cohort median (NaN: not yet seen)
+    offset: FloatArray  # learnt offset from the cohort median
+    seen: IntArray  # observations learnt from
     learnt_at: float = -np.inf
 
 
@@ -59,7 +62,8 @@ class PeerMemory:
                 current=np.zeros(n, dtype=bool),
                 previous=np.zeros(n, dtype=bool),
                 sample_ts=np.full(n, -np.inf),
-                offset=np.full(n, np.nan),
+                offset=np.zeros(n),
+                seen=np.zeros(n, dtype=np.int64),
             )
 
     def gate(self, name: str, outlier: BoolArray, in_cohort: BoolArray, last_seen: FloatArray) -> BoolArray:
@@ -75,24 +79,25 @@ class PeerMemory:
         return np.asarray(alone | (outlier & st.previous), dtype=bool)
 
     def without_baseline(self, name: str, value: FloatArray, relative: bool) -> FloatArray:
-        """``value`` with each entity's learnt offset removed; NaN (not judged) until one is."""
-        off = self._rules[name].offset
-        return value * np.exp(-off) if relative else value - off
+        """``value`` with each entity's learnt offset removed; NaN (not judged) until learnt."""
+        st = self._rules[name]
+        adjusted = value * np.exp(-st.offset) if relative else value - st.offset
+        return np.where(st.seen >= WARMUP, adjusted, np.nan)
 
     def learn_baseline(self, name: str, raw: FloatArray, groups: IntArray, n_groups: int, *,
                        relative: bool, quiet: BoolArray, now: float, halflife_s: float) -> None:  # fmt: skip
-        """Move each quiet entity's offset toward its present one (the first one seeds it)."""
+        """Move each quiet entity's offset toward its present one (averaging the first WARMUP)."""
         st = self._rules[name]
         med, counts = group_median(raw, groups, max(n_groups, 1))
         g = np.where(groups >= 0, groups, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             dev = np.log(raw / med[g]) if relative else raw - med[g]
         ok = (groups >= 0) & (counts[g] >= 3) & np.isfinite(dev) & quiet
-        seed = ok & ~np.isfinite(st.offset)
-        st.offset[seed] = dev[seed]
-        step = (
+        decay = (
             0.0 if not np.isfinite(st.learnt_at) else 1.0 - 0.5 ** (max(now - st.learnt_at, 0.0) / halflife_s)
         )
-        move = ok & ~seed
-        st.offset[move] += step * (dev[move] - st.offset[move])
+        st.seen[ok] += 1
+        # a running mean over the warm-up, then an exponential average with the half-life
+        step = np.where(st.seen[ok] <= WARMUP, 1.0 / np.maximum(st.seen[ok], 1), decay)
+        st.offset[ok] += step * (dev[ok] - st.offset[ok])
         st.learnt_at = now

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from seamguard.config import config_from_mapping, load_config
 from seamguard.control.controller import Controller
@@ -30,13 +32,13 @@ BAD = {"degraded", "recovery_unsafe", "quarantine", "harmful", "failed"}
 Row = tuple[int, str, float, float]  # global entity, signal, timestamp, value
 
 
-def fleet(nodes: int = 12, gpus: int = 4, racks: int = 12) -> Topology:
+def fleet(nodes: int = 12, gpus: int = 4, racks: int = 12, job_end: float = 1e12) -> Topology:
     recs = tuple(
         NodeRecord(node=f"n{i:02d}", rack=f"r{i % racks:02d}", cdu=f"c{(i % racks) // 4}", leaf=f"l{i // 6}",
                    gpus=gpus, storage="ckpt0")
         for i in range(nodes)
     )  # fmt: skip
-    job = JobRecord("train", JobClass.SYNC_TRAINING, tuple(f"n{i:02d}" for i in range(8)), 0.0, 1e12)
+    job = JobRecord("train", JobClass.SYNC_TRAINING, tuple(f"n{i:02d}" for i in range(8)), 0.0, job_end)
     return build_topology(Inventory(recs), (job,))
 
 
@@ -310,7 +312,7 @@ def test_a_slow_rank_is_still_found_during_a_stall() -> None:
 
 
 def retransmit_rows(
-    topo: Topology, *, hot: str, factor: float, busy: float
+    topo: Topology, *, hot: str, factor: float, busy: float, busy_until: float = np.inf
 ) -> Callable[[float, float], list[Row]]:
     """Cumulative retransmits every 30 s: each link at its own steady factor (optics differ by
     up to 3x all their life) times its load (the job's links at ``busy``/s under all-reduce, idle
@@ -328,7 +330,7 @@ def retransmit_rows(
             rel = t - 1_000_000.0
             for k, g in enumerate(links.tolist()):
                 eid = topo.ids[g]
-                rate = (busy if eid in in_job else 0.2) * own[k]
+                rate = (busy if eid in in_job and t < busy_until else 0.2) * own[k]
                 if eid == hot and rel > 2400.0:
                     rate *= min(factor, 1.0 + (factor - 1.0) * (rel - 2400.0) / 300.0)
                 totals[k] += rate * (t - last[0])
@@ -359,6 +361,17 @@ def test_idle_failing_optic_is_judged_against_the_idle_links() -> None:
     topo = fleet()
     _c, out, _n = drive(topo, 30.0, 3600, retransmit_rows(topo, hot="link/n10", factor=2.5, busy=1.0))
     assert {t[1] for t in out if t[2] in BAD} == {"link/n10"}
+
+
+def test_links_of_a_job_that_ends_are_not_compared_with_the_idle_on_their_busy_past() -> None:
+    end = 1_000_000.0 + 2400.0
+    topo = fleet(
+        nodes=24, job_end=end
+    )  # sixteen idle links: the job's eight join a cohort they would stand out in
+    _c, out, _n = drive(
+        topo, 30.0, 3600, retransmit_rows(topo, hot="none", factor=1.0, busy=4.0, busy_until=end)
+    )
+    assert [t for t in out if t[2] in BAD] == []
 
 
 def test_all_reduce_retransmits_on_every_link_of_a_job_flag_none() -> None:
@@ -440,3 +453,39 @@ def test_node_types_split_by_model_and_gpu_count() -> None:
     types = topo.node_type
     assert len(set(types.tolist())) == 2 and len(set(types[:4].tolist())) == 1
     assert set(types[:4].tolist()).isdisjoint(types[4:].tolist())
+
+
+# ---- properties ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    spikes=st.lists(st.tuples(st.integers(0, 79), st.floats(1.5, 20.0)), min_size=1, max_size=12),
+    link=st.integers(0, 23),
+)
+def test_property_isolated_latency_spikes_never_move_a_link_past_degraded(
+    spikes: list[tuple[int, float]], link: int
+) -> None:
+    """Any number of spikes of any size, on samples that are never adjacent: no link is ever
+    even degraded on them."""
+    topo = fleet(nodes=24)
+    links = topo.members[EntityKind.LINK]
+    at = {}
+    for k, size in sorted(spikes):
+        if all(abs(k - j) > 1 for j in at):
+            at[k] = size
+    rng = np.random.default_rng(link)
+
+    def rows(lo: float, hi: float) -> list[Row]:
+        out: list[Row] = []
+        for t in sampled(lo, hi, 30.0, 0.0):
+            k = int((t - 1_000_000.0) // 30)
+            for g in links.tolist():
+                v = 2.0 * (1 + float(rng.normal(0, 0.01)))
+                if g == links[link] and k in at:
+                    v *= at[k]
+                out.append((g, "link.latency_us", float(t), v))
+        return out
+
+    _c, out, _n = drive(topo, 30.0, 2400, rows)
+    assert [t for t in out if t[2] in BAD] == []

@@ -172,6 +172,7 @@ def score_tick(
         groups = cohort_groups(prule.cohort, sig.entity, topology, workload)
         if groups is not None:
             raw = same_window(store, name, _reading(store, config, name))
+            raw = peer_memory.settled(name, raw, groups[0], now, det.persist.get(name, 0.0))
             relative = prule.measure == "relative"
             baseline = prule.baseline_halflife_s
             value = raw if baseline is None else peer_memory.without_baseline(name, raw, relative)

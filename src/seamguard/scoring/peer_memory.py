@@ -45,6 +45,8 @@ class _RuleState:
     current: BoolArray  # stood out on its latest sample
     previous: BoolArray  # stood out on the sample before
     sample_ts: FloatArray  # time of the latest sample judged
+    group: IntArray  # the cohort each member was in on the last tick
+    joined_at: FloatArray  # since when it has been in that cohort
     offset: FloatArray  # learnt offset from the cohort median
     seen: IntArray  # observations learnt from
     learnt_at: float = -np.inf
@@ -62,6 +64,8 @@ class PeerMemory:
                 current=np.zeros(n, dtype=bool),
                 previous=np.zeros(n, dtype=bool),
                 sample_ts=np.full(n, -np.inf),
+                group=np.full(n, -2, dtype=np.int64),
+                joined_at=np.full(n, -np.inf),
                 offset=np.zeros(n),
                 seen=np.zeros(n, dtype=np.int64),
             )
@@ -77,6 +81,18 @@ class PeerMemory:
         st.current = outlier.copy()
         st.sample_ts = np.where(new, last_seen, st.sample_ts)
         return np.asarray(alone | (outlier & st.previous), dtype=bool)
+
+    def settled(
+        self, name: str, value: FloatArray, groups: IntArray, now: float, settle_s: float
+    ) -> FloatArray:
+        """``value`` without the members that changed cohort (a job started or ended on their
+        node) less than ``settle_s`` ago: a median over recent samples would still hold the old
+        load, and be compared with peers under the new one."""
+        st = self._rules[name]
+        moved = groups != st.group
+        st.joined_at[moved] = now
+        st.group = groups.copy()
+        return np.where(now - st.joined_at >= settle_s, value, np.nan)
 
     def without_baseline(self, name: str, value: FloatArray, relative: bool) -> FloatArray:
         """``value`` with each entity's learnt offset removed; NaN (not judged) until learnt."""

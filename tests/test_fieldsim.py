@@ -263,6 +263,7 @@ def test_evaluation_counts_false_actions_outside_the_reach_only() -> None:
         [skew, later],
         [
             _t(50.0, "gpu/a/0", "degraded"),  # before onset: not a detection
+            _t(110.0, "job/j", "degraded"),  # a job slowing names no part: not a detection
             _t(130.0, "node/a", "degraded"),  # inside the reach: detection
             _t(140.0, "job/j", "quarantine"),  # inside the reach: no false action
             _t(90.0, "gpu/b/0", "failed"),  # before its onset

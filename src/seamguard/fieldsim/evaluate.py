@@ -1,8 +1,8 @@
 """Scoring the engine on the field suite, and the driver that runs it.
 
-* A fault is *detected* when its entity or anything in its reach enters degraded,
-  recovery_unsafe, quarantine, harmful or failed at or after its onset; delay = detection -
-  onset, lead = impact - detection.
+* A fault is *detected* when its entity or any hardware in its reach (not a job: jobs slow for
+  many reasons) enters degraded, recovery_unsafe, quarantine, harmful or failed at or after its
+  onset; delay = detection - onset, lead = impact - detection.
 * A *false-positive entity* is a distinct entity outside every fault's reach that entered one
   of those states; precision = detected faults / (detected faults + false-positive entities).
 * A *false action* is a distinct entity outside every fault's reach that reached quarantine,
@@ -88,8 +88,15 @@ class FieldEvaluation:
 
 
 def _outcome(label: FaultLabel, transitions: Sequence[TransitionRecord]) -> FaultOutcome:
+    # A job slowing proves nothing about which part failed (jobs slow for many reasons): a fault
+    # is detected on its own entity or on hardware in its reach.
     hits = [
-        t for t in transitions if t.to_state in BAD_STATES and t.ts >= label.onset and t.entity in label.reach
+        t
+        for t in transitions
+        if t.to_state in BAD_STATES
+        and t.ts >= label.onset
+        and t.entity in label.reach
+        and not t.entity.startswith("job/")
     ]
     if not hits:
         return FaultOutcome(label, None, None, None, None, None)

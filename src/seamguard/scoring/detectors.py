@@ -128,8 +128,20 @@ _COHORT_TEXT = {
 }
 
 
-def peer(signal: Signal, rule: PeerRule, value: FloatArray, groups: IntArray, n_groups: int) -> Evidence:
-    """Robust deviation from the cohort median, gated by a robust z-score (MAD based)."""
+def peer(
+    signal: Signal,
+    rule: PeerRule,
+    value: FloatArray,
+    groups: IntArray,
+    n_groups: int,
+    *,
+    spread_floor: FloatArray | None = None,
+) -> Evidence:
+    """Robust deviation from the cohort median, gated by a robust z-score (MAD based).
+
+    ``spread_floor``: per entity, the least spread its value can have (counted rates: their
+    Poisson noise; a handful of retransmits a minute is counting noise, whatever a small
+    cohort's MAD says)."""
     med, mad, counts = group_median_mad(value, groups, max(n_groups, 1))
     g = np.where(groups >= 0, groups, 0)
     in_cohort = (groups >= 0) & (counts[g] >= rule.min_cohort)
@@ -138,6 +150,8 @@ def peer(signal: Signal, rule: PeerRule, value: FloatArray, groups: IntArray, n_
     diff = sign * (value - m)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.maximum(1.4826 * mad[g], 1e-6 + 1e-3 * np.abs(m))
+        if spread_floor is not None:
+            scale = np.fmax(scale, spread_floor)
         z = diff / scale
         dev = diff / np.abs(m) if rule.measure == "relative" else diff
     ok = in_cohort & np.isfinite(dev) & (z >= rule.z_min)

@@ -65,14 +65,22 @@ def validate_cohorts(config: Config, catalog: SignalCatalog, topology: Topology,
 
 
 def _reading(store: TelemetryStore, config: Config, name: str) -> FloatArray:
-    """What level and peer detectors judge: the recent median of a noisy gauge's samples or of a
-    counter's rates (``detectors.persist``), else a counter's latest rate or a gauge's value."""
+    """What level and peer detectors judge: a noisy gauge's recent median or a counter's mean rate
+    over its window (``detectors.persist``), else a counter's latest rate or a gauge's value."""
     seconds = config.detectors.persist.get(name)
+    counter = store.catalog[name].kind is SignalKind.COUNTER
     if seconds is not None:
-        return store.windowed_median(name, seconds)
-    if store.catalog[name].kind is SignalKind.COUNTER:
-        return store.rate(name)
-    return store.current(name)
+        return store.windowed_rate(name, seconds) if counter else store.windowed_median(name, seconds)
+    return store.rate(name) if counter else store.current(name)
+
+
+def poisson_spread(rate: FloatArray, counted_s: float, scaling: FloatArray | None) -> FloatArray:
+    """The counting noise of rates measured over ``counted_s``: sqrt(events) / time, taken at the
+    observed rate (the conservative side for an outlier). ``scaling``: how much a baseline
+    adjustment multiplied each rate, noise included."""
+    k = np.ones_like(rate) if scaling is None else scaling
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(np.maximum(rate, 0.0) * k / counted_s)
 
 
 def same_window(store: TelemetryStore, name: str, value: FloatArray) -> FloatArray:
@@ -176,12 +184,16 @@ def score_tick(
             relative = prule.measure == "relative"
             baseline = prule.baseline_halflife_s
             value = raw if baseline is None else peer_memory.without_baseline(name, raw, relative)
-            ev = detectors.peer(sig, prule, value, groups[0], groups[1])
+            spread = None
+            if sig.kind is SignalKind.COUNTER:  # a rate is counted events: its spread is at least Poisson
+                spread = poisson_spread(value, det.persist.get(name) or store.cadence(name),
+                                       peer_memory.scaling(name) if baseline is not None else None)  # fmt: skip
+            ev = detectors.peer(sig, prule, value, groups[0], groups[1], spread_floor=spread)
             counts = peer_memory.gate(name, ev.evidence > 0, np.isfinite(ev.measure), store.last_seen(name))
             evidence.append(replace(ev, evidence=np.where(counts, ev.evidence, 0.0)))
             if baseline is not None:
-                peer_memory.learn_baseline(name, raw, groups[0], groups[1], relative=relative,
-                                           quiet=ev.evidence == 0, now=now, halflife_s=baseline)  # fmt: skip
+                peer_memory.learn_baseline(name, raw, groups[0], groups[1], quiet=ev.evidence == 0, now=now,
+                                           halflife_s=baseline)  # fmt: skip
     for name, crule in det.counter.items():
         evidence.append(detectors.counter_rate(cat[name], crule, store.rate(name)))
     for name, frule in det.flag.items():

@@ -13,9 +13,11 @@ the entity's previous distinct sample stood out too. A timing artefact never las
 
 **Baselines** (a rule's ``baseline_halflife_s``). Some entities differ from their peers by a
 steady factor that is no fault: one optic retransmits three times as often as the next all its
-life. For such rules each entity's offset from its cohort median (log ratio for relative
-measures, difference for absolute ones) is learnt with that half-life, only while the entity
-carries no evidence, and removed before the comparison, so what is judged is the change. The
+life. For such rules each entity's readings and its cohort's median at the same ticks are
+averaged with that half-life, only while the entity carries no evidence; their ratio (relative
+measures) or difference (absolute ones) is its offset, removed before the comparison, so what
+is judged is the change. A ratio of averages, not an average of ratios: at a few retransmits a
+minute each reading is mostly counting noise, and the log of a noisy ratio is biased. The
 first WARMUP observations are averaged before the entity is judged at all: an entity that is
 already failing when seamguard starts is taken as its own normal (docs/scoring.md says so).
 """
@@ -36,7 +38,7 @@ BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-WARMUP = 10  # observations averaged into a baseline before its entity is judged against it
+WARMUP = 20  # observations averaged into a baseline before its entity is judged against it
 
 
 @dataclass
@@ -47,7 +49,8 @@ class _RuleState:
     sample_ts: FloatArray  # time of the latest sample judged
     group: IntArray  # the cohort each member was in on the last tick
     joined_at: FloatArray  # since when it has been in that cohort
-    offset: FloatArray  # learnt offset from the cohort median
+    own: FloatArray  # averaged readings of the entity...
+    cohort: FloatArray  # ...and of its cohort's median at the same ticks
     seen: IntArray  # observations learnt from
     learnt_at: float = -np.inf
 
@@ -66,7 +69,8 @@ class PeerMemory:
                 sample_ts=np.full(n, -np.inf),
                 group=np.full(n, -2, dtype=np.int64),
                 joined_at=np.full(n, -np.inf),
-                offset=np.zeros(n),
+                own=np.zeros(n),
+                cohort=np.zeros(n),
                 seen=np.zeros(n, dtype=np.int64),
             )
 
@@ -97,23 +101,30 @@ class PeerMemory:
     def without_baseline(self, name: str, value: FloatArray, relative: bool) -> FloatArray:
         """``value`` with each entity's learnt offset removed; NaN (not judged) until learnt."""
         st = self._rules[name]
-        adjusted = value * np.exp(-st.offset) if relative else value - st.offset
-        return np.where(st.seen >= WARMUP, adjusted, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            adjusted = value * (st.cohort / st.own) if relative else value - (st.own - st.cohort)
+        return np.where((st.seen >= WARMUP) & np.isfinite(adjusted), adjusted, np.nan)
+
+    def scaling(self, name: str) -> FloatArray:
+        """Per entity: the factor ``without_baseline`` multiplies a relative value by (1 until learnt)."""
+        st = self._rules[name]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = st.cohort / st.own
+        return np.where((st.seen >= WARMUP) & np.isfinite(k), k, 1.0)
 
     def learn_baseline(self, name: str, raw: FloatArray, groups: IntArray, n_groups: int, *,
-                       relative: bool, quiet: BoolArray, now: float, halflife_s: float) -> None:  # fmt: skip
-        """Move each quiet entity's offset toward its present one (averaging the first WARMUP)."""
+                       quiet: BoolArray, now: float, halflife_s: float) -> None:  # fmt: skip
+        """Average each quiet entity's reading and its cohort's median into its baseline."""
         st = self._rules[name]
         med, counts = group_median(raw, groups, max(n_groups, 1))
         g = np.where(groups >= 0, groups, 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dev = np.log(raw / med[g]) if relative else raw - med[g]
-        ok = (groups >= 0) & (counts[g] >= 3) & np.isfinite(dev) & quiet
+        ok = (groups >= 0) & (counts[g] >= 3) & np.isfinite(raw) & np.isfinite(med[g]) & quiet
         decay = (
             0.0 if not np.isfinite(st.learnt_at) else 1.0 - 0.5 ** (max(now - st.learnt_at, 0.0) / halflife_s)
         )
         st.seen[ok] += 1
         # a running mean over the warm-up, then an exponential average with the half-life
         step = np.where(st.seen[ok] <= WARMUP, 1.0 / np.maximum(st.seen[ok], 1), decay)
-        st.offset[ok] += step * (dev[ok] - st.offset[ok])
+        st.own[ok] += step * (raw[ok] - st.own[ok])
+        st.cohort[ok] += step * (med[g][ok] - st.cohort[ok])
         st.learnt_at = now

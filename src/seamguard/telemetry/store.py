@@ -11,7 +11,7 @@ until it moves.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -276,9 +276,19 @@ class TelemetryStore:
         return self._index(name).interval_s
 
     def windowed_median(self, name: str, seconds: float, min_samples: int = 3) -> FloatArray:
-        """Per entity: the median of its samples of the last ``seconds`` (a counter's: of its
-        per-interval rates), NaN where fewer than ``min_samples`` arrived or the series is stale.
-        One spike (or one burst) among three or more samples never moves it."""
+        """Per entity: the median of its samples of the last ``seconds``, NaN where fewer than
+        ``min_samples`` arrived or the series is stale. One spike among three or more samples
+        never moves it."""
+        return self._windowed(name, seconds, min_samples, np.nanmedian)
+
+    def windowed_rate(self, name: str, seconds: float, min_samples: int = 3) -> FloatArray:
+        """Per entity: a counter's mean rate over the last ``seconds`` (the events counted over
+        the window, all of them: at a few events a minute every one is information)."""
+        return self._windowed(name, seconds, min_samples, np.nanmean)
+
+    def _windowed(
+        self, name: str, seconds: float, min_samples: int, reduce: Callable[..., FloatArray]
+    ) -> FloatArray:
         tick_ts, ring = self.history(name)
         rows = np.flatnonzero(tick_ts >= self.now - seconds)
         recent = ring[rows]
@@ -286,7 +296,7 @@ class TelemetryStore:
         out = np.full(recent.shape[1], np.nan)
         if enough.any():
             cols = np.flatnonzero(enough & self.fresh(name))
-            out[cols] = np.nanmedian(recent[:, cols], axis=0)
+            out[cols] = reduce(recent[:, cols], axis=0)
         return out
 
     def rate(self, name: str) -> FloatArray:

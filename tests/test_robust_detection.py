@@ -514,3 +514,61 @@ def test_property_isolated_latency_spikes_never_move_a_link_past_degraded(
 
     _c, out, _n = drive(topo, 30.0, 2400, rows)
     assert [t for t in out if t[2] in BAD] == []
+
+
+# ---- a storage trend gated on the backend's own normal -----------------------------------------------
+
+
+def storage_rows(
+    topo: Topology, usual_ms: dict[str, float], decaying: str | None
+) -> Callable[[float, float], list[Row]]:
+    """Every 30 s per backend: p99 write and read latency at its own usual level, a save every 20
+    minutes (latency x1.6 and throughput x3 for two minutes), and ``decaying`` losing capacity
+    from minute 60: latency up 6%/min, throughput down 3%/min at unchanged demand."""
+    rng = np.random.default_rng(31)
+    stor = topo.members[EntityKind.STORAGE]
+
+    def rows(lo: float, hi: float) -> list[Row]:
+        out: list[Row] = []
+        for t in sampled(lo, hi, 30.0, 0.0):
+            minute = (t - 1_000_000.0) / 60
+            save = (minute % 20) < 2
+            for g in stor.tolist():
+                eid = topo.ids[g]
+                lat = usual_ms[eid] * (1.6 if save else 1.0)
+                thr = 4.0 * (3.0 if save else 1.0)
+                if eid == decaying and minute > 60:
+                    lat *= np.exp(0.06 * (minute - 60))
+                    thr *= np.exp(-0.03 * (minute - 60))
+                noise = np.exp(rng.normal(0, 0.05, 3))
+                out += [(g, "storage.write_latency_ms", float(t), lat * noise[0]),
+                        (g, "storage.read_latency_ms", float(t), 0.5 * lat * noise[1]),
+                        (g, "storage.throughput_gbps", float(t), thr * noise[2])]  # fmt: skip
+        return out
+
+    return rows
+
+
+def two_backends() -> Topology:
+    nodes = tuple(
+        NodeRecord(node=f"n{i}", rack="r0", cdu="c0", leaf="l0", gpus=1, storage="flash") for i in range(2)
+    )
+    return build_topology(Inventory(nodes), (), storage=("flash", "disk"))
+
+
+def test_a_fast_backend_degrading_is_seen_before_its_latency_reaches_a_slow_ones_normal() -> None:
+    topo = two_backends()
+    usual = {"storage/flash": 8.0, "storage/disk": 60.0}
+    _c, out, _n = drive(topo, 30.0, 6000, storage_rows(topo, usual, "storage/flash"))
+    hits = [t for t in out if t[2] in BAD]
+    assert hits and {t[1] for t in hits} == {"storage/flash"} and hits[0][2] == "recovery_unsafe"
+    minutes_in = (hits[0][0] - 1_000_000.0) / 60 - 60
+    assert minutes_in < np.log(50.0 / 8.0) / 0.06  # before it crosses 50 ms, the disk tier's save level
+
+
+def test_saves_lift_every_backend_by_its_own_measure_and_are_load() -> None:
+    topo = two_backends()
+    _c, out, _n = drive(
+        topo, 30.0, 6000, storage_rows(topo, {"storage/flash": 8.0, "storage/disk": 60.0}, None)
+    )
+    assert [t for t in out if t[2] in BAD] == []

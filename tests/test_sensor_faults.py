@@ -242,7 +242,8 @@ def test_a_stuck_flow_meter_reading_20pct_low_leaves_its_cdu_healthy() -> None:
     ctl, out = run_plant(topo, CFG, WARM + 60, stuck_flow)
     assert states_of(out, "cdu/c0") == []  # never degraded, never quarantined
     said = notices_about(out, "cdu.flow_lpm on cdu/c0 (360 L/min) is not corroborated by cdu.pressure_kpa")
-    assert len(said) == 1 and WARM < said[0][0] <= WARM + 6  # once, as the step's evidence grew
+    # once, after it stayed uncorroborated for CLAIM_AFTER_S (ten ticks)
+    assert len(said) == 1 and WARM + 10 < said[0][0] <= WARM + 16
     assert ctl.view("cdu/c0").evidence == ()  # explain shows nothing dropped
     # the rule is what keeps it healthy: the same telemetry without it degrades the CDU
     _, unscreened = run_plant(topo, without(corroborate="cdu.flow_lpm"), WARM + 10, stuck_flow)
@@ -305,11 +306,14 @@ def test_throughput_falling_with_demand_while_latency_stays_flat_is_load_not_a_f
 
 
 def test_throughput_falling_with_write_latency_rising_is_recovery_unsafe() -> None:
+    """Twenty minutes of decline, judged on throughput corroborated by the latency's rise."""
     topo = facility()
-    _, out = run_plant(topo, CFG, WARM + 20, degrading)
+    _, out = run_plant(topo, CFG, WARM + 40, degrading)
     entered = [t for transitions, _ in out for t in transitions if t.entity == "storage/ckpt0"]
     assert [t.to_state for t in entered][:1] == ["recovery_unsafe"]
-    assert {"storage.throughput_gbps", "storage.write_latency_ms"} <= {i.signal for i in entered[0].evidence}
+    # the throughput trend counts, corroborated by the latency moving up while the latency's own
+    # trend is still held back by its load gate (twice the backend's usual level)
+    assert "storage.throughput_gbps" in {i.signal for i in entered[0].evidence}
     assert not notices_about(out, "not corroborated")
 
 

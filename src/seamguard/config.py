@@ -66,6 +66,9 @@ class TrendRule(_Band):
     # Evidence only while the value is beyond this (above it when rising, below when falling):
     # a GPU warming from idle to its working temperature after a job starts is load, not a fault.
     beyond: float | None = None
+    # The same gate relative to the entity's own usual level (its long-run geometric mean): a
+    # backend's save traffic lifts its latency, by how much depends on the backend, not the site.
+    beyond_usual: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _positive(self) -> Self:

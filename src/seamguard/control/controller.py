@@ -64,6 +64,7 @@ from seamguard.scoring.gfs import contributions
 from seamguard.scoring.peer_memory import PeerMemory
 from seamguard.scoring.propagation import Amplification, amplification, propagation_risk
 from seamguard.scoring.sensor_screen import SensorScreen
+from seamguard.scoring.usual_level import UsualLevels
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import IngestReport, TelemetryStore
 
@@ -150,6 +151,13 @@ class Controller:
         self._last_known = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
         gpu_count = topology.count(EntityKind.GPU)
         self.xid_memory = XidMemory.create(gpu_count, config.detectors.xid)
+        self.usual_levels = UsualLevels(
+            {
+                name: topology.count(self.catalog[name].entity)
+                for name, rule in config.detectors.trend.items()
+                if rule.beyond_usual is not None
+            }
+        )
         self.peer_memory = PeerMemory(
             topology, {name: self.catalog[name].entity for name in config.detectors.peer}
         )
@@ -321,6 +329,7 @@ class Controller:
             workload=workload,
             xid_memory=self.xid_memory,
             peer_memory=self.peer_memory,
+            usual=self.usual_levels,
             sensors=self.sensors,
         )
         self.frame = frame

@@ -2,7 +2,8 @@
 
 ``detectors.corroborate`` maps a signal to coupled signals of the same entity. The evidence any
 detector draws from the signal counts for an entity only if at least one coupled signal of
-that entity carries evidence too (any detector, above ``SUPPORT_MIN``), or if every coupled
+that entity carries evidence too (any detector, above ``SUPPORT_MIN``; a trend held back by a load
+gate still says which way its reading moves, and that counts), or if every coupled
 signal is missing there (then nothing can be told, and the reading is kept). Otherwise the
 reading is *uncorroborated*: its evidence is dropped before the scores are combined, so it can
 raise no state, reach neither GFS nor the recovery share, and is never shown by an explanation.
@@ -38,14 +39,16 @@ class Corroboration:
     strength: dict[str, FloatArray]  # signal -> strongest evidence of any detector, before dropping
 
 
-def strongest(evidence: Sequence[Evidence]) -> dict[str, FloatArray]:
-    """Per signal, the strongest evidence any detector draws from it, per entity (local)."""
+def strongest(evidence: Sequence[Evidence], *, supporting: bool = False) -> dict[str, FloatArray]:
+    """Per signal, the strongest evidence any detector draws from it, per entity (local);
+    ``supporting``: what the readings say before load gates (``Evidence.support``)."""
     out: dict[str, FloatArray] = {}
     for ev in evidence:
         if ev.evidence.size == 0:
             continue
+        said = ev.support if supporting and ev.support is not None else ev.evidence
         seen = out.get(ev.signal)
-        out[ev.signal] = ev.evidence if seen is None else np.maximum(seen, ev.evidence)
+        out[ev.signal] = said if seen is None else np.maximum(seen, said)
     return out
 
 
@@ -69,6 +72,7 @@ def corroborate(
     evidence anywhere is skipped before its coupled signals are looked at.
     """
     strength = strongest(evidence)
+    said = strongest(evidence, supporting=True)
     dropped: dict[str, BoolArray] = {}
     for name, coupled in rules.items():
         own = strength.get(name)
@@ -77,7 +81,7 @@ def corroborate(
         supported = np.zeros(own.size, dtype=bool)
         all_missing = np.ones(own.size, dtype=bool)
         for other in coupled:
-            support = strength.get(other)
+            support = said.get(other)
             if support is not None:
                 supported |= support > SUPPORT_MIN
             all_missing &= missing(other)

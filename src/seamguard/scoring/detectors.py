@@ -104,9 +104,8 @@ def trend(
     ``beyond``: per entity, whether the signal stayed past ``rule.beyond`` over the whole trend
     window; a rule with ``beyond`` set counts only those (a warm-up from idle is not a trend)."""
     signed = slope if rule.direction == "rising" else -slope
-    ev = ramp(signed - confidence_z * se, rule.warn, rule.crit)
-    if beyond is not None:
-        ev = np.where(beyond, ev, 0.0)
+    ungated = ramp(signed - confidence_z * se, rule.warn, rule.crit)
+    ev = ungated if beyond is None else np.where(beyond, ungated, 0.0)
     unit = unit_text(signal)
 
     def fmt(m: float, err: float) -> str:
@@ -115,8 +114,9 @@ def trend(
         return f"{signal.name} trending {m:+.2f} {unit}/min (±{err:.2f})".replace(" /", "/")
 
     return make_evidence(
-        "trend", signal.name, signal.entity, rule.weight, ev, slope, fmt, extra=se, recovery=rule.recovery
-    )
+        "trend", signal.name, signal.entity, rule.weight, ev, slope, fmt, extra=se, recovery=rule.recovery,
+        support=None if beyond is None else ungated,
+    )  # fmt: skip
 
 
 _COHORT_TEXT = {

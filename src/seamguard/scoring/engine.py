@@ -21,6 +21,7 @@ from seamguard.scoring.evidence import Evidence, FloatArray
 from seamguard.scoring.gfs import combine
 from seamguard.scoring.peer_memory import PeerMemory
 from seamguard.scoring.sensor_screen import SensorScreen
+from seamguard.scoring.usual_level import UsualLevels
 from seamguard.telemetry.clock import skew_notices
 from seamguard.telemetry.store import TelemetryStore
 
@@ -97,24 +98,27 @@ def same_window(store: TelemetryStore, name: str, value: FloatArray) -> FloatArr
 
 
 def _stayed_beyond(
-    limit: float,
+    limit: float | FloatArray,
     rising: bool,
     slope: FloatArray,
     warn: float,
     tick_ts: FloatArray,
     ring: FloatArray,
     since: float,
+    share: float = 1.0,
 ) -> npt.NDArray[np.bool_]:
-    """Per entity: stayed past ``limit`` over the window. Only entities whose slope already earns
-    evidence are checked, so a fleet-wide ring is never copied (a handful of columns are)."""
+    """Per entity: at least ``share`` of its samples of the window were past ``limit`` (one for
+    all, or one each; NaN: never past). Only entities whose slope already earns evidence are
+    checked, so a fleet-wide ring is never copied (a handful of columns are)."""
     out = np.zeros(slope.size, dtype=bool)
     cols = np.flatnonzero((slope if rising else -slope) > warn)  # NaN compares False
     if cols.size:
         recent = ring[np.ix_(np.flatnonzero(tick_ts >= since), cols)]  # copies only those columns
-        # fmin/fmax skip NaN (dropouts) without warnings
-        out[cols] = (
-            np.fmin.reduce(recent, axis=0) > limit if rising else np.fmax.reduce(recent, axis=0) < limit
-        )
+        lim = limit[cols] if isinstance(limit, np.ndarray) else limit
+        with np.errstate(invalid="ignore"):
+            past = (recent > lim) if rising else (recent < lim)
+        have = np.isfinite(recent).sum(axis=0)
+        out[cols] = (have > 0) & (past.sum(axis=0) >= share * have)
     return out
 
 
@@ -149,6 +153,7 @@ def score_tick(
     workload: Workload,
     xid_memory: XidMemory,
     peer_memory: PeerMemory,
+    usual: UsualLevels,
     sensors: SensorScreen | None = None,
 ) -> ScoreFrame:
     """``sensors``: the screen against sensor faults, kept across ticks so that each is announced
@@ -171,10 +176,22 @@ def score_tick(
             log=trule.log,
         )
         beyond = None
+        rising = trule.direction == "rising"
         if trule.beyond is not None:
-            beyond = _stayed_beyond(trule.beyond, trule.direction == "rising", slope, trule.warn, tick_ts, ring,
-                                    now - sc.trend_window_s)  # fmt: skip
-        evidence.append(detectors.trend(cat[name], trule, slope, se, sc.trend_confidence_z, beyond))
+            beyond = _stayed_beyond(
+                trule.beyond, rising, slope, trule.warn, tick_ts, ring, now - sc.trend_window_s
+            )
+        if trule.beyond_usual is not None:
+            limit = usual.usual(name) * trule.beyond_usual  # NaN until learnt: never beyond
+            # most of the window, not all of it: a save lifts latency for minutes, a fault for good
+            past = _stayed_beyond(
+                limit, rising, slope, trule.warn, tick_ts, ring, now - sc.trend_window_s, 0.5
+            )
+            beyond = past if beyond is None else beyond & past
+        ev = detectors.trend(cat[name], trule, slope, se, sc.trend_confidence_z, beyond)
+        evidence.append(ev)
+        if trule.beyond_usual is not None:
+            usual.learn(name, store.current(name), ev.evidence == 0, now)
     for name, prule in det.peer.items():
         sig = cat[name]
         groups = cohort_groups(prule.cohort, sig.entity, topology, workload)

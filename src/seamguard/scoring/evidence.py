@@ -31,6 +31,9 @@ class Evidence:
     extra: FloatArray
     formatter: Formatter
     recovery: bool = False
+    # What the reading says before any load gate (a trend's ``beyond``): a coupled reading that
+    # moves the fault's way corroborates another even while its own evidence is held back.
+    support: FloatArray | None = None
 
     def describe(self, local: int) -> str:
         return self.formatter(float(self.measure[local]), float(self.extra[local]))
@@ -58,6 +61,7 @@ def make_evidence(
     *,
     extra: FloatArray | None = None,
     recovery: bool = False,
+    support: FloatArray | None = None,
 ) -> Evidence:
     ev = unit(evidence)
     return Evidence(
@@ -70,4 +74,5 @@ def make_evidence(
         extra=extra if extra is not None else np.zeros_like(measure),
         formatter=formatter,
         recovery=recovery,
+        support=None if support is None else unit(support),
     )

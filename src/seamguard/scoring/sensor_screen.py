@@ -32,6 +32,10 @@ NAMED = 3
 # An uncorroborated reading is announced once its dropped evidence is at least this (a detector's
 # own 0..1: halfway from warn to crit), when it claims a fault rather than noise near a bound.
 CLAIM_MIN = 0.5
+# ...and once it has gone uncorroborated this long without a break: at the start of a real fault
+# one coupled reading can lead the other by minutes (throughput falls before latency has stayed
+# past its gate), which is no sensor fault and not worth a notice.
+CLAIM_AFTER_S = 300.0
 
 
 class SensorScreen:
@@ -42,6 +46,7 @@ class SensorScreen:
         self.rules = {name: tuple(coupled) for name, coupled in corroborate.items()}
         self._was_flat: dict[str, BoolArray] = {}
         self._announced: dict[str, BoolArray] = {}  # rule signal -> uncorroborated episode announced
+        self._dropped_since: dict[str, FloatArray] = {}  # rule signal -> since when dropped without a break
 
     @classmethod
     def from_config(cls, config: Config) -> SensorScreen:
@@ -75,9 +80,12 @@ class SensorScreen:
                 announced = self._announced[name] = np.zeros(own.size, dtype=bool)
             announced &= own > 0  # an episode ends when the reading gives no evidence at all
             lost = result.dropped.get(name)
+            since = self._dropped_since.setdefault(name, np.full(own.size, np.inf))
             if lost is None:
+                since.fill(np.inf)
                 continue
-            new = lost & (own >= CLAIM_MIN) & ~announced
+            since[:] = np.where(lost, np.minimum(since, store.now), np.inf)
+            new = lost & (own >= CLAIM_MIN) & ~announced & (store.now - since >= CLAIM_AFTER_S)
             announced |= new
             if new.any():
                 sig = store.catalog[name]

@@ -57,8 +57,9 @@ DEFAULT_TICK_S = 10.0  # as a site config ships (examples/site.yaml); 30 s works
 CLEAN_S = 30 * MINUTE
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z; each seed starts on its own day
 TUNING_SEEDS: tuple[int, ...] = (1, 2, 3)
-# Held out: reported only after the code (engine and suite) is frozen; never tuned on.
-HELD_OUT_SEEDS: tuple[int, ...] = (101, 102, 103, 104, 105)
+# Held out: chosen on 2026-12-05 after the engine and the suite were frozen (commit baa0178),
+# reported from that one run, never tuned on. Choose new ones after the next tuning round.
+HELD_OUT_SEEDS: tuple[int, ...] = (1205, 1206, 1207, 1208, 1209)
 STORAGE_CAPACITY_GBPS = {"main": 40.0, "minor": 25.0}
 # Time a slow fault needs from onset to reach its impact (lanes later than end - this are refused).
 NEEDS_S: dict[str, float] = {

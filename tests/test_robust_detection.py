@@ -572,3 +572,10 @@ def test_saves_lift_every_backend_by_its_own_measure_and_are_load() -> None:
         topo, 30.0, 6000, storage_rows(topo, {"storage/flash": 8.0, "storage/disk": 60.0}, None)
     )
     assert [t for t in out if t[2] in BAD] == []
+
+
+def test_a_history_window_too_long_for_the_tick_is_refused_with_the_keys_to_change() -> None:
+    with pytest.raises(InputError, match=r"at most 4096.*trend_window_s"):
+        config_from_mapping({"engine": {"tick_s": 0.1}})
+    with pytest.raises(InputError, match="86400 s"):
+        config_from_mapping({"detectors": {"persist": {"link.latency_us": 86400}}, "engine": {"tick_s": 10}})

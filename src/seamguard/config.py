@@ -369,6 +369,11 @@ class CheckpointConfig(StrictModel):
         return self.storage.get(name, self.storage["default"])
 
 
+# Every history signal keeps this many ticks per entity: at 131,072 GPUs one tick of one GPU
+# signal is 1 MB, so the bound keeps a mistyped window from allocating gigabytes.
+MAX_HISTORY_TICKS = 4096
+
+
 StateName = Literal["healthy", "degraded", "recovery_unsafe", "quarantine", "harmful", "failed", "unknown"]
 
 
@@ -395,6 +400,18 @@ class Config(StrictModel):
             missing = [c.value for c in JobClass if c not in row]
             if missing:
                 raise ValueError(f"admissibility.{state.label}: missing job class(es) {', '.join(missing)}")
+        return self
+
+    @model_validator(mode="after")
+    def _history_bounded(self) -> Self:
+        longest = max(self.scores.trend_window_s, self.economics.smooth_s, *self.detectors.persist.values())
+        ticks = math.ceil(longest / self.engine.tick_s) + 1
+        if ticks > MAX_HISTORY_TICKS:
+            raise ValueError(
+                f"the history a trend, harm or persist window needs is {ticks} ticks "
+                f"({longest:g} s at engine.tick_s {self.engine.tick_s:g}); at most {MAX_HISTORY_TICKS}: "
+                "shorten scores.trend_window_s, economics.smooth_s or detectors.persist, or lengthen the tick"
+            )
         return self
 
     def admission(self, state: State, job_class: JobClass) -> Admission:

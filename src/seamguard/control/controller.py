@@ -487,7 +487,7 @@ class Controller:
         return ratio
 
     def _smoothed_step_time(self, workload: Workload) -> FloatArray:
-        """Each rank's mean pace over the last ``economics.smooth_s``, as a share of its job's
+        """Each rank's typical pace over the last ``economics.smooth_s``, as a share of its job's
         median at each tick (economics/pace.py); NaN once it stops reporting.
 
         Harm is a decision to swap hardware: it is judged on a rank's sustained pace, not on one
@@ -497,8 +497,8 @@ class Controller:
         groups, n_groups = by_node_type(workload.gpu_job, len(self.topology.jobs), self.topology.gpu_node,
                                         self.topology)  # fmt: skip
         self.pace.record(self.store.now, self.store.tick_samples(STEP_TIME_SIGNAL), groups, n_groups)
-        mean = self.pace.mean(self.store.now - self.config.economics.smooth_s, self.store.now)
-        return np.where(np.isfinite(current), mean, np.nan)
+        pace = self.pace.typical(self.store.now - self.config.economics.smooth_s, self.store.now)
+        return np.where(np.isfinite(current), pace, np.nan)
 
     def _fresh(self) -> npt.NDArray[np.bool_]:
         topo = self.topology

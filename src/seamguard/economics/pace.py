@@ -10,8 +10,6 @@ the job as a whole did; a rank without a sample in a tick is left out of that ti
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import numpy.typing as npt
 
@@ -47,18 +45,25 @@ class PaceRing:
                 row = np.where(ok, step_time / med[g], np.nan)
         self.ratio[self._slot] = row
 
-    def mean(self, since: float, now: float) -> FloatArray:
-        """Per rank: its mean pace ratio over the ticks at or after ``since``; NaN without a
-        sustained pace (fewer than MIN_SAMPLES, or none from the first MIN_SPAN of the window)."""
+    def typical(self, since: float, now: float) -> FloatArray:
+        """Per rank: the median of its pace ratios over the ticks at or after ``since``; NaN
+        without a sustained pace (fewer than MIN_SAMPLES, or none from the first MIN_SPAN of the
+        window). A median, not a mean: at a job-wide change the ranks sampled first (or last) in
+        a tick stand out for a tick or two, which must not add up to a straggler."""
         recent = np.flatnonzero(self.tick_ts >= since)
         window = self.ratio[recent]
         have = np.isfinite(window)
+        count = have.sum(axis=0)
         first = np.where(have, self.tick_ts[recent][:, None], np.inf).min(axis=0, initial=np.inf)
-        sustained = (have.sum(axis=0) >= MIN_SAMPLES) & (now - first >= MIN_SPAN * (now - since))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: ranks with no samples
-            mean = np.nanmean(window, axis=0)
-        return np.where(sustained, mean, np.nan)
+        sustained = (count >= MIN_SAMPLES) & (now - first >= MIN_SPAN * (now - since))
+        # a median by hand: one sort puts NaN last, the middle of each column's finite values is read
+        # off by index (np.nanmedian is ten times slower over a fleet's columns)
+        ordered = np.sort(window, axis=0)
+        lo = np.maximum(count - 1, 0) // 2
+        hi = count // 2 - (count == 0)
+        cols = np.arange(window.shape[1])
+        median = 0.5 * (ordered[lo, cols] + ordered[np.maximum(hi, 0), cols])
+        return np.where(sustained, median, np.nan)
 
     def forget(self, gpus: IntArray) -> None:
         self.ratio[:, gpus] = np.nan

@@ -57,9 +57,10 @@ DEFAULT_TICK_S = 10.0  # as a site config ships (examples/site.yaml); 30 s works
 CLEAN_S = 30 * MINUTE
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z; each seed starts on its own day
 TUNING_SEEDS: tuple[int, ...] = (1, 2, 3)
-# Held out: chosen on 2026-12-05 after the engine and the suite were frozen (commit baa0178),
-# reported from that one run, never tuned on. Choose new ones after the next tuning round.
-HELD_OUT_SEEDS: tuple[int, ...] = (1205, 1206, 1207, 1208, 1209)
+# Held out: chosen after the engine and the suite were frozen, reported from that one run, never
+# tuned on; a fix made after seeing them retires them (docs/performance.md keeps their result).
+# 1205-1209 were chosen at commit baa0178; 1210-1214 after the fix that 1206 called for.
+HELD_OUT_SEEDS: tuple[int, ...] = (1210, 1211, 1212, 1213, 1214)
 STORAGE_CAPACITY_GBPS = {"main": 40.0, "minor": 25.0}
 # Time a slow fault needs from onset to reach its impact (lanes later than end - this are refused).
 NEEDS_S: dict[str, float] = {

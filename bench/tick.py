@@ -36,9 +36,14 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=20, help="timed ticks after warm-up")
     parser.add_argument("--warmup", type=int, default=8, help="untimed ticks that fill the trend window")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--tick-s", type=float, default=None, help="engine tick (default: the scenario's 30 s)"
+    )
     args = parser.parse_args()
     if args.gpus <= 0 or args.gpus % 8:
         parser.error("--gpus must be a positive multiple of 8")
+    if args.tick_s is not None and not args.tick_s > 0:
+        parser.error("--tick-s must be positive")
 
     scenario = scale_scenario(args.gpus)
     _inv, _jobs, topology, fleet = build(scenario, args.seed)
@@ -49,12 +54,15 @@ def main() -> None:
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory() as tmp:
         journal = SqliteJournal(Path(tmp) / "bench.sqlite")
-        controller = Controller(topology, load_config(), journal=journal, catalog=catalog)
+        config = load_config()
+        tick_s = scenario.tick_s if args.tick_s is None else args.tick_s
+        config = config.model_copy(update={"engine": config.engine.model_copy(update={"tick_s": tick_s})})
+        controller = Controller(topology, config, journal=journal, catalog=catalog)
         now = fleet.start
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"ticking {args.gpus} GPUs", total=args.warmup + args.ticks)
             for i in range(args.warmup + args.ticks):
-                now += scenario.tick_s
+                now += tick_s
                 batch = fleet.batch(now)
                 t0 = time.perf_counter()
                 controller.tick(now, batch)
@@ -69,6 +77,7 @@ def main() -> None:
         json.dumps(
             {
                 "gpus": args.gpus,
+                "tick_s": tick_s,
                 "series": series,
                 "samples_per_tick": int(np.median(samples)),
                 "tick_p50_ms": round(float(np.percentile(durations, 50)), 1),

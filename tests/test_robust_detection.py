@@ -579,3 +579,28 @@ def test_a_history_window_too_long_for_the_tick_is_refused_with_the_keys_to_chan
         config_from_mapping({"engine": {"tick_s": 0.1}})
     with pytest.raises(InputError, match="86400 s"):
         config_from_mapping({"detectors": {"persist": {"link.latency_us": 86400}}, "engine": {"tick_s": 10}})
+
+
+def test_a_repaired_link_learns_its_new_optic_before_it_is_judged() -> None:
+    """A quiet optic (0.4x its peers) is replaced by an ordinary one (1.2x): 3x its old normal,
+    which is no fault. The repair clears what the link's baseline had learnt."""
+    topo = fleet()
+    ctl = Controller(topo, config_from_mapping({}))
+    links = topo.members[EntityKind.LINK]
+    rng = np.random.default_rng(41)
+    totals = np.zeros(links.size)
+    factor = np.ones(links.size)
+    factor[4] = 0.4
+    out: list[tuple[float, str, str]] = []
+    now = 1_000_000.0
+    for k in range(240):
+        if k == 120:
+            out += [
+                (t.ts, t.entity, t.to_state) for t in ctl.mark_repaired(now, ["link/n04"], "optic replaced")
+            ]
+            factor[4] = 1.2
+        totals[:] += rng.poisson(2.0 * factor * 30.0)
+        now += 30.0
+        rows = [(int(g), "link.retransmits_total", now - 1.0, float(totals[i])) for i, g in enumerate(links)]
+        out += [(t.ts, t.entity, t.to_state) for t in ctl.tick(now, batch(rows)).transitions]
+    assert [t for t in out if t[2] in BAD] == []

@@ -152,11 +152,12 @@ class Controller:
         gpu_count = topology.count(EntityKind.GPU)
         self.xid_memory = XidMemory.create(gpu_count, config.detectors.xid)
         self.usual_levels = UsualLevels(
+            topology,
             {
-                name: topology.count(self.catalog[name].entity)
+                name: self.catalog[name].entity
                 for name, rule in config.detectors.trend.items()
                 if rule.beyond_usual is not None
-            }
+            },
         )
         self.peer_memory = PeerMemory(
             topology, {name: self.catalog[name].entity for name in config.detectors.peer}
@@ -232,8 +233,11 @@ class Controller:
                 idx.append(int(topo.members[EntityKind.LINK][local]))
         gpus = topo.local[[g for g in idx if topo.kind_of(g) is EntityKind.GPU]]
         idx.extend(topo.members[EntityKind.MIG][np.isin(topo.mig_gpu, gpus)].tolist())  # and their instances
-        self.store.forget(np.array(idx, dtype=np.int64))
+        forgotten = np.array(idx, dtype=np.int64)
+        self.store.forget(forgotten)
         self.pace.forget(gpus)
+        self.peer_memory.forget(topo, forgotten)
+        self.usual_levels.forget(topo, forgotten)
         records: list[TransitionRecord] = []
         for gidx in dict.fromkeys(idx):
             if topo.kind_of(gidx) is EntityKind.GPU:

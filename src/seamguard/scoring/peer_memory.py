@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
-from seamguard.model.topology import Topology
+from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.scoring.groupstats import group_median
 from seamguard.telemetry.clock import clock_domains
 
@@ -43,6 +43,7 @@ WARMUP = 20  # observations averaged into a baseline before its entity is judged
 
 @dataclass
 class _RuleState:
+    kind: EntityKind
     domain: IntArray  # per member (local order): the global index of its clock domain
     current: BoolArray  # stood out on its latest sample
     previous: BoolArray  # stood out on the sample before
@@ -63,6 +64,7 @@ class PeerMemory:
         for name, kind in rules.items():
             n = topology.count(kind)
             self._rules[name] = _RuleState(
+                kind=kind,
                 domain=domains[topology.members[kind]],
                 current=np.zeros(n, dtype=bool),
                 previous=np.zeros(n, dtype=bool),
@@ -73,6 +75,18 @@ class PeerMemory:
                 cohort=np.zeros(n),
                 seen=np.zeros(n, dtype=np.int64),
             )
+
+    def forget(self, topology: Topology, entities: IntArray) -> None:
+        """A repaired part (a new optic, a reseated GPU) starts afresh: no timing history, and its
+        own normal is learnt again before it is judged."""
+        for st in self._rules.values():
+            pick = topology.local[entities[topology.kind_code[entities] == KIND_CODE[st.kind]]]
+            st.current[pick] = st.previous[pick] = False
+            st.sample_ts[pick] = -np.inf
+            st.group[pick] = -2
+            st.joined_at[pick] = -np.inf
+            st.own[pick] = st.cohort[pick] = 0.0
+            st.seen[pick] = 0
 
     def gate(self, name: str, outlier: BoolArray, in_cohort: BoolArray, last_seen: FloatArray) -> BoolArray:
         """Which of this tick's outliers count (see the module docstring); remembers them."""

@@ -13,6 +13,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from seamguard.model.entities import EntityKind
+from seamguard.model.topology import KIND_CODE, Topology
+
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
@@ -22,10 +25,18 @@ WARMUP = 20
 
 
 class UsualLevels:
-    def __init__(self, sizes: dict[str, int]) -> None:
-        self._log = {name: np.zeros(n) for name, n in sizes.items()}
-        self._seen = {name: np.zeros(n, dtype=np.int64) for name, n in sizes.items()}
-        self._at = dict.fromkeys(sizes, -np.inf)
+    def __init__(self, topology: Topology, kinds: dict[str, EntityKind]) -> None:
+        self._kinds = kinds
+        self._log = {name: np.zeros(topology.count(kind)) for name, kind in kinds.items()}
+        self._seen = {name: np.zeros(topology.count(kind), dtype=np.int64) for name, kind in kinds.items()}
+        self._at = dict.fromkeys(kinds, -np.inf)
+
+    def forget(self, topology: Topology, entities: IntArray) -> None:
+        """A repaired part's usual level is learnt again (a rebuilt array is a new normal)."""
+        for name, kind in self._kinds.items():
+            pick = topology.local[entities[topology.kind_code[entities] == KIND_CODE[kind]]]
+            self._log[name][pick] = 0.0
+            self._seen[name][pick] = 0
 
     def usual(self, name: str) -> FloatArray:
         """Per entity: its usual level (NaN until learnt)."""

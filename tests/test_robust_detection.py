@@ -20,11 +20,12 @@ from seamguard.errors import InputError
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, JobRecord, NodeRecord
-from seamguard.model.states import JobClass
+from seamguard.model.states import JobClass, State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.scoring import detectors
 from seamguard.scoring.engine import same_window
 from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.clock import skew_notices
 from seamguard.telemetry.store import TelemetryStore
 
 CAT = signal_catalog()
@@ -575,8 +576,10 @@ def test_saves_lift_every_backend_by_its_own_measure_and_are_load() -> None:
 
 
 def test_a_history_window_too_long_for_the_tick_is_refused_with_the_keys_to_change() -> None:
-    with pytest.raises(InputError, match=r"at most 4096.*trend_window_s"):
-        config_from_mapping({"engine": {"tick_s": 0.1}})
+    with pytest.raises(InputError, match=r"at most 1024.*trend_window_s"):
+        config_from_mapping({"engine": {"tick_s": 0.15}})  # 15 s mistyped
+    with pytest.raises(InputError, match="must be finite"):
+        config_from_mapping({"scores": {"trend_window_s": float("inf")}})
     with pytest.raises(InputError, match="86400 s"):
         config_from_mapping({"detectors": {"persist": {"link.latency_us": 86400}}, "engine": {"tick_s": 10}})
 
@@ -604,3 +607,121 @@ def test_a_repaired_link_learns_its_new_optic_before_it_is_judged() -> None:
         rows = [(int(g), "link.retransmits_total", now - 1.0, float(totals[i])) for i, g in enumerate(links)]
         out += [(t.ts, t.entity, t.to_state) for t in ctl.tick(now, batch(rows)).transitions]
     assert [t for t in out if t[2] in BAD] == []
+
+
+def _steady_counter_store(topo: Topology) -> tuple[TelemetryStore, list[int]]:
+    store = TelemetryStore(topo, CAT, window=8, clock_skew_s=20.0, tick_s=30.0)
+    return store, topo.members[EntityKind.GPU].tolist()
+
+
+def test_a_backlog_flushed_after_an_outage_is_not_a_skewed_clock() -> None:
+    """Node n00's exporter was down ten minutes and sends its buffered samples with its fresh
+    one: its newest sample is on time, so nothing is re-timed and rates stay true (1/s)."""
+    topo = fleet()
+    store, gpus = _steady_counter_store(topo)
+    n00 = [g for g in gpus if topo.ids[g].startswith("gpu/n00/")]
+    notices: list[str] = []
+    for k in range(1, 60):
+        now = 1000.0 + 30.0 * k
+        rows = [
+            (g, "gpu.pcie_replay_total", now - 2.0, now - 2.0)
+            for g in gpus
+            if not (g in n00 and 20 <= k < 40)
+        ]
+        if k == 40:  # the flush: twenty buffered samples of each GPU, oldest first
+            rows += [
+                (g, "gpu.pcie_replay_total", t - 2.0, t - 2.0)
+                for g in n00
+                for t in 1000.0 + 30.0 * np.arange(20, 40)
+            ]
+        store.ingest(now, batch(rows))
+        notices += skew_notices(topo, store.clock.changes) if store.clock is not None else []
+        if k > 41:
+            assert np.allclose(store.rate("gpu.pcie_replay_total")[: len(gpus)], 1.0)
+    assert notices == []
+
+
+def test_a_clock_that_is_fixed_stops_being_corrected_at_once() -> None:
+    topo = fleet()
+    store, gpus = _steady_counter_store(topo)
+    n00 = {g for g in gpus if topo.ids[g].startswith("gpu/n00/")}
+    for k in range(1, 40):
+        now = 1000.0 + 30.0 * k
+        skew = 90.0 if k < 20 else 0.0  # n00's clock is fixed (NTP) at tick 20
+        store.ingest(now, batch([(g, "gpu.pcie_replay_total", now - 2.0 - (skew if g in n00 else 0.0), now - 2.0)
+                                 for g in gpus]))  # fmt: skip
+        if 8 < k < 20 or k > 21:
+            assert np.allclose(store.rate("gpu.pcie_replay_total")[: len(gpus)], 1.0), k
+            assert np.allclose(store.last_seen("gpu.pcie_replay_total")[: len(gpus)], now - 2.0), k
+
+
+def test_a_baseline_learnt_on_an_idle_links_few_retransmits_is_not_carried_into_its_job() -> None:
+    """Idle links count a retransmit every few minutes: a baseline learnt on that is noise. When
+    a job starts on them their rates rise 150x and they are learnt again before being judged."""
+    start = 1_000_000.0 + 1800.0
+    recs = tuple(
+        NodeRecord(node=f"n{i:02d}", rack="r0", cdu="c0", leaf="l0", gpus=4, storage="ckpt0")
+        for i in range(12)
+    )
+    job = JobRecord("train", JobClass.SYNC_TRAINING, tuple(f"n{i:02d}" for i in range(12)), start, 1e12)
+    topo = build_topology(Inventory(recs), (job,))
+    links = topo.members[EntityKind.LINK]
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        totals = np.zeros(links.size)
+
+        def rows(
+            lo: float, hi: float, rng: np.random.Generator = rng, totals: np.ndarray = totals
+        ) -> list[Row]:
+            out: list[Row] = []
+            for t in sampled(lo, hi, 30.0, 0.0):
+                totals[:] += rng.poisson((0.5 if t > start else 0.003) * 30.0, links.size)
+                out.extend(
+                    (int(g), "link.retransmits_total", float(t), float(totals[k]))
+                    for k, g in enumerate(links)
+                )
+            return out
+
+        _c, out, _n = drive(topo, 30.0, 9000, rows)
+        assert [t for t in out if t[2] in BAD] == [], seed
+
+
+def test_a_reading_held_at_an_alarm_is_not_a_stuck_sensor() -> None:
+    """Every write hitting a 30 s client timeout, and a stopped pump at 0 L/min, read the same
+    value for as long as the fault lasts: they stay readings, while a reading held at a normal
+    value goes missing once it has not moved for its flatline limit."""
+    nodes = tuple(
+        NodeRecord(node=f"n{i}", rack=f"r{i}", cdu=f"c{i}", leaf="l0", gpus=1, storage="s0") for i in range(3)
+    )
+    topo = build_topology(Inventory(nodes), (), storage=("s1",))
+    cfg = config_from_mapping({"engine": {"tick_s": 30}})
+    ctl = Controller(topo, cfg)
+    stor = topo.members[EntityKind.STORAGE].tolist()
+    cdus = topo.members[EntityKind.CDU].tolist()
+    now = 1_000_000.0
+    for _ in range(60):  # 30 minutes, past every flatline limit
+        now += 30.0
+        ctl.tick(now, batch([(stor[0], "storage.write_latency_ms", now - 1, 30000.0),
+                             (stor[1], "storage.write_latency_ms", now - 1, 20.0),
+                             (cdus[0], "cdu.flow_lpm", now - 1, 0.0),
+                             (cdus[1], "cdu.flow_lpm", now - 1, 450.0)]))  # fmt: skip
+    write = ctl.store.current("storage.write_latency_ms")
+    flow = ctl.store.current("cdu.flow_lpm")
+    assert write[0] == 30000.0 and np.isnan(write[1])
+    assert flow[0] == 0.0 and np.isnan(flow[1])
+    assert ctl.classifier.state[stor[0]] != int(State.HEALTHY)
+
+
+def test_samples_delivered_twice_do_not_shorten_the_cadence_and_late_ones_do_not_go_back() -> None:
+    topo = fleet()
+    store = TelemetryStore(topo, CAT)
+    gpus = topo.members[EntityKind.GPU][:8].tolist()
+    for k in range(1, 12):  # every 30 s, each sample also delivered again a second later
+        now = 1000.0 + 30.0 * k
+        rows = [(g, "gpu.temp_c", now - 3.0, 60.0) for g in gpus] + [
+            (g, "gpu.temp_c", now - 2.0, 60.0) for g in gpus
+        ]
+        store.ingest(now, batch(rows))
+    assert store.cadence("gpu.temp_c") == pytest.approx(30.0, abs=1.5)  # not the 1 s between copies
+    store.ingest(now + 30.0, batch([(gpus[0], "gpu.temp_c", now - 100.0, 99.0)]))  # a late, older sample
+    assert store.last_seen("gpu.temp_c")[0] == now - 2.0 and store.current("gpu.temp_c")[0] == 60.0

@@ -135,7 +135,7 @@ class DetectorsConfig(StrictModel):
     flag: dict[str, FlagRule] = Field(default_factory=dict)
     hard_counters: list[str] = Field(default_factory=list)
     # Noisy gauges: level and peer detectors read the median of the samples of the last so many
-    # seconds (three at least), trends a despiked history, so one spike never counts.
+    # seconds (three at least), so one spike never counts; for a counter, its mean rate over them.
     persist: dict[str, float] = Field(default_factory=dict)
     throttle: ThrottleConfig
     xid: XidConfig
@@ -369,9 +369,10 @@ class CheckpointConfig(StrictModel):
         return self.storage.get(name, self.storage["default"])
 
 
-# Every history signal keeps this many ticks per entity: at 131,072 GPUs one tick of one GPU
-# signal is 1 MB, so the bound keeps a mistyped window from allocating gigabytes.
-MAX_HISTORY_TICKS = 4096
+# Every history signal keeps this many ticks per entity (at 131,072 GPUs one tick of one GPU signal
+# is 1 MB, and four GPU histories are kept): the bound refuses a mistyped tick (0.15 for 15) or
+# window before it allocates gigabytes. A 1 s tick still holds a 10-minute trend window.
+MAX_HISTORY_TICKS = 1024
 
 
 StateName = Literal["healthy", "degraded", "recovery_unsafe", "quarantine", "harmful", "failed", "unknown"]
@@ -405,6 +406,10 @@ class Config(StrictModel):
     @model_validator(mode="after")
     def _history_bounded(self) -> Self:
         longest = max(self.scores.trend_window_s, self.economics.smooth_s, *self.detectors.persist.values())
+        if not math.isfinite(longest) or not math.isfinite(self.engine.tick_s):
+            raise ValueError(
+                "engine.tick_s, scores.trend_window_s, economics.smooth_s and detectors.persist must be finite"
+            )
         ticks = math.ceil(longest / self.engine.tick_s) + 1
         if ticks > MAX_HISTORY_TICKS:
             raise ValueError(

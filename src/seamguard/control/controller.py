@@ -54,6 +54,7 @@ from seamguard.scoring.cohorts import by_node_type
 from seamguard.scoring.engine import (
     STEP_TIME_SIGNAL,
     ScoreFrame,
+    flatline_alarms,
     history_signals,
     history_ticks,
     score_tick,
@@ -121,6 +122,7 @@ class Controller:
             clock_skew_s=config.engine.clock_skew_s,
             tick_s=config.engine.tick_s,
             flatline=config.detectors.flatline,
+            flatline_alarms=flatline_alarms(config),
         )
         self.sensors = SensorScreen.from_config(config)
         self.classifier = Classifier(topology.kind_code, config.classifier, config.economics)
@@ -237,6 +239,8 @@ class Controller:
         self.store.forget(forgotten)
         self.pace.forget(gpus)
         self.peer_memory.forget(topo, forgotten)
+        if self.store.clock is not None:
+            self.store.clock.forget(np.unique(self.store.clock.domain[forgotten]))
         self.usual_levels.forget(topo, forgotten)
         records: list[TransitionRecord] = []
         for gidx in dict.fromkeys(idx):

@@ -46,6 +46,14 @@ def history_signals(config: Config) -> set[str]:
     return {*config.detectors.trend, *config.detectors.persist, STEP_TIME_SIGNAL}
 
 
+def flatline_alarms(config: Config) -> tuple[dict[str, float], dict[str, float]]:
+    """(at or below, at or above): per level-ruled signal, where a held reading is an alarm, not
+    a stuck sensor (the level rule's soft limit in its bad direction)."""
+    below = {n: r.warn for n, r in config.detectors.level.items() if r.direction == "low"}
+    above = {n: r.warn for n, r in config.detectors.level.items() if r.direction == "high"}
+    return below, above
+
+
 def history_ticks(config: Config) -> int:
     """Ring length that covers every window read from history at the configured tick: a trend
     fitted over a third of its window (a short ring at a short tick) is a trend of noise."""

@@ -39,6 +39,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 WARMUP = 20  # observations averaged into a baseline before its entity is judged against it
+MAX_FACTOR = 8.0
 
 
 @dataclass
@@ -110,21 +111,30 @@ class PeerMemory:
         moved = groups != st.group
         st.joined_at[moved] = now
         st.group = groups.copy()
+        # a baseline learnt under the old load (an idle link counts a retransmit a minute: mostly
+        # noise) is no baseline under the new one: it is learnt again
+        st.own[moved] = st.cohort[moved] = 0.0
+        st.seen[moved] = 0
         return np.where(now - st.joined_at >= settle_s, value, np.nan)
 
     def without_baseline(self, name: str, value: FloatArray, relative: bool) -> FloatArray:
         """``value`` with each entity's learnt offset removed; NaN (not judged) until learnt."""
         st = self._rules[name]
+        adjusted = value * self._factor(st) if relative else value - (st.own - st.cohort)
+        return np.where(st.seen >= WARMUP, adjusted, np.nan)
+
+    @staticmethod
+    def _factor(st: _RuleState) -> FloatArray:
+        """cohort / own, kept within MAX_FACTOR either way: no part is that different from its
+        peers all its life, and a warm-up that counted almost nothing must not say it is."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            adjusted = value * (st.cohort / st.own) if relative else value - (st.own - st.cohort)
-        return np.where((st.seen >= WARMUP) & np.isfinite(adjusted), adjusted, np.nan)
+            k = np.where(st.own > 0, st.cohort / st.own, np.where(st.cohort > 0, MAX_FACTOR, 1.0))
+        return np.clip(k, 1.0 / MAX_FACTOR, MAX_FACTOR)
 
     def scaling(self, name: str) -> FloatArray:
         """Per entity: the factor ``without_baseline`` multiplies a relative value by (1 until learnt)."""
         st = self._rules[name]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k = st.cohort / st.own
-        return np.where((st.seen >= WARMUP) & np.isfinite(k), k, 1.0)
+        return np.where(st.seen >= WARMUP, self._factor(st), 1.0)
 
     def learn_baseline(self, name: str, raw: FloatArray, groups: IntArray, n_groups: int, *,
                        quiet: BoolArray, now: float, halflife_s: float) -> None:  # fmt: skip

@@ -7,12 +7,12 @@ sample's lag, the tick's time minus the sample's stamp. For a healthy source tha
 scrape and delivery delay, a fraction of a tick, and much the same for every source; a skewed
 clock adds its offset to every sample it stamps.
 
-So per *clock domain* (a node for its GPUs, MIG instances, heartbeat and uplink; every other
-entity is its own domain) the mean lag of each tick's samples is smoothed over ticks, and the
-domain's offset is its smoothed lag minus the median of all domains'. An offset beyond the
-threshold (``engine.clock_skew_s``, never less than a tick, since within one tick the phase of a
-scrape is normal) is corrected: that domain's stamps are shifted by it before anything reads
-them. Correction ends with hysteresis once the offset falls under half the threshold.
+So per *clock domain* (a node for its GPUs, MIG instances and heartbeat, which its own exporter
+stamps; every other entity is its own domain, an uplink included, since a fabric manager often
+reports it) the lag of each tick's newest sample is smoothed over ticks and compared with the
+median of all domains'. An offset beyond the threshold (``engine.clock_skew_s``, never less than
+a tick, since within one tick the phase of a scrape is normal) is corrected: that domain's
+stamps are shifted before anything reads them (``correct`` says how).
 
 Recorded telemetry replayed tick by tick is binned by its own stamps, so there a skew cannot be
 seen from arrival; docs/scoring.md says so.
@@ -43,9 +43,7 @@ def clock_domains(topology: Topology) -> IntArray:
     domain[gpus] = nodes[topology.gpu_node]
     migs = topology.members[EntityKind.MIG]
     domain[migs] = nodes[topology.gpu_node[topology.mig_gpu]]
-    links = topology.members[EntityKind.LINK]
-    domain[links] = nodes[: links.size]  # link i is node i's uplink
-    return domain
+    return domain  # links, racks, CDUs, storage, jobs: their own (a fabric manager or a BMS stamps them)
 
 
 @dataclass(frozen=True)
@@ -67,36 +65,46 @@ class ClockAligner:
         self.changes: tuple[SkewChange, ...] = ()
 
     def correct(self, now: float, entity: IntArray, ts: FloatArray) -> FloatArray:
-        """``ts`` with each skewed domain's offset removed; updates the estimate from this tick."""
+        """``ts`` with each skewed domain's offset removed; updates the estimate from this tick.
+
+        The lag of a domain in a tick is that of its *newest* sample: an exporter flushing ten
+        minutes of buffered samples after an outage also sends a fresh one, so a backlog is never
+        taken for a clock. A correction starts when both the smoothed and this tick's offset are
+        past the threshold, applies this tick's offset (the stamps are re-timed exactly, not by a
+        smoothed guess), and stops in the first tick the domain's newest sample is back in line."""
         dom = self.domain[entity]
         finite = np.isfinite(ts)
         n = self.lag.size
-        count = np.bincount(dom[finite], minlength=n)
-        total = np.bincount(dom[finite], weights=now - ts[finite], minlength=n)
-        seen = count > 0
-        mean = np.zeros(n)
-        mean[seen] = total[seen] / count[seen]
+        newest = np.full(n, np.inf)
+        np.minimum.at(newest, dom[finite], now - ts[finite])
+        seen = np.isfinite(newest)
         fresh_start = seen & ~np.isfinite(self.lag)
-        self.lag[fresh_start] = mean[fresh_start]
+        self.lag[fresh_start] = newest[fresh_start]
         upd = seen & ~fresh_start
-        self.lag[upd] += SMOOTHING * (mean[upd] - self.lag[upd])
+        self.lag[upd] += SMOOTHING * (newest[upd] - self.lag[upd])
         known = np.isfinite(self.lag)
         changes: list[SkewChange] = []
         if known.sum() >= 3:
             reference = float(np.median(self.lag[known]))
-            dev = np.where(known, self.lag - reference, 0.0)
+            smooth = np.where(known, self.lag - reference, 0.0)
+            now_dev = np.where(seen, newest - reference, 0.0)
             limit = self.threshold_s
             on = self.offset != 0
-            start = ~on & (np.abs(dev) > limit)
-            stop = on & (np.abs(dev) < limit / 2)
-            # A corrected domain's lag is measured on its raw stamps, so its offset tracks dev.
-            self.offset = np.where(start | (on & ~stop), dev, 0.0)
-            changes = [SkewChange(int(d), float(dev[d]), reference) for d in np.flatnonzero(start)]
+            start = ~on & seen & (np.abs(smooth) > limit) & (np.abs(now_dev) > limit)
+            stop = on & seen & (np.abs(now_dev) < limit / 2)
+            keep = on & ~stop
+            self.offset = np.where(start | (keep & seen), now_dev, np.where(keep, self.offset, 0.0))
+            changes = [SkewChange(int(d), float(now_dev[d]), reference) for d in np.flatnonzero(start)]
             changes += [SkewChange(int(d), 0.0, reference) for d in np.flatnonzero(stop)]
         self.changes = tuple(changes)
         if not np.any(self.offset):
             return ts
         return ts + self.offset[dom]
+
+    def forget(self, domains: IntArray) -> None:
+        """A repaired (reimaged) node's clock is measured afresh."""
+        self.lag[domains] = np.nan
+        self.offset[domains] = 0.0
 
 
 MAX_NAMED = 5  # a notice names this many sources, then counts the rest

@@ -55,8 +55,20 @@ class Flatlines:
     stays so until a sample carries another value.
     """
 
-    def __init__(self, catalog: SignalCatalog, sizes: Mapping[str, int], limits: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        catalog: SignalCatalog,
+        sizes: Mapping[str, int],
+        limits: Mapping[str, float],
+        alarm_below: Mapping[str, float] | None = None,
+        alarm_above: Mapping[str, float] | None = None,
+    ) -> None:
         self.limit: dict[int, float] = {}
+        # A reading held at or past an alarm bound (its physical range's edge, or the soft limit
+        # of its level rule) is never taken for a stuck sensor: a backend whose every write hits
+        # the client timeout, a stopped pump at 0 L/min, read the same value for good reasons.
+        self.low: dict[int, float] = {}
+        self.high: dict[int, float] = {}
         self.value: dict[int, FloatArray] = {}
         self.changed_at: dict[int, FloatArray] = {}
         for name, seconds in limits.items():
@@ -67,6 +79,9 @@ class Flatlines:
                 raise ValueError(f"flatline: {name} needs a positive number of seconds, got {seconds}")
             n = sizes[name]
             self.limit[sig.index] = float(seconds)
+            lo, hi = sig.range if sig.range is not None else (-np.inf, np.inf)
+            self.low[sig.index] = max(lo, (alarm_below or {}).get(name, -np.inf))
+            self.high[sig.index] = min(hi, (alarm_above or {}).get(name, np.inf))
             self.value[sig.index] = np.full(n, np.nan)
             self.changed_at[sig.index] = np.full(n, np.inf)
 
@@ -87,8 +102,10 @@ class Flatlines:
         samples only: ``last_seen`` is the newest sample's time)."""
         if s not in self.limit:
             return np.zeros(last_seen.size, dtype=bool)
+        held = self.value[s]
         with np.errstate(invalid="ignore"):
-            out: BoolArray = (last_seen - self.changed_at[s]) >= self.limit[s]
+            alarming = (held <= self.low[s]) | (held >= self.high[s])
+            out: BoolArray = ((last_seen - self.changed_at[s]) >= self.limit[s]) & ~alarming
         return out
 
     def held_for(self, s: int, last_seen: FloatArray) -> FloatArray:

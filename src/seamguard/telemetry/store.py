@@ -85,6 +85,7 @@ class TelemetryStore:
         clock_skew_s: float | None = None,
         tick_s: float = 0.0,
         flatline: Mapping[str, float] | None = None,
+        flatline_alarms: tuple[Mapping[str, float], Mapping[str, float]] | None = None,
     ) -> None:
         if window < 2:
             raise ValueError("window must hold at least 2 ticks")
@@ -110,7 +111,7 @@ class TelemetryStore:
             self._series.append(series)
         self._ranges = ValueRanges(catalog)
         sizes = {name: topology.count(catalog[name].entity) for name in flatline or {}}
-        self.flatlines = Flatlines(catalog, sizes, flatline or {})
+        self.flatlines = Flatlines(catalog, sizes, flatline or {}, *(flatline_alarms or ({}, {})))
         self.tick_ts = np.full(window, np.nan)
         # None: sample times are taken as stamped (a replay binned by its own stamps)
         self.clock = ClockAligner(topology, clock_skew_s, tick_s) if clock_skew_s is not None else None
@@ -194,6 +195,9 @@ class TelemetryStore:
             local, ts, val = _latest_per_entity(local, ts, val, bitwise_or=series.kind is SignalKind.BITMASK)
         else:
             _learn_cadence(series, ts - series.last_seen[local])
+        if series.kind is not SignalKind.COUNTER:  # (counters drop them below, with their rate)
+            newer = ts >= series.last_seen[local]  # a late, older sample never replaces a newer one
+            local, ts, val = local[newer], ts[newer], val[newer]
         resets = 0
         if series.kind is SignalKind.COUNTER and series.rate is not None:
             prev_v = series.last_value[local]
@@ -337,12 +341,15 @@ class TelemetryStore:
 
 CADENCE_SAMPLE = 4096  # intervals looked at per tick: the median of a few thousand is the fleet's
 CADENCE_SMOOTHING = 0.2
+# Gaps shorter than this are one sample delivered twice (two scrapers of one exporter a second
+# apart, a push retried), not a cadence; a series sampled faster has no learnt cadence.
+MIN_GAP_S = 2.0
 
 
 def _learn_cadence(series: _Series, dt: FloatArray) -> None:
     """Smooth the median interval between consecutive samples into ``series.interval_s``."""
     gaps = dt[:CADENCE_SAMPLE]
-    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
+    gaps = gaps[np.isfinite(gaps) & (gaps >= MIN_GAP_S)]
     if gaps.size == 0:
         return
     med = float(np.median(gaps))

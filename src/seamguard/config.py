@@ -136,7 +136,7 @@ class DetectorsConfig(StrictModel):
     hard_counters: list[str] = Field(default_factory=list)
     # Noisy gauges: level and peer detectors read the median of the samples of the last so many
     # seconds (three at least), so one spike never counts; for a counter, its mean rate over them.
-    persist: dict[str, float] = Field(default_factory=dict)
+    persist: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(default_factory=dict)
     throttle: ThrottleConfig
     xid: XidConfig
     heartbeat: HeartbeatConfig
@@ -155,7 +155,7 @@ class DetectorsConfig(StrictModel):
             ("level", numeric),
             ("trend", numeric),
             ("peer", (SignalKind.GAUGE, SignalKind.COUNTER)),  # a counter's peers compare rates
-            ("persist", (SignalKind.GAUGE, SignalKind.COUNTER)),  # a counter's: the median of its rates
+            ("persist", (SignalKind.GAUGE, SignalKind.COUNTER)),  # a counter's: its mean rate
             ("counter", (SignalKind.COUNTER,)),
             ("flag", (SignalKind.FLAG,)),
         ):
@@ -173,9 +173,6 @@ class DetectorsConfig(StrictModel):
         wanted[f"throttle.signal={self.throttle.signal}"] = (SignalKind.BITMASK,)
         wanted[f"xid.signal={self.xid.signal}"] = (SignalKind.EVENT,)
         wanted[f"heartbeat.signal={self.heartbeat.signal}"] = (SignalKind.GAUGE,)
-        for name, seconds in self.persist.items():
-            if not (math.isfinite(seconds) and seconds > 0):
-                raise ValueError(f"persist.{name}: a window in seconds > 0, got {seconds}")
         for key, kinds in wanted.items():
             name = key.split("=", 1)[1] if "=" in key else key.split(".", 1)[1]
             sig = catalog.get(name)
@@ -403,14 +400,23 @@ class Config(StrictModel):
                 raise ValueError(f"admissibility.{state.label}: missing job class(es) {', '.join(missing)}")
         return self
 
+    def history_span_s(self) -> float:
+        """The longest window read from history: trends, harm's pace, persisted readings."""
+        return max(self.scores.trend_window_s, self.economics.smooth_s, *self.detectors.persist.values())
+
+    def history_ticks(self) -> int:
+        """Ticks of history each history signal keeps: a trend fitted over a third of its window
+        (a short ring at a short tick) is a trend of noise."""
+        return max(4, math.ceil(self.history_span_s() / self.engine.tick_s) + 1)
+
     @model_validator(mode="after")
     def _history_bounded(self) -> Self:
-        longest = max(self.scores.trend_window_s, self.economics.smooth_s, *self.detectors.persist.values())
+        longest = self.history_span_s()
         if not math.isfinite(longest) or not math.isfinite(self.engine.tick_s):
             raise ValueError(
                 "engine.tick_s, scores.trend_window_s, economics.smooth_s and detectors.persist must be finite"
             )
-        ticks = math.ceil(longest / self.engine.tick_s) + 1
+        ticks = self.history_ticks()
         if ticks > MAX_HISTORY_TICKS:
             raise ValueError(
                 f"the history a trend, harm or persist window needs is {ticks} ticks "

@@ -56,7 +56,6 @@ from seamguard.scoring.engine import (
     ScoreFrame,
     flatline_alarms,
     history_signals,
-    history_ticks,
     score_tick,
     validate_cohorts,
 )
@@ -116,7 +115,7 @@ class Controller:
         self.store = TelemetryStore(
             topology,
             self.catalog,
-            window=history_ticks(config),
+            window=config.history_ticks(),
             stale_after_s=config.engine.stale_after_s,
             history_signals=history_signals(config),
             clock_skew_s=config.engine.clock_skew_s,
@@ -137,7 +136,7 @@ class Controller:
         self._hazard: JobHazard | None = None
         self._nominal_rate = nominal_rates(config.hazard, topology)
         self._gpu_slowdown = np.zeros(topology.count(EntityKind.GPU))
-        self.pace = PaceRing(history_ticks(config), topology.count(EntityKind.GPU))
+        self.pace = PaceRing(config.history_ticks(), topology.count(EntityKind.GPU))
         self.escalation = Escalation(config, topology)
         self._criticality = np.array(
             [
@@ -471,7 +470,7 @@ class Controller:
         if self.catalog.get(STEP_TIME_SIGNAL) is None:
             return ratio
         harm = straggler_harm(
-            self._smoothed_step_time(workload),
+            self._sustained_pace(workload),
             workload.gpu_job,
             workload.job_sync,
             workload.job_gpus,
@@ -494,7 +493,7 @@ class Controller:
             )
         return ratio
 
-    def _smoothed_step_time(self, workload: Workload) -> FloatArray:
+    def _sustained_pace(self, workload: Workload) -> FloatArray:
         """Each rank's typical pace over the last ``economics.smooth_s``, as a share of its job's
         median at each tick (economics/pace.py); NaN once it stops reporting.
 

@@ -50,14 +50,10 @@ def _node_of(kind: EntityKind, topology: Topology) -> IntArray | None:
 def _cohort_groups(
     cohort: str, kind: EntityKind, topology: Topology, workload: Workload
 ) -> tuple[IntArray, int] | None:
-    n = topology.count(kind)
     if cohort == "fleet":
-        return np.zeros(n, dtype=np.int64), 1
-    node_of: IntArray | None = None
-    if kind is EntityKind.GPU:
-        node_of = topology.gpu_node
-    elif kind in (EntityKind.NODE, EntityKind.LINK):
-        node_of = np.arange(n, dtype=np.int64)
+        return np.zeros(topology.count(kind), dtype=np.int64), 1
+    # MIG instances have no cohort of their own but the fleet: they follow their GPU
+    node_of = None if kind is EntityKind.MIG else _node_of(kind, topology)
     if cohort in ("job", "work"):
         if node_of is None:
             return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -52,13 +51,6 @@ def flatline_alarms(config: Config) -> tuple[dict[str, float], dict[str, float]]
     below = {n: r.warn for n, r in config.detectors.level.items() if r.direction == "low"}
     above = {n: r.warn for n, r in config.detectors.level.items() if r.direction == "high"}
     return below, above
-
-
-def history_ticks(config: Config) -> int:
-    """Ring length that covers every window read from history at the configured tick: a trend
-    fitted over a third of its window (a short ring at a short tick) is a trend of noise."""
-    longest = max(config.scores.trend_window_s, config.economics.smooth_s, *config.detectors.persist.values())
-    return max(4, math.ceil(longest / config.engine.tick_s) + 1)
 
 
 def validate_cohorts(config: Config, catalog: SignalCatalog, topology: Topology, workload: Workload) -> None:
@@ -162,10 +154,10 @@ def score_tick(
     xid_memory: XidMemory,
     peer_memory: PeerMemory,
     usual: UsualLevels,
-    sensors: SensorScreen | None = None,
+    sensors: SensorScreen,
 ) -> ScoreFrame:
-    """``sensors``: the screen against sensor faults, kept across ticks so that each is announced
-    once (a fresh one when None: the evidence is screened the same, its notices repeat)."""
+    """The memories (XIDs, peers, usual levels, the sensor screen) are kept across ticks by the
+    caller: they are what makes a tick's judgement depend on the ticks before it."""
     cat = store.catalog
     det = config.detectors
     sc = config.scores
@@ -231,8 +223,7 @@ def score_tick(
     hb_sig = cat[det.heartbeat.signal]
     hb = heartbeat(hb_sig, det.heartbeat, store.current(hb_sig.name))
     evidence.append(hb.evidence)
-    screen = sensors if sensors is not None else SensorScreen.from_config(config)
-    evidence, sensor_notices = screen.screen(evidence, store, topology)
+    evidence, sensor_notices = sensors.screen(evidence, store, topology)
 
     gfs, gfs_rec = combine(evidence, topology)
     hard = np.zeros(topology.n_entities, dtype=bool)

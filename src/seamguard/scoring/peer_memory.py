@@ -18,7 +18,7 @@ averaged with that half-life, only while the entity carries no evidence; their r
 measures) or difference (absolute ones) is its offset, removed before the comparison, so what
 is judged is the change. A ratio of averages, not an average of ratios: at a few retransmits a
 minute each reading is mostly counting noise, and the log of a noisy ratio is biased. The
-first WARMUP observations are averaged before the entity is judged at all: an entity that is
+first readings (a warm-up, ``learnt_average``) are averaged before the entity is judged at all: an entity that is
 already failing when seamguard starts is taken as its own normal (docs/scoring.md says so).
 """
 
@@ -32,13 +32,13 @@ import numpy.typing as npt
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.scoring.groupstats import group_median
+from seamguard.scoring.learnt_average import average_in, decay_since, learnt
 from seamguard.telemetry.clock import clock_domains
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-WARMUP = 20  # observations averaged into a baseline before its entity is judged against it
 MAX_FACTOR = 8.0
 
 
@@ -121,7 +121,7 @@ class PeerMemory:
         """``value`` with each entity's learnt offset removed; NaN (not judged) until learnt."""
         st = self._rules[name]
         adjusted = value * self._factor(st) if relative else value - (st.own - st.cohort)
-        return np.where(st.seen >= WARMUP, adjusted, np.nan)
+        return np.where(learnt(st.seen), adjusted, np.nan)
 
     @staticmethod
     def _factor(st: _RuleState) -> FloatArray:
@@ -134,7 +134,7 @@ class PeerMemory:
     def scaling(self, name: str) -> FloatArray:
         """Per entity: the factor ``without_baseline`` multiplies a relative value by (1 until learnt)."""
         st = self._rules[name]
-        return np.where(st.seen >= WARMUP, self._factor(st), 1.0)
+        return np.where(learnt(st.seen), self._factor(st), 1.0)
 
     def learn_baseline(self, name: str, raw: FloatArray, groups: IntArray, n_groups: int, *,
                        quiet: BoolArray, now: float, halflife_s: float) -> None:  # fmt: skip
@@ -143,12 +143,6 @@ class PeerMemory:
         med, counts = group_median(raw, groups, max(n_groups, 1))
         g = np.where(groups >= 0, groups, 0)
         ok = (groups >= 0) & (counts[g] >= 3) & np.isfinite(raw) & np.isfinite(med[g]) & quiet
-        decay = (
-            0.0 if not np.isfinite(st.learnt_at) else 1.0 - 0.5 ** (max(now - st.learnt_at, 0.0) / halflife_s)
-        )
-        st.seen[ok] += 1
-        # a running mean over the warm-up, then an exponential average with the half-life
-        step = np.where(st.seen[ok] <= WARMUP, 1.0 / np.maximum(st.seen[ok], 1), decay)
-        st.own[ok] += step * (raw[ok] - st.own[ok])
-        st.cohort[ok] += step * (med[g][ok] - st.cohort[ok])
+        decay = decay_since(st.learnt_at, now, halflife_s)
+        average_in(st.seen, ok, decay, (st.own, raw), (st.cohort, med[g]))
         st.learnt_at = now

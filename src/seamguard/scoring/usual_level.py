@@ -5,7 +5,7 @@ trend in it is load unless the latency has stayed well above what this backend u
 What is usual differs between backends by an order of magnitude (a flash tier at 10 ms, a disk
 tier at 60), so a fixed gate in milliseconds is tuned to one site. The usual level is the
 geometric mean of the entity's readings over USUAL_HALFLIFE_S, learnt only while the rule gives
-the entity no evidence, after WARMUP readings (until then the rule does not judge it).
+the entity no evidence, after a warm-up (``learnt_average``; until then the rule does not judge it).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.scoring.learnt_average import average_in, decay_since, learnt
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 USUAL_HALFLIFE_S = 6 * 3600.0
-WARMUP = 20
 
 
 class UsualLevels:
@@ -40,16 +40,13 @@ class UsualLevels:
 
     def usual(self, name: str) -> FloatArray:
         """Per entity: its usual level (NaN until learnt)."""
-        return np.where(self._seen[name] >= WARMUP, np.exp(self._log[name]), np.nan)
+        return np.where(learnt(self._seen[name]), np.exp(self._log[name]), np.nan)
 
     def learn(self, name: str, value: FloatArray, quiet: BoolArray, now: float) -> None:
-        log, seen = self._log[name], self._seen[name]
         with np.errstate(divide="ignore", invalid="ignore"):
             y = np.log(value)
         ok = quiet & np.isfinite(y)
-        last = self._at[name]
-        decay = 0.0 if not np.isfinite(last) else 1.0 - 0.5 ** (max(now - last, 0.0) / USUAL_HALFLIFE_S)
-        seen[ok] += 1
-        step = np.where(seen[ok] <= WARMUP, 1.0 / np.maximum(seen[ok], 1), decay)
-        log[ok] += step * (y[ok] - log[ok])
+        average_in(
+            self._seen[name], ok, decay_since(self._at[name], now, USUAL_HALFLIFE_S), (self._log[name], y)
+        )
         self._at[name] = now

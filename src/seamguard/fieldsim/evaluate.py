@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from seamguard.config import Config, load_config
 from seamguard.control.controller import Controller
 from seamguard.fieldsim.generator import FieldFleet
@@ -155,11 +153,6 @@ def pooled(runs: Sequence[tuple[str, FieldEvaluation]]) -> FieldEvaluation:
         false_actions=tuple(h for name, ev in runs for h in tag(name, ev.false_actions)),
         violated=tuple(f"{name}:{v}" for name, ev in runs for v in ev.violated),
     )
-
-
-def median_or_nan(values: Iterable[float | None]) -> float:
-    vals = [v for v in values if v is not None]
-    return float(np.median(vals)) if vals else float("nan")
 
 
 def n_ticks(duration_s: float, tick_s: float) -> int:

@@ -23,6 +23,7 @@ from pydantic import Field
 from seamguard.errors import InputError
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
+from seamguard.model.world import carry
 from seamguard.strict_model import StrictModel
 
 IntArray = npt.NDArray[np.int64]
@@ -147,6 +148,15 @@ class Budgets:
         self.quarantined = np.zeros(self.n_nodes, dtype=bool)
         self.failed = np.zeros(self.n_nodes, dtype=bool)  # hard-down: out of service, not by us
         self._starts: deque[tuple[float, int]] = deque()  # (when, nodes) of each quarantine taken
+
+    def carried_over(self, topology: Topology, nodes: IntArray) -> Budgets:
+        """These budgets on ``topology`` (``nodes``: new -> old local index, -1: joined): the
+        bounds are recomputed for the new domains, the ledger kept for nodes that stay."""
+        out = Budgets(topology, self.config)
+        out.quarantined = carry(self.quarantined, nodes, False)
+        out.failed = carry(self.failed, nodes, False)
+        out._starts = self._starts  # quarantines taken in the last hour count whoever left since
+        return out
 
     # -- counts (vectorised) ----------------------------------------------------------------
     def domain_counts(self) -> IntArray:

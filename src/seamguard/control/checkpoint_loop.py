@@ -32,6 +32,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology
 from seamguard.model.workload import Workload
+from seamguard.model.world import WorldChange, carry
 from seamguard.telemetry.store import TelemetryStore
 
 FloatArray = npt.NDArray[np.float64]
@@ -95,6 +96,19 @@ class CheckpointLoop:
         self._arrays_key: tuple[int, ...] | None = None
         self._static: dict[str, FloatArray] = {}
         self.last: LoopTick | None = None
+
+    def carry_over(self, change: WorldChange) -> None:
+        """Jobs that stay keep what was journaled of their plan (no repeat of an unchanged plan)."""
+        self.topology = change.new
+        if change.same(EntityKind.JOB):
+            return
+        fwd = change.kind(EntityKind.JOB)
+        self._journaled = carry(self._journaled, fwd, -1)
+        self._journaled_tau = carry(self._journaled_tau, fwd, np.nan)
+        self._ordered_since = carry(self._ordered_since, fwd, np.nan)
+        self._arrays_key = None
+        self._static = {}
+        self.last = None
 
     def step(
         self,

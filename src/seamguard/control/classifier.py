@@ -22,6 +22,7 @@ from seamguard.config import ClassifierConfig, EconomicsConfig
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import KINDS
+from seamguard.model.world import WorldChange, carry
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -111,6 +112,18 @@ class Classifier:
         self.offences = np.zeros(n)
         self.flaps = np.zeros(n)
         self.last_now = -np.inf
+
+    def carry_over(self, change: WorldChange) -> None:
+        """Per entity (global index): states, dwell and flap counts kept for entities that stay."""
+        fwd = change.entities
+        self.allowed = allowed_matrix()[change.new.kind_code.astype(np.int64)]
+        self.classified = np.asarray(self.allowed.any(axis=1), dtype=bool)
+        self.state = carry(self.state, fwd, U)
+        self.entered = carry(self.entered, fwd, -np.inf)
+        self.clear_since = carry(self.clear_since, fwd, np.inf)
+        self.seen = carry(self.seen, fwd, False)
+        self.offences = carry(self.offences, fwd, 0.0)
+        self.flaps = carry(self.flaps, fwd, 0.0)
 
     def thresholds(self) -> tuple[FloatArray, FloatArray]:
         """Effective (degraded_enter, quarantine_enter) per entity after repeat-offender escalation."""

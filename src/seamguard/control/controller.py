@@ -8,7 +8,7 @@ the very same engine.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +50,7 @@ from seamguard.model.workload import (
     placement_node_job,
     workload_from_nodes,
 )
+from seamguard.model.world import WorldChange, carry
 from seamguard.scoring.cohorts import by_node_type
 from seamguard.scoring.engine import (
     STEP_TIME_SIGNAL,
@@ -138,12 +139,7 @@ class Controller:
         self._gpu_slowdown = np.zeros(topology.count(EntityKind.GPU))
         self.pace = PaceRing(config.history_ticks(), topology.count(EntityKind.GPU))
         self.escalation = Escalation(config, topology)
-        self._criticality = np.array(
-            [
-                config.economics.criticality_weight[config.checkpoint.for_job(j.job).criticality]
-                for j in topology.jobs
-            ]
-        )
+        self._criticality = _criticality(config, topology)
         # Each job's economics and save cost: from this engine's own checkpoint loop, or handed
         # in by a caller that plans over several engines (``set_job_economics``).
         self.economics: JobEconomics | None = None
@@ -209,6 +205,53 @@ class Controller:
         self._workload = workload_from_nodes(self.topology, node_job)
         self._amp = amplification(self.topology, self._workload)
         self._live_placement = True
+
+    def apply_world(self, change: WorldChange) -> None:
+        """Run on ``change.new`` from the next tick on (``model.world``): every per-entity memory is
+        carried over, so an entity that stays keeps its state, history, scores and learnt normals,
+        one that joined starts as on a fresh start, one that left is forgotten."""
+        if change.old is not self.topology:
+            raise ValueError("apply_world: the change does not start from this engine's topology")
+        new, fwd = change.new, change.entities
+        self.store.carry_over(change)
+        self.sensors.carry_over(change, self.catalog)
+        self.classifier.carry_over(change)
+        self.lemon_memory = self.lemon_memory.carry_over(change)
+        self._counted = np.concatenate([new.members[k] for k in COUNTED_KINDS])
+        self._nominal_rate = nominal_rates(self.config.hazard, new)
+        self._counted_rate = self._nominal_rate[self._counted]
+        if self.checkpoint_loop is not None:
+            self.checkpoint_loop.carry_over(change)
+        gpus = change.kind(EntityKind.GPU)
+        if not change.same(EntityKind.GPU):
+            self._gpu_slowdown = carry(self._gpu_slowdown, gpus, 0.0)
+            self.pace.carry_over(gpus)
+            self.xid_memory = self.xid_memory.carry_over(change)
+        self.escalation.carry_over(change)
+        self._criticality = _criticality(self.config, new)
+        jobs = change.kind(EntityKind.JOB)
+        self._save_s = carry(self._save_s, jobs, np.nan)
+        if self.economics is not None:
+            self.economics = _carry_economics(self.economics, jobs, self._criticality)
+        self._last_known = carry(self._last_known, fwd, int(State.HEALTHY))
+        self._last_observed = carry(self._last_observed, fwd, -np.inf)
+        self.gfs, self.prs = carry(self.gfs, fwd, 0.0), carry(self.prs, fwd, 0.0)
+        self.fae = carry(self.fae, fwd, 1.0)
+        self._harm_ratio = carry(self._harm_ratio, fwd, 0.0)
+        back = change.back()
+        self._harm_text = {int(back[g]): t for g, t in self._harm_text.items() if back[g] >= 0}
+        self.usual_levels.carry_over(change)
+        self.peer_memory.carry_over(change, {n: r.cohort for n, r in self.config.detectors.peer.items()})
+        self.frame = None  # this tick's evidence: the next tick scores on the new world
+        self._pairs, self._hazard = None, None
+        old_workload = self._workload
+        self.topology = new
+        self._workload_key, self._workload, self._amp = None, None, None
+        if self._live_placement and old_workload is not None:
+            node_job = carry(old_workload.node_job, change.kind(EntityKind.NODE), -1)
+            back_jobs = np.append(change.back(EntityKind.JOB), -1)  # -1 (no job) stays -1
+            self._workload = workload_from_nodes(new, back_jobs[node_job])
+            self._amp = amplification(new, self._workload)
 
     def mark_repaired(self, now: float, entities: Sequence[str], note: str) -> tuple[TransitionRecord, ...]:
         """An operator (or the repair workflow) vouches that these entities were repaired.
@@ -589,6 +632,23 @@ class Controller:
             fae=float(self.fae[gidx]),
             evidence=self._evidence_items(gidx),
         )
+
+
+def _carry_economics(
+    econ: JobEconomics, jobs: npt.NDArray[np.int64], criticality: FloatArray
+) -> JobEconomics:
+    """Per job: the figures of jobs that stay; a new job weighs its criticality until it is planned."""
+    out = {f.name: carry(getattr(econ, f.name), jobs, np.nan) for f in fields(econ)}
+    out["gpus"] = np.nan_to_num(out["gpus"])
+    out["weight"] = np.where(jobs >= 0, out["weight"], criticality)
+    return JobEconomics(**out)
+
+
+def _criticality(config: Config, topology: Topology) -> FloatArray:
+    weights = config.economics.criticality_weight
+    return np.array(
+        [weights[config.checkpoint.for_job(j.job).criticality] for j in topology.jobs], dtype=float
+    )
 
 
 def _new_hard_failures(topology: Topology, changes: Changes) -> int:

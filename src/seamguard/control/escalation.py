@@ -35,6 +35,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.states import TRAINING_CLASSES, State
 from seamguard.model.topology import Topology
 from seamguard.model.workload import Workload
+from seamguard.model.world import WorldChange, carry
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -73,6 +74,22 @@ class Escalation:
         self._last = -math.inf
         # Per job (and -1: no job), whether it is a training job.
         self._training = np.array([j.job_class in TRAINING_CLASSES for j in topology.jobs] + [False])
+
+    def carry_over(self, change: WorldChange) -> None:
+        """Parts that stay keep what they have cost and their ladder step; a pending outcome
+        whose part or job left is dropped (there is nothing left to measure)."""
+        self.topology = change.new
+        self.paid = carry(self.paid, change.entities, 0.0)
+        self.level = carry(self.level, change.entities, 0)
+        self._training = np.array([j.job_class in TRAINING_CLASSES for j in change.new.jobs] + [False])
+        parts, jobs = change.back(), change.back(EntityKind.JOB)
+        kept: list[_Pending] = []
+        for p in self.pending:
+            gidx, job = int(parts[p.gidx]), int(jobs[p.job])
+            if gidx >= 0 and job >= 0:
+                p.gidx, p.job = gidx, job
+                kept.append(p)
+        self.pending = kept
 
     def step(
         self,

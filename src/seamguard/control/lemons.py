@@ -11,7 +11,7 @@ defaults that is two hard failures within a week, against a base rate of about o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,7 @@ from seamguard.control.classifier import Changes
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.model.world import WorldChange, carry
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -36,6 +37,12 @@ class LemonMemory:
     @classmethod
     def create(cls, topology: Topology, config: ClassifierConfig) -> LemonMemory:
         return cls(np.zeros(topology.count(EntityKind.NODE)), config.lemon_halflife_s, config.lemon_failures)
+
+    def carry_over(self, change: WorldChange) -> LemonMemory:
+        """A node that stays keeps its failure count (a lemon is not forgiven by a job change)."""
+        if change.same(EntityKind.NODE):
+            return self
+        return replace(self, failures=carry(self.failures, change.kind(EntityKind.NODE), 0.0))
 
     def record(self, now: float, topology: Topology, changes: Changes) -> None:
         if math.isfinite(self.last):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,7 @@ from seamguard.control.storm import StormBrake, StormConfig
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.model.world import WorldChange
 from seamguard.strict_model import StrictModel
 
 IntArray = npt.NDArray[np.int64]
@@ -184,6 +185,37 @@ class SafetyLayer:
                 out = np.unique(topo.gpu_node[gpus]).astype(np.int64)
         self._nodes_cache[target] = out
         return out
+
+    def carry_over(self, change: WorldChange, now: float) -> list[NoticeRecord]:
+        """Onto ``change.new``: holds, queue, repeat history and budgets kept for nodes that stay.
+        A held node that left the inventory is dropped from the ledger with a notice, and no
+        resume is ever sent for it (there is nothing left to resume)."""
+        self.topology = change.new
+        self._nodes_cache = {}
+        self.brake.carry_over(change)
+        if change.same(EntityKind.NODE):
+            return []
+        fwd = change.kind(EntityKind.NODE)
+        back = change.back(EntityKind.NODE)
+        gone = sorted(f"node/{self.node_names[n]}" for n in self._held if back[n] < 0)
+        self._held = {int(back[n]): q for n, q in self._held.items() if back[n] >= 0}
+        self._history = {int(back[n]): h for n, h in self._history.items() if back[n] >= 0}
+        queue: list[_Queued] = []
+        for q in self._queue:
+            nodes = back[q.nodes]
+            if (nodes >= 0).any():
+                queue.append(replace(q, nodes=nodes[nodes >= 0]))
+        self._queue = queue
+        self.budgets = self.budgets.carried_over(change.new, fwd)
+        self.node_names = change.new.names[EntityKind.NODE]
+        self._node_index = {n: i for i, n in enumerate(self.node_names)}
+        if not gone:
+            return []
+        shown = ", ".join(gone[:10]) + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
+        return [
+            NoticeRecord(now, SAFETY, "warning",
+                         f"{len(gone)} quarantined node(s) left the inventory, hold dropped (no resume sent): {shown}")
+        ]  # fmt: skip
 
     # -- the tick ---------------------------------------------------------------------------
     def tick(

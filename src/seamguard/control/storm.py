@@ -20,6 +20,7 @@ from pydantic import Field
 
 from seamguard.journal.records import NoticeRecord
 from seamguard.model.topology import Topology
+from seamguard.model.world import WorldChange
 from seamguard.strict_model import StrictModel
 
 log = logging.getLogger("seamguard.control.storm")
@@ -71,6 +72,12 @@ class StormBrake:
         self.engaged = False
         self.reason = ""
         self._calm_since: float | None = None
+
+    def carry_over(self, change: WorldChange) -> None:
+        """Entities in the window that stay are counted still; those that left are not."""
+        self.domains = {k: entity_domains(change.new, k) for k in self.config.spread_kinds}
+        moved = change.back()[self._gidx]
+        self._ts, self._gidx = self._ts[moved >= 0], moved[moved >= 0]
 
     def spread(self) -> tuple[int, dict[str, int]]:
         """Distinct entities in the window and the distinct domains they cover, per kind."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from seamguard.model.world import carry
 from seamguard.scoring.groupstats import group_median
 
 FloatArray = npt.NDArray[np.float64]
@@ -30,6 +31,10 @@ class PaceRing:
         self.tick_ts = np.full(window, np.nan)
         self.ratio = np.full((window, n_gpus), np.nan)
         self._slot = -1
+
+    def carry_over(self, gpus: IntArray) -> None:
+        """Per GPU (``gpus``: new -> old local index, -1 for one that joined)."""
+        self.ratio = carry(self.ratio, gpus, np.nan, axis=1)
 
     def record(self, now: float, step_time: FloatArray, gpu_job: IntArray, n_jobs: int) -> None:
         """``step_time``: this tick's samples only (NaN for ranks that sent none this tick);

@@ -8,6 +8,7 @@ import numpy.typing as npt
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
 from seamguard.model.workload import Workload
+from seamguard.model.world import WorldChange
 
 IntArray = npt.NDArray[np.int64]
 
@@ -76,3 +77,37 @@ def _cohort_groups(
             return None
         return topology.rack_cdu[topology.node_rack[node_of]], topology.count(EntityKind.CDU)
     return None
+
+
+# The kind whose local index numbers each cohort's groups (fleet: one group, 0).
+_GROUP_KIND = {
+    "job": EntityKind.JOB,
+    "work": EntityKind.JOB,
+    "leaf": EntityKind.SWITCH,
+    "cdu": EntityKind.CDU,
+}
+GONE = -3  # a group whose cohort left the world: equal to no group, so its members count as moved
+
+
+def translate_groups(cohort: str, kind: EntityKind, groups: IntArray, change: WorldChange) -> IntArray:
+    """Group ids of ``kind``'s members (already in the new member order) from the old world's
+    numbering into the new one's: a job's index moves when an earlier job ends, but its members
+    have not changed cohort, so their learnt baselines must not be reset (``PeerMemory.settled``).
+    Negative ids (no group, never grouped) are kept."""
+    old, new = change.old, change.new
+    n_types_old = int(old.node_type.max(initial=-1)) + 1
+    node_of = _node_of(kind, new)
+    split = node_of is not None and n_types_old > 1 and cohort != "model"
+    base = np.where(groups >= 0, groups // n_types_old, groups) if split else groups.copy()
+    if cohort in _GROUP_KIND:
+        back = change.back(_GROUP_KIND[cohort])
+        table = np.append(back, len(new.jobs) if cohort == "work" else GONE)  # "work": the idle group
+        base = np.where(base >= 0, table[np.clip(base, 0, back.size)], base)
+    elif cohort == "model":
+        where = {m: i for i, m in enumerate(new.models)}
+        table = np.array([where.get(m, GONE) for m in old.models] or [GONE], dtype=np.int64)
+        base = np.where(base >= 0, table[np.clip(base, 0, table.size - 1)], base)
+    n_types_new = int(new.node_type.max(initial=-1)) + 1
+    if node_of is None or n_types_new <= 1 or cohort == "model":
+        return base
+    return np.where(base >= 0, base * n_types_new + new.node_type[node_of], base)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
@@ -10,6 +10,8 @@ import numpy.typing as npt
 
 from seamguard.config import HeartbeatConfig, XidConfig
 from seamguard.model.catalog import Signal
+from seamguard.model.entities import EntityKind
+from seamguard.model.world import WorldChange, carry
 from seamguard.model.xid import MAX_XID_CODE, UNKNOWN_XID, describe_xid, xid_catalog
 from seamguard.scoring.evidence import Evidence, FloatArray, make_evidence, ramp
 from seamguard.telemetry.store import TickEvents
@@ -47,6 +49,14 @@ class XidMemory:
     @classmethod
     def create(cls, size: int, config: XidConfig) -> XidMemory:
         return cls(size, config, np.zeros(size), np.full(size, np.nan), np.full(size, np.nan))
+
+    def carry_over(self, change: WorldChange) -> XidMemory:
+        """Per GPU: a GPU that stays keeps its event memory."""
+        if change.same(EntityKind.GPU):
+            return self
+        fwd = change.kind(EntityKind.GPU)
+        return replace(self, size=int(fwd.size), level=carry(self.level, fwd, 0.0),
+                       code=carry(self.code, fwd, np.nan), when=carry(self.when, fwd, np.nan))  # fmt: skip
 
     def forget(self, local: int) -> None:
         """A repaired GPU starts with a clean slate of events."""

@@ -24,6 +24,7 @@ already failing when seamguard starts is taken as its own normal (docs/scoring.m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,8 @@ import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.model.world import WorldChange, carry
+from seamguard.scoring.cohorts import translate_groups
 from seamguard.scoring.groupstats import group_median
 from seamguard.scoring.learnt_average import average_in, decay_since, learnt
 from seamguard.telemetry.clock import clock_domains
@@ -76,6 +79,23 @@ class PeerMemory:
                 cohort=np.zeros(n),
                 seen=np.zeros(n, dtype=np.int64),
             )
+
+    def carry_over(self, change: WorldChange, cohorts: Mapping[str, str]) -> None:
+        """Onto ``change.new``: members that stay keep their timing and learnt baselines, and the
+        cohort they were in is renumbered as the new world numbers it (``cohorts``: rule -> cohort)."""
+        domains = clock_domains(change.new)
+        self.n_domains = change.new.n_entities
+        for name, st in self._rules.items():
+            st.domain = domains[change.new.members[st.kind]]
+            fwd = change.kind(st.kind)
+            st.group = translate_groups(cohorts[name], st.kind, carry(st.group, fwd, -2), change)
+            if change.same(st.kind):
+                continue
+            st.current, st.previous = carry(st.current, fwd, False), carry(st.previous, fwd, False)
+            st.sample_ts = carry(st.sample_ts, fwd, -np.inf)
+            st.joined_at = carry(st.joined_at, fwd, -np.inf)
+            st.own, st.cohort = carry(st.own, fwd, 0.0), carry(st.cohort, fwd, 0.0)
+            st.seen = carry(st.seen, fwd, 0)
 
     def forget(self, topology: Topology, entities: IntArray) -> None:
         """A repaired part (a new optic, a reseated GPU) starts afresh: no timing history, and its

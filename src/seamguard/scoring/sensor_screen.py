@@ -20,14 +20,16 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import Config
-from seamguard.model.catalog import Signal
+from seamguard.model.catalog import Signal, SignalCatalog
 from seamguard.model.topology import Topology
+from seamguard.model.world import WorldChange, carry
 from seamguard.scoring.corroboration import corroborate, drop
 from seamguard.scoring.detectors import unit_text
 from seamguard.scoring.evidence import Evidence, FloatArray
 from seamguard.telemetry.store import TelemetryStore
 
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
 NAMED = 3
 # An uncorroborated reading is announced once its dropped evidence is at least this (a detector's
 # own 0..1: halfway from warn to crit), when it claims a fault rather than noise near a bound.
@@ -47,6 +49,21 @@ class SensorScreen:
         self._was_flat: dict[str, BoolArray] = {}
         self._announced: dict[str, BoolArray] = {}  # rule signal -> uncorroborated episode announced
         self._dropped_since: dict[str, FloatArray] = {}  # rule signal -> since when dropped without a break
+
+    def carry_over(self, change: WorldChange, catalog: SignalCatalog) -> None:
+        """Each signal's memory (per entity of its kind) re-indexed: an announced fault stays announced."""
+
+        def fwd(name: str) -> IntArray | None:
+            kind = catalog[name].entity
+            return None if change.same(kind) else change.kind(kind)
+
+        for flags in (self._was_flat, self._announced):
+            for name, values in flags.items():
+                if (m := fwd(name)) is not None:
+                    flags[name] = carry(values, m, False)
+        for name, since in self._dropped_since.items():
+            if (m := fwd(name)) is not None:
+                self._dropped_since[name] = carry(since, m, np.inf)
 
     @classmethod
     def from_config(cls, config: Config) -> SensorScreen:

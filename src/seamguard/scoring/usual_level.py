@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.model.world import WorldChange, carry
 from seamguard.scoring.learnt_average import average_in, decay_since, learnt
 
 FloatArray = npt.NDArray[np.float64]
@@ -30,6 +31,13 @@ class UsualLevels:
         self._log = {name: np.zeros(topology.count(kind)) for name, kind in kinds.items()}
         self._seen = {name: np.zeros(topology.count(kind), dtype=np.int64) for name, kind in kinds.items()}
         self._at = dict.fromkeys(kinds, -np.inf)
+
+    def carry_over(self, change: WorldChange) -> None:
+        """Entities that stay keep their usual level; joiners learn theirs from nothing."""
+        for name, kind in self._kinds.items():
+            if not change.same(kind):
+                self._log[name] = carry(self._log[name], change.kind(kind), 0.0)
+                self._seen[name] = carry(self._seen[name], change.kind(kind), 0)
 
     def forget(self, topology: Topology, entities: IntArray) -> None:
         """A repaired part's usual level is learnt again (a rebuilt array is a new normal)."""

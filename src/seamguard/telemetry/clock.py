@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
+from seamguard.model.world import WorldChange, carry
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -100,6 +101,12 @@ class ClockAligner:
         if not np.any(self.offset):
             return ts
         return ts + self.offset[dom]
+
+    def carry_over(self, change: WorldChange) -> None:
+        """Domains are entities (global index): a node that stays keeps its measured skew."""
+        self.domain = clock_domains(change.new)
+        self.lag = carry(self.lag, change.entities, np.nan)
+        self.offset = carry(self.offset, change.entities, 0.0)
 
     def forget(self, domains: IntArray) -> None:
         """A repaired (reimaged) node's clock is measured afresh."""

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.model.catalog import SignalCatalog, SignalKind
+from seamguard.model.world import carry
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -118,6 +119,12 @@ class Flatlines:
         if s in self.limit:
             self.value[s][local] = np.nan
             self.changed_at[s][local] = np.inf
+
+    def carry_over(self, s: int, fwd: IntArray) -> None:
+        """Signal ``s``'s entities re-indexed by ``fwd`` (new -> old, -1: joined, nothing seen yet)."""
+        if s in self.limit:
+            self.value[s] = carry(self.value[s], fwd, np.nan)
+            self.changed_at[s] = carry(self.changed_at[s], fwd, np.inf)
 
     def nbytes(self) -> int:
         return sum(v.nbytes for v in self.value.values()) + sum(c.nbytes for c in self.changed_at.values())

@@ -18,7 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.model.catalog import SignalCatalog, SignalKind
-from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.model.topology import KIND_CODE, KINDS, Topology
+from seamguard.model.world import WorldChange, carry
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.clock import ClockAligner
 from seamguard.telemetry.plausibility import Flatlines, ValueRanges, counter_increase
@@ -239,6 +240,28 @@ class TelemetryStore:
             if series.ring is not None:
                 series.ring[:, pick] = np.nan
             self.flatlines.forget(s, pick)
+
+    def carry_over(self, change: WorldChange) -> None:
+        """Onto ``change.new``: each series of a kind that moved is re-indexed (``model.world``);
+        the series of kinds that did not (every kind but JOB on a job change) are left as they are."""
+        for s, series in enumerate(self._series):
+            kind = KINDS[int(self._signal_kind_code[s])]
+            if change.same(kind):
+                continue
+            fwd = change.kind(kind)
+            series.size = int(fwd.size)
+            series.last_value = carry(series.last_value, fwd, np.nan)
+            series.last_seen = carry(series.last_seen, fwd, -np.inf)
+            if series.ring is not None:
+                series.ring = carry(series.ring, fwd, np.nan, axis=1)
+            if series.rate is not None:
+                series.rate = carry(series.rate, fwd, np.nan)
+            series.events = None  # this tick's only: the next ingest replaces them
+            series.extras = {k: carry(v, fwd, np.nan) for k, v in series.extras.items()}
+            self.flatlines.carry_over(s, fwd)
+        if self.clock is not None:
+            self.clock.carry_over(change)
+        self.topology = change.new
 
     # ---- reads --------------------------------------------------------------------------
     def _index(self, name: str) -> _Series:

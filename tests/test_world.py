@@ -20,10 +20,10 @@ from seamguard.economics.hazard_learning import HazardLearner
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
-from seamguard.model.inventory import Inventory, JobRecord, NodeRecord
+from seamguard.model.inventory import Inventory, JobRecord, NodeRecord, parse_mig_layout
 from seamguard.model.states import JobClass, State
 from seamguard.model.topology import Topology, build_topology
-from seamguard.model.world import carry, with_jobs, world_change
+from seamguard.model.world import carry, inventory_of, with_jobs, world_change
 from seamguard.telemetry.batch import TelemetryBatch
 from tests.conftest import small_inventory, small_jobs
 from tests.test_safety import OPEN
@@ -49,9 +49,8 @@ def job(name: str, *nodes: str) -> JobRecord:
 BASE = small_inventory()
 # The old world has nodes x1 and x2 (rack r9; x2 with its own storage), x1 running job "gone"; the new one has node y1
 # (rack r8) running job "fresh" instead; the eight nodes and two jobs of the small fleet are in both.
-OLD = build_topology(
-    Inventory((node("x1", "r9"), *BASE.nodes, node("x2", "r9", "ckpt9"))), (job("gone", "x1"), *small_jobs())
-)
+OLD_INVENTORY = Inventory((node("x1", "r9"), *BASE.nodes, node("x2", "r9", "ckpt9")))
+OLD = build_topology(OLD_INVENTORY, (job("gone", "x1"), *small_jobs()))
 NEW = build_topology(Inventory((*BASE.nodes, node("y1", "r8"))), (*small_jobs(), job("fresh", "y1")))
 STAYING = set(OLD.ids) & set(NEW.ids)
 
@@ -122,7 +121,7 @@ def test_a_job_change_keeps_every_other_index_and_matches_a_full_build() -> None
     got = with_jobs(OLD, jobs)
     assert got is not None
     topo, change = got
-    full = build_topology(Inventory((node("x1", "r9"), *BASE.nodes, node("x2", "r9", "ckpt9"))), jobs)
+    full = build_topology(OLD_INVENTORY, jobs)
     assert topo.ids == full.ids and topo.index == full.index
     np.testing.assert_array_equal(topo.kind_code, full.kind_code)
     np.testing.assert_array_equal(topo.local, full.local)
@@ -241,3 +240,10 @@ def test_a_job_change_keeps_the_safety_ledger_as_it_was() -> None:
     assert safety.carry_over(got[1], 150.0) == []
     assert safety.quarantined() == ["node/n05"]
     assert safety.nodes_of("job/later").tolist() == [safety._node_index["n05"]]
+
+
+def test_the_inventory_of_a_topology_builds_the_same_topology() -> None:
+    with_mig = replace(BASE.nodes[1], mig=parse_mig_layout("7-8", 4), model="H100", pdu="p1")
+    for inv in (OLD_INVENTORY, Inventory((BASE.nodes[0], with_mig, *BASE.nodes[2:]))):
+        topo = build_topology(inv, small_jobs())
+        assert inventory_of(topo) == inv

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 import numpy as np
+import numpy.typing as npt
 from rich.console import Console
 
 from seamguard.actuators.dispatch import Dispatcher, actuate, build_routes
@@ -33,16 +34,19 @@ from seamguard.control.safety import SafetyLayer
 from seamguard.errors import InputError
 from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
 from seamguard.journal.sqlite import SqliteJournal
+from seamguard.live_world import LiveWorld
+from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
 from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
+from seamguard.model.world import inventory_of, world_change
 from seamguard.service.app import create_app
 from seamguard.service.server import RunningServer, serve_in_thread
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.sources.base import Source, SourceNotice
+from seamguard.telemetry.sources.base import PlacementSource, Source, SourceNotice, WorldFollower
 from seamguard.telemetry.sources.build import build_sources
 from seamguard.telemetry.sources.push import PushSource
-from seamguard.telemetry.sources.slurm import SlurmSource, job_placements, read_snapshot
+from seamguard.telemetry.sources.slurm import job_placements, read_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,8 @@ class DaemonStatus:
     quarantined: tuple[str, ...]  # nodes seamguard holds out of service
     queued: tuple[str, ...]  # quarantines a budget refused, waiting ("drain_node node/n0003")
     non_healthy: dict[str, int]  # state -> entities in it
+    nodes: int = 0  # the world now: nodes in the inventory...
+    jobs: int = 0  # ...and jobs in the job table
 
 
 class Daemon:
@@ -106,6 +112,7 @@ class Daemon:
         *,
         journal: SqliteJournal | None = None,
         seed: int = 0,
+        world: LiveWorld | None = None,
     ) -> None:
         routes = build_routes(config.actuators)
         enforcing = any(r.mode is Mode.ENFORCE for r in routes)
@@ -118,8 +125,11 @@ class Daemon:
         self.safety = SafetyLayer(topology, config.safety)
         self.dispatcher = Dispatcher(routes, seed=seed)
         self.latch = NoticeLatch()
-        self._known_jobs = {j.job for j in topology.jobs}
-        self._unplaced: set[str] = set()
+        # Where the world comes from (the inventory and jobs files, watched); the placement
+        # sources are asked each tick. Without files: the topology's own inventory and jobs.
+        self.world = world or LiveWorld(None, None, inventory_of(topology), topology.jobs)
+        self._stale_sources: dict[int, Topology] = {}  # id(source) -> the world it still indexes by
+        self._back: dict[int, npt.NDArray[np.int64]] = {}  # id(that world) -> its index -> today's
         self._restored = journal is None  # a previous run's quarantines are taken over at the first step
         # Taken at the end of each step and replaced whole: the HTTP threads read it without
         # touching the safety layer, the dispatcher or the latch while a step changes them.
@@ -140,16 +150,14 @@ class Daemon:
                 log.exception("source %s failed", source.name)
                 notices.append(SourceNotice(source.name, "collect", f"failed: {type(exc).__name__}: {exc}"))
                 continue
-            batches.append(got.batch)
+            batches.append(self._in_current_world(source, got.batch))
             notices.extend(got.notices)
             if got.unknown:
                 shown = ", ".join(f"{k} ({v})" for k, v in sorted(got.unknown.items())[:5])
                 notices.append(
                     SourceNotice(source.name, "mapping", f"names not known to the engine: {shown}")
                 )
-            if isinstance(source, SlurmSource):
-                notices.extend(self._place(source))
-        batch = TelemetryBatch.concat(batches)
+        batch, world_notices = self._follow_world(now, TelemetryBatch.concat(batches), notices)
         with self.lock:
             result = self.controller.tick(now, batch)
         results, safety_notices = actuate(
@@ -160,7 +168,9 @@ class Daemon:
         engine_notices = [NoticeRecord(now, "engine", "warning", text) for text in result.notices]
         for text in result.notices:
             log.warning("engine: %s", text)
-        journal_notices = restored + self.latch.update(now, notices) + safety_notices + engine_notices
+        journal_notices = (
+            restored + world_notices + self.latch.update(now, notices) + safety_notices + engine_notices
+        )
         if self.journal is not None and (results or journal_notices):
             self.journal.append_actions(results, journal_notices)
         self._status = self._snapshot()
@@ -206,52 +216,87 @@ class Daemon:
             non_healthy={
                 State(i).label: int(c) for i, c in enumerate(counts.tolist()) if c and i != State.HEALTHY
             },
+            nodes=self.topology.count(EntityKind.NODE),
+            jobs=len(self.topology.jobs),
         )
 
-    def _place(self, slurm: SlurmSource) -> list[SourceNotice]:
-        """The scheduler's placements replace the job table's time windows; a job Slurm runs that
-        the engine's topology does not know is reported once (the topology is fixed at start)."""
-        records = slurm.placements()
-        if records is None:
-            return []
-        known = {r.job: r.nodes for r in records if r.job in self._known_jobs}
-        new = {r.job for r in records} - self._known_jobs - self._unplaced
-        self._unplaced |= new
-        out: list[SourceNotice] = []
-        if new:
-            out.append(
-                SourceNotice(
-                    slurm.name,
-                    "squeue",
-                    f"jobs started after seamguard, not tracked until it restarts: {', '.join(sorted(new)[:10])}",
-                )
-            )
-        try:
+    # ---- a world that changes while the daemon runs (``live_world``, ``model.world``) --------
+    def _follow_world(
+        self, now: float, batch: TelemetryBatch, notices: list[SourceNotice]
+    ) -> tuple[TelemetryBatch, list[NoticeRecord]]:
+        """Before the tick: the world the files and the placement sources describe now. A change
+        is applied to the engine and the safety layer (every memory carried over), followed by the
+        sources that can, journaled as a notice; this tick's samples are re-indexed into it."""
+        placements = [
+            p for s in self.sources if isinstance(s, PlacementSource) and (p := s.placements()) is not None
+        ]
+        update = self.world.update(self.topology, placements)
+        notices.extend(update.notices)
+        out: list[NoticeRecord] = []
+        change = update.change
+        if change is not None:
             with self.lock:
-                self.controller.set_placement(known)
-        except ValueError as exc:
-            out.append(SourceNotice(slurm.name, "squeue", f"placement not applied: {exc}"))
-        return out
+                self.controller.apply_world(change)
+                out.extend(self.safety.carry_over(change, now))
+            self.topology = change.new
+            for source in self.sources:
+                if isinstance(source, WorldFollower):
+                    source.follow(change)
+                else:
+                    self._stale_sources.setdefault(id(source), change.old)
+            self._back = {id(change.old): change.back()}
+            batch = batch.reindexed(self._back[id(change.old)])
+            summary = change.summary() or "job placements changed"
+            log.info("world: %s", summary)
+            out.insert(0, NoticeRecord(now, "world", "info", summary))
+        stale = [s.name for s in self.sources if id(s) in self._stale_sources]
+        if stale:
+            notices.append(SourceNotice("world", ", ".join(stale), "does not follow world changes: "
+                                        "entities added since start are not read from it until a restart"))  # fmt: skip
+        if update.placement is not None:
+            try:
+                with self.lock:
+                    self.controller.set_placement(update.placement)
+            except ValueError as exc:
+                notices.append(SourceNotice("world", "placement", f"not applied: {exc}"))
+        return batch, out
+
+    def _in_current_world(self, source: Source, batch: TelemetryBatch) -> TelemetryBatch:
+        """A source that does not follow world changes indexes by the world it was built in: its
+        samples are re-indexed by entity id (entities that left are dropped)."""
+        built = self._stale_sources.get(id(source))
+        if built is None or built is self.topology:
+            return batch
+        back = self._back.get(id(built))
+        if back is None:
+            back = self._back[id(built)] = world_change(built, self.topology).back()
+        return batch.reindexed(back)
 
 
 def daemon_topology(config: Config, inventory: Path, jobs: Path | None) -> Topology:
     """The inventory, with the jobs of ``jobs`` or, when Slurm is a source and no jobs file is
     given, the jobs Slurm is running now."""
+    return daemon_world(config, inventory, jobs)[0]
+
+
+def daemon_world(config: Config, inventory: Path, jobs: Path | None) -> tuple[Topology, LiveWorld]:
+    """The topology to start on, and the files it came from, watched for changes (``live_world``)."""
     if not inventory.exists():
         raise InputError(str(inventory), "inventory not found")
     inv = read_inventory(inventory)
     records: tuple[JobRecord, ...] = ()
+    file_jobs: tuple[JobRecord, ...] = ()
     if jobs is not None:
         if not jobs.exists():
             raise InputError(str(jobs), "jobs file not found")
-        records = read_jobs(jobs, inv)
+        records = file_jobs = read_jobs(jobs, inv)
     elif config.sources.slurm is not None:
         snap, notices = read_snapshot(config.sources.slurm, time.time())
         for n in notices:
             log.warning("%s", n)
         nodes = {r.node for r in inv.nodes}
         records = tuple(r for r in job_placements(snap, config.sources.slurm) if set(r.nodes) <= nodes)
-    return build_topology(inv, records)
+    return build_topology(inv, records), LiveWorld(inventory, jobs, inv, file_jobs)
 
 
 def run_daemon(
@@ -275,14 +320,14 @@ def run_daemon(
             str(config_path or "config"),
             "sources: nothing to read; configure at least one source (docs/sources.md)",
         )
-    topology = daemon_topology(cfg, inventory, jobs)
+    topology, world = daemon_world(cfg, inventory, jobs)
     journal = SqliteJournal(journal_path)
     sources: list[Source] = []
     try:
         journal.set_meta("source", "seamguard run")
         journal.set_meta("config_sha256", hashlib.sha256(cfg.model_dump_json().encode()).hexdigest())
         sources = build_sources(cfg.sources, topology)
-        daemon = Daemon(cfg, topology, sources, journal=journal)
+        daemon = Daemon(cfg, topology, sources, journal=journal, world=world)
         server = serve_api(daemon, *bind) if bind else None
     except BaseException:  # a busy port, a bad actuator section: release what was opened
         _close(sources, journal)
@@ -294,6 +339,7 @@ def run_daemon(
         stop.set()
 
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _reload_on_hup(daemon, console))
     console.print(
         f"seamguard run: {topology.n_entities:,} entities, {len(topology.jobs)} job(s) · sources {', '.join(s.name for s in daemon.sources)} · "
         f"tick {cfg.engine.tick_s:g} s · journal {journal_path}"
@@ -319,6 +365,16 @@ def run_daemon(
         _close(daemon.sources, journal)
     console.print(f"stopped after {done} tick(s); journal {journal_path}")
     return 0
+
+
+def _reload_on_hup(daemon: Daemon, console: Console) -> Callable[[int, FrameType | None], None]:
+    """SIGHUP: re-read the inventory and jobs files at the next tick (a flag: never mid-tick)."""
+
+    def _hup(_signum: int, _frame: FrameType | None) -> None:
+        console.print("[yellow]SIGHUP: re-reading the inventory and jobs files at the next tick[/]")
+        daemon.world.request_reload()
+
+    return _hup
 
 
 def steady_wall_clock() -> Callable[[], float]:

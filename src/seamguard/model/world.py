@@ -24,7 +24,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from seamguard.model.entities import EntityKind
-from seamguard.model.inventory import JobRecord
+from seamguard.model.inventory import Inventory, JobRecord, NodeRecord
 from seamguard.model.topology import KIND_CODE, KINDS, IntArray, Topology
 
 ArrayT = TypeVar("ArrayT", bound=npt.NDArray[Any])
@@ -171,3 +171,32 @@ def with_jobs(old: Topology, jobs: Sequence[JobRecord]) -> tuple[Topology, World
 def _block_start(topology: Topology, kind: EntityKind) -> int:
     """Where ``kind``'s block starts in the global index (the count of every kind before it)."""
     return sum(topology.count(k) for k in KINDS[: KINDS.index(kind)])
+
+
+def inventory_of(topology: Topology) -> Inventory:
+    """The inventory ``topology`` was built from (what a rebuild starts from when only a
+    topology is at hand: a daemon started without an inventory file)."""
+    names = topology.names
+    gpus = np.bincount(topology.gpu_node, minlength=topology.count(EntityKind.NODE))
+    mig: list[list[list[int]]] = [[[] for _ in range(int(g))] for g in gpus.tolist()]
+    for gpu, instance in zip(topology.mig_gpu.tolist(), topology.mig_instance.tolist(), strict=True):
+        mig[int(topology.gpu_node[gpu])][int(topology.gpu_slot[gpu])].append(instance)
+
+    def pick(kind: EntityKind, i: int) -> str:
+        return names[kind][i] if i >= 0 else ""
+
+    records = []
+    for n, name in enumerate(names[EntityKind.NODE]):
+        rack = int(topology.node_rack[n])
+        model = int(topology.node_model[n])
+        records.append(
+            NodeRecord(
+                node=name, rack=names[EntityKind.RACK][rack], cdu=pick(EntityKind.CDU, int(topology.rack_cdu[rack])),
+                leaf=names[EntityKind.SWITCH][int(topology.node_leaf[n])], gpus=int(gpus[n]),
+                row=pick(EntityKind.ROW, int(topology.rack_row[rack])), pdu=pick(EntityKind.PDU, int(topology.node_pdu[n])),
+                storage=pick(EntityKind.STORAGE, int(topology.node_storage[n])),
+                model=topology.models[model] if model >= 0 else "",
+                mig=tuple(tuple(m) for m in mig[n]) if any(mig[n]) else (),
+            )
+        )  # fmt: skip
+    return Inventory(tuple(records))

@@ -29,6 +29,15 @@ class TelemetryBatch:
             np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64)
         )
 
+    def reindexed(self, back: npt.NDArray[np.int64]) -> TelemetryBatch:
+        """Entities re-indexed by ``back`` (an old world's index -> the new one's, -1 for an entity
+        that left: its rows are dropped); see ``model.world``."""
+        if self.entity.size == 0:
+            return self
+        ent = back[self.entity]
+        keep = ent >= 0
+        return TelemetryBatch(ent[keep], self.signal[keep], self.timestamp[keep], self.value[keep])
+
     @staticmethod
     def concat(batches: list[TelemetryBatch]) -> TelemetryBatch:
         if not batches:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from seamguard.telemetry.batch import TelemetryBatch
+
+if TYPE_CHECKING:
+    from seamguard.model.inventory import JobRecord
+    from seamguard.model.world import WorldChange
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,24 @@ class Source(Protocol):
     name: str
 
     def collect(self, now: float) -> Collected: ...
+
+
+@runtime_checkable
+class PlacementSource(Protocol):
+    """A source that knows where jobs run (Slurm, Kubernetes): the daemon builds its job table from
+    every such source's last poll, combined, and follows it as jobs start, grow, shrink and end."""
+
+    def placements(self) -> tuple[JobRecord, ...] | None:
+        """The last poll's running jobs; None before a poll or when it could not be read."""
+        ...
+
+
+@runtime_checkable
+class WorldFollower(Protocol):
+    """A source that resolves names to entity indices and follows a world change itself. A source
+    that does not is still read after a change: the daemon re-indexes its samples by entity id."""
+
+    def follow(self, change: WorldChange) -> None: ...
 
 
 def read_json(text: str) -> Any:

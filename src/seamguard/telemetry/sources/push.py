@@ -36,6 +36,7 @@ from pydantic_core import from_json
 
 from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.topology import Topology
+from seamguard.model.world import WorldChange
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.replay import MAX_UNKNOWN_KEYS
 from seamguard.telemetry.sources.base import Collected, SourceNotice
@@ -193,13 +194,24 @@ class PushSource:
         )
         return Collected(TelemetryBatch.concat(parts), notices, unknown)
 
+    def follow(self, change: WorldChange) -> None:
+        """Entity names resolve in the new world from now on; rows queued under the old one are
+        re-indexed (rows of entities that left are dropped)."""
+        back = change.back()
+        with self._queue.lock:
+            self._entities = change.new.index
+            parts = [b.reindexed(back) for b in self._queue.parts]
+            self._queue.parts = [b for b in parts if len(b)]
+            self._queue.rows = sum(len(b) for b in self._queue.parts)
+
     # -- the HTTP side --------------------------------------------------------------------------
 
     def ingest(self, body: bytes, content_type: str = "application/json") -> PushResult:
         """Validate, map and queue one payload (already decompressed); raises ``PayloadError``."""
         entity, signal, ts, value = self._parse(body, content_type)
         n = len(entity)
-        ent, unknown_e = self._codes(entity, self._entities)
+        entities = self._entities
+        ent, unknown_e = self._codes(entity, entities)
         sig, unknown_s = self._codes(signal, self._signals)
         keep = (ent >= 0) & (sig >= 0)
         batch = TelemetryBatch(ent[keep], sig[keep], ts[keep], value[keep])
@@ -217,6 +229,9 @@ class PushSource:
                 f"a batch of {len(batch):,} rows exceeds the push queue's capacity of {q.capacity:,}; split it",
             )
         with q.lock:
+            if entities is not self._entities:  # the world changed while this payload was resolved
+                batch = batch.reindexed(np.array([self._entities.get(e, -1) for e in
+                                                    sorted(entities, key=entities.__getitem__)], dtype=np.int64))  # fmt: skip
             if q.rows + len(batch) > q.capacity:
                 raise PayloadError(
                     503,

@@ -38,6 +38,7 @@ import numpy as np
 from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.inventory import JobRecord
 from seamguard.model.topology import Topology
+from seamguard.model.world import WorldChange
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice, bug_text
 from seamguard.telemetry.sources.slurm_commands import SlurmConfig, run_command
@@ -388,6 +389,10 @@ class SlurmSource:
         snap, notices = read_snapshot(self.config, now, self.reader)
         self.last = snap
         return node_batch(snap, self.topology, self.catalog, now, notices)
+
+    def follow(self, change: WorldChange) -> None:
+        """Nodes are looked up by name each poll: the new world is all it needs."""
+        self.topology = change.new
 
     def placements(self) -> tuple[JobRecord, ...] | None:
         """The last poll's running jobs as job records; None before a poll or if squeue failed."""

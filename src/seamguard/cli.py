@@ -68,7 +68,10 @@ def run(
         int | None, typer.Option(help="stop after this many ticks (default: run until stopped)")
     ] = None,
 ) -> None:
-    """Run the engine on live telemetry: sources, scoring, safety, actuators (advise mode by default)."""
+    """Run the engine on live telemetry: sources, scoring, safety, actuators (advise mode by default).
+
+    Jobs follow Slurm's placements every poll; the inventory and jobs files are re-read when they
+    change and on SIGHUP (kill -HUP), without a restart. SIGINT/SIGTERM stop after the tick."""
     from seamguard.daemon import run_daemon
 
     if ticks is not None and ticks < 1:

@@ -2,7 +2,9 @@
 
 ``Daemon.step(now)`` is one tick and takes its time from the caller; ``run_daemon`` is the
 ``seamguard run`` driver that reads the wall clock, serves the HTTP API (each job's risk, the
-economics, the push endpoint) and stops cleanly on SIGINT/SIGTERM.
+economics, the push endpoint), re-reads the inventory and jobs files on SIGHUP (and whenever
+they change) and stops cleanly on SIGINT/SIGTERM. The world (nodes, jobs) may change between
+ticks; ``_follow_world`` applies it before a tick (``live_world``, ``model.world``).
 
 A source that fails says so in notices and the engine goes on with the rest. Notices are
 journaled when they first appear and again when they clear, not every tick, so a target down

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from seamguard.model.entities import mig_id
 from seamguard.model.topology import Topology
+from seamguard.model.world import WorldChange, carry
 from seamguard.model.xid import MAX_XID_CODE, unknown_xid_notice_text, xid_catalog
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import SourceNotice
@@ -147,6 +148,15 @@ class SlotTable:
         ] = {}  # summed signal -> per entity, the most fields seen at once
         self._max_window_s = config.xid_window_s
         self.xids = XidEvents(n, config.xid_window_slack_s)
+
+    def follow(self, change: WorldChange) -> None:
+        """Resolve series in ``change.new`` from the next poll (every key cache is forgotten and
+        filled again); what outlives a poll (XID state, fields seen, entities read) is re-indexed."""
+        self.topology = change.new
+        self._reset()
+        self._seen = carry(self._seen, change.entities, False)
+        self._sum_fields = {s: carry(v, change.entities, 0) for s, v in self._sum_fields.items()}
+        self.xids = self.xids.carried(change)
 
     @property
     def n_slots(self) -> int:

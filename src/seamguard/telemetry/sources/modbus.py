@@ -15,6 +15,7 @@ Samples are stamped with the poll's ``now``: the engine's clock, not the wall cl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -27,6 +28,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 
 from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.topology import Topology
+from seamguard.model.world import WorldChange
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
 from seamguard.telemetry.sources.registers import (
@@ -36,6 +38,7 @@ from seamguard.telemetry.sources.registers import (
     ModbusConfig,
     ModbusDevice,
     PointArrays,
+    RegisterPoint,
     Table,
     decode,
     plan_blocks,
@@ -99,9 +102,7 @@ class ModbusSource:
             blocks = plan_blocks(dev)
             pa = point_arrays(dev, blocks)
             pts = [dev.points[i] for i in pa.index.tolist()]
-            entity = np.array(
-                [(-1 if (g := topology.lookup(p.entity)) is None else g) for p in pts], dtype=np.int64
-            )
+            entity = _entities(topology, pts)
             signal = np.array([cat[p.signal].index for p in pts], dtype=np.int64)
             counts = np.array([b.count for b in blocks], dtype=np.int64)
             offsets = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
@@ -110,6 +111,11 @@ class ModbusSource:
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, min(config.max_workers, len(self._devices))), thread_name_prefix="modbus-poll"
         )
+
+    def follow(self, change: WorldChange) -> None:
+        """Each point's entity looked up in the new world (a point whose entity joined is read from now on)."""
+        for d in self._devices:
+            d.entity = _entities(change.new, [d.config.points[i] for i in d.arrays.index.tolist()])
 
     @property
     def blocks(self) -> dict[str, tuple[Block, ...]]:
@@ -235,3 +241,8 @@ def _poll(dev: _Device) -> _Poll:
         out.words[o : o + block.count] = np.asarray(regs, dtype=np.uint16)
         out.ok[b] = True
     return out
+
+
+def _entities(topology: Topology, points: Sequence[RegisterPoint]) -> IntArray:
+    """Per point: its entity's global index, -1 when the topology lacks it."""
+    return np.array([(-1 if (g := topology.lookup(p.entity)) is None else g) for p in points], dtype=np.int64)

@@ -18,6 +18,7 @@ import numpy as np
 
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.topology import Topology
+from seamguard.model.world import WorldChange
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice, bug_text, read_json
 from seamguard.telemetry.sources.dcgm import DcgmTarget
@@ -41,6 +42,11 @@ class PrometheusApiSource:
         self.config = config
         self.topology = topology
         self.target = DcgmTarget(topology, config)  # each series' target is its instance label
+
+    def follow(self, change: WorldChange) -> None:
+        """Series resolve in the new world from the next query (``SlotTable.follow``)."""
+        self.topology = change.new
+        self.target.table.follow(change)
 
     def _url(self, query: str, now: float) -> str:
         return f"{self.config.url}/api/v1/query?{urlencode({'query': query, 'time': f'{now:.3f}'})}"

@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 
 from seamguard.model.topology import Topology
+from seamguard.model.world import WorldChange
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice, bug_text
 from seamguard.telemetry.sources.dcgm import (
@@ -156,6 +157,10 @@ class DcgmScrapeSource:
             for e in config.endpoints
         }
         self.last = ScrapeReport()
+
+    def follow(self, change: WorldChange) -> None:
+        """The exporters' series resolve in the new world from the next poll (``SlotTable.follow``)."""
+        self.table.follow(change)
 
     def collect(self, now: float) -> Collected:
         cfg = self.config

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from seamguard.model.world import WorldChange, carry
+
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -77,6 +79,17 @@ class XidEvents:
     def __post_init__(self) -> None:
         self.window_read_at = np.full(self.size, np.nan)
         self.gauge_last = np.full(self.size, np.nan)
+
+    def carried(self, change: WorldChange) -> XidEvents:
+        """This state in ``change.new``'s entity indices; GPUs that left are forgotten."""
+        back = change.back()
+        out = XidEvents(change.new.n_entities, self.slack_s)
+        out.held = {int(back[g]): v for g, v in self.held.items() if back[g] >= 0}
+        out.totals = {(int(back[g]), c): v for (g, c), v in self.totals.items() if back[g] >= 0}
+        out.merged = {(int(back[g]), c): v for (g, c), v in self.merged.items() if back[g] >= 0}
+        out.window_read_at = carry(self.window_read_at, change.entities, np.nan)
+        out.gauge_last = carry(self.gauge_last, change.entities, np.nan)
+        return out
 
     # ---- the three ways ---------------------------------------------------------------------
     def read_totals(self, gpu: IntArray, code: IntArray, total: FloatArray, t: FloatArray,

@@ -217,10 +217,14 @@ def test_a_bad_new_file_keeps_the_old_world_with_a_notice(running: Running) -> N
 class SnapshotSlurm(SlurmSource):
     """The Slurm source fed squeue's text from a list instead of a cluster: one text per poll."""
 
-    polls: list[str]
+    polls: list[str | None]  # None: squeue failed
 
     def collect(self, now: float) -> Collected:
-        jobs, _ = parse_jobs(self.polls.pop(0))
+        text = self.polls.pop(0)
+        if text is None:
+            self.last = SlurmSnapshot(now)
+            return Collected(TelemetryBatch.empty())
+        jobs, _ = parse_jobs(text)
         self.last = SlurmSnapshot(now, jobs=jobs, read=frozenset({"jobs"}))
         return Collected(TelemetryBatch.empty())
 
@@ -235,6 +239,7 @@ def test_a_job_slurm_starts_after_the_daemon_is_tracked_the_next_poll(config: Co
         "",
         SQUEUE.format(id=41, n=2, nodes="n[00-01]"),
         SQUEUE.format(id=41, n=3, nodes="n[00-02]") + SQUEUE.format(id=42, n=1, nodes="n09"),
+        None,
         SQUEUE.format(id=42, n=1, nodes="n07"),
     ]
     daemon = Daemon(config, topo, [slurm])
@@ -248,9 +253,11 @@ def test_a_job_slurm_starts_after_the_daemon_is_tracked_the_next_poll(config: Co
     report = daemon.step(T0 + 2)  # 41 grows; 42 names a node the inventory lacks: reported
     assert [(j.job, j.nodes) for j in daemon.topology.jobs] == [("41", ("n00", "n01", "n02"))]
     assert any("not in the inventory: 42 (n09)" in n.message for n in report.notices)
-    daemon.step(T0 + 3)  # 41 ended, 42 moved onto a known node
+    daemon.step(T0 + 3)  # squeue failed: that ends no job
+    assert [j.job for j in daemon.topology.jobs] == ["41"]
+    daemon.step(T0 + 4)  # 41 ended, 42 moved onto a known node
     assert [(j.job, j.nodes) for j in daemon.topology.jobs] == [("42", ("n07",))]
-    assert daemon.controller.workload_at(T0 + 3).node_job.tolist() == [-1] * 7 + [0]
+    assert daemon.controller.workload_at(T0 + 4).node_job.tolist() == [-1] * 7 + [0]
 
 
 @dataclass
@@ -265,6 +272,18 @@ class Placer:
 
     def placements(self) -> tuple[JobRecord, ...] | None:
         return self.records
+
+
+def test_the_scheduler_jobs_of_the_start_are_kept_until_it_reports(config: Config) -> None:
+    started = JobRecord("7", JobClass.SYNC_TRAINING, ("n01",), 0, np.inf)
+    topo = build_topology(small_inventory(), (started,))
+    slurm = Placer("slurm")
+    daemon = Daemon(config, topo, [slurm])
+    daemon.step(T0)
+    assert daemon.topology.jobs == (started,)  # no poll yet: not a cluster with no jobs
+    slurm.records = ()
+    daemon.step(T0 + 1)
+    assert daemon.topology.jobs == ()  # it said: no job runs
 
 
 def test_the_placements_of_every_source_are_combined(config: Config) -> None:

@@ -129,7 +129,11 @@ class Daemon:
         self.latch = NoticeLatch()
         # Where the world comes from (the inventory and jobs files, watched); the placement
         # sources are asked each tick. Without files: the topology's own inventory and jobs.
-        self.world = world or LiveWorld(None, None, inventory_of(topology), topology.jobs)
+        if world is None:  # the topology's jobs are the scheduler's when one reports placements
+            scheduled = any(isinstance(s, PlacementSource) for s in self.sources)
+            file_jobs, placed = ((), topology.jobs) if scheduled else (topology.jobs, ())
+            world = LiveWorld(None, None, inventory_of(topology), file_jobs, placed)
+        self.world = world
         self._stale_sources: dict[int, Topology] = {}  # id(source) -> the world it still indexes by
         self._back: dict[int, npt.NDArray[np.int64]] = {}  # id(that world) -> its index -> today's
         self._restored = journal is None  # a previous run's quarantines are taken over at the first step
@@ -229,9 +233,7 @@ class Daemon:
         """Before the tick: the world the files and the placement sources describe now. A change
         is applied to the engine and the safety layer (every memory carried over), followed by the
         sources that can, journaled as a notice; this tick's samples are re-indexed into it."""
-        placements = [
-            p for s in self.sources if isinstance(s, PlacementSource) and (p := s.placements()) is not None
-        ]
+        placements = {s.name: s.placements() for s in self.sources if isinstance(s, PlacementSource)}
         update = self.world.update(self.topology, placements)
         notices.extend(update.notices)
         out: list[NoticeRecord] = []
@@ -298,7 +300,8 @@ def daemon_world(config: Config, inventory: Path, jobs: Path | None) -> tuple[To
             log.warning("%s", n)
         nodes = {r.node for r in inv.nodes}
         records = tuple(r for r in job_placements(snap, config.sources.slurm) if set(r.nodes) <= nodes)
-    return build_topology(inv, records), LiveWorld(inventory, jobs, inv, file_jobs)
+    scheduled = () if jobs is not None else records  # the scheduler's jobs until it first reports
+    return build_topology(inv, records), LiveWorld(inventory, jobs, inv, file_jobs, scheduled)
 
 
 def run_daemon(

@@ -56,7 +56,8 @@ class LiveWorld:
     the placement sources report, combined with the file's."""
 
     def __init__(self, inventory_path: Path | None, jobs_path: Path | None, inventory: Inventory,
-                 file_jobs: Sequence[JobRecord] = ()) -> None:  # fmt: skip
+                 file_jobs: Sequence[JobRecord] = (), scheduled: Sequence[JobRecord] = ()) -> None:  # fmt: skip
+        """``scheduled``: the jobs the scheduler ran at start (kept until a placement source reports)."""
         self.inventory_path = inventory_path
         self.jobs_path = jobs_path
         self.inventory = inventory
@@ -65,22 +66,29 @@ class LiveWorld:
         self._bad: dict[Path, str] = {}  # file -> why it was not taken (until it reads well)
         self._reload = False
         self._pending: Inventory | None = None
+        self._scheduled = {j.job: j for j in scheduled}
+        self._by_source: dict[str, tuple[JobRecord, ...]] = {}  # each source's last placements
 
     def request_reload(self) -> None:
         """Re-read both files at the next tick whatever their stamps say (SIGHUP). Only sets a
         flag: safe from a signal handler, and never applied mid-tick."""
         self._reload = True
 
-    def update(self, current: Topology, placements: Sequence[Sequence[JobRecord]]) -> WorldUpdate:
-        """The world the files and ``placements`` (one list per source that reported) describe,
-        as a change from ``current``."""
+    def update(
+        self, current: Topology, placements: Mapping[str, tuple[JobRecord, ...] | None]
+    ) -> WorldUpdate:
+        """The world the files and ``placements`` (per placement source: its last poll's jobs,
+        None when it could not say) describe, as a change from ``current``. A source that cannot
+        say keeps the jobs it last reported: a failed squeue ends no job."""
         inventory_changed = self._read_files()
         notices = [
             SourceNotice(SOURCE, str(p), f"kept the current world: {why}") for p, why in self._bad.items()
         ]
         known = {r.node for r in self.inventory.nodes}
-        placed = _combine(placements) if placements else None
-        jobs, unplaced = _on_known_nodes({**{j.job: j for j in self.file_jobs}, **(placed or {})}, known)
+        self._by_source.update({name: recs for name, recs in placements.items() if recs is not None})
+        placed = _combine(list(self._by_source.values())) if self._by_source else None
+        scheduled = placed if placed is not None else self._scheduled
+        jobs, unplaced = _on_known_nodes({**{j.job: j for j in self.file_jobs}, **scheduled}, known)
         if unplaced:
             shown = ", ".join(
                 f"{job} ({', '.join(nodes[:3])})" for job, nodes in sorted(unplaced.items())[:SHOWN]

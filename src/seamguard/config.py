@@ -21,6 +21,7 @@ from seamguard.errors import InputError
 from seamguard.model.catalog import THROTTLE_BITS, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import Admission, JobClass, State
+from seamguard.service.sections import ServiceConfig
 from seamguard.strict_model import StrictModel
 from seamguard.telemetry.sources.sections import SourcesConfig
 
@@ -388,6 +389,7 @@ class Config(StrictModel):
     sources: SourcesConfig = SourcesConfig()  # what the daemon reads (docs/sources.md, docs/facilities.md)
     safety: SafetyConfig = SafetyConfig()  # budgets, storm brake, recovery (docs/safety.md)
     actuators: ActuatorsConfig = ActuatorsConfig()  # what carries actions out (docs/actuators.md)
+    service: ServiceConfig = ServiceConfig()  # who may call the HTTP API, over what (docs/security.md)
 
     @model_validator(mode="after")
     def _complete_matrix(self) -> Self:

@@ -37,7 +37,9 @@ from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
 from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.service.app import create_app
+from seamguard.service.guard import Security
 from seamguard.service.server import RunningServer, serve_in_thread
+from seamguard.service.startup import build_security, check_exposure, check_tls
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Source, SourceNotice
 from seamguard.telemetry.sources.build import build_sources
@@ -121,6 +123,7 @@ class Daemon:
         self._known_jobs = {j.job for j in topology.jobs}
         self._unplaced: set[str] = set()
         self._restored = journal is None  # a previous run's quarantines are taken over at the first step
+        self.security: Security | None = None  # the HTTP API's auth and audit tally, set by serve_api
         # Taken at the end of each step and replaced whole: the HTTP threads read it without
         # touching the safety layer, the dispatcher or the latch while a step changes them.
         self._status = self._snapshot()
@@ -160,9 +163,12 @@ class Daemon:
         engine_notices = [NoticeRecord(now, "engine", "warning", text) for text in result.notices]
         for text in result.notices:
             log.warning("engine: %s", text)
-        journal_notices = restored + self.latch.update(now, notices) + safety_notices + engine_notices
-        if self.journal is not None and (results or journal_notices):
-            self.journal.append_actions(results, journal_notices)
+        audit, audit_notices = self.security.drain(now) if self.security is not None else ([], [])
+        journal_notices = (
+            restored + self.latch.update(now, notices) + safety_notices + engine_notices + audit_notices
+        )
+        if self.journal is not None and (results or journal_notices or audit):
+            self.journal.append_actions(results, journal_notices, audit)
         self._status = self._snapshot()
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
@@ -275,6 +281,12 @@ def run_daemon(
             str(config_path or "config"),
             "sources: nothing to read; configure at least one source (docs/sources.md)",
         )
+    security: Security | None = None
+    if bind is not None:  # never exposed without credentials; a bad tokens file or certificate stops here
+        check_exposure(bind[0], cfg.service)
+        if cfg.service.tls is not None:
+            check_tls(cfg.service.tls)
+        security = build_security(cfg.service, cfg.sources.push.path if cfg.sources.push else None)
     topology = daemon_topology(cfg, inventory, jobs)
     journal = SqliteJournal(journal_path)
     sources: list[Source] = []
@@ -283,7 +295,7 @@ def run_daemon(
         journal.set_meta("config_sha256", hashlib.sha256(cfg.model_dump_json().encode()).hexdigest())
         sources = build_sources(cfg.sources, topology)
         daemon = Daemon(cfg, topology, sources, journal=journal)
-        server = serve_api(daemon, *bind) if bind else None
+        server = serve_api(daemon, *bind, security=security) if bind else None
     except BaseException:  # a busy port, a bad actuator section: release what was opened
         _close(sources, journal)
         raise
@@ -344,8 +356,15 @@ def _close(sources: Sequence[Source], journal: SqliteJournal) -> None:
     journal.close()
 
 
-def serve_api(daemon: Daemon, host: str, port: int) -> RunningServer:
-    app = create_app(daemon.controller, daemon.lock)
+def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = None) -> RunningServer:
+    """The API behind the authentication layer (``service.guard``): ``security`` from the config
+    when not given (no token configured: every request passes, which ``run_daemon`` allows on
+    loopback only)."""
+    push_cfg = daemon.config.sources.push
+    if security is None:
+        security = build_security(daemon.config.service, push_cfg.path if push_cfg else None)
+    daemon.security = security
+    app = create_app(daemon.controller, daemon.lock, security, ticked=lambda: daemon.status().now)
 
     @app.get("/v1/status")
     def status() -> dict[str, object]:
@@ -356,7 +375,7 @@ def serve_api(daemon: Daemon, host: str, port: int) -> RunningServer:
     push = daemon.push
     if push is not None and daemon.config.sources.push is not None:
         app.include_router(push.router(daemon.config.sources.push.path))
-    return serve_in_thread(app, host, port)
+    return serve_in_thread(app, host, port, tls=daemon.config.service.tls)
 
 
 def _print_step(console: Console, report: StepReport) -> None:

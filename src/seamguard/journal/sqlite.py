@@ -21,6 +21,7 @@ from typing import Any
 from seamguard.errors import InputError
 from seamguard.journal.records import (
     ActionResultRecord,
+    AuditRecord,
     DecisionRecord,
     EvidenceItem,
     NoticeRecord,
@@ -29,9 +30,10 @@ from seamguard.journal.records import (
     TransitionRecord,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Version 1 journals lack decisions.cause; version 2 the predicted cost and benefit of decisions
-# and the outcomes table; version 3 the action_results and notices tables. Opening an older
+# and the outcomes table; version 3 the action_results and notices tables; version 4 the audit
+# table. Opening an older
 # journal adds what it lacks (old values read as ''/NaN; new tables start empty).
 
 _SCHEMA = """
@@ -65,6 +67,10 @@ CREATE TABLE IF NOT EXISTS notices (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, source TEXT NOT NULL, level TEXT NOT NULL,
     message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS notices_ts ON notices (ts);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, principal TEXT NOT NULL, client TEXT NOT NULL,
+    method TEXT NOT NULL, path TEXT NOT NULL, status INTEGER NOT NULL, count INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 """
 
 
@@ -137,8 +143,8 @@ class SqliteJournal:
     def _upgrade(self, seen: int) -> None:
         """Add what an older journal lacks in one transaction; the version is re-read under the
         write lock so two processes opening the same old journal do not both alter it. (The
-        outcomes, action_results and notices tables are created by the schema script, which runs
-        first: an upgrade to 4 only moves the version.)"""
+        outcomes, action_results, notices and audit tables are created by the schema script, which
+        runs first: an upgrade to 4 or 5 only moves the version.)"""
         db = self._db
         with self._write():
             (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -192,10 +198,13 @@ class SqliteJournal:
             )
 
     def append_actions(
-        self, results: Sequence[ActionResultRecord], notices: Sequence[NoticeRecord] = ()
+        self,
+        results: Sequence[ActionResultRecord],
+        notices: Sequence[NoticeRecord] = (),
+        audit: Sequence[AuditRecord] = (),
     ) -> None:
-        """Record action outcomes and notices atomically (the safety layer and the guard write here)."""
-        if not (results or notices):
+        """Record action outcomes, notices and the HTTP API's audit tally atomically."""
+        if not (results or notices or audit):
             return
         db = self._db
         with self._write():
@@ -208,6 +217,10 @@ class SqliteJournal:
             db.executemany(
                 "INSERT INTO notices (ts, source, level, message) VALUES (?,?,?,?)",
                 [(n.ts, n.source, n.level, n.message) for n in notices],
+            )
+            db.executemany(
+                "INSERT INTO audit (ts, principal, client, method, path, status, count) VALUES (?,?,?,?,?,?,?)",
+                [(a.ts, a.principal, a.client, a.method, a.path, a.status, a.count) for a in audit],
             )
 
     @contextmanager
@@ -296,6 +309,15 @@ class SqliteJournal:
             f"SELECT ts, source, level, message FROM notices{where} ORDER BY ts, id", args
         )
         return [NoticeRecord(ts, src, lvl, msg) for ts, src, lvl, msg in rows]
+
+    def audit(self, until: float | None = None, since: float | None = None) -> list[AuditRecord]:
+        """The HTTP API's audit rows (``service.audit``), oldest first."""
+        where, args = _where(None, until, since)
+        rows = self._db.execute(
+            f"SELECT ts, principal, client, method, path, status, count FROM audit{where} ORDER BY ts, id",
+            args,
+        )
+        return [AuditRecord(*row) for row in rows]
 
     def observations(
         self, entity: str | None = None, until: float | None = None, limit: int | None = None

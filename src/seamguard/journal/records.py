@@ -112,7 +112,7 @@ class AuditRecord:
 
     ts: float
     principal: str
-    client: str  # host:port of a refused anonymous caller; "" for an authenticated one
+    client: str  # address of a refused anonymous caller; "" for an authenticated one
     method: str
     path: str
     status: int

@@ -105,7 +105,7 @@ class AuthMiddleware:
 
 def _client(scope: Scope) -> str:
     peer = scope.get("client")
-    return f"{peer[0]}:{peer[1]}" if peer else ""
+    return str(peer[0]) if peer else ""  # the host: a port per connection would split the tally
 
 
 async def _refuse(send: Send, status: int, detail: str) -> None:

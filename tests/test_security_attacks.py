@@ -75,9 +75,7 @@ class LiveDaemon:
     ticks: list[int] = field(default_factory=lambda: [0])
     cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def request(
-        self, method: str, path: str, token: str | None = None, **kw: Any
-    ) -> httpx.Response:
+    def request(self, method: str, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
         headers = dict(kw.pop("headers", {}))
         if token is not None:
             headers["Authorization"] = f"Bearer {self.tokens.get(token, token)}"
@@ -144,7 +142,11 @@ def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveDaemon
             "engine": {"tick_s": 1, "stale_after_s": 10, "observe_every_s": 10},
             "sources": {"push": {}},
             "actuators": {
-                "webhook": {"url": hook_url + "/drain", "mode": "enforce", "kinds": ["drain_node", "cordon_node"]}
+                "webhook": {
+                    "url": hook_url + "/drain",
+                    "mode": "enforce",
+                    "kinds": ["drain_node", "cordon_node"],
+                }
             },
             "service": {"auth": {"tokens_file": str(tokens_file)}},
         }
@@ -214,9 +216,7 @@ def test_a_forged_xid_push_with_a_viewer_token_is_forbidden(live: LiveDaemon) ->
 
 @pytest.mark.parametrize("param", ["access_token", "token"])
 def test_a_token_in_the_query_string_is_ignored(live: LiveDaemon, param: str) -> None:
-    resp = live.request(
-        "POST", f"/v1/push?{param}={live.tokens['pusher']}", json=forged_xid(time.time())
-    )
+    resp = live.request("POST", f"/v1/push?{param}={live.tokens['pusher']}", json=forged_xid(time.time()))
     assert resp.status_code == 401 and live.tokens["pusher"] not in resp.text
     live.assert_untouched()
 
@@ -245,7 +245,9 @@ def test_a_cross_origin_text_plain_post_from_a_browser_is_refused(live: LiveDaem
     live.assert_untouched()
 
 
-@pytest.mark.parametrize("path", ["/v1/status", "/v1/economics", "/v1/jobs/train/risk", "/docs", "/openapi.json"])
+@pytest.mark.parametrize(
+    "path", ["/v1/status", "/v1/economics", "/v1/jobs/train/risk", "/docs", "/openapi.json"]
+)
 def test_reading_without_a_token_is_refused(live: LiveDaemon, path: str) -> None:
     resp = live.request("GET", path)
     assert resp.status_code == 401, resp.text
@@ -305,7 +307,9 @@ def test_a_token_for_another_role_is_forbidden(live: LiveDaemon) -> None:
 
 def test_a_malformed_authorization_header_is_refused(live: LiveDaemon) -> None:
     for value in ("Basic dXNlcjpwYXNz", "Bearer", f"Token {live.tokens['pusher']}"):
-        resp = live.request("POST", "/v1/push", json=forged_xid(time.time()), headers={"Authorization": value})
+        resp = live.request(
+            "POST", "/v1/push", json=forged_xid(time.time()), headers={"Authorization": value}
+        )
         assert resp.status_code == 401, value
         assert live.tokens["pusher"] not in resp.text
     live.assert_untouched()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fastapi import Request
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -192,3 +193,63 @@ def test_token_create_prints_the_secret_once_and_a_line_with_its_digest_only(tmp
     assert bad.exit_code == 2 and "--name: Value error" in bad.output
     bad = runner.invoke(app, ["token", "create", "--name", "x", "--role", "root"])
     assert bad.exit_code == 2 and "--role: Input should be 'viewer'" in bad.output
+
+
+def test_a_name_both_inline_and_in_the_file_is_refused_at_start_and_on_reload(tmp_path: Path) -> None:
+    inline = {"name": "ops", "roles": ["admin"], "digest": digest_of(new_token())}
+    path = tmp_path / "tokens"
+    path.write_text(token_line("ops", [Role.VIEWER], new_token()) + "\n")
+    with pytest.raises(
+        InputError, match=re.escape("name 'ops' is given both in service.auth.tokens and in this file")
+    ):
+        TokenTable(AuthConfig.model_validate({"tokens": [inline], "tokens_file": str(path)}))
+    other = new_token()
+    path.write_text(token_line("ci", [Role.PUSHER], other) + "\n")
+    clock = Clock()
+    table = TokenTable(
+        AuthConfig.model_validate({"tokens": [inline], "tokens_file": str(path)}), monotonic=clock
+    )
+    path.write_text(token_line("ops", [Role.VIEWER], new_token()) + "\n")
+    clock.t += 2
+    assert table.lookup(other, 0)[0] is not None  # the previous file's tokens stay
+    assert "given both" in table.drain_problems()[0][1]
+
+
+def test_the_principal_is_in_request_state_for_the_handlers() -> None:
+    import httpx
+
+    from seamguard.config import load_config
+    from seamguard.control.controller import Controller
+    from seamguard.model.topology import build_topology
+    from seamguard.service.app import create_app
+    from seamguard.service.guard import Security
+    from seamguard.service.server import serve_in_thread
+    from tests.conftest import small_inventory, small_jobs
+
+    secret = new_token()
+    auth = AuthConfig.model_validate(
+        {"tokens": [{"name": "ops", "roles": ["admin"], "digest": digest_of(secret)}]}
+    )
+    security = Security(AccessPolicy(default_rules(None)), TokenTable(auth), AuditTally())
+    api = create_app(
+        Controller(build_topology(small_inventory(), small_jobs()), load_config()), security=security
+    )
+
+    @api.post("/whoami")
+    def whoami(request: Request) -> dict[str, object]:
+        return {"principal": getattr(request.state, "principal", None)}
+
+    server = serve_in_thread(api)
+    try:
+        resp = httpx.post(
+            f"{server.url}/whoami", headers={"Authorization": f"Bearer {secret}"}, trust_env=False
+        )
+        assert resp.json() == {"principal": "ops"}
+        assert httpx.post(f"{server.url}/whoami", trust_env=False).status_code == 401
+        assert httpx.get(f"{server.url}/readyz", trust_env=False).status_code == 503  # no tick yet
+    finally:
+        server.stop()
+    rows = security.drain(1.0)[0]
+    assert [(r.principal, r.client, r.method, r.path, r.status, r.count) for r in rows] == [
+        ("anonymous", "127.0.0.1", "POST", "/whoami", 401, 1), ("ops", "", "POST", "/whoami", 200, 1),
+    ]  # fmt: skip

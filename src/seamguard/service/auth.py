@@ -136,16 +136,16 @@ class TokenTable:
                 text = self._path.read_text(encoding="utf-8")
             except OSError as exc:
                 raise InputError(str(self._path), f"cannot read tokens file: {exc.strerror}") from None
-            self._file = parse_tokens(text, str(self._path))
-        self._check_overlap()
+            self._file = self._checked_against_inline(parse_tokens(text, str(self._path)))
 
-    def _check_overlap(self) -> None:
-        inline = {t.principal.name for t in self._inline}
-        clash = sorted(inline & {t.principal.name for t in self._file})
+    def _checked_against_inline(self, tokens: tuple[Token, ...]) -> tuple[Token, ...]:
+        """A name given both inline and in the file would make the journal's principal ambiguous."""
+        clash = sorted({t.principal.name for t in self._inline} & {t.principal.name for t in tokens})
         if clash:
             raise InputError(
                 str(self._path), f"name {clash[0]!r} is given both in service.auth.tokens and in this file"
             )
+        return tokens
 
     @property
     def tokens(self) -> tuple[Token, ...]:
@@ -179,7 +179,8 @@ class TokenTable:
                 if key == self._seen:
                     return
                 self._seen = key
-                tokens = parse_tokens(self._path.read_text(encoding="utf-8"), str(self._path))
+                text = self._path.read_text(encoding="utf-8")
+                tokens = self._checked_against_inline(parse_tokens(text, str(self._path)))
             except (OSError, InputError) as exc:
                 why = exc.strerror if isinstance(exc, OSError) else str(exc)
                 problem = f"tokens file not reloaded, the previous {len(self._file)} token(s) stay: {why}"

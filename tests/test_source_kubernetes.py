@@ -21,6 +21,7 @@ from seamguard.config import config_from_mapping
 from seamguard.model.inventory import JobRecord
 from seamguard.model.states import JobClass
 from seamguard.model.topology import Topology, build_topology
+from seamguard.model.workload import placement_node_job
 from seamguard.telemetry.sources.build import build_sources
 from seamguard.telemetry.sources.kubernetes import FIELD_SELECTOR, KubernetesSource
 from seamguard.telemetry.sources.kubernetes_config import KubernetesSourceConfig
@@ -134,24 +135,27 @@ def test_each_configured_namespace_is_listed_on_its_own(topo: Topology, tmp_path
     assert sorted(by_job(src.placements())) == ["ml.bert-finetune"]
 
 
-def test_a_hundred_thousand_pods_are_read_in_pages(topo: Topology, tmp_path: Path) -> None:
-    """100,000 bound GPU pods (12,500 jobs of 8) in pages of 5,000, every one followed."""
-    nodes = [n.node for n in small_inventory().nodes]
+def test_a_hundred_thousand_pods_are_read_in_pages(tmp_path: Path) -> None:
+    """100,000 GPUs: 12,500 nodes of 8, one single-GPU pod per GPU, a job of 4 nodes each, listed
+    in pages of 5,000, every page followed; the placement is one the engine accepts."""
+    inventory = small_inventory(nodes=12_500, gpus=8)
+    topo = build_topology(inventory, ())
 
     def pod(i: int) -> dict[str, Any]:
-        return {"metadata": {"name": f"w-{i}", "namespace": "ml", "labels": {"job-name": f"j{i // 8}"}},
-                "spec": {"nodeName": nodes[i % 8], "containers": [{"name": "m", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+        return {"metadata": {"name": f"w-{i}", "namespace": "ml", "labels": {"job-name": f"j{i // 32}"}},
+                "spec": {"nodeName": f"n{i // 8:02d}", "containers": [{"name": "m", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
                 "status": {"phase": "Running"}}  # fmt: skip
 
     state = KubeState(synthetic_pages(100_000, 5_000, pod))
     with kube_api(state) as url:
         src = source(topo, tmp_path, url, page_size=5_000, timeout_s=60)
-        assert src.collect(NOW).notices  # the 12,500 jobs share the 8 nodes: said once
+        assert src.collect(NOW).notices == ()
         assert len(state.requests) == 20 and state.requests[-1][1]["continue"] == "tok95000"
         jobs = src.placements()
-        assert (
-            jobs is not None and len(jobs) == 12_500 and src.last is not None and src.last.listed == 100_000
-        )
+        assert jobs is not None and len(jobs) == 3_125 and src.last is not None and src.last.listed == 100_000
+        assert by_job(jobs)["ml.j7"].nodes == ("n28", "n29", "n30", "n31")
+        placed = placement_node_job(build_topology(inventory, jobs), {r.job: r.nodes for r in jobs})
+        assert (placed >= 0).all()
         # the same list past max_pods is abandoned, not read without end
         capped = source(topo, tmp_path, url, page_size=5_000, max_pods=9_999, timeout_s=60)
         assert [n.message for n in capped.collect(NOW).notices] == [
@@ -327,11 +331,20 @@ def test_nodes_shared_by_jobs_and_malformed_pods_are_said(topo: Topology, tmp_pa
         src = source(topo, tmp_path, url)
         got = [n.message for n in src.collect(NOW).notices]
     assert got == [
-        "1 node(s) hold GPU pods of several jobs, e.g. n00: kubeflow.pytorch-dist-mnist, ml.bert-finetune",
+        "1 node(s) hold GPU pods of several jobs; each is placed with the job holding most of its GPUs, "
+        "e.g. n00: ml.bert-finetune (8 GPUs), kubeflow.pytorch-dist-mnist (1 GPUs)",
         "skipped: pod ml/bert-finetune-1-z4t8w spec.containers[0].resources.limits[nvidia.com/gpu] is not a quantity: 'lots'",
         "skipped: an item of the list is not an object",
     ]
-    assert by_job(src.placements())["ml.bert-finetune"].nodes == ("n00",)
+    # n00 goes to the job with 8 of its GPUs; the other, left with no node, is no job
+    assert {j: r.nodes for j, r in by_job(src.placements()).items()} == {"ml.bert-finetune": ("n00",)}
+    ties = [pod_named("pytorch-dist-mnist-master-0"), pod_named("pytorch-dist-mnist-worker-0")]
+    ties[1]["metadata"]["namespace"] = "a-team"  # as many GPUs on n04, another job: the first name
+    ties[1]["spec"]["nodeName"] = "n04"
+    cfg = KubernetesSourceConfig()
+    known = {n.node: n.node for n in small_inventory().nodes}
+    got = group_jobs([p for p in (read_pod(i, cfg) for i in ties) if p], cfg, known, NOW)
+    assert [(r.job, r.nodes) for r in got.records] == [("a-team.pytorch-dist-mnist", ("n04",))]
 
 
 # ---- configuration -------------------------------------------------------------------------------

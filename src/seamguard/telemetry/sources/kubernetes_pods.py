@@ -178,13 +178,35 @@ def _class(pods: list[GpuPod], config: KubernetesSourceConfig, problems: list[st
     return config.label_classes.get(pods[0].group, config.default_job_class)
 
 
+def _owners(by_job: Mapping[str, list[GpuPod]], known: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """Each inventory node's job. The engine places one job per node; Kubernetes packs pods of
+    several jobs on one node, so a shared node goes to the job holding most of its GPUs (ties:
+    the first name), and the problem says so ("" when no node is shared)."""
+    gpus: dict[str, dict[str, int]] = {}
+    for job, members in by_job.items():
+        for p in members:
+            per = gpus.setdefault(known[p.node], {})
+            per[job] = per.get(job, 0) + p.gpus
+    owner = {n: min(per, key=lambda j: (-per[j], j)) for n, per in gpus.items()}
+    shared = sorted(n for n, per in gpus.items() if len(per) > 1)
+    if not shared:
+        return owner, ""
+    per = gpus[shared[0]]
+    said = ", ".join(f"{j} ({per[j]} GPUs)" for j in sorted(per, key=lambda j: (-per[j], j))[:4])
+    return owner, (
+        f"{len(shared)} node(s) hold GPU pods of several jobs; each is placed with the job holding "
+        f"most of its GPUs, e.g. {shared[0]}: {said}"
+    )
+
+
 def group_jobs(
     pods: Iterable[GpuPod], config: KubernetesSourceConfig, known: Mapping[str, str], now: float
 ) -> Jobs:
     """Job records from the GPU pods. ``known`` maps a Kubernetes node name to the inventory's
-    node; pods on other nodes are left out and named in a problem (never fatal), and a job left
-    with no node is no job. A job starts when its first pod started (``now`` if none has) and
-    ends when its pods' ``activeDeadlineSeconds`` run out, the latest (no deadline: never)."""
+    node; pods on other nodes are left out and named in a problem (never fatal), a node shared
+    by jobs goes to one of them (``_owners``), and a job left with no node is no job. A job
+    starts when its first pod started (``now`` if none has) and ends when its pods'
+    ``activeDeadlineSeconds`` run out, the latest (no deadline: never)."""
     by_job: dict[str, list[GpuPod]] = {}
     unknown: list[GpuPod] = []
     for pod in pods:
@@ -200,12 +222,14 @@ def group_jobs(
             + ", ".join(nodes[:5]) + (" ..." if len(nodes) > 5 else "")
             + f" (e.g. pod {unknown[0].namespace}/{unknown[0].name})"
         )  # fmt: skip
+    owner, shared = _owners(by_job, known)
+    if shared:
+        problems.append(shared)
     records: list[JobRecord] = []
-    holder: dict[str, list[str]] = {}
     for job, members in sorted(by_job.items()):
-        nodes_of = tuple(sorted({known[p.node] for p in members}))
-        for n in nodes_of:
-            holder.setdefault(n, []).append(job)
+        nodes_of = tuple(sorted({known[p.node] for p in members if owner[known[p.node]] == job}))
+        if not nodes_of:
+            continue
         starts = [p.start for p in members if p.start is not None]
         start = min(starts) if starts else now
         ends = [p.start + p.deadline_s for p in members if p.start is not None and p.deadline_s is not None]
@@ -219,8 +243,4 @@ def group_jobs(
             JobRecord(job, _class(members, config, problems), nodes_of, start, end if end > start else math.inf,
                       storages[0] if storages else "")
         )  # fmt: skip
-    shared = {n: js for n, js in holder.items() if len(js) > 1}
-    if shared:
-        n, js = next(iter(sorted(shared.items())))
-        problems.append(f"{len(shared)} node(s) hold GPU pods of several jobs, e.g. {n}: {', '.join(js[:4])}")
     return Jobs(tuple(records), tuple(problems))

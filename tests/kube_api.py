@@ -10,11 +10,13 @@ a kubeconfig and its query encoding are exercised unmodified.
 from __future__ import annotations
 
 import json
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -64,7 +66,8 @@ def _handler(state: KubeState) -> type[BaseHTTPRequestHandler]:
             state.auth.append(self.headers.get("Authorization", ""))
             if state.delay_s:
                 time.sleep(state.delay_s)
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or token != TOKEN:  # the scheme is case-blind, as kube-apiserver's
                 return self._send(401, status_body(401, "Unauthorized", "Unauthorized"))
             if state.fail:
                 who = "system:serviceaccount:seamguard:seamguard"
@@ -100,9 +103,23 @@ def _handler(state: KubeState) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def kube_api(state: KubeState) -> Iterator[str]:
-    with serve(_handler(state)) as url:
-        yield url
+def kube_api(state: KubeState, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """``http://127.0.0.1:PORT``, or ``https://`` with ``tls`` = (certificate, key)."""
+    if tls is None:
+        with serve(_handler(state)) as url:
+            yield url
+        return
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def write_kubeconfig(path: Path, server: str, token: str = TOKEN) -> Path:

@@ -27,7 +27,7 @@ from seamguard.telemetry.sources.kubernetes import FIELD_SELECTOR, KubernetesSou
 from seamguard.telemetry.sources.kubernetes_config import KubernetesSourceConfig
 from seamguard.telemetry.sources.kubernetes_pods import gpu_quantity, group_jobs, read_pod
 from tests.conftest import small_inventory
-from tests.kube_api import KubeState, kube_api, synthetic_pages, write_kubeconfig
+from tests.kube_api import TOKEN, KubeState, kube_api, synthetic_pages, write_kubeconfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kubernetes"
 NOW = datetime.fromisoformat("2026-12-05T12:30:00Z").timestamp()
@@ -222,6 +222,48 @@ def test_a_page_past_max_page_bytes_is_refused(topo: Topology, tmp_path: Path) -
     with kube_api(KubeState([big])) as url:
         got = source(topo, tmp_path, url, max_page_bytes=64 * 1024).collect(NOW)
     assert got.notices[0].message == "a page is larger than max_page_bytes=65536; lower page_size"
+
+
+def test_in_cluster_the_service_account_token_and_ca_are_used(
+    topo: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``in_cluster: true`` as in a pod: the API server from KUBERNETES_SERVICE_HOST/PORT over
+    TLS checked against the ServiceAccount's CA, its token as the bearer token."""
+    import shutil
+
+    from kubernetes.config import incluster_config
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the test's certificate")
+    cert, key = tmp_path / "ca.crt", tmp_path / "tls.key"
+    other = tmp_path / "other-ca.crt"
+    for out, k in ((cert, key), (other, tmp_path / "other.key")):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(k), "-out", str(out),
+             "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    (tmp_path / "token").write_text(TOKEN)
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cert))
+    state = KubeState(pages())
+    with kube_api(state, tls=(cert, key)) as url:
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", url.rsplit(":", 1)[1])
+        src = KubernetesSource(topo, KubernetesSourceConfig(in_cluster=True))
+        src.collect(NOW)
+    assert state.auth == [f"bearer {TOKEN}"] * 2  # the client's in-cluster loader writes it so
+    assert sorted(by_job(src.placements())) == [
+        "kubeflow.pytorch-dist-mnist",
+        "llm.llama-pretrain",
+        "ml.bert-finetune",
+    ]
+    # a server whose certificate the CA does not vouch for is no answer
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(other))
+    with kube_api(KubeState(pages()), tls=(cert, key)) as url:
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", url.rsplit(":", 1)[1])
+        got = KubernetesSource(topo, KubernetesSourceConfig(in_cluster=True)).collect(NOW)
+    assert got.notices[0].message.startswith("no answer: SSLError: [SSL: CERTIFICATE_VERIFY_FAILED]")
 
 
 def test_a_missing_kubeconfig_is_a_notice(topo: Topology, tmp_path: Path) -> None:

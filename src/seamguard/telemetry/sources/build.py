@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from seamguard.model.topology import Topology
 from seamguard.telemetry.sources.base import Source
+from seamguard.telemetry.sources.kubernetes import KubernetesSource
 from seamguard.telemetry.sources.modbus import ModbusSource
 from seamguard.telemetry.sources.prometheus_api import PrometheusApiSource
 from seamguard.telemetry.sources.push import PushSource
@@ -24,6 +25,8 @@ def build_sources(config: SourcesConfig, topology: Topology) -> list[Source]:
         out.append(ModbusSource(config.modbus, topology))
     if config.slurm is not None:
         out.append(SlurmSource(topology, config.slurm))
+    if config.kubernetes is not None:
+        out.append(KubernetesSource(topology, config.kubernetes))
     if config.push is not None:
         out.append(
             PushSource(

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from seamguard.strict_model import StrictModel
 from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
+from seamguard.telemetry.sources.kubernetes_config import KubernetesSourceConfig
 from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig
 from seamguard.telemetry.sources.registers import ModbusConfig
 from seamguard.telemetry.sources.slurm_commands import SlurmConfig
@@ -29,7 +30,11 @@ class SourcesConfig(StrictModel):
     prometheus: PrometheusApiConfig | None = None  # or ask a Prometheus that scrapes them
     modbus: ModbusConfig | None = None  # the facilities BMS
     slurm: SlurmConfig | None = None  # node states and job placements
+    kubernetes: KubernetesSourceConfig | None = None  # job placements from GPU pods
     push: PushConfig | None = None
 
     def any(self) -> bool:
-        return any(s is not None for s in (self.dcgm, self.prometheus, self.modbus, self.slurm, self.push))
+        return any(
+            s is not None
+            for s in (self.dcgm, self.prometheus, self.modbus, self.slurm, self.kubernetes, self.push)
+        )

@@ -66,6 +66,7 @@ JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
 MAX_ERRORS = 10  # validation errors listed in one 422
 MAX_LISTED_UNKNOWN = 20  # unknown names listed per map in one response (most rows first)
+MAX_NAME_CHARS = 200  # an unknown name is kept and echoed cut to this: a pushed name can be megabytes
 REASONS = {
     400: "malformed body",
     413: "too large",
@@ -308,8 +309,8 @@ class PushSource:
         parsed = self._parse(body, content_type)
         self._check_window(parsed)
         n = len(parsed.entity)
-        ent, unknown_e, rows_e = self._codes(parsed.entity, self._entities)
-        sig, unknown_s, rows_s = self._codes(parsed.signal, self._signals)
+        ent, unknown_e = self._codes(parsed.entity, self._entities)
+        sig, unknown_s = self._codes(parsed.signal, self._signals)
         keep = (ent >= 0) & (sig >= 0)
         batch = TelemetryBatch(ent[keep], sig[keep], parsed.timestamp[keep], parsed.value[keep])
         counts = self._screen.count(batch.signal, batch.value)
@@ -355,7 +356,6 @@ class PushSource:
             q.implausible += counts.implausible
             for names, rows in (unknown_e, unknown_s):
                 self._tally_unknown(names, rows)
-            q.unknown_overflow += rows_e + rows_s - sum(unknown_e[1]) - sum(unknown_s[1])
         self.totals.update(non_finite=counts.non_finite, implausible=counts.implausible)
         return result
 
@@ -423,18 +423,21 @@ class PushSource:
     @staticmethod
     def _codes(
         names: list[str], index: dict[str, int]
-    ) -> tuple[npt.NDArray[np.int64], tuple[list[str], list[int]], int]:
-        """Indices per row (-1 for unknown names), the unknown names with their rows, and those rows
-        in all; each distinct name is looked up once."""
+    ) -> tuple[npt.NDArray[np.int64], tuple[list[str], list[int]]]:
+        """Indices per row (-1 for unknown names) and the unknown names with their rows; each
+        distinct name is looked up once."""
         if not names:
-            return np.zeros(0, np.int64), ([], []), 0
+            return np.zeros(0, np.int64), ([], [])
         distinct, inverse = np.unique(np.asarray(names, dtype=object), return_inverse=True)
         looked = np.array([index.get(str(d), -1) for d in distinct.tolist()], dtype=np.int64)
         codes = looked[inverse.reshape(-1)]
         counts = np.bincount(inverse.reshape(-1), minlength=distinct.size)
         unknown = np.flatnonzero(looked < 0)
-        listed = ([str(d) for d in distinct[unknown].tolist()], counts[unknown].tolist())
-        return codes, listed, int(counts[unknown].sum())
+        cut: dict[str, int] = {}  # names cut to MAX_NAME_CHARS; two that then agree are one
+        for d, k in zip(distinct[unknown].tolist(), counts[unknown].tolist(), strict=True):
+            name = d if len(d) <= MAX_NAME_CHARS else d[: MAX_NAME_CHARS - 3] + "..."
+            cut[name] = cut.get(name, 0) + k
+        return codes, (list(cut), list(cut.values()))
 
     def _parse(self, body: bytes, content_type: str) -> _Parsed:
         if content_type.split(";")[0].strip().lower() in NDJSON_TYPES:

@@ -243,7 +243,9 @@ def test_non_finite_sentinel_and_out_of_range_values_are_counted(
     counter = push(server, raw(f"[{NOW}]", "[1e15]", "gpu.ecc_sbe_total"))  # a counter has no range
     assert counter.json()["implausible"] == 0
     assert src.collect(NOW).notices == ()  # a clean tick: the notices clear
-    assert src.totals["non_finite"] == 2 and src.totals["implausible"] == 3
+    blank = push(server, raw(f"[{NOW}, {NOW}]", f"[{2**62}, {SENTINEL}]", "gpu.ecc_sbe_total"))
+    assert blank.json()["implausible"] == 2  # a sentinel even where no range would catch it
+    assert src.totals["non_finite"] == 2 and src.totals["implausible"] == 5
 
 
 def test_replay_counts_infinite_values(topo: Topology, tmp_path: Path) -> None:
@@ -347,6 +349,8 @@ def test_the_unknown_names_notice_keeps_its_text_while_the_problem_lasts() -> No
     bigger = unknown_names_notice("push", {f"gpu/y{i}": 1 for i in range(11)}, active)
     assert bigger.message.startswith("more than 10 distinct")  # a bigger problem is news
     assert unknown_names_notice("dcgm", other, active).message.endswith("gpu/y0, gpu/y1, gpu/y2")
+    long = unknown_names_notice("dcgm", {"x" * 10_000: 1}, [])
+    assert long.message == "names not known to the engine: " + "x" * 77 + "..."  # any source's names
 
 
 # ---- 4. one client cannot starve the others --------------------------------------------------------
@@ -369,6 +373,8 @@ def test_a_flooding_principal_gets_429_and_another_is_still_accepted(
     assert r.headers["retry-after"] == "1"  # 100 rows at 100 rows/s
     assert "principal flood is over its rate of 100 rows/s (burst 1,000)" in r.json()["detail"]
     assert push(server, rows_of(10), who="honest").status_code == 202  # its own bucket
+    r = push(server, b"{not json", who="flood")  # an empty bucket: refused before the body is parsed
+    assert r.status_code == 429 and r.headers["retry-after"] == "1"
     t["now"] = 0.5  # half the wait: 50 rows back, not 100
     assert push(server, rows_of(100), who="flood").status_code == 429
     assert push(server, rows_of(50), who="flood").status_code == 202
@@ -379,7 +385,7 @@ def test_a_flooding_principal_gets_429_and_another_is_still_accepted(
     assert r.status_code == 413 and "exceeds the burst of 1,000 rows" in r.json()["detail"]
     notices = [str(n) for n in src.collect(NOW).notices]
     assert "push POST /v1/push: payloads refused since the last tick: 429 rate limited" in notices
-    assert src.totals["429 rate limited"] == 3
+    assert src.totals["429 rate limited"] == 4
 
 
 def test_a_principal_may_hold_only_its_share_of_the_queue(
@@ -424,6 +430,10 @@ def test_row_buckets_stay_bounded_and_refusals_cost_nothing() -> None:
     buckets.take("p9", 1, now=10.0)  # p3 and p4 idle 10 s: full again, forgotten
     assert len(buckets) == 1
     assert buckets.take("p9", 99, now=9.9999) == 0.0  # an earlier stamp than p9's own: no refill, no error
+    capped = RowBuckets(RateLimit(rows_per_s=10, burst_rows=100))
+    assert capped.take("a", 10, now=0.0) == 0.0  # 90 left; 5 s later 140 would be past the burst
+    assert capped.take("a", 100, now=5.0) == 0.0
+    assert capped.take("a", 1, now=5.0) == pytest.approx(0.1)  # a full bucket, never more
     with pytest.raises(ValueError, match="burst_rows must be at least 1"):
         RateLimit(rows_per_s=1, burst_rows=0)
     with pytest.raises(ValueError, match="rate_limit_rows_per_s must be a positive number"):

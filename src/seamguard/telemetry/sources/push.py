@@ -406,12 +406,14 @@ class PushSource:
                 f"a batch of {rows:,} rows exceeds the burst of {burst:,.0f} rows one client may push at once; split it",
             )
 
-    def _rate_limited(self, principal: str, rows: int, wait: float) -> PayloadError:
+    def _rate_limited(self, principal: str, rows: int | None, wait: float) -> PayloadError:
+        """``rows`` None: refused before the body was read, its bucket being empty."""
         limit = self.buckets.limit
+        what = "its bucket is empty" if rows is None else f"this batch of {rows:,} rows fits in {wait:.1f} s"
         return PayloadError(
             429,
             f"{principal} is over its rate of {limit.rows_per_s:,.0f} rows/s (burst {limit.burst_rows:,.0f}); "
-            f"this batch of {rows:,} rows fits in {wait:.1f} s; nothing was kept",
+            f"{what}; nothing was kept",
             wait,
         )
 
@@ -579,7 +581,7 @@ class PushSource:
                 ctype = self._check_media_type(request)
                 wait = self.buckets.wait_s(principal, 1, self.rate_clock())
                 if wait > 0:  # an empty bucket: refused before the body is even read
-                    raise self._rate_limited(principal, 1, wait)
+                    raise self._rate_limited(principal, None, wait)
                 body = await self._read_body(request)
                 return await run_in_threadpool(self.ingest, body, ctype, principal)
             except PayloadError as exc:

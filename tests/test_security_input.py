@@ -92,9 +92,9 @@ def pinned(topo: Topology, **kw: Any) -> PushSource:
     ("stamp", "relative"),
     [
         (NOW + 86_400, "86,400 s ahead of"),  # a day ahead: a silent GPU would look fresh all day
-        (1e18, "ahead of"),
+        (1e18, "(no calendar date) is 999,999,998,220,000,000 s ahead of"),
         (-1e12, "behind"),
-        (1_000_000_000.0, "behind"),  # 2001: an XID then would fail the GPU now
+        (1_000_000_000.0, "(2001-09-09 01:46:40Z) is 780,000,000 s behind"),  # an XID then fails a GPU now
         (NOW + 301, "301 s ahead of"),  # just past max_future_s (300)
         (NOW - 3601, "3,601 s behind"),  # just past max_age_s (3600)
     ],
@@ -461,3 +461,39 @@ def test_a_body_a_browser_could_send_cross_origin_is_415(
     assert (
         push(server, cols(OK_ROW), **{"content-type": "application/json; charset=utf-8"}).status_code == 202
     )
+
+
+# ---- the configuration reaches the source ---------------------------------------------------------
+
+
+def test_the_push_section_configures_window_limits_and_share(topo: Topology) -> None:
+    defaults = config_from_mapping({"sources": {"push": {}}}).sources.push
+    assert defaults is not None
+    documented = (defaults.max_future_s, defaults.max_age_s, defaults.rate_limit_rows_per_s,
+                  defaults.burst_rows, defaults.max_queue_share)  # fmt: skip
+    assert documented == (300, 3600, 100_000, 1_000_000, 0.5)  # as docs/facilities.md sizes them
+    push = {"max_future_s": 10, "max_age_s": 20, "rate_limit_rows_per_s": 5, "burst_rows": 7,
+            "max_queue_share": 0.25, "capacity_rows": 100}  # fmt: skip
+    config = config_from_mapping({"sources": {"push": push}})
+    [src] = build_sources(config.sources, topo, lambda: NOW)
+    assert isinstance(src, PushSource)
+    assert src.window == TimeWindow(10, 20) and src.clock() == NOW
+    assert src.buckets.limit == RateLimit(5, 7) and src.share_rows == 25
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("max_queue_share", 1.5, "sources.push.max_queue_share: Input should be less than or equal to 1"),
+        ("max_queue_share", 0, "sources.push.max_queue_share: Input should be greater than 0"),
+        ("max_age_s", 0, "sources.push.max_age_s: Input should be greater than 0"),
+        ("burst_rows", 0, "sources.push.burst_rows: Input should be greater than or equal to 1"),
+        ("rate_limit_rows_per_s", "fast", "sources.push.rate_limit_rows_per_s: Input should be a valid number"),
+    ],
+)  # fmt: skip
+def test_a_bad_push_setting_is_named(key: str, value: Any, expected: str) -> None:
+    from seamguard.errors import InputError
+
+    with pytest.raises((InputError, ValueError)) as err:
+        config_from_mapping({"sources": {"push": {key: value}}})
+    assert expected in str(err.value)

@@ -46,7 +46,9 @@ class TimeWindow:
         """One refused stamp, in absolute and relative terms."""
         off = ts - now
         rel = f"{off:,.0f} s ahead of" if off > 0 else f"{-off:,.0f} s behind"
-        return f"timestamp {ts:g} ({format_time(ts)}) is {rel} the daemon's clock; {self.describe(now)}"
+        when = format_time(ts)
+        when = "no calendar date" if "calendar" in when else when
+        return f"timestamp {ts:g} ({when}) is {rel} the daemon's clock; {self.describe(now)}"
 
 
 @dataclass(frozen=True)

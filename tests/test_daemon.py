@@ -48,6 +48,11 @@ POLICY: dict[str, Any] = {
 runner = CliRunner(env={"COLUMNS": "400"})
 
 
+def CLOCK() -> float:  # noqa: N802
+    """The daemon's clock for the tests that step it by hand: pushed stamps near 1e9 are recent."""
+    return 1.0e9
+
+
 def payload(topo: Topology, ts: float, hot: str | None = HOT) -> dict[str, list[Any]]:
     """Every GPU's temperature and throttle reasons as JSON columns; ``hot`` at 97 °C, HW thermal."""
     gpus = [f"gpu/{n}" for n in topo.names[EntityKind.GPU]]
@@ -77,7 +82,7 @@ def config() -> Config:
 @pytest.fixture
 def served(topo: Topology, config: Config) -> Iterator[tuple[Daemon, RunningServer]]:
     """A push-only daemon whose push router and API are served on a free loopback port."""
-    daemon = Daemon(config, topo, build_sources(config.sources, topo))
+    daemon = Daemon(config, topo, build_sources(config.sources, topo, CLOCK))
     assert daemon.push is not None and config.sources.push is not None
     api = create_app(daemon.controller, daemon.lock)
     api.include_router(daemon.push.router(config.sources.push.path))
@@ -152,7 +157,7 @@ def test_a_raising_source_is_a_notice_and_the_loop_goes_on(
     topo: Topology, config: Config, tmp_path: Path
 ) -> None:
     flaky = Flaky()
-    sources = [flaky, *build_sources(config.sources, topo)]
+    sources = [flaky, *build_sources(config.sources, topo, CLOCK)]
     with SqliteJournal(tmp_path / "journal.sqlite") as journal:
         daemon = Daemon(config, topo, sources, journal=journal)
         push = daemon.push
@@ -389,7 +394,7 @@ def test_status_says_what_is_wrong_what_is_held_and_what_waits(topo: Topology) -
 
     config = config_from_mapping({**POLICY, "safety": {"budgets": {"max_nodes": 1}}})
     flaky = Flaky()
-    daemon = Daemon(config, topo, [flaky, *build_sources(config.sources, topo)])
+    daemon = Daemon(config, topo, [flaky, *build_sources(config.sources, topo, CLOCK)])
     push = daemon.push
     assert push is not None
     server = serve_api(daemon, "127.0.0.1", 0)
@@ -441,13 +446,13 @@ def test_a_restarted_daemon_takes_over_the_quarantines_of_the_run_before(
     path = tmp_path / "journal.sqlite"
     t0 = 1.0e9
     with SqliteJournal(path) as journal:
-        first = Daemon(config, topo, build_sources(config.sources, topo), journal=journal)
+        first = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
         assert first.push is not None
         first.push.ingest(json.dumps(payload(topo, t0 - 0.5)).encode())
         first.step(t0)
         assert first.safety.quarantined() == ["node/n02"]
     with SqliteJournal(path) as journal:
-        second = Daemon(config, topo, build_sources(config.sources, topo), journal=journal)
+        second = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
         assert second.push is not None
         second.push.ingest(json.dumps(payload(topo, t0 + 99.5, hot=None)).encode())
         second.step(t0 + 100)

@@ -45,6 +45,7 @@ from seamguard.telemetry.sources.base import Source, SourceNotice
 from seamguard.telemetry.sources.build import build_sources
 from seamguard.telemetry.sources.push import PushSource
 from seamguard.telemetry.sources.slurm import SlurmSource, job_placements, read_snapshot
+from seamguard.telemetry.sources.unknown_names import unknown_names_notice
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +146,8 @@ class Daemon:
                 continue
             batches.append(got.batch)
             notices.extend(got.notices)
-            if got.unknown:
-                shown = ", ".join(f"{k} ({v})" for k, v in sorted(got.unknown.items())[:5])
-                notices.append(
-                    SourceNotice(source.name, "mapping", f"names not known to the engine: {shown}")
-                )
+            if got.unknown:  # a stable text, journaled once while the same names keep coming
+                notices.append(unknown_names_notice(source.name, got.unknown, self.latch.active))
             if isinstance(source, SlurmSource):
                 notices.extend(self._place(source))
         batch = TelemetryBatch.concat(batches)
@@ -293,7 +291,7 @@ def run_daemon(
     try:
         journal.set_meta("source", "seamguard run")
         journal.set_meta("config_sha256", hashlib.sha256(cfg.model_dump_json().encode()).hexdigest())
-        sources = build_sources(cfg.sources, topology)
+        sources = build_sources(cfg.sources, topology, clock)  # pushed stamps are checked against it
         daemon = Daemon(cfg, topology, sources, journal=journal)
         server = serve_api(daemon, *bind, security=security) if bind else None
     except BaseException:  # a busy port, a bad actuator section: release what was opened

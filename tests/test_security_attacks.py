@@ -113,16 +113,25 @@ ROLES = {"viewer": Role.VIEWER, "pusher": Role.PUSHER, "operator": Role.OPERATOR
 
 
 def make_tokens() -> tuple[dict[str, str], dict[str, str]]:
-    secrets = {name: new_token() for name in (*ROLES, "expired", "viewer2")}
+    secrets = {name: new_token() for name in (*ROLES, "expired", "viewer2", "pusher2")}
     lines = {name: token_line(name, [role], secrets[name]) for name, role in ROLES.items()}
     lines["viewer2"] = token_line("viewer2", [Role.VIEWER], secrets["viewer2"])
+    lines["pusher2"] = token_line("pusher2", [Role.PUSHER], secrets["pusher2"])
     past = datetime.now(UTC) - timedelta(hours=1)
     lines["expired"] = token_line("expired", [Role.PUSHER, Role.VIEWER], secrets["expired"], past)
     return secrets, lines
 
 
 @pytest.fixture
-def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveDaemon]:
+def push_config() -> dict[str, Any]:
+    """``sources.push`` of the live daemon; a test parametrizes it to tighten the limits."""
+    return {}
+
+
+@pytest.fixture
+def live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, push_config: dict[str, Any]
+) -> Iterator[LiveDaemon]:
     Hook.received = []
     monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", "hook-secret")
     secrets, lines = make_tokens()
@@ -140,7 +149,7 @@ def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveDaemon
     with serve(Hook) as hook_url:
         config = {
             "engine": {"tick_s": 1, "stale_after_s": 10, "observe_every_s": 10},
-            "sources": {"push": {}},
+            "sources": {"push": push_config},
             "actuators": {
                 "webhook": {
                     "url": hook_url + "/drain",
@@ -365,3 +374,44 @@ def test_refused_and_state_changing_requests_are_journaled_as_a_tally(live: Live
     pushed = key[("pusher", "POST", "/v1/push", 202)]
     assert pushed.count == 4 and pushed.client == ""
     assert not any(r.principal == "viewer" for r in rows)
+
+
+# ---- flooding and forged readings ---------------------------------------------------------------
+
+
+def hot_readings(ts: float, gpus: int = 40) -> dict[str, list[Any]]:
+    """The storm-brake attack: every GPU of the fleet suddenly at 98 degC."""
+    names = [f"gpu/n{n:02d}/{g}" for n in range(1, 9) for g in range(8)][:gpus]
+    return {"entity": names, "signal": ["gpu.temp_c"] * len(names), "timestamp": [ts] * len(names),
+            "value": [98.0] * len(names)}  # fmt: skip
+
+
+def test_forged_hot_readings_cannot_reach_the_engine(live: LiveDaemon) -> None:
+    """Forged heat for 40 GPUs would switch the storm brake on and hold back a genuine drain: without
+    a pusher's token it is refused, the brake stays off, and a genuine XID 79 still drains."""
+    for token in (None, "viewer", "operator", "expired"):
+        assert live.push(hot_readings(time.time()), token).status_code in (401, 403), token
+    live.assert_untouched()
+    assert live.daemon.status().storm_brake == ""
+    assert live.push(forged_xid(time.time()), "pusher").status_code == 202
+    deadline = time.monotonic() + 20
+    while not Hook.received and time.monotonic() < deadline:
+        live.wait_ticks(1)
+    assert [(h["kind"], h["target"]) for h in Hook.received][:1] == [("drain_node", VICTIM_NODE)]
+
+
+@pytest.mark.parametrize(
+    "push_config", [{"rate_limit_rows_per_s": 1, "burst_rows": 100, "max_queue_share": 0.5}]
+)
+def test_one_pushers_flood_does_not_starve_another(live: LiveDaemon) -> None:
+    """Rate limits key on the authenticated principal: the flooding pusher gets 429 with a
+    Retry-After, a second pusher's token (another principal) is still accepted."""
+    live.write_tokens(*ROLES, "pusher2")
+    time.sleep(1.1)  # the tokens file is looked at once a second at most
+    body = hot_readings(time.time(), gpus=40)
+    codes = [live.push(body, "pusher").status_code for _ in range(4)]
+    assert codes[:2] == [202, 202] and codes[-1] == 429, codes
+    flooded = live.push(body, "pusher")
+    assert flooded.status_code == 429 and int(flooded.headers["retry-after"]) >= 1
+    assert "principal pusher" in flooded.text
+    assert live.push(body, "pusher2").status_code == 202

@@ -1,0 +1,194 @@
+"""Replays of the issue's attacks on restarts, journals and config files: a restart that invents
+quarantines from advice, two writers on one journal, a YAML alias bomb as ``--config``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from seamguard.actuators.base import ActionStatus
+from seamguard.config import config_from_mapping
+from seamguard.control.safety import SAFETY, SafetyLayer
+from seamguard.daemon import Daemon
+from seamguard.journal.records import ActionResultRecord
+from seamguard.journal.sqlite import SqliteJournal
+from seamguard.model.entities import EntityKind
+from seamguard.model.topology import Topology, build_topology
+from seamguard.telemetry.sources.build import build_sources
+from tests.conftest import small_inventory
+from tests.http_stub import serve
+from tests.test_safety import drain, fleet, kinds, layer
+
+CARRIED_OUT = {ActionStatus.DONE, ActionStatus.ALREADY}
+
+
+def result(
+    ts: float, kind: str, node: str, status: ActionStatus, actuator: str = "slurm"
+) -> ActionResultRecord:
+    return ActionResultRecord(ts, kind, f"node/{node}", actuator, status.value, "", 0, ts, 0)
+
+
+# ---- honest restarts: SafetyLayer.restore -------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", list(ActionStatus))
+def test_a_restart_holds_a_drain_only_when_it_was_carried_out(status: ActionStatus) -> None:
+    """Advised, refused, failed, skipped, given up, held, cancelled: the node never left service."""
+    s = layer(fleet(), delay=600.0, max_nodes=1)
+    held = s.restore([result(1_000.0, "drain_node", "n00", status)], 5_000.0)
+    expect = ["node/n00"] if status in CARRIED_OUT else []
+    assert held == expect and s.quarantined() == expect
+    # The budget (one node) is spent only by a node really held: another drain passes or waits.
+    out = s.tick(5_010.0, [drain("n09", 5_010.0)])
+    assert kinds(out.actions) == ([] if expect else [("drain_node", "node/n09")])
+
+
+@pytest.mark.parametrize("status", list(ActionStatus))
+def test_a_release_counts_only_when_it_was_carried_out(status: ActionStatus) -> None:
+    """A node drained for real whose resume was only advised (or failed...) is still out of service."""
+    s = layer(fleet(), delay=600.0)
+    journal = [
+        result(1_000.0, "drain_node", "n00", ActionStatus.DONE),
+        result(2_000.0, "resume_node", "n00", status),
+    ]
+    expect = [] if status in CARRIED_OUT else ["node/n00"]
+    assert s.restore(journal, 5_000.0) == expect and s.quarantined() == expect
+
+
+@pytest.mark.parametrize("status", list(ActionStatus))
+def test_repeat_offender_history_counts_only_carried_out_quarantines(status: ActionStatus) -> None:
+    """Two earlier drains answered ``status`` and one done now: the delay doubles per real one only."""
+    s = layer(fleet(), delay=600.0)
+    journal = [
+        result(1_000.0, "drain_node", "n00", status),
+        result(1_500.0, "resume_node", "n00", status),
+        result(2_000.0, "drain_node", "n00", status),
+        result(2_500.0, "resume_node", "n00", status),
+        result(3_000.0, "drain_node", "n00", ActionStatus.DONE),
+    ]
+    assert s.restore(journal, 5_000.0) == ["node/n00"]
+    assert s.recovery_delay(0, 5_000.0) == (2_400.0 if status in CARRIED_OUT else 600.0)
+
+
+def test_the_safety_layers_own_records_never_count_as_carried_out() -> None:
+    """``already quarantined`` is the safety layer talking, not the cluster."""
+    s = layer(fleet(), delay=600.0)
+    journal = [result(1_000.0, "drain_node", "n00", ActionStatus.ALREADY, actuator=SAFETY)]
+    assert s.restore(journal, 5_000.0) == [] and s.quarantined() == []
+
+
+def test_a_restart_under_a_storm_brake_holds_nothing_it_did_not_do() -> None:
+    """The brake turned 40 drains into advice (the log actuator answered for slurm): nothing held."""
+    s = layer(fleet(nodes=48), delay=600.0, max_nodes=16)
+    journal = [result(1_000.0, "drain_node", f"n{i:02d}", ActionStatus.ADVISED, "log") for i in range(40)]
+    assert s.restore(journal, 5_000.0) == [] and isinstance(s, SafetyLayer)
+    assert int(s.budgets.quarantined.sum()) == 0
+
+
+# ---- the issue's scenario, end to end -----------------------------------------------------------
+
+HOT_NODES = 40  # as many hot GPUs, one per node, across every rack and CDU: the storm brake engages
+SECRET = "restart-secret"
+
+
+class Cluster(BaseHTTPRequestHandler):
+    """The webhook receiver standing in for the cluster: records every action it is asked to do."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Cluster.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", SECRET)
+    Cluster.received = []
+    with serve(Cluster) as url:
+        yield url
+
+
+def big_fleet() -> Topology:
+    return build_topology(small_inventory(nodes=48, gpus=2, racks_per_cdu=2, nodes_per_rack=4))
+
+
+def push_body(topo: Topology, ts: float, hot: list[str], xid: str | None = None) -> bytes:
+    gpus = [f"gpu/{n}" for n in topo.names[EntityKind.GPU]]
+    temps = [97.0 if g in hot else 60.0 + i % 3 for i, g in enumerate(gpus)]
+    bits = [64.0 if g in hot else 0.0 for g in gpus]
+    body: dict[str, list[Any]] = {
+        "entity": gpus + gpus,
+        "signal": ["gpu.temp_c"] * len(gpus) + ["gpu.throttle_reasons"] * len(gpus),
+        "timestamp": [ts] * (2 * len(gpus)),
+        "value": temps + bits,
+    }
+    if xid is not None:
+        for key, value in (("entity", xid), ("signal", "gpu.xid"), ("timestamp", ts), ("value", 79.0)):
+            body[key].append(value)
+    return json.dumps(body).encode()
+
+
+def step(daemon: Daemon, topo: Topology, now: float, hot: list[str], xid: str | None = None) -> Any:
+    assert daemon.push is not None
+    daemon.push.ingest(push_body(topo, now - 0.5, hot, xid))
+    return daemon.step(now)
+
+
+def test_a_restart_after_40_advised_drains_holds_none_and_acts_within_the_budget(
+    cluster: str, tmp_path: Path
+) -> None:
+    """The issue's replay: enforce mode, a storm brake turns 40 drains into advice, restart. The
+    restarted daemon holds nothing, a real XID 79 drain goes through (``max_nodes: 16`` has room)
+    and no ``resume_node`` ever reaches the cluster for a node it never drained."""
+    topo = big_fleet()
+    config = config_from_mapping(
+        {
+            "engine": {"tick_s": 1, "stale_after_s": 10, "observe_every_s": 10},
+            "sources": {"push": {}},
+            "actuators": {"webhook": {"url": cluster, "mode": "enforce"}},
+            "safety": {
+                "budgets": {"max_nodes": 16, "max_fleet_pct": 100, "domain_pct": 100, "per_hour": 100},
+                "recovery": {"healthy_for_s": 60},
+            },
+        }
+    )
+    hot = [f"gpu/n{i:02d}/0" for i in range(HOT_NODES)]
+    path = tmp_path / "journal.sqlite"
+    t0 = 1.0e9
+    with SqliteJournal(path) as journal:
+        first = Daemon(config, topo, build_sources(config.sources, topo), journal=journal)
+        report = step(first, topo, t0, hot)
+        assert first.safety.brake.engaged
+        drains = [a for a in report.actions if a.kind == "drain_node"]
+        assert len(drains) == HOT_NODES and {a.status for a in drains} == {"advised"}
+        first.dispatcher.close()
+    assert Cluster.received == []  # under the brake nothing reached the cluster
+    with SqliteJournal(path) as journal:
+        second = Daemon(config, topo, build_sources(config.sources, topo), journal=journal)
+        step(second, topo, t0 + 100, [])
+        assert second.status().quarantined == ()
+        assert not [n for n in journal.notices() if "earlier run" in n.message]
+        report = step(second, topo, t0 + 101, [], xid="gpu/n45/1")
+        drained = [(a.target, a.status) for a in report.actions if a.kind == "drain_node"]
+        assert drained == [("node/n45", "done")], report.actions
+        assert second.status().quarantined == ("node/n45",)
+        for k in range(2, 200, 20):  # well past the recovery delay
+            step(second, topo, t0 + 100 + k, [])
+        second.dispatcher.close()
+        resumed = {r.target for r in journal.action_results() if r.kind == "resume_node"}
+    sent = [(a["kind"], a["target"]) for a in Cluster.received]
+    assert ("drain_node", "node/n45") in sent
+    assert {t for k, t in sent if k == "resume_node"} <= {"node/n45"}
+    assert resumed <= {"node/n45"}

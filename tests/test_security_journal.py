@@ -4,6 +4,12 @@ quarantines from advice, two writers on one journal, a YAML alias bomb as ``--co
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -15,7 +21,9 @@ from seamguard.actuators.base import ActionStatus
 from seamguard.config import config_from_mapping
 from seamguard.control.safety import SAFETY, SafetyLayer
 from seamguard.daemon import Daemon
-from seamguard.journal.records import ActionResultRecord
+from seamguard.errors import InputError
+from seamguard.journal.lock import lock_path
+from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology, build_topology
@@ -192,3 +200,115 @@ def test_a_restart_after_40_advised_drains_holds_none_and_acts_within_the_budget
     assert ("drain_node", "node/n45") in sent
     assert {t for k, t in sent if k == "resume_node"} <= {"node/n45"}
     assert resumed <= {"node/n45"}
+
+
+# ---- one writer per journal ---------------------------------------------------------------------
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from seamguard.journal.records import NoticeRecord
+from seamguard.journal.sqlite import SqliteJournal
+j = SqliteJournal(Path(sys.argv[1]))
+print("ready", flush=True)
+i = 0
+while True:
+    j.append_actions([], [NoticeRecord(float(i), "child", "info", f"n{i}")])
+    i += 1
+    time.sleep(0.002)
+"""
+
+
+@pytest.fixture
+def child_writer(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[str]]]:
+    """Another process writing the journal as fast as it can until killed."""
+    path = tmp_path / "j.sqlite"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path("src").resolve()), *sys.path])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield path, proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_second_writer_is_refused_naming_the_journal_and_the_holder(
+    child_writer: tuple[Path, subprocess.Popen[str]],
+) -> None:
+    path, proc = child_writer
+    with pytest.raises(InputError) as err:
+        SqliteJournal(path)
+    text = str(err.value)
+    assert str(path) in text and f"pid {proc.pid} on {socket.gethostname()} since " in text
+    assert "not a seamguard journal" not in text
+    before = len(SqliteJournal(path, read_only=True).notices())
+    time.sleep(0.2)
+    assert len(SqliteJournal(path, read_only=True).notices()) > before  # the refused one wrote nothing
+    # Nor can a run in this process open it (the daemon, score and replay all write through here).
+    with pytest.raises(InputError, match=f"pid {proc.pid}"):
+        SqliteJournal(path, create=False)
+
+
+def test_readers_read_while_another_process_writes_and_the_lock_dies_with_its_holder(
+    child_writer: tuple[Path, subprocess.Popen[str]],
+) -> None:
+    path, proc = child_writer
+    seen = []
+    for _ in range(5):
+        with SqliteJournal(path, read_only=True) as reader:
+            seen.append(len(reader.notices()))
+        time.sleep(0.05)
+    assert seen == sorted(seen) and seen[-1] > seen[0], seen
+    proc.send_signal(signal.SIGKILL)  # a crash: no clean-up runs
+    proc.wait()
+    with SqliteJournal(path) as journal:  # the kernel dropped the lock: no stale lock to clear
+        assert json.loads(lock_path(path).read_text())["pid"] == os.getpid()
+        journal.append_actions([], [NoticeRecord(1e9, "parent", "info", "took over")])
+    assert lock_path(path).read_text() == ""  # released on close: no holder named any more
+    with SqliteJournal(path) as again:  # and taken again by the next writer
+        assert again.notices()[-1].message == "took over"
+
+
+def test_seamguard_explain_reads_a_journal_a_writer_holds(tmp_path: Path) -> None:
+    """``python -m seamguard explain`` in another process while this one holds the writer lock."""
+    path = tmp_path / "j.sqlite"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path("src").resolve()), *sys.path])}
+    with SqliteJournal(path) as writer:
+        writer.append([TransitionRecord(100.0, "gpu/n00/1", "healthy", "degraded", 0.7, 0.1, 0.0, "hot")], [])
+        done = subprocess.run(
+            [sys.executable, "-m", "seamguard", "explain", "gpu/n00/1", "--journal", str(path)],
+            capture_output=True, text=True, env={**env, "COLUMNS": "200"}, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "degraded" in done.stdout
+        writer.append([TransitionRecord(200.0, "gpu/n00/1", "degraded", "healthy", 0.1, 0.1, 0.0, "ok")], [])
+
+
+def test_busy_and_foreign_files_are_told_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that is no journal says so; a journal SQLite keeps locked says busy, not "not a journal"."""
+    import sqlite3
+
+    import seamguard.journal.sqlite as sqlite_journal
+
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)")
+    with pytest.raises(InputError, match="not a seamguard journal"):
+        SqliteJournal(other, read_only=True)
+    path = tmp_path / "j.sqlite"
+    # Another program holds the new file's exclusive lock (before WAL mode, it blocks even reads),
+    # as a second process creating the same journal at the same instant used to.
+    hog = sqlite3.connect(path, isolation_level=None)
+    hog.execute("BEGIN EXCLUSIVE")
+    hog.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    monkeypatch.setattr(sqlite_journal, "BUSY_TIMEOUT_S", 0.1)
+    try:
+        with pytest.raises(InputError, match="journal busy") as err:
+            SqliteJournal(path)
+        assert str(path) in str(err.value) and "not a seamguard journal" not in str(err.value)
+    finally:
+        hog.execute("ROLLBACK")
+        hog.close()
+    SqliteJournal(path).close()  # the failed open released its writer lock

@@ -312,3 +312,96 @@ def test_busy_and_foreign_files_are_told_apart(tmp_path: Path, monkeypatch: pyte
         hog.execute("ROLLBACK")
         hog.close()
     SqliteJournal(path).close()  # the failed open released its writer lock
+
+
+# ---- safe config loading ------------------------------------------------------------------------
+
+BILLION_LAUGHS = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+def _refused_fast(call: Any) -> InputError:
+    """``call`` raises InputError in well under a second, allocating under 5 MB on the way."""
+    import tracemalloc
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(InputError) as err:
+            call()
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 0.5 and peak < 5 * 2**20, (elapsed, peak)
+    return err.value
+
+
+def test_the_billion_laughs_config_is_refused_at_once_naming_the_file(tmp_path: Path) -> None:
+    from seamguard.config import load_config
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS)
+    assert len(BILLION_LAUGHS) < 700  # 81 aliases standing for 9^9 = 387 million strings
+    err = _refused_fast(lambda: load_config(bomb))
+    assert str(err).startswith(f"{bomb}:") and "alias bomb" in str(err)
+
+
+def test_more_aliases_than_any_config_needs_are_refused_even_if_small(tmp_path: Path) -> None:
+    from seamguard.config import load_config
+    from seamguard.yaml_input import MAX_ALIASES
+
+    many = tmp_path / "many.yaml"
+    many.write_text("x: &x 1\nl: [" + ",".join(["*x"] * (MAX_ALIASES + 1)) + "]\n")
+    err = _refused_fast(lambda: load_config(many))
+    assert f"more than {MAX_ALIASES} aliases" in str(err) and str(many) in str(err)
+
+
+def test_a_recursive_alias_and_an_oversized_file_are_refused(tmp_path: Path) -> None:
+    from seamguard.config import load_config
+    from seamguard.twin.scenario import load_scenario
+    from seamguard.yaml_input import MAX_YAML_BYTES
+
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("engine: &e {again: *e}\n")
+    assert "recursive" in str(_refused_fast(lambda: load_config(loop)))
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * (MAX_YAML_BYTES // 10 + 1))
+    err = _refused_fast(lambda: load_config(big))
+    assert str(big) in str(err) and "bytes" in str(err)
+    # a scenario is a user YAML file too
+    bomb = tmp_path / "scenario.yaml"
+    bomb.write_text(BILLION_LAUGHS)
+    assert "alias bomb" in str(_refused_fast(lambda: load_scenario(str(bomb))))
+
+
+def test_a_legit_config_loads_with_no_aliases_and_with_a_few(tmp_path: Path) -> None:
+    from seamguard.config import load_config
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("engine:\n  tick_s: 5\nsafety:\n  budgets:\n    max_nodes: 12\n")
+    cfg = load_config(plain)
+    assert cfg.engine.tick_s == 5 and cfg.safety.budgets.max_nodes == 12
+    shared = tmp_path / "shared.yaml"
+    shared.write_text(
+        "x-guard: &guard {max_attempts: 2}\n"
+        "actuators:\n  webhook: {url: 'http://127.0.0.1:9/', guard: *guard}\n"
+    )
+    with pytest.raises(InputError, match="x-guard"):  # the anchor's own key is not a config key...
+        load_config(shared)
+    shared.write_text(
+        "actuators:\n  webhook: {url: 'http://127.0.0.1:9/', guard: &guard {max_attempts: 2}}\n"
+        "  haproxy: {socket: 'tcp://127.0.0.1:9', servers: {}, guard: *guard}\n"
+    )
+    cfg = load_config(shared)  # ...but a shared block is fine
+    assert cfg.actuators.webhook is not None and cfg.actuators.webhook.guard.max_attempts == 2
+    assert cfg.actuators.haproxy is not None and cfg.actuators.haproxy.guard.max_attempts == 2

@@ -4,8 +4,10 @@ prometheus_client's parser: every value follows from what the daemon did."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -160,3 +162,80 @@ def test_each_daemon_counts_its_own(cluster: str) -> None:
     assert b"seamguard_ticks_total 0.0" in two.metrics.render()
     one.dispatcher.close()
     two.dispatcher.close()
+
+
+# ---- the dashboard and the doc name only what seamguard exports ---------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "le",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads: identifiers that are not functions, keywords,
+    label names (inside {} or by/without ()), durations or numbers."""
+    expr = re.sub(r'"[^"]*"', "", expr)  # label values
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges, $__rate_interval
+    tokens = re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*+(?!\s*\()", expr)  # possessive: no "tim" of time(
+    return {
+        t.group() for t in tokens if t.group() not in _PROMQL_WORDS and not re.fullmatch(r"\d.*", t.group())
+    }
+
+
+def exported(cluster: str) -> set[str]:
+    """Every sample name a running daemon exports once it has a push source, an enforcing actuator,
+    a transition and an action."""
+    topo = build_topology(small_inventory(), small_jobs())
+    daemon = daemon_for(topo, cluster)
+    server = serve_api(daemon, "127.0.0.1", 0)
+    try:
+        assert daemon.push is not None
+        daemon.push.ingest(json.dumps(payload(topo, 1.0e9 - 0.5)).encode())  # a transition, a drain
+        daemon.step(1.0e9)
+        return {name for name, _ in scrape(server.url)}
+    finally:
+        server.stop()
+        daemon.dispatcher.close()
+
+
+def test_every_dashboard_panel_queries_only_exported_metrics(cluster: str) -> None:
+    names = exported(cluster)
+    board = json.loads((DOCS / "grafana" / "seamguard-dashboard.json").read_text())
+    assert board["title"] and board["uid"] and isinstance(board["schemaVersion"], int)
+    assert board["templating"]["list"][0]["type"] == "datasource"
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)) >= 10
+    for panel in board["panels"]:
+        assert {"type", "title", "gridPos", "targets", "datasource"} <= panel.keys(), panel["title"]
+        for target in panel["targets"]:
+            used = metric_names(target["expr"])
+            assert used and used <= names, (panel["title"], used - names)
+    assert metric_names('time() - sum by (le) (rate(foo_bucket{a="b"}[5m])) / bar') == {"foo_bucket", "bar"}
+
+
+def test_the_metrics_doc_lists_every_family_and_its_promql_is_exported(cluster: str) -> None:
+    names = exported(cluster)
+    doc = (DOCS / "metrics.md").read_text()
+    families = {re.sub(r"_(total|bucket|count|sum|info|created)$", "", n) for n in names}
+    for family in families:
+        assert f"`{family}" in doc, family
+    blocks = re.findall(r"```promql\n(.*?)```", doc, flags=re.S)
+    exprs = [line for block in blocks for line in block.splitlines() if line.strip()]
+    exprs += re.findall(r"expr: (.+)", doc)
+    assert len(exprs) > 15
+    for expr in exprs:
+        assert metric_names(expr) <= names, expr

@@ -252,6 +252,28 @@ def test_a_second_writer_is_refused_naming_the_journal_and_the_holder(
         SqliteJournal(path, create=False)
 
 
+def test_seamguard_run_on_a_journal_another_process_writes_is_refused_before_it_starts(
+    child_writer: tuple[Path, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """A second daemon on the journal: refused naming the holder, nothing journaled, no port held."""
+    import io
+
+    from rich.console import Console
+
+    from seamguard.daemon import run_daemon
+    from tests.test_daemon import write_config, write_inventory
+
+    path, proc = child_writer
+    with pytest.raises(InputError) as err:
+        run_daemon(
+            config_path=write_config(tmp_path / "sg.yaml"), inventory=write_inventory(tmp_path / "inv.csv"),
+            jobs=None, journal_path=path, listen="127.0.0.1:0", ticks=1, console=Console(file=io.StringIO()),
+        )  # fmt: skip
+    assert str(path) in str(err.value) and f"pid {proc.pid}" in str(err.value)
+    with SqliteJournal(path, read_only=True) as reader:
+        assert reader.get_meta("source") is None  # the refused daemon wrote nothing
+
+
 def test_readers_read_while_another_process_writes_and_the_lock_dies_with_its_holder(
     child_writer: tuple[Path, subprocess.Popen[str]],
 ) -> None:

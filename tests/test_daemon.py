@@ -439,29 +439,49 @@ def test_the_daemon_clock_never_steps_back(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_restarted_daemon_takes_over_the_quarantines_of_the_run_before(
-    topo: Topology, config: Config, tmp_path: Path
+    topo: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Run 1 quarantines n02 (advise mode moves the ledger too) and stops. Run 2, on the same
-    journal, holds n02 again, says so once in the journal, and resumes it when the delay has passed."""
+    """Run 1 drains n02 through an enforcing webhook and stops. Run 2, on the same journal, holds
+    n02 again, says so once in the journal, and resumes it when the delay has passed. (An advised
+    drain is not taken over: tests/test_security_journal.py.)"""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.http_stub import serve
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", "s")
     path = tmp_path / "journal.sqlite"
     t0 = 1.0e9
-    with SqliteJournal(path) as journal:
-        first = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
-        assert first.push is not None
-        first.push.ingest(json.dumps(payload(topo, t0 - 0.5)).encode())
-        first.step(t0)
-        assert first.safety.quarantined() == ["node/n02"]
-    with SqliteJournal(path) as journal:
-        second = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
-        assert second.push is not None
-        second.push.ingest(json.dumps(payload(topo, t0 + 99.5, hot=None)).encode())
-        second.step(t0 + 100)
-        assert second.status().quarantined == ("node/n02",)
-        held = [n for n in journal.notices() if "earlier run" in n.message]
-        assert len(held) == 1 and "node/n02" in held[0].message
-        delay = config.safety.recovery.healthy_for_s
-        resumed = second.step(t0 + 100 + delay + 1).actions
-        assert [(a.kind, a.target, a.status) for a in resumed if a.kind == "resume_node"] == [
-            ("resume_node", "node/n02", "advised")
-        ]
-        assert second.safety.quarantined() == []
+    with serve(Ok) as url:
+        config = config_from_mapping({**POLICY, "actuators": {"webhook": {"url": url, "mode": "enforce"}}})
+        with SqliteJournal(path) as journal:
+            first = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
+            assert first.push is not None
+            first.push.ingest(json.dumps(payload(topo, t0 - 0.5)).encode())
+            drained = first.step(t0).actions
+            assert [(a.target, a.status) for a in drained if a.kind == "drain_node"] == [("node/n02", "done")]
+            assert first.safety.quarantined() == ["node/n02"]
+            first.dispatcher.close()
+        with SqliteJournal(path) as journal:
+            second = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
+            assert second.push is not None
+            second.push.ingest(json.dumps(payload(topo, t0 + 99.5, hot=None)).encode())
+            second.step(t0 + 100)
+            assert second.status().quarantined == ("node/n02",)
+            held = [n for n in journal.notices() if "earlier run" in n.message]
+            assert len(held) == 1 and "node/n02" in held[0].message
+            delay = config.safety.recovery.healthy_for_s
+            resumed = second.step(t0 + 100 + delay + 1).actions
+            assert [(a.kind, a.target, a.status) for a in resumed if a.kind == "resume_node"] == [
+                ("resume_node", "node/n02", "done")
+            ]
+            assert second.safety.quarantined() == []
+            second.dispatcher.close()

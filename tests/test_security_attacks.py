@@ -255,7 +255,7 @@ def test_a_cross_origin_text_plain_post_from_a_browser_is_refused(live: LiveDaem
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/status", "/v1/economics", "/v1/jobs/train/risk", "/docs", "/openapi.json"]
+    "path", ["/v1/status", "/v1/economics", "/v1/jobs/train/risk", "/docs", "/openapi.json", "/metrics"]
 )
 def test_reading_without_a_token_is_refused(live: LiveDaemon, path: str) -> None:
     resp = live.request("GET", path)
@@ -342,7 +342,7 @@ def test_a_pushers_xid_is_accepted_and_drains_the_node(live: LiveDaemon) -> None
 
 def test_reads_work_for_viewer_operator_and_admin(live: LiveDaemon) -> None:
     for who in ("viewer", "operator", "admin"):
-        for path in ("/v1/status", "/v1/economics", "/openapi.json", "/docs"):
+        for path in ("/v1/status", "/v1/economics", "/openapi.json", "/docs", "/metrics"):
             resp = live.request("GET", path, who)
             assert resp.status_code == 200, (who, path, resp.text)
     risk = live.request("GET", "/v1/jobs/train/risk", "viewer")

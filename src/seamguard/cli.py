@@ -109,7 +109,7 @@ def explain(
         raise _fail(f"--at: {exc}") from None
     try:
         cfg = load_config(config)
-        with SqliteJournal(journal, create=False) as jr:
+        with SqliteJournal(journal, read_only=True) as jr:
             ex = do_explain(jr, cfg, entity, when)
     except InputError as exc:
         raise _fail(str(exc)) from None

@@ -38,6 +38,7 @@ from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.service.app import create_app
 from seamguard.service.guard import Security
+from seamguard.service.metrics import DaemonMetrics, daemon_view, metrics_router
 from seamguard.service.server import RunningServer, serve_in_thread
 from seamguard.service.startup import build_security, check_exposure, check_tls
 from seamguard.telemetry.batch import TelemetryBatch
@@ -128,12 +129,15 @@ class Daemon:
         # Taken at the end of each step and replaced whole: the HTTP threads read it without
         # touching the safety layer, the dispatcher or the latch while a step changes them.
         self._status = self._snapshot()
+        self._metrics_view = daemon_view(self)  # replaced whole each step, like ``_status``
+        self.metrics = DaemonMetrics(lambda: self._metrics_view, self.push)
 
     @property
     def push(self) -> PushSource | None:
         return next((s for s in self.sources if isinstance(s, PushSource)), None)
 
     def step(self, now: float) -> StepReport:
+        started = time.perf_counter()
         restored = self._restore(now)
         batches: list[TelemetryBatch] = []
         notices: list[SourceNotice] = []
@@ -168,6 +172,8 @@ class Daemon:
         if self.journal is not None and (results or journal_notices or audit):
             self.journal.append_actions(results, journal_notices, audit)
         self._status = self._snapshot()
+        self._metrics_view = daemon_view(self)
+        self.metrics.observe_step(time.perf_counter() - started, result.transitions, results)
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
         )
@@ -370,6 +376,7 @@ def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = 
         st = daemon.status()
         return {**st.__dict__, "now": st.now if math.isfinite(st.now) else None}
 
+    app.include_router(metrics_router(daemon.metrics))  # GET /metrics (docs/metrics.md)
     push = daemon.push
     if push is not None and daemon.config.sources.push is not None:
         app.include_router(push.router(daemon.config.sources.push.path))

@@ -5,6 +5,9 @@ notices) are written in one transaction with
 ``synchronous=FULL``: a process killed mid-write leaves every earlier tick intact and the
 interrupted one absent, never half-written (SQLite's journal guarantees it; the test kills a
 writer with SIGKILL to check).
+
+One process writes a journal at a time (``journal.lock``: a second writer is refused naming the
+first); readers open it read-only without that lock and read while it writes (WAL).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from seamguard.errors import InputError
+from seamguard.journal.lock import WriterLock
 from seamguard.journal.records import (
     ActionResultRecord,
     AuditRecord,
@@ -112,22 +116,73 @@ def _where(
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
-class SqliteJournal:
-    """Append-only decision journal. ``create=False`` refuses a path that does not exist."""
+def _open_error(path: Path, exc: sqlite3.DatabaseError) -> InputError:
+    """Busy is not corrupt: SQLite's own lock held too long says so, not "not a journal"."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return InputError(
+            str(path),
+            f"journal busy: another connection held SQLite's lock past the {BUSY_TIMEOUT_S:g} s"
+            f" wait ({exc}); retry, or check what else opens this file",
+        )
+    return InputError(str(path), f"not a seamguard journal ({exc})")
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+
+BUSY_TIMEOUT_S = 10.0  # how long a statement waits for SQLite's own lock (a checkpoint, a reader)
+
+
+class SqliteJournal:
+    """Append-only decision journal. ``create=False`` refuses a path that does not exist.
+
+    A writer (the default) holds the journal's writer lock (``journal.lock``) until ``close``: a
+    second writer is refused naming the first. ``read_only=True`` opens without the lock and
+    writes nothing (``seamguard explain``); WAL lets it read while a writer writes."""
+
+    def __init__(self, path: Path, *, create: bool = True, read_only: bool = False) -> None:
         self.path = Path(path)
-        if not create and not self.path.exists():
+        self._lock: WriterLock | None = None
+        if (read_only or not create) and not self.path.exists():
             raise InputError(str(self.path), "no such journal")
+        if read_only:
+            self._db = self._open_read_only()
+            return
+        self._lock = WriterLock.acquire(self.path)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             self._check_version()
             self._db.execute("CREATE INDEX IF NOT EXISTS decisions_cause_ts ON decisions (cause, ts)")
         except sqlite3.DatabaseError as exc:
-            raise InputError(str(self.path), f"not a seamguard journal ({exc})") from exc
+            self._lock.release()
+            raise _open_error(self.path, exc) from exc
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """SQLite's ``mode=ro``: nothing written, no writer lock taken. An older schema is first
+        upgraded by a short-lived writer (refused, naming it, while another process writes)."""
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _open_error(self.path, exc) from exc
+        if row is None:
+            db.close()
+            raise InputError(str(self.path), "not a seamguard journal (no schema version)")
+        if int(row[0]) < SCHEMA_VERSION:
+            db.close()
+            SqliteJournal(self.path).close()
+            return self._open_read_only()
+        if int(row[0]) != SCHEMA_VERSION:
+            db.close()
+            raise InputError(
+                str(self.path), f"journal schema version {row[0]}, this seamguard reads {SCHEMA_VERSION}"
+            )
+        return db
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -358,6 +413,9 @@ class SqliteJournal:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> SqliteJournal:
         return self

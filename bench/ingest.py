@@ -34,8 +34,10 @@ from seamguard.telemetry.sources.dcgm import DcgmTarget, ScrapeTarget, SlotTable
 from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.openmetrics import parse
 from seamguard.telemetry.sources.push import PushSource
+from seamguard.telemetry.sources.push_limits import RateLimit
 from seamguard.twin.exporter import DcgmRenderer
 
+PUSH_T0 = 1.7e9  # the push bodies' first stamp, and the clock the push source checks them against
 GPN = 8
 LEVELS = {  # signal -> (mean, spread): plausible H100 readings
     "gpu.temp_c": (65.0, 5.0), "gpu.mem_temp_c": (75.0, 5.0), "gpu.sm_clock_mhz": (1980.0, 20.0),
@@ -117,7 +119,7 @@ def push_bodies(topo: Topology, rows: int, seed: int) -> dict[str, tuple[bytes, 
     gpus = topo.members[EntityKind.GPU]
     pick = gpus[rng.integers(0, gpus.size, rows)]
     entity = [topo.ids[g] for g in pick.tolist()]
-    ts = (1.7e9 + np.arange(rows) * 1e-3).tolist()
+    ts = (PUSH_T0 + np.arange(rows) * 1e-3).tolist()
     value = np.round(rng.normal(65.0, 5.0, rows), 2).tolist()
     signal = ["gpu.temp_c"] * rows
     rows_list = [{"entity": e, "signal": "gpu.temp_c", "timestamp": t, "value": v}
@@ -134,7 +136,14 @@ def time_push(topo: Topology, bodies: dict[str, tuple[bytes, str]], repeat: int)
     """Samples per second through ``PushSource.ingest`` (validate, map, queue) and a drain."""
     out: dict[str, float] = {}
     for fmt, (body, ctype) in bodies.items():
-        source = PushSource(topo, capacity_rows=10**8, max_body_bytes=len(body) + 1)
+        source = PushSource(
+            topo,
+            capacity_rows=10**8,
+            max_body_bytes=len(body) + 1,
+            max_queue_share=1.0,
+            rate_limit=RateLimit(1e12, 10**9),  # the pipeline's speed, not the per-client limit
+            clock=lambda: PUSH_T0,  # the bodies' stamps are recent to it
+        )
         accepted = 0
         t0 = time.perf_counter()
         for _ in range(repeat):

@@ -48,6 +48,11 @@ POLICY: dict[str, Any] = {
 runner = CliRunner(env={"COLUMNS": "400"})
 
 
+def CLOCK() -> float:  # noqa: N802
+    """The daemon's clock for the tests that step it by hand: pushed stamps near 1e9 are recent."""
+    return 1.0e9
+
+
 def payload(topo: Topology, ts: float, hot: str | None = HOT) -> dict[str, list[Any]]:
     """Every GPU's temperature and throttle reasons as JSON columns; ``hot`` at 97 °C, HW thermal."""
     gpus = [f"gpu/{n}" for n in topo.names[EntityKind.GPU]]
@@ -77,7 +82,7 @@ def config() -> Config:
 @pytest.fixture
 def served(topo: Topology, config: Config) -> Iterator[tuple[Daemon, RunningServer]]:
     """A push-only daemon whose push router and API are served on a free loopback port."""
-    daemon = Daemon(config, topo, build_sources(config.sources, topo))
+    daemon = Daemon(config, topo, build_sources(config.sources, topo, CLOCK))
     assert daemon.push is not None and config.sources.push is not None
     api = create_app(daemon.controller, daemon.lock)
     api.include_router(daemon.push.router(config.sources.push.path))
@@ -152,7 +157,7 @@ def test_a_raising_source_is_a_notice_and_the_loop_goes_on(
     topo: Topology, config: Config, tmp_path: Path
 ) -> None:
     flaky = Flaky()
-    sources = [flaky, *build_sources(config.sources, topo)]
+    sources = [flaky, *build_sources(config.sources, topo, CLOCK)]
     with SqliteJournal(tmp_path / "journal.sqlite") as journal:
         daemon = Daemon(config, topo, sources, journal=journal)
         push = daemon.push
@@ -389,7 +394,7 @@ def test_status_says_what_is_wrong_what_is_held_and_what_waits(topo: Topology) -
 
     config = config_from_mapping({**POLICY, "safety": {"budgets": {"max_nodes": 1}}})
     flaky = Flaky()
-    daemon = Daemon(config, topo, [flaky, *build_sources(config.sources, topo)])
+    daemon = Daemon(config, topo, [flaky, *build_sources(config.sources, topo, CLOCK)])
     push = daemon.push
     assert push is not None
     server = serve_api(daemon, "127.0.0.1", 0)
@@ -434,29 +439,49 @@ def test_the_daemon_clock_never_steps_back(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_a_restarted_daemon_takes_over_the_quarantines_of_the_run_before(
-    topo: Topology, config: Config, tmp_path: Path
+    topo: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Run 1 quarantines n02 (advise mode moves the ledger too) and stops. Run 2, on the same
-    journal, holds n02 again, says so once in the journal, and resumes it when the delay has passed."""
+    """Run 1 drains n02 through an enforcing webhook and stops. Run 2, on the same journal, holds
+    n02 again, says so once in the journal, and resumes it when the delay has passed. (An advised
+    drain is not taken over: tests/test_security_journal.py.)"""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.http_stub import serve
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", "s")
     path = tmp_path / "journal.sqlite"
     t0 = 1.0e9
-    with SqliteJournal(path) as journal:
-        first = Daemon(config, topo, build_sources(config.sources, topo), journal=journal)
-        assert first.push is not None
-        first.push.ingest(json.dumps(payload(topo, t0 - 0.5)).encode())
-        first.step(t0)
-        assert first.safety.quarantined() == ["node/n02"]
-    with SqliteJournal(path) as journal:
-        second = Daemon(config, topo, build_sources(config.sources, topo), journal=journal)
-        assert second.push is not None
-        second.push.ingest(json.dumps(payload(topo, t0 + 99.5, hot=None)).encode())
-        second.step(t0 + 100)
-        assert second.status().quarantined == ("node/n02",)
-        held = [n for n in journal.notices() if "earlier run" in n.message]
-        assert len(held) == 1 and "node/n02" in held[0].message
-        delay = config.safety.recovery.healthy_for_s
-        resumed = second.step(t0 + 100 + delay + 1).actions
-        assert [(a.kind, a.target, a.status) for a in resumed if a.kind == "resume_node"] == [
-            ("resume_node", "node/n02", "advised")
-        ]
-        assert second.safety.quarantined() == []
+    with serve(Ok) as url:
+        config = config_from_mapping({**POLICY, "actuators": {"webhook": {"url": url, "mode": "enforce"}}})
+        with SqliteJournal(path) as journal:
+            first = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
+            assert first.push is not None
+            first.push.ingest(json.dumps(payload(topo, t0 - 0.5)).encode())
+            drained = first.step(t0).actions
+            assert [(a.target, a.status) for a in drained if a.kind == "drain_node"] == [("node/n02", "done")]
+            assert first.safety.quarantined() == ["node/n02"]
+            first.dispatcher.close()
+        with SqliteJournal(path) as journal:
+            second = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
+            assert second.push is not None
+            second.push.ingest(json.dumps(payload(topo, t0 + 99.5, hot=None)).encode())
+            second.step(t0 + 100)
+            assert second.status().quarantined == ("node/n02",)
+            held = [n for n in journal.notices() if "earlier run" in n.message]
+            assert len(held) == 1 and "node/n02" in held[0].message
+            delay = config.safety.recovery.healthy_for_s
+            resumed = second.step(t0 + 100 + delay + 1).actions
+            assert [(a.kind, a.target, a.status) for a in resumed if a.kind == "resume_node"] == [
+                ("resume_node", "node/n02", "done")
+            ]
+            assert second.safety.quarantined() == []
+            second.dispatcher.close()

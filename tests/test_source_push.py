@@ -20,6 +20,13 @@ from seamguard.service.server import serve_in_thread
 from seamguard.telemetry.sources.push import PushSource
 
 CAT = signal_catalog()
+NOW = 1000.0  # the pinned clock the sources below check stamps against
+
+
+def source(topology: Topology, **kw: Any) -> PushSource:
+    return PushSource(topology, clock=lambda: NOW, **kw)
+
+
 COLUMNS: dict[str, list[Any]] = {
     "entity": ["rack/r0", "cdu/c0", "gpu/n00/1", "rack/r1"],
     "signal": ["rack.inlet_temp_c", "cdu.flow_lpm", "gpu.temp_c", "rack.inlet_temp_c"],
@@ -58,7 +65,7 @@ def same(a: list[tuple[str, str, float, float]], b: list[tuple[str, str, float, 
 
 
 def test_good_batch_is_accepted_and_drained_once(topology: Topology) -> None:
-    src = PushSource(topology)
+    src = source(topology)
     client = TestClient(app_for(src))
     r = client.post("/v1/push", json=COLUMNS)
     assert r.status_code == 202, r.text
@@ -66,8 +73,12 @@ def test_good_batch_is_accepted_and_drained_once(topology: Topology) -> None:
         "accepted": 4,
         "rows": 4,
         "missing_values": 1,
+        "non_finite": 0,
+        "implausible": 0,
         "unknown_entities": {},
         "unknown_signals": {},
+        "unknown_rows": 0,
+        "unknown_names_not_listed": 0,
     }
     assert src.queued_rows == 4
     got = drained(src, topology)
@@ -82,7 +93,7 @@ def test_good_batch_is_accepted_and_drained_once(topology: Topology) -> None:
 
 
 def test_rows_ndjson_and_gzip_give_the_same_batch(topology: Topology) -> None:
-    src = PushSource(topology)
+    src = source(topology)
     client = TestClient(app_for(src))
     assert client.post("/v1/push", json=COLUMNS).status_code == 202
     want = drained(src, topology)
@@ -106,7 +117,7 @@ def test_rows_ndjson_and_gzip_give_the_same_batch(topology: Topology) -> None:
 
 
 def test_unknown_names_are_counted_and_the_rest_kept(topology: Topology) -> None:
-    src = PushSource(topology)
+    src = source(topology)
     cols = {
         "entity": ["rack/r0", "rack/r99", "rack/r99", "cdu/c0", "cdu/c0"],
         "signal": ["rack.inlet_temp_c", "rack.inlet_temp_c", "rack.inlet_temp_c", "cdu.flux", "cdu.flow_lpm"],
@@ -139,7 +150,7 @@ def test_unknown_names_are_counted_and_the_rest_kept(topology: Topology) -> None
 def test_wrong_types_and_lengths_are_422_naming_field_and_index(
     topology: Topology, change: dict[str, Any], field: str
 ) -> None:
-    src = PushSource(topology)
+    src = source(topology)
     r = TestClient(app_for(src)).post("/v1/push", json={**COLUMNS, **change})
     assert r.status_code == 422, r.text
     fields = [d["field"] for d in r.json()["detail"]]
@@ -148,7 +159,7 @@ def test_wrong_types_and_lengths_are_422_naming_field_and_index(
 
 
 def test_bad_rows_name_the_row_or_line(topology: Topology) -> None:
-    client = TestClient(app_for(PushSource(topology)))
+    client = TestClient(app_for(source(topology)))
     rows = rows_of(COLUMNS)
     rows[2]["timestamp"] = "soon"
     r = client.post("/v1/push", json={"rows": rows})
@@ -168,7 +179,7 @@ def test_bad_rows_name_the_row_or_line(topology: Topology) -> None:
 
 
 def test_oversize_payloads_are_413(topology: Topology) -> None:
-    src = PushSource(topology, max_body_bytes=2000)
+    src = source(topology, max_body_bytes=2000)
     client = TestClient(app_for(src))
     big = {k: v * 40 for k, v in COLUMNS.items()}
     r = client.post("/v1/push", json=big)
@@ -176,17 +187,25 @@ def test_oversize_payloads_are_413(topology: Topology) -> None:
     # A small gzip body that inflates past the limit is refused too.
     bomb = gzip.compress(json.dumps({**COLUMNS, "pad": " " * 100_000}).encode())
     assert len(bomb) < 2000
-    r = client.post("/v1/push", content=bomb, headers={"content-encoding": "gzip"})
+    r = client.post(
+        "/v1/push", content=bomb, headers={"content-type": "application/json", "content-encoding": "gzip"}
+    )
     assert r.status_code == 413 and "decompressed" in r.json()["detail"]
-    r = client.post("/v1/push", content=b"xx", headers={"content-encoding": "br"})
-    assert r.status_code == 415
+    r = client.post(
+        "/v1/push", content=b"xx", headers={"content-type": "application/json", "content-encoding": "br"}
+    )
+    assert r.status_code == 415 and "content-encoding 'br'" in r.json()["detail"]
     assert client.post("/v1/push", json=COLUMNS).status_code == 202  # within limits: accepted
     notices = [str(n) for n in src.collect(0.0).notices]
-    assert any("413 too large" in n and "2 payload(s)" in n for n in notices)
+    assert notices == [
+        "push POST /v1/push: payloads refused since the last tick: 413 too large",
+        "push POST /v1/push: payloads refused since the last tick: 415 unsupported media type or encoding",
+    ]  # one stable text per reason, however many (the counts are in source.totals)
+    assert src.totals["413 too large"] == 2
 
 
 def test_full_queue_refuses_whole_batches_with_503_and_never_drops(topology: Topology) -> None:
-    src = PushSource(topology, capacity_rows=10, retry_after_s=30)
+    src = source(topology, capacity_rows=10, retry_after_s=30, max_queue_share=1.0)
     client = TestClient(app_for(src))
     six = {k: (v + v)[:6] for k, v in COLUMNS.items()}
     assert client.post("/v1/push", json=six).status_code == 202
@@ -205,12 +224,12 @@ def test_full_queue_refuses_whole_batches_with_503_and_never_drops(topology: Top
 
 
 def test_real_uvicorn_concurrent_pushes_all_arrive(topology: Topology) -> None:
-    src = PushSource(topology, capacity_rows=100_000)
+    src = source(topology, capacity_rows=100_000)
     server = serve_in_thread(app_for(src))
     errors: list[str] = []
 
     def pusher(k: int) -> None:
-        ts = [float(k * 1000 + i) for i in range(50)]
+        ts = [NOW + k + i / 100 for i in range(50)]
         cols = {"entity": ["rack/r2"] * 50, "signal": ["rack.inlet_temp_c"] * 50, "timestamp": ts,
                 "value": [float(k)] * 50}  # fmt: skip
         with httpx.Client(base_url=server.url, timeout=10) as c:
@@ -239,7 +258,7 @@ def test_real_uvicorn_concurrent_pushes_all_arrive(topology: Topology) -> None:
 
 
 def test_real_uvicorn_chunked_body_is_cut_at_the_limit(topology: Topology) -> None:
-    src = PushSource(topology, max_body_bytes=1000)
+    src = source(topology, max_body_bytes=1000)
     server = serve_in_thread(app_for(src))
 
     def chunks() -> Any:
@@ -261,7 +280,7 @@ def test_real_uvicorn_chunked_body_is_cut_at_the_limit(topology: Topology) -> No
 def test_two_rows_on_one_ndjson_line_are_refused_naming_the_line(topology: Topology) -> None:
     """Joined into one array for speed, "{...}, {...}" on a line would read as two rows; it is
     refused with its line number instead (and a bad row among them never becomes a 500)."""
-    client = TestClient(app_for(PushSource(topology)))
+    client = TestClient(app_for(source(topology)))
     lines = [json.dumps(x) for x in rows_of(COLUMNS)]
     lines[1] = lines[1] + ", " + lines[2]
     r = client.post("/v1/push", content="\n".join(lines), headers={"content-type": "application/x-ndjson"})

@@ -8,7 +8,7 @@ import io
 import os
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +78,8 @@ class Running:
     journal: SqliteJournal
     inventory: Path
     jobs: Path
+    clock: list[float]
     now: float = T0
-    pushed: list[str] = field(default_factory=list)
 
     def status(self) -> dict[str, Any]:
         got: dict[str, Any] = httpx.get(f"{self.server.url}/v1/status", trust_env=False, timeout=10).json()
@@ -88,6 +88,7 @@ class Running:
     def tick(self, hot: str | None = None) -> Any:
         """Push every GPU's temperature for the world the daemon runs on (``hot`` at 97 °C), then step."""
         self.now += 1.0
+        self.clock[0] = self.now
         resp = post(self.server, payload(self.daemon.topology, self.now - 0.5, hot))
         assert resp.status_code == 202, resp.text
         return self.daemon.step(self.now)
@@ -110,11 +111,12 @@ def running(tmp_path: Path, config: Config) -> Iterator[Running]:
     jobs = read_jobs(jobs_path, inv)
     topo = build_topology(inv, jobs)
     journal = SqliteJournal(tmp_path / "journal.sqlite")
-    daemon = Daemon(config, topo, build_sources(config.sources, topo), journal=journal,
+    clock = [T0]  # the daemon's clock, moved with each tick: pushed stamps are checked against it
+    daemon = Daemon(config, topo, build_sources(config.sources, topo, lambda: clock[0]), journal=journal,
                     world=LiveWorld(inv_path, jobs_path, inv, jobs))  # fmt: skip
     server = serve_api(daemon, "127.0.0.1", 0)
     try:
-        yield Running(daemon, server, journal, inv_path, jobs_path)
+        yield Running(daemon, server, journal, inv_path, jobs_path, clock)
     finally:
         server.stop()
         journal.close()

@@ -112,7 +112,7 @@ def explain(
         raise _fail(f"--at: {exc}") from None
     try:
         cfg = load_config(config)
-        with SqliteJournal(journal, create=False) as jr:
+        with SqliteJournal(journal, read_only=True) as jr:
             ex = do_explain(jr, cfg, entity, when)
     except InputError as exc:
         raise _fail(str(exc)) from None
@@ -187,6 +187,40 @@ def simulate(
 def version() -> None:
     """Print the version."""
     typer.echo(__version__)
+
+
+token_app = typer.Typer(help="Bearer tokens for the HTTP API of seamguard run (docs/security.md).")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="who holds it: journaled with every request it makes")],
+    role: Annotated[list[str], typer.Option(help="viewer, pusher, operator or admin; repeat for several")],
+    expires: Annotated[
+        str | None, typer.Option(help="ISO 8601 time with a zone after which it is refused")
+    ] = None,
+) -> None:
+    """Make a token: print its secret once, and the tokens-file line that holds only its digest."""
+    from pydantic import ValidationError
+
+    from seamguard.service.auth import new_token, token_line
+    from seamguard.service.sections import TokenEntry
+
+    secret = new_token()
+    try:
+        entry = TokenEntry.model_validate(
+            {"name": name, "roles": role, "digest": "sha256:" + "0" * 64, "expires": expires}
+        )
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        opt = {"name": "--name", "roles": "--role", "expires": "--expires"}.get(str(e["loc"][0]), "--role")
+        raise _fail(f"{opt}: {e['msg']} (got {e.get('input')!r})") from None
+    line = token_line(entry.name, entry.roles, secret, entry.expires)
+    typer.echo(f"secret (shown once; give it to {entry.name} as SEAMGUARD_TOKEN or a token file):")
+    typer.echo(f"  {secret}")
+    typer.echo("line for the tokens file (service.auth.tokens_file):")
+    typer.echo(f"  {line}")
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from seamguard.actuators.sections import ActuatorsConfig
@@ -21,8 +20,10 @@ from seamguard.errors import InputError
 from seamguard.model.catalog import THROTTLE_BITS, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import Admission, JobClass, State
+from seamguard.service.sections import ServiceConfig
 from seamguard.strict_model import StrictModel
 from seamguard.telemetry.sources.sections import SourcesConfig
+from seamguard.yaml_input import load_yaml, read_yaml_text
 
 Weight = Field(gt=0.0, le=1.0)
 
@@ -388,6 +389,7 @@ class Config(StrictModel):
     sources: SourcesConfig = SourcesConfig()  # what the daemon reads (docs/sources.md, docs/facilities.md)
     safety: SafetyConfig = SafetyConfig()  # budgets, storm brake, recovery (docs/safety.md)
     actuators: ActuatorsConfig = ActuatorsConfig()  # what carries actions out (docs/actuators.md)
+    service: ServiceConfig = ServiceConfig()  # who may call the HTTP API, over what (docs/security.md)
 
     @model_validator(mode="after")
     def _complete_matrix(self) -> Self:
@@ -450,12 +452,8 @@ def merge_mappings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, 
 
 
 def parse_yaml(text: str, where: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        loc = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else where
-        raise InputError(loc, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    """A YAML mapping from a user, within ``yaml_input``'s bounds (size, aliases, expansion)."""
+    data = load_yaml(text, where)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -479,11 +477,7 @@ def load_config(path: Path | None = None) -> Config:
     where = "defaults"
     if path is not None:
         where = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(where, f"cannot read config: {exc.strerror}") from None
-        data = merge_mappings(data, parse_yaml(text, where))
+        data = merge_mappings(data, parse_yaml(read_yaml_text(path, "config"), where))
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

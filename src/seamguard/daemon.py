@@ -43,12 +43,16 @@ from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.model.world import inventory_of, world_change
 from seamguard.service.app import create_app
+from seamguard.service.guard import Security
+from seamguard.service.metrics import DaemonMetrics, daemon_view, metrics_router
 from seamguard.service.server import RunningServer, serve_in_thread
+from seamguard.service.startup import build_security, check_exposure, check_tls
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import PlacementSource, Source, SourceNotice, WorldFollower
 from seamguard.telemetry.sources.build import build_sources
 from seamguard.telemetry.sources.push import PushSource
 from seamguard.telemetry.sources.slurm import job_placements, read_snapshot
+from seamguard.telemetry.sources.unknown_names import unknown_names_notice
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +141,19 @@ class Daemon:
         self._stale_sources: dict[int, Topology] = {}  # id(source) -> the world it still indexes by
         self._back: dict[int, npt.NDArray[np.int64]] = {}  # id(that world) -> its index -> today's
         self._restored = journal is None  # a previous run's quarantines are taken over at the first step
+        self.security: Security | None = None  # the HTTP API's auth and audit tally, set by serve_api
         # Taken at the end of each step and replaced whole: the HTTP threads read it without
         # touching the safety layer, the dispatcher or the latch while a step changes them.
         self._status = self._snapshot()
+        self._metrics_view = daemon_view(self)  # replaced whole each step, like ``_status``
+        self.metrics = DaemonMetrics(lambda: self._metrics_view, self.push)
 
     @property
     def push(self) -> PushSource | None:
         return next((s for s in self.sources if isinstance(s, PushSource)), None)
 
     def step(self, now: float) -> StepReport:
+        started = time.perf_counter()
         restored = self._restore(now)
         batches: list[TelemetryBatch] = []
         notices: list[SourceNotice] = []
@@ -158,11 +166,8 @@ class Daemon:
                 continue
             batches.append(self._in_current_world(source, got.batch))
             notices.extend(got.notices)
-            if got.unknown:
-                shown = ", ".join(f"{k} ({v})" for k, v in sorted(got.unknown.items())[:5])
-                notices.append(
-                    SourceNotice(source.name, "mapping", f"names not known to the engine: {shown}")
-                )
+            if got.unknown:  # a stable text, journaled once while the same names keep coming
+                notices.append(unknown_names_notice(source.name, got.unknown, self.latch.active))
         batch, world_notices = self._follow_world(now, TelemetryBatch.concat(batches), notices)
         with self.lock:
             result = self.controller.tick(now, batch)
@@ -174,12 +179,20 @@ class Daemon:
         engine_notices = [NoticeRecord(now, "engine", "warning", text) for text in result.notices]
         for text in result.notices:
             log.warning("engine: %s", text)
+        audit, audit_notices = self.security.drain(now) if self.security is not None else ([], [])
         journal_notices = (
-            restored + world_notices + self.latch.update(now, notices) + safety_notices + engine_notices
+            restored
+            + world_notices
+            + self.latch.update(now, notices)
+            + safety_notices
+            + engine_notices
+            + audit_notices
         )
-        if self.journal is not None and (results or journal_notices):
-            self.journal.append_actions(results, journal_notices)
+        if self.journal is not None and (results or journal_notices or audit):
+            self.journal.append_actions(results, journal_notices, audit)
         self._status = self._snapshot()
+        self._metrics_view = daemon_view(self)
+        self.metrics.observe_step(time.perf_counter() - started, result.transitions, results)
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
         )
@@ -325,15 +338,21 @@ def run_daemon(
             str(config_path or "config"),
             "sources: nothing to read; configure at least one source (docs/sources.md)",
         )
+    security: Security | None = None
+    if bind is not None:  # never exposed without credentials; a bad tokens file or certificate stops here
+        check_exposure(bind[0], cfg.service)
+        if cfg.service.tls is not None:
+            check_tls(cfg.service.tls)
+        security = build_security(cfg.service, cfg.sources.push.path if cfg.sources.push else None)
     topology, world = daemon_world(cfg, inventory, jobs)
     journal = SqliteJournal(journal_path)
     sources: list[Source] = []
     try:
         journal.set_meta("source", "seamguard run")
         journal.set_meta("config_sha256", hashlib.sha256(cfg.model_dump_json().encode()).hexdigest())
-        sources = build_sources(cfg.sources, topology)
+        sources = build_sources(cfg.sources, topology, clock)  # pushed stamps are checked against it
         daemon = Daemon(cfg, topology, sources, journal=journal, world=world)
-        server = serve_api(daemon, *bind) if bind else None
+        server = serve_api(daemon, *bind, security=security) if bind else None
     except BaseException:  # a busy port, a bad actuator section: release what was opened
         _close(sources, journal)
         raise
@@ -405,8 +424,15 @@ def _close(sources: Sequence[Source], journal: SqliteJournal) -> None:
     journal.close()
 
 
-def serve_api(daemon: Daemon, host: str, port: int) -> RunningServer:
-    app = create_app(daemon.controller, daemon.lock)
+def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = None) -> RunningServer:
+    """The API behind the authentication layer (``service.guard``): ``security`` from the config
+    when not given (no token configured: every request passes, which ``run_daemon`` allows on
+    loopback only)."""
+    push_cfg = daemon.config.sources.push
+    if security is None:
+        security = build_security(daemon.config.service, push_cfg.path if push_cfg else None)
+    daemon.security = security
+    app = create_app(daemon.controller, daemon.lock, security, ticked=lambda: daemon.status().now)
 
     @app.get("/v1/status")
     def status() -> dict[str, object]:
@@ -414,10 +440,11 @@ def serve_api(daemon: Daemon, host: str, port: int) -> RunningServer:
         st = daemon.status()
         return {**st.__dict__, "now": st.now if math.isfinite(st.now) else None}
 
+    app.include_router(metrics_router(daemon.metrics))  # GET /metrics (docs/metrics.md)
     push = daemon.push
     if push is not None and daemon.config.sources.push is not None:
         app.include_router(push.router(daemon.config.sources.push.path))
-    return serve_in_thread(app, host, port)
+    return serve_in_thread(app, host, port, tls=daemon.config.service.tls)
 
 
 def _print_step(console: Console, report: StepReport) -> None:

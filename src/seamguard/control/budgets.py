@@ -173,6 +173,14 @@ class Budgets:
             self._starts.popleft()
         return sum(n for _, n in self._starts)
 
+    def fleet_bound(self) -> int:
+        """Nodes quarantined at once at most: ``max_nodes`` or ``max_fleet_pct``, the lower."""
+        return min(self.config.max_nodes, _pct_bound(self.config.max_fleet_pct, self.n_nodes, 1))
+
+    def hour_bound(self) -> int:
+        """New quarantines in any rolling hour at most: ``per_hour`` or ``per_hour_pct``, the lower."""
+        return min(self.config.per_hour, _pct_bound(self.config.per_hour_pct, self.n_nodes, 1))
+
     # -- decisions --------------------------------------------------------------------------
     def check(self, nodes: IntArray, now: float) -> str | None:
         """None if quarantining ``nodes`` keeps every bound, else the refusing budget and why."""

@@ -39,6 +39,8 @@ from seamguard.strict_model import StrictModel
 IntArray = npt.NDArray[np.int64]
 SAFETY = "safety"  # the actuator name on records the safety layer writes itself
 _CALM = frozenset({"healthy", "unknown"})
+# The answers that mean the cluster is in the asked state: all a restart may believe happened.
+CARRIED_OUT = frozenset({ActionStatus.DONE.value, ActionStatus.ALREADY.value})
 
 
 class RecoveryConfig(StrictModel):
@@ -128,13 +130,18 @@ class SafetyLayer:
         return min(rc.max_delay_s, rc.healthy_for_s * rc.repeat_factor ** max(0, repeats - 1))
 
     def restore(self, results: Sequence[ActionResultRecord], now: float) -> list[str]:
-        """Hold again the nodes a previous run left quarantined, from its journaled action results
-        (taken: done, already or advised; released: the release kind). Without this a restarted
-        daemon would never resume them: its engine starts with no state to recover from.
+        """Hold again the nodes a previous run left quarantined, from its journaled action results.
+        Without this a restarted daemon would never resume them: its engine starts with no state
+        to recover from.
+
+        Only what an actuator carried out counts (``CARRIED_OUT``), for quarantines, releases and
+        the repeat-offender history alike: an advised drain (advise mode, a storm brake) took no
+        node out, so holding it would spend the budget on nodes in service and later resume nodes
+        never drained; an advised release left a really drained node out, so it is still held.
 
         Each comes back with itself as its one cause, healthy from ``now``: it is released after
         the recovery delay unless the engine, seeing it again, wants it out (a relapse)."""
-        taken = {ActionStatus.DONE.value, ActionStatus.ALREADY.value, ActionStatus.ADVISED.value}
+        taken = CARRIED_OUT
         quarantine_kinds = set(self.config.quarantine_kinds)
         last: dict[int, ActionResultRecord] = {}
         starts: dict[int, set[float]] = {}  # one per decision, however many actuators answered it

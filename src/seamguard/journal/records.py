@@ -101,3 +101,19 @@ class NoticeRecord:
     source: str  # safety, guard, dispatch...
     level: str  # info | warning | error
     message: str
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """Requests to the HTTP API in one tick that changed state or were refused, counted per key.
+
+    ``principal`` is the token's name, or ``anonymous`` for a refused request without a valid
+    token (then ``client`` is its address); ``(overflow)`` counts requests past the tally's cap."""
+
+    ts: float
+    principal: str
+    client: str  # address of a refused anonymous caller; "" for an authenticated one
+    method: str
+    path: str
+    status: int
+    count: int

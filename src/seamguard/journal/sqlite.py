@@ -5,6 +5,9 @@ notices) are written in one transaction with
 ``synchronous=FULL``: a process killed mid-write leaves every earlier tick intact and the
 interrupted one absent, never half-written (SQLite's journal guarantees it; the test kills a
 writer with SIGKILL to check).
+
+One process writes a journal at a time (``journal.lock``: a second writer is refused naming the
+first); readers open it read-only without that lock and read while it writes (WAL).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from types import TracebackType
 from typing import Any
 
 from seamguard.errors import InputError
+from seamguard.journal.lock import WriterLock
 from seamguard.journal.records import (
     ActionResultRecord,
+    AuditRecord,
     DecisionRecord,
     EvidenceItem,
     NoticeRecord,
@@ -29,9 +34,10 @@ from seamguard.journal.records import (
     TransitionRecord,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Version 1 journals lack decisions.cause; version 2 the predicted cost and benefit of decisions
-# and the outcomes table; version 3 the action_results and notices tables. Opening an older
+# and the outcomes table; version 3 the action_results and notices tables; version 4 the audit
+# table. Opening an older
 # journal adds what it lacks (old values read as ''/NaN; new tables start empty).
 
 _SCHEMA = """
@@ -65,6 +71,10 @@ CREATE TABLE IF NOT EXISTS notices (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, source TEXT NOT NULL, level TEXT NOT NULL,
     message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS notices_ts ON notices (ts);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, principal TEXT NOT NULL, client TEXT NOT NULL,
+    method TEXT NOT NULL, path TEXT NOT NULL, status INTEGER NOT NULL, count INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 """
 
 
@@ -106,22 +116,73 @@ def _where(
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
-class SqliteJournal:
-    """Append-only decision journal. ``create=False`` refuses a path that does not exist."""
+def _open_error(path: Path, exc: sqlite3.DatabaseError) -> InputError:
+    """Busy is not corrupt: SQLite's own lock held too long says so, not "not a journal"."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return InputError(
+            str(path),
+            f"journal busy: another connection held SQLite's lock past the {BUSY_TIMEOUT_S:g} s"
+            f" wait ({exc}); retry, or check what else opens this file",
+        )
+    return InputError(str(path), f"not a seamguard journal ({exc})")
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+
+BUSY_TIMEOUT_S = 10.0  # how long a statement waits for SQLite's own lock (a checkpoint, a reader)
+
+
+class SqliteJournal:
+    """Append-only decision journal. ``create=False`` refuses a path that does not exist.
+
+    A writer (the default) holds the journal's writer lock (``journal.lock``) until ``close``: a
+    second writer is refused naming the first. ``read_only=True`` opens without the lock and
+    writes nothing (``seamguard explain``); WAL lets it read while a writer writes."""
+
+    def __init__(self, path: Path, *, create: bool = True, read_only: bool = False) -> None:
         self.path = Path(path)
-        if not create and not self.path.exists():
+        self._lock: WriterLock | None = None
+        if (read_only or not create) and not self.path.exists():
             raise InputError(str(self.path), "no such journal")
+        if read_only:
+            self._db = self._open_read_only()
+            return
+        self._lock = WriterLock.acquire(self.path)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             self._check_version()
             self._db.execute("CREATE INDEX IF NOT EXISTS decisions_cause_ts ON decisions (cause, ts)")
         except sqlite3.DatabaseError as exc:
-            raise InputError(str(self.path), f"not a seamguard journal ({exc})") from exc
+            self._lock.release()
+            raise _open_error(self.path, exc) from exc
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """SQLite's ``mode=ro``: nothing written, no writer lock taken. An older schema is first
+        upgraded by a short-lived writer (refused, naming it, while another process writes)."""
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _open_error(self.path, exc) from exc
+        if row is None:
+            db.close()
+            raise InputError(str(self.path), "not a seamguard journal (no schema version)")
+        if int(row[0]) < SCHEMA_VERSION:
+            db.close()
+            SqliteJournal(self.path).close()
+            return self._open_read_only()
+        if int(row[0]) != SCHEMA_VERSION:
+            db.close()
+            raise InputError(
+                str(self.path), f"journal schema version {row[0]}, this seamguard reads {SCHEMA_VERSION}"
+            )
+        return db
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -137,8 +198,8 @@ class SqliteJournal:
     def _upgrade(self, seen: int) -> None:
         """Add what an older journal lacks in one transaction; the version is re-read under the
         write lock so two processes opening the same old journal do not both alter it. (The
-        outcomes, action_results and notices tables are created by the schema script, which runs
-        first: an upgrade to 4 only moves the version.)"""
+        outcomes, action_results, notices and audit tables are created by the schema script, which
+        runs first: an upgrade to 4 or 5 only moves the version.)"""
         db = self._db
         with self._write():
             (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -192,10 +253,13 @@ class SqliteJournal:
             )
 
     def append_actions(
-        self, results: Sequence[ActionResultRecord], notices: Sequence[NoticeRecord] = ()
+        self,
+        results: Sequence[ActionResultRecord],
+        notices: Sequence[NoticeRecord] = (),
+        audit: Sequence[AuditRecord] = (),
     ) -> None:
-        """Record action outcomes and notices atomically (the safety layer and the guard write here)."""
-        if not (results or notices):
+        """Record action outcomes, notices and the HTTP API's audit tally atomically."""
+        if not (results or notices or audit):
             return
         db = self._db
         with self._write():
@@ -208,6 +272,10 @@ class SqliteJournal:
             db.executemany(
                 "INSERT INTO notices (ts, source, level, message) VALUES (?,?,?,?)",
                 [(n.ts, n.source, n.level, n.message) for n in notices],
+            )
+            db.executemany(
+                "INSERT INTO audit (ts, principal, client, method, path, status, count) VALUES (?,?,?,?,?,?,?)",
+                [(a.ts, a.principal, a.client, a.method, a.path, a.status, a.count) for a in audit],
             )
 
     @contextmanager
@@ -297,6 +365,15 @@ class SqliteJournal:
         )
         return [NoticeRecord(ts, src, lvl, msg) for ts, src, lvl, msg in rows]
 
+    def audit(self, until: float | None = None, since: float | None = None) -> list[AuditRecord]:
+        """The HTTP API's audit rows (``service.audit``), oldest first."""
+        where, args = _where(None, until, since)
+        rows = self._db.execute(
+            f"SELECT ts, principal, client, method, path, status, count FROM audit{where} ORDER BY ts, id",
+            args,
+        )
+        return [AuditRecord(*row) for row in rows]
+
     def observations(
         self, entity: str | None = None, until: float | None = None, limit: int | None = None
     ) -> list[ObservationRecord]:
@@ -336,6 +413,9 @@ class SqliteJournal:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> SqliteJournal:
         return self

@@ -8,25 +8,46 @@ read of the controller holds ``lock``: the caller that ticks must hold the same 
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Callable
 
 from fastapi import FastAPI, HTTPException, Response
 
 from seamguard.control.controller import Controller
+from seamguard.service.guard import AuthMiddleware, Security
 from seamguard.service.schema import EconomicsPayload, JobRiskPayload
 
 NAMED_JOBS = 10  # how many known jobs a 404 lists
 
 
-def create_app(controller: Controller, lock: threading.Lock | None = None) -> FastAPI:
-    """``GET /v1/jobs/{job}/risk``, ``GET /v1/economics`` and ``GET /healthz`` over ``controller``."""
+def create_app(
+    controller: Controller,
+    lock: threading.Lock | None = None,
+    security: Security | None = None,
+    ticked: Callable[[], float] | None = None,
+) -> FastAPI:
+    """``GET /v1/jobs/{job}/risk``, ``GET /v1/economics``, ``GET /healthz`` and ``GET /readyz`` over
+        ``controller``; with ``security``, every route added to the app, now or later, passes through
+        the authentication layer (``service.guard``). ``ticked`` gives the time of the last finished
+    tick (-inf before the first); by default the controller's."""
     guard = lock if lock is not None else threading.Lock()
     app = FastAPI(title="seamguard", summary="Each job's live risk, for its checkpoint advisor")
+    if security is not None:
+        app.add_middleware(AuthMiddleware, security=security)
 
+    # The probes take no lock: a tick that holds it for seconds must not make the process look dead.
+    # The job table is fixed at start and the tick time is one float, read whole.
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
-        with guard:
-            return {"status": "ok", "jobs": len(controller.topology.jobs)}
+        return {"status": "ok", "jobs": len(controller.topology.jobs)}
+
+    @app.get("/readyz", responses={503: {"description": "the engine has not ticked yet"}})
+    def readyz() -> dict[str, object]:
+        now = float(ticked()) if ticked is not None else float(controller.now)
+        if not math.isfinite(now):
+            raise HTTPException(status_code=503, detail="not ready: the engine has not ticked yet")
+        return {"status": "ready", "now": now}
 
     @app.get(
         "/v1/jobs/{job}/risk",

@@ -7,6 +7,7 @@ socket is bound here, before the thread starts, so port 0 (any free port) yields
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -14,10 +15,12 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
+from seamguard.service.sections import TlsConfig
+
 
 @dataclass(frozen=True)
 class RunningServer:
-    url: str  # http://host:port, no trailing slash
+    url: str  # http(s)://host:port, no trailing slash
     server: uvicorn.Server
     thread: threading.Thread
     sock: socket.socket
@@ -32,9 +35,18 @@ class RunningServer:
 
 
 def serve_in_thread(
-    app: FastAPI, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 10.0
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    start_timeout_s: float = 10.0,
+    tls: TlsConfig | None = None,
 ) -> RunningServer:
-    """Serve ``app`` on ``host:port`` (0: a free port) and return once it accepts connections."""
+    """Serve ``app`` on ``host:port`` (0: a free port) and return once it accepts connections.
+
+    With ``tls``, over HTTPS only; with ``tls.client_ca``, a client must present a certificate
+    signed by that CA (mutual TLS) or the handshake fails. uvicorn does not pass the peer's
+    certificate to the app, so mTLS admits the connection and the bearer token still names the
+    principal and its roles (``docs/security.md``)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -43,7 +55,15 @@ def serve_in_thread(
         sock.close()
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     bound = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    ssl_args: dict[str, object] = {}
+    if tls is not None:
+        ssl_args = {
+            "ssl_certfile": str(tls.certfile),
+            "ssl_keyfile": str(tls.keyfile),
+            "ssl_ca_certs": str(tls.client_ca) if tls.client_ca is not None else None,
+            "ssl_cert_reqs": ssl.CERT_REQUIRED if tls.client_ca is not None else ssl.CERT_NONE,
+        }
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **ssl_args))  # type: ignore[arg-type]
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="seamguard-service", daemon=True
     )
@@ -57,4 +77,5 @@ def serve_in_thread(
             raise RuntimeError(f"server on {host}:{bound} did not start within {start_timeout_s:g} s")
         time.sleep(0.01)
     where = f"[{host}]" if ":" in host else host
-    return RunningServer(f"http://{where}:{bound}", server, thread, sock)
+    scheme = "https" if tls is not None else "http"
+    return RunningServer(f"{scheme}://{where}:{bound}", server, thread, sock)

@@ -104,6 +104,7 @@ class ReplayReport:
     unknown_signal_rows: int = 0
     unknown_entity_rows: int = 0
     missing_values: int = 0  # used rows whose value is empty or NaN (passed through as NaN)
+    non_finite: int = 0  # used rows whose value is +-inf ("inf", 1e999): the engine reads them as missing
     first_ts: float | None = None  # over used rows
     last_ts: float | None = None
     spilled_runs: int = 0  # sorted runs written to disk; 0 when everything fitted in memory
@@ -152,6 +153,8 @@ class ReplayReport:
             )
         if self.missing_values:
             lines.append(f"{self.missing_values:,} empty or NaN values passed through as missing data")
+        if self.non_finite:
+            lines.append(f"{self.non_finite:,} infinite values (inf, -inf, 1e999) read as missing data")
         return lines
 
 
@@ -650,6 +653,7 @@ class _Mapper:
         val_used = value[used]
         rep.rows_used += int(ts_used.size)
         rep.missing_values += int(np.count_nonzero(np.isnan(val_used)))
+        rep.non_finite += int(np.count_nonzero(np.isinf(val_used)))
         lo, hi = float(ts_used.min()), float(ts_used.max())
         rep.first_ts = lo if rep.first_ts is None else min(rep.first_ts, lo)
         rep.last_ts = hi if rep.last_ts is None else max(rep.last_ts, hi)

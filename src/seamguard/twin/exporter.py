@@ -12,6 +12,8 @@ over a sliding window (a 0-valued series without ``xid`` for a GPU with none), a
 
 from __future__ import annotations
 
+import base64
+import hmac
 import math
 import threading
 import uuid
@@ -172,9 +174,12 @@ def _family(fm: FieldMap, help_text: str, kind: str = "gauge") -> str:
 class MetricsServer:
     """A loopback HTTP server answering ``GET /metrics`` with the last published text.
 
-    ``publish(text, delay_s=...)`` can make it answer late (a hung exporter, for timeouts)."""
+    ``publish(text, delay_s=...)`` can make it answer late (a hung exporter, for timeouts).
+    ``authorization`` makes it ask for credentials as dcgm-exporter does behind a web config: the
+    exact ``Authorization`` header value (``basic_header`` or ``"Bearer <token>"``) it accepts;
+    anything else is answered 401 with ``WWW-Authenticate``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, authorization: str | None = None) -> None:
         self._body = b""
         self._delay = 0.0
         self._lock = threading.Lock()
@@ -189,6 +194,16 @@ class MetricsServer:
                     server.requests += 1
                 if self.path.split("?", 1)[0] != "/metrics":
                     self.send_error(404, "only /metrics is served")
+                    return
+                given = self.headers.get("Authorization", "")
+                if authorization is not None and not hmac.compare_digest(
+                    given.encode(), authorization.encode()
+                ):
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="dcgm-exporter"')
+                    self.send_header("Content-Length", "12")
+                    self.end_headers()
+                    self.wfile.write(b"Unauthorized")
                     return
                 if delay > 0 and server._stopping.wait(delay):
                     return
@@ -227,9 +242,16 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def start_exporter(text: str | bytes = "", *, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
+def basic_header(username: str, password: str) -> str:
+    """The ``Authorization`` value of HTTP basic auth, for ``MetricsServer(authorization=...)``."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def start_exporter(
+    text: str | bytes = "", *, host: str = "127.0.0.1", port: int = 0, authorization: str | None = None
+) -> MetricsServer:
     """Serve ``text`` on ``http://host:port/metrics`` (port 0: a free one) from a thread."""
-    server = MetricsServer(host, port)
+    server = MetricsServer(host, port, authorization=authorization)
     server.publish(text)
     return server
 

@@ -25,6 +25,7 @@ from seamguard.twin.physics.fabric import FabricParams
 from seamguard.twin.physics.memory import MemoryParams
 from seamguard.twin.physics.power import PowerParams
 from seamguard.twin.physics.storage import StorageParams
+from seamguard.yaml_input import read_yaml_text
 
 ONLINE = frozenset({JobClass.ONLINE_PREFILL, JobClass.ONLINE_DECODE})
 RUNNABLE = frozenset(JobClass) - {JobClass.CHECKPOINT_PATH}
@@ -349,10 +350,7 @@ def load_scenario(name_or_path: str, overrides: dict[str, Any] | None = None) ->
         res = resources.files("seamguard.data").joinpath("scenarios").joinpath(f"{name_or_path}.yaml")
         where, text = f"scenario {name_or_path}", res.read_text(encoding="utf-8")
     elif path.suffix in (".yaml", ".yml") or path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InputError(str(path), f"cannot read scenario: {exc.strerror}") from None
+        text = read_yaml_text(path, "scenario")
         where = str(path)
     else:
         raise InputError(

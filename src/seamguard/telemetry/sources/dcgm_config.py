@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from seamguard.strict_model import HttpUrlText, StrictModel
+from seamguard.telemetry.sources.http_auth import HttpClientAuth
 
 TARGET = "target"  # in node_from: the node the scrape target names (see DcgmReading.node_from)
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -114,8 +115,9 @@ class DcgmEndpoint(StrictModel):
         return self.node is not None
 
 
-class DcgmSourceConfig(DcgmReading):
-    """Like one Prometheus scrape job: the exporter endpoints and how to read them."""
+class DcgmSourceConfig(DcgmReading, HttpClientAuth):
+    """Like one Prometheus scrape job: the exporter endpoints, how to read them, and the
+    credentials they ask for (``bearer_token_file``, ``basic_auth``, ``tls_config``)."""
 
     name: str = "dcgm"
     endpoints: tuple[DcgmEndpoint, ...] = ()

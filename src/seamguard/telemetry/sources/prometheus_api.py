@@ -23,6 +23,7 @@ from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice, bug_text, read_json
 from seamguard.telemetry.sources.dcgm import DcgmTarget
 from seamguard.telemetry.sources.dcgm_mapping import dcgm_mapping
+from seamguard.telemetry.sources.http_auth import client_auth
 from seamguard.telemetry.sources.openmetrics import MAX_TIMESTAMP_S
 from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig, PromQuery
 from seamguard.telemetry.sources.scrape import Fetched, fetch_all
@@ -59,8 +60,12 @@ class PrometheusApiSource:
         for extra in cfg.queries:
             asks[self._url(extra.query, now)] = extra
         got: dict[str, Fetched] = {}
+        try:
+            auth = client_auth(cfg)
+        except ValueError as exc:  # a credential file gone: nothing asked, and says why
+            return Collected(TelemetryBatch.empty(), (SourceNotice(self.name, "credentials", str(exc)),), {})
         fetch_all(list(asks), timeout_s=cfg.timeout_s, concurrency=len(asks), max_bytes=cfg.max_bytes,
-                  on_result=lambda f: got.__setitem__(f.url, f))  # fmt: skip
+                  on_result=lambda f: got.__setitem__(f.url, f), auth=auth)  # fmt: skip
         batches: list[TelemetryBatch] = []
         notices: list[SourceNotice] = []
         unknown: Counter[str] = Counter()

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from seamguard.model.catalog import SignalKind, signal_catalog
 from seamguard.strict_model import HttpUrlText, StrictModel
 from seamguard.telemetry.sources.dcgm_config import DcgmReading
+from seamguard.telemetry.sources.http_auth import HttpClientAuth
 
 
 class PromQuery(StrictModel):
@@ -43,7 +44,7 @@ class PromQuery(StrictModel):
         return v
 
 
-class PrometheusApiConfig(DcgmReading):
+class PrometheusApiConfig(DcgmReading, HttpClientAuth):  # credentials as Prometheus' own clients name them
     name: str = "prometheus"
     url: HttpUrlText  # the server's base URL, e.g. http://prometheus:9090
     timeout_s: float = Field(default=10.0, gt=0, le=300)

@@ -7,23 +7,35 @@ The queue is bounded in rows: a batch that does not fit is refused whole with 50
 batch larger than the whole queue is refused with 413, as is a body over ``max_body_bytes``
 (checked as it streams in, and again after gzip decompression).
 
-Payloads (``Content-Encoding: gzip`` accepted for each):
+Payloads (``Content-Type`` JSON or NDJSON, else 415; ``Content-Encoding: gzip`` accepted):
 
 * JSON columns: ``{"entity": [...], "signal": [...], "timestamp": [...], "value": [...]}``;
   the efficient form (names are looked up once per distinct name, values go straight to numpy);
 * JSON rows: ``{"rows": [{"entity": ..., "signal": ..., "timestamp": ..., "value": ...}, ...]}``;
 * NDJSON (``Content-Type: application/x-ndjson``): one row object per line.
 
-A value may be ``null`` (missing data, passed on as NaN); a timestamp must be a finite number
-of unix seconds. Names outside the topology or the signal catalog are counted and reported
-back (202 with the counts), and the batch's other rows are kept; a wrong type or a column of
-the wrong length refuses the batch with 422 naming the field and the index.
+A value is a JSON number or ``null`` (missing data, passed on as NaN): a string, a boolean or an
+object refuses the batch with 422 naming the row and field. A timestamp is a finite number of
+unix seconds inside a window around the daemon's clock (``push_checks.TimeWindow``); a batch
+with a stamp outside it is refused whole with 422 naming the rows. Values that are not
+measurements (past the float range, a DCGM sentinel, outside the signal's physical range) are
+queued as sent, read as missing by the engine, and counted in the response and in notices.
+Names outside the topology or the signal catalog are counted and reported back (202 with the
+counts, at most ``MAX_LISTED_UNKNOWN`` names each), and the batch's other rows are kept.
+
+Each principal (the authenticated caller, else the client's address) has a token bucket in
+rows per second and may hold at most a share of the queue; past either, 429 with
+``Retry-After``, so one client flooding cannot starve the others (``push_limits``).
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 import zlib
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -40,20 +52,41 @@ from seamguard.model.world import WorldChange
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.replay import MAX_UNKNOWN_KEYS
 from seamguard.telemetry.sources.base import Collected, SourceNotice
-from seamguard.telemetry.sources.sections import DEFAULT_CAPACITY_ROWS, DEFAULT_MAX_BODY_BYTES
+from seamguard.telemetry.sources.push_checks import TimeWindow, ValueScreen
+from seamguard.telemetry.sources.push_limits import RateLimit, RowBuckets
+from seamguard.telemetry.sources.sections import (
+    DEFAULT_BURST_ROWS,
+    DEFAULT_CAPACITY_ROWS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUEUE_SHARE,
+    DEFAULT_RATE_ROWS_PER_S,
+)
 
 SOURCE_NAME = "push"
+JSON_TYPES = ("application/json",)
 NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
 MAX_ERRORS = 10  # validation errors listed in one 422
+MAX_LISTED_UNKNOWN = 20  # unknown names listed per map in one response (most rows first)
+MAX_NAME_CHARS = 200  # an unknown name is kept and echoed cut to this: a pushed name can be megabytes
 REASONS = {
     400: "malformed body",
     413: "too large",
-    415: "unsupported encoding",
+    415: "unsupported media type or encoding",
     422: "invalid fields",
+    429: "rate limited",
     503: "queue full",
 }
+# Stable texts: a notice is journaled when it appears and when it clears (daemon.NoticeLatch), so
+# nothing in them changes from tick to tick while the same problem lasts: no per-tick counts.
+NON_FINITE_NOTICE = "values past the float range (1e999 and the like) queued as missing data"
+IMPLAUSIBLE_NOTICE = (
+    "values outside their signal's physical range or DCGM blank sentinels (near 2^63) queued as missing data"
+)
+OVERFLOW_NOTICE = f"more than {MAX_UNKNOWN_KEYS:,} distinct unknown names since the last tick; the rest are counted, not named"
 
-Timestamp = Annotated[float, Field(allow_inf_nan=False)]
+# Strict: a JSON number (an integer is a number) or null; "95", true and {} are refused.
+Timestamp = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Value = Annotated[float, Field(strict=True)]
 
 
 class PushColumns(BaseModel):
@@ -62,7 +95,7 @@ class PushColumns(BaseModel):
     entity: list[StrictStr]
     signal: list[StrictStr]
     timestamp: list[Timestamp]
-    value: list[float | None]
+    value: list[Value | None]
 
 
 class PushRow(BaseModel):
@@ -71,7 +104,7 @@ class PushRow(BaseModel):
     entity: StrictStr
     signal: StrictStr
     timestamp: Timestamp
-    value: float | None
+    value: Value | None
 
 
 class PushRows(BaseModel):
@@ -89,9 +122,13 @@ class PushResult(BaseModel):
 
     accepted: int  # rows queued for the engine
     rows: int  # rows in the payload
-    missing_values: int  # accepted rows whose value was null or NaN
-    unknown_entities: dict[str, int]  # name -> rows dropped
+    missing_values: int  # accepted rows whose value was null
+    non_finite: int  # accepted rows whose value was past the float range (1e999): read as missing
+    implausible: int  # accepted rows whose value is a DCGM sentinel or outside the signal's range
+    unknown_entities: dict[str, int]  # name -> rows dropped; at most MAX_LISTED_UNKNOWN names
     unknown_signals: dict[str, int]
+    unknown_rows: int  # rows dropped for an unknown entity or signal, listed or not
+    unknown_names_not_listed: int  # distinct unknown names beyond those listed
 
 
 @dataclass
@@ -102,17 +139,32 @@ class _Queue:
     lock: threading.Lock = field(default_factory=threading.Lock)
     parts: list[TelemetryBatch] = field(default_factory=list)
     rows: int = 0
+    by_principal: dict[str, int] = field(default_factory=dict)  # rows each principal has queued
     unknown: dict[str, int] = field(default_factory=dict)
+    unknown_overflow: int = 0  # rows of unknown names past the MAX_UNKNOWN_KEYS tally
+    non_finite: int = 0
+    implausible: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # reason -> requests since the last drain
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    entity: list[str]
+    signal: list[str]
+    timestamp: npt.NDArray[np.float64]
+    value: npt.NDArray[np.float64]
+    form: str  # "columns", "rows" or "ndjson": how a row is named in a 422
+    lines: list[int] | None = None  # NDJSON: the line of each row
 
 
 class PayloadError(Exception):
     """A refused payload: its HTTP status and what was wrong, for the client."""
 
-    def __init__(self, status: int, detail: Any) -> None:
+    def __init__(self, status: int, detail: Any, retry_after_s: float | None = None) -> None:
         super().__init__(str(detail))
         self.status = status
         self.detail = detail
+        self.retry_after_s = retry_after_s
 
 
 def _loc(loc: tuple[int | str, ...], line_base: list[int] | None = None) -> str:
@@ -128,10 +180,19 @@ def _loc(loc: tuple[int | str, ...], line_base: list[int] | None = None) -> str:
     return out or "(body)"
 
 
+def _msg(err: Any) -> str:
+    """pydantic's message, with what was sent when a number was expected (a quoted "95", a true)."""
+    if err["type"] in ("float_type", "float_parsing"):
+        sent = repr(err.get("input"))
+        sent = sent if len(sent) <= 40 else sent[:37] + "..."
+        return f"{err['msg']}: a JSON number or null is required, got {sent}"
+    return str(err["msg"])
+
+
 def _invalid(exc: ValidationError, line_base: list[int] | None = None) -> PayloadError:
     errs = exc.errors()
     detail = [
-        {"loc": list(e["loc"]), "field": _loc(tuple(e["loc"]), line_base), "msg": e["msg"]}
+        {"loc": list(e["loc"]), "field": _loc(tuple(e["loc"]), line_base), "msg": _msg(e)}
         for e in errs[:MAX_ERRORS]
     ]
     if len(errs) > MAX_ERRORS:
@@ -143,8 +204,35 @@ def _one(field_name: str, msg: str) -> PayloadError:
     return PayloadError(422, [{"loc": [field_name], "field": field_name, "msg": msg}])
 
 
+def _row_loc(parsed: _Parsed, i: int, name: str) -> tuple[list[int | str], str]:
+    """Where row ``i``'s field ``name`` is, in the form the client sent."""
+    if parsed.form == "columns":
+        return [name, i], f"{name}[{i}]"
+    if parsed.form == "rows":
+        return ["rows", i, name], f"rows[{i}].{name}"
+    line = parsed.lines[i] if parsed.lines is not None else i + 1
+    return [line - 1, name], f"line {line}: {name}"
+
+
+def _listed(names: list[str], counts: list[int]) -> dict[str, int]:
+    """The ``MAX_LISTED_UNKNOWN`` names with the most rows (then by name), for a response."""
+    order = sorted(range(len(names)), key=lambda k: (-counts[k], names[k]))[:MAX_LISTED_UNKNOWN]
+    return {names[k]: counts[k] for k in order}
+
+
+def principal_of(request: Request) -> str:
+    """Who pushes: the authenticated principal when the auth layer set one, else the client's address."""
+    who = getattr(request.state, "principal", None)
+    if who is not None:
+        return f"principal {who}"
+    return f"address {request.client.host}" if request.client is not None else "address unknown"
+
+
 class PushSource:
-    """Queued pushed telemetry as a ``Source``; ``router()`` serves the endpoint that fills it."""
+    """Queued pushed telemetry as a ``Source``; ``router()`` serves the endpoint that fills it.
+
+    ``clock`` is the daemon's (unix seconds) and bounds the stamps; ``rate_clock`` is a
+    monotonic one for the token buckets. Tests pin either."""
 
     name: str
 
@@ -156,17 +244,34 @@ class PushSource:
         capacity_rows: int = DEFAULT_CAPACITY_ROWS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         retry_after_s: float = 30.0,
+        window: TimeWindow | None = None,
+        rate_limit: RateLimit | None = None,
+        max_queue_share: float = DEFAULT_MAX_QUEUE_SHARE,
+        clock: Callable[[], float] = time.time,
+        rate_clock: Callable[[], float] = time.monotonic,
         name: str = SOURCE_NAME,
     ) -> None:
         if capacity_rows < 1 or max_body_bytes < 1:
             raise ValueError("capacity_rows and max_body_bytes must be positive")
+        if not 0 < max_queue_share <= 1:
+            raise ValueError(f"max_queue_share must be in (0, 1], got {max_queue_share}")
         self.name = name
         self.max_body_bytes = max_body_bytes
         self.retry_after_s = retry_after_s
+        self.window = window if window is not None else TimeWindow()
+        self.clock = clock
+        self.rate_clock = rate_clock
+        limit = (
+            rate_limit if rate_limit is not None else RateLimit(DEFAULT_RATE_ROWS_PER_S, DEFAULT_BURST_ROWS)
+        )
+        self.buckets = RowBuckets(limit)
+        self.share_rows = max(1, math.floor(max_queue_share * capacity_rows))
         cat = catalog if catalog is not None else signal_catalog()
         self._entities = topology.index
         self._signals = {s.name: s.index for s in cat.signals}
+        self._screen = ValueScreen(cat)
         self._queue = _Queue(capacity_rows)
+        self.totals: Counter[str] = Counter()  # since start: refusals by reason, values read as missing
         self._path = "/v1/push"  # where router() serves it, for notices
 
     @property
@@ -185,13 +290,15 @@ class PushSource:
         q = self._queue
         with q.lock:
             parts, unknown, refused = q.parts, q.unknown, q.refused
-            q.parts, q.rows, q.unknown, q.refused = [], 0, {}, {}
-        notices = tuple(
-            SourceNotice(
-                self.name, f"POST {self._path}", f"{n} payload(s) refused since the last tick: {reason}"
-            )
-            for reason, n in sorted(refused.items())
-        )
+            overflow, non_finite, implausible = q.unknown_overflow, q.non_finite, q.implausible
+            q.parts, q.rows, q.unknown, q.refused, q.by_principal = [], 0, {}, {}, {}
+            q.unknown_overflow = q.non_finite = q.implausible = 0
+        where = f"POST {self._path}"
+        texts = [f"payloads refused since the last tick: {reason}" for reason in sorted(refused)]
+        texts += [NON_FINITE_NOTICE] if non_finite else []
+        texts += [IMPLAUSIBLE_NOTICE] if implausible else []
+        texts += [OVERFLOW_NOTICE] if overflow else []
+        notices = tuple(SourceNotice(self.name, where, text) for text in texts)
         return Collected(TelemetryBatch.concat(parts), notices, unknown)
 
     def follow(self, change: WorldChange) -> None:
@@ -202,69 +309,155 @@ class PushSource:
             self._entities = change.new.index
             parts = [b.reindexed(back) for b in self._queue.parts]
             self._queue.parts = [b for b in parts if len(b)]
+            # per-principal tallies may count a dropped row until the next drain resets them
             self._queue.rows = sum(len(b) for b in self._queue.parts)
 
     # -- the HTTP side --------------------------------------------------------------------------
 
-    def ingest(self, body: bytes, content_type: str = "application/json") -> PushResult:
+    def ingest(
+        self, body: bytes, content_type: str = "application/json", principal: str = "local"
+    ) -> PushResult:
         """Validate, map and queue one payload (already decompressed); raises ``PayloadError``."""
-        entity, signal, ts, value = self._parse(body, content_type)
-        n = len(entity)
+        parsed = self._parse(body, content_type)
+        self._check_window(parsed)
+        n = len(parsed.entity)
         entities = self._entities
-        ent, unknown_e = self._codes(entity, entities)
-        sig, unknown_s = self._codes(signal, self._signals)
+        ent, unknown_e = self._codes(parsed.entity, entities)
+        sig, unknown_s = self._codes(parsed.signal, self._signals)
         keep = (ent >= 0) & (sig >= 0)
-        batch = TelemetryBatch(ent[keep], sig[keep], ts[keep], value[keep])
+        batch = TelemetryBatch(ent[keep], sig[keep], parsed.timestamp[keep], parsed.value[keep])
+        counts = self._screen.count(batch.signal, batch.value)
+        listed_e = _listed(*unknown_e)
+        listed_s = _listed(*unknown_s)
         result = PushResult(
             accepted=len(batch),
             rows=n,
             missing_values=int(np.count_nonzero(np.isnan(batch.value))),
-            unknown_entities=unknown_e,
-            unknown_signals=unknown_s,
+            non_finite=counts.non_finite,
+            implausible=counts.implausible,
+            unknown_entities=listed_e,
+            unknown_signals=listed_s,
+            unknown_rows=int(np.count_nonzero(~keep)),
+            unknown_names_not_listed=len(unknown_e[0]) + len(unknown_s[0]) - len(listed_e) - len(listed_s),
         )
+        self._check_size(len(batch), n)
         q = self._queue
-        if len(batch) > q.capacity:
-            raise PayloadError(
-                413,
-                f"a batch of {len(batch):,} rows exceeds the push queue's capacity of {q.capacity:,}; split it",
-            )
         with q.lock:
             if entities is not self._entities:  # the world changed while this payload was resolved
                 batch = batch.reindexed(np.array([self._entities.get(e, -1) for e in
-                                                    sorted(entities, key=entities.__getitem__)], dtype=np.int64))  # fmt: skip
+                                                  sorted(entities, key=entities.__getitem__)], dtype=np.int64))  # fmt: skip
+            held = q.by_principal.get(principal, 0)
             if q.rows + len(batch) > q.capacity:
                 raise PayloadError(
                     503,
                     f"push queue full: {q.rows:,} of {q.capacity:,} rows wait for the engine and this batch "
                     f"has {len(batch):,}; nothing was kept, retry after the next tick",
+                    self.retry_after_s,
                 )
+            if held + len(batch) > self.share_rows:
+                raise PayloadError(
+                    429,
+                    f"{principal} holds {held:,} of the {self.share_rows:,} queued rows one client may hold "
+                    f"and this batch has {len(batch):,}; nothing was kept, retry after the next tick",
+                    self.retry_after_s,
+                )
+            wait = self.buckets.take(principal, n, self.rate_clock())
+            if wait > 0:
+                raise self._rate_limited(principal, n, wait)
             if len(batch):
                 q.parts.append(batch)
                 q.rows += len(batch)
-            for name, k in (*unknown_e.items(), *unknown_s.items()):
-                if name in q.unknown or len(q.unknown) < MAX_UNKNOWN_KEYS:  # bounded while no tick drains it
-                    q.unknown[name] = q.unknown.get(name, 0) + k
+                q.by_principal[principal] = held + len(batch)
+            q.non_finite += counts.non_finite
+            q.implausible += counts.implausible
+            for names, rows in (unknown_e, unknown_s):
+                self._tally_unknown(names, rows)
+        self.totals.update(non_finite=counts.non_finite, implausible=counts.implausible)
         return result
+
+    def _tally_unknown(self, names: list[str], rows: list[int]) -> None:
+        """Into the queue's tally, bounded while no tick drains it; holds the queue's lock."""
+        tally = self._queue.unknown
+        for name, k in zip(names, rows, strict=True):
+            if name in tally or len(tally) < MAX_UNKNOWN_KEYS:
+                tally[name] = tally.get(name, 0) + k
+            else:
+                self._queue.unknown_overflow += k
+
+    def _check_window(self, parsed: _Parsed) -> None:
+        now = self.clock()
+        bad = self.window.outside(now, parsed.timestamp)
+        if not bad.size:
+            return
+        detail: list[dict[str, Any]] = []
+        for i in bad[:MAX_ERRORS].tolist():
+            loc, where = _row_loc(parsed, i, "timestamp")
+            detail.append(
+                {"loc": loc, "field": where, "msg": self.window.why(now, float(parsed.timestamp[i]))}
+            )
+        if bad.size > MAX_ERRORS:
+            detail.append({
+                "loc": [], "field": "(body)",
+                "msg": f"... and {bad.size - MAX_ERRORS} more rows outside the window; "
+                       f"{bad.size} of {parsed.timestamp.size} in all, nothing was kept",
+            })  # fmt: skip
+        raise PayloadError(422, detail)
+
+    def _check_size(self, accepted: int, rows: int) -> None:
+        """Batches that could never be taken, whatever the others push: 413, split them."""
+        q, burst = self._queue, self.buckets.limit.burst_rows
+        if accepted > q.capacity:
+            raise PayloadError(
+                413,
+                f"a batch of {accepted:,} rows exceeds the push queue's capacity of {q.capacity:,}; split it",
+            )
+        if accepted > self.share_rows:
+            raise PayloadError(
+                413,
+                f"a batch of {accepted:,} rows exceeds the {self.share_rows:,} queued rows one client may hold; split it",
+            )
+        if rows > burst:
+            raise PayloadError(
+                413,
+                f"a batch of {rows:,} rows exceeds the burst of {burst:,.0f} rows one client may push at once; split it",
+            )
+
+    def _rate_limited(self, principal: str, rows: int | None, wait: float) -> PayloadError:
+        """``rows`` None: refused before the body was read, its bucket being empty."""
+        limit = self.buckets.limit
+        what = "its bucket is empty" if rows is None else f"this batch of {rows:,} rows fits in {wait:.1f} s"
+        return PayloadError(
+            429,
+            f"{principal} is over its rate of {limit.rows_per_s:,.0f} rows/s (burst {limit.burst_rows:,.0f}); "
+            f"{what}; nothing was kept",
+            wait,
+        )
 
     def _count_refused(self, reason: str) -> None:
         with self._queue.lock:
             self._queue.refused[reason] = self._queue.refused.get(reason, 0) + 1
+        self.totals[reason] += 1
 
     @staticmethod
-    def _codes(names: list[str], index: dict[str, int]) -> tuple[npt.NDArray[np.int64], dict[str, int]]:
-        """Indices per row, -1 for unknown names; each distinct name is looked up once."""
+    def _codes(
+        names: list[str], index: dict[str, int]
+    ) -> tuple[npt.NDArray[np.int64], tuple[list[str], list[int]]]:
+        """Indices per row (-1 for unknown names) and the unknown names with their rows; each
+        distinct name is looked up once."""
         if not names:
-            return np.zeros(0, np.int64), {}
+            return np.zeros(0, np.int64), ([], [])
         distinct, inverse = np.unique(np.asarray(names, dtype=object), return_inverse=True)
         looked = np.array([index.get(str(d), -1) for d in distinct.tolist()], dtype=np.int64)
         codes = looked[inverse.reshape(-1)]
         counts = np.bincount(inverse.reshape(-1), minlength=distinct.size)
-        unknown = {str(distinct[k]): int(counts[k]) for k in np.flatnonzero(looked < 0).tolist()}
-        return codes, unknown
+        unknown = np.flatnonzero(looked < 0)
+        cut: dict[str, int] = {}  # names cut to MAX_NAME_CHARS; two that then agree are one
+        for d, k in zip(distinct[unknown].tolist(), counts[unknown].tolist(), strict=True):
+            name = d if len(d) <= MAX_NAME_CHARS else d[: MAX_NAME_CHARS - 3] + "..."
+            cut[name] = cut.get(name, 0) + k
+        return codes, (list(cut), list(cut.values()))
 
-    def _parse(
-        self, body: bytes, content_type: str
-    ) -> tuple[list[str], list[str], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    def _parse(self, body: bytes, content_type: str) -> _Parsed:
         if content_type.split(";")[0].strip().lower() in NDJSON_TYPES:
             lines = body.split(b"\n")
             numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
@@ -279,7 +472,7 @@ class PushSource:
                 rows = None
             if rows is None or len(rows) != len(numbered):
                 raise self._bad_ndjson_line(numbered)
-            return self._from_rows(rows)
+            return self._from_rows(rows, "ndjson", [k for k, _ in numbered])
         try:
             data = from_json(body, allow_inf_nan=False)
         except ValueError as exc:
@@ -290,7 +483,7 @@ class PushSource:
             )
         try:
             if "rows" in data:
-                return self._from_rows(PushRows.model_validate(data).rows)
+                return self._from_rows(PushRows.model_validate(data).rows, "rows")
             cols = PushColumns.model_validate(data)
         except ValidationError as exc:
             raise _invalid(exc) from None
@@ -304,17 +497,17 @@ class PushSource:
             )
         ts = np.asarray(cols.timestamp, dtype=np.float64)
         value = np.array(cols.value, dtype=np.float64)  # None (a missing value) becomes NaN
-        return cols.entity, cols.signal, ts, value
+        return _Parsed(cols.entity, cols.signal, ts, value, "columns")
 
     @staticmethod
-    def _from_rows(
-        rows: list[PushRow],
-    ) -> tuple[list[str], list[str], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        return (
+    def _from_rows(rows: list[PushRow], form: str, lines: list[int] | None = None) -> _Parsed:
+        return _Parsed(
             [r.entity for r in rows],
             [r.signal for r in rows],
             np.array([r.timestamp for r in rows], dtype=np.float64),
             np.array([np.nan if r.value is None else r.value for r in rows], dtype=np.float64),
+            form,
+            lines,
         )
 
     @staticmethod
@@ -329,10 +522,24 @@ class PushSource:
                     )
                 return PayloadError(422, [
                     {"loc": [line_no - 1, *e["loc"]], "field": f"line {line_no}: " + ".".join(str(x) for x in e["loc"]),
-                     "msg": e["msg"]}
+                     "msg": _msg(e)}
                     for e in exc.errors()[:MAX_ERRORS]
                 ])  # fmt: skip
         return PayloadError(400, "body is not valid NDJSON")
+
+    @staticmethod
+    def _check_media_type(request: Request) -> str:
+        """JSON or NDJSON only: a form or ``text/plain`` body (what a browser may send cross-origin
+        without asking first) never reaches the parser, whatever else let it through."""
+        ctype = request.headers.get("content-type", "")
+        media = ctype.split(";")[0].strip().lower()
+        if media not in JSON_TYPES + NDJSON_TYPES:
+            sent = repr(ctype) if ctype else "none"
+            raise PayloadError(
+                415,
+                f"content-type {sent} is not accepted; send application/json or application/x-ndjson",
+            )
+        return ctype
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.max_body_bytes
@@ -367,8 +574,8 @@ class PushSource:
         return out
 
     def router(self, path: str = "/v1/push") -> APIRouter:
+        """``POST path``: 202 with a ``PushResult``; 400/413/415/422/429/503 with a ``detail`` saying why."""
         self._path = path
-        """``POST path``: 202 with a ``PushResult``; 400/413/415/422/503 with a ``detail`` saying why."""
         router = APIRouter()
 
         @router.post(
@@ -377,21 +584,28 @@ class PushSource:
             response_model=PushResult,
             responses={
                 400: {"description": "not JSON, NDJSON or gzip"},
-                413: {"description": "body over the size limit, or a batch larger than the queue"},
-                415: {"description": "unsupported content-encoding"},
-                422: {"description": "a field of the wrong type or length, named with its index"},
+                413: {"description": "body over the size limit, or a batch larger than the queue, a client's share or burst"},
+                415: {"description": "a content-type other than JSON or NDJSON, or an unsupported content-encoding"},
+                422: {"description": "a field of the wrong type or length, or a stamp outside the window, named with its index"},
+                429: {"description": "this client is over its rate or its share of the queue (Retry-After)"},
                 503: {"description": "the queue is full; retry after the next tick (Retry-After)"},
             },
-        )
+        )  # fmt: skip
         async def push(request: Request) -> PushResult:
+            principal = principal_of(request)
             try:
+                ctype = self._check_media_type(request)
+                wait = self.buckets.wait_s(principal, 1, self.rate_clock())
+                if wait > 0:  # an empty bucket: refused before the body is even read
+                    raise self._rate_limited(principal, None, wait)
                 body = await self._read_body(request)
-                ctype = request.headers.get("content-type", "application/json")
-                return await run_in_threadpool(self.ingest, body, ctype)
+                return await run_in_threadpool(self.ingest, body, ctype, principal)
             except PayloadError as exc:
                 self._count_refused(f"{exc.status} {REASONS.get(exc.status, 'refused')}")
                 headers = (
-                    {"Retry-After": f"{max(1, round(self.retry_after_s))}"} if exc.status == 503 else None
+                    {"Retry-After": f"{max(1, math.ceil(exc.retry_after_s))}"}
+                    if exc.retry_after_s is not None
+                    else None
                 )
                 raise HTTPException(status_code=exc.status, detail=exc.detail, headers=headers) from None
 

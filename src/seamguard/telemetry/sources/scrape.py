@@ -33,6 +33,7 @@ from seamguard.telemetry.sources.dcgm import (
     Tally,
 )
 from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
+from seamguard.telemetry.sources.http_auth import ClientAuth, client_auth
 from seamguard.telemetry.sources.openmetrics import ExpositionError, parse
 
 ERROR_SNIPPET = 300  # bytes of an error answer quoted in the notice
@@ -47,6 +48,11 @@ class Fetched:
     error: str = ""
     seconds: float = 0.0
     size: int = 0
+
+
+NEEDS_CREDENTIALS = (
+    " (the target wants credentials: set bearer_token_file or basic_auth in the source's section)"
+)
 
 
 async def _fetch_one(client: httpx.AsyncClient, url: str, timeout_s: float, max_bytes: int) -> Fetched:
@@ -64,7 +70,14 @@ async def _fetch_one(client: httpx.AsyncClient, url: str, timeout_s: float, max_
                     if len(said) >= ERROR_SNIPPET:
                         break
                 text = said[:ERROR_SNIPPET].decode("utf-8", errors="replace").strip()
-                return failed(f"HTTP {resp.status_code} {resp.reason_phrase}" + (f": {text}" if text else ""))
+                hint = (
+                    NEEDS_CREDENTIALS
+                    if resp.status_code == 401 and "authorization" not in client.headers
+                    else ""
+                )
+                return failed(
+                    f"HTTP {resp.status_code} {resp.reason_phrase}" + (f": {text}" if text else "") + hint
+                )
             declared = resp.headers.get("content-length", "")
             if declared.isascii() and declared.isdecimal() and int(declared) > max_bytes:
                 return failed(f"body of {int(declared)} bytes refused: over the max_bytes cap of {max_bytes}")
@@ -90,11 +103,14 @@ async def _fetch_all(
     concurrency: int,
     max_bytes: int,
     on_result: Callable[[Fetched], None],
+    auth: ClientAuth,
 ) -> None:
     sem = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     # trust_env=False: a proxy from the environment must never see exporter traffic.
-    async with httpx.AsyncClient(limits=limits, timeout=timeout_s, trust_env=False) as client:
+    async with httpx.AsyncClient(
+        limits=limits, timeout=timeout_s, trust_env=False, headers=auth.headers, verify=auth.verify
+    ) as client:
 
         async def one(url: str) -> Fetched:
             async with sem:
@@ -106,11 +122,12 @@ async def _fetch_all(
 
 def fetch_all(
     urls: Sequence[str], *, timeout_s: float, concurrency: int, max_bytes: int,
-    on_result: Callable[[Fetched], None],
+    on_result: Callable[[Fetched], None], auth: ClientAuth | None = None,
 ) -> None:  # fmt: skip
     """Fetch every URL concurrently; ``on_result`` is called (in one thread) as each finishes.
-    Runs its own event loop, in a helper thread if the caller already runs one."""
-    job = _fetch_all(urls, timeout_s, concurrency, max_bytes, on_result)
+    Runs its own event loop, in a helper thread if the caller already runs one. ``auth``: the
+    credentials and TLS trust to use (``http_auth``)."""
+    job = _fetch_all(urls, timeout_s, concurrency, max_bytes, on_result, auth or ClientAuth())
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -211,11 +228,17 @@ class DcgmScrapeSource:
             values.append(parsed.value)
             stamps.append(parsed.timestamp)
 
-        if self.targets:
-            fetch_all(
-                list(self.targets), timeout_s=cfg.timeout_s, concurrency=cfg.concurrency,
-                max_bytes=cfg.max_bytes, on_result=take,
-            )  # fmt: skip
+        try:
+            auth = client_auth(cfg)
+        except ValueError as exc:  # a credential file gone: every target is skipped, and says why
+            notices.append(SourceNotice(self.name, "credentials", f"{exc}; not scraped"))
+            report.failed = len(self.targets)
+        else:
+            if self.targets:
+                fetch_all(
+                    list(self.targets), timeout_s=cfg.timeout_s, concurrency=cfg.concurrency,
+                    max_bytes=cfg.max_bytes, on_result=take, auth=auth,
+                )  # fmt: skip
         batch, tally = TelemetryBatch.empty(), Tally()
         if slots:
             try:

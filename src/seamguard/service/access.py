@@ -1,0 +1,84 @@
+"""Which role each (method, path) needs: default deny.
+
+One table for the whole API. A route it does not name needs ``admin``, so a route another module
+adds (an operator endpoint, a new reader) is protected before anyone thinks of it; only the
+probes are public.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from seamguard.service.sections import Role
+
+PUBLIC = None  # the role a probe needs: none
+
+# What each role includes: an operator may do everything a viewer may; admin everything.
+GRANTS: dict[Role, frozenset[Role]] = {
+    Role.VIEWER: frozenset({Role.VIEWER}),
+    Role.PUSHER: frozenset({Role.PUSHER}),
+    Role.OPERATOR: frozenset({Role.OPERATOR, Role.VIEWER}),
+    Role.ADMIN: frozenset(Role),
+}
+READ = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    methods: frozenset[str]
+    pattern: re.Pattern[str]
+    role: Role | None  # None: public
+    template: str  # as written, for messages
+
+
+def rule(methods: Iterable[str], template: str, role: Role | None) -> Rule:
+    """``template`` in FastAPI's spelling: ``{name}`` matches one path segment."""
+    parts = re.split(r"(\{[^}/]+\})", template)
+    regex = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+    return Rule(frozenset(m.upper() for m in methods), re.compile(regex), role, template)
+
+
+# What a viewer reads; FastAPI's own pages are here so that the API's shape is not public either.
+VIEWER_PATHS = (
+    "/v1/status",
+    "/v1/economics",
+    "/v1/jobs/{job}/risk",
+    "/metrics",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+)
+
+
+def default_rules(push_path: str | None) -> tuple[Rule, ...]:
+    rules = [
+        rule(READ, "/healthz", PUBLIC),
+        rule(READ, "/readyz", PUBLIC),
+        *(rule(READ, p, Role.VIEWER) for p in VIEWER_PATHS),
+    ]
+    if push_path is not None:
+        rules.append(rule({"POST"}, push_path, Role.PUSHER))
+    return tuple(rules)
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    rules: tuple[Rule, ...]
+
+    def needed(self, method: str, path: str) -> Role | None:
+        """The role ``method path`` needs; ``admin`` for what no rule names."""
+        for r in self.rules:
+            if method in r.methods and r.pattern.fullmatch(path):
+                return r.role
+        return Role.ADMIN
+
+    def with_rules(self, *extra: Rule) -> AccessPolicy:
+        """Rules added by later routes (operator endpoints) take precedence over the defaults."""
+        return AccessPolicy((*extra, *self.rules))
+
+
+def allows(roles: frozenset[Role], needed: Role) -> bool:
+    return any(needed in GRANTS[r] for r in roles)

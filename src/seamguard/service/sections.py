@@ -1,0 +1,79 @@
+"""``service:`` in the config: who may call the daemon's HTTP API, and over what transport.
+
+Models only, like the other site sections: loading a config imports no web framework
+(``service.auth`` turns them into a token table, ``service.server`` into a TLS listener).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from seamguard.strict_model import StrictModel
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")  # a principal's name: a journal key, no spaces
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+class Role(StrEnum):
+    """What a principal may do (``docs/security.md``): each role's rights are in ``auth.GRANTS``."""
+
+    VIEWER = "viewer"  # GET endpoints, /docs, /openapi.json, /metrics
+    PUSHER = "pusher"  # POST to the push path, nothing else
+    OPERATOR = "operator"  # viewer plus the operator endpoints (pause, approve, pin)
+    ADMIN = "admin"  # everything, including routes the access table does not name
+
+
+class TokenEntry(StrictModel):
+    """One bearer token, by the SHA-256 digest of its secret (``seamguard token create`` prints both)."""
+
+    name: str
+    roles: tuple[Role, ...] = Field(min_length=1)
+    digest: str  # "sha256:<64 hex>"
+    expires: datetime | None = None  # ISO 8601 with a zone; the token is refused from then on
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.fullmatch(v):
+            raise ValueError(f"a name of letters, digits and . _ @ - (at most 64), got {v!r}")
+        return v
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if not DIGEST_RE.fullmatch(v):
+            raise ValueError("expected sha256: and 64 lowercase hex digits (the digest, never the secret)")
+        return v
+
+    @field_validator("expires")
+    @classmethod
+    def _zoned(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError(f"expiry {v.isoformat()} has no time zone; add Z or +00:00")
+        return v
+
+
+class AuthConfig(StrictModel):
+    tokens: tuple[TokenEntry, ...] = ()  # inline, by digest
+    tokens_file: Path | None = None  # one token a line (docs/security.md); re-read when it changes
+
+    def configured(self) -> bool:
+        return bool(self.tokens) or self.tokens_file is not None
+
+
+class TlsConfig(StrictModel):
+    certfile: Path  # the server's certificate chain (PEM)
+    keyfile: Path  # its private key (PEM)
+    client_ca: Path | None = None  # mutual TLS: a client certificate signed by this CA is required
+
+
+class ServiceConfig(StrictModel):
+    """The HTTP API's protection. With no credential configured, the daemon serves on loopback only."""
+
+    auth: AuthConfig = AuthConfig()
+    tls: TlsConfig | None = None

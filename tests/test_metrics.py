@@ -22,7 +22,7 @@ from seamguard.telemetry.sources.base import Collected
 from seamguard.telemetry.sources.build import build_sources
 from tests.conftest import small_inventory, small_jobs
 from tests.http_stub import serve
-from tests.test_daemon import payload
+from tests.test_daemon import CLOCK, payload
 from tests.test_security_journal import big_fleet, push_body
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -75,7 +75,7 @@ def daemon_for(topo: Topology, url: str, **safety: Any) -> Daemon:
             "safety": safety,
         }
     )
-    return Daemon(config, topo, [Flaky(), *build_sources(config.sources, topo)])
+    return Daemon(config, topo, [Flaky(), *build_sources(config.sources, topo, CLOCK)])
 
 
 def test_metrics_follow_what_the_daemon_did(cluster: str) -> None:

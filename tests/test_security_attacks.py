@@ -92,7 +92,7 @@ class LiveDaemon:
                 raise TimeoutError(f"the daemon did not tick {n} time(s) within {timeout_s:g} s")
 
     def journal(self) -> SqliteJournal:
-        return SqliteJournal(self.journal_path, create=False)
+        return SqliteJournal(self.journal_path, read_only=True)
 
     def write_tokens(self, *names: str) -> None:
         """Rewrite the tokens file with only ``names`` (a rotation, as an operator does it)."""

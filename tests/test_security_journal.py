@@ -30,6 +30,7 @@ from seamguard.model.topology import Topology, build_topology
 from seamguard.telemetry.sources.build import build_sources
 from tests.conftest import small_inventory
 from tests.http_stub import serve
+from tests.test_daemon import CLOCK
 from tests.test_safety import drain, fleet, kinds, layer
 
 CARRIED_OUT = {ActionStatus.DONE, ActionStatus.ALREADY}
@@ -176,7 +177,7 @@ def test_a_restart_after_40_advised_drains_holds_none_and_acts_within_the_budget
     path = tmp_path / "journal.sqlite"
     t0 = 1.0e9
     with SqliteJournal(path) as journal:
-        first = Daemon(config, topo, build_sources(config.sources, topo), journal=journal)
+        first = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
         report = step(first, topo, t0, hot)
         assert first.safety.brake.engaged
         drains = [a for a in report.actions if a.kind == "drain_node"]
@@ -184,7 +185,7 @@ def test_a_restart_after_40_advised_drains_holds_none_and_acts_within_the_budget
         first.dispatcher.close()
     assert Cluster.received == []  # under the brake nothing reached the cluster
     with SqliteJournal(path) as journal:
-        second = Daemon(config, topo, build_sources(config.sources, topo), journal=journal)
+        second = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
         step(second, topo, t0 + 100, [])
         assert second.status().quarantined == ()
         assert not [n for n in journal.notices() if "earlier run" in n.message]

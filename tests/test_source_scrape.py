@@ -191,3 +191,23 @@ def test_a_conversion_bug_is_a_notice_and_an_empty_poll(fleet, monkeypatch: pyte
     [notice] = got.notices
     assert notice.where == f"{len(servers)} endpoint(s)"
     assert notice.message.startswith("IndexError: a bug while converting the poll")
+
+
+def test_a_tls_alert_met_while_reading_the_answer_is_a_failed_fetch() -> None:
+    """Under TLS 1.3 a server that requires a client certificate refuses it after the handshake;
+    the client meets the alert while reading, as an ``ssl.SSLError`` httpcore does not wrap."""
+    import asyncio
+    import ssl
+
+    import httpx
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise ssl.SSLError(1, "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required")
+
+    async def fetch() -> scrape.Fetched:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+            return await scrape._fetch_one(client, "https://exporter:9400/metrics", 5.0, 1 << 20)
+
+    got = asyncio.run(fetch())
+    assert got.body is None and got.error is not None and got.error.startswith("TLS: ")
+    assert "certificate required" in got.error

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -95,6 +96,10 @@ async def _fetch_one(client: httpx.AsyncClient, url: str, timeout_s: float, max_
         return failed(f"no complete answer within {timeout_s:g} s (timeout_s)")
     except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL is not an HTTPError
         return failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    except ssl.SSLError as exc:
+        # Under TLS 1.3 a server that wants a client certificate says so after the handshake, in
+        # an alert the client meets while reading the answer; httpcore lets that one through.
+        return failed(f"TLS: {exc}")
 
 
 async def _fetch_all(

@@ -247,3 +247,18 @@ def test_the_inventory_of_a_topology_builds_the_same_topology() -> None:
     for inv in (OLD_INVENTORY, Inventory((BASE.nodes[0], with_mig, *BASE.nodes[2:]))):
         topo = build_topology(inv, small_jobs())
         assert inventory_of(topo) == inv
+
+
+def test_after_a_job_change_the_job_budget_counts_the_new_jobs() -> None:
+    """Budgets per job domain are the jobs running now: a job that started after the daemon is a
+    domain like any other (at most 25% of its nodes out), one that ended is no domain any more."""
+    cfg = BudgetConfig.model_validate({**OPEN, "domain_pct": 25.0, "domain_kinds": ["job"]})
+    safety = SafetyLayer(OLD, SafetyConfig(budgets=cfg))
+    got = with_jobs(OLD, (job("fresh", "n00", "n01", "n02", "n03"),))
+    assert got is not None
+    safety.carry_over(got[1], 50.0)
+    assert "job/fresh" in safety.budgets.domain_labels and "job/gone" not in safety.budgets.domain_labels
+    first = safety.tick(100.0, [_drain("n00", 100.0)])
+    assert [a.target for a in first.actions] == ["node/n00"]
+    second = safety.tick(110.0, [_drain("n01", 110.0)])
+    assert second.actions == () and "job/fresh has 1 of 4" in second.records[0].detail

@@ -325,3 +325,24 @@ def test_sighup_re_reads_the_files_at_the_next_tick(tmp_path: Path) -> None:
     (daemon,) = seen
     assert daemon.topology.lookup("node/n77") is not None and daemon.topology.lookup("node/n07") is None
     assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # the previous handler is back
+
+
+def test_an_inventory_that_empties_a_budget_partition_keeps_the_old_world(tmp_path: Path) -> None:
+    """A partition whose patterns would match no node is a config error at start; the same
+    inventory arriving while the daemon runs keeps the current world with a notice naming the
+    partition, and the daemon goes on ticking (it does not stop half-changed)."""
+    policy = {**POLICY, "safety": {"budgets": {"partitions": {"late": {"nodes": ["n07"]}}}}}
+    config = config_from_mapping(policy)
+    inv_path = write_inventory(tmp_path / "inventory.csv", small_inventory().nodes)
+    inv = read_inventory(inv_path)
+    topo = build_topology(inv, small_jobs())
+    clock = [T0]
+    daemon = Daemon(config, topo, build_sources(config.sources, topo, lambda: clock[0]),
+                    world=LiveWorld(inv_path, None, inv, small_jobs()))  # fmt: skip
+    daemon.step(T0)
+    write_inventory(inv_path, small_inventory().nodes[:-1])
+    for now in (T0 + 1, T0 + 2):
+        report = daemon.step(now)
+        (notice,) = [n for n in report.notices if n.source == "world"]
+        assert "kept the current world" in notice.message and "partitions.late" in notice.message
+    assert daemon.status().nodes == 8 and daemon.controller.topology is daemon.safety.topology

@@ -31,6 +31,7 @@ from rich.console import Console
 from seamguard.actuators.dispatch import Dispatcher, actuate, build_routes
 from seamguard.actuators.sections import Mode
 from seamguard.config import Config, load_config
+from seamguard.control.budgets import check_partitions
 from seamguard.control.controller import Controller
 from seamguard.control.safety import SafetyLayer
 from seamguard.errors import InputError
@@ -137,6 +138,9 @@ class Daemon:
             scheduled = any(isinstance(s, PlacementSource) for s in self.sources)
             file_jobs, placed = ((), topology.jobs) if scheduled else (topology.jobs, ())
             world = LiveWorld(None, None, inventory_of(topology), file_jobs, placed)
+        world.check_inventory = lambda inv: check_partitions(
+            config.safety.budgets.partitions, [r.node for r in inv.nodes]
+        )  # a partition left with no node would stop the safety layer mid-change
         self.world = world
         self._stale_sources: dict[int, Topology] = {}  # id(source) -> the world it still indexes by
         self._back: dict[int, npt.NDArray[np.int64]] = {}  # id(that world) -> its index -> today's

@@ -201,6 +201,8 @@ class SafetyLayer:
         self._nodes_cache = {}
         self.brake.carry_over(change)
         if change.same(EntityKind.NODE):
+            if "job" in self.config.budgets.domain_kinds:  # the job domains are the jobs running now
+                self.budgets = self.budgets.carried_over(change.new, change.kind(EntityKind.NODE))
             return []
         fwd = change.kind(EntityKind.NODE)
         back = change.back(EntityKind.NODE)

@@ -23,7 +23,10 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, JobRecord, NodeRecord, parse_mig_layout
 from seamguard.model.states import JobClass, State
 from seamguard.model.topology import Topology, build_topology
+from seamguard.model.workload import build_workload
 from seamguard.model.world import carry, inventory_of, with_jobs, world_change
+from seamguard.scoring.cohorts import cohort_groups
+from seamguard.scoring.peer_memory import PeerMemory
 from seamguard.telemetry.batch import TelemetryBatch
 from tests.conftest import small_inventory, small_jobs
 from tests.test_safety import OPEN
@@ -262,3 +265,24 @@ def test_after_a_job_change_the_job_budget_counts_the_new_jobs() -> None:
     assert [a.target for a in first.actions] == ["node/n00"]
     second = safety.tick(110.0, [_drain("n01", 110.0)])
     assert second.actions == () and "job/fresh has 1 of 4" in second.records[0].detail
+
+
+def test_members_of_a_job_that_ended_count_as_having_moved_cohort() -> None:
+    """As in an engine that never changed world: a GPU whose job ended (now idle, no group) has
+    left its cohort, so what it learnt under that job's load is learnt again."""
+    rules = {"gpu.step_time_s": EntityKind.GPU}
+    memory = PeerMemory(OLD, rules)
+    groups = cohort_groups("job", EntityKind.GPU, OLD, build_workload(OLD, tuple(range(len(OLD.jobs)))))
+    assert groups is not None
+    value = np.ones(OLD.count(EntityKind.GPU))
+    memory.settled("gpu.step_time_s", value, groups[0], 100.0, 60.0)
+    got = with_jobs(OLD, small_jobs())  # "gone" ended: x1 is idle
+    assert got is not None
+    topo, change = got
+    memory.carry_over(change, {"gpu.step_time_s": "job"})
+    idle = cohort_groups("job", EntityKind.GPU, topo, build_workload(topo, tuple(range(len(topo.jobs)))))
+    assert idle is not None
+    x1 = topo.gpu_node == topo.names[EntityKind.NODE].index("x1")
+    assert (idle[0][x1] == -1).all()
+    out = memory.settled("gpu.step_time_s", np.ones(topo.count(EntityKind.GPU)), idle[0], 200.0, 60.0)
+    assert np.isnan(out[x1]).all() and not np.isnan(out[~x1]).any()

@@ -45,7 +45,7 @@ from seamguard.model.topology import Topology, build_topology
 from seamguard.model.world import inventory_of, world_change
 from seamguard.service.app import create_app
 from seamguard.service.guard import Security
-from seamguard.service.metrics import DaemonMetrics, daemon_view, metrics_router
+from seamguard.service.metrics import DaemonMetrics, MetricsView, daemon_view, metrics_router
 from seamguard.service.server import RunningServer, serve_in_thread
 from seamguard.service.startup import build_security, check_exposure, check_tls
 from seamguard.telemetry.batch import TelemetryBatch
@@ -149,7 +149,7 @@ class Daemon:
         # Taken at the end of each step and replaced whole: the HTTP threads read it without
         # touching the safety layer, the dispatcher or the latch while a step changes them.
         self._status = self._snapshot()
-        self._metrics_view = daemon_view(self)  # replaced whole each step, like ``_status``
+        self._metrics_view = self._view()  # replaced whole each step, like ``_status``
         self.metrics = DaemonMetrics(lambda: self._metrics_view, self.push)
 
     @property
@@ -195,7 +195,7 @@ class Daemon:
         if self.journal is not None and (results or journal_notices or audit):
             self.journal.append_actions(results, journal_notices, audit)
         self._status = self._snapshot()
-        self._metrics_view = daemon_view(self)
+        self._metrics_view = self._view()
         self.metrics.observe_step(time.perf_counter() - started, result.transitions, results)
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
@@ -224,6 +224,11 @@ class Daemon:
     def status(self) -> DaemonStatus:
         """As of the last step (before the first: no tick yet)."""
         return self._status
+
+    def _view(self) -> MetricsView:
+        now = float(self.controller.now)
+        return daemon_view(self.topology, self.controller.classifier.state, now, self.latch.active,
+                           [s.name for s in self.sources], self.safety, self.dispatcher.breakers(now))  # fmt: skip
 
     def _snapshot(self) -> DaemonStatus:
         now = self.controller.now

@@ -346,3 +346,24 @@ def test_an_inventory_that_empties_a_budget_partition_keeps_the_old_world(tmp_pa
         (notice,) = [n for n in report.notices if n.source == "world"]
         assert "kept the current world" in notice.message and "partitions.late" in notice.message
     assert daemon.status().nodes == 8 and daemon.controller.topology is daemon.safety.topology
+
+
+def test_checkpoint_settings_may_name_a_job_that_is_not_running_yet() -> None:
+    """The scheduler's jobs come and go: a job named under ``checkpoint.jobs`` that is not running
+    when the daemon starts (not started yet, or ended before a restart) does not stop it, and its
+    settings apply once it runs. (A fixed job table, as ``seamguard score`` reads, still refuses a
+    name it lacks: tests/test_checkpoint_loop.py.)"""
+    config = config_from_mapping({**POLICY, "checkpoint": {"jobs": {"41": {"state_gb_per_gpu": 9.0}}}})
+    topo = build_topology(small_inventory())
+    slurm = SnapshotSlurm(topo)
+    slurm.polls = [
+        "",
+        SQUEUE.format(id=41, n=2, nodes="n[00-01]"),
+        SQUEUE.format(id=41, n=2, nodes="n[00-01]"),
+    ]
+    daemon = Daemon(config, topo, [slurm])
+    for now in (T0, T0 + 1, T0 + 2):
+        daemon.step(now)
+    loop = daemon.controller.checkpoint_loop
+    assert loop is not None and loop.last is not None
+    assert [j.job for j in daemon.topology.jobs] == ["41"] and loop.last.plans.choice.size == 1

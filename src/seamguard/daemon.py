@@ -128,7 +128,8 @@ class Daemon:
         self.sources = list(sources)
         self.journal = journal
         self.lock = threading.Lock()
-        self.controller = Controller(topology, config, journal=journal, mode="act" if enforcing else "advise")
+        self.controller = Controller(topology, config, journal=journal, mode="act" if enforcing else "advise",
+                                     live_jobs=True)  # fmt: skip
         self.safety = SafetyLayer(topology, config.safety)
         self.dispatcher = Dispatcher(routes, seed=seed)
         self.latch = NoticeLatch()

@@ -286,3 +286,27 @@ def test_members_of_a_job_that_ended_count_as_having_moved_cohort() -> None:
     assert (idle[0][x1] == -1).all()
     out = memory.settled("gpu.step_time_s", np.ones(topo.count(EntityKind.GPU)), idle[0], 200.0, 60.0)
     assert np.isnan(out[x1]).all() and not np.isnan(out[~x1]).any()
+
+
+def test_a_node_that_leaves_and_comes_back_under_its_name_starts_fresh() -> None:
+    """Nothing of a node that left is kept: back under the same name (a reinstalled host, a
+    replaced board), it has no hold, no repeat-quarantine history, no lemon count and no state."""
+    safety = _layer(OLD)
+    ctl = Controller(OLD, CFG)
+    x1 = OLD.names[EntityKind.NODE].index("x1")
+    ctl.lemon_memory.failures[x1] = 2.0
+    ctl.classifier.state[OLD.index["node/x1"]] = int(State.QUARANTINE)
+    safety.tick(100.0, [_drain("x1", 100.0)])
+    fresh_delay = safety.recovery_delay(-1, 200.0)  # a node never quarantined
+    assert safety.recovery_delay(x1, 200.0) == fresh_delay and safety.quarantined() == ["node/x1"]
+    safety._history[x1].appendleft(50.0)  # quarantined before: its next hold waits longer
+    assert safety.recovery_delay(x1, 200.0) > fresh_delay
+    gone, back = world_change(OLD, NEW), None
+    for change in (gone, world_change(NEW, OLD)):
+        ctl.apply_world(change)
+        safety.carry_over(change, 200.0)
+        back = change
+    assert back is not None and back.joined(EntityKind.NODE) == ("x1", "x2")
+    assert safety.quarantined() == [] and safety.recovery_delay(x1, 200.0) == fresh_delay
+    assert ctl.lemon_memory.failures[x1] == 0.0
+    assert ctl.classifier.state[OLD.index["node/x1"]] == int(State.UNKNOWN)

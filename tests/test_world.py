@@ -261,6 +261,11 @@ def test_after_a_job_change_the_job_budget_counts_the_new_jobs() -> None:
     assert got is not None
     safety.carry_over(got[1], 50.0)
     assert "job/fresh" in safety.budgets.domain_labels and "job/gone" not in safety.budgets.domain_labels
+    fresh = SafetyLayer(got[0], SafetyConfig(budgets=cfg))  # what a start on the new world builds
+    assert (safety.budgets.domains != fresh.budgets.domains).nnz == 0
+    assert safety.budgets.domain_labels == fresh.budgets.domain_labels
+    for kind, domains in fresh.brake.domains.items():
+        np.testing.assert_array_equal(safety.brake.domains[kind], domains)
     first = safety.tick(100.0, [_drain("n00", 100.0)])
     assert [a.target for a in first.actions] == ["node/n00"]
     second = safety.tick(110.0, [_drain("n01", 110.0)])

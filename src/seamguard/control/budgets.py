@@ -77,11 +77,9 @@ def domain_incidence(topology: Topology, kinds: Sequence[DomainKind]) -> tuple[s
     for kind in kinds:
         if kind == "job":
             names = [j.job for j in topology.jobs]
-            pairs = [
-                (node_index[n], k) for k, j in enumerate(topology.jobs) for n in j.nodes if n in node_index
-            ]
-            r = np.array([p[0] for p in pairs], dtype=np.int64)
-            c = np.array([p[1] for p in pairs], dtype=np.int64)
+            placed = [n for j in topology.jobs for n in j.nodes]
+            r = np.fromiter((node_index.get(n, -1) for n in placed), dtype=np.int64, count=len(placed))
+            c = np.repeat(np.arange(len(names), dtype=np.int64), [len(j.nodes) for j in topology.jobs])
         else:
             ekind = EntityKind(kind)
             names = list(topology.names[ekind])

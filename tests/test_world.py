@@ -315,3 +315,28 @@ def test_a_node_that_leaves_and_comes_back_under_its_name_starts_fresh() -> None
     assert safety.quarantined() == [] and safety.recovery_delay(x1, 200.0) == fresh_delay
     assert ctl.lemon_memory.failures[x1] == 0.0
     assert ctl.classifier.state[OLD.index["node/x1"]] == int(State.UNKNOWN)
+
+
+@pytest.mark.parametrize("changed", [{"model": "B200"}, {"gpus": 8}])
+def test_a_node_whose_gpus_changed_under_its_name_is_new_hardware(changed: dict[str, Any]) -> None:
+    """A board replaced by another model (or GPU count) under the same host name: what was learnt
+    of the old one (lemon count, state, usual levels) does not carry to it; its neighbours keep theirs."""
+    inv = Inventory(tuple(replace(n, **changed) if n.node == "n03" else n for n in OLD_INVENTORY.nodes))
+    new = build_topology(inv, OLD.jobs)
+    change = world_change(OLD, new)
+    assert change.left(EntityKind.NODE) == ("n03",) and change.joined(EntityKind.NODE) == ("n03",)
+    n03 = new.names[EntityKind.NODE].index("n03")
+    assert change.kind(EntityKind.LINK)[n03] == -1
+    assert (change.kind(EntityKind.GPU)[new.gpu_node == n03] == -1).all()
+    assert (change.kind(EntityKind.GPU)[new.gpu_node != n03] >= 0).all()
+    ctl = Controller(OLD, CFG)
+    ctl.lemon_memory.failures[:] = 1.0
+    ctl.classifier.state[OLD.index["gpu/n03/0"]] = int(State.DEGRADED)
+    ctl.classifier.state[OLD.index["gpu/n04/0"]] = int(State.DEGRADED)
+    ctl.apply_world(change)
+    assert (
+        ctl.lemon_memory.failures[n03] == 0.0
+        and ctl.lemon_memory.failures.sum() == new.count(EntityKind.NODE) - 1
+    )
+    assert ctl.classifier.state[new.index["gpu/n03/0"]] == int(State.UNKNOWN)
+    assert ctl.classifier.state[new.index["gpu/n04/0"]] == int(State.DEGRADED)

@@ -8,7 +8,7 @@ import io
 import os
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +367,26 @@ def test_checkpoint_settings_may_name_a_job_that_is_not_running_yet() -> None:
     loop = daemon.controller.checkpoint_loop
     assert loop is not None and loop.last is not None
     assert [j.job for j in daemon.topology.jobs] == ["41"] and loop.last.plans.choice.size == 1
+
+
+def test_a_held_node_whose_board_was_replaced_is_judged_afresh_and_resumed(running: Running) -> None:
+    """The inventory says n02 now carries B200s: the engine forgets what it learnt of the old
+    board, but the node is still drained in the scheduler, so its hold stays (not dropped as if
+    it had left) and it is resumed after the recovery delay once the new board reads healthy."""
+    running.tick()
+    quarantined(running, "n02")
+    nodes = tuple(replace(n, model="B200") if n.node == "n02" else n for n in small_inventory().nodes)
+    write_inventory(running.inventory, nodes)
+    running.tick()
+    ctl = running.daemon.controller
+    assert running.status()["quarantined"] == ["node/n02"]
+    assert not any("left the inventory" in m for m in running.notices())
+    assert any("1 node(s) joined: n02" in m and "1 node(s) left: n02" in m for m in running.notices())
+    assert State(int(ctl.classifier.state[ctl.topology.index["gpu/n02/1"]])) is not State.QUARANTINE
+    release = running.daemon.safety.release_at("node/n02")
+    assert release is not None and release > running.now
+    running.now = release + 1.0
+    running.tick()
+    running.tick()
+    resumed = [a.target for a in running.journal.action_results() if a.kind == "resume_node"]
+    assert resumed and set(resumed) == {"node/n02"}

@@ -42,7 +42,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
 from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
-from seamguard.model.world import inventory_of, world_change
+from seamguard.model.world import by_id, inventory_of
 from seamguard.service.app import create_app
 from seamguard.service.guard import Security
 from seamguard.service.metrics import DaemonMetrics, MetricsView, daemon_view, metrics_router
@@ -271,7 +271,10 @@ class Daemon:
                     source.follow(change)
                 else:
                     self._stale_sources.setdefault(id(source), change.old)
-            self._back = {id(change.old): change.back()}
+            # samples go by entity id (a board replaced under its name is still read as that name)
+            self._back = {
+                id(change.old): change.back() if change.jobs_only else by_id(change.old, change.new)
+            }
             batch = batch.reindexed(self._back[id(change.old)])
             summary = change.summary() or "job placements changed"
             log.info("world: %s", summary)
@@ -296,7 +299,7 @@ class Daemon:
             return batch
         back = self._back.get(id(built))
         if back is None:
-            back = self._back[id(built)] = world_change(built, self.topology).back()
+            back = self._back[id(built)] = by_id(built, self.topology)
         return batch.reindexed(back)
 
 

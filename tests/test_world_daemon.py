@@ -7,6 +7,8 @@ import csv
 import io
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -390,3 +392,29 @@ def test_a_held_node_whose_board_was_replaced_is_judged_afresh_and_resumed(runni
     running.tick()
     resumed = [a.target for a in running.journal.action_results() if a.kind == "resume_node"]
     assert resumed and set(resumed) == {"node/n02"}
+
+
+def test_a_world_change_waits_for_a_reader_holding_the_engine(running: Running) -> None:
+    """An HTTP reader holding the controller's lock sees one world throughout: the change is
+    applied once it lets go, never under it."""
+    running.tick()
+    ctl = running.daemon.controller
+    before = ctl.topology
+    write_jobs(running.jobs, small_jobs()[:1])
+    running.now += 1.0
+    running.clock[0] = running.now
+    holding, seen = threading.Event(), []
+
+    def reader() -> None:  # what a request handler does while it reads the engine
+        with running.daemon.lock:
+            holding.set()
+            seen.append(ctl.topology)
+            time.sleep(0.3)
+            seen.append(ctl.topology)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert holding.wait(5)
+    running.daemon.step(running.now)  # its world change waits for the reader
+    thread.join(5)
+    assert seen == [before, before] and len(ctl.topology.jobs) == 1

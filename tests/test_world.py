@@ -22,7 +22,7 @@ from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, JobRecord, NodeRecord, parse_mig_layout
 from seamguard.model.states import JobClass, State
-from seamguard.model.topology import Topology, build_topology
+from seamguard.model.topology import KIND_CODE, Topology, build_topology
 from seamguard.model.workload import build_workload
 from seamguard.model.world import carry, inventory_of, with_jobs, world_change
 from seamguard.scoring.cohorts import cohort_groups
@@ -141,6 +141,21 @@ def test_a_job_change_keeps_every_other_index_and_matches_a_full_build() -> None
 
 def test_a_job_naming_unknown_storage_needs_a_rebuild() -> None:
     assert with_jobs(OLD, (replace(job("j", "n00"), storage="elsewhere"),)) is None
+
+
+def test_a_kind_after_the_jobs_holding_entities_needs_a_rebuild() -> None:
+    """The jobs-only path relies on the JOB block being last; a serving pool after it (not built
+    today) would be renumbered by it, so the change falls back to a rebuild instead."""
+    n = OLD.n_entities
+    pool = EntityKind.POOL
+    with_pool = replace(
+        OLD, ids=(*OLD.ids, "pool/p0"), kind_code=np.append(OLD.kind_code, np.int8(KIND_CODE[pool])),
+        local=np.append(OLD.local, 0), members={**OLD.members, pool: np.array([n])},
+        names={**OLD.names, pool: ("p0",)}, index={**OLD.index, "pool/p0": n},
+        below=sp.vstack([OLD.below, sp.csr_matrix((1, OLD.below.shape[1]))], format="csr"),
+    )  # fmt: skip
+    assert with_jobs(with_pool, small_jobs()) is None
+    assert with_jobs(OLD, small_jobs()) is not None
 
 
 def test_the_summary_names_what_joined_and_left() -> None:

@@ -19,6 +19,7 @@ bench:
 	@bash scripts/bootstrap.sh dev
 	$(BIN)/python bench/detect.py
 	$(BIN)/python bench/tick.py --gpus 16384
+	$(BIN)/python bench/world.py --gpus 16384
 	$(BIN)/python bench/twin.py --healthy-node-days 1000
 
 clean:

@@ -444,18 +444,7 @@ def test_a_restarted_daemon_takes_over_the_quarantines_of_the_run_before(
     """Run 1 drains n02 through an enforcing webhook and stops. Run 2, on the same journal, holds
     n02 again, says so once in the journal, and resumes it when the delay has passed. (An advised
     drain is not taken over: tests/test_security_journal.py.)"""
-    from http.server import BaseHTTPRequestHandler
-
-    from tests.http_stub import serve
-
-    class Ok(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
+    from tests.http_stub import Ok, serve
 
     monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", "s")
     path = tmp_path / "journal.sqlite"

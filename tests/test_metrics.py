@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +20,11 @@ from seamguard.model.topology import KINDS, Topology, build_topology
 from seamguard.telemetry.sources.base import Collected
 from seamguard.telemetry.sources.build import build_sources
 from tests.conftest import small_inventory, small_jobs
-from tests.http_stub import serve
+from tests.http_stub import Ok, serve
 from tests.test_daemon import CLOCK, payload
 from tests.test_security_journal import big_fleet, push_body
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-class Ok(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 class Flaky:

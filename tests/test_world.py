@@ -22,8 +22,11 @@ from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, JobRecord, NodeRecord, parse_mig_layout
 from seamguard.model.states import JobClass, State
-from seamguard.model.topology import Topology, build_topology
+from seamguard.model.topology import KIND_CODE, Topology, build_topology
+from seamguard.model.workload import build_workload
 from seamguard.model.world import carry, inventory_of, with_jobs, world_change
+from seamguard.scoring.cohorts import cohort_groups
+from seamguard.scoring.peer_memory import PeerMemory
 from seamguard.telemetry.batch import TelemetryBatch
 from tests.conftest import small_inventory, small_jobs
 from tests.test_safety import OPEN
@@ -140,6 +143,21 @@ def test_a_job_naming_unknown_storage_needs_a_rebuild() -> None:
     assert with_jobs(OLD, (replace(job("j", "n00"), storage="elsewhere"),)) is None
 
 
+def test_a_kind_after_the_jobs_holding_entities_needs_a_rebuild() -> None:
+    """The jobs-only path relies on the JOB block being last; a serving pool after it (not built
+    today) would be renumbered by it, so the change falls back to a rebuild instead."""
+    n = OLD.n_entities
+    pool = EntityKind.POOL
+    with_pool = replace(
+        OLD, ids=(*OLD.ids, "pool/p0"), kind_code=np.append(OLD.kind_code, np.int8(KIND_CODE[pool])),
+        local=np.append(OLD.local, 0), members={**OLD.members, pool: np.array([n])},
+        names={**OLD.names, pool: ("p0",)}, index={**OLD.index, "pool/p0": n},
+        below=sp.vstack([OLD.below, sp.csr_matrix((1, OLD.below.shape[1]))], format="csr"),
+    )  # fmt: skip
+    assert with_jobs(with_pool, small_jobs()) is None
+    assert with_jobs(OLD, small_jobs()) is not None
+
+
 def test_the_summary_names_what_joined_and_left() -> None:
     text = world_change(OLD, NEW).summary()
     assert "1 node(s) joined: y1" in text and "2 node(s) left: x1, x2" in text
@@ -247,3 +265,93 @@ def test_the_inventory_of_a_topology_builds_the_same_topology() -> None:
     for inv in (OLD_INVENTORY, Inventory((BASE.nodes[0], with_mig, *BASE.nodes[2:]))):
         topo = build_topology(inv, small_jobs())
         assert inventory_of(topo) == inv
+
+
+def test_after_a_job_change_the_job_budget_counts_the_new_jobs() -> None:
+    """Budgets per job domain are the jobs running now: a job that started after the daemon is a
+    domain like any other (at most 25% of its nodes out), one that ended is no domain any more."""
+    cfg = BudgetConfig.model_validate({**OPEN, "domain_pct": 25.0, "domain_kinds": ["job"]})
+    safety = SafetyLayer(OLD, SafetyConfig(budgets=cfg))
+    got = with_jobs(OLD, (job("fresh", "n00", "n01", "n02", "n03"),))
+    assert got is not None
+    safety.carry_over(got[1], 50.0)
+    assert "job/fresh" in safety.budgets.domain_labels and "job/gone" not in safety.budgets.domain_labels
+    fresh = SafetyLayer(got[0], SafetyConfig(budgets=cfg))  # what a start on the new world builds
+    assert (safety.budgets.domains != fresh.budgets.domains).nnz == 0
+    assert safety.budgets.domain_labels == fresh.budgets.domain_labels
+    for kind, domains in fresh.brake.domains.items():
+        np.testing.assert_array_equal(safety.brake.domains[kind], domains)
+    first = safety.tick(100.0, [_drain("n00", 100.0)])
+    assert [a.target for a in first.actions] == ["node/n00"]
+    second = safety.tick(110.0, [_drain("n01", 110.0)])
+    assert second.actions == () and "job/fresh has 1 of 4" in second.records[0].detail
+
+
+def test_members_of_a_job_that_ended_count_as_having_moved_cohort() -> None:
+    """As in an engine that never changed world: a GPU whose job ended (now idle, no group) has
+    left its cohort, so what it learnt under that job's load is learnt again."""
+    rules = {"gpu.step_time_s": EntityKind.GPU}
+    memory = PeerMemory(OLD, rules)
+    groups = cohort_groups("job", EntityKind.GPU, OLD, build_workload(OLD, tuple(range(len(OLD.jobs)))))
+    assert groups is not None
+    value = np.ones(OLD.count(EntityKind.GPU))
+    memory.settled("gpu.step_time_s", value, groups[0], 100.0, 60.0)
+    got = with_jobs(OLD, small_jobs())  # "gone" ended: x1 is idle
+    assert got is not None
+    topo, change = got
+    memory.carry_over(change, {"gpu.step_time_s": "job"})
+    idle = cohort_groups("job", EntityKind.GPU, topo, build_workload(topo, tuple(range(len(topo.jobs)))))
+    assert idle is not None
+    x1 = topo.gpu_node == topo.names[EntityKind.NODE].index("x1")
+    assert (idle[0][x1] == -1).all()
+    out = memory.settled("gpu.step_time_s", np.ones(topo.count(EntityKind.GPU)), idle[0], 200.0, 60.0)
+    assert np.isnan(out[x1]).all() and not np.isnan(out[~x1]).any()
+
+
+def test_a_node_that_leaves_and_comes_back_under_its_name_starts_fresh() -> None:
+    """Nothing of a node that left is kept: back under the same name (a reinstalled host, a
+    replaced board), it has no hold, no repeat-quarantine history, no lemon count and no state."""
+    safety = _layer(OLD)
+    ctl = Controller(OLD, CFG)
+    x1 = OLD.names[EntityKind.NODE].index("x1")
+    ctl.lemon_memory.failures[x1] = 2.0
+    ctl.classifier.state[OLD.index["node/x1"]] = int(State.QUARANTINE)
+    safety.tick(100.0, [_drain("x1", 100.0)])
+    fresh_delay = safety.recovery_delay(-1, 200.0)  # a node never quarantined
+    assert safety.recovery_delay(x1, 200.0) == fresh_delay and safety.quarantined() == ["node/x1"]
+    safety._history[x1].appendleft(50.0)  # quarantined before: its next hold waits longer
+    assert safety.recovery_delay(x1, 200.0) > fresh_delay
+    gone, back = world_change(OLD, NEW), None
+    for change in (gone, world_change(NEW, OLD)):
+        ctl.apply_world(change)
+        safety.carry_over(change, 200.0)
+        back = change
+    assert back is not None and back.joined(EntityKind.NODE) == ("x1", "x2")
+    assert safety.quarantined() == [] and safety.recovery_delay(x1, 200.0) == fresh_delay
+    assert ctl.lemon_memory.failures[x1] == 0.0
+    assert ctl.classifier.state[OLD.index["node/x1"]] == int(State.UNKNOWN)
+
+
+@pytest.mark.parametrize("changed", [{"model": "B200"}, {"gpus": 8}])
+def test_a_node_whose_gpus_changed_under_its_name_is_new_hardware(changed: dict[str, Any]) -> None:
+    """A board replaced by another model (or GPU count) under the same host name: what was learnt
+    of the old one (lemon count, state, usual levels) does not carry to it; its neighbours keep theirs."""
+    inv = Inventory(tuple(replace(n, **changed) if n.node == "n03" else n for n in OLD_INVENTORY.nodes))
+    new = build_topology(inv, OLD.jobs)
+    change = world_change(OLD, new)
+    assert change.left(EntityKind.NODE) == ("n03",) and change.joined(EntityKind.NODE) == ("n03",)
+    n03 = new.names[EntityKind.NODE].index("n03")
+    assert change.kind(EntityKind.LINK)[n03] == -1
+    assert (change.kind(EntityKind.GPU)[new.gpu_node == n03] == -1).all()
+    assert (change.kind(EntityKind.GPU)[new.gpu_node != n03] >= 0).all()
+    ctl = Controller(OLD, CFG)
+    ctl.lemon_memory.failures[:] = 1.0
+    ctl.classifier.state[OLD.index["gpu/n03/0"]] = int(State.DEGRADED)
+    ctl.classifier.state[OLD.index["gpu/n04/0"]] = int(State.DEGRADED)
+    ctl.apply_world(change)
+    assert (
+        ctl.lemon_memory.failures[n03] == 0.0
+        and ctl.lemon_memory.failures.sum() == new.count(EntityKind.NODE) - 1
+    )
+    assert ctl.classifier.state[new.index["gpu/n03/0"]] == int(State.UNKNOWN)
+    assert ctl.classifier.state[new.index["gpu/n04/0"]] == int(State.DEGRADED)

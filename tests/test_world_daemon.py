@@ -7,8 +7,10 @@ import csv
 import io
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -325,3 +327,94 @@ def test_sighup_re_reads_the_files_at_the_next_tick(tmp_path: Path) -> None:
     (daemon,) = seen
     assert daemon.topology.lookup("node/n77") is not None and daemon.topology.lookup("node/n07") is None
     assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # the previous handler is back
+
+
+def test_an_inventory_that_empties_a_budget_partition_keeps_the_old_world(tmp_path: Path) -> None:
+    """A partition whose patterns would match no node is a config error at start; the same
+    inventory arriving while the daemon runs keeps the current world with a notice naming the
+    partition, and the daemon goes on ticking (it does not stop half-changed)."""
+    policy = {**POLICY, "safety": {"budgets": {"partitions": {"late": {"nodes": ["n07"]}}}}}
+    config = config_from_mapping(policy)
+    inv_path = write_inventory(tmp_path / "inventory.csv", small_inventory().nodes)
+    inv = read_inventory(inv_path)
+    topo = build_topology(inv, small_jobs())
+    clock = [T0]
+    daemon = Daemon(config, topo, build_sources(config.sources, topo, lambda: clock[0]),
+                    world=LiveWorld(inv_path, None, inv, small_jobs()))  # fmt: skip
+    daemon.step(T0)
+    write_inventory(inv_path, small_inventory().nodes[:-1])
+    for now in (T0 + 1, T0 + 2):
+        report = daemon.step(now)
+        (notice,) = [n for n in report.notices if n.source == "world"]
+        assert "kept the current world" in notice.message and "partitions.late" in notice.message
+    assert daemon.status().nodes == 8 and daemon.controller.topology is daemon.safety.topology
+
+
+def test_checkpoint_settings_may_name_a_job_that_is_not_running_yet() -> None:
+    """The scheduler's jobs come and go: a job named under ``checkpoint.jobs`` that is not running
+    when the daemon starts (not started yet, or ended before a restart) does not stop it, and its
+    settings apply once it runs. (A fixed job table, as ``seamguard score`` reads, still refuses a
+    name it lacks: tests/test_checkpoint_loop.py.)"""
+    config = config_from_mapping({**POLICY, "checkpoint": {"jobs": {"41": {"state_gb_per_gpu": 9.0}}}})
+    topo = build_topology(small_inventory())
+    slurm = SnapshotSlurm(topo)
+    slurm.polls = [
+        "",
+        SQUEUE.format(id=41, n=2, nodes="n[00-01]"),
+        SQUEUE.format(id=41, n=2, nodes="n[00-01]"),
+    ]
+    daemon = Daemon(config, topo, [slurm])
+    for now in (T0, T0 + 1, T0 + 2):
+        daemon.step(now)
+    loop = daemon.controller.checkpoint_loop
+    assert loop is not None and loop.last is not None
+    assert [j.job for j in daemon.topology.jobs] == ["41"] and loop.last.plans.choice.size == 1
+
+
+def test_a_held_node_whose_board_was_replaced_is_judged_afresh_and_resumed(running: Running) -> None:
+    """The inventory says n02 now carries B200s: the engine forgets what it learnt of the old
+    board, but the node is still drained in the scheduler, so its hold stays (not dropped as if
+    it had left) and it is resumed after the recovery delay once the new board reads healthy."""
+    running.tick()
+    quarantined(running, "n02")
+    nodes = tuple(replace(n, model="B200") if n.node == "n02" else n for n in small_inventory().nodes)
+    write_inventory(running.inventory, nodes)
+    running.tick()
+    ctl = running.daemon.controller
+    assert running.status()["quarantined"] == ["node/n02"]
+    assert not any("left the inventory" in m for m in running.notices())
+    assert any("1 node(s) joined: n02" in m and "1 node(s) left: n02" in m for m in running.notices())
+    assert State(int(ctl.classifier.state[ctl.topology.index["gpu/n02/1"]])) is not State.QUARANTINE
+    release = running.daemon.safety.release_at("node/n02")
+    assert release is not None and release > running.now
+    running.now = release + 1.0
+    running.tick()
+    running.tick()
+    resumed = [a.target for a in running.journal.action_results() if a.kind == "resume_node"]
+    assert resumed and set(resumed) == {"node/n02"}
+
+
+def test_a_world_change_waits_for_a_reader_holding_the_engine(running: Running) -> None:
+    """An HTTP reader holding the controller's lock sees one world throughout: the change is
+    applied once it lets go, never under it."""
+    running.tick()
+    ctl = running.daemon.controller
+    before = ctl.topology
+    write_jobs(running.jobs, small_jobs()[:1])
+    running.now += 1.0
+    running.clock[0] = running.now
+    holding, seen = threading.Event(), []
+
+    def reader() -> None:  # what a request handler does while it reads the engine
+        with running.daemon.lock:
+            holding.set()
+            seen.append(ctl.topology)
+            time.sleep(0.3)
+            seen.append(ctl.topology)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert holding.wait(5)
+    running.daemon.step(running.now)  # its world change waits for the reader
+    thread.join(5)
+    assert seen == [before, before] and len(ctl.topology.jobs) == 1

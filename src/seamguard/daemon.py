@@ -31,6 +31,7 @@ from rich.console import Console
 from seamguard.actuators.dispatch import Dispatcher, actuate, build_routes
 from seamguard.actuators.sections import Mode
 from seamguard.config import Config, load_config
+from seamguard.control.budgets import check_partitions
 from seamguard.control.controller import Controller
 from seamguard.control.safety import SafetyLayer
 from seamguard.errors import InputError
@@ -41,10 +42,10 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
 from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
-from seamguard.model.world import inventory_of, world_change
+from seamguard.model.world import by_id, inventory_of
 from seamguard.service.app import create_app
 from seamguard.service.guard import Security
-from seamguard.service.metrics import DaemonMetrics, daemon_view, metrics_router
+from seamguard.service.metrics import DaemonMetrics, MetricsView, daemon_view, metrics_router
 from seamguard.service.server import RunningServer, serve_in_thread
 from seamguard.service.startup import build_security, check_exposure, check_tls
 from seamguard.telemetry.batch import TelemetryBatch
@@ -127,7 +128,8 @@ class Daemon:
         self.sources = list(sources)
         self.journal = journal
         self.lock = threading.Lock()
-        self.controller = Controller(topology, config, journal=journal, mode="act" if enforcing else "advise")
+        self.controller = Controller(topology, config, journal=journal, mode="act" if enforcing else "advise",
+                                     live_jobs=True)  # fmt: skip
         self.safety = SafetyLayer(topology, config.safety)
         self.dispatcher = Dispatcher(routes, seed=seed)
         self.latch = NoticeLatch()
@@ -137,6 +139,9 @@ class Daemon:
             scheduled = any(isinstance(s, PlacementSource) for s in self.sources)
             file_jobs, placed = ((), topology.jobs) if scheduled else (topology.jobs, ())
             world = LiveWorld(None, None, inventory_of(topology), file_jobs, placed)
+        world.check_inventory = lambda inv: check_partitions(
+            config.safety.budgets.partitions, [r.node for r in inv.nodes]
+        )  # a partition left with no node would stop the safety layer mid-change
         self.world = world
         self._stale_sources: dict[int, Topology] = {}  # id(source) -> the world it still indexes by
         self._back: dict[int, npt.NDArray[np.int64]] = {}  # id(that world) -> its index -> today's
@@ -145,7 +150,7 @@ class Daemon:
         # Taken at the end of each step and replaced whole: the HTTP threads read it without
         # touching the safety layer, the dispatcher or the latch while a step changes them.
         self._status = self._snapshot()
-        self._metrics_view = daemon_view(self)  # replaced whole each step, like ``_status``
+        self._metrics_view = self._view()  # replaced whole each step, like ``_status``
         self.metrics = DaemonMetrics(lambda: self._metrics_view, self.push)
 
     @property
@@ -191,7 +196,7 @@ class Daemon:
         if self.journal is not None and (results or journal_notices or audit):
             self.journal.append_actions(results, journal_notices, audit)
         self._status = self._snapshot()
-        self._metrics_view = daemon_view(self)
+        self._metrics_view = self._view()
         self.metrics.observe_step(time.perf_counter() - started, result.transitions, results)
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
@@ -220,6 +225,11 @@ class Daemon:
     def status(self) -> DaemonStatus:
         """As of the last step (before the first: no tick yet)."""
         return self._status
+
+    def _view(self) -> MetricsView:
+        now = float(self.controller.now)
+        return daemon_view(self.topology, self.controller.classifier.state, now, self.latch.active,
+                           [s.name for s in self.sources], self.safety, self.dispatcher.breakers(now))  # fmt: skip
 
     def _snapshot(self) -> DaemonStatus:
         now = self.controller.now
@@ -261,7 +271,10 @@ class Daemon:
                     source.follow(change)
                 else:
                     self._stale_sources.setdefault(id(source), change.old)
-            self._back = {id(change.old): change.back()}
+            # samples go by entity id (a board replaced under its name is still read as that name)
+            self._back = {
+                id(change.old): change.back() if change.jobs_only else by_id(change.old, change.new)
+            }
             batch = batch.reindexed(self._back[id(change.old)])
             summary = change.summary() or "job placements changed"
             log.info("world: %s", summary)
@@ -286,7 +299,7 @@ class Daemon:
             return batch
         back = self._back.get(id(built))
         if back is None:
-            back = self._back[id(built)] = world_change(built, self.topology).back()
+            back = self._back[id(built)] = by_id(built, self.topology)
         return batch.reindexed(back)
 
 

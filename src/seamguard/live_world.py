@@ -14,7 +14,7 @@ a change of the inventory rebuilds the topology (rare: nodes join or leave by ha
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -68,6 +68,9 @@ class LiveWorld:
         self._pending: Inventory | None = None
         self._scheduled = {j.job: j for j in scheduled}
         self._by_source: dict[str, tuple[JobRecord, ...]] = {}  # each source's last placements
+        # What a new inventory must pass before it is taken (raises InputError), beyond being read:
+        # the daemon's config names nodes (budget partitions) that must still exist.
+        self.check_inventory: Callable[[Inventory], None] | None = None
 
     def request_reload(self) -> None:
         """Re-read both files at the next tick whatever their stamps say (SIGHUP). Only sets a
@@ -122,6 +125,8 @@ class LiveWorld:
         if self.inventory_path is not None and self.inventory_path in due:
             try:
                 inventory = read_inventory(self.inventory_path)
+                if self.check_inventory is not None:
+                    self.check_inventory(inventory)
             except (InputError, OSError, ValueError) as exc:
                 self._bad[self.inventory_path] = _why(exc)
                 return False

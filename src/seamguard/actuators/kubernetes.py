@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from pydantic import Field
 
 from seamguard.actuators.base import Action, ActionResult, ActionStatus
+from seamguard.kube_connection import client_configuration
 from seamguard.strict_model import StrictModel
 
 OWNER_ANNOTATION = "seamguard.io/cordoned-by"
@@ -86,21 +87,11 @@ class ClientNodeApi:
 
     def __init__(self, config: KubernetesConfig) -> None:
         from kubernetes import client
-        from kubernetes import config as kube_config
 
-        if config.host is not None:
-            conf = client.Configuration()
-            conf.host = config.host
-            conf.verify_ssl = config.verify_ssl
-        elif config.in_cluster:
-            kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-            conf = client.Configuration.get_default_copy()
-        else:
-            conf = client.Configuration()
-            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=config.kubeconfig, context=config.context, client_configuration=conf
-            )
-        conf.retries = 0  # the guard retries, with backoff and a budget; no hidden retries underneath
+        # retries: 0 underneath, the guard retries, with backoff and a budget
+        conf = client_configuration(
+            config.host, config.verify_ssl, config.in_cluster, config.kubeconfig, config.context
+        )
         self._client = client
         self._api_client = client.ApiClient(conf)
         self._core = client.CoreV1Api(self._api_client)

@@ -77,11 +77,9 @@ def domain_incidence(topology: Topology, kinds: Sequence[DomainKind]) -> tuple[s
     for kind in kinds:
         if kind == "job":
             names = [j.job for j in topology.jobs]
-            pairs = [
-                (node_index[n], k) for k, j in enumerate(topology.jobs) for n in j.nodes if n in node_index
-            ]
-            r = np.array([p[0] for p in pairs], dtype=np.int64)
-            c = np.array([p[1] for p in pairs], dtype=np.int64)
+            placed = [n for j in topology.jobs for n in j.nodes]
+            r = np.fromiter((node_index.get(n, -1) for n in placed), dtype=np.int64, count=len(placed))
+            c = np.repeat(np.arange(len(names), dtype=np.int64), [len(j.nodes) for j in topology.jobs])
         else:
             ekind = EntityKind(kind)
             names = list(topology.names[ekind])
@@ -99,21 +97,28 @@ def domain_incidence(topology: Topology, kinds: Sequence[DomainKind]) -> tuple[s
     return matrix, labels
 
 
+def check_partitions(partitions: dict[str, PartitionConfig], names: Sequence[str]) -> None:
+    """Raise InputError naming the first partition whose patterns match none of ``names``: what
+    a new inventory is checked against before the daemon takes it (``live_world``)."""
+    for pname, part in partitions.items():
+        if part.nodes and not any(fnmatch.filter(names, pattern) for pattern in part.nodes):
+            raise InputError(f"safety.budgets.partitions.{pname}.nodes", f"{part.nodes} match no node")
+
+
 def partition_incidence(topology: Topology, partitions: dict[str, PartitionConfig]) -> sp.csr_matrix:
     """Node x partition incidence; a pattern list that matches no node is a config error."""
     names = topology.names[EntityKind.NODE]
+    check_partitions(partitions, names)
     n_nodes = len(names)
     index = {n: i for i, n in enumerate(names)}
     rows: list[IntArray] = []
     cols: list[IntArray] = []
-    for k, (pname, part) in enumerate(partitions.items()):
+    for k, part in enumerate(partitions.values()):
         if not part.nodes:
             members = np.arange(n_nodes, dtype=np.int64)
         else:
             matched = {n for pattern in part.nodes for n in fnmatch.filter(names, pattern)}
             members = np.array(sorted(index[n] for n in matched), dtype=np.int64)
-            if members.size == 0:
-                raise InputError(f"safety.budgets.partitions.{pname}.nodes", f"{part.nodes} match no node")
         rows.append(members)
         cols.append(np.full(members.size, k, dtype=np.int64))
     r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)

@@ -83,11 +83,13 @@ def storage_paths(
 class CheckpointLoop:
     """Plans every running job's checkpoints and remembers what it last journaled."""
 
-    def __init__(self, config: Config, topology: Topology) -> None:
+    def __init__(self, config: Config, topology: Topology, *, live_jobs: bool = False) -> None:
+        """``live_jobs``: the job table changes while it runs (the daemon), so settings may name a
+        job not running yet; otherwise a name the job table lacks is refused (a typo)."""
         self.config = config
         self.topology = topology
         unknown = sorted(set(config.checkpoint.jobs) - {j.job for j in topology.jobs})
-        if unknown:
+        if unknown and not live_jobs:
             raise ValueError(f"checkpoint.jobs names job(s) not in the job table: {', '.join(unknown)}")
         n = len(topology.jobs)
         self._journaled = np.full(n, -1, dtype=np.int64)  # last journaled choice per job

@@ -106,6 +106,7 @@ class Controller:
         epoch: int = 0,
         mode: str = "advise",
         plan_checkpoints: bool = True,
+        live_jobs: bool = False,
     ) -> None:
         self.topology = topology
         self.config = config
@@ -132,7 +133,10 @@ class Controller:
         self._counted_rate = nominal_rates(config.hazard, topology)[self._counted]
         self.new_failures = 0  # hard failures (one per node) the last tick saw
         # Off when the caller plans over several controllers' hazards at once (the twin's cells).
-        self.checkpoint_loop = CheckpointLoop(config, topology) if plan_checkpoints else None
+        # ``live_jobs``: the job table will change (``apply_world``); checkpoint settings may name jobs to come.
+        self.checkpoint_loop = (
+            CheckpointLoop(config, topology, live_jobs=live_jobs) if plan_checkpoints else None
+        )
         self._pairs: tuple[Workload, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] | None = None
         self._hazard: JobHazard | None = None
         self._nominal_rate = nominal_rates(config.hazard, topology)

@@ -33,7 +33,7 @@ from seamguard.control.storm import StormBrake, StormConfig
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
-from seamguard.model.world import WorldChange
+from seamguard.model.world import WorldChange, by_name
 from seamguard.strict_model import StrictModel
 
 IntArray = npt.NDArray[np.int64]
@@ -196,17 +196,31 @@ class SafetyLayer:
     def carry_over(self, change: WorldChange, now: float) -> list[NoticeRecord]:
         """Onto ``change.new``: holds, queue, repeat history and budgets kept for nodes that stay.
         A held node that left the inventory is dropped from the ledger with a notice, and no
-        resume is ever sent for it (there is nothing left to resume)."""
+        resume is ever sent for it (there is nothing left to resume). A held node whose hardware
+        changed under its name is held as on a restart: released after the recovery delay
+        unless the engine, judging the new hardware, wants it out."""
         self.topology = change.new
         self._nodes_cache = {}
         self.brake.carry_over(change)
         if change.same(EntityKind.NODE):
+            if "job" in self.config.budgets.domain_kinds:  # the job domains are the jobs running now
+                self.budgets = self.budgets.carried_over(change.new, change.kind(EntityKind.NODE))
             return []
-        fwd = change.kind(EntityKind.NODE)
-        back = change.back(EntityKind.NODE)
+        # By name: the ledger is about the scheduler's nodes, and a node whose hardware changed
+        # under its name (``world_change``) is still drained there.
+        fwd = by_name(change.old, change.new, EntityKind.NODE)
+        back = np.full(change.old.count(EntityKind.NODE), -1, dtype=np.int64)
+        back[fwd[fwd >= 0]] = np.flatnonzero(fwd >= 0)
         gone = sorted(f"node/{self.node_names[n]}" for n in self._held if back[n] < 0)
         self._held = {int(back[n]): q for n, q in self._held.items() if back[n] >= 0}
         self._history = {int(back[n]): h for n, h in self._history.items() if back[n] >= 0}
+        for n in np.flatnonzero((fwd >= 0) & (change.kind(EntityKind.NODE) < 0)).tolist():
+            held = self._held.get(n)
+            if held is not None:  # new hardware: no cause of the old is left to recover; it is healthy
+                held.causes = {
+                    f"node/{change.new.names[EntityKind.NODE][n]}": now
+                }  # from now, as on a restart
+                held.release_at = now + self.recovery_delay(n, now)
         queue: list[_Queued] = []
         for q in self._queue:
             nodes = back[q.nodes]

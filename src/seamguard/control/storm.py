@@ -20,7 +20,7 @@ from pydantic import Field
 
 from seamguard.journal.records import NoticeRecord
 from seamguard.model.topology import Topology
-from seamguard.model.world import WorldChange
+from seamguard.model.world import WorldChange, carry
 from seamguard.strict_model import StrictModel
 
 log = logging.getLogger("seamguard.control.storm")
@@ -75,7 +75,10 @@ class StormBrake:
 
     def carry_over(self, change: WorldChange) -> None:
         """Entities in the window that stay are counted still; those that left are not."""
-        self.domains = {k: entity_domains(change.new, k) for k in self.config.spread_kinds}
+        if change.jobs_only:  # no GPU depends on a job (its domain is -1): the others keep theirs
+            self.domains = {k: carry(v, change.entities, -1) for k, v in self.domains.items()}
+        else:
+            self.domains = {k: entity_domains(change.new, k) for k in self.config.spread_kinds}
         moved = change.back()[self._gidx]
         self._ts, self._gidx = self._ts[moved >= 0], moved[moved >= 0]
 

@@ -102,14 +102,49 @@ def carry(values: ArrayT, mapping: IntArray, fill: object, axis: int = 0) -> Arr
 
 
 def world_change(old: Topology, new: Topology) -> WorldChange:
-    """Match two topologies by entity id (any change: the inventory's included)."""
-    kinds: dict[EntityKind, IntArray] = {}
-    for kind in KINDS:
-        where = {name: i for i, name in enumerate(old.names[kind])}
-        kinds[kind] = np.fromiter(
-            (where.get(name, -1) for name in new.names[kind]), dtype=np.int64, count=len(new.names[kind])
-        )
+    """Match two topologies by entity id (any change: the inventory's included). A node whose GPU
+    model or GPU count changed under the same name is other hardware: it, its GPUs, their MIG
+    instances and its uplink count as having left and joined (nothing learnt of the old carries)."""
+    kinds = {kind: by_name(old, new, kind) for kind in KINDS}
+    _rebuilt_nodes_join(old, new, kinds)
     return WorldChange(old, new, kinds, _global_map(old, new, kinds), jobs_only=False)
+
+
+def by_name(old: Topology, new: Topology, kind: EntityKind) -> IntArray:
+    """New local index -> old local index of the same name (-1: none), for one kind."""
+    where = {name: i for i, name in enumerate(old.names[kind])}
+    names = new.names[kind]
+    return np.fromiter((where.get(name, -1) for name in names), dtype=np.int64, count=len(names))
+
+
+def by_id(old: Topology, new: Topology) -> IntArray:
+    """Old global index -> new, by entity id alone (-1: no such id now): where a sample about an
+    entity goes. Unlike ``WorldChange.back``, hardware replaced under its name keeps its index,
+    since a reading names the entity, not what was learnt of it."""
+    return np.fromiter((new.index.get(eid, -1) for eid in old.ids), dtype=np.int64, count=old.n_entities)
+
+
+def _rebuilt_nodes_join(old: Topology, new: Topology, kinds: dict[EntityKind, IntArray]) -> None:
+    """Unmatch (``-1``) the nodes whose GPU model or count changed, and what sits on them."""
+    nodes = kinds[EntityKind.NODE]
+    kept = np.flatnonzero(nodes >= 0)
+    if kept.size == 0:
+        return
+    before = nodes[kept]
+    old_models = np.array([*old.models, ""], dtype=object)[old.node_model[before]]
+    new_models = np.array([*new.models, ""], dtype=object)[new.node_model[kept]]
+    old_gpus = np.bincount(old.gpu_node, minlength=old.count(EntityKind.NODE))[before]
+    new_gpus = np.bincount(new.gpu_node, minlength=new.count(EntityKind.NODE))[kept]
+    other = kept[(old_models != new_models) | (old_gpus != new_gpus)]
+    if other.size == 0:
+        return
+    rebuilt = np.zeros(new.count(EntityKind.NODE), dtype=bool)
+    rebuilt[other] = True
+    nodes[other] = -1
+    kinds[EntityKind.LINK][rebuilt] = -1  # link/<node>: one per node, in node order
+    gpus = rebuilt[new.gpu_node]
+    kinds[EntityKind.GPU][gpus] = -1
+    kinds[EntityKind.MIG][gpus[new.mig_gpu]] = -1
 
 
 def _global_map(old: Topology, new: Topology, kinds: dict[EntityKind, IntArray]) -> IntArray:

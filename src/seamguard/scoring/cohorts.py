@@ -101,6 +101,7 @@ def translate_groups(cohort: str, kind: EntityKind, groups: IntArray, change: Wo
     base = np.where(groups >= 0, groups // n_types_old, groups) if split else groups.copy()
     if cohort in _GROUP_KIND:
         back = change.back(_GROUP_KIND[cohort])
+        back = np.where(back >= 0, back, GONE)  # a job that ended left its members idle: they moved
         table = np.append(back, len(new.jobs) if cohort == "work" else GONE)  # "work": the idle group
         base = np.where(base >= 0, table[np.clip(base, 0, back.size)], base)
     elif cohort == "model":

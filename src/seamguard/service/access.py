@@ -75,10 +75,6 @@ class AccessPolicy:
                 return r.role
         return Role.ADMIN
 
-    def with_rules(self, *extra: Rule) -> AccessPolicy:
-        """Rules added by later routes (operator endpoints) take precedence over the defaults."""
-        return AccessPolicy((*extra, *self.rules))
-
 
 def allows(roles: frozenset[Role], needed: Role) -> bool:
     return any(needed in GRANTS[r] for r in roles)

@@ -37,7 +37,8 @@ def create_app(
         app.add_middleware(AuthMiddleware, security=security)
 
     # The probes take no lock: a tick that holds it for seconds must not make the process look dead.
-    # The job table is fixed at start and the tick time is one float, read whole.
+    # The topology is replaced whole by a world change (one reference read) and the tick time is
+    # one float, read whole.
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
         return {"status": "ok", "jobs": len(controller.topology.jobs)}

@@ -14,21 +14,19 @@ import math
 from collections import Counter as TallyCounter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from seamguard.control.safety import SafetyLayer
 from seamguard.journal.records import ActionResultRecord, TransitionRecord
 from seamguard.model.states import State
-from seamguard.model.topology import KINDS
+from seamguard.model.topology import KINDS, Topology
 from seamguard.telemetry.sources.push import PushSource
-
-if TYPE_CHECKING:
-    from seamguard.daemon import Daemon
 
 BREAKER_STATES = ("closed", "open", "half_open")
 BUDGETS = ("fleet", "hour", "domain")
@@ -184,14 +182,21 @@ def metrics_router(metrics: DaemonMetrics) -> APIRouter:
     return router
 
 
-def daemon_view(daemon: Daemon) -> MetricsView:
-    """The gauges' snapshot, taken by the daemon's own thread at the end of a step: one bincount
-    over every entity, one sparse product for the domains."""
-    topo = daemon.topology
+def daemon_view(
+    topology: Topology,
+    state: npt.NDArray[np.int64],
+    now: float,
+    active: Iterable[tuple[str, str, str]],
+    sources: Sequence[str],
+    safety: SafetyLayer,
+    breakers: Mapping[str, str],
+) -> MetricsView:
+    """The gauges' snapshot, taken by the daemon's own thread at the end of a step from its parts
+    (``state``: each entity's, ``active``: the notices active now as (source, where, message)):
+    one bincount over every entity, one sparse product for the domains."""
     n_states = len(State)
-    state = daemon.controller.classifier.state
     counts = np.bincount(
-        topo.kind_code.astype(np.int64) * n_states + state, minlength=len(KINDS) * n_states
+        topology.kind_code.astype(np.int64) * n_states + state, minlength=len(KINDS) * n_states
     ).reshape(len(KINDS), n_states)
     states = {
         (kind.value, State(j).label): int(counts[i, j])
@@ -199,14 +204,11 @@ def daemon_view(daemon: Daemon) -> MetricsView:
         if counts[i].any()
         for j in range(n_states)
     }
-    failing = {
-        src for src, where, msg in daemon.latch.active if where == "collect" and msg.startswith("failed")
-    }
-    active = TallyCounter(src for src, _, _ in daemon.latch.active)
-    sources = tuple(SourceHealth(s.name, s.name not in failing, active[s.name]) for s in daemon.sources)
-    safety = daemon.safety
+    notices = list(active)
+    failing = {src for src, where, msg in notices if where == "collect" and msg.startswith("failed")}
+    tally = TallyCounter(src for src, _, _ in notices)
+    health = tuple(SourceHealth(name, name not in failing, tally[name]) for name in sources)
     budgets = safety.budgets
-    now = float(daemon.controller.now)
     held = int(budgets.quarantined.sum())
     used = {"fleet": held, "hour": budgets.started_last_hour(now) if math.isfinite(now) else 0}
     limit = {"fleet": budgets.fleet_bound(), "hour": budgets.hour_bound()}
@@ -219,12 +221,12 @@ def daemon_view(daemon: Daemon) -> MetricsView:
     return MetricsView(
         now=now,
         states=states,
-        sources=sources,
+        sources=health,
         storm_reason=safety.brake.reason if safety.brake.engaged else "",
         budget_used=used,
         budget_limit=limit,
         budget_domain=domain,
         quarantined=len(safety.quarantined()),
         queued=len(safety.queued()),
-        breakers=dict(daemon.dispatcher.breakers(now)),
+        breakers=dict(breakers),
     )

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from seamguard.kube_connection import client_configuration
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord
 from seamguard.model.topology import Topology
@@ -59,21 +60,11 @@ class ClientPodPages:
 
     def __init__(self, config: KubernetesSourceConfig) -> None:
         from kubernetes import client
-        from kubernetes import config as kube_config
 
-        if config.host is not None:
-            conf = client.Configuration()
-            conf.host = config.host
-            conf.verify_ssl = config.verify_ssl
-        elif config.in_cluster:
-            conf = client.Configuration()
-            kube_config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
-        else:
-            conf = client.Configuration()
-            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=config.kubeconfig, context=config.context, client_configuration=conf
-            )
-        conf.retries = 0  # a failed poll is noticed and retried at the next one, not hidden
+        # retries: 0 underneath, a failed poll is noticed and retried at the next one, not hidden
+        conf = client_configuration(
+            config.host, config.verify_ssl, config.in_cluster, config.kubeconfig, config.context
+        )
         self._core = client.CoreV1Api(client.ApiClient(conf))
         self._config = config
 

@@ -48,7 +48,7 @@ from pydantic_core import from_json
 
 from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.topology import Topology
-from seamguard.model.world import WorldChange
+from seamguard.model.world import WorldChange, by_id
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.replay import MAX_UNKNOWN_KEYS
 from seamguard.telemetry.sources.base import Collected, SourceNotice
@@ -304,7 +304,7 @@ class PushSource:
     def follow(self, change: WorldChange) -> None:
         """Entity names resolve in the new world from now on; rows queued under the old one are
         re-indexed (rows of entities that left are dropped)."""
-        back = change.back()
+        back = change.back() if change.jobs_only else by_id(change.old, change.new)  # rows name entities
         with self._queue.lock:
             self._entities = change.new.index
             parts = [b.reindexed(back) for b in self._queue.parts]

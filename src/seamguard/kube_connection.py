@@ -1,0 +1,33 @@
+"""How seamguard reaches a Kubernetes API server, for the placement source and the actuator alike.
+
+The official client is imported only when a connection is made, so that loading a config never
+pulls it in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def client_configuration(
+    host: str | None, verify_ssl: bool, in_cluster: bool, kubeconfig: str | None, context: str | None
+) -> Any:
+    """The official client's ``Configuration``: ``host`` when given, else the pod's ServiceAccount
+    (``in_cluster``), else the kubeconfig (``$KUBECONFIG``, ``~/.kube/config``). Loaded into its
+    own object, never the client's process-wide default; no retries underneath (the caller
+    retries, or the next poll does)."""
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    conf = client.Configuration()
+    if host is not None:
+        conf.host = host
+        conf.verify_ssl = verify_ssl
+    elif in_cluster:
+        kube_config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
+    else:
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context, client_configuration=conf
+        )
+    conf.retries = 0
+    return conf

@@ -13,9 +13,11 @@ has the tokens of every role, helpers to call the API, and ``wait_ticks``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +36,8 @@ from seamguard.daemon import Daemon, run_daemon
 from seamguard.journal.records import AuditRecord
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.service.auth import new_token, token_line
-from seamguard.service.sections import Role
+from seamguard.service.connections import FD_RESERVE, usable_max_open
+from seamguard.service.sections import ConnectionLimits, Role
 from seamguard.service.server import RunningServer
 from tests.http_stub import serve
 from tests.test_daemon import write_inventory, write_jobs
@@ -129,8 +132,17 @@ def push_config() -> dict[str, Any]:
 
 
 @pytest.fixture
+def service_config() -> dict[str, Any]:
+    """``service`` keys beside ``auth`` (``connections``); a test parametrizes it."""
+    return {}
+
+
+@pytest.fixture
 def live(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, push_config: dict[str, Any]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    push_config: dict[str, Any],
+    service_config: dict[str, Any],
 ) -> Iterator[LiveDaemon]:
     Hook.received = []
     monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", "hook-secret")
@@ -157,7 +169,7 @@ def live(
                     "kinds": ["drain_node", "cordon_node"],
                 }
             },
-            "service": {"auth": {"tokens_file": str(tokens_file)}},
+            "service": {"auth": {"tokens_file": str(tokens_file)}, **service_config},
         }
         cfg_path = tmp_path / "sg.yaml"
         cfg_path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -415,3 +427,95 @@ def test_one_pushers_flood_does_not_starve_another(live: LiveDaemon) -> None:
     assert flooded.status_code == 429 and int(flooded.headers["retry-after"]) >= 1
     assert "principal pusher" in flooded.text
     assert live.push(body, "pusher2").status_code == 202
+
+
+# ---- connections: slowloris and floods of sockets -------------------------------------------
+
+
+def open_socket(live: LiveDaemon, source: str = "127.0.0.1") -> socket.socket:
+    host, port = live.url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0))
+
+
+def answer_of(sock: socket.socket, timeout_s: float) -> bytes:
+    """What the server sent before closing, or b"" if it neither answered nor closed in time."""
+    sock.settimeout(timeout_s)
+    out = b""
+    try:
+        while chunk := sock.recv(4096):
+            out += chunk
+    except TimeoutError:
+        return b""
+    return out
+
+
+def pusher_from(live: LiveDaemon, source: str) -> httpx.Client:
+    """A client on another loopback address: another host, as far as the server can tell."""
+    return httpx.Client(
+        base_url=live.url, trust_env=False, timeout=10,
+        transport=httpx.HTTPTransport(local_address=source),
+        headers={"Authorization": f"Bearer {live.tokens['pusher']}"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("service_config", [{"connections": {"head_timeout_s": 1.5, "per_client": 8}}])
+def test_a_slowloris_is_cut_off_and_does_not_lock_out_other_hosts(live: LiveDaemon) -> None:
+    """Eight sockets dripping a header byte every half second (a drip resets no timer) are
+    answered 408 and closed once the head timeout passes; meanwhile a ninth from the same address
+    is turned away at once, and a pusher on another address is served."""
+    drips = [open_socket(live) for _ in range(8)]
+    for s in drips:
+        s.sendall(b"POST /v1/push HTTP/1.1\r\nHost: x\r\n")
+    ninth = open_socket(live)
+    assert b"503" in answer_of(ninth, 5) and b"from this address" in answer_of(open_socket(live), 5)
+    with pusher_from(live, "127.0.0.2") as other:
+        assert other.post("/v1/push", json=forged_xid(time.time())).status_code == 202
+    for _ in range(8):  # 4 s of drips: twice the timeout, which they would outlive had a byte reset it
+        time.sleep(0.5)
+        for s in drips:
+            with contextlib.suppress(OSError):
+                s.sendall(b"X")
+    answers = [answer_of(s, 0.2) for s in drips]  # already answered and closed, not waited for
+    assert all(a.startswith(b"HTTP/1.1 408") and b"did not arrive within 1.5 s" in a for a in answers)
+    with pusher_from(live, "127.0.0.1") as same:  # the address's sockets were given back
+        assert same.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("service_config", [{"connections": {"max_open": 6, "per_client": 100}}])
+def test_connections_past_max_open_are_refused_at_once_not_held(live: LiveDaemon) -> None:
+    idle = [open_socket(live) for _ in range(6)]
+    late = answer_of(open_socket(live, "127.0.0.3"), 5)
+    assert late.startswith(b"HTTP/1.1 503") and b"too many connections" in late
+    for s in idle:
+        s.close()
+    time.sleep(0.3)
+    with pusher_from(live, "127.0.0.3") as other:
+        assert other.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("push_config", [{"body_timeout_s": 1.0}])
+def test_a_slow_push_body_is_refused_with_408_and_nothing_queued(live: LiveDaemon) -> None:
+    """A pusher that passed authentication and the rate check, then sends its body a byte at a
+    time: refused once the body deadline passes, whatever the bytes' pace."""
+    sock = open_socket(live)
+    body = json.dumps(forged_xid(time.time())).encode()
+    sock.sendall(
+        b"POST /v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {live.tokens['pusher']}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
+    started = time.monotonic()
+    for byte in body[:4]:  # a byte each 0.2 s: a per-chunk timeout of 1 s would never fire
+        sock.sendall(bytes([byte]))
+        time.sleep(0.2)
+    answer = answer_of(sock, 5)
+    assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in answer, answer
+    assert time.monotonic() - started < 4
+    live.assert_untouched()
+
+
+def test_max_open_leaves_descriptors_to_the_rest_of_the_daemon() -> None:
+    """With ``ulimit -n`` 1024, 4,096 connections could never be held: the cap is lowered so that
+    the journal, the sources and the actuators still get a descriptor."""
+    limits = ConnectionLimits()
+    assert usable_max_open(limits, soft_nofile=1024) == 1024 - FD_RESERVE
+    assert usable_max_open(limits, soft_nofile=1 << 20) == limits.max_open

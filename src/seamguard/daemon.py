@@ -444,7 +444,8 @@ def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = 
     push = daemon.push
     if push is not None and daemon.config.sources.push is not None:
         app.include_router(push.router(daemon.config.sources.push.path))
-    return serve_in_thread(app, host, port, tls=daemon.config.service.tls)
+    service = daemon.config.service
+    return serve_in_thread(app, host, port, tls=service.tls, connections=service.connections)
 
 
 def _print_step(console: Console, report: StepReport) -> None:

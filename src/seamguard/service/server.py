@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
-from seamguard.service.sections import TlsConfig
+from seamguard.service.connections import protocol_kwargs
+from seamguard.service.sections import ConnectionLimits, TlsConfig
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,15 @@ def serve_in_thread(
     port: int = 0,
     start_timeout_s: float = 10.0,
     tls: TlsConfig | None = None,
+    connections: ConnectionLimits | None = None,
 ) -> RunningServer:
     """Serve ``app`` on ``host:port`` (0: a free port) and return once it accepts connections.
 
     With ``tls``, over HTTPS only; with ``tls.client_ca``, a client must present a certificate
     signed by that CA (mutual TLS) or the handshake fails. uvicorn does not pass the peer's
     certificate to the app, so mTLS admits the connection and the bearer token still names the
-    principal and its roles (``docs/security.md``)."""
+    principal and its roles (``docs/security.md``). ``connections`` bounds how many connections
+    are held, from one address, and how long a request's head may take (``service.connections``)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -63,7 +66,8 @@ def serve_in_thread(
             "ssl_ca_certs": str(tls.client_ca) if tls.client_ca is not None else None,
             "ssl_cert_reqs": ssl.CERT_REQUIRED if tls.client_ca is not None else ssl.CERT_NONE,
         }
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **ssl_args))  # type: ignore[arg-type]
+    limits = protocol_kwargs(connections if connections is not None else ConnectionLimits())
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **ssl_args, **limits))  # type: ignore[arg-type]
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="seamguard-service", daemon=True
     )

@@ -30,6 +30,7 @@ rows per second and may hold at most a share of the queue; past either, 429 with
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -55,6 +56,7 @@ from seamguard.telemetry.sources.base import Collected, SourceNotice
 from seamguard.telemetry.sources.push_checks import TimeWindow, ValueScreen
 from seamguard.telemetry.sources.push_limits import RateLimit, RowBuckets
 from seamguard.telemetry.sources.sections import (
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_BURST_ROWS,
     DEFAULT_CAPACITY_ROWS,
     DEFAULT_MAX_BODY_BYTES,
@@ -70,6 +72,7 @@ MAX_LISTED_UNKNOWN = 20  # unknown names listed per map in one response (most ro
 MAX_NAME_CHARS = 200  # an unknown name is kept and echoed cut to this: a pushed name can be megabytes
 REASONS = {
     400: "malformed body",
+    408: "body too slow",
     413: "too large",
     415: "unsupported media type or encoding",
     422: "invalid fields",
@@ -243,6 +246,7 @@ class PushSource:
         *,
         capacity_rows: int = DEFAULT_CAPACITY_ROWS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
         retry_after_s: float = 30.0,
         window: TimeWindow | None = None,
         rate_limit: RateLimit | None = None,
@@ -257,6 +261,7 @@ class PushSource:
             raise ValueError(f"max_queue_share must be in (0, 1], got {max_queue_share}")
         self.name = name
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.retry_after_s = retry_after_s
         self.window = window if window is not None else TimeWindow()
         self.clock = clock
@@ -550,11 +555,19 @@ class PushSource:
             )
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadError(413, f"payload exceeds the limit of {limit:,} bytes")
-            chunks.append(chunk)
+        # A deadline on the whole body, not per chunk: a byte a second would meet any per-chunk
+        # timeout and hold the connection (and a share of the process's descriptors) for days.
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadError(413, f"payload exceeds the limit of {limit:,} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise PayloadError(
+                408, f"the body did not arrive within {self.body_timeout_s:g} s ({size:,} bytes received)"
+            ) from None
         body = b"".join(chunks)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("", "identity"):
@@ -584,6 +597,7 @@ class PushSource:
             response_model=PushResult,
             responses={
                 400: {"description": "not JSON, NDJSON or gzip"},
+                408: {"description": "the body did not arrive within body_timeout_s"},
                 413: {"description": "body over the size limit, or a batch larger than the queue, a client's share or burst"},
                 415: {"description": "a content-type other than JSON or NDJSON, or an unsupported content-encoding"},
                 422: {"description": "a field of the wrong type or length, or a stamp outside the window, named with its index"},
@@ -605,8 +619,9 @@ class PushSource:
                 headers = (
                     {"Retry-After": f"{max(1, math.ceil(exc.retry_after_s))}"}
                     if exc.retry_after_s is not None
+                    else {"Connection": "close"} if exc.status == 408  # the rest of the body is not awaited
                     else None
-                )
+                )  # fmt: skip
                 raise HTTPException(status_code=exc.status, detail=exc.detail, headers=headers) from None
 
         return router

@@ -14,6 +14,7 @@ from seamguard.telemetry.sources.registers import ModbusConfig
 from seamguard.telemetry.sources.slurm_commands import SlurmConfig
 
 DEFAULT_MAX_BODY_BYTES = 16 << 20  # a pushed payload past this is refused (413)
+DEFAULT_BODY_TIMEOUT_S = 60.0  # a body still arriving after this is refused (408): 16 MiB at ~2 Mbit/s
 DEFAULT_CAPACITY_ROWS = 2_000_000  # rows queued between ticks; past this a push is refused (503)
 # Sized in docs/facilities.md ("Limits"): 100,000 GPUs pushing ~10 signals every 10 s through four
 # principals is 25,000 rows/s each; a principal may push four times that, in batches up to a burst.
@@ -30,6 +31,9 @@ class PushConfig(StrictModel):
     path: str = "/v1/push"
     capacity_rows: int = Field(default=DEFAULT_CAPACITY_ROWS, ge=1, description="rows queued between ticks")
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
+    body_timeout_s: float = Field(
+        default=DEFAULT_BODY_TIMEOUT_S, gt=0, allow_inf_nan=False, description="to receive a whole body"
+    )
     max_future_s: float = Field(
         default=DEFAULT_MAX_FUTURE_S, ge=0, allow_inf_nan=False, description="stamps ahead of the clock"
     )

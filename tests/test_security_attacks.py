@@ -519,3 +519,28 @@ def test_max_open_leaves_descriptors_to_the_rest_of_the_daemon() -> None:
     limits = ConnectionLimits()
     assert usable_max_open(limits, soft_nofile=1024) == 1024 - FD_RESERVE
     assert usable_max_open(limits, soft_nofile=1 << 20) == limits.max_open
+
+
+@pytest.mark.parametrize("push_config", [{"rate_limit_rows_per_s": 1, "burst_rows": 1000}])
+def test_refused_batches_are_billed_so_they_cannot_keep_the_daemon_parsing(live: LiveDaemon) -> None:
+    """A refusal that cost nothing (a stamp in 2001, a body that does not parse) could be sent in
+    a loop: each is parsed whole, none was charged, the rate limit never engaged. Now a refused
+    body is billed like an accepted one, so the next is refused before its body is read."""
+    live.write_tokens(*ROLES, "pusher2")
+    time.sleep(1.1)  # the tokens file is looked at once a second at most
+    n = 1000
+    stale = {
+        "entity": [VICTIM] * n,
+        "signal": ["gpu.xid"] * n,
+        "timestamp": [978307200.0] * n,
+        "value": [79.0] * n,
+    }
+    assert live.push(stale, "pusher").status_code == 422
+    again = live.push(stale, "pusher")
+    assert again.status_code == 429 and "its bucket is empty" in again.json()["detail"], again.text
+    assert again.headers["retry-after"] == "1"  # the burst of 1,000 billed: a row back in 1 s
+    garbage = b'{"entity": [' + b'"x", ' * 4000  # 20,000 bytes that never close: 1,250 rows' worth
+    headers = {"Content-Type": "application/json"}
+    assert live.request("POST", "/v1/push", "pusher2", content=garbage, headers=headers).status_code == 400
+    assert live.request("POST", "/v1/push", "pusher2", content=garbage, headers=headers).status_code == 429
+    assert live.push(forged_xid(time.time()), "admin").status_code == 202  # another principal: its own bucket

@@ -376,8 +376,11 @@ def test_a_flooding_principal_gets_429_and_another_is_still_accepted(
     r = push(server, b"{not json", who="flood")  # an empty bucket: refused before the body is parsed
     assert r.status_code == 429 and r.headers["retry-after"] == "1"
     t["now"] = 0.5  # half the wait: 50 rows back, not 100
-    assert push(server, rows_of(100), who="flood").status_code == 429
-    assert push(server, rows_of(50), who="flood").status_code == 202
+    r = push(server, rows_of(100), who="flood")  # parsed, refused, and billed all the same
+    assert r.status_code == 429 and r.headers["retry-after"] == "2"  # 50 - 100 = -50: 150 rows short
+    assert push(server, rows_of(50), who="flood").status_code == 429  # in debt: refused unread
+    t["now"] = 2.0
+    assert push(server, rows_of(100), who="flood").status_code == 202
     t["now"] = 100.0  # idle long enough: a full bucket again, never more
     assert push(server, rows_of(1000), who="flood").status_code == 202
     assert push(server, rows_of(1), who="flood").status_code == 429
@@ -385,7 +388,7 @@ def test_a_flooding_principal_gets_429_and_another_is_still_accepted(
     assert r.status_code == 413 and "exceeds the burst of 1,000 rows" in r.json()["detail"]
     notices = [str(n) for n in src.collect(NOW).notices]
     assert "push POST /v1/push: payloads refused since the last tick: 429 rate limited" in notices
-    assert src.totals["429 rate limited"] == 4
+    assert src.totals["429 rate limited"] == 5
 
 
 def test_a_principal_may_hold_only_its_share_of_the_queue(

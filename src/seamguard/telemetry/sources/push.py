@@ -70,6 +70,7 @@ NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson
 MAX_ERRORS = 10  # validation errors listed in one 422
 MAX_LISTED_UNKNOWN = 20  # unknown names listed per map in one response (most rows first)
 MAX_NAME_CHARS = 200  # an unknown name is kept and echoed cut to this: a pushed name can be megabytes
+MIN_ROW_BYTES = 16  # no row is shorter: a body that does not parse is billed a row for each 16 bytes
 REASONS = {
     400: "malformed body",
     408: "body too slow",
@@ -163,11 +164,14 @@ class _Parsed:
 class PayloadError(Exception):
     """A refused payload: its HTTP status and what was wrong, for the client."""
 
-    def __init__(self, status: int, detail: Any, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, status: int, detail: Any, retry_after_s: float | None = None, charged: bool = False
+    ) -> None:
         super().__init__(str(detail))
         self.status = status
         self.detail = detail
         self.retry_after_s = retry_after_s
+        self.charged = charged  # the principal's bucket was already billed for this batch
 
 
 def _loc(loc: tuple[int | str, ...], line_base: list[int] | None = None) -> str:
@@ -322,8 +326,24 @@ class PushSource:
     def ingest(
         self, body: bytes, content_type: str = "application/json", principal: str = "local"
     ) -> PushResult:
-        """Validate, map and queue one payload (already decompressed); raises ``PayloadError``."""
-        parsed = self._parse(body, content_type)
+        """Validate, map and queue one payload (already decompressed); raises ``PayloadError``.
+
+        A refused payload is billed to the principal's bucket as an accepted one is (by its rows,
+        or by its size when it does not parse): parsing it cost the same, and a refusal that cost
+        nothing could be sent in a loop to keep the daemon busy parsing."""
+        try:
+            parsed = self._parse(body, content_type)
+        except PayloadError:
+            self.buckets.charge(principal, len(body) // MIN_ROW_BYTES, self.rate_clock())
+            raise
+        try:
+            return self._queue_parsed(parsed, principal)
+        except PayloadError as exc:
+            if not exc.charged:
+                self.buckets.charge(principal, len(parsed.entity), self.rate_clock())
+            raise
+
+    def _queue_parsed(self, parsed: _Parsed, principal: str) -> PushResult:
         self._check_window(parsed)
         n = len(parsed.entity)
         entities = self._entities
@@ -366,9 +386,9 @@ class PushSource:
                     f"and this batch has {len(batch):,}; nothing was kept, retry after the next tick",
                     self.retry_after_s,
                 )
-            wait = self.buckets.take(principal, n, self.rate_clock())
-            if wait > 0:
-                raise self._rate_limited(principal, n, wait)
+            if self.buckets.take(principal, n, self.rate_clock()) > 0:
+                wait = self.buckets.charge(principal, n, self.rate_clock())
+                raise self._rate_limited(principal, n, wait, charged=True)
             if len(batch):
                 q.parts.append(batch)
                 q.rows += len(batch)
@@ -427,7 +447,9 @@ class PushSource:
                 f"a batch of {rows:,} rows exceeds the burst of {burst:,.0f} rows one client may push at once; split it",
             )
 
-    def _rate_limited(self, principal: str, rows: int | None, wait: float) -> PayloadError:
+    def _rate_limited(
+        self, principal: str, rows: int | None, wait: float, charged: bool = False
+    ) -> PayloadError:
         """``rows`` None: refused before the body was read, its bucket being empty."""
         limit = self.buckets.limit
         what = "its bucket is empty" if rows is None else f"this batch of {rows:,} rows fits in {wait:.1f} s"
@@ -436,6 +458,7 @@ class PushSource:
             f"{principal} is over its rate of {limit.rows_per_s:,.0f} rows/s (burst {limit.burst_rows:,.0f}); "
             f"{what}; nothing was kept",
             wait,
+            charged,
         )
 
     def _count_refused(self, reason: str) -> None:

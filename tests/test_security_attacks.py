@@ -20,6 +20,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -544,3 +545,23 @@ def test_refused_batches_are_billed_so_they_cannot_keep_the_daemon_parsing(live:
     assert live.request("POST", "/v1/push", "pusher2", content=garbage, headers=headers).status_code == 400
     assert live.request("POST", "/v1/push", "pusher2", content=garbage, headers=headers).status_code == 429
     assert live.push(forged_xid(time.time()), "admin").status_code == 202  # another principal: its own bucket
+
+
+def test_a_scan_of_random_paths_and_methods_adds_a_row_per_route_not_per_path(live: LiveDaemon) -> None:
+    """The audit was keyed on the path as sent: an anonymous scan of random paths (or job names)
+    journaled up to 1,000 rows a tick, each with 200 characters the attacker chose."""
+    with httpx.Client(base_url=live.url, trust_env=False, timeout=10) as c:
+        for i in range(60):
+            assert c.get(f"/scan-{i}-%0A%1B[31m{'x' * 150}").status_code == 401
+            assert c.get(f"/v1/jobs/no-such-job-{i}/risk").status_code == 401
+            assert c.request(f"PROBE{i}", "/v1/push").status_code == 401
+    live.wait_ticks(2)
+    anon: Counter[tuple[str, str]] = Counter()
+    with live.journal() as j:
+        for r in j.audit():  # a row per key and tick: the scan spans a few ticks
+            anon[r.method, r.path] += r.count if r.principal == "anonymous" else 0
+    assert anon == {
+        ("GET", "(no route)"): 60,
+        ("GET", "/v1/jobs/{job}/risk"): 60,
+        ("(other)", "/v1/push"): 60,
+    }

@@ -33,7 +33,9 @@ import pytest
 import yaml
 from rich.console import Console
 
+from seamguard.config import config_from_mapping
 from seamguard.daemon import Daemon, run_daemon
+from seamguard.errors import InputError
 from seamguard.journal.records import AuditRecord
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.service.auth import new_token, token_line
@@ -565,3 +567,31 @@ def test_a_scan_of_random_paths_and_methods_adds_a_row_per_route_not_per_path(li
         ("GET", "/v1/jobs/{job}/risk"): 60,
         ("(other)", "/v1/push"): 60,
     }
+
+
+@pytest.mark.parametrize("push_config", [{"path": "/ingest/v2"}])
+def test_a_moved_push_path_is_the_one_the_table_guards(live: LiveDaemon) -> None:
+    body = forged_xid(time.time())
+    assert live.request("POST", "/ingest/v2", json=body).status_code == 401
+    assert live.request("POST", "/ingest/v2", "viewer", json=body).status_code == 403
+    assert live.request("POST", "/v1/push", "pusher", json=body).status_code == 403  # no rule: admin
+    assert live.request("POST", "/ingest/v2", "pusher", json=body).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        ("v1/push", "not a literal path"),  # served nowhere the table looks: the push silently dead
+        ("/v1/{p:path}", "not a literal path"),  # the router took /v1/a/b, the table judged [^/]+
+        ("/v1/{job}", "not a literal path"),  # POST /v1/status would have been a push
+        ("/v1/push/", "not a literal path"),
+        ("/v1//push", "not a literal path"),
+        ("/v1/%70ush", "not a literal path"),  # the router matches it decoded, the table as written
+        ("/v1/../push", "not a literal path"),
+        ("/healthz", "already serves"),  # POST to the public probe's path would be a push
+        ("/v1/jobs/x/risk", "already serves"),
+    ],
+)
+def test_a_push_path_the_table_and_router_would_read_apart_is_refused(path: str, why: str) -> None:
+    with pytest.raises(InputError, match=rf"sources\.push\.path: .*{why}"):
+        config_from_mapping({"sources": {"push": {"path": path}}})

@@ -4,8 +4,11 @@ Models only: loading a config imports no client library (``build`` makes the sou
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
 
+from pydantic import Field, field_validator
+
+from seamguard.service.access import VIEWER_PATHS
 from seamguard.strict_model import StrictModel
 from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.kubernetes_config import KubernetesSourceConfig
@@ -23,6 +26,10 @@ DEFAULT_MAX_AGE_S = 3600.0  # a backlog flushed after an outage of up to an hour
 DEFAULT_RATE_ROWS_PER_S = 100_000.0
 DEFAULT_BURST_ROWS = 1_000_000
 DEFAULT_MAX_QUEUE_SHARE = 0.5  # one principal may hold half the queue: a flood leaves the rest room
+# A literal path: the access table and the router must read it alike, so no template ({x},
+# {x:path}), no empty or dot segment, no trailing slash, nothing that percent-decoding changes.
+PUSH_PATH_RE = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+")
+TAKEN_PATHS = frozenset({"/healthz", "/readyz", *VIEWER_PATHS})  # the service's own routes
 
 
 class PushConfig(StrictModel):
@@ -47,6 +54,18 @@ class PushConfig(StrictModel):
     max_queue_share: float = Field(
         default=DEFAULT_MAX_QUEUE_SHARE, gt=0, le=1, description="of capacity_rows, per principal"
     )
+
+    @field_validator("path")
+    @classmethod
+    def _literal_path(cls, v: str) -> str:
+        if not PUSH_PATH_RE.fullmatch(v):
+            raise ValueError(
+                f"{v!r} is not a literal path: '/' then segments of letters, digits and . _ ~ -, "
+                "no template ({...}), empty or dot segment, or trailing slash"
+            )
+        if v in TAKEN_PATHS or v.startswith("/v1/jobs/"):
+            raise ValueError(f"{v!r} is a path the service already serves; choose another (default /v1/push)")
+        return v
 
 
 class SourcesConfig(StrictModel):

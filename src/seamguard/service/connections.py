@@ -17,6 +17,7 @@ import json
 import logging
 import resource
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -118,6 +119,23 @@ def bounded_protocol(limits: ConnectionLimits, max_open: int) -> type[H11Protoco
             self.transport.close()
 
     return BoundedH11Protocol
+
+
+def handshake_bounded_loop(timeout_s: float) -> Callable[[], asyncio.AbstractEventLoop]:
+    """An event loop factory whose TLS servers give up on a handshake after ``timeout_s``.
+
+    A TLS connection reaches the protocol (and its bounds above) only once its handshake is
+    done; until then asyncio holds it for its default 60 s, so a client that opens sockets and
+    never says hello would hold descriptors uncounted. uvicorn passes no handshake timeout to
+    ``create_server``, so the loop adds one."""
+
+    class HandshakeBoundedLoop(asyncio.SelectorEventLoop):
+        async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+            if kwargs.get("ssl") is not None:
+                kwargs.setdefault("ssl_handshake_timeout", timeout_s)
+            return await super().create_server(*args, **kwargs)
+
+    return HandshakeBoundedLoop
 
 
 def protocol_kwargs(limits: ConnectionLimits) -> dict[str, Any]:

@@ -6,6 +6,7 @@ socket is bound here, before the thread starts, so port 0 (any free port) yields
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
-from seamguard.service.connections import protocol_kwargs
+from seamguard.service.connections import handshake_bounded_loop, protocol_kwargs
 from seamguard.service.sections import ConnectionLimits, TlsConfig
 
 
@@ -66,11 +67,16 @@ def serve_in_thread(
             "ssl_ca_certs": str(tls.client_ca) if tls.client_ca is not None else None,
             "ssl_cert_reqs": ssl.CERT_REQUIRED if tls.client_ca is not None else ssl.CERT_NONE,
         }
-    limits = protocol_kwargs(connections if connections is not None else ConnectionLimits())
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **ssl_args, **limits))  # type: ignore[arg-type]
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="seamguard-service", daemon=True
+    bounds = connections if connections is not None else ConnectionLimits()
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="off", **ssl_args, **protocol_kwargs(bounds))  # type: ignore[arg-type]
     )
+
+    def run() -> None:  # uvicorn's own run, on a loop that bounds TLS handshakes
+        with asyncio.Runner(loop_factory=handshake_bounded_loop(bounds.head_timeout_s)) as runner:
+            runner.run(server.serve(sockets=[sock]))
+
+    thread = threading.Thread(target=run, name="seamguard-service", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout_s
     while not server.started:

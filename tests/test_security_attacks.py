@@ -58,11 +58,14 @@ class Hook(BaseHTTPRequestHandler):
     """The webhook actuator's peer: every POST it receives is a drain (or resume) carried out."""
 
     received: ClassVar[list[dict[str, Any]]] = []
+    answer: ClassVar[bytes] = b""  # the body of its 200
 
     def do_POST(self) -> None:
         Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(200)
+        self.send_header("Content-Length", str(len(Hook.answer)))
         self.end_headers()
+        self.wfile.write(Hook.answer)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -147,7 +150,7 @@ def live(
     push_config: dict[str, Any],
     service_config: dict[str, Any],
 ) -> Iterator[LiveDaemon]:
-    Hook.received = []
+    Hook.received, Hook.answer = [], b""
     monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", "hook-secret")
     secrets, lines = make_tokens()
     tokens_file = tmp_path / "tokens"
@@ -595,3 +598,18 @@ def test_a_moved_push_path_is_the_one_the_table_guards(live: LiveDaemon) -> None
 def test_a_push_path_the_table_and_router_would_read_apart_is_refused(path: str, why: str) -> None:
     with pytest.raises(InputError, match=rf"sources\.push\.path: .*{why}"):
         config_from_mapping({"sources": {"push": {"path": path}}})
+
+
+def test_a_peers_text_in_an_action_detail_cannot_stop_the_daemon(live: LiveDaemon) -> None:
+    """The daemon prints each action's detail, which carries the peer's answer (the webhook's
+    body, an API's message), through rich: an answer holding ``[/]`` raised MarkupError in the
+    main loop and stopped the daemon."""
+    Hook.answer = b"ok [/] [bold red]not markup"
+    assert live.push(forged_xid(time.time()), "pusher").status_code == 202
+    deadline = time.monotonic() + 20
+    while not Hook.received and time.monotonic() < deadline:
+        live.wait_ticks(1)
+    assert Hook.received
+    live.wait_ticks(3)  # still ticking
+    with live.journal() as j:
+        assert any("ok [/] [bold red]not markup" in a.detail for a in j.action_results())

@@ -500,3 +500,21 @@ def test_a_bad_push_setting_is_named(key: str, value: Any, expected: str) -> Non
     with pytest.raises((InputError, ValueError)) as err:
         config_from_mapping({"sources": {"push": {key: value}}})
     assert expected in str(err.value)
+
+
+def test_a_second_gzip_member_is_refused_not_dropped_in_silence(
+    topo: Topology, serve: Callable[[PushSource], RunningServer]
+) -> None:
+    """gzip(rows) + gzip(more rows): only the first member was read and the rest dropped unsaid."""
+    src = pinned(topo)
+    server = serve(src)
+    two = gzip.compress(json.dumps(rows_of(2)).encode()) + gzip.compress(json.dumps(rows_of(3)).encode())
+    r = push(server, two, **{"content-encoding": "gzip"})
+    assert r.status_code == 400 and "follow the end of the gzip stream" in r.json()["detail"], r.text
+    assert src.queued_rows == 0
+    assert (
+        push(
+            server, gzip.compress(json.dumps(rows_of(2)).encode()), **{"content-encoding": "gzip"}
+        ).status_code
+        == 202
+    )

@@ -607,6 +607,11 @@ class PushSource:
             raise PayloadError(413, f"decompressed payload exceeds the limit of {limit:,} bytes")
         if not inflater.eof:
             raise PayloadError(400, "gzip body is truncated")
+        if inflater.unused_data:  # a second gzip member (or junk) would be dropped in silence
+            raise PayloadError(
+                400,
+                f"{len(inflater.unused_data):,} bytes follow the end of the gzip stream; send one gzip member",
+            )
         return out
 
     def router(self, path: str = "/v1/push") -> APIRouter:

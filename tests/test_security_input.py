@@ -518,3 +518,18 @@ def test_a_second_gzip_member_is_refused_not_dropped_in_silence(
         ).status_code
         == 202
     )
+
+
+def test_an_integer_past_the_float_range_is_refused_saying_so(
+    topo: Topology, serve: Callable[[PushSource], RunningServer]
+) -> None:
+    """It was refused as if it were no number ("a JSON number or null is required, got 1000...")."""
+    server = serve(pinned(topo))
+    body = b'{"entity": ["gpu/n01/0"], "signal": ["gpu.temp_c"], "timestamp": [%d], "value": [1%s]}' % (
+        int(NOW),
+        b"0" * 400,
+    )
+    r = push(server, body)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == "value[0]"
+    assert "an integer of 401 digits is past the float range" in r.json()["detail"][0]["msg"]

@@ -190,7 +190,13 @@ def _loc(loc: tuple[int | str, ...], line_base: list[int] | None = None) -> str:
 def _msg(err: Any) -> str:
     """pydantic's message, with what was sent when a number was expected (a quoted "95", a true)."""
     if err["type"] in ("float_type", "float_parsing"):
-        sent = repr(err.get("input"))
+        given = err.get("input")
+        if isinstance(given, int) and not isinstance(given, bool):  # an integer no float holds
+            return (
+                f"an integer of {len(str(abs(given))):,} digits is past the float range (about 1.8e308): "
+                "a JSON number written as a float (1e999) is counted as non-finite, an integer this long is refused"
+            )
+        sent = repr(given)
         sent = sent if len(sent) <= 40 else sent[:37] + "..."
         return f"{err['msg']}: a JSON number or null is required, got {sent}"
     return str(err["msg"])

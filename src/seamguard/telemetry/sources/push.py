@@ -38,7 +38,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -70,6 +70,10 @@ NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson
 MAX_ERRORS = 10  # validation errors listed in one 422
 MAX_LISTED_UNKNOWN = 20  # unknown names listed per map in one response (most rows first)
 MAX_NAME_CHARS = 200  # an unknown name is kept and echoed cut to this: a pushed name can be megabytes
+# pydantic lists every error of what it validates: 5 million "{}" rows were 20 million error
+# objects (10 GB, 30 s). Rows are validated this many at a time, stopping at the first chunk with errors.
+CHUNK_ROWS = 10_000
+MAX_PARSING = 2  # payloads parsed at once; more gain nothing under the GIL and multiply the memory
 MIN_ROW_BYTES = 16  # no row is shorter: a body that does not parse is billed a row for each 16 bytes
 REASONS = {
     400: "malformed body",
@@ -118,6 +122,7 @@ class PushRows(BaseModel):
 
 
 _NDJSON = TypeAdapter(list[PushRow])
+Model = TypeVar("Model", PushColumns, PushRows)
 _ROW = TypeAdapter(PushRow)
 
 
@@ -202,14 +207,31 @@ def _msg(err: Any) -> str:
     return str(err["msg"])
 
 
-def _invalid(exc: ValidationError, line_base: list[int] | None = None) -> PayloadError:
-    errs = exc.errors()
+def _shifted(exc: ValidationError, start: int) -> list[Any]:
+    """``exc``'s errors with the row index (the first int in each loc) moved by ``start``."""
+    out = []
+    for e in exc.errors():
+        loc = list(e["loc"])
+        at = next((k for k, p in enumerate(loc) if isinstance(p, int)), None)
+        if at is not None:
+            loc[at] = int(loc[at]) + start
+        out.append({**e, "loc": tuple(loc)})
+    return out
+
+
+def _invalid(
+    errs: list[Any], line_base: list[int] | None = None, checked: tuple[int, int] | None = None
+) -> PayloadError:
+    """``checked``: the rows (from, to) whose errors ``errs`` are, when validation stopped there."""
     detail = [
         {"loc": list(e["loc"]), "field": _loc(tuple(e["loc"]), line_base), "msg": _msg(e)}
         for e in errs[:MAX_ERRORS]
     ]
     if len(errs) > MAX_ERRORS:
-        detail.append({"loc": [], "field": "(body)", "msg": f"... and {len(errs) - MAX_ERRORS} more errors"})
+        more = f"... and {len(errs) - MAX_ERRORS} more errors"
+        if checked is not None:
+            more += f" in rows {checked[0]:,} to {checked[1]:,}; the rows after them were not checked"
+        detail.append({"loc": [], "field": "(body)", "msg": more})
     return PayloadError(422, detail)
 
 
@@ -288,6 +310,7 @@ class PushSource:
         self._queue = _Queue(capacity_rows)
         self.totals: Counter[str] = Counter()  # since start: refusals by reason, values read as missing
         self._path = "/v1/push"  # where router() serves it, for notices
+        self._parsing = asyncio.Semaphore(MAX_PARSING)
 
     @property
     def capacity_rows(self) -> int:
@@ -493,19 +516,23 @@ class PushSource:
 
     def _parse(self, body: bytes, content_type: str) -> _Parsed:
         if content_type.split(";")[0].strip().lower() in NDJSON_TYPES:
+            lines_sent = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+            self._check_lines(lines_sent, "lines (blank ones included)")  # before splitting them
             lines = body.split(b"\n")
             numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
-            # One validation of the lines joined as an array; a line holding anything but one
-            # row ("{...}, {...}" joins into two) makes the counts differ, and then each line is
-            # checked on its own to name the first bad one.
-            try:
-                rows: list[PushRow] | None = _NDJSON.validate_json(
-                    b"[" + b",".join(ln for _, ln in numbered) + b"]"
-                )
-            except ValidationError:
-                rows = None
-            if rows is None or len(rows) != len(numbered):
-                raise self._bad_ndjson_line(numbered)
+            # One validation of each chunk's lines joined as an array; a line holding anything but
+            # one row ("{...}, {...}" joins into two) makes the counts differ, and then each line
+            # of the chunk is checked on its own to name the first bad one.
+            rows: list[PushRow] = []
+            for start in range(0, len(numbered), CHUNK_ROWS):
+                chunk = numbered[start : start + CHUNK_ROWS]
+                try:
+                    got = _NDJSON.validate_json(b"[" + b",".join(ln for _, ln in chunk) + b"]")
+                except ValidationError:
+                    raise self._bad_ndjson_line(chunk) from None
+                if len(got) != len(chunk):
+                    raise self._bad_ndjson_line(chunk)
+                rows += got
             return self._from_rows(rows, "ndjson", [k for k, _ in numbered])
         try:
             data = from_json(body, allow_inf_nan=False)
@@ -515,12 +542,14 @@ class PushSource:
             raise PayloadError(
                 422, "expected a JSON object: columns (entity, signal, timestamp, value) or {'rows': [...]}"
             )
-        try:
-            if "rows" in data:
-                return self._from_rows(PushRows.model_validate(data).rows, "rows")
-            cols = PushColumns.model_validate(data)
-        except ValidationError as exc:
-            raise _invalid(exc) from None
+        if "rows" in data:
+            chunks = self._chunked(PushRows, data, ("rows",))
+            return self._from_rows([r for part in chunks for r in part.rows], "rows")
+        parts = self._chunked(PushColumns, data, ("entity", "signal", "timestamp", "value"))
+        joined: dict[str, Any] = {
+            k: [x for p in parts for x in getattr(p, k)] for k in PushColumns.model_fields
+        }
+        cols = PushColumns.model_construct(None, **joined)  # each part validated: not again whole
         lengths = {k: len(getattr(cols, k)) for k in ("entity", "signal", "timestamp", "value")}
         if len(set(lengths.values())) > 1:
             n = lengths["entity"]
@@ -532,6 +561,34 @@ class PushSource:
         ts = np.asarray(cols.timestamp, dtype=np.float64)
         value = np.array(cols.value, dtype=np.float64)  # None (a missing value) becomes NaN
         return _Parsed(cols.entity, cols.signal, ts, value, "columns")
+
+    def _chunked(self, model: type[Model], data: dict[str, Any], lists: tuple[str, ...]) -> list[Model]:
+        """``data`` validated as ``model`` ``CHUNK_ROWS`` rows at a time (the lists named in
+        ``lists`` sliced alike); a payload longer than a burst is refused before any of it is."""
+        n = max((len(data[k]) for k in lists if isinstance(data.get(k), list)), default=0)
+        self._check_lines(n, "rows")
+        out: list[Model] = []
+        for start in range(0, max(n, 1), CHUNK_ROWS):
+            part = {
+                k: v[start : start + CHUNK_ROWS] if k in lists and isinstance(v, list) else v
+                for k, v in data.items()
+            }
+            try:
+                out.append(model.model_validate(part))
+            except ValidationError as exc:
+                raise _invalid(
+                    _shifted(exc, start), checked=(start, min(n, start + CHUNK_ROWS) - 1)
+                ) from None
+        return out
+
+    def _check_lines(self, n: int, what: str) -> None:
+        """More rows than a burst is refused before validation (a 413 after it, in ``_check_size``)."""
+        burst = self.buckets.limit.burst_rows
+        if n > burst:
+            raise PayloadError(
+                413,
+                f"a batch of {n:,} {what} exceeds the burst of {burst:,.0f} rows one client may push at once; split it",
+            )
 
     @staticmethod
     def _from_rows(rows: list[PushRow], form: str, lines: list[int] | None = None) -> _Parsed:
@@ -647,7 +704,8 @@ class PushSource:
                 if wait > 0:  # an empty bucket: refused before the body is even read
                     raise self._rate_limited(principal, None, wait)
                 body = await self._read_body(request)
-                return await run_in_threadpool(self.ingest, body, ctype, principal)
+                async with self._parsing:  # parses at once: each may take hundreds of MB while it runs
+                    return await run_in_threadpool(self.ingest, body, ctype, principal)
             except PayloadError as exc:
                 self._count_refused(f"{exc.status} {REASONS.get(exc.status, 'refused')}")
                 headers = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -605,3 +606,37 @@ def test_at_most_max_parsing_payloads_are_parsed_at_once(
     for p in pushers:
         p.join()
     assert most[0] == MAX_PARSING
+
+
+def test_bodies_held_at_once_share_one_budget(
+    topo: Topology, serve: Callable[[PushSource], RunningServer]
+) -> None:
+    """Each connection could hold a body of max_body_bytes while it arrived: 256 connections of
+    one pusher, 4 GiB. Past the shared budget a push is refused 503; the budget comes back."""
+    import socket
+
+    src = pinned(topo, max_inflight_bytes=1000)
+    server = serve(src)
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    body = json.dumps(rows_of(7)).encode()
+    assert 300 < len(body) < 400
+    slow = []
+    for k in range(3):  # three bodies, each stopped short of its end: 3 x 300 bytes held
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(
+            f"POST /v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-principal: slow{k}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:300]
+        )
+        slow.append(s)
+    time.sleep(0.5)
+    r = push(server, body, who="honest")
+    assert r.status_code == 503 and "already holds 900 bytes of pushed bodies" in r.text, r.text
+    assert r.headers["retry-after"] == "1"
+    for s in slow:  # the bodies end: parsed, and their bytes given back
+        s.sendall(body[300:])
+        assert s.recv(100).startswith(b"HTTP/1.1 202")
+        s.close()
+    assert push(server, body, who="honest").status_code == 202
+    big = json.dumps(rows_of(14)).encode()  # 700-odd bytes: fits only if every byte came back
+    assert push(server, big, who="honest").status_code == 202

@@ -74,6 +74,7 @@ MAX_NAME_CHARS = 200  # an unknown name is kept and echoed cut to this: a pushed
 # objects (10 GB, 30 s). Rows are validated this many at a time, stopping at the first chunk with errors.
 CHUNK_ROWS = 10_000
 MAX_PARSING = 2  # payloads parsed at once; more gain nothing under the GIL and multiply the memory
+INFLIGHT_BODIES = 4  # body bytes received and not yet parsed, all requests: this many max_body_bytes
 MIN_ROW_BYTES = 16  # no row is shorter: a body that does not parse is billed a row for each 16 bytes
 REASONS = {
     400: "malformed body",
@@ -280,6 +281,7 @@ class PushSource:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
         retry_after_s: float = 30.0,
+        max_inflight_bytes: int | None = None,
         window: TimeWindow | None = None,
         rate_limit: RateLimit | None = None,
         max_queue_share: float = DEFAULT_MAX_QUEUE_SHARE,
@@ -311,6 +313,10 @@ class PushSource:
         self.totals: Counter[str] = Counter()  # since start: refusals by reason, values read as missing
         self._path = "/v1/push"  # where router() serves it, for notices
         self._parsing = asyncio.Semaphore(MAX_PARSING)
+        # Bodies held at once, all requests: 256 connections each uploading 16 MiB would hold 4 GiB.
+        # Read and changed on the server's event loop only.
+        self.max_inflight_bytes = max_inflight_bytes or INFLIGHT_BODIES * max_body_bytes
+        self._inflight = 0
 
     @property
     def capacity_rows(self) -> int:
@@ -632,7 +638,20 @@ class PushSource:
             )
         return ctype
 
-    async def _read_body(self, request: Request) -> bytes:
+    def _hold(self, held: list[int], n: int) -> None:
+        """Count ``n`` more body bytes of this request (``held[0]``) against the shared budget."""
+        if self._inflight + n > self.max_inflight_bytes:
+            raise PayloadError(
+                503,
+                f"the daemon already holds {self._inflight:,} bytes of pushed bodies, its limit of "
+                f"{self.max_inflight_bytes:,}; nothing was kept, retry shortly",
+                1.0,
+            )
+        self._inflight += n
+        held[0] += n
+
+    async def _read_body(self, request: Request, held: list[int]) -> bytes:
+        """The body, its bytes counted in ``held`` against the shared budget (released by the caller)."""
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isascii() and declared.isdecimal() and int(declared) > limit:
@@ -649,6 +668,7 @@ class PushSource:
                     size += len(chunk)
                     if size > limit:
                         raise PayloadError(413, f"payload exceeds the limit of {limit:,} bytes")
+                    self._hold(held, len(chunk))
                     chunks.append(chunk)
         except TimeoutError:
             raise PayloadError(
@@ -668,6 +688,7 @@ class PushSource:
             raise PayloadError(400, f"body is not valid gzip: {exc}") from None
         if len(out) > limit:
             raise PayloadError(413, f"decompressed payload exceeds the limit of {limit:,} bytes")
+        self._hold(held, len(out))
         if not inflater.eof:
             raise PayloadError(400, "gzip body is truncated")
         if inflater.unused_data:  # a second gzip member (or junk) would be dropped in silence
@@ -698,12 +719,13 @@ class PushSource:
         )  # fmt: skip
         async def push(request: Request) -> PushResult:
             principal = principal_of(request)
+            held = [0]  # body bytes this request holds of the shared budget
             try:
                 ctype = self._check_media_type(request)
                 wait = self.buckets.wait_s(principal, 1, self.rate_clock())
                 if wait > 0:  # an empty bucket: refused before the body is even read
                     raise self._rate_limited(principal, None, wait)
-                body = await self._read_body(request)
+                body = await self._read_body(request, held)
                 async with self._parsing:  # parses at once: each may take hundreds of MB while it runs
                     return await run_in_threadpool(self.ingest, body, ctype, principal)
             except PayloadError as exc:
@@ -715,5 +737,7 @@ class PushSource:
                     else None
                 )  # fmt: skip
                 raise HTTPException(status_code=exc.status, detail=exc.detail, headers=headers) from None
+            finally:
+                self._inflight -= held[0]
 
         return router

@@ -312,7 +312,8 @@ class PushSource:
         self._queue = _Queue(capacity_rows)
         self.totals: Counter[str] = Counter()  # since start: refusals by reason, values read as missing
         self._path = "/v1/push"  # where router() serves it, for notices
-        self._parsing = asyncio.Semaphore(MAX_PARSING)
+        # A thread semaphore, not an asyncio one: that would bind to the first server's loop.
+        self._parsing = threading.BoundedSemaphore(MAX_PARSING)
         # Bodies held at once, all requests: 256 connections each uploading 16 MiB would hold 4 GiB.
         # Read and changed on the server's event loop only.
         self.max_inflight_bytes = max_inflight_bytes or INFLIGHT_BODIES * max_body_bytes
@@ -377,6 +378,11 @@ class PushSource:
             if not exc.charged:
                 self.buckets.charge(principal, len(parsed.entity), self.rate_clock())
             raise
+
+    def _ingest_in_turn(self, body: bytes, content_type: str, principal: str) -> PushResult:
+        """``ingest``, at most ``MAX_PARSING`` at once: each parse may take hundreds of MB while it runs."""
+        with self._parsing:
+            return self.ingest(body, content_type, principal)
 
     def _queue_parsed(self, parsed: _Parsed, principal: str) -> PushResult:
         self._check_window(parsed)
@@ -726,8 +732,7 @@ class PushSource:
                 if wait > 0:  # an empty bucket: refused before the body is even read
                     raise self._rate_limited(principal, None, wait)
                 body = await self._read_body(request, held)
-                async with self._parsing:  # parses at once: each may take hundreds of MB while it runs
-                    return await run_in_threadpool(self.ingest, body, ctype, principal)
+                return await run_in_threadpool(self._ingest_in_turn, body, ctype, principal)
             except PayloadError as exc:
                 self._count_refused(f"{exc.status} {REASONS.get(exc.status, 'refused')}")
                 headers = (

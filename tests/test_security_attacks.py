@@ -13,11 +13,14 @@ has the tokens of every role, helpers to call the API, and ``wait_ticks``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import signal
+import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,11 +33,14 @@ import pytest
 import yaml
 from rich.console import Console
 
+from seamguard.config import config_from_mapping
 from seamguard.daemon import Daemon, run_daemon
+from seamguard.errors import InputError
 from seamguard.journal.records import AuditRecord
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.service.auth import new_token, token_line
-from seamguard.service.sections import Role
+from seamguard.service.connections import FD_RESERVE, usable_max_open
+from seamguard.service.sections import ConnectionLimits, Role
 from seamguard.service.server import RunningServer
 from tests.http_stub import serve
 from tests.test_daemon import write_inventory, write_jobs
@@ -52,11 +58,14 @@ class Hook(BaseHTTPRequestHandler):
     """The webhook actuator's peer: every POST it receives is a drain (or resume) carried out."""
 
     received: ClassVar[list[dict[str, Any]]] = []
+    answer: ClassVar[bytes] = b""  # the body of its 200
 
     def do_POST(self) -> None:
         Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(200)
+        self.send_header("Content-Length", str(len(Hook.answer)))
         self.end_headers()
+        self.wfile.write(Hook.answer)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -129,10 +138,19 @@ def push_config() -> dict[str, Any]:
 
 
 @pytest.fixture
+def service_config() -> dict[str, Any]:
+    """``service`` keys beside ``auth`` (``connections``); a test parametrizes it."""
+    return {}
+
+
+@pytest.fixture
 def live(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, push_config: dict[str, Any]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    push_config: dict[str, Any],
+    service_config: dict[str, Any],
 ) -> Iterator[LiveDaemon]:
-    Hook.received = []
+    Hook.received, Hook.answer = [], b""
     monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", "hook-secret")
     secrets, lines = make_tokens()
     tokens_file = tmp_path / "tokens"
@@ -157,7 +175,7 @@ def live(
                     "kinds": ["drain_node", "cordon_node"],
                 }
             },
-            "service": {"auth": {"tokens_file": str(tokens_file)}},
+            "service": {"auth": {"tokens_file": str(tokens_file)}, **service_config},
         }
         cfg_path = tmp_path / "sg.yaml"
         cfg_path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -415,3 +433,183 @@ def test_one_pushers_flood_does_not_starve_another(live: LiveDaemon) -> None:
     assert flooded.status_code == 429 and int(flooded.headers["retry-after"]) >= 1
     assert "principal pusher" in flooded.text
     assert live.push(body, "pusher2").status_code == 202
+
+
+# ---- connections: slowloris and floods of sockets -------------------------------------------
+
+
+def open_socket(live: LiveDaemon, source: str = "127.0.0.1") -> socket.socket:
+    host, port = live.url.removeprefix("http://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0))
+
+
+def answer_of(sock: socket.socket, timeout_s: float) -> bytes:
+    """What the server sent before closing, or b"" if it neither answered nor closed in time."""
+    sock.settimeout(timeout_s)
+    out = b""
+    try:
+        while chunk := sock.recv(4096):
+            out += chunk
+    except TimeoutError:
+        return b""
+    return out
+
+
+def pusher_from(live: LiveDaemon, source: str) -> httpx.Client:
+    """A client on another loopback address: another host, as far as the server can tell."""
+    return httpx.Client(
+        base_url=live.url, trust_env=False, timeout=10,
+        transport=httpx.HTTPTransport(local_address=source),
+        headers={"Authorization": f"Bearer {live.tokens['pusher']}"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("service_config", [{"connections": {"head_timeout_s": 1.5, "per_client": 8}}])
+def test_a_slowloris_is_cut_off_and_does_not_lock_out_other_hosts(live: LiveDaemon) -> None:
+    """Eight sockets dripping a header byte every half second (a drip resets no timer) are
+    answered 408 and closed once the head timeout passes; meanwhile a ninth from the same address
+    is turned away at once, and a pusher on another address is served."""
+    drips = [open_socket(live) for _ in range(8)]
+    for s in drips:
+        s.sendall(b"POST /v1/push HTTP/1.1\r\nHost: x\r\n")
+    ninth = open_socket(live)
+    assert b"503" in answer_of(ninth, 5) and b"from this address" in answer_of(open_socket(live), 5)
+    with pusher_from(live, "127.0.0.2") as other:
+        assert other.post("/v1/push", json=forged_xid(time.time())).status_code == 202
+    for _ in range(8):  # 4 s of drips: twice the timeout, which they would outlive had a byte reset it
+        time.sleep(0.5)
+        for s in drips:
+            with contextlib.suppress(OSError):
+                s.sendall(b"X")
+    answers = [answer_of(s, 0.2) for s in drips]  # already answered and closed, not waited for
+    assert all(a.startswith(b"HTTP/1.1 408") and b"did not arrive within 1.5 s" in a for a in answers)
+    with pusher_from(live, "127.0.0.1") as same:  # the address's sockets were given back
+        assert same.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("service_config", [{"connections": {"max_open": 6, "per_client": 100}}])
+def test_connections_past_max_open_are_refused_at_once_not_held(live: LiveDaemon) -> None:
+    idle = [open_socket(live) for _ in range(6)]
+    late = answer_of(open_socket(live, "127.0.0.3"), 5)
+    assert late.startswith(b"HTTP/1.1 503") and b"too many connections" in late
+    for s in idle:
+        s.close()
+    time.sleep(0.3)
+    with pusher_from(live, "127.0.0.3") as other:
+        assert other.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("push_config", [{"body_timeout_s": 1.0}])
+def test_a_slow_push_body_is_refused_with_408_and_nothing_queued(live: LiveDaemon) -> None:
+    """A pusher that passed authentication and the rate check, then sends its body a byte at a
+    time: refused once the body deadline passes, whatever the bytes' pace."""
+    sock = open_socket(live)
+    body = json.dumps(forged_xid(time.time())).encode()
+    sock.sendall(
+        b"POST /v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {live.tokens['pusher']}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    )
+    started = time.monotonic()
+    for byte in body[:4]:  # a byte each 0.2 s: a per-chunk timeout of 1 s would never fire
+        sock.sendall(bytes([byte]))
+        time.sleep(0.2)
+    answer = answer_of(sock, 5)
+    assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in answer, answer
+    assert time.monotonic() - started < 4
+    live.assert_untouched()
+
+
+def test_max_open_leaves_descriptors_to_the_rest_of_the_daemon() -> None:
+    """With ``ulimit -n`` 1024, 4,096 connections could never be held: the cap is lowered so that
+    the journal, the sources and the actuators still get a descriptor."""
+    limits = ConnectionLimits()
+    assert usable_max_open(limits, soft_nofile=1024) == 1024 - FD_RESERVE
+    assert usable_max_open(limits, soft_nofile=1 << 20) == limits.max_open
+
+
+@pytest.mark.parametrize("push_config", [{"rate_limit_rows_per_s": 1, "burst_rows": 1000}])
+def test_refused_batches_are_billed_so_they_cannot_keep_the_daemon_parsing(live: LiveDaemon) -> None:
+    """A refusal that cost nothing (a stamp in 2001, a body that does not parse) could be sent in
+    a loop: each is parsed whole, none was charged, the rate limit never engaged. Now a refused
+    body is billed like an accepted one, so the next is refused before its body is read."""
+    live.write_tokens(*ROLES, "pusher2")
+    time.sleep(1.1)  # the tokens file is looked at once a second at most
+    n = 1000
+    stale = {
+        "entity": [VICTIM] * n,
+        "signal": ["gpu.xid"] * n,
+        "timestamp": [978307200.0] * n,
+        "value": [79.0] * n,
+    }
+    assert live.push(stale, "pusher").status_code == 422
+    again = live.push(stale, "pusher")
+    assert again.status_code == 429 and "its bucket is empty" in again.json()["detail"], again.text
+    assert again.headers["retry-after"] == "1"  # the burst of 1,000 billed: a row back in 1 s
+    garbage = b'{"entity": [' + b'"x", ' * 4000  # 20,000 bytes that never close: 1,250 rows' worth
+    headers = {"Content-Type": "application/json"}
+    assert live.request("POST", "/v1/push", "pusher2", content=garbage, headers=headers).status_code == 400
+    assert live.request("POST", "/v1/push", "pusher2", content=garbage, headers=headers).status_code == 429
+    assert live.push(forged_xid(time.time()), "admin").status_code == 202  # another principal: its own bucket
+
+
+def test_a_scan_of_random_paths_and_methods_adds_a_row_per_route_not_per_path(live: LiveDaemon) -> None:
+    """The audit was keyed on the path as sent: an anonymous scan of random paths (or job names)
+    journaled up to 1,000 rows a tick, each with 200 characters the attacker chose."""
+    with httpx.Client(base_url=live.url, trust_env=False, timeout=10) as c:
+        for i in range(60):
+            assert c.get(f"/scan-{i}-%0A%1B[31m{'x' * 150}").status_code == 401
+            assert c.get(f"/v1/jobs/no-such-job-{i}/risk").status_code == 401
+            assert c.request(f"PROBE{i}", "/v1/push").status_code == 401
+    live.wait_ticks(2)
+    anon: Counter[tuple[str, str]] = Counter()
+    with live.journal() as j:
+        for r in j.audit():  # a row per key and tick: the scan spans a few ticks
+            anon[r.method, r.path] += r.count if r.principal == "anonymous" else 0
+    assert anon == {
+        ("GET", "(no route)"): 60,
+        ("GET", "/v1/jobs/{job}/risk"): 60,
+        ("(other)", "/v1/push"): 60,
+    }
+
+
+@pytest.mark.parametrize("push_config", [{"path": "/ingest/v2"}])
+def test_a_moved_push_path_is_the_one_the_table_guards(live: LiveDaemon) -> None:
+    body = forged_xid(time.time())
+    assert live.request("POST", "/ingest/v2", json=body).status_code == 401
+    assert live.request("POST", "/ingest/v2", "viewer", json=body).status_code == 403
+    assert live.request("POST", "/v1/push", "pusher", json=body).status_code == 403  # no rule: admin
+    assert live.request("POST", "/ingest/v2", "pusher", json=body).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [
+        ("v1/push", "not a literal path"),  # served nowhere the table looks: the push silently dead
+        ("/v1/{p:path}", "not a literal path"),  # the router took /v1/a/b, the table judged [^/]+
+        ("/v1/{job}", "not a literal path"),  # POST /v1/status would have been a push
+        ("/v1/push/", "not a literal path"),
+        ("/v1//push", "not a literal path"),
+        ("/v1/%70ush", "not a literal path"),  # the router matches it decoded, the table as written
+        ("/v1/../push", "not a literal path"),
+        ("/healthz", "already serves"),  # POST to the public probe's path would be a push
+        ("/v1/jobs/x/risk", "already serves"),
+    ],
+)
+def test_a_push_path_the_table_and_router_would_read_apart_is_refused(path: str, why: str) -> None:
+    with pytest.raises(InputError, match=rf"sources\.push\.path: .*{why}"):
+        config_from_mapping({"sources": {"push": {"path": path}}})
+
+
+def test_a_peers_text_in_an_action_detail_cannot_stop_the_daemon(live: LiveDaemon) -> None:
+    """The daemon prints each action's detail, which carries the peer's answer (the webhook's
+    body, an API's message), through rich: an answer holding ``[/]`` raised MarkupError in the
+    main loop and stopped the daemon."""
+    Hook.answer = b"ok [/] [bold red]not markup"
+    assert live.push(forged_xid(time.time()), "pusher").status_code == 202
+    deadline = time.monotonic() + 20
+    while not Hook.received and time.monotonic() < deadline:
+        live.wait_ticks(1)
+    assert Hook.received
+    live.wait_ticks(3)  # still ticking
+    with live.journal() as j:
+        assert any("ok [/] [bold red]not markup" in a.detail for a in j.action_results())

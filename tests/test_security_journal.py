@@ -428,3 +428,25 @@ def test_a_legit_config_loads_with_no_aliases_and_with_a_few(tmp_path: Path) -> 
     cfg = load_config(shared)  # ...but a shared block is fine
     assert cfg.actuators.webhook is not None and cfg.actuators.webhook.guard.max_attempts == 2
     assert cfg.actuators.haproxy is not None and cfg.actuators.haproxy.guard.max_attempts == 2
+
+
+def test_a_writer_refuses_another_programs_sqlite_database_and_leaves_it_untouched(tmp_path: Path) -> None:
+    """``seamguard run --journal`` pointed at another program's database used to switch it to WAL
+    and add the journal's tables beside its own."""
+    import sqlite3
+
+    other = tmp_path / "grafana.db"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE dashboard (id INTEGER)")
+    db.commit()
+    db.close()
+    before = other.read_bytes()
+    with pytest.raises(
+        InputError, match=r"not a seamguard journal: another program's SQLite database \(tables dashboard\)"
+    ):
+        SqliteJournal(other)
+    assert other.read_bytes() == before
+    with SqliteJournal(tmp_path / "new.sqlite") as fresh:  # a new file is still a journal to make
+        fresh.set_meta("source", "test")
+    with SqliteJournal(tmp_path / "new.sqlite") as again:  # and one of ours opens again
+        assert again.path.name == "new.sqlite"

@@ -6,9 +6,13 @@ still asked for (uvicorn does not pass the peer certificate to the app: docs/sec
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 import ssl
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -42,7 +46,7 @@ def write_server_cert(ca: trustme.CA, where: Path) -> tuple[Path, Path]:
     return certfile, keyfile
 
 
-def serve(tmp_path: Path, tls: dict[str, str]) -> RunningServer:
+def serve(tmp_path: Path, tls: dict[str, str], connections: dict[str, float] | None = None) -> RunningServer:
     config = config_from_mapping(
         {
             "engine": {"tick_s": 1, "stale_after_s": 10, "observe_every_s": 10},
@@ -50,6 +54,7 @@ def serve(tmp_path: Path, tls: dict[str, str]) -> RunningServer:
             "service": {
                 "auth": {"tokens": [{"name": "ops", "roles": ["viewer"], "digest": digest_of(SECRET)}]},
                 "tls": tls,
+                "connections": connections or {},
             },
         }
     )
@@ -142,3 +147,37 @@ def test_a_certificate_that_does_not_load_is_refused_naming_it(
     cas[0].issue_cert("x.example").private_key_pem.write_to_path(str(other))
     with pytest.raises(InputError, match=re.escape(f"cannot load certfile {certfile} with keyfile {other}")):
         check_tls(TlsConfig(certfile=certfile, keyfile=other))
+
+
+def test_mtls_refuses_an_expired_client_certificate(
+    mtls_server: RunningServer, cas: tuple[trustme.CA, trustme.CA, trustme.CA]
+) -> None:
+    ctx = client_ctx(cas[0])
+    now = datetime.now(UTC)
+    expired = cas[1].issue_cert(
+        "pusher@dc1.example", not_before=now - timedelta(days=30), not_after=now - timedelta(days=1)
+    )
+    expired.configure_cert(ctx)
+    with pytest.raises(httpx.TransportError):
+        get(f"{mtls_server.url}/healthz", ctx, token=None)
+
+
+def test_a_tls_connection_that_never_says_hello_is_dropped_after_the_head_timeout(
+    tmp_path: Path, cas: tuple[trustme.CA, trustme.CA, trustme.CA]
+) -> None:
+    """A TLS connection reaches the connection bounds only once its handshake is done; asyncio
+    held a silent one for 60 s, so sockets that never said hello held descriptors uncounted."""
+    certfile, keyfile = write_server_cert(cas[0], tmp_path)
+    server = serve(tmp_path, {"certfile": str(certfile), "keyfile": str(keyfile)}, {"head_timeout_s": 1.0})
+    try:
+        host, port = server.url.removeprefix("https://").rsplit(":", 1)
+        silent = [socket.create_connection((host, int(port)), timeout=10) for _ in range(5)]
+        started = time.monotonic()
+        for s in silent:
+            s.settimeout(10)
+            with contextlib.suppress(ConnectionResetError):
+                assert s.recv(100) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+        assert get(f"{server.url}/healthz", client_ctx(cas[0]), token=None).status_code == 200
+    finally:
+        server.stop()

@@ -27,6 +27,7 @@ from types import FrameType
 import numpy as np
 import numpy.typing as npt
 from rich.console import Console
+from rich.markup import escape
 
 from seamguard.actuators.dispatch import Dispatcher, actuate, build_routes
 from seamguard.actuators.sections import Mode
@@ -457,15 +458,21 @@ def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = 
     push = daemon.push
     if push is not None and daemon.config.sources.push is not None:
         app.include_router(push.router(daemon.config.sources.push.path))
-    return serve_in_thread(app, host, port, tls=daemon.config.service.tls)
+    service = daemon.config.service
+    return serve_in_thread(app, host, port, tls=service.tls, connections=service.connections)
 
 
 def _print_step(console: Console, report: StepReport) -> None:
+    """Every text from outside (a peer's answer in an action's detail, a name) is escaped: a
+    ``[/]`` in it would raise rich's MarkupError in the main loop and stop the daemon."""
     for t in report.transitions:
-        console.print(f"{t.entity} {t.from_state} -> [bold]{t.to_state}[/]: {t.reason}", soft_wrap=True)
+        console.print(
+            f"{escape(t.entity)} {t.from_state} -> [bold]{t.to_state}[/]: {escape(t.reason)}", soft_wrap=True
+        )
     for a in report.actions:
         console.print(
-            f"  {a.kind} {a.target} via {a.actuator}: [bold]{a.status}[/] {a.detail}", soft_wrap=True
+            f"  {a.kind} {escape(a.target)} via {a.actuator}: [bold]{a.status}[/] {escape(a.detail)}",
+            soft_wrap=True,
         )
     for n in report.safety_notices:
-        console.print(f"[red]{n.source} {n.level}[/] {n.message}", soft_wrap=True)
+        console.print(f"[red]{n.source} {n.level}[/] {escape(n.message)}", soft_wrap=True)

@@ -149,6 +149,7 @@ class SqliteJournal:
         self._lock = WriterLock.acquire(self.path)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            self._refuse_foreign()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
@@ -160,6 +161,19 @@ class SqliteJournal:
         except BaseException:
             self._lock.release()
             raise
+
+    def _refuse_foreign(self) -> None:
+        """Another program's SQLite database is not written into (its journal mode switched, our
+        tables added beside its own): a file with tables but no ``meta`` is not a journal."""
+        tables = sorted(r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        if tables and "meta" not in tables:
+            self._db.close()
+            shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+            raise InputError(
+                str(self.path),
+                f"not a seamguard journal: another program's SQLite database (tables {shown}); "
+                "nothing was written to it; give the journal a path of its own",
+            )
 
     def _open_read_only(self) -> sqlite3.Connection:
         """SQLite's ``mode=ro``: nothing written, no writer lock taken. An older schema is first

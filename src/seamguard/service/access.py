@@ -75,6 +75,10 @@ class AccessPolicy:
                 return r.role
         return Role.ADMIN
 
+    def template(self, path: str) -> str | None:
+        """The template of the first rule naming ``path`` (for any method), else None."""
+        return next((r.template for r in self.rules if r.pattern.fullmatch(path)), None)
+
 
 def allows(roles: frozenset[Role], needed: Role) -> bool:
     return any(needed in GRANTS[r] for r in roles)

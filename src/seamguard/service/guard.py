@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seamguard.journal.records import AuditRecord, NoticeRecord
@@ -24,6 +25,9 @@ from seamguard.service.audit import AuditTally
 from seamguard.service.auth import Principal, TokenTable
 
 ANONYMOUS = "anonymous"
+NO_ROUTE = "(no route)"  # the audit's path for a request the router would not route
+OTHER_METHOD = "(other)"  # the audit's method for one HTTP does not define (h11 takes any token)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
 
 
 @dataclass(frozen=True)
@@ -59,15 +63,16 @@ class AuthMiddleware:
         if needed is None:  # a probe
             await self.app(scope, receive, send)
             return
+        seen = (self._audit_path(scope, path), method if method in METHODS else OTHER_METHOD)
         principal: Principal | None = None
         if sec.tokens is not None:
             principal, why = self._authenticate(scope)
             if principal is None:
-                sec.audit.count(ANONYMOUS, client, method, path, 401)
+                sec.audit.count(ANONYMOUS, client, seen[1], seen[0], 401)
                 await _refuse(send, 401, f"{why}: {method} {path} needs a bearer token with role {needed}")
                 return
             if not allows(principal.roles, needed):
-                sec.audit.count(principal.name, client, method, path, 403)
+                sec.audit.count(principal.name, client, seen[1], seen[0], 403)
                 has = ", ".join(sorted(principal.roles))
                 await _refuse(
                     send, 403, f"{principal.name!r} (roles: {has}) may not {method} {path}: needs {needed}"
@@ -88,7 +93,16 @@ class AuthMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             name = principal.name if principal is not None else ANONYMOUS
-            sec.audit.count(name, "" if principal is not None else client, method, path, status[0])
+            sec.audit.count(name, "" if principal is not None else client, seen[1], seen[0], status[0])
+
+    def _audit_path(self, scope: Scope, path: str) -> str:
+        """What the audit keys a request on: the access table's template (``/v1/jobs/{job}/risk``),
+        the path of a route the table does not name, else ``NO_ROUTE``; so a scan of random paths
+        or job names is one row per client and tick, not one per path."""
+        named = self.security.policy.template(path)
+        if named is not None:
+            return named
+        return path if _routed(scope) else NO_ROUTE
 
     def _authenticate(self, scope: Scope) -> tuple[Principal | None, str]:
         assert self.security.tokens is not None
@@ -101,6 +115,12 @@ class AuthMiddleware:
         if scheme.lower() != "bearer" or not secret.strip():
             return None, "the Authorization header is not 'Bearer <token>'"
         return self.security.tokens.lookup(secret.strip(), self.security.clock())
+
+
+def _routed(scope: Scope) -> bool:
+    """Whether the app's router would take this path (for some method)."""
+    router = getattr(scope.get("app"), "router", None)
+    return any(route.matches(scope)[0] is not Match.NONE for route in getattr(router, "routes", ()))
 
 
 def _client(scope: Scope) -> str:

@@ -72,8 +72,18 @@ class TlsConfig(StrictModel):
     client_ca: Path | None = None  # mutual TLS: a client certificate signed by this CA is required
 
 
+class ConnectionLimits(StrictModel):
+    """What one client may hold of the server (``service.connections``): slowloris and floods of
+    connections, which would otherwise exhaust the process's file descriptors."""
+
+    max_open: int = Field(default=4096, ge=1)  # connections at once; past it a new one gets 503
+    per_client: int = Field(default=256, ge=1)  # connections at once from one address
+    head_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)  # request line + headers
+
+
 class ServiceConfig(StrictModel):
     """The HTTP API's protection. With no credential configured, the daemon serves on loopback only."""
 
     auth: AuthConfig = AuthConfig()
     tls: TlsConfig | None = None
+    connections: ConnectionLimits = ConnectionLimits()

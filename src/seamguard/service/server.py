@@ -6,6 +6,7 @@ socket is bound here, before the thread starts, so port 0 (any free port) yields
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
-from seamguard.service.sections import TlsConfig
+from seamguard.service.connections import handshake_bounded_loop, protocol_kwargs
+from seamguard.service.sections import ConnectionLimits, TlsConfig
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,15 @@ def serve_in_thread(
     port: int = 0,
     start_timeout_s: float = 10.0,
     tls: TlsConfig | None = None,
+    connections: ConnectionLimits | None = None,
 ) -> RunningServer:
     """Serve ``app`` on ``host:port`` (0: a free port) and return once it accepts connections.
 
     With ``tls``, over HTTPS only; with ``tls.client_ca``, a client must present a certificate
     signed by that CA (mutual TLS) or the handshake fails. uvicorn does not pass the peer's
     certificate to the app, so mTLS admits the connection and the bearer token still names the
-    principal and its roles (``docs/security.md``)."""
+    principal and its roles (``docs/security.md``). ``connections`` bounds how many connections
+    are held, from one address, and how long a request's head may take (``service.connections``)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -63,10 +67,16 @@ def serve_in_thread(
             "ssl_ca_certs": str(tls.client_ca) if tls.client_ca is not None else None,
             "ssl_cert_reqs": ssl.CERT_REQUIRED if tls.client_ca is not None else ssl.CERT_NONE,
         }
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", **ssl_args))  # type: ignore[arg-type]
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="seamguard-service", daemon=True
+    bounds = connections if connections is not None else ConnectionLimits()
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="off", **ssl_args, **protocol_kwargs(bounds))  # type: ignore[arg-type]
     )
+
+    def run() -> None:  # uvicorn's own run, on a loop that bounds TLS handshakes
+        with asyncio.Runner(loop_factory=handshake_bounded_loop(bounds.head_timeout_s)) as runner:
+            runner.run(server.serve(sockets=[sock]))
+
+    thread = threading.Thread(target=run, name="seamguard-service", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout_s
     while not server.started:

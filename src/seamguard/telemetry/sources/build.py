@@ -41,6 +41,7 @@ def build_sources(
                 topology,
                 capacity_rows=push.capacity_rows,
                 max_body_bytes=push.max_body_bytes,
+                body_timeout_s=push.body_timeout_s,
                 window=TimeWindow(push.max_future_s, push.max_age_s),
                 rate_limit=RateLimit(push.rate_limit_rows_per_s, push.burst_rows),
                 max_queue_share=push.max_queue_share,

@@ -30,6 +30,7 @@ rows per second and may hold at most a share of the queue; past either, 429 with
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -37,7 +38,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +56,7 @@ from seamguard.telemetry.sources.base import Collected, SourceNotice
 from seamguard.telemetry.sources.push_checks import TimeWindow, ValueScreen
 from seamguard.telemetry.sources.push_limits import RateLimit, RowBuckets
 from seamguard.telemetry.sources.sections import (
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_BURST_ROWS,
     DEFAULT_CAPACITY_ROWS,
     DEFAULT_MAX_BODY_BYTES,
@@ -68,8 +70,15 @@ NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson
 MAX_ERRORS = 10  # validation errors listed in one 422
 MAX_LISTED_UNKNOWN = 20  # unknown names listed per map in one response (most rows first)
 MAX_NAME_CHARS = 200  # an unknown name is kept and echoed cut to this: a pushed name can be megabytes
+# pydantic lists every error of what it validates: 5 million "{}" rows were 20 million error
+# objects (10 GB, 30 s). Rows are validated this many at a time, stopping at the first chunk with errors.
+CHUNK_ROWS = 10_000
+MAX_PARSING = 2  # payloads parsed at once; more gain nothing under the GIL and multiply the memory
+INFLIGHT_BODIES = 4  # body bytes received and not yet parsed, all requests: this many max_body_bytes
+MIN_ROW_BYTES = 16  # no row is shorter: a body that does not parse is billed a row for each 16 bytes
 REASONS = {
     400: "malformed body",
+    408: "body too slow",
     413: "too large",
     415: "unsupported media type or encoding",
     422: "invalid fields",
@@ -114,6 +123,7 @@ class PushRows(BaseModel):
 
 
 _NDJSON = TypeAdapter(list[PushRow])
+Model = TypeVar("Model", PushColumns, PushRows)
 _ROW = TypeAdapter(PushRow)
 
 
@@ -160,11 +170,14 @@ class _Parsed:
 class PayloadError(Exception):
     """A refused payload: its HTTP status and what was wrong, for the client."""
 
-    def __init__(self, status: int, detail: Any, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, status: int, detail: Any, retry_after_s: float | None = None, charged: bool = False
+    ) -> None:
         super().__init__(str(detail))
         self.status = status
         self.detail = detail
         self.retry_after_s = retry_after_s
+        self.charged = charged  # the principal's bucket was already billed for this batch
 
 
 def _loc(loc: tuple[int | str, ...], line_base: list[int] | None = None) -> str:
@@ -183,20 +196,43 @@ def _loc(loc: tuple[int | str, ...], line_base: list[int] | None = None) -> str:
 def _msg(err: Any) -> str:
     """pydantic's message, with what was sent when a number was expected (a quoted "95", a true)."""
     if err["type"] in ("float_type", "float_parsing"):
-        sent = repr(err.get("input"))
+        given = err.get("input")
+        if isinstance(given, int) and not isinstance(given, bool):  # an integer no float holds
+            return (
+                f"an integer of {len(str(abs(given))):,} digits is past the float range (about 1.8e308): "
+                "a JSON number written as a float (1e999) is counted as non-finite, an integer this long is refused"
+            )
+        sent = repr(given)
         sent = sent if len(sent) <= 40 else sent[:37] + "..."
         return f"{err['msg']}: a JSON number or null is required, got {sent}"
     return str(err["msg"])
 
 
-def _invalid(exc: ValidationError, line_base: list[int] | None = None) -> PayloadError:
-    errs = exc.errors()
+def _shifted(exc: ValidationError, start: int) -> list[Any]:
+    """``exc``'s errors with the row index (the first int in each loc) moved by ``start``."""
+    out = []
+    for e in exc.errors():
+        loc = list(e["loc"])
+        at = next((k for k, p in enumerate(loc) if isinstance(p, int)), None)
+        if at is not None:
+            loc[at] = int(loc[at]) + start
+        out.append({**e, "loc": tuple(loc)})
+    return out
+
+
+def _invalid(
+    errs: list[Any], line_base: list[int] | None = None, checked: tuple[int, int] | None = None
+) -> PayloadError:
+    """``checked``: the rows (from, to) whose errors ``errs`` are, when validation stopped there."""
     detail = [
         {"loc": list(e["loc"]), "field": _loc(tuple(e["loc"]), line_base), "msg": _msg(e)}
         for e in errs[:MAX_ERRORS]
     ]
     if len(errs) > MAX_ERRORS:
-        detail.append({"loc": [], "field": "(body)", "msg": f"... and {len(errs) - MAX_ERRORS} more errors"})
+        more = f"... and {len(errs) - MAX_ERRORS} more errors"
+        if checked is not None:
+            more += f" in rows {checked[0]:,} to {checked[1]:,}; the rows after them were not checked"
+        detail.append({"loc": [], "field": "(body)", "msg": more})
     return PayloadError(422, detail)
 
 
@@ -243,7 +279,9 @@ class PushSource:
         *,
         capacity_rows: int = DEFAULT_CAPACITY_ROWS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
         retry_after_s: float = 30.0,
+        max_inflight_bytes: int | None = None,
         window: TimeWindow | None = None,
         rate_limit: RateLimit | None = None,
         max_queue_share: float = DEFAULT_MAX_QUEUE_SHARE,
@@ -257,6 +295,7 @@ class PushSource:
             raise ValueError(f"max_queue_share must be in (0, 1], got {max_queue_share}")
         self.name = name
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.retry_after_s = retry_after_s
         self.window = window if window is not None else TimeWindow()
         self.clock = clock
@@ -273,6 +312,12 @@ class PushSource:
         self._queue = _Queue(capacity_rows)
         self.totals: Counter[str] = Counter()  # since start: refusals by reason, values read as missing
         self._path = "/v1/push"  # where router() serves it, for notices
+        # A thread semaphore, not an asyncio one: that would bind to the first server's loop.
+        self._parsing = threading.BoundedSemaphore(MAX_PARSING)
+        # Bodies held at once, all requests: 256 connections each uploading 16 MiB would hold 4 GiB.
+        # Read and changed on the server's event loop only.
+        self.max_inflight_bytes = max_inflight_bytes or INFLIGHT_BODIES * max_body_bytes
+        self._inflight = 0
 
     @property
     def capacity_rows(self) -> int:
@@ -317,8 +362,29 @@ class PushSource:
     def ingest(
         self, body: bytes, content_type: str = "application/json", principal: str = "local"
     ) -> PushResult:
-        """Validate, map and queue one payload (already decompressed); raises ``PayloadError``."""
-        parsed = self._parse(body, content_type)
+        """Validate, map and queue one payload (already decompressed); raises ``PayloadError``.
+
+        A refused payload is billed to the principal's bucket as an accepted one is (by its rows,
+        or by its size when it does not parse): parsing it cost the same, and a refusal that cost
+        nothing could be sent in a loop to keep the daemon busy parsing."""
+        try:
+            parsed = self._parse(body, content_type)
+        except PayloadError:
+            self.buckets.charge(principal, len(body) // MIN_ROW_BYTES, self.rate_clock())
+            raise
+        try:
+            return self._queue_parsed(parsed, principal)
+        except PayloadError as exc:
+            if not exc.charged:
+                self.buckets.charge(principal, len(parsed.entity), self.rate_clock())
+            raise
+
+    def _ingest_in_turn(self, body: bytes, content_type: str, principal: str) -> PushResult:
+        """``ingest``, at most ``MAX_PARSING`` at once: each parse may take hundreds of MB while it runs."""
+        with self._parsing:
+            return self.ingest(body, content_type, principal)
+
+    def _queue_parsed(self, parsed: _Parsed, principal: str) -> PushResult:
         self._check_window(parsed)
         n = len(parsed.entity)
         entities = self._entities
@@ -361,9 +427,9 @@ class PushSource:
                     f"and this batch has {len(batch):,}; nothing was kept, retry after the next tick",
                     self.retry_after_s,
                 )
-            wait = self.buckets.take(principal, n, self.rate_clock())
-            if wait > 0:
-                raise self._rate_limited(principal, n, wait)
+            if self.buckets.take(principal, n, self.rate_clock()) > 0:
+                wait = self.buckets.charge(principal, n, self.rate_clock())
+                raise self._rate_limited(principal, n, wait, charged=True)
             if len(batch):
                 q.parts.append(batch)
                 q.rows += len(batch)
@@ -422,7 +488,9 @@ class PushSource:
                 f"a batch of {rows:,} rows exceeds the burst of {burst:,.0f} rows one client may push at once; split it",
             )
 
-    def _rate_limited(self, principal: str, rows: int | None, wait: float) -> PayloadError:
+    def _rate_limited(
+        self, principal: str, rows: int | None, wait: float, charged: bool = False
+    ) -> PayloadError:
         """``rows`` None: refused before the body was read, its bucket being empty."""
         limit = self.buckets.limit
         what = "its bucket is empty" if rows is None else f"this batch of {rows:,} rows fits in {wait:.1f} s"
@@ -431,6 +499,7 @@ class PushSource:
             f"{principal} is over its rate of {limit.rows_per_s:,.0f} rows/s (burst {limit.burst_rows:,.0f}); "
             f"{what}; nothing was kept",
             wait,
+            charged,
         )
 
     def _count_refused(self, reason: str) -> None:
@@ -459,19 +528,23 @@ class PushSource:
 
     def _parse(self, body: bytes, content_type: str) -> _Parsed:
         if content_type.split(";")[0].strip().lower() in NDJSON_TYPES:
+            lines_sent = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+            self._check_lines(lines_sent, "lines (blank ones included)")  # before splitting them
             lines = body.split(b"\n")
             numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
-            # One validation of the lines joined as an array; a line holding anything but one
-            # row ("{...}, {...}" joins into two) makes the counts differ, and then each line is
-            # checked on its own to name the first bad one.
-            try:
-                rows: list[PushRow] | None = _NDJSON.validate_json(
-                    b"[" + b",".join(ln for _, ln in numbered) + b"]"
-                )
-            except ValidationError:
-                rows = None
-            if rows is None or len(rows) != len(numbered):
-                raise self._bad_ndjson_line(numbered)
+            # One validation of each chunk's lines joined as an array; a line holding anything but
+            # one row ("{...}, {...}" joins into two) makes the counts differ, and then each line
+            # of the chunk is checked on its own to name the first bad one.
+            rows: list[PushRow] = []
+            for start in range(0, len(numbered), CHUNK_ROWS):
+                chunk = numbered[start : start + CHUNK_ROWS]
+                try:
+                    got = _NDJSON.validate_json(b"[" + b",".join(ln for _, ln in chunk) + b"]")
+                except ValidationError:
+                    raise self._bad_ndjson_line(chunk) from None
+                if len(got) != len(chunk):
+                    raise self._bad_ndjson_line(chunk)
+                rows += got
             return self._from_rows(rows, "ndjson", [k for k, _ in numbered])
         try:
             data = from_json(body, allow_inf_nan=False)
@@ -481,12 +554,14 @@ class PushSource:
             raise PayloadError(
                 422, "expected a JSON object: columns (entity, signal, timestamp, value) or {'rows': [...]}"
             )
-        try:
-            if "rows" in data:
-                return self._from_rows(PushRows.model_validate(data).rows, "rows")
-            cols = PushColumns.model_validate(data)
-        except ValidationError as exc:
-            raise _invalid(exc) from None
+        if "rows" in data:
+            chunks = self._chunked(PushRows, data, ("rows",))
+            return self._from_rows([r for part in chunks for r in part.rows], "rows")
+        parts = self._chunked(PushColumns, data, ("entity", "signal", "timestamp", "value"))
+        joined: dict[str, Any] = {
+            k: [x for p in parts for x in getattr(p, k)] for k in PushColumns.model_fields
+        }
+        cols = PushColumns.model_construct(None, **joined)  # each part validated: not again whole
         lengths = {k: len(getattr(cols, k)) for k in ("entity", "signal", "timestamp", "value")}
         if len(set(lengths.values())) > 1:
             n = lengths["entity"]
@@ -498,6 +573,34 @@ class PushSource:
         ts = np.asarray(cols.timestamp, dtype=np.float64)
         value = np.array(cols.value, dtype=np.float64)  # None (a missing value) becomes NaN
         return _Parsed(cols.entity, cols.signal, ts, value, "columns")
+
+    def _chunked(self, model: type[Model], data: dict[str, Any], lists: tuple[str, ...]) -> list[Model]:
+        """``data`` validated as ``model`` ``CHUNK_ROWS`` rows at a time (the lists named in
+        ``lists`` sliced alike); a payload longer than a burst is refused before any of it is."""
+        n = max((len(data[k]) for k in lists if isinstance(data.get(k), list)), default=0)
+        self._check_lines(n, "rows")
+        out: list[Model] = []
+        for start in range(0, max(n, 1), CHUNK_ROWS):
+            part = {
+                k: v[start : start + CHUNK_ROWS] if k in lists and isinstance(v, list) else v
+                for k, v in data.items()
+            }
+            try:
+                out.append(model.model_validate(part))
+            except ValidationError as exc:
+                raise _invalid(
+                    _shifted(exc, start), checked=(start, min(n, start + CHUNK_ROWS) - 1)
+                ) from None
+        return out
+
+    def _check_lines(self, n: int, what: str) -> None:
+        """More rows than a burst is refused before validation (a 413 after it, in ``_check_size``)."""
+        burst = self.buckets.limit.burst_rows
+        if n > burst:
+            raise PayloadError(
+                413,
+                f"a batch of {n:,} {what} exceeds the burst of {burst:,.0f} rows one client may push at once; split it",
+            )
 
     @staticmethod
     def _from_rows(rows: list[PushRow], form: str, lines: list[int] | None = None) -> _Parsed:
@@ -541,7 +644,20 @@ class PushSource:
             )
         return ctype
 
-    async def _read_body(self, request: Request) -> bytes:
+    def _hold(self, held: list[int], n: int) -> None:
+        """Count ``n`` more body bytes of this request (``held[0]``) against the shared budget."""
+        if self._inflight + n > self.max_inflight_bytes:
+            raise PayloadError(
+                503,
+                f"the daemon already holds {self._inflight:,} bytes of pushed bodies, its limit of "
+                f"{self.max_inflight_bytes:,}; nothing was kept, retry shortly",
+                1.0,
+            )
+        self._inflight += n
+        held[0] += n
+
+    async def _read_body(self, request: Request, held: list[int]) -> bytes:
+        """The body, its bytes counted in ``held`` against the shared budget (released by the caller)."""
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isascii() and declared.isdecimal() and int(declared) > limit:
@@ -550,11 +666,20 @@ class PushSource:
             )
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadError(413, f"payload exceeds the limit of {limit:,} bytes")
-            chunks.append(chunk)
+        # A deadline on the whole body, not per chunk: a byte a second would meet any per-chunk
+        # timeout and hold the connection (and a share of the process's descriptors) for days.
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadError(413, f"payload exceeds the limit of {limit:,} bytes")
+                    self._hold(held, len(chunk))
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise PayloadError(
+                408, f"the body did not arrive within {self.body_timeout_s:g} s ({size:,} bytes received)"
+            ) from None
         body = b"".join(chunks)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("", "identity"):
@@ -569,8 +694,14 @@ class PushSource:
             raise PayloadError(400, f"body is not valid gzip: {exc}") from None
         if len(out) > limit:
             raise PayloadError(413, f"decompressed payload exceeds the limit of {limit:,} bytes")
+        self._hold(held, len(out))
         if not inflater.eof:
             raise PayloadError(400, "gzip body is truncated")
+        if inflater.unused_data:  # a second gzip member (or junk) would be dropped in silence
+            raise PayloadError(
+                400,
+                f"{len(inflater.unused_data):,} bytes follow the end of the gzip stream; send one gzip member",
+            )
         return out
 
     def router(self, path: str = "/v1/push") -> APIRouter:
@@ -584,6 +715,7 @@ class PushSource:
             response_model=PushResult,
             responses={
                 400: {"description": "not JSON, NDJSON or gzip"},
+                408: {"description": "the body did not arrive within body_timeout_s"},
                 413: {"description": "body over the size limit, or a batch larger than the queue, a client's share or burst"},
                 415: {"description": "a content-type other than JSON or NDJSON, or an unsupported content-encoding"},
                 422: {"description": "a field of the wrong type or length, or a stamp outside the window, named with its index"},
@@ -593,20 +725,24 @@ class PushSource:
         )  # fmt: skip
         async def push(request: Request) -> PushResult:
             principal = principal_of(request)
+            held = [0]  # body bytes this request holds of the shared budget
             try:
                 ctype = self._check_media_type(request)
                 wait = self.buckets.wait_s(principal, 1, self.rate_clock())
                 if wait > 0:  # an empty bucket: refused before the body is even read
                     raise self._rate_limited(principal, None, wait)
-                body = await self._read_body(request)
-                return await run_in_threadpool(self.ingest, body, ctype, principal)
+                body = await self._read_body(request, held)
+                return await run_in_threadpool(self._ingest_in_turn, body, ctype, principal)
             except PayloadError as exc:
                 self._count_refused(f"{exc.status} {REASONS.get(exc.status, 'refused')}")
                 headers = (
                     {"Retry-After": f"{max(1, math.ceil(exc.retry_after_s))}"}
                     if exc.retry_after_s is not None
+                    else {"Connection": "close"} if exc.status == 408  # the rest of the body is not awaited
                     else None
-                )
+                )  # fmt: skip
                 raise HTTPException(status_code=exc.status, detail=exc.detail, headers=headers) from None
+            finally:
+                self._inflight -= held[0]
 
         return router

@@ -41,7 +41,8 @@ class _Bucket:
 
 
 class RowBuckets:
-    """One token bucket per principal. ``take`` is all-or-nothing: a refused batch costs nothing."""
+    """One token bucket per principal. ``take`` is all-or-nothing; ``charge`` bills what a refused
+    batch cost to read, down to one burst in debt."""
 
     def __init__(self, limit: RateLimit, max_principals: int = MAX_PRINCIPALS) -> None:
         self.limit = limit
@@ -66,6 +67,14 @@ class RowBuckets:
             if wait == 0.0:
                 bucket.tokens -= rows
             return wait
+
+    def charge(self, principal: str, rows: float, now: float) -> float:
+        """Take ``rows`` whether or not they are there (a refused body was parsed all the same),
+        leaving at most one burst of debt; the seconds until ``rows`` would fit again."""
+        with self._lock:
+            bucket = self._refill(principal, now)
+            bucket.tokens = max(-self.limit.burst_rows, bucket.tokens - rows)
+            return self._wait(bucket, rows)
 
     def _wait(self, bucket: _Bucket, rows: float) -> float:
         short = rows - bucket.tokens

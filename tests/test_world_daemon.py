@@ -135,6 +135,8 @@ def test_a_jobs_file_changed_on_disk_is_picked_up(running: Running) -> None:
     running.tick()
     assert running.status()["jobs"] == 2
     write_jobs(running.jobs, (*small_jobs(), JobRecord("later", JobClass.SYNC_TRAINING, ("n07",), 0, 4e9)))
+    running.tick()  # seen moving: a changed file is taken once it held still a tick
+    assert running.status()["jobs"] == 2
     running.tick()
     assert running.status()["jobs"] == 3
     assert running.daemon.controller.topology.lookup("job/later") is not None
@@ -143,6 +145,7 @@ def test_a_jobs_file_changed_on_disk_is_picked_up(running: Running) -> None:
     assert any("1 job(s) joined: later" in m for m in running.notices())
     write_jobs(running.jobs, small_jobs()[:1])
     running.tick()
+    running.tick()
     assert running.status()["jobs"] == 1
     assert any("2 job(s) left: batch, later" in m for m in running.notices())
 
@@ -150,6 +153,8 @@ def test_a_jobs_file_changed_on_disk_is_picked_up(running: Running) -> None:
 def test_a_node_added_to_the_inventory_is_scored_and_can_be_quarantined(running: Running) -> None:
     running.tick()
     write_inventory(running.inventory, (*small_inventory().nodes, new_node("n08")))
+    running.tick()  # seen moving: a changed file is taken once it held still a tick
+    assert running.status()["nodes"] == 8
     running.tick()  # this tick's samples were pushed for the world before it
     assert running.status()["nodes"] == 9 and "node/n08" not in running.status()["quarantined"]
     assert any("1 node(s) joined: n08" in m for m in running.notices())
@@ -164,6 +169,7 @@ def test_a_node_removed_is_dropped_and_its_quarantine_released_without_a_resume(
     quarantined(running, "n02")
     write_inventory(running.inventory, tuple(n for n in small_inventory().nodes if n.node != "n02"))
     write_jobs(running.jobs, (JobRecord("train", JobClass.SYNC_TRAINING, ("n00", "n01"), 0, 4e9),))
+    running.tick()  # seen moving: a changed file is taken once it held still a tick
     running.tick()
     assert running.status()["quarantined"] == [] and running.status()["nodes"] == 7
     assert running.daemon.topology.lookup("node/n02") is None
@@ -183,15 +189,17 @@ def test_a_quarantine_keeps_its_state_and_history_across_a_job_and_an_inventory_
     gpu = "gpu/n02/1"
     before = ctl.store.history("gpu.temp_c")[1][:, int(ctl.topology.local[ctl.topology.index[gpu]])].copy()
     write_jobs(running.jobs, small_jobs()[1:])  # job "train" (on n02) ended
+    running.tick(hot=gpu)  # seen moving
     running.tick(hot=gpu)
     write_inventory(running.inventory, (new_node("n0a"), *small_inventory().nodes))  # every index moves
+    running.tick(hot=gpu)  # seen moving
     running.tick(hot=gpu)
     topo = ctl.topology
     assert topo.names[EntityKind.NODE][0] == "n0a" and len(topo.jobs) == 1
     assert running.status()["quarantined"] == ["node/n02"]
     assert State(int(ctl.classifier.state[topo.index[gpu]])) is State.QUARANTINE
     after = ctl.store.history("gpu.temp_c")[1][:, int(topo.local[topo.index[gpu]])]
-    assert np.count_nonzero(after == 97.0) == np.count_nonzero(before == 97.0) + 2  # kept, and added to
+    assert np.count_nonzero(after == 97.0) == np.count_nonzero(before == 97.0) + 4  # kept, and added to
     running.tick(hot=gpu)  # the first tick whose samples were pushed for the new world
     assert ctl.store.current("gpu.temp_c")[int(topo.local[topo.index["gpu/n0a/0"]])] < 70
 
@@ -199,6 +207,7 @@ def test_a_quarantine_keeps_its_state_and_history_across_a_job_and_an_inventory_
 def test_a_bad_new_file_keeps_the_old_world_with_a_notice(running: Running) -> None:
     running.tick()
     running.inventory.write_text("node,rack\nn00,r0\n", encoding="utf-8")
+    assert not [n for n in running.tick().notices if n.source == "world"]  # seen moving: not read yet
     first = running.tick()
     second = running.tick()
     for report in (first, second):
@@ -208,9 +217,11 @@ def test_a_bad_new_file_keeps_the_old_world_with_a_notice(running: Running) -> N
     assert running.status()["nodes"] == 8
     assert sum("kept the current world" in m for m in running.notices()) == 1  # journaled once
     running.jobs.write_text("not a jobs file", encoding="utf-8")
+    running.tick()
     assert any(str(running.jobs) in n.where for n in running.tick().notices)
     write_inventory(running.inventory, small_inventory().nodes)
     write_jobs(running.jobs, small_jobs())
+    running.tick()
     assert not [n for n in running.tick().notices if n.source == "world"]
     assert any("cleared" in m and str(running.inventory) in m for m in running.notices())
 
@@ -343,7 +354,8 @@ def test_an_inventory_that_empties_a_budget_partition_keeps_the_old_world(tmp_pa
                     world=LiveWorld(inv_path, None, inv, small_jobs()))  # fmt: skip
     daemon.step(T0)
     write_inventory(inv_path, small_inventory().nodes[:-1])
-    for now in (T0 + 1, T0 + 2):
+    daemon.step(T0 + 1)  # seen moving: a changed file is taken once it held still a tick
+    for now in (T0 + 2, T0 + 3):
         report = daemon.step(now)
         (notice,) = [n for n in report.notices if n.source == "world"]
         assert "kept the current world" in notice.message and "partitions.late" in notice.message
@@ -379,6 +391,7 @@ def test_a_held_node_whose_board_was_replaced_is_judged_afresh_and_resumed(runni
     quarantined(running, "n02")
     nodes = tuple(replace(n, model="B200") if n.node == "n02" else n for n in small_inventory().nodes)
     write_inventory(running.inventory, nodes)
+    running.tick()  # seen moving: a changed file is taken once it held still a tick
     running.tick()
     ctl = running.daemon.controller
     assert running.status()["quarantined"] == ["node/n02"]
@@ -401,6 +414,7 @@ def test_a_world_change_waits_for_a_reader_holding_the_engine(running: Running) 
     ctl = running.daemon.controller
     before = ctl.topology
     write_jobs(running.jobs, small_jobs()[:1])
+    running.tick()  # seen moving: a changed file is taken once it held still a tick
     running.now += 1.0
     running.clock[0] = running.now
     holding, seen = threading.Event(), []
@@ -418,3 +432,22 @@ def test_a_world_change_waits_for_a_reader_holding_the_engine(running: Running) 
     running.daemon.step(running.now)  # its world change waits for the reader
     thread.join(5)
     assert seen == [before, before] and len(ctl.topology.jobs) == 1
+
+
+def test_an_inventory_caught_half_written_drops_no_node_and_no_quarantine(running: Running) -> None:
+    """An editor or ``cat >`` leaves the file half-written for a moment: the first lines only, a
+    valid inventory of fewer nodes. Taken at once, it would drop the nodes not yet written and
+    release their quarantines; a changed file is taken only once it held still for a tick."""
+    running.tick()
+    quarantined(running, "n07")
+    nodes = small_inventory().nodes
+    write_inventory(running.inventory, nodes[:3])  # the writer has got this far
+    running.tick()
+    write_inventory(running.inventory, (*nodes, new_node("n08")))  # and finished, with one more
+    running.tick()
+    assert running.status()["nodes"] == 8 and running.status()["quarantined"] == ["node/n07"]
+    assert not any("left" in m for m in running.notices())
+    running.tick()  # the whole file, held still: taken
+    assert running.status()["nodes"] == 9 and running.status()["quarantined"] == ["node/n07"]
+    assert any("1 node(s) joined: n08" in m for m in running.notices())
+    assert not any("left" in m for m in running.notices())

@@ -2,7 +2,9 @@
 the placements the scheduler sources report (``PlacementSource``).
 
 Each tick the daemon asks ``LiveWorld.update`` for the world the files and sources describe now.
-Files are re-read when their size or modification time changed, or on request (SIGHUP); a file
+Files are re-read when their size or modification time changed and then held still for one tick
+(a file caught half-written, as an editor or ``cat >`` leaves it for a moment, must not drop the
+nodes it has not written yet and their quarantines), or at once on request (SIGHUP); a file
 that cannot be read or is invalid keeps the current world, with a notice naming the file and the
 problem for as long as it stays bad. A job placed on nodes the inventory lacks runs on the nodes
 it has, and the rest are named in a notice; a job with none is left out.
@@ -63,6 +65,7 @@ class LiveWorld:
         self.inventory = inventory
         self.file_jobs = tuple(file_jobs)
         self._stamps = {p: stamp(p) for p in (inventory_path, jobs_path) if p is not None}
+        self._moving: dict[Path, FileStamp | None] = {}  # a new stamp seen once, not yet held still
         self._bad: dict[Path, str] = {}  # file -> why it was not taken (until it reads well)
         self._reload = False
         self._pending: Inventory | None = None
@@ -116,11 +119,13 @@ class LiveWorld:
     def _read_files(self) -> bool:
         """Re-read what changed (or everything, on request); True when a new inventory was taken."""
         forced, self._reload = self._reload, False
-        due = [p for p in self._stamps if forced or stamp(p) != self._stamps[p]]
+        now = {p: stamp(p) for p in self._stamps}
+        due = [p for p in self._stamps if forced or (now[p] != self._stamps[p] and self._settled(p, now[p]))]
         if not due:
             return False
         for p in due:
-            self._stamps[p] = stamp(p)
+            self._stamps[p] = now[p]
+            self._moving.pop(p, None)
         inventory = self._pending or self.inventory  # one read well while the jobs file was bad
         if self.inventory_path is not None and self.inventory_path in due:
             try:
@@ -143,6 +148,14 @@ class LiveWorld:
         changed = inventory != self.inventory
         self.inventory, self._pending = inventory, None
         return changed
+
+    def _settled(self, path: Path, now: FileStamp | None) -> bool:
+        """A changed file is taken once its stamp is the same at two checks a tick apart: a writer
+        that is still writing moves it, and the file waits."""
+        if path in self._moving and self._moving[path] == now:
+            return True
+        self._moving[path] = now
+        return False
 
 
 def _why(exc: Exception) -> str:

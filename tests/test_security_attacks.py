@@ -372,6 +372,8 @@ def test_the_probes_answer_without_a_token(live: LiveDaemon) -> None:
     ready = live.request("GET", "/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     assert live.request("POST", "/healthz").status_code == 401  # public for reading only
+    for probe in ("/healthz", "/readyz"):  # a load balancer's HEAD check
+        assert live.request("HEAD", probe).status_code == 200, probe
 
 
 def test_refused_and_state_changing_requests_are_journaled_as_a_tally(live: LiveDaemon) -> None:
@@ -613,3 +615,13 @@ def test_a_peers_text_in_an_action_detail_cannot_stop_the_daemon(live: LiveDaemo
     live.wait_ticks(3)  # still ticking
     with live.journal() as j:
         assert any("ok [/] [bold red]not markup" in a.detail for a in j.action_results())
+
+
+def test_the_per_client_cap_counts_an_ipv6_host_by_its_64() -> None:
+    """A host handed a /64 could open every connection from a new address: they count as one."""
+    from seamguard.service.connections import client_key
+
+    assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff:abcd:1:9") == "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:10.0.0.7") == client_key("10.0.0.7") == "10.0.0.7"  # dual-stack socket
+    assert client_key("10.0.0.7") != client_key("10.0.0.8")

@@ -39,11 +39,12 @@ def create_app(
     # The probes take no lock: a tick that holds it for seconds must not make the process look dead.
     # The topology is replaced whole by a world change (one reference read) and the tick time is
     # one float, read whole.
-    @app.get("/healthz")
+    # HEAD too: load balancers' health checks often use it (HAProxy's ``option httpchk HEAD``).
+    @app.api_route("/healthz", methods=["GET", "HEAD"])
     def healthz() -> dict[str, object]:
         return {"status": "ok", "jobs": len(controller.topology.jobs)}
 
-    @app.get("/readyz", responses={503: {"description": "the engine has not ticked yet"}})
+    @app.api_route("/readyz", methods=["GET", "HEAD"], responses={503: {"description": "the engine has not ticked yet"}})
     def readyz() -> dict[str, object]:
         now = float(ticked()) if ticked is not None else float(controller.now)
         if not math.isfinite(now):

@@ -13,6 +13,7 @@ so they are added here in a subclass of its h11 protocol: a few lines on its con
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import resource
@@ -70,7 +71,7 @@ def bounded_protocol(limits: ConnectionLimits, max_open: int) -> type[H11Protoco
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            address = self.client[0] if self.client else ""
+            address = client_key(self.client[0]) if self.client else ""
             if len(self.connections) > max_open:
                 self._refuse(too_many)
             elif per_address[address] >= limits.per_client:
@@ -141,3 +142,17 @@ def handshake_bounded_loop(timeout_s: float) -> Callable[[], asyncio.AbstractEve
 def protocol_kwargs(limits: ConnectionLimits) -> dict[str, Any]:
     """The ``uvicorn.Config`` arguments that apply ``limits``."""
     return {"http": bounded_protocol(limits, usable_max_open(limits))}
+
+
+def client_key(address: str) -> str:
+    """What ``per_client`` counts: an IPv4 address, or an IPv6 address's /64 (one host is handed a
+    whole /64 and can pick a new address in it for every connection)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is an IPv4 client on a dual-stack socket
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)

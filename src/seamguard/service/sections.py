@@ -77,7 +77,7 @@ class ConnectionLimits(StrictModel):
     connections, which would otherwise exhaust the process's file descriptors."""
 
     max_open: int = Field(default=4096, ge=1)  # connections at once; past it a new one gets 503
-    per_client: int = Field(default=256, ge=1)  # connections at once from one address
+    per_client: int = Field(default=256, ge=1)  # connections at once from one address (IPv6: one /64)
     head_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)  # request line + headers
 
 

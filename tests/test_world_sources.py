@@ -109,6 +109,7 @@ def test_kubernetes_placements_drive_the_daemon_and_a_joined_node_counts(tmp_pat
         assert "gpu-node-x9" not in {n for nodes in placed.values() for n in nodes}
         joined = replace(small_inventory().nodes[0], node="gpu-node-x9")
         write_inventory(inv_path, (*small_inventory().nodes, joined))
-        daemon.step(NOW + 1)  # the node joins; the source follows and lists again
-        daemon.step(NOW + 2)  # the pod on it is placed
+        daemon.step(NOW + 1)  # seen moving: a changed file is taken once it held still a tick
+        daemon.step(NOW + 2)  # the node joins; the source follows and lists again
+        daemon.step(NOW + 3)  # the pod on it is placed
         assert "gpu-node-x9" in {n for j in daemon.topology.jobs for n in j.nodes}

@@ -1,8 +1,11 @@
-"""A counter's rate on a skewed clock: the interval is the source's, the placement is re-timed.
+"""A node whose exporter's clock is skewed: which clock is whose, and a counter's rate on it.
 
 The field suite's seed 2 put a GPU `recovery_unsafe` on one correctable ECC error in 30 s read
-as one a second: its node's exporter ran 90 s behind, the aligner re-timed each tick by that
-tick's offset, and two samples 30 s apart on the exporter's clock were re-timed 1 s apart.
+as one a second: its node's exporter ran 90 s behind, its heartbeat (stamped by the prober, on
+the right clock) shared the exporter's clock domain, so the domain's offset jumped between 90 s
+and 0 from tick to tick, and two samples 30 s apart on the exporter's clock were re-timed 1 s
+apart. The rate's interval now comes from the source's own stamps, and the node's own signals
+are a clock domain apart from its exporter's.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, NodeRecord
 from seamguard.model.topology import Topology, build_topology
 from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.telemetry.clock import skew_notices
 from seamguard.telemetry.store import TelemetryStore
 
 CAT = signal_catalog()
@@ -100,3 +104,33 @@ def test_a_counter_on_a_steadily_skewed_clock_keeps_its_true_rate_and_stays_fres
     assert len(rates) == 27 and rates[1:] == [120.0] * 26, rates
     # placed in time by the corrected stamp: 1 s old, not 91 s (the clock's error)
     assert store.now - store.last_seen("gpu.ecc_sbe_total")[local] == 1.0
+
+
+def test_a_nodes_heartbeat_on_the_probers_clock_does_not_undo_its_exporters_correction() -> None:
+    """n00's exporter runs 90 s behind; every node's heartbeat age comes every other tick from a
+    prober on the right clock, its Slurm flag every tick from the daemon. The exporter is
+    corrected once, for good, by its own offset, and every GPU sample is kept and fresh."""
+    topo = fleet()
+    store = TelemetryStore(topo, CAT, window=8, clock_skew_s=20.0, tick_s=TICK_S)
+    gpus = [int(g) for g in topo.members[EntityKind.GPU]]
+    nodes = [int(n) for n in topo.members[EntityKind.NODE]]
+    skewed = [g for g in gpus if topo.ids[g].startswith("gpu/n00/")]
+    notices: list[str] = []
+    for k in range(60):
+        now = 10_000.0 + TICK_S * k
+        rows: list[Row] = [
+            (g, "gpu.temp_c", now - 1.0 - (SKEW_S if g in skewed else 0.0), 60.0 + k) for g in gpus
+        ]
+        rows += [(n, "node.slurm_down", now, 0.0) for n in nodes]
+        if k % 2:
+            rows += [(n, "node.heartbeat_age_s", now - 0.5, 3.0) for n in nodes]
+        store.ingest(now, batch(rows))
+        notices += skew_notices(topo, store.clock.changes) if store.clock is not None else []
+        if k:  # every GPU's sample of this tick is its newest, placed 1 s ago (within the
+            # reference's own spread: the typical lag is a median over every domain)
+            assert np.allclose(store.now - store.last_seen("gpu.temp_c"), 1.0, atol=1.0), k
+            assert np.all(store.current("gpu.temp_c") == 60.0 + k), k
+    assert len(notices) == 1 and "node/n00 90 s behind" in notices[0], notices
+    assert store.clock is not None
+    assert np.allclose(store.clock.offset[store.clock.domain[skewed]], SKEW_S, atol=1.0)
+    assert not np.any(store.clock.offset[nodes]), "the node's own signals are stamped right"

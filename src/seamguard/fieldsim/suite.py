@@ -60,8 +60,10 @@ TUNING_SEEDS: tuple[int, ...] = (1, 2, 3)
 # Held out: chosen after the engine and the suite were frozen, reported from that one run, never
 # tuned on; a fix made after seeing them retires them (docs/performance.md keeps their result).
 # 1205-1209 were chosen at commit baa0178; 1210-1214 after the fix that 1206 called for;
-# 1215-1219 after a review's fixes (clock, baselines, flatlines at an alarm, cadence).
-HELD_OUT_SEEDS: tuple[int, ...] = (1215, 1216, 1217, 1218, 1219)
+# 1215-1219 after a review's fixes (clock, baselines, flatlines at an alarm, cadence); 1220-1224
+# after counters' rates took their interval from the source's stamps and a node's own signals
+# left its exporter's clock domain (the false action on tuning seed 2).
+HELD_OUT_SEEDS: tuple[int, ...] = (1220, 1221, 1222, 1223, 1224)
 STORAGE_CAPACITY_GBPS = {"main": 40.0, "minor": 25.0}
 # Time a slow fault needs from onset to reach its impact (lanes later than end - this are refused).
 NEEDS_S: dict[str, float] = {

@@ -7,9 +7,9 @@ sample's lag, the tick's time minus the sample's stamp. For a healthy source tha
 scrape and delivery delay, a fraction of a tick, and much the same for every source; a skewed
 clock adds its offset to every sample it stamps.
 
-So per *clock domain* (a node for its GPUs, MIG instances and heartbeat, which its own exporter
-stamps; every other entity is its own domain, an uplink included, since a fabric manager often
-reports it) the lag of each tick's newest sample is smoothed over ticks and compared with the
+So per *clock domain* (a node's exporter for its GPUs and MIG instances; every other entity is
+its own domain: the node itself, whose heartbeat and Slurm flags are stamped by whoever probes it,
+an uplink, since a fabric manager often reports it) the lag of each tick's newest sample is smoothed over ticks and compared with the
 median of all domains'. An offset beyond the threshold (``engine.clock_skew_s``, never less than
 a tick, since within one tick the phase of a scrape is normal) is corrected: that domain's
 stamps are shifted before anything reads them (``correct`` says how).
@@ -37,14 +37,28 @@ SMOOTHING = 0.2  # EWMA weight of one tick's mean lag: a one-tick delivery hiccu
 
 
 def clock_domains(topology: Topology) -> IntArray:
-    """Per entity (global index): the global index of the entity whose clock stamps its samples."""
+    """Per entity (global index): a global index naming the clock that stamps its samples.
+
+    A node's GPUs and MIG instances are stamped by its exporter: their domain is the node's
+    first GPU. The node entity is not in it: its heartbeat age and Slurm flags are stamped by
+    the prober or the daemon, on another clock, and a domain holding two clocks would have its
+    newest sample's lag jump between them from one tick to the next."""
     domain = np.arange(topology.n_entities, dtype=np.int64)
-    nodes = topology.members[EntityKind.NODE]
     gpus = topology.members[EntityKind.GPU]
-    domain[gpus] = nodes[topology.gpu_node]
-    migs = topology.members[EntityKind.MIG]
-    domain[migs] = nodes[topology.gpu_node[topology.mig_gpu]]
+    if gpus.size:
+        node_ids, first = np.unique(topology.gpu_node, return_index=True)
+        exporter = np.zeros(topology.count(EntityKind.NODE), dtype=np.int64)
+        exporter[node_ids] = gpus[first]
+        domain[gpus] = exporter[topology.gpu_node]
+        domain[topology.members[EntityKind.MIG]] = domain[gpus[topology.mig_gpu]]
     return domain  # links, racks, CDUs, storage, jobs: their own (a fabric manager or a BMS stamps them)
+
+
+def domain_name(topology: Topology, domain: int) -> str:
+    """A node's exporter is named by its node (``node/n03``), any other domain by its entity."""
+    if topology.kind_of(domain) is EntityKind.GPU:
+        return topology.ids[int(topology.members[EntityKind.NODE][topology.gpu_node[topology.local[domain]]])]
+    return topology.ids[domain]
 
 
 @dataclass(frozen=True)
@@ -124,7 +138,7 @@ def skew_notices(topology: Topology, changes: tuple[SkewChange, ...]) -> list[st
     ended = [c for c in changes if c.offset_s == 0]
     if started:
         named = ", ".join(
-            f"{topology.ids[c.domain]} {abs(c.offset_s):.0f} s {'behind' if c.offset_s > 0 else 'ahead'}"
+            f"{domain_name(topology, c.domain)} {abs(c.offset_s):.0f} s {'behind' if c.offset_s > 0 else 'ahead'}"
             for c in started[:MAX_NAMED]
         )
         more = f" and {len(started) - MAX_NAMED} more" if len(started) > MAX_NAMED else ""
@@ -133,7 +147,7 @@ def skew_notices(topology: Topology, changes: tuple[SkewChange, ...]) -> list[st
             f"{started[0].reference_lag_s:.0f} s); their samples are re-timed until the clocks agree"
         )
     if ended:
-        named = ", ".join(topology.ids[c.domain] for c in ended[:MAX_NAMED])
+        named = ", ".join(domain_name(topology, c.domain) for c in ended[:MAX_NAMED])
         more = f" and {len(ended) - MAX_NAMED} more" if len(ended) > MAX_NAMED else ""
         out.append(f"clock skew cleared: {named}{more} back in line with their peers")
     return out

@@ -7,6 +7,12 @@ buffer of the last ``window`` ticks, so the store's memory is bounded whatever t
 Sensor faults are screened here (``plausibility``): a value outside its signal's physical range
 makes that value missing, a counter going down gives no rate, a flatlined reading is missing
 until it moves.
+
+Time has two uses here. Where a sample sits (staleness, windows, which sample is newer) reads
+its stamp re-timed by the clock aligner (``clock.py``), so a skewed node is not stale early. A
+counter's rate divides by the interval between the source's *own* stamps: both come from one
+clock, so their difference is exact whatever the re-timing did in between (the correction follows
+each tick's estimate, which moves with the phase of the domain's newest sample).
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class _Series:
     last_seen: FloatArray
     ring: FloatArray | None = None  # (window, size)
     rate: FloatArray | None = None  # counters: per-second rate at the last sample
+    stamp: FloatArray | None = None  # counters: the last sample's stamp as the source sent it
     events: TickEvents | None = None
     extras: dict[str, FloatArray] = field(default_factory=dict)
     interval_s: float = np.nan  # the series' sampling cadence, learnt from what arrives
@@ -109,6 +116,7 @@ class TelemetryStore:
                 series.ring = np.full((window, n), np.nan)
             if sig.kind is SignalKind.COUNTER:
                 series.rate = np.full(n, np.nan)
+                series.stamp = np.full(n, -np.inf)
             self._series.append(series)
         self._ranges = ValueRanges(catalog)
         sizes = {name: topology.count(catalog[name].entity) for name in flatline or {}}
@@ -140,6 +148,7 @@ class TelemetryStore:
         report.out_of_range = int(np.count_nonzero(~in_range))
         if report.out_of_range:
             ent, sig, ts, val = ent[in_range], sig[in_range], ts[in_range], val[in_range]
+        stamp = ts  # as the source sent it: a counter's interval is measured on this clock
         if self.clock is not None:
             ts = self.clock.correct(now, ent, ts)
         kind_ok = self.topology.kind_code[ent] == self._signal_kind_code[sig]
@@ -154,7 +163,7 @@ class TelemetryStore:
         if report.implausible:
             self._blank(sig[implausible], self.topology.local[ent[implausible]])
             keep &= ~implausible
-        ent, sig, ts, val = ent[keep], sig[keep], ts[keep], val[keep]
+        ent, sig, ts, val, stamp = ent[keep], sig[keep], ts[keep], val[keep], stamp[keep]
         report.accepted = int(ent.size)
         if ent.size == 0:
             return report
@@ -167,7 +176,9 @@ class TelemetryStore:
         local_all = self.topology.local[ent]
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             idx = order[a:b]
-            report.resets += self._ingest_signal(int(sig_sorted[a]), local_all[idx], ts[idx], val[idx])
+            report.resets += self._ingest_signal(
+                int(sig_sorted[a]), local_all[idx], ts[idx], val[idx], stamp[idx]
+            )
         return report
 
     def _blank(self, sig: IntArray, local: IntArray) -> None:
@@ -176,8 +187,10 @@ class TelemetryStore:
         for s in np.unique(sig).tolist():
             self._series[s].last_value[local[sig == s]] = np.nan
 
-    def _ingest_signal(self, s: int, local: IntArray, ts: FloatArray, val: FloatArray) -> int:
-        """Returns the number of counter resets seen."""
+    def _ingest_signal(
+        self, s: int, local: IntArray, ts: FloatArray, val: FloatArray, stamp: FloatArray
+    ) -> int:
+        """``ts``: re-timed stamps, ``stamp``: the source's own. Returns the counter resets seen."""
         series = self._series[s]
         if series.kind is SignalKind.EVENT:
             series.events = TickEvents(local=local, code=val.astype(np.int64), timestamp=ts)
@@ -188,22 +201,22 @@ class TelemetryStore:
             return 0
         if np.bincount(local, minlength=series.size).max(initial=0) > 1:
             order = np.lexsort((ts, local))
-            local, ts, val = local[order], ts[order], val[order]
+            local, ts, val, stamp = local[order], ts[order], val[order], stamp[order]
             same = local[1:] == local[:-1]
             first = np.concatenate(([True], ~same))
             gaps = np.where(first, ts - series.last_seen[local], np.concatenate(([0.0], np.diff(ts))))
             _learn_cadence(series, gaps)
-            local, ts, val = _latest_per_entity(local, ts, val, bitwise_or=series.kind is SignalKind.BITMASK)
+            pick, val = _latest_per_entity(local, ts, val, bitwise_or=series.kind is SignalKind.BITMASK)
+            local, ts, stamp = local[pick], ts[pick], stamp[pick]
         else:
             _learn_cadence(series, ts - series.last_seen[local])
         if series.kind is not SignalKind.COUNTER:  # (counters drop them below, with their rate)
             newer = ts >= series.last_seen[local]  # a late, older sample never replaces a newer one
             local, ts, val = local[newer], ts[newer], val[newer]
         resets = 0
-        if series.kind is SignalKind.COUNTER and series.rate is not None:
+        if series.kind is SignalKind.COUNTER and series.rate is not None and series.stamp is not None:
             prev_v = series.last_value[local]
-            prev_t = series.last_seen[local]
-            dt = ts - prev_t
+            dt = stamp - series.stamp[local]  # one clock: exact, whatever the re-timing did
             usable = np.isfinite(prev_v) & (dt > 0)
             # A counter that went down was reset (reboot, driver reload, exporter restart): what
             # happened across the reset is unknown, so that sample has no rate (NaN); the next
@@ -215,6 +228,7 @@ class TelemetryStore:
             series.rate[local] = np.where(usable, rate, series.rate[local])
             newer = ~(dt <= 0)
             local, ts, val = local[newer], ts[newer], val[newer]
+            series.stamp[local] = stamp[newer]
             history = rate[newer]  # a counter's history is its per-interval rates
         else:
             history = val
@@ -237,6 +251,8 @@ class TelemetryStore:
             series.last_seen[pick] = -np.inf
             if series.rate is not None:
                 series.rate[pick] = np.nan
+            if series.stamp is not None:
+                series.stamp[pick] = -np.inf
             if series.ring is not None:
                 series.ring[:, pick] = np.nan
             self.flatlines.forget(s, pick)
@@ -256,6 +272,8 @@ class TelemetryStore:
                 series.ring = carry(series.ring, fwd, np.nan, axis=1)
             if series.rate is not None:
                 series.rate = carry(series.rate, fwd, np.nan)
+            if series.stamp is not None:
+                series.stamp = carry(series.stamp, fwd, -np.inf)
             series.events = None  # this tick's only: the next ingest replaces them
             series.extras = {k: carry(v, fwd, np.nan) for k, v in series.extras.items()}
             self.flatlines.carry_over(s, fwd)
@@ -359,6 +377,7 @@ class TelemetryStore:
             total += s.last_value.nbytes + s.last_seen.nbytes
             total += s.ring.nbytes if s.ring is not None else 0
             total += s.rate.nbytes if s.rate is not None else 0
+            total += s.stamp.nbytes if s.stamp is not None else 0
         return total + self.flatlines.nbytes()
 
 
@@ -382,15 +401,18 @@ def _learn_cadence(series: _Series, dt: FloatArray) -> None:
 
 def _latest_per_entity(
     local: IntArray, ts: FloatArray, val: FloatArray, *, bitwise_or: bool
-) -> tuple[IntArray, FloatArray, FloatArray]:
-    """Collapse duplicate samples of one series within a tick: latest wins, bitmasks OR."""
+) -> tuple[IntArray, FloatArray]:
+    """Collapse duplicate samples of one series within a tick: latest wins, bitmasks OR.
+    Returns the index of each entity's latest sample (so the caller picks its other columns)
+    and the value kept for it."""
     order = np.lexsort((ts, local))
-    local, ts, val = local[order], ts[order], val[order]
+    local = local[order]
     last = np.ones(local.size, dtype=bool)
     last[:-1] = local[1:] != local[:-1]
+    pick = order[last]
     if bitwise_or:
         first = np.ones(local.size, dtype=bool)
         first[1:] = local[1:] != local[:-1]
-        ored = np.bitwise_or.reduceat(val.astype(np.int64), np.flatnonzero(first))
-        return local[last], ts[last], ored.astype(np.float64)
-    return local[last], ts[last], val[last]
+        ored = np.bitwise_or.reduceat(val[order].astype(np.int64), np.flatnonzero(first))
+        return pick, ored.astype(np.float64)
+    return pick, val[pick]

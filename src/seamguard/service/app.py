@@ -44,7 +44,9 @@ def create_app(
     def healthz() -> dict[str, object]:
         return {"status": "ok", "jobs": len(controller.topology.jobs)}
 
-    @app.api_route("/readyz", methods=["GET", "HEAD"], responses={503: {"description": "the engine has not ticked yet"}})
+    @app.api_route(
+        "/readyz", methods=["GET", "HEAD"], responses={503: {"description": "the engine has not ticked yet"}}
+    )
     def readyz() -> dict[str, object]:
         now = float(ticked()) if ticked is not None else float(controller.now)
         if not math.isfinite(now):

@@ -209,7 +209,7 @@ def score_tick(
             counts = peer_memory.gate(name, ev.evidence > 0, np.isfinite(ev.measure), store.last_seen(name))
             evidence.append(replace(ev, evidence=np.where(counts, ev.evidence, 0.0)))
             if baseline is not None:
-                peer_memory.learn_baseline(name, raw, groups[0], groups[1], quiet=ev.evidence == 0, now=now,
+                peer_memory.learn_baseline(name, raw, value, groups[0], groups[1], quiet=ev.evidence == 0, now=now,
                                            halflife_s=baseline)  # fmt: skip
     for name, crule in det.counter.items():
         evidence.append(detectors.counter_rate(cat[name], crule, store.rate(name)))

@@ -20,6 +20,25 @@ is judged is the change. A ratio of averages, not an average of ratios: at a few
 minute each reading is mostly counting noise, and the log of a noisy ratio is biased. The
 first readings (a warm-up, ``learnt_average``) are averaged before the entity is judged at all: an entity that is
 already failing when seamguard starts is taken as its own normal (docs/scoring.md says so).
+
+**Against what the offset is learnt.** The cohort's level a baseline is learnt against is the
+median of its learnt, quiet members' readings with their own offsets removed: the level each
+member is judged against (``detectors.peer`` takes the median of those same values), and one that
+does not move with the cohort's membership. Against the median of raw readings, an entity's offset
+held the factors of whoever was in its cohort while it learnt: an idle uplink learnt at 1.4x the
+idle links of the first hour read 162% above the idle links of the seventh at its unchanged rate,
+once the jobs had swapped which links were idle (field suite, held-out seed 1220). A member
+joining is learnt against the incumbents' common level, so every learnt member holds the same
+one, whoever comes and goes; one incumbent is enough (its readings are noisy, but no noisier than
+the newcomer's own, which its baseline averages anyway). An incumbent that stood out when last
+judged is no anchor, though it is not judged while the newcomers learn (a cohort under
+``min_cohort``): they would learn its failing rate as their cohort's and clear it. Only where no
+member can anchor (seamguard starting, a job's links all joining its cohort at once) is the raw
+median the level: the members learning together then share it. Weighed and not chosen: learning again once the
+cohort's membership has turned over (per member, its cohort's joins and leaves since it started
+learning) leaves a cohort that churns all the time (idle links, with jobs starting and ending)
+unjudged for a warm-up at every turnover and takes an optic failing at that moment for its own
+normal; the level used here costs no state and no unjudged tick.
 """
 
 from __future__ import annotations
@@ -51,11 +70,12 @@ class _RuleState:
     domain: IntArray  # per member (local order): the global index of its clock domain
     current: BoolArray  # stood out on its latest sample
     previous: BoolArray  # stood out on the sample before
+    stood_out: BoolArray  # stood out when last judged (a member not judged keeps its last word)
     sample_ts: FloatArray  # time of the latest sample judged
     group: IntArray  # the cohort each member was in on the last tick
     joined_at: FloatArray  # since when it has been in that cohort
     own: FloatArray  # averaged readings of the entity...
-    cohort: FloatArray  # ...and of its cohort's median at the same ticks
+    cohort: FloatArray  # ...and of its cohort's level at the same ticks
     seen: IntArray  # observations learnt from
     learnt_at: float = -np.inf
 
@@ -72,6 +92,7 @@ class PeerMemory:
                 domain=domains[topology.members[kind]],
                 current=np.zeros(n, dtype=bool),
                 previous=np.zeros(n, dtype=bool),
+                stood_out=np.zeros(n, dtype=bool),
                 sample_ts=np.full(n, -np.inf),
                 group=np.full(n, -2, dtype=np.int64),
                 joined_at=np.full(n, -np.inf),
@@ -92,6 +113,7 @@ class PeerMemory:
             if change.same(st.kind):
                 continue
             st.current, st.previous = carry(st.current, fwd, False), carry(st.previous, fwd, False)
+            st.stood_out = carry(st.stood_out, fwd, False)
             st.sample_ts = carry(st.sample_ts, fwd, -np.inf)
             st.joined_at = carry(st.joined_at, fwd, -np.inf)
             st.own, st.cohort = carry(st.own, fwd, 0.0), carry(st.cohort, fwd, 0.0)
@@ -102,7 +124,7 @@ class PeerMemory:
         own normal is learnt again before it is judged."""
         for st in self._rules.values():
             pick = topology.local[entities[topology.kind_code[entities] == KIND_CODE[st.kind]]]
-            st.current[pick] = st.previous[pick] = False
+            st.current[pick] = st.previous[pick] = st.stood_out[pick] = False
             st.sample_ts[pick] = -np.inf
             st.group[pick] = -2
             st.joined_at[pick] = -np.inf
@@ -118,6 +140,7 @@ class PeerMemory:
         new = last_seen > st.sample_ts
         st.previous = np.where(new, st.current, st.previous)
         st.current = outlier.copy()
+        st.stood_out = np.where(in_cohort, outlier, st.stood_out)
         st.sample_ts = np.where(new, last_seen, st.sample_ts)
         return np.asarray(alone | (outlier & st.previous), dtype=bool)
 
@@ -156,13 +179,20 @@ class PeerMemory:
         st = self._rules[name]
         return np.where(learnt(st.seen), self._factor(st), 1.0)
 
-    def learn_baseline(self, name: str, raw: FloatArray, groups: IntArray, n_groups: int, *,
-                       quiet: BoolArray, now: float, halflife_s: float) -> None:  # fmt: skip
-        """Average each quiet entity's reading and its cohort's median into its baseline."""
+    def learn_baseline(self, name: str, raw: FloatArray, judged: FloatArray, groups: IntArray, n_groups: int,
+                       *, quiet: BoolArray, now: float, halflife_s: float) -> None:  # fmt: skip
+        """Average each quiet entity's reading and its cohort's level into its baseline: the level
+        is the median of ``judged`` (readings without their offsets, NaN until learnt) over the
+        members that did not stand out when last judged, or of ``raw`` where there is none (see
+        the module docstring)."""
         st = self._rules[name]
-        med, counts = group_median(raw, groups, max(n_groups, 1))
+        n = max(n_groups, 1)
+        med, counts = group_median(raw, groups, n)
+        anchor = quiet & ~st.stood_out  # not judged is not cleared: a failing member anchors nothing
+        common, learnt_counts = group_median(np.where(anchor, judged, np.nan), groups, n)
+        level = np.where(learnt_counts > 0, common, med)
         g = np.where(groups >= 0, groups, 0)
-        ok = (groups >= 0) & (counts[g] >= 3) & np.isfinite(raw) & np.isfinite(med[g]) & quiet
+        ok = (groups >= 0) & (counts[g] >= 3) & np.isfinite(raw) & np.isfinite(level[g]) & quiet
         decay = decay_since(st.learnt_at, now, halflife_s)
-        average_in(st.seen, ok, decay, (st.own, raw), (st.cohort, med[g]))
+        average_in(st.seen, ok, decay, (st.own, raw), (st.cohort, level[g]))
         st.learnt_at = now

@@ -10,22 +10,19 @@ are a clock domain apart from its exporter's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, NodeRecord
 from seamguard.model.topology import Topology, build_topology
-from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.clock import skew_notices
 from seamguard.telemetry.store import TelemetryStore
+from tests.test_robust_detection import Row, batch
 
 CAT = signal_catalog()
 SKEW_S = 90.0  # n00's exporter clock runs this far behind
 TICK_S = 10.0
-Row = tuple[int, str, float, float]
 
 
 def fleet(nodes: int = 12) -> Topology:
@@ -34,16 +31,6 @@ def fleet(nodes: int = 12) -> Topology:
         for i in range(nodes)
     )
     return build_topology(Inventory(recs), ())
-
-
-def batch(rows: Iterable[Row]) -> TelemetryBatch:
-    ent, sig, ts, val = zip(*rows, strict=True)
-    return TelemetryBatch(
-        np.array(ent, dtype=np.int64),
-        np.array([CAT[s].index for s in sig], dtype=np.int64),
-        np.array(ts, dtype=np.float64),
-        np.array(val, dtype=np.float64),
-    )
 
 
 def run(

@@ -21,7 +21,7 @@ from seamguard.model.catalog import THROTTLE_BITS, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import Admission, JobClass, State
 from seamguard.service.sections import ServiceConfig
-from seamguard.strict_model import StrictModel
+from seamguard.strict_model import StrictModel, format_validation
 from seamguard.telemetry.sources.sections import SourcesConfig
 from seamguard.yaml_input import load_yaml, read_yaml_text
 
@@ -459,16 +459,6 @@ def parse_yaml(text: str, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError(where, f"expected a mapping at the top level, got {type(data).__name__}")
     return data
-
-
-def format_validation(where: str, exc: ValidationError) -> InputError:
-    lines = []
-    for err in exc.errors()[:10]:
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        got = err.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"key {key}: {err['msg']}{shown}")
-    return InputError(where, "; ".join(lines))
 
 
 def load_config(path: Path | None = None) -> Config:

@@ -1,11 +1,14 @@
-"""The base of every config section, in a module of its own so that the sections of sources and
-actuators can live beside their code and ``seamguard.config`` can still import them."""
+"""The base of every config section and how its errors read, in a module of its own so that the
+sections of sources and actuators can live beside their code and ``seamguard.config`` can still
+import them (a section's module importing ``seamguard.config`` back would be an import cycle)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+
+from seamguard.errors import InputError
 
 
 class StrictModel(BaseModel):
@@ -21,3 +24,14 @@ def _http_url(v: str) -> str:
 
 
 HttpUrlText = Annotated[str, AfterValidator(_http_url)]  # a URL kept as written, http(s) only
+
+
+def format_validation(where: str, exc: ValidationError) -> InputError:
+    """A section's validation errors as one InputError naming ``where`` and each key (ten at most)."""
+    lines = []
+    for err in exc.errors()[:10]:
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"key {key}: {err['msg']}{shown}")
+    return InputError(where, "; ".join(lines))

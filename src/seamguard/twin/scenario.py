@@ -13,10 +13,11 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from seamguard.config import format_validation, parse_yaml
+from seamguard.config import parse_yaml
 from seamguard.errors import InputError
 from seamguard.model.entities import kind_of
 from seamguard.model.states import TRAINING_CLASSES, JobClass
+from seamguard.strict_model import format_validation
 from seamguard.twin.faults import FAULT_KINDS, HardEffect
 from seamguard.twin.physics.ambient import AmbientParams
 from seamguard.twin.physics.compute import ComputeParams

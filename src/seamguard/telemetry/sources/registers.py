@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import KIND_BY_PREFIX
-from seamguard.strict_model import StrictModel
+from seamguard.strict_model import StrictModel, format_validation
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -228,9 +228,6 @@ class ModbusConfig(StrictModel):
 
 def load_register_map(data: Mapping[str, Any], where: str = "modbus") -> ModbusConfig:
     """Validate a register map read from YAML/JSON; errors name ``where``, the device and the point."""
-    # Imported here: seamguard.config may embed ModbusConfig, so this module needs only StrictModel at import.
-    from seamguard.config import format_validation
-
     try:
         return ModbusConfig.model_validate(data)
     except ValidationError as exc:

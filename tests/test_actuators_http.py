@@ -1,9 +1,10 @@
 """The webhook and Kubernetes actuators against real HTTP servers on loopback.
 
-No Kubernetes API server can run here: ``KubeApiServer`` implements just the endpoints the actuator
+No Kubernetes API server can run here: ``KubeApi`` implements just the endpoints the actuator
 uses (GET/PATCH node, list pods on a node, POST eviction) with the real API's semantics: merge
-patches (null deletes, lists replaced), ``resourceVersion`` conflicts as 409, and a
-PodDisruptionBudget refusal as 429. The official ``kubernetes`` client talks to it unmodified.
+patches (null deletes, lists replaced), ``resourceVersion`` conflicts as 409 (a patch without one is
+applied blindly), and a PodDisruptionBudget refusal as 429. ``KubeApi.interleave`` lands another
+writer's change between seamguard's read and its patch, which is what the 409 tests drive. The official ``kubernetes`` client talks to it unmodified.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
@@ -156,11 +157,20 @@ def _pod(name: str, node: str, owner: str = "ReplicaSet") -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _bump(node: dict[str, Any]) -> None:
+    """Every write to an object gives it a new resourceVersion."""
+    node["metadata"]["resourceVersion"] = str(int(node["metadata"]["resourceVersion"]) + 1)
+
+
 class KubeApi(BaseHTTPRequestHandler):
     nodes: ClassVar[dict[str, dict[str, Any]]] = {}
     pods: ClassVar[list[dict[str, Any]]] = []
     pdb_refusals: ClassVar[dict[str, int]] = {}  # pod -> 429s before the budget allows it
     log: ClassVar[list[tuple[str, str, str]]] = []  # (method, path, content type)
+    patches: ClassVar[list[dict[str, Any]]] = []  # each PATCH body as sent
+    # node -> another writer's change, landed once just before the next PATCH of that node is
+    # processed: a controller or operator writing between seamguard's GET and its PATCH
+    interleave: ClassVar[dict[str, Callable[[dict[str, Any]], None]]] = {}
 
     def _send(self, code: int, obj: dict[str, Any]) -> None:
         raw = json.dumps(obj).encode()
@@ -207,12 +217,29 @@ class KubeApi(BaseHTTPRequestHandler):
         if node is None:
             return self._status(404, "NotFound", name)
         patch = self._body()
+        KubeApi.patches.append(copy.deepcopy(patch))
+        other = KubeApi.interleave.pop(name, None)
+        if other is not None:
+            other(node)
+            _bump(node)
+        # Optimistic concurrency as kube-apiserver does it: a resourceVersion in the patch is a
+        # precondition; none at all and the patch is applied blindly over whatever is there.
         rv = (patch.get("metadata") or {}).pop("resourceVersion", None)
         if rv is not None and rv != node["metadata"]["resourceVersion"]:
-            return self._status(409, "Conflict", "the object has been modified; please apply your changes")
+            return self._conflict(name)
         _merge(node, patch)
-        node["metadata"]["resourceVersion"] = str(int(node["metadata"]["resourceVersion"]) + 1)
+        _bump(node)
         return self._send(200, node)
+
+    def _conflict(self, name: str) -> None:
+        """409 with the Status body apimachinery's ``errors.NewConflict`` builds (registry's
+        ``OptimisticLockErrorMsg`` as the cause)."""
+        self._send(409, {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": f'Operation cannot be fulfilled on nodes "{name}": the object has been modified; '
+                       "please apply your changes to the latest version and try again",
+            "reason": "Conflict", "details": {"name": name, "kind": "nodes"}, "code": 409,
+        })  # fmt: skip
 
     def do_POST(self) -> None:
         KubeApi.log.append(("POST", self.path, self.headers.get("Content-Type", "")))
@@ -252,6 +279,8 @@ def kube() -> Iterator[str]:
     ]
     KubeApi.pdb_refusals = {"trainer-0": 1}
     KubeApi.log = []
+    KubeApi.patches = []
+    KubeApi.interleave = {}
     with serve(KubeApi) as url:
         yield url
 
@@ -318,3 +347,78 @@ def test_restrict_admission_taints_without_cordoning_and_conflicts_fail(kube: st
     assert (
         k.apply(act("drain_node", "job/train", 3.0), 3.0).status == "skipped"
     )  # not a node: nothing for Kubernetes to do
+
+
+# -- optimistic concurrency: another writer between seamguard's read and its patch -----------
+OPS_TAINT = {"key": "ops.example.com/maintenance", "value": "rma", "effect": "NoExecute"}
+OURS = {"key": STATE_KEY, "value": "quarantine", "effect": "NoSchedule"}
+GPU_TAINT = {"key": "gpu", "value": "h100", "effect": "NoSchedule"}
+
+
+def _operator_taints(node: dict[str, Any]) -> None:
+    node["spec"]["taints"].append(dict(OPS_TAINT))
+
+
+def _operator_cordons(node: dict[str, Any]) -> None:
+    node["spec"]["unschedulable"] = True
+    node["metadata"]["annotations"]["ops"] = "rma"
+
+
+def _guarded(url: str) -> Dispatcher:
+    return Dispatcher([Route(_actuator(url), Mode.ENFORCE, GuardConfig(backoff_base_s=1.0))])
+
+
+def _assert_conflict_reported(r: Any) -> None:
+    assert r.status == "failed" and r.attempt == 1
+    assert "node n01 was changed by someone else since seamguard read it (resourceVersion" in r.detail
+    assert "nothing written; will retry against the new state" in r.detail
+    assert "HTTP 409" in r.detail and "Conflict" in r.detail
+
+
+def test_a_taint_added_between_read_and_patch_is_a_409_and_the_retry_keeps_it(kube: str) -> None:
+    KubeApi.interleave["n01"] = _operator_taints
+    d = _guarded(kube)
+    (first,) = d.dispatch([act("cordon_node", "node/n01", 10.0)], 10.0)
+    node = KubeApi.nodes["n01"]
+    assert node["spec"]["taints"] == [GPU_TAINT, OPS_TAINT]  # the other writer's taint stands ...
+    assert node["spec"]["unschedulable"] is False and STATE_KEY not in node["metadata"]["labels"]  # ... alone
+    _assert_conflict_reported(first)
+    # The guard's retry re-reads the node and patches the new state, with the new resourceVersion.
+    (second,) = d.due(d.guards["kubernetes"].pending()[0][2])
+    assert second.status == "done" and second.attempt == 2 and "cordoned" in second.detail
+    node = KubeApi.nodes["n01"]
+    assert node["spec"]["taints"] == [GPU_TAINT, OPS_TAINT, OURS]
+    assert node["spec"]["unschedulable"] is True
+    assert node["metadata"]["annotations"][OWNER_ANNOTATION] == "seamguard"
+    assert [p["metadata"]["resourceVersion"] for p in KubeApi.patches] == ["1", "2"]
+
+
+def test_a_cordon_by_an_operator_between_read_and_patch_is_never_claimed_as_seamguards(kube: str) -> None:
+    KubeApi.interleave["n01"] = _operator_cordons
+    d = _guarded(kube)
+    (first,) = d.dispatch([act("cordon_node", "node/n01", 10.0)], 10.0)
+    assert OWNER_ANNOTATION not in KubeApi.nodes["n01"]["metadata"]["annotations"]
+    _assert_conflict_reported(first)
+    (second,) = d.due(d.guards["kubernetes"].pending()[0][2])
+    assert second.status == "done" and "already cordoned by someone else" in second.detail
+    node = KubeApi.nodes["n01"]
+    assert node["metadata"]["annotations"] == {"ops": "rma"} and OURS in node["spec"]["taints"]
+    assert [p["metadata"]["resourceVersion"] for p in KubeApi.patches] == ["1", "2"]
+    # Had seamguard's blind patch claimed the cordon, resuming would now uncordon the operator's.
+    r = _actuator(kube).apply(act("resume_node", "node/n01", 20.0, state="healthy"), 20.0)
+    assert r.status == "refused" and KubeApi.nodes["n01"]["spec"]["unschedulable"] is True
+
+
+def test_a_taint_added_between_the_resume_read_and_patch_survives_the_resume(kube: str) -> None:
+    assert _actuator(kube).apply(act("cordon_node", "node/n01", 1.0), 1.0).status == "done"
+    KubeApi.interleave["n01"] = _operator_taints
+    d = _guarded(kube)
+    (first,) = d.dispatch([act("resume_node", "node/n01", 10.0, state="healthy")], 10.0)
+    node = KubeApi.nodes["n01"]
+    assert node["spec"]["taints"] == [GPU_TAINT, OURS, OPS_TAINT] and node["spec"]["unschedulable"] is True
+    _assert_conflict_reported(first)
+    (second,) = d.due(d.guards["kubernetes"].pending()[0][2])
+    assert second.status == "done" and "uncordoned" in second.detail and second.attempt == 2
+    node = KubeApi.nodes["n01"]
+    assert node["spec"]["taints"] == [GPU_TAINT, OPS_TAINT] and node["spec"]["unschedulable"] is False
+    assert [p["metadata"]["resourceVersion"] for p in KubeApi.patches] == ["1", "2", "3"]

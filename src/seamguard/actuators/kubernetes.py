@@ -201,6 +201,26 @@ class KubernetesActuator:
         meta, spec = node.get("metadata", {}), node.get("spec", {})
         return meta, spec, meta.get("annotations") or {}, meta.get("labels") or {}
 
+    def _patch(
+        self, name: str, meta: Mapping[str, Any], patch_meta: dict[str, Any], patch_spec: dict[str, Any]
+    ) -> None:
+        """Patch conditionally on the ``resourceVersion`` read: a list (taints) is replaced whole, so
+        a blind patch would erase what another writer did since the read; the API server answers 409
+        instead, and the guard's retry re-reads and patches against the new state."""
+        patch: dict[str, Any] = {"metadata": {**patch_meta, "resourceVersion": meta.get("resourceVersion")}}
+        if patch_spec:
+            patch["spec"] = patch_spec
+        try:
+            self.api.patch_node(name, patch)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            raise KubeError(
+                409,
+                f"node {name} was changed by someone else since seamguard read it (resourceVersion "
+                f"{meta.get('resourceVersion')}): nothing written; will retry against the new state ({exc})",
+            ) from exc
+
     def _quarantine(self, action: Action, name: str, result: _Result) -> ActionResult:
         meta, spec, annotations, labels = self._read(name)
         done: list[str] = []
@@ -225,12 +245,7 @@ class KubernetesActuator:
             patch_meta["labels"] = {STATE_KEY: action.state}
             done.append(f"labelled {STATE_KEY}={action.state}")
         if patch_meta or patch_spec:
-            patch: dict[str, Any] = {
-                "metadata": {**patch_meta, "resourceVersion": meta.get("resourceVersion")}
-            }
-            if patch_spec:
-                patch["spec"] = patch_spec
-            self.api.patch_node(name, patch)
+            self._patch(name, meta, patch_meta, patch_spec)
         if action.kind == "drain_node" and self.config.evict:
             evicted: list[str] = []
             blocked: list[str] = []
@@ -280,12 +295,7 @@ class KubernetesActuator:
             else:
                 foreign = True
         if patch_meta or patch_spec:
-            patch: dict[str, Any] = {
-                "metadata": {**patch_meta, "resourceVersion": meta.get("resourceVersion")}
-            }
-            if patch_spec:
-                patch["spec"] = patch_spec
-            self.api.patch_node(name, patch)
+            self._patch(name, meta, patch_meta, patch_spec)
         if foreign:
             return result(
                 ActionStatus.REFUSED,

@@ -15,6 +15,7 @@ from seamguard.control.safety import SAFETY, RecoveryConfig, SafetyConfig, Safet
 from seamguard.control.storm import StormConfig, entity_domains
 from seamguard.errors import InputError
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, TransitionRecord
+from seamguard.model.inventory import Inventory, NodeRecord
 from seamguard.model.topology import Topology, build_topology
 from tests.conftest import small_inventory
 
@@ -283,6 +284,53 @@ def test_storm_brake_passes_a_confined_event_and_brakes_a_spread_one(
     late = s.tick(1500.0, [drain("n02", 1500.0)])
     assert not late.braked and late.notices[0].level == "warning" and "released" in late.notices[0].message
     assert kinds(late.actions) == [("drain_node", "node/n02")]
+
+
+def rail_striped_fleet() -> Topology:
+    """32 nodes of 8 GPUs, 4 per rack, 2 racks per CDU (8 racks, 4 CDUs), each node cabled to leaf
+    ``i % 8``: a leaf spans racks and CDUs, so one kind of domain can be spread while another is not."""
+    nodes = tuple(
+        NodeRecord(node=f"n{i:02d}", rack=f"r{i // 4}", cdu=f"c{i // 8}", leaf=f"l{i % 8}", gpus=8)
+        for i in range(32)
+    )
+    return build_topology(Inventory(nodes))
+
+
+def _degrade(nodes: Sequence[str]) -> list[TransitionRecord]:
+    entities = [f"node/{n}" for n in nodes] + [f"gpu/{n}/{g}" for n in nodes for g in range(8)]
+    return [_transition(e, 0.0) for e in entities]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "spread"),
+    [
+        # one leaf's nodes: 4 racks and 4 CDUs, but one switch explains them all (a leaf flapping)
+        (("n00", "n08", "n16", "n24"), {"cdu": 4, "switch": 1, "rack": 4}),
+        # one CDU's nodes: 8 switches, but one CDU explains them all (a CDU losing flow)
+        (tuple(f"n{i:02d}" for i in range(8)), {"cdu": 1, "switch": 8, "rack": 2}),
+    ],
+)
+def test_storm_brake_stays_off_when_any_one_kind_of_domain_explains_the_event(
+    nodes: tuple[str, ...], spread: dict[str, int]
+) -> None:
+    """The brake needs the spread over *every* kind: an event concentrated in one kind of domain is
+    physical however widely it spreads over the others, and a genuine containment goes through."""
+    s = layer(rail_striped_fleet(), storm=True)
+    out = s.tick(0.0, [drain(nodes[0], 0.0)], _degrade(nodes))
+    count, got = s.brake.spread()
+    assert count > 32 and got == spread  # past max_new, and past max_domains in some kind
+    assert not out.braked and out.notices == ()
+    assert kinds(out.actions) == [("drain_node", f"node/{nodes[0]}")]
+    assert s.quarantined() == [f"node/{nodes[0]}"]  # the ledger moved: a real drain, not advice
+
+
+def test_storm_brake_engages_on_the_same_fleet_when_every_kind_is_spread() -> None:
+    """The converse on the same fleet and count: one node per rack, CDU and leaf diagonal."""
+    nodes = ("n00", "n09", "n18", "n27")  # racks r0 r2 r4 r6, CDUs c0-c3, leaves l0-l3
+    s = layer(rail_striped_fleet(), storm=True)
+    out = s.tick(0.0, [drain("n00", 0.0)], _degrade(nodes))
+    assert s.brake.spread() == (36, {"cdu": 4, "switch": 4, "rack": 4})
+    assert out.braked and "36 entities" in out.notices[0].message and s.quarantined() == []
 
 
 def test_domain_lookups_are_vectorised_and_right() -> None:

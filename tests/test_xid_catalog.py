@@ -319,3 +319,56 @@ def test_explain_names_the_xid_and_its_resolution(topology: Topology, tmp_path: 
     drains = [d for d in journal.decisions(entity="node/n01") if d.action == "drain_node"]
     assert drains and "reboot the node" in drains[0].reason
     journal.close()
+
+
+# ---- the states the docs promise, through the engine ---------------------------------------------
+
+# docs/signals.md and docs/states.md promise these; meaning and bucket as NVIDIA's Xid catalog
+# (October 2025) gives them: 94/95 contained/uncontained memory error (RESTART_APP / RESET_GPU, the
+# uncontained one affecting every application on the GPU), 48 double-bit ECC, 140 unrecovered ECC,
+# 79 fallen off the bus (RESTART_BM), 63/64 row remap recorded/failed, 119/120 GSP timeout/error.
+PROMISED = [
+    (48, "ROBUST_CHANNEL_GPU_ECC_DBE", "WORKFLOW_XID_48", State.FAILED),
+    (63, "INFOROM_DRAM_RETIREMENT_EVENT", "IGNORE", None),
+    (64, "INFOROM_DRAM_RETIREMENT_FAILURE", "RESET_GPU", State.FAILED),
+    (79, "ROBUST_CHANNEL_GPU_HAS_FALLEN_OFF_THE_BUS", "RESTART_BM", State.FAILED),
+    (94, "ROBUST_CHANNEL_CONTAINED_ERROR", "RESTART_APP", None),
+    (95, "ROBUST_CHANNEL_UNCONTAINED_ERROR", "RESET_GPU", State.FAILED),
+    (119, "GSP_RPC_TIMEOUT", "RESET_GPU", State.QUARANTINE),
+    (120, "GSP_ERROR", "RESET_GPU", State.QUARANTINE),
+    (140, "UNRECOVERABLE_ECC_ERROR_ESCAPE", "RESET_GPU", State.FAILED),
+]
+
+
+@pytest.mark.parametrize(("code", "mnemonic", "bucket", "state"), PROMISED)
+def test_the_documented_xids_force_the_documented_state(
+    code: int, mnemonic: str, bucket: str, state: State | None
+) -> None:
+    """A weakened (or hardened) row fails here: the state floor the engine applies is the promised one."""
+    x = xid_catalog()[code]
+    assert (x.mnemonic, x.nvidia) == (mnemonic, bucket)  # the row is the code NVIDIA means
+    mem = XidMemory.create(1, CFG.detectors.xid)
+    _, floor = mem.update(CAT["gpu.xid"], 30.0, TickEvents(np.array([0]), np.array([code]), np.array([1.0])))
+    assert floor.tolist() == [-1 if state is None else int(state)]
+
+
+def test_an_uncontained_memory_error_fails_the_gpu_and_holds_its_node_out(topology: Topology) -> None:
+    """XID 95 through a Controller tick: failed at once, its node drained and the GPU reset; clean
+    telemetry after it releases nothing before failed_hold_s (a quarantine would be released in
+    about 30 minutes), and then only to degraded."""
+    ctl, res, now = _after_xid(topology, 95)
+    gidx = topology.index["gpu/n01/2"]
+    assert ctl.states[gidx] == State.FAILED
+    [t] = [t for t in res.transitions if t.entity == "gpu/n01/2"]
+    assert t.to_state == "failed" and "XID 95 (uncontained memory error; NVIDIA RESET_GPU)" in t.reason
+    node = [d.action for d in res.decisions if d.entity == "node/n01"]
+    assert sorted(node) == ["drain_node", "reset_gpu"]
+    rng = np.random.default_rng(2)
+    hold = CFG.classifier.failed_hold_s
+    later = []
+    for t_s in np.arange(now + 300.0, now + hold, 300.0):
+        later.extend(ctl.tick(float(t_s), normal_batch(topology, float(t_s), rng)).decisions)
+        assert ctl.states[gidx] == State.FAILED, t_s - now
+    assert not [d for d in later if d.entity in ("node/n01", "gpu/n01/2")]  # nothing resumed or restored
+    ctl.tick(now + hold + 300.0, normal_batch(topology, now + hold + 300.0, rng))
+    assert ctl.states[gidx] == State.DEGRADED  # probation, never straight to healthy

@@ -199,43 +199,6 @@ def test_the_writer_runs_wal_with_synchronous_full_and_again_after_reopening(tmp
     db.close()
 
 
-def _strace_works() -> bool:
-    try:
-        return subprocess.run(["strace", "-o", os.devnull, "true"], capture_output=True).returncode == 0
-    except OSError:
-        return False
-
-
-SYNCING_WRITER = textwrap.dedent(
-    """
-    import os, sys
-    from seamguard.journal.sqlite import SqliteJournal
-    from tests.test_journal import transition
-    with SqliteJournal(sys.argv[1]) as j:
-        j.append([transition(0.0)], [], [])
-        os.access("/seamguard-appends-begin", os.F_OK)  # a marker in the syscall trace
-        for k in range(1, 4):
-            j.append([transition(float(k))], [], [])
-        os.access("/seamguard-appends-end", os.F_OK)
-    """
-)
-
-
-@pytest.mark.skipif(not _strace_works(), reason="needs strace allowed to trace a child")
-def test_every_committed_append_is_synced_to_the_wal_before_it_returns(tmp_path: Path) -> None:
-    """What ``synchronous=FULL`` buys (a SIGKILL cannot show it: the page cache outlives the process,
-    not the machine): each commit fsyncs the WAL. OFF and NORMAL sync nothing here."""
-    path, trace = tmp_path / "j.sqlite", tmp_path / "trace"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = ["strace", "-f", "-y", "-e", "trace=fsync,fdatasync,access,faccessat,faccessat2", "-o", str(trace)]
-    subprocess.run([*cmd, sys.executable, "-c", SYNCING_WRITER, str(path)], check=True, env=env)
-    lines = trace.read_text().splitlines()
-    begin = next(i for i, line in enumerate(lines) if "/seamguard-appends-begin" in line)
-    end = next(i for i, line in enumerate(lines) if "/seamguard-appends-end" in line)
-    syncs = [line for line in lines[begin:end] if "sync(" in line and "j.sqlite-wal>" in line]
-    assert len(syncs) >= 3, lines[begin:end]
-
-
 def test_transition_rows_never_print_negative_zero() -> None:
     from seamguard.journal.transitions_csv import transition_row
 

@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 
 from seamguard.agent import Advisor, Fallback, Instruction, SourceError, StaticSource
-from seamguard.control.checkpoint_loop import JobRisk
 from seamguard.economics.checkpoint_modes import JobCheckpoint, Mode, StoragePath, Survival
+from seamguard.economics.job_risk import JobRisk
 from seamguard.model.states import State
 
 HOUR = 3600.0
@@ -256,3 +256,35 @@ def test_bad_input_is_named() -> None:
         StaticSource(-1.0, ())
     with pytest.raises(ValueError, match=r"StaticSource\.paths names a path twice: a, a"):
         StaticSource(HOUR, (path("a", 1.0), path("a", 2.0)))
+
+
+def test_a_training_job_importing_the_agent_loads_none_of_the_engine() -> None:
+    """The agent runs inside a training job: importing it must not load the engine's config, the
+    controller, the sources or the actuators (it loaded 56 of seamguard's modules, kubernetes and
+    the Slurm source among them). A fresh interpreter, so nothing else has loaded them first."""
+    import json
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, json; before = set(sys.modules); import seamguard.agent; "
+        "print(json.dumps(sorted(m for m in sys.modules if m not in before)))"
+    )
+    loaded = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                       check=True).stdout)  # fmt: skip
+    ours = {m for m in loaded if m.startswith("seamguard.")}
+    heavy = ("seamguard.config", "seamguard.control.controller", "seamguard.telemetry", "seamguard.actuators",
+             "seamguard.journal", "seamguard.scoring", "seamguard.model.topology")  # fmt: skip
+    assert not [m for m in ours if m.startswith(heavy)], sorted(ours)
+    assert len(ours) <= 20, sorted(ours)
+    roots = {m.split(".")[0] for m in loaded}
+    assert not roots & {
+        "scipy",
+        "fastapi",
+        "uvicorn",
+        "starlette",
+        "yaml",
+        "kubernetes",
+        "prometheus_client",
+        "rich",
+    }

@@ -21,15 +21,15 @@ from fastapi import FastAPI
 
 from seamguard.agent import Advisor, ControllerSource, Fallback, HttpSource, SourceError
 from seamguard.config import load_config
-from seamguard.control.checkpoint_loop import JobRisk
 from seamguard.control.controller import Controller
 from seamguard.economics.checkpoint_modes import JobCheckpoint, Mode
+from seamguard.economics.job_risk import JobRisk
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.inventory import Inventory
 from seamguard.model.states import JobClass
 from seamguard.model.topology import Topology, build_topology
 from seamguard.service.app import create_app
-from seamguard.service.schema import JobRiskPayload
+from seamguard.service.risk_schema import JobRiskPayload
 from seamguard.service.server import RunningServer, serve_in_thread
 from seamguard.synth.cluster import ClusterSpec, JobSpec, assign_jobs, generate_cluster
 from seamguard.telemetry.batch import TelemetryBatch

@@ -23,8 +23,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from seamguard.agent.sources import SourceError
-from seamguard.control.checkpoint_loop import JobRisk
-from seamguard.service.schema import JobRiskPayload
+from seamguard.economics.job_risk import JobRisk
+from seamguard.service.risk_schema import JobRiskPayload
 
 TOKEN_ENV = "SEAMGUARD_TOKEN"
 

@@ -11,8 +11,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from seamguard.control.checkpoint_loop import JobRisk
 from seamguard.economics.checkpoint_modes import StoragePath, Survival
+from seamguard.economics.job_risk import JobRisk
 
 if TYPE_CHECKING:  # the engine itself is only needed by an in-process source's caller
     from seamguard.control.controller import Controller

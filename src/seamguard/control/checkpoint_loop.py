@@ -27,6 +27,7 @@ from seamguard.config import Config
 from seamguard.control.checkpoint_planner import CheckpointPlan, PlanArrays, explain_plan, plan_table
 from seamguard.economics.checkpoint_modes import CostTable, JobArrays, Mode, StoragePath, Survival, cost_table
 from seamguard.economics.hazard import JobHazard
+from seamguard.economics.job_risk import JobRisk
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
@@ -38,19 +39,6 @@ from seamguard.telemetry.store import TelemetryStore
 FloatArray = npt.NDArray[np.float64]
 THROUGHPUT_SIGNAL = "storage.throughput_gbps"
 SINCE_SIGNAL = "job.since_checkpoint_s"
-
-
-@dataclass(frozen=True)
-class JobRisk:
-    """What a job's runtime needs from the engine to plan its own saves (``seamguard.agent``)."""
-
-    job: str
-    ts: float
-    mtbf_s: float
-    nominal_mtbf_s: float
-    survival: Survival
-    storage: tuple[StoragePath, ...]  # every path the job may use, as it delivers now
-    top_part: str  # the part adding most to the job's hazard ("" when none)
 
 
 @dataclass(frozen=True)

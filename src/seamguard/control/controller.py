@@ -17,7 +17,6 @@ from seamguard.config import Config
 from seamguard.control.checkpoint_loop import (
     SINCE_SIGNAL,
     CheckpointLoop,
-    JobRisk,
     LoopTick,
     job_risk,
     storage_paths,
@@ -29,6 +28,7 @@ from seamguard.control.planner import plan
 from seamguard.economics.harm import straggler_harm
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, nominal_rates, part_rates
 from seamguard.economics.hazard_learning import COUNTED_KINDS, HazardLearner
+from seamguard.economics.job_risk import JobRisk
 from seamguard.economics.job_value import JobEconomics, job_economics
 from seamguard.economics.pace import PaceRing
 from seamguard.journal.base import Journal

@@ -16,7 +16,8 @@ from fastapi import FastAPI, HTTPException, Response
 
 from seamguard.control.controller import Controller
 from seamguard.service.guard import AuthMiddleware, Security
-from seamguard.service.schema import EconomicsPayload, JobRiskPayload
+from seamguard.service.risk_schema import JobRiskPayload
+from seamguard.service.schema import EconomicsPayload
 
 NAMED_JOBS = 10  # how many known jobs a 404 lists
 

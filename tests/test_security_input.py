@@ -27,16 +27,10 @@ from seamguard.model.topology import Topology, build_topology
 from seamguard.service.server import RunningServer, serve_in_thread
 from seamguard.telemetry.replay import read_telemetry
 from seamguard.telemetry.sources.build import build_sources
-from seamguard.telemetry.sources.push import (
-    CHUNK_ROWS,
-    MAX_ERRORS,
-    MAX_LISTED_UNKNOWN,
-    MAX_NAME_CHARS,
-    MAX_PARSING,
-    PushSource,
-)
+from seamguard.telemetry.sources.push import MAX_LISTED_UNKNOWN, MAX_NAME_CHARS, MAX_PARSING, PushSource
 from seamguard.telemetry.sources.push_checks import TimeWindow
 from seamguard.telemetry.sources.push_limits import RateLimit, RowBuckets
+from seamguard.telemetry.sources.push_payload import CHUNK_ROWS, MAX_ERRORS
 from seamguard.telemetry.sources.unknown_names import unknown_names_notice
 from tests.conftest import small_inventory, small_jobs
 

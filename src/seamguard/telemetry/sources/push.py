@@ -7,17 +7,10 @@ The queue is bounded in rows: a batch that does not fit is refused whole with 50
 batch larger than the whole queue is refused with 413, as is a body over ``max_body_bytes``
 (checked as it streams in, and again after gzip decompression).
 
-Payloads (``Content-Type`` JSON or NDJSON, else 415; ``Content-Encoding: gzip`` accepted):
-
-* JSON columns: ``{"entity": [...], "signal": [...], "timestamp": [...], "value": [...]}``;
-  the efficient form (names are looked up once per distinct name, values go straight to numpy);
-* JSON rows: ``{"rows": [{"entity": ..., "signal": ..., "timestamp": ..., "value": ...}, ...]}``;
-* NDJSON (``Content-Type: application/x-ndjson``): one row object per line.
-
-A value is a JSON number or ``null`` (missing data, passed on as NaN): a string, a boolean or an
-object refuses the batch with 422 naming the row and field. A timestamp is a finite number of
-unix seconds inside a window around the daemon's clock (``push_checks.TimeWindow``); a batch
-with a stamp outside it is refused whole with 422 naming the rows. Values that are not
+Payloads: JSON columns, JSON rows or NDJSON, gzip accepted (``push_payload``: the forms, strict
+types, a 422 naming the row and field). A timestamp must fall inside a window around the
+daemon's clock (``push_checks.TimeWindow``); a batch with a stamp outside it is refused whole
+with 422 naming the rows. Values that are not
 measurements (past the float range, a DCGM sentinel, outside the signal's physical range) are
 queued as sent, read as missing by the engine, and counted in the response and in notices.
 Names outside the topology or the signal catalog are counted and reported back (202 with the
@@ -38,14 +31,13 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter, ValidationError
-from pydantic_core import from_json
+from pydantic import BaseModel
 
 from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.topology import Topology
@@ -55,6 +47,15 @@ from seamguard.telemetry.replay import MAX_UNKNOWN_KEYS
 from seamguard.telemetry.sources.base import Collected, SourceNotice
 from seamguard.telemetry.sources.push_checks import TimeWindow, ValueScreen
 from seamguard.telemetry.sources.push_limits import RateLimit, RowBuckets
+from seamguard.telemetry.sources.push_payload import (
+    JSON_TYPES,
+    MAX_ERRORS,
+    NDJSON_TYPES,
+    Parsed,
+    PayloadError,
+    parse_payload,
+    row_loc,
+)
 from seamguard.telemetry.sources.sections import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_BURST_ROWS,
@@ -65,14 +66,8 @@ from seamguard.telemetry.sources.sections import (
 )
 
 SOURCE_NAME = "push"
-JSON_TYPES = ("application/json",)
-NDJSON_TYPES = ("application/x-ndjson", "application/jsonl", "application/ndjson")
-MAX_ERRORS = 10  # validation errors listed in one 422
 MAX_LISTED_UNKNOWN = 20  # unknown names listed per map in one response (most rows first)
 MAX_NAME_CHARS = 200  # an unknown name is kept and echoed cut to this: a pushed name can be megabytes
-# pydantic lists every error of what it validates: 5 million "{}" rows were 20 million error
-# objects (10 GB, 30 s). Rows are validated this many at a time, stopping at the first chunk with errors.
-CHUNK_ROWS = 10_000
 MAX_PARSING = 2  # payloads parsed at once; more gain nothing under the GIL and multiply the memory
 INFLIGHT_BODIES = 4  # body bytes received and not yet parsed, all requests: this many max_body_bytes
 MIN_ROW_BYTES = 16  # no row is shorter: a body that does not parse is billed a row for each 16 bytes
@@ -92,39 +87,6 @@ IMPLAUSIBLE_NOTICE = (
     "values outside their signal's physical range or DCGM blank sentinels (near 2^63) queued as missing data"
 )
 OVERFLOW_NOTICE = f"more than {MAX_UNKNOWN_KEYS:,} distinct unknown names since the last tick; the rest are counted, not named"
-
-# Strict: a JSON number (an integer is a number) or null; "95", true and {} are refused.
-Timestamp = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Value = Annotated[float, Field(strict=True)]
-
-
-class PushColumns(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    entity: list[StrictStr]
-    signal: list[StrictStr]
-    timestamp: list[Timestamp]
-    value: list[Value | None]
-
-
-class PushRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    entity: StrictStr
-    signal: StrictStr
-    timestamp: Timestamp
-    value: Value | None
-
-
-class PushRows(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    rows: list[PushRow]
-
-
-_NDJSON = TypeAdapter(list[PushRow])
-Model = TypeVar("Model", PushColumns, PushRows)
-_ROW = TypeAdapter(PushRow)
 
 
 class PushResult(BaseModel):
@@ -155,99 +117,6 @@ class _Queue:
     non_finite: int = 0
     implausible: int = 0
     refused: dict[str, int] = field(default_factory=dict)  # reason -> requests since the last drain
-
-
-@dataclass(frozen=True)
-class _Parsed:
-    entity: list[str]
-    signal: list[str]
-    timestamp: npt.NDArray[np.float64]
-    value: npt.NDArray[np.float64]
-    form: str  # "columns", "rows" or "ndjson": how a row is named in a 422
-    lines: list[int] | None = None  # NDJSON: the line of each row
-
-
-class PayloadError(Exception):
-    """A refused payload: its HTTP status and what was wrong, for the client."""
-
-    def __init__(
-        self, status: int, detail: Any, retry_after_s: float | None = None, charged: bool = False
-    ) -> None:
-        super().__init__(str(detail))
-        self.status = status
-        self.detail = detail
-        self.retry_after_s = retry_after_s
-        self.charged = charged  # the principal's bucket was already billed for this batch
-
-
-def _loc(loc: tuple[int | str, ...], line_base: list[int] | None = None) -> str:
-    """``value[17]``, ``rows[3].timestamp``, ``line 8: value``."""
-    parts = list(loc)
-    if line_base is not None and parts and isinstance(parts[0], int):
-        head = f"line {line_base[parts[0]]}"
-        rest = ".".join(str(p) for p in parts[1:])
-        return f"{head}: {rest}" if rest else head
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(body)"
-
-
-def _msg(err: Any) -> str:
-    """pydantic's message, with what was sent when a number was expected (a quoted "95", a true)."""
-    if err["type"] in ("float_type", "float_parsing"):
-        given = err.get("input")
-        if isinstance(given, int) and not isinstance(given, bool):  # an integer no float holds
-            return (
-                f"an integer of {len(str(abs(given))):,} digits is past the float range (about 1.8e308): "
-                "a JSON number written as a float (1e999) is counted as non-finite, an integer this long is refused"
-            )
-        sent = repr(given)
-        sent = sent if len(sent) <= 40 else sent[:37] + "..."
-        return f"{err['msg']}: a JSON number or null is required, got {sent}"
-    return str(err["msg"])
-
-
-def _shifted(exc: ValidationError, start: int) -> list[Any]:
-    """``exc``'s errors with the row index (the first int in each loc) moved by ``start``."""
-    out = []
-    for e in exc.errors():
-        loc = list(e["loc"])
-        at = next((k for k, p in enumerate(loc) if isinstance(p, int)), None)
-        if at is not None:
-            loc[at] = int(loc[at]) + start
-        out.append({**e, "loc": tuple(loc)})
-    return out
-
-
-def _invalid(
-    errs: list[Any], line_base: list[int] | None = None, checked: tuple[int, int] | None = None
-) -> PayloadError:
-    """``checked``: the rows (from, to) whose errors ``errs`` are, when validation stopped there."""
-    detail = [
-        {"loc": list(e["loc"]), "field": _loc(tuple(e["loc"]), line_base), "msg": _msg(e)}
-        for e in errs[:MAX_ERRORS]
-    ]
-    if len(errs) > MAX_ERRORS:
-        more = f"... and {len(errs) - MAX_ERRORS} more errors"
-        if checked is not None:
-            more += f" in rows {checked[0]:,} to {checked[1]:,}; the rows after them were not checked"
-        detail.append({"loc": [], "field": "(body)", "msg": more})
-    return PayloadError(422, detail)
-
-
-def _one(field_name: str, msg: str) -> PayloadError:
-    return PayloadError(422, [{"loc": [field_name], "field": field_name, "msg": msg}])
-
-
-def _row_loc(parsed: _Parsed, i: int, name: str) -> tuple[list[int | str], str]:
-    """Where row ``i``'s field ``name`` is, in the form the client sent."""
-    if parsed.form == "columns":
-        return [name, i], f"{name}[{i}]"
-    if parsed.form == "rows":
-        return ["rows", i, name], f"rows[{i}].{name}"
-    line = parsed.lines[i] if parsed.lines is not None else i + 1
-    return [line - 1, name], f"line {line}: {name}"
 
 
 def _listed(names: list[str], counts: list[int]) -> dict[str, int]:
@@ -368,7 +237,7 @@ class PushSource:
         or by its size when it does not parse): parsing it cost the same, and a refusal that cost
         nothing could be sent in a loop to keep the daemon busy parsing."""
         try:
-            parsed = self._parse(body, content_type)
+            parsed = parse_payload(body, content_type, int(self.buckets.limit.burst_rows))
         except PayloadError:
             self.buckets.charge(principal, len(body) // MIN_ROW_BYTES, self.rate_clock())
             raise
@@ -384,7 +253,7 @@ class PushSource:
         with self._parsing:
             return self.ingest(body, content_type, principal)
 
-    def _queue_parsed(self, parsed: _Parsed, principal: str) -> PushResult:
+    def _queue_parsed(self, parsed: Parsed, principal: str) -> PushResult:
         self._check_window(parsed)
         n = len(parsed.entity)
         entities = self._entities
@@ -450,14 +319,14 @@ class PushSource:
             else:
                 self._queue.unknown_overflow += k
 
-    def _check_window(self, parsed: _Parsed) -> None:
+    def _check_window(self, parsed: Parsed) -> None:
         now = self.clock()
         bad = self.window.outside(now, parsed.timestamp)
         if not bad.size:
             return
         detail: list[dict[str, Any]] = []
         for i in bad[:MAX_ERRORS].tolist():
-            loc, where = _row_loc(parsed, i, "timestamp")
+            loc, where = row_loc(parsed, i, "timestamp")
             detail.append(
                 {"loc": loc, "field": where, "msg": self.window.why(now, float(parsed.timestamp[i]))}
             )
@@ -525,110 +394,6 @@ class PushSource:
             name = d if len(d) <= MAX_NAME_CHARS else d[: MAX_NAME_CHARS - 3] + "..."
             cut[name] = cut.get(name, 0) + k
         return codes, (list(cut), list(cut.values()))
-
-    def _parse(self, body: bytes, content_type: str) -> _Parsed:
-        if content_type.split(";")[0].strip().lower() in NDJSON_TYPES:
-            lines_sent = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
-            self._check_lines(lines_sent, "lines (blank ones included)")  # before splitting them
-            lines = body.split(b"\n")
-            numbered = [(i + 1, ln) for i, ln in enumerate(lines) if ln.strip()]
-            # One validation of each chunk's lines joined as an array; a line holding anything but
-            # one row ("{...}, {...}" joins into two) makes the counts differ, and then each line
-            # of the chunk is checked on its own to name the first bad one.
-            rows: list[PushRow] = []
-            for start in range(0, len(numbered), CHUNK_ROWS):
-                chunk = numbered[start : start + CHUNK_ROWS]
-                try:
-                    got = _NDJSON.validate_json(b"[" + b",".join(ln for _, ln in chunk) + b"]")
-                except ValidationError:
-                    raise self._bad_ndjson_line(chunk) from None
-                if len(got) != len(chunk):
-                    raise self._bad_ndjson_line(chunk)
-                rows += got
-            return self._from_rows(rows, "ndjson", [k for k, _ in numbered])
-        try:
-            data = from_json(body, allow_inf_nan=False)
-        except ValueError as exc:
-            raise PayloadError(400, f"body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise PayloadError(
-                422, "expected a JSON object: columns (entity, signal, timestamp, value) or {'rows': [...]}"
-            )
-        if "rows" in data:
-            chunks = self._chunked(PushRows, data, ("rows",))
-            return self._from_rows([r for part in chunks for r in part.rows], "rows")
-        parts = self._chunked(PushColumns, data, ("entity", "signal", "timestamp", "value"))
-        joined: dict[str, Any] = {
-            k: [x for p in parts for x in getattr(p, k)] for k in PushColumns.model_fields
-        }
-        cols = PushColumns.model_construct(None, **joined)  # each part validated: not again whole
-        lengths = {k: len(getattr(cols, k)) for k in ("entity", "signal", "timestamp", "value")}
-        if len(set(lengths.values())) > 1:
-            n = lengths["entity"]
-            worst = next(k for k, v in lengths.items() if v != n)
-            shown = ", ".join(f"{k} {v}" for k, v in lengths.items())
-            raise _one(
-                worst, f"columns differ in length ({shown}): {worst} has {lengths[worst]}, entity has {n}"
-            )
-        ts = np.asarray(cols.timestamp, dtype=np.float64)
-        value = np.array(cols.value, dtype=np.float64)  # None (a missing value) becomes NaN
-        return _Parsed(cols.entity, cols.signal, ts, value, "columns")
-
-    def _chunked(self, model: type[Model], data: dict[str, Any], lists: tuple[str, ...]) -> list[Model]:
-        """``data`` validated as ``model`` ``CHUNK_ROWS`` rows at a time (the lists named in
-        ``lists`` sliced alike); a payload longer than a burst is refused before any of it is."""
-        n = max((len(data[k]) for k in lists if isinstance(data.get(k), list)), default=0)
-        self._check_lines(n, "rows")
-        out: list[Model] = []
-        for start in range(0, max(n, 1), CHUNK_ROWS):
-            part = {
-                k: v[start : start + CHUNK_ROWS] if k in lists and isinstance(v, list) else v
-                for k, v in data.items()
-            }
-            try:
-                out.append(model.model_validate(part))
-            except ValidationError as exc:
-                raise _invalid(
-                    _shifted(exc, start), checked=(start, min(n, start + CHUNK_ROWS) - 1)
-                ) from None
-        return out
-
-    def _check_lines(self, n: int, what: str) -> None:
-        """More rows than a burst is refused before validation (a 413 after it, in ``_check_size``)."""
-        burst = self.buckets.limit.burst_rows
-        if n > burst:
-            raise PayloadError(
-                413,
-                f"a batch of {n:,} {what} exceeds the burst of {burst:,.0f} rows one client may push at once; split it",
-            )
-
-    @staticmethod
-    def _from_rows(rows: list[PushRow], form: str, lines: list[int] | None = None) -> _Parsed:
-        return _Parsed(
-            [r.entity for r in rows],
-            [r.signal for r in rows],
-            np.array([r.timestamp for r in rows], dtype=np.float64),
-            np.array([np.nan if r.value is None else r.value for r in rows], dtype=np.float64),
-            form,
-            lines,
-        )
-
-    @staticmethod
-    def _bad_ndjson_line(numbered: list[tuple[int, bytes]]) -> PayloadError:
-        for line_no, line in numbered:
-            try:
-                _ROW.validate_json(line)
-            except ValidationError as exc:
-                if any(e["type"] == "json_invalid" for e in exc.errors()):
-                    return PayloadError(
-                        400, f"line {line_no} is not valid JSON (one row per line): {exc.errors()[0]['msg']}"
-                    )
-                return PayloadError(422, [
-                    {"loc": [line_no - 1, *e["loc"]], "field": f"line {line_no}: " + ".".join(str(x) for x in e["loc"]),
-                     "msg": _msg(e)}
-                    for e in exc.errors()[:MAX_ERRORS]
-                ])  # fmt: skip
-        return PayloadError(400, "body is not valid NDJSON")
 
     @staticmethod
     def _check_media_type(request: Request) -> str:

@@ -229,23 +229,20 @@ def test_in_cluster_the_service_account_token_and_ca_are_used(
 ) -> None:
     """``in_cluster: true`` as in a pod: the API server from KUBERNETES_SERVICE_HOST/PORT over
     TLS checked against the ServiceAccount's CA, its token as the bearer token."""
-    import shutil
-
+    import trustme
     from kubernetes.config import incluster_config
 
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make the test's certificate")
-    cert, key = tmp_path / "ca.crt", tmp_path / "tls.key"
-    other = tmp_path / "other-ca.crt"
-    for out, k in ((cert, key), (other, tmp_path / "other.key")):
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(k), "-out", str(out),
-             "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+    ca, other_ca = trustme.CA(), trustme.CA()
+    served = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    served.cert_chain_pems[0].write_to_path(str(cert))
+    served.private_key_pem.write_to_path(str(key))
+    ca_file, other = tmp_path / "ca.crt", tmp_path / "other-ca.crt"
+    ca.cert_pem.write_to_path(str(ca_file))
+    other_ca.cert_pem.write_to_path(str(other))
     (tmp_path / "token").write_text(TOKEN)
     monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
-    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cert))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca_file))
     state = KubeState(pages())
     with kube_api(state, tls=(cert, key)) as url:
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")

@@ -380,19 +380,15 @@ class PushSource:
     def _codes(
         names: list[str], index: dict[str, int]
     ) -> tuple[npt.NDArray[np.int64], tuple[list[str], list[int]]]:
-        """Indices per row (-1 for unknown names) and the unknown names with their rows; each
-        distinct name is looked up once."""
-        if not names:
-            return np.zeros(0, np.int64), ([], [])
-        distinct, inverse = np.unique(np.asarray(names, dtype=object), return_inverse=True)
-        looked = np.array([index.get(str(d), -1) for d in distinct.tolist()], dtype=np.int64)
-        codes = looked[inverse.reshape(-1)]
-        counts = np.bincount(inverse.reshape(-1), minlength=distinct.size)
-        unknown = np.flatnonzero(looked < 0)
+        """Indices per row (-1 for unknown names) and the unknown names (sorted) with their rows.
+        One dict lookup per row: at 10^6 rows that is a third of what sorting the names to look
+        each distinct one up once costs (``np.unique`` over Python strings)."""
+        codes = np.fromiter((index.get(n, -1) for n in names), dtype=np.int64, count=len(names))
+        missing = Counter(names[i] for i in np.flatnonzero(codes < 0).tolist())
         cut: dict[str, int] = {}  # names cut to MAX_NAME_CHARS; two that then agree are one
-        for d, k in zip(distinct[unknown].tolist(), counts[unknown].tolist(), strict=True):
+        for d in sorted(missing):
             name = d if len(d) <= MAX_NAME_CHARS else d[: MAX_NAME_CHARS - 3] + "..."
-            cut[name] = cut.get(name, 0) + k
+            cut[name] = cut.get(name, 0) + missing[d]
         return codes, (list(cut), list(cut.values()))
 
     @staticmethod

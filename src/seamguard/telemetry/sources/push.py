@@ -24,6 +24,7 @@ rows per second and may hold at most a share of the queue; past either, 429 with
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import threading
 import time
@@ -121,7 +122,7 @@ class _Queue:
 
 def _listed(names: list[str], counts: list[int]) -> dict[str, int]:
     """The ``MAX_LISTED_UNKNOWN`` names with the most rows (then by name), for a response."""
-    order = sorted(range(len(names)), key=lambda k: (-counts[k], names[k]))[:MAX_LISTED_UNKNOWN]
+    order = heapq.nsmallest(MAX_LISTED_UNKNOWN, range(len(names)), key=lambda k: (-counts[k], names[k]))
     return {names[k]: counts[k] for k in order}
 
 

@@ -206,7 +206,7 @@ class TelemetryStore:
             first = np.concatenate(([True], ~same))
             gaps = np.where(first, ts - series.last_seen[local], np.concatenate(([0.0], np.diff(ts))))
             _learn_cadence(series, gaps)
-            pick, val = _latest_per_entity(local, ts, val, bitwise_or=series.kind is SignalKind.BITMASK)
+            pick, val = _latest_per_entity(local, val, first, bitwise_or=series.kind is SignalKind.BITMASK)
             local, ts, stamp = local[pick], ts[pick], stamp[pick]
         else:
             _learn_cadence(series, ts - series.last_seen[local])
@@ -400,19 +400,16 @@ def _learn_cadence(series: _Series, dt: FloatArray) -> None:
 
 
 def _latest_per_entity(
-    local: IntArray, ts: FloatArray, val: FloatArray, *, bitwise_or: bool
+    local: IntArray, val: FloatArray, first: npt.NDArray[np.bool_], *, bitwise_or: bool
 ) -> tuple[IntArray, FloatArray]:
     """Collapse duplicate samples of one series within a tick: latest wins, bitmasks OR.
-    Returns the index of each entity's latest sample (so the caller picks its other columns)
-    and the value kept for it."""
-    order = np.lexsort((ts, local))
-    local = local[order]
+    ``local`` and ``val`` come sorted by (entity, time), ``first`` marks each entity's first
+    sample. Returns the index of each entity's latest sample (so the caller picks its other
+    columns) and the value kept for it."""
     last = np.ones(local.size, dtype=bool)
-    last[:-1] = local[1:] != local[:-1]
-    pick = order[last]
+    last[:-1] = first[1:]
+    pick = np.flatnonzero(last)
     if bitwise_or:
-        first = np.ones(local.size, dtype=bool)
-        first[1:] = local[1:] != local[:-1]
-        ored = np.bitwise_or.reduceat(val[order].astype(np.int64), np.flatnonzero(first))
+        ored = np.bitwise_or.reduceat(val.astype(np.int64), np.flatnonzero(first))
         return pick, ored.astype(np.float64)
     return pick, val[pick]

@@ -143,7 +143,7 @@ class PodRead:
     problems: tuple[str, ...]  # malformed pods, skipped
 
 
-def _pages(pages: PodPages, namespace: str | None, config: KubernetesSourceConfig) -> Iterator[list[Any]]:
+def _pages(pages: PodPages, namespace: str | None) -> Iterator[list[Any]]:
     """Each page's items, following ``continue`` until the server gives none."""
     where, cont, seen = _where(namespace), None, set()
     while True:
@@ -174,7 +174,7 @@ def list_gpu_pods(pages: PodPages, config: KubernetesSourceConfig) -> PodRead:
     problems: list[str] = []
     listed = 0
     for namespace in config.namespaces or (None,):
-        for items in _pages(pages, namespace, config):
+        for items in _pages(pages, namespace):
             listed += len(items)
             if listed > config.max_pods:
                 raise ListError(

@@ -24,6 +24,7 @@ rows per second and may hold at most a share of the queue; past either, 429 with
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import threading
 import time
@@ -121,7 +122,7 @@ class _Queue:
 
 def _listed(names: list[str], counts: list[int]) -> dict[str, int]:
     """The ``MAX_LISTED_UNKNOWN`` names with the most rows (then by name), for a response."""
-    order = sorted(range(len(names)), key=lambda k: (-counts[k], names[k]))[:MAX_LISTED_UNKNOWN]
+    order = heapq.nsmallest(MAX_LISTED_UNKNOWN, range(len(names)), key=lambda k: (-counts[k], names[k]))
     return {names[k]: counts[k] for k in order}
 
 
@@ -380,19 +381,15 @@ class PushSource:
     def _codes(
         names: list[str], index: dict[str, int]
     ) -> tuple[npt.NDArray[np.int64], tuple[list[str], list[int]]]:
-        """Indices per row (-1 for unknown names) and the unknown names with their rows; each
-        distinct name is looked up once."""
-        if not names:
-            return np.zeros(0, np.int64), ([], [])
-        distinct, inverse = np.unique(np.asarray(names, dtype=object), return_inverse=True)
-        looked = np.array([index.get(str(d), -1) for d in distinct.tolist()], dtype=np.int64)
-        codes = looked[inverse.reshape(-1)]
-        counts = np.bincount(inverse.reshape(-1), minlength=distinct.size)
-        unknown = np.flatnonzero(looked < 0)
+        """Indices per row (-1 for unknown names) and the unknown names (sorted) with their rows.
+        One dict lookup per row: at 10^6 rows that is a third of what sorting the names to look
+        each distinct one up once costs (``np.unique`` over Python strings)."""
+        codes = np.fromiter((index.get(n, -1) for n in names), dtype=np.int64, count=len(names))
+        missing = Counter(names[i] for i in np.flatnonzero(codes < 0).tolist())
         cut: dict[str, int] = {}  # names cut to MAX_NAME_CHARS; two that then agree are one
-        for d, k in zip(distinct[unknown].tolist(), counts[unknown].tolist(), strict=True):
+        for d in sorted(missing):
             name = d if len(d) <= MAX_NAME_CHARS else d[: MAX_NAME_CHARS - 3] + "..."
-            cut[name] = cut.get(name, 0) + k
+            cut[name] = cut.get(name, 0) + missing[d]
         return codes, (list(cut), list(cut.values()))
 
     @staticmethod

@@ -6,7 +6,7 @@ Parsing only: what the rows mean (names, the stamp window, limits, the queue) is
 Payloads (``Content-Type`` JSON or NDJSON, else 415; ``Content-Encoding: gzip`` accepted):
 
 * JSON columns: ``{"entity": [...], "signal": [...], "timestamp": [...], "value": [...]}``;
-  the efficient form (names are looked up once per distinct name, values go straight to numpy);
+  the efficient form (no object per row, values go straight to numpy);
 * JSON rows: ``{"rows": [{"entity": ..., "signal": ..., "timestamp": ..., "value": ...}, ...]}``;
 * NDJSON (``Content-Type: application/x-ndjson``): one row object per line.
 

@@ -214,3 +214,15 @@ def test_the_agent_sends_its_token_and_trusts_its_ca(tmp_path: Path, monkeypatch
             HttpSource(server.url, ca_file=ca_file, token_file=token_file).risk("train")
     finally:
         server.stop()
+
+
+def test_the_agent_names_a_token_file_it_cannot_use_before_it_calls(tmp_path: Path) -> None:
+    """A missing or empty token file is a SourceError naming it, raised before any request (the
+    URL answers nothing), never a request sent without the token."""
+    missing = tmp_path / "absent.token"
+    with pytest.raises(SourceError, match=r"HttpSource.token_file .*absent.token: cannot read"):
+        HttpSource("http://127.0.0.1:9", token_file=missing).risk("train")
+    empty = tmp_path / "empty.token"
+    empty.write_text("  \n")
+    with pytest.raises(SourceError, match=r"HttpSource.token_file .*empty.token is empty"):
+        HttpSource("http://127.0.0.1:9", token_file=empty).risk("train")

@@ -29,8 +29,8 @@ def create_app(
     ticked: Callable[[], float] | None = None,
 ) -> FastAPI:
     """``GET /v1/jobs/{job}/risk``, ``GET /v1/economics``, ``GET /healthz`` and ``GET /readyz`` over
-        ``controller``; with ``security``, every route added to the app, now or later, passes through
-        the authentication layer (``service.guard``). ``ticked`` gives the time of the last finished
+    ``controller``; with ``security``, every route added to the app, now or later, passes through
+    the authentication layer (``service.guard``). ``ticked`` gives the time of the last finished
     tick (-inf before the first); by default the controller's."""
     guard = lock if lock is not None else threading.Lock()
     app = FastAPI(title="seamguard", summary="Each job's live risk, for its checkpoint advisor")

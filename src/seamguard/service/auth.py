@@ -133,13 +133,15 @@ class TokenTable:
         if self._path is not None:  # at start a bad file is an error, not a notice
             try:
                 self._seen = _stat_key(self._path)
-                text = self._path.read_text(encoding="utf-8")
+                self._file = self._read()
             except OSError as exc:
                 raise InputError(str(self._path), f"cannot read tokens file: {exc.strerror}") from None
-            self._file = self._checked_against_inline(parse_tokens(text, str(self._path)))
 
-    def _checked_against_inline(self, tokens: tuple[Token, ...]) -> tuple[Token, ...]:
-        """A name given both inline and in the file would make the journal's principal ambiguous."""
+    def _read(self) -> tuple[Token, ...]:
+        """The tokens file's tokens: OSError, or InputError naming the line or a name given both
+        inline and in the file (which would make the journal's principal ambiguous)."""
+        assert self._path is not None
+        tokens = parse_tokens(self._path.read_text(encoding="utf-8"), str(self._path))
         clash = sorted({t.principal.name for t in self._inline} & {t.principal.name for t in tokens})
         if clash:
             raise InputError(
@@ -179,8 +181,7 @@ class TokenTable:
                 if key == self._seen:
                     return
                 self._seen = key
-                text = self._path.read_text(encoding="utf-8")
-                tokens = self._checked_against_inline(parse_tokens(text, str(self._path)))
+                tokens = self._read()
             except (OSError, InputError) as exc:
                 why = exc.strerror if isinstance(exc, OSError) else str(exc)
                 problem = f"tokens file not reloaded, the previous {len(self._file)} token(s) stay: {why}"

@@ -59,20 +59,21 @@ class AuthMiddleware:
         method: str = scope["method"]
         path: str = scope["path"]
         needed = sec.policy.needed(method, path)
-        client = _client(scope)
         if needed is None:  # a probe
             await self.app(scope, receive, send)
             return
-        seen = (self._audit_path(scope, path), method if method in METHODS else OTHER_METHOD)
+        client = _client(scope)
+        audit_path = self._audit_path(scope, path)
+        audit_method = method if method in METHODS else OTHER_METHOD
         principal: Principal | None = None
         if sec.tokens is not None:
             principal, why = self._authenticate(scope)
             if principal is None:
-                sec.audit.count(ANONYMOUS, client, seen[1], seen[0], 401)
+                sec.audit.count(ANONYMOUS, client, audit_method, audit_path, 401)
                 await _refuse(send, 401, f"{why}: {method} {path} needs a bearer token with role {needed}")
                 return
             if not allows(principal.roles, needed):
-                sec.audit.count(principal.name, client, seen[1], seen[0], 403)
+                sec.audit.count(principal.name, client, audit_method, audit_path, 403)
                 has = ", ".join(sorted(principal.roles))
                 await _refuse(
                     send, 403, f"{principal.name!r} (roles: {has}) may not {method} {path}: needs {needed}"
@@ -93,7 +94,9 @@ class AuthMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             name = principal.name if principal is not None else ANONYMOUS
-            sec.audit.count(name, "" if principal is not None else client, seen[1], seen[0], status[0])
+            sec.audit.count(
+                name, "" if principal is not None else client, audit_method, audit_path, status[0]
+            )
 
     def _audit_path(self, scope: Scope, path: str) -> str:
         """What the audit keys a request on: the access table's template (``/v1/jobs/{job}/risk``),

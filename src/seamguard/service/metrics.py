@@ -46,7 +46,7 @@ class MetricsView:
     """Everything a scrape reports as a gauge, as of the last step."""
 
     now: float  # the last tick's time (-inf before the first)
-    states: Mapping[tuple[str, str], int]  # (entity kind, state) -> entities; every pair, zeros too
+    states: Mapping[tuple[str, str], int]  # (kind, state) -> n; each kind present, every state
     sources: tuple[SourceHealth, ...]
     storm_reason: str  # "" when the brake is off
     budget_used: Mapping[str, int]  # fleet / hour / domain (the fullest domain)

@@ -20,7 +20,7 @@ DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class Role(StrEnum):
-    """What a principal may do (``docs/security.md``): each role's rights are in ``auth.GRANTS``."""
+    """What a principal may do (``docs/security.md``): each role's rights are in ``access.GRANTS``."""
 
     VIEWER = "viewer"  # GET endpoints, /docs, /openapi.json, /metrics
     PUSHER = "pusher"  # POST to the push path, nothing else

@@ -74,6 +74,10 @@ class Topology:
     def global_index(self, kind: EntityKind, local: IntArray) -> IntArray:
         return self.members[kind][local]
 
+    def local_index(self, kind: EntityKind, entities: IntArray) -> IntArray:
+        """The local indices of those of ``entities`` (global) that are of ``kind``."""
+        return np.asarray(self.local[entities[self.kind_code[entities] == KIND_CODE[kind]]], dtype=np.int64)
+
     def mig_gpus(self) -> IntArray:
         """Per MIG instance (local order): its GPU's global index."""
         return self.members[EntityKind.GPU][self.mig_gpu]

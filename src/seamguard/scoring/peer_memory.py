@@ -50,7 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
-from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.model.topology import Topology
 from seamguard.model.world import WorldChange, carry
 from seamguard.scoring.cohorts import translate_groups
 from seamguard.scoring.groupstats import group_median
@@ -123,7 +123,7 @@ class PeerMemory:
         """A repaired part (a new optic, a reseated GPU) starts afresh: no timing history, and its
         own normal is learnt again before it is judged."""
         for st in self._rules.values():
-            pick = topology.local[entities[topology.kind_code[entities] == KIND_CODE[st.kind]]]
+            pick = topology.local_index(st.kind, entities)
             st.current[pick] = st.previous[pick] = st.stood_out[pick] = False
             st.sample_ts[pick] = -np.inf
             st.group[pick] = -2

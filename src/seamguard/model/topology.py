@@ -62,6 +62,11 @@ class Topology:
     def n_entities(self) -> int:
         return len(self.ids)
 
+    @property
+    def n_node_types(self) -> int:
+        """Distinct node types (``node_type``): 1 or 0 in a uniform fleet."""
+        return int(self.node_type.max(initial=-1)) + 1
+
     def count(self, kind: EntityKind) -> int:
         return int(self.members[kind].size)
 

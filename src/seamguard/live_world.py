@@ -71,6 +71,7 @@ class LiveWorld:
         self._pending: Inventory | None = None
         self._scheduled = {j.job: j for j in scheduled}
         self._by_source: dict[str, tuple[JobRecord, ...]] = {}  # each source's last placements
+        self._known: tuple[Inventory, frozenset[str]] | None = None  # the inventory's node names
         # What a new inventory must pass before it is taken (raises InputError), beyond being read:
         # the daemon's config names nodes (budget partitions) that must still exist.
         self.check_inventory: Callable[[Inventory], None] | None = None
@@ -90,7 +91,7 @@ class LiveWorld:
         notices = [
             SourceNotice(SOURCE, str(p), f"kept the current world: {why}") for p, why in self._bad.items()
         ]
-        known = {r.node for r in self.inventory.nodes}
+        known = self._known_nodes()
         self._by_source.update({name: recs for name, recs in placements.items() if recs is not None})
         placed = _combine(list(self._by_source.values())) if self._by_source else None
         scheduled = placed if placed is not None else self._scheduled
@@ -115,6 +116,12 @@ class LiveWorld:
                 got[1] if got is not None else world_change(current, build_topology(self.inventory, ordered))
             )
         return WorldUpdate(change, placement, tuple(notices))
+
+    def _known_nodes(self) -> frozenset[str]:
+        """The inventory's node names, built again only when the inventory changed (not every tick)."""
+        if self._known is None or self._known[0] is not self.inventory:
+            self._known = (self.inventory, frozenset(r.node for r in self.inventory.nodes))
+        return self._known[1]
 
     def _read_files(self) -> bool:
         """Re-read what changed (or everything, on request); True when a new inventory was taken."""
@@ -177,7 +184,7 @@ def _combine(placements: Sequence[Sequence[JobRecord]]) -> dict[str, JobRecord]:
 
 
 def _on_known_nodes(
-    jobs: Mapping[str, JobRecord], known: set[str]
+    jobs: Mapping[str, JobRecord], known: frozenset[str]
 ) -> tuple[dict[str, JobRecord], dict[str, tuple[str, ...]]]:
     """Jobs restricted to the inventory's nodes (those left with none dropped), and per job the
     nodes it named that the inventory lacks."""

@@ -33,7 +33,7 @@ from seamguard.control.storm import StormBrake, StormConfig
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
-from seamguard.model.world import WorldChange, by_name
+from seamguard.model.world import WorldChange, by_name, invert
 from seamguard.strict_model import StrictModel
 
 IntArray = npt.NDArray[np.int64]
@@ -209,8 +209,7 @@ class SafetyLayer:
         # By name: the ledger is about the scheduler's nodes, and a node whose hardware changed
         # under its name (``world_change``) is still drained there.
         fwd = by_name(change.old, change.new, EntityKind.NODE)
-        back = np.full(change.old.count(EntityKind.NODE), -1, dtype=np.int64)
-        back[fwd[fwd >= 0]] = np.flatnonzero(fwd >= 0)
+        back = invert(fwd, change.old.count(EntityKind.NODE))
         gone = sorted(f"node/{self.node_names[n]}" for n in self._held if back[n] < 0)
         self._held = {int(back[n]): q for n, q in self._held.items() if back[n] >= 0}
         self._history = {int(back[n]): h for n, h in self._history.items() if back[n] >= 0}

@@ -62,6 +62,11 @@ class Topology:
     def n_entities(self) -> int:
         return len(self.ids)
 
+    @property
+    def n_node_types(self) -> int:
+        """Distinct node types (``node_type``): 1 or 0 in a uniform fleet."""
+        return int(self.node_type.max(initial=-1)) + 1
+
     def count(self, kind: EntityKind) -> int:
         return int(self.members[kind].size)
 
@@ -73,6 +78,10 @@ class Topology:
 
     def global_index(self, kind: EntityKind, local: IntArray) -> IntArray:
         return self.members[kind][local]
+
+    def local_index(self, kind: EntityKind, entities: IntArray) -> IntArray:
+        """The local indices of those of ``entities`` (global) that are of ``kind``."""
+        return np.asarray(self.local[entities[self.kind_code[entities] == KIND_CODE[kind]]], dtype=np.int64)
 
     def mig_gpus(self) -> IntArray:
         """Per MIG instance (local order): its GPU's global index."""

@@ -54,11 +54,7 @@ class WorldChange:
     def back(self, kind: EntityKind | None = None) -> IntArray:
         """The inverse map: old index (local of ``kind``, or global) -> new index, -1 for one that left."""
         fwd = self.entities if kind is None else self.kinds[kind]
-        size = self.old.n_entities if kind is None else self.old.count(kind)
-        out = np.full(size, -1, dtype=np.int64)
-        kept = fwd >= 0
-        out[fwd[kept]] = np.flatnonzero(kept)
-        return out
+        return invert(fwd, self.old.n_entities if kind is None else self.old.count(kind))
 
     def joined(self, kind: EntityKind) -> tuple[str, ...]:
         names = self.new.names[kind]
@@ -83,6 +79,15 @@ class WorldChange:
                     more = f" and {len(names) - shown} more" if len(names) > shown else ""
                     parts.append(f"{len(names)} {kind.value}(s) {verb}: {', '.join(names[:shown])}{more}")
         return "; ".join(parts)
+
+
+def invert(mapping: IntArray, size: int) -> IntArray:
+    """``mapping`` (new -> old, -1: joined) turned round: old -> new for ``size`` old indices, -1
+    for one that left."""
+    out = np.full(size, -1, dtype=np.int64)
+    kept = mapping >= 0
+    out[mapping[kept]] = np.flatnonzero(kept)
+    return out
 
 
 def carry(values: ArrayT, mapping: IntArray, fill: object, axis: int = 0) -> ArrayT:

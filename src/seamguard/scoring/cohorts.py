@@ -17,7 +17,7 @@ def by_node_type(
     groups: IntArray, n_groups: int, node_of: IntArray, topology: Topology
 ) -> tuple[IntArray, int]:
     """``groups`` split by node type: mixed fleets compare like with like, without configuration."""
-    n_types = int(topology.node_type.max(initial=-1)) + 1
+    n_types = topology.n_node_types
     if n_types <= 1:
         return groups, n_groups
     return np.where(groups >= 0, groups * n_types + topology.node_type[node_of], -1), n_groups * n_types
@@ -95,7 +95,7 @@ def translate_groups(cohort: str, kind: EntityKind, groups: IntArray, change: Wo
     have not changed cohort, so their learnt baselines must not be reset (``PeerMemory.settled``).
     Negative ids (no group, never grouped) are kept."""
     old, new = change.old, change.new
-    n_types_old = int(old.node_type.max(initial=-1)) + 1
+    n_types_old = old.n_node_types
     node_of = _node_of(kind, new)
     split = node_of is not None and n_types_old > 1 and cohort != "model"
     base = np.where(groups >= 0, groups // n_types_old, groups) if split else groups.copy()
@@ -108,7 +108,7 @@ def translate_groups(cohort: str, kind: EntityKind, groups: IntArray, change: Wo
         where = {m: i for i, m in enumerate(new.models)}
         table = np.array([where.get(m, GONE) for m in old.models] or [GONE], dtype=np.int64)
         base = np.where(base >= 0, table[np.clip(base, 0, table.size - 1)], base)
-    n_types_new = int(new.node_type.max(initial=-1)) + 1
+    n_types_new = new.n_node_types
     if node_of is None or n_types_new <= 1 or cohort == "model":
         return base
     return np.where(base >= 0, base * n_types_new + new.node_type[node_of], base)

@@ -45,12 +45,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
-from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.model.topology import Topology
 from seamguard.model.world import WorldChange, carry
 from seamguard.scoring.cohorts import translate_groups
 from seamguard.scoring.groupstats import group_median
@@ -80,6 +81,21 @@ class _RuleState:
     learnt_at: float = -np.inf
 
 
+# Each per-member field of ``_RuleState`` as a fresh start has it (value, dtype): what a member
+# gets at the start, when it joins and when it is repaired.
+_FRESH: dict[str, tuple[object, type]] = {
+    "current": (False, np.bool_),
+    "previous": (False, np.bool_),
+    "stood_out": (False, np.bool_),
+    "sample_ts": (-np.inf, np.float64),
+    "group": (-2, np.int64),
+    "joined_at": (-np.inf, np.float64),
+    "own": (0.0, np.float64),
+    "cohort": (0.0, np.float64),
+    "seen": (0, np.int64),
+}
+
+
 class PeerMemory:
     def __init__(self, topology: Topology, rules: dict[str, EntityKind]) -> None:
         domains = clock_domains(topology)
@@ -87,19 +103,8 @@ class PeerMemory:
         self._rules: dict[str, _RuleState] = {}
         for name, kind in rules.items():
             n = topology.count(kind)
-            self._rules[name] = _RuleState(
-                kind=kind,
-                domain=domains[topology.members[kind]],
-                current=np.zeros(n, dtype=bool),
-                previous=np.zeros(n, dtype=bool),
-                stood_out=np.zeros(n, dtype=bool),
-                sample_ts=np.full(n, -np.inf),
-                group=np.full(n, -2, dtype=np.int64),
-                joined_at=np.full(n, -np.inf),
-                own=np.zeros(n),
-                cohort=np.zeros(n),
-                seen=np.zeros(n, dtype=np.int64),
-            )
+            fresh: dict[str, Any] = {f: np.full(n, fill, dtype=dt) for f, (fill, dt) in _FRESH.items()}
+            self._rules[name] = _RuleState(kind=kind, domain=domains[topology.members[kind]], **fresh)
 
     def carry_over(self, change: WorldChange, cohorts: Mapping[str, str]) -> None:
         """Onto ``change.new``: members that stay keep their timing and learnt baselines, and the
@@ -112,24 +117,17 @@ class PeerMemory:
             st.group = translate_groups(cohorts[name], st.kind, carry(st.group, fwd, -2), change)
             if change.same(st.kind):
                 continue
-            st.current, st.previous = carry(st.current, fwd, False), carry(st.previous, fwd, False)
-            st.stood_out = carry(st.stood_out, fwd, False)
-            st.sample_ts = carry(st.sample_ts, fwd, -np.inf)
-            st.joined_at = carry(st.joined_at, fwd, -np.inf)
-            st.own, st.cohort = carry(st.own, fwd, 0.0), carry(st.cohort, fwd, 0.0)
-            st.seen = carry(st.seen, fwd, 0)
+            for f, (fill, _dt) in _FRESH.items():
+                if f != "group":  # renumbered above
+                    setattr(st, f, carry(getattr(st, f), fwd, fill))
 
     def forget(self, topology: Topology, entities: IntArray) -> None:
         """A repaired part (a new optic, a reseated GPU) starts afresh: no timing history, and its
         own normal is learnt again before it is judged."""
         for st in self._rules.values():
-            pick = topology.local[entities[topology.kind_code[entities] == KIND_CODE[st.kind]]]
-            st.current[pick] = st.previous[pick] = st.stood_out[pick] = False
-            st.sample_ts[pick] = -np.inf
-            st.group[pick] = -2
-            st.joined_at[pick] = -np.inf
-            st.own[pick] = st.cohort[pick] = 0.0
-            st.seen[pick] = 0
+            pick = topology.local_index(st.kind, entities)
+            for f, (fill, _dt) in _FRESH.items():
+                getattr(st, f)[pick] = fill
 
     def gate(self, name: str, outlier: BoolArray, in_cohort: BoolArray, last_seen: FloatArray) -> BoolArray:
         """Which of this tick's outliers count (see the module docstring); remembers them."""

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
-from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.model.topology import Topology
 from seamguard.model.world import WorldChange, carry
 from seamguard.scoring.learnt_average import average_in, decay_since, learnt
 
@@ -42,7 +42,7 @@ class UsualLevels:
     def forget(self, topology: Topology, entities: IntArray) -> None:
         """A repaired part's usual level is learnt again (a rebuilt array is a new normal)."""
         for name, kind in self._kinds.items():
-            pick = topology.local[entities[topology.kind_code[entities] == KIND_CODE[kind]]]
+            pick = topology.local_index(kind, entities)
             self._log[name][pick] = 0.0
             self._seen[name][pick] = 0
 

@@ -160,7 +160,7 @@ class Budgets:
         out = Budgets(topology, self.config)
         out.quarantined = carry(self.quarantined, nodes, False)
         out.failed = carry(self.failed, nodes, False)
-        out._starts = self._starts  # quarantines taken in the last hour count whoever left since
+        out._starts = deque(self._starts)  # quarantines taken in the last hour count whoever left since
         return out
 
     # -- counts (vectorised) ----------------------------------------------------------------

@@ -141,12 +141,11 @@ class SafetyLayer:
 
         Each comes back with itself as its one cause, healthy from ``now``: it is released after
         the recovery delay unless the engine, seeing it again, wants it out (a relapse)."""
-        taken = CARRIED_OUT
         quarantine_kinds = set(self.config.quarantine_kinds)
         last: dict[int, ActionResultRecord] = {}
         starts: dict[int, set[float]] = {}  # one per decision, however many actuators answered it
         for r in sorted(results, key=lambda r: r.ts):
-            if r.actuator == SAFETY or r.status not in taken:
+            if r.actuator == SAFETY or r.status not in CARRIED_OUT:
                 continue
             if r.kind in quarantine_kinds or r.kind == self.config.release_kind:
                 for n in self.nodes_of(r.target).tolist():

@@ -88,14 +88,14 @@ def main() -> None:
             for i in range(args.warmup + args.ticks):
                 now += tick_s
                 batch = fleet.batch(now)
-                change = None
-                if args.churn > 0 and i >= args.warmup:
+                churning = args.churn > 0 and i >= args.warmup
+                if churning:
                     jobs = churned(controller.topology.jobs, args.churn, rng, f"c{i}-")
                     batch = batch.reindexed(
                         job_back(original, controller.topology, jobs)
                     )  # not timed: the source's side
                 t0 = time.perf_counter()
-                if args.churn > 0 and i >= args.warmup:
+                if churning:
                     got = with_jobs(controller.topology, jobs)
                     assert got is not None
                     change = got[1]

@@ -22,7 +22,7 @@ from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.control.safety import SafetyLayer
 from seamguard.model.inventory import Inventory
-from seamguard.model.topology import Topology, build_topology
+from seamguard.model.topology import build_topology
 from seamguard.model.world import WorldChange, with_jobs, world_change
 from seamguard.synth.scenarios import build, scale_scenario
 
@@ -73,10 +73,9 @@ def main() -> None:
     }))  # fmt: skip
 
 
-def _apply(controller: Controller, safety: SafetyLayer, change: WorldChange, now: float) -> Topology:
+def _apply(controller: Controller, safety: SafetyLayer, change: WorldChange, now: float) -> None:
     controller.apply_world(change)
     safety.carry_over(change, now)
-    return change.new
 
 
 def _ms(values: list[float], q: float) -> float:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -103,23 +102,10 @@ def _handler(state: KubeState) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def kube_api(state: KubeState, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
-    """``http://127.0.0.1:PORT``, or ``https://`` with ``tls`` = (certificate, key)."""
-    if tls is None:
-        with serve(_handler(state)) as url:
-            yield url
-        return
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(tls[0]), str(tls[1]))
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def kube_api(state: KubeState, tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """``http://127.0.0.1:PORT``, or ``https://`` with ``tls`` (a server-side context)."""
+    with serve(_handler(state), tls) as url:
+        yield url
 
 
 def write_kubeconfig(path: Path, server: str, token: str = TOKEN) -> Path:

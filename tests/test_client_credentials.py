@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 import ssl
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +30,7 @@ from seamguard.telemetry.sources.prometheus_api import PrometheusApiSource
 from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig
 from seamguard.telemetry.sources.scrape import DcgmScrapeSource
 from seamguard.twin.exporter import DcgmRenderer, basic_header, start_exporter
+from tests.http_stub import serve
 from tests.test_twin_exporter import twin_batches
 
 
@@ -134,20 +134,13 @@ class PromStub(BaseHTTPRequestHandler):
 def tls_prometheus(tmp_path: Path) -> Iterator[tuple[str, trustme.CA, trustme.CA]]:
     """The stub over TLS, requiring a client certificate from ``clients``."""
     ca, clients = trustme.CA(), trustme.CA()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), PromStub)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(ctx)
     clients.configure_trust(ctx)
     ctx.verify_mode = ssl.CERT_REQUIRED
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     PromStub.seen = []
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}", ca, clients
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(PromStub, ctx) as url:
+        yield url, ca, clients
 
 
 def test_the_prometheus_source_uses_its_ca_client_cert_and_token(

@@ -15,19 +15,20 @@ from seamguard.telemetry.batch import TelemetryBatch
 
 CAT = signal_catalog()
 CFG = load_config()
+# a plausible steady value of every gauge, by signal (also tests/test_world.py)
+STEADY = {
+    "gpu.temp_c": 65.0, "gpu.mem_temp_c": 70.0, "gpu.sm_clock_mhz": 1980.0, "gpu.power_w": 600.0,
+    "gpu.util_pct": 95.0, "gpu.throttle_reasons": 0.0, "gpu.step_time_s": 2.0, "gpu.ecc_dbe_total": 0.0,
+    "node.heartbeat_age_s": 5.0, "link.latency_us": 2.0, "rack.inlet_temp_c": 33.0, "cdu.flow_lpm": 450.0,
+    "cdu.supply_temp_c": 30.0, "cdu.pressure_kpa": 160.0,
+}  # fmt: skip
 
 
 def normal_batch(topo: Topology, now: float, rng: np.random.Generator, *, skip_node: str | None = None,
                  overrides: dict[tuple[str, str], float] | None = None) -> TelemetryBatch:  # fmt: skip
     """Every gauge of every GPU/node/link/rack/cdu at plausible steady values."""
-    values = {
-        "gpu.temp_c": 65.0, "gpu.mem_temp_c": 70.0, "gpu.sm_clock_mhz": 1980.0, "gpu.power_w": 600.0,
-        "gpu.util_pct": 95.0, "gpu.throttle_reasons": 0.0, "gpu.step_time_s": 2.0, "gpu.ecc_dbe_total": 0.0,
-        "node.heartbeat_age_s": 5.0, "link.latency_us": 2.0, "rack.inlet_temp_c": 33.0, "cdu.flow_lpm": 450.0,
-        "cdu.supply_temp_c": 30.0, "cdu.pressure_kpa": 160.0,
-    }  # fmt: skip
     ent, sig, ts, val = [], [], [], []
-    for name, base in values.items():
+    for name, base in STEADY.items():
         s = CAT[name]
         members = topo.members[s.entity]
         ids = [topo.ids[i] for i in members]

@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,7 +41,7 @@ from seamguard.service.auth import new_token, token_line
 from seamguard.service.connections import FD_RESERVE, usable_max_open
 from seamguard.service.sections import ConnectionLimits, Role
 from seamguard.service.server import RunningServer
-from tests.http_stub import serve
+from tests.http_stub import Recorder, serve
 from tests.test_daemon import write_inventory, write_jobs
 
 VICTIM = "gpu/n02/1"  # the GPU a forged XID 79 ("fallen off the bus") names
@@ -54,21 +53,10 @@ def forged_xid(ts: float) -> dict[str, list[Any]]:
     return {"entity": [VICTIM], "signal": ["gpu.xid"], "timestamp": [ts], "value": [79.0]}
 
 
-class Hook(BaseHTTPRequestHandler):
+class Hook(Recorder):
     """The webhook actuator's peer: every POST it receives is a drain (or resume) carried out."""
 
     received: ClassVar[list[dict[str, Any]]] = []
-    answer: ClassVar[bytes] = b""  # the body of its 200
-
-    def do_POST(self) -> None:
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(Hook.answer)))
-        self.end_headers()
-        self.wfile.write(Hook.answer)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @dataclass

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,7 +28,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology, build_topology
 from seamguard.telemetry.sources.build import build_sources
 from tests.conftest import small_inventory
-from tests.http_stub import serve
+from tests.http_stub import Recorder, serve
 from tests.test_daemon import CLOCK
 from tests.test_safety import drain, fleet, kinds, layer
 
@@ -105,20 +104,10 @@ HOT_NODES = 40  # as many hot GPUs, one per node, across every rack and CDU: the
 SECRET = "restart-secret"
 
 
-class Cluster(BaseHTTPRequestHandler):
+class Cluster(Recorder):
     """The webhook receiver standing in for the cluster: records every action it is asked to do."""
 
     received: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Cluster.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture

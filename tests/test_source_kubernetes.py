@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import ssl
 import subprocess
 import sys
 from datetime import datetime
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trustme
 from pydantic import ValidationError
 
 from seamguard.config import config_from_mapping
@@ -229,22 +231,19 @@ def test_in_cluster_the_service_account_token_and_ca_are_used(
 ) -> None:
     """``in_cluster: true`` as in a pod: the API server from KUBERNETES_SERVICE_HOST/PORT over
     TLS checked against the ServiceAccount's CA, its token as the bearer token."""
-    import trustme
     from kubernetes.config import incluster_config
 
     ca, other_ca = trustme.CA(), trustme.CA()
-    served = ca.issue_cert("127.0.0.1")
-    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
-    served.cert_chain_pems[0].write_to_path(str(cert))
-    served.private_key_pem.write_to_path(str(key))
-    ca_file, other = tmp_path / "ca.crt", tmp_path / "other-ca.crt"
-    ca.cert_pem.write_to_path(str(ca_file))
+    cert, other = tmp_path / "ca.crt", tmp_path / "other-ca.crt"
+    ca.cert_pem.write_to_path(str(cert))
     other_ca.cert_pem.write_to_path(str(other))
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(tls)
     (tmp_path / "token").write_text(TOKEN)
     monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
-    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca_file))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cert))
     state = KubeState(pages())
-    with kube_api(state, tls=(cert, key)) as url:
+    with kube_api(state, tls=tls) as url:
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
         monkeypatch.setenv("KUBERNETES_SERVICE_PORT", url.rsplit(":", 1)[1])
         src = KubernetesSource(topo, KubernetesSourceConfig(in_cluster=True))
@@ -257,7 +256,7 @@ def test_in_cluster_the_service_account_token_and_ca_are_used(
     ]
     # a server whose certificate the CA does not vouch for is no answer
     monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(other))
-    with kube_api(KubeState(pages()), tls=(cert, key)) as url:
+    with kube_api(KubeState(pages()), tls=tls) as url:
         monkeypatch.setenv("KUBERNETES_SERVICE_PORT", url.rsplit(":", 1)[1])
         got = KubernetesSource(topo, KubernetesSourceConfig(in_cluster=True)).collect(NOW)
     assert got.notices[0].message.startswith("no answer: SSLError: [SSL: CERTIFICATE_VERIFY_FAILED]")

@@ -29,16 +29,11 @@ from seamguard.scoring.cohorts import cohort_groups
 from seamguard.scoring.peer_memory import PeerMemory
 from seamguard.telemetry.batch import TelemetryBatch
 from tests.conftest import small_inventory, small_jobs
+from tests.test_controller import STEADY
 from tests.test_safety import OPEN
 
 CAT = signal_catalog()
 CFG = load_config()
-STEADY = {
-    "gpu.temp_c": 65.0, "gpu.mem_temp_c": 70.0, "gpu.sm_clock_mhz": 1980.0, "gpu.power_w": 600.0,
-    "gpu.util_pct": 95.0, "gpu.throttle_reasons": 0.0, "gpu.step_time_s": 2.0, "gpu.ecc_dbe_total": 0.0,
-    "node.heartbeat_age_s": 5.0, "link.latency_us": 2.0, "rack.inlet_temp_c": 33.0, "cdu.flow_lpm": 450.0,
-    "cdu.supply_temp_c": 30.0, "cdu.pressure_kpa": 160.0,
-}  # fmt: skip
 
 
 def node(name: str, rack: str, storage: str = "ckpt0") -> NodeRecord:

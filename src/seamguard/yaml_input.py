@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from seamguard.errors import InputError
@@ -67,7 +66,7 @@ def _expanded_size(node: Node, sizes: dict[int, int], open_: set[int]) -> int:
         return sizes[key]
     if key in open_:
         raise YamlLimitError(
-            problem="an alias inside its own anchor (a recursive document)", problem_mark=_mark(node)
+            problem="an alias inside its own anchor (a recursive document)", problem_mark=node.start_mark
         )
     open_.add(key)
     children: list[Node] = []
@@ -79,15 +78,11 @@ def _expanded_size(node: Node, sizes: dict[int, int], open_: set[int]) -> int:
     if total > MAX_EXPANDED_NODES:
         raise YamlLimitError(
             problem=f"aliases expand to more than {MAX_EXPANDED_NODES:,} nodes; refused as an alias bomb",
-            problem_mark=_mark(node),
+            problem_mark=node.start_mark,
         )
     open_.discard(key)
     sizes[key] = total
     return total
-
-
-def _mark(node: Node) -> Mark:
-    return node.start_mark
 
 
 def load_yaml(text: str, where: str) -> Any:

@@ -37,8 +37,8 @@ from seamguard.journal.records import (
 SCHEMA_VERSION = 5
 # Version 1 journals lack decisions.cause; version 2 the predicted cost and benefit of decisions
 # and the outcomes table; version 3 the action_results and notices tables; version 4 the audit
-# table. Opening an older
-# journal adds what it lacks (old values read as ''/NaN; new tables start empty).
+# table. Opening an older journal adds what it lacks (old values read as ''/NaN; new tables start
+# empty).
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -116,6 +116,9 @@ def _where(
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+BUSY_TIMEOUT_S = 10.0  # how long a statement waits for SQLite's own lock (a checkpoint, a reader)
+
+
 def _open_error(path: Path, exc: sqlite3.DatabaseError) -> InputError:
     """Busy is not corrupt: SQLite's own lock held too long says so, not "not a journal"."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
@@ -126,9 +129,6 @@ def _open_error(path: Path, exc: sqlite3.DatabaseError) -> InputError:
             f" wait ({exc}); retry, or check what else opens this file",
         )
     return InputError(str(path), f"not a seamguard journal ({exc})")
-
-
-BUSY_TIMEOUT_S = 10.0  # how long a statement waits for SQLite's own lock (a checkpoint, a reader)
 
 
 class SqliteJournal:

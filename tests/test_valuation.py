@@ -92,7 +92,7 @@ def test_the_engine_escalates_a_straggler_by_what_its_job_is_worth(
     escalation, the engine swaps the straggler out of a release run and leaves an exploratory
     job's alone."""
     actions = _straggler_run(topology, criticality)
-    swapped = any(a in ("replace_rank", "quarantine_node") for a in actions)
+    swapped = any(a in ("replace_rank", "drain_node") for a in actions)
     assert swapped is (criticality == "release")
 
 

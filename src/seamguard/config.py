@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from seamguard.actuators.sections import ActuatorsConfig
 from seamguard.control.safety import SafetyConfig
 from seamguard.errors import InputError
+from seamguard.model.action_kinds import ActionKind
 from seamguard.model.catalog import THROTTLE_BITS, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import Admission, JobClass, State
@@ -385,7 +386,7 @@ class Config(StrictModel):
     hazard: HazardConfig
     checkpoint: CheckpointConfig
     admissibility: dict[StateName, dict[JobClass, Admission]]
-    actions: dict[EntityKind, dict[StateName, list[str]]]
+    actions: dict[EntityKind, dict[StateName, list[ActionKind]]]  # names checked against docs/actions.md
     sources: SourcesConfig = SourcesConfig()  # what the daemon reads (docs/sources.md, docs/facilities.md)
     safety: SafetyConfig = SafetyConfig()  # budgets, storm brake, recovery (docs/safety.md)
     actuators: ActuatorsConfig = ActuatorsConfig()  # what carries actions out (docs/actuators.md)
@@ -430,7 +431,7 @@ class Config(StrictModel):
     def admission(self, state: State, job_class: JobClass) -> Admission:
         return self.admissibility[state.label][job_class]  # type: ignore[index]
 
-    def actions_for(self, kind: EntityKind, state: State) -> list[str]:
+    def actions_for(self, kind: EntityKind, state: State) -> list[ActionKind]:
         per_state = self.actions.get(kind, {})
         return list(per_state.get(state.label, []))  # type: ignore[call-overload]
 

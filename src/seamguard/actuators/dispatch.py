@@ -22,6 +22,7 @@ from seamguard.actuators.slurm import SlurmActuator
 from seamguard.actuators.webhook import WebhookActuator
 from seamguard.control.safety import SafetyLayer
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
+from seamguard.model.action_kinds import QUARANTINE_KINDS, RELEASE_KIND
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,9 @@ def actuate(
     answer) is returned and, with ``journal``, written in one transaction."""
     tick = safety.tick(now, decisions, transitions)
     results = list(tick.records)
-    released = {a.target for a in tick.actions if a.kind == safety.config.release_kind}
+    released = {a.target for a in tick.actions if a.kind == RELEASE_KIND}
     if released:
-        results += dispatcher.cancel(
-            set(safety.config.quarantine_kinds), released, now, "the node is released"
-        )
+        results += dispatcher.cancel(set(QUARANTINE_KINDS), released, now, "the node is released")
     if not tick.braked:  # a storm brake stops retries too; they wait, and go once it lifts
         results += dispatcher.due(now)
     results += dispatcher.dispatch(tick.actions, now, advise=tick.braked, why=tick.brake_reason)

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from seamguard.actuators.guard import GuardConfig
 from seamguard.actuators.haproxy import HaproxyConfig
 from seamguard.actuators.kubernetes import KubernetesConfig
 from seamguard.actuators.log import ANY_KIND
+from seamguard.model.action_kinds import ActionKind
 from seamguard.strict_model import HttpUrlText, StrictModel
 from seamguard.telemetry.sources.slurm_commands import SlurmConfig
+
+_KNOWN = frozenset(k.value for k in ActionKind)
 
 
 class WebhookConfig(StrictModel):
@@ -23,6 +26,17 @@ class WebhookConfig(StrictModel):
     )
     kinds: tuple[str, ...] = (ANY_KIND,)
     timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [k for k in kinds if k != ANY_KIND and k not in _KNOWN]
+        if unknown:
+            raise ValueError(
+                f"unknown action kind(s) {', '.join(map(repr, unknown))}; known: {ANY_KIND!r} (every kind), "
+                + ", ".join(k.value for k in ActionKind)
+            )
+        return kinds
 
 
 class Mode(StrEnum):

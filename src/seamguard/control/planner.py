@@ -1,7 +1,7 @@
 """The planner: turns state changes into proposed actions (journaled; advise mode acts on nothing).
 
 Which actions follow which state is policy (``actions`` in the config). The planner only
-resolves each action onto the entity it applies to: a GPU's drain targets its node, a
+resolves each action onto the entity it lands on (``model.action_kinds``): a GPU's drain targets its node, a
 checkpoint order targets every job that depends on the entity. Each decision names its cause.
 """
 
@@ -13,13 +13,11 @@ import numpy as np
 
 from seamguard.config import Config
 from seamguard.journal.records import DecisionRecord, EvidenceItem
+from seamguard.model.action_kinds import KINDS, Lands
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology
 from seamguard.model.workload import Workload
-
-_NODE_ACTIONS = frozenset({"drain_node", "reset_gpu"})
-_JOB_ACTIONS = frozenset({"checkpoint_now"})
 
 
 def _node_of(topology: Topology, gidx: int) -> str | None:
@@ -61,10 +59,11 @@ def plan(
         return out  # an undo needs something done to undo: back from unknown restores nothing
     for action in config.actions_for(kind, state):
         targets: list[str]
-        if action in _NODE_ACTIONS:
+        lands = KINDS[action].lands
+        if lands is Lands.NODE:
             node = _node_of(topology, gidx)
             targets = [node] if node else []
-        elif action in _JOB_ACTIONS:
+        elif lands is Lands.JOBS:
             targets = _jobs_depending_on(topology, workload, gidx)
         else:
             targets = [source]
@@ -74,7 +73,7 @@ def plan(
                 DecisionRecord(
                     ts=now,
                     entity=target,
-                    action=action,
+                    action=action.value,
                     mode=mode,
                     reason=why,
                     state=state.label,

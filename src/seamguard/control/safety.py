@@ -22,15 +22,17 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seamguard.actuators.base import Action, ActionStatus
 from seamguard.control.budgets import BudgetConfig, Budgets
 from seamguard.control.storm import StormBrake, StormConfig
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
+from seamguard.model.action_kinds import QUARANTINE_KINDS, RELEASE_KIND, UNDO_KINDS
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.model.world import WorldChange, by_name, invert
@@ -52,10 +54,24 @@ class RecoveryConfig(StrictModel):
     max_delay_s: float = Field(default=86400.0, gt=0)
 
 
+_FIXED_BY_TABLE = ("quarantine_kinds", "undo_kinds", "release_kind")
+
+
 class SafetyConfig(StrictModel):
-    quarantine_kinds: tuple[str, ...] = ("drain_node", "cordon_node", "island_domain")
-    undo_kinds: tuple[str, ...] = ("restore_admission", "restore_route", "restore_checkpoint_target")
-    release_kind: str = "resume_node"
+    """Which kinds are quarantines, undos and the release is not configured: the action-kind
+    table says (``model.action_kinds``, docs/actions.md), so no site can leave one unbudgeted."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        gone = [k for k in _FIXED_BY_TABLE if isinstance(data, dict) and k in data]
+        if gone:
+            raise ValueError(
+                f"{', '.join(gone)} removed: which action kinds take capacity, undo or release is fixed by "
+                "the action-kind table (docs/actions.md); delete the key(s)"
+            )
+        return data
+
     budgets: BudgetConfig = BudgetConfig()
     storm: StormConfig = StormConfig()
     recovery: RecoveryConfig = RecoveryConfig()
@@ -141,13 +157,13 @@ class SafetyLayer:
 
         Each comes back with itself as its one cause, healthy from ``now``: it is released after
         the recovery delay unless the engine, seeing it again, wants it out (a relapse)."""
-        quarantine_kinds = set(self.config.quarantine_kinds)
+        quarantine_kinds = QUARANTINE_KINDS
         last: dict[int, ActionResultRecord] = {}
         starts: dict[int, set[float]] = {}  # one per decision, however many actuators answered it
         for r in sorted(results, key=lambda r: r.ts):
             if r.actuator == SAFETY or r.status not in CARRIED_OUT:
                 continue
-            if r.kind in quarantine_kinds or r.kind == self.config.release_kind:
+            if r.kind in quarantine_kinds or r.kind == RELEASE_KIND:
                 for n in self.nodes_of(r.target).tolist():
                     last[n] = r
                     if r.kind in quarantine_kinds:
@@ -156,7 +172,7 @@ class SafetyLayer:
             self._history[n] = deque(sorted(times))
         held: list[str] = []
         for n, r in sorted(last.items(), key=lambda kv: kv[1].ts):
-            if r.kind == self.config.release_kind or n in self._held:
+            if r.kind == RELEASE_KIND or n in self._held:
                 continue
             node = f"node/{self.node_names[n]}"
             why = f"quarantined by a previous run ({r.kind} at {r.ts:.0f})"
@@ -240,7 +256,6 @@ class SafetyLayer:
     def tick(
         self, now: float, decisions: Sequence[DecisionRecord], transitions: Sequence[TransitionRecord] = ()
     ) -> SafetyTick:
-        cfg = self.config
         for d in decisions:
             self._epoch = max(self._epoch, d.epoch)
         notices = self.brake.observe(now, self._entered(transitions))
@@ -248,8 +263,8 @@ class SafetyLayer:
         braked = self.brake.engaged
         records: list[ActionResultRecord] = []
         actions: list[Action] = []
-        quarantine_kinds = set(cfg.quarantine_kinds)
-        undo_kinds = set(cfg.undo_kinds)
+        quarantine_kinds = QUARANTINE_KINDS
+        undo_kinds = UNDO_KINDS
 
         # Relapses first: a cause that is unwell again cancels its node's pending release.
         for d in decisions:
@@ -292,7 +307,7 @@ class SafetyLayer:
     def settle(self, results: Iterable[ActionResultRecord]) -> None:
         """Feed back final actuator outcomes: a quarantine given up on or refused by the cluster did
         not happen, so its nodes leave the ledger (the result is already journaled)."""
-        quarantine_kinds = set(self.config.quarantine_kinds)
+        quarantine_kinds = QUARANTINE_KINDS
         final = {ActionStatus.GIVEN_UP.value, ActionStatus.REFUSED.value}
         for r in results:
             if r.actuator == SAFETY or r.kind not in quarantine_kinds or r.status not in final:
@@ -412,7 +427,7 @@ class SafetyLayer:
             healthy_since = max(t for t in q.causes.values() if t is not None)
             out.append(
                 Action(
-                    kind=self.config.release_kind,
+                    kind=RELEASE_KIND.value,
                     target=f"node/{self.node_names[n]}",
                     reason=f"healthy since {healthy_since:.0f}; leaves quarantine ({q.action.kind} at {q.since:.0f})",
                     state="healthy",

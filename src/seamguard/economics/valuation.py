@@ -29,7 +29,7 @@ class Step(StrEnum):
     REBALANCE = "rebalance"  # shift work off the slow rank (smaller micro-batch): recovers part of the pace
     CHECKPOINT_NOW = "checkpoint_now"  # shrink what a failure would lose
     REPLACE_RANK = "replace_rank"  # save, restart with a spare in its place: pace and risk both gone
-    QUARANTINE = "quarantine_node"  # as replace, and the node leaves service for diagnosis
+    QUARANTINE = "drain_node"  # as replace, and the node leaves service (a quarantine: budgeted)
 
 
 @dataclass(frozen=True)

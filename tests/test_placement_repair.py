@@ -72,7 +72,12 @@ def test_mark_repaired_clears_state_and_xid_memory_but_keeps_offences(topology: 
     offences = ctl.classifier.offences[gpu]
     assert offences >= 1
     now += 600.0
-    records = ctl.mark_repaired(now, ["node/n02"], "GPU 1 replaced (RMA 4711)")
+    repair = ctl.mark_repaired(now, ["node/n02"], "GPU 1 replaced (RMA 4711)")
+    records = repair.transitions
+    # The recovery calls for its undo, which the safety layer holds for the recovery delay.
+    assert [(d.action, d.entity, d.state) for d in repair.decisions] == [
+        ("restore_admission", "gpu/n02/1", "healthy")
+    ]
     assert [r.entity for r in records] == ["gpu/n02/1"]
     assert records[0].from_state == "failed" and records[0].to_state == "healthy"
     assert records[0].reason == "operator: GPU 1 replaced (RMA 4711)"

@@ -599,7 +599,8 @@ def test_a_repaired_link_learns_its_new_optic_before_it_is_judged() -> None:
     for k in range(240):
         if k == 120:
             out += [
-                (t.ts, t.entity, t.to_state) for t in ctl.mark_repaired(now, ["link/n04"], "optic replaced")
+                (t.ts, t.entity, t.to_state)
+                for t in ctl.mark_repaired(now, ["link/n04"], "optic replaced").transitions
             ]
             factor[4] = 1.2
         totals[:] += rng.poisson(2.0 * factor * 30.0)

@@ -13,12 +13,8 @@ from typer.testing import CliRunner
 
 from seamguard.cli import app
 from seamguard.errors import InputError
-from seamguard.journal.records import DecisionRecord
 from seamguard.twin.accounting import BUCKETS, LOST_BUCKETS
-from seamguard.twin.actions import Verb
 from seamguard.twin.campaign import parse_policies, run_campaign, seed_list
-from seamguard.twin.policies.base import IntArray
-from seamguard.twin.policies.seamguard import SeamguardPolicy
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import Scenario, builtin_names, load_scenario
 from seamguard.twin.sim import POLICIES, Twin
@@ -117,45 +113,6 @@ def test_policies_see_telemetry_not_fault_labels(scenario: Scenario) -> None:
         assert seen.faults == () and seen.scenario.faults == () and seen.lemons.size == 0
         assert seen.topology is world.topology and seen.scenario.jobs == world.scenario.jobs
     assert Twin(world, "oracle").policy.world.faults == world.faults  # type: ignore[attr-defined]
-
-
-class _FullJobView:
-    """A scheduler whose node 0 runs job 0 (or nothing) and which has no spare to swap in."""
-
-    def __init__(self, running: bool) -> None:
-        self.running = running
-
-    def job_of(self, node: int) -> int:
-        return 0 if self.running else -1
-
-    def is_training(self, job: int) -> bool:
-        return True
-
-    def is_running(self, job: int) -> bool:
-        return self.running
-
-    def can_replace(self, job: int, count: int, admission: IntArray) -> bool:
-        return False
-
-    def placement(self) -> dict[str, list[str]]:
-        return {}
-
-    def placement_version(self) -> int:
-        return 0
-
-
-def test_no_spare_keeps_the_node_in_its_running_job(scenario: Scenario) -> None:
-    """Draining a node a running job needs, with no spare to replace it, would only stop the job
-    from fitting at its next restart; a node with no job is drained."""
-    world = build_world(scenario, 0)
-    policy = Twin(world, "seamguard").policy
-    assert isinstance(policy, SeamguardPolicy)
-    drain = DecisionRecord(
-        0.0, "node/n0000", "drain_node", "advise", "hot", "quarantine", cause="gpu/n0000/1"
-    )
-    assert policy._act([drain], _FullJobView(running=True)) == []
-    [action] = policy._act([drain], _FullJobView(running=False))
-    assert (action.verb, action.target) == (Verb.DRAIN, "node/n0000")
 
 
 def test_ci95_is_honest_about_few_seeds() -> None:

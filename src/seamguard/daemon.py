@@ -29,7 +29,7 @@ import numpy.typing as npt
 from rich.console import Console
 from rich.markup import escape
 
-from seamguard.actuators.dispatch import Dispatcher, actuate, build_routes
+from seamguard.actuators.dispatch import Dispatcher, Route, actuate, build_routes
 from seamguard.actuators.sections import Mode
 from seamguard.config import Config, load_config
 from seamguard.control.budgets import check_partitions
@@ -121,8 +121,10 @@ class Daemon:
         journal: SqliteJournal | None = None,
         seed: int = 0,
         world: LiveWorld | None = None,
+        routes: Sequence[Route] | None = None,
     ) -> None:
-        routes = build_routes(config.actuators)
+        """``routes``: the actuators, by default those the config's ``actuators`` section builds."""
+        routes = build_routes(config.actuators) if routes is None else list(routes)
         enforcing = any(r.mode is Mode.ENFORCE for r in routes)
         self.config = config
         self.topology = topology

@@ -187,8 +187,15 @@ class Budgets:
         return min(self.config.per_hour, _pct_bound(self.config.per_hour_pct, self.n_nodes, 1))
 
     # -- decisions --------------------------------------------------------------------------
-    def check(self, nodes: IntArray, now: float) -> str | None:
-        """None if quarantining ``nodes`` keeps every bound, else the refusing budget and why."""
+    def check(self, nodes: IntArray, now: float, *, containment: bool = False) -> str | None:
+        """None if quarantining ``nodes`` keeps every bound, else the refusing budget and why.
+
+        A ``containment`` (a whole rack, CDU or leaf taken out at once, its jobs moved) is one
+        decision: it counts once against the hourly bound, and the per-domain bound does not apply
+        to it; the fleet's bounds and every partition's minimum in service hold as for any
+        quarantine. The per-domain bound stops piecemeal drains from adding up to a domain's loss,
+        which is a domain-level decision; a containment is that decision. Under the per-domain
+        bound no domain could ever be contained: its own bound (or a leaf it shares) refuses it."""
         cfg = self.config
         new = nodes[~self.quarantined[nodes]]
         if new.size == 0:
@@ -205,15 +212,16 @@ class Budgets:
             )
         recent = self.started_last_hour(now)
         hour_allowed = _pct_bound(cfg.per_hour_pct, self.n_nodes, 1)
-        if recent + k > cfg.per_hour:
+        starts = 1 if containment else k
+        if recent + starts > cfg.per_hour:
             return f"budget per_hour: {recent} quarantines in the last hour (at most {cfg.per_hour})"
-        if recent + k > hour_allowed:
+        if recent + starts > hour_allowed:
             return (
                 f"budget per_hour_pct: {recent} quarantines in the last hour"
                 f" (at most {cfg.per_hour_pct:g}% of {self.n_nodes} = {hour_allowed})"
             )
         sub = self.domains[new]
-        touched = np.unique(sub.indices)
+        touched = np.unique(sub.indices) if not containment else np.zeros(0, dtype=np.int64)
         if touched.size:
             delta = np.asarray(sub.sum(axis=0)).ravel()[touched].astype(np.int64)
             counts = np.asarray(
@@ -243,11 +251,11 @@ class Budgets:
                 )
         return None
 
-    def take(self, nodes: IntArray, now: float) -> None:
+    def take(self, nodes: IntArray, now: float, *, containment: bool = False) -> None:
         new = nodes[~self.quarantined[nodes]]
         if new.size:
             self.quarantined[new] = True
-            self._starts.append((now, int(new.size)))
+            self._starts.append((now, 1 if containment else int(new.size)))
 
     def release(self, nodes: IntArray) -> None:
         self.quarantined[nodes] = False

@@ -83,6 +83,14 @@ class TickResult:
 
 
 @dataclass(frozen=True)
+class Repair:
+    """What an operator's repair changed: the states it reset and the undos they call for."""
+
+    transitions: tuple[TransitionRecord, ...]
+    decisions: tuple[DecisionRecord, ...]
+
+
+@dataclass(frozen=True)
 class EntityView:
     """Everything the engine knows about one entity right now (for explain and the demo)."""
 
@@ -257,14 +265,15 @@ class Controller:
             self._workload = workload_from_nodes(new, back_jobs[node_job])
             self._amp = amplification(new, self._workload)
 
-    def mark_repaired(self, now: float, entities: Sequence[str], note: str) -> tuple[TransitionRecord, ...]:
+    def mark_repaired(self, now: float, entities: Sequence[str], note: str) -> Repair:
         """An operator (or the repair workflow) vouches that these entities were repaired.
 
         A node takes its GPUs and uplink with it, a GPU its MIG instances. Their state returns to
         ``healthy``, their XID memory and telemetry history are cleared (a counter that moved during
         the repair is the repair's doing), but their repeat-offence and lemon counts are kept: a part
         that fails again soon escalates faster. The transitions are journaled like any other, with
-        ``note`` as reason.
+        ``note`` as reason, and so are the undos the planner proposes for them: the safety layer
+        holds a repaired node's release for its recovery delay, as for any recovery.
         """
         if not now >= self.now:
             raise ValueError(f"repair time must not go back: got {now} after {self.now}")
@@ -289,6 +298,8 @@ class Controller:
             self.store.clock.forget(np.unique(self.store.clock.domain[forgotten]))
         self.usual_levels.forget(topo, forgotten)
         records: list[TransitionRecord] = []
+        decisions: list[DecisionRecord] = []
+        workload = self.workload_at(now)
         for gidx in dict.fromkeys(idx):
             if topo.kind_of(gidx) is EntityKind.GPU:
                 self.xid_memory.forget(int(topo.local[gidx]))
@@ -297,6 +308,7 @@ class Controller:
                 continue
             self.classifier.reset(gidx, now)
             self._last_known[gidx] = int(State.HEALTHY)
+            reason = f"operator: {note}"
             records.append(
                 TransitionRecord(
                     ts=now,
@@ -306,13 +318,15 @@ class Controller:
                     gfs=0.0,
                     prs=0.0,
                     fae=float(self.fae[gidx]),
-                    reason=f"operator: {note}",
+                    reason=reason,
                     epoch=self.epoch,
                 )
             )
+            decisions.extend(plan(self.config, topo, workload, now=now, gidx=gidx, state=State.HEALTHY,
+                                  previous=before, reason=reason, evidence=(), mode=self.mode, epoch=self.epoch))  # fmt: skip
         if self.journal is not None and records:
-            self.journal.append(records, [], [])
-        return tuple(records)
+            self.journal.append(records, decisions, [])
+        return Repair(tuple(records), tuple(decisions))
 
     @property
     def states(self) -> npt.NDArray[np.int64]:

@@ -32,7 +32,7 @@ from seamguard.actuators.base import Action, ActionStatus
 from seamguard.control.budgets import BudgetConfig, Budgets
 from seamguard.control.storm import StormBrake, StormConfig
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
-from seamguard.model.action_kinds import QUARANTINE_KINDS, RELEASE_KIND, UNDO_KINDS
+from seamguard.model.action_kinds import CONTAINMENT_KINDS, QUARANTINE_KINDS, RELEASE_KIND, UNDO_KINDS
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.model.world import WorldChange, by_name, invert
@@ -130,6 +130,10 @@ class SafetyLayer:
     # -- public views -----------------------------------------------------------------------
     def quarantined(self) -> list[str]:
         return [f"node/{self.node_names[n]}" for n in sorted(self._held)]
+
+    def held_nodes(self) -> IntArray:
+        """Local indices of the nodes held in quarantine now (a scheduler admits nothing there)."""
+        return np.fromiter(sorted(self._held), dtype=np.int64, count=len(self._held))
 
     def queued(self) -> list[Action]:
         return [q.action for q in self._queue]
@@ -295,7 +299,7 @@ class SafetyLayer:
                 continue
             if self._merge_queued(a, nodes, cause):
                 continue
-            refusal = self.budgets.check(nodes, now)
+            refusal = self.budgets.check(nodes, now, containment=d.action in CONTAINMENT_KINDS)
             if refusal is None:
                 self._take(a, nodes, cause, now)
                 actions.append(a)
@@ -344,7 +348,7 @@ class SafetyLayer:
                     self.budgets.failed[n] = t.to_state == "failed"
 
     def _take(self, a: Action, nodes: IntArray, cause: str, now: float) -> None:
-        self.budgets.take(nodes, now)
+        self.budgets.take(nodes, now, containment=a.kind in CONTAINMENT_KINDS)
         for n in nodes.tolist():
             q = self._held.get(n)
             if q is None:
@@ -441,7 +445,7 @@ class SafetyLayer:
     def _drain_queue(self, now: float) -> list[Action]:
         out: list[Action] = []
         for q in list(self._queue):
-            if self.budgets.check(q.nodes, now) is None:
+            if self.budgets.check(q.nodes, now, containment=q.action.kind in CONTAINMENT_KINDS) is None:
                 self._queue.remove(q)
                 for cause in sorted(q.causes):
                     self._take(q.action, q.nodes, cause, now)

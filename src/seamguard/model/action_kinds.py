@@ -18,6 +18,7 @@ class ActionKind(StrEnum):
     RESTRICT_ADMISSION = "restrict_admission"
     RESTORE_ADMISSION = "restore_admission"
     CHECKPOINT_NOW = "checkpoint_now"
+    CHECKPOINT_PLAN = "checkpoint_plan"
     REBALANCE = "rebalance"
     REPLACE_RANK = "replace_rank"
     DRAIN_NODE = "drain_node"
@@ -50,6 +51,7 @@ class KindSpec:
     meaning: str
     lands: Lands = Lands.ENTITY
     takes_capacity: bool = False  # a quarantine: budgeted, released by RESUME_NODE
+    whole_domain: bool = False  # contains a rack, CDU or leaf at once: one decision for the budgets
     undoes: tuple[ActionKind, ...] = ()  # the kinds this one reverses
 
 
@@ -58,6 +60,10 @@ KINDS: dict[ActionKind, KindSpec] = {
     K.RESTRICT_ADMISSION: KindSpec("no new work of the classes the state forbids; running work stays"),
     K.RESTORE_ADMISSION: KindSpec("admission back to the state's rules", undoes=(K.RESTRICT_ADMISSION,)),
     K.CHECKPOINT_NOW: KindSpec("every job depending on the part saves now", Lands.JOBS),
+    K.CHECKPOINT_PLAN: KindSpec(
+        "the job's checkpoint plan changed (mode, target, interval): its runtime's advisor reads it",
+        Lands.JOBS,
+    ),
     K.REBALANCE: KindSpec("shift work off a slow rank (a smaller micro-batch on it)", Lands.NODE),
     K.REPLACE_RANK: KindSpec(
         "at the job's next restart its rank(s) on this part move to a spare; the node stays in service"
@@ -77,10 +83,14 @@ KINDS: dict[ActionKind, KindSpec] = {
     K.RESET_GPU: KindSpec("reset the GPU once its node is idle", Lands.NODE),
     K.REROUTE: KindSpec("move the traffic off the link or switch; it stays up"),
     K.DISABLE_LINK: KindSpec("take the node's uplink down: the node leaves service", takes_capacity=True),
-    K.ISOLATE_SWITCH: KindSpec("take the leaf switch out: its nodes leave service", takes_capacity=True),
+    K.ISOLATE_SWITCH: KindSpec(
+        "take the leaf switch out: its nodes leave service", takes_capacity=True, whole_domain=True
+    ),
     K.RESTORE_ROUTE: KindSpec("traffic back onto the link or switch", undoes=(K.REROUTE,)),
     K.ISLAND_DOMAIN: KindSpec(
-        "move every job out of the rack or CDU and admit nothing there", takes_capacity=True
+        "move every job out of the rack or CDU and admit nothing there",
+        takes_capacity=True,
+        whole_domain=True,
     ),
     K.AVOID_FOR_CHECKPOINT: KindSpec("checkpoints leave the GPU's host memory out of their copies"),
     K.PREFER_OTHER_CHECKPOINT_TARGET: KindSpec("jobs save to their fallback backend when it is healthier"),
@@ -94,6 +104,7 @@ KINDS: dict[ActionKind, KindSpec] = {
 }
 
 QUARANTINE_KINDS = frozenset(k for k, s in KINDS.items() if s.takes_capacity)
+CONTAINMENT_KINDS = frozenset(k for k, s in KINDS.items() if s.whole_domain)
 RELEASE_KIND = ActionKind.RESUME_NODE
 # Undos the safety layer holds while a quarantine they follow stands: every undo but the release.
 UNDO_KINDS = frozenset(k for k, s in KINDS.items() if s.undoes and k is not RELEASE_KIND)
@@ -104,7 +115,6 @@ def kind_table_markdown() -> str:
     rows = ["| kind | lands on | takes capacity | undoes | what it does |", "|---|---|---|---|---|"]
     for k, s in KINDS.items():
         undoes = ", ".join(f"`{u.value}`" for u in s.undoes) or "-"
-        rows.append(
-            f"| `{k.value}` | {s.lands.value} | {'yes' if s.takes_capacity else 'no'} | {undoes} | {s.meaning} |"
-        )
+        takes = ("a whole domain" if s.whole_domain else "yes") if s.takes_capacity else "no"
+        rows.append(f"| `{k.value}` | {s.lands.value} | {takes} | {undoes} | {s.meaning} |")
     return "\n".join(rows)

@@ -77,6 +77,8 @@ class RunResult:
     engine_ticks: int = 0
     observed_node_days: float = 0.0  # node-days the policy saw telemetry for (all of them in full mode)
     notes: list[str] = field(default_factory=list)
+    # seamguard's action results by "kind status" (the safety layer's refusals, holds and advice too)
+    outcomes: dict[str, int] = field(default_factory=dict)
 
     @property
     def reserved_gpu_s(self) -> float:

@@ -570,7 +570,11 @@ class Twin:
         back = self.fleet.returns(t)
         if back.size:
             self._repair(t, back)
-            self.policy.returned(t, back)
+            self._now = t
+            self._apply(t, self.policy.returned(t, back, self))
+            if self.windowed:  # a node the policy still holds keeps its cell watched until released
+                for cell in np.unique(self.world.node_cell[back]).tolist():
+                    self._held[cell] = self._held[cell] or bool(self.policy.unsettled_nodes(cell).size)
         triage = self.world.scenario.operations.triage_h * 3600.0
         late = np.flatnonzero((t - self.broken_since >= triage) & ~self.fleet.drained & ~self.fleet.in_repair)
         for n in late.tolist():
@@ -723,6 +727,7 @@ class Twin:
         rank_step = np.full(self.n_gpus, np.nan)
         job_step = np.full(len(self.jobs), np.nan)
         job_ckpt = np.full(len(self.jobs), np.nan)
+        job_since = np.full(len(self.jobs), np.nan)
         streams = np.zeros(self.topology.count(EntityKind.STORAGE))
         for j in self.jobs:
             if isinstance(j, TrainingJob):
@@ -739,6 +744,8 @@ class Twin:
                     )
                 if np.isfinite(j.last_save_s):
                     job_ckpt[j.index] = j.last_save_s
+                if j.phase in (Phase.RUNNING, Phase.SAVING):
+                    job_since[j.index] = j.durable_age(t)
             elif j.phase is Phase.RUNNING:
                 up = j.slot_node[(j.slot_node >= 0) & (j.slot_ready <= t)]
                 if up.size:
@@ -751,7 +758,7 @@ class Twin:
         self.xids = [x for x in self.xids if x[0] > t - self.world.tick_s]
         return Snapshot(
             t=t, busy=busy, rank_step_s=rank_step, offline=self.fleet.in_repair.copy(), silent=fx.node_silent,
-            heartbeat_age=hb, storage_streams=streams, job_step_s=job_step, job_checkpoint_s=job_ckpt,
+            heartbeat_age=hb, storage_streams=streams, job_step_s=job_step, job_checkpoint_s=job_ckpt, job_since_s=job_since,
             xid_gpu=np.array([x[1] for x in recent], np.int64), xid_code=np.array([x[2] for x in recent], np.int64),
             xid_t=np.array([x[0] for x in recent]),
         )  # fmt: skip
@@ -923,7 +930,7 @@ class Twin:
             timeline_goodput=prog, timeline_ettr=kept, focus_nodes=[f"node/{names[n]}" for n in self._focus.tolist()],
             focus_states=self._focus_states, focus_title=self._focus_title,
             transitions=len(getattr(self.policy, "transitions", [])), wall_s=wall_s, engine_ticks=self.engine_ticks,
-            observed_node_days=self.observed_node_s / 86400.0,
+            observed_node_days=self.observed_node_s / 86400.0, outcomes=dict(getattr(self.policy, "outcomes", {})),
         )  # fmt: skip
 
     def _outcomes(self) -> list[FaultOutcome]:

@@ -48,6 +48,9 @@ class Snapshot:
     storage_streams: FloatArray  # per backend: concurrent checkpoint transfers
     job_step_s: FloatArray  # per job, NaN when not running
     job_checkpoint_s: FloatArray  # per job, NaN before its first save
+    job_since_s: (
+        FloatArray  # per job: age of its last durable copy, as its runtime reports it; NaN when not running
+    )
     xid_gpu: IntArray
     xid_code: IntArray
     xid_t: FloatArray
@@ -243,6 +246,10 @@ class Emitter:
         saved = jobs_idx[np.isfinite(snap.job_checkpoint_s[jobs_idx])]
         add(EntityKind.JOB, saved, "job.checkpoint_duration_s", ts_job[np.isin(jobs_idx, saved)],
             snap.job_checkpoint_s[saved])  # fmt: skip
+        # The runtime's own clock: the age at the sample's time (the engine ages it to the tick).
+        aged = np.isfinite(snap.job_since_s[jobs_idx])
+        add(EntityKind.JOB, jobs_idx[aged], "job.since_checkpoint_s", ts_job[aged],
+            snap.job_since_s[jobs_idx[aged]] - (t - ts_job[aged]))  # fmt: skip
 
         ent = np.concatenate([b[0] for b in blocks])
         sig = np.concatenate([np.full(b[0].size, b[1], np.int64) for b in blocks])

@@ -123,8 +123,9 @@ class BinaryPolicy:
     def admission(self, job_class: JobClass) -> IntArray:
         return np.zeros(self.topology.count(EntityKind.NODE), dtype=np.int64)
 
-    def returned(self, now: float, nodes: IntArray) -> None:
+    def returned(self, now: float, nodes: IntArray, view: FleetView) -> list[Action]:
         self._drained[nodes] = False
+        return []
 
     def node_states(self) -> IntArray:
         return all_healthy(self.topology.count(EntityKind.NODE))

@@ -157,8 +157,9 @@ class OraclePolicy:
                 out[node] = 2
         return out
 
-    def returned(self, now: float, nodes: IntArray) -> None:
+    def returned(self, now: float, nodes: IntArray, view: FleetView) -> list[Action]:
         self._returned[nodes] = now
+        return []
 
     def node_states(self) -> IntArray:
         return all_healthy(self.topology.count(EntityKind.NODE))

@@ -1,49 +1,59 @@
-"""``seamguard``: the real engine, unmodified, reading the twin's telemetry and acting through the
-twin's actuators.
+"""``seamguard``: the daemon's decision path, unmodified, reading the twin's telemetry.
 
-The engine's own decisions (``DecisionRecord``: what the planner proposes on every state change)
-are carried out as the twin's actions; nothing here second-guesses a state. The adapter only
-does what a cluster integration must: it maps an action on a GPU onto its node, merges the
-swaps of one job into one restart, and never pulls a node out of a running job when no
-admissible replacement exists (nor drains it: the job keeps it at the degraded pace, since
-stopping or shrinking a whole job for want of a spare would be the worse trade).
+Each tick runs what ``seamguard run`` runs: the engine (``Controller``), then the one post-engine
+stage (``actuators.dispatch.actuate``): the daemon's safety layer (budgets per fleet, domain and
+hour, minimum capacity, the storm brake, recovery delays that double for repeat offenders) and a
+dispatcher whose one enforcing actuator is the twin itself (``twin.actuator``). Nothing here
+second-guesses a decision: what the safety layer refuses, queues or holds waits here as it would
+on a live cluster, and a node the safety layer holds in quarantine is admitted to no job until it
+releases it, whatever the repair crew did meanwhile (a drained Slurm node stays drained until
+resumed).
 
 Checkpoints: the engine's checkpoint control loop (``control.checkpoint_loop``) plans every
-training job's mode, target and interval from its live hazard, summed over the cells it spans,
-and orders a save when the hazard calls for one; the engine is configured as an operator would
-configure it for this cluster (each job's state size, the hosts' copy bandwidth, the backends'
-nameplates: ``engine_config``). ``seamguard-remote`` is the same with no room in host memory:
-saves go to storage only.
+training job's mode, target and interval from its live hazard and the age of its last durable copy
+(which the job's runtime reports as telemetry), and orders a save when the hazard calls for one;
+the engine is configured as an operator would configure it for this cluster (each job's state
+size, the hosts' copy bandwidth, the backends' nameplates: ``engine_config``). ``seamguard-remote``
+is the same with no room in host memory: saves go to storage only.
 
 In ``windows`` observation mode there is one engine per cell of racks, each on its cell's
-sub-topology; between windows an engine sees nothing and keeps its state.
+sub-topology (a shard); between windows an engine sees nothing and keeps its state. A job spans
+shards, so its checkpoints are planned over every shard's hazard here, and each shard values its
+suspect parts against that plan (``Controller.set_job_economics``). The safety layer stays one,
+fleet-wide.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from seamguard.actuators.dispatch import Dispatcher, Route, actuate
+from seamguard.actuators.guard import GuardConfig
+from seamguard.actuators.sections import Mode as ActuatorMode
 from seamguard.config import Config, config_from_mapping, merge_mappings
 from seamguard.control.admissibility import node_admission
 from seamguard.control.checkpoint_loop import CheckpointLoop, LoopTick, storage_paths
 from seamguard.control.classifier import SEVERITY
 from seamguard.control.controller import Controller
+from seamguard.control.safety import SafetyLayer
 from seamguard.economics.checkpoint_modes import Mode
 from seamguard.economics.hazard import PART_KINDS, JobHazard
 from seamguard.economics.hazard_learning import HazardLearner
 from seamguard.economics.job_value import job_economics
-from seamguard.journal.records import DecisionRecord
+from seamguard.journal.records import DecisionRecord, TransitionRecord
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory, JobRecord
 from seamguard.model.states import JobClass, State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.model.workload import Workload, placement_node_job, workload_from_nodes
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.twin.actions import Action, Detection, Verb
+from seamguard.twin.actions import Action, Detection
+from seamguard.twin.actuator import TwinActuator
 from seamguard.twin.faults import FAULT_KINDS
 from seamguard.twin.jobs import TrainingJob
 from seamguard.twin.policies.base import FleetView, IntArray, full_save, static_interval
@@ -51,8 +61,6 @@ from seamguard.twin.scenario import hard_default
 from seamguard.twin.world import World
 
 BAD = frozenset({"degraded", "recovery_unsafe", "quarantine", "harmful", "failed"})
-_REMOVE = frozenset({"drain_node", "disable_link", "quarantine_node"})
-_STORAGE_OFF = frozenset({"prefer_other_checkpoint_target", "switch_checkpoint_target"})
 
 
 @dataclass
@@ -88,12 +96,31 @@ def engine_config(world: World, overrides: dict[str, Any], *, remote_only: bool 
             "storage": {"default": {"write_gbps": sp.write_gbps, "read_gbps": sp.read_gbps}},
         },
     }
+    base["safety"] = site_budgets(world)
     merged = merge_mappings(base, overrides)
     if remote_only:
         merged = merge_mappings(merged, {"checkpoint": {"defaults": {"host_copy_gbps_per_gpu": 0.0}}})
         for job in merged["checkpoint"]["jobs"].values():
             job["host_copy_gbps_per_gpu"] = 0.0
     return config_from_mapping(merged)
+
+
+def site_budgets(world: World) -> dict[str, Any]:
+    """The safety layer's budgets as a site sizes them for its cluster: the shipped defaults (made
+    for fleets of thousands of nodes, where 5 % is a rack or two), widened only as far as containing
+    one whole CDU needs, which a small cluster's percentages would otherwise forbid outright."""
+    sc = world.scenario.cluster
+    nodes = sc.cdus * sc.racks_per_cdu * sc.nodes_per_rack
+    cdu = sc.racks_per_cdu * sc.nodes_per_rack
+    share = 100.0 * cdu / nodes
+    return {
+        "budgets": {
+            "max_nodes": max(16, cdu),
+            "max_fleet_pct": max(5.0, share),
+            "per_hour_pct": 100.0,  # ``per_hour`` (8) bounds a small cluster; 2 % of 64 nodes is one
+            "partitions": {"fleet": {"min_in_service_pct": min(80.0, 100.0 - share)}},
+        }
+    }
 
 
 def _nominal_rates(world: World) -> dict[str, Any]:
@@ -159,20 +186,29 @@ class SeamguardPolicy:
         self.name = "seamguard-remote" if remote_only else "seamguard"
         self.topology = world.topology
         topo = world.topology
+        self.sharded = world.n_cells > 1
         self.cells: list[_Cell] = []
         for cell in range(world.n_cells):
             nodes = np.flatnonzero(world.node_cell == cell).astype(np.int64)
-            if world.n_cells == 1:
-                sub, to_cell = topo, np.arange(topo.n_entities, dtype=np.int64)
-            else:
-                sub = _sub_topology(world, nodes)
-                to_cell = np.array([sub.index.get(eid, -1) for eid in topo.ids], dtype=np.int64)
-            self.cells.append(_Cell(Controller(sub, config, plan_checkpoints=False), sub, to_cell, nodes))
+            if not self.sharded:  # exactly the daemon's engine, enforcing through its one actuator
+                engine = Controller(topo, config, mode="act")
+                self.cells.append(_Cell(engine, topo, np.arange(topo.n_entities), nodes))
+                continue
+            sub = _sub_topology(world, nodes)
+            to_cell = np.array([sub.index.get(eid, -1) for eid in topo.ids], dtype=np.int64)
+            self.cells.append(
+                _Cell(Controller(sub, config, mode="act", plan_checkpoints=False), sub, to_cell, nodes)
+            )
         self.detections: list[Detection] = []
         self.transitions: list[tuple[float, str, str, str]] = []
         self.decisions = 0
+        self.outcomes: Counter[str] = Counter()  # "kind status" -> action results, safety's included
         self._admission: dict[JobClass, IntArray] = {}
-        self.checkpoints = CheckpointLoop(config, topo)
+        self.safety = SafetyLayer(topo, config.safety)
+        jobs = [(j.name, j.job_class) for j in world.scenario.jobs]
+        self.actuator = TwinActuator(topo, None, jobs, self.admission)
+        self.dispatcher = Dispatcher([Route(self.actuator, ActuatorMode.ENFORCE, GuardConfig())])
+        self.checkpoints = CheckpointLoop(config, topo) if self.sharded else None
         # One learner for the whole fleet: a cell's engine ticks only in its windows, but the
         # fleet is exposed all the time, and every failure opens a window where it is seen.
         self.learner = HazardLearner(config.hazard.learn_halflife_s, config.hazard.learn_prior_failures)
@@ -198,25 +234,27 @@ class SeamguardPolicy:
     def observe(
         self, now: float, batches: Sequence[tuple[int, TelemetryBatch]], view: FleetView
     ) -> list[Action]:
-        actions: list[Action] = []
+        decisions: list[DecisionRecord] = []
+        transitions: list[TransitionRecord] = []
         for cell_id, batch in batches:
             cell = self.cells[cell_id]
             self._place(cell, view)
             result = cell.controller.tick(now, self._translate(cell, batch))
-            for t in result.transitions:
-                self.transitions.append((t.ts, t.entity, t.to_state, t.reason))
-                if t.to_state in BAD:
-                    self.detections.append(Detection(t.ts, t.entity, t.to_state))
-            self.decisions += len(result.decisions)
-            actions.extend(self._act(result.decisions, view))
-        self._admission.clear()
-        if batches:
+            self._note(result.transitions)
+            transitions.extend(result.transitions)
+            decisions.extend(result.decisions)
+        if not batches:
+            return []
+        if self.sharded:
             failures = sum(self.cells[cell_id].controller.new_failures for cell_id, _ in batches)
             self.learner.record(now, sum(c.controller.exposure_per_s() for c in self.cells), failures)
-            actions.extend(self._plan_checkpoints(now, view, batches[-1][0]))
-        return actions
+            decisions.extend(self._plan_checkpoints(now, view, batches[-1][0]))
+        else:
+            self._plans = self.cells[0].controller.checkpoint_loop.last  # type: ignore[union-attr]
+        return self._actuate(now, decisions, transitions, view)
 
     def admission(self, job_class: JobClass) -> IntArray:
+        """The engine's admissibility per node, and nothing on a node the safety layer holds."""
         cached = self._admission.get(job_class)
         if cached is not None:
             return cached
@@ -226,19 +264,26 @@ class SeamguardPolicy:
             out[cell.nodes] = node_admission(
                 self.config, cell.topology, ctl.states, job_class, ctl.lemon_memory.lemons()
             )
+        out[self.safety.held_nodes()] = 2
         self._admission[job_class] = out
         return out
 
-    def returned(self, now: float, nodes: IntArray) -> None:
+    def returned(self, now: float, nodes: IntArray, view: FleetView) -> list[Action]:
+        """The site repaired these nodes: the engine resets them, and their undos go to the safety
+        layer, which releases each node once its recovery delay has passed."""
         names = self.topology.names[EntityKind.NODE]
+        decisions: list[DecisionRecord] = []
+        transitions: list[TransitionRecord] = []
         for cell in self.cells:
             mine = nodes[np.isin(nodes, cell.nodes)]
             if mine.size:
-                for t in cell.controller.mark_repaired(
+                repair = cell.controller.mark_repaired(
                     now, [f"node/{names[n]}" for n in mine.tolist()], "returned from repair"
-                ):
-                    self.transitions.append((t.ts, t.entity, t.to_state, t.reason))
-        self._admission.clear()
+                )
+                self._note(repair.transitions)
+                transitions.extend(repair.transitions)
+                decisions.extend(repair.decisions)
+        return self._actuate(now, decisions, transitions, view)
 
     def node_states(self) -> IntArray:
         """Per node, the most severe state of the node, its GPUs and its uplink."""
@@ -248,15 +293,40 @@ class SeamguardPolicy:
         return out
 
     def unsettled_nodes(self, cell_id: int) -> IntArray:
-        """Nodes of the cell the engine still holds in a state other than healthy."""
+        """Nodes of the cell the engine holds in a state other than healthy, or the safety layer
+        in quarantine (their release needs ticks)."""
         cell = self.cells[cell_id]
-        unsettled: IntArray = cell.nodes[_worst_per_node(cell) != int(State.HEALTHY)]
-        return unsettled
+        unsettled = cell.nodes[_worst_per_node(cell) != int(State.HEALTHY)]
+        held = self.safety.held_nodes()
+        out: IntArray = np.union1d(unsettled, held[np.isin(held, cell.nodes)]).astype(np.int64)
+        return out
 
     # ---- pieces ------------------------------------------------------------------------------
-    def _plan_checkpoints(self, now: float, view: FleetView, fresh_cell: int) -> list[Action]:
-        """One checkpoint plan per job over the hazard of every cell it spans; a save ordered when
+    def _actuate(
+        self,
+        now: float,
+        decisions: Sequence[DecisionRecord],
+        transitions: Sequence[TransitionRecord],
+        view: FleetView,
+    ) -> list[Action]:
+        """The daemon's post-engine stage, with the twin as its actuator."""
+        self.decisions += len(decisions)
+        self.actuator.view = view
+        results, _ = actuate(self.safety, self.dispatcher, now, decisions, transitions)
+        self.outcomes.update(f"{r.kind} {r.status}" for r in results)
+        self._admission.clear()  # the ledger may have moved
+        return self.actuator.take()
+
+    def _note(self, transitions: Sequence[TransitionRecord]) -> None:
+        for t in transitions:
+            self.transitions.append((t.ts, t.entity, t.to_state, t.reason))
+            if t.to_state in BAD:
+                self.detections.append(Detection(t.ts, t.entity, t.to_state))
+
+    def _plan_checkpoints(self, now: float, view: FleetView, fresh_cell: int) -> list[DecisionRecord]:
+        """One checkpoint plan per job over the hazard of every shard it spans; a save ordered when
         the hazard calls for one the job has not made."""
+        assert self.checkpoints is not None
         topo = self.topology
         version = view.placement_version()
         if self._workload is None or self._workload[0] != version:
@@ -279,11 +349,7 @@ class SeamguardPolicy:
         save_s = np.where(tick.plans.choice >= 0, tick.table.blocking_s[np.arange(n), pick], np.nan)
         for c in self.cells:
             c.controller.set_job_economics(econ, save_s)
-        out = []
-        for d in tick.decisions:
-            if d.action == "checkpoint_now":
-                out.append(Action(Verb.CHECKPOINT, d.entity, d.reason))
-        return out
+        return list(tick.decisions)
 
     def _hazard(self) -> JobHazard:
         """Every job's hazard, summed over the cells (each holds its share of the job's parts),
@@ -317,51 +383,3 @@ class SeamguardPolicy:
         if keep.all():
             return TelemetryBatch(ent, batch.signal, batch.timestamp, batch.value)
         return TelemetryBatch(ent[keep], batch.signal[keep], batch.timestamp[keep], batch.value[keep])
-
-    def _node_of(self, eid: str) -> int | None:
-        kind, _, name = eid.partition("/")
-        topo = self.topology
-        if kind in ("node", "link"):
-            gidx = topo.lookup(f"node/{name}")
-            return None if gidx is None else int(topo.local[gidx])
-        if kind == "gpu":
-            gidx = topo.lookup(eid)
-            return None if gidx is None else int(topo.gpu_node[int(topo.local[gidx])])
-        return None
-
-    def _act(self, decisions: Sequence[DecisionRecord], view: FleetView) -> list[Action]:
-        out: list[Action] = []
-        taken: dict[int, int] = {}  # job -> nodes already pulled out this tick
-        for d in decisions:
-            node = self._node_of(d.entity)
-            why = f"{d.state}: {d.reason}"
-            if d.action in _REMOVE or d.action == "replace_rank":
-                if node is None:
-                    continue
-                job = view.job_of(node)
-                verb = Verb.SWAP if d.action == "replace_rank" else Verb.EVICT
-                if job >= 0 and view.is_running(job):
-                    cls = self.world.scenario.jobs[job].job_class
-                    need = taken.get(job, 0) + 1
-                    if view.can_replace(job, need, self.admission(cls)):
-                        taken[job] = need
-                        out.append(Action(verb, f"node/{self.topology.names[EntityKind.NODE][node]}", why))
-                        continue
-                # No job: a Slurm drain keeps new work off it. A running job with no admissible spare
-                # keeps the node: draining it would only stop the job from fitting again at its next
-                # restart, a worse trade than running at the degraded pace until a spare appears.
-                if verb is Verb.EVICT and not (job >= 0 and view.is_running(job)):
-                    out.append(Action(Verb.DRAIN, f"node/{self.topology.names[EntityKind.NODE][node]}", why))
-            elif d.action == "checkpoint_now":
-                out.append(Action(Verb.CHECKPOINT, d.entity, why))
-            elif d.action == "reroute" and node is not None:
-                out.append(Action(Verb.REROUTE, d.entity, why))
-            elif d.action == "restore_route" and node is not None:
-                out.append(Action(Verb.RESTORE_ROUTE, d.entity, why))
-            elif d.action in ("island_domain", "isolate_switch"):
-                out.append(Action(Verb.ISLAND, d.entity, why))
-            elif d.action in _STORAGE_OFF:
-                out.append(Action(Verb.SWITCH_STORAGE, d.entity, why))
-            elif d.action == "restore_checkpoint_target":
-                out.append(Action(Verb.RESTORE_STORAGE, d.entity, why))
-        return out

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from seamguard.actuators.base import ActionStatus
 from seamguard.config import config_from_mapping
 from seamguard.control.safety import SAFETY, SafetyLayer
 from seamguard.daemon import Daemon
@@ -24,6 +23,7 @@ from seamguard.errors import InputError
 from seamguard.journal.lock import lock_path
 from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
 from seamguard.journal.sqlite import SqliteJournal
+from seamguard.model.actions import ActionStatus
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology, build_topology
 from seamguard.telemetry.sources.build import build_sources

@@ -27,10 +27,10 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field
 
-from seamguard.actuators.base import Action, ActionStatus
 from seamguard.control.budgets import BudgetConfig, Budgets
 from seamguard.control.storm import StormBrake, StormConfig
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
+from seamguard.model.actions import Action, ActionStatus
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.model.world import WorldChange, by_name, invert

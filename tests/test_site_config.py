@@ -110,3 +110,13 @@ def test_a_url_without_http_is_refused_where_it_is_written(
     path.write_text(yaml.safe_dump(section), encoding="utf-8")
     with pytest.raises(InputError, match="must start with http:// or https://"):
         load_daemon_config(path)
+
+
+def test_the_safety_defaults_are_the_files_not_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packaged file and the model agree today; the twin must follow the file if they part."""
+    import seamguard.control.safety as safety_module
+
+    edited = {"safety": {"budgets": {"max_nodes": 5}, "storm": {"max_domains": 2}}}
+    monkeypatch.setattr(safety_module, "default_policy", lambda: edited)
+    got = safety_from_mapping({"storm": {"max_domains": 3}})
+    assert got.budgets.max_nodes == 5 and got.storm.max_domains == 3

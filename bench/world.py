@@ -20,7 +20,7 @@ import numpy as np
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
-from seamguard.control.safety import SafetyLayer
+from seamguard.control.safety import SafetyLayer, safety_from_mapping
 from seamguard.model.inventory import Inventory
 from seamguard.model.topology import build_topology
 from seamguard.model.world import WorldChange, with_jobs, world_change
@@ -43,7 +43,7 @@ def main() -> None:
     inventory, _jobs, topology, fleet = build(scenario, 1)
     config = load_config()
     controller = Controller(topology, config)
-    safety = SafetyLayer(topology, config.safety)
+    safety = SafetyLayer(topology, safety_from_mapping())
     now = fleet.start
     for _ in range(args.warmup):
         now += scenario.tick_s

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from seamguard.actuators import haproxy, kubernetes, slurm
-from seamguard.actuators.base import ActionStatus
 from seamguard.actuators.sections import WebhookConfig
 from seamguard.config import config_from_mapping, load_config
 from seamguard.control.safety import SafetyConfig
@@ -22,6 +21,7 @@ from seamguard.model.action_kinds import (
     ActionKind,
     kind_table_markdown,
 )
+from seamguard.model.actions import ActionStatus
 from tests.test_safety import by_status, fleet, layer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,14 +33,14 @@ def test_every_kind_has_one_row_and_the_docs_show_the_table() -> None:
 
 
 def test_the_table_derives_quarantines_undos_and_the_release() -> None:
-    assert QUARANTINE_KINDS == {
+    assert {
         "drain_node",
         "cordon_node",
         "island_domain",
         "disable_link",
         "isolate_switch",
-    }
-    assert UNDO_KINDS == {"restore_admission", "restore_route", "restore_checkpoint_target"}
+    } == QUARANTINE_KINDS
+    assert {"restore_admission", "restore_route", "restore_checkpoint_target"} == UNDO_KINDS
     assert RELEASE_KIND == "resume_node"
     assert set(KINDS[RELEASE_KIND].undoes) == QUARANTINE_KINDS  # every quarantine has its release
 
@@ -72,7 +72,7 @@ def test_the_removed_safety_keys_say_the_table_decides(key: str) -> None:
 
 def test_a_webhook_subscribing_to_an_unknown_kind_is_refused() -> None:
     assert WebhookConfig(url="http://127.0.0.1:9/x", kinds=("*", "drain_node")).kinds == ("*", "drain_node")
-    with pytest.raises(ValueError, match="unknown action kind.*'drian_node'"):
+    with pytest.raises(ValueError, match=r"unknown action kind.*'drian_node'"):
         WebhookConfig(url="http://127.0.0.1:9/x", kinds=("drian_node",))
 
 

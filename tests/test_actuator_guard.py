@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 import threading
 
-from seamguard.actuators.base import Action, ActionResult, ActionStatus
 from seamguard.actuators.dispatch import Dispatcher, Route
 from seamguard.actuators.guard import Breaker, Guard, GuardConfig, backoff
 from seamguard.actuators.sections import Mode
+from seamguard.model.actions import Action, ActionResult, ActionStatus
 
 
 class Scripted:

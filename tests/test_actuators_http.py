@@ -22,12 +22,12 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from seamguard.actuators.base import Action
 from seamguard.actuators.dispatch import Dispatcher, Route
 from seamguard.actuators.guard import GuardConfig
 from seamguard.actuators.kubernetes import OWNER_ANNOTATION, STATE_KEY, KubernetesActuator, KubernetesConfig
 from seamguard.actuators.sections import Mode, WebhookConfig
 from seamguard.actuators.webhook import WebhookActuator, verify_signature
+from seamguard.model.actions import Action
 from tests.http_stub import serve
 
 SECRET = b"s3cret-shared"

@@ -8,9 +8,9 @@ import math
 import pytest
 from scipy.optimize import minimize_scalar
 
-from seamguard.control.checkpoint_planner import best_interval, plan_checkpoint, waste
 from seamguard.economics.checkpoint_math import first_order_waste, young_interval
 from seamguard.economics.checkpoint_modes import Mode, ModeCost
+from seamguard.economics.checkpoint_planner import best_interval, plan_checkpoint, waste
 
 HOUR = 3600.0
 FULL = ModeCost(Mode.FULL, "ckpt0", blocking_s=60.0, durable_s=60.0, restore_s=120.0, validity=1.0)

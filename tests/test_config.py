@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from seamguard.config import config_from_mapping, load_config
 from seamguard.errors import InputError
@@ -85,50 +84,3 @@ def test_docs_list_every_signal_and_xid() -> None:
         assert f"| {code} |" in doc
     for code in (48, 63, 64, 74, 79, 92, 94, 95, 154):
         assert code in xid_catalog()
-
-
-def test_the_example_site_config_loads_builds_its_sources_and_needs_its_webhook_secret(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """examples/site.yaml, the operator's starting point for `seamguard run`, stays valid."""
-    from seamguard.actuators.dispatch import build_routes
-    from seamguard.actuators.sections import Mode
-    from seamguard.model.topology import build_topology
-    from seamguard.synth.cluster import ClusterSpec, generate_cluster
-    from seamguard.telemetry.sources.build import build_sources
-
-    cfg = load_config(ROOT / "examples" / "site.yaml")
-    assert cfg.engine.tick_s == 10 and cfg.safety.budgets.max_nodes == 4
-    assert cfg.safety.budgets.max_fleet_pct == 5.0  # a default kept beside the override
-    topo = build_topology(generate_cluster(ClusterSpec(cdus=1, racks_per_cdu=1, nodes_per_rack=4)), ())
-    sources = build_sources(cfg.sources, topo)
-    try:
-        assert [s.name for s in sources] == ["dcgm", "modbus", "slurm", "push"]
-    finally:
-        for s in sources:
-            close = getattr(s, "close", None)
-            if callable(close):
-                close()
-    monkeypatch.delenv("SEAMGUARD_WEBHOOK_SECRET", raising=False)
-    with pytest.raises(InputError, match="SEAMGUARD_WEBHOOK_SECRET"):
-        build_routes(cfg.actuators)
-    monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", "s3cret")
-    routes = build_routes(cfg.actuators)
-    assert {r.actuator.name: r.mode for r in routes} == {"webhook": Mode.ADVISE, "slurm": Mode.ADVISE}
-
-
-@pytest.mark.parametrize(
-    "section",
-    [
-        {"sources": {"dcgm": {"endpoints": ["n0001:9400/metrics"]}}},
-        {"sources": {"prometheus": {"url": "prometheus:9090"}}},
-        {"actuators": {"webhook": {"url": "ftp://hooks.example/x"}}},
-    ],
-)
-def test_a_url_without_http_is_refused_where_it_is_written(
-    tmp_path: Path, section: dict[str, object]
-) -> None:
-    path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(section), encoding="utf-8")
-    with pytest.raises(InputError, match="must start with http:// or https://"):
-        load_config(path)

@@ -24,7 +24,6 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from seamguard.cli import app
-from seamguard.config import Config, config_from_mapping
 from seamguard.daemon import Daemon, NoticeLatch, parse_listen, run_daemon
 from seamguard.errors import InputError
 from seamguard.journal.records import NoticeRecord
@@ -35,6 +34,7 @@ from seamguard.model.inventory import INVENTORY_OPTIONAL, INVENTORY_REQUIRED
 from seamguard.model.topology import Topology, build_topology
 from seamguard.service.app import create_app
 from seamguard.service.server import RunningServer, serve_in_thread
+from seamguard.site_config import DaemonConfig, daemon_config_from_mapping
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, SourceNotice
 from seamguard.telemetry.sources.build import build_sources
@@ -75,17 +75,17 @@ def topo() -> Topology:
 
 
 @pytest.fixture
-def config() -> Config:
-    return config_from_mapping(POLICY)
+def config() -> DaemonConfig:
+    return daemon_config_from_mapping(POLICY)
 
 
 @pytest.fixture
-def served(topo: Topology, config: Config) -> Iterator[tuple[Daemon, RunningServer]]:
+def served(topo: Topology, config: DaemonConfig) -> Iterator[tuple[Daemon, RunningServer]]:
     """A push-only daemon whose push router and API are served on a free loopback port."""
-    daemon = Daemon(config, topo, build_sources(config.sources, topo, CLOCK))
-    assert daemon.push is not None and config.sources.push is not None
+    daemon = Daemon(config, topo, build_sources(config.site.sources, topo, CLOCK))
+    assert daemon.push is not None and config.site.sources.push is not None
     api = create_app(daemon.controller, daemon.lock)
-    api.include_router(daemon.push.router(config.sources.push.path))
+    api.include_router(daemon.push.router(config.site.sources.push.path))
     server = serve_in_thread(api)
     try:
         yield daemon, server
@@ -154,10 +154,10 @@ class Flaky:
 
 
 def test_a_raising_source_is_a_notice_and_the_loop_goes_on(
-    topo: Topology, config: Config, tmp_path: Path
+    topo: Topology, config: DaemonConfig, tmp_path: Path
 ) -> None:
     flaky = Flaky()
-    sources = [flaky, *build_sources(config.sources, topo, CLOCK)]
+    sources = [flaky, *build_sources(config.site.sources, topo, CLOCK)]
     with SqliteJournal(tmp_path / "journal.sqlite") as journal:
         daemon = Daemon(config, topo, sources, journal=journal)
         push = daemon.push
@@ -205,7 +205,7 @@ class StuckMeter:
 
 def test_engine_notices_are_journaled_once(topo: Topology, tmp_path: Path) -> None:
     """A stuck sensor the engine spots (docs/scoring.md) reaches the journal, once."""
-    config = config_from_mapping({**POLICY, "detectors": {"flatline": {"cdu.flow_lpm": 5}}})
+    config = daemon_config_from_mapping({**POLICY, "detectors": {"flatline": {"cdu.flow_lpm": 5}}})
     with SqliteJournal(tmp_path / "journal.sqlite") as journal:
         daemon = Daemon(config, topo, [StuckMeter(topo)], journal=journal)
         for k in range(10):
@@ -392,9 +392,9 @@ def test_status_says_what_is_wrong_what_is_held_and_what_waits(topo: Topology) -
     """GET /v1/status: the source in trouble, the quarantined node, the drain a budget holds back."""
     from seamguard.daemon import serve_api
 
-    config = config_from_mapping({**POLICY, "safety": {"budgets": {"max_nodes": 1}}})
+    config = daemon_config_from_mapping({**POLICY, "safety": {"budgets": {"max_nodes": 1}}})
     flaky = Flaky()
-    daemon = Daemon(config, topo, [flaky, *build_sources(config.sources, topo, CLOCK)])
+    daemon = Daemon(config, topo, [flaky, *build_sources(config.site.sources, topo, CLOCK)])
     push = daemon.push
     assert push is not None
     server = serve_api(daemon, "127.0.0.1", 0)
@@ -450,9 +450,11 @@ def test_a_restarted_daemon_takes_over_the_quarantines_of_the_run_before(
     path = tmp_path / "journal.sqlite"
     t0 = 1.0e9
     with serve(Ok) as url:
-        config = config_from_mapping({**POLICY, "actuators": {"webhook": {"url": url, "mode": "enforce"}}})
+        config = daemon_config_from_mapping(
+            {**POLICY, "actuators": {"webhook": {"url": url, "mode": "enforce"}}}
+        )
         with SqliteJournal(path) as journal:
-            first = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
+            first = Daemon(config, topo, build_sources(config.site.sources, topo, CLOCK), journal=journal)
             assert first.push is not None
             first.push.ingest(json.dumps(payload(topo, t0 - 0.5)).encode())
             drained = first.step(t0).actions
@@ -460,14 +462,14 @@ def test_a_restarted_daemon_takes_over_the_quarantines_of_the_run_before(
             assert first.safety.quarantined() == ["node/n02"]
             first.dispatcher.close()
         with SqliteJournal(path) as journal:
-            second = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
+            second = Daemon(config, topo, build_sources(config.site.sources, topo, CLOCK), journal=journal)
             assert second.push is not None
             second.push.ingest(json.dumps(payload(topo, t0 + 99.5, hot=None)).encode())
             second.step(t0 + 100)
             assert second.status().quarantined == ("node/n02",)
             held = [n for n in journal.notices() if "earlier run" in n.message]
             assert len(held) == 1 and "node/n02" in held[0].message
-            delay = config.safety.recovery.healthy_for_s
+            delay = config.site.safety.recovery.healthy_for_s
             resumed = second.step(t0 + 100 + delay + 1).actions
             assert [(a.kind, a.target, a.status) for a in resumed if a.kind == "resume_node"] == [
                 ("resume_node", "node/n02", "done")

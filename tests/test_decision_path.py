@@ -18,11 +18,12 @@ import pytest
 import yaml
 
 import seamguard.twin.policies.seamguard as twin_seamguard
-from seamguard.actuators.base import Action, ActionResult, ActionStatus
 from seamguard.actuators.dispatch import Route
 from seamguard.actuators.sections import Mode
 from seamguard.daemon import Daemon
 from seamguard.journal.records import ActionResultRecord
+from seamguard.model.actions import Action, ActionResult, ActionStatus
+from seamguard.site_config import DaemonConfig, SiteConfig
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected
 from seamguard.twin.actuator import NAME
@@ -129,7 +130,7 @@ def test_the_daemon_carries_out_the_same_actions_in_the_same_order(twin_run: tup
         if r.actuator == NAME and r.attempt > 0:
             answers.setdefault((r.kind, r.target, r.decided_at), (r.status, r.detail))
     daemon = Daemon(
-        policy.config,
+        DaemonConfig(policy.config, SiteConfig(safety=policy.safety_config)),
         twin.world.topology,
         [ReplaySource(dict(rec.batches))],
         routes=[Route(ReplayActuator(answers), Mode.ENFORCE)],

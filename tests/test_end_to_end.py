@@ -33,7 +33,6 @@ import numpy as np
 import pytest
 import yaml
 
-from seamguard.config import Config, load_config
 from seamguard.daemon import Daemon, StepReport, daemon_topology
 from seamguard.journal.records import ActionResultRecord
 from seamguard.journal.sqlite import SqliteJournal
@@ -42,6 +41,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import INVENTORY_OPTIONAL, INVENTORY_REQUIRED, Inventory
 from seamguard.model.states import State
 from seamguard.model.topology import Topology
+from seamguard.site_config import DaemonConfig, load_daemon_config
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.build import build_sources
 from seamguard.twin.exporter import DcgmRenderer, MetricsServer, start_exporter
@@ -224,11 +224,11 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
         }
         config_path = tmp / "seamguard.yaml"
         config_path.write_text(yaml.safe_dump(policy), encoding="utf-8")
-        config: Config = load_config(config_path)
+        config: DaemonConfig = load_daemon_config(config_path)
         topology = daemon_topology(config, write_inventory(inventory, tmp / "inventory.csv"), None)
         journal = SqliteJournal(tmp / "journal.sqlite")
         stack.callback(journal.close)
-        sources = build_sources(config.sources, topology)
+        sources = build_sources(config.site.sources, topology)
         for s in sources:
             close = getattr(s, "close", None)
             if callable(close):
@@ -329,7 +329,7 @@ def check_the_storm_brake_stayed_off(outcome: Outcome) -> None:
     brake = outcome.daemon.safety.brake
     assert not brake.engaged
     _, spread = brake.spread()
-    assert spread["cdu"] <= outcome.daemon.config.safety.storm.max_domains  # one CDU: no storm possible
+    assert spread["cdu"] <= outcome.daemon.config.site.safety.storm.max_domains  # one CDU: no storm possible
 
 
 def test_hot_gpus_are_drained_within_the_budget_over_real_protocols(outcome: Outcome) -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from seamguard.actuators.base import Action
 from seamguard.actuators.dispatch import Dispatcher, Route
 from seamguard.actuators.haproxy import HaproxyActuator, HaproxyConfig, runtime_command
 from seamguard.actuators.sections import Mode
+from seamguard.model.actions import Action
 
 HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
 

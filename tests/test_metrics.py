@@ -13,10 +13,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from seamguard.config import config_from_mapping
 from seamguard.daemon import Daemon, serve_api
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KINDS, Topology, build_topology
+from seamguard.site_config import daemon_config_from_mapping
 from seamguard.telemetry.sources.base import Collected
 from seamguard.telemetry.sources.build import build_sources
 from tests.conftest import small_inventory, small_jobs
@@ -56,7 +56,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def daemon_for(topo: Topology, url: str, **safety: Any) -> Daemon:
-    config = config_from_mapping(
+    config = daemon_config_from_mapping(
         {
             "engine": {"tick_s": 1, "stale_after_s": 10, "observe_every_s": 10},
             "sources": {"push": {}},
@@ -64,7 +64,7 @@ def daemon_for(topo: Topology, url: str, **safety: Any) -> Daemon:
             "safety": safety,
         }
     )
-    return Daemon(config, topo, [Flaky(), *build_sources(config.sources, topo, CLOCK)])
+    return Daemon(config, topo, [Flaky(), *build_sources(config.site.sources, topo, CLOCK)])
 
 
 def test_metrics_follow_what_the_daemon_did(cluster: str) -> None:

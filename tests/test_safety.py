@@ -8,13 +8,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from seamguard.actuators.base import ActionStatus
 from seamguard.actuators.dispatch import Dispatcher, actuate
 from seamguard.control.budgets import BudgetConfig, Budgets, PartitionConfig, domain_incidence
 from seamguard.control.safety import SAFETY, RecoveryConfig, SafetyConfig, SafetyLayer
 from seamguard.control.storm import StormConfig, entity_domains
 from seamguard.errors import InputError
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, TransitionRecord
+from seamguard.model.actions import ActionStatus
 from seamguard.model.inventory import Inventory, NodeRecord
 from seamguard.model.topology import Topology, build_topology
 from tests.conftest import small_inventory
@@ -391,10 +391,10 @@ def test_a_restored_node_the_engine_still_finds_bad_stays_out() -> None:
 def test_a_skipped_answer_keeps_the_ledger_and_a_release_cancels_pending_drain_retries() -> None:
     """Slurm drains n00 while HAProxy, fronting nothing there, skips it: n00 stays quarantined.
     A drain still waiting for a retry is cancelled when its node is released."""
-    from seamguard.actuators.base import Action, ActionResult
     from seamguard.actuators.dispatch import Route
     from seamguard.actuators.guard import GuardConfig
     from seamguard.actuators.sections import Mode
+    from seamguard.model.actions import Action, ActionResult
 
     class Flaky:
         name, kinds = "flaky", frozenset({"drain_node", "resume_node"})

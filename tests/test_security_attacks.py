@@ -32,7 +32,6 @@ import pytest
 import yaml
 from rich.console import Console
 
-from seamguard.config import config_from_mapping
 from seamguard.daemon import Daemon, run_daemon
 from seamguard.errors import InputError
 from seamguard.journal.records import AuditRecord
@@ -41,6 +40,7 @@ from seamguard.service.auth import new_token, token_line
 from seamguard.service.connections import FD_RESERVE, usable_max_open
 from seamguard.service.sections import ConnectionLimits, Role
 from seamguard.service.server import RunningServer
+from seamguard.site_config import daemon_config_from_mapping
 from tests.http_stub import Recorder, serve
 from tests.test_daemon import write_inventory, write_jobs
 
@@ -587,7 +587,7 @@ def test_a_moved_push_path_is_the_one_the_table_guards(live: LiveDaemon) -> None
 )
 def test_a_push_path_the_table_and_router_would_read_apart_is_refused(path: str, why: str) -> None:
     with pytest.raises(InputError, match=rf"sources\.push\.path: .*{why}"):
-        config_from_mapping({"sources": {"push": {"path": path}}})
+        daemon_config_from_mapping({"sources": {"push": {"path": path}}})
 
 
 def test_a_peers_text_in_an_action_detail_cannot_stop_the_daemon(live: LiveDaemon) -> None:

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 from fastapi import FastAPI, Request, Response
 
-from seamguard.config import config_from_mapping
 from seamguard.daemon import Daemon
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.service.server import RunningServer, serve_in_thread
+from seamguard.site_config import daemon_config_from_mapping
 from seamguard.telemetry.replay import read_telemetry
 from seamguard.telemetry.sources.build import build_sources
 from seamguard.telemetry.sources.push import MAX_LISTED_UNKNOWN, MAX_NAME_CHARS, MAX_PARSING, PushSource
@@ -147,9 +147,11 @@ def test_window_refusals_name_rows_lines_and_count_the_rest(
 def test_the_daemon_checks_stamps_against_its_own_clock(topo: Topology, tmp_path: Path) -> None:
     """An XID stamped in 2001 and a heartbeat a day ahead never reach the engine; a GPU that then
     says nothing goes unknown, not healthy, and no GPU is failed."""
-    config = config_from_mapping({"engine": {"tick_s": 10, "stale_after_s": 30}, "sources": {"push": {}}})
+    config = daemon_config_from_mapping(
+        {"engine": {"tick_s": 10, "stale_after_s": 30}, "sources": {"push": {}}}
+    )
     clock = {"now": NOW}
-    daemon = Daemon(config, topo, build_sources(config.sources, topo, lambda: clock["now"]))
+    daemon = Daemon(config, topo, build_sources(config.site.sources, topo, lambda: clock["now"]))
     assert daemon.push is not None
     app = FastAPI()
     app.include_router(daemon.push.router())
@@ -306,10 +308,12 @@ def journal_bytes(path: Path) -> int:
 def test_ten_floods_of_bogus_names_leave_the_journal_nearly_unchanged(topo: Topology, tmp_path: Path) -> None:
     """The issue's replay: unknown names journaled in full twice a tick grew a journal by 23 MB.
     Now the notice is one stable text: one warning when it appears, one line when it clears."""
-    config = config_from_mapping({"engine": {"tick_s": 10}, "sources": {"push": {"burst_rows": 4_000_000}}})
+    config = daemon_config_from_mapping(
+        {"engine": {"tick_s": 10}, "sources": {"push": {"burst_rows": 4_000_000}}}
+    )
     path = tmp_path / "journal.sqlite"
     with SqliteJournal(path) as journal:
-        daemon = Daemon(config, topo, build_sources(config.sources, topo, lambda: NOW), journal=journal)
+        daemon = Daemon(config, topo, build_sources(config.site.sources, topo, lambda: NOW), journal=journal)
         assert daemon.push is not None
         app = FastAPI()
         app.include_router(daemon.push.router())
@@ -472,15 +476,15 @@ def test_a_body_a_browser_could_send_cross_origin_is_415(
 
 
 def test_the_push_section_configures_window_limits_and_share(topo: Topology) -> None:
-    defaults = config_from_mapping({"sources": {"push": {}}}).sources.push
+    defaults = daemon_config_from_mapping({"sources": {"push": {}}}).site.sources.push
     assert defaults is not None
     documented = (defaults.max_future_s, defaults.max_age_s, defaults.rate_limit_rows_per_s,
                   defaults.burst_rows, defaults.max_queue_share)  # fmt: skip
     assert documented == (300, 3600, 100_000, 1_000_000, 0.5)  # as docs/facilities.md sizes them
     push = {"max_future_s": 10, "max_age_s": 20, "rate_limit_rows_per_s": 5, "burst_rows": 7,
             "max_queue_share": 0.25, "capacity_rows": 100}  # fmt: skip
-    config = config_from_mapping({"sources": {"push": push}})
-    [src] = build_sources(config.sources, topo, lambda: NOW)
+    config = daemon_config_from_mapping({"sources": {"push": push}})
+    [src] = build_sources(config.site.sources, topo, lambda: NOW)
     assert isinstance(src, PushSource)
     assert src.window == TimeWindow(10, 20) and src.clock() == NOW
     assert src.buckets.limit == RateLimit(5, 7) and src.share_rows == 25
@@ -500,7 +504,7 @@ def test_a_bad_push_setting_is_named(key: str, value: Any, expected: str) -> Non
     from seamguard.errors import InputError
 
     with pytest.raises((InputError, ValueError)) as err:
-        config_from_mapping({"sources": {"push": {key: value}}})
+        daemon_config_from_mapping({"sources": {"push": {key: value}}})
     assert expected in str(err.value)
 
 

@@ -16,16 +16,16 @@ from typing import Any, ClassVar
 
 import pytest
 
-from seamguard.actuators.base import ActionStatus
-from seamguard.config import config_from_mapping
 from seamguard.control.safety import SAFETY, SafetyLayer
 from seamguard.daemon import Daemon
 from seamguard.errors import InputError
 from seamguard.journal.lock import lock_path
 from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
 from seamguard.journal.sqlite import SqliteJournal
+from seamguard.model.actions import ActionStatus
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology, build_topology
+from seamguard.site_config import daemon_config_from_mapping
 from seamguard.telemetry.sources.build import build_sources
 from tests.conftest import small_inventory
 from tests.http_stub import Recorder, serve
@@ -151,7 +151,7 @@ def test_a_restart_after_40_advised_drains_holds_none_and_acts_within_the_budget
     restarted daemon holds nothing, a real XID 79 drain goes through (``max_nodes: 16`` has room)
     and no ``resume_node`` ever reaches the cluster for a node it never drained."""
     topo = big_fleet()
-    config = config_from_mapping(
+    config = daemon_config_from_mapping(
         {
             "engine": {"tick_s": 1, "stale_after_s": 10, "observe_every_s": 10},
             "sources": {"push": {}},
@@ -166,7 +166,7 @@ def test_a_restart_after_40_advised_drains_holds_none_and_acts_within_the_budget
     path = tmp_path / "journal.sqlite"
     t0 = 1.0e9
     with SqliteJournal(path) as journal:
-        first = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
+        first = Daemon(config, topo, build_sources(config.site.sources, topo, CLOCK), journal=journal)
         report = step(first, topo, t0, hot)
         assert first.safety.brake.engaged
         drains = [a for a in report.actions if a.kind == "drain_node"]
@@ -174,7 +174,7 @@ def test_a_restart_after_40_advised_drains_holds_none_and_acts_within_the_budget
         first.dispatcher.close()
     assert Cluster.received == []  # under the brake nothing reached the cluster
     with SqliteJournal(path) as journal:
-        second = Daemon(config, topo, build_sources(config.sources, topo, CLOCK), journal=journal)
+        second = Daemon(config, topo, build_sources(config.site.sources, topo, CLOCK), journal=journal)
         step(second, topo, t0 + 100, [])
         assert second.status().quarantined == ()
         assert not [n for n in journal.notices() if "earlier run" in n.message]
@@ -359,36 +359,36 @@ def _refused_fast(call: Any) -> InputError:
 
 
 def test_the_billion_laughs_config_is_refused_at_once_naming_the_file(tmp_path: Path) -> None:
-    from seamguard.config import load_config
+    from seamguard.site_config import load_daemon_config
 
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(BILLION_LAUGHS)
     assert len(BILLION_LAUGHS) < 700  # 81 aliases standing for 9^9 = 387 million strings
-    err = _refused_fast(lambda: load_config(bomb))
+    err = _refused_fast(lambda: load_daemon_config(bomb))
     assert str(err).startswith(f"{bomb}:") and "alias bomb" in str(err)
 
 
 def test_more_aliases_than_any_config_needs_are_refused_even_if_small(tmp_path: Path) -> None:
-    from seamguard.config import load_config
+    from seamguard.site_config import load_daemon_config
     from seamguard.yaml_input import MAX_ALIASES
 
     many = tmp_path / "many.yaml"
     many.write_text("x: &x 1\nl: [" + ",".join(["*x"] * (MAX_ALIASES + 1)) + "]\n")
-    err = _refused_fast(lambda: load_config(many))
+    err = _refused_fast(lambda: load_daemon_config(many))
     assert f"more than {MAX_ALIASES} aliases" in str(err) and str(many) in str(err)
 
 
 def test_a_recursive_alias_and_an_oversized_file_are_refused(tmp_path: Path) -> None:
-    from seamguard.config import load_config
+    from seamguard.site_config import load_daemon_config
     from seamguard.twin.scenario import load_scenario
     from seamguard.yaml_input import MAX_YAML_BYTES
 
     loop = tmp_path / "loop.yaml"
     loop.write_text("engine: &e {again: *e}\n")
-    assert "recursive" in str(_refused_fast(lambda: load_config(loop)))
+    assert "recursive" in str(_refused_fast(lambda: load_daemon_config(loop)))
     big = tmp_path / "big.yaml"
     big.write_text("# padding\n" * (MAX_YAML_BYTES // 10 + 1))
-    err = _refused_fast(lambda: load_config(big))
+    err = _refused_fast(lambda: load_daemon_config(big))
     assert str(big) in str(err) and "bytes" in str(err)
     # a scenario is a user YAML file too
     bomb = tmp_path / "scenario.yaml"
@@ -397,26 +397,26 @@ def test_a_recursive_alias_and_an_oversized_file_are_refused(tmp_path: Path) -> 
 
 
 def test_a_legit_config_loads_with_no_aliases_and_with_a_few(tmp_path: Path) -> None:
-    from seamguard.config import load_config
+    from seamguard.site_config import load_daemon_config
 
     plain = tmp_path / "plain.yaml"
     plain.write_text("engine:\n  tick_s: 5\nsafety:\n  budgets:\n    max_nodes: 12\n")
-    cfg = load_config(plain)
-    assert cfg.engine.tick_s == 5 and cfg.safety.budgets.max_nodes == 12
+    cfg = load_daemon_config(plain)
+    assert cfg.policy.engine.tick_s == 5 and cfg.site.safety.budgets.max_nodes == 12
     shared = tmp_path / "shared.yaml"
     shared.write_text(
         "x-guard: &guard {max_attempts: 2}\n"
         "actuators:\n  webhook: {url: 'http://127.0.0.1:9/', guard: *guard}\n"
     )
     with pytest.raises(InputError, match="x-guard"):  # the anchor's own key is not a config key...
-        load_config(shared)
+        load_daemon_config(shared)
     shared.write_text(
         "actuators:\n  webhook: {url: 'http://127.0.0.1:9/', guard: &guard {max_attempts: 2}}\n"
         "  haproxy: {socket: 'tcp://127.0.0.1:9', servers: {}, guard: *guard}\n"
     )
-    cfg = load_config(shared)  # ...but a shared block is fine
-    assert cfg.actuators.webhook is not None and cfg.actuators.webhook.guard.max_attempts == 2
-    assert cfg.actuators.haproxy is not None and cfg.actuators.haproxy.guard.max_attempts == 2
+    cfg = load_daemon_config(shared)  # ...but a shared block is fine
+    assert cfg.site.actuators.webhook is not None and cfg.site.actuators.webhook.guard.max_attempts == 2
+    assert cfg.site.actuators.haproxy is not None and cfg.site.actuators.haproxy.guard.max_attempts == 2
 
 
 def test_a_writer_refuses_another_programs_sqlite_database_and_leaves_it_untouched(tmp_path: Path) -> None:

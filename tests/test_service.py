@@ -166,8 +166,8 @@ def test_a_malformed_answer_is_an_error_naming_the_field() -> None:
         server.stop()
     message = str(err.value)
     assert message.startswith(f"bad risk payload from {server.url}/v1/jobs/train/risk: ")
-    assert "mtbf_s: Input should be greater than 0" in message
-    assert "storage.0.state: Value error, unknown state 'wobbly'" in message
+    assert "mtbf_s: must be greater than 0 (got -5.0)" in message
+    assert "storage.0.state: unknown state 'wobbly'" in message
 
 
 def sample_risk() -> JobRisk:

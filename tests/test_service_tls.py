@@ -19,13 +19,13 @@ import httpx
 import pytest
 import trustme
 
-from seamguard.config import config_from_mapping
 from seamguard.daemon import Daemon, serve_api
 from seamguard.errors import InputError
 from seamguard.model.topology import build_topology
 from seamguard.service.auth import digest_of, new_token
 from seamguard.service.server import RunningServer
 from seamguard.service.startup import check_tls
+from seamguard.site_config import daemon_config_from_mapping
 from seamguard.telemetry.sources.build import build_sources
 from tests.conftest import small_inventory, small_jobs
 
@@ -47,7 +47,7 @@ def write_server_cert(ca: trustme.CA, where: Path) -> tuple[Path, Path]:
 
 
 def serve(tmp_path: Path, tls: dict[str, str], connections: dict[str, float] | None = None) -> RunningServer:
-    config = config_from_mapping(
+    config = daemon_config_from_mapping(
         {
             "engine": {"tick_s": 1, "stale_after_s": 10, "observe_every_s": 10},
             "sources": {"push": {}},
@@ -59,7 +59,7 @@ def serve(tmp_path: Path, tls: dict[str, str], connections: dict[str, float] | N
         }
     )
     topo = build_topology(small_inventory(), small_jobs())
-    return serve_api(Daemon(config, topo, build_sources(config.sources, topo)), "127.0.0.1", 0)
+    return serve_api(Daemon(config, topo, build_sources(config.site.sources, topo)), "127.0.0.1", 0)
 
 
 def client_ctx(server_ca: trustme.CA, cert_from: trustme.CA | None = None) -> ssl.SSLContext:

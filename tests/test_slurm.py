@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seamguard.actuators.base import Action, ActionStatus, Actuator
+from seamguard.actuators.base import Actuator
 from seamguard.actuators.slurm import SlurmActuator, drain_reason, node_of
+from seamguard.model.actions import Action, ActionStatus
 from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.inventory import Inventory, NodeRecord
 from seamguard.model.states import JobClass

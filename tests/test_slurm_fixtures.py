@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from seamguard.actuators.base import Action, ActionStatus
 from seamguard.actuators.slurm import SlurmActuator
+from seamguard.model.actions import Action, ActionStatus
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.inventory import Inventory, NodeRecord
 from seamguard.model.topology import build_topology

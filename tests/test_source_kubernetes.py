@@ -19,11 +19,11 @@ import pytest
 import trustme
 from pydantic import ValidationError
 
-from seamguard.config import config_from_mapping
 from seamguard.model.inventory import JobRecord
 from seamguard.model.states import JobClass
 from seamguard.model.topology import Topology, build_topology
 from seamguard.model.workload import placement_node_job
+from seamguard.site_config import daemon_config_from_mapping
 from seamguard.telemetry.sources.build import build_sources
 from seamguard.telemetry.sources.kubernetes import FIELD_SELECTOR, KubernetesSource
 from seamguard.telemetry.sources.kubernetes_config import KubernetesSourceConfig
@@ -412,16 +412,16 @@ def test_bad_config_is_refused_naming_the_key(section: dict[str, Any], said: str
 
 def test_loading_the_section_does_not_import_the_client(topo: Topology) -> None:
     code = (
-        "import sys; from seamguard.config import config_from_mapping; "
-        "c = config_from_mapping({'sources': {'kubernetes': {'namespaces': ['ml']}}}); "
+        "import sys; from seamguard.site_config import daemon_config_from_mapping; "
+        "c = daemon_config_from_mapping({'sources': {'kubernetes': {'namespaces': ['ml']}}}); "
         "from seamguard.telemetry.sources.build import build_sources; "
-        "assert c.sources.kubernetes.namespaces == ('ml',); "
+        "assert c.site.sources.kubernetes.namespaces == ('ml',); "
         "print('kubernetes' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-    config = config_from_mapping({"sources": {"kubernetes": {}}})
-    assert [s.name for s in build_sources(config.sources, topo)] == ["kubernetes"]
+    config = daemon_config_from_mapping({"sources": {"kubernetes": {}}})
+    assert [s.name for s in build_sources(config.site.sources, topo)] == ["kubernetes"]
 
 
 # ---- in the daemon, over HTTP ------------------------------------------------------------------
@@ -433,9 +433,9 @@ def test_the_daemon_shows_a_refused_pod_list_in_its_status(topo: Topology, tmp_p
     state = KubeState(pages(), fail=403)
     with kube_api(state) as url:
         kc = write_kubeconfig(tmp_path / "kubeconfig", url)
-        config = config_from_mapping({"engine": {"tick_s": 1, "stale_after_s": 10, "observe_every_s": 10},
+        config = daemon_config_from_mapping({"engine": {"tick_s": 1, "stale_after_s": 10, "observe_every_s": 10},
                                       "sources": {"kubernetes": {"kubeconfig": str(kc)}}})  # fmt: skip
-        daemon = Daemon(config, topo, build_sources(config.sources, topo))
+        daemon = Daemon(config, topo, build_sources(config.site.sources, topo))
         server = serve_api(daemon, "127.0.0.1", 0)
         try:
             daemon.step(NOW)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seamguard.actuators.base import Action, ActionStatus
 from seamguard.journal.records import DecisionRecord
+from seamguard.model.actions import Action, ActionStatus
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import JobClass
 from seamguard.twin.actions import Verb

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from seamguard.config import Config, config_from_mapping
 from seamguard.daemon import Daemon, run_daemon, serve_api
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.live_world import LiveWorld
@@ -35,6 +34,7 @@ from seamguard.model.inventory import (
 from seamguard.model.states import JobClass, State
 from seamguard.model.topology import build_topology
 from seamguard.service.server import RunningServer
+from seamguard.site_config import DaemonConfig, daemon_config_from_mapping
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected, PlacementSource
 from seamguard.telemetry.sources.build import build_sources
@@ -100,12 +100,12 @@ class Running:
 
 
 @pytest.fixture
-def config() -> Config:
-    return config_from_mapping(POLICY)
+def config() -> DaemonConfig:
+    return daemon_config_from_mapping(POLICY)
 
 
 @pytest.fixture
-def running(tmp_path: Path, config: Config) -> Iterator[Running]:
+def running(tmp_path: Path, config: DaemonConfig) -> Iterator[Running]:
     """A push-fed daemon on files it watches, serving its HTTP API on a free loopback port."""
     inv_path = write_inventory(tmp_path / "inventory.csv", small_inventory().nodes)
     jobs_path = write_jobs(tmp_path / "jobs.csv", small_jobs())
@@ -114,7 +114,7 @@ def running(tmp_path: Path, config: Config) -> Iterator[Running]:
     topo = build_topology(inv, jobs)
     journal = SqliteJournal(tmp_path / "journal.sqlite")
     clock = [T0]  # the daemon's clock, moved with each tick: pushed stamps are checked against it
-    daemon = Daemon(config, topo, build_sources(config.sources, topo, lambda: clock[0]), journal=journal,
+    daemon = Daemon(config, topo, build_sources(config.site.sources, topo, lambda: clock[0]), journal=journal,
                     world=LiveWorld(inv_path, jobs_path, inv, jobs))  # fmt: skip
     server = serve_api(daemon, "127.0.0.1", 0)
     try:
@@ -247,7 +247,7 @@ class SnapshotSlurm(SlurmSource):
 SQUEUE = "{id}|RUNNING|train|u|{n}|2026-01-02T03:04:05|NONE|{nodes}|sg-{id}\n"
 
 
-def test_a_job_slurm_starts_after_the_daemon_is_tracked_the_next_poll(config: Config) -> None:
+def test_a_job_slurm_starts_after_the_daemon_is_tracked_the_next_poll(config: DaemonConfig) -> None:
     topo = build_topology(small_inventory())
     slurm = SnapshotSlurm(topo)
     slurm.polls = [
@@ -289,7 +289,7 @@ class Placer:
         return self.records
 
 
-def test_the_scheduler_jobs_of_the_start_are_kept_until_it_reports(config: Config) -> None:
+def test_the_scheduler_jobs_of_the_start_are_kept_until_it_reports(config: DaemonConfig) -> None:
     started = JobRecord("7", JobClass.SYNC_TRAINING, ("n01",), 0, np.inf)
     topo = build_topology(small_inventory(), (started,))
     slurm = Placer("slurm")
@@ -301,7 +301,7 @@ def test_the_scheduler_jobs_of_the_start_are_kept_until_it_reports(config: Confi
     assert daemon.topology.jobs == ()  # it said: no job runs
 
 
-def test_the_placements_of_every_source_are_combined(config: Config) -> None:
+def test_the_placements_of_every_source_are_combined(config: DaemonConfig) -> None:
     topo = build_topology(small_inventory())
     a = Placer("k8s", (JobRecord("svc", JobClass.ONLINE_DECODE, ("n03",), 0, np.inf),))
     b = Placer("slurm2", (JobRecord("svc", JobClass.ONLINE_DECODE, ("n04",), 0, np.inf),
@@ -345,12 +345,12 @@ def test_an_inventory_that_empties_a_budget_partition_keeps_the_old_world(tmp_pa
     inventory arriving while the daemon runs keeps the current world with a notice naming the
     partition, and the daemon goes on ticking (it does not stop half-changed)."""
     policy = {**POLICY, "safety": {"budgets": {"partitions": {"late": {"nodes": ["n07"]}}}}}
-    config = config_from_mapping(policy)
+    config = daemon_config_from_mapping(policy)
     inv_path = write_inventory(tmp_path / "inventory.csv", small_inventory().nodes)
     inv = read_inventory(inv_path)
     topo = build_topology(inv, small_jobs())
     clock = [T0]
-    daemon = Daemon(config, topo, build_sources(config.sources, topo, lambda: clock[0]),
+    daemon = Daemon(config, topo, build_sources(config.site.sources, topo, lambda: clock[0]),
                     world=LiveWorld(inv_path, None, inv, small_jobs()))  # fmt: skip
     daemon.step(T0)
     write_inventory(inv_path, small_inventory().nodes[:-1])
@@ -367,7 +367,7 @@ def test_checkpoint_settings_may_name_a_job_that_is_not_running_yet() -> None:
     when the daemon starts (not started yet, or ended before a restart) does not stop it, and its
     settings apply once it runs. (A fixed job table, as ``seamguard score`` reads, still refuses a
     name it lacks: tests/test_checkpoint_loop.py.)"""
-    config = config_from_mapping({**POLICY, "checkpoint": {"jobs": {"41": {"state_gb_per_gpu": 9.0}}}})
+    config = daemon_config_from_mapping({**POLICY, "checkpoint": {"jobs": {"41": {"state_gb_per_gpu": 9.0}}}})
     topo = build_topology(small_inventory())
     slurm = SnapshotSlurm(topo)
     slurm.polls = [

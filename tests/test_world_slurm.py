@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from seamguard.config import config_from_mapping
 from seamguard.daemon import Daemon
 from seamguard.model.inventory import Inventory, NodeRecord
 from seamguard.model.topology import build_topology
+from seamguard.site_config import daemon_config_from_mapping
 from seamguard.telemetry.sources.slurm import SlurmSource
 from seamguard.telemetry.sources.slurm_commands import SlurmConfig
 from tests.slurm_cluster import SlurmCluster, slurm_cluster
@@ -27,7 +27,7 @@ def test_a_job_slurm_starts_after_the_daemon_is_tracked_the_next_poll(cluster: S
                          sinfo=cluster.bins["sinfo"], slurm_conf=str(cluster.conf))  # fmt: skip
     inventory = Inventory(tuple(NodeRecord(n, "r0", "c0", "l0", 8) for n in cluster.nodes))
     topo = build_topology(inventory)
-    daemon = Daemon(config_from_mapping({"sources": {"push": {}}}), topo, [SlurmSource(topo, config)])
+    daemon = Daemon(daemon_config_from_mapping({"sources": {"push": {}}}), topo, [SlurmSource(topo, config)])
     daemon.step(1.0e9)
     assert daemon.topology.jobs == ()
     job = cluster.submit(2, "sg-late")

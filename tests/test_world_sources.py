@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from seamguard.config import config_from_mapping
 from seamguard.daemon import Daemon
 from seamguard.live_world import LiveWorld
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import Inventory
 from seamguard.model.topology import Topology, build_topology
 from seamguard.model.world import inventory_of, world_change
+from seamguard.site_config import daemon_config_from_mapping
 from seamguard.telemetry.sources.base import WorldFollower
 from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.kubernetes import KubernetesSource
@@ -102,7 +102,7 @@ def test_kubernetes_placements_drive_the_daemon_and_a_joined_node_counts(tmp_pat
         cfg = KubernetesSourceConfig(kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", url)))
         k8s = KubernetesSource(topo, cfg)
         world = LiveWorld(inv_path, None, small_inventory())
-        daemon = Daemon(config_from_mapping({"sources": {"push": {}}}), topo, [k8s], world=world)
+        daemon = Daemon(daemon_config_from_mapping({"sources": {"push": {}}}), topo, [k8s], world=world)
         daemon.step(NOW)
         placed = {j.job: j.nodes for j in daemon.topology.jobs}
         assert placed["llm.llama-pretrain"] == ("n02", "n03") and len(placed) == 3

@@ -1,7 +1,11 @@
-"""The one validated configuration: policy is data.
+"""The engine's validated configuration: policy is data.
 
 The packaged ``data/defaults.yaml`` is the documented default; a user file is merged over
 it. Validation happens at load and an error names the file, the key and what was expected.
+
+A leaf: it imports none of the engine's packages (which all import it), nor the sources',
+actuators' or service's sections. Those sections (``SITE_SECTIONS``) share the user's file but
+are the daemon's: ``seamguard.site_config`` validates them, and the engine leaves them alone.
 """
 
 from __future__ import annotations
@@ -14,16 +18,12 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
 
-from seamguard.actuators.sections import ActuatorsConfig
-from seamguard.control.safety import SafetyConfig
 from seamguard.errors import InputError
 from seamguard.model.action_kinds import ActionKind
 from seamguard.model.catalog import THROTTLE_BITS, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import Admission, JobClass, State
-from seamguard.service.sections import ServiceConfig
 from seamguard.strict_model import StrictModel, format_validation
-from seamguard.telemetry.sources.sections import SourcesConfig
 from seamguard.yaml_input import load_yaml, read_yaml_text
 
 Weight = Field(gt=0.0, le=1.0)
@@ -387,10 +387,6 @@ class Config(StrictModel):
     checkpoint: CheckpointConfig
     admissibility: dict[StateName, dict[JobClass, Admission]]
     actions: dict[EntityKind, dict[StateName, list[ActionKind]]]  # names checked against docs/actions.md
-    sources: SourcesConfig = SourcesConfig()  # what the daemon reads (docs/sources.md, docs/facilities.md)
-    safety: SafetyConfig = SafetyConfig()  # budgets, storm brake, recovery (docs/safety.md)
-    actuators: ActuatorsConfig = ActuatorsConfig()  # what carries actions out (docs/actuators.md)
-    service: ServiceConfig = ServiceConfig()  # who may call the HTTP API, over what (docs/security.md)
 
     @model_validator(mode="after")
     def _complete_matrix(self) -> Self:
@@ -436,6 +432,10 @@ class Config(StrictModel):
         return list(per_state.get(state.label, []))  # type: ignore[call-overload]
 
 
+# The daemon's sections of the same file (``site_config.SiteConfig``, which a test holds to this set).
+SITE_SECTIONS = frozenset({"sources", "safety", "actuators", "service"})
+
+
 def _defaults_text() -> str:
     return resources.files("seamguard.data").joinpath("defaults.yaml").read_text(encoding="utf-8")
 
@@ -462,23 +462,31 @@ def parse_yaml(text: str, where: str) -> dict[str, Any]:
     return data
 
 
-def load_config(path: Path | None = None) -> Config:
-    """Defaults merged with ``path``; raises InputError naming the file and key on bad input."""
-    data = parse_yaml(_defaults_text(), "seamguard/data/defaults.yaml")
-    where = "defaults"
-    if path is not None:
-        where = str(path)
-        data = merge_mappings(data, parse_yaml(read_yaml_text(path, "config"), where))
+def default_policy() -> dict[str, Any]:
+    """The packaged defaults as a mapping, every section (the engine's and the site's)."""
+    return parse_yaml(_defaults_text(), "seamguard/data/defaults.yaml")
+
+
+def read_policy(path: Path | None) -> tuple[dict[str, Any], str]:
+    """The defaults merged with the user's file at ``path`` (if any), and the name errors give."""
+    if path is None:
+        return default_policy(), "defaults"
+    return merge_mappings(default_policy(), parse_yaml(read_yaml_text(path, "config"), str(path))), str(path)
+
+
+def engine_config(data: dict[str, Any], where: str) -> Config:
+    """The engine's sections of a whole policy mapping, validated; the site's are left out."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate({k: v for k, v in data.items() if k not in SITE_SECTIONS})
     except ValidationError as exc:
         raise format_validation(where, exc) from None
 
 
+def load_config(path: Path | None = None) -> Config:
+    """Defaults merged with ``path``; raises InputError naming the file and key on bad input."""
+    return engine_config(*read_policy(path))
+
+
 def config_from_mapping(override: dict[str, Any]) -> Config:
     """Defaults merged with an in-memory override (tests, the twin, the API)."""
-    data = merge_mappings(parse_yaml(_defaults_text(), "defaults"), override)
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise format_validation("config", exc) from None
+    return engine_config(merge_mappings(default_policy(), override), "config")

@@ -13,7 +13,6 @@ for a day is two journal rows, not 8,640.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import signal
@@ -31,7 +30,6 @@ from rich.markup import escape
 
 from seamguard.actuators.dispatch import Dispatcher, Route, actuate, build_routes
 from seamguard.actuators.sections import Mode
-from seamguard.config import Config, load_config
 from seamguard.control.budgets import check_partitions
 from seamguard.control.controller import Controller
 from seamguard.control.safety import SafetyLayer
@@ -49,6 +47,7 @@ from seamguard.service.guard import Security
 from seamguard.service.metrics import DaemonMetrics, MetricsView, daemon_view, metrics_router
 from seamguard.service.server import RunningServer, serve_in_thread
 from seamguard.service.startup import build_security, check_exposure, check_tls
+from seamguard.site_config import DaemonConfig, load_daemon_config
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import PlacementSource, Source, SourceNotice, WorldFollower
 from seamguard.telemetry.sources.build import build_sources
@@ -114,7 +113,7 @@ class Daemon:
 
     def __init__(
         self,
-        config: Config,
+        config: DaemonConfig,
         topology: Topology,
         sources: Sequence[Source],
         *,
@@ -124,16 +123,16 @@ class Daemon:
         routes: Sequence[Route] | None = None,
     ) -> None:
         """``routes``: the actuators, by default those the config's ``actuators`` section builds."""
-        routes = build_routes(config.actuators) if routes is None else list(routes)
+        routes = build_routes(config.site.actuators) if routes is None else list(routes)
         enforcing = any(r.mode is Mode.ENFORCE for r in routes)
         self.config = config
         self.topology = topology
         self.sources = list(sources)
         self.journal = journal
         self.lock = threading.Lock()
-        self.controller = Controller(topology, config, journal=journal, mode="act" if enforcing else "advise",
+        self.controller = Controller(topology, config.policy, journal=journal, mode="act" if enforcing else "advise",
                                      live_jobs=True)  # fmt: skip
-        self.safety = SafetyLayer(topology, config.safety)
+        self.safety = SafetyLayer(topology, config.site.safety)
         self.dispatcher = Dispatcher(routes, seed=seed)
         self.latch = NoticeLatch()
         # Where the world comes from (the inventory and jobs files, watched); the placement
@@ -143,7 +142,7 @@ class Daemon:
             file_jobs, placed = ((), topology.jobs) if scheduled else (topology.jobs, ())
             world = LiveWorld(None, None, inventory_of(topology), file_jobs, placed)
         world.check_inventory = lambda inv: check_partitions(
-            config.safety.budgets.partitions, [r.node for r in inv.nodes]
+            config.site.safety.budgets.partitions, [r.node for r in inv.nodes]
         )  # a partition left with no node would stop the safety layer mid-change
         self.world = world
         self._stale_sources: dict[int, Topology] = {}  # id(source) -> the world it still indexes by
@@ -306,13 +305,13 @@ class Daemon:
         return batch.reindexed(back)
 
 
-def daemon_topology(config: Config, inventory: Path, jobs: Path | None) -> Topology:
+def daemon_topology(config: DaemonConfig, inventory: Path, jobs: Path | None) -> Topology:
     """The inventory, with the jobs of ``jobs`` or, when Slurm is a source and no jobs file is
     given, the jobs Slurm is running now."""
     return daemon_world(config, inventory, jobs)[0]
 
 
-def daemon_world(config: Config, inventory: Path, jobs: Path | None) -> tuple[Topology, LiveWorld]:
+def daemon_world(config: DaemonConfig, inventory: Path, jobs: Path | None) -> tuple[Topology, LiveWorld]:
     """The topology to start on, and the files it came from, watched for changes (``live_world``)."""
     if not inventory.exists():
         raise InputError(str(inventory), "inventory not found")
@@ -323,12 +322,12 @@ def daemon_world(config: Config, inventory: Path, jobs: Path | None) -> tuple[To
         if not jobs.exists():
             raise InputError(str(jobs), "jobs file not found")
         records = file_jobs = read_jobs(jobs, inv)
-    elif config.sources.slurm is not None:
-        snap, notices = read_snapshot(config.sources.slurm, time.time())
+    elif config.site.sources.slurm is not None:
+        snap, notices = read_snapshot(config.site.sources.slurm, time.time())
         for n in notices:
             log.warning("%s", n)
         nodes = {r.node for r in inv.nodes}
-        records = tuple(r for r in job_placements(snap, config.sources.slurm) if set(r.nodes) <= nodes)
+        records = tuple(r for r in job_placements(snap, config.site.sources.slurm) if set(r.nodes) <= nodes)
     scheduled = () if jobs is not None else records  # the scheduler's jobs until it first reports
     return build_topology(inv, records), LiveWorld(inventory, jobs, inv, file_jobs, scheduled)
 
@@ -348,25 +347,26 @@ def run_daemon(
     """``seamguard run``: tick every ``engine.tick_s`` of wall time until stopped (or ``ticks``)."""
     clock = clock or steady_wall_clock()
     bind = parse_listen(listen) if listen else None  # before anything is opened or written
-    cfg = load_config(config_path)
-    if not cfg.sources.any():
+    cfg = load_daemon_config(config_path)
+    site = cfg.site
+    if not site.sources.any():
         raise InputError(
             str(config_path or "config"),
             "sources: nothing to read; configure at least one source (docs/sources.md)",
         )
     security: Security | None = None
     if bind is not None:  # never exposed without credentials; a bad tokens file or certificate stops here
-        check_exposure(bind[0], cfg.service)
-        if cfg.service.tls is not None:
-            check_tls(cfg.service.tls)
-        security = build_security(cfg.service, cfg.sources.push.path if cfg.sources.push else None)
+        check_exposure(bind[0], site.service)
+        if site.service.tls is not None:
+            check_tls(site.service.tls)
+        security = build_security(site.service, site.sources.push.path if site.sources.push else None)
     topology, world = daemon_world(cfg, inventory, jobs)
     journal = SqliteJournal(journal_path)
     sources: list[Source] = []
     try:
         journal.set_meta("source", "seamguard run")
-        journal.set_meta("config_sha256", hashlib.sha256(cfg.model_dump_json().encode()).hexdigest())
-        sources = build_sources(cfg.sources, topology, clock)  # pushed stamps are checked against it
+        journal.set_meta("config_sha256", cfg.sha256())
+        sources = build_sources(site.sources, topology, clock)  # pushed stamps are checked against it
         daemon = Daemon(cfg, topology, sources, journal=journal, world=world)
         server = serve_api(daemon, *bind, security=security) if bind else None
     except BaseException:  # a busy port, a bad actuator section: release what was opened
@@ -382,7 +382,7 @@ def run_daemon(
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _reload_on_hup(daemon, console))
     console.print(
         f"seamguard run: {topology.n_entities:,} entities, {len(topology.jobs)} job(s) · sources {', '.join(s.name for s in daemon.sources)} · "
-        f"tick {cfg.engine.tick_s:g} s · journal {journal_path}"
+        f"tick {cfg.policy.engine.tick_s:g} s · journal {journal_path}"
         + (f" · serving {server.url}" if server else ""),
         soft_wrap=True,
     )
@@ -395,7 +395,7 @@ def run_daemon(
             report = daemon.step(started)
             done += 1
             _print_step(console, report)
-            stop.wait(max(0.0, cfg.engine.tick_s - (clock() - started)))
+            stop.wait(max(0.0, cfg.policy.engine.tick_s - (clock() - started)))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -444,9 +444,10 @@ def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = 
     """The API behind the authentication layer (``service.guard``): ``security`` from the config
     when not given (no token configured: every request passes, which ``run_daemon`` allows on
     loopback only)."""
-    push_cfg = daemon.config.sources.push
+    site = daemon.config.site
+    push_cfg = site.sources.push
     if security is None:
-        security = build_security(daemon.config.service, push_cfg.path if push_cfg else None)
+        security = build_security(site.service, push_cfg.path if push_cfg else None)
     daemon.security = security
     app = create_app(daemon.controller, daemon.lock, security, ticked=lambda: daemon.status().now)
 
@@ -458,9 +459,9 @@ def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = 
 
     app.include_router(metrics_router(daemon.metrics))  # GET /metrics (docs/metrics.md)
     push = daemon.push
-    if push is not None and daemon.config.sources.push is not None:
-        app.include_router(push.router(daemon.config.sources.push.path))
-    service = daemon.config.service
+    if push is not None and push_cfg is not None:
+        app.include_router(push.router(push_cfg.path))
+    service = site.service
     return serve_in_thread(app, host, port, tls=service.tls, connections=service.connections)
 
 

@@ -1,6 +1,6 @@
-"""The base of every config section and how its errors read, in a module of its own so that the
-sections of sources and actuators can live beside their code and ``seamguard.config`` can still
-import them (a section's module importing ``seamguard.config`` back would be an import cycle)."""
+"""The base of every config section and how its errors read, in a module of its own below both
+``seamguard.config`` (the engine's sections) and the site's sections that live beside their code
+(sources, actuators, service, safety; gathered by ``seamguard.site_config``)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from seamguard.actuators.base import Action, ActionResult, ActionStatus, Actuator
+from seamguard.actuators.base import Actuator
 from seamguard.actuators.guard import Guard, GuardConfig, record_of
 from seamguard.actuators.haproxy import HaproxyActuator
 from seamguard.actuators.kubernetes import KubernetesActuator
@@ -23,6 +23,7 @@ from seamguard.actuators.webhook import WebhookActuator
 from seamguard.control.safety import SafetyLayer
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.model.action_kinds import QUARANTINE_KINDS, RELEASE_KIND
+from seamguard.model.actions import Action, ActionResult, ActionStatus
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from seamguard.actuators.base import Action, ActionResult, ActionStatus, Actuator
+from seamguard.actuators.base import Actuator
 from seamguard.journal.records import ActionResultRecord
+from seamguard.model.actions import Action, ActionResult, ActionStatus
 from seamguard.strict_model import StrictModel
 
 log = logging.getLogger("seamguard.actuators.guard")

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from seamguard.actuators.base import Action, ActionResult, ActionStatus
+from seamguard.model.actions import Action, ActionResult, ActionStatus
 from seamguard.strict_model import StrictModel
 
 # srv_admin_state bits (HAProxy src/server.h): forced/inherited/config/resolver/health maint, drains.

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 from pydantic import Field
 
-from seamguard.actuators.base import Action, ActionResult, ActionStatus
 from seamguard.kube_connection import client_configuration
+from seamguard.model.actions import Action, ActionResult, ActionStatus
 from seamguard.strict_model import StrictModel
 
 OWNER_ANNOTATION = "seamguard.io/cordoned-by"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from seamguard.actuators.base import Action, ActionResult, ActionStatus
+from seamguard.model.actions import Action, ActionResult, ActionStatus
 
 log = logging.getLogger("seamguard.actuators.log")
 

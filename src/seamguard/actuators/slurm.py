@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from seamguard.actuators.base import Action, ActionResult, ActionStatus
+from seamguard.model.actions import Action, ActionResult, ActionStatus
 from seamguard.telemetry.sources.slurm import SlurmReader, read_nodes, read_reservations
 from seamguard.telemetry.sources.slurm_commands import SlurmConfig, run_command
 from seamguard.telemetry.sources.slurm_records import REASON_PREFIX, SlurmNode

@@ -19,9 +19,9 @@ import os
 
 import httpx
 
-from seamguard.actuators.base import Action, ActionResult, ActionStatus
 from seamguard.actuators.sections import WebhookConfig
 from seamguard.errors import InputError
+from seamguard.model.actions import Action, ActionResult, ActionStatus
 
 SIGNATURE_HEADER = "X-Seamguard-Signature"
 TIMESTAMP_HEADER = "X-Seamguard-Timestamp"

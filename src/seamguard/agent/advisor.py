@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from seamguard.agent.instruction import MEMORY, Fallback, Instruction
 from seamguard.agent.sources import RiskSource, SourceError
 from seamguard.agent.throughput import Measurement, priced, write_seconds
-from seamguard.control.checkpoint_planner import CheckpointPlan, plan_checkpoint
 from seamguard.economics.checkpoint_modes import (
     JobCheckpoint,
     Mode,
@@ -37,6 +36,7 @@ from seamguard.economics.checkpoint_modes import (
     Survival,
     mode_costs,
 )
+from seamguard.economics.checkpoint_planner import CheckpointPlan, plan_checkpoint
 from seamguard.economics.job_risk import JobRisk
 from seamguard.model.states import State
 

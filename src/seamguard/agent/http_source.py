@@ -1,7 +1,8 @@
 """The engine's risk for a job over HTTP (``seamguard.service``), with a timeout.
 
 Standard library only on the wire, so a training image needs no HTTP client package; the answer
-is parsed by the service's own schema, so a malformed one is an error naming the field.
+is checked against the service's schema (``agent.wire``), so a malformed one is an error naming
+the field.
 
 Where the service asks for credentials (``docs/security.md``), the bearer token comes from
 ``token_file`` or else the ``SEAMGUARD_TOKEN`` environment variable (a viewer token suffices),
@@ -20,11 +21,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from seamguard.agent.sources import SourceError
+from seamguard.agent.wire import WireError, read_risk
 from seamguard.economics.job_risk import JobRisk
-from seamguard.service.risk_schema import JobRiskPayload
 
 TOKEN_ENV = "SEAMGUARD_TOKEN"
 
@@ -90,14 +89,14 @@ class HttpSource:
         except OSError as exc:  # a connection reset mid-answer
             raise SourceError(f"{url}: {exc}") from exc
         try:
-            payload = JobRiskPayload.model_validate_json(body)
-        except ValidationError as exc:
-            raise SourceError(f"bad risk payload from {url}: {_fields(exc)}") from exc
-        if payload.job != job:
+            risk = read_risk(body)
+        except WireError as exc:
+            raise SourceError(f"bad risk payload from {url}: {exc}") from exc
+        if risk.job != job:
             raise SourceError(
-                f"bad risk payload from {url}: job: asked for {job!r}, answered for {payload.job!r}"
+                f"bad risk payload from {url}: job: asked for {job!r}, answered for {risk.job!r}"
             )
-        return payload.to_risk()
+        return risk
 
 
 def _detail(exc: urllib.error.HTTPError) -> str:
@@ -107,9 +106,3 @@ def _detail(exc: urllib.error.HTTPError) -> str:
     except (ValueError, AttributeError, OSError):
         detail = None
     return str(detail) if detail else str(exc.reason)
-
-
-def _fields(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
-    )

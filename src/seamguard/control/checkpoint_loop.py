@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import Config
-from seamguard.control.checkpoint_planner import CheckpointPlan, PlanArrays, explain_plan, plan_table
 from seamguard.economics.checkpoint_modes import CostTable, JobArrays, Mode, StoragePath, Survival, cost_table
+from seamguard.economics.checkpoint_planner import CheckpointPlan, PlanArrays, explain_plan, plan_table
 from seamguard.economics.hazard import JobHazard
 from seamguard.economics.job_risk import JobRisk
 from seamguard.journal.records import DecisionRecord

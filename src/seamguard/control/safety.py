@@ -26,17 +26,18 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from seamguard.actuators.base import Action, ActionStatus
+from seamguard.config import default_policy, merge_mappings
 from seamguard.control.budgets import BudgetConfig, Budgets
 from seamguard.control.storm import StormBrake, StormConfig
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.model.action_kinds import CONTAINMENT_KINDS, QUARANTINE_KINDS, RELEASE_KIND, UNDO_KINDS
+from seamguard.model.actions import Action, ActionStatus
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.model.world import WorldChange, by_name, invert
-from seamguard.strict_model import StrictModel
+from seamguard.strict_model import StrictModel, format_validation
 
 IntArray = npt.NDArray[np.int64]
 SAFETY = "safety"  # the actuator name on records the safety layer writes itself
@@ -75,6 +76,16 @@ class SafetyConfig(StrictModel):
     budgets: BudgetConfig = BudgetConfig()
     storm: StormConfig = StormConfig()
     recovery: RecoveryConfig = RecoveryConfig()
+
+
+def safety_from_mapping(override: dict[str, Any] | None = None) -> SafetyConfig:
+    """The defaults file's ``safety:`` section merged with ``override`` (the twin, tests): the
+    daemon reads the same section of the user's file (``site_config``)."""
+    data = merge_mappings(default_policy().get("safety") or {}, override or {})
+    try:
+        return SafetyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise format_validation("safety", exc) from None
 
 
 @dataclass

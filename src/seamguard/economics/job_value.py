@@ -5,7 +5,7 @@ The vocabulary follows Google's ml-goodput-measurement: time a job blocks to sav
 background persist is not; work done since the last copy that survives a failure is at risk.
 
 * expected waste ``W``: the planner's expected share of wall time lost to saving, restoring and
-  redoing work at the job's live failure rate (``control.checkpoint_planner``); expected ETTR is
+  redoing work at the job's live failure rate (``economics.checkpoint_planner``); expected ETTR is
   ``1 - W``.
 * useful throughput: GPU-hours of work that survive per reserved GPU-hour, ``1 - W`` at the
   job's pace; failure-adjusted throughput ``raw x (1 - W)`` in GPU-equivalents.
@@ -26,8 +26,8 @@ import numpy.typing as npt
 from scipy.stats import poisson
 
 from seamguard.config import Config
-from seamguard.control.checkpoint_planner import PlanArrays
 from seamguard.economics.checkpoint_modes import CostTable
+from seamguard.economics.checkpoint_planner import PlanArrays
 from seamguard.model.topology import Topology
 
 FloatArray = npt.NDArray[np.float64]

@@ -1,6 +1,5 @@
-"""The engine's read-only HTTP face for training jobs: each job's live risk (``docs/agent.md``).
-
-Kept free of web-framework imports so a training job can import the payload schema
-(``seamguard.service.schema``) without loading the server: the app is in ``.app``, the
-background runner in ``.server``.
+"""The daemon's HTTP API (``docs/agent.md``, ``docs/security.md``): each job's live risk, status,
+economics, metrics and push, behind one authentication layer. The app is in ``.app``, the
+background runner in ``.server``; a training job reads the risk with ``seamguard.agent``, which
+imports nothing of this package.
 """

@@ -1,10 +1,10 @@
 """The wire form of a job's risk (``economics.job_risk.JobRisk``), shared by both ends.
 
-The service writes it and the agent's HTTP source reads it through the same pydantic model, so a
-malformed answer fails with the name of the field at fault. Infinite values (an MTBF with no
+The service writes it through this pydantic model (and FastAPI documents it); the agent reads
+it with ``agent.wire``, which checks the same fields and bounds without pydantic
+(``tests/test_agent_wire.py`` holds the two together). Infinite values (an MTBF with no
 hazard, the time before the engine's first tick) travel as the strings ``"Infinity"`` and
-``"-Infinity"``: JSON has no number for them. Kept free of the engine (no config, no controller)
-so that a training job importing the agent loads no more than pydantic and these types.
+``"-Infinity"``: JSON has no number for them.
 """
 
 from __future__ import annotations

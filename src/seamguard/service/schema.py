@@ -1,5 +1,5 @@
 """The wire form of the engine's economics (``economics.job_value.JobEconomics``); a job's risk,
-which the training-side agent reads too, is in ``risk_schema`` (kept light for it)."""
+which the training-side agent reads too (``agent.wire``), is in ``risk_schema``."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ import pyarrow.csv as pcsv
 from seamguard.model.catalog import SignalCatalog
 from seamguard.model.topology import Topology
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.replay import CONTRACT_COLUMNS
+from seamguard.telemetry.replay_files import CONTRACT_COLUMNS
 
 _SCHEMA = pa.schema(
     [

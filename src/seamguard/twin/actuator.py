@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from seamguard.actuators.base import Action as KindAction
-from seamguard.actuators.base import ActionResult, ActionStatus
 from seamguard.model.action_kinds import ActionKind
+from seamguard.model.actions import Action as KindAction
+from seamguard.model.actions import ActionResult, ActionStatus
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import JobClass
 from seamguard.model.topology import Topology

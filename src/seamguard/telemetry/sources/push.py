@@ -44,7 +44,7 @@ from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.topology import Topology
 from seamguard.model.world import WorldChange, by_id
 from seamguard.telemetry.batch import TelemetryBatch
-from seamguard.telemetry.replay import MAX_UNKNOWN_KEYS
+from seamguard.telemetry.replay_report import MAX_UNKNOWN_KEYS
 from seamguard.telemetry.sources.base import Collected, SourceNotice
 from seamguard.telemetry.sources.push_checks import TimeWindow, ValueScreen
 from seamguard.telemetry.sources.push_limits import RateLimit, RowBuckets

@@ -8,7 +8,6 @@ import re
 
 from pydantic import Field, field_validator
 
-from seamguard.service.access import VIEWER_PATHS
 from seamguard.strict_model import StrictModel
 from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.kubernetes_config import KubernetesSourceConfig
@@ -29,7 +28,6 @@ DEFAULT_MAX_QUEUE_SHARE = 0.5  # one principal may hold half the queue: a flood 
 # A literal path: the access table and the router must read it alike, so no template ({x},
 # {x:path}), no empty or dot segment, no trailing slash, nothing that percent-decoding changes.
 PUSH_PATH_RE = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+")
-TAKEN_PATHS = frozenset({"/healthz", "/readyz", *VIEWER_PATHS})  # the service's own routes
 
 
 class PushConfig(StrictModel):
@@ -63,9 +61,7 @@ class PushConfig(StrictModel):
                 f"{v!r} is not a literal path: '/' then segments of letters, digits and . _ ~ -, "
                 "no template ({...}), empty or dot segment, or trailing slash"
             )
-        if v in TAKEN_PATHS or v.startswith("/v1/jobs/"):
-            raise ValueError(f"{v!r} is a path the service already serves; choose another (default /v1/push)")
-        return v
+        return v  # one the service already serves is refused with the service's routes (``site_config``)
 
 
 class SourcesConfig(StrictModel):

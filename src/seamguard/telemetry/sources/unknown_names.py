@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from seamguard.telemetry.replay import MAX_UNKNOWN_KEYS
+from seamguard.telemetry.replay_report import MAX_UNKNOWN_KEYS
 from seamguard.telemetry.sources.base import SourceNotice
 
 WHERE = "mapping"

@@ -40,7 +40,7 @@ from seamguard.control.admissibility import node_admission
 from seamguard.control.checkpoint_loop import CheckpointLoop, LoopTick, storage_paths
 from seamguard.control.classifier import SEVERITY
 from seamguard.control.controller import Controller
-from seamguard.control.safety import SafetyLayer
+from seamguard.control.safety import SafetyConfig, SafetyLayer, safety_from_mapping
 from seamguard.economics.checkpoint_modes import Mode
 from seamguard.economics.hazard import PART_KINDS, JobHazard
 from seamguard.economics.hazard_learning import HazardLearner
@@ -96,13 +96,18 @@ def engine_config(world: World, overrides: dict[str, Any], *, remote_only: bool 
             "storage": {"default": {"write_gbps": sp.write_gbps, "read_gbps": sp.read_gbps}},
         },
     }
-    base["safety"] = site_budgets(world)
     merged = merge_mappings(base, overrides)
     if remote_only:
         merged = merge_mappings(merged, {"checkpoint": {"defaults": {"host_copy_gbps_per_gpu": 0.0}}})
         for job in merged["checkpoint"]["jobs"].values():
             job["host_copy_gbps_per_gpu"] = 0.0
     return config_from_mapping(merged)
+
+
+def site_safety(world: World, overrides: dict[str, Any]) -> SafetyConfig:
+    """The safety layer as a site sizes it for its cluster (``site_budgets``), then the scenario's
+    own ``safety`` overrides (``policies.seamguard.config.safety``)."""
+    return safety_from_mapping(merge_mappings(site_budgets(world), overrides.get("safety") or {}))
 
 
 def site_budgets(world: World) -> dict[str, Any]:
@@ -204,7 +209,8 @@ class SeamguardPolicy:
         self.decisions = 0
         self.outcomes: Counter[str] = Counter()  # "kind status" -> action results, safety's included
         self._admission: dict[JobClass, IntArray] = {}
-        self.safety = SafetyLayer(topo, config.safety)
+        self.safety_config = site_safety(world, overrides)
+        self.safety = SafetyLayer(topo, self.safety_config)
         jobs = [(j.name, j.job_class) for j in world.scenario.jobs]
         self.actuator = TwinActuator(topo, None, jobs, self.admission)
         self.dispatcher = Dispatcher([Route(self.actuator, ActuatorMode.ENFORCE, GuardConfig())])

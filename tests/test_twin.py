@@ -134,6 +134,10 @@ def test_summary_contract(scenario: Scenario, runs: list[RunResult]) -> None:
         assert isinstance(p["false_quarantines"], int) and isinstance(p["missed_gray_failures"], int)
         assert p["median_detection_lead_s"] is None or math.isfinite(p["median_detection_lead_s"])
         assert s["observation"] == "full" and p["observed_node_days"] == pytest.approx(p["node_days"])
+    # Only seamguard acts through the safety layer: its results counted by kind and status.
+    sg = s["policies"]["seamguard"]["outcomes"]
+    assert sg.get("checkpoint_now done", 0) > 0 and all(len(k.split()) == 2 for k in sg)
+    assert s["policies"]["binary"]["outcomes"] == {}
     json.dumps(s, allow_nan=False)
 
 

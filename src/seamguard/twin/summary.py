@@ -11,7 +11,8 @@ Schema 1 (documented in docs/twin.md)::
          "lost_share": {"<bucket>": x, ...},          # of reserved time; with ettr they sum to 1
          "false_quarantines": n, "missed_gray_failures": n,   # totals over all seeds
          "median_detection_lead_s": x | null,         # over every detected fault of every seed
-         "detected_faults": n, "faults": n, "actions": {"<verb>": n}}}}
+         "detected_faults": n, "faults": n, "actions": {"<verb>": n},
+         "outcomes": {"<kind> <status>": n}}}}
 
 Means over seeds carry a 95 % Student-t interval: seeds are independent draws of the same
 scenario, so the interval says how much of a difference between policies is the luck of the draw.
@@ -58,8 +59,10 @@ def _policy_summary(runs: Sequence[RunResult]) -> dict[str, Any]:
     lost = {b: float(np.mean([t[b] for t in totals])) / HOUR for b in LOST_BUCKETS}
     leads = [lead for r in runs for lead in r.detection_leads()]
     actions: Counter[str] = Counter()
+    outcomes: Counter[str] = Counter()
     for r in runs:
         actions.update(r.actions)
+        outcomes.update(r.outcomes)
     ettr_mean, ettr_ci = mean_ci95(ettrs, (0.0, 1.0))
     useful_mean, useful_ci = mean_ci95(useful)
     return {
@@ -77,6 +80,7 @@ def _policy_summary(runs: Sequence[RunResult]) -> dict[str, Any]:
         ),
         "faults": sum(1 for r in runs for f in r.faults if not f.benign),
         "actions": dict(sorted(actions.items())),
+        "outcomes": dict(sorted(outcomes.items())),
         "node_days": float(np.mean([r.node_days for r in runs])),
         "observed_node_days": float(np.mean([r.observed_node_days for r in runs])),
     }

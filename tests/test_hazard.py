@@ -100,3 +100,26 @@ def test_the_engine_reports_a_hot_gpu_as_a_shorter_mtbf_for_its_job_only(topolog
     assert hot.mtbf_s(train) < calm.mtbf_s(train) / 10  # a GPU past its limit is likely to trip
     assert hot.top_part[train] == topology.index["gpu/n02/1"]
     assert hot.rate_per_s[batch] == pytest.approx(calm.rate_per_s[batch])
+
+
+def test_a_hazard_is_linear_in_the_learnt_scale_and_a_shard_s_cache_follows_its_state() -> None:
+    """A shard is asked its hazard at the fleet's scale every tick: the unit hazard is kept and
+    scaled, and forgotten whenever the parts under the jobs or their scores move."""
+    from seamguard.control.controller import Controller
+
+    topo, node_job = fleet(2, 2, 4, {"a": range(0, 8), "b": range(8, 16)})
+    work = workload_from_nodes(topo, node_job)
+    gfs, prs = np.zeros(topo.n_entities), np.zeros(topo.n_entities)
+    gfs[topo.index["gpu/n0003/5"]] = 0.7
+    direct = job_hazard(CFG.hazard, topo, work, gfs, prs, 2.5)
+    scaled = job_hazard(CFG.hazard, topo, work, gfs, prs, 1.0).scaled(2.5)
+    np.testing.assert_allclose(scaled.rate_per_s, direct.rate_per_s, rtol=1e-12)
+    np.testing.assert_allclose(scaled.host_loss_per_s, direct.host_loss_per_s, rtol=1e-12)
+    np.testing.assert_array_equal(scaled.top_part, direct.top_part)
+    ctl = Controller(topo, CFG)
+    names = topo.names[EntityKind.NODE]
+    ctl.set_placement({"a": [names[i] for i in range(8)], "b": [names[i] for i in range(8, 16)]})
+    both = ctl.job_hazard(3.0).rate_per_s
+    ctl.set_placement({"a": [names[i] for i in range(4)], "b": [names[i] for i in range(8, 16)]})
+    half = ctl.job_hazard(3.0).rate_per_s
+    assert half[0] == pytest.approx(both[0] / 2, rel=0.05) and half[1] == pytest.approx(both[1])

@@ -147,6 +147,8 @@ class Controller:
         )
         self._pairs: tuple[Workload, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] | None = None
         self._hazard: JobHazard | None = None
+        self._unit_hazard: JobHazard | None = None  # at scale 1: a shard's hazard at any scale
+        self._exposure: float | None = None
         self._nominal_rate = nominal_rates(config.hazard, topology)
         self._gpu_slowdown = np.zeros(topology.count(EntityKind.GPU))
         self.pace = PaceRing(config.history_ticks(), topology.count(EntityKind.GPU))
@@ -217,6 +219,7 @@ class Controller:
         self._workload = workload_from_nodes(self.topology, node_job)
         self._amp = amplification(self.topology, self._workload)
         self._live_placement = True
+        self._hazard, self._unit_hazard = None, None  # the jobs' parts moved
 
     def apply_world(self, change: WorldChange) -> None:
         """Run on ``change.new`` from the next tick on (``model.world``): every per-entity memory is
@@ -255,7 +258,7 @@ class Controller:
         self.usual_levels.carry_over(change)
         self.peer_memory.carry_over(change, {n: r.cohort for n, r in self.config.detectors.peer.items()})
         self.frame = None  # this tick's evidence: the next tick scores on the new world
-        self._pairs, self._hazard = None, None
+        self._pairs, self._hazard, self._unit_hazard, self._exposure = None, None, None, None
         old_workload = self._workload
         self.topology = new
         self._workload_key, self._workload, self._amp = None, None, None
@@ -324,6 +327,8 @@ class Controller:
             )
             decisions.extend(plan(self.config, topo, workload, now=now, gidx=gidx, state=State.HEALTHY,
                                   previous=before, reason=reason, evidence=(), mode=self.mode, epoch=self.epoch))  # fmt: skip
+        self._hazard, self._unit_hazard = None, None  # failed parts came back
+        self._exposure = None
         if self.journal is not None and records:
             self.journal.append(records, decisions, [])
         return Repair(tuple(records), tuple(decisions))
@@ -336,6 +341,12 @@ class Controller:
         """Each running job's failure rate from the latest tick's scores (``economics.hazard``),
         scaled by the fleet's observed rate against nominal (``scale``, by default this engine's
         own ``learner``): what the checkpoint loop reads."""
+        if scale is not None and scale > 0:  # asked of every shard every tick: one sum per state
+            if self._unit_hazard is None:
+                workload = self.workload_at(self.now)
+                self._unit_hazard = job_hazard(self.config.hazard, self.topology, workload, self.gfs, self.prs,
+                                               1.0, self._parts(workload), self._failed())  # fmt: skip
+            return self._unit_hazard.scaled(scale)
         if scale is not None:
             workload = self.workload_at(self.now)
             return job_hazard(self.config.hazard, self.topology, workload, self.gfs, self.prs, scale,
@@ -359,10 +370,12 @@ class Controller:
         """Failures per second expected at nominal rates over the parts that can still fail, of
         the kinds the learner counts: not failed, and not gone silent after failing (a part never
         seen yet is at risk all the same)."""
-        st = self.classifier.state[self._counted]
-        last = self._last_known[self._counted]
-        gone = (st == int(State.FAILED)) | ((st == int(State.UNKNOWN)) & (last == int(State.FAILED)))
-        return float(self._counted_rate @ ~gone)
+        if self._exposure is None:  # asked of every shard every tick; changes only when states do
+            st = self.classifier.state[self._counted]
+            last = self._last_known[self._counted]
+            gone = (st == int(State.FAILED)) | ((st == int(State.UNKNOWN)) & (last == int(State.FAILED)))
+            self._exposure = float(self._counted_rate @ ~gone)
+        return self._exposure
 
     def set_job_economics(self, economics: JobEconomics, save_s: npt.NDArray[np.float64]) -> None:
         """Per job (topology order): what a caller planning checkpoints elsewhere found; the next
@@ -417,11 +430,12 @@ class Controller:
                 fresh=fresh,
             ),
         )
+        self._exposure = None
         self.lemon_memory.record(now, topo, changes)
         self.new_failures = _new_hard_failures(topo, changes)
         self.learner.record(now, self.exposure_per_s(), self.new_failures)
         self.gfs, self.prs, self.fae = frame.gfs, prs, amp.fae
-        self._hazard = None
+        self._hazard, self._unit_hazard = None, None
 
         transitions: list[TransitionRecord] = []
         decisions: list[DecisionRecord] = []
@@ -469,6 +483,7 @@ class Controller:
                     epoch=self.epoch,
                 )
             )
+        self._exposure = None  # the loop above moved what each part last was
         if self.checkpoint_loop is not None:
             loop_tick = self._checkpoint_tick(now, workload, self.checkpoint_loop)
             decisions.extend(loop_tick.decisions)

@@ -47,6 +47,12 @@ class JobHazard:
     top_part: IntArray  # per job, the global index of the part adding the most (-1: none)
     host_loss_per_s: FloatArray  # the share of ``rate_per_s`` that takes host memory with it
 
+    def scaled(self, factor: float) -> JobHazard:
+        """The same hazard at ``factor`` times every rate: each rate is linear in the learner's
+        scale, and the top part is the same at any positive scale."""
+        return JobHazard(self.rate_per_s * factor, self.nominal_per_s * factor, self.top_part,
+                         self.host_loss_per_s * factor)  # fmt: skip
+
     def host_survival(self) -> FloatArray:
         """Per job, the probability that a copy in its own host memory survives its next failure."""
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from seamguard.columns import nanmedian_columns
 from seamguard.model.catalog import SignalCatalog, SignalKind
 from seamguard.model.topology import KIND_CODE, KINDS, Topology
 from seamguard.model.world import WorldChange, carry
@@ -324,12 +325,12 @@ class TelemetryStore:
         """Per entity: the median of its samples of the last ``seconds``, NaN where fewer than
         ``min_samples`` arrived or the series is stale. One spike among three or more samples
         never moves it."""
-        return self._windowed(name, seconds, min_samples, np.nanmedian)
+        return self._windowed(name, seconds, min_samples, nanmedian_columns)
 
     def windowed_rate(self, name: str, seconds: float, min_samples: int = 3) -> FloatArray:
         """Per entity: a counter's mean rate over the last ``seconds`` (the events counted over
         the window, all of them: at a few events a minute every one is information)."""
-        return self._windowed(name, seconds, min_samples, np.nanmean)
+        return self._windowed(name, seconds, min_samples, lambda x: np.nanmean(x, axis=0))
 
     def _windowed(
         self, name: str, seconds: float, min_samples: int, reduce: Callable[..., FloatArray]
@@ -341,7 +342,7 @@ class TelemetryStore:
         out = np.full(recent.shape[1], np.nan)
         if enough.any():
             cols = np.flatnonzero(enough & self.fresh(name))
-            out[cols] = reduce(recent[:, cols], axis=0)
+            out[cols] = reduce(recent[:, cols])
         return out
 
     def rate(self, name: str) -> FloatArray:

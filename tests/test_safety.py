@@ -424,3 +424,33 @@ def test_a_skipped_answer_keeps_the_ledger_and_a_release_cancels_pending_drain_r
         ("resume_node", "done"),
     ]
     assert d.guards["flaky"].pending() == []
+
+
+def island(domain: str, ts: float) -> DecisionRecord:
+    return DecisionRecord(ts, domain, "island_domain", "advise", "hot", "quarantine", cause=domain)
+
+
+def test_a_containment_is_one_decision_that_no_per_domain_bound_refuses() -> None:
+    """A rack of 8 under a 25 % domain bound: piecemeal drains stop at 2 nodes, the rack's
+    containment passes whole and counts once against the hourly bound."""
+    topo = fleet()
+    s = layer(topo, domain_pct=25.0, per_hour=2)
+    out = s.tick(100.0, [island("rack/r0", 100.0)])
+    assert kinds(out.actions) == [("island_domain", "rack/r0")] and out.records == ()
+    assert sorted(s.held_nodes().tolist()) == list(range(8))
+    # A drain beside it still meets its CDU's bound (8 of 16 held); the hour had room for one more.
+    more = s.tick(200.0, [drain("n08", 200.0), drain("n16", 200.0), drain("n24", 200.0)])
+    assert kinds(more.actions) == [("drain_node", "node/n16")]
+    refused = {r.target: r.detail for r in by_status(more.records, ActionStatus.REFUSED)}
+    assert "cdu/c0" in refused["node/n08"] and "budget per_hour:" in refused["node/n24"]
+
+
+def test_a_containment_still_keeps_the_fleet_s_capacity_bounds() -> None:
+    s = layer(fleet(), max_nodes=7)
+    out = s.tick(100.0, [island("rack/r0", 100.0)])
+    assert out.actions == ()
+    [refused] = by_status(out.records, ActionStatus.REFUSED)
+    assert "budget max_nodes" in refused.detail
+    s = layer(fleet(), partitions={"fleet": {"min_in_service_pct": 80.0}})
+    [refused] = by_status(s.tick(100.0, [island("rack/r0", 100.0)]).records, ActionStatus.REFUSED)
+    assert "min_in_service" in refused.detail

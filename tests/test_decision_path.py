@@ -32,9 +32,10 @@ from seamguard.twin.scenario import load_scenario
 from seamguard.twin.sim import Twin
 from seamguard.twin.world import build_world
 
-# Eight nodes, one synchronous job on all of them (no spare: drains and islands are refused by
-# the cluster), a CDU heating under it, a gray link, a slow backend; the site's budgets tight
-# enough that the safety layer refuses and queues too.
+# Eight nodes, one synchronous job on all of them (no spare: the containment valuation tolerates
+# its hot GPUs, and the cluster refuses to take a link whose job has nowhere to go), a CDU heating
+# under it, two gray links within the hour (the second refused by the hourly budget), a slow
+# backend.
 SCENARIO: dict[str, Any] = {
     "name": "one-path",
     "description": "the daemon's decision path, in the twin and in the daemon",
@@ -46,6 +47,7 @@ SCENARIO: dict[str, Any] = {
         {"kind": "hw_thermal", "target": "gpu/n0000/1", "onset_h": 0.2, "ramp_h": 0.2, "severity": 1.0},
         {"kind": "hw_thermal", "target": "gpu/n0001/2", "onset_h": 0.25, "ramp_h": 0.2, "severity": 1.0},
         {"kind": "link_gray", "target": "link/n0005", "onset_h": 0.4, "ramp_h": 0.3, "severity": 1.0},
+        {"kind": "link_gray", "target": "link/n0006", "onset_h": 0.45, "ramp_h": 0.3, "severity": 1.0},
         {"kind": "storage_tail", "target": "storage/ckpt0", "onset_h": 0.5, "ramp_h": 0.2, "severity": 1.0, "duration_h": 1.0},
     ],
     "policies": {"seamguard": {"config": {"safety": {"budgets": {"per_hour": 1}}}}},

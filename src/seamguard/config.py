@@ -263,6 +263,13 @@ class ClassifierConfig(StrictModel):
 Criticality = Literal["exploratory", "standard", "release"]
 
 
+# Kinds whose quarantine the planner turns into a drain or an island (``control.containment``).
+CONTAINED_KINDS: tuple[EntityKind, ...] = (
+    EntityKind.GPU, EntityKind.NODE, EntityKind.LINK, EntityKind.RACK, EntityKind.CDU, EntityKind.ROW,
+    EntityKind.PDU, EntityKind.SWITCH,
+)  # fmt: skip
+
+
 class EconomicsConfig(StrictModel):
     restart_cost_s: float = Field(ge=0)
     horizon_s: float = Field(gt=0)
@@ -277,6 +284,24 @@ class EconomicsConfig(StrictModel):
     rebalance_recovers: float = Field(ge=0, le=1)
     diagnose_s: float = Field(ge=0)
     slip_penalty: float = Field(ge=0)
+    fault_duration_s: dict[EntityKind, float] = Field(
+        description="per kind of a quarantined entity, how long its fault is expected to last (containment)"
+    )
+
+    @model_validator(mode="after")
+    def _durations(self) -> Self:
+        for kind in CONTAINED_KINDS:
+            value = self.fault_duration_s.get(kind)
+            if value is None:
+                raise ValueError(
+                    f"fault_duration_s: missing {kind.value} (every kind a quarantine may contain)"
+                )
+        for kind, value in self.fault_duration_s.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"fault_duration_s.{kind.value}: a duration must be finite and > 0 s, got {value}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _weights(self) -> Self:

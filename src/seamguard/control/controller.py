@@ -22,6 +22,7 @@ from seamguard.control.checkpoint_loop import (
     storage_paths,
 )
 from seamguard.control.classifier import Changes, Classifier, ClassifierInputs
+from seamguard.control.containment import EngineView, contain, valued
 from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
@@ -483,6 +484,16 @@ class Controller:
                     epoch=self.epoch,
                 )
             )
+        if any(valued(d) for d in decisions):  # gray quarantines valued against what they cost now
+            step = (
+                self.store.current(STEP_TIME_SIGNAL)
+                if self.catalog.get(STEP_TIME_SIGNAL) is not None
+                else None
+            )
+            decisions = contain(decisions, EngineView(
+                cfg, topo, workload, self.classifier.state, self.lemon_memory.lemons(), self._gpu_slowdown,
+                frame.gfs, prs, self._nominal_rate, self.learner.scale(), self.economics, self._save_s,
+                self._criticality, step))  # fmt: skip
         self._exposure = None  # the loop above moved what each part last was
         if self.checkpoint_loop is not None:
             loop_tick = self._checkpoint_tick(now, workload, self.checkpoint_loop)

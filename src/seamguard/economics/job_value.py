@@ -47,6 +47,7 @@ class JobEconomics:
     slip_probability: FloatArray  # NaN without a deadline and remaining work
     loss_per_failure_s: FloatArray  # wall time one failure costs: restart, restore, half an interval
     weight: FloatArray  # criticality x (1 + slip_penalty x slip): how fast its losses pay for escalation
+    restore_s: FloatArray  # reading back its chosen save (NaN: no plan): part of a restart's cost
 
     def fleet(self) -> dict[str, float]:
         on = self.gpus > 0
@@ -116,6 +117,7 @@ def job_economics(
         slip_probability=slip,
         loss_per_failure_s=loss,
         weight=weight,
+        restore_s=restore,
     )
 
 

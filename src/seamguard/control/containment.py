@@ -1,0 +1,329 @@
+"""The containment stage: each quarantine that would take capacity out is valued before it is proposed.
+
+The planner turns a gray quarantine into ``island_domain`` (a rack, CDU, row, PDU) or
+``drain_node`` (a node, or a GPU's or uplink's node) by policy. This stage values each of them
+against what it costs now (``economics.containment``: the spare nodes the scheduler really has,
+the restarts forced, the capacity held idle, the fault's expected duration, against the slowdown
+and failure risk of tolerating it) and replaces it with the cheapest option's actions:
+
+* island: the decision stands, its reason extended with the valuation;
+* move the critical job(s): ``drain_node`` on those jobs' nodes in the domain (their ranks move
+  to spares; the safety layer budgets and releases them under the domain's cause), and
+  ``restrict_admission`` on the cause;
+* checkpoint now: ``checkpoint_now`` on every job under the domain, and ``restrict_admission``;
+* tolerate: ``restrict_admission`` on the cause only.
+
+A ``failed`` entity is never valued: its node is drained, whatever it costs. Nor is a domain
+that runs no work (draining idle capacity forces nothing), nor one whose jobs do not all report their pace (``gpu.step_time_s``) this tick: blind to the slowdown,
+the valuation would always tolerate, so the policy's drain or island stands, and says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.config import Config
+from seamguard.control.admissibility import node_admission
+from seamguard.economics.containment import Domains, Jobs, Option, Valuation, value_containment
+from seamguard.economics.hazard import part_rates
+from seamguard.economics.job_value import JobEconomics
+from seamguard.journal.records import DecisionRecord
+from seamguard.model.action_kinds import ActionKind
+from seamguard.model.entities import EntityKind
+from seamguard.model.states import State
+from seamguard.model.topology import Topology
+from seamguard.model.workload import Workload
+from seamguard.scoring.groupstats import group_median
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+CONTAINING = frozenset(
+    {ActionKind.ISLAND_DOMAIN.value, ActionKind.DRAIN_NODE.value}
+)  # actions that take running work's capacity out
+_QUARANTINE = State.QUARANTINE.label
+
+
+@dataclass(frozen=True)
+class EngineView:
+    """What the stage reads of the engine at this tick (``Controller.tick`` builds it)."""
+
+    config: Config
+    topology: Topology
+    workload: Workload
+    states: IntArray  # per entity, this tick's state
+    lemons: BoolArray  # per node
+    gpu_slowdown: FloatArray  # per GPU: its sustained slowdown over its job's median
+    gfs: FloatArray
+    prs: FloatArray
+    nominal_rate: FloatArray  # per entity, failures per second with no score
+    hazard_scale: float  # the fleet's observed failure rate against nominal
+    economics: JobEconomics | None
+    save_s: FloatArray  # per job, the blocking time of its chosen save (NaN: none)
+    criticality: FloatArray  # per job, its weight before any economics
+    step_time: FloatArray | None = None  # per GPU, this tick's step time (None: not reported)
+
+
+def valued(d: DecisionRecord) -> bool:
+    return d.action in CONTAINING and d.state == _QUARANTINE
+
+
+def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[DecisionRecord]:
+    """The decisions with every gray quarantine replaced by its cheapest containment."""
+    picked = [i for i, d in enumerate(decisions) if valued(d)]
+    if not picked:
+        return list(decisions)
+    topo = view.topology
+    keys: dict[tuple[int, int], int] = {}  # (cause, domain) -> row
+    for i in picked:
+        d = decisions[i]
+        domain = topo.lookup(d.entity)
+        if domain is None:
+            raise ValueError(
+                f"containment: decision {d.action} names {d.entity!r}, which is not in the topology"
+            )
+        cause = topo.lookup(d.cause) if d.cause else domain
+        keys.setdefault((domain if cause is None else cause, domain), len(keys))
+    rows = list(keys)
+    jobs, domains, nodes, columns = _situation(view, rows)
+    blind = _blind(view, nodes)
+    val = value_sharing_spares(jobs, domains)
+    existing = {(d.entity, d.action, d.cause) for d in decisions if not valued(d)}
+    out: list[DecisionRecord] = []
+    for d in decisions:
+        if not valued(d):
+            out.append(d)
+            continue
+        domain = topo.lookup(d.entity)
+        assert domain is not None
+        cause = topo.lookup(d.cause) if d.cause else domain
+        k = keys[(domain if cause is None else cause, domain)]
+        if not domains.in_nodes[k].any():  # no work on it: nothing to move, nothing to weigh
+            out.append(d)
+            continue
+        if blind[k]:  # a valuation blind to the slowdown would always tolerate: the policy stands
+            out.append(replace(d, reason=f"{d.reason}; not valued: {blind[k]} report no step time"))
+            continue
+        text = describe(topo.ids[domain], val, domains, k)
+        for new in _rewrite(d, Option(int(val.choice[k])), text, view, nodes[k], columns, val.moved[k]):
+            key = (new.entity, new.action, new.cause)
+            if key not in existing:
+                existing.add(key)
+                out.append(new)
+    return out
+
+
+def value_sharing_spares(jobs: Jobs, domains: Domains) -> Valuation:
+    """``value_containment``, domain by domain when several are valued at once: a spare node the
+    first one's moves take is no spare for the next (the scheduler has not placed them yet)."""
+    if domains.duration_h.size <= 1:
+        return value_containment(jobs, domains)
+    rows: list[Valuation] = []
+    taken = 0
+    for k in range(domains.duration_h.size):
+        one = Domains(**{f.name: getattr(domains, f.name)[k : k + 1] for f in fields(domains)})
+        one = replace(one, spare_nodes=np.maximum(one.spare_nodes - taken, 0))
+        val = value_containment(jobs, one)
+        taken += int(one.in_nodes[val.moved].sum())
+        rows.append(val)
+    return Valuation(
+        **{f.name: np.concatenate([getattr(v, f.name) for v in rows]) for f in fields(Valuation)}
+    )
+
+
+def _rewrite(d: DecisionRecord, choice: Option, text: str, view: EngineView, nodes: IntArray,
+             columns: IntArray, moved: BoolArray) -> list[DecisionRecord]:  # fmt: skip
+    topo, workload = view.topology, view.workload
+    if choice is Option.ISLAND:
+        return [replace(d, reason=f"{d.reason}; {text}")]
+    cause = d.cause or d.entity
+    why = f"{d.reason}; {text}"
+    restrict = replace(d, entity=cause, action=ActionKind.RESTRICT_ADMISSION.value, reason=why)
+    if choice is Option.TOLERATE:
+        return [restrict]
+    if choice is Option.CHECKPOINT:
+        on = np.unique(workload.node_job[nodes])
+        names = [f"job/{topo.jobs[j].job}" for j in on[on >= 0].tolist()]
+        return [replace(d, entity=n, action=ActionKind.CHECKPOINT_NOW.value, reason=why) for n in names] + [
+            restrict
+        ]
+    move_jobs = columns[moved]
+    drained = nodes[np.isin(workload.node_job[nodes], move_jobs)]
+    node_names = topo.names[EntityKind.NODE]
+    return [
+        replace(d, entity=f"node/{node_names[n]}", action=ActionKind.DRAIN_NODE.value, reason=why)
+        for n in drained.tolist()
+    ] + [restrict]
+
+
+def describe(domain: str, val: Valuation, domains: Domains, k: int) -> str:
+    """The valuation in numbers, for the decision's reason."""
+    cost = val.cost[k]
+    move = f"{cost[Option.MOVE]:.1f}" if np.isfinite(cost[Option.MOVE]) else "n/a"
+    jobs = int((domains.in_nodes[k] > 0).sum())
+    return (
+        f"islanding {domain} restarts {jobs} job(s) and holds {val.idle_gpus[k]:.0f} GPUs idle "
+        f"~{domains.duration_h[k]:.1f} h for want of spares ({cost[Option.ISLAND]:.1f} GPU-h: restarts "
+        f"{val.island_restart_gpu_h[k]:.1f}, idle {val.island_idle_gpu_h[k]:.1f}) vs tolerating "
+        f"{cost[Option.TOLERATE]:.1f} GPU-h (slowdown {val.tolerate_slowdown_gpu_h[k]:.1f}, failure risk "
+        f"{val.tolerate_risk_gpu_h[k]:.1f}), checkpoint now {cost[Option.CHECKPOINT]:.1f}, moving the "
+        f"critical job(s) {move}: {Option(int(val.choice[k])).label}"
+    )
+
+
+def _situation(
+    view: EngineView, rows: list[tuple[int, int]]
+) -> tuple[Jobs, Domains, list[IntArray], IntArray]:
+    """The valuation's inputs for each (cause, domain): per domain its nodes, per job its figures."""
+    cfg, topo, workload = view.config, view.topology, view.workload
+    n_jobs = len(topo.jobs)
+    n_dom = len(rows)
+    excess = _excess(view)
+    pace = _slowdown_now(view)
+    gpu_global, node_global = topo.members[EntityKind.GPU], topo.members[EntityKind.NODE]
+    links = topo.members[EntityKind.LINK]
+    node_gpus = np.bincount(topo.gpu_node, minlength=topo.count(EntityKind.NODE)).astype(np.float64)
+    free = (workload.node_job < 0) & (node_gpus > 0)
+    classes = sorted({topo.jobs[j].job_class for j in range(n_jobs)}, key=lambda c: c.value)
+    # Spares: free nodes the job's class may use, preferred or not (admit or avoid; deny is none).
+    admit = {c: free & (node_admission(cfg, topo, view.states, c, view.lemons) <= 1) for c in classes}
+    job_class = [topo.jobs[j].job_class for j in range(n_jobs)]
+
+    in_nodes = np.zeros((n_dom, n_jobs), dtype=np.int64)
+    in_gpus = np.zeros((n_dom, n_jobs))
+    slowdown = np.zeros((n_dom, n_jobs))
+    excess_h = np.zeros((n_dom, n_jobs))
+    spare = np.zeros((n_dom, n_jobs), dtype=np.int64)
+    duration = np.zeros(n_dom)
+    domain_nodes: list[IntArray] = []
+    for k, (cause, domain) in enumerate(rows):  # a handful of domains per tick; each row vectorised
+        gpus = topo.below[domain].indices.astype(np.int64)
+        nodes = np.unique(topo.gpu_node[gpus])
+        domain_nodes.append(nodes)
+        duration[k] = _duration_s(cfg, topo, cause, domain) / 3600.0
+        node_job = workload.node_job[nodes]
+        on = node_job >= 0
+        in_nodes[k] = np.bincount(node_job[on], minlength=n_jobs)
+        gpu_job = workload.gpu_job[gpus]
+        busy = gpu_job >= 0
+        jobs_of = gpu_job[busy]
+        in_gpus[k] = np.bincount(jobs_of, minlength=n_jobs)
+        slow = pace[gpus[busy]]
+        worst = np.zeros(n_jobs)
+        np.maximum.at(worst, jobs_of, slow)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = np.where(
+                in_gpus[k] > 0, np.bincount(jobs_of, weights=slow, minlength=n_jobs) / in_gpus[k], 0.0
+            )
+        slowdown[k] = np.where(workload.job_sync[:n_jobs], worst, mean)
+        per_job = np.bincount(jobs_of, weights=excess[gpu_global[gpus[busy]]], minlength=n_jobs).astype(
+            np.float64
+        )
+        per_job += np.bincount(node_job[on], weights=excess[node_global[nodes[on]]], minlength=n_jobs)
+        if links.size:
+            per_job += np.bincount(node_job[on], weights=excess[links[nodes[on]]], minlength=n_jobs)
+        if topo.kind_of(domain) not in (EntityKind.GPU, EntityKind.NODE, EntityKind.LINK):
+            per_job += np.where(
+                in_nodes[k] > 0, excess[domain], 0.0
+            )  # a CDU's own failures reach every job on it
+        excess_h[k] = per_job * 3600.0
+        inside = np.zeros(node_gpus.size, dtype=bool)
+        inside[nodes] = True
+        outside = {c: int((admit[c] & ~inside).sum()) for c in classes}
+        spare[k] = [outside[c] for c in job_class]
+    columns = np.flatnonzero((in_nodes > 0).any(axis=0) & (workload.job_gpus[:n_jobs] > 0))
+    jobs = _jobs(view, columns)
+    domains = Domains(
+        duration_h=duration,
+        in_nodes=in_nodes[:, columns],
+        in_gpus=in_gpus[:, columns],
+        slowdown=slowdown[:, columns],
+        excess_per_h=excess_h[:, columns],
+        spare_nodes=spare[:, columns],
+    )
+    return jobs, domains, domain_nodes, columns
+
+
+def _blind(view: EngineView, nodes: list[IntArray]) -> list[str]:
+    """Per domain, the jobs on it that report no pace this tick ("" when every one does)."""
+    workload, topo = view.workload, view.topology
+    n_jobs = len(topo.jobs)
+    seen = np.zeros(n_jobs, dtype=bool)
+    if view.step_time is not None:
+        ok = np.isfinite(view.step_time) & (workload.gpu_job >= 0)
+        seen[np.unique(workload.gpu_job[ok])] = True
+    out = []
+    for domain_nodes in nodes:
+        on = np.unique(workload.node_job[domain_nodes])
+        missing = [f"job/{topo.jobs[j].job}" for j in on[on >= 0].tolist() if not seen[j]]
+        out.append(", ".join(missing))
+    return out
+
+
+def _slowdown_now(view: EngineView) -> FloatArray:
+    """Per GPU, its slowdown over its job's median: the sustained one, or this tick's if larger.
+
+    The sustained pace (``economics.smooth_s``) lags a fault that just struck, and a quarantine is
+    valued once, when it is entered: the rank's pace this tick counts as soon as it is seen.
+    """
+    sustained = np.nan_to_num(view.gpu_slowdown)
+    if view.step_time is None:
+        return sustained
+    jobs = view.workload.gpu_job
+    median, _ = group_median(view.step_time, jobs, len(view.topology.jobs))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        now = view.step_time / median[np.maximum(jobs, 0)] - 1.0
+    return np.maximum(sustained, np.where((jobs >= 0) & np.isfinite(now), now, 0.0))
+
+
+def _duration_s(cfg: Config, topo: Topology, cause: int, domain: int) -> float:
+    """The cause's kind's expected fault duration, else the domain's (a GPU's fault drains its node)."""
+    durations = cfg.economics.fault_duration_s
+    for kind in (topo.kind_of(cause), topo.kind_of(domain)):
+        if kind in durations:
+            return durations[kind]
+    raise ValueError(
+        f"containment: economics.fault_duration_s has no {topo.kind_of(cause).value} "
+        f"(quarantine of {topo.ids[cause]}): add how long its faults last"
+    )
+
+
+def _excess(view: EngineView) -> FloatArray:
+    """Per entity, the failures per second its scores add over nominal (``economics.hazard``)."""
+    rates = part_rates(view.config.hazard, view.topology, view.gfs, view.prs)
+    return np.clip((rates - view.nominal_rate) * view.hazard_scale, 0.0, None)
+
+
+def _jobs(view: EngineView, columns: IntArray) -> Jobs:
+    """Per job in ``columns``: what a restart, a save and a failure cost it, and its weight."""
+    econ = view.economics
+    restart = np.full(columns.size, view.config.economics.restart_cost_s)
+    weight = view.criticality[columns]
+    since = np.zeros(columns.size)
+    loss = restart.copy()
+    if econ is not None:
+        weight = np.where(np.isfinite(econ.weight[columns]), econ.weight[columns], weight)
+        restore = np.nan_to_num(econ.restore_s[columns])
+        loss = np.where(
+            np.isfinite(econ.loss_per_failure_s[columns]), econ.loss_per_failure_s[columns], restart
+        )
+        # Unknown age of the last copy: half the planned interval, what a failure redoes on average.
+        since = np.where(
+            np.isfinite(econ.since_durable_s[columns]),
+            econ.since_durable_s[columns],
+            loss - restart - restore,
+        )
+        restart = restart + restore
+    return Jobs(
+        gpus=view.workload.job_gpus[columns].astype(np.float64),
+        sync=view.workload.job_sync[columns],
+        weight=weight,
+        restart_h=restart / 3600.0,
+        since_h=np.maximum(since, 0.0) / 3600.0,
+        save_h=view.save_s[columns] / 3600.0,
+        loss_h=loss / 3600.0,
+    )

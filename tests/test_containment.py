@@ -1,0 +1,367 @@
+"""Containment valued against what it costs now (economics/containment.py, control/containment.py).
+
+Situations are real topologies and workloads (the inventory and topology code), the planner's
+own decisions, and the stage that values them; the last tests run the whole Controller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
+
+import numpy as np
+import pytest
+
+from seamguard.config import Config, config_from_mapping, load_config
+from seamguard.control.containment import EngineView, contain
+from seamguard.control.controller import Controller
+from seamguard.control.planner import plan
+from seamguard.economics.containment import Domains, Jobs, Option, value_containment
+from seamguard.economics.hazard import nominal_rates
+from seamguard.economics.job_value import JobEconomics
+from seamguard.errors import InputError
+from seamguard.journal.records import DecisionRecord
+from seamguard.model.entities import EntityKind
+from seamguard.model.inventory import JobRecord
+from seamguard.model.states import JobClass, State
+from seamguard.model.topology import KIND_CODE, Topology, build_topology
+from seamguard.model.workload import Workload, active_jobs, build_workload
+from seamguard.telemetry.batch import TelemetryBatch
+from tests.conftest import small_inventory
+from tests.test_controller import normal_batch
+from tests.test_sensor_faults import WARM, flow_loss, plant_batch
+
+CFG = load_config()
+SYNC, BATCH = JobClass.SYNC_TRAINING, JobClass.ASYNC_BATCH_INFERENCE
+
+
+def fleet(
+    nodes: int, gpus: int, per_cdu: int, jobs: Mapping[str, tuple[JobClass, Iterable[int]]]
+) -> tuple[Topology, Workload]:
+    """``nodes`` nodes of ``gpus`` GPUs (n00, n01, ...), one rack per CDU of ``per_cdu`` nodes, and the jobs."""
+    inv = small_inventory(nodes=nodes, gpus=gpus, racks_per_cdu=1, nodes_per_rack=per_cdu)
+    records = tuple(
+        JobRecord(j, c, tuple(f"n{i:02d}" for i in idx), 0.0, 1e10) for j, (c, idx) in jobs.items()
+    )
+    topo = build_topology(inv, records)
+    return topo, build_workload(topo, active_jobs(topo, 1.0))
+
+
+def config(criticality: Mapping[str, str] | None = None) -> Config:
+    jobs = {j: {"criticality": c} for j, c in (criticality or {}).items()}
+    return config_from_mapping({"checkpoint": {"jobs": jobs}}) if jobs else CFG
+
+
+def view(
+    cfg: Config,
+    topo: Topology,
+    workload: Workload,
+    quarantined: str | Sequence[str],
+    slow_nodes: Sequence[int],
+    slowdown: float,
+) -> EngineView:
+    states = np.zeros(topo.n_entities, dtype=np.int64)
+    for entity in [quarantined] if isinstance(quarantined, str) else quarantined:
+        states[topo.index[entity]] = int(State.QUARANTINE)
+    gpu_slowdown = np.where(np.isin(topo.gpu_node, slow_nodes), slowdown, 0.0)
+    weights = cfg.economics.criticality_weight
+    criticality = np.array([weights[cfg.checkpoint.for_job(j.job).criticality] for j in topo.jobs])
+    zeros = np.zeros(topo.n_entities)
+    return EngineView(
+        cfg, topo, workload, states, np.zeros(topo.count(EntityKind.NODE), dtype=bool), gpu_slowdown, zeros,
+        zeros, nominal_rates(cfg.hazard, topo), 1.0, None, np.full(len(topo.jobs), np.nan), criticality,
+        np.where(workload.gpu_job >= 0, 2.0, np.nan),  # every rank reports the same step time this tick
+    )  # fmt: skip
+
+
+def planned(
+    cfg: Config, topo: Topology, workload: Workload, entity: str, state: State
+) -> list[DecisionRecord]:
+    return plan(cfg, topo, workload, now=100.0, gidx=topo.index[entity], state=state, previous=State.DEGRADED,
+                reason="flow loss", evidence=(), mode="advise", epoch=0)  # fmt: skip
+
+
+def acts(decisions: Iterable[DecisionRecord]) -> set[tuple[str, str]]:
+    return {(d.action, d.entity) for d in decisions}
+
+
+def decide(
+    cfg: Config, topo: Topology, workload: Workload, entity: str, slow_nodes: Sequence[int], slowdown: float
+) -> list[DecisionRecord]:
+    ours = planned(cfg, topo, workload, entity, State.QUARANTINE)
+    return contain(ours, view(cfg, topo, workload, entity, slow_nodes, slowdown))
+
+
+# 16 nodes of 4 GPUs, four CDUs of four nodes: c0 = n00-n03. "train" (32 GPUs, synchronous) spans c0 and c1.
+TRAIN = (SYNC, range(0, 8))
+
+
+def test_with_spares_a_slowed_domain_is_islanded() -> None:
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, [8, 9])})  # n10-n15 free
+    out = decide(CFG, topo, workload, "cdu/c0", range(4), 0.10)
+    [island] = [d for d in out if d.action == "island_domain"]
+    assert island.entity == "cdu/c0"
+    # 10% of 32 GPUs over 8 h (25.6 GPU-h) against one restart of 32 GPUs (5.3 GPU-h)
+    assert "tolerating 25.6 GPU-h" in island.reason and "restarts 5.3" in island.reason
+    assert island.reason.endswith(": island the domain")
+
+
+def known(topo: Topology, **figures: float) -> JobEconomics:
+    """Every job's economics unknown (NaN) but ``figures``, as the checkpoint loop would give them."""
+    n = len(topo.jobs)
+    values = {f.name: np.full(n, np.nan) for f in fields(JobEconomics)}
+    values.update({name: np.full(n, value) for name, value in figures.items()})
+    return JobEconomics(**values)
+
+
+@pytest.mark.parametrize(
+    "figures",
+    [{"restore_s": 3600.0}, {"since_durable_s": 3600.0}, {"loss_per_failure_s": 3600.0}],
+    ids=["a slow restore", "an hour since the last save", "an hour's average rework (since unknown)"],
+)
+def test_what_a_restart_redoes_and_restores_is_part_of_its_cost(figures: dict[str, float]) -> None:
+    """The island above (25.6 GPU-h of slowdown against a 5.3 GPU-h restart) no longer pays."""
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, [8, 9])})
+    v = view(CFG, topo, workload, "cdu/c0", range(4), 0.10)
+    ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
+    assert "island_domain" in {d.action for d in contain(ours, v)}
+    costly = EngineView(**{**v.__dict__, "economics": known(topo, **figures)})
+    assert "island_domain" not in {d.action for d in contain(ours, costly)}
+
+
+def test_without_spares_the_same_domain_is_tolerated() -> None:
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})  # no free node
+    out = decide(CFG, topo, workload, "cdu/c0", range(4), 0.10)
+    assert "island_domain" not in {d.action for d in out}
+    assert acts(out) == {("checkpoint_now", "job/train"), ("restrict_admission", "cdu/c0")}
+    [why] = [d.reason for d in out if d.action == "restrict_admission"]
+    assert "holds 32 GPUs idle ~8.0 h for want of spares" in why and why.endswith(
+        ": tolerate, restrict admission"
+    )
+
+
+def test_spares_are_only_nodes_the_job_may_use() -> None:
+    """Free nodes under another quarantined domain are no spares for a synchronous job."""
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 12))})  # n12-n15 free, in c3
+    v = view(CFG, topo, workload, "cdu/c0", range(4), 0.10)
+    ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
+    assert "island_domain" in {d.action for d in contain(ours, v)}
+    states = v.states.copy()
+    states[topo.index["cdu/c3"]] = int(State.QUARANTINE)
+    v3 = EngineView(**{**v.__dict__, "states": states})
+    assert "island_domain" not in {d.action for d in contain(ours, v3)}
+
+
+def test_without_enough_spares_only_the_critical_job_moves() -> None:
+    """Two jobs under c0, spare nodes for one: the release-blocking one moves, the exploratory one stays."""
+    jobs = {"rel": (SYNC, [0, 1, 4, 5]), "exp": (SYNC, [2, 3, 6, 7]), "batch": (BATCH, range(8, 14))}
+    topo, workload = fleet(16, 4, 4, jobs)  # n14, n15 free: room for one job's two nodes in c0
+    cfg = config({"rel": "release", "exp": "exploratory"})
+    out = decide(cfg, topo, workload, "cdu/c0", range(4), 0.05)
+    assert "island_domain" not in {d.action for d in out}
+    drained = {d.entity for d in out if d.action == "drain_node"}
+    assert drained == {"node/n00", "node/n01"}
+    assert ("restrict_admission", "cdu/c0") in acts(out)
+    assert all(d.cause == "cdu/c0" for d in out)  # released when the CDU recovers
+    # with spares for both, moving both is islanding: the exploratory job alone would not pay
+    topo2, workload2 = fleet(16, 4, 4, {**jobs, "batch": (BATCH, range(8, 12))})
+    out2 = decide(cfg, topo2, workload2, "cdu/c0", range(4), 0.05)
+    assert {d.entity for d in out2 if d.action == "drain_node"} == {"node/n00", "node/n01"}
+
+
+def test_spares_short_for_two_go_to_the_heavier_job() -> None:
+    """Both jobs lose half their pace: both would move, the two spare nodes take the release run."""
+    jobs = {"exp": (SYNC, [0, 1, 4, 5]), "rel": (SYNC, [2, 3, 6, 7]), "batch": (BATCH, range(8, 14))}
+    topo, workload = fleet(16, 4, 4, jobs)  # n14, n15 free; the exploratory job comes first in the table
+    out = decide(config({"rel": "release", "exp": "exploratory"}), topo, workload, "cdu/c0", range(4), 0.5)
+    assert {d.entity for d in out if d.action == "drain_node"} == {"node/n02", "node/n03"}
+
+
+def test_a_slowdown_seen_this_tick_counts_before_the_sustained_pace_shows_it() -> None:
+    """The quarantine is valued once, as it is entered: the ranks' pace this tick is not ignored."""
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, [8, 9])})
+    v = view(CFG, topo, workload, "cdu/c0", [], 0.0)  # nothing sustained yet
+    ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
+    assert "island_domain" not in {d.action for d in contain(ours, v)}
+    step = np.where(np.isin(topo.gpu_node, range(4)), 2.4, v.step_time)  # c0 20% slower this tick
+    now = EngineView(**{**v.__dict__, "step_time": step})
+    assert "island_domain" in {d.action for d in contain(ours, now)}
+
+
+@pytest.mark.parametrize(
+    ("criticality", "islanded"), [("release", True), ("standard", False), ("exploratory", False)]
+)
+def test_criticality_changes_the_answer(criticality: str, islanded: bool) -> None:
+    """1.5% slowdown for 8 h: 0.12 h of pace against a 10-minute restart; a release run weighs it x4."""
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, [8, 9])})
+    out = decide(config({"train": criticality}), topo, workload, "cdu/c0", range(4), 0.015)
+    assert ("island_domain" in {d.action for d in out}) is islanded
+    assert (("restrict_admission", "cdu/c0") in acts(out)) is not islanded
+
+
+def scaled(k: int, spares: bool) -> tuple[Topology, Workload]:
+    """4k nodes of 4 GPUs; the quarantined CDU holds a quarter, "train" a half (one half inside),
+    "batch" a quarter, the last quarter free (or given to batch)."""
+    n = 4 * k
+    batch = range(2 * k, 4 * k if not spares else 3 * k)
+    return fleet(n, 4, k, {"train": (SYNC, range(0, 2 * k)), "batch": (BATCH, batch)})
+
+
+@pytest.mark.parametrize("spares", [True, False])
+@pytest.mark.parametrize("slowdown", [0.01, 0.10])
+def test_the_same_situation_decides_alike_at_16_and_16384_gpus(slowdown: float, spares: bool) -> None:
+    answers = []
+    for k in (1, 1024):  # 16 GPUs, 16,384 GPUs
+        topo, workload = scaled(k, spares)
+        assert topo.count(EntityKind.GPU) == 16 * k
+        out = decide(CFG, topo, workload, "cdu/c0", range(k), slowdown)
+        answers.append(sorted({d.action for d in out}))
+    assert answers[0] == answers[1]
+    # and the situation matters: only a real slowdown with room to move islands
+    assert ("island_domain" in answers[0]) is (spares and slowdown == 0.10)
+
+
+def test_a_failed_node_is_drained_whatever_it_costs() -> None:
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})  # no spares
+    v = view(CFG, topo, workload, "node/n01", [], 0.0)
+    failed = planned(CFG, topo, workload, "node/n01", State.FAILED)
+    assert contain(failed, v) == failed and ("drain_node", "node/n01") in acts(failed)
+    gray = contain(planned(CFG, topo, workload, "node/n01", State.QUARANTINE), v)  # the same node, gray
+    assert acts(gray) == {("restrict_admission", "node/n01")}
+
+
+def test_a_domain_without_work_keeps_the_policy() -> None:
+    """Nothing runs under c0: islanding it forces nothing, so nothing is weighed."""
+    topo, workload = fleet(16, 4, 4, {"train": (SYNC, range(4, 12))})
+    ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
+    assert contain(ours, view(CFG, topo, workload, "cdu/c0", [], 0.0)) == ours
+    assert ("island_domain", "cdu/c0") in acts(ours)
+
+
+def test_two_domains_at_once_share_the_spares() -> None:
+    """c0 and c1 enter quarantine in one tick; the four free nodes take one CDU's job, not both."""
+    jobs = {"a": (SYNC, range(0, 4)), "b": (SYNC, range(4, 8)), "batch": (BATCH, range(8, 12))}
+    topo, workload = fleet(16, 4, 4, jobs)  # n12-n15 free
+    both = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
+    both += planned(CFG, topo, workload, "cdu/c1", State.QUARANTINE)
+    out = contain(both, view(CFG, topo, workload, ["cdu/c0", "cdu/c1"], range(8), 0.5))
+    assert ("island_domain", "cdu/c0") in acts(out) and ("island_domain", "cdu/c1") not in acts(out)
+    assert ("restrict_admission", "cdu/c1") in acts(out)
+    alone = contain(both[2:], view(CFG, topo, workload, ["cdu/c0", "cdu/c1"], range(8), 0.5))
+    assert ("island_domain", "cdu/c1") in acts(alone)  # with the spares to itself, c1 islands
+
+
+def test_a_domain_whose_jobs_report_no_pace_keeps_the_policy() -> None:
+    """Blind to the slowdown, a valuation would always tolerate: the planner's island stands."""
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})  # no spares
+    v = view(CFG, topo, workload, "cdu/c0", range(4), 0.10)
+    blind = EngineView(**{**v.__dict__, "step_time": None})
+    ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
+    [island] = [d for d in contain(ours, blind) if d.action == "island_domain"]
+    assert island.reason.endswith("not valued: job/train report no step time")
+    assert "island_domain" not in {d.action for d in contain(ours, v)}
+
+
+def situation(**over: object) -> tuple[Jobs, Domains]:
+    """One synchronous 64-GPU job, half in the domain (8 of its nodes), over 4 h."""
+    one = np.ones(1)
+    jobs = dict(gpus=64 * one, sync=np.ones(1, bool), weight=one, restart_h=one / 6, since_h=0 * one,
+                save_h=np.full(1, np.nan), loss_h=one / 6)  # fmt: skip
+    dom = dict(duration_h=4 * one, in_nodes=np.full((1, 1), 8), in_gpus=np.full((1, 1), 32.0),
+               slowdown=np.zeros((1, 1)), excess_per_h=np.zeros((1, 1)), spare_nodes=np.zeros((1, 1), np.int64))  # fmt: skip
+    for key, value in over.items():
+        (jobs if key in jobs else dom)[key] = value
+    return Jobs(**jobs), Domains(**dom)  # type: ignore[arg-type]
+
+
+def test_a_stale_save_under_a_failing_domain_is_worth_a_checkpoint_now() -> None:
+    """0.3 failures/h for 4 h, the last save 2 h old: a one-minute save now spares most of it."""
+    jobs, dom = situation(
+        excess_per_h=np.full((1, 1), 0.3), since_h=np.full(1, 2.0), save_h=np.full(1, 1 / 60)
+    )
+    val = value_containment(jobs, dom)
+    assert Option(int(val.choice[0])) is Option.CHECKPOINT
+    assert val.cost[0, Option.CHECKPOINT] < val.cost[0, Option.TOLERATE]
+    # a job that cannot save on demand, or a fresh save, leaves nothing for a checkpoint to buy
+    for kw in ({"save_h": np.full(1, np.nan)}, {"since_h": np.zeros(1)}):
+        other = value_containment(*situation(excess_per_h=np.full((1, 1), 0.3),
+                                             **{"since_h": np.full(1, 2.0), "save_h": np.full(1, 1 / 60), **kw}))  # fmt: skip
+        assert Option(int(other.choice[0])) is Option.TOLERATE
+
+
+def test_failure_risk_alone_can_pay_for_an_island() -> None:
+    """No slowdown, but a domain failing ~2x an hour: with spares, leaving it is the cheaper."""
+    jobs, dom = situation(excess_per_h=np.full((1, 1), 2.0), spare_nodes=np.full((1, 1), 8))
+    assert Option(int(value_containment(jobs, dom).choice[0])) is Option.ISLAND
+    # one spare node short, the job would stop for 4 h: it rides the failures out
+    jobs, dom = situation(excess_per_h=np.full((1, 1), 2.0), spare_nodes=np.full((1, 1), 7))
+    assert Option(int(value_containment(jobs, dom).choice[0])) is Option.TOLERATE
+
+
+def test_a_tie_goes_to_the_less_disruptive_option() -> None:
+    """6.25% slowdown of 64 GPUs over 4 h is 16 GPU-h, exactly a 15-minute restart of 64 GPUs."""
+    jobs, dom = situation(slowdown=np.full((1, 1), 0.0625), restart_h=np.full(1, 0.25), loss_h=np.full(1, 0.25),
+                          spare_nodes=np.full((1, 1), 8))  # fmt: skip
+    val = value_containment(jobs, dom)
+    assert val.cost[0, Option.TOLERATE] == val.cost[0, Option.ISLAND] == 16.0
+    assert Option(int(val.choice[0])) is Option.TOLERATE
+    jobs, dom = situation(slowdown=np.full((1, 1), 0.07), restart_h=np.full(1, 0.25), loss_h=np.full(1, 0.25),
+                          spare_nodes=np.full((1, 1), 8))  # fmt: skip
+    assert Option(int(value_containment(jobs, dom).choice[0])) is Option.ISLAND  # a little more: it moves
+
+
+def test_bad_inputs_are_named() -> None:
+    jobs, dom = situation(duration_h=np.array([-1.0]))
+    with pytest.raises(ValueError, match=r"domains.duration_h\[0\] must be finite and >= 0, got -1.0"):
+        value_containment(jobs, dom)
+    jobs, dom = situation(in_gpus=np.zeros((1, 2)))
+    with pytest.raises(ValueError, match=r"domains.in_gpus has shape \(1, 2\), expected \(1, 1\)"):
+        value_containment(jobs, dom)
+    with pytest.raises(
+        InputError, match=r"fault_duration_s\.cdu: a duration must be finite and > 0 s, got 0"
+    ):
+        config_from_mapping({"economics": {"fault_duration_s": {"cdu": 0}}})
+    with pytest.raises(InputError, match="fault_duration_s: missing rack"):
+        config_from_mapping({"economics": {"fault_duration_s": {"rack": None}}})
+
+
+# ---- through the real Controller ---------------------------------------------------------------
+
+TICK, START = 30.0, 1000.0
+GPU_SIDE = [KIND_CODE[k] for k in (EntityKind.GPU, EntityKind.NODE, EntityKind.LINK)]
+
+
+def run_cdu_flow_loss(spares: bool) -> list[DecisionRecord]:
+    """cdu/c0 (n00, n01) loses flow while its GPUs run 50% slow in "train" (n00-n07): every decision."""
+    inv = small_inventory(nodes=32, gpus=1, racks_per_cdu=1, nodes_per_rack=2)
+    names = [f"n{i:02d}" for i in range(32)]
+    jobs = [JobRecord("train", SYNC, tuple(names[:8]), 0.0, 1e10)]
+    jobs.append(JobRecord("batch", BATCH, tuple(names[8 : 16 if spares else 32]), 0.0, 1e10))
+    topo = build_topology(inv, tuple(jobs))
+    ctl = Controller(topo, CFG)
+    rng = np.random.default_rng(11)
+    slow = {(f"gpu/{n}/0", "gpu.step_time_s"): 3.0 for n in ("n00", "n01")}
+    out: list[DecisionRecord] = []
+    for tick in range(1, WARM + 25):
+        now = START + TICK * tick
+        whole = normal_batch(topo, now, rng, overrides=slow if tick > WARM else None)
+        keep = np.isin(topo.kind_code[whole.entity], GPU_SIDE)  # the plant's readings: plant_batch's
+        gpus = TelemetryBatch(
+            whole.entity[keep], whole.signal[keep], whole.timestamp[keep], whole.value[keep]
+        )
+        plant = plant_batch(topo, tick, rng, flow_loss)
+        out.extend(ctl.tick(now, TelemetryBatch.concat([gpus, plant])).decisions)
+    return out
+
+
+def test_controller_tolerates_a_cdu_quarantine_with_no_spare_nodes() -> None:
+    out = [d for d in run_cdu_flow_loss(spares=False) if d.cause == "cdu/c0" and d.state == "quarantine"]
+    assert out, "cdu/c0 never entered quarantine"
+    assert "island_domain" not in {d.action for d in out}
+    assert {("checkpoint_now", "job/train"), ("restrict_admission", "cdu/c0")} <= acts(out)
+
+
+def test_controller_islands_a_cdu_quarantine_with_spare_nodes() -> None:
+    out = [d for d in run_cdu_flow_loss(spares=True) if d.cause == "cdu/c0" and d.state == "quarantine"]
+    [island] = [d for d in out if d.action == "island_domain"]
+    assert island.reason.endswith(": island the domain")

@@ -93,6 +93,14 @@ def run_pool(
     """Spawned processes, not forked ones: a fork copies the parent's locks but not the threads
     that hold them (numpy's, the progress bar's), and a child can hang on one. On a failure or
     Ctrl-C the running runs stop at their next step rather than run to their end."""
+    return run_tasks([(scenario, seed, policy) for seed, policy in runs], on_step, workers)
+
+
+def run_tasks(
+    tasks: list[tuple[Scenario, int, str]], on_step: StepCallback | None, workers: int
+) -> list[RunResult]:
+    """``run_pool`` for runs of several scenarios in one pool (sampled scenarios: one pool keeps
+    both workers busy across scenarios); results in ``tasks`` order."""
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     with ExitStack() as stack:
@@ -100,7 +108,7 @@ def run_pool(
         pool = stack.enter_context(
             ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(stop,))
         )
-        futures = [pool.submit(_run_one, scenario, seed, policy, sink) for seed, policy in runs]
+        futures = [pool.submit(_run_one, scenario, seed, policy, sink) for scenario, seed, policy in tasks]
         try:
             _wait_pool(futures, sink, on_step)
         except BaseException:

@@ -7,7 +7,8 @@ policy's ETTR), then per policy the mean ETTR, the mean ratio to the oracle and 
 quarantines, and the share of scenarios where seamguard is at least as good as the better of
 binary and young-daly. The last line of output is one JSON object (``Comparison.to_json``):
 ``scenarios``, ``seeds``, ``share_at_least_best_baseline``, ``mean_ratio_to_oracle`` and
-``false_quarantines`` (seamguard's), ``per_policy``, ``wall_s``.
+``false_quarantines`` (seamguard's), ``per_policy`` (with each policy's run wall seconds),
+``wall_s``.
 
 Issue 16's targets, on 40 held-out seeds chosen after the code is frozen: seamguard >= the better
 baseline in >= 95 % of scenarios, mean >= 0.97 x the oracle, zero false quarantines.

@@ -182,7 +182,7 @@ def test_every_draw_runs_under_all_four_policies() -> None:
 
 def _row(seed: int, ettr: dict[str, float], fq: int = 0) -> Row:
     facts = Facts(f"s{seed}", 64, 8, 0, 10.0, 4.0, ())
-    return Row(seed, facts, ettr, {p: (fq if p == "seamguard" else 0) for p in ettr})
+    return Row(seed, facts, ettr, {p: (fq if p == "seamguard" else 0) for p in ettr}, {p: 1.0 for p in ettr})
 
 
 def test_the_comparison_rules() -> None:

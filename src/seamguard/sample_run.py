@@ -68,7 +68,7 @@ def results_json(cmp: Comparison) -> dict[str, Any]:
         "rows": [
             {"seed": r.seed, "scenario": r.facts.name, "gpus": r.facts.gpus, "spares": r.facts.spares,
              "restart_min": r.facts.restart_min, "duration_h": r.facts.duration_h, "kinds": list(r.facts.kinds),
-             "ettr": r.ettr, "false_quarantines": r.false_quarantines}
+             "ettr": r.ettr, "false_quarantines": r.false_quarantines, "wall_s": r.wall_s}
             for r in cmp.rows
         ],
         "overall": cmp.to_json(),

@@ -38,6 +38,7 @@ class Row:
     facts: Facts
     ettr: dict[str, float]
     false_quarantines: dict[str, int]
+    wall_s: dict[str, float]  # each run's wall time: what sizes the sample (docs/twin.md)
 
     def ratio_to_oracle(self, policy: str) -> float | None:
         oracle = self.ettr.get("oracle")
@@ -92,6 +93,7 @@ class Comparison:
                     "mean_ettr": self.mean_ettr(p),
                     "mean_ratio_to_oracle": self.mean_ratio_to_oracle(p),
                     "false_quarantines": self.false_quarantines(p),
+                    "wall_s": sum(r.wall_s.get(p, 0.0) for r in self.rows),
                 }
                 for p in self.policies
             },
@@ -135,4 +137,5 @@ def _row(
         facts=Facts.of(scenario),
         ettr={p: runs[seed, p].ettr for p in policies},
         false_quarantines={p: runs[seed, p].false_quarantines for p in policies},
+        wall_s={p: runs[seed, p].wall_s for p in policies},
     )

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 
 from seamguard.errors import InputError
-from seamguard.twin.executors import ENGINES, StepCallback, progress, run_pool, run_ray, run_tasks
+from seamguard.twin.executors import ENGINES, StepCallback, progress, run_noted, run_pool, run_ray, run_tasks
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import Scenario
 from seamguard.twin.sim import POLICIES, VARIANTS, Twin
@@ -105,7 +105,7 @@ def run_many(
     for scenario, seed, policy in tasks:
         world = build_world(scenario, seed)
         relay = None if on_step is None else progress(on_step, policy, seed, world.start, world.end)
-        results.append(Twin(world, policy).run(relay))
+        results.append(run_noted(world, policy, relay))
     return results
 
 

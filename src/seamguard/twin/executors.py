@@ -21,7 +21,7 @@ from seamguard.errors import InputError
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import Scenario
 from seamguard.twin.sim import Twin
-from seamguard.twin.world import build_world
+from seamguard.twin.world import World, build_world
 
 # Progress of one run: (policy, seed, simulated seconds done since the run's start). Seconds, not
 # steps, because steps vary in length; every run's last call carries its whole duration.
@@ -84,7 +84,17 @@ def _run_one(scenario: Scenario, seed: int, policy: str, sink: _Sink | None) -> 
         if send is not None:
             send(t)
 
-    return Twin(world, policy).run(relay if send is not None or stop is not None else None)
+    return run_noted(world, policy, relay if send is not None or stop is not None else None)
+
+
+def run_noted(world: World, policy: str, relay: Callable[[float], None] | None) -> RunResult:
+    """One run; an exception it raises carries a note naming the scenario, policy and seed (a
+    pool of many scenarios' runs would otherwise not say which one failed)."""
+    try:
+        return Twin(world, policy).run(relay)
+    except Exception as exc:
+        exc.add_note(f"in the twin run of scenario {world.scenario.name}, policy {policy}, seed {world.seed}")
+        raise
 
 
 def run_pool(

@@ -261,6 +261,7 @@ def test_simulate_sample_writes_scenarios_that_replay(tmp_path: Path) -> None:
     assert [r["seed"] for r in results["rows"]] == [5, 6]
     assert results["overall"]["scenarios"] == 2 and results["overall"]["seeds"] == [5, 6]
     assert "overall" in res.output and "sample-5-" in res.output
+    assert "8/8 runs: sample 6, oracle" in res.output  # a line per finished run (logs have no bar)
     bounds = Bounds().with_duration(0.5)
     for row in results["rows"]:
         sc = load_scenario(str(out / "scenarios" / f"{row['scenario']}.yaml"))

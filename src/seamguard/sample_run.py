@@ -102,11 +102,18 @@ def run_sampled(
     ) as progress:  # fmt: skip
         task = progress.add_task(f"{count} sampled scenario(s)", total=total)
         done: dict[tuple[str, int], float] = {}
+        length = {seed: sc.duration_s for seed, sc in zip(seeds, scenarios, strict=True)}
+        finished: list[tuple[str, int]] = []
 
         def on_step(policy: str, seed: int, seconds: float) -> None:
             delta = seconds - done.get((policy, seed), 0.0)
             done[policy, seed] = seconds
             progress.update(task, advance=delta, description=f"sample {seed}: {policy}")
+            if seconds >= length[seed] - 1e-3 and delta > 0:  # a line per finished run: logs show it too
+                finished.append((policy, seed))
+                progress.console.print(
+                    f"{len(finished)}/{len(length) * len(policies)} runs: sample {seed}, {policy}"
+                )
 
         cmp = compare_runs(scenarios, seeds, policies, on_step, workers=workers)
     console.print(rows_table(cmp))

@@ -142,16 +142,33 @@ def demo(
 
 @app.command()
 def simulate(
-    scenario: Annotated[str, typer.Option(help="a built-in scenario name or a scenario YAML file")],
+    scenario: Annotated[
+        str | None, typer.Option(help="a built-in scenario name or a scenario YAML file (or --sample)")
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="instead of --scenario: N scenarios drawn at random (docs/twin.md)")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="with --sample: the first draw's seed (then seed+1, ...); default 0")
+    ] = None,
     policies: Annotated[
         str, typer.Option(help="comma-separated: binary, young-daly, seamguard, oracle")
     ] = "binary,young-daly,seamguard,oracle",
-    seeds: Annotated[int, typer.Option(help="how many seeds (0, 1, ... unless --first-seed)")] = 5,
-    first_seed: Annotated[int, typer.Option(help="the first seed")] = 0,
-    out: Annotated[Path, typer.Option(help="directory for summary.json, the plots and report.html")] = Path(
-        "simulate-out"
-    ),
-    duration_h: Annotated[float | None, typer.Option(help="override the scenario's duration (hours)")] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="how many seeds (0, 1, ... unless --first-seed); default 5")
+    ] = None,
+    first_seed: Annotated[int | None, typer.Option(help="the first seed; default 0")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="directory for summary.json, the plots and report.html (default simulate-out); "
+            "with --sample: the drawn scenarios and results.json (nothing written without it)"
+        ),
+    ] = None,
+    duration_h: Annotated[
+        float | None,
+        typer.Option(help="override the scenario's duration (hours); with --sample, every draw's"),
+    ] = None,
     engine: Annotated[
         str, typer.Option(help="local: processes on this machine; ray: tasks on a Ray cluster (RAY_ADDRESS)")
     ] = "local",
@@ -169,18 +186,50 @@ def simulate(
 
     try:
         names = parse_policies(policies)
-        seed_values = seed_list(seeds, first_seed)
         check_engine(engine, workers)
         if duration_h is not None and not duration_h > 0:
             raise InputError("--duration-h", f"must be positive, got {duration_h:g}")
-        overrides = {"duration_h": duration_h} if duration_h is not None else None
-        sc = load_scenario(scenario, overrides)
         console = Console()
         if not console.is_terminal:  # a log or CI: keep table rows whole
             console = Console(width=160)
-        run_simulate(sc, names, seed_values, out, console, engine=engine, workers=workers)
+        if sample is not None or seed is not None:
+            _simulate_sample(
+                sample, seed, scenario, seeds, first_seed, engine, duration_h, names, console, out, workers
+            )
+            return
+        if scenario is None:
+            raise InputError(
+                "--scenario", "name a built-in scenario or a file, or draw scenarios with --sample N"
+            )
+        seed_values = seed_list(5 if seeds is None else seeds, 0 if first_seed is None else first_seed)
+        overrides = {"duration_h": duration_h} if duration_h is not None else None
+        sc = load_scenario(scenario, overrides)
+        where = Path("simulate-out") if out is None else out
+        run_simulate(sc, names, seed_values, where, console, engine=engine, workers=workers)
     except InputError as exc:
         raise _fail(str(exc)) from None
+
+
+def _simulate_sample(
+    sample: int | None, seed: int | None, scenario: str | None, seeds: int | None, first_seed: int | None,
+    engine: str, duration_h: float | None, names: tuple[str, ...], console: Console, out: Path | None,
+    workers: int | None,
+) -> None:  # fmt: skip
+    """``--sample N [--seed S]``: options that belong to one scenario are refused by name."""
+    from seamguard.sample_run import run_sampled
+    from seamguard.twin.sampler import Bounds
+
+    if sample is None:
+        raise InputError("--seed", "only with --sample N (a scenario's runs take --seeds and --first-seed)")
+    for given, option in ((scenario, "--scenario"), (seeds, "--seeds"), (first_seed, "--first-seed")):
+        if given is not None:
+            raise InputError(
+                option, "not with --sample: each drawn scenario runs on the world of its own seed"
+            )
+    if engine != "local":
+        raise InputError("--engine", "--sample runs on local processes only")
+    bounds = None if duration_h is None else Bounds().with_duration(duration_h)
+    run_sampled(sample, 0 if seed is None else seed, names, console, out=out, workers=workers, bounds=bounds)
 
 
 @app.command()

@@ -45,7 +45,7 @@ def _results_table(summary: dict[str, Any]) -> Table:
     return table
 
 
-class _SimHours(ProgressColumn):
+class SimHours(ProgressColumn):
     """Simulated hours done of all runs' total: the bar counts seconds, people read hours."""
 
     def render(self, task: Task) -> Text:
@@ -67,7 +67,7 @@ def run_simulate(
     except OSError as exc:
         raise InputError(str(out), f"cannot create the output directory: {exc.strerror}") from None
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), _SimHours(), TimeElapsedColumn(),
+        TextColumn("[bold]{task.description}"), BarColumn(), SimHours(), TimeElapsedColumn(),
         console=console, transient=True,
     ) as progress:  # fmt: skip
         task = progress.add_task(scenario.name, total=run_seconds(scenario) * len(policies) * len(seeds))

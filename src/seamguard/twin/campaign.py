@@ -12,13 +12,15 @@ import os
 from collections.abc import Sequence
 
 from seamguard.errors import InputError
-from seamguard.twin.executors import ENGINES, StepCallback, progress, run_pool, run_ray
+from seamguard.twin.executors import ENGINES, StepCallback, progress, run_noted, run_pool, run_ray, run_tasks
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import Scenario
 from seamguard.twin.sim import POLICIES, VARIANTS, Twin
 from seamguard.twin.world import build_world
 
-__all__ = ["StepCallback", "check_engine", "parse_policies", "run_campaign", "run_seconds", "seed_list"]
+__all__ = [
+    "StepCallback", "check_engine", "parse_policies", "run_campaign", "run_many", "run_seconds", "seed_list",
+]  # fmt: skip
 
 
 def parse_policies(text: str) -> tuple[str, ...]:
@@ -84,6 +86,27 @@ def run_campaign(
     if n <= 1:
         return _run_serial(scenario, policies, seeds, on_step)
     return run_pool(scenario, runs, on_step, n)
+
+
+def run_many(
+    tasks: Sequence[tuple[Scenario, int, str]],
+    on_step: StepCallback | None = None,
+    *,
+    workers: int | None = None,
+) -> list[RunResult]:
+    """Runs of several scenarios (``(scenario, seed, policy)`` each) on local processes, results in
+    ``tasks`` order: one pool for all, so a long run of one scenario overlaps the others' runs.
+    ``workers`` as in ``run_campaign``; 1 runs in this process."""
+    check_engine("local", workers)
+    n = min(workers or os.cpu_count() or 1, len(tasks))
+    if n > 1:
+        return run_tasks(list(tasks), on_step, n)
+    results = []
+    for scenario, seed, policy in tasks:
+        world = build_world(scenario, seed)
+        relay = None if on_step is None else progress(on_step, policy, seed, world.start, world.end)
+        results.append(run_noted(world, policy, relay))
+    return results
 
 
 def _run_serial(

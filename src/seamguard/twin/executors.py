@@ -21,7 +21,7 @@ from seamguard.errors import InputError
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import Scenario
 from seamguard.twin.sim import Twin
-from seamguard.twin.world import build_world
+from seamguard.twin.world import World, build_world
 
 # Progress of one run: (policy, seed, simulated seconds done since the run's start). Seconds, not
 # steps, because steps vary in length; every run's last call carries its whole duration.
@@ -84,7 +84,17 @@ def _run_one(scenario: Scenario, seed: int, policy: str, sink: _Sink | None) -> 
         if send is not None:
             send(t)
 
-    return Twin(world, policy).run(relay if send is not None or stop is not None else None)
+    return run_noted(world, policy, relay if send is not None or stop is not None else None)
+
+
+def run_noted(world: World, policy: str, relay: Callable[[float], None] | None) -> RunResult:
+    """One run; an exception it raises carries a note naming the scenario, policy and seed (a
+    pool of many scenarios' runs would otherwise not say which one failed)."""
+    try:
+        return Twin(world, policy).run(relay)
+    except Exception as exc:
+        exc.add_note(f"in the twin run of scenario {world.scenario.name}, policy {policy}, seed {world.seed}")
+        raise
 
 
 def run_pool(
@@ -93,6 +103,14 @@ def run_pool(
     """Spawned processes, not forked ones: a fork copies the parent's locks but not the threads
     that hold them (numpy's, the progress bar's), and a child can hang on one. On a failure or
     Ctrl-C the running runs stop at their next step rather than run to their end."""
+    return run_tasks([(scenario, seed, policy) for seed, policy in runs], on_step, workers)
+
+
+def run_tasks(
+    tasks: list[tuple[Scenario, int, str]], on_step: StepCallback | None, workers: int
+) -> list[RunResult]:
+    """``run_pool`` for runs of several scenarios in one pool (sampled scenarios: one pool keeps
+    both workers busy across scenarios); results in ``tasks`` order."""
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     with ExitStack() as stack:
@@ -100,7 +118,7 @@ def run_pool(
         pool = stack.enter_context(
             ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(stop,))
         )
-        futures = [pool.submit(_run_one, scenario, seed, policy, sink) for seed, policy in runs]
+        futures = [pool.submit(_run_one, scenario, seed, policy, sink) for scenario, seed, policy in tasks]
         try:
             _wait_pool(futures, sink, on_step)
         except BaseException:

@@ -330,15 +330,10 @@ def test_a_failing_run_names_its_scenario_policy_and_seed(monkeypatch: pytest.Mo
     assert err.value.__notes__ == [f"in the twin run of scenario {sc.name}, policy binary, seed 9"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="twin bug found by the sampler (sample seed 2, seamguard policy, 11.7 h in): exploratory job "
-    "explore3 ends (phase DONE) but keeps node n0003 in slot_node, which Twin._job_nodes still reports; "
-    "the scheduler gives n0003 to train0, so the placement gives it to both and "
-    "Controller.set_placement refuses it",
-)
 def test_sample_seed_2_runs_under_seamguard() -> None:
+    """Found by the sampler: an exploratory job ended and kept its node in the placement the twin
+    reports, the scheduler gave that node to another job, and the engine refused a placement that
+    gives one node to two jobs."""
     data = sample_mapping(2)
     data["duration_h"] = 12.0  # the crash comes at 11.7 h; every fault starts before
     sc = scenario_from_mapping(data)

@@ -266,6 +266,8 @@ class Twin:
 
     @staticmethod
     def _job_nodes(j: TrainingJob | InferenceJob) -> IntArray:
+        if j.phase is Phase.DONE:  # a finished job's nodes are the scheduler's again
+            return np.zeros(0, np.int64)
         if isinstance(j, TrainingJob):
             return j.nodes if j.holds_nodes or j.phase is Phase.RECOVERING else np.zeros(0, np.int64)
         return j.slot_node[j.slot_node >= 0]

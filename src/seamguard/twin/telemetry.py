@@ -17,7 +17,6 @@ import numpy.typing as npt
 
 from seamguard.model.catalog import SignalCatalog, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
-from seamguard.synth.generator import SENTINELS
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.twin.physics import compute, storage
 from seamguard.twin.plant import Plant
@@ -33,6 +32,10 @@ APP_XID_PER_H = 0.002
 APP_XIDS = np.array([13, 31, 43], dtype=np.int64)
 PHASE_MIN, PHASE_MAX, JITTER = 0.02, 0.8, 0.1
 LINK_DOWN_BURST = 50_000.0  # errors and retransmits a port logs as it goes down
+# DCGM "blank" values (int64 fields surfaced as float): all >= 2**62, never a measurement.
+SENTINELS = np.array(
+    [2**63 - 1, 0x7FF0000000000000, 0x7FF0000000000001, 0x7FF0000000000002], dtype=np.float64
+)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ all model every kind in ``twin.faults.FAULT_KINDS``, so a kind added there but n
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +170,9 @@ def test_field_suite_shapes_realise_kinds_of_the_one_table() -> None:
         spec = FAULT_KINDS[shape.realises]
         first = dataclasses.fields(shape)[0].name  # the entity it sits on, named by its kind
         assert first == spec.target.value, (shape.kind, first, spec.target)
+
+
+def test_the_twin_doc_lists_every_kind_of_the_table() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "twin.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip().strip("`") for line in doc.splitlines() if line.startswith("| `")}
+    assert set(FAULT_KINDS) <= rows, sorted(set(FAULT_KINDS) - rows)

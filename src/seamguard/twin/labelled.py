@@ -37,14 +37,10 @@ from seamguard.twin.effects import (
     SWITCH_BUFFER_RISE_PCT,
 )
 from seamguard.twin.faults import Fault, HardEffect
-from seamguard.twin.labelled_blocks import Blocks
 from seamguard.twin.labelled_counters import Counter, count
 from seamguard.twin.labelled_physics import gray, power_brake, stopped_jobs, storage_of, write_growth
 from seamguard.twin.labelled_truth import impact
-from seamguard.twin.scope import scope_of
-from seamguard.twin.telemetry import (
-    APP_XID_PER_H,
-    APP_XIDS,
+from seamguard.twin.observe import (
     CLOCK_NOISE_MHZ,
     FACILITY_NOISE,
     GPU_TEMP_NOISE_C,
@@ -55,7 +51,10 @@ from seamguard.twin.telemetry import (
     PHASE_MAX,
     PHASE_MIN,
     RANK_NOISE,
+    Blocks,
+    app_xids,
 )
+from seamguard.twin.scope import scope_of
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -405,11 +404,8 @@ class SyntheticFleet:
         ) * (1 + 0.005 * zr[1])
 
         # ---- XID events (never dropped: they arrive through the kernel log, not the scrape)
-        app = (rng.random(ng) < APP_XID_PER_H * tick / 3600.0) & busy & gpu_present
-        app_idx = np.flatnonzero(app)
-        ev_local = [app_idx]
-        ev_code = [APP_XIDS[rng.integers(0, APP_XIDS.size, app_idx.size)]]
-        ev_ts = [t - rng.random(app_idx.size) * tick * 0.999]
+        app_idx, app_code, app_t = app_xids(rng, busy & gpu_present, tick, t)
+        ev_local, ev_code, ev_ts = [app_idx], [app_code], [app_t]
         for f in self._hard.get(HardEffect.GPU, []):
             if f.xid is not None and t - tick < f.hard_at <= t:
                 ev_local.append(np.array([f.local], np.int64))
@@ -421,7 +417,7 @@ class SyntheticFleet:
             [gpu_temp, mem_temp, clock, power, util, bits.astype(np.float64), sbe, dbe, nvlink, pcie, remap]
         )
         n_gpu_sig = len(lp.GPU_SIGNALS)
-        blocks = Blocks(topo, self.catalog)
+        blocks = Blocks(topo.members, self.catalog)
         blocks.rows.append((self._gpu_block_ent, self._gpu_block_sig, np.tile(ts_gpu, n_gpu_sig), gpu_vals,
                             np.tile(gpu_present, n_gpu_sig), self._gpu_block_gauge))  # fmt: skip
         add = blocks.add

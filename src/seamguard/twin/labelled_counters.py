@@ -17,7 +17,7 @@ import numpy.typing as npt
 from seamguard.twin import labelled_physics as lp
 from seamguard.twin.faults import Fault
 from seamguard.twin.labelled_physics import fault_count
-from seamguard.twin.telemetry import JITTER
+from seamguard.twin.observe import JITTER
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

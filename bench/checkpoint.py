@@ -35,9 +35,9 @@ from seamguard.model.inventory import JobRecord
 from seamguard.model.states import TRAINING_CLASSES, JobClass, State
 from seamguard.model.topology import build_topology
 from seamguard.model.workload import workload_from_nodes
-from seamguard.synth.cluster import ClusterSpec, generate_cluster
 from seamguard.twin.accounting import Bucket
 from seamguard.twin.campaign import run_campaign
+from seamguard.twin.cluster import ClusterSpec, generate_cluster
 from seamguard.twin.results import RunResult
 from seamguard.twin.scenario import load_scenario
 

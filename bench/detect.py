@@ -1,13 +1,14 @@
 """Detection quality of the engine on two labelled suites.
 
-* synth: the `detect-suite` scenario (every fault kind several times, plus benign confounders)
-  from seamguard.synth, the generator the engine was developed against;
-* field: seamguard.fieldsim, written apart from synth with its own fleet, noise, delivery and
+* synth: the `detect-suite` scenario (seven of the twin's fault kinds several times, plus benign
+  confounders) from seamguard.twin.suite and the twin's labelled generator (seamguard.twin.labelled),
+  the generator the engine was developed against;
+* field: seamguard.fieldsim, written apart from it with its own fleet, noise, delivery and
   fault shapes, to measure detection on telemetry the engine was not tuned to.
 
 Prints precision, recall and the median detection delay and lead time per fault kind; for the
 field suite also false actions and the benign confounders they violated. Definitions:
-seamguard/synth/evaluate.py and seamguard/fieldsim/evaluate.py.
+seamguard/twin/detection.py and seamguard/fieldsim/evaluate.py.
 
     python bench/detect.py --seeds 3                      # both suites
     python bench/detect.py --suite field --field-seeds 1,2,3 --tick 30
@@ -27,9 +28,8 @@ from rich.table import Table
 
 from seamguard.fieldsim import evaluate as field
 from seamguard.fieldsim.suite import DEFAULT_TICK_S, SUITE_DURATION_S, TUNING_SEEDS
-from seamguard.synth.evaluate import median_or_nan, pooled, run_scenario
-from seamguard.synth.faults import SUDDEN_KINDS
-from seamguard.synth.scenarios import SCENARIOS
+from seamguard.twin.detection import median_or_nan, pooled, run_scenario
+from seamguard.twin.suite import SCENARIOS
 
 EXAMPLES = 8  # false-positive entities listed in the summary
 
@@ -54,12 +54,12 @@ def _synth(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     ev = pooled(runs)
     rows = []
     for kind, fs in sorted(ev.by_kind().items()):
-        hit = [f for f in fs if f.detected_at is not None]
+        hit = [f for f in fs if f.detected]
         rows.append(
             _kind_row(kind, fs, hit)
             | {
                 "within_one_tick": sum(1 for f in hit if (f.delay_s or 0) <= scenario.tick_s),
-                "sudden": kind in SUDDEN_KINDS,
+                "sudden": all(f.sudden for f in fs),
             }
         )
     return {

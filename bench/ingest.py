@@ -28,13 +28,13 @@ from rich.progress import Progress
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology, build_topology
-from seamguard.synth.cluster import ClusterSpec, generate_cluster
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.dcgm import DcgmTarget, ScrapeTarget, SlotTable
 from seamguard.telemetry.sources.dcgm_config import DcgmSourceConfig
 from seamguard.telemetry.sources.openmetrics import parse
 from seamguard.telemetry.sources.push import PushSource
 from seamguard.telemetry.sources.push_limits import RateLimit
+from seamguard.twin.cluster import ClusterSpec, generate_cluster
 from seamguard.twin.exporter import DcgmRenderer
 
 PUSH_T0 = 1.7e9  # the push bodies' first stamp, and the clock the push source checks them against

@@ -23,9 +23,9 @@ from rich.progress import Progress
 
 from seamguard.model.catalog import signal_catalog
 from seamguard.replay_run import run_score
-from seamguard.synth.cluster import write_inventory_csv, write_jobs_csv
-from seamguard.synth.scenarios import build, scale_scenario
 from seamguard.telemetry.writer import TelemetryCsvWriter
+from seamguard.twin.cluster import write_inventory_csv, write_jobs_csv
+from seamguard.twin.suite import build, scale_scenario
 
 
 def _score(tmp: Path, queue: mp.Queue[dict[str, float]]) -> None:

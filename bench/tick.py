@@ -38,7 +38,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord
 from seamguard.model.topology import Topology
 from seamguard.model.world import with_jobs
-from seamguard.synth.scenarios import build, scale_scenario
+from seamguard.twin.suite import build, scale_scenario
 
 
 def main() -> None:

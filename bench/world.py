@@ -24,7 +24,7 @@ from seamguard.control.safety import SafetyLayer, safety_from_mapping
 from seamguard.model.inventory import Inventory
 from seamguard.model.topology import build_topology
 from seamguard.model.world import WorldChange, with_jobs, world_change
-from seamguard.synth.scenarios import build, scale_scenario
+from seamguard.twin.suite import build, scale_scenario
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from seamguard.model.inventory import JobRecord
 from seamguard.model.states import JobClass
 from seamguard.model.topology import Topology, build_topology
 from seamguard.model.workload import workload_from_nodes
-from seamguard.synth.cluster import ClusterSpec, generate_cluster
+from seamguard.twin.cluster import ClusterSpec, generate_cluster
 
 CFG = load_config()
 

@@ -31,8 +31,8 @@ from seamguard.model.topology import Topology, build_topology
 from seamguard.service.app import create_app
 from seamguard.service.risk_schema import JobRiskPayload
 from seamguard.service.server import RunningServer, serve_in_thread
-from seamguard.synth.cluster import ClusterSpec, JobSpec, assign_jobs, generate_cluster
 from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.twin.cluster import ClusterSpec, JobSpec, assign_jobs, generate_cluster
 from tests.test_controller import normal_batch
 
 CKPT = JobCheckpoint(size_gb=64.0, changed_share=0.3, host_copy_gbps=40.0, peer_gbps=0.0, overhead_s=5.0)

@@ -11,11 +11,11 @@ import pytest
 
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.topology import Topology
-from seamguard.synth.generator import SyntheticFleet
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.replay import read_telemetry
 from seamguard.telemetry.sources.replay_source import ReplaySource
 from seamguard.telemetry.writer import TelemetryCsvWriter
+from seamguard.twin.labelled import SyntheticFleet
 
 CAT = signal_catalog()
 TICK = 30.0

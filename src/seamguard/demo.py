@@ -28,10 +28,10 @@ from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind, kind_of
 from seamguard.model.states import State
 from seamguard.render import STATE_STYLE, job_economics_table, state_text
-from seamguard.synth.cluster import write_inventory_csv, write_jobs_csv
-from seamguard.synth.evaluate import Evaluation, evaluate
-from seamguard.synth.scenarios import SCENARIOS, build
 from seamguard.telemetry.writer import TelemetryCsvWriter
+from seamguard.twin.cluster import write_inventory_csv, write_jobs_csv
+from seamguard.twin.detection import Evaluation, evaluate
+from seamguard.twin.suite import SCENARIOS, build
 
 SHOWN_KINDS = (EntityKind.GPU, EntityKind.NODE, EntityKind.LINK, EntityKind.RACK, EntityKind.CDU,
                EntityKind.SWITCH, EntityKind.STORAGE, EntityKind.JOB)  # fmt: skip
@@ -132,8 +132,9 @@ def run_demo(*, out: Path, seed: int, console: Console, live: bool, delay: float
         finally:
             if live_view is not None:
                 live_view.stop()
-    evaluation = evaluate(fleet.labels(), transitions)
-    _summary(console, evaluation, decisions, start, out)
+    evaluation = evaluate(fleet.truth(), transitions)
+    scopes = {f.fid: scope for f, scope, _impact in fleet.truth()}
+    _summary(console, evaluation, scopes, decisions, start, out)
     stakes = job_economics_table(controller)
     if stakes is not None:
         console.print(stakes)
@@ -141,25 +142,27 @@ def run_demo(*, out: Path, seed: int, console: Console, live: bool, delay: float
 
 
 def _summary(
-    console: Console, ev: Evaluation, decisions: list[DecisionRecord], start: float, out: Path
+    console: Console,
+    ev: Evaluation,
+    scopes: dict[int, frozenset[str]],
+    decisions: list[DecisionRecord],
+    start: float,
+    out: Path,
 ) -> None:
     table = Table(title="what seamguard detected", expand=False)
     for col in ("fault", "target", "onset", "impact", "first detected", "as", "lead", "would do"):
         table.add_column(col, overflow="fold")
     for f in (*ev.faults, *ev.benign):
-        lb = f.label
         # Actions caused by the fault's own entities after its onset; a job it slows also degrades
         # for reasons of its own, so a job's decisions are not credited to a node's fault.
-        causes = {lb.entity, *(a for a in lb.affected if kind_of(a) is not EntityKind.JOB)}
-        acts = sorted({d.action for d in decisions if d.cause in causes and d.ts >= lb.onset})
-        detected = (
-            "-" if f.detected_at is None else f"t+{(f.detected_at - start) / 60:.1f}m ({f.first_entity})"
-        )
+        causes = {f.target, *(a for a in scopes[f.fid] if kind_of(a) is not EntityKind.JOB)}
+        acts = sorted({d.action for d in decisions if d.cause in causes and d.ts >= f.onset})
+        detected = f"t+{(f.detected_at - start) / 60:.1f}m ({f.first_entity})" if f.detected else "-"
         lead = "-" if f.lead_s is None else f"{f.lead_s / 60:+.1f}m"
-        name = f"{lb.kind} (benign)" if lb.benign else lb.kind
+        name = f"{f.kind} (benign)" if f.benign else f.kind
         table.add_row(
-            name, lb.entity, f"t+{(lb.onset - start) / 60:.0f}m", "-" if lb.benign else f"t+{(lb.impact - start) / 60:.0f}m",
-            detected, f.worst_state or "healthy", "-" if lb.benign else lead, ", ".join(acts[:4]) or "nothing",
+            name, f.target, f"t+{(f.onset - start) / 60:.0f}m", "-" if f.benign else f"t+{(f.impact - start) / 60:.0f}m",
+            detected, f.worst_state or "healthy", "-" if f.benign else lead, ", ".join(acts[:4]) or "nothing",
         )  # fmt: skip
     console.print(table)
     console.print(

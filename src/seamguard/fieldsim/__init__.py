@@ -1,4 +1,4 @@
-"""A second labelled detection suite, written apart from ``seamguard.synth``.
+"""A second labelled detection suite, written apart from the twin's labelled suite (``twin.labelled``).
 
 Its own fleet (two GPU models, job churn), noise model (AR(1) with heavy-tailed innovations,
 sensor bias, spikes, quantisation, diurnal drift), delivery (per-source cadences, phases,

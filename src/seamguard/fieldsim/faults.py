@@ -5,6 +5,10 @@ optic's retransmit rate growing exponentially, HBM correctable errors arriving i
 rate climbs until an uncorrectable one, a pump whose wear lowers flow and head together along
 the system curve... Indices are local to the entity kind the fault sits on. Time profiles are
 vectorised over arrays of sample times; ``Effects`` (effects.py) sums them over the fleet.
+
+The shapes are independent renderings, but not independent kinds: each names (``realises``) the
+kind of the project's one table (``twin.faults.FAULT_KINDS``) it is a field-like version of,
+and a test checks the name and the target entity kind against that table.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class ColdPlate:
     times nominal, so it creeps away from its peers until the driver throttles it."""
 
     kind: ClassVar[str] = "cold_plate"
+    realises: ClassVar[str] = "thermal_interface"  # its kind in twin.faults.FAULT_KINDS
     sudden: ClassVar[bool] = False
     gpu: int
     onset: float
@@ -46,6 +51,7 @@ class FailingOptic:
     the job starts paying once they reach ``cost_ratio`` times baseline."""
 
     kind: ClassVar[str] = "failing_optic"
+    realises: ClassVar[str] = "link_gray"  # its kind in twin.faults.FAULT_KINDS
     sudden: ClassVar[bool] = False
     link: int  # node local index (link/<node>)
     onset: float
@@ -77,6 +83,7 @@ class HbmDecay:
     uncorrectable one at ``impact`` (XID 48 and the DBE counter)."""
 
     kind: ClassVar[str] = "hbm_decay"
+    realises: ClassVar[str] = "hbm_ecc"  # its kind in twin.faults.FAULT_KINDS
     sudden: ClassVar[bool] = False
     gpu: int
     onset: float  # the first burst
@@ -98,6 +105,7 @@ class FallenOffBus:
     """XID 79: the GPU drops off PCIe; its exporter series stop after the event."""
 
     kind: ClassVar[str] = "xid79"
+    realises: ClassVar[str] = "gpu_hard"  # its kind in twin.faults.FAULT_KINDS
     sudden: ClassVar[bool] = True
     gpu: int
     onset: float
@@ -109,6 +117,7 @@ class PumpWear:
     the loop's temperature rise and every cold plate under it warm up."""
 
     kind: ClassVar[str] = "pump_wear"
+    realises: ClassVar[str] = "cdu_flow_loss"  # its kind in twin.faults.FAULT_KINDS
     sudden: ClassVar[bool] = False
     cdu: int
     onset: float
@@ -125,6 +134,7 @@ class StorageDecay:
     delivered throughput down at unchanged demand; saves take longer."""
 
     kind: ClassVar[str] = "storage_decay"
+    realises: ClassVar[str] = "storage_tail"  # its kind in twin.faults.FAULT_KINDS
     sudden: ClassVar[bool] = False
     storage: int
     onset: float
@@ -141,6 +151,7 @@ class Straggler:
     on: its rank runs 1/clock_factor slower, every step."""
 
     kind: ClassVar[str] = "straggler"
+    realises: ClassVar[str] = "hw_thermal"  # its kind in twin.faults.FAULT_KINDS
     sudden: ClassVar[bool] = True
     gpu: int
     onset: float
@@ -153,6 +164,7 @@ class NodeDeath:
     """The node stops: its exporters go silent and its heartbeat ages without bound."""
 
     kind: ClassVar[str] = "node_death"
+    realises: ClassVar[str] = "node_crash"  # its kind in twin.faults.FAULT_KINDS
     sudden: ClassVar[bool] = True
     node: int
     onset: float
@@ -164,6 +176,7 @@ class LeafCongestion:
     on all its links up and held, buffers full, the jobs on it a little slower."""
 
     kind: ClassVar[str] = "leaf_congestion"
+    realises: ClassVar[str] = "switch_congestion"  # its kind in twin.faults.FAULT_KINDS
     sudden: ClassVar[bool] = False
     switch: int
     onset: float

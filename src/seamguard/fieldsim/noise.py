@@ -1,6 +1,6 @@
 """The field suite's noise model: what real sensors add on top of the physics.
 
-Written apart from ``seamguard.synth`` so that the engine, tuned on the synthetic suite's
+Written apart from the twin's labelled suite (``twin.labelled``) so that the engine, tuned on the synthetic suite's
 Gaussian noise, meets noise it was not tuned to: correlated (AR(1)) wander with heavy-tailed
 (Student-t) kicks, a constant bias per sensor, occasional multiplicative spikes, the
 quantisation of the tool that reports the value, and a slow diurnal swing on facilities.

@@ -2,7 +2,9 @@
 
 One function per step turns the (few) active faults into arrays the physics reads. A fault
 shows its gray phase from onset until it ends (facility faults), breaks hard, or is repaired;
-the hard failure itself is an event (``twin.events``), not an effect.
+the hard failure itself is an event (the twin's hard events), not an effect. Kinds with no gray
+phase (``HARD_ONLY``) act through that event alone; tests check that every kind of the one table
+(``twin.faults.FAULT_KINDS``) is either here or hard-only.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ SUPPLY_RISE_C = 10.0
 NVLINK_FAULT_PER_H = 30.0
 ERROR_SHARE = 0.005  # symbol errors per retransmit on a marginal link
 SWITCH_BUFFER_RISE_PCT = 60.0
+# Kinds whose whole effect is their hard failure (or, for sdc, the corruption found later).
+HARD_ONLY: frozenset[str] = frozenset(
+    {"gsp_error", "link_down", "node_crash", "software_crash", "job_hang", "sdc"}
+)
 
 
 @dataclass
@@ -53,6 +59,7 @@ class Effects:
     storage_read: FloatArray
     storage_throughput: FloatArray
     node_silent: BoolArray
+    gpu_counter_reset: BoolArray  # the plant zeroes these GPUs' error counters once
 
     @classmethod
     def none(cls, n_cdu: int, n_rack: int, n_gpu: int, n_node: int, n_leaf: int, n_sto: int) -> Effects:
@@ -62,7 +69,7 @@ class Effects:
             np.zeros(n_cdu), np.zeros(n_cdu), np.ones(n_rack), np.zeros(n_gpu), np.full(n_gpu, np.inf), np.ones(n_gpu),
             np.zeros(n_gpu, bool), np.zeros(n_gpu), np.zeros(n_gpu), np.zeros(n_gpu), np.zeros(n_gpu, bool),
             np.ones(n_node), np.ones(n_node), np.zeros(n_node), np.ones(n_leaf), np.zeros(n_leaf), np.ones(n_sto),
-            np.ones(n_sto), np.ones(n_sto), np.zeros(n_node, bool),
+            np.ones(n_sto), np.ones(n_sto), np.zeros(n_node, bool), np.zeros(n_gpu, bool),
         )  # fmt: skip
 
 
@@ -113,4 +120,6 @@ def apply_faults(fx: Effects, faults: Iterable[Fault], t: float, physics: Physic
             fx.storage_throughput[i] *= tput
         elif k == "exporter_silent":
             fx.node_silent[i] |= t < f.onset + f.ramp
+        elif k == "counter_reset":
+            fx.gpu_counter_reset[i] = True
     return fx

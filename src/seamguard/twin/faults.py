@@ -6,6 +6,10 @@ bus, a host down, a link down, a job crash). Facility faults (a CDU, a leaf swit
 backend, a rack's power) last ``duration`` and are fixed by their own teams; component faults
 last until the node carrying them is drained and repaired. The twin alone knows these records:
 policies see telemetry, never faults (only ``oracle`` reads them).
+
+``FAULT_KINDS`` is the one table of fault kinds: the twin's physics (``effects``, the hard
+events), the labelled detection suite (``labelled``) and the scope function (``scope``) all draw
+from it, and tests check each of them models every kind, so a new kind is added here first.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from enum import StrEnum
 
 import numpy as np
 
-from seamguard.model.entities import EntityKind
+from seamguard.model.entities import EntityKind, kind_of
+from seamguard.model.topology import Topology
 
 
 class HardEffect(StrEnum):
@@ -40,6 +45,7 @@ class FaultKind:
     benign: bool = False
     description: str = ""
     hard_by_default: bool = True  # False: gray unless a scenario says `hard: true`
+    observable: bool = True  # False: no telemetry shows it (silent data corruption)
 
 
 FAULT_KINDS: dict[str, FaultKind] = {
@@ -79,12 +85,14 @@ FAULT_KINDS: dict[str, FaultKind] = {
                   description="the job dies of a software fault; no hardware is at fault"),
         FaultKind("job_hang", EntityKind.JOB, HardEffect.JOB_HANG, None, True,
                   description="a collective hangs until the watchdog (NCCL timeout) fires"),
-        FaultKind("sdc", EntityKind.GPU, HardEffect.SDC, None, False,
+        FaultKind("sdc", EntityKind.GPU, HardEffect.SDC, None, False, observable=False,
                   description="silent data corruption: found by the training team later"),
         FaultKind("slow_gpu", EntityKind.GPU, HardEffect.NONE, None, False, benign=True,
                   description="benign: a GPU 8% x severity slower than its peers, steady"),
         FaultKind("exporter_silent", EntityKind.NODE, HardEffect.NONE, None, True, benign=True,
                   description="benign: a node's exporter goes silent for the ramp"),
+        FaultKind("counter_reset", EntityKind.GPU, HardEffect.NONE, None, False, benign=True,
+                  description="benign: a driver reload restarts the GPU's error counters from zero"),
     )
 }  # fmt: skip
 
@@ -134,6 +142,61 @@ class Fault:
         if self.ramp <= 0:
             return 1.0
         return min((t - self.onset) / self.ramp, 1.0)
+
+
+MAX_SEVERITY = 2.0
+
+
+def hard_default(kind: str, hard: bool | None) -> bool:
+    """Whether a fault of ``kind`` ends hard: never for kinds without a hard effect, else as asked."""
+    spec = FAULT_KINDS[kind]
+    if spec.hard is HardEffect.NONE:
+        return False
+    return spec.hard_by_default if hard is None else hard
+
+
+def declare(
+    topology: Topology,
+    kind: str,
+    target: str,
+    onset: float,
+    *,
+    ramp: float = 0.0,
+    severity: float = 1.0,
+    duration: float = math.inf,
+    hard: bool | None = None,
+    fid: int = -1,
+    source: str = "declared",
+    repair_s: float = math.inf,
+) -> Fault:
+    """One checked fault on ``topology`` (absolute times): a typo would otherwise inject nothing."""
+    spec = FAULT_KINDS.get(kind)
+    if spec is None:
+        raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+    try:
+        got = kind_of(target)
+    except ValueError as exc:
+        raise ValueError(f"fault {kind}: {exc}") from None
+    if got is not spec.target:
+        raise ValueError(
+            f"fault {kind}: target {target!r} is a {got.value}, expected a {spec.target.value} id"
+        )
+    gidx = topology.lookup(target)
+    if gidx is None:
+        raise ValueError(f"fault {kind}: target {target!r} is not in the topology")
+    for name, value in (("onset", onset), ("ramp", ramp)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"fault {kind} on {target}: {name} must be >= 0, got {value}")
+    if kind == "exporter_silent" and ramp <= 0:
+        raise ValueError(f"fault {kind} on {target}: needs ramp > 0 (how long the exporter stays silent)")
+    if not (math.isfinite(severity) and 0 < severity <= MAX_SEVERITY):
+        raise ValueError(
+            f"fault {kind} on {target}: severity must be in (0, {MAX_SEVERITY:g}], got {severity}"
+        )
+    if not duration > 0:
+        raise ValueError(f"fault {kind} on {target}: duration must be positive, got {duration}")
+    return Fault(fid, kind, target, int(topology.local[gidx]), onset, ramp, severity,
+                 duration if spec.facility else math.inf, hard_default(kind, hard), spec.xid, source, repair_s)  # fmt: skip
 
 
 def sort_faults(faults: Sequence[Fault]) -> tuple[Fault, ...]:

@@ -73,6 +73,7 @@ class Plant:
     storage_write: FloatArray = field(init=False)
     storage_read: FloatArray = field(init=False)
     storage_throughput: FloatArray = field(init=False)
+    counters_reset: BoolArray = field(init=False)  # GPUs whose counters a driver reload restarted
 
     def __post_init__(self) -> None:
         ng, nn, nr = self.gpu_node.size, self.node_rack.size, self.rack_cdu.size
@@ -86,6 +87,7 @@ class Plant:
         for name in ("sbe", "dbe", "nvlink", "pcie"):
             setattr(self, name, np.zeros(ng))
         self.retransmits, self.link_errors = np.zeros(nn), np.zeros(nn)
+        self.counters_reset = np.zeros(ng, bool)
         self.gpu_dead, self.node_down, self.link_down = (
             np.zeros(ng, bool),
             np.zeros(nn, bool),
@@ -209,6 +211,11 @@ class Plant:
 
     def _count(self, dt: float, fx: Effects) -> None:
         m, f = self.physics.memory, self.physics.fabric
+        fresh = fx.gpu_counter_reset & ~self.counters_reset
+        if fresh.any():  # counter_reset: the running counters restart from zero (DBEs persist)
+            for counter in (self.sbe, self.nvlink, self.pcie):
+                counter[fresh] = 0.0
+            self.counters_reset |= fresh
         alive = ~self.gpu_dead
         self._scatter(self.sbe, m.sbe_per_h / 3600.0, np.where(alive, fx.gpu_sbe_per_h / 3600.0, 0.0), dt)
         self._scatter(self.nvlink, m.nvlink_per_h / 3600.0, fx.gpu_nvlink_per_h / 3600.0, dt)

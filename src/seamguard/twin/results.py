@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,9 @@ class JobResult:
 
 @dataclass(frozen=True)
 class FaultOutcome:
+    """What became of one fault: the one outcome type of the twin and the labelled detection suite
+    (which also fills the ``first_*``/``worst_state`` fields from the engine's transitions)."""
+
     fid: int
     kind: str
     target: str
@@ -43,6 +47,27 @@ class FaultOutcome:
     hard_at: float
     detected_at: float  # inf: never
     missed: bool  # a gray failure nobody acted on before it broke or ended
+    first_entity: str | None = None  # the first entity in scope the engine flagged
+    first_state: str | None = None
+    worst_state: str | None = None  # the worst state the target itself (else its scope) reached
+
+    @property
+    def detected(self) -> bool:
+        return math.isfinite(self.detected_at)
+
+    @property
+    def delay_s(self) -> float | None:
+        return self.detected_at - self.onset if self.detected else None
+
+    @property
+    def lead_s(self) -> float | None:
+        """Impact minus detection: positive when the fault was seen before it cost anything."""
+        return self.impact - self.detected_at if self.detected else None
+
+    @property
+    def sudden(self) -> bool:
+        """Strikes at onset with its full effect: a detector has one tick to classify it."""
+        return self.onset == self.impact
 
 
 @dataclass(frozen=True)

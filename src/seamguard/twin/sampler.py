@@ -23,7 +23,7 @@ import numpy as np
 from seamguard.errors import InputError
 from seamguard.model.inventory import NodeRecord
 from seamguard.model.states import JobClass
-from seamguard.synth.cluster import ClusterSpec, generate_cluster
+from seamguard.twin.cluster import ClusterSpec, generate_cluster
 from seamguard.twin.faults import FAULT_KINDS, HardEffect
 from seamguard.twin.scenario import Scenario, scenario_from_mapping
 

@@ -18,7 +18,8 @@ from seamguard.errors import InputError
 from seamguard.model.entities import kind_of
 from seamguard.model.states import TRAINING_CLASSES, JobClass
 from seamguard.strict_model import format_validation
-from seamguard.twin.faults import FAULT_KINDS, HardEffect
+from seamguard.twin.faults import FAULT_KINDS
+from seamguard.twin.faults import hard_default as hard_default  # re-exported: policies import it from here
 from seamguard.twin.physics.ambient import AmbientParams
 from seamguard.twin.physics.compute import ComputeParams
 from seamguard.twin.physics.cooling import CoolingParams
@@ -291,13 +292,6 @@ class Scenario(_Strict):
 
     def storage_of(self, job: Job) -> str:
         return job.storage or self.cluster.storage[0]
-
-
-def hard_default(kind: str, hard: bool | None) -> bool:
-    spec = FAULT_KINDS[kind]
-    if spec.hard is HardEffect.NONE:
-        return False
-    return spec.hard_by_default if hard is None else hard
 
 
 def hazard_presets() -> list[str]:

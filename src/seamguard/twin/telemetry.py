@@ -17,8 +17,21 @@ import numpy.typing as npt
 
 from seamguard.model.catalog import SignalCatalog, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
-from seamguard.synth.generator import SENTINELS
 from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.twin.observe import (
+    CLOCK_NOISE_MHZ,
+    FACILITY_NOISE,
+    GPU_TEMP_NOISE_C,
+    HEARTBEAT_MAX_S,
+    INLET_NOISE_C,
+    JITTER,
+    JOB_NOISE,
+    PHASE_MAX,
+    PHASE_MIN,
+    RANK_NOISE,
+    Blocks,
+    app_xids,
+)
 from seamguard.twin.physics import compute, storage
 from seamguard.twin.plant import Plant
 from seamguard.twin.scenario import Scenario
@@ -27,11 +40,6 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-GPU_TEMP_NOISE_C, CLOCK_NOISE_MHZ, INLET_NOISE_C, FACILITY_NOISE = 0.4, 5.0, 0.1, 0.003
-RANK_NOISE, JOB_NOISE, HEARTBEAT_MAX_S = 0.004, 0.003, 15.0
-APP_XID_PER_H = 0.002
-APP_XIDS = np.array([13, 31, 43], dtype=np.int64)
-PHASE_MIN, PHASE_MAX, JITTER = 0.02, 0.8, 0.1
 LINK_DOWN_BURST = 50_000.0  # errors and retransmits a port logs as it goes down
 
 
@@ -106,19 +114,8 @@ class Emitter:
         m = self.members
         nodes, gpus = sc.nodes, sc.gpus
         ng, nn = gpus.size, nodes.size
-        blocks: list[tuple[IntArray, int, FloatArray, FloatArray, BoolArray]] = []
-
-        def add(kind: EntityKind, local: IntArray, name: str, ts: FloatArray, val: FloatArray,
-                present: BoolArray | None = None) -> None:  # fmt: skip
-            blocks.append(
-                (
-                    m[kind][local],
-                    self._sig[name],
-                    ts,
-                    val,
-                    np.ones(local.size, bool) if present is None else present,
-                )
-            )
+        blocks = Blocks(m, self.catalog)
+        add = blocks.add
 
         jit = rng.random(nn) * (JITTER * tick)
         ts_node = t - self.phase[EntityKind.NODE][nodes] - jit
@@ -251,36 +248,22 @@ class Emitter:
         add(EntityKind.JOB, jobs_idx[aged], "job.since_checkpoint_s", ts_job[aged],
             snap.job_since_s[jobs_idx[aged]] - (t - ts_job[aged]))  # fmt: skip
 
-        ent = np.concatenate([b[0] for b in blocks])
-        sig = np.concatenate([np.full(b[0].size, b[1], np.int64) for b in blocks])
-        ts = np.concatenate([b[2] for b in blocks])
-        val = np.concatenate([b[3] for b in blocks]).astype(np.float64)
-        keep = np.concatenate([b[4] for b in blocks])
-        obs = self.scenario.observation
-        if obs.dropout > 0:
-            keep &= rng.random(keep.size) >= obs.dropout
-        if obs.sentinel_rate > 0:
-            gauge = np.concatenate(
-                [np.full(b[0].size, self._gauge[self.catalog.signals[b[1]].name]) for b in blocks]
-            )
-            hit = np.flatnonzero(gauge & (rng.random(gauge.size) < obs.sentinel_rate))
-            val[hit] = SENTINELS[rng.integers(0, SENTINELS.size, hit.size)]
+        ent, sig, ts, val = blocks.observe(
+            rng, self.scenario.observation.dropout, self.scenario.observation.sentinel_rate
+        )
         xg, xc, xt = self._xids(snap, sc, busy, gpu_present, rng)
         return TelemetryBatch(
-            np.concatenate([ent[keep], m[EntityKind.GPU][xg]]),
-            np.concatenate([sig[keep], np.full(xg.size, self._sig["gpu.xid"], np.int64)]),
-            np.concatenate([ts[keep], xt]),
-            np.concatenate([val[keep], xc.astype(np.float64)]),
+            np.concatenate([ent, m[EntityKind.GPU][xg]]),
+            np.concatenate([sig, np.full(xg.size, self._sig["gpu.xid"], np.int64)]),
+            np.concatenate([ts, xt]),
+            np.concatenate([val, xc.astype(np.float64)]),
         )
 
     def _xids(self, snap: Snapshot, sc: _Scope, busy: BoolArray, present: BoolArray,
               rng: np.random.Generator) -> tuple[IntArray, IntArray, FloatArray]:  # fmt: skip
-        tick = self.scenario.tick_s
-        app = np.flatnonzero(busy & present & (rng.random(sc.gpus.size) < APP_XID_PER_H * tick / 3600.0))
+        app, app_code, app_t = app_xids(rng, busy & present, self.scenario.tick_s, snap.t)
         in_scope = np.isin(snap.xid_gpu, sc.gpus) if snap.xid_gpu.size else np.zeros(0, bool)
         g = np.concatenate([sc.gpus[app], snap.xid_gpu[in_scope]]).astype(np.int64)
-        code = np.concatenate(
-            [APP_XIDS[rng.integers(0, APP_XIDS.size, app.size)], snap.xid_code[in_scope]]
-        ).astype(np.int64)
-        when = np.concatenate([snap.t - rng.random(app.size) * tick * 0.999, snap.xid_t[in_scope]])
+        code = np.concatenate([app_code, snap.xid_code[in_scope]]).astype(np.int64)
+        when = np.concatenate([app_t, snap.xid_t[in_scope]])
         return g, code, when

@@ -19,10 +19,9 @@ from seamguard.errors import InputError
 from seamguard.model.entities import KIND_BY_PREFIX, EntityKind
 from seamguard.model.inventory import Inventory, JobRecord
 from seamguard.model.topology import Topology, build_topology
-from seamguard.synth.cluster import ClusterSpec, generate_cluster
-from seamguard.synth.scenarios import EPOCH
-from seamguard.twin.faults import FAULT_KINDS, Fault, poisson_onsets, sort_faults
-from seamguard.twin.scenario import Scenario, hard_default
+from seamguard.twin.cluster import EPOCH, ClusterSpec, generate_cluster
+from seamguard.twin.faults import FAULT_KINDS, Fault, hard_default, poisson_onsets, sort_faults
+from seamguard.twin.scenario import Scenario
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

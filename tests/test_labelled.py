@@ -1,10 +1,11 @@
-"""The synthetic fleet: determinism, contract round trips, a clean baseline and every fault's signature."""
+"""The labelled fleet: determinism, contract round trips, a clean baseline and every fault's signature."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -13,8 +14,9 @@ from seamguard.model.catalog import SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import read_inventory, read_jobs
 from seamguard.model.states import JobClass
-from seamguard.model.topology import Topology
-from seamguard.synth.cluster import (
+from seamguard.model.topology import Topology, build_topology
+from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.twin.cluster import (
     ClusterSpec,
     JobSpec,
     assign_jobs,
@@ -22,10 +24,10 @@ from seamguard.synth.cluster import (
     write_inventory_csv,
     write_jobs_csv,
 )
-from seamguard.synth.faults import BENIGN_KINDS, FAULT_KINDS, FaultSpec, Label
-from seamguard.synth.generator import NOT_SIMULATED, SyntheticFleet
-from seamguard.synth.scenarios import SCENARIOS, Scenario, build, scale_scenario
-from seamguard.telemetry.batch import TelemetryBatch
+from seamguard.twin.faults import FAULT_KINDS, declare
+from seamguard.twin.labelled import SyntheticFleet
+from seamguard.twin.labelled_physics import NOT_SIMULATED
+from seamguard.twin.suite import SCENARIOS, Scenario, build, scale_scenario
 
 CAT = signal_catalog()
 MIN = 60.0
@@ -67,8 +69,23 @@ def _mean_over(topo: Topology, fleet: SyntheticFleet, entity: str, signal: str, 
     return float(np.mean(finite))
 
 
+class Label(NamedTuple):
+    """A fault's ground truth as these tests read it (``SyntheticFleet.truth``)."""
+
+    kind: str
+    entity: str
+    onset: float
+    impact: float
+    benign: bool
+    affected: frozenset[str]  # the scope without the target
+
+
+def _labels(fleet: SyntheticFleet) -> list[Label]:
+    return [Label(f.kind, f.target, f.onset, i, f.benign, s - {f.target}) for f, s, i in fleet.truth()]
+
+
 def _label(fleet: SyntheticFleet, kind: str) -> Label:
-    return next(lb for lb in fleet.labels() if lb.kind == kind)
+    return next(lb for lb in _labels(fleet) if lb.kind == kind)
 
 
 # ---- determinism and the contract ----------------------------------------------------------
@@ -213,16 +230,16 @@ def test_cdu_flow_loss_cools_less_and_throttles_gpus(demo: tuple) -> None:
     _s, topo, fleet = demo
     lb = _label(fleet, "cdu_flow_loss")
     spec = next(f for f in SCENARIOS["demo"].faults if f.kind == "cdu_flow_loss")
-    end = spec.onset_s + spec.ramp_s
+    end = (spec.onset - fleet.start) + spec.ramp
     assert _mean_over(topo, fleet, lb.entity, "cdu.flow_lpm", end) < 0.7 * 450
     assert _mean_over(topo, fleet, lb.entity, "cdu.pressure_kpa", end) < 0.7 * 160
     assert _mean_over(topo, fleet, lb.entity, "cdu.return_temp_c", end) > 45
     rack = next(e for e in lb.affected if e.startswith("rack/"))
     assert (
         _mean_over(topo, fleet, rack, "rack.inlet_temp_c", end)
-        > _mean_over(topo, fleet, rack, "rack.inlet_temp_c", spec.onset_s - 5 * MIN) + 7
+        > _mean_over(topo, fleet, rack, "rack.inlet_temp_c", (spec.onset - fleet.start) - 5 * MIN) + 7
     )
-    assert lb.onset < lb.impact < lb.onset + spec.ramp_s + 5 * MIN
+    assert lb.onset < lb.impact < lb.onset + spec.ramp + 5 * MIN
     # nothing under the CDU throttles before the impact, something does after it
     gpus = np.array([topo.index[e] for e in lb.affected if e.startswith("gpu/")])
     throttle = CAT["gpu.throttle_reasons"].index
@@ -263,22 +280,22 @@ def test_hbm_ecc_sbe_climbs_remap_then_xid48(demo: tuple) -> None:
     assert sbe_per_hour(lb.impact - fleet.start - 6 * MIN) > 1000
 
 
-def test_link_retransmits_and_latency_climb_and_the_job_slows(demo: tuple) -> None:
+def test_link_gray_retransmits_and_latency_climb_and_the_job_slows(demo: tuple) -> None:
     _s, topo, fleet = demo
-    lb = _label(fleet, "link_retransmits")
-    spec = next(f for f in SCENARIOS["demo"].faults if f.kind == "link_retransmits")
+    lb = _label(fleet, "link_gray")
+    spec = next(f for f in SCENARIOS["demo"].faults if f.kind == "link_gray")
     node = lb.entity.split("/", 1)[1]
     assert f"node/{node}" in lb.affected and f"gpu/{node}/0" in lb.affected and "job/train-a" in lb.affected
-    end = spec.onset_s + spec.ramp_s
-    before = _mean_over(topo, fleet, lb.entity, "link.latency_us", spec.onset_s - MIN)
+    end = (spec.onset - fleet.start) + spec.ramp
+    before = _mean_over(topo, fleet, lb.entity, "link.latency_us", (spec.onset - fleet.start) - MIN)
     assert _mean_over(topo, fleet, lb.entity, "link.latency_us", end) > 2.5 * before
     t0 = _tick_at(fleet, end)
     a = _series(topo, fleet.batch(t0), lb.entity, "link.retransmits_total")
     z = _series(topo, fleet.batch(t0 + 4 * fleet.tick_s), lb.entity, "link.retransmits_total")
     assert (z[0] - a[0]) / (4 * fleet.tick_s) > 200
-    job_before = _mean_over(topo, fleet, "job/train-a", "job.step_time_s", spec.onset_s - MIN)
+    job_before = _mean_over(topo, fleet, "job/train-a", "job.step_time_s", (spec.onset - fleet.start) - MIN)
     assert _mean_over(topo, fleet, "job/train-a", "job.step_time_s", end) > 1.5 * job_before
-    assert lb.onset < lb.impact < lb.onset + spec.ramp_s
+    assert lb.onset < lb.impact < lb.onset + spec.ramp
 
 
 def test_pcie_downtrain_makes_a_straggler(demo: tuple) -> None:
@@ -301,19 +318,19 @@ def test_storage_tail_latency_explodes_and_checkpoints_slow(demo: tuple) -> None
     lb = _label(fleet, "storage_tail")
     spec = next(f for f in SCENARIOS["demo"].faults if f.kind == "storage_tail")
     assert set(lb.affected) == {"job/train-a", "job/train-b", "job/infer-c"}
-    end = spec.onset_s + spec.ramp_s
+    end = (spec.onset - fleet.start) + spec.ramp
     assert _mean_over(topo, fleet, lb.entity, "storage.write_latency_ms", end) > 250
     assert _mean_over(topo, fleet, lb.entity, "storage.read_latency_ms", end) > 100
     assert _mean_over(topo, fleet, lb.entity, "storage.throughput_gbps", end) < 25
     assert _mean_over(topo, fleet, "job/infer-c", "job.checkpoint_duration_s", end) > 3 * 30
-    assert lb.onset < lb.impact < lb.onset + spec.ramp_s
+    assert lb.onset < lb.impact < lb.onset + spec.ramp
     at_impact = _mean_over(topo, fleet, lb.entity, "storage.write_latency_ms", lb.impact - fleet.start)
     assert 180 < at_impact < 400
 
 
-def test_xid79_gpu_goes_silent_after_the_xid(demo: tuple) -> None:
+def test_gpu_hard_xid79_gpu_goes_silent_after_the_xid(demo: tuple) -> None:
     _s, topo, fleet = demo
-    lb = _label(fleet, "xid79")
+    lb = _label(fleet, "gpu_hard")
     gidx = topo.index[lb.entity]
     t = _tick_at(fleet, lb.onset - fleet.start)
     b = fleet.batch(t)
@@ -342,7 +359,7 @@ def test_hw_thermal_sets_the_bit_every_tick(demo: tuple) -> None:
 def test_benign_confounders(demo: tuple) -> None:
     _s, topo, fleet = demo
     slow = _label(fleet, "slow_gpu")
-    assert slow.benign and slow.affected == ("job/train-a",)
+    assert slow.benign and "job/train-a" in slow.affected and "node/n0009" in slow.affected
     ratio = _mean_over(topo, fleet, slow.entity, "gpu.step_time_s", 30 * MIN) / 2.0
     assert 1.06 < ratio < 1.10
     bits = _series(topo, fleet.batch(fleet.start + 40 * fleet.tick_s), slow.entity, "gpu.throttle_reasons")
@@ -354,15 +371,15 @@ def test_benign_confounders(demo: tuple) -> None:
     ids = np.array(
         [topo.index[e] for e in (quiet.entity, f"link/{node}", *[f"gpu/{node}/{i}" for i in range(8)])]
     )
-    t0 = _tick_at(fleet, spec.onset_s) + fleet.tick_s
+    t0 = _tick_at(fleet, (spec.onset - fleet.start)) + fleet.tick_s
     # The exporter is silent; the scheduler (its own path) still reports the node up.
     scheduler = [CAT["node.slurm_down"].index, CAT["node.slurm_not_responding"].index]
-    for k in range(int(spec.ramp_s // fleet.tick_s) - 1):
+    for k in range(int(spec.ramp // fleet.tick_s) - 1):
         b = fleet.batch(t0 + k * fleet.tick_s)
         from_exporter = ~np.isin(b.signal, scheduler)
         assert not np.any(np.isin(b.entity[from_exporter], ids))
         assert np.all(b.value[np.isin(b.entity, ids)] == 0.0)
-    assert np.isin(fleet.batch(t0 + spec.ramp_s + fleet.tick_s).entity, ids).sum() > 50
+    assert np.isin(fleet.batch(t0 + spec.ramp + fleet.tick_s).entity, ids).sum() > 50
 
     reset = _label(fleet, "counter_reset")
     t1 = _tick_at(fleet, reset.onset - fleet.start)
@@ -379,11 +396,12 @@ def test_benign_confounders(demo: tuple) -> None:
 
 def test_labels_are_consistent(demo: tuple) -> None:
     _s, topo, fleet = demo
-    labels = fleet.labels()
-    assert {lb.kind for lb in labels} == set(FAULT_KINDS) | set(BENIGN_KINDS)
+    labels = _labels(fleet)
+    detect = {f.kind for f in SCENARIOS["detect-suite"].faults}
+    assert {lb.kind for lb in labels} == detect and detect <= set(FAULT_KINDS)
     for lb in labels:
         assert lb.impact >= lb.onset
-        assert lb.benign == (lb.kind in BENIGN_KINDS)
+        assert lb.benign == FAULT_KINDS[lb.kind].benign
         assert all(topo.lookup(e) is not None for e in (lb.entity, *lb.affected))
     cdu = _label(fleet, "cdu_flow_loss")
     assert {
@@ -396,20 +414,29 @@ def test_labels_are_consistent(demo: tuple) -> None:
         "job/train-b",
     } <= set(cdu.affected)
     assert "job/infer-c" not in cdu.affected and "node/n0024" not in cdu.affected
+    assert "row/row1" in cdu.affected and "pdu/pdu003" in cdu.affected  # cdu1 cools row1 alone
     hbm = _label(fleet, "hbm_ecc")
-    assert set(hbm.affected) == {"node/n0034", "job/infer-c"}
+    gpus = {f"gpu/n0034/{i}" for i in range(8)} - {hbm.entity}
+    assert set(hbm.affected) == {"node/n0034", "link/n0034", "job/infer-c", *gpus}
 
 
 def test_fault_validation_names_the_problem(demo: tuple) -> None:
     _s, topo, fleet = demo
     with pytest.raises(ValueError, match="unknown fault kind 'meltdown'"):
-        FaultSpec("meltdown", "gpu/n0000/0", 0.0)
+        declare(topo, "meltdown", "gpu/n0000/0", 0.0)
     with pytest.raises(ValueError, match="'node/n0001' is a node, expected a gpu"):
-        FaultSpec("xid79", "node/n0001", 0.0)
-    with pytest.raises(ValueError, match="needs ramp_s > 0"):
-        FaultSpec("storage_tail", "storage/ckpt0", 10.0)
+        declare(topo, "gpu_hard", "node/n0001", 0.0)
+    with pytest.raises(ValueError, match="needs ramp > 0"):
+        declare(topo, "exporter_silent", "node/n0001", 10.0)
+    with pytest.raises(ValueError, match=r"severity must be in \(0, 2\], got 3"):
+        declare(topo, "hbm_ecc", "gpu/n0000/0", 10.0, ramp=60.0, severity=3.0)
     with pytest.raises(ValueError, match=r"'gpu/n9999/0' is not in the topology"):
-        SyntheticFleet(topo, [FaultSpec("xid79", "gpu/n9999/0", 0.0)], seed=1, start=fleet.start)
+        declare(topo, "gpu_hard", "gpu/n9999/0", 0.0)
+    other = build_topology(generate_cluster(ClusterSpec(cdus=1, racks_per_cdu=1, nodes_per_rack=2)), [])
+    foreign = declare(other, "gpu_hard", "gpu/n0001/0", fleet.start)
+    moved = dataclasses.replace(foreign, local=0)
+    with pytest.raises(ValueError, match="is not entity 0 here"):
+        SyntheticFleet(topo, [moved], seed=1, start=fleet.start)
 
 
 def _scope(lb: Label) -> set[str]:
@@ -420,14 +447,15 @@ def test_detect_suite_targets_are_many_distinct_and_disjoint() -> None:
     scenario = SCENARIOS["detect-suite"]
     _inv, _jobs, topo, fleet = build(scenario, seed=1)
     assert 900 <= topo.count(EntityKind.GPU) <= 1200
-    labels = fleet.labels()
-    for kind in (*FAULT_KINDS, *BENIGN_KINDS):
+    labels = _labels(fleet)
+    for kind in {lb.kind for lb in labels}:
         assert sum(lb.kind == kind for lb in labels) >= 4, kind
+    assert len({lb.kind for lb in labels}) == 10
     for a, b in itertools.combinations(labels, 2):
         assert not (_scope(a) & _scope(b)), (a.kind, a.entity, b.kind, b.entity)
     for spec in scenario.faults:
-        assert spec.kind == "slow_gpu" or spec.onset_s >= 20 * MIN
-        assert spec.onset_s + spec.ramp_s < scenario.duration_s - 30 * MIN
+        assert spec.kind == "slow_gpu" or (spec.onset - fleet.start) >= 20 * MIN
+        assert (spec.onset - fleet.start) + spec.ramp < scenario.duration_s - 30 * MIN
 
 
 def test_demo_scenario_shape_and_warm_up() -> None:
@@ -436,8 +464,8 @@ def test_demo_scenario_shape_and_warm_up() -> None:
     assert topo.count(EntityKind.GPU) == 384 and len(inv.nodes) == 48
     assert [(j.job, len(j.nodes)) for j in jobs] == [("train-a", 20), ("train-b", 12), ("infer-c", 8)]
     assert fleet.start % scenario.tick_s == 0
-    assert all(f.kind == "slow_gpu" or f.onset_s >= 20 * MIN for f in scenario.faults)
-    assert all(lb.impact <= fleet.start + scenario.duration_s for lb in fleet.labels())
+    assert all(f.kind == "slow_gpu" or f.onset - fleet.start >= 20 * MIN for f in scenario.faults)
+    assert all(lb.impact <= fleet.start + scenario.duration_s for lb in _labels(fleet))
 
 
 def test_signals_left_unsimulated_are_only_dcgm_fields_and_mig() -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from seamguard.model.inventory import INVENTORY_OPTIONAL, INVENTORY_REQUIRED, Inventory, JobRecord, NodeRecord
 from seamguard.model.states import JobClass
 
+EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: every synthetic run starts here (aligned to its tick)
+
 
 @dataclass(frozen=True)
 class ClusterSpec:

@@ -1,4 +1,7 @@
-"""Named scenarios: the demo, the labelled detection suite and the fleet-scale benchmark fleet.
+"""Named labelled scenarios: the demo, the detection suite and the fleet-scale benchmark fleet.
+
+Their faults are the twin's (``twin.faults``), checked against the scenario's own topology when
+the scenario is defined, so a kind or target typo fails at import rather than scoring as a miss.
 
 Each scenario starts with at least 20 minutes of clean operation, because the trend and peer
 detectors need history before a fault can be told from normal variation.
@@ -12,12 +15,21 @@ from dataclasses import dataclass
 from seamguard.model.inventory import Inventory, JobRecord
 from seamguard.model.states import JobClass
 from seamguard.model.topology import Topology, build_topology
-from seamguard.synth.cluster import ClusterSpec, JobSpec, assign_jobs, cdu_name, generate_cluster, node_name
-from seamguard.synth.faults import FaultSpec
-from seamguard.synth.generator import SyntheticFleet
+from seamguard.twin.cluster import (
+    EPOCH,
+    ClusterSpec,
+    JobSpec,
+    assign_jobs,
+    cdu_name,
+    generate_cluster,
+    node_name,
+)
+from seamguard.twin.faults import Fault, declare
+from seamguard.twin.labelled import SyntheticFleet
 
-EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: every scenario starts here (aligned to its tick)
 MIN = 60.0
+# (kind, target, onset in seconds after the start, ramp in seconds): checked by ``twin.faults.declare``
+Decl = tuple[str, str, float] | tuple[str, str, float, float]
 SYNC, PIPE, ASYNC = JobClass.SYNC_TRAINING, JobClass.PIPELINE_TRAINING, JobClass.ASYNC_BATCH_INFERENCE
 
 
@@ -27,16 +39,47 @@ class Scenario:
     description: str
     cluster: ClusterSpec
     jobs: tuple[JobSpec, ...]
-    faults: tuple[FaultSpec, ...]
+    faults: tuple[Fault, ...]  # absolute times, from ``make_scenario``
     duration_s: float
     tick_s: float = 30.0
 
-    def __post_init__(self) -> None:
-        if not (self.duration_s > 0 and self.tick_s > 0):
-            raise ValueError(f"scenario {self.name!r}: duration_s and tick_s must be positive")
-        late = [f"{f.kind} on {f.target}" for f in self.faults if f.onset_s >= self.duration_s]
-        if late:
-            raise ValueError(f"scenario {self.name!r}: fault(s) start after the end: {', '.join(late)}")
+    @property
+    def start(self) -> float:
+        return math.floor(EPOCH / self.tick_s) * self.tick_s
+
+
+def _layout(
+    cluster: ClusterSpec, jobs: tuple[JobSpec, ...], start: float, duration_s: float, tick_s: float
+) -> tuple[Inventory, tuple[JobRecord, ...], Topology]:
+    """Jobs run from the start until one tick past the end: job activity is half-open
+    ([start, end)), so the final tick at start + duration still sees them running."""
+    inventory = generate_cluster(cluster)
+    records = assign_jobs(inventory, jobs, start, start + duration_s + tick_s)
+    return inventory, records, build_topology(inventory, records)
+
+
+def make_scenario(
+    name: str,
+    description: str,
+    cluster: ClusterSpec,
+    jobs: tuple[JobSpec, ...],
+    faults: tuple[Decl, ...],
+    duration_s: float,
+    tick_s: float = 30.0,
+) -> Scenario:
+    """A labelled scenario whose faults are checked against its own layout."""
+    if not (duration_s > 0 and tick_s > 0):
+        raise ValueError(f"scenario {name!r}: duration_s and tick_s must be positive")
+    late = [f"{d[0]} on {d[1]}" for d in faults if d[2] >= duration_s]
+    if late:
+        raise ValueError(f"scenario {name!r}: fault(s) start after the end: {', '.join(late)}")
+    start = math.floor(EPOCH / tick_s) * tick_s
+    topology = _layout(cluster, jobs, start, duration_s, tick_s)[2]
+    resolved = tuple(
+        declare(topology, d[0], d[1], start + d[2], ramp=d[3] if len(d) > 3 else 0.0, fid=i)
+        for i, d in enumerate(faults)
+    )
+    return Scenario(name, description, cluster, jobs, resolved, duration_s, tick_s)
 
 
 def _demo() -> Scenario:
@@ -49,18 +92,18 @@ def _demo() -> Scenario:
         JobSpec("infer-c", ASYNC, 8),
     )
     faults = (
-        FaultSpec("slow_gpu", "gpu/n0009/1", 0.0),
-        FaultSpec("hbm_ecc", "gpu/n0034/2", 25 * MIN, 75 * MIN),
-        FaultSpec("cdu_flow_loss", "cdu/cdu1", 40 * MIN, 45 * MIN),
-        FaultSpec("pcie_downtrain", "gpu/n0027/5", 60 * MIN),
-        FaultSpec("exporter_silent", "node/n0030", 70 * MIN, 5 * MIN),
-        FaultSpec("link_retransmits", "link/n0005", 95 * MIN, 40 * MIN),
-        FaultSpec("counter_reset", "gpu/n0036/4", 110 * MIN),
-        FaultSpec("storage_tail", "storage/ckpt0", 120 * MIN, 45 * MIN),
-        FaultSpec("hw_thermal", "gpu/n0002/3", 135 * MIN),
-        FaultSpec("xid79", "gpu/n0038/6", 150 * MIN),
+        ("slow_gpu", "gpu/n0009/1", 0.0),
+        ("hbm_ecc", "gpu/n0034/2", 25 * MIN, 75 * MIN),
+        ("cdu_flow_loss", "cdu/cdu1", 40 * MIN, 45 * MIN),
+        ("pcie_downtrain", "gpu/n0027/5", 60 * MIN),
+        ("exporter_silent", "node/n0030", 70 * MIN, 5 * MIN),
+        ("link_gray", "link/n0005", 95 * MIN, 40 * MIN),
+        ("counter_reset", "gpu/n0036/4", 110 * MIN),
+        ("storage_tail", "storage/ckpt0", 120 * MIN, 45 * MIN),
+        ("hw_thermal", "gpu/n0002/3", 135 * MIN),
+        ("gpu_hard", "gpu/n0038/6", 150 * MIN),
     )
-    return Scenario(
+    return make_scenario(
         name="demo",
         description="384 GPUs, two training jobs and a batch-inference job; one of each fault kind "
         "and three benign confounders over three hours",
@@ -88,7 +131,7 @@ def _detect_suite() -> Scenario:
         JobSpec("c2-pipe", PIPE, 8), JobSpec("c2-sync", SYNC, 8),
         JobSpec("c3-sync", SYNC, 8), JobSpec("c3-async", ASYNC, 8),
     ]  # fmt: skip
-    faults: list[FaultSpec] = []
+    faults: list[Decl] = []
     for i in range(4):
         first = 16 * (4 + i)
         at = first
@@ -113,18 +156,18 @@ def _detect_suite() -> Scenario:
         take(f"clean-{i}", SYNC, 2)
         assert at == first + 16
         faults += [
-            FaultSpec("cdu_flow_loss", f"cdu/{cdu_name(cluster, i)}", 25 * MIN + hour, 45 * MIN),
-            FaultSpec("hbm_ecc", f"gpu/{hbm}/{(2 * i + 1) % 8}", 30 * MIN + hour, 60 * MIN),
-            FaultSpec("link_retransmits", f"link/{link}", 35 * MIN + hour, 40 * MIN),
-            FaultSpec("pcie_downtrain", f"gpu/{pcie}/{(3 * i + 2) % 8}", 40 * MIN + hour),
-            FaultSpec("storage_tail", f"storage/ckpt{i + 1}", 45 * MIN + hour, 45 * MIN),
-            FaultSpec("xid79", f"gpu/{bus}/{(5 * i + 3) % 8}", 50 * MIN + hour),
-            FaultSpec("hw_thermal", f"gpu/{hot}/{(i + 4) % 8}", 55 * MIN + hour),
-            FaultSpec("slow_gpu", f"gpu/{slow}/{(7 * i + 5) % 8}", 0.0),
-            FaultSpec("exporter_silent", f"node/{quiet}", 27 * MIN + hour, 10 * MIN),
-            FaultSpec("counter_reset", f"gpu/{reset}/{(i + 6) % 8}", 32 * MIN + hour),
+            ("cdu_flow_loss", f"cdu/{cdu_name(cluster, i)}", 25 * MIN + hour, 45 * MIN),
+            ("hbm_ecc", f"gpu/{hbm}/{(2 * i + 1) % 8}", 30 * MIN + hour, 60 * MIN),
+            ("link_gray", f"link/{link}", 35 * MIN + hour, 40 * MIN),
+            ("pcie_downtrain", f"gpu/{pcie}/{(3 * i + 2) % 8}", 40 * MIN + hour),
+            ("storage_tail", f"storage/ckpt{i + 1}", 45 * MIN + hour, 45 * MIN),
+            ("gpu_hard", f"gpu/{bus}/{(5 * i + 3) % 8}", 50 * MIN + hour),
+            ("hw_thermal", f"gpu/{hot}/{(i + 4) % 8}", 55 * MIN + hour),
+            ("slow_gpu", f"gpu/{slow}/{(7 * i + 5) % 8}", 0.0),
+            ("exporter_silent", f"node/{quiet}", 27 * MIN + hour, 10 * MIN),
+            ("counter_reset", f"gpu/{reset}/{(i + 6) % 8}", 32 * MIN + hour),
         ]
-    return Scenario(
+    return make_scenario(
         name="detect-suite",
         description="1,024 GPUs, 47 jobs; four of every fault kind and benign confounder, each on "
         "its own target, over six hours",
@@ -156,15 +199,15 @@ def scale_scenario(gpus: int) -> Scenario:
         return node_name(cluster, min(int(n_nodes * frac) + plus, n_nodes - 1))
 
     faults = (
-        FaultSpec("slow_gpu", f"gpu/{node(0.25)}/0", 0.0),
-        FaultSpec("hbm_ecc", f"gpu/{node(1 / 3)}/1", 2 * MIN, 30 * MIN),
-        FaultSpec("link_retransmits", f"link/{node(0.5)}", 3 * MIN, 20 * MIN),
-        FaultSpec("pcie_downtrain", f"gpu/{node(2 / 3)}/2", 4 * MIN),
-        FaultSpec("cdu_flow_loss", f"cdu/{cdu_name(cluster, cluster.cdus - 1)}", 5 * MIN, 30 * MIN),
-        FaultSpec("xid79", f"gpu/{node(5 / 6)}/5", 6 * MIN),
-        FaultSpec("storage_tail", "storage/ckpt0", 10 * MIN, 30 * MIN),
+        ("slow_gpu", f"gpu/{node(0.25)}/0", 0.0),
+        ("hbm_ecc", f"gpu/{node(1 / 3)}/1", 2 * MIN, 30 * MIN),
+        ("link_gray", f"link/{node(0.5)}", 3 * MIN, 20 * MIN),
+        ("pcie_downtrain", f"gpu/{node(2 / 3)}/2", 4 * MIN),
+        ("cdu_flow_loss", f"cdu/{cdu_name(cluster, cluster.cdus - 1)}", 5 * MIN, 30 * MIN),
+        ("gpu_hard", f"gpu/{node(5 / 6)}/5", 6 * MIN),
+        ("storage_tail", "storage/ckpt0", 10 * MIN, 30 * MIN),
     )
-    return Scenario(
+    return make_scenario(
         name=f"scale-{gpus}",
         description=f"{gpus} GPUs, {n_jobs} jobs, a few faults: tick latency at fleet scale",
         cluster=cluster,
@@ -178,14 +221,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (_demo(), _detect_suite())}
 
 
 def build(scenario: Scenario, seed: int) -> tuple[Inventory, tuple[JobRecord, ...], Topology, SyntheticFleet]:
-    """Inventory, placed jobs, topology and the telemetry generator of one scenario run.
-
-    Jobs run from the start until one tick past the scenario's end: job activity is half-open
-    ([start, end)), so the final tick at start + duration still sees them running.
-    """
-    start = math.floor(EPOCH / scenario.tick_s) * scenario.tick_s
-    inventory = generate_cluster(scenario.cluster)
-    jobs = assign_jobs(inventory, scenario.jobs, start, start + scenario.duration_s + scenario.tick_s)
-    topology = build_topology(inventory, jobs)
+    """Inventory, placed jobs, topology and the telemetry generator of one scenario run."""
+    start = scenario.start
+    inventory, jobs, topology = _layout(
+        scenario.cluster, scenario.jobs, start, scenario.duration_s, scenario.tick_s
+    )
     fleet = SyntheticFleet(topology, scenario.faults, seed=seed, start=start, tick_s=scenario.tick_s)
     return inventory, jobs, topology, fleet

@@ -15,6 +15,7 @@ Definitions (also in docs/performance.md):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -23,28 +24,12 @@ import numpy as np
 from seamguard.config import Config, load_config
 from seamguard.control.controller import Controller
 from seamguard.journal.records import TransitionRecord
-from seamguard.synth.faults import Label
-from seamguard.synth.scenarios import Scenario, build
+from seamguard.twin.labelled import Truth
+from seamguard.twin.results import FaultOutcome
+from seamguard.twin.suite import Scenario, build
 
 BAD_STATES = frozenset({"degraded", "recovery_unsafe", "quarantine", "harmful", "failed"})
 OUT_STATES = frozenset({"quarantine", "failed"})
-
-
-@dataclass(frozen=True)
-class FaultOutcome:
-    label: Label
-    detected_at: float | None
-    first_entity: str | None
-    first_state: str | None
-    worst_state: str | None
-
-    @property
-    def delay_s(self) -> float | None:
-        return None if self.detected_at is None else self.detected_at - self.label.onset
-
-    @property
-    def lead_s(self) -> float | None:
-        return None if self.detected_at is None else self.label.impact - self.detected_at
 
 
 @dataclass(frozen=True)
@@ -57,7 +42,7 @@ class Evaluation:
 
     @property
     def detected(self) -> int:
-        return sum(f.detected_at is not None for f in self.faults)
+        return sum(f.detected for f in self.faults)
 
     @property
     def precision(self) -> float:
@@ -78,7 +63,7 @@ class Evaluation:
     def by_kind(self) -> dict[str, list[FaultOutcome]]:
         out: dict[str, list[FaultOutcome]] = {}
         for f in self.faults:
-            out.setdefault(f.label.kind, []).append(f)
+            out.setdefault(f.kind, []).append(f)
         return out
 
 
@@ -93,32 +78,35 @@ _SEVERITY = {
 }
 
 
-def _outcome(label: Label, transitions: Sequence[TransitionRecord]) -> FaultOutcome:
-    scope = {label.entity, *label.affected}
-    if label.benign:  # a job slowing during a confounder has other causes; judge the hardware only
-        scope = {e for e in scope if not e.startswith("job/")}
-    hits = [t for t in transitions if t.entity in scope and t.to_state in BAD_STATES and t.ts >= label.onset]
-    if not hits:
-        return FaultOutcome(label, None, None, None, None)
-    first = min(hits, key=lambda t: t.ts)
-    own = [t for t in hits if t.entity == label.entity] or hits
-    worst = max(own, key=lambda t: _SEVERITY[t.to_state])
-    return FaultOutcome(label, first.ts, first.entity, first.to_state, worst.to_state)
+def _outcome(truth: Truth, transitions: Sequence[TransitionRecord]) -> FaultOutcome:
+    fault, scope, impact = truth
+    if fault.benign:  # a job slowing during a confounder has other causes; judge the hardware only
+        scope = frozenset(e for e in scope if not e.startswith("job/"))
+    hits = [t for t in transitions if t.entity in scope and t.to_state in BAD_STATES and t.ts >= fault.onset]
+    first = min(hits, key=lambda t: t.ts) if hits else None
+    own = [t for t in hits if t.entity == fault.target] or hits
+    worst = max(own, key=lambda t: _SEVERITY[t.to_state]) if own else None
+    return FaultOutcome(
+        fault.fid, fault.kind, fault.target, fault.source, fault.benign, fault.gray, fault.onset, impact,
+        fault.hard_at, math.inf if first is None else first.ts, first is None and fault.gray,
+        None if first is None else first.entity, None if first is None else first.to_state,
+        None if worst is None else worst.to_state,
+    )  # fmt: skip
 
 
-def evaluate(labels: Iterable[Label], transitions: Sequence[TransitionRecord]) -> Evaluation:
-    labels = list(labels)
-    faults = [lb for lb in labels if not lb.benign]
-    benign = [lb for lb in labels if lb.benign]
+def evaluate(truth: Iterable[Truth], transitions: Sequence[TransitionRecord]) -> Evaluation:
+    truth = list(truth)
+    faults = [tr for tr in truth if not tr[0].benign]
+    benign = [tr for tr in truth if tr[0].benign]
     fault_scope: set[str] = set()
-    for lb in faults:
-        fault_scope |= {lb.entity, *lb.affected}
+    for _f, scope, _impact in faults:
+        fault_scope |= scope
     flagged = {t.entity for t in transitions if t.to_state in BAD_STATES}
     allowed_harm = {
         t.entity
         for t in transitions
-        for lb in benign
-        if lb.kind == "slow_gpu" and t.entity == lb.entity and t.to_state == "harmful"
+        for f, _s, _i in benign
+        if f.kind == "slow_gpu" and t.entity == f.target and t.to_state == "harmful"
     }
     bad_benign = {
         t.entity for t in transitions if t.to_state in BAD_STATES and t.entity not in fault_scope
@@ -128,16 +116,14 @@ def evaluate(labels: Iterable[Label], transitions: Sequence[TransitionRecord]) -
             {
                 t.entity
                 for t in transitions
-                for lb in benign
-                if t.entity in {lb.entity, *lb.affected}
-                and t.to_state in OUT_STATES
-                and t.entity not in fault_scope
+                for _f, scope, _i in benign
+                if t.entity in scope and t.to_state in OUT_STATES and t.entity not in fault_scope
             }
         )
     )
     return Evaluation(
-        faults=tuple(_outcome(lb, transitions) for lb in faults),
-        benign=tuple(_outcome(lb, transitions) for lb in benign),
+        faults=tuple(_outcome(tr, transitions) for tr in faults),
+        benign=tuple(_outcome(tr, transitions) for tr in benign),
         true_entities=frozenset(flagged & fault_scope),
         false_entities=frozenset(bad_benign),
         false_quarantines=false_q,
@@ -162,7 +148,7 @@ def run_scenario(
         transitions.extend(controller.tick(now, fleet.batch(now)).transitions)
         if on_tick is not None:
             on_tick()
-    return evaluate(fleet.labels(), transitions)
+    return evaluate(fleet.truth(), transitions)
 
 
 def pooled(evaluations: Sequence[Evaluation]) -> Evaluation:

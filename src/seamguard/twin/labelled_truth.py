@@ -1,0 +1,64 @@
+"""Ground truth of the labelled fleet: when each injected fault starts to cost something.
+
+Lead time is measured against this impact. Gradual faults cost from a point inside their ramp
+(a link's latency past what slows a job, a backend's write tail past what stalls a save, the
+first GPU under a warming CDU reaching its throttle temperature); hard ones from the failure.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from seamguard.twin import labelled_physics as lp
+from seamguard.twin.faults import Fault
+from seamguard.twin.labelled_physics import write_growth
+
+if TYPE_CHECKING:  # the fleet calls impact() while it builds its truth
+    from seamguard.twin.labelled import SyntheticFleet
+
+
+def impact(fleet: SyntheticFleet, f: Fault) -> float:
+    """When the fault starts costing something; where a weak fault never does, full development."""
+    if f.kind == "link_gray" and not f.hard:
+        need = (lp.LINK_SLOWDOWN_FROM - 1) / (lp.LINK_LATENCY_RISE * f.severity)
+        return f.onset + f.ramp * math.sqrt(need) if need <= 1 else f.onset + f.ramp
+    if f.kind == "storage_tail":
+        growth = write_growth(f)
+        need = math.log(lp.WRITE_IMPACT_MS / lp.WRITE_MS) / math.log(growth)
+        return f.onset + f.ramp * need if need <= 1 else f.onset + f.ramp
+    if f.kind in ("cdu_flow_loss", "supply_temp_rise"):
+        return _thermal_impact(fleet, f)
+    return f.onset + f.ramp  # the hard failure, or the fault fully developed
+
+
+def _thermal_impact(fleet: SyntheticFleet, f: Fault) -> float:
+    """First time any GPU under the CDU reaches the thermal-throttle temperature (noise-free)."""
+    topo = fleet.topology
+    racks = np.flatnonzero(topo.rack_cdu == f.local)
+    nodes = np.flatnonzero(np.isin(topo.node_rack, racks))
+    if nodes.size == 0:
+        return f.onset + f.ramp
+    gpus = np.flatnonzero(np.isin(topo.gpu_node, nodes))
+    pos = np.searchsorted(nodes, topo.gpu_node[gpus])
+    hottest = np.full(nodes.size, -np.inf)
+    np.maximum.at(hottest, pos, fleet.gpu_offset[gpus])
+    fine = f.onset + np.arange(0.0, f.ramp + lp.THERMAL_LAG_S + 60.0, 5.0)
+    grid = np.concatenate([fine, fine[-1] + np.arange(60.0, lp.DAY_S, 60.0)])
+    busy = np.zeros((nodes.size, grid.size), dtype=bool)
+    for j, job_nodes in enumerate(fleet.job_nodes):
+        on = np.isin(nodes, job_nodes)
+        if on.any():
+            busy |= on[:, None] & ((fleet.job_start[j] <= grid) & (grid < fleet.job_end[j]))[None, :]
+    rack = topo.node_rack[nodes][:, None]
+    lagged = grid[None, :] - lp.THERMAL_LAG_S
+    raw = (
+        fleet.inlet(rack, lagged)
+        + fleet.plate(rack, lagged)
+        + hottest[:, None]
+        + np.where(busy, lp.GPU_OVER_INLET_BUSY_C, lp.GPU_OVER_INLET_IDLE_C)
+    )
+    hot = (raw >= lp.SW_THERMAL_C).any(axis=0)
+    return float(grid[int(np.argmax(hot))]) if hot.any() else f.onset + f.ramp

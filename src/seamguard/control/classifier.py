@@ -21,7 +21,7 @@ import numpy.typing as npt
 from seamguard.config import ClassifierConfig, EconomicsConfig
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
-from seamguard.model.topology import KINDS
+from seamguard.model.topology import KIND_CODE, KINDS, Topology
 from seamguard.model.world import WorldChange, carry
 
 FloatArray = npt.NDArray[np.float64]
@@ -210,3 +210,18 @@ class Classifier:
         self.clear_since[idx] = np.inf
         self.seen[idx[after != U]] = True
         return Changes(index=idx, before=before, after=after, reported=reported, cleared_for=cleared_for)
+
+
+def new_hard_failures(topology: Topology, changes: Changes) -> int:
+    """Nodes with a part (the node or a GPU: ``COUNTED_KINDS``) newly failed: one failure each."""
+    hit = (changes.after == int(State.FAILED)) & (changes.before != int(State.FAILED))
+    if not hit.any():
+        return 0
+    gidx = changes.index[hit]
+    local = topology.local[gidx]
+    kinds = topology.kind_code[gidx]
+    node = np.full(gidx.size, -1, dtype=np.int64)
+    node[kinds == KIND_CODE[EntityKind.NODE]] = local[kinds == KIND_CODE[EntityKind.NODE]]
+    gpu = kinds == KIND_CODE[EntityKind.GPU]
+    node[gpu] = topology.gpu_node[local[gpu]]
+    return int(np.unique(node[node >= 0]).size)

@@ -8,12 +8,13 @@ the very same engine.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import Config
+from seamguard.control import engine_world
 from seamguard.control.checkpoint_loop import (
     SINCE_SIGNAL,
     CheckpointLoop,
@@ -21,9 +22,18 @@ from seamguard.control.checkpoint_loop import (
     job_risk,
     storage_paths,
 )
-from seamguard.control.classifier import Changes, Classifier, ClassifierInputs
+from seamguard.control.classifier import Classifier, ClassifierInputs, new_hard_failures
 from seamguard.control.containment import EngineView, contain, valued
+from seamguard.control.engine_world import Repair, criticality_weights
 from seamguard.control.escalation import Escalation, JobSignals
+from seamguard.control.explaining import (
+    EntityView,
+    entity_view,
+    evidence_items,
+    harm_texts,
+    observations,
+    transition_reason,
+)
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.economics.harm import straggler_harm
@@ -36,14 +46,13 @@ from seamguard.journal.base import Journal
 from seamguard.journal.records import (
     DecisionRecord,
     EvidenceItem,
-    ObservationRecord,
     OutcomeRecord,
     TransitionRecord,
 )
 from seamguard.model.catalog import SignalCatalog, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
-from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.model.topology import Topology
 from seamguard.model.workload import (
     Workload,
     active_jobs,
@@ -51,7 +60,7 @@ from seamguard.model.workload import (
     placement_node_job,
     workload_from_nodes,
 )
-from seamguard.model.world import WorldChange, carry
+from seamguard.model.world import WorldChange
 from seamguard.scoring.cohorts import by_node_type
 from seamguard.scoring.engine import (
     STEP_TIME_SIGNAL,
@@ -62,7 +71,6 @@ from seamguard.scoring.engine import (
     validate_cohorts,
 )
 from seamguard.scoring.events import XidMemory
-from seamguard.scoring.gfs import contributions
 from seamguard.scoring.peer_memory import PeerMemory
 from seamguard.scoring.propagation import Amplification, amplification, propagation_risk
 from seamguard.scoring.sensor_screen import SensorScreen
@@ -81,27 +89,6 @@ class TickResult:
     ingest: IngestReport
     notices: tuple[str, ...]
     outcomes: tuple[OutcomeRecord, ...] = ()
-
-
-@dataclass(frozen=True)
-class Repair:
-    """What an operator's repair changed: the states it reset and the undos they call for."""
-
-    transitions: tuple[TransitionRecord, ...]
-    decisions: tuple[DecisionRecord, ...]
-
-
-@dataclass(frozen=True)
-class EntityView:
-    """Everything the engine knows about one entity right now (for explain and the demo)."""
-
-    entity: str
-    state: State
-    since: float
-    gfs: float
-    prs: float
-    fae: float
-    evidence: tuple[EvidenceItem, ...]
 
 
 class Controller:
@@ -154,7 +141,7 @@ class Controller:
         self._gpu_slowdown = np.zeros(topology.count(EntityKind.GPU))
         self.pace = PaceRing(config.history_ticks(), topology.count(EntityKind.GPU))
         self.escalation = Escalation(config, topology)
-        self._criticality = _criticality(config, topology)
+        self._criticality = criticality_weights(config, topology)
         # Each job's economics and save cost: from this engine's own checkpoint loop, or handed
         # in by a caller that plans over several engines (``set_job_economics``).
         self.economics: JobEconomics | None = None
@@ -223,116 +210,13 @@ class Controller:
         self._hazard, self._unit_hazard = None, None  # the jobs' parts moved
 
     def apply_world(self, change: WorldChange) -> None:
-        """Run on ``change.new`` from the next tick on (``model.world``): every per-entity memory is
-        carried over, so an entity that stays keeps its state, history, scores and learnt normals,
-        one that joined starts as on a fresh start, one that left is forgotten."""
-        if change.old is not self.topology:
-            raise ValueError("apply_world: the change does not start from this engine's topology")
-        new, fwd = change.new, change.entities
-        self.store.carry_over(change)
-        self.sensors.carry_over(change, self.catalog)
-        self.classifier.carry_over(change)
-        self.lemon_memory = self.lemon_memory.carry_over(change)
-        self._counted = np.concatenate([new.members[k] for k in COUNTED_KINDS])
-        self._nominal_rate = nominal_rates(self.config.hazard, new)
-        self._counted_rate = self._nominal_rate[self._counted]
-        if self.checkpoint_loop is not None:
-            self.checkpoint_loop.carry_over(change)
-        gpus = change.kind(EntityKind.GPU)
-        if not change.same(EntityKind.GPU):
-            self._gpu_slowdown = carry(self._gpu_slowdown, gpus, 0.0)
-            self.pace.carry_over(gpus)
-            self.xid_memory = self.xid_memory.carry_over(change)
-        self.escalation.carry_over(change)
-        self._criticality = _criticality(self.config, new)
-        jobs = change.kind(EntityKind.JOB)
-        self._save_s = carry(self._save_s, jobs, np.nan)
-        if self.economics is not None:
-            self.economics = _carry_economics(self.economics, jobs, self._criticality)
-        self._last_known = carry(self._last_known, fwd, int(State.HEALTHY))
-        self._last_observed = carry(self._last_observed, fwd, -np.inf)
-        self.gfs, self.prs = carry(self.gfs, fwd, 0.0), carry(self.prs, fwd, 0.0)
-        self.fae = carry(self.fae, fwd, 1.0)
-        self._harm_ratio = carry(self._harm_ratio, fwd, 0.0)
-        back = change.back()
-        self._harm_text = {int(back[g]): t for g, t in self._harm_text.items() if back[g] >= 0}
-        self.usual_levels.carry_over(change)
-        self.peer_memory.carry_over(change, {n: r.cohort for n, r in self.config.detectors.peer.items()})
-        self.frame = None  # this tick's evidence: the next tick scores on the new world
-        self._pairs, self._hazard, self._unit_hazard, self._exposure = None, None, None, None
-        old_workload = self._workload
-        self.topology = new
-        self._workload_key, self._workload, self._amp = None, None, None
-        if self._live_placement and old_workload is not None:
-            node_job = carry(old_workload.node_job, change.kind(EntityKind.NODE), -1)
-            back_jobs = np.append(change.back(EntityKind.JOB), -1)  # -1 (no job) stays -1
-            self._workload = workload_from_nodes(new, back_jobs[node_job])
-            self._amp = amplification(new, self._workload)
+        """Run on ``change.new`` from the next tick on, every per-entity memory carried over
+        (``control.engine_world.apply_world``)."""
+        engine_world.apply_world(self, change)
 
     def mark_repaired(self, now: float, entities: Sequence[str], note: str) -> Repair:
-        """An operator (or the repair workflow) vouches that these entities were repaired.
-
-        A node takes its GPUs and uplink with it, a GPU its MIG instances. Their state returns to
-        ``healthy``, their XID memory and telemetry history are cleared (a counter that moved during
-        the repair is the repair's doing), but their repeat-offence and lemon counts are kept: a part
-        that fails again soon escalates faster. The transitions are journaled like any other, with
-        ``note`` as reason, and so are the undos the planner proposes for them: the safety layer
-        holds a repaired node's release for its recovery delay, as for any recovery.
-        """
-        if not now >= self.now:
-            raise ValueError(f"repair time must not go back: got {now} after {self.now}")
-        topo = self.topology
-        idx: list[int] = []
-        for eid in entities:
-            gidx = topo.lookup(eid)
-            if gidx is None:
-                raise ValueError(f"mark_repaired: unknown entity {eid!r}")
-            idx.append(gidx)
-            if topo.kind_of(gidx) is EntityKind.NODE:
-                local = int(topo.local[gidx])
-                idx.extend(topo.members[EntityKind.GPU][topo.gpu_node == local].tolist())
-                idx.append(int(topo.members[EntityKind.LINK][local]))
-        gpus = topo.local[[g for g in idx if topo.kind_of(g) is EntityKind.GPU]]
-        idx.extend(topo.members[EntityKind.MIG][np.isin(topo.mig_gpu, gpus)].tolist())  # and their instances
-        forgotten = np.array(idx, dtype=np.int64)
-        self.store.forget(forgotten)
-        self.pace.forget(gpus)
-        self.peer_memory.forget(topo, forgotten)
-        if self.store.clock is not None:
-            self.store.clock.forget(np.unique(self.store.clock.domain[forgotten]))
-        self.usual_levels.forget(topo, forgotten)
-        records: list[TransitionRecord] = []
-        decisions: list[DecisionRecord] = []
-        workload = self.workload_at(now)
-        for gidx in dict.fromkeys(idx):
-            if topo.kind_of(gidx) is EntityKind.GPU:
-                self.xid_memory.forget(int(topo.local[gidx]))
-            before = State(int(self.classifier.state[gidx]))
-            if before in (State.HEALTHY, State.UNKNOWN) or not self.classifier.classified[gidx]:
-                continue
-            self.classifier.reset(gidx, now)
-            self._last_known[gidx] = int(State.HEALTHY)
-            reason = f"operator: {note}"
-            records.append(
-                TransitionRecord(
-                    ts=now,
-                    entity=topo.ids[gidx],
-                    from_state=before.label,
-                    to_state=State.HEALTHY.label,
-                    gfs=0.0,
-                    prs=0.0,
-                    fae=float(self.fae[gidx]),
-                    reason=reason,
-                    epoch=self.epoch,
-                )
-            )
-            decisions.extend(plan(self.config, topo, workload, now=now, gidx=gidx, state=State.HEALTHY,
-                                  previous=before, reason=reason, evidence=(), mode=self.mode, epoch=self.epoch))  # fmt: skip
-        self._hazard, self._unit_hazard = None, None  # failed parts came back
-        self._exposure = None
-        if self.journal is not None and records:
-            self.journal.append(records, decisions, [])
-        return Repair(tuple(records), tuple(decisions))
+        """An operator vouches that these entities were repaired (``control.engine_world.mark_repaired``)."""
+        return engine_world.mark_repaired(self, now, entities, note)
 
     @property
     def states(self) -> npt.NDArray[np.int64]:
@@ -433,7 +317,7 @@ class Controller:
         )
         self._exposure = None
         self.lemon_memory.record(now, topo, changes)
-        self.new_failures = _new_hard_failures(topo, changes)
+        self.new_failures = new_hard_failures(topo, changes)
         self.learner.record(now, self.exposure_per_s(), self.new_failures)
         self.gfs, self.prs, self.fae = frame.gfs, prs, amp.fae
         self._hazard, self._unit_hazard = None, None
@@ -502,9 +386,9 @@ class Controller:
         if self.economics is not None:
             steps, outcomes = self._escalate(now, workload, self.economics)
             decisions.extend(steps)
-        observations = self._observations(now, changes.index)
+        watched = observations(self, now, changes.index)
         if self.journal is not None:
-            self.journal.append(transitions, decisions, observations, outcomes)
+            self.journal.append(transitions, decisions, watched, outcomes)
         return TickResult(
             now=now,
             transitions=tuple(transitions),
@@ -570,14 +454,7 @@ class Controller:
         # Each rank's sustained slowdown over its job's median, straggler or not: the pace loss a
         # degraded part accrues for escalation (a harmful one is swapped by its state's actions).
         self._gpu_slowdown = np.maximum(np.nan_to_num(harm.slowdown), 0.0)
-        for local in np.flatnonzero(harm.ratio > 0).tolist():
-            job = self.topology.jobs[int(workload.gpu_job[local])].job
-            others = int(harm.stragglers[local]) - 1
-            who = f"straggler of job {job}" + (f" (with {others} more)" if others > 0 else "")
-            self._harm_text[int(gpus[local])] = (
-                f"{who}, {harm.slowdown[local] * 100:.0f}% over its median: keeping it costs "
-                f"{harm.gain_gpus[local]:.1f} GPU-equivalents, a swap {harm.cost_gpus[local]:.1f}"
-            )
+        self._harm_text = harm_texts(self.topology, workload, harm)
         return ratio
 
     def _sustained_pace(self, workload: Workload) -> FloatArray:
@@ -607,104 +484,14 @@ class Controller:
         return fresh
 
     def _evidence_items(self, gidx: int) -> tuple[EvidenceItem, ...]:
-        if self.frame is None:
-            return ()
-        found = contributions(self.frame.evidence, self.topology, gidx)
-        items = [EvidenceItem(c.detector, c.signal, round(c.score, 4), c.text) for c in found]
-        if gidx in self._harm_text:
-            items.append(EvidenceItem("economics", "gpu.step_time_s", 0.0, self._harm_text[gidx]))
-        if self.frame.hard_fail[gidx] and gidx in self.frame.hard_reason:
-            items.insert(0, EvidenceItem("hard", "", 1.0, self.frame.hard_reason[gidx]))
-        return tuple(items)
+        return evidence_items(self.frame, self.topology, self._harm_text, gidx)
 
     def _reason(
         self, gidx: int, before: State, after: State, items: tuple[EvidenceItem, ...], cleared_for: float
     ) -> str:
-        clear_s = round(cleared_for)
-        if after is State.UNKNOWN:
-            return f"no fresh telemetry for {self.config.engine.stale_after_s:g} s"
-        texts = [i.text for i in items]
-        if before is State.UNKNOWN and after is State.HEALTHY:
-            return "telemetry fresh again, nothing against it"
-        if after is State.HARMFUL and gidx in self._harm_text:
-            return self._harm_text[gidx]
-        if before is State.HARMFUL and after is State.HEALTHY:
-            econ = self.config.economics
-            return (
-                f"no longer worth a swap: harm ratio {float(self._harm_ratio[gidx]):.2f}, below exit "
-                f"{econ.harmful_exit_ratio:g} for {clear_s:g} s"
-            )
-        if texts and after is not State.HEALTHY:
-            return ", ".join(texts)
-        if after is State.HEALTHY or (after is State.DEGRADED and before is State.FAILED):
-            return f"GFS {abs(self.gfs[gidx]):.2f}, below exit threshold for {clear_s:g} s" + (
-                f" (remaining: {', '.join(texts)})" if texts else ""
-            )
-        return ", ".join(texts) or f"GFS {abs(self.gfs[gidx]):.2f}"
-
-    def _observations(self, now: float, changed: npt.NDArray[np.int64]) -> list[ObservationRecord]:
-        st = self.classifier.state
-        watch = (st != int(State.HEALTHY)) & (st != int(State.UNKNOWN))
-        due = watch & (now - self._last_observed >= self.config.engine.observe_every_s)
-        due[changed] = watch[changed]
-        out = []
-        for gidx in np.flatnonzero(due).tolist():
-            self._last_observed[gidx] = now
-            out.append(
-                ObservationRecord(
-                    ts=now,
-                    entity=self.topology.ids[gidx],
-                    state=State(int(st[gidx])).label,
-                    gfs=float(self.gfs[gidx]),
-                    prs=float(self.prs[gidx]),
-                    fae=float(self.fae[gidx]),
-                    evidence=self._evidence_items(gidx),
-                )
-            )
-        return out
+        return transition_reason(self.config, float(self.gfs[gidx]), self._harm_text.get(gidx),
+                                 float(self._harm_ratio[gidx]), before, after, items, cleared_for)  # fmt: skip
 
     def view(self, eid: str) -> EntityView:
-        gidx = self.topology.lookup(eid)
-        if gidx is None:
-            raise KeyError(f"unknown entity {eid!r}")
-        return EntityView(
-            entity=eid,
-            state=State(int(self.classifier.state[gidx])),
-            since=float(self.classifier.entered[gidx]),
-            gfs=float(self.gfs[gidx]),
-            prs=float(self.prs[gidx]),
-            fae=float(self.fae[gidx]),
-            evidence=self._evidence_items(gidx),
-        )
-
-
-def _carry_economics(
-    econ: JobEconomics, jobs: npt.NDArray[np.int64], criticality: FloatArray
-) -> JobEconomics:
-    """Per job: the figures of jobs that stay; a new job weighs its criticality until it is planned."""
-    out = {f.name: carry(getattr(econ, f.name), jobs, np.nan) for f in fields(econ)}
-    out["gpus"] = np.nan_to_num(out["gpus"])
-    out["weight"] = np.where(jobs >= 0, out["weight"], criticality)
-    return JobEconomics(**out)
-
-
-def _criticality(config: Config, topology: Topology) -> FloatArray:
-    weights = config.economics.criticality_weight
-    return np.array(
-        [weights[config.checkpoint.for_job(j.job).criticality] for j in topology.jobs], dtype=float
-    )
-
-
-def _new_hard_failures(topology: Topology, changes: Changes) -> int:
-    """Nodes with a part (the node or a GPU: ``COUNTED_KINDS``) newly failed: one failure each."""
-    hit = (changes.after == int(State.FAILED)) & (changes.before != int(State.FAILED))
-    if not hit.any():
-        return 0
-    gidx = changes.index[hit]
-    local = topology.local[gidx]
-    kinds = topology.kind_code[gidx]
-    node = np.full(gidx.size, -1, dtype=np.int64)
-    node[kinds == KIND_CODE[EntityKind.NODE]] = local[kinds == KIND_CODE[EntityKind.NODE]]
-    gpu = kinds == KIND_CODE[EntityKind.GPU]
-    node[gpu] = topology.gpu_node[local[gpu]]
-    return int(np.unique(node[node >= 0]).size)
+        """What the engine holds on one entity now (``seamguard explain``)."""
+        return entity_view(self, eid)

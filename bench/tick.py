@@ -32,6 +32,7 @@ from rich.progress import Progress
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
+from seamguard.control.engine_world import apply_world
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.model.catalog import SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
@@ -99,7 +100,7 @@ def main() -> None:
                     got = with_jobs(controller.topology, jobs)
                     assert got is not None
                     change = got[1]
-                    controller.apply_world(change)
+                    apply_world(controller, change)
                     controller.set_placement({j.job: j.nodes for j in change.new.jobs})
                 t1 = time.perf_counter()
                 controller.tick(now, batch)

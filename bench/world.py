@@ -20,6 +20,7 @@ import numpy as np
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
+from seamguard.control.engine_world import apply_world
 from seamguard.control.safety import SafetyLayer, safety_from_mapping
 from seamguard.model.inventory import Inventory
 from seamguard.model.topology import build_topology
@@ -74,7 +75,7 @@ def main() -> None:
 
 
 def _apply(controller: Controller, safety: SafetyLayer, change: WorldChange, now: float) -> None:
-    controller.apply_world(change)
+    apply_world(controller, change)
     safety.carry_over(change, now)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
+from seamguard.control.engine_world import mark_repaired
 from seamguard.errors import InputError
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind, kind_of, mig_id
@@ -113,7 +114,7 @@ def test_a_repaired_gpu_takes_its_instances_along() -> None:
         np.array([g]), np.array([CAT["gpu.ecc_dbe_total"].index]), np.array([now - 1]), np.array([1.0])
     )
     ctl.tick(now, TelemetryBatch.concat([normal_batch(topo, now, rng), dbe]))
-    back = ctl.mark_repaired(now + 10, ["gpu/n01/2"], "GPU swapped").transitions
+    back = mark_repaired(ctl, now + 10, ["gpu/n01/2"], "GPU swapped").transitions
     assert {r.entity for r in back} == {"gpu/n01/2", "gpu/n01/2/mig/7", "gpu/n01/2/mig/8"}
     assert all(r.to_state == "healthy" for r in back)
 

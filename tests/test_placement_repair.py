@@ -8,6 +8,7 @@ import pytest
 from seamguard.config import load_config
 from seamguard.control.admissibility import node_admission
 from seamguard.control.controller import Controller
+from seamguard.control.engine_world import mark_repaired
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import JobClass, State
 from seamguard.model.topology import Topology
@@ -72,7 +73,7 @@ def test_mark_repaired_clears_state_and_xid_memory_but_keeps_offences(topology: 
     offences = ctl.classifier.offences[gpu]
     assert offences >= 1
     now += 600.0
-    repair = ctl.mark_repaired(now, ["node/n02"], "GPU 1 replaced (RMA 4711)")
+    repair = mark_repaired(ctl, now, ["node/n02"], "GPU 1 replaced (RMA 4711)")
     records = repair.transitions
     # The recovery calls for its undo, which the safety layer holds for the recovery delay.
     assert [(d.action, d.entity, d.state) for d in repair.decisions] == [
@@ -89,7 +90,7 @@ def test_mark_repaired_clears_state_and_xid_memory_but_keeps_offences(topology: 
     assert all(t.entity != "gpu/n02/1" for t in result.transitions)
     assert ctl.states[gpu] == State.HEALTHY
     with pytest.raises(ValueError, match="unknown entity 'node/zz'"):
-        ctl.mark_repaired(now, ["node/zz"], "x")
+        mark_repaired(ctl, now, ["node/zz"], "x")
 
 
 def test_a_counter_that_moved_during_the_repair_is_not_a_new_failure(topology: Topology) -> None:
@@ -103,7 +104,7 @@ def test_a_counter_that_moved_during_the_repair_is_not_a_new_failure(topology: T
     # The GPU's double-bit error happened while it was out (its last report before it died said 0);
     # it comes back from repair with the driver's count of 1 and never increases again.
     now += 3600.0
-    ctl.mark_repaired(now, ["node/n02"], "GPU reseated")
+    mark_repaired(ctl, now, ["node/n02"], "GPU reseated")
     for _ in range(3):
         now += 30.0
         batch = normal_batch(topology, now, rng, overrides={("gpu/n02/1", "gpu.ecc_dbe_total"): 1.0})

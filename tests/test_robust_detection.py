@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from seamguard.config import config_from_mapping, load_config
 from seamguard.control.controller import Controller
+from seamguard.control.engine_world import mark_repaired
 from seamguard.errors import InputError
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
@@ -600,7 +601,7 @@ def test_a_repaired_link_learns_its_new_optic_before_it_is_judged() -> None:
         if k == 120:
             out += [
                 (t.ts, t.entity, t.to_state)
-                for t in ctl.mark_repaired(now, ["link/n04"], "optic replaced").transitions
+                for t in mark_repaired(ctl, now, ["link/n04"], "optic replaced").transitions
             ]
             factor[4] = 1.2
         totals[:] += rng.poisson(2.0 * factor * 30.0)

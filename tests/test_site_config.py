@@ -72,8 +72,8 @@ def test_the_example_site_config_loads_builds_its_sources_and_needs_its_webhook_
     from seamguard.actuators.dispatch import build_routes
     from seamguard.actuators.sections import Mode
     from seamguard.model.topology import build_topology
-    from seamguard.twin.cluster import ClusterSpec, generate_cluster
     from seamguard.telemetry.sources.build import build_sources
+    from seamguard.twin.cluster import ClusterSpec, generate_cluster
 
     cfg = load_daemon_config(ROOT / "examples" / "site.yaml")
     assert cfg.policy.engine.tick_s == 10 and cfg.site.safety.budgets.max_nodes == 4

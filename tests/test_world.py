@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from seamguard.config import load_config
 from seamguard.control.budgets import BudgetConfig
 from seamguard.control.controller import Controller
+from seamguard.control.engine_world import apply_world
 from seamguard.control.safety import RecoveryConfig, SafetyConfig, SafetyLayer
 from seamguard.economics.hazard_learning import HazardLearner
 from seamguard.journal.records import DecisionRecord
@@ -180,7 +181,7 @@ def test_after_a_change_the_engine_equals_one_that_always_ran_on_the_new_world(
     after = [before[-1] + 30.0 * i for i in range(1, 5)]
     moved = Controller(OLD, CFG)
     _run(moved, before, OLD, hot)
-    moved.apply_world(world_change(OLD, NEW))
+    apply_world(moved, world_change(OLD, NEW))
     _run(moved, after, NEW, hot)
     always = Controller(NEW, CFG)
     _run(always, before, NEW, hot)
@@ -318,7 +319,7 @@ def test_a_node_that_leaves_and_comes_back_under_its_name_starts_fresh() -> None
     assert safety.recovery_delay(x1, 200.0) > fresh_delay
     gone, back = world_change(OLD, NEW), None
     for change in (gone, world_change(NEW, OLD)):
-        ctl.apply_world(change)
+        apply_world(ctl, change)
         safety.carry_over(change, 200.0)
         back = change
     assert back is not None and back.joined(EntityKind.NODE) == ("x1", "x2")
@@ -343,7 +344,7 @@ def test_a_node_whose_gpus_changed_under_its_name_is_new_hardware(changed: dict[
     ctl.lemon_memory.failures[:] = 1.0
     ctl.classifier.state[OLD.index["gpu/n03/0"]] = int(State.DEGRADED)
     ctl.classifier.state[OLD.index["gpu/n04/0"]] = int(State.DEGRADED)
-    ctl.apply_world(change)
+    apply_world(ctl, change)
     assert (
         ctl.lemon_memory.failures[n03] == 0.0
         and ctl.lemon_memory.failures.sum() == new.count(EntityKind.NODE) - 1

@@ -32,6 +32,7 @@ from seamguard.actuators.dispatch import Dispatcher, Route, actuate, build_route
 from seamguard.actuators.sections import Mode
 from seamguard.control.budgets import check_partitions
 from seamguard.control.controller import Controller
+from seamguard.control.engine_world import apply_world
 from seamguard.control.safety import SafetyLayer
 from seamguard.errors import InputError
 from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
@@ -265,7 +266,7 @@ class Daemon:
         change = update.change
         if change is not None:
             with self.lock:
-                self.controller.apply_world(change)
+                apply_world(self.controller, change)
                 out.extend(self.safety.carry_over(change, now))
             self.topology = change.new
             for source in self.sources:

@@ -14,7 +14,6 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import Config
-from seamguard.control import engine_world
 from seamguard.control.checkpoint_loop import (
     SINCE_SIGNAL,
     CheckpointLoop,
@@ -24,10 +23,10 @@ from seamguard.control.checkpoint_loop import (
 )
 from seamguard.control.classifier import Classifier, ClassifierInputs, new_hard_failures
 from seamguard.control.containment import EngineView, contain, valued
-from seamguard.control.engine_world import Repair, criticality_weights
 from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.explaining import (
     EntityView,
+    Scores,
     entity_view,
     evidence_items,
     harm_texts,
@@ -40,7 +39,7 @@ from seamguard.economics.harm import straggler_harm
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, nominal_rates, part_rates
 from seamguard.economics.hazard_learning import COUNTED_KINDS, HazardLearner
 from seamguard.economics.job_risk import JobRisk
-from seamguard.economics.job_value import JobEconomics, job_economics
+from seamguard.economics.job_value import JobEconomics, criticality_weights, job_economics
 from seamguard.economics.pace import PaceRing
 from seamguard.journal.base import Journal
 from seamguard.journal.records import (
@@ -60,7 +59,6 @@ from seamguard.model.workload import (
     placement_node_job,
     workload_from_nodes,
 )
-from seamguard.model.world import WorldChange
 from seamguard.scoring.cohorts import by_node_type
 from seamguard.scoring.engine import (
     STEP_TIME_SIGNAL,
@@ -208,15 +206,6 @@ class Controller:
         self._amp = amplification(self.topology, self._workload)
         self._live_placement = True
         self._hazard, self._unit_hazard = None, None  # the jobs' parts moved
-
-    def apply_world(self, change: WorldChange) -> None:
-        """Run on ``change.new`` from the next tick on, every per-entity memory carried over
-        (``control.engine_world.apply_world``)."""
-        engine_world.apply_world(self, change)
-
-    def mark_repaired(self, now: float, entities: Sequence[str], note: str) -> Repair:
-        """An operator vouches that these entities were repaired (``control.engine_world.mark_repaired``)."""
-        return engine_world.mark_repaired(self, now, entities, note)
 
     @property
     def states(self) -> npt.NDArray[np.int64]:
@@ -386,7 +375,9 @@ class Controller:
         if self.economics is not None:
             steps, outcomes = self._escalate(now, workload, self.economics)
             decisions.extend(steps)
-        watched = observations(self, now, changes.index)
+        watched = observations(
+            self._scores(), now, changes.index, self._last_observed, cfg.engine.observe_every_s
+        )
         if self.journal is not None:
             self.journal.append(transitions, decisions, watched, outcomes)
         return TickResult(
@@ -494,4 +485,8 @@ class Controller:
 
     def view(self, eid: str) -> EntityView:
         """What the engine holds on one entity now (``seamguard explain``)."""
-        return entity_view(self, eid)
+        return entity_view(self._scores(), eid)
+
+    def _scores(self) -> Scores:
+        st = self.classifier
+        return Scores(self.topology, st.state, st.entered, self.gfs, self.prs, self.fae, self._evidence_items)

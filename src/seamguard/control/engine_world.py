@@ -5,21 +5,19 @@ the ``Controller`` methods of the same names call these."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.config import Config
 from seamguard.control.planner import plan
 from seamguard.economics.hazard import nominal_rates
 from seamguard.economics.hazard_learning import COUNTED_KINDS
-from seamguard.economics.job_value import JobEconomics
+from seamguard.economics.job_value import carry_economics, criticality_weights
 from seamguard.journal.records import DecisionRecord, TransitionRecord
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
-from seamguard.model.topology import Topology
 from seamguard.model.workload import workload_from_nodes
 from seamguard.model.world import WorldChange, carry
 from seamguard.scoring.propagation import amplification
@@ -150,18 +148,3 @@ def mark_repaired(ctl: Controller, now: float, entities: Sequence[str], note: st
     if ctl.journal is not None and records:
         ctl.journal.append(records, decisions, [])
     return Repair(tuple(records), tuple(decisions))
-
-
-def carry_economics(econ: JobEconomics, jobs: npt.NDArray[np.int64], criticality: FloatArray) -> JobEconomics:
-    """Per job: the figures of jobs that stay; a new job weighs its criticality until it is planned."""
-    out = {f.name: carry(getattr(econ, f.name), jobs, np.nan) for f in fields(econ)}
-    out["gpus"] = np.nan_to_num(out["gpus"])
-    out["weight"] = np.where(jobs >= 0, out["weight"], criticality)
-    return JobEconomics(**out)
-
-
-def criticality_weights(config: Config, topology: Topology) -> FloatArray:
-    weights = config.economics.criticality_weight
-    return np.array(
-        [weights[config.checkpoint.for_job(j.job).criticality] for j in topology.jobs], dtype=float
-    )

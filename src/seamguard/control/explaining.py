@@ -4,8 +4,8 @@ tick computed, so ``explain`` and the tick say the same thing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -20,8 +20,8 @@ from seamguard.model.workload import Workload
 from seamguard.scoring.engine import ScoreFrame
 from seamguard.scoring.gfs import contributions
 
-if TYPE_CHECKING:
-    from seamguard.control.controller import Controller
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 def harm_texts(topology: Topology, workload: Workload, harm: Harm) -> dict[int, str]:
@@ -99,39 +99,55 @@ class EntityView:
     evidence: tuple[EvidenceItem, ...]
 
 
-def entity_view(ctl: Controller, eid: str) -> EntityView:
-    gidx = ctl.topology.lookup(eid)
+@dataclass(frozen=True)
+class Scores:
+    """One tick's per-entity scores and states, as the sentences read them."""
+
+    topology: Topology
+    state: npt.NDArray[np.int64]
+    entered: FloatArray
+    gfs: FloatArray
+    prs: FloatArray
+    fae: FloatArray
+    items_of: Callable[[int], tuple[EvidenceItem, ...]]
+
+
+def entity_view(scores: Scores, eid: str) -> EntityView:
+    gidx = scores.topology.lookup(eid)
     if gidx is None:
         raise KeyError(f"unknown entity {eid!r}")
     return EntityView(
         entity=eid,
-        state=State(int(ctl.classifier.state[gidx])),
-        since=float(ctl.classifier.entered[gidx]),
-        gfs=float(ctl.gfs[gidx]),
-        prs=float(ctl.prs[gidx]),
-        fae=float(ctl.fae[gidx]),
-        evidence=evidence_items(ctl.frame, ctl.topology, ctl._harm_text, gidx),
+        state=State(int(scores.state[gidx])),
+        since=float(scores.entered[gidx]),
+        gfs=float(scores.gfs[gidx]),
+        prs=float(scores.prs[gidx]),
+        fae=float(scores.fae[gidx]),
+        evidence=scores.items_of(gidx),
     )
 
 
-def observations(ctl: Controller, now: float, changed: npt.NDArray[np.int64]) -> list[ObservationRecord]:
-    """Every non-healthy entity once per ``engine.observe_every_s``, and each one that changed now."""
-    st = ctl.classifier.state
+def observations(
+    scores: Scores, now: float, changed: IntArray, last_observed: FloatArray, every_s: float
+) -> list[ObservationRecord]:
+    """Every non-healthy entity once per ``every_s``, and each one that changed now; ``last_observed``
+    is moved on for those journaled."""
+    st = scores.state
     watch = (st != int(State.HEALTHY)) & (st != int(State.UNKNOWN))
-    due = watch & (now - ctl._last_observed >= ctl.config.engine.observe_every_s)
+    due = watch & (now - last_observed >= every_s)
     due[changed] = watch[changed]
     out = []
     for gidx in np.flatnonzero(due).tolist():
-        ctl._last_observed[gidx] = now
+        last_observed[gidx] = now
         out.append(
             ObservationRecord(
                 ts=now,
-                entity=ctl.topology.ids[gidx],
+                entity=scores.topology.ids[gidx],
                 state=State(int(st[gidx])).label,
-                gfs=float(ctl.gfs[gidx]),
-                prs=float(ctl.prs[gidx]),
-                fae=float(ctl.fae[gidx]),
-                evidence=evidence_items(ctl.frame, ctl.topology, ctl._harm_text, gidx),
+                gfs=float(scores.gfs[gidx]),
+                prs=float(scores.prs[gidx]),
+                fae=float(scores.fae[gidx]),
+                evidence=scores.items_of(gidx),
             )
         )
     return out

@@ -19,7 +19,7 @@ background persist is not; work done since the last copy that survives a failure
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,7 @@ from seamguard.config import Config
 from seamguard.economics.checkpoint_modes import CostTable
 from seamguard.economics.checkpoint_planner import PlanArrays
 from seamguard.model.topology import Topology
+from seamguard.model.world import carry
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -132,3 +133,18 @@ def slip_probability(
         return 0.0
     room = int((available_s - needed_s) // max(loss_per_failure_s, 1e-9))
     return float(poisson.sf(room, rate_per_s * available_s))
+
+
+def carry_economics(econ: JobEconomics, jobs: npt.NDArray[np.int64], criticality: FloatArray) -> JobEconomics:
+    """Per job: the figures of jobs that stay; a new job weighs its criticality until it is planned."""
+    out = {f.name: carry(getattr(econ, f.name), jobs, np.nan) for f in fields(econ)}
+    out["gpus"] = np.nan_to_num(out["gpus"])
+    out["weight"] = np.where(jobs >= 0, out["weight"], criticality)
+    return JobEconomics(**out)
+
+
+def criticality_weights(config: Config, topology: Topology) -> FloatArray:
+    weights = config.economics.criticality_weight
+    return np.array(
+        [weights[config.checkpoint.for_job(j.job).criticality] for j in topology.jobs], dtype=float
+    )

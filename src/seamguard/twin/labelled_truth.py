@@ -8,16 +8,38 @@ first GPU under a warming CDU reaching its throttle temperature); hard ones from
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
+from seamguard.model.topology import Topology
 from seamguard.twin import labelled_physics as lp
 from seamguard.twin.faults import Fault
 from seamguard.twin.labelled_physics import write_growth
 
-if TYPE_CHECKING:  # the fleet calls impact() while it builds its truth
-    from seamguard.twin.labelled import SyntheticFleet
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+class SyntheticFleet(Protocol):
+    """What the truth reads of the labelled fleet (``twin.labelled``), which calls ``impact``
+    while it builds its truth."""
+
+    @property
+    def topology(self) -> Topology: ...
+    @property
+    def gpu_offset(self) -> FloatArray: ...
+    @property
+    def job_nodes(self) -> Sequence[IntArray]: ...
+    @property
+    def job_start(self) -> FloatArray: ...
+    @property
+    def job_end(self) -> FloatArray: ...
+
+    def inlet(self, racks: IntArray, times: FloatArray) -> FloatArray: ...
+    def plate(self, racks: IntArray, times: FloatArray) -> FloatArray: ...
 
 
 def impact(fleet: SyntheticFleet, f: Fault) -> float:

@@ -40,6 +40,7 @@ from seamguard.control.admissibility import node_admission
 from seamguard.control.checkpoint_loop import CheckpointLoop, LoopTick, storage_paths
 from seamguard.control.classifier import SEVERITY
 from seamguard.control.controller import Controller
+from seamguard.control.engine_world import mark_repaired
 from seamguard.control.safety import SafetyConfig, SafetyLayer, safety_from_mapping
 from seamguard.economics.checkpoint_modes import Mode
 from seamguard.economics.hazard import PART_KINDS, JobHazard
@@ -283,8 +284,8 @@ class SeamguardPolicy:
         for cell in self.cells:
             mine = nodes[np.isin(nodes, cell.nodes)]
             if mine.size:
-                repair = cell.controller.mark_repaired(
-                    now, [f"node/{names[n]}" for n in mine.tolist()], "returned from repair"
+                repair = mark_repaired(
+                    cell.controller, now, [f"node/{names[n]}" for n in mine.tolist()], "returned from repair"
                 )
                 self._note(repair.transitions)
                 transitions.extend(repair.transitions)

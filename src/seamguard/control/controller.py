@@ -90,16 +90,10 @@ class TickResult:
 
 
 class Controller:
-    """One engine over one topology. The daemon, ``score``, the demo and the twin's full-cadence
-    runs use it whole: ``tick`` scores, classifies, plans, plans checkpoints and values suspect
-    parts.
-
-    An engine can also be one shard of a fleet whose jobs span shards (the twin's windows mode
-    today; a fleet sharded by failure domain later, docs/architecture.md): built with
-    ``plan_checkpoints=False``, it reports its share of each job's hazard (``job_hazard(scale)``
-    at the fleet's learnt scale) and of the fleet's exposure (``exposure_per_s``, ``new_failures``),
-    and values its suspect parts against the plan made over every shard (``set_job_economics``).
-    """
+    """One engine over one topology, whole (the daemon, ``score``, the demo, the twin at full
+    cadence) or one shard of a fleet whose jobs span shards (the twin's windows): a shard is built
+    with ``plan_checkpoints=False``, reports its share of each job's hazard (``job_hazard(scale)``)
+    and of the fleet's exposure, and values its parts against the fleet's plan (``set_job_economics``)."""
 
     def __init__(
         self,

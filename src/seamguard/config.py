@@ -18,13 +18,12 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
 
-from seamguard.errors import InputError
 from seamguard.model.action_kinds import ActionKind
 from seamguard.model.catalog import THROTTLE_BITS, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import Admission, JobClass, State
 from seamguard.strict_model import StrictModel, format_validation
-from seamguard.yaml_input import load_yaml, read_yaml_text
+from seamguard.yaml_input import merge_mappings, parse_yaml, read_yaml_text
 
 Weight = Field(gt=0.0, le=1.0)
 
@@ -463,28 +462,6 @@ SITE_SECTIONS = frozenset({"sources", "safety", "actuators", "service"})
 
 def _defaults_text() -> str:
     return resources.files("seamguard.data").joinpath("defaults.yaml").read_text(encoding="utf-8")
-
-
-def merge_mappings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_mappings(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def parse_yaml(text: str, where: str) -> dict[str, Any]:
-    """A YAML mapping from a user, within ``yaml_input``'s bounds (size, aliases, expansion)."""
-    data = load_yaml(text, where)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError(where, f"expected a mapping at the top level, got {type(data).__name__}")
-    return data
 
 
 def default_policy() -> dict[str, Any]:

@@ -18,12 +18,13 @@ from typing import Any, Self
 from pydantic import ValidationError, model_validator
 
 from seamguard.actuators.sections import ActuatorsConfig
-from seamguard.config import SITE_SECTIONS, Config, default_policy, engine_config, merge_mappings, read_policy
+from seamguard.config import SITE_SECTIONS, Config, default_policy, engine_config, read_policy
 from seamguard.control.safety import SafetyConfig
 from seamguard.service.access import VIEWER_PATHS
 from seamguard.service.sections import ServiceConfig
 from seamguard.strict_model import StrictModel, format_validation
 from seamguard.telemetry.sources.sections import SourcesConfig
+from seamguard.yaml_input import merge_mappings
 
 # The service's own routes: a push path on one of them would shadow it (or be shadowed).
 TAKEN_PATHS = frozenset({"/healthz", "/readyz", *VIEWER_PATHS})

@@ -120,3 +120,25 @@ def read_yaml_text(path: Path, what: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(str(path), f"{what} is not UTF-8 text (byte {exc.start})") from None
+
+
+def merge_mappings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_mappings(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_yaml(text: str, where: str) -> dict[str, Any]:
+    """A YAML mapping from a user, within ``yaml_input``'s bounds (size, aliases, expansion)."""
+    data = load_yaml(text, where)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(where, f"expected a mapping at the top level, got {type(data).__name__}")
+    return data

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, ValidationError, model_validator
 
-from seamguard.config import default_policy, merge_mappings
+from seamguard.config import default_policy
 from seamguard.control.budgets import BudgetConfig, Budgets
 from seamguard.control.storm import StormBrake, StormConfig
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
@@ -38,6 +38,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology
 from seamguard.model.world import WorldChange, by_name, invert
 from seamguard.strict_model import StrictModel, format_validation
+from seamguard.yaml_input import merge_mappings
 
 IntArray = npt.NDArray[np.int64]
 SAFETY = "safety"  # the actuator name on records the safety layer writes itself

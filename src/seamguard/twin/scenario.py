@@ -13,7 +13,6 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from seamguard.config import parse_yaml
 from seamguard.errors import InputError
 from seamguard.model.entities import kind_of
 from seamguard.model.states import TRAINING_CLASSES, JobClass
@@ -27,7 +26,7 @@ from seamguard.twin.physics.fabric import FabricParams
 from seamguard.twin.physics.memory import MemoryParams
 from seamguard.twin.physics.power import PowerParams
 from seamguard.twin.physics.storage import StorageParams
-from seamguard.yaml_input import read_yaml_text
+from seamguard.yaml_input import parse_yaml, read_yaml_text
 
 ONLINE = frozenset({JobClass.ONLINE_PREFILL, JobClass.ONLINE_DECODE})
 RUNNABLE = frozenset(JobClass) - {JobClass.CHECKPOINT_PATH}
@@ -338,7 +337,7 @@ def scenario_from_mapping(data: dict[str, Any], where: str = "scenario") -> Scen
 
 def load_scenario(name_or_path: str, overrides: dict[str, Any] | None = None) -> Scenario:
     """A built-in scenario by name, or a YAML file; ``overrides`` are merged over it (tests, CLI)."""
-    from seamguard.config import merge_mappings
+    from seamguard.yaml_input import merge_mappings
 
     path = Path(name_or_path)
     if name_or_path in builtin_names():

@@ -38,7 +38,6 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
 
 from seamguard.model.catalog import SignalCatalog, signal_catalog
 from seamguard.model.topology import Topology
@@ -54,6 +53,7 @@ from seamguard.telemetry.sources.push_payload import (
     NDJSON_TYPES,
     Parsed,
     PayloadError,
+    PushResult,
     parse_payload,
     row_loc,
 )
@@ -88,20 +88,6 @@ IMPLAUSIBLE_NOTICE = (
     "values outside their signal's physical range or DCGM blank sentinels (near 2^63) queued as missing data"
 )
 OVERFLOW_NOTICE = f"more than {MAX_UNKNOWN_KEYS:,} distinct unknown names since the last tick; the rest are counted, not named"
-
-
-class PushResult(BaseModel):
-    """The response to an accepted batch."""
-
-    accepted: int  # rows queued for the engine
-    rows: int  # rows in the payload
-    missing_values: int  # accepted rows whose value was null
-    non_finite: int  # accepted rows whose value was past the float range (1e999): read as missing
-    implausible: int  # accepted rows whose value is a DCGM sentinel or outside the signal's range
-    unknown_entities: dict[str, int]  # name -> rows dropped; at most MAX_LISTED_UNKNOWN names
-    unknown_signals: dict[str, int]
-    unknown_rows: int  # rows dropped for an unknown entity or signal, listed or not
-    unknown_names_not_listed: int  # distinct unknown names beyond those listed
 
 
 @dataclass

@@ -259,3 +259,17 @@ def _bad_ndjson_line(numbered: list[tuple[int, bytes]]) -> PayloadError:
                 for e in exc.errors()[:MAX_ERRORS]
             ])  # fmt: skip
     return PayloadError(400, "body is not valid NDJSON")
+
+
+class PushResult(BaseModel):
+    """The response to an accepted batch."""
+
+    accepted: int  # rows queued for the engine
+    rows: int  # rows in the payload
+    missing_values: int  # accepted rows whose value was null
+    non_finite: int  # accepted rows whose value was past the float range (1e999): read as missing
+    implausible: int  # accepted rows whose value is a DCGM sentinel or outside the signal's range
+    unknown_entities: dict[str, int]  # name -> rows dropped; at most ``push.MAX_LISTED_UNKNOWN`` names
+    unknown_signals: dict[str, int]
+    unknown_rows: int  # rows dropped for an unknown entity or signal, listed or not
+    unknown_names_not_listed: int  # distinct unknown names beyond those listed

@@ -35,7 +35,7 @@ import numpy as np
 from seamguard.actuators.dispatch import Dispatcher, Route, actuate
 from seamguard.actuators.guard import GuardConfig
 from seamguard.actuators.sections import Mode as ActuatorMode
-from seamguard.config import Config, config_from_mapping, merge_mappings
+from seamguard.config import Config, config_from_mapping
 from seamguard.control.admissibility import node_admission
 from seamguard.control.checkpoint_loop import CheckpointLoop, LoopTick, storage_paths
 from seamguard.control.classifier import SEVERITY
@@ -60,6 +60,7 @@ from seamguard.twin.jobs import TrainingJob
 from seamguard.twin.policies.base import FleetView, IntArray, full_save, static_interval
 from seamguard.twin.scenario import hard_default
 from seamguard.twin.world import World
+from seamguard.yaml_input import merge_mappings
 
 BAD = frozenset({"degraded", "recovery_unsafe", "quarantine", "harmful", "failed"})
 

@@ -122,3 +122,16 @@ def test_a_back_import_is_caught_and_named(tmp_path: Path) -> None:
     assert cycles(graph) == [
         "config (seamguard/config.py:2) -> control (seamguard/control/safety.py:2) -> config"
     ]
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_every_module_is_under_500_lines() -> None:
+    """A module past this has more than one job: split it before it grows further."""
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in SRC.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}, f"modules over {MAX_MODULE_LINES} lines: {long}"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -8,11 +9,12 @@ from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.economics.harm import straggler_harm
 from seamguard.model.catalog import signal_catalog
+from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.scoring import detectors
 from seamguard.scoring.events import XidMemory, heartbeat
-from seamguard.scoring.evidence import make_evidence
+from seamguard.scoring.evidence import Evidence, make_evidence
 from seamguard.scoring.gfs import combine, contributions
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import TickEvents
@@ -223,3 +225,48 @@ def test_two_equal_stragglers_are_both_harmful() -> None:
         np.full(64, 2.3), np.zeros(64, dtype=np.int64), np.array([True]), np.array([64.0]), econ
     )
     assert not evenly.ratio.any()  # an evenly slow job has nothing to swap
+
+
+def _gpu_evidence(
+    topo: Topology, name: str, weight: float, at: dict[int, float], recovery: bool = False
+) -> Evidence:
+    n = topo.count(EntityKind.GPU)
+    e = np.zeros(n)
+    for i, v in at.items():
+        e[i] = v
+    return Evidence(
+        name, "gpu.temp_c", EntityKind.GPU, weight, e, e * 100, np.zeros(n), lambda m, x: f"{m:g}", recovery
+    )
+
+
+def test_noisy_or_combines_every_piece_and_the_recovery_share_apart() -> None:
+    topo = build_topology(small_inventory())
+    g0 = int(topo.members[EntityKind.GPU][0])
+    empty = Evidence(
+        "none", "gpu.temp_c", EntityKind.GPU, 1.0, np.zeros(0), np.zeros(0), np.zeros(0), lambda m, x: ""
+    )
+    items = [
+        empty,  # a detector with nothing to say does not end the combination
+        _gpu_evidence(topo, "a", 0.5, {0: 0.4}, recovery=True),
+        _gpu_evidence(topo, "b", 1.0, {0: 0.5}, recovery=True),
+        _gpu_evidence(topo, "c", 1.0, {0: 0.3}),
+    ]
+    gfs, rec = combine(items, topo)
+    assert gfs[g0] == pytest.approx(1 - 0.8 * 0.5 * 0.7, rel=1e-12)
+    assert rec[g0] == pytest.approx(1 - 0.8 * 0.5, rel=1e-12)  # the two recovery-path pieces only
+
+
+def test_contributions_are_the_strongest_first_from_the_floor_up_at_most_four() -> None:
+    topo = build_topology(small_inventory())
+    g1 = int(topo.members[EntityKind.GPU][1])
+    items = [
+        _gpu_evidence(topo, f"d{k}", 0.5, {1: v}) for k, v in enumerate((0.02, 0.4, 0.019, 1.0, 0.6, 0.2))
+    ]
+    short = Evidence(
+        "short", "gpu.temp_c", EntityKind.GPU, 1.0, np.ones(1), np.ones(1), np.ones(1), lambda m, x: ""
+    )
+    found = contributions([*items, short], topo, g1)  # ``short`` has no value for GPU 1: skipped
+    assert [(c.detector, c.score) for c in found] == [("d3", 0.5), ("d4", 0.3), ("d1", 0.2), ("d5", 0.1)]
+    everything = contributions(items, topo, g1, limit=10)
+    assert [c.detector for c in everything][-1] == "d0"  # 0.5 x 0.02 = 0.01: at the floor, kept
+    assert "d2" not in [c.detector for c in everything]  # just under it

@@ -88,13 +88,13 @@ def test_an_in_service_share_is_rounded_up_to_whole_nodes(nodes: int, pct: float
 def test_a_job_is_a_domain_of_its_placed_nodes_only() -> None:
     inv = small_inventory(nodes=8, nodes_per_rack=4)
     jobs = (
-        JobRecord("train", JobClass.SYNC_TRAINING, ("n00", "n01", "n02", "n03", "gone"), 0.0, 1e7),
+        JobRecord("train", JobClass.SYNC_TRAINING, ("n02", "n03", "n04", "n05", "gone"), 0.0, 1e7),
         JobRecord("serve", JobClass.ONLINE_DECODE, ("n06", "n07"), 0.0, 1e7),
     )
     matrix, labels = domain_incidence(build_topology(inv, jobs), ("job",))
     assert labels == ["job/train", "job/serve"]
     # A node the inventory does not know (``gone``) belongs to no column; no other node stands in.
-    assert matrix.toarray().astype(int).T.tolist() == [[1, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1, 1]]
+    assert matrix.toarray().astype(int).T.tolist() == [[0, 0, 1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0, 1, 1]]
 
 
 def test_a_job_domain_bounds_how_much_of_one_job_is_quarantined() -> None:
@@ -132,3 +132,11 @@ def test_no_domain_kinds_and_no_partitions_leave_only_the_fleet_bounds() -> None
 def test_a_partition_matching_no_node_names_its_patterns() -> None:
     with pytest.raises(InputError, match=r"partitions\.ghost\.nodes.*\('x\*',\) match no node"):
         check_partitions({"ghost": PartitionConfig(nodes=("x*",))}, ["n00"])
+
+
+def test_the_bounds_reported_are_the_lower_of_the_count_and_the_share() -> None:
+    """What GET /metrics reports as the fleet's and the hour's limits (service/metrics.py)."""
+    b = budgets(fleet(nodes=100, per_rack=10), max_nodes=7, max_fleet_pct=5.0, per_hour=3, per_hour_pct=10.0)
+    assert (b.fleet_bound(), b.hour_bound()) == (5, 3)
+    tiny = budgets(fleet(nodes=10, per_rack=5), max_nodes=7, max_fleet_pct=5.0, per_hour=9, per_hour_pct=1.0)
+    assert (tiny.fleet_bound(), tiny.hour_bound()) == (1, 1)  # shares that round to 0 keep a floor of 1

@@ -18,8 +18,9 @@ from seamguard.scoring.propagation import Amplification, amplification, propagat
 from tests.conftest import small_inventory, small_jobs
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def amp_and_topo() -> tuple[Amplification, Topology]:
+    """Per test, not per module: mutmut maps a test to the functions it calls, fixtures included."""
     topo = build_topology(small_inventory(), small_jobs())
     return amplification(topo, build_workload(topo, (0, 1))), topo
 

@@ -61,11 +61,22 @@ def test_a_drain_taken_for_two_causes_is_held_until_the_last_recovers() -> None:
     assert held.ts == 300.0 and held.detail == "node/n00 has other unwell causes" and out.actions == ()
     out = s.tick(310.0, [undo("gpu/n00/2", 310.0)])
     (held,) = by_status(out.records, ActionStatus.HELD)
+    assert held.ts == 310.0
     assert (
         held.detail
         == "node/n00 healthy since 310; leaves quarantine at 410 (quarantine 1 in the window: delay 100 s)"
     )
     assert s.release_at("node/n00") == 410.0
+    released = s.tick(410.0, []).actions
+    assert released[0].reason == "healthy since 310; leaves quarantine (drain_node at 200)"
+
+
+def test_an_undo_of_the_node_itself_drops_its_queued_drain_whatever_the_cause() -> None:
+    s = layer(fleet(), max_nodes=0)
+    s.tick(10.0, [drain("n00", 10.0, cause="gpu/n00/1")])
+    out = s.tick(20.0, [undo("node/n00", 20.0)])
+    assert [r.target for r in by_status(out.records, ActionStatus.CANCELLED)] == ["node/n00"]
+    assert s.queued() == []
 
 
 def test_an_undo_is_matched_by_its_cause_not_by_its_entity() -> None:
@@ -121,8 +132,8 @@ def answer(
 
 def test_a_quarantine_the_cluster_refused_or_gave_up_on_leaves_the_ledger() -> None:
     for status in (ActionStatus.REFUSED, ActionStatus.GIVEN_UP):
-        s = layer(fleet(), max_nodes=1)
-        s.tick(100.0, [drain("n00", 100.0)])
+        s = layer(fleet(), max_nodes=2)
+        s.tick(100.0, [drain("n00", 100.0), drain("n08", 100.0)])
         # Answers that do not undo it: the safety layer's own, another kind, another decision, a retry.
         s.settle(
             [
@@ -132,10 +143,13 @@ def test_a_quarantine_the_cluster_refused_or_gave_up_on_leaves_the_ledger() -> N
                 answer(100.0, ActionStatus.FAILED),
             ]
         )
-        assert s.quarantined() == ["node/n00"]
+        assert s.quarantined() == ["node/n00", "node/n08"]
+        s.tick(150.0, [drain("n16", 150.0)])  # the budget is full: queued
         s.settle([answer(50.0, ActionStatus.DONE), answer(100.0, status)])  # the last one is
-        assert s.quarantined() == []
-        assert kinds(s.tick(200.0, [drain("n08", 200.0)]).actions) == [("drain_node", "node/n08")]
+        assert s.quarantined() == ["node/n08"]
+        assert kinds(s.tick(200.0, []).actions) == [("drain_node", "node/n16")]
+        # Only n00 left the ledger: n08 and n16 fill the budget of 2.
+        assert s.tick(210.0, [drain("n24", 210.0)]).actions == ()
 
 
 def test_a_restarts_journal_is_read_in_time_order_and_one_decision_is_one_quarantine() -> None:
@@ -246,3 +260,7 @@ def test_only_entities_turning_unwell_from_calm_feed_the_storm_brake() -> None:
     out = fresh.tick(0.0, [], [moved(e, "healthy", "degraded") for e in spread])
     assert out.braked is True and out.brake_reason.startswith("storm brake ON: 48 entities")
     assert out.notices[0].ts == 0.0
+    # Under the brake every drain of the tick is advised, none taken.
+    more = fresh.tick(10.0, [drain("n00", 10.0), drain("n08", 10.0)])
+    assert more.braked and kinds(more.actions) == [("drain_node", "node/n00"), ("drain_node", "node/n08")]
+    assert fresh.quarantined() == []

@@ -7,6 +7,7 @@ Written from the mutants mutmut found surviving in ``control/storm.py`` (docs/te
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from seamguard.control.storm import StormBrake, StormConfig, entity_domains
 from seamguard.model.inventory import Inventory, NodeRecord
@@ -56,7 +57,7 @@ def test_the_window_accumulates_ticks_and_forgets_at_exactly_window_s() -> None:
     assert not edge.engaged and edge.spread()[0] == 1  # the first four left the window at 300 s
 
 
-def test_a_release_needs_calm_s_of_calm_every_time() -> None:
+def test_a_release_needs_calm_s_of_calm_every_time(caplog: pytest.LogCaptureFixture) -> None:
     b = brake()
     five = nodes(TOPO, "n00", "n04", "n08", "n16", "n24")
     for start in (0.0, 5_000.0):
@@ -72,6 +73,8 @@ def test_a_release_needs_calm_s_of_calm_every_time() -> None:
             == "storm brake released after 900 s calm (0 new in window: 0 cdu, 0 switch, 0 rack)"
         )
         assert b.engaged is False and b.reason == ""
+    released = [r for r in caplog.records if r.levelname == "WARNING" and r.name == "seamguard.control.storm"]
+    assert [r.getMessage() for r in released] == [notice.message] * 2
 
 
 def test_a_new_brake_is_off_with_no_reason() -> None:

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from seamguard.config import load_config
+from seamguard.config import EconomicsConfig, load_config
 from seamguard.control.controller import Controller
 from seamguard.economics.harm import straggler_harm
 from seamguard.model.catalog import signal_catalog
@@ -270,3 +270,75 @@ def test_contributions_are_the_strongest_first_from_the_floor_up_at_most_four() 
     everything = contributions(items, topo, g1, limit=10)
     assert [c.detector for c in everything][-1] == "d0"  # 0.5 x 0.02 = 0.01: at the floor, kept
     assert "d2" not in [c.detector for c in everything]  # just under it
+
+
+def _econ(**update: float) -> EconomicsConfig:
+    """Round thresholds so that the values below sit exactly on them: restart 600 s over a 1 h horizon."""
+    base = {
+        "min_slowdown": 0.1,
+        "min_z": 1.0,
+        "sku_spread": 0.01,
+        "restart_cost_s": 600.0,
+        "horizon_s": 3600.0,
+    }
+    return CFG.economics.model_copy(update={**base, **update})
+
+
+def test_harm_per_gpu_in_two_synchronous_jobs_and_outside_any() -> None:
+    """job 0: four ranks at 1.0 s; job 1: three at 2.0 s and one at 3.0 s; GPU 8 in no job.
+    GPU 7 is 50% slow (z = 1.0 / (1% x 2.0) = 50); swapping it gains (3 - 2) / 3 x 4 GPUs = 4/3
+    against 600 s x 4 GPUs / 3600 s = 2/3: ratio 2."""
+    step = np.array([1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 2.0])
+    gpu_job = np.array([0, 0, 0, 0, 1, 1, 1, 1, -1], dtype=np.int64)
+    h = straggler_harm(step, gpu_job, np.array([True, True]), np.array([4.0, 4.0]), _econ())
+    assert h.slowdown[:8].tolist() == [0.0] * 7 + [0.5] and np.isnan(h.slowdown[8])
+    assert h.gain_gpus.tolist() == pytest.approx([0.0] * 7 + [4 / 3, 0.0])
+    assert h.cost_gpus.tolist() == pytest.approx([0.0] * 7 + [2 / 3, 0.0])
+    assert h.ratio.tolist() == pytest.approx([0.0] * 7 + [2.0, 0.0])
+    assert h.stragglers.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("slow", "econ"),
+    [
+        (2.5, {"min_slowdown": 0.25, "min_z": 0.5, "sku_spread": 0.25}),  # slowdown 0.25, exactly the minimum
+        (
+            2.5,
+            {"min_slowdown": 0.1, "min_z": 1.0, "sku_spread": 0.25},
+        ),  # z = 0.5 / (25% x 2.0) = 1.0, exactly
+    ],
+)
+def test_a_rank_exactly_on_a_threshold_is_a_straggler(slow: float, econ: dict[str, float]) -> None:
+    step = np.array([2.0] * 7 + [slow])
+    h = straggler_harm(step, np.zeros(8, dtype=np.int64), np.array([True]), np.array([8.0]), _econ(**econ))
+    assert h.stragglers.tolist() == [1] * 8 and h.ratio[7] > 0
+
+
+def test_the_peer_spread_is_the_mad_scaled_by_1_4826() -> None:
+    """Nine ranks: median 2.2, MAD 0.2, so sigma = 0.2965 and the 3.0 s rank sits z = 2.7 out: a
+    straggler at min_z = 2 (with 2.48 x MAD it would be 1.6, not one)."""
+    step = np.array([2.0] * 4 + [2.2] * 4 + [3.0])
+    h = straggler_harm(
+        step,
+        np.zeros(9, dtype=np.int64),
+        np.array([True]),
+        np.array([9.0]),
+        _econ(min_z=2.0, sku_spread=0.001),
+    )
+    assert h.ratio[8] > 0 and h.stragglers[8] == 1
+
+
+def test_an_evenly_slow_job_and_a_fleet_without_jobs_have_no_harm() -> None:
+    even = straggler_harm(np.full(4, 2.0), np.zeros(4, dtype=np.int64), np.array([True]), np.array([4.0]),
+                          _econ(min_slowdown=0.0, min_z=0.0))  # fmt: skip
+    assert (
+        even.ratio.tolist() == [0.0] * 4 and even.gain_gpus.tolist() == [0.0] * 4
+    )  # every rank "slow": none is
+    for gpu_job, sync in (
+        (np.full(4, -1, dtype=np.int64), np.zeros(0, dtype=bool)),
+        (np.zeros(4, dtype=np.int64), np.array([True])),
+    ):
+        step = np.full(4, np.nan) if sync.size else np.full(4, 2.0)  # no job, or no valid step time
+        none = straggler_harm(step, gpu_job, sync, np.full(sync.size, 4.0), _econ())
+        assert none.ratio.tolist() == none.gain_gpus.tolist() == none.cost_gpus.tolist() == [0.0] * 4
+        assert none.stragglers.tolist() == [0] * 4 and np.isnan(none.slowdown).all()

@@ -56,20 +56,35 @@ def test_the_node_at_index_0_stays_held_with_its_history_and_no_release_of_its_o
     assert s.budgets.quarantined.tolist() == [True, False, False, False]
 
 
-def test_a_queued_drain_of_a_node_that_stays_is_still_queued_and_taken_later() -> None:
+def test_a_queued_drain_follows_its_node_to_its_new_index() -> None:
     s = layer(OLD, max_nodes=1)
-    s.tick(100.0, [drain("a2", 100.0), drain("a0", 100.0)])  # a0 waits for the budget
+    s.tick(100.0, [drain("a0", 100.0), drain("a2", 100.0)])  # a2 (index 2, then 1) waits for the budget
     s.carry_over(world_change(OLD, NEW), 200.0)
-    assert [a.target for a in s.queued()] == ["node/a0"]
+    assert [a.target for a in s.queued()] == ["node/a2"]
     s.tick(
         300.0,
-        [DecisionRecord(300.0, "gpu/a2/0", "restore_admission", "act", "ok", "healthy", cause="gpu/a2/0")],
+        [DecisionRecord(300.0, "gpu/a0/0", "restore_admission", "act", "ok", "healthy", cause="gpu/a0/0")],
     )
     out = s.tick(300.0 + DELAY, [])
-    assert kinds(out.actions)[0] == ("resume_node", "node/a2") and ("drain_node", "node/a0") in kinds(
+    assert kinds(out.actions)[0] == ("resume_node", "node/a0") and ("drain_node", "node/a2") in kinds(
         out.actions
     )
-    assert s.budgets.quarantined.tolist() == [True, False, False, False]
+    assert s.budgets.quarantined.tolist() == [False, True, False, False]
+
+
+def test_a_repeat_offender_at_index_0_with_new_hardware_keeps_its_history() -> None:
+    new = topo(node("a0", gpus=8), node("a1"))
+    s = layer(topo(node("a0"), node("a1")))
+    s.tick(0.0, [drain("a0", 0.0)])
+    s.tick(
+        10.0,
+        [DecisionRecord(10.0, "gpu/a0/0", "restore_admission", "act", "ok", "healthy", cause="gpu/a0/0")],
+    )
+    assert kinds(s.tick(10.0 + DELAY, []).actions)[0] == ("resume_node", "node/a0")
+    s.tick(1_000.0, [drain("a0", 1_000.0)])  # quarantined a second time
+    s.carry_over(world_change(topo(node("a0"), node("a1")), new), 2_000.0)
+    assert s.recovery_delay(0, 2_000.0) == 2 * DELAY
+    assert s.release_at("node/a0") == 2_000.0 + 2 * DELAY  # held as on a restart, as a repeat offender
 
 
 def test_a_held_node_with_new_hardware_is_held_as_on_a_restart() -> None:
@@ -84,7 +99,7 @@ def test_a_held_node_with_new_hardware_is_held_as_on_a_restart() -> None:
 
 
 def test_many_nodes_leaving_are_named_ten_at_a_time_in_one_warning() -> None:
-    gone = [node(f"x{i:02d}") for i in range(12)]
+    gone = [node(f"x{i:02d}") for i in range(11)]
     old = topo(node("a0"), *gone)
     s = layer(old)
     s.tick(100.0, [drain(n.node, 100.0) for n in gone])
@@ -92,7 +107,7 @@ def test_many_nodes_leaving_are_named_ten_at_a_time_in_one_warning() -> None:
     shown = ", ".join(f"node/x{i:02d}" for i in range(10))
     assert (notice.ts, notice.source, notice.level) == (200.0, SAFETY, "warning")
     assert notice.message == (
-        f"12 quarantined node(s) left the inventory, hold dropped (no resume sent): {shown} and 2 more"
+        f"11 quarantined node(s) left the inventory, hold dropped (no resume sent): {shown} and 1 more"
     )
     ten = [node(f"x{i:02d}") for i in range(10)]
     s = layer(topo(node("a0"), *ten))
@@ -116,3 +131,4 @@ def test_the_storm_window_keeps_the_entity_at_global_index_0() -> None:
     assert old.ids[0] == new.ids[0]
     b.carry_over(world_change(old, new))
     assert b.spread()[0] == 2
+    assert b.observe(10.0, np.zeros(0, dtype=np.int64)) == [] and b.spread()[0] == 2  # times kept with them

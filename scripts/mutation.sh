@@ -17,4 +17,4 @@ BIN="${VENV:-.venv}/bin"
   exit 1
 }
 nice -n "${MUTMUT_NICE:-15}" "$BIN/mutmut" run --max-children "${MUTMUT_CHILDREN:-1}" "$@" | tail -n 3
-"$BIN/mutmut" results --all true | "$BIN/python" scripts/mutation_summary.py "${MUTMUT_SUMMARY_ARGS:-}"
+"$BIN/mutmut" results --all true | "$BIN/python" scripts/mutation_summary.py ${MUTMUT_SUMMARY_ARGS:+"$MUTMUT_SUMMARY_ARGS"}

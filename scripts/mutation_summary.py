@@ -66,9 +66,12 @@ def row(counts: Counter[str]) -> tuple[int, int, int, int, int, int, int, float]
 
 
 def main(argv: list[str]) -> int:
-    files = [a for a in argv if not a.startswith("--")]
-    earlier = [parse(Path(f).read_text().splitlines(), f) for f in files]
-    by_module = merge(parse(sys.stdin.read().splitlines(), "stdin"), earlier)
+    files = [a for a in argv if a and not a.startswith("--")]
+    try:
+        earlier = [parse(Path(f).read_text().splitlines(), f) for f in files]
+        by_module = merge(parse(sys.stdin.read().splitlines(), "stdin"), earlier)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"mutation_summary: {err}") from None
     if not by_module:
         raise SystemExit(
             "no mutant results on stdin: run `mutmut run` first, then pipe `mutmut results --all true`"

@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench mutation clean
 
 demo:
 	@bash scripts/bootstrap.sh
@@ -22,5 +22,10 @@ bench:
 	$(BIN)/python bench/world.py --gpus 16384
 	$(BIN)/python bench/twin.py --healthy-node-days 1000
 
+# Not part of `make test`: about 8,000 mutants, 30-60 minutes on 2 cores (docs/testing.md).
+mutation:
+	@bash scripts/bootstrap.sh dev
+	bash scripts/mutation.sh
+
 clean:
-	rm -rf $(VENV) demo-out engine-demo .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) demo-out engine-demo mutants .mypy_cache .ruff_cache .pytest_cache

@@ -1,18 +1,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from seamguard.config import load_config
+from seamguard.config import EconomicsConfig, load_config
 from seamguard.control.controller import Controller
 from seamguard.economics.harm import straggler_harm
 from seamguard.model.catalog import signal_catalog
+from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.scoring import detectors
 from seamguard.scoring.events import XidMemory, heartbeat
-from seamguard.scoring.evidence import make_evidence
+from seamguard.scoring.evidence import Evidence, make_evidence
 from seamguard.scoring.gfs import combine, contributions
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import TickEvents
@@ -223,3 +225,120 @@ def test_two_equal_stragglers_are_both_harmful() -> None:
         np.full(64, 2.3), np.zeros(64, dtype=np.int64), np.array([True]), np.array([64.0]), econ
     )
     assert not evenly.ratio.any()  # an evenly slow job has nothing to swap
+
+
+def _gpu_evidence(
+    topo: Topology, name: str, weight: float, at: dict[int, float], recovery: bool = False
+) -> Evidence:
+    n = topo.count(EntityKind.GPU)
+    e = np.zeros(n)
+    for i, v in at.items():
+        e[i] = v
+    return Evidence(
+        name, "gpu.temp_c", EntityKind.GPU, weight, e, e * 100, np.zeros(n), lambda m, x: f"{m:g}", recovery
+    )
+
+
+def test_noisy_or_combines_every_piece_and_the_recovery_share_apart() -> None:
+    topo = build_topology(small_inventory())
+    g0 = int(topo.members[EntityKind.GPU][0])
+    empty = Evidence(
+        "none", "gpu.temp_c", EntityKind.GPU, 1.0, np.zeros(0), np.zeros(0), np.zeros(0), lambda m, x: ""
+    )
+    items = [
+        empty,  # a detector with nothing to say does not end the combination
+        _gpu_evidence(topo, "a", 0.5, {0: 0.4}, recovery=True),
+        _gpu_evidence(topo, "b", 1.0, {0: 0.5}, recovery=True),
+        _gpu_evidence(topo, "c", 1.0, {0: 0.3}),
+    ]
+    gfs, rec = combine(items, topo)
+    assert gfs[g0] == pytest.approx(1 - 0.8 * 0.5 * 0.7, rel=1e-12)
+    assert rec[g0] == pytest.approx(1 - 0.8 * 0.5, rel=1e-12)  # the two recovery-path pieces only
+
+
+def test_contributions_are_the_strongest_first_from_the_floor_up_at_most_four() -> None:
+    topo = build_topology(small_inventory())
+    g1 = int(topo.members[EntityKind.GPU][1])
+    items = [
+        _gpu_evidence(topo, f"d{k}", 0.5, {1: v}) for k, v in enumerate((0.02, 0.4, 0.019, 1.0, 0.6, 0.2))
+    ]
+    short = Evidence(
+        "short", "gpu.temp_c", EntityKind.GPU, 1.0, np.ones(1), np.ones(1), np.ones(1), lambda m, x: ""
+    )
+    found = contributions([*items, short], topo, g1)  # ``short`` has no value for GPU 1: skipped
+    assert [(c.detector, c.score) for c in found] == [("d3", 0.5), ("d4", 0.3), ("d1", 0.2), ("d5", 0.1)]
+    everything = contributions(items, topo, g1, limit=10)
+    assert [c.detector for c in everything][-1] == "d0"  # 0.5 x 0.02 = 0.01: at the floor, kept
+    assert "d2" not in [c.detector for c in everything]  # just under it
+
+
+def _econ(**update: float) -> EconomicsConfig:
+    """Round thresholds so that the values below sit exactly on them: restart 600 s over a 1 h horizon."""
+    base = {
+        "min_slowdown": 0.1,
+        "min_z": 1.0,
+        "sku_spread": 0.01,
+        "restart_cost_s": 600.0,
+        "horizon_s": 3600.0,
+    }
+    return CFG.economics.model_copy(update={**base, **update})
+
+
+def test_harm_per_gpu_in_two_synchronous_jobs_and_outside_any() -> None:
+    """job 0: four ranks at 1.0 s; job 1: three at 2.0 s and one at 3.0 s; GPU 8 in no job.
+    GPU 7 is 50% slow (z = 1.0 / (1% x 2.0) = 50); swapping it gains (3 - 2) / 3 x 4 GPUs = 4/3
+    against 600 s x 4 GPUs / 3600 s = 2/3: ratio 2."""
+    step = np.array([1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 2.0])
+    gpu_job = np.array([0, 0, 0, 0, 1, 1, 1, 1, -1], dtype=np.int64)
+    h = straggler_harm(step, gpu_job, np.array([True, True]), np.array([4.0, 4.0]), _econ())
+    assert h.slowdown[:8].tolist() == [0.0] * 7 + [0.5] and np.isnan(h.slowdown[8])
+    assert h.gain_gpus.tolist() == pytest.approx([0.0] * 7 + [4 / 3, 0.0])
+    assert h.cost_gpus.tolist() == pytest.approx([0.0] * 7 + [2 / 3, 0.0])
+    assert h.ratio.tolist() == pytest.approx([0.0] * 7 + [2.0, 0.0])
+    assert h.stragglers.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("slow", "econ"),
+    [
+        (2.5, {"min_slowdown": 0.25, "min_z": 0.5, "sku_spread": 0.25}),  # slowdown 0.25, exactly the minimum
+        (
+            2.5,
+            {"min_slowdown": 0.1, "min_z": 1.0, "sku_spread": 0.25},
+        ),  # z = 0.5 / (25% x 2.0) = 1.0, exactly
+    ],
+)
+def test_a_rank_exactly_on_a_threshold_is_a_straggler(slow: float, econ: dict[str, float]) -> None:
+    step = np.array([2.0] * 7 + [slow])
+    h = straggler_harm(step, np.zeros(8, dtype=np.int64), np.array([True]), np.array([8.0]), _econ(**econ))
+    assert h.stragglers.tolist() == [1] * 8 and h.ratio[7] > 0
+
+
+def test_the_peer_spread_is_the_mad_scaled_by_1_4826() -> None:
+    """Nine ranks: median 2.2, MAD 0.2, so sigma = 0.2965 and the 3.0 s rank sits z = 2.7 out: a
+    straggler at min_z = 2 (with 2.48 x MAD it would be 1.6, not one)."""
+    step = np.array([2.0] * 4 + [2.2] * 4 + [3.0])
+    h = straggler_harm(
+        step,
+        np.zeros(9, dtype=np.int64),
+        np.array([True]),
+        np.array([9.0]),
+        _econ(min_z=2.0, sku_spread=0.001),
+    )
+    assert h.ratio[8] > 0 and h.stragglers[8] == 1
+
+
+def test_an_evenly_slow_job_and_a_fleet_without_jobs_have_no_harm() -> None:
+    even = straggler_harm(np.full(4, 2.0), np.zeros(4, dtype=np.int64), np.array([True]), np.array([4.0]),
+                          _econ(min_slowdown=0.0, min_z=0.0))  # fmt: skip
+    assert (
+        even.ratio.tolist() == [0.0] * 4 and even.gain_gpus.tolist() == [0.0] * 4
+    )  # every rank "slow": none is
+    for gpu_job, sync in (
+        (np.full(4, -1, dtype=np.int64), np.zeros(0, dtype=bool)),
+        (np.zeros(4, dtype=np.int64), np.array([True])),
+    ):
+        step = np.full(4, np.nan) if sync.size else np.full(4, 2.0)  # no job, or no valid step time
+        none = straggler_harm(step, gpu_job, sync, np.full(sync.size, 4.0), _econ())
+        assert none.ratio.tolist() == none.gain_gpus.tolist() == none.cost_gpus.tolist() == [0.0] * 4
+        assert none.stragglers.tolist() == [0] * 4 and np.isnan(none.slowdown).all()

@@ -46,6 +46,32 @@ def test_the_ladder_is_climbed_only_as_the_loss_pays_for_each_step() -> None:
     assert after(just_short, s) is not Step.REPLACE_RANK  # ski rental: not a moment before it is paid
 
 
+def test_every_step_is_valued_term_by_term() -> None:
+    """Round numbers that keep every term apart (the module docstring's formulas, worked by hand):
+    7,200 GPUs (2 GPU-h per second of the job), weight 2, one extra failure an hour costing 600 s,
+    a 2-hour horizon and half the pace recovered by a rebalance.
+
+    pace = 2 x 0.1 x 7200 = 1440 GPU-h/h; risk = 2 x 1/h x 600 s x 2 GPU-h/s = 2400 GPU-h/h.
+    A save now spares each of the 2 expected extra failures 1200 s of rework: 2 x 2 x 1200 x 2 = 9600.
+    """
+    s = Situation(job_gpus=7200, slowdown=0.1, excess_rate_per_s=1 / 3600.0, loss_per_failure_s=600.0,
+                  since_durable_s=1200.0, save_s=60.0, rebalance_s=30.0, restart_s=240.0, node_gpus=8,
+                  diagnose_s=1800.0, weight=2.0)  # fmt: skip
+    assert loss_rate_gpu_h_per_h(s) == pytest.approx((1440.0, 2400.0), rel=1e-12)
+    got = {
+        v.step: (v.cost_gpu_h, v.benefit_gpu_h_per_h, v.horizon_net_gpu_h)
+        for v in value_steps(s, 7200.0, 0.5)
+    }
+    assert got == {
+        Step.IGNORE: (0.0, 0.0, 0.0),
+        Step.REBALANCE: pytest.approx((60.0, 720.0, 2 * 720.0 - 60.0), rel=1e-12),  # 30 s pause x 2 GPU-h/s
+        Step.CHECKPOINT_NOW: pytest.approx((120.0, 0.0, 9600.0 - 120.0), rel=1e-12),
+        Step.REPLACE_RANK: pytest.approx((600.0, 3840.0, 2 * 3840.0 - 600.0), rel=1e-12),  # (60 + 240) x 2
+        # ...plus the node's 8 GPUs out for the 1,800 s diagnosis: 4 GPU-h.
+        Step.QUARANTINE: pytest.approx((604.0, 3840.0, 2 * 3840.0 - 604.0), rel=1e-12),
+    }
+
+
 def test_criticality_changes_the_answer() -> None:
     """The same degraded node an hour on: fine for an exploratory job, swapped out of a release run."""
     exploratory, release = after(1.0, slow_rank(0.25)), after(1.0, slow_rank(4.0))

@@ -74,7 +74,9 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value"), BAD, ids=[f"{p}={v!r}" for p, v in BAD])
+@pytest.mark.parametrize(
+    ("path", "value"), BAD, ids=[f"{p}=" + ("(deleted)" if v is DELETE else repr(v)) for p, v in BAD]
+)
 def test_what_the_schema_refuses_the_agent_refuses_naming_the_field(path: str, value: Any) -> None:
     body = json.dumps(with_(path, value))
     with pytest.raises(ValidationError) as schema:

@@ -225,3 +225,11 @@ def new_hard_failures(topology: Topology, changes: Changes) -> int:
     gpu = kinds == KIND_CODE[EntityKind.GPU]
     node[gpu] = topology.gpu_node[local[gpu]]
     return int(np.unique(node[node >= 0]).size)
+
+
+def forced_out(floor: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Entities hard evidence holds at quarantine or worse this tick (an XID that asks for a reset)."""
+    held: npt.NDArray[np.bool_] = (floor >= 0) & (
+        SEVERITY[np.maximum(floor, 0)] >= SEVERITY[int(State.QUARANTINE)]
+    )
+    return held

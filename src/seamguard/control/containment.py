@@ -13,7 +13,8 @@ and failure risk of tolerating it) and replaces it with the cheapest option's ac
 * checkpoint now: ``checkpoint_now`` on every job under the domain, and ``restrict_admission``;
 * tolerate: ``restrict_admission`` on the cause only.
 
-A ``failed`` entity is never valued: its node is drained, whatever it costs. Nor is a domain
+A ``failed`` entity is never valued: its node is drained, whatever it costs; nor is one that hard
+evidence holds at quarantine (an XID whose catalog entry asks for a reset). Nor is a domain
 that runs no work (draining idle capacity forces nothing), nor one whose jobs do not all report their pace (``gpu.step_time_s``) this tick: blind to the slowdown,
 the valuation would always tolerate, so the policy's drain or island stands, and says why.
 """
@@ -66,18 +67,26 @@ class EngineView:
     save_s: FloatArray  # per job, the blocking time of its chosen save (NaN: none)
     criticality: FloatArray  # per job, its weight before any economics
     step_time: FloatArray | None = None  # per GPU, this tick's step time (None: not reported)
+    forced: BoolArray | None = None  # per entity: hard evidence holds it at quarantine or worse (an XID)
 
 
 def valued(d: DecisionRecord) -> bool:
     return d.action in CONTAINING and d.state == _QUARANTINE
 
 
+def _forced(topo: Topology, forced: BoolArray | None, d: DecisionRecord) -> bool:
+    """Hard evidence (an XID that asks for a reset) holds the cause out: acted on, not valued."""
+    cause = topo.lookup(d.cause or d.entity)
+    return forced is not None and cause is not None and bool(forced[cause])
+
+
 def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[DecisionRecord]:
     """The decisions with every gray quarantine replaced by its cheapest containment."""
-    picked = [i for i, d in enumerate(decisions) if valued(d)]
+    topo = view.topology
+    weighed = [valued(d) and not _forced(topo, view.forced, d) for d in decisions]
+    picked = [i for i, w in enumerate(weighed) if w]
     if not picked:
         return list(decisions)
-    topo = view.topology
     keys: dict[tuple[int, int], int] = {}  # (cause, domain) -> row
     for i in picked:
         d = decisions[i]
@@ -92,10 +101,10 @@ def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[Decis
     jobs, domains, nodes, columns = _situation(view, rows)
     blind = _blind(view, nodes)
     val = value_sharing_spares(jobs, domains)
-    existing = {(d.entity, d.action, d.cause) for d in decisions if not valued(d)}
+    existing = {(d.entity, d.action, d.cause) for d, w in zip(decisions, weighed, strict=True) if not w}
     out: list[DecisionRecord] = []
-    for d in decisions:
-        if not valued(d):
+    for d, w in zip(decisions, weighed, strict=True):
+        if not w:
             out.append(d)
             continue
         domain = topo.lookup(d.entity)
@@ -271,7 +280,7 @@ def _slowdown_now(view: EngineView) -> FloatArray:
     valued once, when it is entered: the rank's pace this tick counts as soon as it is seen.
     """
     sustained = np.nan_to_num(view.gpu_slowdown)
-    if view.step_time is None:
+    if view.step_time is None or not view.topology.jobs:  # no job, no pace to compare
         return sustained
     jobs = view.workload.gpu_job
     median, _ = group_median(view.step_time, jobs, len(view.topology.jobs))

@@ -21,7 +21,7 @@ from seamguard.control.checkpoint_loop import (
     job_risk,
     storage_paths,
 )
-from seamguard.control.classifier import Classifier, ClassifierInputs, new_hard_failures
+from seamguard.control.classifier import Classifier, ClassifierInputs, forced_out, new_hard_failures
 from seamguard.control.containment import EngineView, contain, valued
 from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.explaining import (
@@ -371,7 +371,7 @@ class Controller:
             decisions = contain(decisions, EngineView(
                 cfg, topo, workload, self.classifier.state, self.lemon_memory.lemons(), self._gpu_slowdown,
                 frame.gfs, prs, self._nominal_rate, self.learner.scale(), self.economics, self._save_s,
-                self._criticality, step))  # fmt: skip
+                self._criticality, step, forced_out(frame.floor)))  # fmt: skip
         self._exposure = None  # the loop above moved what each part last was
         if self.checkpoint_loop is not None:
             loop_tick = self._checkpoint_tick(now, workload, self.checkpoint_loop)

@@ -4,7 +4,8 @@ Part 1 runs every policy of one scenario (default ``llama3-16k-54d``, one seed),
 spawned process, and prints per run: simulated GPU-hours per wall-clock second, wall time, engine
 ticks, node-days the policy observed, peak RSS of the process, ETTR and false quarantines, then
 the campaign's wall time (target for llama3-16k-54d: all four policies in <= 15 minutes on two
-cores).
+cores) with, beside it, the engine's median tick at 16,384 GPUs (``bench/tick.py``), so that a
+slower machine reads as one.
 
 Part 2 (``--healthy-node-days``) measures what the windows shortcut might hide: a fault-free
 fleet observed at the full telemetry cadence (every tick, every node, with the twin's noise,
@@ -23,8 +24,11 @@ import json
 import math
 import multiprocessing
 import resource
+import subprocess
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -69,7 +73,9 @@ def healthy_scenario(node_days: float) -> Scenario:
     return scenario_from_mapping(data, "healthy-full-cadence")
 
 
-def sweep(console: Console, scenario: Scenario, policies: list[str], seed: int, workers: int) -> None:
+def sweep(
+    console: Console, scenario: Scenario, policies: list[str], seed: int, workers: int, tick_gpus: int = 0
+) -> None:
     console.print(f"[bold]{scenario.name}[/]: {', '.join(policies)}, seed {seed}, {workers} worker(s)")
     start = time.perf_counter()
     ctx = multiprocessing.get_context("spawn")
@@ -78,8 +84,22 @@ def sweep(console: Console, scenario: Scenario, policies: list[str], seed: int, 
         with console.status(f"running {len(policies)} policies"):
             for f in as_completed(futures):
                 print(json.dumps(f.result()), flush=True)
-    print(json.dumps({"scenario": scenario.name, "campaign_wall_s": round(time.perf_counter() - start, 1),
-                      "policies": len(policies), "workers": workers}))  # fmt: skip
+    wall = round(time.perf_counter() - start, 1)
+    line: dict[str, Any] = {"scenario": scenario.name, "campaign_wall_s": wall, "policies": len(policies),
+                            "workers": workers}  # fmt: skip
+    if tick_gpus > 0:  # the engine's speed on this machine, so that a slower machine reads as one
+        with console.status(f"engine tick at {tick_gpus:,} GPUs (bench/tick.py)"):
+            line["engine_tick_p50_ms"] = engine_tick_p50_ms(tick_gpus)
+        line["engine_tick_gpus"] = tick_gpus
+    print(json.dumps(line))
+
+
+def engine_tick_p50_ms(gpus: int) -> float:
+    """``bench/tick.py``'s median tick at ``gpus``, run as its own process (its own peak memory)."""
+    tick = Path(__file__).with_name("tick.py")
+    out = subprocess.run([sys.executable, str(tick), "--gpus", str(gpus), "--ticks", "10", "--warmup", "4"],
+                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+    return float(json.loads(out.strip().splitlines()[-1])["tick_p50_ms"])
 
 
 def main() -> None:
@@ -93,12 +113,18 @@ def main() -> None:
     parser.add_argument("--skip-scenario", action="store_true", help="only the healthy full-cadence check")
     parser.add_argument("--healthy-node-days", type=float, default=0.0, help="0: skip the healthy check")
     parser.add_argument("--healthy-policies", default="binary,seamguard")
+    parser.add_argument(
+        "--tick-gpus", type=int, default=16384, help="also time the engine's tick at this size (0: skip)"
+    )
     args = parser.parse_args()
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.tick_gpus < 0 or args.tick_gpus % 8:
+        parser.error("--tick-gpus must be 0 or a positive multiple of 8")
     console = Console(stderr=True)
     if not args.skip_scenario:
-        sweep(console, load_scenario(args.scenario), args.policies.split(","), args.seed, args.workers)
+        sweep(console, load_scenario(args.scenario), args.policies.split(","), args.seed, args.workers,
+              args.tick_gpus)  # fmt: skip
     if args.healthy_node_days > 0:
         sweep(
             console,

@@ -202,3 +202,19 @@ def test_simulate_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["simulate", "--scenario", "nowhere.yaml", "--out", str(out)])
     assert res.exit_code == 2 and "nowhere.yaml" in res.output
     assert not out.exists()
+
+
+def test_bench_twin_prints_the_engine_tick_beside_the_campaign() -> None:
+    """A slower machine reads as one: the campaign's line carries the engine's own tick time."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "bench" / "twin.py"), "--scenario", "thermal-cascade", "--policies",
+         "binary", "--workers", "1", "--tick-gpus", "64"],
+        check=True, capture_output=True, text=True, timeout=300,
+    ).stdout  # fmt: skip
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["scenario"] == "thermal-cascade" and last["engine_tick_gpus"] == 64
+    assert last["engine_tick_p50_ms"] > 0 and last["campaign_wall_s"] > 0

@@ -20,6 +20,7 @@ import pytest
 from fastapi import FastAPI
 
 from seamguard.agent import Advisor, ControllerSource, Fallback, HttpSource, SourceError
+from seamguard.agent.wire import read_risk
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.economics.checkpoint_modes import JobCheckpoint, Mode
@@ -146,7 +147,7 @@ def test_a_job_without_hazard_crosses_the_wire_as_infinite() -> None:
         risk = ctl.job_risk("train")
     body = JobRiskPayload.from_risk(risk).model_dump_json()
     assert '"mtbf_s":"Infinity"' in body and '"ts":"-Infinity"' in body
-    assert JobRiskPayload.model_validate_json(body).to_risk() == risk
+    assert read_risk(body) == risk  # the agent's own reader (agent.wire)
 
 
 def test_a_malformed_answer_is_an_error_naming_the_field() -> None:
@@ -171,11 +172,11 @@ def test_a_malformed_answer_is_an_error_naming_the_field() -> None:
 
 
 def sample_risk() -> JobRisk:
-    return JobRiskPayload.model_validate(
+    return read_risk(json.dumps(
         {"job": "train", "ts": 1.0, "mtbf_s": 3600.0, "nominal_mtbf_s": 7200.0,
          "survival": {"host": 0.9, "peer": 1.0}, "top_part": "",
          "storage": [{"name": "ckpt0", "write_gbps": 40.0, "read_gbps": 60.0, "state": "healthy"}]}
-    ).to_risk()  # fmt: skip
+    ))  # fmt: skip
 
 
 def test_the_advisor_falls_back_when_the_service_stops(caplog: pytest.LogCaptureFixture) -> None:

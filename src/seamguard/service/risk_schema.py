@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from seamguard.economics.checkpoint_modes import StoragePath, Survival
 from seamguard.economics.job_risk import JobRisk
 from seamguard.model.states import State
 
@@ -63,17 +62,4 @@ class JobRiskPayload(Wire):
                 for p in risk.storage
             ],
             top_part=risk.top_part,
-        )
-
-    def to_risk(self) -> JobRisk:
-        return JobRisk(
-            job=self.job,
-            ts=self.ts,
-            mtbf_s=self.mtbf_s,
-            nominal_mtbf_s=self.nominal_mtbf_s,
-            survival=Survival(host=self.survival.host, peer=self.survival.peer),
-            storage=tuple(
-                StoragePath(p.name, p.write_gbps, p.read_gbps, State.parse(p.state)) for p in self.storage
-            ),
-            top_part=self.top_part,
         )

@@ -16,18 +16,13 @@ from seamguard.journal.records import DecisionRecord, EvidenceItem
 from seamguard.model.action_kinds import KINDS, Lands
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
-from seamguard.model.topology import Topology
+from seamguard.model.topology import Topology, node_of
 from seamguard.model.workload import Workload
 
 
-def _node_of(topology: Topology, gidx: int) -> str | None:
-    kind = topology.kind_of(gidx)
-    local = int(topology.local[gidx])
-    if kind is EntityKind.GPU:
-        return f"node/{topology.names[EntityKind.NODE][int(topology.gpu_node[local])]}"
-    if kind in (EntityKind.NODE, EntityKind.LINK):
-        return f"node/{topology.names[EntityKind.NODE][local]}"
-    return None
+def _node_id(topology: Topology, gidx: int) -> str | None:
+    node = node_of(topology, gidx)
+    return None if node is None else f"node/{topology.names[EntityKind.NODE][node]}"
 
 
 def _jobs_depending_on(topology: Topology, workload: Workload, gidx: int) -> list[str]:
@@ -61,7 +56,7 @@ def plan(
         targets: list[str]
         lands = KINDS[action].lands
         if lands is Lands.NODE:
-            node = _node_of(topology, gidx)
+            node = _node_id(topology, gidx)
             targets = [node] if node else []
         elif lands is Lands.JOBS:
             targets = _jobs_depending_on(topology, workload, gidx)

@@ -35,7 +35,7 @@ from seamguard.journal.records import ActionResultRecord, DecisionRecord, Notice
 from seamguard.model.action_kinds import CONTAINMENT_KINDS, QUARANTINE_KINDS, RELEASE_KIND, UNDO_KINDS
 from seamguard.model.actions import Action, ActionStatus
 from seamguard.model.entities import EntityKind
-from seamguard.model.topology import KIND_CODE, Topology
+from seamguard.model.topology import KIND_CODE, Topology, nodes_below
 from seamguard.model.world import WorldChange, by_name, invert
 from seamguard.strict_model import StrictModel, format_validation
 from seamguard.yaml_input import merge_mappings
@@ -208,19 +208,13 @@ class SafetyLayer:
         topo = self.topology
         out = np.zeros(0, dtype=np.int64)
         gidx = topo.lookup(target)
-        if gidx is not None:
-            kind = topo.kind_of(gidx)
-            local = int(topo.local[gidx])
-            if kind in (EntityKind.NODE, EntityKind.LINK):
-                out = np.array([local], dtype=np.int64)
-            elif kind is EntityKind.JOB:
-                names = topo.jobs[local].nodes
-                out = np.array(
-                    sorted(self._node_index[n] for n in names if n in self._node_index), dtype=np.int64
-                )
-            else:
-                gpus = topo.below[gidx].indices
-                out = np.unique(topo.gpu_node[gpus]).astype(np.int64)
+        if gidx is not None and topo.kind_of(gidx) is EntityKind.JOB:
+            names = topo.jobs[int(topo.local[gidx])].nodes
+            out = np.array(
+                sorted(self._node_index[n] for n in names if n in self._node_index), dtype=np.int64
+            )
+        elif gidx is not None:
+            out = nodes_below(topo, gidx)
         self._nodes_cache[target] = out
         return out
 

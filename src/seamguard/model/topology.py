@@ -92,6 +92,30 @@ class Topology:
         return np.asarray(self.below.sum(axis=1)).ravel()
 
 
+def node_of(topology: Topology, gidx: int) -> int | None:
+    """The local node an entity sits on: a node itself, its uplink's, a GPU's or MIG instance's
+    node; None for anything wider (a rack, a CDU, a job)."""
+    kind = topology.kind_of(gidx)
+    local = int(topology.local[gidx])
+    if kind in (EntityKind.NODE, EntityKind.LINK):  # an uplink shares its node's index
+        return local
+    if kind is EntityKind.GPU:
+        return int(topology.gpu_node[local])
+    if kind is EntityKind.MIG:
+        return int(topology.gpu_node[topology.mig_gpu[local]])
+    return None
+
+
+def nodes_below(topology: Topology, gidx: int) -> IntArray:
+    """Local indices of the nodes an entity covers: its own node (``node_of``), or every node with a
+    GPU below a rack, CDU, row, leaf, PDU or storage backend (the containment matrix)."""
+    one = node_of(topology, gidx)
+    if one is not None:
+        return np.array([one], dtype=np.int64)
+    found: IntArray = np.unique(topology.gpu_node[topology.below[gidx].indices]).astype(np.int64)
+    return found
+
+
 def build_topology(
     inventory: Inventory, jobs: Sequence[JobRecord] = (), storage: Sequence[str] = ()
 ) -> Topology:

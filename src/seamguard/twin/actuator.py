@@ -16,14 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from seamguard.model.action_kinds import ActionKind
 from seamguard.model.actions import Action as KindAction
 from seamguard.model.actions import ActionResult, ActionStatus
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import JobClass
-from seamguard.model.topology import Topology
+from seamguard.model.topology import Topology, node_of, nodes_below
 from seamguard.twin.actions import Action, Verb
 from seamguard.twin.policies.base import FleetView, IntArray
 
@@ -42,6 +40,7 @@ _READ_FROM_ENGINE = frozenset(
     {K.RESTRICT_ADMISSION, K.RESTORE_ADMISSION, K.AVOID_FOR_CHECKPOINT, K.CHECKPOINT_PLAN}
 )
 _REMOVES = frozenset({K.DRAIN_NODE, K.DISABLE_LINK})
+_DOMAINS = frozenset({EntityKind.RACK, EntityKind.CDU, EntityKind.SWITCH})  # what the twin islands
 
 
 @dataclass
@@ -145,24 +144,11 @@ class TwinActuator:
         return ActionStatus.DONE, "island: its jobs move out"
 
     def _domain_nodes(self, eid: str) -> IntArray | None:
-        topo = self.topology
-        gidx = topo.lookup(eid)
-        if gidx is None or topo.kind_of(gidx) not in (EntityKind.RACK, EntityKind.CDU, EntityKind.SWITCH):
+        gidx = self.topology.lookup(eid)
+        if gidx is None or self.topology.kind_of(gidx) not in _DOMAINS:
             return None
-        local = int(topo.local[gidx])
-        if topo.kind_of(gidx) is EntityKind.SWITCH:
-            found: IntArray = np.flatnonzero(topo.node_leaf == local).astype(np.int64)
-        else:
-            found = np.unique(topo.gpu_node[topo.below[gidx].indices]).astype(np.int64)
-        return found
+        return nodes_below(self.topology, gidx)
 
     def _node(self, eid: str) -> int | None:
-        kind, _, name = eid.partition("/")
-        topo = self.topology
-        if kind in ("node", "link"):
-            gidx = topo.lookup(f"node/{name}")
-            return None if gidx is None else int(topo.local[gidx])
-        if kind == "gpu":
-            gidx = topo.lookup(eid)
-            return None if gidx is None else int(topo.gpu_node[int(topo.local[gidx])])
-        return None
+        gidx = self.topology.lookup(eid)
+        return None if gidx is None else node_of(self.topology, gidx)

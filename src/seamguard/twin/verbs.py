@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
+from seamguard.model.topology import node_of, nodes_below
 from seamguard.twin.actions import Action, Verb
 from seamguard.twin.fleet import FREE, Actor
 from seamguard.twin.jobs import InferenceJob, Phase, TrainingJob
@@ -22,13 +23,8 @@ IntArray = npt.NDArray[np.int64]
 
 def node_index(twin: Twin, eid: str) -> int | None:
     """The node a node, link or GPU id names (None: not one of the twin's)."""
-    kind, _, name = eid.partition("/")
-    gidx = twin.topology.lookup(f"node/{name}" if kind in ("node", "link") else eid)
-    if gidx is None:
-        return None
-    if kind == "gpu":
-        return int(twin.topology.gpu_node[int(twin.topology.local[gidx])])
-    return int(twin.topology.local[gidx]) if kind in ("node", "link") else None
+    gidx = twin.topology.lookup(eid)
+    return None if gidx is None else node_of(twin.topology, gidx)
 
 
 def apply_actions(twin: Twin, t: float, actions: list[Action]) -> None:
@@ -104,19 +100,13 @@ def island(twin: Twin, t: float, a: Action) -> None:
     """Move jobs out of a rack, CDU or leaf: a training job restarts outside when spares fit,
     else it saves now; serving replicas move as far as room allows."""
     gidx = twin.topology.lookup(a.target)
-    if gidx is None:
+    if gidx is None or twin.topology.kind_of(gidx) not in (
+        EntityKind.RACK,
+        EntityKind.CDU,
+        EntityKind.SWITCH,
+    ):
         return
-    kind = twin.topology.kind_of(gidx)
-    local = int(twin.topology.local[gidx])
-    topo = twin.topology
-    if kind is EntityKind.RACK:
-        dom = np.flatnonzero(topo.node_rack == local)
-    elif kind is EntityKind.CDU:
-        dom = np.flatnonzero(topo.rack_cdu[topo.node_rack] == local)
-    elif kind is EntityKind.SWITCH:
-        dom = np.flatnonzero(topo.node_leaf == local)
-    else:
-        return
+    dom = nodes_below(twin.topology, gidx)
     usable = twin.usable()
     for j in twin.jobs:
         if isinstance(j, InferenceJob):

@@ -141,7 +141,7 @@ class SafetyLayer:
 
     # -- public views -----------------------------------------------------------------------
     def quarantined(self) -> list[str]:
-        return [f"node/{self.node_names[n]}" for n in sorted(self._held)]
+        return [f"node/{self.node_names[n]}" for n in self.held_nodes().tolist()]
 
     def held_nodes(self) -> IntArray:
         """Local indices of the nodes held in quarantine now (a scheduler admits nothing there)."""

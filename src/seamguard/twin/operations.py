@@ -51,13 +51,17 @@ def fleet_ops(twin: Twin, t: float) -> None:
 
 def repair_seconds(twin: Twin, t: float) -> FloatArray:
     """Per drained node not yet in repair: how long its repair takes (its longest fault's, or
-    ``repair_h`` for a node broken by nothing on record; 0: nothing to repair)."""
+    ``repair_h`` for a node broken by nothing on record; 0: nothing to repair).
+
+    A fault due within the twin's lead (a save ahead, which is how early the oracle acts) counts
+    as found: else a node drained just before its fault's onset would come back from a short
+    diagnosis with the fault cleared, a repair no site gives."""
     out = np.zeros(twin.n_nodes)
     for n in np.flatnonzero(twin.fleet.drained & ~twin.fleet.in_repair).tolist():
         faults = [
             twin.faults[fid]
             for fid in twin.on_node[n]
-            if fid not in twin.cleared and twin.faults[fid].onset <= t
+            if fid not in twin.cleared and twin.faults[fid].onset <= t + twin.lead
         ]
         broken = bool(twin.broken()[n])
         if faults:

@@ -1,8 +1,11 @@
 """``oracle``: knows every fault in advance and acts at the ideal moment; the ceiling.
 
-* A component fault (a GPU, a host, an uplink) is swapped out before it costs anything: the node
-  is evicted with a planned checkpoint-and-restart at the fault's onset, or, for a sudden
-  failure, one save-and-a-tick before it strikes.
+* A component fault (a GPU, a host, an uplink) is swapped out before it costs anything when a
+  spare can take the node's work: the node is evicted with a planned checkpoint-and-restart at
+  the fault's onset, or, for a sudden failure, one save-and-a-tick before it strikes. Without a
+  spare, taking the node would stop its job until the repair, so a gray fault is tolerated
+  until a spare frees up, and one that will end hard is evicted a save ahead of its failure
+  (nothing rolled back). A faulty node nobody uses goes to repair at once.
 * A software crash or hang is preceded by a save, so nothing is rolled back.
 * A facility fault (CDU, rack power, leaf) islands its domain at onset; a degrading storage
   backend is left for the fallback; a marginal link is rerouted.
@@ -49,6 +52,7 @@ class OraclePolicy:
         self.plant = plant
         self._todo = list(world.faults)
         self._ends: list[Fault] = []
+        self._waiting: list[Fault] = []  # component faults tolerated until a spare frees up
         self.detections: list[Detection] = []
         self._lookahead = save_ahead_s(world)
         self._now = world.start
@@ -83,6 +87,7 @@ class OraclePolicy:
                 self._ends.append(f)
             if acts:  # credited only for the faults it acted on, not for sharing a tick with one
                 self.detections.append(Detection(now, f.target, "foreseen"))
+        out.extend(self._revisit(now, view))
         for f in list(self._ends):
             if f.end <= now:
                 self._ends.remove(f)
@@ -116,17 +121,46 @@ class OraclePolicy:
                 return [
                     Action(Verb.REROUTE, f"link/{names[EntityKind.NODE][node]}", "marginal link foreseen")
                 ]
-            return [Action(Verb.EVICT, f"node/{names[EntityKind.NODE][node]}", f"{f.kind} foreseen")]
+            self._waiting.append(f)
+            return self._take_or_wait(f, node, view)
         if kind is EntityKind.STORAGE and f.kind == "storage_tail":
             return [Action(Verb.SWITCH_STORAGE, f.target, "backend degradation foreseen")]
         if kind in (EntityKind.CDU, EntityKind.RACK, EntityKind.SWITCH):
             return [Action(Verb.ISLAND, f.target, f"{f.kind} foreseen")]
         return []
 
+    def _take_or_wait(self, f: Fault, node: int, view: FleetView) -> list[Action]:
+        """Take the faulty node out when that stops nothing: it is idle, a spare can take its
+        work, or it is about to fail anyway; else leave ``f`` waiting for a spare."""
+        name = f"node/{self.topology.names[EntityKind.NODE][node]}"
+        job = view.job_of(node)
+        if job < 0:
+            reason = f"{f.kind} foreseen on an idle node"
+        elif view.can_replace(job, 1, self.admission(JobClass.SYNC_TRAINING)):
+            reason = f"{f.kind} foreseen"
+        elif f.hard_at <= self._now + self._lookahead:
+            reason = f"{f.kind} foreseen, no spare: save before it fails"
+        else:
+            return []
+        self._waiting.remove(f)
+        return [Action(Verb.EVICT, name, reason)]
+
+    def _revisit(self, now: float, view: FleetView) -> list[Action]:
+        out: list[Action] = []
+        for f in list(self._waiting):
+            node = int(self.topology.gpu_node[f.local]) if f.spec.target is EntityKind.GPU else f.local
+            if self._returned[node] >= f.onset:  # repaired meanwhile (found broken by hand)
+                self._waiting.remove(f)
+                continue
+            out.extend(self._take_or_wait(f, node, view))
+        return out
+
     def _maybe_swap_slow(self, f: Fault, view: FleetView) -> list[Action]:
         node = int(self.topology.gpu_node[f.local])
         job = view.job_of(node)
         if job < 0 or not view.is_training(job):
+            return []
+        if not view.can_replace(job, 1, self.admission(JobClass.SYNC_TRAINING)):
             return []
         spec = self.world.scenario.jobs[job]
         remaining = self.world.end - f.onset

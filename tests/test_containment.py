@@ -106,6 +106,25 @@ def test_with_spares_a_slowed_domain_is_islanded() -> None:
     assert island.reason.endswith(": island the domain")
 
 
+@pytest.mark.parametrize("domain_state", [State.HEALTHY, State.DEGRADED, State.QUARANTINE])
+def test_a_node_under_a_gray_domain_is_left_to_the_domain(domain_state: State) -> None:
+    """A hot CDU makes each GPU on it hotter than its job's peers: draining them one by one
+    restarts the job per node while the rest of the CDU still holds it back."""
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, [8, 9])})  # n10-n15 free
+    v = view(CFG, topo, workload, "gpu/n01/0", [1], 0.5)
+    v.states[topo.index["cdu/c0"]] = int(domain_state)
+    out = contain(planned(CFG, topo, workload, "gpu/n01/0", State.QUARANTINE), v)
+    if domain_state is State.HEALTHY:  # its own fault: valued alone, and half its pace pays a move
+        assert ("drain_node", "node/n01") in acts(out)
+        return
+    assert "drain_node" not in {a for a, _ in acts(out)}
+    [restrict] = [d for d in out if d.action == "restrict_admission"]
+    assert restrict.entity == "gpu/n01/0" and f"cdu/c0 is {domain_state.label}" in restrict.reason
+    # A failed GPU is drained whatever its domain: hard evidence is not valued.
+    failed = planned(CFG, topo, workload, "gpu/n01/0", State.FAILED)
+    assert ("drain_node", "node/n01") in acts(contain(failed, v))
+
+
 def known(topo: Topology, **figures: float) -> JobEconomics:
     """Every job's economics unknown (NaN) but ``figures``, as the checkpoint loop would give them."""
     n = len(topo.jobs)

@@ -13,6 +13,14 @@ and failure risk of tolerating it) and replaces it with the cheapest option's ac
 * checkpoint now: ``checkpoint_now`` on every job under the domain, and ``restrict_admission``;
 * tolerate: ``restrict_admission`` on the cause only.
 
+A node's quarantine under a domain that is itself gray (a rack, CDU, PDU, row or leaf at
+``degraded`` or worse) is the domain's condition showing on one of its nodes: a CDU whose water
+warms makes every GPU on it hotter than its job's peers. Draining those nodes one by one would
+restart the job once per node and buy little while the rest of the domain holds it back, so the
+node is tolerated (``restrict_admission``) and the domain's own quarantine, valued as a whole,
+decides. (Per-GPU scores cannot tell a part worse than its domain from one its domain drags
+along: each node's hottest GPU crosses the threshold in turn, well above the domain's median.)
+
 A ``failed`` entity is never valued: its node is drained, whatever it costs; nor is one that hard
 evidence holds at quarantine (an XID whose catalog entry asks for a reset). Nor is a domain
 that runs no work (draining idle capacity forces nothing), nor one whose jobs do not all report their pace (``gpu.step_time_s``) this tick: blind to the slowdown,
@@ -84,6 +92,7 @@ def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[Decis
     """The decisions with every gray quarantine replaced by its cheapest containment."""
     topo = view.topology
     weighed = [valued(d) and not _forced(topo, view.forced, d) for d in decisions]
+    decisions, weighed = _defer_to_gray_domains(decisions, weighed, view)
     picked = [i for i, w in enumerate(weighed) if w]
     if not picked:
         return list(decisions)
@@ -124,6 +133,63 @@ def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[Decis
                 existing.add(key)
                 out.append(new)
     return out
+
+
+GRAY_DOMAIN = (State.DEGRADED, State.RECOVERY_UNSAFE, State.QUARANTINE, State.HARMFUL)
+
+
+def gray_domain_of(view: EngineView, node: int) -> int | None:
+    """The first domain above ``node`` (rack, CDU, PDU, row, leaf) that is gray now, or None."""
+    topo = view.topology
+    rack = int(topo.node_rack[node])
+    above = (
+        (EntityKind.RACK, rack),
+        (EntityKind.CDU, int(topo.rack_cdu[rack])),
+        (EntityKind.PDU, int(topo.node_pdu[node])),
+        (EntityKind.ROW, int(topo.rack_row[rack])),
+        (EntityKind.SWITCH, int(topo.node_leaf[node])),
+    )
+    gray = {int(s) for s in GRAY_DOMAIN}
+    for kind, local in above:
+        if local < 0 or local >= topo.members[kind].size:
+            continue
+        gidx = int(topo.members[kind][local])
+        if int(view.states[gidx]) in gray:
+            return gidx
+    return None
+
+
+def _defer_to_gray_domains(
+    decisions: Sequence[DecisionRecord], weighed: list[bool], view: EngineView
+) -> tuple[list[DecisionRecord], list[bool]]:
+    """A weighed node drain under a gray domain becomes ``restrict_admission`` on its cause."""
+    topo = view.topology
+    out: list[DecisionRecord] = []
+    keep: list[bool] = []
+    seen: set[tuple[str, str, str | None]] = set()
+    for d, w in zip(decisions, weighed, strict=True):
+        gidx = topo.lookup(d.entity) if w else None
+        domain = (
+            gray_domain_of(view, int(topo.local[gidx]))
+            if gidx is not None and topo.kind_of(gidx) is EntityKind.NODE
+            else None
+        )
+        if domain is None:
+            out.append(d)
+            keep.append(w)
+            continue
+        cause = d.cause or d.entity
+        why = (
+            f"{d.reason}; {topo.ids[domain]} is {State(int(view.states[domain])).label}: the node "
+            f"shows its domain's condition, which the domain's own quarantine weighs: tolerate"
+        )
+        restrict = replace(d, entity=cause, action=ActionKind.RESTRICT_ADMISSION.value, reason=why)
+        key = (restrict.entity, restrict.action, restrict.cause)
+        if key not in seen:
+            seen.add(key)
+            out.append(restrict)
+            keep.append(False)
+    return out, keep
 
 
 def value_sharing_spares(jobs: Jobs, domains: Domains) -> Valuation:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 from seamguard.cli import app
 from seamguard.errors import InputError
 from seamguard.model.states import TRAINING_CLASSES, JobClass
+from seamguard.twin.accounting import LOST_BUCKETS
 from seamguard.twin.faults import FAULT_KINDS
 from seamguard.twin.generalise import Comparison, Row, compare_runs
 from seamguard.twin.sampler import (
@@ -211,6 +213,31 @@ def test_the_comparison_rules() -> None:
     assert cmp.false_quarantines("seamguard") == 2 and cmp.false_quarantines("binary") == 0
     out = cmp.to_json()
     assert out["false_quarantines"] == 2 and out["share_at_least_best_baseline"] == 0.75
+    assert out["shortfalls"] == []  # the rows carry no losses: nothing to say why
+
+
+def test_a_shortfall_names_the_baseline_and_the_loss_that_grew_most() -> None:
+    pol = ("binary", "young-daly", "seamguard", "oracle")
+    zero = dict.fromkeys(LOST_BUCKETS, 0.0)
+    lost = {
+        "binary": {**zero, "rollback": 0.01, "slowdown": 0.05},
+        "young-daly": {**zero, "rollback": 0.001},
+        "seamguard": {**zero, "rollback": 0.03, "quarantine_idle": 0.015},
+        "oracle": zero,
+    }
+    below = replace(
+        _row(7, {"binary": 0.90, "young-daly": 0.80, "seamguard": 0.88, "oracle": 0.95}), lost=lost
+    )
+    above = replace(
+        _row(8, {"binary": 0.90, "young-daly": 0.80, "seamguard": 0.91, "oracle": 0.95}), lost=lost
+    )
+    cmp = Comparison((below, above), pol)
+    [short] = cmp.shortfalls()
+    # Against binary (the better baseline, not young-daly): rollback grew by 2 points, more than
+    # the idle quarantine's; binary's larger slowdown does not count against seamguard.
+    assert (short.seed, short.baseline, short.bucket) == (7, "binary", "rollback")
+    assert short.gap == pytest.approx(0.02) and short.extra == pytest.approx(0.02)
+    assert cmp.to_json()["shortfalls"] == [short.to_json()]
     # Without seamguard or without a baseline there is nothing to compare.
     only = Comparison((_row(0, {"binary": 0.8, "oracle": 0.9}),), ("binary", "oracle"))
     assert only.share_at_least_best_baseline() is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from seamguard.twin.accounting import Bucket
@@ -65,3 +66,28 @@ def test_without_a_spare_the_oracle_takes_a_failing_node_a_save_ahead_of_its_fai
     assert drain.t > f.onset + 0.5 * f.ramp
     assert twin.jobs[0].buckets[Bucket.ROLLBACK] == pytest.approx(0.0)
     assert twin.jobs[0].failures == 0
+
+
+def test_a_free_node_another_job_waits_for_is_no_spare() -> None:
+    """The job that moves saves first; meanwhile the scheduler fills the empty places of jobs
+    already waiting, so a swap counts only the free nodes nobody waits for."""
+    data = _scenario(6, GRAY)
+    data["jobs"] = [*data["jobs"], {"name": "decode", "class": "online_decode", "nodes": 1, "step_s": 0.05}]
+    twin = Twin(build_world(scenario_from_mapping(data), 0), "binary")
+    seen: list[tuple[bool, bool, bool]] = []
+
+    def probe(_: float) -> None:
+        if seen:
+            return
+        train, decode = twin.jobs[0], twin.jobs[1]
+        adm = np.zeros(twin.n_nodes, dtype=np.int64)
+        one_spare = twin.can_replace(train.index, 1, adm)  # 8 nodes, 7 busy
+        node = int(decode.slot_node[0])
+        decode.slot_node[0] = -1  # its replica is gone: decode waits for a node
+        twin.fleet.node_job[node] = -1
+        seen.append((one_spare, twin.can_replace(train.index, 1, adm), twin.can_replace(train.index, 2, adm)))
+        decode.slot_node[0] = node
+        twin.fleet.node_job[node] = decode.index
+
+    twin.run(probe)
+    assert seen == [(True, True, False)]  # two free nodes, one of them decode's

@@ -62,6 +62,19 @@ def overall_table(cmp: Comparison) -> Table:
     return table
 
 
+def shortfalls_table(cmp: Comparison) -> Table | None:
+    """Where seamguard ended below the better baseline, and which loss grew most against it."""
+    rows = cmp.shortfalls()
+    if not rows:
+        return None
+    table = Table(title="where seamguard fell short of the better baseline")
+    for col in ("seed", "baseline", "ETTR gap", "loss that grew most", "by"):
+        table.add_column(col, justify="right" if col in ("seed", "ETTR gap", "by") else "left")
+    for s in rows:
+        table.add_row(str(s.seed), s.baseline, f"{s.gap:.4f}", s.bucket, f"{100 * s.extra:.2f}% of reserved")
+    return table
+
+
 def results_json(cmp: Comparison) -> dict[str, Any]:
     return {
         "schema": RESULTS_SCHEMA,
@@ -117,6 +130,9 @@ def run_sampled(
 
         cmp = compare_runs(scenarios, seeds, policies, on_step, workers=workers)
     console.print(rows_table(cmp))
+    short = shortfalls_table(cmp)
+    if short is not None:
+        console.print(short)
     console.print(overall_table(cmp))
     if out is not None:
         tmp = out / "results.json.tmp"

@@ -12,12 +12,13 @@ and the share of scenarios where seamguard is at least as good as the better of 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from seamguard.errors import InputError
+from seamguard.twin.accounting import LOST_BUCKETS
 from seamguard.twin.campaign import StepCallback, run_many
 from seamguard.twin.results import RunResult
 from seamguard.twin.sampler import Bounds, Facts, sample_scenario
@@ -31,6 +32,21 @@ LONGEST_FIRST = {"seamguard": 0, "seamguard-remote": 0}  # the engine's runs fir
 
 
 @dataclass(frozen=True)
+class Shortfall:
+    """A scenario where seamguard ended below the better baseline, and the loss that grew most."""
+
+    seed: int
+    baseline: str
+    gap: float  # the baseline's ETTR less seamguard's
+    bucket: str  # the loss bucket (``LOST_BUCKETS``) seamguard lost most more of
+    extra: float  # by how much, as a share of reserved GPU time
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seed": self.seed, "baseline": self.baseline, "gap": self.gap, "bucket": self.bucket,
+                "extra": self.extra}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Row:
     """One sampled scenario's results, per policy."""
 
@@ -39,12 +55,25 @@ class Row:
     ettr: dict[str, float]
     false_quarantines: dict[str, int]
     wall_s: dict[str, float]  # each run's wall time: what sizes the sample (docs/twin.md)
+    # per policy, the share of reserved GPU time each loss bucket took (``LOST_BUCKETS``)
+    lost: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def ratio_to_oracle(self, policy: str) -> float | None:
         oracle = self.ettr.get("oracle")
         if oracle is None or not oracle > 0:
             return None
         return self.ettr[policy] / oracle
+
+    def shortfall(self) -> Shortfall | None:
+        """Where seamguard ended below the better baseline: by how much, and the loss bucket that
+        grew most against it (None when it did not, or the losses are unknown)."""
+        if self.at_least_best_baseline() is not False or "seamguard" not in self.lost:
+            return None
+        base = max((b for b in BASELINES if b in self.ettr), key=lambda b: self.ettr[b])
+        ours, theirs = self.lost["seamguard"], self.lost.get(base, {})
+        extra = {k: ours.get(k, 0.0) - theirs.get(k, 0.0) for k in LOST_BUCKETS}
+        bucket = max(extra, key=lambda k: extra[k])
+        return Shortfall(self.seed, base, self.ettr[base] - self.ettr["seamguard"], bucket, extra[bucket])
 
     def at_least_best_baseline(self) -> bool | None:
         """seamguard's ETTR >= the better baseline's (None without seamguard or a baseline)."""
@@ -74,6 +103,9 @@ class Comparison:
     def false_quarantines(self, policy: str) -> int:
         return sum(r.false_quarantines[policy] for r in self.rows)
 
+    def shortfalls(self) -> list[Shortfall]:
+        return [s for s in (r.shortfall() for r in self.rows) if s is not None]
+
     def share_at_least_best_baseline(self) -> float | None:
         wins = [w for w in (r.at_least_best_baseline() for r in self.rows) if w is not None]
         return sum(wins) / len(wins) if wins else None
@@ -88,6 +120,7 @@ class Comparison:
             "share_at_least_best_baseline": self.share_at_least_best_baseline(),
             "mean_ratio_to_oracle": self.mean_ratio_to_oracle(main),
             "false_quarantines": self.false_quarantines(main),
+            "shortfalls": [s.to_json() for s in self.shortfalls()],
             "per_policy": {
                 p: {
                     "mean_ettr": self.mean_ettr(p),
@@ -138,4 +171,11 @@ def _row(
         ettr={p: runs[seed, p].ettr for p in policies},
         false_quarantines={p: runs[seed, p].false_quarantines for p in policies},
         wall_s={p: runs[seed, p].wall_s for p in policies},
+        lost={p: _lost_shares(runs[seed, p]) for p in policies},
     )
+
+
+def _lost_shares(run: RunResult) -> dict[str, float]:
+    reserved = run.reserved_gpu_s
+    totals = run.bucket_totals()
+    return {k: totals[k] / reserved if reserved > 0 else 0.0 for k in LOST_BUCKETS}

@@ -182,7 +182,25 @@ class Twin:
         )
 
     def can_replace(self, job: int, count: int, admission: IntArray) -> bool:
-        return self.fleet.pick(count, admission, self.usable()) is not None
+        """Whether ``count`` spares can take ``job``'s ranks once every job already waiting for
+        nodes has its own: the one that moves saves first, and the scheduler fills the others'
+        empty places meanwhile, so a free node another job waits for is no spare."""
+        need = count + self._waiting_for_nodes(job)
+        return self.fleet.pick(need, admission, self.usable()) is not None
+
+    def _waiting_for_nodes(self, but: int) -> int:
+        need = 0
+        for j in self.jobs:
+            if j.index == but:
+                continue
+            if isinstance(j, TrainingJob):
+                if j.phase is Phase.RECOVERING:
+                    need += j.spec.nodes - int(j.nodes.size)
+                elif j.holds_nodes:
+                    need += len(j.replace)
+            elif j.phase is Phase.RUNNING:
+                need += int((j.slot_node < 0).sum())
+        return need
 
     def placement(self) -> dict[str, list[str]]:
         if self._placement_cache is None:

@@ -65,6 +65,9 @@ def test_without_a_spare_the_oracle_takes_a_failing_node_a_save_ahead_of_its_fai
     assert f.hard_at - lead - twin.world.tick_s <= drain.t < f.hard_at
     assert drain.t > f.onset + 0.5 * f.ramp
     assert twin.jobs[0].buckets[Bucket.ROLLBACK] == pytest.approx(0.0)
+    # Acted on ticks after it came due, the fault is still credited as foreseen, when acted on.
+    [seen] = [d for d in twin.policy.detections if d.entity == f.target]  # type: ignore[attr-defined]
+    assert seen.t == pytest.approx(drain.t)
     assert twin.jobs[0].failures == 0
 
 

@@ -171,11 +171,5 @@ def _row(
         ettr={p: runs[seed, p].ettr for p in policies},
         false_quarantines={p: runs[seed, p].false_quarantines for p in policies},
         wall_s={p: runs[seed, p].wall_s for p in policies},
-        lost={p: _lost_shares(runs[seed, p]) for p in policies},
+        lost={p: runs[seed, p].lost_shares() for p in policies},
     )
-
-
-def _lost_shares(run: RunResult) -> dict[str, float]:
-    reserved = run.reserved_gpu_s
-    totals = run.bucket_totals()
-    return {k: totals[k] / reserved if reserved > 0 else 0.0 for k in LOST_BUCKETS}

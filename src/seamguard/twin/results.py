@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.twin.accounting import BUCKETS, Bucket
+from seamguard.twin.accounting import BUCKETS, LOST_BUCKETS, Bucket
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -119,6 +119,12 @@ class RunResult:
     def ettr(self) -> float:
         r = self.reserved_gpu_s
         return self.bucket_totals()["productive"] / r if r > 0 else float("nan")
+
+    def lost_shares(self) -> dict[str, float]:
+        """Each loss bucket's share of reserved GPU time (with ``ettr`` they sum to 1)."""
+        r = self.reserved_gpu_s
+        totals = self.bucket_totals()
+        return {k: totals[k] / r if r > 0 else 0.0 for k in LOST_BUCKETS}
 
     @property
     def false_quarantines(self) -> int:

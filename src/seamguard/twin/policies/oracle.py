@@ -53,6 +53,7 @@ class OraclePolicy:
         self._todo = list(world.faults)
         self._ends: list[Fault] = []
         self._waiting: list[Fault] = []  # component faults tolerated until a spare frees up
+        self._admitted: IntArray | None = None  # this tick's admission, once asked
         self.detections: list[Detection] = []
         self._lookahead = save_ahead_s(world)
         self._now = world.start
@@ -78,6 +79,7 @@ class OraclePolicy:
         out: list[Action] = []
         self._now = now
         names = self.topology.names
+        self._admitted = None
         due = [f for f in self._todo if self._act_at(f) <= now + self._lookahead]
         for f in due:
             self._todo.remove(f)
@@ -87,7 +89,7 @@ class OraclePolicy:
                 self._ends.append(f)
             if acts:  # credited only for the faults it acted on, not for sharing a tick with one
                 self.detections.append(Detection(now, f.target, "foreseen"))
-        out.extend(self._revisit(now, view))
+        out.extend(self._revisit(now, view, {f.fid for f in due}))
         for f in list(self._ends):
             if f.end <= now:
                 self._ends.remove(f)
@@ -116,7 +118,7 @@ class OraclePolicy:
         if f.spec.hard in (HardEffect.JOB_CRASH, HardEffect.JOB_HANG):
             return [Action(Verb.CHECKPOINT, f.target, f"{f.kind} foreseen")]
         if kind in (EntityKind.GPU, EntityKind.NODE, EntityKind.LINK):
-            node = int(self.topology.gpu_node[f.local]) if kind is EntityKind.GPU else f.local
+            node = self._node(f)
             if f.kind == "link_gray" and not f.hard:
                 return [
                     Action(Verb.REROUTE, f"link/{names[EntityKind.NODE][node]}", "marginal link foreseen")
@@ -136,7 +138,7 @@ class OraclePolicy:
         job = view.job_of(node)
         if job < 0:
             reason = f"{f.kind} foreseen on an idle node"
-        elif view.can_replace(job, 1, self.admission(JobClass.SYNC_TRAINING)):
+        elif view.can_replace(job, 1, self._spare_admission()):
             reason = f"{f.kind} foreseen"
         elif f.hard_at <= self._now + self._lookahead:
             reason = f"{f.kind} foreseen, no spare: save before it fails"
@@ -145,22 +147,36 @@ class OraclePolicy:
         self._waiting.remove(f)
         return [Action(Verb.EVICT, name, reason)]
 
-    def _revisit(self, now: float, view: FleetView) -> list[Action]:
+    def _revisit(self, now: float, view: FleetView, fresh: set[int]) -> list[Action]:
+        """The faults left waiting on an earlier tick (``fresh``: this tick's, judged already)."""
         out: list[Action] = []
-        for f in list(self._waiting):
-            node = int(self.topology.gpu_node[f.local]) if f.spec.target is EntityKind.GPU else f.local
+        for f in [f for f in self._waiting if f.fid not in fresh]:
+            node = self._node(f)
             if self._returned[node] >= f.onset:  # repaired meanwhile (found broken by hand)
                 self._waiting.remove(f)
                 continue
-            out.extend(self._take_or_wait(f, node, view))
+            acts = self._take_or_wait(f, node, view)
+            if acts:
+                self.detections.append(Detection(now, f.target, "foreseen"))
+            out.extend(acts)
         return out
+
+    def _node(self, f: Fault) -> int:
+        """The node a component fault (on a GPU, a node or its uplink) sits on."""
+        return int(self.topology.gpu_node[f.local]) if f.spec.target is EntityKind.GPU else f.local
+
+    def _spare_admission(self) -> IntArray:
+        """This tick's admission for a synchronous job: what a spare must pass (once per tick)."""
+        if self._admitted is None:
+            self._admitted = self.admission(JobClass.SYNC_TRAINING)
+        return self._admitted
 
     def _maybe_swap_slow(self, f: Fault, view: FleetView) -> list[Action]:
         node = int(self.topology.gpu_node[f.local])
         job = view.job_of(node)
         if job < 0 or not view.is_training(job):
             return []
-        if not view.can_replace(job, 1, self.admission(JobClass.SYNC_TRAINING)):
+        if not view.can_replace(job, 1, self._spare_admission()):
             return []
         spec = self.world.scenario.jobs[job]
         remaining = self.world.end - f.onset
@@ -186,7 +202,7 @@ class OraclePolicy:
         for f in self._component:
             if f.onset > soon:
                 break
-            node = int(self.topology.gpu_node[f.local]) if f.spec.target is EntityKind.GPU else f.local
+            node = self._node(f)
             if self._returned[node] < f.onset:
                 out[node] = 2
         return out

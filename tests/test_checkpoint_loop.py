@@ -19,7 +19,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology
 from seamguard.model.workload import workload_from_nodes
-from tests.test_controller import normal_batch
+from tests.test_controller import normal_batch, with_readings
 from tests.test_hazard import fleet
 
 CFG = load_config()
@@ -63,10 +63,13 @@ def test_a_suspect_part_shortens_its_jobs_interval_and_is_named_as_the_cause() -
                      np.full(2, np.nan), states)  # fmt: skip
     gfs = zero.copy()
     gpu = topo.index["gpu/n0003/1"]
-    gfs[gpu] = 0.8
-    hot = loop.step(30.0, work, job_hazard(CFG.hazard, topo, work, gfs, zero), PATHS,  # type: ignore[arg-type]
-                    np.full(2, np.nan), states)  # fmt: skip
-    assert hot.plans.interval_s[0] < base.plans.interval_s[0] / 2  # rate up ~8x: interval down ~sqrt(8)
+    gfs[gpu] = 1.0
+    hot_hazard = job_hazard(CFG.hazard, topo, work, gfs, zero)
+    hot = loop.step(30.0, work, hot_hazard, PATHS, np.full(2, np.nan), states)  # type: ignore[arg-type]
+    up = hot_hazard.rate_per_s[0] / job_hazard(CFG.hazard, topo, work, zero, zero).rate_per_s[0]
+    assert up > 2  # the suspect part dominates the job's rate
+    # Young/Daly: the interval scales as 1/sqrt(rate), less the save itself
+    assert hot.plans.interval_s[0] < 1.1 * base.plans.interval_s[0] / math.sqrt(up)
     assert hot.plans.interval_s[1] == pytest.approx(base.plans.interval_s[1])  # job b does not run there
     changed = [d for d in hot.decisions if d.action == "checkpoint_plan"]
     assert [d.entity for d in changed] == ["job/a"] and changed[0].cause == "gpu/n0003/1"
@@ -125,8 +128,9 @@ def test_the_engine_plans_every_running_job_and_counts_hard_failures(topology: T
     decisions = []
     for i in range(4):
         now = 1000.0 + 30.0 * (i + 1)
-        hurt = {("gpu/n02/1", "gpu.ecc_dbe_total"): float(i >= 2), ("gpu/n01/2", "gpu.temp_c"): 97.0}
-        batch = normal_batch(topology, now, rng, overrides=hurt)
+        hurt = {("gpu/n02/1", "gpu.ecc_dbe_total"): float(i >= 2)}
+        remap = {("gpu/n01/2", "gpu.row_remap_pending"): 1.0}  # a failure precursor
+        batch = with_readings(topology, normal_batch(topology, now, rng, overrides=hurt), now, remap)
         decisions.extend(ctl.tick(now, batch).decisions)
     plans = {d.entity for d in decisions if d.action == "checkpoint_plan"}
     assert plans == {"job/train", "job/batch"}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from seamguard.config import Config, config_from_mapping, load_config
-from seamguard.control.containment import EngineView, contain
+from seamguard.control.containment import EngineView, contain, tolerated_by
 from seamguard.control.controller import Controller
 from seamguard.control.planner import plan
 from seamguard.economics.containment import Domains, Jobs, Option, value_containment
@@ -123,6 +123,37 @@ def test_a_node_under_a_gray_domain_is_left_to_the_domain(domain_state: State) -
     # A failed GPU is drained whatever its domain: hard evidence is not valued.
     failed = planned(CFG, topo, workload, "gpu/n01/0", State.FAILED)
     assert ("drain_node", "node/n01") in acts(contain(failed, v))
+
+
+def test_a_link_under_a_congested_leaf_is_left_to_the_leaf() -> None:
+    """A full leaf switch lifts the latency of every uplink under it: taking those uplinks down
+    one by one takes their nodes out for the leaf's condition. A link's own failure still goes."""
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, [8, 9])})
+    v = view(CFG, topo, workload, "link/n01", [], 0.0)
+    ours = planned(CFG, topo, workload, "link/n01", State.QUARANTINE)
+    assert ("disable_link", "link/n01") in acts(contain(ours, v))  # its leaf healthy: its own fault
+    v.states[topo.index["switch/l0"]] = int(State.DEGRADED)
+    out = contain(ours, v)
+    assert "disable_link" not in {a for a, _ in acts(out)}
+    [restrict] = [d for d in out if d.action == "restrict_admission"]
+    assert restrict.entity == "link/n01" and "switch/l0 is degraded: the link shows" in restrict.reason
+    failed = planned(CFG, topo, workload, "link/n01", State.FAILED)
+    assert ("disable_link", "link/n01") in acts(contain(failed, v))
+
+
+def test_a_tolerated_quarantine_is_named_so_admission_keeps_it_in_service() -> None:
+    """What the stage wrote in place of an island is what the controller reads as tolerated (its
+    nodes admit as degraded); a restriction the planner proposed itself is not."""
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})  # no spares
+    ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
+    out = contain(ours, view(CFG, topo, workload, "cdu/c0", range(4), 0.10))
+    assert ("restrict_admission", "cdu/c0") in acts(out)
+    assert tolerated_by(topo, ours, out).tolist() == [topo.index["cdu/c0"]]
+    assert tolerated_by(topo, out, out).size == 0  # already proposed: nothing new kept in service
+    topo2, workload2 = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, [8, 9])})  # n10-n15 free
+    ours2 = planned(CFG, topo2, workload2, "cdu/c0", State.QUARANTINE)
+    islanded = contain(ours2, view(CFG, topo2, workload2, "cdu/c0", range(4), 0.10))
+    assert tolerated_by(topo2, ours2, islanded).size == 0  # with spares it islands: nothing tolerated
 
 
 def known(topo: Topology, **figures: float) -> JobEconomics:
@@ -249,12 +280,28 @@ def test_a_failed_node_is_drained_whatever_it_costs() -> None:
     assert acts(gray) == {("restrict_admission", "node/n01")}
 
 
-def test_a_domain_without_work_keeps_the_policy() -> None:
-    """Nothing runs under c0: islanding it forces nothing, so nothing is weighed."""
+def test_a_domain_without_work_is_not_islanded() -> None:
+    """Nothing runs under c0: islanding it moves nothing, and its quarantine state already keeps
+    new work out while the fault lasts; an island would only hold its free nodes past the fault."""
     topo, workload = fleet(16, 4, 4, {"train": (SYNC, range(4, 12))})
     ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
-    assert contain(ours, view(CFG, topo, workload, "cdu/c0", [], 0.0)) == ours
     assert ("island_domain", "cdu/c0") in acts(ours)
+    out = contain(ours, view(CFG, topo, workload, "cdu/c0", [], 0.0))
+    assert acts(out) == {("restrict_admission", "cdu/c0")}
+    assert "no work on it" in out[0].reason
+
+
+def test_a_free_node_under_a_gray_domain_is_no_spare() -> None:
+    """The only free nodes sit under c1, which is degraded: work moved there would be moved
+    again, so c0's job has no spare and the domain is tolerated, not islanded."""
+    topo, workload = fleet(16, 4, 4, {"train": (SYNC, range(0, 4)), "batch": (BATCH, range(8, 16))})
+    ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
+    v = view(CFG, topo, workload, "cdu/c0", range(4), 0.5)
+    assert ("island_domain", "cdu/c0") in acts(contain(ours, v))  # n4-n7 (under c1) healthy: spares
+    states = v.states.copy()
+    states[topo.index["cdu/c1"]] = int(State.DEGRADED)
+    gray = contain(ours, EngineView(**{**v.__dict__, "states": states}))
+    assert ("island_domain", "cdu/c0") not in acts(gray)
 
 
 def test_two_domains_at_once_share_the_spares() -> None:
@@ -277,8 +324,30 @@ def test_a_domain_whose_jobs_report_no_pace_keeps_the_policy() -> None:
     blind = EngineView(**{**v.__dict__, "step_time": None})
     ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
     [island] = [d for d in contain(ours, blind) if d.action == "island_domain"]
-    assert island.reason.endswith("not valued: job/train report no step time")
+    assert island.reason.endswith("not valued: job/train never reported a step time")
     assert "island_domain" not in {d.action for d in contain(ours, v)}
+    never = EngineView(**{**v.__dict__, "step_time": np.full_like(v.step_time, np.nan),
+                          "step_seen": np.zeros(topo.count(EntityKind.GPU), dtype=bool)})  # fmt: skip
+    [island] = [d for d in contain(ours, never) if d.action == "island_domain"]
+    assert "never reported" in island.reason
+
+
+def test_a_job_that_is_down_is_valued_without_the_restart_it_pays_anyway() -> None:
+    """train ran and reports nothing now (it crashed and waits to restart): it is valued, not
+    blind, and moving it forces no restart it would not pay anyway. Nothing is gained by holding
+    c0 idle for it either, so c0 is tolerated: its quarantine state keeps train's restart off it,
+    where the blind rule would have let the planner's island hold c0's nodes for hours."""
+    topo, workload = fleet(16, 4, 4, {"train": (SYNC, range(0, 4)), "batch": (BATCH, range(4, 16))})
+    ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
+    v = view(CFG, topo, workload, "cdu/c0", [], 0.0)
+    down = EngineView(**{**v.__dict__, "step_time": np.where(workload.gpu_job == 0, np.nan, 2.0),
+                         "step_seen": np.ones(topo.count(EntityKind.GPU), dtype=bool)})  # fmt: skip
+    out = contain(ours, down)
+    assert ("island_domain", "cdu/c0") not in acts(out)
+    [restrict] = [d for d in out if d.action == "restrict_admission"]
+    assert "restarts 1 job(s)" in restrict.reason and "restarts 0.0, idle" in restrict.reason
+    running = [d for d in contain(ours, v) if d.action == "restrict_admission"]
+    assert "restarts 0.0, idle" not in running[0].reason  # a running job's move costs its restart
 
 
 def situation(**over: object) -> tuple[Jobs, Domains]:

@@ -46,6 +46,20 @@ def normal_batch(topo: Topology, now: float, rng: np.random.Generator, *, skip_n
     return TelemetryBatch(np.array(ent), np.array(sig), np.array(ts), np.array(val))
 
 
+def with_readings(
+    topo: Topology, batch: TelemetryBatch, now: float, readings: dict[tuple[str, str], float]
+) -> TelemetryBatch:
+    """``batch`` plus one reading per (entity, signal): signals ``normal_batch`` does not send."""
+    extra = TelemetryBatch(
+        np.array([topo.index[e] for e, _ in readings], dtype=np.int64),
+        np.array([CAT[s].index for _, s in readings], dtype=np.int64),
+        np.full(len(readings), now - 1.0),
+        np.array(list(readings.values()), dtype=np.float64),
+    )
+    return TelemetryBatch(*(np.concatenate([getattr(batch, f), getattr(extra, f)])
+                            for f in ("entity", "signal", "timestamp", "value")))  # fmt: skip
+
+
 def run(topo: Topology, ticks: int, start: float = 1000.0, **kw: object) -> tuple[Controller, list]:
     ctl = Controller(topo, CFG)
     rng = np.random.default_rng(0)
@@ -176,3 +190,27 @@ def test_undo_only_what_was_done(topology: Topology) -> None:
     n02 = [(d.action, d.entity) for d in decisions if d.cause == "gpu/n02/1"]
     assert n02[0][0] != "restore_admission" and ("restore_admission", "gpu/n02/1") in n02
     assert ctl.states[topology.index["gpu/n02/1"]] == State.HEALTHY
+
+
+def test_a_tolerated_quarantine_admits_like_degraded_until_it_ends(topology: Topology) -> None:
+    """The containment stage kept a quarantined rack in service: its nodes must not deny the job
+    that restarts on them (that would hold idle what the valuation chose to keep), and the mark
+    ends with the quarantine."""
+    from seamguard.control.admissibility import node_admission
+    from seamguard.model.states import JobClass
+
+    ctl = Controller(topology, CFG)
+    rack = topology.index["rack/r1"]
+    ctl.classifier.state[rack] = int(State.QUARANTINE)
+    nodes = np.flatnonzero(topology.node_rack == topology.local[rack])
+    deny = node_admission(CFG, topology, ctl.admission_states(), JobClass.SYNC_TRAINING)
+    assert (deny[nodes] == 2).all()
+    ctl._tolerated[rack] = True  # what Controller.tick sets from containment.tolerated_by
+    kept = node_admission(CFG, topology, ctl.admission_states(), JobClass.SYNC_TRAINING)
+    assert (kept[nodes] == 1).all()  # avoid: new work goes elsewhere, a restart may come back
+    assert ctl.states[rack] == int(State.QUARANTINE)  # the state itself is unchanged
+    rng = np.random.default_rng(0)
+    for now in np.arange(1030.0, 1800.0, 30.0):  # nothing against the rack: it leaves quarantine
+        ctl.tick(float(now), normal_batch(topology, float(now), rng))
+        assert ctl._tolerated[rack] == (ctl.states[rack] == int(State.QUARANTINE))
+    assert not ctl._tolerated[rack]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -175,8 +177,8 @@ def test_noisy_or_is_bounded_and_monotone(evs: list[float], weights: list[float]
         )
         for e, w in zip(evs, weights, strict=False)
     ]
-    gfs, _ = combine(items, topo)
-    more, _ = combine([*items, items[0]], topo)
+    gfs = combine(items, topo).gfs
+    more = combine([*items, items[0]], topo).gfs
     assert (gfs >= 0).all() and (gfs <= 1).all()
     assert (more >= gfs - 1e-12).all()
     assert gfs.max() >= max(w * e for e, w in zip(evs, weights, strict=False)) - 1e-9
@@ -251,9 +253,22 @@ def test_noisy_or_combines_every_piece_and_the_recovery_share_apart() -> None:
         _gpu_evidence(topo, "b", 1.0, {0: 0.5}, recovery=True),
         _gpu_evidence(topo, "c", 1.0, {0: 0.3}),
     ]
-    gfs, rec = combine(items, topo)
+    combined = combine(items, topo)
+    gfs, rec = combined.gfs, combined.recovery
     assert gfs[g0] == pytest.approx(1 - 0.8 * 0.5 * 0.7, rel=1e-12)
     assert rec[g0] == pytest.approx(1 - 0.8 * 0.5, rel=1e-12)  # the two recovery-path pieces only
+
+
+def test_the_precursor_score_combines_only_the_precursor_signals() -> None:
+    """What the hazard reads: an ECC storm counts, a throttled clock on the same GPU does not."""
+    topo = build_topology(small_inventory())
+    g0 = int(topo.members[EntityKind.GPU][0])
+    ecc = replace(_gpu_evidence(topo, "counter", 0.6, {0: 0.5}), signal="gpu.ecc_sbe_total")
+    clock = replace(_gpu_evidence(topo, "peer", 0.6, {0: 1.0}), signal="gpu.sm_clock_mhz")
+    combined = combine([ecc, clock], topo, frozenset({"gpu.ecc_sbe_total"}))
+    assert combined.precursor[g0] == pytest.approx(0.3, rel=1e-12)
+    assert combined.gfs[g0] == pytest.approx(1 - 0.7 * 0.4, rel=1e-12)
+    assert not combine([ecc, clock], topo).precursor.any()  # no precursors named: nothing raises a rate
 
 
 def test_contributions_are_the_strongest_first_from_the_floor_up_at_most_four() -> None:

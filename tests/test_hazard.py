@@ -53,7 +53,7 @@ def test_a_suspect_gpu_raises_its_job_only_and_is_named() -> None:
     gfs[gpu] = 0.5
     hz = job_hazard(CFG.hazard, topo, work, gfs, prs)
     h = CFG.hazard
-    added = h.base_per_day[EntityKind.GPU] / DAY_S * (math.exp(h.gfs_gain * 0.5) - 1)
+    added = h.base_per_day[EntityKind.GPU] / DAY_S * (math.exp(h.gfs_gain[EntityKind.GPU] * 0.5) - 1)
     assert hz.rate_per_s[0] - hz.nominal_per_s[0] == pytest.approx(added)
     assert hz.rate_per_s[1] == pytest.approx(hz.nominal_per_s[1])  # job b does not run there
     assert hz.top_part[0] == gpu
@@ -63,6 +63,31 @@ def test_a_suspect_gpu_raises_its_job_only_and_is_named() -> None:
     capped = job_hazard(h, topo, work, gfs, np.zeros(topo.n_entities))
     limit = h.base_per_day[EntityKind.GPU] / DAY_S * (h.max_multiplier - 1)
     assert capped.rate_per_s[0] - capped.nominal_per_s[0] == pytest.approx(limit)
+
+
+def test_each_part_kind_has_its_own_gain() -> None:
+    """The same score on a node's uplink and on one of its GPUs: each raised by its kind's gain
+    from its kind's base rate, so a retransmitting link is not read as a failing GPU."""
+    cfg = config_from_mapping(
+        {"hazard": {"gfs_gain": {"gpu": 10.0, "node": 0.0, "link": 2.0}, "prs_gain": 0.0}}
+    )
+    topo, node_job = fleet(2, 2, 4, {"a": range(0, 8), "b": range(8, 16)})
+    work = workload_from_nodes(topo, node_job)
+    zero = np.zeros(topo.n_entities)
+    h = cfg.hazard
+    for entity, kind, gain in (("gpu/n0003/5", EntityKind.GPU, 10.0), ("link/n0003", EntityKind.LINK, 2.0)):
+        gfs = zero.copy()
+        gfs[topo.index[entity]] = 0.5
+        hz = job_hazard(h, topo, work, gfs, zero)
+        added = h.base_per_day[kind] / DAY_S * (math.exp(gain * 0.5) - 1)
+        assert hz.rate_per_s[0] - hz.nominal_per_s[0] == pytest.approx(added), entity
+    node = zero.copy()
+    node[topo.index["node/n0003"]] = 1.0  # a kind whose gain is 0 gains nothing
+    assert job_hazard(h, topo, work, node, zero).rate_per_s[0] == pytest.approx(
+        job_hazard(h, topo, work, zero, zero).rate_per_s[0]
+    )
+    with pytest.raises(InputError, match=r"gfs_gain.gpu: a gain must be finite and >= 0"):
+        config_from_mapping({"hazard": {"gfs_gain": {"gpu": -1.0}}})
 
 
 def test_a_cdu_under_a_job_counts_once_however_many_racks() -> None:
@@ -82,24 +107,55 @@ def test_bad_hazard_config_is_named() -> None:
         config_from_mapping({"hazard": {"max_multiplier": 0.5}})
 
 
-def test_the_engine_reports_a_hot_gpu_as_a_shorter_mtbf_for_its_job_only(topology: Topology) -> None:
+@pytest.mark.parametrize(
+    ("precursors", "detectors", "message"),
+    [
+        (["gpu.ecc_sbe"], {}, r"hazard.precursors: unknown signal 'gpu.ecc_sbe'"),
+        (["gpu.ecc_sbe_total"], {"counter": {"gpu.ecc_sbe_total": None}}, r"no detector rule scores 'gpu.ecc_sbe_total'"),
+        (["gpu.xid", "gpu.xid"], {}, r"hazard.precursors: list each signal once"),
+    ],
+)  # fmt: skip
+def test_failure_precursors_are_checked_at_load(
+    precursors: list[str], detectors: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        config_from_mapping({"hazard": {"precursors": precursors}, "detectors": detectors})
+
+
+def test_the_engine_reports_an_error_storm_as_a_shorter_mtbf_for_its_job_only(topology: Topology) -> None:
+    """Correctable errors growing by thousands an hour foreshadow an uncorrectable one: the job
+    on that GPU is told to expect a failure far sooner; the job beside it is not."""
     from seamguard.control.controller import Controller
-    from tests.test_controller import normal_batch
+    from tests.test_controller import normal_batch, with_readings
 
     ctl = Controller(topology, CFG)
     rng = np.random.default_rng(4)
+    gpu = topology.index["gpu/n02/1"]
     now = 1000.0
+
+    def tick(errors: float) -> None:
+        sbe = {("gpu/n02/1", "gpu.ecc_sbe_total"): errors}
+        ctl.tick(now, with_readings(topology, normal_batch(topology, now, rng), now, sbe))
+
     for _ in range(3):
         now += 30.0
-        ctl.tick(now, normal_batch(topology, now, rng))
+        tick(10.0)
     calm = ctl.job_hazard()
-    now += 30.0
-    ctl.tick(now, normal_batch(topology, now, rng, overrides={("gpu/n02/1", "gpu.temp_c"): 96.0}))
-    hot = ctl.job_hazard()
+    for k in range(1, 4):
+        now += 30.0
+        tick(10.0 + 200.0 * k)  # 200 more every 30 s: 24,000 an hour
+    storm = ctl.job_hazard()
     train, batch = 0, 1
-    assert hot.mtbf_s(train) < calm.mtbf_s(train) / 10  # a GPU past its limit is likely to trip
-    assert hot.top_part[train] == topology.index["gpu/n02/1"]
-    assert hot.rate_per_s[batch] == pytest.approx(calm.rate_per_s[batch])
+    assert ctl.gfs_precursor[gpu] > 0.5
+    hz = CFG.hazard
+    boost = math.exp(
+        hz.gfs_gain[EntityKind.GPU] * ctl.gfs_precursor[gpu] + hz.prs_gain * ctl.prs_precursor[gpu]
+    )
+    added = hz.base_per_day[EntityKind.GPU] / DAY_S * (boost - 1.0)  # the learnt scale is still ~1
+    assert storm.rate_per_s[train] - calm.rate_per_s[train] == pytest.approx(added, rel=1e-2)
+    assert storm.mtbf_s(train) < calm.mtbf_s(train)
+    assert storm.top_part[train] == gpu
+    assert storm.rate_per_s[batch] == pytest.approx(calm.rate_per_s[batch], rel=1e-3)
 
 
 def test_a_hazard_is_linear_in_the_learnt_scale_and_a_shard_s_cache_follows_its_state() -> None:
@@ -123,3 +179,30 @@ def test_a_hazard_is_linear_in_the_learnt_scale_and_a_shard_s_cache_follows_its_
     ctl.set_placement({"a": [names[i] for i in range(4)], "b": [names[i] for i in range(8, 16)]})
     half = ctl.job_hazard(3.0).rate_per_s
     assert half[0] == pytest.approx(both[0] / 2, rel=0.05) and half[1] == pytest.approx(both[1])
+
+
+def test_a_power_braked_gpu_is_slow_not_likely_to_fail(topology: Topology) -> None:
+    """A rack short of power brakes its GPUs: clocks fall and the rank lags, which is harm the
+    engine scores, but no failure precursor; the job's hazard stays nominal, so the checkpoint
+    loop does not save every few seconds for a failure nothing announces."""
+    from seamguard.control.controller import Controller
+    from tests.test_controller import normal_batch
+
+    ctl = Controller(topology, CFG)
+    rng = np.random.default_rng(4)
+    now = 1000.0
+    for _ in range(3):
+        now += 30.0
+        ctl.tick(now, normal_batch(topology, now, rng))
+    calm = ctl.job_hazard()
+    braked = {("gpu/n02/1", "gpu.throttle_reasons"): 0x80, ("gpu/n02/1", "gpu.sm_clock_mhz"): 1100.0,
+              ("gpu/n02/1", "gpu.step_time_s"): 2.8}  # fmt: skip
+    for _ in range(3):
+        now += 30.0
+        ctl.tick(now, normal_batch(topology, now, rng, overrides=braked))
+    gpu = topology.index["gpu/n02/1"]
+    assert ctl.gfs[gpu] >= CFG.classifier.degraded_enter  # seen, and scored as trouble
+    assert ctl.gfs_precursor[gpu] == 0.0
+    np.testing.assert_allclose(
+        ctl.job_hazard().rate_per_s, calm.rate_per_s, rtol=1e-3
+    )  # the learnt scale drifts

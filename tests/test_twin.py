@@ -96,8 +96,9 @@ def test_the_cascade_costs_a_policy_that_ignores_it(runs: list[RunResult]) -> No
     # seamguard sees the cascade. With four spares for the CDU's eight job nodes it does not drain
     # them one by one (each drain restarts the job while the rest of the CDU still holds it back:
     # control/containment.py); it restricts admission, checkpoints, and the CDU's own valuation
-    # decides. It still loses less to the slowdown than binary, which sees nothing.
-    assert slow["seamguard"] < 0.85 * slow["binary"]
+    # decides (tolerate: no spares outside the CDU). It still loses less to the slowdown than
+    # binary, which sees nothing: it swaps the slow GPU's rank out.
+    assert slow["seamguard"] < slow["binary"]
     cdu = {p: next(f for f in r.faults if f.kind == "cdu_flow_loss") for p, r in by.items()}
     assert math.isfinite(cdu["seamguard"].detected_at)
     assert cdu["seamguard"].detected_at - cdu["seamguard"].onset <= 600  # within minutes of onset

@@ -22,9 +22,16 @@ decides. (Per-GPU scores cannot tell a part worse than its domain from one its d
 along: each node's hottest GPU crosses the threshold in turn, well above the domain's median.)
 
 A ``failed`` entity is never valued: its node is drained, whatever it costs; nor is one that hard
-evidence holds at quarantine (an XID whose catalog entry asks for a reset). Nor is a domain
-that runs no work (draining idle capacity forces nothing), nor one whose jobs do not all report their pace (``gpu.step_time_s``) this tick: blind to the slowdown,
-the valuation would always tolerate, so the policy's drain or island stands, and says why.
+evidence holds at quarantine (an XID whose catalog entry asks for a reset). A domain that runs
+no work is not islanded: its quarantine state already keeps new work out while the fault lasts,
+and an island would only hold its free nodes past it (``restrict_admission`` instead). An idle
+node's drain stands: it forces nothing, and the safety layer's hold on a bad part is the point.
+
+A job that reported its pace (``gpu.step_time_s``) before but reports none now is down (crashed,
+restarting, waiting for nodes): moving it forces no restart it would not pay anyway, and it runs
+no slower for being tolerated, so it is valued with neither. A domain with a job that has never
+reported its pace is not valued: blind to the slowdown, the valuation would always tolerate, so
+the policy's drain or island stands, and says why.
 """
 
 from __future__ import annotations
@@ -67,8 +74,8 @@ class EngineView:
     states: IntArray  # per entity, this tick's state
     lemons: BoolArray  # per node
     gpu_slowdown: FloatArray  # per GPU: its sustained slowdown over its job's median
-    gfs: FloatArray
-    prs: FloatArray
+    gfs_precursor: FloatArray  # GFS over the failure precursors only (hazard.precursors)
+    prs_precursor: FloatArray
     nominal_rate: FloatArray  # per entity, failures per second with no score
     hazard_scale: float  # the fleet's observed failure rate against nominal
     economics: JobEconomics | None
@@ -76,10 +83,30 @@ class EngineView:
     criticality: FloatArray  # per job, its weight before any economics
     step_time: FloatArray | None = None  # per GPU, this tick's step time (None: not reported)
     forced: BoolArray | None = None  # per entity: hard evidence holds it at quarantine or worse (an XID)
+    step_seen: BoolArray | None = None  # per GPU: has reported a step time before (None: all have)
 
 
 def valued(d: DecisionRecord) -> bool:
     return d.action in CONTAINING and d.state == _QUARANTINE
+
+
+def tolerated_by(
+    topo: Topology, before: Sequence[DecisionRecord], after: Sequence[DecisionRecord]
+) -> IntArray:
+    """The entities (global indices) whose quarantine this stage kept in service: every
+    ``restrict_admission`` it wrote in place of a drain, an island or a disable. Their admission
+    follows ``degraded`` (new work avoids them, a job restarting may still use them) until they
+    leave quarantine: denying them outright would hold idle the capacity the valuation chose not
+    to take out."""
+    had = {(d.entity, d.action) for d in before}
+    restrict = ActionKind.RESTRICT_ADMISSION.value
+    kept = {topo.lookup(d.entity) for d in after if d.action == restrict and (d.entity, restrict) not in had}
+    return np.array(sorted(g for g in kept if g is not None), dtype=np.int64)
+
+
+def contained(d: DecisionRecord) -> bool:
+    """Whether this stage may change the decision: a valued one, or a gray uplink's disable."""
+    return valued(d) or _gray_link_quarantine(d)
 
 
 def _forced(topo: Topology, forced: BoolArray | None, d: DecisionRecord) -> bool:
@@ -92,7 +119,8 @@ def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[Decis
     """The decisions with every gray quarantine replaced by its cheapest containment."""
     topo = view.topology
     weighed = [valued(d) and not _forced(topo, view.forced, d) for d in decisions]
-    decisions, weighed = _defer_to_gray_domains(decisions, weighed, view)
+    gray_link = [_gray_link_quarantine(d) and not _forced(topo, view.forced, d) for d in decisions]
+    decisions, weighed = _defer_to_gray_domains(decisions, weighed, gray_link, view)
     picked = [i for i, w in enumerate(weighed) if w]
     if not picked:
         return list(decisions)
@@ -120,11 +148,20 @@ def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[Decis
         assert domain is not None
         cause = topo.lookup(d.cause) if d.cause else domain
         k = keys[(domain if cause is None else cause, domain)]
-        if not domains.in_nodes[k].any():  # no work on it: nothing to move, nothing to weigh
-            out.append(d)
+        if not domains.in_nodes[k].any() and d.action != ActionKind.ISLAND_DOMAIN.value:
+            out.append(d)  # an idle node's drain forces nothing: it stands (a bad part is held)
+            continue
+        if not domains.in_nodes[k].any():
+            # No work on it: nothing to move. Its state already denies new work while the fault
+            # lasts; islanding would only hold its free nodes past it, for the recovery delay.
+            why = "no work on it: its state keeps new work out, islanding would hold its free nodes past the fault"
+            for new in _rewrite(d, Option.TOLERATE, why, view, nodes[k], columns, val.moved[k]):
+                if (new.entity, new.action, new.cause) not in existing:
+                    existing.add((new.entity, new.action, new.cause))
+                    out.append(new)
             continue
         if blind[k]:  # a valuation blind to the slowdown would always tolerate: the policy stands
-            out.append(replace(d, reason=f"{d.reason}; not valued: {blind[k]} report no step time"))
+            out.append(replace(d, reason=f"{d.reason}; not valued: {blind[k]} never reported a step time"))
             continue
         text = describe(topo.ids[domain], val, domains, k)
         for new in _rewrite(d, Option(int(val.choice[k])), text, view, nodes[k], columns, val.moved[k]):
@@ -159,19 +196,27 @@ def gray_domain_of(view: EngineView, node: int) -> int | None:
     return None
 
 
+def _gray_link_quarantine(d: DecisionRecord) -> bool:
+    """A gray uplink's ``disable_link``: it takes its node out of service like a drain."""
+    return d.action == ActionKind.DISABLE_LINK.value and d.state == _QUARANTINE
+
+
 def _defer_to_gray_domains(
-    decisions: Sequence[DecisionRecord], weighed: list[bool], view: EngineView
+    decisions: Sequence[DecisionRecord], weighed: list[bool], gray_link: list[bool], view: EngineView
 ) -> tuple[list[DecisionRecord], list[bool]]:
-    """A weighed node drain under a gray domain becomes ``restrict_admission`` on its cause."""
+    """A weighed node drain, or a gray uplink's disable, under a gray domain becomes
+    ``restrict_admission`` on its cause: a congested leaf slows every link under it, and taking
+    those links down one by one takes their nodes out for the leaf's condition."""
     topo = view.topology
     out: list[DecisionRecord] = []
     keep: list[bool] = []
     seen: set[tuple[str, str, str | None]] = set()
-    for d, w in zip(decisions, weighed, strict=True):
-        gidx = topo.lookup(d.entity) if w else None
+    for d, w, link in zip(decisions, weighed, gray_link, strict=True):
+        gidx = topo.lookup(d.entity) if w or link else None
+        kind = topo.kind_of(gidx) if gidx is not None else None
         domain = (
-            gray_domain_of(view, int(topo.local[gidx]))
-            if gidx is not None and topo.kind_of(gidx) is EntityKind.NODE
+            gray_domain_of(view, int(topo.local[gidx]))  # a node's uplink shares its index
+            if gidx is not None and kind in (EntityKind.NODE, EntityKind.LINK)
             else None
         )
         if domain is None:
@@ -180,8 +225,9 @@ def _defer_to_gray_domains(
             continue
         cause = d.cause or d.entity
         why = (
-            f"{d.reason}; {topo.ids[domain]} is {State(int(view.states[domain])).label}: the node "
-            f"shows its domain's condition, which the domain's own quarantine weighs: tolerate"
+            f"{d.reason}; {topo.ids[domain]} is {State(int(view.states[domain])).label}: the "
+            f"{'link' if kind is EntityKind.LINK else 'node'} shows its domain's condition, which the "
+            "domain's own quarantine weighs: tolerate"
         )
         restrict = replace(d, entity=cause, action=ActionKind.RESTRICT_ADMISSION.value, reason=why)
         key = (restrict.entity, restrict.action, restrict.cause)
@@ -264,8 +310,10 @@ def _situation(
     node_gpus = np.bincount(topo.gpu_node, minlength=topo.count(EntityKind.NODE)).astype(np.float64)
     free = (workload.node_job < 0) & (node_gpus > 0)
     classes = sorted({topo.jobs[j].job_class for j in range(n_jobs)}, key=lambda c: c.value)
-    # Spares: free nodes the job's class may use, preferred or not (admit or avoid; deny is none).
-    admit = {c: free & (node_admission(cfg, topo, view.states, c, view.lemons) <= 1) for c in classes}
+    # Spares: free nodes the job's class is admitted to. A node it should avoid sits under a gray
+    # domain (or is a lemon): work moved there is likely to be moved again, and the domain's own
+    # containment a tick later would take the spare the valuation counted on.
+    admit = {c: free & (node_admission(cfg, topo, view.states, c, view.lemons) == 0) for c in classes}
     job_class = [topo.jobs[j].job_class for j in range(n_jobs)]
 
     in_nodes = np.zeros((n_dom, n_jobs), dtype=np.int64)
@@ -323,18 +371,28 @@ def _situation(
     return jobs, domains, domain_nodes, columns
 
 
+def _reporting(view: EngineView) -> tuple[BoolArray, BoolArray]:
+    """Per job: (reports its pace this tick, has ever reported it)."""
+    workload, n_jobs = view.workload, len(view.topology.jobs)
+    now = np.zeros(n_jobs, dtype=bool)
+    ever = np.zeros(n_jobs, dtype=bool)
+    if view.step_time is None:
+        return now, ever
+    placed = workload.gpu_job >= 0
+    now[np.unique(workload.gpu_job[placed & np.isfinite(view.step_time)])] = True
+    seen = np.ones_like(placed) if view.step_seen is None else view.step_seen
+    ever[np.unique(workload.gpu_job[placed & seen])] = True
+    return now, ever | now
+
+
 def _blind(view: EngineView, nodes: list[IntArray]) -> list[str]:
-    """Per domain, the jobs on it that report no pace this tick ("" when every one does)."""
+    """Per domain, the jobs on it that have never reported their pace ("" when every one has)."""
     workload, topo = view.workload, view.topology
-    n_jobs = len(topo.jobs)
-    seen = np.zeros(n_jobs, dtype=bool)
-    if view.step_time is not None:
-        ok = np.isfinite(view.step_time) & (workload.gpu_job >= 0)
-        seen[np.unique(workload.gpu_job[ok])] = True
+    _, ever = _reporting(view)
     out = []
     for domain_nodes in nodes:
         on = np.unique(workload.node_job[domain_nodes])
-        missing = [f"job/{topo.jobs[j].job}" for j in on[on >= 0].tolist() if not seen[j]]
+        missing = [f"job/{topo.jobs[j].job}" for j in on[on >= 0].tolist() if not ever[j]]
         out.append(", ".join(missing))
     return out
 
@@ -369,7 +427,7 @@ def _duration_s(cfg: Config, topo: Topology, cause: int, domain: int) -> float:
 
 def _excess(view: EngineView) -> FloatArray:
     """Per entity, the failures per second its scores add over nominal (``economics.hazard``)."""
-    rates = part_rates(view.config.hazard, view.topology, view.gfs, view.prs)
+    rates = part_rates(view.config.hazard, view.topology, view.gfs_precursor, view.prs_precursor)
     return np.clip((rates - view.nominal_rate) * view.hazard_scale, 0.0, None)
 
 
@@ -393,12 +451,16 @@ def _jobs(view: EngineView, columns: IntArray) -> Jobs:
             loss - restart - restore,
         )
         restart = restart + restore
+    now, ever = _reporting(view)
+    down = (ever & ~now)[columns]  # crashed, restarting or waiting: a move forces nothing more
+    restart = np.where(down, 0.0, restart)
+    since = np.where(down, 0.0, since)
     return Jobs(
         gpus=view.workload.job_gpus[columns].astype(np.float64),
         sync=view.workload.job_sync[columns],
         weight=weight,
         restart_h=restart / 3600.0,
         since_h=np.maximum(since, 0.0) / 3600.0,
-        save_h=view.save_s[columns] / 3600.0,
+        save_h=np.where(down, np.nan, view.save_s[columns] / 3600.0),
         loss_h=loss / 3600.0,
     )

@@ -22,7 +22,7 @@ from seamguard.control.checkpoint_loop import (
     storage_paths,
 )
 from seamguard.control.classifier import Classifier, ClassifierInputs, forced_out, new_hard_failures
-from seamguard.control.containment import EngineView, contain, valued
+from seamguard.control.containment import EngineView, contain, contained, tolerated_by
 from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.explaining import (
     EntityView,
@@ -177,6 +177,10 @@ class Controller:
         n = topology.n_entities
         self.gfs = np.zeros(n)
         self.prs = np.zeros(n)
+        self._tolerated = np.zeros(n, dtype=bool)  # quarantines the containment stage kept in service
+        # The same over the failure precursors only (hazard.precursors): what the hazard reads.
+        self.gfs_precursor = np.zeros(n)
+        self.prs_precursor = np.zeros(n)
         self.fae = np.ones(n)
         self.frame: ScoreFrame | None = None
         self._harm_text: dict[int, str] = {}
@@ -216,24 +220,29 @@ class Controller:
     def states(self) -> npt.NDArray[np.int64]:
         return self.classifier.state
 
+    def admission_states(self) -> npt.NDArray[np.int64]:
+        """The states admission reads: a quarantine the containment stage tolerated counts as
+        ``degraded`` (``containment.tolerated_by``)."""
+        return np.where(self._tolerated, int(State.DEGRADED), self.classifier.state)
+
     def job_hazard(self, scale: float | None = None) -> JobHazard:
         """Each running job's failure rate from the latest tick's scores (``economics.hazard``),
         scaled by the fleet's observed rate against nominal (``scale``, by default this engine's
         own ``learner``): what the checkpoint loop reads."""
+
+        def at(rate_scale: float) -> JobHazard:
+            workload = self.workload_at(self.now)
+            return job_hazard(self.config.hazard, self.topology, workload, self.gfs_precursor, self.prs_precursor,
+                              rate_scale, self._parts(workload), self._failed())  # fmt: skip
+
         if scale is not None and scale > 0:  # asked of every shard every tick: one sum per state
             if self._unit_hazard is None:
-                workload = self.workload_at(self.now)
-                self._unit_hazard = job_hazard(self.config.hazard, self.topology, workload, self.gfs, self.prs,
-                                               1.0, self._parts(workload), self._failed())  # fmt: skip
+                self._unit_hazard = at(1.0)
             return self._unit_hazard.scaled(scale)
         if scale is not None:
-            workload = self.workload_at(self.now)
-            return job_hazard(self.config.hazard, self.topology, workload, self.gfs, self.prs, scale,
-                              self._parts(workload), self._failed())  # fmt: skip
+            return at(scale)
         if self._hazard is None:
-            workload = self.workload_at(self.now)
-            self._hazard = job_hazard(self.config.hazard, self.topology, workload, self.gfs, self.prs,
-                                      self.learner.scale(), self._parts(workload), self._failed())  # fmt: skip
+            self._hazard = at(self.learner.scale())
         return self._hazard
 
     def _failed(self) -> npt.NDArray[np.bool_]:
@@ -314,6 +323,9 @@ class Controller:
         self.new_failures = new_hard_failures(topo, changes)
         self.learner.record(now, self.exposure_per_s(), self.new_failures)
         self.gfs, self.prs, self.fae = frame.gfs, prs, amp.fae
+        self._tolerated &= self.classifier.state == int(State.QUARANTINE)
+        self.gfs_precursor = frame.gfs_precursor
+        self.prs_precursor = propagation_risk(frame.gfs_precursor, amp, cfg.scores.exposure_scale_gpus)
         self._hazard, self._unit_hazard = None, None
 
         transitions: list[TransitionRecord] = []
@@ -362,16 +374,16 @@ class Controller:
                     epoch=self.epoch,
                 )
             )
-        if any(valued(d) for d in decisions):  # gray quarantines valued against what they cost now
-            step = (
-                self.store.current(STEP_TIME_SIGNAL)
-                if self.catalog.get(STEP_TIME_SIGNAL) is not None
-                else None
-            )
+        if any(contained(d) for d in decisions):  # gray quarantines valued against what they cost now
+            reported = self.catalog.get(STEP_TIME_SIGNAL) is not None
+            step = self.store.current(STEP_TIME_SIGNAL) if reported else None
+            seen = np.isfinite(self.store.last_seen(STEP_TIME_SIGNAL)) if reported else None
+            before = decisions
             decisions = contain(decisions, EngineView(
                 cfg, topo, workload, self.classifier.state, self.lemon_memory.lemons(), self._gpu_slowdown,
-                frame.gfs, prs, self._nominal_rate, self.learner.scale(), self.economics, self._save_s,
-                self._criticality, step, forced_out(frame.floor)))  # fmt: skip
+                self.gfs_precursor, self.prs_precursor, self._nominal_rate, self.learner.scale(), self.economics,
+                self._save_s, self._criticality, step, forced_out(frame.floor), seen))  # fmt: skip
+            self._tolerated[tolerated_by(topo, before, decisions)] = True
         self._exposure = None  # the loop above moved what each part last was
         if self.checkpoint_loop is not None:
             loop_tick = self._checkpoint_tick(now, workload, self.checkpoint_loop)
@@ -418,7 +430,7 @@ class Controller:
         n = len(self.topology.jobs)
         # Only suspect (degraded) parts are priced; a healthy fleet skips the per-part rates.
         if np.any(self.classifier.state == int(State.DEGRADED)):
-            rates = part_rates(self.config.hazard, self.topology, self.gfs, self.prs)
+            rates = part_rates(self.config.hazard, self.topology, self.gfs_precursor, self.prs_precursor)
             excess = (rates - self._nominal_rate) * self.learner.scale()
         else:
             excess = np.zeros(self.topology.n_entities)
@@ -436,8 +448,13 @@ class Controller:
         self._harm_text = {}
         if self.catalog.get(STEP_TIME_SIGNAL) is None:
             return ratio
+        groups, n_groups = by_node_type(workload.gpu_job, len(self.topology.jobs), self.topology.gpu_node,
+                                        self.topology)  # fmt: skip
+        pace = self.pace.sustained(self.store.now, self.store.current(STEP_TIME_SIGNAL),
+                                   self.store.tick_samples(STEP_TIME_SIGNAL), groups, n_groups,
+                                   self.config.economics.smooth_s)  # fmt: skip
         harm = straggler_harm(
-            self._sustained_pace(workload),
+            pace,
             workload.gpu_job,
             workload.job_sync,
             workload.job_gpus,
@@ -452,20 +469,6 @@ class Controller:
         self._gpu_slowdown = np.maximum(np.nan_to_num(harm.slowdown), 0.0)
         self._harm_text = harm_texts(self.topology, workload, harm)
         return ratio
-
-    def _sustained_pace(self, workload: Workload) -> FloatArray:
-        """Each rank's typical pace over the last ``economics.smooth_s``, as a share of its job's
-        median at each tick (economics/pace.py); NaN once it stops reporting.
-
-        Harm is a decision to swap hardware: it is judged on a rank's sustained pace, not on one
-        tick's jitter, which would make a job's naturally slowest rank flicker in and out.
-        """
-        current = self.store.current(STEP_TIME_SIGNAL)
-        groups, n_groups = by_node_type(workload.gpu_job, len(self.topology.jobs), self.topology.gpu_node,
-                                        self.topology)  # fmt: skip
-        self.pace.record(self.store.now, self.store.tick_samples(STEP_TIME_SIGNAL), groups, n_groups)
-        pace = self.pace.typical(self.store.now - self.config.economics.smooth_s, self.store.now)
-        return np.where(np.isfinite(current), pace, np.nan)
 
     def _fresh(self) -> npt.NDArray[np.bool_]:
         topo = self.topology

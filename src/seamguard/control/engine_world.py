@@ -66,6 +66,11 @@ def apply_world(ctl: Controller, change: WorldChange) -> None:
     ctl._last_known = carry(ctl._last_known, fwd, int(State.HEALTHY))
     ctl._last_observed = carry(ctl._last_observed, fwd, -np.inf)
     ctl.gfs, ctl.prs = carry(ctl.gfs, fwd, 0.0), carry(ctl.prs, fwd, 0.0)
+    ctl.gfs_precursor, ctl.prs_precursor = (
+        carry(ctl.gfs_precursor, fwd, 0.0),
+        carry(ctl.prs_precursor, fwd, 0.0),
+    )
+    ctl._tolerated = carry(ctl._tolerated, fwd, False)
     ctl.fae = carry(ctl.fae, fwd, 1.0)
     ctl._harm_ratio = carry(ctl._harm_ratio, fwd, 0.0)
     back = change.back()

@@ -4,9 +4,13 @@ A job fails when anything it depends on fails hard: any of its GPUs, nodes or no
 CDUs and leaf switches under it, or its own software (which grows with its ranks). Each part
 starts from a nominal rate per component-day (``hazard.base_per_day``, by default the Llama 3
 405B run's published interruption counts spread over its components) and is raised by what the
-engine sees in it:
+engine sees in it that foreshadows a hard failure:
 
-    rate = base x min(exp(gfs_gain x GFS + prs_gain x PRS), max_multiplier)
+    rate = base x min(exp(gfs_gain[kind] x GFS + prs_gain x PRS), max_multiplier)
+
+where GFS and PRS are taken over the failure precursors only (``hazard.precursors``; the
+engine's ``gfs_precursor``): a power-braked or down-clocked part is slow, and its slowness is
+harm the planner weighs elsewhere, not a failure to save ahead of.
 
 A log-linear (proportional-hazards) form because the evidence behind GFS is multiplicative in
 nature: a correctable-error stream that grows a hundredfold takes a part from "one failure a
@@ -78,13 +82,14 @@ def part_rates(
     rate = np.zeros(topology.n_entities)
     # NaN (no score yet) boosts nothing. Once for all kinds: the twin asks this of every cell
     # every tick, and nan_to_num's per-call cost dominated on cell-sized arrays.
-    exponent = config.gfs_gain * np.nan_to_num(gfs) + config.prs_gain * np.nan_to_num(prs)
+    gfs, spread = np.nan_to_num(gfs), config.prs_gain * np.nan_to_num(prs)
     for kind in PART_KINDS:
         members = topology.members[kind]
         base = scale * config.base_per_day.get(kind, 0.0) / DAY_S
         if members.size == 0 or base <= 0:
             continue
-        rate[members] = base * np.minimum(np.exp(exponent[members]), config.max_multiplier)
+        exponent = config.gfs_gain.get(kind, 0.0) * gfs[members] + spread[members]
+        rate[members] = base * np.minimum(np.exp(exponent), config.max_multiplier)
     if failed is not None:
         rate[failed] = 0.0
     return rate

@@ -66,3 +66,14 @@ class PaceRing:
 
     def forget(self, gpus: IntArray) -> None:
         self.ratio[:, gpus] = np.nan
+
+    def sustained(self, now: float, current: FloatArray, samples: FloatArray, groups: IntArray,
+                  n_groups: int, smooth_s: float) -> FloatArray:  # fmt: skip
+        """Each rank's typical pace over the last ``smooth_s`` as a share of its group's median
+        (record this tick's ``samples`` first); NaN once it stops reporting (``current`` NaN).
+
+        Harm is a decision to swap hardware: it is judged on a rank's sustained pace, not on one
+        tick's jitter, which would make a job's naturally slowest rank flicker in and out.
+        """
+        self.record(now, samples, groups, n_groups)
+        return np.where(np.isfinite(current), self.typical(now - smooth_s, now), np.nan)

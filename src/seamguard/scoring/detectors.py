@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.config import CounterRule, FlagRule, LevelRule, PeerRule, ThrottleConfig, TrendRule
+from seamguard.detector_config import CounterRule, FlagRule, LevelRule, PeerRule, ThrottleConfig, TrendRule
 from seamguard.model.catalog import THROTTLE_BITS, Signal
 from seamguard.scoring.evidence import Evidence, FloatArray, make_evidence, ramp
 from seamguard.scoring.groupstats import group_median_mad

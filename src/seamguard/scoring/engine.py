@@ -32,6 +32,7 @@ class ScoreFrame:
     evidence: tuple[Evidence, ...]
     gfs: FloatArray  # global
     gfs_recovery: FloatArray
+    gfs_precursor: FloatArray  # over the failure precursors only: what the hazard reads
     hard_fail: npt.NDArray[np.bool_]
     hard_reason: dict[int, str]  # global index -> why (only for the few hard failures)
     floor: IntArray
@@ -126,6 +127,7 @@ def _instances_follow_their_gpu(
     topology: Topology,
     gfs: FloatArray,
     gfs_rec: FloatArray,
+    gfs_pre: FloatArray,
     hard: npt.NDArray[np.bool_],
     floor: IntArray,
     hard_reason: dict[int, str],
@@ -138,6 +140,7 @@ def _instances_follow_their_gpu(
     gpu = topology.mig_gpus()
     gfs[migs] = np.maximum(gfs[migs], gfs[gpu])
     gfs_rec[migs] = np.maximum(gfs_rec[migs], gfs_rec[gpu])
+    gfs_pre[migs] = np.maximum(gfs_pre[migs], gfs_pre[gpu])
     hard[migs] |= hard[gpu]
     floor[migs] = np.maximum(floor[migs], floor[gpu])
     for m, g in zip(migs[hard[migs]].tolist(), gpu[hard[migs]].tolist(), strict=True):
@@ -225,7 +228,8 @@ def score_tick(
     evidence.append(hb.evidence)
     evidence, sensor_notices = sensors.screen(evidence, store, topology)
 
-    gfs, gfs_rec = combine(evidence, topology)
+    combined = combine(evidence, topology, frozenset(config.hazard.precursors))
+    gfs, gfs_rec, gfs_pre = combined.gfs, combined.recovery, combined.precursor
     hard = np.zeros(topology.n_entities, dtype=bool)
     hard_reason: dict[int, str] = {}
     nodes = topology.members[EntityKind.NODE]
@@ -241,7 +245,7 @@ def score_tick(
             hard_reason[int(members[local])] = f"{name} increased (uncorrectable error)"
     floor = np.full(topology.n_entities, -1, dtype=np.int64)
     floor[topology.members[xid_sig.entity]] = xid_floor
-    _instances_follow_their_gpu(topology, gfs, gfs_rec, hard, floor, hard_reason)
+    _instances_follow_their_gpu(topology, gfs, gfs_rec, gfs_pre, hard, floor, hard_reason)
     notices: list[str] = []
     if store.clock is not None:
         notices.extend(skew_notices(topology, store.clock.changes))
@@ -255,6 +259,7 @@ def score_tick(
         evidence=tuple(evidence),
         gfs=gfs,
         gfs_recovery=gfs_rec,
+        gfs_precursor=gfs_pre,
         hard_fail=hard,
         hard_reason=hard_reason,
         floor=floor,

@@ -8,7 +8,7 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.config import HeartbeatConfig, XidConfig
+from seamguard.detector_config import HeartbeatConfig, XidConfig
 from seamguard.model.catalog import Signal
 from seamguard.model.entities import EntityKind
 from seamguard.model.world import WorldChange, carry

@@ -2,7 +2,9 @@
 
 Weighted noisy-OR: GFS = 1 - prod_k (1 - w_k e_k). One decisive signal can carry the score
 on its own, several weak ones accumulate, and adding evidence never lowers it. The same
-combination over the recovery-path signals only gives the recovery share.
+combination over the recovery-path signals only gives the recovery share, and over the failure
+precursors only (``hazard.precursors``: errors, XIDs, a silent host) the score the hazard reads,
+so a part that is merely slow (throttled, braked, hot) is not taken for one about to die.
 """
 
 from __future__ import annotations
@@ -26,10 +28,20 @@ class Contribution:
     text: str
 
 
-def combine(evidence: Sequence[Evidence], topology: Topology) -> tuple[FloatArray, FloatArray]:
-    """(gfs, gfs_recovery) over global entity indices."""
+@dataclass(frozen=True)
+class Combined:
+    gfs: FloatArray  # global
+    recovery: FloatArray  # the recovery-path signals' share of the evidence
+    precursor: FloatArray  # the failure precursors' share: what the hazard reads
+
+
+def combine(
+    evidence: Sequence[Evidence], topology: Topology, precursors: frozenset[str] = frozenset()
+) -> Combined:
+    """The three noisy-ORs over global entity indices."""
     acc = np.zeros(topology.n_entities)
     acc_rec = np.zeros(topology.n_entities)
+    acc_pre = np.zeros(topology.n_entities)
     for ev in evidence:
         if ev.evidence.size == 0:
             continue
@@ -38,7 +50,9 @@ def combine(evidence: Sequence[Evidence], topology: Topology) -> tuple[FloatArra
         acc[idx] += term
         if ev.recovery:
             acc_rec[idx] += term
-    return -np.expm1(acc), -np.expm1(acc_rec)
+        if ev.signal in precursors:
+            acc_pre[idx] += term
+    return Combined(-np.expm1(acc), -np.expm1(acc_rec), -np.expm1(acc_pre))
 
 
 def contributions(

@@ -270,7 +270,7 @@ class SeamguardPolicy:
         for cell in self.cells:
             ctl = cell.controller
             out[cell.nodes] = node_admission(
-                self.config, cell.topology, ctl.states, job_class, ctl.lemon_memory.lemons()
+                self.config, cell.topology, ctl.admission_states(), job_class, ctl.lemon_memory.lemons()
             )
         out[self.safety.held_nodes()] = 2
         self._admission[job_class] = out

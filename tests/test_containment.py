@@ -324,30 +324,13 @@ def test_a_domain_whose_jobs_report_no_pace_keeps_the_policy() -> None:
     blind = EngineView(**{**v.__dict__, "step_time": None})
     ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
     [island] = [d for d in contain(ours, blind) if d.action == "island_domain"]
-    assert island.reason.endswith("not valued: job/train never reported a step time")
+    assert island.reason.endswith("not valued: job/train report no step time")
     assert "island_domain" not in {d.action for d in contain(ours, v)}
-    never = EngineView(**{**v.__dict__, "step_time": np.full_like(v.step_time, np.nan),
-                          "step_seen": np.zeros(topo.count(EntityKind.GPU), dtype=bool)})  # fmt: skip
-    [island] = [d for d in contain(ours, never) if d.action == "island_domain"]
-    assert "never reported" in island.reason
-
-
-def test_a_job_that_is_down_is_valued_without_the_restart_it_pays_anyway() -> None:
-    """train ran and reports nothing now (it crashed and waits to restart): it is valued, not
-    blind, and moving it forces no restart it would not pay anyway. Nothing is gained by holding
-    c0 idle for it either, so c0 is tolerated: its quarantine state keeps train's restart off it,
-    where the blind rule would have let the planner's island hold c0's nodes for hours."""
-    topo, workload = fleet(16, 4, 4, {"train": (SYNC, range(0, 4)), "batch": (BATCH, range(4, 16))})
-    ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
-    v = view(CFG, topo, workload, "cdu/c0", [], 0.0)
-    down = EngineView(**{**v.__dict__, "step_time": np.where(workload.gpu_job == 0, np.nan, 2.0),
-                         "step_seen": np.ones(topo.count(EntityKind.GPU), dtype=bool)})  # fmt: skip
-    out = contain(ours, down)
-    assert ("island_domain", "cdu/c0") not in acts(out)
-    [restrict] = [d for d in out if d.action == "restrict_admission"]
-    assert "restarts 1 job(s)" in restrict.reason and "restarts 0.0, idle" in restrict.reason
-    running = [d for d in contain(ours, v) if d.action == "restrict_admission"]
-    assert "restarts 0.0, idle" not in running[0].reason  # a running job's move costs its restart
+    # A job that is down (crashed, restarting) reports nothing either: how hot its ranks would run
+    # when it comes back cannot be read, so the island stands.
+    down = EngineView(**{**v.__dict__, "step_time": np.where(workload.gpu_job == 0, np.nan, 2.0)})
+    [island] = [d for d in contain(ours, down) if d.action == "island_domain"]
+    assert island.reason.endswith("not valued: job/train report no step time")
 
 
 def situation(**over: object) -> tuple[Jobs, Domains]:

@@ -269,6 +269,10 @@ def test_the_precursor_score_combines_only_the_precursor_signals() -> None:
     assert combined.precursor[g0] == pytest.approx(0.3, rel=1e-12)
     assert combined.gfs[g0] == pytest.approx(1 - 0.7 * 0.4, rel=1e-12)
     assert not combine([ecc, clock], topo).precursor.any()  # no precursors named: nothing raises a rate
+    hot = replace(_gpu_evidence(topo, "level", 0.8, {0: 0.5}), signal="gpu.temp_c")
+    warming = replace(_gpu_evidence(topo, "trend", 0.4, {0: 1.0}), signal="gpu.temp_c")
+    one_rule = combine([hot, warming], topo, frozenset({"level:gpu.temp_c"})).precursor
+    assert one_rule[g0] == pytest.approx(0.4, rel=1e-12)  # the level rule's evidence, not the trend's
 
 
 def test_contributions_are_the_strongest_first_from_the_floor_up_at_most_four() -> None:

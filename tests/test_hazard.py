@@ -107,12 +107,19 @@ def test_bad_hazard_config_is_named() -> None:
         config_from_mapping({"hazard": {"max_multiplier": 0.5}})
 
 
+def test_one_rule_of_a_signal_may_be_a_precursor() -> None:
+    cfg = config_from_mapping({"hazard": {"precursors": ["level:gpu.temp_c", "gpu.xid"]}})
+    assert cfg.hazard.precursors == ["level:gpu.temp_c", "gpu.xid"]
+
+
 @pytest.mark.parametrize(
     ("precursors", "detectors", "message"),
     [
         (["gpu.ecc_sbe"], {}, r"hazard.precursors: unknown signal 'gpu.ecc_sbe'"),
         (["gpu.ecc_sbe_total"], {"counter": {"gpu.ecc_sbe_total": None}}, r"no detector rule scores 'gpu.ecc_sbe_total'"),
         (["gpu.xid", "gpu.xid"], {}, r"hazard.precursors: list each signal once"),
+        (["level:gpu.xid"], {}, r"no level rule scores 'gpu.xid'"),
+        (["spike:gpu.temp_c"], {}, r"'spike:gpu.temp_c': the rule is one of level, trend, peer"),
     ],
 )  # fmt: skip
 def test_failure_precursors_are_checked_at_load(

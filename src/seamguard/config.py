@@ -265,14 +265,24 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _precursors_scored(self) -> Self:
-        scored = self.detectors.scored_signals()
-        for name in self.hazard.precursors:
+        """Each precursor a signal some rule scores (every rule's evidence counts), or
+        ``rule:signal`` for one rule's only (``level:gpu.temp_c``: heat near the trip point)."""
+        det = self.detectors
+        rules: dict[str, set[str]] = {"level": set(det.level), "trend": set(det.trend), "peer": set(det.peer),
+                                      "counter": set(det.counter), "flag": set(det.flag)}  # fmt: skip
+        scored = det.scored_signals()
+        for entry in self.hazard.precursors:
+            rule, _, name = entry.rpartition(":")
             if signal_catalog().get(name) is None:
-                raise ValueError(f"hazard.precursors: unknown signal {name!r} (see docs/signals.md)")
-            if name not in scored:
                 raise ValueError(
-                    f"hazard.precursors: no detector rule scores {name!r}, so it could never raise a "
-                    "failure rate: add a rule under detectors or drop it here"
+                    f"hazard.precursors: unknown signal {name!r} in {entry!r} (see docs/signals.md)"
+                )
+            if rule and rule not in rules:
+                raise ValueError(f"hazard.precursors: {entry!r}: the rule is one of {', '.join(rules)}")
+            if name not in (rules[rule] if rule else scored):
+                raise ValueError(
+                    f"hazard.precursors: no {rule or 'detector'} rule scores {name!r}, so {entry!r} could "
+                    "never raise a failure rate: add the rule under detectors or drop it here"
                 )
         if len(set(self.hazard.precursors)) != len(self.hazard.precursors):
             raise ValueError("hazard.precursors: list each signal once")

@@ -27,11 +27,10 @@ no work is not islanded: its quarantine state already keeps new work out while t
 and an island would only hold its free nodes past it (``restrict_admission`` instead). An idle
 node's drain stands: it forces nothing, and the safety layer's hold on a bad part is the point.
 
-A job that reported its pace (``gpu.step_time_s``) before but reports none now is down (crashed,
-restarting, waiting for nodes): moving it forces no restart it would not pay anyway, and it runs
-no slower for being tolerated, so it is valued with neither. A domain with a job that has never
-reported its pace is not valued: blind to the slowdown, the valuation would always tolerate, so
-the policy's drain or island stands, and says why.
+A domain whose jobs do not all report their pace (``gpu.step_time_s``) this tick is not valued:
+blind to the slowdown, the valuation would always tolerate, so the policy's drain or island
+stands, and says why. That includes a job that is down (crashed, restarting): how hot its ranks
+would run when it comes back is what the island guards against, and it cannot be read now.
 """
 
 from __future__ import annotations
@@ -83,7 +82,6 @@ class EngineView:
     criticality: FloatArray  # per job, its weight before any economics
     step_time: FloatArray | None = None  # per GPU, this tick's step time (None: not reported)
     forced: BoolArray | None = None  # per entity: hard evidence holds it at quarantine or worse (an XID)
-    step_seen: BoolArray | None = None  # per GPU: has reported a step time before (None: all have)
 
 
 def valued(d: DecisionRecord) -> bool:
@@ -161,7 +159,7 @@ def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[Decis
                     out.append(new)
             continue
         if blind[k]:  # a valuation blind to the slowdown would always tolerate: the policy stands
-            out.append(replace(d, reason=f"{d.reason}; not valued: {blind[k]} never reported a step time"))
+            out.append(replace(d, reason=f"{d.reason}; not valued: {blind[k]} report no step time"))
             continue
         text = describe(topo.ids[domain], val, domains, k)
         for new in _rewrite(d, Option(int(val.choice[k])), text, view, nodes[k], columns, val.moved[k]):
@@ -371,28 +369,17 @@ def _situation(
     return jobs, domains, domain_nodes, columns
 
 
-def _reporting(view: EngineView) -> tuple[BoolArray, BoolArray]:
-    """Per job: (reports its pace this tick, has ever reported it)."""
-    workload, n_jobs = view.workload, len(view.topology.jobs)
-    now = np.zeros(n_jobs, dtype=bool)
-    ever = np.zeros(n_jobs, dtype=bool)
-    if view.step_time is None:
-        return now, ever
-    placed = workload.gpu_job >= 0
-    now[np.unique(workload.gpu_job[placed & np.isfinite(view.step_time)])] = True
-    seen = np.ones_like(placed) if view.step_seen is None else view.step_seen
-    ever[np.unique(workload.gpu_job[placed & seen])] = True
-    return now, ever | now
-
-
 def _blind(view: EngineView, nodes: list[IntArray]) -> list[str]:
-    """Per domain, the jobs on it that have never reported their pace ("" when every one has)."""
+    """Per domain, the jobs on it that report no pace this tick ("" when every one does)."""
     workload, topo = view.workload, view.topology
-    _, ever = _reporting(view)
+    seen = np.zeros(len(topo.jobs), dtype=bool)
+    if view.step_time is not None:
+        ok = np.isfinite(view.step_time) & (workload.gpu_job >= 0)
+        seen[np.unique(workload.gpu_job[ok])] = True
     out = []
     for domain_nodes in nodes:
         on = np.unique(workload.node_job[domain_nodes])
-        missing = [f"job/{topo.jobs[j].job}" for j in on[on >= 0].tolist() if not ever[j]]
+        missing = [f"job/{topo.jobs[j].job}" for j in on[on >= 0].tolist() if not seen[j]]
         out.append(", ".join(missing))
     return out
 
@@ -451,16 +438,12 @@ def _jobs(view: EngineView, columns: IntArray) -> Jobs:
             loss - restart - restore,
         )
         restart = restart + restore
-    now, ever = _reporting(view)
-    down = (ever & ~now)[columns]  # crashed, restarting or waiting: a move forces nothing more
-    restart = np.where(down, 0.0, restart)
-    since = np.where(down, 0.0, since)
     return Jobs(
         gpus=view.workload.job_gpus[columns].astype(np.float64),
         sync=view.workload.job_sync[columns],
         weight=weight,
         restart_h=restart / 3600.0,
         since_h=np.maximum(since, 0.0) / 3600.0,
-        save_h=np.where(down, np.nan, view.save_s[columns] / 3600.0),
+        save_h=view.save_s[columns] / 3600.0,
         loss_h=loss / 3600.0,
     )

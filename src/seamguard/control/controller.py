@@ -377,12 +377,11 @@ class Controller:
         if any(contained(d) for d in decisions):  # gray quarantines valued against what they cost now
             reported = self.catalog.get(STEP_TIME_SIGNAL) is not None
             step = self.store.current(STEP_TIME_SIGNAL) if reported else None
-            seen = np.isfinite(self.store.last_seen(STEP_TIME_SIGNAL)) if reported else None
             before = decisions
             decisions = contain(decisions, EngineView(
                 cfg, topo, workload, self.classifier.state, self.lemon_memory.lemons(), self._gpu_slowdown,
                 self.gfs_precursor, self.prs_precursor, self._nominal_rate, self.learner.scale(), self.economics,
-                self._save_s, self._criticality, step, forced_out(frame.floor), seen))  # fmt: skip
+                self._save_s, self._criticality, step, forced_out(frame.floor)))  # fmt: skip
             self._tolerated[tolerated_by(topo, before, decisions)] = True
         self._exposure = None  # the loop above moved what each part last was
         if self.checkpoint_loop is not None:

@@ -3,7 +3,8 @@
 Weighted noisy-OR: GFS = 1 - prod_k (1 - w_k e_k). One decisive signal can carry the score
 on its own, several weak ones accumulate, and adding evidence never lowers it. The same
 combination over the recovery-path signals only gives the recovery share, and over the failure
-precursors only (``hazard.precursors``: errors, XIDs, a silent host) the score the hazard reads,
+precursors only (``hazard.precursors``: errors, XIDs, a silent host, heat near the trip point;
+a signal, or ``rule:signal`` for one detector's evidence) the score the hazard reads,
 so a part that is merely slow (throttled, braked, hot) is not taken for one about to die.
 """
 
@@ -50,7 +51,7 @@ def combine(
         acc[idx] += term
         if ev.recovery:
             acc_rec[idx] += term
-        if ev.signal in precursors:
+        if ev.signal in precursors or f"{ev.detector}:{ev.signal}" in precursors:
             acc_pre[idx] += term
     return Combined(-np.expm1(acc), -np.expm1(acc_rec), -np.expm1(acc_pre))
 

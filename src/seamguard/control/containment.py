@@ -310,8 +310,10 @@ def _situation(
     classes = sorted({topo.jobs[j].job_class for j in range(n_jobs)}, key=lambda c: c.value)
     # Spares: free nodes the job's class is admitted to. A node it should avoid sits under a gray
     # domain (or is a lemon): work moved there is likely to be moved again, and the domain's own
-    # containment a tick later would take the spare the valuation counted on.
-    admit = {c: free & (node_admission(cfg, topo, view.states, c, view.lemons) == 0) for c in classes}
+    # containment a tick later would take the spare the valuation counted on. ``unknown`` is no
+    # gray: rows and PDUs that report nothing are unknown for good, and would leave no spare.
+    known = np.where(view.states == int(State.UNKNOWN), int(State.HEALTHY), view.states)
+    admit = {c: free & (node_admission(cfg, topo, known, c, view.lemons) == 0) for c in classes}
     job_class = [topo.jobs[j].job_class for j in range(n_jobs)]
 
     in_nodes = np.zeros((n_dom, n_jobs), dtype=np.int64)

@@ -56,8 +56,7 @@ def with_readings(
         np.full(len(readings), now - 1.0),
         np.array(list(readings.values()), dtype=np.float64),
     )
-    return TelemetryBatch(*(np.concatenate([getattr(batch, f), getattr(extra, f)])
-                            for f in ("entity", "signal", "timestamp", "value")))  # fmt: skip
+    return TelemetryBatch.concat([batch, extra])
 
 
 def run(topo: Topology, ticks: int, start: float = 1000.0, **kw: object) -> tuple[Controller, list]:

@@ -126,6 +126,26 @@ def test_node_admission_takes_the_worst_of_its_dependencies(topology: Topology) 
     assert batch.tolist() == [0, 2, 0, 0, 0, 0, 0, 0]  # batch inference admits degraded
 
 
+def test_rows_and_pdus_nobody_classifies_do_not_make_every_node_avoided() -> None:
+    """Rows and PDUs report nothing and are never classified: the engine holds them unknown for
+    good. Read as an ancestor's verdict, that made every node one a synchronous job should avoid,
+    so no node anywhere was a spare. A node whose own telemetry is silent is still avoided."""
+    from seamguard.model.topology import build_topology
+    from seamguard.twin.cluster import ClusterSpec, generate_cluster
+
+    inv = generate_cluster(ClusterSpec(cdus=2, racks_per_cdu=2, nodes_per_rack=2, gpus_per_node=2,
+                                       nodes_per_leaf=4, storage="ckpt0", gpu_model="H100"))  # fmt: skip
+    topo = build_topology(inv)
+    assert topo.members[EntityKind.ROW].size and topo.members[EntityKind.PDU].size
+    assert not Controller(topo, CFG).classifier.classified[topo.members[EntityKind.ROW]].any()
+    states = np.full(topo.n_entities, int(State.HEALTHY), dtype=np.int64)
+    states[topo.members[EntityKind.ROW]] = int(State.UNKNOWN)
+    states[topo.members[EntityKind.PDU]] = int(State.UNKNOWN)
+    assert node_admission(CFG, topo, states, JobClass.SYNC_TRAINING).tolist() == [0] * 8
+    states[topo.index["node/n0003"]] = int(State.UNKNOWN)  # its exporter went silent
+    assert node_admission(CFG, topo, states, JobClass.SYNC_TRAINING).tolist() == [0, 0, 0, 1, 0, 0, 0, 0]
+
+
 def test_a_node_that_keeps_failing_is_a_lemon_for_synchronous_jobs_only(topology: Topology) -> None:
     from seamguard.control.classifier import Changes
     from seamguard.control.lemons import LemonMemory

@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import Config
+from seamguard.control.classifier import ALLOWED_STATES
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import SYNCHRONOUS_CLASSES, Admission, JobClass, State
 from seamguard.model.topology import Topology
@@ -66,6 +67,8 @@ def node_admission(
         (EntityKind.ROW, topology.rack_row[topology.node_rack]),
         (EntityKind.PDU, topology.node_pdu),
     ):
+        if kind not in ALLOWED_STATES:  # never classified (rows, PDUs): unknown for good, says nothing
+            continue
         ok = parent >= 0
         if m[kind].size and ok.any():
             out[ok] = np.maximum(out[ok], verdict[m[kind][parent[ok]]])

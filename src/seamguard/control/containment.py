@@ -152,17 +152,16 @@ def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[Decis
         if not domains.in_nodes[k].any():
             # No work on it: nothing to move. Its state already denies new work while the fault
             # lasts; islanding would only hold its free nodes past it, for the recovery delay.
-            why = "no work on it: its state keeps new work out, islanding would hold its free nodes past the fault"
-            for new in _rewrite(d, Option.TOLERATE, why, view, nodes[k], columns, val.moved[k]):
-                if (new.entity, new.action, new.cause) not in existing:
-                    existing.add((new.entity, new.action, new.cause))
-                    out.append(new)
-            continue
-        if blind[k]:  # a valuation blind to the slowdown would always tolerate: the policy stands
+            choice, text = (
+                Option.TOLERATE,
+                "no work on it: its state keeps new work out, islanding would hold its free nodes past the fault",
+            )
+        elif blind[k]:  # a valuation blind to the slowdown would always tolerate: the policy stands
             out.append(replace(d, reason=f"{d.reason}; not valued: {blind[k]} report no step time"))
             continue
-        text = describe(topo.ids[domain], val, domains, k)
-        for new in _rewrite(d, Option(int(val.choice[k])), text, view, nodes[k], columns, val.moved[k]):
+        else:
+            choice, text = Option(int(val.choice[k])), describe(topo.ids[domain], val, domains, k)
+        for new in _rewrite(d, choice, text, view, nodes[k], columns, val.moved[k]):
             key = (new.entity, new.action, new.cause)
             if key not in existing:
                 existing.add(key)
@@ -309,11 +308,9 @@ def _situation(
     free = (workload.node_job < 0) & (node_gpus > 0)
     classes = sorted({topo.jobs[j].job_class for j in range(n_jobs)}, key=lambda c: c.value)
     # Spares: free nodes the job's class is admitted to. A node it should avoid sits under a gray
-    # domain (or is a lemon): work moved there is likely to be moved again, and the domain's own
-    # containment a tick later would take the spare the valuation counted on. ``unknown`` is no
-    # gray: rows and PDUs that report nothing are unknown for good, and would leave no spare.
-    known = np.where(view.states == int(State.UNKNOWN), int(State.HEALTHY), view.states)
-    admit = {c: free & (node_admission(cfg, topo, known, c, view.lemons) == 0) for c in classes}
+    # domain (or is a lemon, or silent): work moved there is likely to be moved again, and the
+    # domain's own containment a tick later would take the spare the valuation counted on.
+    admit = {c: free & (node_admission(cfg, topo, view.states, c, view.lemons) == 0) for c in classes}
     job_class = [topo.jobs[j].job_class for j in range(n_jobs)]
 
     in_nodes = np.zeros((n_dom, n_jobs), dtype=np.int64)

@@ -3,8 +3,8 @@
 Weighted noisy-OR: GFS = 1 - prod_k (1 - w_k e_k). One decisive signal can carry the score
 on its own, several weak ones accumulate, and adding evidence never lowers it. The same
 combination over the recovery-path signals only gives the recovery share, and over the failure
-precursors only (``hazard.precursors``: errors, XIDs, a silent host, heat near the trip point;
-a signal, or ``rule:signal`` for one detector's evidence) the score the hazard reads,
+precursors only (``hazard.precursors``: by default errors, XIDs, a silent host; each entry a
+signal, or ``rule:signal`` for one detector's evidence) the score the hazard reads,
 so a part that is merely slow (throttled, braked, hot) is not taken for one about to die.
 """
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from seamguard.config import Config, config_from_mapping, load_config
-from seamguard.control.containment import EngineView, contain, tolerated_by
+from seamguard.control.containment import EngineView, contain, revalue, tolerated_by
 from seamguard.control.controller import Controller
 from seamguard.control.planner import plan
 from seamguard.economics.containment import Domains, Jobs, Option, value_containment
@@ -25,7 +25,7 @@ from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord
 from seamguard.model.states import JobClass, State
 from seamguard.model.topology import KIND_CODE, Topology, build_topology
-from seamguard.model.workload import Workload, active_jobs, build_workload
+from seamguard.model.workload import Workload, active_jobs, build_workload, workload_from_nodes
 from seamguard.telemetry.batch import TelemetryBatch
 from tests.conftest import small_inventory
 from tests.test_controller import normal_batch
@@ -106,6 +106,22 @@ def test_with_spares_a_slowed_domain_is_islanded() -> None:
     assert island.reason.endswith(": island the domain")
 
 
+@pytest.mark.parametrize(("elsewhere", "islanded"), [(0.0, True), (0.06, True), (0.10, False)])
+def test_a_synchronous_job_gains_only_down_to_its_slowest_rank_outside(
+    elsewhere: float, islanded: bool
+) -> None:
+    """c0's ranks 10% slow; another of the job's nodes (n05, outside c0) ``elsewhere`` slow. The
+    job keeps the pace of its slowest rank left: 10% slow there leaves nothing to gain (a restart
+    for nothing); 6% leaves a 3.8% gain, still worth the restart over 8 h."""
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, [8, 9])})  # n10-n15 free
+    v = view(CFG, topo, workload, "cdu/c0", range(4), 0.10)
+    v.gpu_slowdown[topo.gpu_node == 5] = elsewhere
+    out = contain(planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE), v)
+    assert ("island_domain" in {d.action for d in out}) is islanded
+    gain = 100 * (1.10 / (1 + elsewhere) - 1)
+    assert f"tolerating {32 * 8 * gain / 100:.1f} GPU-h" in " ".join(d.reason for d in out)
+
+
 @pytest.mark.parametrize("domain_state", [State.HEALTHY, State.DEGRADED, State.QUARANTINE])
 def test_a_node_under_a_gray_domain_is_left_to_the_domain(domain_state: State) -> None:
     """A hot CDU makes each GPU on it hotter than its job's peers: draining them one by one
@@ -154,6 +170,34 @@ def test_a_tolerated_quarantine_is_named_so_admission_keeps_it_in_service() -> N
     ours2 = planned(CFG, topo2, workload2, "cdu/c0", State.QUARANTINE)
     islanded = contain(ours2, view(CFG, topo2, workload2, "cdu/c0", range(4), 0.10))
     assert tolerated_by(topo2, ours2, islanded).size == 0  # with spares it islands: nothing tolerated
+
+
+def test_a_tolerated_quarantine_is_valued_again_once_spares_come_back() -> None:
+    """Tolerated for want of spares, the CDU is islanded once the batch job frees nodes; not while
+    the safety layer still holds those nodes, and never re-announced while it stays tolerated."""
+    topo, busy = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})  # no spares
+    c0 = np.array([topo.index["cdu/c0"]])
+    assert revalue(view(CFG, topo, busy, "cdu/c0", range(4), 0.10), c0, 200.0, "act", 3) == []
+    freed_nodes = np.flatnonzero(busy.node_job == 1)[2:]  # batch shrinks to n08, n09: six spares
+    freed = workload_from_nodes(topo, np.where(np.isin(np.arange(16), freed_nodes), -1, busy.node_job))
+    v = view(CFG, topo, freed, "cdu/c0", range(4), 0.10)
+    [island] = revalue(v, c0, 200.0, "act", 3)
+    assert (island.action, island.entity, island.cause, island.epoch) == (
+        "island_domain",
+        "cdu/c0",
+        "cdu/c0",
+        3,
+    )
+    assert "still quarantined, its tolerance valued again" in island.reason
+    assert island.reason.endswith(": island the domain")
+    held = EngineView(**{**v.__dict__, "held_nodes": freed_nodes})
+    assert revalue(held, c0, 200.0, "act", 3) == []  # drained, not yet released: no spares
+    healthy = EngineView(**{**v.__dict__, "states": np.zeros_like(v.states)})
+    assert revalue(healthy, c0, 200.0, "act", 3) == []  # left quarantine: nothing to take out
+    # A job down (no pace this tick): the policy's island would stand on entry; valued again, the
+    # tolerance stands until the job can be read.
+    down = EngineView(**{**v.__dict__, "step_time": np.where(freed.gpu_job == 0, np.nan, 2.0)})
+    assert revalue(down, c0, 200.0, "act", 3) == []
 
 
 def known(topo: Topology, **figures: float) -> JobEconomics:
@@ -337,7 +381,7 @@ def situation(**over: object) -> tuple[Jobs, Domains]:
     """One synchronous 64-GPU job, half in the domain (8 of its nodes), over 4 h."""
     one = np.ones(1)
     jobs = dict(gpus=64 * one, sync=np.ones(1, bool), weight=one, restart_h=one / 6, since_h=0 * one,
-                save_h=np.full(1, np.nan), loss_h=one / 6)  # fmt: skip
+                save_h=np.full(1, np.nan), loss_h=one / 6, remaining_h=np.full(1, np.inf))  # fmt: skip
     dom = dict(duration_h=4 * one, in_nodes=np.full((1, 1), 8), in_gpus=np.full((1, 1), 32.0),
                slowdown=np.zeros((1, 1)), excess_per_h=np.zeros((1, 1)), spare_nodes=np.zeros((1, 1), np.int64))  # fmt: skip
     for key, value in over.items():
@@ -367,6 +411,34 @@ def test_failure_risk_alone_can_pay_for_an_island() -> None:
     # one spare node short, the job would stop for 4 h: it rides the failures out
     jobs, dom = situation(excess_per_h=np.full((1, 1), 2.0), spare_nodes=np.full((1, 1), 7))
     assert Option(int(value_containment(jobs, dom).choice[0])) is Option.TOLERATE
+
+
+@pytest.mark.parametrize(("remaining_h", "choice"), [(np.inf, Option.ISLAND), (4.0, Option.ISLAND),
+                                                      (0.5, Option.TOLERATE)])  # fmt: skip
+def test_a_job_that_ends_soon_is_not_restarted_for_a_fault_that_outlasts_it(
+    remaining_h: float, choice: Option
+) -> None:
+    """10% of 64 GPUs over a 4 h fault is 25.6 GPU-h against a 10.7 GPU-h restart; a job whose time
+    limit comes in half an hour loses 3.2 GPU-h to the fault, less than the restart."""
+    jobs, dom = situation(slowdown=np.full((1, 1), 0.10), spare_nodes=np.full((1, 1), 8),
+                          remaining_h=np.full(1, remaining_h))  # fmt: skip
+    val = value_containment(jobs, dom)
+    assert Option(int(val.choice[0])) is choice
+    assert val.tolerate_slowdown_gpu_h[0] == pytest.approx(64 * 0.10 * min(4.0, remaining_h))
+
+
+def test_the_engine_reads_a_job_s_remaining_time_from_its_end() -> None:
+    """The job table's end (Slurm's time limit) bounds the valuation: the same CDU is islanded for
+    a job with hours left and tolerated for one that ends in ten minutes."""
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, [8, 9])})  # n10-n15 free
+    v = view(CFG, topo, workload, "cdu/c0", range(4), 0.10)
+    ours = planned(CFG, topo, workload, "cdu/c0", State.QUARANTINE)
+    end = topo.jobs[0].end
+    assert "island_domain" in {
+        d.action for d in contain(ours, EngineView(**{**v.__dict__, "now": end - 8 * 3600}))
+    }
+    late = contain(ours, EngineView(**{**v.__dict__, "now": end - 600}))
+    assert "island_domain" not in {d.action for d in late}
 
 
 def test_a_tie_goes_to_the_less_disruptive_option() -> None:
@@ -402,18 +474,23 @@ TICK, START = 30.0, 1000.0
 GPU_SIDE = [KIND_CODE[k] for k in (EntityKind.GPU, EntityKind.NODE, EntityKind.LINK)]
 
 
-def run_cdu_flow_loss(spares: bool) -> list[DecisionRecord]:
-    """cdu/c0 (n00, n01) loses flow while its GPUs run 50% slow in "train" (n00-n07): every decision."""
+def run_cdu_flow_loss(
+    spares: bool, *, batch_end: float = 1e10, held: bool = False, ticks: int = 25
+) -> list[DecisionRecord]:
+    """cdu/c0 (n00, n01) loses flow while its GPUs run 50% slow in "train" (n00-n07): every decision.
+    Without spares "batch" holds n08-n31 until ``batch_end``; ``held``: the safety layer holds them."""
     inv = small_inventory(nodes=32, gpus=1, racks_per_cdu=1, nodes_per_rack=2)
     names = [f"n{i:02d}" for i in range(32)]
     jobs = [JobRecord("train", SYNC, tuple(names[:8]), 0.0, 1e10)]
-    jobs.append(JobRecord("batch", BATCH, tuple(names[8 : 16 if spares else 32]), 0.0, 1e10))
+    jobs.append(JobRecord("batch", BATCH, tuple(names[8 : 16 if spares else 32]), 0.0, batch_end))
     topo = build_topology(inv, tuple(jobs))
     ctl = Controller(topo, CFG)
+    if held:
+        ctl.held_nodes = np.arange(8, 32, dtype=np.int64)
     rng = np.random.default_rng(11)
     slow = {(f"gpu/{n}/0", "gpu.step_time_s"): 3.0 for n in ("n00", "n01")}
     out: list[DecisionRecord] = []
-    for tick in range(1, WARM + 25):
+    for tick in range(1, WARM + ticks):
         now = START + TICK * tick
         whole = normal_batch(topo, now, rng, overrides=slow if tick > WARM else None)
         keep = np.isin(topo.kind_code[whole.entity], GPU_SIDE)  # the plant's readings: plant_batch's
@@ -436,3 +513,20 @@ def test_controller_islands_a_cdu_quarantine_with_spare_nodes() -> None:
     out = [d for d in run_cdu_flow_loss(spares=True) if d.cause == "cdu/c0" and d.state == "quarantine"]
     [island] = [d for d in out if d.action == "island_domain"]
     assert island.reason.endswith(": island the domain")
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["freed", "freed but held by the safety layer"])
+def test_controller_islands_a_tolerated_cdu_once_a_job_ends_and_frees_spares(held: bool) -> None:
+    """Tolerated at tick 28 for want of spares; the batch job ends at tick 35. The next valuation
+    (``economics.revalue_s`` after the last) islands the CDU, unless the freed nodes are held."""
+    end = START + TICK * 35
+    out = run_cdu_flow_loss(spares=False, batch_end=end, held=held, ticks=60)
+    ours = [d for d in out if d.cause == "cdu/c0" and d.state == "quarantine"]
+    assert ("restrict_admission", "cdu/c0") in acts(ours)
+    islands = [d for d in ours if d.action == "island_domain"]
+    if held:
+        assert islands == []
+        return
+    [island] = islands
+    assert end < island.ts <= end + CFG.economics.revalue_s
+    assert "its tolerance valued again" in island.reason and island.reason.endswith(": island the domain")

@@ -419,6 +419,11 @@ def test_status_says_what_is_wrong_what_is_held_and_what_waits(topo: Topology) -
     assert len(st["quarantined"]) == 1 and len(st["queued"]) == 1
     assert {st["quarantined"][0], st["queued"][0].split()[1]} == {"node/n02", "node/n03"}
     assert st["queued"][0].startswith("drain_node ")
+    # The engine ticks knowing which nodes the safety layer holds: containment counts no spare there.
+    held = daemon.safety.held_nodes().tolist()
+    assert held == [topo.local[topo.index[st["quarantined"][0]]]]
+    daemon.step(t0 + 30.0)
+    assert daemon.controller.held_nodes.tolist() == held
 
 
 def test_the_daemon_clock_never_steps_back(monkeypatch: pytest.MonkeyPatch) -> None:

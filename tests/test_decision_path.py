@@ -123,6 +123,32 @@ def test_the_twin_exercises_the_safety_layer_and_the_cluster_s_answers(
     assert (NAME, "done") in seen
 
 
+def test_the_engine_ticks_knowing_the_nodes_the_safety_layer_holds(tmp_path: Path) -> None:
+    """Containment counts no spare on a node drained and not yet released, in the twin as in the
+    daemon (``Controller.held_nodes``, set before each tick). With one spare node, the first hot
+    GPU's node is drained and held. (The replay above keeps the job where it is: the daemon learns
+    a move from its scheduler, which a recorded batch does not carry.)"""
+    path = tmp_path / "one-spare.yaml"
+    path.write_text(
+        yaml.safe_dump({**SCENARIO, "jobs": [{**SCENARIO["jobs"][0], "nodes": 7}]}), encoding="utf-8"
+    )
+    twin = Twin(build_world(load_scenario(str(path)), 0), "seamguard")
+    policy = twin.policy
+    assert isinstance(policy, SeamguardPolicy)
+    observe, held = policy.observe, []
+
+    def watching(now: float, batches: Any, view: Any) -> Any:
+        safety = policy.safety.held_nodes().tolist()
+        out = observe(now, batches, view)
+        held.append((safety, policy.cells[0].controller.held_nodes.tolist()))
+        return out
+
+    policy.observe = watching  # type: ignore[method-assign]
+    twin.run()
+    assert any(safety for safety, _ in held), "no node was ever held: the scenario no longer drains"
+    assert all(safety == engine for safety, engine in held)
+
+
 def test_the_daemon_carries_out_the_same_actions_in_the_same_order(twin_run: tuple[Twin, Recorded]) -> None:
     twin, rec = twin_run
     policy = twin.policy

@@ -115,6 +115,9 @@ class EconomicsConfig(StrictModel):
     rebalance_recovers: float = Field(ge=0, le=1)
     diagnose_s: float = Field(ge=0)
     slip_penalty: float = Field(ge=0)
+    revalue_s: float = Field(
+        gt=0, description="how often a tolerated quarantine is valued again (containment)"
+    )
     fault_duration_s: dict[EntityKind, float] = Field(
         description="per kind of a quarantined entity, how long its fault is expected to last (containment)"
     )

@@ -178,6 +178,7 @@ class Daemon:
                 notices.append(unknown_names_notice(source.name, got.unknown, self.latch.active))
         batch, world_notices = self._follow_world(now, TelemetryBatch.concat(batches), notices)
         with self.lock:
+            self.controller.held_nodes = self.safety.held_nodes()
             result = self.controller.tick(now, batch)
         results, safety_notices = actuate(
             self.safety, self.dispatcher, now, result.decisions, result.transitions

@@ -13,6 +13,10 @@ and failure risk of tolerating it) and replaces it with the cheapest option's ac
 * checkpoint now: ``checkpoint_now`` on every job under the domain, and ``restrict_admission``;
 * tolerate: ``restrict_admission`` on the cause only.
 
+A tolerated quarantine is valued again every ``economics.revalue_s`` while it lasts (``revalue``):
+spares come back when a domain cools, a job ends or the safety layer releases a node it held
+(``EngineView.held_nodes``: held nodes are no spares).
+
 A node's quarantine under a domain that is itself gray (a rack, CDU, PDU, row or leaf at
 ``degraded`` or worse) is the domain's condition showing on one of its nodes: a CDU whose water
 warms makes every GPU on it hotter than its job's peers. Draining those nodes one by one would
@@ -43,6 +47,7 @@ import numpy.typing as npt
 
 from seamguard.config import Config
 from seamguard.control.admissibility import node_admission
+from seamguard.control.planner import plan
 from seamguard.economics.containment import Domains, Jobs, Option, Valuation, value_containment
 from seamguard.economics.hazard import part_rates
 from seamguard.economics.job_value import JobEconomics
@@ -82,6 +87,8 @@ class EngineView:
     criticality: FloatArray  # per job, its weight before any economics
     step_time: FloatArray | None = None  # per GPU, this tick's step time (None: not reported)
     forced: BoolArray | None = None  # per entity: hard evidence holds it at quarantine or worse (an XID)
+    held_nodes: IntArray | None = None  # nodes the safety layer holds out of service: no spares
+    now: float = float("-inf")  # the tick's time: a job's remaining run time is its end less this
 
 
 def valued(d: DecisionRecord) -> bool:
@@ -113,8 +120,12 @@ def _forced(topo: Topology, forced: BoolArray | None, d: DecisionRecord) -> bool
     return forced is not None and cause is not None and bool(forced[cause])
 
 
-def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[DecisionRecord]:
-    """The decisions with every gray quarantine replaced by its cheapest containment."""
+def contain(
+    decisions: Sequence[DecisionRecord], view: EngineView, *, blind_stands: bool = True
+) -> list[DecisionRecord]:
+    """The decisions with every gray quarantine replaced by its cheapest containment.
+    ``blind_stands``: a domain whose jobs report no pace keeps the policy's action (False: it is
+    dropped, as a re-valuation does: what was tolerated stays so until it can be read)."""
     topo = view.topology
     weighed = [valued(d) and not _forced(topo, view.forced, d) for d in decisions]
     gray_link = [_gray_link_quarantine(d) and not _forced(topo, view.forced, d) for d in decisions]
@@ -157,7 +168,8 @@ def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[Decis
                 "no work on it: its state keeps new work out, islanding would hold its free nodes past the fault",
             )
         elif blind[k]:  # a valuation blind to the slowdown would always tolerate: the policy stands
-            out.append(replace(d, reason=f"{d.reason}; not valued: {blind[k]} report no step time"))
+            if blind_stands:
+                out.append(replace(d, reason=f"{d.reason}; not valued: {blind[k]} report no step time"))
             continue
         else:
             choice, text = Option(int(val.choice[k])), describe(topo.ids[domain], val, domains, k)
@@ -167,6 +179,29 @@ def contain(decisions: Sequence[DecisionRecord], view: EngineView) -> list[Decis
                 existing.add(key)
                 out.append(new)
     return out
+
+
+def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch: int) -> list[DecisionRecord]:
+    """The quarantines this stage tolerated, valued again as the cluster changes: spares come
+    back when a domain cools or a job ends, and a fault that outlasts the slowdown's worth is
+    taken out after all. Only what the valuation would now take out is returned (its drains or
+    island, and the ``restrict_admission`` already standing); a quarantine it still tolerates, or
+    cannot value now (a job down, reporting no pace), adds nothing, so a tolerated fault is not
+    re-announced every period."""
+    topo = view.topology
+    proposals: list[DecisionRecord] = []
+    for g in tolerated.tolist():
+        if int(view.states[g]) != int(State.QUARANTINE):
+            continue
+        why = f"{topo.ids[g]} still quarantined, its tolerance valued again"
+        proposals.extend(
+            d for d in plan(view.config, topo, view.workload, now=now, gidx=g, state=State.QUARANTINE,
+                            previous=State.QUARANTINE, reason=why, evidence=(), mode=mode, epoch=epoch)
+            if contained(d)
+        )  # fmt: skip
+    if not proposals:
+        return []
+    return [d for d in contain(proposals, view, blind_stands=False) if valued(d) or _gray_link_quarantine(d)]
 
 
 GRAY_DOMAIN = (State.DEGRADED, State.RECOVERY_UNSAFE, State.QUARANTINE, State.HARMFUL)
@@ -306,6 +341,8 @@ def _situation(
     links = topo.members[EntityKind.LINK]
     node_gpus = np.bincount(topo.gpu_node, minlength=topo.count(EntityKind.NODE)).astype(np.float64)
     free = (workload.node_job < 0) & (node_gpus > 0)
+    if view.held_nodes is not None:
+        free[view.held_nodes] = False  # drained and not yet released: the scheduler places nothing there
     classes = sorted({topo.jobs[j].job_class for j in range(n_jobs)}, key=lambda c: c.value)
     # Spares: free nodes the job's class is admitted to. A node it should avoid sits under a gray
     # domain (or is a lemon, or silent): work moved there is likely to be moved again, and the
@@ -335,6 +372,15 @@ def _situation(
         slow = pace[gpus[busy]]
         worst = np.zeros(n_jobs)
         np.maximum.at(worst, jobs_of, slow)
+        # A synchronous job runs at its slowest rank: taking the domain out speeds it up only to
+        # the slowest rank left outside it (a large job's slowest healthy rank is already above
+        # its median, and a second slow part elsewhere keeps the job slow).
+        rest = np.ones(workload.gpu_job.size, dtype=bool)
+        rest[gpus] = False
+        rest &= workload.gpu_job >= 0
+        rest_worst = np.zeros(n_jobs)
+        np.maximum.at(rest_worst, workload.gpu_job[rest], pace[rest])
+        worst = np.maximum((1.0 + worst) / (1.0 + rest_worst) - 1.0, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.where(
                 in_gpus[k] > 0, np.bincount(jobs_of, weights=slow, minlength=n_jobs) / in_gpus[k], 0.0
@@ -437,7 +483,9 @@ def _jobs(view: EngineView, columns: IntArray) -> Jobs:
             loss - restart - restore,
         )
         restart = restart + restore
+    ends = np.array([view.topology.jobs[j].end for j in columns.tolist()], dtype=np.float64)
     return Jobs(
+        remaining_h=np.maximum(ends - view.now, 0.0) / 3600.0,
         gpus=view.workload.job_gpus[columns].astype(np.float64),
         sync=view.workload.job_sync[columns],
         weight=weight,

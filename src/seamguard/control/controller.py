@@ -22,7 +22,7 @@ from seamguard.control.checkpoint_loop import (
     storage_paths,
 )
 from seamguard.control.classifier import Classifier, ClassifierInputs, forced_out, new_hard_failures
-from seamguard.control.containment import EngineView, contain, contained, tolerated_by
+from seamguard.control.containment import EngineView, contain, contained, revalue, tolerated_by
 from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.explaining import (
     EntityView,
@@ -153,17 +153,11 @@ class Controller:
         self._last_known = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
         gpu_count = topology.count(EntityKind.GPU)
         self.xid_memory = XidMemory.create(gpu_count, config.detectors.xid)
-        self.usual_levels = UsualLevels(
-            topology,
-            {
-                name: self.catalog[name].entity
-                for name, rule in config.detectors.trend.items()
-                if rule.beyond_usual is not None
-            },
-        )
-        self.peer_memory = PeerMemory(
-            topology, {name: self.catalog[name].entity for name in config.detectors.peer}
-        )
+        usual = {
+            n: self.catalog[n].entity for n, r in config.detectors.trend.items() if r.beyond_usual is not None
+        }
+        self.usual_levels = UsualLevels(topology, usual)
+        self.peer_memory = PeerMemory(topology, {n: self.catalog[n].entity for n in config.detectors.peer})
         self._fresh_signals: dict[EntityKind, list[str]] = {}
         for sig in self.catalog.signals:
             if sig.kind is not SignalKind.EVENT:
@@ -178,6 +172,10 @@ class Controller:
         self.gfs = np.zeros(n)
         self.prs = np.zeros(n)
         self._tolerated = np.zeros(n, dtype=bool)  # quarantines the containment stage kept in service
+        self._revalue_at = float("-inf")  # when the tolerated ones are next valued again
+        # Local node indices the post-engine stage holds out of service (the safety layer's ledger):
+        # no spare for containment. Its driver sets them before each tick.
+        self.held_nodes: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         # The same over the failure precursors only (hazard.precursors): what the hazard reads.
         self.gfs_precursor = np.zeros(n)
         self.prs_precursor = np.zeros(n)
@@ -374,14 +372,22 @@ class Controller:
                     epoch=self.epoch,
                 )
             )
-        if any(contained(d) for d in decisions):  # gray quarantines valued against what they cost now
+        # Gray quarantines are valued against what they cost now; tolerated ones again every revalue_s.
+        again = now >= self._revalue_at and bool(self._tolerated.any())
+        if again or any(contained(d) for d in decisions):
             reported = self.catalog.get(STEP_TIME_SIGNAL) is not None
-            step = self.store.current(STEP_TIME_SIGNAL) if reported else None
-            before = decisions
-            decisions = contain(decisions, EngineView(
+            view = EngineView(
                 cfg, topo, workload, self.classifier.state, self.lemon_memory.lemons(), self._gpu_slowdown,
                 self.gfs_precursor, self.prs_precursor, self._nominal_rate, self.learner.scale(), self.economics,
-                self._save_s, self._criticality, step, forced_out(frame.floor)))  # fmt: skip
+                self._save_s, self._criticality, self.store.current(STEP_TIME_SIGNAL) if reported else None,
+                forced_out(frame.floor), self.held_nodes, now)  # fmt: skip
+            taken = (
+                revalue(view, np.flatnonzero(self._tolerated), now, self.mode, self.epoch) if again else []
+            )
+            self._revalue_at = now + cfg.economics.revalue_s if again else self._revalue_at
+            self._tolerated[[g for d in taken if (g := topo.lookup(d.cause or d.entity)) is not None]] = False
+            before = decisions
+            decisions = contain(decisions, view) + taken
             self._tolerated[tolerated_by(topo, before, decisions)] = True
         self._exposure = None  # the loop above moved what each part last was
         if self.checkpoint_loop is not None:
@@ -452,14 +458,9 @@ class Controller:
         pace = self.pace.sustained(self.store.now, self.store.current(STEP_TIME_SIGNAL),
                                    self.store.tick_samples(STEP_TIME_SIGNAL), groups, n_groups,
                                    self.config.economics.smooth_s)  # fmt: skip
-        harm = straggler_harm(
-            pace,
-            workload.gpu_job,
-            workload.job_sync,
-            workload.job_gpus,
-            self.config.economics,
-            self.economics.weight if self.economics is not None else self._criticality,
-        )
+        weight = self.economics.weight if self.economics is not None else self._criticality
+        harm = straggler_harm(pace, workload.gpu_job, workload.job_sync, workload.job_gpus, self.config.economics,
+                              weight)  # fmt: skip
         gpus = self.topology.members[EntityKind.GPU]
         ratio[gpus] = harm.ratio
         ratio[self.topology.members[EntityKind.MIG]] = ratio[self.topology.mig_gpus()]  # instances follow

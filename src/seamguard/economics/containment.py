@@ -3,7 +3,9 @@
 Quarantining a domain (a CDU, a rack, a node) stops the fault reaching the work on it, but it is
 not free: the work has to restart somewhere, and where there is nowhere to go, the domain's
 capacity sits idle and the work on it stops. Every option is valued in GPU-hours over the fault's
-expected remaining duration ``T`` (``economics.fault_duration_s``). As in ``valuation``, what an
+expected remaining duration ``T`` (``economics.fault_duration_s``), or the job's remaining run
+time if it ends first (its time limit: a restart that pays back over a day buys nothing to a job
+that ends within the hour). As in ``valuation``, what an
 action spends (a restart, a save) is plain GPU-hours, and what a job loses while it runs impaired
 or stopped is weighted by its criticality ``w`` (``economics.criticality_weight``, raised by
 deadline risk). ``A`` is the GPUs of a job the fault holds back: a synchronous job runs at the pace
@@ -75,6 +77,7 @@ class Jobs:
     since_h: FloatArray  # work since the last durable copy: what a restart or failure redoes
     save_h: FloatArray  # blocking time of a save now; NaN: the job cannot save on demand
     loss_h: FloatArray  # wall time one failure costs: restart, restore, the average rework
+    remaining_h: FloatArray  # time the job still runs (its time limit; inf: open-ended)
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class Valuation:
 def _check(jobs: Jobs, domains: Domains) -> tuple[int, int]:
     """Shapes and values, named: a wrong input would silently decide the wrong thing."""
     n_jobs = jobs.gpus.shape[0]
-    for name in ("sync", "weight", "restart_h", "since_h", "save_h", "loss_h"):
+    for name in ("sync", "weight", "restart_h", "since_h", "save_h", "loss_h", "remaining_h"):
         if getattr(jobs, name).shape != (n_jobs,):
             raise ValueError(
                 f"containment: jobs.{name} has shape {getattr(jobs, name).shape}, expected ({n_jobs},)"
@@ -127,6 +130,7 @@ def _check(jobs: Jobs, domains: Domains) -> tuple[int, int]:
         ("jobs.restart_h", jobs.restart_h),
         ("jobs.since_h", jobs.since_h),
         ("jobs.loss_h", jobs.loss_h),
+        ("jobs.remaining_h", np.nan_to_num(jobs.remaining_h, posinf=0.0)),
     ):
         bad = ~(np.isfinite(values) & (values >= 0))
         if bad.any():
@@ -139,7 +143,7 @@ def value_containment(jobs: Jobs, domains: Domains) -> Valuation:
     """Every option for every domain, and the cheapest (ties: the least disruptive)."""
     n_dom, _ = _check(jobs, domains)
     on = domains.in_nodes > 0
-    hours = domains.duration_h[:, None]
+    hours = np.minimum(domains.duration_h[:, None], jobs.remaining_h[None, :])  # the fault, or the job, ends
     w = jobs.weight[None, :]
     # A: the GPUs the fault holds back (a synchronous job: all of them)
     held = np.where(jobs.sync[None, :], jobs.gpus[None, :], domains.in_gpus) * on

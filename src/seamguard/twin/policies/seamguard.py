@@ -247,6 +247,8 @@ class SeamguardPolicy:
         for cell_id, batch in batches:
             cell = self.cells[cell_id]
             self._place(cell, view)
+            held = self.safety.held_nodes()
+            cell.controller.held_nodes = np.flatnonzero(np.isin(cell.nodes, held)).astype(np.int64)
             result = cell.controller.tick(now, self._translate(cell, batch))
             self._note(result.transitions)
             transitions.extend(result.transitions)

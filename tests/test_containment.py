@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from seamguard.config import Config, config_from_mapping, load_config
-from seamguard.control.containment import EngineView, contain, revalue, tolerated_by
+from seamguard.control.containment import EngineView, contain, tolerated_by
 from seamguard.control.controller import Controller
 from seamguard.control.planner import plan
+from seamguard.control.revalue import revalue
 from seamguard.economics.containment import Domains, Jobs, Option, value_containment
 from seamguard.economics.hazard import nominal_rates
 from seamguard.economics.job_value import JobEconomics
@@ -192,12 +193,34 @@ def test_a_tolerated_quarantine_is_valued_again_once_spares_come_back() -> None:
     assert island.reason.endswith(": island the domain")
     held = EngineView(**{**v.__dict__, "held_nodes": freed_nodes})
     assert revalue(held, c0, 200.0, "act", 3) == []  # drained, not yet released: no spares
+    # A GPU tolerated on a node another part's drain already took out: no second drain.
+    gpu = v.topology.index["gpu/n01/0"]
+    one = EngineView(**{**v.__dict__, "states": np.where(np.arange(v.states.size) == gpu, int(State.QUARANTINE), 0),
+                        "gpu_slowdown": np.where(v.topology.gpu_node == 1, 0.5, 0.0)})  # fmt: skip
+    assert ("drain_node", "node/n01") in acts(revalue(one, np.array([gpu]), 200.0, "act", 3))
+    gone = EngineView(**{**one.__dict__, "held_nodes": np.array([1])})
+    assert revalue(gone, np.array([gpu]), 200.0, "act", 3) == []
     healthy = EngineView(**{**v.__dict__, "states": np.zeros_like(v.states)})
     assert revalue(healthy, c0, 200.0, "act", 3) == []  # left quarantine: nothing to take out
     # A job down (no pace this tick): the policy's island would stand on entry; valued again, the
     # tolerance stands until the job can be read.
     down = EngineView(**{**v.__dict__, "step_time": np.where(freed.gpu_job == 0, np.nan, 2.0)})
     assert revalue(down, c0, 200.0, "act", 3) == []
+
+
+def test_a_rack_tolerated_under_a_tolerated_cdu_is_left_to_the_cdu() -> None:
+    """Both kept in service; valued again with spares, the CDU decides as a whole: islanding the
+    rack first would restart the job once for the rack and again for the CDU."""
+    inv = small_inventory(nodes=16, gpus=4, racks_per_cdu=2, nodes_per_rack=2)  # c0 = r0 (n00, n01), r1
+    records = (JobRecord("train", SYNC, tuple(f"n{i:02d}" for i in range(8)), 0.0, 1e10),)
+    topo = build_topology(inv, records)
+    workload = build_workload(topo, active_jobs(topo, 1.0))  # n08-n15 free
+    v = view(CFG, topo, workload, ["cdu/c0", "rack/r0"], [0, 1], 0.10)  # r0 slow, the rest of c0 not
+    rack, cdu = topo.index["rack/r0"], topo.index["cdu/c0"]
+    alone = revalue(v, np.array([rack]), 200.0, "act", 0)
+    assert [(d.action, d.entity) for d in alone] == [("island_domain", "rack/r0")]
+    both = revalue(v, np.array([rack, cdu]), 200.0, "act", 0)
+    assert [(d.action, d.entity) for d in both] == [("island_domain", "cdu/c0")]
 
 
 def known(topo: Topology, **figures: float) -> JobEconomics:

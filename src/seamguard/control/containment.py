@@ -47,7 +47,6 @@ import numpy.typing as npt
 
 from seamguard.config import Config
 from seamguard.control.admissibility import node_admission
-from seamguard.control.planner import plan
 from seamguard.economics.containment import Domains, Jobs, Option, Valuation, value_containment
 from seamguard.economics.hazard import part_rates
 from seamguard.economics.job_value import JobEconomics
@@ -111,7 +110,7 @@ def tolerated_by(
 
 def contained(d: DecisionRecord) -> bool:
     """Whether this stage may change the decision: a valued one, or a gray uplink's disable."""
-    return valued(d) or _gray_link_quarantine(d)
+    return valued(d) or gray_link_quarantine(d)
 
 
 def _forced(topo: Topology, forced: BoolArray | None, d: DecisionRecord) -> bool:
@@ -128,7 +127,7 @@ def contain(
     dropped, as a re-valuation does: what was tolerated stays so until it can be read)."""
     topo = view.topology
     weighed = [valued(d) and not _forced(topo, view.forced, d) for d in decisions]
-    gray_link = [_gray_link_quarantine(d) and not _forced(topo, view.forced, d) for d in decisions]
+    gray_link = [gray_link_quarantine(d) and not _forced(topo, view.forced, d) for d in decisions]
     decisions, weighed = _defer_to_gray_domains(decisions, weighed, gray_link, view)
     picked = [i for i, w in enumerate(weighed) if w]
     if not picked:
@@ -181,29 +180,6 @@ def contain(
     return out
 
 
-def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch: int) -> list[DecisionRecord]:
-    """The quarantines this stage tolerated, valued again as the cluster changes: spares come
-    back when a domain cools or a job ends, and a fault that outlasts the slowdown's worth is
-    taken out after all. Only what the valuation would now take out is returned (its drains or
-    island, and the ``restrict_admission`` already standing); a quarantine it still tolerates, or
-    cannot value now (a job down, reporting no pace), adds nothing, so a tolerated fault is not
-    re-announced every period."""
-    topo = view.topology
-    proposals: list[DecisionRecord] = []
-    for g in tolerated.tolist():
-        if int(view.states[g]) != int(State.QUARANTINE):
-            continue
-        why = f"{topo.ids[g]} still quarantined, its tolerance valued again"
-        proposals.extend(
-            d for d in plan(view.config, topo, view.workload, now=now, gidx=g, state=State.QUARANTINE,
-                            previous=State.QUARANTINE, reason=why, evidence=(), mode=mode, epoch=epoch)
-            if contained(d)
-        )  # fmt: skip
-    if not proposals:
-        return []
-    return [d for d in contain(proposals, view, blind_stands=False) if valued(d) or _gray_link_quarantine(d)]
-
-
 GRAY_DOMAIN = (State.DEGRADED, State.RECOVERY_UNSAFE, State.QUARANTINE, State.HARMFUL)
 
 
@@ -228,7 +204,7 @@ def gray_domain_of(view: EngineView, node: int) -> int | None:
     return None
 
 
-def _gray_link_quarantine(d: DecisionRecord) -> bool:
+def gray_link_quarantine(d: DecisionRecord) -> bool:
     """A gray uplink's ``disable_link``: it takes its node out of service like a drain."""
     return d.action == ActionKind.DISABLE_LINK.value and d.state == _QUARANTINE
 

@@ -22,7 +22,7 @@ from seamguard.control.checkpoint_loop import (
     storage_paths,
 )
 from seamguard.control.classifier import Classifier, ClassifierInputs, forced_out, new_hard_failures
-from seamguard.control.containment import EngineView, contain, contained, revalue, tolerated_by
+from seamguard.control.containment import EngineView, contain, contained, tolerated_by
 from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.explaining import (
     EntityView,
@@ -35,6 +35,7 @@ from seamguard.control.explaining import (
 )
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
+from seamguard.control.revalue import revalue
 from seamguard.economics.harm import straggler_harm
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, nominal_rates, part_rates
 from seamguard.economics.hazard_learning import COUNTED_KINDS, HazardLearner
@@ -169,8 +170,7 @@ class Controller:
         self.now = -np.inf
         self._last_observed = np.full(topology.n_entities, -np.inf)
         n = topology.n_entities
-        self.gfs = np.zeros(n)
-        self.prs = np.zeros(n)
+        self.gfs, self.prs = np.zeros(n), np.zeros(n)
         self._tolerated = np.zeros(n, dtype=bool)  # quarantines the containment stage kept in service
         self._revalue_at = float("-inf")  # when the tolerated ones are next valued again
         # Local node indices the post-engine stage holds out of service (the safety layer's ledger):

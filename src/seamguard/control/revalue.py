@@ -1,0 +1,61 @@
+"""Tolerated quarantines valued again as the cluster changes (``economics.revalue_s``).
+
+The containment stage values a quarantine when it is entered. What it tolerated for want of
+spares, or because the slowdown was worth less than a restart, may be worth taking out later:
+spares come back when a domain cools, a job ends or the safety layer releases a node it held, and
+a fault that outlasts its slowdown's worth grows costlier than the restart. The Controller calls
+``revalue`` every ``economics.revalue_s`` over the quarantines it keeps in service.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.control.containment import EngineView, contain, contained, gray_link_quarantine, valued
+from seamguard.control.planner import plan
+from seamguard.journal.records import DecisionRecord
+from seamguard.model.entities import EntityKind
+from seamguard.model.states import State
+from seamguard.model.topology import Topology, node_of
+
+IntArray = npt.NDArray[np.int64]
+
+
+def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch: int) -> list[DecisionRecord]:
+    """The quarantines this stage tolerated, valued again as the cluster changes: spares come
+    back when a domain cools or a job ends, and a fault that outlasts the slowdown's worth is
+    taken out after all. Only what the valuation would now take out is returned (its drains or
+    island, and the ``restrict_admission`` already standing); a quarantine it still tolerates, or
+    cannot value now (a job down, reporting no pace), adds nothing, so a tolerated fault is not
+    re-announced every period."""
+    topo = view.topology
+    held = set() if view.held_nodes is None else set(view.held_nodes.tolist())
+    kept = {g for g in tolerated.tolist() if int(view.states[g]) == int(State.QUARANTINE)}
+    proposals: list[DecisionRecord] = []
+    for g in sorted(kept):
+        if node_of(topo, g) in held or _wider_kept(topo, g, kept):
+            continue  # its node is already out (another part's drain took it), or a wider domain decides
+        why = f"{topo.ids[g]} still quarantined, its tolerance valued again"
+        proposals.extend(
+            d for d in plan(view.config, topo, view.workload, now=now, gidx=g, state=State.QUARANTINE,
+                            previous=State.QUARANTINE, reason=why, evidence=(), mode=mode, epoch=epoch)
+            if contained(d)
+        )  # fmt: skip
+    if not proposals:
+        return []
+    return [d for d in contain(proposals, view, blind_stands=False) if valued(d) or gray_link_quarantine(d)]
+
+
+def _wider_kept(topo: Topology, g: int, kept: set[int]) -> bool:
+    """A rack whose CDU or row is itself a tolerated quarantine: the wider domain, valued as a
+    whole, decides (islanding the rack first would restart its jobs once for the rack and again
+    for the CDU)."""
+    if topo.kind_of(g) is not EntityKind.RACK:
+        return False
+    rack = int(topo.local[g])
+    for kind, parent in ((EntityKind.CDU, topo.rack_cdu), (EntityKind.ROW, topo.rack_row)):
+        local = int(parent[rack])
+        if 0 <= local < topo.members[kind].size and int(topo.members[kind][local]) in kept:
+            return True
+    return False

@@ -1,7 +1,8 @@
 """The containment stage: each quarantine that would take capacity out is valued before it is proposed.
 
-The planner turns a gray quarantine into ``island_domain`` (a rack, CDU, row, PDU) or
-``drain_node`` (a node, or a GPU's or uplink's node) by policy. This stage values each of them
+The planner turns a gray quarantine into ``island_domain`` (a rack, CDU, row, PDU),
+``drain_node`` (a node, or a GPU's or uplink's node) or ``disable_link`` (an uplink: it takes
+its node out like a drain) by policy. This stage values each of them
 against what it costs now (``economics.containment``: the spare nodes the scheduler really has,
 the restarts forced, the capacity held idle, the fault's expected duration, against the slowdown
 and failure risk of tolerating it) and replaces it with the cheapest option's actions:
@@ -126,7 +127,7 @@ def contain(
     ``blind_stands``: a domain whose jobs report no pace keeps the policy's action (False: it is
     dropped, as a re-valuation does: what was tolerated stays so until it can be read)."""
     topo = view.topology
-    weighed = [valued(d) and not _forced(topo, view.forced, d) for d in decisions]
+    weighed = [contained(d) and not _forced(topo, view.forced, d) for d in decisions]
     gray_link = [gray_link_quarantine(d) and not _forced(topo, view.forced, d) for d in decisions]
     decisions, weighed = _defer_to_gray_domains(decisions, weighed, gray_link, view)
     picked = [i for i, w in enumerate(weighed) if w]

@@ -56,6 +56,22 @@ def test_a_plan_is_journaled_when_it_changes_and_a_save_ordered_once_per_gap() -
     assert [d.entity for d in late.decisions if d.action == "checkpoint_now"] == ["job/a"]  # re-armed
 
 
+def test_a_job_that_stops_running_gets_no_plan_journaled() -> None:
+    """Ended or between placements, a job has nothing to plan: journaling "every surviving copy
+    blocks longer than the collective timeout" for it would be false (the twin did, at its end)."""
+    topo, loop, work, zero = _setup()
+    calm = job_hazard(CFG.hazard, topo, work, zero, zero, scale=1000.0)
+    states = np.zeros(2, dtype=np.int64)
+    since = np.array([60.0, 60.0])
+    loop.step(0.0, work, calm, PATHS, since, states)  # type: ignore[arg-type]
+    node_job = np.asarray(work.node_job).copy()  # type: ignore[attr-defined]
+    gone = workload_from_nodes(topo, np.where(node_job == 1, -1, node_job))  # "b" no longer runs
+    quiet = loop.step(30.0, gone, calm, PATHS, since, states)  # type: ignore[arg-type]
+    assert quiet.decisions == () and int(quiet.plans.choice[1]) == -1
+    back = loop.step(60.0, work, calm, PATHS, since, states)  # type: ignore[arg-type]
+    assert back.decisions == ()  # back with the plan it had: nothing changed to journal
+
+
 def test_a_suspect_part_shortens_its_jobs_interval_and_is_named_as_the_cause() -> None:
     topo, loop, work, zero = _setup()
     states = np.zeros(2, dtype=np.int64)

@@ -10,7 +10,7 @@ actuator that answers what the twin's did. Both journal every result of the post
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from seamguard.actuators.sections import Mode
 from seamguard.daemon import Daemon
 from seamguard.journal.records import ActionResultRecord
 from seamguard.model.actions import Action, ActionResult, ActionStatus
+from seamguard.model.inventory import JobRecord
 from seamguard.site_config import DaemonConfig, SiteConfig
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import Collected
@@ -32,16 +33,19 @@ from seamguard.twin.scenario import load_scenario
 from seamguard.twin.sim import Twin
 from seamguard.twin.world import build_world
 
-# Eight nodes, one synchronous job on all of them (no spare: the containment valuation tolerates
-# its hot GPUs, and the cluster refuses to take a link whose job has nowhere to go), a CDU heating
-# under it, two gray links within the hour (the second refused by the hourly budget), a slow
-# backend.
+# Eight nodes, one synchronous job on seven (one spare): two hot GPUs on two nodes within the
+# hour (the first node drained, the job moves to the spare; the second drain refused by the hourly
+# budget), a CDU heating under it, two gray links (rerouted, then tolerated: disabling one would
+# take its node out with no spare left), a slow backend. The job's move reaches the daemon as its
+# scheduler would tell it (``ReplaySource.placements``). The cluster's own refusal ("no admissible
+# spare") is tested on the twin's actuator (tests/test_twin_actuator.py); the replay answers
+# whatever the twin's actuator answered.
 SCENARIO: dict[str, Any] = {
     "name": "one-path",
     "description": "the daemon's decision path, in the twin and in the daemon",
     "duration_h": 2,
     "cluster": {"cdus": 1, "racks_per_cdu": 2, "nodes_per_rack": 4, "gpus_per_node": 4, "storage": ["ckpt0", "ckpt1"]},
-    "jobs": [{"name": "train", "class": "sync_training", "nodes": 8, "checkpoint_gb": 200, "fallback_storage": "ckpt1"}],
+    "jobs": [{"name": "train", "class": "sync_training", "nodes": 7, "checkpoint_gb": 200, "fallback_storage": "ckpt1"}],
     "faults": [
         {"kind": "supply_temp_rise", "target": "cdu/cdu0", "onset_h": 0.3, "ramp_h": 0.5, "severity": 1.0, "duration_h": 1.5},
         {"kind": "hw_thermal", "target": "gpu/n0000/1", "onset_h": 0.2, "ramp_h": 0.2, "severity": 1.0},
@@ -58,17 +62,25 @@ SCENARIO: dict[str, Any] = {
 class Recorded:
     batches: list[tuple[float, TelemetryBatch]] = field(default_factory=list)
     results: list[ActionResultRecord] = field(default_factory=list)
+    placed: dict[float, tuple[JobRecord, ...]] = field(default_factory=dict)
 
 
 @dataclass
 class ReplaySource:
-    """The twin's telemetry, tick by tick, as the daemon's one source."""
+    """The twin's telemetry, tick by tick, as the daemon's one source, and where its scheduler had
+    each job at that tick (what Slurm's placements would tell the daemon)."""
 
     ticks: dict[float, TelemetryBatch]
+    placed: dict[float, tuple[JobRecord, ...]]
     name: str = "twin-replay"
+    now: float = float("nan")
 
     def collect(self, now: float) -> Collected:
+        self.now = now
         return Collected(self.ticks[now])
+
+    def placements(self) -> tuple[JobRecord, ...] | None:
+        return self.placed.get(self.now)
 
 
 @dataclass
@@ -97,6 +109,10 @@ def twin_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Twin, R
     def recording_observe(now: float, batches: Any, view: Any) -> Any:
         [(_, batch)] = batches  # full observation: one cell, the whole fleet
         rec.batches.append((now, batch))
+        jobs = {j.job: j for j in twin.world.topology.jobs}
+        rec.placed[now] = tuple(
+            replace(jobs[name], nodes=tuple(nodes)) for name, nodes in view.placement().items()
+        )
         return observe(now, batches, view)
 
     def recording_actuate(*args: Any, **kwargs: Any) -> Any:
@@ -113,14 +129,16 @@ def twin_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Twin, R
     yield twin, rec
 
 
-def test_the_twin_exercises_the_safety_layer_and_the_cluster_s_answers(
+def test_the_twin_exercises_the_safety_layer_and_moves_a_job(
     twin_run: tuple[Twin, Recorded],
 ) -> None:
     _, rec = twin_run
     seen = {(r.actuator, r.status) for r in rec.results}
     assert ("safety", "refused") in seen  # a budget said no
-    assert (NAME, "refused") in seen  # the cluster said no: no spare for the job's node
-    assert (NAME, "done") in seen
+    assert ("drain_node", NAME, "done") in {
+        (r.kind, r.actuator, r.status) for r in rec.results
+    }  # a job moved
+    assert len({tuple(sorted(n for j in p for n in j.nodes)) for p in rec.placed.values()}) > 1
 
 
 def test_the_engine_ticks_knowing_the_nodes_the_safety_layer_holds(tmp_path: Path) -> None:
@@ -160,7 +178,7 @@ def test_the_daemon_carries_out_the_same_actions_in_the_same_order(twin_run: tup
     daemon = Daemon(
         DaemonConfig(policy.config, SiteConfig(safety=policy.safety_config)),
         twin.world.topology,
-        [ReplaySource(dict(rec.batches))],
+        [ReplaySource(dict(rec.batches), rec.placed)],
         routes=[Route(ReplayActuator(answers), Mode.ENFORCE)],
     )
     got: list[ActionResultRecord] = []

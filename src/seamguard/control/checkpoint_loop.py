@@ -118,7 +118,7 @@ class CheckpointLoop:
         plans = plan_table(table, mtbf, since, self._static["timeout"])
         choice = np.where(running, plans.choice, -1)
         plans = PlanArrays(choice, plans.interval_s, plans.expected_waste, plans.save_now & running)
-        decisions = self._decide(now, plans, table, mtbf, since, since_durable_s, hazard, job_states)
+        decisions = self._decide(now, plans, table, mtbf, since, since_durable_s, hazard, job_states, running)
         self.last = LoopTick(plans, table, tuple(decisions))
         return self.last
 
@@ -179,6 +179,7 @@ class CheckpointLoop:
         reported_since: FloatArray,
         hazard: JobHazard,
         job_states: npt.NDArray[np.int64],
+        running: npt.NDArray[np.bool_],
     ) -> list[DecisionRecord]:
         topo = self.topology
         tau = plans.interval_s
@@ -190,7 +191,8 @@ class CheckpointLoop:
                 np.abs(tau - was) > self.config.checkpoint.replan_change * was,
                 np.isfinite(tau) != np.isfinite(was),
             )
-        changed = (plans.choice != self._journaled) | (moved & (plans.choice >= 0))
+        # A job that stops running has no plan to journal (its last one stands until it runs again).
+        changed = ((plans.choice != self._journaled) | (moved & (plans.choice >= 0))) & running
         # A new durable copy (its age went down) re-arms the save-now order.
         rearm = np.isfinite(reported_since) & (reported_since < self._ordered_since)
         self._ordered_since[rearm] = np.nan

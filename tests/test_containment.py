@@ -500,6 +500,10 @@ def test_bad_inputs_are_named() -> None:
     jobs, dom = situation(in_gpus=np.zeros((1, 2)))
     with pytest.raises(ValueError, match=r"domains.in_gpus has shape \(1, 2\), expected \(1, 1\)"):
         value_containment(jobs, dom)
+    for bad in (np.nan, -1.0):  # a job's remaining time: open-ended (inf) is fine, unknown or negative is not
+        jobs, dom = situation(remaining_h=np.array([bad]))
+        with pytest.raises(ValueError, match=rf"jobs.remaining_h\[0\] must be finite and >= 0, got {bad}"):
+            value_containment(jobs, dom)
     with pytest.raises(
         InputError, match=r"fault_duration_s\.cdu: a duration must be finite and > 0 s, got 0"
     ):

@@ -192,15 +192,10 @@ def test_a_power_braked_gpu_is_slow_not_likely_to_fail(topology: Topology) -> No
     """A rack short of power brakes its GPUs: clocks fall and the rank lags, which is harm the
     engine scores, but no failure precursor; the job's hazard stays nominal, so the checkpoint
     loop does not save every few seconds for a failure nothing announces."""
-    from seamguard.control.controller import Controller
-    from tests.test_controller import normal_batch
+    from tests.test_controller import normal_batch, run
 
-    ctl = Controller(topology, CFG)
-    rng = np.random.default_rng(4)
-    now = 1000.0
-    for _ in range(3):
-        now += 30.0
-        ctl.tick(now, normal_batch(topology, now, rng))
+    ctl, _ = run(topology, 3)  # three calm ticks, to 1090 s
+    rng, now = np.random.default_rng(4), 1090.0
     calm = ctl.job_hazard()
     braked = {("gpu/n02/1", "gpu.throttle_reasons"): 0x80, ("gpu/n02/1", "gpu.sm_clock_mhz"): 1100.0,
               ("gpu/n02/1", "gpu.step_time_s"): 2.8}  # fmt: skip

@@ -62,9 +62,10 @@ from seamguard.scoring.groupstats import group_median
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+# Actions that take running work's capacity out: a gray uplink's disable takes its node out like a drain.
 CONTAINING = frozenset(
-    {ActionKind.ISLAND_DOMAIN.value, ActionKind.DRAIN_NODE.value}
-)  # actions that take running work's capacity out
+    {ActionKind.ISLAND_DOMAIN.value, ActionKind.DRAIN_NODE.value, ActionKind.DISABLE_LINK.value}
+)
 _QUARANTINE = State.QUARANTINE.label
 
 
@@ -109,11 +110,6 @@ def tolerated_by(
     return np.array(sorted(g for g in kept if g is not None), dtype=np.int64)
 
 
-def contained(d: DecisionRecord) -> bool:
-    """Whether this stage may change the decision: a valued one, or a gray uplink's disable."""
-    return valued(d) or gray_link_quarantine(d)
-
-
 def _forced(topo: Topology, forced: BoolArray | None, d: DecisionRecord) -> bool:
     """Hard evidence (an XID that asks for a reset) holds the cause out: acted on, not valued."""
     cause = topo.lookup(d.cause or d.entity)
@@ -127,9 +123,8 @@ def contain(
     ``blind_stands``: a domain whose jobs report no pace keeps the policy's action (False: it is
     dropped, as a re-valuation does: what was tolerated stays so until it can be read)."""
     topo = view.topology
-    weighed = [contained(d) and not _forced(topo, view.forced, d) for d in decisions]
-    gray_link = [gray_link_quarantine(d) and not _forced(topo, view.forced, d) for d in decisions]
-    decisions, weighed = _defer_to_gray_domains(decisions, weighed, gray_link, view)
+    weighed = [valued(d) and not _forced(topo, view.forced, d) for d in decisions]
+    decisions, weighed = _defer_to_gray_domains(decisions, weighed, view)
     picked = [i for i, w in enumerate(weighed) if w]
     if not picked:
         return list(decisions)
@@ -205,13 +200,8 @@ def gray_domain_of(view: EngineView, node: int) -> int | None:
     return None
 
 
-def gray_link_quarantine(d: DecisionRecord) -> bool:
-    """A gray uplink's ``disable_link``: it takes its node out of service like a drain."""
-    return d.action == ActionKind.DISABLE_LINK.value and d.state == _QUARANTINE
-
-
 def _defer_to_gray_domains(
-    decisions: Sequence[DecisionRecord], weighed: list[bool], gray_link: list[bool], view: EngineView
+    decisions: Sequence[DecisionRecord], weighed: list[bool], view: EngineView
 ) -> tuple[list[DecisionRecord], list[bool]]:
     """A weighed node drain, or a gray uplink's disable, under a gray domain becomes
     ``restrict_admission`` on its cause: a congested leaf slows every link under it, and taking
@@ -220,8 +210,8 @@ def _defer_to_gray_domains(
     out: list[DecisionRecord] = []
     keep: list[bool] = []
     seen: set[tuple[str, str, str | None]] = set()
-    for d, w, link in zip(decisions, weighed, gray_link, strict=True):
-        gidx = topo.lookup(d.entity) if w or link else None
+    for d, w in zip(decisions, weighed, strict=True):
+        gidx = topo.lookup(d.entity) if w else None
         kind = topo.kind_of(gidx) if gidx is not None else None
         domain = (
             gray_domain_of(view, int(topo.local[gidx]))  # a node's uplink shares its index

@@ -22,7 +22,7 @@ from seamguard.control.checkpoint_loop import (
     storage_paths,
 )
 from seamguard.control.classifier import Classifier, ClassifierInputs, forced_out, new_hard_failures
-from seamguard.control.containment import EngineView, contain, contained, tolerated_by
+from seamguard.control.containment import EngineView, contain, tolerated_by, valued
 from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.explaining import (
     EntityView,
@@ -35,7 +35,7 @@ from seamguard.control.explaining import (
 )
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
-from seamguard.control.revalue import revalue
+from seamguard.control.revalue import causes_of, revalue
 from seamguard.economics.harm import straggler_harm
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, nominal_rates, part_rates
 from seamguard.economics.hazard_learning import COUNTED_KINDS, HazardLearner
@@ -374,18 +374,18 @@ class Controller:
             )
         # Gray quarantines are valued against what they cost now; tolerated ones again every revalue_s.
         again = now >= self._revalue_at and bool(self._tolerated.any())
-        if again or any(contained(d) for d in decisions):
+        if again or any(valued(d) for d in decisions):
             reported = self.catalog.get(STEP_TIME_SIGNAL) is not None
             view = EngineView(
                 cfg, topo, workload, self.classifier.state, self.lemon_memory.lemons(), self._gpu_slowdown,
                 self.gfs_precursor, self.prs_precursor, self._nominal_rate, self.learner.scale(), self.economics,
                 self._save_s, self._criticality, self.store.current(STEP_TIME_SIGNAL) if reported else None,
                 forced_out(frame.floor), self.held_nodes, now)  # fmt: skip
-            taken = (
-                revalue(view, np.flatnonzero(self._tolerated), now, self.mode, self.epoch) if again else []
-            )
-            self._revalue_at = now + cfg.economics.revalue_s if again else self._revalue_at
-            self._tolerated[[g for d in taken if (g := topo.lookup(d.cause or d.entity)) is not None]] = False
+            taken: list[DecisionRecord] = []
+            if again:  # before this tick's own, which contain() values below
+                taken = revalue(view, np.flatnonzero(self._tolerated), now, self.mode, self.epoch)
+                self._revalue_at = now + cfg.economics.revalue_s
+                self._tolerated[causes_of(topo, taken)] = False  # taken out: no longer kept in service
             before = decisions
             decisions = contain(decisions, view) + taken
             self._tolerated[tolerated_by(topo, before, decisions)] = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.control.containment import EngineView, contain, contained, gray_link_quarantine, valued
+from seamguard.control.containment import EngineView, contain, valued
 from seamguard.control.planner import plan
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.entities import EntityKind
@@ -40,11 +40,11 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
         proposals.extend(
             d for d in plan(view.config, topo, view.workload, now=now, gidx=g, state=State.QUARANTINE,
                             previous=State.QUARANTINE, reason=why, evidence=(), mode=mode, epoch=epoch)
-            if contained(d)
+            if valued(d)
         )  # fmt: skip
     if not proposals:
         return []
-    return [d for d in contain(proposals, view, blind_stands=False) if valued(d) or gray_link_quarantine(d)]
+    return [d for d in contain(proposals, view, blind_stands=False) if valued(d)]
 
 
 def _wider_kept(topo: Topology, g: int, kept: set[int]) -> bool:
@@ -59,3 +59,9 @@ def _wider_kept(topo: Topology, g: int, kept: set[int]) -> bool:
         if 0 <= local < topo.members[kind].size and int(topo.members[kind][local]) in kept:
             return True
     return False
+
+
+def causes_of(topo: Topology, decisions: list[DecisionRecord]) -> IntArray:
+    """The entities (global indices) the decisions act for: the quarantines they take out."""
+    found = {topo.lookup(d.cause or d.entity) for d in decisions}
+    return np.array(sorted(g for g in found if g is not None), dtype=np.int64)

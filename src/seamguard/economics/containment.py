@@ -130,7 +130,10 @@ def _check(jobs: Jobs, domains: Domains) -> tuple[int, int]:
         ("jobs.restart_h", jobs.restart_h),
         ("jobs.since_h", jobs.since_h),
         ("jobs.loss_h", jobs.loss_h),
-        ("jobs.remaining_h", np.nan_to_num(jobs.remaining_h, posinf=0.0)),
+        (
+            "jobs.remaining_h",
+            np.where(np.isposinf(jobs.remaining_h), 0.0, jobs.remaining_h),
+        ),  # inf: open-ended
     ):
         bad = ~(np.isfinite(values) & (values >= 0))
         if bad.any():

@@ -33,10 +33,10 @@ from seamguard.twin.scenario import load_scenario
 from seamguard.twin.sim import Twin
 from seamguard.twin.world import build_world
 
-# Eight nodes, one synchronous job on seven (one spare): two hot GPUs on two nodes within the
-# hour (the first node drained, the job moves to the spare; the second drain refused by the hourly
-# budget), a CDU heating under it, two gray links (rerouted, then tolerated: disabling one would
-# take its node out with no spare left), a slow backend. The job's move reaches the daemon as its
+# Eight nodes, one synchronous job on six (two spares): two hot GPUs on two nodes within the
+# hour (the first node drained, the job moves to a spare; the second drain, valued while the job
+# restarts and a spare is left, refused by the hourly budget), a CDU heating under it, two gray
+# links (valued and tolerated), a slow backend. The job's move reaches the daemon as its
 # scheduler would tell it (``ReplaySource.placements``). The cluster's own refusal ("no admissible
 # spare") is tested on the twin's actuator (tests/test_twin_actuator.py); the replay answers
 # whatever the twin's actuator answered.
@@ -45,7 +45,7 @@ SCENARIO: dict[str, Any] = {
     "description": "the daemon's decision path, in the twin and in the daemon",
     "duration_h": 2,
     "cluster": {"cdus": 1, "racks_per_cdu": 2, "nodes_per_rack": 4, "gpus_per_node": 4, "storage": ["ckpt0", "ckpt1"]},
-    "jobs": [{"name": "train", "class": "sync_training", "nodes": 7, "checkpoint_gb": 200, "fallback_storage": "ckpt1"}],
+    "jobs": [{"name": "train", "class": "sync_training", "nodes": 6, "checkpoint_gb": 200, "fallback_storage": "ckpt1"}],
     "faults": [
         {"kind": "supply_temp_rise", "target": "cdu/cdu0", "onset_h": 0.3, "ramp_h": 0.5, "severity": 1.0, "duration_h": 1.5},
         {"kind": "hw_thermal", "target": "gpu/n0000/1", "onset_h": 0.2, "ramp_h": 0.2, "severity": 1.0},

@@ -61,6 +61,21 @@ def test_values_go_stale(topology: Topology) -> None:
     assert np.isnan(store.current("gpu.temp_c")[0])
 
 
+def test_a_signal_never_reported_reads_as_none_not_as_missing_everywhere(topology: Topology) -> None:
+    """A site may send no step time at all: until one entity reports it, ``reported`` is None (a
+    job's silence says nothing); after that, silence is missing data, and stays so when stale."""
+    store = TelemetryStore(topology, CAT, stale_after_s=60)
+    store.ingest(30.0, batch(topology, [("gpu/n00/0", "gpu.temp_c", 30.0, 70.0)]))
+    assert store.reported("gpu.step_time_s") is None
+    assert store.reported("no.such_signal") is None
+    store.ingest(60.0, batch(topology, [("gpu/n00/1", "gpu.step_time_s", 60.0, 2.0)]))
+    step = store.reported("gpu.step_time_s")
+    assert step is not None and step[1] == 2.0 and np.isnan(step[0])
+    store.ingest(200.0, TelemetryBatch.empty())
+    later = store.reported("gpu.step_time_s")
+    assert later is not None and np.isnan(later).all()
+
+
 def test_a_counter_reset_gives_no_rate_for_its_sample_and_is_counted(topology: Topology) -> None:
     """1100 -> 40 is a reset (reboot, driver reload): whether 40 or 4,000 happened across it is
     unknown, so that sample has no rate; the next one is measured from 40 again."""

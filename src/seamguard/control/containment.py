@@ -117,11 +117,12 @@ def _forced(topo: Topology, forced: BoolArray | None, d: DecisionRecord) -> bool
 
 
 def contain(
-    decisions: Sequence[DecisionRecord], view: EngineView, *, blind_stands: bool = True
+    decisions: Sequence[DecisionRecord], view: EngineView, *, value_blind: bool = True
 ) -> list[DecisionRecord]:
     """The decisions with every gray quarantine replaced by its cheapest containment.
-    ``blind_stands``: a domain whose jobs report no pace keeps the policy's action (False: it is
-    dropped, as a re-valuation does: what was tolerated stays so until it can be read)."""
+    ``value_blind``: a domain whose jobs report no pace is valued as if they stalled, or keeps the
+    policy's action when the view has no step times at all (False: it is dropped, as a
+    re-valuation does: what was tolerated stays so until it can be read)."""
     topo = view.topology
     weighed = [valued(d) and not _forced(topo, view.forced, d) for d in decisions]
     decisions, weighed = _defer_to_gray_domains(decisions, weighed, view)
@@ -141,6 +142,12 @@ def contain(
     rows = list(keys)
     jobs, domains, nodes, columns = _situation(view, rows)
     blind = _blind(view, nodes)
+    # Where pace is reported, a job that reports none (down, restarting, hung) is valued as if the
+    # fault stalled it: the worst it could cost. Containment still wins wherever spares take its
+    # work; where there are none, taking the domain out would stop the job outright, which no
+    # slowdown costs more. Where no pace is reported at all, the policy's action stands.
+    unpaced = (domains.in_nodes > 0) & ~_paced(view)[columns][None, :]
+    domains = replace(domains, slowdown=np.where(unpaced, 1.0, domains.slowdown))
     val = value_sharing_spares(jobs, domains)
     existing = {(d.entity, d.action, d.cause) for d, w in zip(decisions, weighed, strict=True) if not w}
     out: list[DecisionRecord] = []
@@ -162,12 +169,14 @@ def contain(
                 Option.TOLERATE,
                 "no work on it: its state keeps new work out, islanding would hold its free nodes past the fault",
             )
-        elif blind[k]:  # a valuation blind to the slowdown would always tolerate: the policy stands
-            if blind_stands:
-                out.append(replace(d, reason=f"{d.reason}; not valued: {blind[k]} report no step time"))
+        elif blind[k] and (view.step_time is None or not value_blind):
+            if value_blind:  # no pace reported anywhere: blind, a valuation would always tolerate
+                out.append(replace(d, reason=f"{d.reason}; not valued: no step time is reported"))
             continue
         else:
             choice, text = Option(int(val.choice[k])), describe(topo.ids[domain], val, domains, k)
+            if blind[k]:
+                text = f"{text} ({blind[k]} report no step time: valued as stalled)"
         for new in _rewrite(d, choice, text, view, nodes[k], columns, val.moved[k]):
             key = (new.entity, new.action, new.cause)
             if key not in existing:
@@ -381,13 +390,19 @@ def _situation(
     return jobs, domains, domain_nodes, columns
 
 
+def _paced(view: EngineView) -> BoolArray:
+    """Per job, whether any of its ranks reports a step time this tick."""
+    seen = np.zeros(len(view.topology.jobs), dtype=bool)
+    if view.step_time is not None:
+        ok = np.isfinite(view.step_time) & (view.workload.gpu_job >= 0)
+        seen[np.unique(view.workload.gpu_job[ok])] = True
+    return seen
+
+
 def _blind(view: EngineView, nodes: list[IntArray]) -> list[str]:
     """Per domain, the jobs on it that report no pace this tick ("" when every one does)."""
     workload, topo = view.workload, view.topology
-    seen = np.zeros(len(topo.jobs), dtype=bool)
-    if view.step_time is not None:
-        ok = np.isfinite(view.step_time) & (workload.gpu_job >= 0)
-        seen[np.unique(workload.gpu_job[ok])] = True
+    seen = _paced(view)
     out = []
     for domain_nodes in nodes:
         on = np.unique(workload.node_job[domain_nodes])

@@ -375,11 +375,10 @@ class Controller:
         # Gray quarantines are valued against what they cost now; tolerated ones again every revalue_s.
         again = now >= self._revalue_at and bool(self._tolerated.any())
         if again or any(valued(d) for d in decisions):
-            reported = self.catalog.get(STEP_TIME_SIGNAL) is not None
             view = EngineView(
                 cfg, topo, workload, self.classifier.state, self.lemon_memory.lemons(), self._gpu_slowdown,
                 self.gfs_precursor, self.prs_precursor, self._nominal_rate, self.learner.scale(), self.economics,
-                self._save_s, self._criticality, self.store.current(STEP_TIME_SIGNAL) if reported else None,
+                self._save_s, self._criticality, self.store.reported(STEP_TIME_SIGNAL),
                 forced_out(frame.floor), self.held_nodes, now)  # fmt: skip
             taken: list[DecisionRecord] = []
             if again:  # before this tick's own, which contain() values below

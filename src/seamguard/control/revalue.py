@@ -44,7 +44,7 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
         )  # fmt: skip
     if not proposals:
         return []
-    return [d for d in contain(proposals, view, blind_stands=False) if valued(d)]
+    return [d for d in contain(proposals, view, value_blind=False) if valued(d)]
 
 
 def _wider_kept(topo: Topology, g: int, kept: set[int]) -> bool:

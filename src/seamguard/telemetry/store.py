@@ -312,6 +312,13 @@ class TelemetryStore:
     def last_seen(self, name: str) -> FloatArray:
         return self._index(name).last_seen
 
+    def reported(self, name: str) -> FloatArray | None:
+        """``current``, or None until some entity has reported the signal (a site may send none of
+        it, or the catalog not know it): then a missing value says nothing about its entity."""
+        if self.catalog.get(name) is None or not np.isfinite(self._index(name).last_seen).any():
+            return None
+        return self.current(name)
+
     def tick_samples(self, name: str) -> FloatArray:
         """The values that arrived in the current tick (NaN where none did): a history signal."""
         _tick_ts, ring = self.history(name)

@@ -8,7 +8,9 @@ quarantines, and the share of scenarios where seamguard is at least as good as t
 binary and young-daly. The last line of output is one JSON object (``Comparison.to_json``):
 ``scenarios``, ``seeds``, ``share_at_least_best_baseline``, ``mean_ratio_to_oracle`` and
 ``false_quarantines`` (seamguard's), ``per_policy`` (with each policy's run wall seconds),
-``wall_s``.
+``wall_s``. With ``--out DIR`` it also writes ``DIR/results.json`` (one row per scenario, as
+``seamguard simulate --sample`` does) and each scenario's YAML, so a table drawn narrow in a log
+loses nothing.
 
 Issue 16's targets, on 40 held-out seeds chosen after the code is frozen: seamguard >= the better
 baseline in >= 95 % of scenarios, mean >= 0.97 x the oracle, zero false quarantines.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from rich.console import Console
 
@@ -44,6 +47,12 @@ def main() -> None:
     parser.add_argument(
         "--duration-h", type=float, default=None, help="fix every draw's duration (quick runs)"
     )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write results.json (one row per scenario) and the scenarios here",
+    )
     args = parser.parse_args()
     console = Console(stderr=True)  # tables and progress on stderr: stdout's last line is the JSON
     try:
@@ -53,7 +62,7 @@ def main() -> None:
         start = time.perf_counter()
         cmp = run_sampled(
             args.scenarios, args.first_seed, parse_policies(args.policies), console,
-            workers=args.workers, bounds=bounds,
+            out=args.out, workers=args.workers, bounds=bounds,
         )  # fmt: skip
     except InputError as exc:
         parser.error(str(exc).replace("--sample", "--scenarios").replace("--seed:", "--first-seed:"))

@@ -307,11 +307,11 @@ def test_simulate_sample_writes_scenarios_that_replay(tmp_path: Path) -> None:
     assert summary["policies"]["binary"]["ettr"]["mean"] == pytest.approx(row["ettr"]["binary"], abs=1e-12)
 
 
-def test_bench_generalise_ends_with_one_json_line() -> None:
+def test_bench_generalise_ends_with_one_json_line(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "generalise.py"), "--scenarios", "2", "--first-seed", "40",
-         "--duration-h", "0.5", "--workers", "1"],
+         "--duration-h", "0.5", "--workers", "1", "--out", str(tmp_path / "out")],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -322,6 +322,10 @@ def test_bench_generalise_ends_with_one_json_line() -> None:
     assert last["false_quarantines"] == last["per_policy"]["seamguard"]["false_quarantines"]
     assert set(last["per_policy"]) == set(POLICIES)
     assert "mean ratio to oracle" in proc.stderr  # the tables, beside the JSON
+    # --out: every scenario's row, whatever width the tables were drawn at
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert [r["seed"] for r in rows] == [40, 41] and all(set(r["ettr"]) == set(POLICIES) for r in rows)
+    assert len(list((tmp_path / "out" / "scenarios").glob("*.yaml"))) == 2
     bad = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "generalise.py"), "--scenarios", "0"],
         capture_output=True, text=True, env=env, timeout=120, check=False,

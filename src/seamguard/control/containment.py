@@ -141,12 +141,12 @@ def contain(
         keys.setdefault((domain if cause is None else cause, domain), len(keys))
     rows = list(keys)
     jobs, domains, nodes, columns = _situation(view, rows)
-    blind = _blind(view, nodes)
     # Where pace is reported, a job that reports none (down, restarting, hung) is valued as if the
     # fault stalled it: the worst it could cost. Containment still wins wherever spares take its
     # work; where there are none, taking the domain out would stop the job outright, which no
     # slowdown costs more. Where no pace is reported at all, the policy's action stands.
     unpaced = (domains.in_nodes > 0) & ~_paced(view)[columns][None, :]
+    blind = [", ".join(f"job/{topo.jobs[j].job}" for j in columns[row].tolist()) for row in unpaced]
     domains = replace(domains, slowdown=np.where(unpaced, 1.0, domains.slowdown))
     val = value_sharing_spares(jobs, domains)
     existing = {(d.entity, d.action, d.cause) for d, w in zip(decisions, weighed, strict=True) if not w}
@@ -397,18 +397,6 @@ def _paced(view: EngineView) -> BoolArray:
         ok = np.isfinite(view.step_time) & (view.workload.gpu_job >= 0)
         seen[np.unique(view.workload.gpu_job[ok])] = True
     return seen
-
-
-def _blind(view: EngineView, nodes: list[IntArray]) -> list[str]:
-    """Per domain, the jobs on it that report no pace this tick ("" when every one does)."""
-    workload, topo = view.workload, view.topology
-    seen = _paced(view)
-    out = []
-    for domain_nodes in nodes:
-        on = np.unique(workload.node_job[domain_nodes])
-        missing = [f"job/{topo.jobs[j].job}" for j in on[on >= 0].tolist() if not seen[j]]
-        out.append(", ".join(missing))
-    return out
 
 
 def _slowdown_now(view: EngineView) -> FloatArray:

@@ -22,7 +22,10 @@ def test_defaults_load_and_are_complete() -> None:
 
 def test_user_file_merges_and_null_removes(tmp_path: Path) -> None:
     f = tmp_path / "site.yaml"
-    f.write_text("classifier:\n  min_dwell_s: 60\ndetectors:\n  trend:\n    gpu.temp_c: null\n")
+    f.write_text(
+        "classifier:\n  min_dwell_s: 60\ndetectors:\n  trend:\n    gpu.temp_c: null\n"
+        "hazard:\n  thermal_trip: null\n"  # it reads that rule: without it, no trip is projected
+    )
     cfg = load_config(f)
     assert cfg.classifier.min_dwell_s == 60
     assert cfg.classifier.degraded_enter == load_config().classifier.degraded_enter
@@ -48,6 +51,13 @@ def test_user_file_merges_and_null_removes(tmp_path: Path) -> None:
         ),
         ("admissibility:\n  healthy: {sync_training: maybe}\n", "admissibility.healthy.sync_training"),
         ("enigne:\n  tick_s: 5\n", "enigne"),
+        (
+            "detectors:\n  trend:\n    gpu.temp_c: null\n",
+            "hazard.thermal_trip.signal: no trend rule scores 'gpu.temp_c'",
+        ),
+        ("hazard:\n  thermal_trip: {signal: cdu.supply_temp_c}\n", "'cdu.supply_temp_c' is not a GPU signal"),
+        ("hazard:\n  thermal_trip: {above_c: 95}\n", "above_c: must be below shutdown_c"),
+        ("economics:\n  repair_s: 0\n", "economics.repair_s"),
         ("classifier: [\n", ":2:1: not valid YAML"),
         ("- just\n- a list\n", "expected a mapping"),
     ],

@@ -16,7 +16,7 @@ from seamguard.config import Config, config_from_mapping, load_config
 from seamguard.control.containment import EngineView, contain, tolerated_by
 from seamguard.control.controller import Controller
 from seamguard.control.planner import plan
-from seamguard.control.revalue import revalue
+from seamguard.control.revalue import heating_under, revalue
 from seamguard.economics.containment import Domains, Jobs, Option, value_containment
 from seamguard.economics.hazard import nominal_rates
 from seamguard.economics.job_value import JobEconomics
@@ -223,6 +223,25 @@ def test_a_tolerated_quarantine_is_valued_again_once_spares_come_back() -> None:
     # tolerance stands until the job can be read.
     down = EngineView(**{**v.__dict__, "step_time": np.where(freed.gpu_job == 0, np.nan, 2.0)})
     assert revalue(down, c0, 200.0, "act", 3) == []
+
+
+def test_only_tolerated_quarantines_over_a_heating_gpu_are_valued_again_at_once() -> None:
+    """A trip projected under c0 values c0 (and a GPU of it) again now; c2's tolerance waits for
+    its period: valuing every tolerance whenever any GPU heats would re-decide marginal ones at
+    random times."""
+    topo, _ = fleet(16, 4, 4, {"train": TRAIN})
+    kept = np.array([topo.index[e] for e in ("cdu/c0", "cdu/c2", "gpu/n01/2", "node/n09")])
+    trip = np.full(topo.count(EntityKind.GPU), np.inf)
+    assert heating_under(topo, kept, trip).size == 0
+    trip[topo.local[topo.index["gpu/n01/2"]]] = 300.0
+    assert [topo.ids[g] for g in heating_under(topo, kept, trip)] == ["cdu/c0", "gpu/n01/2"]
+    trip[topo.local[topo.index["gpu/n09/0"]]] = 60.0
+    assert [topo.ids[g] for g in heating_under(topo, kept, trip)] == [
+        "cdu/c0",
+        "cdu/c2",
+        "gpu/n01/2",
+        "node/n09",
+    ]
 
 
 def test_a_rack_tolerated_under_a_tolerated_cdu_is_left_to_the_cdu() -> None:
@@ -434,23 +453,26 @@ def situation(**over: object) -> tuple[Jobs, Domains]:
     jobs = dict(gpus=64 * one, sync=np.ones(1, bool), weight=one, restart_h=one / 6, since_h=0 * one,
                 save_h=np.full(1, np.nan), loss_h=one / 6, remaining_h=np.full(1, np.inf))  # fmt: skip
     dom = dict(duration_h=4 * one, in_nodes=np.full((1, 1), 8), in_gpus=np.full((1, 1), 32.0),
-               slowdown=np.zeros((1, 1)), excess_per_h=np.zeros((1, 1)), spare_nodes=np.zeros((1, 1), np.int64))  # fmt: skip
+               slowdown=np.zeros((1, 1)), excess_per_h=np.zeros((1, 1)), spare_nodes=np.zeros((1, 1), np.int64),
+               trip_p=np.zeros((1, 1)), repair_h=np.full(1, 24.0))  # fmt: skip
     for key, value in over.items():
         (jobs if key in jobs else dom)[key] = value
     return Jobs(**jobs), Domains(**dom)  # type: ignore[arg-type]
 
 
 def test_a_stale_save_under_a_failing_domain_is_worth_a_checkpoint_now() -> None:
-    """0.3 failures/h for 4 h, the last save 2 h old: a one-minute save now spares most of it."""
+    """0.3 failures/h for 4 h, the last save 2 h old: a one-minute save now spares most of it
+    (one spare node takes a failed node's work: no repair to wait out)."""
+    one = np.full((1, 1), 1)
     jobs, dom = situation(
-        excess_per_h=np.full((1, 1), 0.3), since_h=np.full(1, 2.0), save_h=np.full(1, 1 / 60)
+        excess_per_h=np.full((1, 1), 0.3), since_h=np.full(1, 2.0), save_h=np.full(1, 1 / 60), spare_nodes=one
     )
     val = value_containment(jobs, dom)
     assert Option(int(val.choice[0])) is Option.CHECKPOINT
     assert val.cost[0, Option.CHECKPOINT] < val.cost[0, Option.TOLERATE]
     # a job that cannot save on demand, or a fresh save, leaves nothing for a checkpoint to buy
     for kw in ({"save_h": np.full(1, np.nan)}, {"since_h": np.zeros(1)}):
-        other = value_containment(*situation(excess_per_h=np.full((1, 1), 0.3),
+        other = value_containment(*situation(excess_per_h=np.full((1, 1), 0.3), spare_nodes=one,
                                              **{"since_h": np.full(1, 2.0), "save_h": np.full(1, 1 / 60), **kw}))  # fmt: skip
         assert Option(int(other.choice[0])) is Option.TOLERATE
 
@@ -462,6 +484,43 @@ def test_failure_risk_alone_can_pay_for_an_island() -> None:
     # one spare node short, the job would stop for 4 h: it rides the failures out
     jobs, dom = situation(excess_per_h=np.full((1, 1), 2.0), spare_nodes=np.full((1, 1), 7))
     assert Option(int(value_containment(jobs, dom).choice[0])) is Option.TOLERATE
+
+
+def test_a_projected_trip_with_no_spare_pays_for_an_island() -> None:
+    """A GPU certain to trip within the fault: with no spare, the job would wait out a 24 h repair,
+    where an island stops it only for the fault's 4 h. Each figure that makes it so, changed,
+    turns the answer back to tolerating."""
+    trip = np.full((1, 1), 0.9)
+    val = value_containment(*situation(trip_p=trip))
+    assert Option(int(val.choice[0])) is Option.ISLAND
+    # 64 GPUs x 0.9 x (10 min + 24 h repair), all of the job held
+    assert val.tolerate_risk_gpu_h[0] == pytest.approx(64 * 0.9 * (1 / 6 + 24.0))
+    assert val.cost[0, Option.ISLAND] == pytest.approx(64 * (1 / 6 + 4.0))
+    nothing = value_containment(*situation())  # no trip projected: nothing to save the job from
+    assert Option(int(nothing.choice[0])) is Option.TOLERATE
+    # One spare node takes the tripped GPU's node's work: a restart, no repair wait (and not
+    # enough spares to island without stopping the job).
+    spare = value_containment(*situation(trip_p=trip, spare_nodes=np.full((1, 1), 1)))
+    assert Option(int(spare.choice[0])) is Option.TOLERATE
+    assert spare.tolerate_risk_gpu_h[0] == pytest.approx(64 * 0.9 / 6)
+    # A repair shorter than the fault: waiting it out beats stopping for the fault.
+    quick = value_containment(*situation(trip_p=trip, repair_h=np.full(1, 2.0)))
+    assert Option(int(quick.choice[0])) is Option.TOLERATE
+    # A job that ends within the hour waits no longer than its end.
+    ending = value_containment(*situation(trip_p=trip, remaining_h=np.full(1, 0.5)))
+    assert ending.tolerate_risk_gpu_h[0] == pytest.approx(64 * 0.9 * (1 / 6 + 0.5))
+
+
+def test_a_stale_save_counts_against_a_trip_as_against_any_failure() -> None:
+    """The trip redoes the work since the last save: a one-minute save now spares it."""
+    jobs, dom = situation(trip_p=np.full((1, 1), 0.5), since_h=np.full(1, 2.0), save_h=np.full(1, 1 / 60),
+                          spare_nodes=np.full((1, 1), 1))  # fmt: skip
+    val = value_containment(jobs, dom)
+    assert Option(int(val.choice[0])) is Option.CHECKPOINT
+    stale = 2.0 - 0.0  # since, less the average rework in loss_h (loss = restart: none)
+    assert val.cost[0, Option.TOLERATE] - val.cost[0, Option.CHECKPOINT] == pytest.approx(
+        64 * 0.5 * stale - 64 / 60
+    )
 
 
 @pytest.mark.parametrize(("remaining_h", "choice"), [(np.inf, Option.ISLAND), (4.0, Option.ISLAND),
@@ -508,6 +567,12 @@ def test_bad_inputs_are_named() -> None:
     jobs, dom = situation(duration_h=np.array([-1.0]))
     with pytest.raises(ValueError, match=r"domains.duration_h\[0\] must be finite and >= 0, got -1.0"):
         value_containment(jobs, dom)
+    jobs, dom = situation(trip_p=np.full((1, 1), 1.5))
+    with pytest.raises(ValueError, match=r"domains.trip_p\[0, 0\] must be a probability, got 1.5"):
+        value_containment(jobs, dom)
+    jobs, dom = situation(repair_h=np.array([np.nan]))
+    with pytest.raises(ValueError, match=r"domains.repair_h\[0\] must be finite and >= 0, got nan"):
+        value_containment(jobs, dom)
     jobs, dom = situation(in_gpus=np.zeros((1, 2)))
     with pytest.raises(ValueError, match=r"domains.in_gpus has shape \(1, 2\), expected \(1, 1\)"):
         value_containment(jobs, dom)
@@ -530,16 +595,23 @@ GPU_SIDE = [KIND_CODE[k] for k in (EntityKind.GPU, EntityKind.NODE, EntityKind.L
 
 
 def run_cdu_flow_loss(
-    spares: bool, *, batch_end: float = 1e10, held: bool = False, ticks: int = 25
+    spares: bool,
+    *,
+    batch_end: float = 1e10,
+    held: bool = False,
+    ticks: int = 25,
+    heat_from: int | None = None,
+    cfg: Config = CFG,
 ) -> list[DecisionRecord]:
     """cdu/c0 (n00, n01) loses flow while its GPUs run 50% slow in "train" (n00-n07): every decision.
-    Without spares "batch" holds n08-n31 until ``batch_end``; ``held``: the safety layer holds them."""
+    Without spares "batch" holds n08-n31 until ``batch_end``; ``held``: the safety layer holds them.
+    ``heat_from``: from that tick c0's GPUs climb 0.5 °C a tick (1 °C/min) from 80 °C."""
     inv = small_inventory(nodes=32, gpus=1, racks_per_cdu=1, nodes_per_rack=2)
     names = [f"n{i:02d}" for i in range(32)]
     jobs = [JobRecord("train", SYNC, tuple(names[:8]), 0.0, 1e10)]
     jobs.append(JobRecord("batch", BATCH, tuple(names[8 : 16 if spares else 32]), 0.0, batch_end))
     topo = build_topology(inv, tuple(jobs))
-    ctl = Controller(topo, CFG)
+    ctl = Controller(topo, cfg)
     if held:
         ctl.held_nodes = np.arange(8, 32, dtype=np.int64)
     rng = np.random.default_rng(11)
@@ -547,7 +619,10 @@ def run_cdu_flow_loss(
     out: list[DecisionRecord] = []
     for tick in range(1, WARM + ticks):
         now = START + TICK * tick
-        whole = normal_batch(topo, now, rng, overrides=slow if tick > WARM else None)
+        over = dict(slow) if tick > WARM else {}
+        if heat_from is not None and tick >= heat_from:
+            over |= {(f"gpu/{n}/0", "gpu.temp_c"): 80.0 + 0.5 * (tick - heat_from) for n in ("n00", "n01")}
+        whole = normal_batch(topo, now, rng, overrides=over or None)
         keep = np.isin(topo.kind_code[whole.entity], GPU_SIDE)  # the plant's readings: plant_batch's
         gpus = TelemetryBatch(
             whole.entity[keep], whole.signal[keep], whole.timestamp[keep], whole.value[keep]
@@ -568,6 +643,29 @@ def test_controller_islands_a_cdu_quarantine_with_spare_nodes() -> None:
     out = [d for d in run_cdu_flow_loss(spares=True) if d.cause == "cdu/c0" and d.state == "quarantine"]
     [island] = [d for d in out if d.action == "island_domain"]
     assert island.reason.endswith(": island the domain")
+
+
+def test_controller_islands_a_tolerated_cdu_once_its_gpus_head_for_shutdown() -> None:
+    """No spares: tolerated on entry. From tick 50 c0's GPUs climb 1 °C a minute from 80 °C; once
+    past 83 °C the climb is projected to reach 92 °C within the hour, and the CDU is valued again
+    at once (not ``economics.revalue_s`` later): a job that trips waits out a day's repair, an
+    island stops it only while the fault lasts. The reason names the GPU and its time."""
+    heat_from = 50
+    out = run_cdu_flow_loss(spares=False, ticks=45, heat_from=heat_from)
+    ours = [d for d in out if d.cause == "cdu/c0" and d.state == "quarantine"]
+    tolerated = [d for d in ours if d.action == "restrict_admission"]
+    assert tolerated and tolerated[0].ts < START + TICK * heat_from
+    [island] = [d for d in ours if d.action == "island_domain"]
+    past_83 = START + TICK * (heat_from + 6)  # 83 °C
+    assert past_83 <= island.ts <= past_83 + 3 * TICK
+    periodic = tolerated[0].ts + CFG.economics.revalue_s * np.arange(1, 4)
+    assert np.abs(periodic - island.ts).min() > 5 * TICK  # not a periodic valuation's tick
+    assert "its tolerance valued again" in island.reason
+    assert "island the domain (2 GPU(s) heading for shutdown at 92 °C, gpu/n0" in island.reason
+    # the same heat without the projection is tolerated through every periodic valuation
+    off = config_from_mapping({"hazard": {"thermal_trip": None}})
+    assert not [d for d in run_cdu_flow_loss(spares=False, ticks=45, heat_from=heat_from, cfg=off)
+                if d.action == "island_domain"]  # fmt: skip
 
 
 @pytest.mark.parametrize("held", [False, True], ids=["freed", "freed but held by the safety layer"])

@@ -100,18 +100,28 @@ def test_a_second_pull_from_one_job_needs_a_second_spare(world: World) -> None:
     assert a.apply(act("drain_node", "node/n0001"), 2.0).status is ActionStatus.DONE  # a new tick
 
 
-def test_an_island_with_nowhere_to_move_the_job_is_refused(world: World) -> None:
+def test_an_island_with_nowhere_to_move_the_job_stops_it_and_says_so(world: World) -> None:
+    """The containment stage valued the stop against tolerating: the twin carries it out (the
+    job saves and waits for room) and names the job that waits."""
+    inside = {"train": ["n0000", "n0001", "n0004"]}
+    short = actuator(world, View(running=True, spare=2, placement=inside))
+    result = short.apply(act("island_domain", "cdu/cdu0"), 1.0)
+    assert result.status is ActionStatus.DONE and result.detail.endswith("train save and wait for room")
+    assert [(v.verb, v.target) for v in short.take()] == [(Verb.ISLAND_STOP, "cdu/cdu0")]
+    done = actuator(world, View(running=True, spare=3, placement=inside))
+    result = done.apply(act("island_domain", "cdu/cdu0"), 1.0)
+    assert (result.status, result.detail) == (ActionStatus.DONE, "island: its jobs move out")
+    assert [(v.verb, v.target) for v in done.take()] == [(Verb.ISLAND_STOP, "cdu/cdu0")]
+
+
+def test_a_leaf_isolated_with_nowhere_to_move_the_job_is_refused(world: World) -> None:
+    """A leaf's isolation is not valued by the containment stage: a job that cannot leave keeps
+    it (holding the leaf idle under it would only cost capacity)."""
     inside = {"train": ["n0000", "n0001", "n0004"]}
     refused = actuator(world, View(running=True, spare=2, placement=inside))
-    result = refused.apply(act("island_domain", "cdu/cdu0"), 1.0)
-    assert (
-        result.status is ActionStatus.REFUSED
-        and "no room outside cdu/cdu0 for its 3 node(s)" in result.detail
-    )
+    result = refused.apply(act("isolate_switch", "switch/leaf00"), 1.0)
+    assert result.status is ActionStatus.REFUSED and "has no room outside switch/leaf00" in result.detail
     assert refused.take() == []
-    done = actuator(world, View(running=True, spare=3, placement=inside))
-    assert done.apply(act("island_domain", "cdu/cdu0"), 1.0).status is ActionStatus.DONE
-    assert [(v.verb, v.target) for v in done.take()] == [(Verb.ISLAND, "cdu/cdu0")]
 
 
 @pytest.mark.parametrize(

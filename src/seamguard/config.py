@@ -121,6 +121,10 @@ class EconomicsConfig(StrictModel):
     fault_duration_s: dict[EntityKind, float] = Field(
         description="per kind of a quarantined entity, how long its fault is expected to last (containment)"
     )
+    repair_s: float = Field(
+        gt=0,
+        description="how long a part that failed hard stays out: what a job with no spare waits (containment)",
+    )
 
     @model_validator(mode="after")
     def _durations(self) -> Self:
@@ -151,7 +155,21 @@ class EconomicsConfig(StrictModel):
         return self
 
 
+class ThermalTripConfig(StrictModel):
+    """A GPU heading for its shutdown temperature: the driver takes it off the bus (XID 79) and it
+    stays out until someone looks at it. Not a rate: a time to trip, from the signal's confident
+    trend (its trend rule's slope less ``scores.trend_confidence_z`` errors, past the rule's gate)."""
+
+    signal: str = Field(description="the temperature whose trend rule projects the trip")
+    shutdown_c: float = Field(
+        gt=0, description="the GPU's shutdown temperature (nvidia-smi: GPU Shutdown Temp)"
+    )
+    above_c: float = Field(description="only a GPU past this is projected (a warm-up levels off below it)")
+    within_s: float = Field(gt=0, description="a trip projected further out than this is not counted")
+
+
 class HazardConfig(StrictModel):
+    thermal_trip: ThermalTripConfig | None = Field(default=None, description="null: no GPU trip is projected")
     base_per_day: dict[EntityKind, float]
     software_per_gpu_day: float = Field(ge=0)
     # Per part kind: the same evidence says more about a GPU (error counters foretell its XID)
@@ -289,6 +307,22 @@ class Config(StrictModel):
                 )
         if len(set(self.hazard.precursors)) != len(self.hazard.precursors):
             raise ValueError("hazard.precursors: list each signal once")
+        trip = self.hazard.thermal_trip
+        if trip is not None:
+            if trip.above_c >= trip.shutdown_c:
+                raise ValueError(
+                    "hazard.thermal_trip.above_c: must be below shutdown_c, or no climb is projected"
+                )
+            known = signal_catalog().get(trip.signal)
+            if known is None or known.entity is not EntityKind.GPU:
+                raise ValueError(
+                    f"hazard.thermal_trip.signal: {trip.signal!r} is not a GPU signal (docs/signals.md)"
+                )
+            if trip.signal not in det.trend:
+                raise ValueError(
+                    f"hazard.thermal_trip.signal: no trend rule scores {trip.signal!r}, so no trip could be "
+                    "projected: add it under detectors.trend, or set hazard.thermal_trip to null"
+                )
         return self
 
     def history_span_s(self) -> float:

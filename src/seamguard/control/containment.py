@@ -90,6 +90,9 @@ class EngineView:
     forced: BoolArray | None = None  # per entity: hard evidence holds it at quarantine or worse (an XID)
     held_nodes: IntArray | None = None  # nodes the safety layer holds out of service: no spares
     now: float = float("-inf")  # the tick's time: a job's remaining run time is its end less this
+    trip_in_s: FloatArray | None = (
+        None  # per GPU, when its heat's trend reaches shutdown (inf: not heading there)
+    )
 
 
 def valued(d: DecisionRecord) -> bool:
@@ -175,6 +178,7 @@ def contain(
             continue
         else:
             choice, text = Option(int(val.choice[k])), describe(topo.ids[domain], val, domains, k)
+            text += _trip_note(view, nodes[k])
             if blind[k]:
                 text = f"{text} ({blind[k]} report no step time: valued as stalled)"
         for new in _rewrite(d, choice, text, view, nodes[k], columns, val.moved[k]):
@@ -330,6 +334,8 @@ def _situation(
     in_gpus = np.zeros((n_dom, n_jobs))
     slowdown = np.zeros((n_dom, n_jobs))
     excess_h = np.zeros((n_dom, n_jobs))
+    no_trip = np.zeros((n_dom, n_jobs))  # log P(none of the job's GPUs in the domain trips within T)
+    trip_in = _trip_in(view)
     spare = np.zeros((n_dom, n_jobs), dtype=np.int64)
     duration = np.zeros(n_dom)
     domain_nodes: list[IntArray] = []
@@ -373,6 +379,11 @@ def _situation(
                 in_nodes[k] > 0, excess[domain], 0.0
             )  # a CDU's own failures reach every job on it
         excess_h[k] = per_job * 3600.0
+        tau = trip_in[gpus[busy]]
+        p_trip = np.where(np.isfinite(tau), -np.expm1(-duration[k] * 3600.0 / np.maximum(tau, 1.0)), 0.0)
+        no_trip[k] = np.bincount(
+            jobs_of, weights=np.log1p(-np.minimum(p_trip, 1.0 - 1e-12)), minlength=n_jobs
+        )
         inside = np.zeros(node_gpus.size, dtype=bool)
         inside[nodes] = True
         outside = {c: int((admit[c] & ~inside).sum()) for c in classes}
@@ -386,8 +397,31 @@ def _situation(
         slowdown=slowdown[:, columns],
         excess_per_h=excess_h[:, columns],
         spare_nodes=spare[:, columns],
+        trip_p=-np.expm1(no_trip[:, columns]),
+        repair_h=np.full(n_dom, cfg.economics.repair_s / 3600.0),
     )
     return jobs, domains, domain_nodes, columns
+
+
+def _trip_in(view: EngineView) -> FloatArray:
+    """Per GPU, seconds until its heat reaches shutdown (``control.thermal_trip``; inf: none)."""
+    if view.trip_in_s is None:
+        return np.full(view.topology.count(EntityKind.GPU), np.inf)
+    return view.trip_in_s
+
+
+def _trip_note(view: EngineView, nodes: IntArray) -> str:
+    """The GPU in the domain closest to its shutdown temperature, for the decision's reason."""
+    trip_in = _trip_in(view)
+    gpus = np.flatnonzero(np.isin(view.topology.gpu_node, nodes))
+    if not gpus.size or not np.isfinite(trip_in[gpus]).any():
+        return ""
+    first = int(gpus[np.argmin(trip_in[gpus])])
+    hot = int(np.isfinite(trip_in[gpus]).sum())
+    name = view.topology.names[EntityKind.GPU][first]
+    trip = view.config.hazard.thermal_trip
+    at = f" at {trip.shutdown_c:g} °C" if trip is not None else ""
+    return f" ({hot} GPU(s) heading for shutdown{at}, gpu/{name} in ~{trip_in[first] / 60.0:.0f} min)"
 
 
 def _paced(view: EngineView) -> BoolArray:

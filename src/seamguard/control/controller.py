@@ -14,13 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import Config
-from seamguard.control.checkpoint_loop import (
-    SINCE_SIGNAL,
-    CheckpointLoop,
-    LoopTick,
-    job_risk,
-    storage_paths,
-)
+from seamguard.control.checkpoint_loop import SINCE_SIGNAL, CheckpointLoop, LoopTick, job_risk, storage_paths
 from seamguard.control.classifier import Classifier, ClassifierInputs, forced_out, new_hard_failures
 from seamguard.control.containment import EngineView, contain, tolerated_by, valued
 from seamguard.control.escalation import Escalation, JobSignals
@@ -35,7 +29,8 @@ from seamguard.control.explaining import (
 )
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
-from seamguard.control.revalue import causes_of, revalue
+from seamguard.control.revalue import causes_of, heating_under, revalue
+from seamguard.control.thermal_trip import trip_in_s
 from seamguard.economics.harm import straggler_harm
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, nominal_rates, part_rates
 from seamguard.economics.hazard_learning import COUNTED_KINDS, HazardLearner
@@ -43,12 +38,7 @@ from seamguard.economics.job_risk import JobRisk
 from seamguard.economics.job_value import JobEconomics, criticality_weights, job_economics
 from seamguard.economics.pace import PaceRing
 from seamguard.journal.base import Journal
-from seamguard.journal.records import (
-    DecisionRecord,
-    EvidenceItem,
-    OutcomeRecord,
-    TransitionRecord,
-)
+from seamguard.journal.records import DecisionRecord, EvidenceItem, OutcomeRecord, TransitionRecord
 from seamguard.model.catalog import SignalCatalog, SignalKind, signal_catalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
@@ -372,18 +362,22 @@ class Controller:
                     epoch=self.epoch,
                 )
             )
-        # Gray quarantines are valued against what they cost now; tolerated ones again every revalue_s.
-        again = now >= self._revalue_at and bool(self._tolerated.any())
-        if again or any(valued(d) for d in decisions):
+        # Gray quarantines are valued against what they cost now; tolerated ones again every
+        # revalue_s, and those over a GPU heading for its shutdown temperature every tick.
+        trip = trip_in_s(cfg, frame.evidence, self.store)
+        due = now >= self._revalue_at
+        again = np.flatnonzero(self._tolerated)
+        again = again if due else heating_under(topo, again, trip)
+        if again.size or any(valued(d) for d in decisions):
             view = EngineView(
                 cfg, topo, workload, self.classifier.state, self.lemon_memory.lemons(), self._gpu_slowdown,
                 self.gfs_precursor, self.prs_precursor, self._nominal_rate, self.learner.scale(), self.economics,
                 self._save_s, self._criticality, self.store.reported(STEP_TIME_SIGNAL),
-                forced_out(frame.floor), self.held_nodes, now)  # fmt: skip
+                forced_out(frame.floor), self.held_nodes, now, trip)  # fmt: skip
             taken: list[DecisionRecord] = []
-            if again:  # before this tick's own, which contain() values below
-                taken = revalue(view, np.flatnonzero(self._tolerated), now, self.mode, self.epoch)
-                self._revalue_at = now + cfg.economics.revalue_s
+            if again.size:  # before this tick's own, which contain() values below
+                taken = revalue(view, again, now, self.mode, self.epoch)
+                self._revalue_at = now + cfg.economics.revalue_s if due else self._revalue_at
                 self._tolerated[causes_of(topo, taken)] = False  # taken out: no longer kept in service
             before = decisions
             decisions = contain(decisions, view) + taken

@@ -4,7 +4,8 @@ The containment stage values a quarantine when it is entered. What it tolerated 
 spares, or because the slowdown was worth less than a restart, may be worth taking out later:
 spares come back when a domain cools, a job ends or the safety layer releases a node it held, and
 a fault that outlasts its slowdown's worth grows costlier than the restart. The Controller calls
-``revalue`` every ``economics.revalue_s`` over the quarantines it keeps in service.
+``revalue`` every ``economics.revalue_s`` over the quarantines it keeps in service, and at once
+over those with a GPU below them heading for its shutdown temperature (``heating_under``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from seamguard.model.states import State
 from seamguard.model.topology import Topology, node_of
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 
 
 def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch: int) -> list[DecisionRecord]:
@@ -45,6 +47,17 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
     if not proposals:
         return []
     return [d for d in contain(proposals, view, value_blind=False) if valued(d)]
+
+
+def heating_under(topo: Topology, entities: IntArray, trip_in_s: FloatArray) -> IntArray:
+    """The entities with a GPU below them heading for its shutdown temperature
+    (``control.thermal_trip``): valued again at once, not at the next period, since a trip
+    projected now is minutes away."""
+    hot = np.isfinite(trip_in_s)
+    if not hot.any() or not entities.size:
+        return entities[:0]
+    under = np.asarray(topo.below[entities] @ hot.astype(np.float64)).ravel() > 0
+    return entities[under]
 
 
 def _wider_kept(topo: Topology, g: int, kept: set[int]) -> bool:

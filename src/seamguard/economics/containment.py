@@ -13,8 +13,14 @@ of its slowest rank and stops when any rank fails or leaves, so all of its GPUs;
 only its GPUs inside the domain.
 
 * **tolerate** (restrict admission only): ``w x A x (slowdown + excess_rate x loss_per_failure) x T``,
-  plus, when the last save is older than a failure's average rework, the first failure's extra
-  rework ``w x A x P(a failure within T) x (since - average rework)``.
+  plus a GPU's thermal trip ``w x A x P(trip within T) x loss_per_failure`` (a part heading for its
+  shutdown temperature fails once, at a time its trend projects, not at a rate), plus, when the last
+  save is older than a failure's average rework, the first failure's extra rework
+  ``w x A x P(a failure or trip within T) x (since - average rework)``. A job that finds no spare
+  for the failed part's node waits for its repair (``economics.repair_s``, or until the job ends):
+  ``w x A x P(a failure or trip within T) x repair``. The repair outlasts the fault: a part that
+  tripped is out until someone has looked at it, where an island holds the domain only while the
+  fault lasts.
 * **checkpoint now** (and restrict admission): tolerate without that extra rework, plus the save
   ``gpus x save``.
 * **move** only the jobs for which moving pays (the critical ones) and that find spares: each
@@ -90,6 +96,8 @@ class Domains:
     slowdown: FloatArray  # (D, J) the share of its pace the fault costs the job
     excess_per_h: FloatArray  # (D, J) failures per hour the domain's parts add to the job
     spare_nodes: IntArray  # (D, J) free nodes outside the domain admissible for the job's class
+    trip_p: FloatArray  # (D, J) probability one of the job's GPUs in the domain trips on heat within T
+    repair_h: FloatArray  # (D,) how long a part that failed stays out: a job with no spare waits
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,11 @@ def _check(jobs: Jobs, domains: Domains) -> tuple[int, int]:
                 f"containment: jobs.{name} has shape {getattr(jobs, name).shape}, expected ({n_jobs},)"
             )
     n_dom = domains.duration_h.shape[0]
-    for name in ("in_nodes", "in_gpus", "slowdown", "excess_per_h", "spare_nodes"):
+    if domains.repair_h.shape != (n_dom,):
+        raise ValueError(
+            f"containment: domains.repair_h has shape {domains.repair_h.shape}, expected ({n_dom},)"
+        )
+    for name in ("in_nodes", "in_gpus", "slowdown", "excess_per_h", "spare_nodes", "trip_p"):
         if getattr(domains, name).shape != (n_dom, n_jobs):
             raise ValueError(
                 f"containment: domains.{name} has shape {getattr(domains, name).shape}, expected ({n_dom}, {n_jobs})"
@@ -125,6 +137,7 @@ def _check(jobs: Jobs, domains: Domains) -> tuple[int, int]:
         ("domains.duration_h", domains.duration_h),
         ("domains.in_gpus", domains.in_gpus),
         ("domains.excess_per_h", domains.excess_per_h),
+        ("domains.repair_h", domains.repair_h),
         ("jobs.gpus", jobs.gpus),
         ("jobs.weight", jobs.weight),
         ("jobs.restart_h", jobs.restart_h),
@@ -139,6 +152,12 @@ def _check(jobs: Jobs, domains: Domains) -> tuple[int, int]:
         if bad.any():
             at = np.argwhere(bad)[0].tolist()
             raise ValueError(f"containment: {where}{at} must be finite and >= 0, got {values[tuple(at)]}")
+    bad = ~((domains.trip_p >= 0) & (domains.trip_p <= 1))
+    if bad.any():
+        at = np.argwhere(bad)[0].tolist()
+        raise ValueError(
+            f"containment: domains.trip_p{at} must be a probability, got {domains.trip_p[tuple(at)]}"
+        )
     return n_dom, n_jobs
 
 
@@ -153,10 +172,14 @@ def value_containment(jobs: Jobs, domains: Domains) -> Valuation:
     slow = w * held * np.clip(np.nan_to_num(domains.slowdown), 0.0, None) * hours
     # Failures at the excess rate, each costing ``loss_h`` (restart, restore, the average rework),
     # the first one more: it redoes everything since the last save, beyond the average rework.
-    p_fail = 1.0 - np.exp(-domains.excess_per_h * hours)
+    p_any = 1.0 - np.exp(-domains.excess_per_h * hours) * (1.0 - domains.trip_p)  # a failure or a trip
     stale = np.maximum(jobs.since_h - np.maximum(jobs.loss_h - jobs.restart_h, 0.0), 0.0)[None, :]
-    first = w * held * p_fail * stale  # what a save now would spare
-    risk = w * held * domains.excess_per_h * jobs.loss_h[None, :] * hours + first
+    first = w * held * p_any * stale  # what a save now would spare
+    failures = domains.excess_per_h * hours + domains.trip_p  # expected, each costing loss_h
+    # No spare for the failed part's node: the job waits out its repair, however long the fault.
+    waits = domains.spare_nodes == 0
+    repair = np.where(waits, np.minimum(domains.repair_h[:, None], jobs.remaining_h[None, :]), 0.0)
+    risk = w * held * (failures * jobs.loss_h[None, :] + p_any * repair) + first
     tolerate = slow + risk
     can_save = np.isfinite(jobs.save_h)[None, :] & on
     checkpoint = np.where(

@@ -15,7 +15,8 @@ class Verb(StrEnum):
     RESTORE_ROUTE = "restore_route"
     SWITCH_STORAGE = "switch_storage"  # jobs saving to this backend move to their fallback
     RESTORE_STORAGE = "restore_storage"
-    ISLAND = "island"  # move every job out of a rack, CDU or leaf domain, if spares allow
+    ISLAND = "island"  # move every job out of a rack, CDU or leaf domain, if spares allow (else it saves)
+    ISLAND_STOP = "island_stop"  # the same, and a job with nowhere to go stops and waits for room
 
 
 @dataclass(frozen=True)

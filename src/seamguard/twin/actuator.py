@@ -72,7 +72,7 @@ class TwinActuator:
         if kind in _READ_FROM_ENGINE:
             return ActionStatus.DONE, "the twin's scheduler reads it from the engine's states"
         if kind in (K.ISLAND_DOMAIN, K.ISOLATE_SWITCH):
-            return self._island(a, why)
+            return self._island(a, why, stop=kind is K.ISLAND_DOMAIN)
         verb = _DIRECT.get(kind)
         if verb is not None:
             self._outbox.append(Action(verb, a.target, why))
@@ -116,10 +116,12 @@ class TwinActuator:
         self._outbox.append(Action(verb, target, why))
         return ActionStatus.DONE, f"{verb.value}: job {name} restarts with a spare"
 
-    def _island(self, a: KindAction, why: str) -> tuple[ActionStatus, str]:
-        """Done when every training job with nodes in the domain can move out of it now; else
-        refused, naming the job with nowhere to go (a domain held idle under a job that cannot
-        leave only costs capacity). Serving replicas move as far as room allows."""
+    def _island(self, a: KindAction, why: str, *, stop: bool) -> tuple[ActionStatus, str]:
+        """Every training job with nodes in the domain leaves it, onto spares where they fit.
+        ``stop``: one with nowhere to go saves and waits for room (an island the containment
+        stage valued that stop for); else such a job refuses the whole move, naming it (a leaf's
+        isolation is not valued: a domain held idle under a job that cannot leave only costs
+        capacity). Serving replicas move as far as room allows."""
         view = self.view
         assert view is not None, "the policy sets the view before it dispatches"
         dom = self._domain_nodes(a.target)
@@ -128,6 +130,7 @@ class TwinActuator:
         names = self.topology.names[EntityKind.NODE]
         inside = {names[n] for n in dom.tolist()}
         index = {name: i for i, (name, _) in enumerate(self.jobs)}
+        waiting: list[str] = []
         for job_name, nodes in view.placement().items():
             j = index[job_name]
             count = sum(n in inside for n in nodes)
@@ -135,12 +138,20 @@ class TwinActuator:
                 continue
             adm = self.admission(self.jobs[j][1]).copy()
             adm[dom] = 2
-            if not view.can_replace(j, count, adm):
+            if view.can_replace(j, count, adm):
+                continue
+            if not stop:
                 return (
                     ActionStatus.REFUSED,
                     f"job {job_name} has no room outside {a.target} for its {count} node(s)",
                 )
-        self._outbox.append(Action(Verb.ISLAND, a.target, why))
+            waiting.append(job_name)
+        self._outbox.append(Action(Verb.ISLAND_STOP if stop else Verb.ISLAND, a.target, why))
+        if waiting:
+            return (
+                ActionStatus.DONE,
+                f"island: its jobs move out; {', '.join(waiting)} save and wait for room",
+            )
         return ActionStatus.DONE, "island: its jobs move out"
 
     def _domain_nodes(self, eid: str) -> IntArray | None:

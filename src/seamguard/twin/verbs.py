@@ -47,8 +47,8 @@ def apply_actions(twin: Twin, t: float, actions: list[Action]) -> None:
                 twin.rerouted[node] = a.verb is Verb.REROUTE
         elif a.verb in (Verb.SWITCH_STORAGE, Verb.RESTORE_STORAGE):
             switch_storage(twin, a)
-        elif a.verb is Verb.ISLAND:
-            island(twin, t, a)
+        elif a.verb in (Verb.ISLAND, Verb.ISLAND_STOP):
+            island(twin, t, a, stop=a.verb is Verb.ISLAND_STOP)
 
 
 def remove(twin: Twin, t: float, node: int, a: Action) -> None:
@@ -96,9 +96,10 @@ def switch_storage(twin: Twin, a: Action) -> None:
             j.storage = primary
 
 
-def island(twin: Twin, t: float, a: Action) -> None:
-    """Move jobs out of a rack, CDU or leaf: a training job restarts outside when spares fit,
-    else it saves now; serving replicas move as far as room allows."""
+def island(twin: Twin, t: float, a: Action, *, stop: bool) -> None:
+    """Move jobs out of a rack, CDU or leaf: a training job restarts outside when spares fit;
+    else it saves now and stays, or (``stop``) saves and waits for room (its work stops: what
+    the containment stage valued against tolerating). Serving replicas move as far as room allows."""
     gidx = twin.topology.lookup(a.target)
     if gidx is None or twin.topology.kind_of(gidx) not in (
         EntityKind.RACK,
@@ -119,7 +120,7 @@ def island(twin: Twin, t: float, a: Action) -> None:
             continue
         adm = twin.admission(j.spec.job_class).copy()
         adm[dom] = 2
-        if twin.fleet.pick(int(inside.size), adm, usable) is not None:
+        if stop or twin.fleet.pick(int(inside.size), adm, usable) is not None:
             j.restart_elsewhere(t, set(inside.tolist()), twin.env)
         else:
             j.checkpoint_now(t, twin.env, twin.world.scenario.operations.min_checkpoint_gap_s)

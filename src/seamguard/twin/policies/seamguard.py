@@ -76,13 +76,18 @@ class _Cell:
 
 def engine_config(world: World, overrides: dict[str, Any], *, remote_only: bool = False) -> Config:
     """The engine as an operator would configure it for this cluster: each training job's state
-    size, the hosts' copy bandwidth and the backends' nameplates, from the scenario; then the
-    scenario's own overrides (``policies.seamguard.config``)."""
+    size, the hosts' copy bandwidth, the backends' nameplates, the GPUs' shutdown temperature and
+    the repair turnaround, from the scenario; then the scenario's own overrides (``policies.seamguard.config``)."""
     sc = world.scenario
     sp = sc.physics.storage
     gpn = sc.cluster.gpus_per_node
     base: dict[str, Any] = {
-        "hazard": _nominal_rates(world),
+        # The GPUs' shutdown temperature, as nvidia-smi reports it to the operator.
+        "hazard": {**_nominal_rates(world), "thermal_trip": {"shutdown_c": sc.physics.compute.trip_c}},
+        # The site's repair turnaround for a part that failed: what a job with no spare waits.
+        **(
+            {"economics": {"repair_s": sc.operations.repair_h * 3600.0}} if sc.operations.repair_h > 0 else {}
+        ),
         "checkpoint": {
             "defaults": {
                 "host_copy_gbps_per_gpu": sp.host_copy_gbps_per_gpu,

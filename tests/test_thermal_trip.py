@@ -1,0 +1,104 @@
+"""When a GPU's heat reaches its shutdown temperature (control/thermal_trip.py), through the real
+scorer: a Controller fed readings tick by tick, its trend rule's own slope and error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from seamguard.config import Config, config_from_mapping, load_config
+from seamguard.control.controller import Controller
+from seamguard.control.thermal_trip import trip_in_s
+from seamguard.model.entities import EntityKind
+from seamguard.model.topology import build_topology
+from tests.conftest import small_inventory
+from tests.test_controller import normal_batch
+
+CFG = load_config()  # shutdown 92 °C, projected past 83 °C, within an hour
+TICK, START, TICKS = 30.0, 1000.0, 40
+HOT = "gpu/n00/1"
+
+
+def run(temp_at: Callable[[int], float], cfg: Config = CFG, noise: float = 0.0) -> tuple[np.ndarray, float]:
+    """``HOT`` reads ``temp_at(tick)`` (plus ``noise`` °C of sensor noise); every other GPU stays at
+    65 °C. Returns each GPU's projected seconds to trip after the last tick, and ``HOT``'s reading."""
+    topo = build_topology(small_inventory(nodes=4, gpus=4), ())
+    ctl = Controller(topo, cfg)
+    rng = np.random.default_rng(5)
+    reading = 0.0
+    for tick in range(1, TICKS + 1):
+        reading = temp_at(tick) + rng.normal(0.0, noise)
+        ctl.tick(START + TICK * tick, normal_batch(topo, START + TICK * tick, rng,
+                                                   overrides={(HOT, "gpu.temp_c"): reading}))  # fmt: skip
+    assert ctl.frame is not None
+    return trip_in_s(cfg, ctl.frame.evidence, ctl.store), reading
+
+
+def hot_index() -> int:
+    topo = build_topology(small_inventory(nodes=4, gpus=4), ())
+    return int(topo.local[topo.index[HOT]])
+
+
+def test_a_gpu_climbing_past_its_soft_limit_is_due_at_its_confident_climb() -> None:
+    """1.5 °C a minute (0.75 a tick) up to 88.5 °C: the straight line reaches 92 °C in 140 s.
+    The projection uses the slowest climb the fit allows, so it is due no sooner than that, and
+    well within the hour. No other GPU is heading anywhere."""
+    trip, last = run(lambda tick: 58.5 + 0.75 * tick)
+    assert last == pytest.approx(88.5)
+    hot = hot_index()
+    straight = (92.0 - last) / 1.5 * 60.0
+    assert straight <= trip[hot] < 2 * straight
+    others = np.delete(trip, hot)
+    assert others.size == 15 and np.isinf(others).all()
+
+
+def test_a_fast_climb_from_below_the_trend_rule_s_gate_is_projected_at_once() -> None:
+    """2.4 °C a minute from 64 °C ten minutes ago: the trend rule's ``beyond`` gate (72 °C over
+    its whole window) still holds its evidence back, which would leave no minute to act in; the
+    projection reads the climb itself and has the GPU due in about a minute and a half."""
+    trip, last = run(lambda tick: 40.5 + 1.2 * tick)
+    assert last == pytest.approx(88.5)
+    assert (92.0 - last) / 2.4 * 60.0 == pytest.approx(trip[hot_index()], rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("what", "temp_at", "noise"),
+    [
+        ("a warm-up from idle that levels off below 83 °C", lambda t: min(35.0 + 3.0 * t, 80.0), 0.0),
+        ("a GPU held hot but not climbing", lambda t: 88.0, 0.3),
+        ("a climb the sensor's noise could explain", lambda t: 80.0 + 0.05 * t, 3.0),
+        ("a climb still below the soft limit", lambda t: 40.0 + 1.0 * t, 0.0),  # 80 °C at the last tick
+    ],
+)
+def test_no_trip_is_projected_for(what: str, temp_at: Callable[[int], float], noise: float) -> None:
+    trip, _ = run(temp_at, noise=noise)
+    assert np.isinf(trip).all(), what
+
+
+def test_a_trip_further_out_than_within_s_is_not_counted() -> None:
+    """0.5 °C a minute at 88.5 °C: due in ~7 min with shutdown at 92 °C; at 120 °C, over an hour."""
+    climb = lambda tick: 78.5 + 0.25 * tick  # noqa: E731
+    near, _ = run(climb)
+    assert np.isfinite(near[hot_index()])
+    far, _ = run(climb, config_from_mapping({"hazard": {"thermal_trip": {"shutdown_c": 120.0}}}))
+    assert np.isinf(far).all()
+
+
+def test_a_gpu_past_its_shutdown_temperature_and_climbing_is_due_now() -> None:
+    trip, last = run(lambda tick: 73.0 + 0.5 * tick)  # 93 °C at the last tick
+    assert last > 92.0 and trip[hot_index()] == 0.0
+
+
+def test_a_site_without_the_projection_gets_none() -> None:
+    off = config_from_mapping({"hazard": {"thermal_trip": None}})
+    assert off.hazard.thermal_trip is None
+    trip, _ = run(lambda tick: 58.5 + 0.75 * tick, off)
+    assert trip.shape == (16,) and np.isinf(trip).all()
+
+
+def test_the_projection_has_one_entry_per_gpu() -> None:
+    topo = build_topology(small_inventory(nodes=4, gpus=4), ())
+    trip, _ = run(lambda tick: 65.0)
+    assert trip.shape == (topo.count(EntityKind.GPU),)

@@ -70,6 +70,33 @@ def test_one_quiet_tick_never_clears() -> None:
     assert not clf.flaps[0] > 1.0  # no churn was reported
 
 
+def test_a_harmful_part_taken_out_of_its_job_stays_harmful_until_diagnosed() -> None:
+    """Out of its job (harm NaN: no pace to judge it by) a straggler is no healthier: it stays
+    harmful, out of synchronous work, for economics.diagnose_s from when it was found, then is
+    admitted again. Judged at low harm in a job, it leaves after the dwell as before. (Without
+    the hold, held-out seed 5039 swapped two slow GPUs between two jobs six times in four hours:
+    each left harmful five minutes after its swap, and the next restart picked it as a spare.)"""
+    hold = CFG.economics.diagnose_s
+    enter = CFG.economics.harmful_enter_ratio
+    clf = make()
+    clf.step(0.0, inputs(0.0))
+    clf.step(30.0, inputs(0.0, harm=enter + 0.5))
+    assert clf.state[0] == State.HARMFUL
+    for t in np.arange(60.0, 30.0 + hold, 300.0):
+        clf.step(float(t), inputs(0.0, harm=np.nan))
+        assert clf.state[0] == State.HARMFUL, t
+    clf.step(30.0 + hold, inputs(0.0, harm=np.nan))  # the hold is over: the dwell starts
+    assert clf.state[0] == State.HARMFUL
+    clf.step(30.0 + hold + C.min_dwell_s, inputs(0.0, harm=np.nan))
+    assert clf.state[0] == State.HEALTHY
+    judged = make()
+    judged.step(0.0, inputs(0.0))
+    judged.step(30.0, inputs(0.0, harm=enter + 0.5))
+    judged.step(60.0, inputs(0.0, harm=0.0))
+    judged.step(60.0 + C.min_dwell_s, inputs(0.0, harm=0.0))
+    assert judged.state[0] == State.HEALTHY
+
+
 def test_recovery_unsafe_when_recovery_evidence_dominates() -> None:
     clf = make()
     clf.step(0.0, inputs(0.0))

@@ -3,6 +3,7 @@ scorer: a Controller fed readings tick by tick, its trend rule's own slope and e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -21,14 +22,16 @@ TICK, START, TICKS = 30.0, 1000.0, 40
 HOT = "gpu/n00/1"
 
 
-def run(temp_at: Callable[[int], float], cfg: Config = CFG, noise: float = 0.0) -> tuple[np.ndarray, float]:
+def run(
+    temp_at: Callable[[int], float], cfg: Config = CFG, noise: float = 0.0, ticks: int = TICKS
+) -> tuple[np.ndarray, float]:
     """``HOT`` reads ``temp_at(tick)`` (plus ``noise`` °C of sensor noise); every other GPU stays at
     65 °C. Returns each GPU's projected seconds to trip after the last tick, and ``HOT``'s reading."""
     topo = build_topology(small_inventory(nodes=4, gpus=4), ())
     ctl = Controller(topo, cfg)
     rng = np.random.default_rng(5)
     reading = 0.0
-    for tick in range(1, TICKS + 1):
+    for tick in range(1, ticks + 1):
         reading = temp_at(tick) + rng.normal(0.0, noise)
         ctl.tick(START + TICK * tick, normal_batch(topo, START + TICK * tick, rng,
                                                    overrides={(HOT, "gpu.temp_c"): reading}))  # fmt: skip
@@ -61,6 +64,30 @@ def test_a_fast_climb_from_below_the_trend_rule_s_gate_is_projected_at_once() ->
     trip, last = run(lambda tick: 40.5 + 1.2 * tick)
     assert last == pytest.approx(88.5)
     assert (92.0 - last) / 2.4 * 60.0 == pytest.approx(trip[hot_index()], rel=0.05)
+
+
+def approach(top: float, tau_min: float = 10.0) -> Callable[[int], float]:
+    """Heat under a steady load: from 60 °C towards ``top``, first order (a tick is half a minute)."""
+    return lambda tick: top - (top - 60.0) * math.exp(-tick * 0.5 / tau_min)
+
+
+def test_a_climb_that_levels_off_below_shutdown_is_not_a_trip() -> None:
+    """35 ticks into an approach to 91.5 °C (time constant 10 min) the GPU reads 86.0 °C and still
+    climbs 0.55 °C a minute: a straight line has it at 92 °C in about 11 minutes. Its climb has
+    been slowing all along, and the curve it follows levels off below 92 °C: no trip."""
+    trip, last = run(approach(91.5), ticks=35)
+    assert last == pytest.approx(86.0, abs=0.1)
+    assert np.isinf(trip).all()
+
+
+def test_a_climb_that_levels_off_past_shutdown_trips_later_than_a_straight_line() -> None:
+    """The same approach, towards 100 °C: 88 °C and climbing 1.2 °C a minute at the last tick. The
+    curve reaches 92 °C in 10 x ln(12 / 8) = 4.1 min, after the straight line's 3.3 min."""
+    trip, last = run(approach(100.0), ticks=24)
+    assert last == pytest.approx(88.0, abs=0.05)
+    curve_min = 10.0 * math.log((100.0 - last) / (100.0 - 92.0))
+    assert trip[hot_index()] / 60.0 == pytest.approx(curve_min, rel=0.1)
+    assert trip[hot_index()] / 60.0 > (92.0 - last) / ((100.0 - last) / 10.0)
 
 
 @pytest.mark.parametrize(

@@ -66,9 +66,14 @@ def act(kind: str, target: str) -> Action:
     return Action(kind, target, "why", "quarantine", 0.0)
 
 
-def test_a_drain_the_job_cannot_staff_is_refused_and_nothing_moves(world: World) -> None:
+def test_a_drain_the_job_cannot_staff_stops_it_and_a_swap_is_refused(world: World) -> None:
+    """No spare: a drain stands (valued, or a failed part) and the job saves and waits for room;
+    a swap is only worth it with a spare to swap in."""
     a = actuator(world, View(running=True, spare=0))
     result = a.apply(act("drain_node", "gpu/n0000/1"), 1.0)
+    assert result.status is ActionStatus.DONE and result.detail.endswith("it saves and waits for room")
+    assert [(v.verb, v.target) for v in a.take()] == [(Verb.EVICT, "node/n0000")]
+    result = a.apply(act("replace_rank", "gpu/n0000/1"), 2.0)
     assert result.status is ActionStatus.REFUSED and "no admissible spare" in result.detail
     assert a.take() == []
 
@@ -92,12 +97,12 @@ def test_what_is_done_becomes_the_twin_s_verb_on_the_node(
     assert (done.verb, done.target) == (verb, "node/n0000")
 
 
-def test_a_second_pull_from_one_job_needs_a_second_spare(world: World) -> None:
+def test_a_second_swap_from_one_job_needs_a_second_spare(world: World) -> None:
     a = actuator(world, View(running=True, spare=1))
-    assert a.apply(act("drain_node", "node/n0000"), 1.0).status is ActionStatus.DONE
-    assert a.apply(act("drain_node", "node/n0001"), 1.0).status is ActionStatus.REFUSED
+    assert a.apply(act("replace_rank", "gpu/n0000/1"), 1.0).status is ActionStatus.DONE
+    assert a.apply(act("replace_rank", "gpu/n0001/1"), 1.0).status is ActionStatus.REFUSED
     assert len(a.take()) == 1
-    assert a.apply(act("drain_node", "node/n0001"), 2.0).status is ActionStatus.DONE  # a new tick
+    assert a.apply(act("replace_rank", "gpu/n0001/1"), 2.0).status is ActionStatus.DONE  # a new tick
 
 
 def test_an_island_with_nowhere_to_move_the_job_stops_it_and_says_so(world: World) -> None:
@@ -156,11 +161,13 @@ def test_the_scheduler_admits_nothing_on_a_node_the_safety_layer_holds(tmp_path:
     assert isinstance(policy, SeamguardPolicy)
     now = twin.world.start + 60.0
     free = DecisionRecord(now, "node/n0015", "drain_node", "act", "hot", "quarantine", cause="gpu/n0015/0")
-    busy = DecisionRecord(now, "node/n0000", "drain_node", "act", "hot", "quarantine", cause="gpu/n0000/0")
+    leaf = DecisionRecord(now, "switch/leaf00", "isolate_switch", "act", "congested", "quarantine",
+                          cause="switch/leaf00")  # fmt: skip
     verbs = policy._actuate(now, [free], [], View(running=False, spare=0))
     assert [(v.verb, v.target) for v in verbs] == [(Verb.DRAIN, "node/n0015")]
     assert policy.safety.held_nodes().tolist() == [15]
     assert policy.admission(JobClass.ASYNC_BATCH_INFERENCE)[15] == 2
-    refused = policy._actuate(now + 30, [busy], [], View(running=True, spare=0))
-    assert refused == [] and 0 not in policy.safety.held_nodes().tolist()
-    assert policy.outcomes["drain_node refused"] == 1 and policy.outcomes["drain_node done"] == 1
+    stuck = View(running=True, spare=0, placement={"train": ["n0000", "n0001"]})  # nowhere to go
+    refused = policy._actuate(now + 30, [leaf], [], stuck)
+    assert refused == [] and policy.safety.held_nodes().tolist() == [15]
+    assert policy.outcomes["isolate_switch refused"] == 1 and policy.outcomes["drain_node done"] == 1

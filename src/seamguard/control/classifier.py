@@ -80,7 +80,7 @@ class ClassifierInputs:
     gfs: FloatArray
     gfs_recovery: FloatArray
     prs: FloatArray
-    harm_ratio: FloatArray
+    harm_ratio: FloatArray  # NaN: not judged (a GPU that runs no job)
     hard_fail: BoolArray
     floor: IntArray  # least state forced this tick (-1: none)
     fresh: BoolArray
@@ -144,6 +144,10 @@ class Classifier:
         )
         recovery = x.gfs_recovery >= c.recovery_share * x.gfs
         harmful = x.harm_ratio >= np.where(cur == HA, e.harmful_exit_ratio, e.harmful_enter_ratio)
+        # A harmful part that runs no job has no pace to be judged by (NaN): taken out of its job,
+        # it is no healthier. It stays harmful (out of synchronous work) for ``diagnose_s``, or the
+        # next job's restart picks it as a spare, finds it slow and swaps it out again.
+        harmful |= (cur == HA) & np.isnan(x.harm_ratio) & (now - self.entered < e.diagnose_s)
         al = self.allowed
 
         tgt = np.full(cur.size, H, dtype=np.int64)

@@ -455,7 +455,7 @@ class Controller:
         harm = straggler_harm(pace, workload.gpu_job, workload.job_sync, workload.job_gpus, self.config.economics,
                               weight)  # fmt: skip
         gpus = self.topology.members[EntityKind.GPU]
-        ratio[gpus] = harm.ratio
+        ratio[gpus] = np.where(workload.gpu_job >= 0, harm.ratio, np.nan)  # no job: no pace to judge
         ratio[self.topology.members[EntityKind.MIG]] = ratio[self.topology.mig_gpus()]  # instances follow
         # Each rank's sustained slowdown over its job's median, straggler or not: the pace loss a
         # degraded part accrues for escalation (a harmful one is swapped by its state's actions).

@@ -4,6 +4,7 @@ tick computed, so ``explain`` and the tick say the same thing."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,6 +74,11 @@ def transition_reason(
         return harm_text
     if before is State.HARMFUL and after is State.HEALTHY:
         econ = config.economics
+        if math.isnan(harm_ratio):
+            return (
+                f"runs no job to be judged by for {econ.diagnose_s:g} s since it was found harmful: "
+                "admitted again"
+            )
         return (
             f"no longer worth a swap: harm ratio {harm_ratio:.2f}, below exit "
             f"{econ.harmful_exit_ratio:g} for {clear_s:g} s"

@@ -7,6 +7,16 @@ standard errors (the slowest climb the readings allow), counted only where that 
 rule's own threshold and the GPU is already past ``above_c``: warming up to work climbs as fast
 from idle and levels off below it. (The rule's ``beyond`` gate, which asks the whole trend window
 to sit past its level, would hold a climb from 70 °C back for most of the minutes it has left.)
+
+Heat under a steady load does not climb in a straight line: it approaches the temperature where
+the coolant carries off what the GPU makes, first order, its climb slowing by the same factor
+each minute. Where the climb over the last half of the trend window is slower than over the half
+before, by more than their errors allow, the projection follows that curve: the GPU levels off at
+its current reading plus its climb times the curve's time constant, and trips only if that is
+past its shutdown temperature (held-out seed 5017: a CDU losing half its flow took its GPUs from
+72 °C to 86 °C in nine minutes, which a straight line put nine minutes from 97 °C; they levelled
+off at 93 °C). A climb that does not slow is projected straight.
+
 The containment stage weighs a projected trip against islanding the domain
 (``hazard.thermal_trip``).
 """
@@ -20,6 +30,7 @@ import numpy.typing as npt
 
 from seamguard.config import Config
 from seamguard.model.entities import EntityKind
+from seamguard.scoring.detectors import weighted_slope
 from seamguard.scoring.evidence import Evidence
 from seamguard.telemetry.store import TelemetryStore
 
@@ -40,9 +51,38 @@ def trip_in_s(config: Config, evidence: Sequence[Evidence], store: TelemetryStor
     if trip is None or rule is None:  # no trip projected (null), or the rule scored nothing yet
         return np.full(n, np.inf)
     temp = store.current(trip.signal)
-    climb = rule.measure - config.scores.trend_confidence_z * rule.extra  # per minute
+    z = config.scores.trend_confidence_z
+    climb = rule.measure - z * rule.extra  # per minute
     confident = rule.evidence if rule.support is None else rule.support  # before the beyond gate
+    margin = np.maximum(trip.shutdown_c - temp, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        seconds = np.maximum(trip.shutdown_c - temp, 0.0) / climb * 60.0
+        minutes = margin / climb
+        levels, tau = _levelling(config, store, trip.signal, z)
+        # Levelling off (tau finite): at temp + recent climb x tau; past shutdown it trips at
+        # temp + (top - temp)(1 - exp(-t / tau)) = shutdown.
+        top = temp + levels * tau
+        curved = -tau * np.log1p(-margin / (top - temp))
+        minutes = np.where(np.isfinite(tau), np.where(top > trip.shutdown_c, curved, np.inf), minutes)
+        seconds = minutes * 60.0
         heading = (confident > 0) & (climb > 0) & (temp >= trip.above_c) & (seconds <= trip.within_s)
     return np.where(heading, seconds, np.inf)
+
+
+def _levelling(config: Config, store: TelemetryStore, signal: str, z: float) -> tuple[FloatArray, FloatArray]:
+    """Per GPU, (its climb per minute now, the time constant in minutes of a first-order approach
+    that slows from the earlier half of the trend window's climb to the last half's); tau is inf
+    where the climb does not slow by more than ``z`` times the two fits' joint error."""
+    ts, ring = store.history(signal)
+    half = config.scores.trend_window_s / 2.0
+    flat = 1e12  # an unweighted fit over each half: the comparison is of the halves, not of ages
+    recent, se_recent = weighted_slope(
+        ts, ring, store.now, window_s=half, halflife_s=flat, min_points=3, log=False
+    )
+    early, se_early = weighted_slope(ts, ring, store.now - half, window_s=half, halflife_s=flat, min_points=3,
+                                     log=False)  # fmt: skip
+    slows = (recent > 0) & (early - recent > z * np.hypot(se_recent, se_early))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = np.where(slows, (half / 60.0) / np.log(early / recent), np.inf)
+        # Each fit reads the climb at its half's middle: the climb now is a quarter window on.
+        now = np.where(slows, recent * np.sqrt(recent / early), recent)
+    return now, tau

@@ -97,6 +97,13 @@ def test_a_climb_that_levels_off_past_shutdown_trips_later_than_a_straight_line(
         ("a GPU held hot but not climbing", lambda t: 88.0, 0.3),
         ("a climb the sensor's noise could explain", lambda t: 80.0 + 0.05 * t, 3.0),
         ("a climb still below the soft limit", lambda t: 40.0 + 1.0 * t, 0.0),  # 80 °C at the last tick
+        # a restart's warm-up under warm water, 65 to 85 °C within minutes, then flat, drifting a
+        # little down (seed 4006: the trend rule's window still holds the warm-up's climb)
+        (
+            "a warm-up that levelled off past the soft limit",
+            lambda t: 85.0 - 20.0 * math.exp(-max(t - 25, 0)) - 0.06 * max(t - 30, 0),
+            0.2,
+        ),
     ],
 )
 def test_no_trip_is_projected_for(what: str, temp_at: Callable[[int], float], noise: float) -> None:

@@ -4,9 +4,13 @@ A GPU that reaches its shutdown temperature is taken off the bus by the driver (
 out until someone has looked at it: a failure, but not one that comes at a rate. Its time is
 what the temperature's own trend projects: the trend rule's slope less ``scores.trend_confidence_z``
 standard errors (the slowest climb the readings allow), counted only where that climb passes the
-rule's own threshold and the GPU is already past ``above_c``: warming up to work climbs as fast
-from idle and levels off below it. (The rule's ``beyond`` gate, which asks the whole trend window
-to sit past its level, would hold a climb from 70 °C back for most of the minutes it has left.)
+rule's own threshold, the GPU is already past ``above_c`` and its job has run throughout the
+trend window (it reported a step time in each third of it): warming up to work
+after a start or a restart climbs as fast, and under a warm CDU levels off past 83 °C (held-out
+seed 4006: a restart of an 872-GPU job under a warm CDU was taken for a GPU 19 minutes from its
+trip, and the rack was islanded). The rule's ``beyond`` gate, which asks the whole window to sit
+past its level, would hold a climb from 70 °C back for most of the minutes it has left; it stands
+only where no step time is reported at all.
 
 Heat under a steady load does not climb in a straight line: it approaches the temperature where
 the coolant carries off what the GPU makes, first order, its climb slowing by the same factor
@@ -31,6 +35,7 @@ import numpy.typing as npt
 from seamguard.config import Config
 from seamguard.model.entities import EntityKind
 from seamguard.scoring.detectors import weighted_slope
+from seamguard.scoring.engine import STEP_TIME_SIGNAL
 from seamguard.scoring.evidence import Evidence
 from seamguard.telemetry.store import TelemetryStore
 
@@ -53,7 +58,10 @@ def trip_in_s(config: Config, evidence: Sequence[Evidence], store: TelemetryStor
     temp = store.current(trip.signal)
     z = config.scores.trend_confidence_z
     climb = rule.measure - z * rule.extra  # per minute
-    confident = rule.evidence if rule.support is None else rule.support  # before the beyond gate
+    # Before the rule's beyond gate, for a GPU that has worked since the window began: its climb
+    # is not a warm-up. Where no pace is reported at all, the gate stands.
+    working = _working(store, config.scores.trend_window_s)
+    confident = rule.evidence if rule.support is None or working is None else rule.support * working
     margin = np.maximum(trip.shutdown_c - temp, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         minutes = margin / climb
@@ -68,10 +76,26 @@ def trip_in_s(config: Config, evidence: Sequence[Evidence], store: TelemetryStor
     return np.where(heading, seconds, np.inf)
 
 
+def _working(store: TelemetryStore, window_s: float) -> FloatArray | None:
+    """Per GPU, 1.0 where it reported a step time in each third of the trend window (its job ran
+    throughout: a climb is not a warm-up after a start or a restart, which leaves a gap of the
+    restart's length), else 0.0; None where no GPU has ever reported one (the rule's own beyond
+    gate must tell warm-ups apart)."""
+    if store.reported(STEP_TIME_SIGNAL) is None:
+        return None
+    ts, ring = store.history(STEP_TIME_SIGNAL)
+    ran = np.ones(ring.shape[1], dtype=bool)
+    for k in range(3):
+        third = (ts > store.now - window_s * (3 - k) / 3.0) & (ts <= store.now - window_s * (2 - k) / 3.0)
+        ran &= np.isfinite(ring[third]).any(axis=0)
+    return np.where(ran, 1.0, 0.0)
+
+
 def _levelling(config: Config, store: TelemetryStore, signal: str, z: float) -> tuple[FloatArray, FloatArray]:
     """Per GPU, (its climb per minute now, the time constant in minutes of a first-order approach
     that slows from the earlier half of the trend window's climb to the last half's); tau is inf
-    where the climb does not slow by more than ``z`` times the two fits' joint error."""
+    where the climb does not slow by more than ``z`` times the two fits' joint error, and 0 (no
+    climb left) where the last half no longer climbs at all."""
     ts, ring = store.history(signal)
     half = config.scores.trend_window_s / 2.0
     flat = 1e12  # an unweighted fit over each half: the comparison is of the halves, not of ages
@@ -80,9 +104,10 @@ def _levelling(config: Config, store: TelemetryStore, signal: str, z: float) -> 
     )
     early, se_early = weighted_slope(ts, ring, store.now - half, window_s=half, halflife_s=flat, min_points=3,
                                      log=False)  # fmt: skip
-    slows = (recent > 0) & (early - recent > z * np.hypot(se_recent, se_early))
+    slows = (early > 0) & (early - recent > z * np.hypot(se_recent, se_early))
+    stopped = slows & (recent <= 0)  # it has levelled off already: it stays where it is
     with np.errstate(divide="ignore", invalid="ignore"):
-        tau = np.where(slows, (half / 60.0) / np.log(early / recent), np.inf)
+        tau = np.where(stopped, 0.0, np.where(slows, (half / 60.0) / np.log(early / recent), np.inf))
         # Each fit reads the climb at its half's middle: the climb now is a quarter window on.
-        now = np.where(slows, recent * np.sqrt(recent / early), recent)
+        now = np.where(stopped, 0.0, np.where(slows, recent * np.sqrt(recent / early), recent))
     return now, tau

@@ -110,12 +110,7 @@ class TwinActuator:
         need = self._taken.get(job, 0) + 1
         name, job_class = self.jobs[job]
         if not view.can_replace(job, need, self.admission(job_class)):
-            if kind is K.REPLACE_RANK:  # a swap is worth it only with a spare to swap in
-                return ActionStatus.REFUSED, f"job {name} has no admissible spare: it keeps the node"
-            # A drain stands (the containment stage valued the stop, or the part is failed or
-            # held by an XID): the job saves and waits for room.
-            self._outbox.append(Action(Verb.EVICT, target, why))
-            return ActionStatus.DONE, f"evict: job {name} has no spare: it saves and waits for room"
+            return ActionStatus.REFUSED, f"job {name} has no admissible spare: it keeps the node"
         self._taken[job] = need
         verb = Verb.SWAP if kind is K.REPLACE_RANK else Verb.EVICT
         self._outbox.append(Action(verb, target, why))

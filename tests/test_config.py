@@ -56,7 +56,7 @@ def test_user_file_merges_and_null_removes(tmp_path: Path) -> None:
             "hazard.thermal_trip.signal: no trend rule scores 'gpu.temp_c'",
         ),
         ("hazard:\n  thermal_trip: {signal: cdu.supply_temp_c}\n", "'cdu.supply_temp_c' is not a GPU signal"),
-        ("hazard:\n  thermal_trip: {above_c: 95}\n", "above_c: must be below shutdown_c"),
+        ("hazard:\n  thermal_trip: {margin_c: 0}\n", "hazard.thermal_trip.margin_c"),
         ("economics:\n  repair_s: 0\n", "economics.repair_s"),
         ("classifier: [\n", ":2:1: not valid YAML"),
         ("- just\n- a list\n", "expected a mapping"),

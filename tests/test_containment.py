@@ -647,7 +647,7 @@ def test_controller_islands_a_cdu_quarantine_with_spare_nodes() -> None:
 
 def test_controller_islands_a_tolerated_cdu_once_its_gpus_head_for_shutdown() -> None:
     """No spares: tolerated on entry. From tick 50 c0's GPUs climb 1 °C a minute from 80 °C; once
-    past 83 °C the climb is projected to reach 92 °C within the hour, and the CDU is valued again
+    within 10 °C of 92 °C the climb is projected to reach it within the hour, and the CDU is valued again
     at once (not ``economics.revalue_s`` later): a job that trips waits out a day's repair, an
     island stops it only while the fault lasts. The reason names the GPU and its time."""
     heat_from = 50
@@ -656,8 +656,8 @@ def test_controller_islands_a_tolerated_cdu_once_its_gpus_head_for_shutdown() ->
     tolerated = [d for d in ours if d.action == "restrict_admission"]
     assert tolerated and tolerated[0].ts < START + TICK * heat_from
     [island] = [d for d in ours if d.action == "island_domain"]
-    past_83 = START + TICK * (heat_from + 6)  # 83 °C
-    assert past_83 <= island.ts <= past_83 + 3 * TICK
+    within_10 = START + TICK * (heat_from + 4)  # 82 °C: within hazard.thermal_trip.margin_c of 92 °C
+    assert within_10 <= island.ts <= within_10 + 3 * TICK
     periodic = tolerated[0].ts + CFG.economics.revalue_s * np.arange(1, 4)
     assert np.abs(periodic - island.ts).min() > 5 * TICK  # not a periodic valuation's tick
     assert "its tolerance valued again" in island.reason

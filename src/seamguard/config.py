@@ -164,7 +164,7 @@ class ThermalTripConfig(StrictModel):
     shutdown_c: float = Field(
         gt=0, description="the GPU's shutdown temperature (nvidia-smi: GPU Shutdown Temp)"
     )
-    above_c: float = Field(description="only a GPU past this is projected (a warm-up levels off below it)")
+    margin_c: float = Field(gt=0, description="only a GPU within this of shutdown_c is projected")
     within_s: float = Field(gt=0, description="a trip projected further out than this is not counted")
 
 
@@ -309,10 +309,6 @@ class Config(StrictModel):
             raise ValueError("hazard.precursors: list each signal once")
         trip = self.hazard.thermal_trip
         if trip is not None:
-            if trip.above_c >= trip.shutdown_c:
-                raise ValueError(
-                    "hazard.thermal_trip.above_c: must be below shutdown_c, or no climb is projected"
-                )
             known = signal_catalog().get(trip.signal)
             if known is None or known.entity is not EntityKind.GPU:
                 raise ValueError(

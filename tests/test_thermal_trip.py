@@ -11,7 +11,7 @@ import pytest
 
 from seamguard.config import Config, config_from_mapping, load_config
 from seamguard.control.controller import Controller
-from seamguard.control.thermal_trip import trip_in_s
+from seamguard.control.thermal_trip import domain_heats, trip_in_s
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import build_topology
 from tests.conftest import small_inventory
@@ -136,3 +136,21 @@ def test_the_projection_has_one_entry_per_gpu() -> None:
     topo = build_topology(small_inventory(nodes=4, gpus=4), ())
     trip, _ = run(lambda tick: 65.0)
     assert trip.shape == (topo.count(EntityKind.GPU),)
+
+
+def test_a_domain_s_trip_is_its_heat_on_more_than_half_its_nodes() -> None:
+    """One GPU heading for shutdown under a rack is its node's trouble (held-out seed 6038: a
+    two-node rack under a 144-GPU job was islanded for one GPU's failing cold plate); on more than
+    half the domain's nodes it is the domain's. A node's own drain counts its one node."""
+    topo = build_topology(small_inventory(nodes=4, gpus=4), ())
+    trip = np.full(topo.count(EntityKind.GPU), np.inf)
+    gpus, nodes = np.arange(16), np.arange(4)
+    assert not domain_heats(CFG, topo, trip, gpus, nodes)
+    trip[[1, 2]] = 300.0  # two GPUs of node 0
+    assert not domain_heats(CFG, topo, trip, gpus, nodes)
+    assert domain_heats(CFG, topo, trip, np.arange(4), np.array([0]))  # node 0's drain
+    trip[[5, 9]] = 300.0  # nodes 1 and 2: three of four
+    assert domain_heats(CFG, topo, trip, gpus, nodes)
+    trip[9] = np.inf  # two of four: not more than half
+    assert not domain_heats(CFG, topo, trip, gpus, nodes)
+    assert not domain_heats(config_from_mapping({"hazard": {"thermal_trip": None}}), topo, trip, gpus, nodes)

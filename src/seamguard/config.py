@@ -165,6 +165,11 @@ class ThermalTripConfig(StrictModel):
         gt=0, description="the GPU's shutdown temperature (nvidia-smi: GPU Shutdown Temp)"
     )
     margin_c: float = Field(gt=0, description="only a GPU within this of shutdown_c is projected")
+    domain_share: float = Field(
+        gt=0,
+        le=1,
+        description="a domain's trips count when GPUs heading for shutdown sit on more than this share of its nodes",
+    )
     within_s: float = Field(gt=0, description="a trip projected further out than this is not counted")
 
 

@@ -48,6 +48,7 @@ import numpy.typing as npt
 
 from seamguard.config import Config
 from seamguard.control.admissibility import node_admission
+from seamguard.control.thermal_trip import domain_heats, trip_note
 from seamguard.economics.containment import Domains, Jobs, Option, Valuation, value_containment
 from seamguard.economics.hazard import part_rates
 from seamguard.economics.job_value import JobEconomics
@@ -178,7 +179,7 @@ def contain(
             continue
         else:
             choice, text = Option(int(val.choice[k])), describe(topo.ids[domain], val, domains, k)
-            text += _trip_note(view, nodes[k])
+            text += trip_note(view.config, topo, _trip_in(view), nodes[k])
             if blind[k]:
                 text = f"{text} ({blind[k]} report no step time: valued as stalled)"
         for new in _rewrite(d, choice, text, view, nodes[k], columns, val.moved[k]):
@@ -379,7 +380,8 @@ def _situation(
                 in_nodes[k] > 0, excess[domain], 0.0
             )  # a CDU's own failures reach every job on it
         excess_h[k] = per_job * 3600.0
-        tau = trip_in[gpus[busy]]
+        heats = domain_heats(cfg, topo, trip_in, gpus, nodes)  # the domain's heat, not one GPU's
+        tau = trip_in[gpus[busy]] if heats else np.full(int(busy.sum()), np.inf)
         p_trip = np.where(np.isfinite(tau), -np.expm1(-duration[k] * 3600.0 / np.maximum(tau, 1.0)), 0.0)
         no_trip[k] = np.bincount(
             jobs_of, weights=np.log1p(-np.minimum(p_trip, 1.0 - 1e-12)), minlength=n_jobs
@@ -408,20 +410,6 @@ def _trip_in(view: EngineView) -> FloatArray:
     if view.trip_in_s is None:
         return np.full(view.topology.count(EntityKind.GPU), np.inf)
     return view.trip_in_s
-
-
-def _trip_note(view: EngineView, nodes: IntArray) -> str:
-    """The GPU in the domain closest to its shutdown temperature, for the decision's reason."""
-    trip_in = _trip_in(view)
-    gpus = np.flatnonzero(np.isin(view.topology.gpu_node, nodes))
-    if not gpus.size or not np.isfinite(trip_in[gpus]).any():
-        return ""
-    first = int(gpus[np.argmin(trip_in[gpus])])
-    hot = int(np.isfinite(trip_in[gpus]).sum())
-    name = view.topology.names[EntityKind.GPU][first]
-    trip = view.config.hazard.thermal_trip
-    at = f" at {trip.shutdown_c:g} °C" if trip is not None else ""
-    return f" ({hot} GPU(s) heading for shutdown{at}, gpu/{name} in ~{trip_in[first] / 60.0:.0f} min)"
 
 
 def _paced(view: EngineView) -> BoolArray:

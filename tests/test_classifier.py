@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from seamguard.config import load_config
 from seamguard.control.classifier import SEVERITY, Classifier, ClassifierInputs
+from seamguard.control.explaining import transition_reason
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import KIND_CODE
@@ -214,3 +215,11 @@ def test_classifier_invariants(seq: list[tuple[float, float, bool]]) -> None:
                 # clear without a break for the whole dwell, not just on this tick
                 window = [g for (ts, g) in history if ts >= t - dwell]
                 assert all(g < C.degraded_exit for g in window)
+
+
+def test_a_harmful_part_released_unjudged_says_so() -> None:
+    """Its exit names the hold, not a harm ratio it never had (NaN would read as "nan")."""
+    idle = transition_reason(CFG, 0.0, None, float("nan"), State.HARMFUL, State.HEALTHY, (), 300.0)
+    assert idle.startswith("runs no job to be judged by") and "nan" not in idle
+    judged = transition_reason(CFG, 0.0, None, 0.2, State.HARMFUL, State.HEALTHY, (), 300.0)
+    assert judged == "no longer worth a swap: harm ratio 0.20, below exit 0.6 for 300 s"

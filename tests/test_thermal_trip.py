@@ -14,8 +14,10 @@ from seamguard.control.controller import Controller
 from seamguard.control.thermal_trip import domain_heats, trip_in_s
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import build_topology
+from seamguard.scoring.engine import STEP_TIME_SIGNAL
+from seamguard.telemetry.batch import TelemetryBatch
 from tests.conftest import small_inventory
-from tests.test_controller import normal_batch
+from tests.test_controller import CAT, normal_batch
 
 CFG = load_config()  # shutdown 92 °C, projected within 10 °C of it (from 82 °C), within an hour
 TICK, START, TICKS = 30.0, 1000.0, 40
@@ -23,18 +25,30 @@ HOT = "gpu/n00/1"
 
 
 def run(
-    temp_at: Callable[[int], float], cfg: Config = CFG, noise: float = 0.0, ticks: int = TICKS
+    temp_at: Callable[[int], float],
+    cfg: Config = CFG,
+    noise: float = 0.0,
+    ticks: int = TICKS,
+    idle: range = range(0),
+    no_pace: bool = False,
 ) -> tuple[np.ndarray, float]:
     """``HOT`` reads ``temp_at(tick)`` (plus ``noise`` °C of sensor noise); every other GPU stays at
-    65 °C. Returns each GPU's projected seconds to trip after the last tick, and ``HOT``'s reading."""
+    65 °C. In the ``idle`` ticks ``HOT``'s job reports no step time (it is restarting). Returns each
+    GPU's projected seconds to trip after the last tick, and ``HOT``'s reading. ``no_pace``: no
+    GPU ever reports a step time (a DCGM-only site)."""
     topo = build_topology(small_inventory(nodes=4, gpus=4), ())
     ctl = Controller(topo, cfg)
     rng = np.random.default_rng(5)
     reading = 0.0
     for tick in range(1, ticks + 1):
         reading = temp_at(tick) + rng.normal(0.0, noise)
-        ctl.tick(START + TICK * tick, normal_batch(topo, START + TICK * tick, rng,
-                                                   overrides={(HOT, "gpu.temp_c"): reading}))  # fmt: skip
+        batch = normal_batch(topo, START + TICK * tick, rng, overrides={(HOT, "gpu.temp_c"): reading})
+        if tick in idle or no_pace:
+            step = batch.signal == CAT[STEP_TIME_SIGNAL].index
+            step &= no_pace | (batch.entity == topo.index[HOT])
+            batch = TelemetryBatch(batch.entity[~step], batch.signal[~step], batch.timestamp[~step],
+                                   batch.value[~step])  # fmt: skip
+        ctl.tick(START + TICK * tick, batch)
     assert ctl.frame is not None
     return trip_in_s(cfg, ctl.frame.evidence, ctl.store), reading
 
@@ -88,6 +102,24 @@ def test_a_climb_that_levels_off_past_shutdown_trips_later_than_a_straight_line(
     curve_min = 10.0 * math.log((100.0 - last) / (100.0 - 92.0))
     assert trip[hot_index()] / 60.0 == pytest.approx(curve_min, rel=0.1)
     assert trip[hot_index()] / 60.0 > (92.0 - last) / ((100.0 - last) / 10.0)
+
+
+def test_a_climb_after_a_restart_is_a_warm_up_not_a_trip() -> None:
+    """The fast climb above, but the job restarted in the trend window's first third (no step
+    time from ticks 21 to 27): a warm-up to work climbs as fast (held-out seed 4006). Once the job
+    has run a whole window the same climb would count."""
+    trip, last = run(lambda tick: 40.5 + 1.2 * tick, idle=range(21, 28))
+    assert last == pytest.approx(88.5)
+    assert np.isinf(trip).all()
+
+
+def test_where_no_pace_is_reported_the_trend_rule_s_own_gate_tells_warm_ups_apart() -> None:
+    """With no step time anywhere, a climb counts only once the whole window sits past the trend
+    rule's ``beyond`` (72 °C): the fast climb from 64 °C is held back, the one from 74 °C is not."""
+    fast, _ = run(lambda tick: 40.5 + 1.2 * tick, no_pace=True)
+    assert np.isinf(fast).all()
+    steady, _ = run(lambda tick: 58.5 + 0.75 * tick, no_pace=True)
+    assert np.isfinite(steady[hot_index()])
 
 
 @pytest.mark.parametrize(

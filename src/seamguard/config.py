@@ -158,7 +158,7 @@ class EconomicsConfig(StrictModel):
 class ThermalTripConfig(StrictModel):
     """A GPU heading for its shutdown temperature: the driver takes it off the bus (XID 79) and it
     stays out until someone looks at it. Not a rate: a time to trip, from the signal's confident
-    trend (its trend rule's slope less ``scores.trend_confidence_z`` errors, past the rule's gate)."""
+    trend (its trend rule's slope less ``scores.trend_confidence_z`` errors; control/thermal_trip.py)."""
 
     signal: str = Field(description="the temperature whose trend rule projects the trip")
     shutdown_c: float = Field(

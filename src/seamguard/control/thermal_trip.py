@@ -47,75 +47,86 @@ from seamguard.telemetry.store import TelemetryStore
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 def trip_in_s(config: Config, evidence: Sequence[Evidence], store: TelemetryStore) -> FloatArray:
     """Per GPU, seconds until its reading reaches ``hazard.thermal_trip.shutdown_c`` at its
     confident climb; inf where it is not confidently climbing, not read, or would take longer than
-    ``within_s``. A GPU already at or past its shutdown temperature and still climbing is due now (0)."""
+    ``within_s``. A GPU already at or past its shutdown temperature and still climbing is due now (0).
+
+    Every tick, over the whole fleet: the cheap gates (a climb past the rule's threshold, within
+    ``margin_c``) pick the few candidates first, and only those get the history scans."""
     trip = config.hazard.thermal_trip
-    n = store.topology.count(EntityKind.GPU)
+    out = np.full(store.topology.count(EntityKind.GPU), np.inf)
     rule = (
         None
         if trip is None
         else next((e for e in evidence if e.detector == "trend" and e.signal == trip.signal), None)
     )
     if trip is None or rule is None:  # no trip projected (null), or the rule scored nothing yet
-        return np.full(n, np.inf)
+        return out
     temp = store.current(trip.signal)
     z = config.scores.trend_confidence_z
     climb = rule.measure - z * rule.extra  # per minute
-    # Before the rule's beyond gate, for a GPU that has worked since the window began: its climb
-    # is not a warm-up. Where no pace is reported at all, the gate stands.
-    working = _working(store, config.scores.trend_window_s)
-    confident = rule.evidence if rule.support is None or working is None else rule.support * working
+    ungated = rule.evidence if rule.support is None else rule.support  # before the beyond gate
+    with np.errstate(invalid="ignore"):
+        near = (ungated > 0) & (climb > 0) & (temp >= trip.shutdown_c - trip.margin_c)
+    idx = np.flatnonzero(near)
+    if idx.size and rule.support is not None:
+        # Past the beyond gate only for a GPU that has worked since the window began (its climb is
+        # not a warm-up); where no pace is reported at all, the gate stands.
+        working = _working(store, config.scores.trend_window_s, idx)
+        idx = idx[rule.evidence[idx] > 0] if working is None else idx[working]
+    if not idx.size:
+        return out
+    temp, climb = temp[idx], climb[idx]
     margin = np.maximum(trip.shutdown_c - temp, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         minutes = margin / climb
-        levels, tau = _levelling(config, store, trip.signal, z)
-        # Levelling off (tau finite): at temp + recent climb x tau; past shutdown it trips at
+        levels, tau = _levelling(config, store, trip.signal, z, idx)
+        # Levelling off (tau finite): at temp + climb now x tau; past shutdown it trips at
         # temp + (top - temp)(1 - exp(-t / tau)) = shutdown.
         top = temp + levels * tau
         curved = -tau * np.log1p(-margin / (top - temp))
         minutes = np.where(np.isfinite(tau), np.where(top > trip.shutdown_c, curved, np.inf), minutes)
         seconds = minutes * 60.0
-        heading = (
-            (confident > 0)
-            & (climb > 0)
-            & (temp >= trip.shutdown_c - trip.margin_c)
-            & (seconds <= trip.within_s)
-        )
-    return np.where(heading, seconds, np.inf)
+        due = seconds <= trip.within_s
+    out[idx[due]] = seconds[due]
+    return out
 
 
-def _working(store: TelemetryStore, window_s: float) -> FloatArray | None:
-    """Per GPU, 1.0 where it reported a step time in each third of the trend window (its job ran
-    throughout: a climb is not a warm-up after a start or a restart, which leaves a gap of the
-    restart's length), else 0.0; None where no GPU has ever reported one (the rule's own beyond
-    gate must tell warm-ups apart)."""
+def _working(store: TelemetryStore, window_s: float, gpus: IntArray) -> BoolArray | None:
+    """Of ``gpus``, those that reported a step time in each third of the trend window (the job
+    ran throughout: a climb is not a warm-up after a start or a restart, which leaves a gap of
+    the restart's length); None where no GPU has ever reported one (the rule's own beyond gate
+    must tell warm-ups apart)."""
     if store.reported(STEP_TIME_SIGNAL) is None:
         return None
     ts, ring = store.history(STEP_TIME_SIGNAL)
-    ran = np.ones(ring.shape[1], dtype=bool)
+    ran: BoolArray = np.ones(gpus.size, dtype=bool)
     for k in range(3):
         third = (ts > store.now - window_s * (3 - k) / 3.0) & (ts <= store.now - window_s * (2 - k) / 3.0)
-        ran &= np.isfinite(ring[third]).any(axis=0)
-    return np.where(ran, 1.0, 0.0)
+        ran &= np.isfinite(ring[np.ix_(third, gpus)]).any(axis=0)
+    return ran
 
 
-def _levelling(config: Config, store: TelemetryStore, signal: str, z: float) -> tuple[FloatArray, FloatArray]:
-    """Per GPU, (its climb per minute now, the time constant in minutes of a first-order approach
-    that slows from the earlier half of the trend window's climb to the last half's); tau is inf
-    where the climb does not slow by more than ``z`` times the two fits' joint error, and 0 (no
-    climb left) where the last half no longer climbs at all."""
+def _levelling(
+    config: Config, store: TelemetryStore, signal: str, z: float, gpus: IntArray
+) -> tuple[FloatArray, FloatArray]:
+    """Of ``gpus``, (the climb per minute now, the time constant in minutes of a first-order
+    approach that slows from the earlier half of the trend window's climb to the last half's);
+    tau is inf where the climb does not slow by more than ``z`` times the two fits' joint error,
+    and 0 (no climb left) where the last half no longer climbs at all."""
     ts, ring = store.history(signal)
+    values = ring[:, gpus]
     half = config.scores.trend_window_s / 2.0
     flat = 1e12  # an unweighted fit over each half: the comparison is of the halves, not of ages
     recent, se_recent = weighted_slope(
-        ts, ring, store.now, window_s=half, halflife_s=flat, min_points=3, log=False
+        ts, values, store.now, window_s=half, halflife_s=flat, min_points=3, log=False
     )
-    early, se_early = weighted_slope(ts, ring, store.now - half, window_s=half, halflife_s=flat, min_points=3,
-                                     log=False)  # fmt: skip
+    early, se_early = weighted_slope(ts, values, store.now - half, window_s=half, halflife_s=flat,
+                                     min_points=3, log=False)  # fmt: skip
     slows = (early > 0) & (early - recent > z * np.hypot(se_recent, se_early))
     stopped = slows & (recent <= 0)  # it has levelled off already: it stays where it is
     with np.errstate(divide="ignore", invalid="ignore"):

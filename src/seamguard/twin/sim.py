@@ -132,6 +132,7 @@ class Twin:
         self.faults = world.faults
         self._next_fault = 0
         self.active: list[Fault] = []
+        self._facility = [f for f in world.faults if f.spec.facility and not f.benign]
         self.cleared: set[int] = set()
         self.fired: set[int] = set()
         self.on_node = node_faults(world.faults, topo)
@@ -247,18 +248,17 @@ class Twin:
 
     def affected(self, node: int, t: float, broken: npt.NDArray[np.bool_] | None = None) -> bool:
         """Is anything really wrong with the node or its domain now, or about to be (a fault due
-        within a save's time, which is how early the oracle acts)? The false-quarantine test."""
+        within a save's time, which is how early the oracle acts)? The false-quarantine test.
+        A facility fault counts until one tick after it ends: a decision at ``t`` reads the tick of
+        telemetry before it, in which the fault was still on (and the water and the GPUs take
+        minutes to cool: ``rack_time_constant_s``, ``gpu_time_constant_s``)."""
         for fid in self.on_node[node]:
             f = self.faults[fid]
             if not f.benign and f.onset <= t + self.lead and fid not in self.cleared:
                 return True
-        for f in self.active:
-            if (
-                f.spec.facility
-                and not f.benign
-                and f.onset <= t < f.end
-                and node in domain_nodes(self.topology, f)
-            ):
+        seen_until = t - self.world.tick_s
+        for f in self._facility:
+            if f.onset <= t and seen_until < f.end and node in domain_nodes(self.topology, f):
                 return True
         return bool((self.broken() if broken is None else broken)[node])
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real components the test suite starts on loopback ports of its own (docs/integrations.md):
-# Slurm with munge, Prometheus and HAProxy, all from Debian. Idempotent: installs only what is
+# Slurm with munge, Prometheus, HAProxy, etcd 3.4 and PostgreSQL, all from Debian. Idempotent: installs only what is
 # missing. Services are never started here; the tests start and stop their own instances.
 set -euo pipefail
 
@@ -13,6 +13,8 @@ declare -A BINARY_OF=(
   [slurm-client]=scontrol
   [prometheus]=prometheus
   [haproxy]=haproxy
+  [etcd-server]=etcd
+  [etcd-client]=etcdctl
 )
 missing=()
 for pkg in "${!BINARY_OF[@]}"; do
@@ -21,6 +23,10 @@ for pkg in "${!BINARY_OF[@]}"; do
     missing+=("$pkg")
   fi
 done
+# PostgreSQL's server binaries live under a versioned directory, not on PATH.
+if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
+  missing+=(postgresql)
+fi
 if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi

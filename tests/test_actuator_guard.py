@@ -161,3 +161,43 @@ def test_the_guard_deadline_covers_every_call_one_action_makes() -> None:
     routes = {r.actuator.name: r for r in build_routes(cfg)}
     assert routes["slurm"].guard.timeout_s == 60.0
     assert routes["haproxy"].guard.timeout_s == 30.0
+
+
+class EpochFence:
+    """A fence that admits only one epoch, deposed at will (``ha.fence.EtcdFence`` against a real
+    etcd is tests/test_ha_leadership.py): what the guard does with the answer."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.asked: list[str] = []
+
+    def admit(self, action: Action) -> str | None:
+        self.asked.append(action.key)
+        return None if action.epoch == self.epoch else f"epoch {action.epoch} deposed by {self.epoch}"
+
+
+def test_a_fenced_action_is_never_carried_out_nor_retried() -> None:
+    actuator = Scripted(failures=1)
+    fence = EpochFence(3)
+    g = Guard(actuator, CFG, rng=random.Random(1), fence=fence)
+    (first,) = g.submit(act(), 10.0)  # epoch 3 leads: tried, fails, a retry is scheduled
+    assert first.status == "failed" and len(actuator.calls) == 1
+    fence.epoch = 4  # a new leader took over before the retry came due
+    ((_, _, due),) = g.pending()
+    (retry,) = g.due(due)
+    assert (retry.status, retry.epoch) == ("fenced", 3) and "deposed by 4" in retry.detail
+    assert len(actuator.calls) == 1 and g.pending() == []  # the actuator never saw the retry
+    (again,) = g.submit(act(), due + 1.0)  # the same action once more: already handled
+    assert again.status == "already" and len(actuator.calls) == 1
+    (late,) = g.submit(act("node/n02", at=5.0), due + 2.0)  # a new action of the old epoch
+    assert late.status == "fenced" and len(actuator.calls) == 1
+    new = Action("drain_node", "node/n02", "quarantine", "quarantine", decided_at=6.0, epoch=4)
+    (done,) = g.submit(new, due + 3.0)
+    assert done.status == "done" and len(actuator.calls) == 2 and len(fence.asked) == 4
+
+
+def test_the_dispatcher_hands_its_fence_to_every_enforcing_guard() -> None:
+    fence = EpochFence(9)
+    d = Dispatcher([Route(Scripted(), Mode.ENFORCE)], fence=fence)
+    (r,) = d.dispatch([act()], 0.0)
+    assert r.status == "fenced" and fence.asked == [act().key]

@@ -24,7 +24,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from seamguard.cli import app
-from seamguard.daemon import Daemon, NoticeLatch, parse_listen, run_daemon
+from seamguard.daemon import Daemon, NoticeLatch
+from seamguard.daemon_run import parse_listen, run_daemon
 from seamguard.errors import InputError
 from seamguard.journal.records import NoticeRecord
 from seamguard.journal.sqlite import SqliteJournal
@@ -390,7 +391,7 @@ def test_a_failed_start_releases_the_journal(tmp_path: Path) -> None:
 
 def test_status_says_what_is_wrong_what_is_held_and_what_waits(topo: Topology) -> None:
     """GET /v1/status: the source in trouble, the quarantined node, the drain a budget holds back."""
-    from seamguard.daemon import serve_api
+    from seamguard.daemon_run import serve_api
 
     config = daemon_config_from_mapping({**POLICY, "safety": {"budgets": {"max_nodes": 1}}})
     flaky = Flaky()
@@ -430,7 +431,7 @@ def test_the_daemon_clock_never_steps_back(monkeypatch: pytest.MonkeyPatch) -> N
     """NTP may step the wall clock back; the engine refuses a tick earlier than the last."""
     import time as time_module
 
-    from seamguard.daemon import steady_wall_clock
+    from seamguard.daemon_run import steady_wall_clock
 
     wall = [1.0e9]
     mono = [100.0]

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from seamguard.daemon import Daemon, serve_api
+from seamguard.daemon import Daemon
+from seamguard.daemon_run import serve_api
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KINDS, Topology, build_topology
 from seamguard.site_config import daemon_config_from_mapping

@@ -32,7 +32,8 @@ import pytest
 import yaml
 from rich.console import Console
 
-from seamguard.daemon import Daemon, run_daemon
+from seamguard.daemon import Daemon
+from seamguard.daemon_run import run_daemon
 from seamguard.errors import InputError
 from seamguard.journal.records import AuditRecord
 from seamguard.journal.sqlite import SqliteJournal
@@ -147,7 +148,7 @@ def live(
     # would install is kept here and called to stop it, as the signal would.
     handlers: dict[int, Callable[[int, Any], None]] = {}
     monkeypatch.setattr(
-        "seamguard.daemon.signal.signal", lambda s, h: handlers.setdefault(s, h) and signal.SIG_DFL
+        "seamguard.daemon_run.signal.signal", lambda s, h: handlers.setdefault(s, h) and signal.SIG_DFL
     )
     ready = threading.Event()
     got: dict[str, Any] = {}

@@ -250,7 +250,7 @@ def test_seamguard_run_on_a_journal_another_process_writes_is_refused_before_it_
 
     from rich.console import Console
 
-    from seamguard.daemon import run_daemon
+    from seamguard.daemon_run import run_daemon
     from tests.test_daemon import write_config, write_inventory
 
     path, proc = child_writer
@@ -342,7 +342,9 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 
 
 def _refused_fast(call: Any) -> InputError:
-    """``call`` raises InputError in well under a second, allocating under 5 MB on the way."""
+    """``call`` raises InputError allocating under 5 MB on the way, and within seconds: expanding
+    the bomb would take minutes and gigabytes. (The bound is loose on purpose: a loaded CI machine
+    under tracemalloc took 0.6 s for what a quiet one does in 0.2 s.)"""
     import tracemalloc
 
     tracemalloc.start()
@@ -354,7 +356,7 @@ def _refused_fast(call: Any) -> InputError:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert elapsed < 0.5 and peak < 5 * 2**20, (elapsed, peak)
+    assert elapsed < 5.0 and peak < 5 * 2**20, (elapsed, peak)
     return err.value
 
 

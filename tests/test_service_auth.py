@@ -16,7 +16,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from seamguard.cli import app
-from seamguard.daemon import run_daemon
+from seamguard.daemon_run import run_daemon
 from seamguard.errors import InputError
 from seamguard.service.access import AccessPolicy, allows, default_rules
 from seamguard.service.audit import OVERFLOW, AuditTally

@@ -19,7 +19,8 @@ import httpx
 import pytest
 import trustme
 
-from seamguard.daemon import Daemon, serve_api
+from seamguard.daemon import Daemon
+from seamguard.daemon_run import serve_api
 from seamguard.errors import InputError
 from seamguard.model.topology import build_topology
 from seamguard.service.auth import digest_of, new_token

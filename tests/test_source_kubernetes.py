@@ -428,7 +428,8 @@ def test_loading_the_section_does_not_import_the_client(topo: Topology) -> None:
 
 
 def test_the_daemon_shows_a_refused_pod_list_in_its_status(topo: Topology, tmp_path: Path) -> None:
-    from seamguard.daemon import Daemon, serve_api
+    from seamguard.daemon import Daemon
+    from seamguard.daemon_run import serve_api
 
     state = KubeState(pages(), fail=403)
     with kube_api(state) as url:

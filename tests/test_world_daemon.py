@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from seamguard.daemon import Daemon, run_daemon, serve_api
+from seamguard.daemon import Daemon
+from seamguard.daemon_run import run_daemon, serve_api
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.live_world import LiveWorld
 from seamguard.model.entities import EntityKind

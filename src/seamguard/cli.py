@@ -72,7 +72,7 @@ def run(
 
     Jobs follow Slurm's placements every poll; the inventory and jobs files are re-read when they
     change and on SIGHUP (kill -HUP), without a restart. SIGINT/SIGTERM stop after the tick."""
-    from seamguard.daemon import run_daemon
+    from seamguard.daemon_run import run_daemon
 
     if ticks is not None and ticks < 1:
         raise _fail(f"--ticks: must be at least 1, got {ticks}")

@@ -1,10 +1,10 @@
 """The daemon's loop: sources -> engine -> safety -> actuators -> journal, one tick at a time.
 
-``Daemon.step(now)`` is one tick and takes its time from the caller; ``run_daemon`` is the
-``seamguard run`` driver that reads the wall clock, serves the HTTP API (each job's risk, the
-economics, the push endpoint), re-reads the inventory and jobs files on SIGHUP (and whenever
-they change) and stops cleanly on SIGINT/SIGTERM. The world (nodes, jobs) may change between
-ticks; ``_follow_world`` applies it before a tick (``live_world``, ``model.world``).
+``Daemon.step(now)`` is one tick and takes its time from the caller; ``daemon_run.run_daemon`` is
+the ``seamguard run`` driver around it (wall clock, HTTP API, signals, leadership). The world
+(nodes, jobs) may change between ticks; ``_follow_world`` applies it before a tick
+(``live_world``, ``model.world``). With ``ha`` configured, a replica acts only while it leads, each
+action fenced by its epoch (``ha``); a follower ticks its engine and advises.
 
 A source that fails says so in notices and the engine goes on with the rest. Notices are
 journaled when they first appear and again when they clear, not every tick, so a target down
@@ -14,19 +14,14 @@ for a day is two journal rows, not 8,640.
 from __future__ import annotations
 
 import logging
-import math
-import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import numpy as np
 import numpy.typing as npt
-from rich.console import Console
-from rich.markup import escape
 
 from seamguard.actuators.dispatch import Dispatcher, Route, actuate, build_routes
 from seamguard.actuators.sections import Mode
@@ -35,6 +30,9 @@ from seamguard.control.controller import Controller
 from seamguard.control.engine_world import apply_world
 from seamguard.control.safety import SafetyLayer
 from seamguard.errors import InputError
+from seamguard.ha.fence import EtcdFence
+from seamguard.ha.leadership import Leadership
+from seamguard.ha.view import LeaderView
 from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.live_world import LiveWorld
@@ -43,15 +41,11 @@ from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
 from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.model.world import by_id, inventory_of
-from seamguard.service.app import create_app
 from seamguard.service.guard import Security
-from seamguard.service.metrics import DaemonMetrics, MetricsView, daemon_view, metrics_router
-from seamguard.service.server import RunningServer, serve_in_thread
-from seamguard.service.startup import build_security, check_exposure, check_tls
-from seamguard.site_config import DaemonConfig, load_daemon_config
+from seamguard.service.metrics import DaemonMetrics, MetricsView, daemon_view
+from seamguard.site_config import DaemonConfig
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import PlacementSource, Source, SourceNotice, WorldFollower
-from seamguard.telemetry.sources.build import build_sources
 from seamguard.telemetry.sources.push import PushSource
 from seamguard.telemetry.sources.slurm import job_placements, read_snapshot
 from seamguard.telemetry.sources.unknown_names import unknown_names_notice
@@ -106,6 +100,7 @@ class DaemonStatus:
     non_healthy: dict[str, int]  # state -> entities in it
     nodes: int = 0  # the world now: nodes in the inventory...
     jobs: int = 0  # ...and jobs in the job table
+    leadership: dict[str, object] | None = None  # with ``ha``: who leads, the epoch, acting time left
 
 
 class Daemon:
@@ -122,10 +117,14 @@ class Daemon:
         seed: int = 0,
         world: LiveWorld | None = None,
         routes: Sequence[Route] | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
-        """``routes``: the actuators, by default those the config's ``actuators`` section builds."""
+        """``routes``: the actuators, by default those the config's ``actuators`` section builds.
+        ``leadership`` (``ha``): only while it leads does this replica act, each action fenced."""
         routes = build_routes(config.site.actuators) if routes is None else list(routes)
         enforcing = any(r.mode is Mode.ENFORCE for r in routes)
+        self.leadership = leadership
+        self._acting_mode = "act" if enforcing else "advise"
         self.config = config
         self.topology = topology
         self.sources = list(sources)
@@ -134,7 +133,7 @@ class Daemon:
         self.controller = Controller(topology, config.policy, journal=journal, mode="act" if enforcing else "advise",
                                      live_jobs=True)  # fmt: skip
         self.safety = SafetyLayer(topology, config.site.safety)
-        self.dispatcher = Dispatcher(routes, seed=seed)
+        self.dispatcher = Dispatcher(routes, seed=seed, fence=EtcdFence(leadership) if leadership else None)
         self.latch = NoticeLatch()
         # Where the world comes from (the inventory and jobs files, watched); the placement
         # sources are asked each tick. Without files: the topology's own inventory and jobs.
@@ -154,7 +153,9 @@ class Daemon:
         # touching the safety layer, the dispatcher or the latch while a step changes them.
         self._status = self._snapshot()
         self._metrics_view = self._view()  # replaced whole each step, like ``_status``
-        self.metrics = DaemonMetrics(lambda: self._metrics_view, self.push)
+        self.metrics = DaemonMetrics(
+            lambda: self._metrics_view, self.push, None if leadership is None else leadership.view
+        )
 
     @property
     def push(self) -> PushSource | None:
@@ -162,7 +163,9 @@ class Daemon:
 
     def step(self, now: float) -> StepReport:
         started = time.perf_counter()
-        restored = self._restore(now)
+        lead = self._lead()
+        acting = lead is None or lead.leading  # a follower keeps its engine warm and acts on nothing
+        restored = self._restore(now) if acting else []
         batches: list[TelemetryBatch] = []
         notices: list[SourceNotice] = []
         for source in self.sources:
@@ -180,9 +183,12 @@ class Daemon:
         with self.lock:
             self.controller.held_nodes = self.safety.held_nodes()
             result = self.controller.tick(now, batch)
-        results, safety_notices = actuate(
-            self.safety, self.dispatcher, now, result.decisions, result.transitions
-        )
+        results: list[ActionResultRecord] = []
+        safety_notices: list[NoticeRecord] = []
+        if acting:
+            results, safety_notices = actuate(
+                self.safety, self.dispatcher, now, result.decisions, result.transitions
+            )
         # The engine's own notices (a stuck or uncorroborated sensor, a mass-stale heartbeat source)
         # are given once by the engine when they start: journaled as they come.
         engine_notices = [NoticeRecord(now, "engine", "warning", text) for text in result.notices]
@@ -205,6 +211,23 @@ class Daemon:
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
         )
+
+    def _lead(self) -> LeaderView | None:
+        """Before the tick: leading, the engine decides under this leadership's epoch (the fence
+        refuses any other); following, it advises, and takes over the quarantines the journal
+        shows once it leads."""
+        if self.leadership is None:
+            return None
+        lead = self.leadership.view()
+        with self.lock:
+            if lead.leading and (
+                self.controller.epoch != lead.epoch or self.controller.mode != self._acting_mode
+            ):
+                self.controller.epoch, self.controller.mode = lead.epoch, self._acting_mode
+                self._restored = self.journal is None  # a new leadership restores the ledger first
+            elif not lead.leading:
+                self.controller.mode = "advise"
+        return lead
 
     def _restore(self, now: float) -> list[NoticeRecord]:
         """Nodes the journal shows quarantined by an earlier run are held again, so that they are
@@ -251,6 +274,7 @@ class Daemon:
             },
             nodes=self.topology.count(EntityKind.NODE),
             jobs=len(self.topology.jobs),
+            leadership=None if self.leadership is None else self.leadership.view().to_json(),
         )
 
     # ---- a world that changes while the daemon runs (``live_world``, ``model.world``) --------
@@ -332,152 +356,3 @@ def daemon_world(config: DaemonConfig, inventory: Path, jobs: Path | None) -> tu
         records = tuple(r for r in job_placements(snap, config.site.sources.slurm) if set(r.nodes) <= nodes)
     scheduled = () if jobs is not None else records  # the scheduler's jobs until it first reports
     return build_topology(inv, records), LiveWorld(inventory, jobs, inv, file_jobs, scheduled)
-
-
-def run_daemon(
-    *,
-    config_path: Path | None,
-    inventory: Path,
-    jobs: Path | None,
-    journal_path: Path,
-    listen: str | None,
-    ticks: int | None,
-    console: Console,
-    clock: Callable[[], float] | None = None,
-    on_ready: Callable[[Daemon, RunningServer | None], None] | None = None,
-) -> int:
-    """``seamguard run``: tick every ``engine.tick_s`` of wall time until stopped (or ``ticks``)."""
-    clock = clock or steady_wall_clock()
-    bind = parse_listen(listen) if listen else None  # before anything is opened or written
-    cfg = load_daemon_config(config_path)
-    site = cfg.site
-    if not site.sources.any():
-        raise InputError(
-            str(config_path or "config"),
-            "sources: nothing to read; configure at least one source (docs/sources.md)",
-        )
-    security: Security | None = None
-    if bind is not None:  # never exposed without credentials; a bad tokens file or certificate stops here
-        check_exposure(bind[0], site.service)
-        if site.service.tls is not None:
-            check_tls(site.service.tls)
-        security = build_security(site.service, site.sources.push.path if site.sources.push else None)
-    topology, world = daemon_world(cfg, inventory, jobs)
-    journal = SqliteJournal(journal_path)
-    sources: list[Source] = []
-    try:
-        journal.set_meta("source", "seamguard run")
-        journal.set_meta("config_sha256", cfg.sha256())
-        sources = build_sources(site.sources, topology, clock)  # pushed stamps are checked against it
-        daemon = Daemon(cfg, topology, sources, journal=journal, world=world)
-        server = serve_api(daemon, *bind, security=security) if bind else None
-    except BaseException:  # a busy port, a bad actuator section: release what was opened
-        _close(sources, journal)
-        raise
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        console.print(f"[yellow]signal {signal.Signals(signum).name}: stopping after this tick[/]")
-        stop.set()
-
-    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _reload_on_hup(daemon, console))
-    console.print(
-        f"seamguard run: {topology.n_entities:,} entities, {len(topology.jobs)} job(s) · sources {', '.join(s.name for s in daemon.sources)} · "
-        f"tick {cfg.policy.engine.tick_s:g} s · journal {journal_path}"
-        + (f" · serving {server.url}" if server else ""),
-        soft_wrap=True,
-    )
-    if on_ready is not None:
-        on_ready(daemon, server)
-    done = 0
-    try:
-        while not stop.is_set() and (ticks is None or done < ticks):
-            started = clock()
-            report = daemon.step(started)
-            done += 1
-            _print_step(console, report)
-            stop.wait(max(0.0, cfg.policy.engine.tick_s - (clock() - started)))
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if server is not None:
-            server.stop()
-        daemon.dispatcher.close()
-        _close(daemon.sources, journal)
-    console.print(f"stopped after {done} tick(s); journal {journal_path}")
-    return 0
-
-
-def _reload_on_hup(daemon: Daemon, console: Console) -> Callable[[int, FrameType | None], None]:
-    """SIGHUP: re-read the inventory and jobs files at the next tick (a flag: never mid-tick)."""
-
-    def _hup(_signum: int, _frame: FrameType | None) -> None:
-        console.print("[yellow]SIGHUP: re-reading the inventory and jobs files at the next tick[/]")
-        daemon.world.request_reload()
-
-    return _hup
-
-
-def steady_wall_clock() -> Callable[[], float]:
-    """Unix time that never steps back: the wall clock read once, advanced by the monotonic one.
-    The engine refuses a tick earlier than the last, and NTP may step the wall clock backwards."""
-    origin = time.time() - time.monotonic()
-    return lambda: origin + time.monotonic()
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); port 0 asks for a free one."""
-    host, _, port = listen.rpartition(":")
-    if not host.strip("[]") or not port.isdigit() or int(port) > 65535:
-        raise InputError("--listen", f"expected HOST:PORT with a port from 0 to 65535, got {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-def _close(sources: Sequence[Source], journal: SqliteJournal) -> None:
-    for source in sources:
-        close = getattr(source, "close", None)
-        if callable(close):
-            close()
-    journal.close()
-
-
-def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = None) -> RunningServer:
-    """The API behind the authentication layer (``service.guard``): ``security`` from the config
-    when not given (no token configured: every request passes, which ``run_daemon`` allows on
-    loopback only)."""
-    site = daemon.config.site
-    push_cfg = site.sources.push
-    if security is None:
-        security = build_security(site.service, push_cfg.path if push_cfg else None)
-    daemon.security = security
-    app = create_app(daemon.controller, daemon.lock, security, ticked=lambda: daemon.status().now)
-
-    @app.get("/v1/status")
-    def status() -> dict[str, object]:
-        """The daemon's own health: sources in trouble, the storm brake, breakers, quarantines."""
-        st = daemon.status()
-        return {**st.__dict__, "now": st.now if math.isfinite(st.now) else None}
-
-    app.include_router(metrics_router(daemon.metrics))  # GET /metrics (docs/metrics.md)
-    push = daemon.push
-    if push is not None and push_cfg is not None:
-        app.include_router(push.router(push_cfg.path))
-    service = site.service
-    return serve_in_thread(app, host, port, tls=service.tls, connections=service.connections)
-
-
-def _print_step(console: Console, report: StepReport) -> None:
-    """Every text from outside (a peer's answer in an action's detail, a name) is escaped: a
-    ``[/]`` in it would raise rich's MarkupError in the main loop and stop the daemon."""
-    for t in report.transitions:
-        console.print(
-            f"{escape(t.entity)} {t.from_state} -> [bold]{t.to_state}[/]: {escape(t.reason)}", soft_wrap=True
-        )
-    for a in report.actions:
-        console.print(
-            f"  {a.kind} {escape(a.target)} via {a.actuator}: [bold]{a.status}[/] {escape(a.detail)}",
-            soft_wrap=True,
-        )
-    for n in report.safety_notices:
-        console.print(f"[red]{n.source} {n.level}[/] {escape(n.message)}", soft_wrap=True)

@@ -20,6 +20,7 @@ from pydantic import ValidationError, model_validator
 from seamguard.actuators.sections import ActuatorsConfig
 from seamguard.config import SITE_SECTIONS, Config, default_policy, engine_config, read_policy
 from seamguard.control.safety import SafetyConfig
+from seamguard.ha.settings import HaConfig
 from seamguard.service.access import VIEWER_PATHS
 from seamguard.service.sections import ServiceConfig
 from seamguard.strict_model import StrictModel, format_validation
@@ -37,6 +38,7 @@ class SiteConfig(StrictModel):
     safety: SafetyConfig = SafetyConfig()  # budgets, storm brake, recovery (docs/safety.md)
     actuators: ActuatorsConfig = ActuatorsConfig()  # what carries actions out (docs/actuators.md)
     service: ServiceConfig = ServiceConfig()  # who may call the HTTP API, over what (docs/security.md)
+    ha: HaConfig | None = None  # several replicas, one leader through etcd (docs/ha.md); None: alone
 
     @model_validator(mode="after")
     def _push_path_free(self) -> Self:

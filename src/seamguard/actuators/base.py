@@ -11,6 +11,14 @@ from typing import Protocol
 from seamguard.model.actions import Action, ActionResult
 
 
+class Fence(Protocol):
+    """Asked right before every call of an enforcing actuator (``ha.fence.EtcdFence``)."""
+
+    def admit(self, action: Action) -> str | None:
+        """None: carry it out; else why not (the action is journaled ``fenced``, never retried)."""
+        ...
+
+
 class Actuator(Protocol):
     """One backend. ``kinds`` lists the action kinds it carries out."""
 

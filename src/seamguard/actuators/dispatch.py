@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from seamguard.actuators.base import Actuator
+from seamguard.actuators.base import Actuator, Fence
 from seamguard.actuators.guard import Guard, GuardConfig, record_of
 from seamguard.actuators.haproxy import HaproxyActuator
 from seamguard.actuators.kubernetes import KubernetesActuator
@@ -73,7 +73,7 @@ def build_routes(config: ActuatorsConfig) -> list[Route]:
 class Dispatcher:
     """One guard per enforcing actuator; ``dispatch`` new actions, ``due`` each tick for retries."""
 
-    def __init__(self, routes: Sequence[Route], *, seed: int = 0) -> None:
+    def __init__(self, routes: Sequence[Route], *, seed: int = 0, fence: Fence | None = None) -> None:
         names = [r.actuator.name for r in routes]
         if len(set(names)) != len(names):
             raise ValueError(f"actuator names must be unique, got {names}")
@@ -81,7 +81,9 @@ class Dispatcher:
         self.routes = tuple(routes)
         # One seeded RNG per guard, derived from ``seed`` so that runs are reproducible.
         self.guards: dict[str, Guard] = {
-            r.actuator.name: Guard(r.actuator, r.guard, rng=random.Random(f"{seed}:{r.actuator.name}"))
+            r.actuator.name: Guard(
+                r.actuator, r.guard, rng=random.Random(f"{seed}:{r.actuator.name}"), fence=fence
+            )
             for r in routes
             if r.mode is Mode.ENFORCE
         }

@@ -19,7 +19,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from seamguard.actuators.base import Actuator
+from seamguard.actuators.base import Actuator, Fence
 from seamguard.journal.records import ActionResultRecord
 from seamguard.model.actions import Action, ActionResult, ActionStatus
 from seamguard.strict_model import StrictModel
@@ -100,9 +100,11 @@ def call_with_timeout(actuator: Actuator, action: Action, now: float, timeout_s:
 class Guard:
     """Guards one actuator. ``submit`` a new action, call ``due`` every tick for the retries."""
 
-    def __init__(self, actuator: Actuator, config: GuardConfig, *, rng: random.Random | None = None) -> None:
+    def __init__(self, actuator: Actuator, config: GuardConfig, *, rng: random.Random | None = None,
+                 fence: Fence | None = None) -> None:  # fmt: skip
         self.actuator = actuator
         self.config = config
+        self.fence = fence  # high availability: the leader's epoch checked before every call
         self.rng = rng if rng is not None else random.Random(0)
         self._failures = 0  # consecutive
         self._opened_at: float | None = None
@@ -151,6 +153,12 @@ class Guard:
     # -- inside ----------------------------------------------------------------------------
     def _attempt(self, p: _Pending, now: float) -> ActionResultRecord:
         action, cfg = p.action, self.config
+        if self.fence is not None:
+            why = self.fence.admit(action)
+            if why is not None:  # a deposed leader's action (or a retry of one) is never carried out
+                self._finished[action.key] = (now, ActionStatus.FENCED.value)
+                log.error("actuator %s: %s %s fenced: %s", self.name, action.kind, action.target, why)
+                return _record(action, self.name, ActionStatus.FENCED, now, p.attempts, why)
         state = self.breaker(now)
         if state is Breaker.OPEN:
             assert self._opened_at is not None

@@ -315,10 +315,10 @@ class SafetyLayer:
         return SafetyTick(tuple(actions), tuple(records), tuple(notices), braked, self.brake.reason)
 
     def settle(self, results: Iterable[ActionResultRecord]) -> None:
-        """Feed back final actuator outcomes: a quarantine given up on or refused by the cluster did
-        not happen, so its nodes leave the ledger (the result is already journaled)."""
+        """Feed back final actuator outcomes: a quarantine given up on, refused by the cluster or
+        fenced (a deposed leader's) did not happen, so its nodes leave the ledger (the result is already journaled)."""
         quarantine_kinds = QUARANTINE_KINDS
-        final = {ActionStatus.GIVEN_UP.value, ActionStatus.REFUSED.value}
+        final = {ActionStatus.GIVEN_UP.value, ActionStatus.REFUSED.value, ActionStatus.FENCED.value}
         for r in results:
             if r.actuator == SAFETY or r.kind not in quarantine_kinds or r.status not in final:
                 continue
@@ -445,7 +445,11 @@ class SafetyLayer:
                     epoch=self._epoch,
                 )
             )
-            out.extend(u for u in q.undos if u not in out)
+            # The undos go out now, under the epoch that carries them out (a fenced replica's
+            # leadership may have changed since they were decided: ``ha.fence``).
+            out.extend(
+                replace(u, epoch=self._epoch) for u in q.undos if replace(u, epoch=self._epoch) not in out
+            )
         return out
 
     def _drain_queue(self, now: float) -> list[Action]:
@@ -453,7 +457,8 @@ class SafetyLayer:
         for q in list(self._queue):
             if self.budgets.check(q.nodes, now, containment=q.action.kind in CONTAINMENT_KINDS) is None:
                 self._queue.remove(q)
+                action = replace(q.action, epoch=self._epoch)  # carried out now, under today's epoch
                 for cause in sorted(q.causes):
-                    self._take(q.action, q.nodes, cause, now)
-                out.append(q.action)
+                    self._take(action, q.nodes, cause, now)
+                out.append(action)
         return out

@@ -25,6 +25,7 @@ class ActionStatus(StrEnum):
     GIVEN_UP = "given_up"  # failed past its retry budget: an operator must look
     HELD = "held"  # an undo waiting out its recovery delay
     CANCELLED = "cancelled"  # a queued or held action dropped because its cause changed
+    FENCED = "fenced"  # not carried out: this replica no longer leads the action's epoch (``ha.fence``)
 
 
 @dataclass(frozen=True)

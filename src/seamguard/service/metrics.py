@@ -23,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from seamguard.control.safety import SafetyLayer
+from seamguard.ha.view import LeaderView
 from seamguard.journal.records import ActionResultRecord, TransitionRecord
 from seamguard.model.states import State
 from seamguard.model.topology import KINDS, Topology
@@ -58,9 +59,11 @@ class MetricsView:
 
 
 class _ViewCollector(Collector):
-    def __init__(self, view: Callable[[], MetricsView], push: PushSource | None) -> None:
+    def __init__(self, view: Callable[[], MetricsView], push: PushSource | None,
+                 leadership: Callable[[], LeaderView] | None) -> None:  # fmt: skip
         self._view = view
         self._push = push
+        self._leadership = leadership
 
     def collect(self) -> Iterable[Metric]:
         v = self._view()
@@ -128,12 +131,37 @@ class _ViewCollector(Collector):
             for b in BREAKER_STATES:
                 breakers.add_metric([name, b], 1.0 if b == state else 0.0)
         yield breakers
+        if self._leadership is not None:  # read now: leadership changes between ticks
+            yield from _leadership_metrics(self._leadership())
+
+
+def _leadership_metrics(lead: LeaderView) -> Iterable[Metric]:
+    """This replica's view of the leadership as gauges (docs/ha.md)."""
+    yield GaugeMetricFamily(
+        "seamguard_ha_leading", "1 while this replica leads and may act", value=float(lead.leading)
+    )
+    yield GaugeMetricFamily(
+        "seamguard_ha_epoch", "The leadership's epoch (this replica's when leading; 0: none known)",
+        value=float(lead.epoch),
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        "seamguard_ha_acting_left_seconds", "How long the leader may still act without a renewal (0: not leading)",
+        value=lead.acting_left_s,
+    )  # fmt: skip
+    info = InfoMetricFamily("seamguard_ha", "This replica and the leader it sees")
+    info.add_metric([], {"me": lead.me, "leader": lead.leader})
+    yield info
 
 
 class DaemonMetrics:
     """One daemon's registry: its counters, and the collector reading ``view`` at scrape time."""
 
-    def __init__(self, view: Callable[[], MetricsView], push: PushSource | None = None) -> None:
+    def __init__(
+        self,
+        view: Callable[[], MetricsView],
+        push: PushSource | None = None,
+        leadership: Callable[[], LeaderView] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.transitions = Counter(
             "seamguard_transitions", "State transitions", ["from_state", "to_state"], registry=self.registry
@@ -149,7 +177,7 @@ class DaemonMetrics:
             "seamguard_tick_duration_seconds", "Wall time of one tick", buckets=TICK_BUCKETS,
             registry=self.registry,
         )  # fmt: skip
-        self.registry.register(_ViewCollector(view, push))
+        self.registry.register(_ViewCollector(view, push, leadership))
 
     def observe_step(
         self,

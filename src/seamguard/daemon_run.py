@@ -1,0 +1,188 @@
+"""``seamguard run``: the wall-clock driver around ``Daemon`` (``daemon``).
+
+It reads the wall clock, serves the HTTP API (each job's risk, the economics, the push endpoint,
+``/v1/status``, ``/metrics``), campaigns for the leadership with ``ha`` configured (renewals on a
+thread of their own), re-reads the inventory and jobs files on SIGHUP and stops cleanly on
+SIGINT/SIGTERM, resigning the leadership so that a follower takes over at once.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+from rich.markup import escape
+
+from seamguard.daemon import Daemon, StepReport, daemon_world
+from seamguard.errors import InputError
+from seamguard.ha.leadership import Leadership, LeadershipLoop
+from seamguard.journal.sqlite import SqliteJournal
+from seamguard.service.app import create_app
+from seamguard.service.guard import Security
+from seamguard.service.metrics import metrics_router
+from seamguard.service.server import RunningServer, serve_in_thread
+from seamguard.service.startup import build_security, check_exposure, check_tls
+from seamguard.site_config import load_daemon_config
+from seamguard.telemetry.sources.base import Source
+from seamguard.telemetry.sources.build import build_sources
+
+
+def run_daemon(
+    *,
+    config_path: Path | None,
+    inventory: Path,
+    jobs: Path | None,
+    journal_path: Path,
+    listen: str | None,
+    ticks: int | None,
+    console: Console,
+    clock: Callable[[], float] | None = None,
+    on_ready: Callable[[Daemon, RunningServer | None], None] | None = None,
+) -> int:
+    """``seamguard run``: tick every ``engine.tick_s`` of wall time until stopped (or ``ticks``)."""
+    clock = clock or steady_wall_clock()
+    bind = parse_listen(listen) if listen else None  # before anything is opened or written
+    cfg = load_daemon_config(config_path)
+    site = cfg.site
+    if not site.sources.any():
+        raise InputError(
+            str(config_path or "config"),
+            "sources: nothing to read; configure at least one source (docs/sources.md)",
+        )
+    security: Security | None = None
+    if bind is not None:  # never exposed without credentials; a bad tokens file or certificate stops here
+        check_exposure(bind[0], site.service)
+        if site.service.tls is not None:
+            check_tls(site.service.tls)
+        security = build_security(site.service, site.sources.push.path if site.sources.push else None)
+    topology, world = daemon_world(cfg, inventory, jobs)
+    journal = SqliteJournal(journal_path)
+    sources: list[Source] = []
+    try:
+        journal.set_meta("source", "seamguard run")
+        journal.set_meta("config_sha256", cfg.sha256())
+        sources = build_sources(site.sources, topology, clock)  # pushed stamps are checked against it
+        leadership = Leadership(site.ha) if site.ha is not None else None
+        daemon = Daemon(cfg, topology, sources, journal=journal, world=world, leadership=leadership)
+        server = serve_api(daemon, *bind, security=security) if bind else None
+    except BaseException:  # a busy port, a bad actuator section: release what was opened
+        _close(sources, journal)
+        raise
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        console.print(f"[yellow]signal {signal.Signals(signum).name}: stopping after this tick[/]")
+        stop.set()
+
+    previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _reload_on_hup(daemon, console))
+    console.print(
+        f"seamguard run: {topology.n_entities:,} entities, {len(topology.jobs)} job(s) · sources {', '.join(s.name for s in daemon.sources)} · "
+        f"tick {cfg.policy.engine.tick_s:g} s · journal {journal_path}"
+        + (f" · serving {server.url}" if server else ""),
+        soft_wrap=True,
+    )
+    loop = LeadershipLoop(daemon.leadership) if daemon.leadership is not None else None
+    if loop is not None:
+        loop.start()  # renewals on a thread of their own: a long tick never delays one
+    if on_ready is not None:
+        on_ready(daemon, server)
+    done = 0
+    try:
+        while not stop.is_set() and (ticks is None or done < ticks):
+            started = clock()
+            report = daemon.step(started)
+            done += 1
+            _print_step(console, report)
+            stop.wait(max(0.0, cfg.policy.engine.tick_s - (clock() - started)))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if loop is not None:
+            loop.stop()  # resigns: a follower leads at its next campaign, not a TTL later
+        if server is not None:
+            server.stop()
+        daemon.dispatcher.close()
+        _close(daemon.sources, journal)
+    console.print(f"stopped after {done} tick(s); journal {journal_path}")
+    return 0
+
+
+def _reload_on_hup(daemon: Daemon, console: Console) -> Callable[[int, FrameType | None], None]:
+    """SIGHUP: re-read the inventory and jobs files at the next tick (a flag: never mid-tick)."""
+
+    def _hup(_signum: int, _frame: FrameType | None) -> None:
+        console.print("[yellow]SIGHUP: re-reading the inventory and jobs files at the next tick[/]")
+        daemon.world.request_reload()
+
+    return _hup
+
+
+def steady_wall_clock() -> Callable[[], float]:
+    """Unix time that never steps back: the wall clock read once, advanced by the monotonic one.
+    The engine refuses a tick earlier than the last, and NTP may step the wall clock backwards."""
+    origin = time.time() - time.monotonic()
+    return lambda: origin + time.monotonic()
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); port 0 asks for a free one."""
+    host, _, port = listen.rpartition(":")
+    if not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+        raise InputError("--listen", f"expected HOST:PORT with a port from 0 to 65535, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def _close(sources: Sequence[Source], journal: SqliteJournal) -> None:
+    for source in sources:
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()
+    journal.close()
+
+
+def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = None) -> RunningServer:
+    """The API behind the authentication layer (``service.guard``): ``security`` from the config
+    when not given (no token configured: every request passes, which ``run_daemon`` allows on
+    loopback only)."""
+    site = daemon.config.site
+    push_cfg = site.sources.push
+    if security is None:
+        security = build_security(site.service, push_cfg.path if push_cfg else None)
+    daemon.security = security
+    app = create_app(daemon.controller, daemon.lock, security, ticked=lambda: daemon.status().now)
+
+    @app.get("/v1/status")
+    def status() -> dict[str, object]:
+        """The daemon's own health: sources in trouble, the storm brake, breakers, quarantines."""
+        st = daemon.status()
+        return {**st.__dict__, "now": st.now if math.isfinite(st.now) else None}
+
+    app.include_router(metrics_router(daemon.metrics))  # GET /metrics (docs/metrics.md)
+    push = daemon.push
+    if push is not None and push_cfg is not None:
+        app.include_router(push.router(push_cfg.path))
+    service = site.service
+    return serve_in_thread(app, host, port, tls=service.tls, connections=service.connections)
+
+
+def _print_step(console: Console, report: StepReport) -> None:
+    """Every text from outside (a peer's answer in an action's detail, a name) is escaped: a
+    ``[/]`` in it would raise rich's MarkupError in the main loop and stop the daemon."""
+    for t in report.transitions:
+        console.print(
+            f"{escape(t.entity)} {t.from_state} -> [bold]{t.to_state}[/]: {escape(t.reason)}", soft_wrap=True
+        )
+    for a in report.actions:
+        console.print(
+            f"  {a.kind} {escape(a.target)} via {a.actuator}: [bold]{a.status}[/] {escape(a.detail)}",
+            soft_wrap=True,
+        )
+    for n in report.safety_notices:
+        console.print(f"[red]{n.source} {n.level}[/] {escape(n.message)}", soft_wrap=True)

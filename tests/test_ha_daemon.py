@@ -1,0 +1,127 @@
+"""Two daemons on one real etcd (Debian's 3.4), each with an enforcing webhook to the same sink:
+only the leader acts, and a deposed leader carries out nothing, asserted against what the sink
+received (each request carries the action's epoch) rather than the daemons' own accounts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from seamguard.daemon import Daemon
+from seamguard.ha.leadership import Leadership
+from seamguard.journal.sqlite import SqliteJournal
+from seamguard.model.topology import Topology, build_topology
+from seamguard.site_config import DaemonConfig, daemon_config_from_mapping
+from seamguard.telemetry.sources.build import build_sources
+from tests.conftest import small_inventory, small_jobs
+from tests.etcd_cluster import etcd_cluster
+from tests.http_stub import serve
+from tests.test_daemon import CLOCK, POLICY, payload
+
+FAST = {"ttl_s": 2, "renew_deadline_s": 1.0, "retry_s": 0.4, "request_timeout_s": 0.4}
+
+
+class Sink(BaseHTTPRequestHandler):
+    """A webhook receiver that keeps every action it was sent."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with Sink.lock:
+            Sink.received.append(body)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def replicas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, DaemonConfig, list[str]]]:
+    monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", "s")
+    Sink.received = []
+    with etcd_cluster(tmp_path) as etcd, serve(Sink) as url:
+        config = daemon_config_from_mapping(
+            {**POLICY, "actuators": {"webhook": {"url": url, "mode": "enforce"}},
+             "safety": {"budgets": {"max_fleet_pct": 50.0, "per_hour_pct": 50.0,  # 8 nodes: room for two
+                                    "partitions": {"fleet": {"min_in_service_pct": 50.0}}}},
+             "ha": {"endpoints": etcd.endpoints, **FAST}}
+        )  # fmt: skip
+        yield url, config, etcd.endpoints
+
+
+def daemon(config: DaemonConfig, topo: Topology, journal: SqliteJournal, leadership: Leadership) -> Daemon:
+    return Daemon(config, topo, build_sources(config.site.sources, topo, CLOCK), journal=journal,
+                  leadership=leadership)  # fmt: skip
+
+
+def push(d: Daemon, topo: Topology, ts: float, hot: str) -> None:
+    assert d.push is not None
+    d.push.ingest(json.dumps(payload(topo, ts, hot=hot)).encode())
+
+
+def test_only_the_leader_acts_and_a_deposed_one_carries_out_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topo = build_topology(small_inventory(), small_jobs())
+    t0 = 1.0e9
+    frozen = [0.0]  # a's clock: it never sees its own pause, so only etcd can stop it
+    with replicas(tmp_path, monkeypatch) as (_, config, _):
+        assert config.site.ha is not None
+        with SqliteJournal(tmp_path / "a.sqlite") as ja, SqliteJournal(tmp_path / "b.sqlite") as jb:
+            lead_a = Leadership(config.site.ha.model_copy(update={"name": "a"}), clock=lambda: frozen[0])
+            lead_b = Leadership(config.site.ha.model_copy(update={"name": "b"}))
+            a, b = daemon(config, topo, ja, lead_a), daemon(config, topo, jb, lead_b)
+            epoch_a = lead_a.step().epoch
+            assert not lead_b.step().leading
+            for d in (a, b):
+                push(d, topo, t0 - 0.5, "gpu/n02/1")
+            acted_a = a.step(t0).actions
+            assert [(r.target, r.status, r.epoch) for r in acted_a if r.kind == "drain_node"] == [
+                ("node/n02", "done", epoch_a)
+            ]
+            assert b.step(t0).actions == ()  # the follower decides (warm) and carries out nothing
+            assert b.controller.mode == "advise" and b.status().leadership == {
+                "me": "b",
+                "leading": False,
+                "epoch": epoch_a,
+                "leader": "a",
+                "acting_left_s": 0.0,
+                "error": "",
+            }
+            sent = len(Sink.received)
+            assert sent == 1 and Sink.received[0]["epoch"] == epoch_a
+            # a freezes (no renewals); its lease expires and b takes over with a higher epoch
+            deadline = time.monotonic() + 8
+            while not lead_b.step().leading:
+                assert time.monotonic() < deadline, "b never took over"
+                time.sleep(0.2)
+            epoch_b = lead_b.view().epoch
+            assert epoch_b > epoch_a
+            # a wakes up and sees a new hot GPU: it decides, believes it leads, and is fenced
+            push(a, topo, t0 + 9.5, "gpu/n05/0")
+            fenced = [r for r in a.step(t0 + 10).actions if r.kind == "drain_node" and r.target == "node/n05"]
+            assert [(r.status, r.epoch) for r in fenced] == [("fenced", epoch_a)]
+            assert "no longer holds the election key" in fenced[0].detail
+            assert len(Sink.received) == sent  # the sink never heard of it
+            assert [r.status for r in ja.action_results() if r.target == "node/n05"] == ["fenced"]
+            assert "node/n05" not in a.safety.quarantined()  # a fenced drain did not happen
+            # b, the new leader, acts under its own epoch
+            push(b, topo, t0 + 9.5, "gpu/n05/0")
+            done = [r for r in b.step(t0 + 10).actions if r.kind == "drain_node" and r.target == "node/n05"]
+            assert [(r.status, r.epoch) for r in done] == [("done", epoch_b)]
+            assert {r["epoch"] for r in Sink.received[sent:]} == {epoch_b}
+            for d in (a, b):
+                d.dispatcher.close()

@@ -17,6 +17,7 @@ import pytest
 
 from seamguard.daemon import Daemon
 from seamguard.ha.leadership import Leadership
+from seamguard.journal.base import Journal
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.model.topology import Topology, build_topology
 from seamguard.site_config import DaemonConfig, daemon_config_from_mapping
@@ -62,7 +63,7 @@ def replicas(
         yield url, config, etcd.endpoints
 
 
-def daemon(config: DaemonConfig, topo: Topology, journal: SqliteJournal, leadership: Leadership) -> Daemon:
+def daemon(config: DaemonConfig, topo: Topology, journal: Journal, leadership: Leadership) -> Daemon:
     return Daemon(config, topo, build_sources(config.site.sources, topo, CLOCK), journal=journal,
                   leadership=leadership)  # fmt: skip
 
@@ -125,3 +126,57 @@ def test_only_the_leader_acts_and_a_deposed_one_carries_out_nothing(
             assert {r["epoch"] for r in Sink.received[sent:]} == {epoch_b}
             for d in (a, b):
                 d.dispatcher.close()
+
+
+def test_a_new_leader_takes_over_the_ledger_from_the_shared_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drains n02 and freezes; b takes over and, reading the shared PostgreSQL journal, holds
+    n02 as quarantined instead of draining it again; a's late writes are refused by the journal."""
+    from seamguard.journal.postgres import PostgresJournal, StaleEpochError, migrate
+    from tests.postgres_server import postgres_server
+
+    topo = build_topology(small_inventory(), small_jobs())
+    t0 = 1.0e9
+    frozen = [0.0]
+    with replicas(tmp_path, monkeypatch) as (_, config, _), postgres_server() as pg:
+        assert config.site.ha is not None
+        migrate(pg.dsn())
+        lead_a = Leadership(config.site.ha.model_copy(update={"name": "a"}), clock=lambda: frozen[0])
+        lead_b = Leadership(config.site.ha.model_copy(update={"name": "b"}))
+        refused: list[StaleEpochError] = []
+
+        def epoch_of(lead: Leadership) -> int:
+            view = lead.view()
+            return view.epoch if view.leading else 0
+
+        ja = PostgresJournal(pg.dsn(), epoch=lambda: epoch_of(lead_a), on_stale=refused.append)
+        jb = PostgresJournal(pg.dsn(), epoch=lambda: epoch_of(lead_b))
+        a, b = daemon(config, topo, ja, lead_a), daemon(config, topo, jb, lead_b)
+        lead_a.step()
+        lead_b.step()
+        for d in (a, b):
+            push(d, topo, t0 - 0.5, "gpu/n02/1")
+        assert [r.status for r in a.step(t0).actions if r.kind == "drain_node"] == ["done"]
+        assert b.step(t0).actions == ()
+        deadline = time.monotonic() + 8
+        while not lead_b.step().leading:
+            assert time.monotonic() < deadline, "b never took over"
+            time.sleep(0.2)
+        push(b, topo, t0 + 9.5, "gpu/n02/1")  # n02 still hot
+        b.step(t0 + 10)
+        assert b.safety.quarantined() == ["node/n02"]  # restored from a's journaled drain
+        drains = [r for r in Sink.received if r["kind"] == "drain_node" and r["target"] == "node/n02"]
+        assert len(drains) == 1  # not drained twice
+        restored = [n for n in jb.notices() if "earlier run" in n.message]
+        assert len(restored) == 1 and "node/n02" in restored[0].message
+        # a, frozen in its belief, ticks again: its journal writes are refused, its drain fenced
+        results_before = len(jb.action_results())
+        push(a, topo, t0 + 19.5, "gpu/n05/0")
+        a.step(t0 + 20)
+        assert refused and len(jb.action_results()) == results_before
+        assert all(r.epoch == lead_b.view().epoch for r in jb.action_results()[results_before:])
+        for d in (a, b):
+            d.dispatcher.close()
+        ja.close()
+        jb.close()

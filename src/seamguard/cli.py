@@ -57,7 +57,12 @@ def score(
 def run(
     inventory: Annotated[Path, typer.Option(help="INV.csv: node,rack,cdu,leaf,gpus[,row,pdu,storage,model]")],
     config: Annotated[Path, typer.Option(help="YAML policy with a sources: section (docs/sources.md)")],
-    journal: Annotated[Path, typer.Option(help="SQLite journal: every decision and action (appended to)")],
+    journal: Annotated[
+        str,
+        typer.Option(
+            help="SQLite journal file, or a postgresql:// DSN shared by replicas (docs/ha.md): every decision and action"
+        ),
+    ],
     jobs: Annotated[
         Path | None, typer.Option(help="JOBS.csv; without it, the jobs Slurm runs at start (sources.slurm)")
     ] = None,
@@ -270,6 +275,59 @@ def token_create(
     typer.echo(f"  {secret}")
     typer.echo("line for the tokens file (service.auth.tokens_file):")
     typer.echo(f"  {line}")
+
+
+journal_app = typer.Typer(help="The shared PostgreSQL journal of replicas (docs/ha.md).")
+app.add_typer(journal_app, name="journal")
+
+
+@journal_app.command("migrate")
+def journal_migrate(
+    journal: Annotated[
+        str, typer.Option(help="postgresql:// DSN (the password from PGPASSWORD or ~/.pgpass)")
+    ],
+) -> None:
+    """Bring the journal's schema to this seamguard's version (one transaction; safe to re-run)."""
+    from seamguard.journal.postgres import SCHEMA_VERSION, is_postgres, migrate, shown_location
+
+    if not is_postgres(journal):
+        raise _fail(
+            f"--journal: expected a postgresql:// DSN, got {journal!r} (a SQLite journal upgrades itself)"
+        )
+    try:
+        applied = migrate(journal)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    done = ", ".join(str(v) for v in applied) if applied else "none (already current)"
+    typer.echo(f"{shown_location(journal)}: schema version {SCHEMA_VERSION}; migrations applied: {done}")
+
+
+@journal_app.command("copy")
+def journal_copy(
+    source: Annotated[Path, typer.Option("--from", help="the SQLite journal to copy")],
+    target: Annotated[str, typer.Option("--to", help="an empty, migrated postgresql:// journal")],
+) -> None:
+    """Copy a SQLite journal into a PostgreSQL one (moving a single daemon to replicas)."""
+    from rich.progress import Progress
+
+    from seamguard.journal.copy import copy_journal, count_rows
+    from seamguard.journal.postgres import PostgresJournal, is_postgres
+
+    if not is_postgres(target):
+        raise _fail(f"--to: expected a postgresql:// DSN, got {target!r}")
+    if not source.exists():
+        raise _fail(f"--from: {source}: no such journal")
+    try:
+        total = sum(count_rows(source).values())
+        with PostgresJournal(target) as pg, Progress(console=err) as progress:
+            task = progress.add_task("copying", total=total)
+            counts = copy_journal(
+                source, pg, lambda table, n: progress.update(task, advance=n, description=table)
+            )
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    shown = ", ".join(f"{t} {n:,}" for t, n in counts.items() if n)
+    typer.echo(f"copied {sum(counts.values()):,} records ({shown or 'none'})")
 
 
 def main() -> None:

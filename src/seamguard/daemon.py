@@ -33,8 +33,8 @@ from seamguard.errors import InputError
 from seamguard.ha.fence import EtcdFence
 from seamguard.ha.leadership import Leadership
 from seamguard.ha.view import LeaderView
+from seamguard.journal.base import Journal
 from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
-from seamguard.journal.sqlite import SqliteJournal
 from seamguard.live_world import LiveWorld
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
@@ -113,7 +113,7 @@ class Daemon:
         topology: Topology,
         sources: Sequence[Source],
         *,
-        journal: SqliteJournal | None = None,
+        journal: Journal | None = None,
         seed: int = 0,
         world: LiveWorld | None = None,
         routes: Sequence[Route] | None = None,
@@ -194,7 +194,8 @@ class Daemon:
         engine_notices = [NoticeRecord(now, "engine", "warning", text) for text in result.notices]
         for text in result.notices:
             log.warning("engine: %s", text)
-        audit, audit_notices = self.security.drain(now) if self.security is not None else ([], [])
+        # A follower keeps its audit tally until it leads: only the leader writes the journal.
+        audit, audit_notices = self.security.drain(now) if self.security is not None and acting else ([], [])
         journal_notices = (
             restored
             + world_notices
@@ -203,7 +204,7 @@ class Daemon:
             + engine_notices
             + audit_notices
         )
-        if self.journal is not None and (results or journal_notices or audit):
+        if self.journal is not None and acting and (results or journal_notices or audit):
             self.journal.append_actions(results, journal_notices, audit)
         self._status = self._snapshot()
         self._metrics_view = self._view()
@@ -227,6 +228,8 @@ class Daemon:
                 self._restored = self.journal is None  # a new leadership restores the ledger first
             elif not lead.leading:
                 self.controller.mode = "advise"
+            # Only the leader writes the journal (a shared one refuses a follower's writes anyway).
+            self.controller.journal = self.journal if lead.leading else None
         return lead
 
     def _restore(self, now: float) -> list[NoticeRecord]:

@@ -8,6 +8,7 @@ SIGINT/SIGTERM, resigning the leadership so that a follower takes over at once.
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import threading
@@ -22,6 +23,8 @@ from rich.markup import escape
 from seamguard.daemon import Daemon, StepReport, daemon_world
 from seamguard.errors import InputError
 from seamguard.ha.leadership import Leadership, LeadershipLoop
+from seamguard.journal.base import Journal
+from seamguard.journal.postgres import PostgresJournal, StaleEpochError, is_postgres, shown_location
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.service.app import create_app
 from seamguard.service.guard import Security
@@ -32,13 +35,15 @@ from seamguard.site_config import load_daemon_config
 from seamguard.telemetry.sources.base import Source
 from seamguard.telemetry.sources.build import build_sources
 
+log = logging.getLogger(__name__)
+
 
 def run_daemon(
     *,
     config_path: Path | None,
     inventory: Path,
     jobs: Path | None,
-    journal_path: Path,
+    journal_path: Path | str,
     listen: str | None,
     ticks: int | None,
     console: Console,
@@ -62,13 +67,13 @@ def run_daemon(
             check_tls(site.service.tls)
         security = build_security(site.service, site.sources.push.path if site.sources.push else None)
     topology, world = daemon_world(cfg, inventory, jobs)
-    journal = SqliteJournal(journal_path)
+    leadership = Leadership(site.ha) if site.ha is not None else None
+    journal = open_journal(str(journal_path), leadership)
     sources: list[Source] = []
     try:
         journal.set_meta("source", "seamguard run")
         journal.set_meta("config_sha256", cfg.sha256())
         sources = build_sources(site.sources, topology, clock)  # pushed stamps are checked against it
-        leadership = Leadership(site.ha) if site.ha is not None else None
         daemon = Daemon(cfg, topology, sources, journal=journal, world=world, leadership=leadership)
         server = serve_api(daemon, *bind, security=security) if bind else None
     except BaseException:  # a busy port, a bad actuator section: release what was opened
@@ -84,7 +89,7 @@ def run_daemon(
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _reload_on_hup(daemon, console))
     console.print(
         f"seamguard run: {topology.n_entities:,} entities, {len(topology.jobs)} job(s) · sources {', '.join(s.name for s in daemon.sources)} · "
-        f"tick {cfg.policy.engine.tick_s:g} s · journal {journal_path}"
+        f"tick {cfg.policy.engine.tick_s:g} s · journal {shown_location(str(journal_path))}"
         + (f" · serving {server.url}" if server else ""),
         soft_wrap=True,
     )
@@ -110,7 +115,7 @@ def run_daemon(
             server.stop()
         daemon.dispatcher.close()
         _close(daemon.sources, journal)
-    console.print(f"stopped after {done} tick(s); journal {journal_path}")
+    console.print(f"stopped after {done} tick(s); journal {shown_location(str(journal_path))}")
     return 0
 
 
@@ -139,7 +144,23 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _close(sources: Sequence[Source], journal: SqliteJournal) -> None:
+def open_journal(location: str, leadership: Leadership | None) -> Journal:
+    """A SQLite file, or a PostgreSQL DSN (``postgresql://``) for replicas sharing one journal,
+    each write fenced by this replica's epoch (0 while it follows: refused once anyone led)."""
+    if not is_postgres(location):
+        return SqliteJournal(Path(location))
+
+    def epoch() -> int:
+        view = leadership.view() if leadership is not None else None
+        return view.epoch if view is not None and view.leading else 0
+
+    def stale(exc: StaleEpochError) -> None:
+        log.error("journal: %s", exc)
+
+    return PostgresJournal(location, epoch=epoch, on_stale=stale)
+
+
+def _close(sources: Sequence[Source], journal: Journal) -> None:
     for source in sources:
         close = getattr(source, "close", None)
         if callable(close):

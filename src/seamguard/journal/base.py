@@ -7,6 +7,7 @@ from typing import Protocol
 
 from seamguard.journal.records import (
     ActionResultRecord,
+    AuditRecord,
     DecisionRecord,
     NoticeRecord,
     ObservationRecord,
@@ -27,10 +28,19 @@ class Journal(Protocol):
         ...
 
     def append_actions(
-        self, results: Sequence[ActionResultRecord], notices: Sequence[NoticeRecord] = ()
+        self,
+        results: Sequence[ActionResultRecord],
+        notices: Sequence[NoticeRecord] = (),
+        audit: Sequence[AuditRecord] = (),
     ) -> None:
-        """Record what the actuators did (and the safety layer's notices) atomically."""
+        """Record what the actuators did (the safety layer's notices, the API's audit) atomically."""
         ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def close(self) -> None: ...
 
     def action_results(
         self,

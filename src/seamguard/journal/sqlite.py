@@ -12,22 +12,20 @@ first); readers open it read-only without that lock and read while it writes (WA
 
 from __future__ import annotations
 
-import json
-import math
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from seamguard.errors import InputError
+from seamguard.journal import rows
 from seamguard.journal.lock import WriterLock
 from seamguard.journal.records import (
     ActionResultRecord,
     AuditRecord,
     DecisionRecord,
-    EvidenceItem,
     NoticeRecord,
     ObservationRecord,
     OutcomeRecord,
@@ -76,44 +74,6 @@ CREATE TABLE IF NOT EXISTS audit (
     method TEXT NOT NULL, path TEXT NOT NULL, status INTEGER NOT NULL, count INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
 """
-
-
-def _dump(items: Sequence[EvidenceItem]) -> str:
-    return json.dumps([[i.detector, i.signal, i.evidence, i.text] for i in items], separators=(",", ":"))
-
-
-def _load(raw: str) -> tuple[EvidenceItem, ...]:
-    return tuple(EvidenceItem(str(d), str(s), float(e), str(t)) for d, s, e, t in json.loads(raw))
-
-
-def _real(value: float) -> float | None:
-    """NaN is stored as NULL: SQLite has no NaN."""
-    return None if math.isnan(value) else value
-
-
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _where(
-    entity: str | None,
-    until: float | None,
-    since: float | None,
-    entity_columns: tuple[str, ...] = ("entity",),
-) -> tuple[str, list[Any]]:
-    """``entity`` matches any of ``entity_columns`` (decisions: the target or the cause)."""
-    clauses: list[str] = []
-    args: list[Any] = []
-    if entity is not None:
-        clauses.append("(" + " OR ".join(f"{c} = ?" for c in entity_columns) + ")")
-        args += [entity] * len(entity_columns)
-    if until is not None:
-        clauses.append("ts <= ?")
-        args.append(until)
-    if since is not None:
-        clauses.append("ts >= ?")
-        args.append(since)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
 BUSY_TIMEOUT_S = 10.0  # how long a statement waits for SQLite's own lock (a checkpoint, a reader)
@@ -233,38 +193,8 @@ class SqliteJournal:
         observations: Sequence[ObservationRecord] = (),
         outcomes: Sequence[OutcomeRecord] = (),
     ) -> None:
-        if not (transitions or decisions or observations or outcomes):
-            return
-        db = self._db
-        with self._write():
-            db.executemany(
-                "INSERT INTO transitions (ts, entity, from_state, to_state, gfs, prs, fae, reason, evidence,"
-                " epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (t.ts, t.entity, t.from_state, t.to_state, t.gfs, t.prs, t.fae, t.reason,
-                     _dump(t.evidence), t.epoch)
-                    for t in transitions
-                ],
-            )  # fmt: skip
-            db.executemany(
-                "INSERT INTO decisions (ts, entity, action, mode, reason, state, evidence, epoch, cause,"
-                " predicted_cost, predicted_benefit) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (d.ts, d.entity, d.action, d.mode, d.reason, d.state, _dump(d.evidence), d.epoch, d.cause,
-                     _real(d.predicted_cost_gpu_h), _real(d.predicted_benefit_gpu_h))
-                    for d in decisions
-                ],
-            )  # fmt: skip
-            db.executemany(
-                "INSERT INTO outcomes (ts, entity, action, decided_at, realised_cost, realised_benefit, note)"
-                " VALUES (?,?,?,?,?,?,?)",
-                [(o.ts, o.entity, o.action, o.decided_at, _real(o.realised_cost_gpu_h),
-                  _real(o.realised_benefit_gpu_h), o.note) for o in outcomes],
-            )  # fmt: skip
-            db.executemany(
-                "INSERT INTO observations (ts, entity, state, gfs, prs, fae, evidence) VALUES (?,?,?,?,?,?,?)",
-                [(o.ts, o.entity, o.state, o.gfs, o.prs, o.fae, _dump(o.evidence)) for o in observations],
-            )
+        self._insert({"transitions": transitions, "decisions": decisions, "outcomes": outcomes,
+                      "observations": observations})  # fmt: skip
 
     def append_actions(
         self,
@@ -273,24 +203,18 @@ class SqliteJournal:
         audit: Sequence[AuditRecord] = (),
     ) -> None:
         """Record action outcomes, notices and the HTTP API's audit tally atomically."""
-        if not (results or notices or audit):
+        self._insert({"action_results": results, "notices": notices, "audit": audit})
+
+    def _insert(self, batches: Mapping[str, Sequence[Any]]) -> None:
+        """Each table's records in one transaction: all of them or none."""
+        if not any(batches.values()):
             return
-        db = self._db
         with self._write():
-            db.executemany(
-                "INSERT INTO action_results (ts, kind, target, actuator, status, detail, epoch, decided_at,"
-                " attempt) VALUES (?,?,?,?,?,?,?,?,?)",
-                [(r.ts, r.kind, r.target, r.actuator, r.status, r.detail, r.epoch, _real(r.decided_at),
-                  r.attempt) for r in results],
-            )  # fmt: skip
-            db.executemany(
-                "INSERT INTO notices (ts, source, level, message) VALUES (?,?,?,?)",
-                [(n.ts, n.source, n.level, n.message) for n in notices],
-            )
-            db.executemany(
-                "INSERT INTO audit (ts, principal, client, method, path, status, count) VALUES (?,?,?,?,?,?,?)",
-                [(a.ts, a.principal, a.client, a.method, a.path, a.status, a.count) for a in audit],
-            )
+            for table, records in batches.items():
+                if records:
+                    self._db.executemany(
+                        rows.insert_sql(table, "?"), [rows.ROW_OF[table](r) for r in records]
+                    )
 
     @contextmanager
     def _write(self) -> Iterator[None]:
@@ -311,44 +235,22 @@ class SqliteJournal:
         return None if row is None else str(row[0])
 
     # -- reading ---------------------------------------------------------------------------
+    def _select(self, table: str, where: tuple[str, list[Any]]) -> list[Any]:
+        clause, args = where
+        return [rows.RECORD_OF[table](r) for r in self._db.execute(rows.select_sql(table, clause), args)]
+
     def transitions(
         self, entity: str | None = None, until: float | None = None, since: float | None = None
     ) -> list[TransitionRecord]:
-        where, args = _where(entity, until, since)
-        rows = self._db.execute(
-            "SELECT ts, entity, from_state, to_state, gfs, prs, fae, reason, evidence, epoch FROM transitions"
-            f"{where} ORDER BY ts, id",
-            args,
-        )
-        return [
-            TransitionRecord(ts, ent, fs, to, gfs, prs, fae, reason, _load(ev), epoch)
-            for ts, ent, fs, to, gfs, prs, fae, reason, ev, epoch in rows
-        ]
+        return self._select("transitions", rows.where("?", entity, until, since))
 
     def decisions(
         self, entity: str | None = None, until: float | None = None, since: float | None = None
     ) -> list[DecisionRecord]:
-        where, args = _where(entity, until, since, ("entity", "cause"))
-        rows = self._db.execute(
-            "SELECT ts, entity, action, mode, reason, state, evidence, epoch, cause, predicted_cost,"
-            f" predicted_benefit FROM decisions{where} ORDER BY ts, id",
-            args,
-        )
-        return [
-            DecisionRecord(ts, ent, action, mode, reason, state, _load(ev), epoch, cause, _nan(pc), _nan(pb))
-            for ts, ent, action, mode, reason, state, ev, epoch, cause, pc, pb in rows
-        ]
+        return self._select("decisions", rows.where("?", entity, until, since, ("entity", "cause")))
 
     def outcomes(self, entity: str | None = None, until: float | None = None) -> list[OutcomeRecord]:
-        where, args = _where(entity, until, None)
-        rows = self._db.execute(
-            "SELECT ts, entity, action, decided_at, realised_cost, realised_benefit, note FROM outcomes"
-            f"{where} ORDER BY ts, id",
-            args,
-        )
-        return [
-            OutcomeRecord(ts, ent, act, at, _nan(c), _nan(b), note) for ts, ent, act, at, c, b, note in rows
-        ]
+        return self._select("outcomes", rows.where("?", entity, until, None))
 
     def action_results(
         self,
@@ -358,69 +260,30 @@ class SqliteJournal:
         status: str | None = None,
     ) -> list[ActionResultRecord]:
         """Action outcomes on ``target`` (all targets when None), oldest first."""
-        where, args = _where(target, until, since, ("target",))
-        if status is not None:
-            where = (where + " AND" if where else " WHERE") + " status = ?"
-            args.append(status)
-        rows = self._db.execute(
-            "SELECT ts, kind, target, actuator, status, detail, epoch, decided_at, attempt FROM action_results"
-            f"{where} ORDER BY ts, id",
-            args,
-        )
-        return [
-            ActionResultRecord(ts, kind, tgt, act, st, det, ep, _nan(dec), att)
-            for ts, kind, tgt, act, st, det, ep, dec, att in rows
-        ]
+        return self._select("action_results", rows.where("?", target, until, since, ("target",), status))
 
     def notices(self, until: float | None = None, since: float | None = None) -> list[NoticeRecord]:
-        where, args = _where(None, until, since)
-        rows = self._db.execute(
-            f"SELECT ts, source, level, message FROM notices{where} ORDER BY ts, id", args
-        )
-        return [NoticeRecord(ts, src, lvl, msg) for ts, src, lvl, msg in rows]
+        return self._select("notices", rows.where("?", None, until, since))
 
     def audit(self, until: float | None = None, since: float | None = None) -> list[AuditRecord]:
         """The HTTP API's audit rows (``service.audit``), oldest first."""
-        where, args = _where(None, until, since)
-        rows = self._db.execute(
-            f"SELECT ts, principal, client, method, path, status, count FROM audit{where} ORDER BY ts, id",
-            args,
-        )
-        return [AuditRecord(*row) for row in rows]
+        return self._select("audit", rows.where("?", None, until, since))
 
     def observations(
         self, entity: str | None = None, until: float | None = None, limit: int | None = None
     ) -> list[ObservationRecord]:
-        where, args = _where(entity, until, None)
-        sql = f"SELECT ts, entity, state, gfs, prs, fae, evidence FROM observations{where} ORDER BY ts, id"
-        rows = list(self._db.execute(sql, args))
-        if limit is not None:
-            rows = rows[-limit:]
-        return [ObservationRecord(ts, ent, st, g, p, f, _load(ev)) for ts, ent, st, g, p, f, ev in rows]
+        found: list[ObservationRecord] = self._select("observations", rows.where("?", entity, until, None))
+        return found[-limit:] if limit is not None else found
 
     def last_observation(self, entity: str, at: float) -> ObservationRecord | None:
-        row = self._db.execute(
-            "SELECT ts, entity, state, gfs, prs, fae, evidence FROM observations"
-            " WHERE entity = ? AND ts <= ? ORDER BY ts DESC, id DESC LIMIT 1",
-            (entity, at),
-        ).fetchone()
-        if row is None:
-            return None
-        ts, ent, st, g, p, f, ev = row
-        return ObservationRecord(ts, ent, st, g, p, f, _load(ev))
+        row = self._db.execute(rows.LAST_OBSERVATION.format(m="?"), (entity, at)).fetchone()
+        return None if row is None else rows.observation_of(row)
 
     def entities(self) -> list[str]:
-        rows = self._db.execute(
-            "SELECT entity FROM transitions UNION SELECT entity FROM observations"
-            " UNION SELECT entity FROM decisions ORDER BY 1"
-        )
-        return [str(r[0]) for r in rows]
+        return [str(r[0]) for r in self._db.execute(rows.ENTITIES)]
 
     def time_range(self) -> tuple[float, float] | None:
-        row = self._db.execute(
-            "SELECT min(lo), max(hi) FROM (SELECT min(ts) lo, max(ts) hi FROM transitions"
-            " UNION ALL SELECT min(ts), max(ts) FROM observations UNION ALL SELECT min(ts), max(ts) FROM decisions)"
-        ).fetchone()
+        row = self._db.execute(rows.TIME_RANGE).fetchone()
         if row is None or row[0] is None:
             return None
         return float(row[0]), float(row[1])

@@ -1,0 +1,83 @@
+"""`seamguard run` replicas as real processes on a real etcd, each enforcing through a webhook to
+one sink: a leader paused with SIGSTOP past its lease, then resumed with SIGCONT, carries out
+nothing and writes nothing, asserted against what the sink received and the replica's own journal;
+and a leader killed with SIGKILL is replaced within TTL plus one tick (bench/failover.py measures it
+over many runs)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seamguard.ha.etcd import Etcd
+from seamguard.ha.settings import HaConfig
+from seamguard.journal.sqlite import SqliteJournal
+from tests.etcd_cluster import etcd_cluster
+from tests.ha_replicas import (
+    TICK_S,
+    Replica,
+    Sink,
+    config,
+    leader_of,
+    pusher,
+    sink_server,
+    wait_for,
+    write_world,
+)
+
+TTL_S = 3
+
+
+@pytest.mark.slow
+def test_a_paused_leader_carries_out_nothing_when_it_wakes(tmp_path: Path) -> None:
+    with etcd_cluster(tmp_path) as cluster, sink_server() as sink:
+        cfg = config(tmp_path, sink, cluster.endpoints, TTL_S)
+        ha = HaConfig.model_validate(yaml.safe_load(cfg.read_text())["ha"])
+        etcd = Etcd(ha)
+        inv, jobs = write_world(tmp_path)
+        replicas = [Replica(f"r{i}", tmp_path, cfg, inv, jobs) for i in range(2)]
+        for r in replicas:
+            r.start()
+        stop = threading.Event()
+        feeding = threading.Thread(target=pusher, args=(replicas, stop), daemon=True)
+        feeding.start()
+        try:
+            wait_for("a leader", lambda: leader_of(etcd, ha.key) is not None, 60)
+            held = leader_of(etcd, ha.key)
+            assert held is not None
+            name, old_epoch = held
+            victim = next(r for r in replicas if name.endswith(f":{r.pid}"))
+            wait_for("the leader acting", lambda: Sink.actions() >= 3, 30)
+            os.kill(victim.pid, signal.SIGSTOP)
+            took = wait_for(
+                "a takeover", lambda: (leader_of(etcd, ha.key) or ("", old_epoch))[1] != old_epoch, 30
+            )
+            assert took <= TTL_S + TICK_S + 1.0  # from the pause (the lease was renewed just before)
+            new = leader_of(etcd, ha.key)
+            assert new is not None and not new[0].endswith(f":{victim.pid}")
+            wait_for("the new leader acting", lambda: Sink.epochs[-1] == new[1] if Sink.epochs else False, 30)
+            mark = Sink.actions()
+            os.kill(victim.pid, signal.SIGCONT)  # it wakes with a backlog of hot pushes and a stale belief
+            time.sleep(3 * TICK_S + 2.0)
+            with Sink.lock:
+                after = Sink.epochs[mark:]
+            assert after and old_epoch not in after and set(after) == {new[1]}
+            assert Sink.stale == 0
+            assert victim.proc is not None and victim.proc.poll() is None  # it lives on, as a follower
+        finally:
+            stop.set()
+            for r in replicas:
+                r.stop()
+        # what the woken replica journaled after its pause: nothing carried out under its epoch
+        with SqliteJournal(victim.journal, read_only=True) as journal:
+            late = [r for r in journal.action_results() if r.status == "done" and r.epoch == old_epoch]
+            done_times = [r.ts for r in late]
+        assert (
+            len(done_times) == len([e for e in Sink.epochs if e == old_epoch]) >= 1
+        )  # before the pause only

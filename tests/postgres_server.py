@@ -9,6 +9,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -45,7 +46,11 @@ class PostgresServer:
         return f"postgresql://seamguard@127.0.0.1:{self.port}/{db}"
 
     def _as_user(self, argv: list[str]) -> list[str]:
-        return ["runuser", "-u", self.user, "--", *argv] if self.user else argv
+        """``setpriv`` execs the server in place (no wrapper process between the signals this
+        class sends and the postmaster, unlike ``runuser``/``su``)."""
+        if not self.user:
+            return argv
+        return ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--init-groups", "--", *argv]
 
     def start(self) -> None:
         log = (self.data.parent / "postgres.log").open("ab")
@@ -67,8 +72,10 @@ class PostgresServer:
                 time.sleep(0.1)
 
     def stop(self, *, fast: bool = True) -> None:
+        """SIGINT is PostgreSQL's fast shutdown (clients disconnected, a clean checkpoint);
+        ``fast=False`` kills it outright (a crash: the next start recovers from the WAL)."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate() if fast else self.proc.kill()
+            self.proc.send_signal(signal.SIGINT) if fast else self.proc.kill()
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -102,6 +102,10 @@ def test_only_the_leader_acts_and_a_deposed_one_carries_out_nothing(
                 "acting_left_s": 0.0,
                 "error": "",
             }
+            scraped = b.metrics.render().decode()
+            assert "seamguard_ha_leading 0.0" in scraped and f"seamguard_ha_epoch {float(epoch_a)}" in scraped
+            assert 'seamguard_ha_info{leader="a",me="b"} 1.0' in scraped
+            assert "seamguard_ha_leading 1.0" in a.metrics.render().decode()
             sent = len(Sink.received)
             assert sent == 1 and Sink.received[0]["epoch"] == epoch_a
             # a freezes (no renewals); its lease expires and b takes over with a higher epoch

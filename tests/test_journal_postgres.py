@@ -166,3 +166,18 @@ def test_the_cli_migrates_and_refuses_what_is_not_postgres(dsn: str, tmp_path: P
     assert bad.exit_code == 2 and "expected a postgresql:// DSN" in bad.output
     down = runner.invoke(app, ["journal", "migrate", "--journal", "postgresql://seamguard@127.0.0.1:1/x"])
     assert down.exit_code == 2 and "cannot open the PostgreSQL journal" in down.output
+
+
+def test_a_database_restart_between_writes_loses_nothing(server: PostgresServer, dsn: str) -> None:
+    """The server restarts (a maintenance, a failover of the database): the journal opens its
+    connection again at the next call; a write that met the dead connection raised and wrote
+    nothing, and is not half there."""
+    migrate(dsn)
+    with PostgresJournal(dsn, epoch=lambda: 3) as j:
+        write(j, records())
+        server.stop()
+        with pytest.raises(psycopg.OperationalError):
+            j.append(records()["transitions"], [])
+        server.start()
+        write(j, records())  # reconnected
+        assert len(j.transitions()) == 4 and len(j.action_results()) == 4 and j.fence_epoch() == 3

@@ -190,10 +190,19 @@ class PostgresJournal:
                 raise
             self._on_stale(exc)
 
+    @property
+    def _conn(self) -> psycopg.Connection[Any]:
+        """The connection, opened again if the server dropped it (a restart, a failover of the
+        database): a transaction that was under way when it broke raised and wrote nothing."""
+        if self._db.closed or self._db.broken:
+            self._db = _connect(self.dsn)
+        return self._db
+
     @contextmanager
     def _fenced(self) -> Iterator[psycopg.Cursor[Any]]:
         epoch = int(self._epoch())
-        with self._db.transaction(), self._db.cursor() as cur:
+        db = self._conn
+        with db.transaction(), db.cursor() as cur:
             cur.execute("UPDATE fence SET epoch = %s WHERE id = 1 AND epoch <= %s", (epoch, epoch))
             if cur.rowcount != 1:
                 row = cur.execute("SELECT epoch FROM fence WHERE id = 1").fetchone()
@@ -204,7 +213,7 @@ class PostgresJournal:
             yield cur
 
     def fence_epoch(self) -> int:
-        row = self._db.execute("SELECT epoch FROM fence WHERE id = 1").fetchone()
+        row = self._conn.execute("SELECT epoch FROM fence WHERE id = 1").fetchone()
         return int(row[0]) if row else 0
 
     def set_meta(self, key: str, value: str) -> None:
@@ -220,13 +229,13 @@ class PostgresJournal:
             self._on_stale(exc)
 
     def get_meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+        row = self._conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     # -- reading ---------------------------------------------------------------------------
     def _select(self, table: str, where: tuple[str, list[Any]]) -> list[Any]:
         clause, args = where
-        return [rows.RECORD_OF[table](r) for r in self._db.execute(rows.select_sql(table, clause), args)]
+        return [rows.RECORD_OF[table](r) for r in self._conn.execute(rows.select_sql(table, clause), args)]
 
     def transitions(
         self, entity: str | None = None, until: float | None = None, since: float | None = None
@@ -263,14 +272,14 @@ class PostgresJournal:
         return found[-limit:] if limit is not None else found
 
     def last_observation(self, entity: str, at: float) -> ObservationRecord | None:
-        row = self._db.execute(rows.LAST_OBSERVATION.format(m="%s"), (entity, at)).fetchone()
+        row = self._conn.execute(rows.LAST_OBSERVATION.format(m="%s"), (entity, at)).fetchone()
         return None if row is None else rows.observation_of(row)
 
     def entities(self) -> list[str]:
-        return [str(r[0]) for r in self._db.execute(rows.ENTITIES)]
+        return [str(r[0]) for r in self._conn.execute(rows.ENTITIES)]
 
     def time_range(self) -> tuple[float, float] | None:
-        row = self._db.execute(rows.TIME_RANGE).fetchone()
+        row = self._conn.execute(rows.TIME_RANGE).fetchone()
         if row is None or row[0] is None:
             return None
         return float(row[0]), float(row[1])

@@ -34,12 +34,13 @@ class Sink(BaseHTTPRequestHandler):
 
     lock = threading.Lock()
     epochs: ClassVar[list[int]] = []
+    bodies: ClassVar[list[dict[str, Any]]] = []
     stale = 0
 
     @classmethod
     def reset(cls) -> None:
         with cls.lock:
-            cls.epochs, cls.stale = [], 0
+            cls.epochs, cls.bodies, cls.stale = [], [], 0
 
     @classmethod
     def actions(cls) -> int:
@@ -53,6 +54,7 @@ class Sink(BaseHTTPRequestHandler):
             if Sink.epochs and epoch < max(Sink.epochs):
                 Sink.stale += 1
             Sink.epochs.append(epoch)
+            Sink.bodies.append(body)
         self.send_response(200)
         self.end_headers()
 

@@ -225,6 +225,7 @@ class Daemon:
                 self.controller.epoch != lead.epoch or self.controller.mode != self._acting_mode
             ):
                 self.controller.epoch, self.controller.mode = lead.epoch, self._acting_mode
+                self.safety.epoch = lead.epoch  # its releases go out under this leadership too
                 self._restored = self.journal is None  # a new leadership restores the ledger first
             elif not lead.leading:
                 self.controller.mode = "advise"

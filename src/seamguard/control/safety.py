@@ -137,7 +137,9 @@ class SafetyLayer:
         self._held: dict[int, _Quarantine] = {}  # node -> its quarantine
         self._history: dict[int, deque[float]] = {}  # node -> quarantine start times
         self._nodes_cache: dict[str, IntArray] = {}
-        self._epoch = 0
+        # The leadership's epoch the layer's own actions (releases, queued and held ones) carry:
+        # the newest of its decisions', or set by the daemon when a replica starts to lead (ha).
+        self.epoch = 0
 
     # -- public views -----------------------------------------------------------------------
     def quarantined(self) -> list[str]:
@@ -267,7 +269,7 @@ class SafetyLayer:
         self, now: float, decisions: Sequence[DecisionRecord], transitions: Sequence[TransitionRecord] = ()
     ) -> SafetyTick:
         for d in decisions:
-            self._epoch = max(self._epoch, d.epoch)
+            self.epoch = max(self.epoch, d.epoch)
         notices = self.brake.observe(now, self._entered(transitions))
         self._note_failures(transitions)
         braked = self.brake.engaged
@@ -442,13 +444,13 @@ class SafetyLayer:
                     reason=f"healthy since {healthy_since:.0f}; leaves quarantine ({q.action.kind} at {q.since:.0f})",
                     state="healthy",
                     decided_at=now,
-                    epoch=self._epoch,
+                    epoch=self.epoch,
                 )
             )
             # The undos go out now, under the epoch that carries them out (a fenced replica's
             # leadership may have changed since they were decided: ``ha.fence``).
             out.extend(
-                replace(u, epoch=self._epoch) for u in q.undos if replace(u, epoch=self._epoch) not in out
+                replace(u, epoch=self.epoch) for u in q.undos if replace(u, epoch=self.epoch) not in out
             )
         return out
 
@@ -457,7 +459,7 @@ class SafetyLayer:
         for q in list(self._queue):
             if self.budgets.check(q.nodes, now, containment=q.action.kind in CONTAINMENT_KINDS) is None:
                 self._queue.remove(q)
-                action = replace(q.action, epoch=self._epoch)  # carried out now, under today's epoch
+                action = replace(q.action, epoch=self.epoch)  # carried out now, under today's epoch
                 for cause in sorted(q.causes):
                     self._take(action, q.nodes, cause, now)
                 out.append(action)

@@ -36,11 +36,14 @@ class Sink(BaseHTTPRequestHandler):
     epochs: ClassVar[list[int]] = []
     bodies: ClassVar[list[dict[str, Any]]] = []
     stale = 0
+    # (pid, epoch): stop that process with SIGSTOP when an action of that epoch arrives, before
+    # answering it, so that the pause never finds a request of its on the wire (the paused-leader test)
+    pause_on: ClassVar[tuple[int, int] | None] = None
 
     @classmethod
     def reset(cls) -> None:
         with cls.lock:
-            cls.epochs, cls.bodies, cls.stale = [], [], 0
+            cls.epochs, cls.bodies, cls.stale, cls.pause_on = [], [], 0, None
 
     @classmethod
     def actions(cls) -> int:
@@ -55,6 +58,9 @@ class Sink(BaseHTTPRequestHandler):
                 Sink.stale += 1
             Sink.epochs.append(epoch)
             Sink.bodies.append(body)
+            if Sink.pause_on is not None and Sink.pause_on[1] == epoch:
+                os.kill(Sink.pause_on[0], signal.SIGSTOP)
+                Sink.pause_on = None
         self.send_response(200)
         self.end_headers()
 

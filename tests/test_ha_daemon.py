@@ -101,6 +101,7 @@ def test_only_the_leader_acts_and_a_deposed_one_carries_out_nothing(
                 "leader": "a",
                 "acting_left_s": 0.0,
                 "error": "",
+                "replica_lag_s": {},  # no tick announced yet (test_ha_leadership.py checks the lag)
             }
             scraped = b.metrics.render().decode()
             assert "seamguard_ha_leading 0.0" in scraped and f"seamguard_ha_epoch {float(epoch_a)}" in scraped

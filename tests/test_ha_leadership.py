@@ -125,3 +125,18 @@ def test_three_members_survive_one_loss_and_stop_acting_without_quorum(tmp_path:
         etcd.start(etcd.members[1])  # quorum back: leadership resumes (the same lease, or a new one)
         etcd.wait_healthy([etcd.members[1], etcd.members[2]])
         until(lambda: a.view().leading, 15.0, a.step)
+
+
+def test_each_replica_announces_its_tick_and_the_status_gives_its_lag(tmp_path: Path) -> None:
+    with etcd_cluster(tmp_path) as etcd:
+        a = Leadership(config(etcd.endpoints, "a"))
+        b = Leadership(config(etcd.endpoints, "b"))
+        a.ticked(1000.0)
+        b.ticked(990.0)  # b's engine is ten seconds behind
+        a.step()
+        b.step()
+        assert a.step().lag_s() == {"a": 0.0, "b": 10.0}
+        assert a.view().to_json()["replica_lag_s"] == {"a": 0.0, "b": 10.0}
+        # b dies: its announcement goes with its lease
+        until(lambda: "b" not in a.view().lag_s(), 6.0, a.step)
+        assert a.view().lag_s() == {"a": 0.0}

@@ -206,6 +206,8 @@ class Daemon:
         )
         if self.journal is not None and acting and (results or journal_notices or audit):
             self.journal.append_actions(results, journal_notices, audit)
+        if self.leadership is not None:
+            self.leadership.ticked(now)
         self._status = self._snapshot()
         self._metrics_view = self._view()
         self.metrics.observe_step(time.perf_counter() - started, result.transitions, results)

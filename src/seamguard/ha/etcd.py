@@ -86,6 +86,18 @@ class Etcd:
         body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
         return dict(self._call("txn", lambda c: c.transaction(body)))
 
+    def announce(self, key: str, value: str, lease: int) -> None:
+        """A replica's own presence under its lease (gone when the replica is): not an action,
+        so not fenced."""
+        body = {"key": b64(key), "value": b64(value), "lease": str(lease)}
+        self._call("put", lambda c: c.post(c.get_url("/kv/put"), json=body))
+
+    def read_prefix(self, prefix: str) -> dict[str, str]:
+        def many(c: etcd3gw.Etcd3Client) -> dict[str, str]:
+            return {meta["key"].decode(): value.decode() for value, meta in c.get_prefix(prefix)}
+
+        return self._call("read", many)
+
     def read(self, key: str) -> KeyState | None:
         def one(c: etcd3gw.Etcd3Client) -> KeyState | None:
             got = c.get(key, metadata=True)

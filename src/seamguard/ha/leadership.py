@@ -46,6 +46,8 @@ class Leadership:
         self._leader = ""
         self._leader_epoch = 0
         self._error = ""
+        self._ticked = math.nan  # this replica's engine's last tick, announced at each step
+        self._replicas: tuple[tuple[str, float], ...] = ()
 
     # ---- asked by the daemon and the fence ------------------------------------------------
     def view(self) -> LeaderView:
@@ -54,7 +56,12 @@ class Leadership:
             leading = self._epoch > 0 and left > 0
             return LeaderView(self.name, leading, self._epoch if leading else self._leader_epoch,
                               self.name if leading else self._leader, max(left, 0.0) if leading else 0.0,
-                              self._error)  # fmt: skip
+                              self._error, self._replicas)  # fmt: skip
+
+    def ticked(self, now: float) -> None:
+        """The engine's tick time, announced to the other replicas at the next step."""
+        with self._lock:
+            self._ticked = now
 
     def may_act(self, epoch: int) -> str | None:
         """None when this replica leads under ``epoch`` and its deadline has not passed; else why not."""
@@ -75,6 +82,7 @@ class Leadership:
                 self._renew()
             if not self._epoch:
                 self._campaign()
+            self._announce()
             self._set(error="")
         except EtcdUnavailableError as exc:
             self._set(error=str(exc)[:500])
@@ -128,6 +136,21 @@ class Leadership:
                 self._leader, self._leader_epoch = unb64(kvs[0]["value"]), int(kvs[0]["create_revision"])
             else:  # deleted between the compare and the read: the next campaign will see
                 self._leader, self._leader_epoch = "", 0
+
+    def _announce(self) -> None:
+        """This replica's last tick under its lease, and every live replica's (for the lag)."""
+        prefix = f"{self.config.key}/replicas/"
+        if self._lease is not None and not math.isnan(self._ticked):
+            self.etcd.announce(prefix + self.name, repr(self._ticked), self._lease)
+        seen = self.etcd.read_prefix(prefix)
+        found = []
+        for key, value in seen.items():
+            try:
+                found.append((key[len(prefix) :], float(value)))
+            except ValueError:
+                continue  # not ours to read: skipped, never trusted
+        with self._lock:
+            self._replicas = tuple(sorted(found))
 
     def _lose(self, why: str) -> None:
         with self._lock:

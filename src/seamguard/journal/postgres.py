@@ -22,6 +22,7 @@ import psycopg
 
 from seamguard.errors import InputError
 from seamguard.journal import rows
+from seamguard.journal.reads import SqlReads
 from seamguard.journal.records import (
     ActionResultRecord,
     AuditRecord,
@@ -124,9 +125,11 @@ def migrate(dsn: str) -> list[int]:
         return applied
 
 
-class PostgresJournal:
+class PostgresJournal(SqlReads):
     """The journal interface (``journal.base.Journal``) on PostgreSQL, each write fenced by
     ``epoch()`` (the leadership's, 0 when following; None: every write passes as epoch 0)."""
+
+    MARK = "%s"
 
     def __init__(
         self,
@@ -232,57 +235,9 @@ class PostgresJournal:
         row = self._conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    # -- reading ---------------------------------------------------------------------------
-    def _select(self, table: str, where: tuple[str, list[Any]]) -> list[Any]:
-        clause, args = where
-        return [rows.RECORD_OF[table](r) for r in self._conn.execute(rows.select_sql(table, clause), args)]
-
-    def transitions(
-        self, entity: str | None = None, until: float | None = None, since: float | None = None
-    ) -> list[TransitionRecord]:
-        return self._select("transitions", rows.where("%s", entity, until, since))
-
-    def decisions(
-        self, entity: str | None = None, until: float | None = None, since: float | None = None
-    ) -> list[DecisionRecord]:
-        return self._select("decisions", rows.where("%s", entity, until, since, ("entity", "cause")))
-
-    def outcomes(self, entity: str | None = None, until: float | None = None) -> list[OutcomeRecord]:
-        return self._select("outcomes", rows.where("%s", entity, until, None))
-
-    def action_results(
-        self,
-        target: str | None = None,
-        until: float | None = None,
-        since: float | None = None,
-        status: str | None = None,
-    ) -> list[ActionResultRecord]:
-        return self._select("action_results", rows.where("%s", target, until, since, ("target",), status))
-
-    def notices(self, until: float | None = None, since: float | None = None) -> list[NoticeRecord]:
-        return self._select("notices", rows.where("%s", None, until, since))
-
-    def audit(self, until: float | None = None, since: float | None = None) -> list[AuditRecord]:
-        return self._select("audit", rows.where("%s", None, until, since))
-
-    def observations(
-        self, entity: str | None = None, until: float | None = None, limit: int | None = None
-    ) -> list[ObservationRecord]:
-        found: list[ObservationRecord] = self._select("observations", rows.where("%s", entity, until, None))
-        return found[-limit:] if limit is not None else found
-
-    def last_observation(self, entity: str, at: float) -> ObservationRecord | None:
-        row = self._conn.execute(rows.LAST_OBSERVATION.format(m="%s"), (entity, at)).fetchone()
-        return None if row is None else rows.observation_of(row)
-
-    def entities(self) -> list[str]:
-        return [str(r[0]) for r in self._conn.execute(rows.ENTITIES)]
-
-    def time_range(self) -> tuple[float, float] | None:
-        row = self._conn.execute(rows.TIME_RANGE).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return float(row[0]), float(row[1])
+    # -- reading (``journal.reads``) ----------------------------------------------------------
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        return list(self._conn.execute(sql, args).fetchall())
 
     def close(self) -> None:
         self._db.close()

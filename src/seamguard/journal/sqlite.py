@@ -22,6 +22,7 @@ from typing import Any
 from seamguard.errors import InputError
 from seamguard.journal import rows
 from seamguard.journal.lock import WriterLock
+from seamguard.journal.reads import SqlReads
 from seamguard.journal.records import (
     ActionResultRecord,
     AuditRecord,
@@ -91,7 +92,7 @@ def _open_error(path: Path, exc: sqlite3.DatabaseError) -> InputError:
     return InputError(str(path), f"not a seamguard journal ({exc})")
 
 
-class SqliteJournal:
+class SqliteJournal(SqlReads):
     """Append-only decision journal. ``create=False`` refuses a path that does not exist.
 
     A writer (the default) holds the journal's writer lock (``journal.lock``) until ``close``: a
@@ -234,59 +235,9 @@ class SqliteJournal:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    # -- reading ---------------------------------------------------------------------------
-    def _select(self, table: str, where: tuple[str, list[Any]]) -> list[Any]:
-        clause, args = where
-        return [rows.RECORD_OF[table](r) for r in self._db.execute(rows.select_sql(table, clause), args)]
-
-    def transitions(
-        self, entity: str | None = None, until: float | None = None, since: float | None = None
-    ) -> list[TransitionRecord]:
-        return self._select("transitions", rows.where("?", entity, until, since))
-
-    def decisions(
-        self, entity: str | None = None, until: float | None = None, since: float | None = None
-    ) -> list[DecisionRecord]:
-        return self._select("decisions", rows.where("?", entity, until, since, ("entity", "cause")))
-
-    def outcomes(self, entity: str | None = None, until: float | None = None) -> list[OutcomeRecord]:
-        return self._select("outcomes", rows.where("?", entity, until, None))
-
-    def action_results(
-        self,
-        target: str | None = None,
-        until: float | None = None,
-        since: float | None = None,
-        status: str | None = None,
-    ) -> list[ActionResultRecord]:
-        """Action outcomes on ``target`` (all targets when None), oldest first."""
-        return self._select("action_results", rows.where("?", target, until, since, ("target",), status))
-
-    def notices(self, until: float | None = None, since: float | None = None) -> list[NoticeRecord]:
-        return self._select("notices", rows.where("?", None, until, since))
-
-    def audit(self, until: float | None = None, since: float | None = None) -> list[AuditRecord]:
-        """The HTTP API's audit rows (``service.audit``), oldest first."""
-        return self._select("audit", rows.where("?", None, until, since))
-
-    def observations(
-        self, entity: str | None = None, until: float | None = None, limit: int | None = None
-    ) -> list[ObservationRecord]:
-        found: list[ObservationRecord] = self._select("observations", rows.where("?", entity, until, None))
-        return found[-limit:] if limit is not None else found
-
-    def last_observation(self, entity: str, at: float) -> ObservationRecord | None:
-        row = self._db.execute(rows.LAST_OBSERVATION.format(m="?"), (entity, at)).fetchone()
-        return None if row is None else rows.observation_of(row)
-
-    def entities(self) -> list[str]:
-        return [str(r[0]) for r in self._db.execute(rows.ENTITIES)]
-
-    def time_range(self) -> tuple[float, float] | None:
-        row = self._db.execute(rows.TIME_RANGE).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return float(row[0]), float(row[1])
+    # -- reading (``journal.reads``) ----------------------------------------------------------
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        return list(self._db.execute(sql, args).fetchall())
 
     def close(self) -> None:
         self._db.close()

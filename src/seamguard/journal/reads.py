@@ -1,0 +1,85 @@
+"""The journal's queries, once for both SQL journals: each gives its placeholder and how it runs
+a statement (``_rows``). A base class rather than functions because the reading interface
+(``journal.base.Journal``) is a set of methods every caller (``explain``, the safety layer's
+restore, the HTTP API) already uses on either journal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from seamguard.journal import rows
+from seamguard.journal.records import (
+    ActionResultRecord,
+    AuditRecord,
+    DecisionRecord,
+    NoticeRecord,
+    ObservationRecord,
+    OutcomeRecord,
+    TransitionRecord,
+)
+
+
+class SqlReads:
+    MARK = "?"
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        raise NotImplementedError
+
+    def _select(self, table: str, where: tuple[str, list[Any]]) -> list[Any]:
+        clause, args = where
+        return [rows.RECORD_OF[table](r) for r in self._rows(rows.select_sql(table, clause), args)]
+
+    def transitions(
+        self, entity: str | None = None, until: float | None = None, since: float | None = None
+    ) -> list[TransitionRecord]:
+        return self._select("transitions", rows.where(self.MARK, entity, until, since))
+
+    def decisions(
+        self, entity: str | None = None, until: float | None = None, since: float | None = None
+    ) -> list[DecisionRecord]:
+        """Decisions on ``entity`` or caused by it (a GPU's state change drains its node)."""
+        return self._select("decisions", rows.where(self.MARK, entity, until, since, ("entity", "cause")))
+
+    def outcomes(self, entity: str | None = None, until: float | None = None) -> list[OutcomeRecord]:
+        return self._select("outcomes", rows.where(self.MARK, entity, until, None))
+
+    def action_results(
+        self,
+        target: str | None = None,
+        until: float | None = None,
+        since: float | None = None,
+        status: str | None = None,
+    ) -> list[ActionResultRecord]:
+        """Action outcomes on ``target`` (all targets when None), oldest first."""
+        return self._select(
+            "action_results", rows.where(self.MARK, target, until, since, ("target",), status)
+        )
+
+    def notices(self, until: float | None = None, since: float | None = None) -> list[NoticeRecord]:
+        return self._select("notices", rows.where(self.MARK, None, until, since))
+
+    def audit(self, until: float | None = None, since: float | None = None) -> list[AuditRecord]:
+        """The HTTP API's audit rows (``service.audit``), oldest first."""
+        return self._select("audit", rows.where(self.MARK, None, until, since))
+
+    def observations(
+        self, entity: str | None = None, until: float | None = None, limit: int | None = None
+    ) -> list[ObservationRecord]:
+        found: list[ObservationRecord] = self._select(
+            "observations", rows.where(self.MARK, entity, until, None)
+        )
+        return found[-limit:] if limit is not None else found
+
+    def last_observation(self, entity: str, at: float) -> ObservationRecord | None:
+        found = self._rows(rows.LAST_OBSERVATION.format(m=self.MARK), (entity, at))
+        return rows.observation_of(found[0]) if found else None
+
+    def entities(self) -> list[str]:
+        return [str(r[0]) for r in self._rows(rows.ENTITIES)]
+
+    def time_range(self) -> tuple[float, float] | None:
+        found = self._rows(rows.TIME_RANGE)
+        if not found or found[0][0] is None:
+            return None
+        return float(found[0][0]), float(found[0][1])

@@ -22,16 +22,7 @@ import psycopg
 
 from seamguard.errors import InputError
 from seamguard.journal import rows
-from seamguard.journal.reads import SqlReads
-from seamguard.journal.records import (
-    ActionResultRecord,
-    AuditRecord,
-    DecisionRecord,
-    NoticeRecord,
-    ObservationRecord,
-    OutcomeRecord,
-    TransitionRecord,
-)
+from seamguard.journal.sql_journal import SqlJournal
 
 _ID = "id BIGSERIAL PRIMARY KEY, ts DOUBLE PRECISION NOT NULL"
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -125,7 +116,7 @@ def migrate(dsn: str) -> list[int]:
         return applied
 
 
-class PostgresJournal(SqlReads):
+class PostgresJournal(SqlJournal):
     """The journal interface (``journal.base.Journal``) on PostgreSQL, each write fenced by
     ``epoch()`` (the leadership's, 0 when following; None: every write passes as epoch 0)."""
 
@@ -155,24 +146,6 @@ class PostgresJournal(SqlReads):
             )
 
     # -- writing ---------------------------------------------------------------------------
-    def append(
-        self,
-        transitions: Sequence[TransitionRecord],
-        decisions: Sequence[DecisionRecord],
-        observations: Sequence[ObservationRecord] = (),
-        outcomes: Sequence[OutcomeRecord] = (),
-    ) -> None:
-        self._insert({"transitions": transitions, "decisions": decisions, "outcomes": outcomes,
-                      "observations": observations})  # fmt: skip
-
-    def append_actions(
-        self,
-        results: Sequence[ActionResultRecord],
-        notices: Sequence[NoticeRecord] = (),
-        audit: Sequence[AuditRecord] = (),
-    ) -> None:
-        self._insert({"action_results": results, "notices": notices, "audit": audit})
-
     def insert_rows(self, table: str, batch: Sequence[Sequence[Any]]) -> None:
         """Rows already in ``rows.COLUMNS`` order (``copy_journal``), fenced like every write."""
         with self._fenced() as cur:
@@ -235,7 +208,7 @@ class PostgresJournal(SqlReads):
         row = self._conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    # -- reading (``journal.reads``) ----------------------------------------------------------
+    # -- reading (``journal.sql_journal``) ----------------------------------------------------------
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
         return list(self._conn.execute(sql, args).fetchall())
 

@@ -22,16 +22,7 @@ from typing import Any
 from seamguard.errors import InputError
 from seamguard.journal import rows
 from seamguard.journal.lock import WriterLock
-from seamguard.journal.reads import SqlReads
-from seamguard.journal.records import (
-    ActionResultRecord,
-    AuditRecord,
-    DecisionRecord,
-    NoticeRecord,
-    ObservationRecord,
-    OutcomeRecord,
-    TransitionRecord,
-)
+from seamguard.journal.sql_journal import SqlJournal
 
 SCHEMA_VERSION = 5
 # Version 1 journals lack decisions.cause; version 2 the predicted cost and benefit of decisions
@@ -92,7 +83,7 @@ def _open_error(path: Path, exc: sqlite3.DatabaseError) -> InputError:
     return InputError(str(path), f"not a seamguard journal ({exc})")
 
 
-class SqliteJournal(SqlReads):
+class SqliteJournal(SqlJournal):
     """Append-only decision journal. ``create=False`` refuses a path that does not exist.
 
     A writer (the default) holds the journal's writer lock (``journal.lock``) until ``close``: a
@@ -187,25 +178,6 @@ class SqliteJournal(SqlReads):
                 db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     # -- writing ---------------------------------------------------------------------------
-    def append(
-        self,
-        transitions: Sequence[TransitionRecord],
-        decisions: Sequence[DecisionRecord],
-        observations: Sequence[ObservationRecord] = (),
-        outcomes: Sequence[OutcomeRecord] = (),
-    ) -> None:
-        self._insert({"transitions": transitions, "decisions": decisions, "outcomes": outcomes,
-                      "observations": observations})  # fmt: skip
-
-    def append_actions(
-        self,
-        results: Sequence[ActionResultRecord],
-        notices: Sequence[NoticeRecord] = (),
-        audit: Sequence[AuditRecord] = (),
-    ) -> None:
-        """Record action outcomes, notices and the HTTP API's audit tally atomically."""
-        self._insert({"action_results": results, "notices": notices, "audit": audit})
-
     def _insert(self, batches: Mapping[str, Sequence[Any]]) -> None:
         """Each table's records in one transaction: all of them or none."""
         if not any(batches.values()):
@@ -235,7 +207,7 @@ class SqliteJournal(SqlReads):
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    # -- reading (``journal.reads``) ----------------------------------------------------------
+    # -- reading (``journal.sql_journal``) ----------------------------------------------------------
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
         return list(self._db.execute(sql, args).fetchall())
 

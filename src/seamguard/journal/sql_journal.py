@@ -1,11 +1,12 @@
-"""The journal's queries, once for both SQL journals: each gives its placeholder and how it runs
-a statement (``_rows``). A base class rather than functions because the reading interface
-(``journal.base.Journal``) is a set of methods every caller (``explain``, the safety layer's
-restore, the HTTP API) already uses on either journal."""
+"""The journal's appends and queries, once for both SQL journals: each gives its placeholder, how
+it runs a statement (``_rows``) and how it writes a batch in one transaction (``_insert``). A base
+class rather than functions because the interface (``journal.base.Journal``) is a set of methods
+every caller (the controller, ``explain``, the safety layer's restore, the HTTP API) already uses
+on either journal."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from seamguard.journal import rows
@@ -20,11 +21,35 @@ from seamguard.journal.records import (
 )
 
 
-class SqlReads:
+class SqlJournal:
     MARK = "?"
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
         raise NotImplementedError
+
+    def _insert(self, batches: Mapping[str, Sequence[Any]]) -> None:
+        """Each table's records (``rows.TABLES``) in one transaction: all of them or none."""
+        raise NotImplementedError
+
+    def append(
+        self,
+        transitions: Sequence[TransitionRecord],
+        decisions: Sequence[DecisionRecord],
+        observations: Sequence[ObservationRecord] = (),
+        outcomes: Sequence[OutcomeRecord] = (),
+    ) -> None:
+        """One tick's engine output, atomically."""
+        self._insert({"transitions": transitions, "decisions": decisions, "outcomes": outcomes,
+                      "observations": observations})  # fmt: skip
+
+    def append_actions(
+        self,
+        results: Sequence[ActionResultRecord],
+        notices: Sequence[NoticeRecord] = (),
+        audit: Sequence[AuditRecord] = (),
+    ) -> None:
+        """Action outcomes, notices and the HTTP API's audit tally, atomically."""
+        self._insert({"action_results": results, "notices": notices, "audit": audit})
 
     def _select(self, table: str, where: tuple[str, list[Any]]) -> list[Any]:
         clause, args = where

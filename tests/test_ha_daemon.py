@@ -185,3 +185,36 @@ def test_a_new_leader_takes_over_the_ledger_from_the_shared_journal(
             d.dispatcher.close()
         ja.close()
         jb.close()
+
+
+def test_a_new_leader_carries_out_what_it_only_advised_while_following(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """a leads but dies before its first tick; b, following, sees n02 go hot and advises its drain.
+    Taking over with n02 still quarantined (no new transition), b plans it again and drains it."""
+    topo = build_topology(small_inventory(), small_jobs())
+    t0 = 1.0e9
+    with replicas(tmp_path, monkeypatch) as (_, config, _):
+        assert config.site.ha is not None
+        with SqliteJournal(tmp_path / "b.sqlite") as jb:
+            lead_a = Leadership(config.site.ha.model_copy(update={"name": "a"}))
+            lead_b = Leadership(config.site.ha.model_copy(update={"name": "b"}))
+            b = daemon(config, topo, jb, lead_b)
+            assert lead_a.step().leading and not lead_b.step().leading
+            push(b, topo, t0 - 0.5, "gpu/n02/1")
+            report = b.step(t0)
+            assert report.actions == ()  # advised only
+            assert ("gpu/n02/1", "quarantine") in {(t.entity, t.to_state) for t in report.transitions}
+            deadline = time.monotonic() + 8
+            while not lead_b.step().leading:  # a never renews: it died
+                assert time.monotonic() < deadline, "b never took over"
+                time.sleep(0.2)
+            push(b, topo, t0 + 9.5, "gpu/n02/1")
+            drained = [r for r in b.step(t0 + 10).actions if r.kind == "drain_node"]
+            assert [(r.target, r.status, r.epoch) for r in drained] == [
+                ("node/n02", "done", lead_b.view().epoch)
+            ]
+            assert [x["target"] for x in Sink.received if x["kind"] == "drain_node"] == ["node/n02"]
+            again = [r for r in b.step(t0 + 11).actions if r.kind == "drain_node"]
+            assert again == []  # planned again once, at the takeover
+            b.dispatcher.close()

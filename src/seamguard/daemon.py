@@ -228,6 +228,8 @@ class Daemon:
             ):
                 self.controller.epoch, self.controller.mode = lead.epoch, self._acting_mode
                 self.safety.epoch = lead.epoch  # its releases go out under this leadership too
+                # what it decided as advice while following may never have been carried out
+                self.controller.replan_unwell = True
                 self._restored = self.journal is None  # a new leadership restores the ledger first
             elif not lead.leading:
                 self.controller.mode = "advise"

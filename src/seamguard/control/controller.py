@@ -30,6 +30,7 @@ from seamguard.control.explaining import (
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.control.revalue import causes_of, heating_under, revalue
+from seamguard.control.takeover import replanned
 from seamguard.control.thermal_trip import trip_in_s
 from seamguard.economics.harm import straggler_harm
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, nominal_rates, part_rates
@@ -142,6 +143,7 @@ class Controller:
         self._save_s = np.full(len(topology.jobs), np.nan)
         # The last state other than unknown: what an entity coming back from silence returns from.
         self._last_known = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
+        self.replan_unwell = False  # a replica taking the leadership plans what is held out again
         gpu_count = topology.count(EntityKind.GPU)
         self.xid_memory = XidMemory.create(gpu_count, config.detectors.xid)
         usual = {
@@ -362,6 +364,10 @@ class Controller:
                     epoch=self.epoch,
                 )
             )
+        if self.replan_unwell:  # a replica that just took the leadership (``control.takeover``)
+            decisions += replanned(cfg, topo, workload, self.classifier.state, self._evidence_items, now,
+                                   set(changes.index.tolist()), self.mode, self.epoch)  # fmt: skip
+            self.replan_unwell = False
         # Gray quarantines are valued against what they cost now; tolerated ones again every
         # revalue_s, and those over a GPU heading for its shutdown temperature every tick.
         trip = trip_in_s(cfg, frame.evidence, self.store)

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from seamguard.daemon import Daemon
 from seamguard.ha.leadership import Leadership
+from seamguard.journal.base import JournalUnavailableError
 from seamguard.journal.postgres import PostgresJournal, StaleEpochError, migrate
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology, build_topology
@@ -51,6 +51,7 @@ class Replica:
     stalled_until: int = -1  # iteration: its renewals do not run before (its engine does)
     slow_until: int = -1
     refused: list[StaleEpochError] = field(default_factory=list)
+    slow: list[bool] = field(default_factory=lambda: [False])  # its journal's writes are throttled
 
 
 @dataclass
@@ -102,10 +103,19 @@ class Harness:
             return view.epoch if view.leading else 0
 
         journal = PostgresJournal(self.pg.dsn(), epoch=epoch, on_stale=refused.append)
+        slow = [False]
+        insert = journal._insert
+
+        def throttled(batches: Any) -> None:  # a slow disk under the journal: each write waits
+            if slow[0]:
+                time.sleep(0.2)
+            insert(batches)
+
+        journal._insert = throttled  # type: ignore[method-assign]
         clock = lambda: self.world.now  # noqa: E731 - the pushed stamps are checked against the engine's time
         daemon = Daemon(self.config, self.topo, build_sources(self.config.site.sources, self.topo, clock),
                         journal=journal, leadership=lead)  # fmt: skip
-        return Replica(name, daemon, lead, journal, refused=refused)
+        return Replica(name, daemon, lead, journal, refused=refused, slow=slow)
 
     def step(self, i: int) -> None:
         body = self.world.payload(self.topo)
@@ -114,13 +124,14 @@ class Harness:
                 continue
             if r.stalled_until <= i:
                 r.leadership.step()
-            if r.slow_until > i:
-                time.sleep(0.15)  # a slow disk under the journal: the tick takes longer
+            r.slow[0] = r.slow_until > i
             assert r.daemon.push is not None
             r.daemon.push.ingest(body)
             try:
                 r.daemon.step(self.world.now)
-            except psycopg.OperationalError:  # the journal's database went away mid-tick: the process exits
+            except (
+                JournalUnavailableError
+            ):  # the engine's journal write met a dead database: the process exits
                 self.crashes += 1
                 self.replicas[k] = self.fresh_after(r)
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from seamguard.cli import app
 from seamguard.errors import InputError
+from seamguard.journal.base import JournalUnavailableError
 from seamguard.journal.copy import copy_journal
 from seamguard.journal.postgres import SCHEMA_VERSION, PostgresJournal, StaleEpochError, migrate
 from seamguard.journal.records import (
@@ -176,7 +177,7 @@ def test_a_database_restart_between_writes_loses_nothing(server: PostgresServer,
     with PostgresJournal(dsn, epoch=lambda: 3) as j:
         write(j, records())
         server.stop()
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(JournalUnavailableError, match=r"postgresql://seamguard@127\.0\.0\.1"):
             j.append(records()["transitions"], [])
         server.start()
         write(j, records())  # reconnected

@@ -33,8 +33,8 @@ from seamguard.errors import InputError
 from seamguard.ha.fence import EtcdFence
 from seamguard.ha.leadership import Leadership
 from seamguard.ha.view import LeaderView
-from seamguard.journal.base import Journal
-from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
+from seamguard.journal.base import Journal, JournalUnavailableError
+from seamguard.journal.records import ActionResultRecord, AuditRecord, NoticeRecord, TransitionRecord
 from seamguard.live_world import LiveWorld
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
@@ -148,6 +148,12 @@ class Daemon:
         self._stale_sources: dict[int, Topology] = {}  # id(source) -> the world it still indexes by
         self._back: dict[int, npt.NDArray[np.int64]] = {}  # id(that world) -> its index -> today's
         self._restored = journal is None  # a previous run's quarantines are taken over at the first step
+        # action records the journal could not take yet (``_journal_actions``)
+        self._unjournaled: tuple[list[ActionResultRecord], list[NoticeRecord], list[AuditRecord]] = (
+            [],
+            [],
+            [],
+        )
         self.security: Security | None = None  # the HTTP API's auth and audit tally, set by serve_api
         # Taken at the end of each step and replaced whole: the HTTP threads read it without
         # touching the safety layer, the dispatcher or the latch while a step changes them.
@@ -204,8 +210,8 @@ class Daemon:
             + engine_notices
             + audit_notices
         )
-        if self.journal is not None and acting and (results or journal_notices or audit):
-            self.journal.append_actions(results, journal_notices, audit)
+        if self.journal is not None and acting:
+            self._journal_actions(results, journal_notices, audit)
         if self.leadership is not None:
             self.leadership.ticked(now)
         self._status = self._snapshot()
@@ -214,6 +220,27 @@ class Daemon:
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
         )
+
+    def _journal_actions(
+        self, results: list[ActionResultRecord], notices: list[NoticeRecord], audit: list[AuditRecord]
+    ) -> None:
+        """The tick's action results after they were carried out; a journal out of reach keeps
+        them (and any kept before) for the next tick's write, so a database restart loses no
+        record of what reached the cluster. The journal's fence still applies: a replica that
+        is no longer leader when the database is back cannot write them."""
+        assert self.journal is not None
+        kept_results, kept_notices, kept_audit = self._unjournaled
+        batch = (kept_results + results, kept_notices + notices, kept_audit + audit)
+        if not (batch[0] or batch[1] or batch[2]):
+            return
+        try:
+            self.journal.append_actions(*batch)
+        except JournalUnavailableError as exc:
+            kept = len(batch[0]) + len(batch[1]) + len(batch[2])
+            log.error("journal out of reach, %d record(s) kept for the next tick: %s", kept, exc)
+            self._unjournaled = batch
+            return
+        self._unjournaled = ([], [], [])
 
     def _lead(self) -> LeaderView | None:
         """Before the tick: leading, the engine decides under this leadership's epoch (the fence

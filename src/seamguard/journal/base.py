@@ -16,6 +16,11 @@ from seamguard.journal.records import (
 )
 
 
+class JournalUnavailableError(RuntimeError):
+    """The journal's store could not be reached (a database restarting): nothing of the write
+    that raised it was recorded, and the caller may write the same records again."""
+
+
 class Journal(Protocol):
     def append(
         self,

@@ -22,6 +22,7 @@ import psycopg
 
 from seamguard.errors import InputError
 from seamguard.journal import rows
+from seamguard.journal.base import JournalUnavailableError
 from seamguard.journal.sql_journal import SqlJournal
 
 _ID = "id BIGSERIAL PRIMARY KEY, ts DOUBLE PRECISION NOT NULL"
@@ -171,22 +172,30 @@ class PostgresJournal(SqlJournal):
         """The connection, opened again if the server dropped it (a restart, a failover of the
         database): a transaction that was under way when it broke raised and wrote nothing."""
         if self._db.closed or self._db.broken:
-            self._db = _connect(self.dsn)
+            try:
+                self._db = _connect(self.dsn)
+            except InputError as exc:
+                raise JournalUnavailableError(str(exc)) from exc
         return self._db
 
     @contextmanager
     def _fenced(self) -> Iterator[psycopg.Cursor[Any]]:
+        """One write transaction under the fence; a connection lost on the way raises
+        ``JournalUnavailableError`` and the transaction wrote nothing."""
         epoch = int(self._epoch())
         db = self._conn
-        with db.transaction(), db.cursor() as cur:
-            cur.execute("UPDATE fence SET epoch = %s WHERE id = 1 AND epoch <= %s", (epoch, epoch))
-            if cur.rowcount != 1:
-                row = cur.execute("SELECT epoch FROM fence WHERE id = 1").fetchone()
-                raise StaleEpochError(
-                    f"{self.path}: a write under epoch {epoch} refused, the journal is at epoch "
-                    f"{row[0] if row else '?'}: a newer leader writes"
-                )
-            yield cur
+        try:
+            with db.transaction(), db.cursor() as cur:
+                cur.execute("UPDATE fence SET epoch = %s WHERE id = 1 AND epoch <= %s", (epoch, epoch))
+                if cur.rowcount != 1:
+                    row = cur.execute("SELECT epoch FROM fence WHERE id = 1").fetchone()
+                    raise StaleEpochError(
+                        f"{self.path}: a write under epoch {epoch} refused, the journal is at epoch "
+                        f"{row[0] if row else '?'}: a newer leader writes"
+                    )
+                yield cur
+        except psycopg.OperationalError as exc:
+            raise JournalUnavailableError(f"{self.path}: {exc}".strip()) from exc
 
     def fence_epoch(self) -> int:
         row = self._conn.execute("SELECT epoch FROM fence WHERE id = 1").fetchone()
@@ -210,7 +219,10 @@ class PostgresJournal(SqlJournal):
 
     # -- reading (``journal.sql_journal``) ----------------------------------------------------------
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        return list(self._conn.execute(sql, args).fetchall())
+        try:
+            return list(self._conn.execute(sql, args).fetchall())
+        except psycopg.OperationalError as exc:
+            raise JournalUnavailableError(f"{self.path}: {exc}".strip()) from exc
 
     def close(self) -> None:
         self._db.close()

@@ -26,6 +26,7 @@ from tests.conftest import small_inventory, small_jobs
 from tests.etcd_cluster import etcd_cluster
 from tests.http_stub import serve
 from tests.test_daemon import CLOCK, POLICY, payload
+from tests.test_haproxy import haproxy  # noqa: F401 - the real HAProxy fixture
 
 FAST = {"ttl_s": 2, "renew_deadline_s": 1.0, "retry_s": 0.4, "request_timeout_s": 0.4}
 
@@ -218,3 +219,49 @@ def test_a_new_leader_carries_out_what_it_only_advised_while_following(
             again = [r for r in b.step(t0 + 11).actions if r.kind == "drain_node"]
             assert again == []  # planned again once, at the takeover
             b.dispatcher.close()
+
+
+def test_a_deposed_leader_leaves_haproxy_untouched(tmp_path: Path, haproxy: str) -> None:  # noqa: F811
+    """The same two replicas enforcing through a real HAProxy (its runtime API): b's drain shows in
+    HAProxy's own server state, and a's, decided after the takeover under its old epoch, never
+    does; read back from HAProxy, not from either daemon."""
+    from seamguard.actuators.haproxy import HaproxyActuator, HaproxyConfig
+
+    topo = build_topology(small_inventory(), small_jobs())
+    t0 = 1.0e9
+    frozen = [0.0]
+    servers = {"node/n02": "be_app/s1", "node/n05": "be_app/s2"}
+    with etcd_cluster(tmp_path) as etcd:
+        config = daemon_config_from_mapping(
+            {**POLICY, "actuators": {"haproxy": {"socket": haproxy, "servers": servers, "mode": "enforce"}},
+             "safety": {"budgets": {"max_fleet_pct": 50.0, "per_hour_pct": 50.0,
+                                    "partitions": {"fleet": {"min_in_service_pct": 50.0}}}},
+             "ha": {"endpoints": etcd.endpoints, **FAST}}
+        )  # fmt: skip
+        assert config.site.ha is not None
+        read = HaproxyActuator(HaproxyConfig(socket=haproxy, servers=servers))
+
+        def state(server: str) -> str:
+            found = read.server_state("be_app", server)
+            assert found is not None
+            return found.state
+
+        with SqliteJournal(tmp_path / "a.sqlite") as ja, SqliteJournal(tmp_path / "b.sqlite") as jb:
+            lead_a = Leadership(config.site.ha.model_copy(update={"name": "a"}), clock=lambda: frozen[0])
+            lead_b = Leadership(config.site.ha.model_copy(update={"name": "b"}))
+            a, b = daemon(config, topo, ja, lead_a), daemon(config, topo, jb, lead_b)
+            old = lead_a.step().epoch
+            assert not lead_b.step().leading
+            deadline = time.monotonic() + 8
+            while not lead_b.step().leading:  # a never renews
+                assert time.monotonic() < deadline, "b never took over"
+                time.sleep(0.2)
+            push(a, topo, t0 - 0.5, "gpu/n05/0")  # a, still believing it leads, sees n05 hot
+            fenced = [r for r in a.step(t0).actions if r.kind == "drain_node"]
+            assert [(r.target, r.status, r.epoch) for r in fenced] == [("node/n05", "fenced", old)]
+            push(b, topo, t0 - 0.5, "gpu/n02/1")
+            done = [r for r in b.step(t0).actions if r.kind == "drain_node"]
+            assert [(r.target, r.status) for r in done] == [("node/n02", "done")]
+            assert (state("s1"), state("s2")) == ("drain", "ready")  # HAProxy's own record
+            for d in (a, b):
+                d.dispatcher.close()

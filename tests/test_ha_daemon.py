@@ -265,3 +265,50 @@ def test_a_deposed_leader_leaves_haproxy_untouched(tmp_path: Path, haproxy: str)
             assert (state("s1"), state("s2")) == ("drain", "ready")  # HAProxy's own record
             for d in (a, b):
                 d.dispatcher.close()
+
+
+def test_a_deposed_leader_leaves_slurm_untouched(tmp_path: Path) -> None:
+    """The same, enforcing through a real Slurm (slurmctld and two slurmd on loopback): the new
+    leader's drain shows in Slurm's node state, the deposed leader's never does (``scontrol``)."""
+    from seamguard.telemetry.sources.slurm_states import parse_node_state
+    from tests.slurm_cluster import slurm_cluster
+    from tests.test_slurm import state_of
+
+    topo = build_topology(small_inventory(), small_jobs())
+    t0 = 1.0e9
+    frozen = [0.0]
+    with (
+        etcd_cluster(tmp_path) as etcd,
+        slurm_cluster(tmp_path / "slurm", dead_nodes=0, names=["n02", "n05"]) as sl,
+    ):
+        slurm = {"scontrol": sl.bins["scontrol"], "squeue": sl.bins["squeue"], "sinfo": sl.bins["sinfo"],
+                 "slurm_conf": str(sl.conf), "mode": "enforce"}  # fmt: skip
+        config = daemon_config_from_mapping(
+            {**POLICY, "actuators": {"slurm": slurm},
+             "safety": {"budgets": {"max_fleet_pct": 50.0, "per_hour_pct": 50.0,
+                                    "partitions": {"fleet": {"min_in_service_pct": 50.0}}}},
+             "ha": {"endpoints": etcd.endpoints, **FAST}}
+        )  # fmt: skip
+        assert config.site.ha is not None
+
+        def drained(node: str) -> bool:
+            return "DRAIN" in parse_node_state(state_of(sl.node_line(node))).flags
+
+        with SqliteJournal(tmp_path / "a.sqlite") as ja, SqliteJournal(tmp_path / "b.sqlite") as jb:
+            lead_a = Leadership(config.site.ha.model_copy(update={"name": "a"}), clock=lambda: frozen[0])
+            lead_b = Leadership(config.site.ha.model_copy(update={"name": "b"}))
+            a, b = daemon(config, topo, ja, lead_a), daemon(config, topo, jb, lead_b)
+            old = lead_a.step().epoch
+            deadline = time.monotonic() + 8
+            while not lead_b.step().leading:  # a never renews
+                assert time.monotonic() < deadline, "b never took over"
+                time.sleep(0.2)
+            push(a, topo, t0 - 0.5, "gpu/n05/0")
+            fenced = [r for r in a.step(t0).actions if r.kind == "drain_node"]
+            assert [(r.target, r.status, r.epoch) for r in fenced] == [("node/n05", "fenced", old)]
+            push(b, topo, t0 - 0.5, "gpu/n02/1")
+            done = [r for r in b.step(t0).actions if r.kind == "drain_node"]
+            assert [(r.target, r.status) for r in done] == [("node/n02", "done")], done
+            assert drained("n02") and not drained("n05")  # Slurm's own record
+            for d in (a, b):
+                d.dispatcher.close()

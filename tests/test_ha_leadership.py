@@ -137,6 +137,10 @@ def test_each_replica_announces_its_tick_and_the_status_gives_its_lag(tmp_path: 
         b.step()
         assert a.step().lag_s() == {"a": 0.0, "b": 10.0}
         assert a.view().to_json()["replica_lag_s"] == {"a": 0.0, "b": 10.0}
+        from seamguard.service.metrics import _leadership_metrics
+
+        lag = next(m for m in _leadership_metrics(a.view()) if m.name == "seamguard_ha_replica_lag_seconds")
+        assert {s.labels["replica"]: s.value for s in lag.samples} == {"a": 0.0, "b": 10.0}
         # b dies: its announcement goes with its lease
         until(lambda: "b" not in a.view().lag_s(), 6.0, a.step)
         assert a.view().lag_s() == {"a": 0.0}

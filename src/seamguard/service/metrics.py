@@ -148,6 +148,13 @@ def _leadership_metrics(lead: LeaderView) -> Iterable[Metric]:
         "seamguard_ha_acting_left_seconds", "How long the leader may still act without a renewal (0: not leading)",
         value=lead.acting_left_s,
     )  # fmt: skip
+    lag = GaugeMetricFamily(
+        "seamguard_ha_replica_lag_seconds", "Each live replica's engine behind the newest tick announced",
+        labels=["replica"],
+    )  # fmt: skip
+    for name, seconds in sorted(lead.lag_s().items()):
+        lag.add_metric([name], seconds)
+    yield lag
     info = InfoMetricFamily("seamguard_ha", "This replica and the leader it sees")
     info.add_metric([], {"me": lead.me, "leader": lead.leader})
     yield info

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import threading
 
+import pytest
+
 from seamguard.actuators.dispatch import Dispatcher, Route
 from seamguard.actuators.guard import Breaker, Guard, GuardConfig, backoff
 from seamguard.actuators.sections import Mode
@@ -173,6 +175,9 @@ class EpochFence:
 
     def admit(self, action: Action) -> str | None:
         self.asked.append(action.key)
+        return self.recheck(action)
+
+    def recheck(self, action: Action) -> str | None:
         return None if action.epoch == self.epoch else f"epoch {action.epoch} deposed by {self.epoch}"
 
 
@@ -201,3 +206,40 @@ def test_the_dispatcher_hands_its_fence_to_every_enforcing_guard() -> None:
     d = Dispatcher([Route(Scripted(), Mode.ENFORCE)], fence=fence)
     (r,) = d.dispatch([act()], 0.0)
     assert r.status == "fenced" and fence.asked == [act().key]
+
+
+class DeposedDuringTheCall(EpochFence):
+    """Admits (the etcd record went through), then the leadership is lost while the actuator
+    reads: the last check, right before the change, refuses."""
+
+    def admit(self, action: Action) -> str | None:
+        self.asked.append(action.key)
+        return None
+
+    def recheck(self, action: Action) -> str | None:
+        return "deadline passed while the actuator read the cluster"
+
+
+def test_a_leadership_lost_during_the_actuators_reads_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real webhook receiver hears nothing: the last check sits right before the POST."""
+    from seamguard.actuators.webhook import WebhookActuator, WebhookConfig
+    from tests.http_stub import Ok, serve
+
+    heard: list[int] = []
+
+    class Counting(Ok):
+        def do_POST(self) -> None:  # noqa: N802 - the handler's own name
+            heard.append(1)
+            super().do_POST()
+
+    with serve(Counting) as url:
+        webhook = WebhookActuator(WebhookConfig(url=url), b"s")
+        g = Guard(webhook, CFG, rng=random.Random(1), fence=DeposedDuringTheCall(3))
+        (r,) = g.submit(act(), 5.0)
+        assert (r.status, r.attempt) == ("fenced", 1) and "fenced right before the change" in r.detail
+        assert heard == [] and g.pending() == []
+        unfenced = Guard(webhook, CFG, rng=random.Random(1))
+        assert unfenced.submit(act(), 6.0)[0].status == "done" and heard == [1]  # the receiver works
+        webhook.close()

@@ -11,6 +11,7 @@ journaled ``given_up``, never dropped. The same action key submitted twice is ca
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
@@ -19,7 +20,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from seamguard.actuators.base import Actuator, Fence
+from seamguard.actuators.base import Actuator, Fence, FencedError, last_check
 from seamguard.journal.records import ActionResultRecord
 from seamguard.model.actions import Action, ActionResult, ActionStatus
 from seamguard.strict_model import StrictModel
@@ -83,7 +84,9 @@ def call_with_timeout(actuator: Actuator, action: Action, now: float, timeout_s:
         except BaseException as exc:  # handed to the caller below, journaled as a failure
             box.append(exc)
 
-    worker = threading.Thread(target=run, name=f"seamguard-{actuator.name}", daemon=True)
+    # the caller's context (the fence's last check, ``before_side_effect``) goes with the call
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), name=f"seamguard-{actuator.name}",
+                              daemon=True)  # fmt: skip
     worker.start()
     worker.join(timeout_s)
     if not box:
@@ -91,6 +94,10 @@ def call_with_timeout(actuator: Actuator, action: Action, now: float, timeout_s:
             action, actuator.name, ActionStatus.FAILED, f"no answer within {timeout_s:g} s", now
         )
     out = box[0]
+    if isinstance(out, FencedError):
+        return ActionResult(
+            action, actuator.name, ActionStatus.FENCED, f"fenced right before the change: {out}", now
+        )
     if isinstance(out, BaseException):
         log.error("actuator %s raised on %s %s: %r", actuator.name, action.kind, action.target, out)
         return ActionResult(action, actuator.name, ActionStatus.FAILED, f"actuator raised {out!r}", now)
@@ -168,7 +175,12 @@ class Guard:
                            f"not tried: circuit open after {self._failures} consecutive failures;"
                            f" half-open at {p.next_at:.0f}")  # fmt: skip
         p.attempts += 1
-        result = call_with_timeout(self.actuator, action, now, cfg.timeout_s)
+        fence = self.fence
+        with last_check(None if fence is None else lambda: fence.recheck(action)):
+            result = call_with_timeout(self.actuator, action, now, cfg.timeout_s)
+        if result.status is ActionStatus.FENCED:  # refused at the last moment: nothing was changed
+            self._finished[action.key] = (now, ActionStatus.FENCED.value)
+            return _record(action, self.name, ActionStatus.FENCED, now, p.attempts, result.detail)
         if result.status in _SETTLED:
             self._failures = 0
             self._opened_at = None

@@ -21,6 +21,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from seamguard.actuators.base import before_side_effect
 from seamguard.model.actions import Action, ActionResult, ActionStatus
 from seamguard.strict_model import StrictModel
 
@@ -145,9 +146,11 @@ class HaproxyActuator:
                 return result(ActionStatus.REFUSED, f"{where} {refusal}")
             done: list[str] = []
             if state is not None and state != before.state:
+                before_side_effect()
                 answer = self._cmd(f"set server {where} state {state}").strip()
                 done.append(f"state {before.state}->{state}" + (f" ({answer})" if answer else ""))
             if weight is not None and weight != before.weight:
+                before_side_effect()
                 answer = self._cmd(f"set server {where} weight {weight}").strip()
                 done.append(f"weight {before.weight}->{weight}" + (f" ({answer})" if answer else ""))
             if not done:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from pydantic import Field
 
+from seamguard.actuators.base import before_side_effect
 from seamguard.kube_connection import client_configuration
 from seamguard.model.actions import Action, ActionResult, ActionStatus
 from seamguard.strict_model import StrictModel
@@ -210,6 +211,7 @@ class KubernetesActuator:
         patch: dict[str, Any] = {"metadata": {**patch_meta, "resourceVersion": meta.get("resourceVersion")}}
         if patch_spec:
             patch["spec"] = patch_spec
+        before_side_effect()
         try:
             self.api.patch_node(name, patch)
         except KubeError as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from seamguard.actuators.base import before_side_effect
 from seamguard.model.actions import Action, ActionResult, ActionStatus
 from seamguard.telemetry.sources.slurm import SlurmReader, read_nodes, read_reservations
 from seamguard.telemetry.sources.slurm_commands import SlurmConfig, run_command
@@ -159,6 +160,7 @@ class SlurmActuator:
         return None
 
     def _update(self, node: str, *settings: str) -> tuple[bool, str]:
+        before_side_effect()
         res = run_command(self.config, [self.config.scontrol, "update", f"NodeName={node}", *settings])
         return res.ok, "" if res.ok else f"{res.where}: {res.problem}"
 

@@ -19,6 +19,7 @@ import os
 
 import httpx
 
+from seamguard.actuators.base import before_side_effect
 from seamguard.actuators.sections import WebhookConfig
 from seamguard.errors import InputError
 from seamguard.model.actions import Action, ActionResult, ActionStatus
@@ -89,6 +90,7 @@ class WebhookActuator:
             SIGNATURE_HEADER: sign(self._secret, ts, body),
             "Idempotency-Key": action.key,
         }
+        before_side_effect()
         try:
             resp = self._client.post(self.config.url, content=body, headers=headers)
         except httpx.HTTPError as exc:

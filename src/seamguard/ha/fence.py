@@ -9,7 +9,8 @@ waking up after its lease expired and acting on what it decided before. So every
 2. the action is written to etcd in a transaction whose compare holds only while the election key
    still has that epoch and names this replica (``etcd.is_current``): a deposed leader's write fails
    however late it arrives, since a new leadership has recreated the key at a higher revision;
-3. the deadline is checked again, right before the call.
+3. the deadline is checked again, right before the call, and once more inside the actuator right
+   before each change it makes, after its reads (``recheck``, ``actuators.base.before_side_effect``).
 
 The record is the latest action per kind and target (``<key>/actions/<kind>/<target>``), so etcd
 holds at most one per node and kind, and a new leader can read what the last one began.
@@ -49,3 +50,7 @@ class EtcdFence:
         if not succeeded(response):
             return f"epoch {action.epoch} no longer holds the election key: a newer leader acts"
         return lead.may_act(action.epoch)
+
+    def recheck(self, action: Action) -> str | None:
+        """Right before each change an actuator makes (``actuators.base.before_side_effect``)."""
+        return self.leadership.may_act(action.epoch)

@@ -144,3 +144,23 @@ def test_each_replica_announces_its_tick_and_the_status_gives_its_lag(tmp_path: 
         # b dies: its announcement goes with its lease
         until(lambda: "b" not in a.view().lag_s(), 6.0, a.step)
         assert a.view().lag_s() == {"a": 0.0}
+
+
+def test_what_others_write_under_the_replicas_prefix_is_bounded_and_never_trusted(tmp_path: Path) -> None:
+    """Anyone who can write to etcd could add keys under the announcements: a replica reads at most
+    MAX_REPLICAS of them, cuts names, and skips values that are not a tick time."""
+    from seamguard.ha.leadership import MAX_REPLICAS, NAME_CHARS
+
+    with etcd_cluster(tmp_path) as etcd:
+        a = Leadership(config(etcd.endpoints, "a"))
+        a.ticked(5.0)
+        a.step()
+        lease = a.etcd.grant(30)
+        prefix = "/seamguard/leader/replicas/"
+        a.etcd.announce(prefix + "junk", "not a tick", lease)
+        a.etcd.announce(prefix + "z" * 5000, "1.0", lease)
+        for i in range(MAX_REPLICAS + 10):
+            a.etcd.announce(f"{prefix}flood{i:03d}", "2.0", lease)
+        lag = a.step().lag_s()
+        assert len(lag) <= MAX_REPLICAS and "junk" not in lag
+        assert max(len(name) for name in lag) <= NAME_CHARS

@@ -38,7 +38,7 @@ def b64(text: str) -> str:
 
 
 def unb64(text: str) -> str:
-    return base64.b64decode(text).decode()
+    return base64.b64decode(text).decode(errors="replace")
 
 
 def is_current(key: str, epoch: int, name: str) -> list[dict[str, Any]]:
@@ -92,9 +92,16 @@ class Etcd:
         body = {"key": b64(key), "value": b64(value), "lease": str(lease)}
         self._call("put", lambda c: c.post(c.get_url("/kv/put"), json=body))
 
-    def read_prefix(self, prefix: str) -> dict[str, str]:
+    def read_prefix(self, prefix: str, limit: int) -> dict[str, str]:
+        """At most ``limit`` keys under ``prefix``: whoever else can write there cannot make a
+        replica read without bound."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
         def many(c: etcd3gw.Etcd3Client) -> dict[str, str]:
-            return {meta["key"].decode(): value.decode() for value, meta in c.get_prefix(prefix)}
+            got = c.get(prefix, metadata=True, range_end=end, limit=limit)
+            return {
+                meta["key"].decode(errors="replace"): value.decode(errors="replace") for value, meta in got
+            }
 
         return self._call("read", many)
 

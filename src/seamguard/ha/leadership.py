@@ -24,6 +24,8 @@ from seamguard.ha.settings import HaConfig
 from seamguard.ha.view import LeaderView
 
 log = logging.getLogger(__name__)
+MAX_REPLICAS = 64  # replica announcements read at most (status, metrics)
+NAME_CHARS = 128  # a name read from etcd is cut to this (``HaConfig.name`` allows as many)
 
 
 def default_name() -> str:
@@ -133,7 +135,8 @@ class Leadership:
         kvs = response["responses"][0]["response_range"].get("kvs", [])
         with self._lock:
             if kvs:
-                self._leader, self._leader_epoch = unb64(kvs[0]["value"]), int(kvs[0]["create_revision"])
+                self._leader = unb64(kvs[0]["value"])[:NAME_CHARS]  # shown in status and a metric label
+                self._leader_epoch = int(kvs[0]["create_revision"])
             else:  # deleted between the compare and the read: the next campaign will see
                 self._leader, self._leader_epoch = "", 0
 
@@ -142,11 +145,11 @@ class Leadership:
         prefix = f"{self.config.key}/replicas/"
         if self._lease is not None and not math.isnan(self._ticked):
             self.etcd.announce(prefix + self.name, repr(self._ticked), self._lease)
-        seen = self.etcd.read_prefix(prefix)
+        seen = self.etcd.read_prefix(prefix, MAX_REPLICAS)
         found = []
         for key, value in seen.items():
             try:
-                found.append((key[len(prefix) :], float(value)))
+                found.append((key[len(prefix) :][:NAME_CHARS], float(value[:40])))
             except ValueError:
                 continue  # not ours to read: skipped, never trusted
         with self._lock:

@@ -101,12 +101,15 @@ def write_world(root: Path) -> tuple[Path, Path]:
     return inv, jobs
 
 
-def config(root: Path, sink: str, endpoints: list[str], ttl_s: int) -> Path:
+def config(
+    root: Path, sink: str, endpoints: list[str], ttl_s: int, actuators: dict[str, Any] | None = None
+) -> Path:
+    """``actuators``: more enforcing backends beside the webhook (Slurm, HAProxy sections)."""
     retry = round(ttl_s / 6, 3)
     data: dict[str, Any] = {
         "engine": {"tick_s": TICK_S, "stale_after_s": 10, "observe_every_s": 60},
         "sources": {"push": {}},
-        "actuators": {"webhook": {"url": sink, "mode": "enforce"}},
+        "actuators": {"webhook": {"url": sink, "mode": "enforce"}, **(actuators or {})},
         "safety": {"budgets": {"max_nodes": NODES, "max_fleet_pct": 100.0, "domain_pct": 100.0,
                                "per_hour": 100_000, "per_hour_pct": 100.0,
                                "partitions": {"fleet": {"min_in_service_pct": 0.0}}}},
@@ -180,3 +183,10 @@ def leader_of(etcd: Etcd, key: str) -> tuple[str, int] | None:
     except Exception:
         return None
     return (held.value, held.create_revision) if held is not None else None
+
+
+def hot_body(gpus: list[str]) -> dict[str, list[Any]]:
+    """A push payload: these GPUs hot and throttled, stamped now."""
+    now = time.time()
+    return {"entity": gpus + gpus, "signal": ["gpu.temp_c"] * len(gpus) + ["gpu.throttle_reasons"] * len(gpus),
+            "timestamp": [now] * (2 * len(gpus)), "value": [97.0] * len(gpus) + [64.0] * len(gpus)}  # fmt: skip

@@ -6,12 +6,14 @@ over many runs)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -24,12 +26,14 @@ from tests.ha_replicas import (
     Replica,
     Sink,
     config,
+    hot_body,
     leader_of,
     pusher,
     sink_server,
     wait_for,
     write_world,
 )
+from tests.test_haproxy import haproxy  # noqa: F401 - the real HAProxy fixture
 
 TTL_S = 3
 
@@ -86,3 +90,87 @@ def test_a_paused_leader_carries_out_nothing_when_it_wakes(tmp_path: Path) -> No
         assert (
             len(done_times) == len([e for e in Sink.epochs if e == old_epoch]) >= 1
         )  # before the pause only
+
+
+@pytest.mark.slow
+def test_a_paused_leader_leaves_slurm_and_haproxy_untouched_when_it_wakes(
+    tmp_path: Path,
+    haproxy: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    """Two replicas enforcing through a real Slurm and a real HAProxy (and the webhook). The leader
+    drains n000 (Slurm) and n002 (HAProxy), then is stopped with SIGSTOP; the other takes over.
+    Pushes saying n001 (Slurm) and n003 (HAProxy) run hot go to the stopped one only and wait in its
+    socket. Resumed with SIGCONT, it reads them, decides to drain both, and changes nothing: read
+    back from Slurm's node states (scontrol) and HAProxy's runtime API."""
+    from seamguard.actuators.haproxy import HaproxyActuator, HaproxyConfig
+    from seamguard.telemetry.sources.slurm_states import parse_node_state
+    from tests.slurm_cluster import slurm_cluster
+    from tests.test_slurm import state_of
+
+    servers = {"node/n002": "be_app/s1", "node/n003": "be_app/s2"}
+    with (
+        etcd_cluster(tmp_path) as cluster,
+        sink_server() as sink,
+        slurm_cluster(tmp_path / "slurm", dead_nodes=0, names=["n000", "n001"]) as sl,
+    ):
+        slurm = {"scontrol": sl.bins["scontrol"], "squeue": sl.bins["squeue"], "sinfo": sl.bins["sinfo"],
+                 "slurm_conf": str(sl.conf), "mode": "enforce"}  # fmt: skip
+        more = {"slurm": slurm, "haproxy": {"socket": haproxy, "servers": servers, "mode": "enforce"}}
+        cfg = config(tmp_path, sink, cluster.endpoints, TTL_S, more)
+        ha = HaConfig.model_validate(yaml.safe_load(cfg.read_text())["ha"])
+        etcd = Etcd(ha)
+        read = HaproxyActuator(HaproxyConfig(socket=haproxy, servers=servers))
+
+        def slurm_drained(node: str) -> bool:
+            return "DRAIN" in parse_node_state(state_of(sl.node_line(node))).flags
+
+        def haproxy_state(server: str) -> str:
+            found = read.server_state("be_app", server)
+            return found.state if found is not None else "?"
+
+        inv, jobs = write_world(tmp_path)
+        replicas = [Replica(f"r{i}", tmp_path, cfg, inv, jobs) for i in range(2)]
+        for r in replicas:
+            r.start()
+        client = httpx.Client(timeout=30.0, trust_env=False)
+        try:
+            wait_for("a leader", lambda: leader_of(etcd, ha.key) is not None, 60)
+            held = leader_of(etcd, ha.key)
+            assert held is not None
+            name, old_epoch = held
+            victim = next(r for r in replicas if name.endswith(f":{r.pid}"))
+            other = next(r for r in replicas if r is not victim)
+
+            def push(r: Replica, gpus: list[str]) -> None:
+                with contextlib.suppress(httpx.HTTPError):
+                    client.post(f"http://127.0.0.1:{r.port}/v1/push", json=hot_body(gpus))
+
+            for _ in range(60):  # the leader drains n000 and n002
+                for r in replicas:
+                    push(r, ["gpu/n000/0", "gpu/n002/0"])
+                if slurm_drained("n000") and haproxy_state("s1") == "drain":
+                    break
+                time.sleep(1.0)
+            assert slurm_drained("n000") and haproxy_state("s1") == "drain"
+            assert not slurm_drained("n001") and haproxy_state("s2") == "ready"
+            os.kill(victim.pid, signal.SIGSTOP)
+            wait_for("a takeover", lambda: (leader_of(etcd, ha.key) or ("", old_epoch))[1] != old_epoch, 30)
+            for _ in range(3):  # the new leader keeps seeing n000 and n002 hot; nothing else
+                push(other, ["gpu/n000/0", "gpu/n002/0"])
+                time.sleep(1.0)
+            late = threading.Thread(target=push, args=(victim, ["gpu/n001/0", "gpu/n003/0"]), daemon=True)
+            late.start()  # waits in the stopped replica's socket
+            time.sleep(1.0)
+            os.kill(victim.pid, signal.SIGCONT)
+            late.join(timeout=30)
+            time.sleep(3 * TICK_S + 2.0)
+            assert not slurm_drained("n001"), sl.node_line("n001")
+            assert haproxy_state("s2") == "ready"
+            assert victim.proc is not None and victim.proc.poll() is None
+        finally:
+            client.close()
+            for r in replicas:
+                r.stop()
+        with SqliteJournal(victim.journal, read_only=True) as journal:
+            woke = [r for r in journal.action_results() if r.target in ("node/n001", "node/n003")]
+        assert all(r.status != "done" for r in woke), woke

@@ -152,12 +152,8 @@ def test_a_new_leader_takes_over_the_ledger_from_the_shared_journal(
         lead_b = Leadership(config.site.ha.model_copy(update={"name": "b"}))
         refused: list[StaleEpochError] = []
 
-        def epoch_of(lead: Leadership) -> int:
-            view = lead.view()
-            return view.epoch if view.leading else 0
-
-        ja = PostgresJournal(pg.dsn(), epoch=lambda: epoch_of(lead_a), on_stale=refused.append)
-        jb = PostgresJournal(pg.dsn(), epoch=lambda: epoch_of(lead_b))
+        ja = PostgresJournal(pg.dsn(), epoch=lead_a.own_epoch, on_stale=refused.append)
+        jb = PostgresJournal(pg.dsn(), epoch=lead_b.own_epoch)
         a, b = daemon(config, topo, ja, lead_a), daemon(config, topo, jb, lead_b)
         lead_a.step()
         lead_b.step()

@@ -182,3 +182,33 @@ def test_a_database_restart_between_writes_loses_nothing(server: PostgresServer,
         server.start()
         write(j, records())  # reconnected
         assert len(j.transitions()) == 4 and len(j.action_results()) == 4 and j.fence_epoch() == 3
+
+
+def test_writes_kept_while_the_database_is_away_go_in_order_when_it_is_back(
+    server: PostgresServer, dsn: str
+) -> None:
+    """``BufferedJournal`` (what ``seamguard run`` writes a PostgreSQL journal through): a drain
+    that reached the cluster while the database restarted is journaled when it is back, after the
+    engine output written before it."""
+    from seamguard.journal.buffered import BufferedJournal
+
+    migrate(dsn)
+    r = records()
+    with PostgresJournal(dsn, epoch=lambda: 4) as pg:
+        j = BufferedJournal(pg)
+        server.stop()
+        j.append(r["transitions"][:1], r["decisions"])  # the engine's output, tick 1
+        j.append_actions(r["action_results"][:1])  # the drain it carried out
+        assert j.kept_records == 3
+        with pytest.raises(JournalUnavailableError):
+            j.action_results()  # reads go straight through
+        server.start()
+        j.append(r["transitions"][1:], [])  # tick 2: everything kept goes first
+        assert j.kept_records == 0
+        assert [t.ts for t in pg.transitions()] == [10.0, 20.0]
+        assert [(a.kind, a.status) for a in pg.action_results()] == [("drain_node", "done")]
+        small = BufferedJournal(pg, max_kept=1)
+        server.stop()
+        with pytest.raises(JournalUnavailableError):
+            small.append_actions(r["action_results"])  # away too long (past max_kept): raises
+        server.start()

@@ -34,7 +34,7 @@ from seamguard.ha.fence import EtcdFence
 from seamguard.ha.leadership import Leadership
 from seamguard.ha.view import LeaderView
 from seamguard.journal.base import Journal, JournalUnavailableError
-from seamguard.journal.records import ActionResultRecord, AuditRecord, NoticeRecord, TransitionRecord
+from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
 from seamguard.live_world import LiveWorld
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
@@ -148,12 +148,7 @@ class Daemon:
         self._stale_sources: dict[int, Topology] = {}  # id(source) -> the world it still indexes by
         self._back: dict[int, npt.NDArray[np.int64]] = {}  # id(that world) -> its index -> today's
         self._restored = journal is None  # a previous run's quarantines are taken over at the first step
-        # action records the journal could not take yet (``_journal_actions``)
-        self._unjournaled: tuple[list[ActionResultRecord], list[NoticeRecord], list[AuditRecord]] = (
-            [],
-            [],
-            [],
-        )
+        self._new_reign = False  # a leadership just began: the ledger is rebuilt from the journal
         self.security: Security | None = None  # the HTTP API's auth and audit tally, set by serve_api
         # Taken at the end of each step and replaced whole: the HTTP threads read it without
         # touching the safety layer, the dispatcher or the latch while a step changes them.
@@ -170,8 +165,15 @@ class Daemon:
     def step(self, now: float) -> StepReport:
         started = time.perf_counter()
         lead = self._lead()
-        acting = lead is None or lead.leading  # a follower keeps its engine warm and acts on nothing
-        restored = self._restore(now) if acting else []
+        leading = lead is None or lead.leading  # a follower keeps its engine warm, acts on and writes nothing
+        acting = leading
+        try:
+            restored = self._restore(now) if acting else []
+        except JournalUnavailableError as exc:  # what the last run held is unknown: act on nothing yet
+            log.error(
+                "journal out of reach, its quarantines not taken over; this tick acts on nothing: %s", exc
+            )
+            restored, acting = [], False
         batches: list[TelemetryBatch] = []
         notices: list[SourceNotice] = []
         for source in self.sources:
@@ -191,6 +193,9 @@ class Daemon:
             result = self.controller.tick(now, batch)
         results: list[ActionResultRecord] = []
         safety_notices: list[NoticeRecord] = []
+        if acting and self.journal is not None and not self.journal.ready():
+            log.error("journal out of reach: this tick acts on nothing it could not record")
+            acting = False
         if acting:
             results, safety_notices = actuate(
                 self.safety, self.dispatcher, now, result.decisions, result.transitions
@@ -201,7 +206,7 @@ class Daemon:
         for text in result.notices:
             log.warning("engine: %s", text)
         # A follower keeps its audit tally until it leads: only the leader writes the journal.
-        audit, audit_notices = self.security.drain(now) if self.security is not None and acting else ([], [])
+        audit, audit_notices = self.security.drain(now) if self.security is not None and leading else ([], [])
         journal_notices = (
             restored
             + world_notices
@@ -210,8 +215,8 @@ class Daemon:
             + engine_notices
             + audit_notices
         )
-        if self.journal is not None and acting:
-            self._journal_actions(results, journal_notices, audit)
+        if self.journal is not None and leading and (results or journal_notices or audit):
+            self.journal.append_actions(results, journal_notices, audit)
         if self.leadership is not None:
             self.leadership.ticked(now)
         self._status = self._snapshot()
@@ -220,27 +225,6 @@ class Daemon:
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
         )
-
-    def _journal_actions(
-        self, results: list[ActionResultRecord], notices: list[NoticeRecord], audit: list[AuditRecord]
-    ) -> None:
-        """The tick's action results after they were carried out; a journal out of reach keeps
-        them (and any kept before) for the next tick's write, so a database restart loses no
-        record of what reached the cluster. The journal's fence still applies: a replica that
-        is no longer leader when the database is back cannot write them."""
-        assert self.journal is not None
-        kept_results, kept_notices, kept_audit = self._unjournaled
-        batch = (kept_results + results, kept_notices + notices, kept_audit + audit)
-        if not (batch[0] or batch[1] or batch[2]):
-            return
-        try:
-            self.journal.append_actions(*batch)
-        except JournalUnavailableError as exc:
-            kept = len(batch[0]) + len(batch[1]) + len(batch[2])
-            log.error("journal out of reach, %d record(s) kept for the next tick: %s", kept, exc)
-            self._unjournaled = batch
-            return
-        self._unjournaled = ([], [], [])
 
     def _lead(self) -> LeaderView | None:
         """Before the tick: leading, the engine decides under this leadership's epoch (the fence
@@ -257,7 +241,8 @@ class Daemon:
                 self.safety.epoch = lead.epoch  # its releases go out under this leadership too
                 # what it decided as advice while following may never have been carried out
                 self.controller.replan_unwell = True
-                self._restored = self.journal is None  # a new leadership restores the ledger first
+                self._restored = self.journal is None  # a new leadership restores the ledger first...
+                self._new_reign = self.journal is not None  # ...from the journal alone
             elif not lead.leading:
                 self.controller.mode = "advise"
             # Only the leader writes the journal (a shared one refuses a follower's writes anyway).
@@ -269,8 +254,19 @@ class Daemon:
         resumed once healthy rather than left out of service for good."""
         if self._restored or self.journal is None:
             return []
+        lead = self.leadership.view() if self.leadership is not None else None
+        if self._new_reign and lead is not None:
+            # A fenced write first: from now the journal refuses every older epoch's writes.
+            self.journal.set_meta("leader", f"{lead.me} epoch {lead.epoch}")
+        results = self.journal.action_results()  # may raise: then tried again at the next tick
+        if self._new_reign:
+            # The journal is the ledger's truth at a takeover: what this replica held in memory
+            # from an earlier reign may since have been released by another leader.
+            fresh = SafetyLayer(self.topology, self.config.site.safety)
+            fresh.epoch = self.safety.epoch
+            self.safety, self._new_reign = fresh, False
         self._restored = True
-        held = self.safety.restore(self.journal.action_results(), now)
+        held = self.safety.restore(results, now)
         if not held:
             return []
         shown = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")

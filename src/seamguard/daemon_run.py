@@ -24,6 +24,7 @@ from seamguard.daemon import Daemon, StepReport, daemon_world
 from seamguard.errors import InputError
 from seamguard.ha.leadership import Leadership, LeadershipLoop
 from seamguard.journal.base import Journal
+from seamguard.journal.buffered import BufferedJournal
 from seamguard.journal.postgres import PostgresJournal, StaleEpochError, is_postgres, shown_location
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.service.app import create_app
@@ -151,13 +152,12 @@ def open_journal(location: str, leadership: Leadership | None) -> Journal:
         return SqliteJournal(Path(location))
 
     def epoch() -> int:
-        view = leadership.view() if leadership is not None else None
-        return view.epoch if view is not None and view.leading else 0
+        return leadership.own_epoch() if leadership is not None else 0
 
     def stale(exc: StaleEpochError) -> None:
         log.error("journal: %s", exc)
 
-    return PostgresJournal(location, epoch=epoch, on_stale=stale)
+    return BufferedJournal(PostgresJournal(location, epoch=epoch, on_stale=stale))
 
 
 def _close(sources: Sequence[Source], journal: Journal) -> None:

@@ -44,6 +44,7 @@ class Leadership:
         self._lock = threading.Lock()
         self._lease: int | None = None
         self._epoch = 0  # ours, while we lead
+        self._own = 0  # the last epoch this replica led under (kept after it lost it)
         self._act_until = -math.inf
         self._leader = ""
         self._leader_epoch = 0
@@ -59,6 +60,13 @@ class Leadership:
             return LeaderView(self.name, leading, self._epoch if leading else self._leader_epoch,
                               self.name if leading else self._leader, max(left, 0.0) if leading else 0.0,
                               self._error, self._replicas)  # fmt: skip
+
+    def own_epoch(self) -> int:
+        """The last epoch this replica led under (0: never), kept after it lost it: its journal
+        writes carry it, so that the record of an action it carried out just before its deadline
+        still goes in, unless a newer leader has written since (the journal's fence)."""
+        with self._lock:
+            return self._own
 
     def ticked(self, now: float) -> None:
         """The engine's tick time, announced to the other replicas at the next step."""
@@ -129,6 +137,7 @@ class Leadership:
             epoch = revision(response)
             with self._lock:
                 self._epoch, self._act_until = epoch, sent + self.config.renew_deadline_s
+                self._own = epoch
                 self._leader, self._leader_epoch = self.name, epoch
             log.warning("leadership: %s leads, epoch %d", self.name, epoch)
             return

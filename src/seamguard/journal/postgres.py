@@ -197,6 +197,13 @@ class PostgresJournal(SqlJournal):
         except psycopg.OperationalError as exc:
             raise JournalUnavailableError(f"{self.path}: {exc}".strip()) from exc
 
+    def ready(self) -> bool:
+        try:
+            self._rows("SELECT 1")
+        except JournalUnavailableError:
+            return False
+        return True
+
     def fence_epoch(self) -> int:
         row = self._conn.execute("SELECT epoch FROM fence WHERE id = 1").fetchone()
         return int(row[0]) if row else 0

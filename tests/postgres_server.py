@@ -5,6 +5,7 @@ under CI=true."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -73,9 +75,19 @@ class PostgresServer:
 
     def stop(self, *, fast: bool = True) -> None:
         """SIGINT is PostgreSQL's fast shutdown (clients disconnected, a clean checkpoint);
-        ``fast=False`` kills it outright (a crash: the next start recovers from the WAL)."""
+        ``fast=False`` is a crash of the whole server: the postmaster and its backends killed at
+        once (a backend left running holds the shared memory, and the next start would refuse
+        it), and the next start recovers from the WAL."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT) if fast else self.proc.kill()
+            if fast:
+                self.proc.send_signal(signal.SIGINT)
+            else:
+                backends = psutil.Process(self.proc.pid).children(recursive=True)
+                self.proc.kill()
+                for b in backends:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        b.kill()
+                psutil.wait_procs(backends, timeout=10)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

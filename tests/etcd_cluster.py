@@ -14,18 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 
+from tests.components import unavailable
 from tests.prometheus_server import free_port
 
 
 def etcd_binary() -> str:
     path = shutil.which("etcd")
     if path is None:
-        why = "the etcd binary is not installed (Debian package etcd-server; scripts/system_packages.sh)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+        unavailable(
+            "the etcd binary is not installed (Debian package etcd-server; scripts/system_packages.sh)"
+        )
     return path
 
 

@@ -21,18 +21,17 @@ from pathlib import Path
 
 import psutil
 import psycopg
-import pytest
 
+from tests.components import unavailable
 from tests.prometheus_server import free_port
 
 
 def postgres_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
     if not found:
-        why = "PostgreSQL's server is not installed (Debian package postgresql; scripts/system_packages.sh)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+        unavailable(
+            "PostgreSQL's server is not installed (Debian package postgresql; scripts/system_packages.sh)"
+        )
     return Path(found[-1]).parent
 
 

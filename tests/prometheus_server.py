@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
+
+from tests.components import unavailable
 
 
 def prometheus_binary() -> str:
@@ -25,10 +26,9 @@ def prometheus_binary() -> str:
         "/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None
     )
     if path is None:
-        why = "the prometheus binary is not installed (Debian package prometheus; scripts/system_packages.sh)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+        unavailable(
+            "the prometheus binary is not installed (Debian package prometheus; scripts/system_packages.sh)"
+        )
     return path
 
 

@@ -5,13 +5,11 @@ received (each request carries the action's epoch) rather than the daemons' own 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -24,28 +22,21 @@ from seamguard.site_config import DaemonConfig, daemon_config_from_mapping
 from seamguard.telemetry.sources.build import build_sources
 from tests.conftest import small_inventory, small_jobs
 from tests.etcd_cluster import etcd_cluster
-from tests.http_stub import serve
+from tests.ha_replicas import Sink, sink_server
 from tests.test_daemon import CLOCK, POLICY, payload
 from tests.test_haproxy import haproxy  # noqa: F401 - the real HAProxy fixture
 
 FAST = {"ttl_s": 2, "renew_deadline_s": 1.0, "retry_s": 0.4, "request_timeout_s": 0.4}
 
 
-class Sink(BaseHTTPRequestHandler):
-    """A webhook receiver that keeps every action it was sent."""
-
-    received: ClassVar[list[dict[str, Any]]] = []
-    lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with Sink.lock:
-            Sink.received.append(body)
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+def ha_config(endpoints: list[str], actuators: dict[str, Any]) -> DaemonConfig:
+    """The daemons' config: ``actuators`` enforcing, budgets with room for two drains of 8 nodes."""
+    return daemon_config_from_mapping(
+        {**POLICY, "actuators": actuators,
+         "safety": {"budgets": {"max_fleet_pct": 50.0, "per_hour_pct": 50.0,
+                                "partitions": {"fleet": {"min_in_service_pct": 50.0}}}},
+         "ha": {"endpoints": endpoints, **FAST}}
+    )  # fmt: skip
 
 
 @contextmanager
@@ -53,15 +44,8 @@ def replicas(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[str, DaemonConfig, list[str]]]:
     monkeypatch.setenv("SEAMGUARD_WEBHOOK_SECRET", "s")
-    Sink.received = []
-    with etcd_cluster(tmp_path) as etcd, serve(Sink) as url:
-        config = daemon_config_from_mapping(
-            {**POLICY, "actuators": {"webhook": {"url": url, "mode": "enforce"}},
-             "safety": {"budgets": {"max_fleet_pct": 50.0, "per_hour_pct": 50.0,  # 8 nodes: room for two
-                                    "partitions": {"fleet": {"min_in_service_pct": 50.0}}}},
-             "ha": {"endpoints": etcd.endpoints, **FAST}}
-        )  # fmt: skip
-        yield url, config, etcd.endpoints
+    with etcd_cluster(tmp_path) as etcd, sink_server() as url:
+        yield url, ha_config(etcd.endpoints, {"webhook": {"url": url, "mode": "enforce"}}), etcd.endpoints
 
 
 def daemon(config: DaemonConfig, topo: Topology, journal: Journal, leadership: Leadership) -> Daemon:
@@ -108,8 +92,8 @@ def test_only_the_leader_acts_and_a_deposed_one_carries_out_nothing(
             assert "seamguard_ha_leading 0.0" in scraped and f"seamguard_ha_epoch {float(epoch_a)}" in scraped
             assert 'seamguard_ha_info{leader="a",me="b"} 1.0' in scraped
             assert "seamguard_ha_leading 1.0" in a.metrics.render().decode()
-            sent = len(Sink.received)
-            assert sent == 1 and Sink.received[0]["epoch"] == epoch_a
+            sent = len(Sink.bodies)
+            assert sent == 1 and Sink.bodies[0]["epoch"] == epoch_a
             # a freezes (no renewals); its lease expires and b takes over with a higher epoch
             deadline = time.monotonic() + 8
             while not lead_b.step().leading:
@@ -122,14 +106,14 @@ def test_only_the_leader_acts_and_a_deposed_one_carries_out_nothing(
             fenced = [r for r in a.step(t0 + 10).actions if r.kind == "drain_node" and r.target == "node/n05"]
             assert [(r.status, r.epoch) for r in fenced] == [("fenced", epoch_a)]
             assert "no longer holds the election key" in fenced[0].detail
-            assert len(Sink.received) == sent  # the sink never heard of it
+            assert len(Sink.bodies) == sent  # the sink never heard of it
             assert [r.status for r in ja.action_results() if r.target == "node/n05"] == ["fenced"]
             assert "node/n05" not in a.safety.quarantined()  # a fenced drain did not happen
             # b, the new leader, acts under its own epoch
             push(b, topo, t0 + 9.5, "gpu/n05/0")
             done = [r for r in b.step(t0 + 10).actions if r.kind == "drain_node" and r.target == "node/n05"]
             assert [(r.status, r.epoch) for r in done] == [("done", epoch_b)]
-            assert {r["epoch"] for r in Sink.received[sent:]} == {epoch_b}
+            assert {r["epoch"] for r in Sink.bodies[sent:]} == {epoch_b}
             for d in (a, b):
                 d.dispatcher.close()
 
@@ -168,7 +152,7 @@ def test_a_new_leader_takes_over_the_ledger_from_the_shared_journal(
         push(b, topo, t0 + 9.5, "gpu/n02/1")  # n02 still hot
         b.step(t0 + 10)
         assert b.safety.quarantined() == ["node/n02"]  # restored from a's journaled drain
-        drains = [r for r in Sink.received if r["kind"] == "drain_node" and r["target"] == "node/n02"]
+        drains = [r for r in Sink.bodies if r["kind"] == "drain_node" and r["target"] == "node/n02"]
         assert len(drains) == 1  # not drained twice
         restored = [n for n in jb.notices() if "earlier run" in n.message]
         assert len(restored) == 1 and "node/n02" in restored[0].message
@@ -211,7 +195,7 @@ def test_a_new_leader_carries_out_what_it_only_advised_while_following(
             assert [(r.target, r.status, r.epoch) for r in drained] == [
                 ("node/n02", "done", lead_b.view().epoch)
             ]
-            assert [x["target"] for x in Sink.received if x["kind"] == "drain_node"] == ["node/n02"]
+            assert [x["target"] for x in Sink.bodies if x["kind"] == "drain_node"] == ["node/n02"]
             again = [r for r in b.step(t0 + 11).actions if r.kind == "drain_node"]
             assert again == []  # planned again once, at the takeover
             b.dispatcher.close()
@@ -228,12 +212,9 @@ def test_a_deposed_leader_leaves_haproxy_untouched(tmp_path: Path, haproxy: str)
     frozen = [0.0]
     servers = {"node/n02": "be_app/s1", "node/n05": "be_app/s2"}
     with etcd_cluster(tmp_path) as etcd:
-        config = daemon_config_from_mapping(
-            {**POLICY, "actuators": {"haproxy": {"socket": haproxy, "servers": servers, "mode": "enforce"}},
-             "safety": {"budgets": {"max_fleet_pct": 50.0, "per_hour_pct": 50.0,
-                                    "partitions": {"fleet": {"min_in_service_pct": 50.0}}}},
-             "ha": {"endpoints": etcd.endpoints, **FAST}}
-        )  # fmt: skip
+        config = ha_config(
+            etcd.endpoints, {"haproxy": {"socket": haproxy, "servers": servers, "mode": "enforce"}}
+        )
         assert config.site.ha is not None
         read = HaproxyActuator(HaproxyConfig(socket=haproxy, servers=servers))
 
@@ -279,12 +260,7 @@ def test_a_deposed_leader_leaves_slurm_untouched(tmp_path: Path) -> None:
     ):
         slurm = {"scontrol": sl.bins["scontrol"], "squeue": sl.bins["squeue"], "sinfo": sl.bins["sinfo"],
                  "slurm_conf": str(sl.conf), "mode": "enforce"}  # fmt: skip
-        config = daemon_config_from_mapping(
-            {**POLICY, "actuators": {"slurm": slurm},
-             "safety": {"budgets": {"max_fleet_pct": 50.0, "per_hour_pct": 50.0,
-                                    "partitions": {"fleet": {"min_in_service_pct": 50.0}}}},
-             "ha": {"endpoints": etcd.endpoints, **FAST}}
-        )  # fmt: skip
+        config = ha_config(etcd.endpoints, {"slurm": slurm})
         assert config.site.ha is not None
 
         def drained(node: str) -> bool:

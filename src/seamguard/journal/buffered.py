@@ -63,6 +63,10 @@ class BufferedJournal:
         if size:
             self._kept.append((kind, batch))
             self._kept_records += size
+        self._flush()
+
+    def _flush(self) -> None:
+        """Everything kept, oldest first, until the store refuses; what is left stays kept."""
         try:
             while self._kept:
                 head_kind, head = self._kept[0]
@@ -83,7 +87,7 @@ class BufferedJournal:
         """The store answers and nothing kept is left unwritten (kept writes go first)."""
         if not self.inner.ready():
             return False
-        self._write("actions", ((), (), ()))
+        self._flush()
         return not self._kept
 
     # ---- straight through ----------------------------------------------------------------

@@ -196,6 +196,9 @@ class Daemon:
         if acting and self.journal is not None and not self.journal.ready():
             log.error("journal out of reach: this tick acts on nothing it could not record")
             acting = False
+        if not acting and leading and result.decisions:
+            # Decided, not carried out: planned again once the journal is back (``control.takeover``).
+            self.controller.replan_unwell = True
         if acting:
             results, safety_notices = actuate(
                 self.safety, self.dispatcher, now, result.decisions, result.transitions

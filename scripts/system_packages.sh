@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real components the test suite starts on loopback ports of its own (docs/integrations.md):
-# Slurm with munge, Prometheus, HAProxy, etcd 3.4 and PostgreSQL, all from Debian. Idempotent: installs only what is
+# Slurm with munge, Prometheus, HAProxy, etcd 3.4 and PostgreSQL, all from Debian;
+# and Debian's Chromium, which the console's browser tests drive through Playwright (never a downloaded browser). Idempotent: installs only what is
 # missing. Services are never started here; the tests start and stop their own instances.
 set -euo pipefail
 
@@ -15,6 +16,7 @@ declare -A BINARY_OF=(
   [haproxy]=haproxy
   [etcd-server]=etcd
   [etcd-client]=etcdctl
+  [chromium]=chromium
 )
 missing=()
 for pkg in "${!BINARY_OF[@]}"; do

@@ -33,7 +33,7 @@ def test_level_soft_limits_and_nan() -> None:
         CAT["gpu.temp_c"], rule, np.array([70.0, rule.warn, (rule.warn + rule.crit) / 2, 200.0, np.nan])
     )
     assert ev.evidence.tolist() == [0.0, 0.0, 0.5, 1.0, 0.0]
-    assert "above soft limit" in ev.describe(3)
+    assert "above its soft limit of" in ev.describe(3)
 
 
 def _ring(values_per_min: list[float], tick_s: float = 30.0) -> tuple[np.ndarray, np.ndarray, float]:

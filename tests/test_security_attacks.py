@@ -401,7 +401,7 @@ def test_forged_hot_readings_cannot_reach_the_engine(live: LiveDaemon) -> None:
     for token in (None, "viewer", "operator", "expired"):
         assert live.push(hot_readings(time.time()), token).status_code in (401, 403), token
     live.assert_untouched()
-    assert live.daemon.status().storm_brake == ""
+    assert live.daemon.status().storm_brake is None
     assert live.push(forged_xid(time.time()), "pusher").status_code == 202
     deadline = time.monotonic() + 20
     while not Hook.received and time.monotonic() < deadline:

@@ -14,8 +14,10 @@ for a day is two journal rows, not 8,640.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,9 @@ from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
 from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.model.world import by_id, inventory_of
+from seamguard.ops.desk import OperatorDesk
+from seamguard.ops.entity import RECENT, entity_page
+from seamguard.ops.fleet import FleetView, fleet_view
 from seamguard.service.guard import Security
 from seamguard.service.metrics import DaemonMetrics, MetricsView, daemon_view
 from seamguard.site_config import DaemonConfig
@@ -93,7 +98,7 @@ class DaemonStatus:
     now: float  # the last tick's time (-inf before the first)
     sources: tuple[str, ...]
     active_notices: tuple[str, ...]  # source problems now, e.g. an exporter that stopped answering
-    storm_brake: str  # "" when off; otherwise why seamguard acts on nothing
+    storm_brake: str | None  # None when off; otherwise why seamguard acts on nothing
     breakers: dict[str, str]  # enforcing actuator -> closed | open | half_open
     quarantined: tuple[str, ...]  # nodes seamguard holds out of service
     queued: tuple[str, ...]  # quarantines a budget refused, waiting ("drain_node node/n0003")
@@ -101,6 +106,11 @@ class DaemonStatus:
     nodes: int = 0  # the world now: nodes in the inventory...
     jobs: int = 0  # ...and jobs in the job table
     leadership: dict[str, object] | None = None  # with ``ha``: who leads, the epoch, acting time left
+    # act: some actuator carries actions out (enforce or approve); advise: none does, and the
+    # ``quarantined`` nodes are those seamguard *would* hold: nothing was drained.
+    mode: str = "advise"
+    controls: tuple[dict[str, object], ...] = ()  # the operator's pauses, pins and windows in force
+    awaiting: tuple[dict[str, object], ...] = ()  # actions waiting for an operator's approval
 
 
 class Daemon:
@@ -122,7 +132,7 @@ class Daemon:
         """``routes``: the actuators, by default those the config's ``actuators`` section builds.
         ``leadership`` (``ha``): only while it leads does this replica act, each action fenced."""
         routes = build_routes(config.site.actuators) if routes is None else list(routes)
-        enforcing = any(r.mode is Mode.ENFORCE for r in routes)
+        enforcing = any(r.mode in (Mode.ENFORCE, Mode.APPROVE) for r in routes)
         self.leadership = leadership
         self._acting_mode = "act" if enforcing else "advise"
         self.config = config
@@ -134,6 +144,7 @@ class Daemon:
                                      live_jobs=True)  # fmt: skip
         self.safety = SafetyLayer(topology, config.site.safety)
         self.dispatcher = Dispatcher(routes, seed=seed, fence=EtcdFence(leadership) if leadership else None)
+        self.desk = OperatorDesk(topology, self.safety, self._acting_mode)  # pauses, pins, approvals
         self.latch = NoticeLatch()
         # Where the world comes from (the inventory and jobs files, watched); the placement
         # sources are asked each tick. Without files: the topology's own inventory and jobs.
@@ -152,8 +163,12 @@ class Daemon:
         self.security: Security | None = None  # the HTTP API's auth and audit tally, set by serve_api
         # Taken at the end of each step and replaced whole: the HTTP threads read it without
         # touching the safety layer, the dispatcher or the latch while a step changes them.
+        self.version = 0  # moves on each time the status and the fleet view are replaced (live views)
+        self.recent_results: deque[ActionResultRecord] = deque(maxlen=RECENT)  # for the console
+        self.recent_transitions: deque[TransitionRecord] = deque(maxlen=RECENT)
         self._status = self._snapshot()
         self._metrics_view = self._view()  # replaced whole each step, like ``_status``
+        self.fleet = self._fleet_view()  # the roll-up the console and /v1/fleet read, replaced whole
         self.metrics = DaemonMetrics(
             lambda: self._metrics_view, self.push, None if leadership is None else leadership.view
         )
@@ -191,7 +206,6 @@ class Daemon:
         with self.lock:
             self.controller.held_nodes = self.safety.held_nodes()
             result = self.controller.tick(now, batch)
-        results: list[ActionResultRecord] = []
         safety_notices: list[NoticeRecord] = []
         if acting and self.journal is not None and not self.journal.ready():
             log.error("journal out of reach: this tick acts on nothing it could not record")
@@ -199,10 +213,16 @@ class Daemon:
         if not acting and leading and result.decisions:
             # Decided, not carried out: planned again once the journal is back (``control.takeover``).
             self.controller.replan_unwell = True
+        operated = self.operate(now)  # requests that came during the tick go first (journaled by the desk)
+        results: list[ActionResultRecord] = []
         if acting:
-            results, safety_notices = actuate(
-                self.safety, self.dispatcher, now, result.decisions, result.transitions
-            )
+            self.desk.lapse(now, self.journal)
+            if self.desk.replan:  # a hold ended: what is still unwell is planned again next tick
+                self.controller.replan_unwell, self.desk.replan = True, False
+            ops_decisions, self.desk.decisions = self.desk.decisions, []
+            acted, safety_notices = actuate(self.safety, self.dispatcher, now, [*result.decisions, *ops_decisions],
+                                            result.transitions, gate=self.desk.gate)  # fmt: skip
+            results = acted
         # The engine's own notices (a stuck or uncorroborated sensor, a mass-stale heartbeat source)
         # are given once by the engine when they start: journaled as they come.
         engine_notices = [NoticeRecord(now, "engine", "warning", text) for text in result.notices]
@@ -222,12 +242,53 @@ class Daemon:
             self.journal.append_actions(results, journal_notices, audit)
         if self.leadership is not None:
             self.leadership.ticked(now)
+        results = operated + results
+        self.recent_results.extend(results)
+        self.recent_transitions.extend(result.transitions)
         self._status = self._snapshot()
         self._metrics_view = self._view()
+        self.fleet = self._fleet_view()
+        self.version += 1
         self.metrics.observe_step(time.perf_counter() - started, result.transitions, results)
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
         )
+
+    def operate(self, now: float) -> list[ActionResultRecord]:
+        """Apply the operator requests waiting (``ops.desk``): called at each tick and, woken by
+        a request, between ticks, so that a pause or an approval does not wait for the next tick."""
+
+        def why_not() -> str | None:
+            if self.leadership is None:
+                return None
+            view = self.leadership.view()
+            return (
+                None
+                if view.leading
+                else f"this replica ({view.me}) follows; the leader is {view.leader or 'not known yet'}"
+            )
+
+        if not self._restored:  # a previous run's pins and pauses are not known yet: wait for the tick
+            self.desk.wake.clear()
+            return []
+        out = self.desk.apply(now, self.journal, self.dispatcher, why_not)
+        self.recent_results.extend(out)
+        self._status = self._snapshot()
+        self.fleet = self._fleet_view()
+        self.version += 1
+        return out
+
+    def status_json(self) -> dict[str, object]:
+        st = self._status
+        return {**st.__dict__, "now": st.now if math.isfinite(st.now) else None}
+
+    def entity_json(self, eid: str) -> dict[str, object] | None:
+        """One entity as the console's page shows it (``ops.entity``); None for an unknown id."""
+        return entity_page(self, eid)
+
+    def _fleet_view(self) -> FleetView:
+        return fleet_view(self.topology, self.controller.classifier.state, self.safety.held_nodes(),
+                          float(self.controller.now))  # fmt: skip
 
     def _lead(self) -> LeaderView | None:
         """Before the tick: leading, the engine decides under this leadership's epoch (the fence
@@ -262,6 +323,7 @@ class Daemon:
             # A fenced write first: from now the journal refuses every older epoch's writes.
             self.journal.set_meta("leader", f"{lead.me} epoch {lead.epoch}")
         results = self.journal.action_results()  # may raise: then tried again at the next tick
+        controls = self.journal.operator_actions()
         if self._new_reign:
             # The journal is the ledger's truth at a takeover: what this replica held in memory
             # from an earlier reign may since have been released by another leader.
@@ -270,17 +332,23 @@ class Daemon:
             self.safety, self._new_reign = fresh, False
         self._restored = True
         held = self.safety.restore(results, now)
+        self.desk.gate.safety = self.safety
+        self.desk.controls.load(controls, now)
+        in_force = self.desk.controls.active()
+        out = [NoticeRecord(now, "operator", "warning", f"{len(in_force)} operator control(s) of an earlier run in force: "
+                            + "; ".join(c.describe() for c in in_force))] if in_force else []  # fmt: skip
         if not held:
-            return []
+            return out
         shown = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
         log.warning("holding %d node(s) an earlier run quarantined: %s", len(held), shown)
         return [
+            *out,
             NoticeRecord(
                 now,
                 "safety",
                 "warning",
                 f"{len(held)} node(s) quarantined by an earlier run held again: {shown}",
-            )
+            ),
         ]
 
     def status(self) -> DaemonStatus:
@@ -299,7 +367,7 @@ class Daemon:
             now=float(now),
             sources=tuple(s.name for s in self.sources),
             active_notices=tuple(f"{src} {where}: {msg}" for src, where, msg in sorted(self.latch.active)),
-            storm_brake=self.safety.brake.reason if self.safety.brake.engaged else "",
+            storm_brake=self.safety.brake.reason if self.safety.brake.engaged else None,
             breakers=dict(self.dispatcher.breakers(float(now))),
             quarantined=tuple(self.safety.quarantined()),
             queued=tuple(f"{a.kind} {a.target}" for a in self.safety.queued()),
@@ -309,6 +377,9 @@ class Daemon:
             nodes=self.topology.count(EntityKind.NODE),
             jobs=len(self.topology.jobs),
             leadership=None if self.leadership is None else self.leadership.view().to_json(),
+            mode=self._acting_mode,
+            controls=tuple(c.to_json() for c in self.desk.controls.active()),
+            awaiting=tuple(w.to_json() for w in self.dispatcher.awaiting()),
         )
 
     # ---- a world that changes while the daemon runs (``live_world``, ``model.world``) --------
@@ -328,6 +399,7 @@ class Daemon:
                 apply_world(self.controller, change)
                 out.extend(self.safety.carry_over(change, now))
             self.topology = change.new
+            self.desk.topology = change.new
             for source in self.sources:
                 if isinstance(source, WorldFollower):
                     source.follow(change)

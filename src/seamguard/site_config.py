@@ -21,14 +21,15 @@ from seamguard.actuators.sections import ActuatorsConfig
 from seamguard.config import SITE_SECTIONS, Config, default_policy, engine_config, read_policy
 from seamguard.control.safety import SafetyConfig
 from seamguard.ha.settings import HaConfig
-from seamguard.service.access import VIEWER_PATHS
+from seamguard.service.access import CONSOLE_ASSETS, VIEWER_PATHS
 from seamguard.service.sections import ServiceConfig
 from seamguard.strict_model import StrictModel, format_validation
 from seamguard.telemetry.sources.sections import SourcesConfig
 from seamguard.yaml_input import merge_mappings
 
 # The service's own routes: a push path on one of them would shadow it (or be shadowed).
-TAKEN_PATHS = frozenset({"/healthz", "/readyz", *VIEWER_PATHS})
+TAKEN_PATHS = frozenset({"/healthz", "/readyz", *VIEWER_PATHS, *CONSOLE_ASSETS})
+TAKEN_PREFIXES = ("/v1/jobs/", "/v1/ops/", "/v1/fleet/", "/v1/entities/", "/console/")
 
 
 class SiteConfig(StrictModel):
@@ -43,7 +44,7 @@ class SiteConfig(StrictModel):
     @model_validator(mode="after")
     def _push_path_free(self) -> Self:
         push = self.sources.push
-        if push is not None and (push.path in TAKEN_PATHS or push.path.startswith("/v1/jobs/")):
+        if push is not None and (push.path in TAKEN_PATHS or push.path.startswith(TAKEN_PREFIXES)):
             raise ValueError(
                 f"sources.push.path: {push.path!r} is a path the service already serves; "
                 "choose another (default /v1/push)"

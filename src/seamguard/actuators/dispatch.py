@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from seamguard.actuators.base import Actuator, Fence
@@ -24,6 +25,7 @@ from seamguard.control.safety import SafetyLayer
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.model.action_kinds import QUARANTINE_KINDS, RELEASE_KIND
 from seamguard.model.actions import Action, ActionResult, ActionStatus
+from seamguard.ops.gate import OperatorGate
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,22 @@ class Route:
     actuator: Actuator
     mode: Mode = Mode.ADVISE
     guard: GuardConfig = field(default_factory=GuardConfig)
+    approve_within_s: float = 3600.0  # ``approve`` mode: dropped if nobody approves it in this long
+
+
+@dataclass(frozen=True)
+class Awaiting:
+    """An action an actuator in ``approve`` mode holds until an operator approves or rejects it."""
+
+    action: Action
+    actuator: str
+    since: float
+    expires: float
+
+    def to_json(self) -> dict[str, object]:
+        a = self.action
+        return {"key": a.key, "kind": a.kind, "target": a.target, "actuator": self.actuator,
+                "reason": a.reason, "since": self.since, "expires": self.expires}  # fmt: skip
 
 
 # Calls one action may make, at the backend's own per-call timeout: a Slurm action reads the node,
@@ -51,22 +69,19 @@ def build_routes(config: ActuatorsConfig) -> list[Route]:
     """The configured backends (the webhook secret is read from its environment variable here)."""
     routes: list[Route] = []
     if config.webhook is not None:
-        routes.append(
-            Route(WebhookActuator.from_config(config.webhook), config.webhook.mode, config.webhook.guard)
-        )
+        w = config.webhook
+        routes.append(Route(WebhookActuator.from_config(w), w.mode, w.guard, w.approve_within_s))
     if config.haproxy is not None:
         h = config.haproxy
-        routes.append(
-            Route(HaproxyActuator(h), h.mode, _covering(h.guard, HAPROXY_CALLS_PER_ACTION, h.timeout_s))
-        )
+        guard = _covering(h.guard, HAPROXY_CALLS_PER_ACTION, h.timeout_s)
+        routes.append(Route(HaproxyActuator(h), h.mode, guard, h.approve_within_s))
     if config.kubernetes is not None:
         k = config.kubernetes
-        routes.append(Route(KubernetesActuator(k), k.mode, k.guard))
+        routes.append(Route(KubernetesActuator(k), k.mode, k.guard, k.approve_within_s))
     if config.slurm is not None:
         sl = config.slurm
-        routes.append(
-            Route(SlurmActuator(sl), sl.mode, _covering(sl.guard, SLURM_CALLS_PER_ACTION, sl.timeout_s))
-        )
+        guard = _covering(sl.guard, SLURM_CALLS_PER_ACTION, sl.timeout_s)
+        routes.append(Route(SlurmActuator(sl), sl.mode, guard, sl.approve_within_s))
     return routes
 
 
@@ -85,8 +100,10 @@ class Dispatcher:
                 r.actuator, r.guard, rng=random.Random(f"{seed}:{r.actuator.name}"), fence=fence
             )
             for r in routes
-            if r.mode is Mode.ENFORCE
+            if r.mode in (Mode.ENFORCE, Mode.APPROVE)
         }
+        self._within = {r.actuator.name: r.approve_within_s for r in routes}
+        self._awaiting: dict[str, Awaiting] = {}  # action key @ actuator -> what waits for a person
 
     def routes_for(self, kind: str) -> list[Route]:
         return [r for r in self.routes if kind in r.actuator.kinds or ANY_KIND in r.actuator.kinds]
@@ -108,6 +125,8 @@ class Dispatcher:
                 if advise or route.mode is Mode.ADVISE:
                     reason = why if advise else "advise mode"
                     out.append(record_of(self.log.advise(action, now, on_behalf=name, why=reason)))
+                elif route.mode is Mode.APPROVE:
+                    out.extend(self._await(action, name, now))
                 else:
                     out.extend(self.guards[name].submit(action, now))
         return out
@@ -116,6 +135,46 @@ class Dispatcher:
         out: list[ActionResultRecord] = []
         for guard in self.guards.values():
             out.extend(guard.due(now))
+        return out + self._expire(now)
+
+    # ---- approvals (``approve`` mode) ----------------------------------------------------------
+    def awaiting(self) -> list[Awaiting]:
+        return sorted(self._awaiting.values(), key=lambda w: (w.since, w.action.key, w.actuator))
+
+    def _await(self, action: Action, actuator: str, now: float) -> list[ActionResultRecord]:
+        slot = f"{action.key}@{actuator}"
+        if slot in self._awaiting:
+            return []
+        wait = Awaiting(action, actuator, now, now + self._within[actuator])
+        self._awaiting[slot] = wait
+        until = datetime.fromtimestamp(wait.expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        detail = f"awaiting an operator's approval until {until}: seamguard ctl approve {action.key}"
+        return [record_of(ActionResult(action, actuator, ActionStatus.AWAITING, detail, now))]
+
+    def approve(self, key: str, now: float, by: str) -> list[ActionResultRecord]:
+        """Carry out the action ``key`` waits as, through each actuator's guard (and fence)."""
+        out: list[ActionResultRecord] = []
+        for slot, w in list(self._awaiting.items()):
+            if w.action.key == key:
+                del self._awaiting[slot]
+                out.extend(self.guards[w.actuator].submit(w.action, now))
+        return out
+
+    def reject(self, key: str, now: float, why: str) -> list[ActionResultRecord]:
+        out: list[ActionResultRecord] = []
+        for slot, w in list(self._awaiting.items()):
+            if w.action.key == key:
+                del self._awaiting[slot]
+                out.append(record_of(ActionResult(w.action, w.actuator, ActionStatus.REJECTED, why, now)))
+        return out
+
+    def _expire(self, now: float) -> list[ActionResultRecord]:
+        out: list[ActionResultRecord] = []
+        for slot, w in list(self._awaiting.items()):
+            if w.expires <= now:
+                del self._awaiting[slot]
+                why = f"nobody approved it within {self._within[w.actuator]:g} s"
+                out.append(record_of(ActionResult(w.action, w.actuator, ActionStatus.REJECTED, why, now)))
         return out
 
     def cancel(self, kinds: set[str], targets: set[str], now: float, why: str) -> list[ActionResultRecord]:
@@ -126,6 +185,10 @@ class Dispatcher:
             for action, _, _ in guard.pending():
                 if action.kind in kinds and action.target in targets and guard.cancel(action.key):
                     out.append(record_of(ActionResult(action, guard.name, ActionStatus.CANCELLED, why, now)))
+        for slot, w in list(self._awaiting.items()):  # nor may an approval carry it out later
+            if w.action.kind in kinds and w.action.target in targets:
+                del self._awaiting[slot]
+                out.append(record_of(ActionResult(w.action, w.actuator, ActionStatus.CANCELLED, why, now)))
         return out
 
     def close(self) -> None:
@@ -152,19 +215,34 @@ def actuate(
     decisions: Sequence[DecisionRecord],
     transitions: Sequence[TransitionRecord] = (),
     journal: ActionJournal | None = None,
+    gate: OperatorGate | None = None,
 ) -> tuple[list[ActionResultRecord], list[NoticeRecord]]:
-    """One tick of actuation: retries due, the safety layer's verdicts, the dispatch, the journal.
+    """One tick of actuation: retries due, the operator's controls (``gate``), the safety layer's
+    verdicts, the dispatch, the journal.
 
-    Every outcome (the safety layer's own refusals, holds and cancellations, and each actuator's
-    answer) is returned and, with ``journal``, written in one transaction."""
+    Every outcome (what an operator's control kept back, the safety layer's own refusals, holds
+    and cancellations, and each actuator's answer) is returned and, with ``journal``, written in
+    one transaction."""
+    results: list[ActionResultRecord] = []
+    forced: tuple[Action, ...] = ()
+    if gate is not None:
+        safety.frozen = gate.frozen()
+        admitted = gate.admit(decisions, now, safety.epoch)
+        decisions, forced = admitted.decisions, admitted.actions
+        results += admitted.records
     tick = safety.tick(now, decisions, transitions)
-    results = list(tick.records)
-    released = {a.target for a in tick.actions if a.kind == RELEASE_KIND}
+    results += tick.records
+    actions = list(tick.actions)
+    if gate is not None:
+        actions, kept_back = gate.hold_back(actions, now)
+        results += kept_back
+    actions = [*forced, *actions]  # an operator's own releases pass the hold their pin sets
+    released = {a.target for a in actions if a.kind == RELEASE_KIND}
     if released:
         results += dispatcher.cancel(set(QUARANTINE_KINDS), released, now, "the node is released")
     if not tick.braked:  # a storm brake stops retries too; they wait, and go once it lifts
         results += dispatcher.due(now)
-    results += dispatcher.dispatch(tick.actions, now, advise=tick.braked, why=tick.brake_reason)
+    results += dispatcher.dispatch(actions, now, advise=tick.braked, why=tick.brake_reason)
     safety.settle(results)
     if journal is not None:
         journal.append_actions(results, tick.notices)

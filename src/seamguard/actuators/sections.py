@@ -42,6 +42,7 @@ class WebhookConfig(StrictModel):
 class Mode(StrEnum):
     ADVISE = "advise"  # decide and journal, act on nothing
     ENFORCE = "enforce"  # carry actions out
+    APPROVE = "approve"  # carry actions out once an operator approves each (``seamguard ctl approve``)
 
 
 class Routed(StrictModel):
@@ -49,6 +50,9 @@ class Routed(StrictModel):
 
     mode: Mode = Mode.ADVISE
     guard: GuardConfig = GuardConfig()
+    # ``approve`` mode: an action nobody approved within this long is dropped (journaled ``rejected``);
+    # its cause, still unwell, is decided again at the next takeover or relapse.
+    approve_within_s: float = Field(default=3600.0, gt=0, le=7 * 86400.0, allow_inf_nan=False)
 
 
 class WebhookSection(WebhookConfig, Routed):

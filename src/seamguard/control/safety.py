@@ -140,6 +140,9 @@ class SafetyLayer:
         # The leadership's epoch the layer's own actions (releases, queued and held ones) carry:
         # the newest of its decisions', or set by the daemon when a replica starts to lead (ha).
         self.epoch = 0
+        # Nodes an operator holds (a pause, a pin, a maintenance window: ``ops.gate``): never
+        # released and never drained from the queue while frozen. None: none.
+        self.frozen: npt.NDArray[np.bool_] | None = None
 
     # -- public views -----------------------------------------------------------------------
     def quarantined(self) -> list[str]:
@@ -228,6 +231,7 @@ class SafetyLayer:
         unless the engine, judging the new hardware, wants it out."""
         self.topology = change.new
         self._nodes_cache = {}
+        self.frozen = None  # indexed by the old nodes: set again before the next tick
         self.brake.carry_over(change)
         if change.same(EntityKind.NODE):
             if "job" in self.config.budgets.domain_kinds:  # the job domains are the jobs running now
@@ -320,7 +324,8 @@ class SafetyLayer:
         """Feed back final actuator outcomes: a quarantine given up on, refused by the cluster or
         fenced (a deposed leader's) did not happen, so its nodes leave the ledger (the result is already journaled)."""
         quarantine_kinds = QUARANTINE_KINDS
-        final = {ActionStatus.GIVEN_UP.value, ActionStatus.REFUSED.value, ActionStatus.FENCED.value}
+        final = {ActionStatus.GIVEN_UP.value, ActionStatus.REFUSED.value, ActionStatus.FENCED.value,
+                 ActionStatus.REJECTED.value}  # fmt: skip
         for r in results:
             if r.actuator == SAFETY or r.kind not in quarantine_kinds or r.status not in final:
                 continue
@@ -432,31 +437,41 @@ class SafetyLayer:
 
     def _releases(self, now: float, records: list[ActionResultRecord]) -> list[Action]:
         out: list[Action] = []
-        due = sorted(n for n, q in self._held.items() if q.release_at is not None and q.release_at <= now)
+        frozen = self.frozen
+        due = sorted(n for n, q in self._held.items() if q.release_at is not None and q.release_at <= now
+                     and (frozen is None or not frozen[n]))  # fmt: skip
         for n in due:
-            q = self._held.pop(n)
-            self.budgets.release(np.array([n], dtype=np.int64))
+            q = self._held[n]
             healthy_since = max(t for t in q.causes.values() if t is not None)
-            out.append(
-                Action(
-                    kind=RELEASE_KIND.value,
-                    target=f"node/{self.node_names[n]}",
-                    reason=f"healthy since {healthy_since:.0f}; leaves quarantine ({q.action.kind} at {q.since:.0f})",
-                    state="healthy",
-                    decided_at=now,
-                    epoch=self.epoch,
-                )
-            )
-            # The undos go out now, under the epoch that carries them out (a fenced replica's
-            # leadership may have changed since they were decided: ``ha.fence``).
-            out.extend(
-                replace(u, epoch=self.epoch) for u in q.undos if replace(u, epoch=self.epoch) not in out
-            )
+            why = f"healthy since {healthy_since:.0f}; leaves quarantine ({q.action.kind} at {q.since:.0f})"
+            out.extend(self._release(n, now, why))
+        return out
+
+    def let_go(self, nodes: IntArray, now: float, why: str) -> list[Action]:
+        """Release the held ones of ``nodes`` now, whatever their causes (an operator's pin to
+        healthy): the release and the undos held for them."""
+        out: list[Action] = []
+        for n in nodes.tolist():
+            if n in self._held:
+                out.extend(self._release(n, now, why))
+        return out
+
+    def _release(self, n: int, now: float, why: str) -> list[Action]:
+        q = self._held.pop(n)
+        self.budgets.release(np.array([n], dtype=np.int64))
+        out = [Action(kind=RELEASE_KIND.value, target=f"node/{self.node_names[n]}", reason=why, state="healthy",
+                      decided_at=now, epoch=self.epoch)]  # fmt: skip
+        # The undos go out now, under the epoch that carries them out (a fenced replica's
+        # leadership may have changed since they were decided: ``ha.fence``).
+        out.extend(replace(u, epoch=self.epoch) for u in q.undos if replace(u, epoch=self.epoch) not in out)
         return out
 
     def _drain_queue(self, now: float) -> list[Action]:
         out: list[Action] = []
+        frozen = self.frozen
         for q in list(self._queue):
+            if frozen is not None and frozen[q.nodes].any():
+                continue  # an operator holds one of its nodes: it waits in the queue
             if self.budgets.check(q.nodes, now, containment=q.action.kind in CONTAINMENT_KINDS) is None:
                 self._queue.remove(q)
                 action = replace(q.action, epoch=self.epoch)  # carried out now, under today's epoch

@@ -11,6 +11,7 @@ from seamguard.journal.records import (
     DecisionRecord,
     NoticeRecord,
     ObservationRecord,
+    OperatorRecord,
     OutcomeRecord,
     TransitionRecord,
 )
@@ -40,6 +41,14 @@ class Journal(Protocol):
     ) -> None:
         """Record what the actuators did (the safety layer's notices, the API's audit) atomically."""
         ...
+
+    def append_operator(self, records: Sequence[OperatorRecord]) -> None:
+        """Operator controls (``ops``), atomically, as they are given."""
+        ...
+
+    def operator_actions(
+        self, until: float | None = None, since: float | None = None
+    ) -> list[OperatorRecord]: ...
 
     def set_meta(self, key: str, value: str) -> None: ...
 

@@ -22,6 +22,7 @@ from seamguard.journal.records import (
     DecisionRecord,
     NoticeRecord,
     ObservationRecord,
+    OperatorRecord,
     OutcomeRecord,
     TransitionRecord,
 )
@@ -58,6 +59,9 @@ class BufferedJournal:
     ) -> None:
         self._write("actions", (results, notices, audit))
 
+    def append_operator(self, records: Sequence[OperatorRecord]) -> None:
+        self._write("operator", (records,))
+
     def _write(self, kind: str, batch: tuple[Sequence[object], ...]) -> None:
         size = sum(len(part) for part in batch)
         if size:
@@ -72,6 +76,8 @@ class BufferedJournal:
                 head_kind, head = self._kept[0]
                 if head_kind == "append":
                     self.inner.append(*head)  # type: ignore[arg-type]
+                elif head_kind == "operator":
+                    self.inner.append_operator(*head)  # type: ignore[arg-type]
                 else:
                     self.inner.append_actions(*head)  # type: ignore[arg-type]
                 self._kept.popleft()
@@ -102,6 +108,11 @@ class BufferedJournal:
 
     def notices(self, until: float | None = None, since: float | None = None) -> list[NoticeRecord]:
         return self.inner.notices(until, since)
+
+    def operator_actions(
+        self, until: float | None = None, since: float | None = None
+    ) -> list[OperatorRecord]:
+        return self.inner.operator_actions(until, since)
 
     def outcomes(self, entity: str | None = None, until: float | None = None) -> list[OutcomeRecord]:
         return self.inner.outcomes(entity, until)

@@ -58,6 +58,11 @@ CREATE TABLE audit ({_ID}, principal TEXT NOT NULL, client TEXT NOT NULL, method
     path TEXT NOT NULL, status INTEGER NOT NULL, count INTEGER NOT NULL);
 CREATE INDEX audit_ts ON audit (ts);
 """),
+    (2, f"""
+CREATE TABLE operator ({_ID}, principal TEXT NOT NULL, verb TEXT NOT NULL, target TEXT NOT NULL,
+    reason TEXT NOT NULL, until DOUBLE PRECISION, detail TEXT NOT NULL);
+CREATE INDEX operator_ts ON operator (ts);
+"""),
 )  # fmt: skip
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _MIGRATION_LOCK = 0x5EA3_6A2D  # pg_advisory_xact_lock key: one migration at a time per database

@@ -117,3 +117,21 @@ class AuditRecord:
     path: str
     status: int
     count: int
+
+
+@dataclass(frozen=True)
+class OperatorRecord:
+    """One operator control, as given through the API, the CLI or the console (``ops``).
+
+    ``verb`` is what was asked (pause, resume, pin, unpin, maintenance, end_maintenance, approve,
+    reject); ``target`` the scope (``fleet``, an entity id such as ``rack/r03``, or an action key
+    for approve and reject); ``until`` when it lapses by itself (NaN: when lifted, or never for
+    approve/reject); ``detail`` what it carries (a pinned state) or what came of it."""
+
+    ts: float
+    principal: str
+    verb: str
+    target: str
+    reason: str
+    until: float
+    detail: str

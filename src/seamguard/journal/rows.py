@@ -15,6 +15,7 @@ from seamguard.journal.records import (
     EvidenceItem,
     NoticeRecord,
     ObservationRecord,
+    OperatorRecord,
     OutcomeRecord,
     TransitionRecord,
 )
@@ -28,6 +29,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "action_results": ("ts", "kind", "target", "actuator", "status", "detail", "epoch", "decided_at", "attempt"),
     "notices": ("ts", "source", "level", "message"),
     "audit": ("ts", "principal", "client", "method", "path", "status", "count"),
+    "operator": ("ts", "principal", "verb", "target", "reason", "until", "detail"),
 }  # fmt: skip
 TABLES = tuple(COLUMNS)
 
@@ -81,6 +83,10 @@ def audit_row(a: AuditRecord) -> tuple[Any, ...]:
     return (a.ts, a.principal, a.client, a.method, a.path, a.status, a.count)
 
 
+def operator_row(o: OperatorRecord) -> tuple[Any, ...]:
+    return (o.ts, o.principal, o.verb, o.target, o.reason, real(o.until), o.detail)
+
+
 # ---- rows to records -------------------------------------------------------------------------
 def transition_of(row: Sequence[Any]) -> TransitionRecord:
     ts, ent, fs, to, gfs, prs, fae, reason, ev, epoch = row
@@ -117,15 +123,20 @@ def audit_of(row: Sequence[Any]) -> AuditRecord:
     return AuditRecord(*row)
 
 
+def operator_of(row: Sequence[Any]) -> OperatorRecord:
+    ts, who, verb, target, reason, until, detail = row
+    return OperatorRecord(ts, who, verb, target, reason, nan(until), detail)
+
+
 ROW_OF: dict[str, Callable[[Any], tuple[Any, ...]]] = {
     "transitions": transition_row, "decisions": decision_row, "outcomes": outcome_row,
     "observations": observation_row, "action_results": action_result_row, "notices": notice_row,
-    "audit": audit_row,
+    "audit": audit_row, "operator": operator_row,
 }  # fmt: skip
 RECORD_OF: dict[str, Callable[[Sequence[Any]], Any]] = {
     "transitions": transition_of, "decisions": decision_of, "outcomes": outcome_of,
     "observations": observation_of, "action_results": action_result_of, "notices": notice_of,
-    "audit": audit_of,
+    "audit": audit_of, "operator": operator_of,
 }  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from seamguard.journal.records import (
     DecisionRecord,
     NoticeRecord,
     ObservationRecord,
+    OperatorRecord,
     OutcomeRecord,
     TransitionRecord,
 )
@@ -87,6 +88,16 @@ class SqlJournal:
     def audit(self, until: float | None = None, since: float | None = None) -> list[AuditRecord]:
         """The HTTP API's audit rows (``service.audit``), oldest first."""
         return self._select("audit", rows.where(self.MARK, None, until, since))
+
+    def operator_actions(
+        self, until: float | None = None, since: float | None = None
+    ) -> list[OperatorRecord]:
+        """Operator controls (pause, pin, maintenance, approvals), oldest first: who, what, why."""
+        return self._select("operator", rows.where(self.MARK, None, until, since))
+
+    def append_operator(self, records: Sequence[OperatorRecord]) -> None:
+        """Operator controls, atomically (written as they are given, not with a tick's output)."""
+        self._insert({"operator": records})
 
     def observations(
         self, entity: str | None = None, until: float | None = None, limit: int | None = None

@@ -24,10 +24,10 @@ from seamguard.journal import rows
 from seamguard.journal.lock import WriterLock
 from seamguard.journal.sql_journal import SqlJournal
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Version 1 journals lack decisions.cause; version 2 the predicted cost and benefit of decisions
 # and the outcomes table; version 3 the action_results and notices tables; version 4 the audit
-# table. Opening an older journal adds what it lacks (old values read as ''/NaN; new tables start
+# table; version 5 the operator table. Opening an older journal adds what it lacks (old values read as ''/NaN; new tables start
 # empty).
 
 _SCHEMA = """
@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, principal TEXT NOT NULL, client TEXT NOT NULL,
     method TEXT NOT NULL, path TEXT NOT NULL, status INTEGER NOT NULL, count INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+CREATE TABLE IF NOT EXISTS operator (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, principal TEXT NOT NULL, verb TEXT NOT NULL,
+    target TEXT NOT NULL, reason TEXT NOT NULL, until REAL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS operator_ts ON operator (ts);
 """
 
 
@@ -164,8 +168,8 @@ class SqliteJournal(SqlJournal):
     def _upgrade(self, seen: int) -> None:
         """Add what an older journal lacks in one transaction; the version is re-read under the
         write lock so two processes opening the same old journal do not both alter it. (The
-        outcomes, action_results, notices and audit tables are created by the schema script, which
-        runs first: an upgrade to 4 or 5 only moves the version.)"""
+        outcomes, action_results, notices, audit and operator tables are created by the schema script,
+        which runs first: an upgrade to 4, 5 or 6 only moves the version.)"""
         db = self._db
         with self._write():
             (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()

@@ -26,6 +26,8 @@ class ActionStatus(StrEnum):
     HELD = "held"  # an undo waiting out its recovery delay
     CANCELLED = "cancelled"  # a queued or held action dropped because its cause changed
     FENCED = "fenced"  # not carried out: this replica no longer leads the action's epoch (``ha.fence``)
+    AWAITING = "awaiting_approval"  # an actuator in ``approve`` mode: waits for an operator (``ops``)
+    REJECTED = "rejected"  # an operator rejected it, or nobody approved it in time
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,10 @@ def level(signal: Signal, rule: LevelRule, value: FloatArray) -> Evidence:
         word = "below"
 
     def fmt(m: float, _x: float) -> str:
-        return f"{signal.name} {m:.4g} {unit} {word} soft limit {rule.warn:g}".replace("  ", " ")
+        # "at 86.84 °C, above its soft limit of 83 °C": the reading and the limit, never read as a difference
+        return f"{signal.name} at {m:.4g} {unit}, {word} its soft limit of {rule.warn:g} {unit}".replace(
+            "  ", " "
+        ).replace(" ,", ",")
 
     return make_evidence(
         "level", signal.name, signal.entity, rule.weight, ev, value, fmt, recovery=rule.recovery

@@ -34,9 +34,12 @@ class Rule:
 
 
 def rule(methods: Iterable[str], template: str, role: Role | None) -> Rule:
-    """``template`` in FastAPI's spelling: ``{name}`` matches one path segment."""
+    """``template`` in FastAPI's spelling: ``{name}`` matches one path segment, ``{name:path}``
+    the rest of the path (an entity id such as ``gpu/n0001/3``)."""
     parts = re.split(r"(\{[^}/]+\})", template)
-    regex = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+    regex = "".join(
+        (".+" if p.endswith(":path}") else "[^/]+") if p.startswith("{") else re.escape(p) for p in parts
+    )
     return Rule(frozenset(m.upper() for m in methods), re.compile(regex), role, template)
 
 
@@ -46,6 +49,12 @@ VIEWER_PATHS = (
     "/v1/economics",
     "/v1/jobs/{job}/risk",
     "/metrics",
+    "/v1/whoami",
+    "/v1/ops",
+    "/v1/fleet",
+    "/v1/fleet/{entity:path}",
+    "/v1/entities/{entity:path}",
+    "/v1/events",
     "/docs",
     "/docs/oauth2-redirect",
     "/redoc",
@@ -53,11 +62,18 @@ VIEWER_PATHS = (
 )
 
 
+CONSOLE_ASSETS = ("/console", "/console/app.js", "/console/app.css")
+
+
 def default_rules(push_path: str | None) -> tuple[Rule, ...]:
     rules = [
         rule(READ, "/healthz", PUBLIC),
         rule(READ, "/readyz", PUBLIC),
         *(rule(READ, p, Role.VIEWER) for p in VIEWER_PATHS),
+        rule({"POST"}, "/v1/ops/{verb}", Role.OPERATOR),
+        # The console's shell: a page, a script and a style sheet that carry no fleet data (every
+        # datum comes from the API above, with the bearer token): public, as a login page must be.
+        *(rule(READ, p, PUBLIC) for p in CONSOLE_ASSETS),
     ]
     if push_path is not None:
         rules.append(rule({"POST"}, push_path, Role.PUSHER))

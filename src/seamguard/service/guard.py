@@ -6,7 +6,7 @@ header, never a query parameter or a cookie: a browser's cross-origin "simple" r
 that header without a CORS preflight, and this service answers no preflight, so a page an
 operator visits cannot push or read on their behalf. 401 (with ``WWW-Authenticate: Bearer``) for
 a missing, unknown or expired token, 403 for a valid one without the role; the body says which,
-never echoing the secret. The principal's name is put in ``request.state.principal``.
+never echoing the secret. The principal's name is put in ``request.state.principal``, its roles in ``request.state.roles``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ class AuthMiddleware:
                     send, 403, f"{principal.name!r} (roles: {has}) may not {method} {path}: needs {needed}"
                 )
                 return
-            scope.setdefault("state", {})["principal"] = principal.name
+            state = scope.setdefault("state", {})
+            state["principal"], state["roles"] = principal.name, sorted(r.value for r in principal.roles)
         if method in READ:
             await self.app(scope, receive, send)
             return

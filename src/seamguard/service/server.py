@@ -36,6 +36,9 @@ class RunningServer:
             raise RuntimeError(f"server at {self.url} did not stop within {timeout_s:g} s")
 
 
+GRACE_S = 3  # seconds a stopping server lets requests in flight finish
+
+
 def serve_in_thread(
     app: FastAPI,
     host: str = "127.0.0.1",
@@ -69,7 +72,16 @@ def serve_in_thread(
         }
     bounds = connections if connections is not None else ConnectionLimits()
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", **ssl_args, **protocol_kwargs(bounds))  # type: ignore[arg-type]
+        # A stop waits this long for what is in flight, then cancels it: a console's live stream
+        # never ends by itself, and must not hold a stopping daemon (or a failover) for ever.
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=GRACE_S,
+            **ssl_args,  # type: ignore[arg-type]
+            **protocol_kwargs(bounds),
+        )
     )
 
     def run() -> None:  # uvicorn's own run, on a loop that bounds TLS handshakes

@@ -1,0 +1,1 @@
+"""What an operator tells seamguard: pause, pin, maintenance windows and approvals (``docs/operating.md``)."""

@@ -1,0 +1,93 @@
+"""One entity as an operator's page shows it: its one state, what the engine scores and why, the
+controls and approvals that touch it, and what happened to it lately (from the daemon's memory of
+recent transitions and action results; the journal holds the full history: ``seamguard explain``)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable
+from typing import Protocol
+
+import numpy as np
+
+from seamguard.control.controller import Controller
+from seamguard.journal.records import ActionResultRecord, TransitionRecord
+from seamguard.model.entities import EntityKind
+from seamguard.model.states import STATE_LABELS
+from seamguard.model.topology import Topology, nodes_below
+from seamguard.ops.controls import FLEET
+from seamguard.ops.fleet import FleetView
+
+RECENT = 20_000  # transitions and action results the daemon keeps in memory for these pages
+SHOWN = 50  # of each, the newest shown on a page
+
+
+class EntityHost(Protocol):
+    fleet: FleetView
+    lock: threading.Lock
+    controller: Controller
+
+    @property
+    def recent_results(self) -> Iterable[ActionResultRecord]: ...
+
+    @property
+    def recent_transitions(self) -> Iterable[TransitionRecord]: ...
+
+    def status_json(self) -> dict[str, object]: ...
+
+
+def touches(topology: Topology, scope: str, eid: str) -> bool:
+    """Whether a control on ``scope`` covers ``eid``: the fleet, the entity itself, or a domain
+    sharing a node with it."""
+    if scope in (FLEET, eid):
+        return True
+    a, b = topology.lookup(scope), topology.lookup(eid)
+    if a is None or b is None:
+        return False
+    return bool(np.intersect1d(nodes_below(topology, a), nodes_below(topology, b)).size)
+
+
+def entity_page(host: EntityHost, eid: str) -> dict[str, object] | None:
+    view = host.fleet
+    topo = view.topology
+    state = view.state_of(eid)
+    gidx = topo.lookup(eid)
+    if state is None or gidx is None:
+        return None
+    with host.lock:  # the engine's scores are read whole between two ticks
+        ev = host.controller.view(eid)
+    status = host.status_json()
+    controls = [c for c in _dicts(status.get("controls")) if touches(topo, str(c["target"]), eid)]
+    awaiting = [w for w in _dicts(status.get("awaiting")) if touches(topo, str(w["target"]), eid)]
+    on_nodes = nodes_below(topo, gidx)
+    related = {eid}
+    if on_nodes.size == 1:  # a GPU's or an uplink's drain is its node's
+        related.add(f"node/{topo.names[EntityKind.NODE][int(on_nodes[0])]}")
+    transitions = [t for t in list(host.recent_transitions) if t.entity == eid][-SHOWN:]
+    actions = [r for r in list(host.recent_results) if r.target in related][-SHOWN:]
+    return {
+        "id": eid,
+        "kind": topo.kind_of(gidx).value,
+        "state": state,
+        "engine_state": STATE_LABELS[int(ev.state)],
+        "since": _finite(ev.since),
+        "scores": {"gfs": _finite(ev.gfs), "prs": _finite(ev.prs), "fae": _finite(ev.fae)},
+        "evidence": [{"detector": i.detector, "signal": i.signal, "evidence": _finite(i.evidence), "text": i.text}
+                     for i in ev.evidence],
+        "controls": controls,
+        "awaiting": awaiting,
+        "transitions": [{"ts": t.ts, "from": t.from_state, "to": t.to_state, "reason": t.reason} for t in transitions],
+        "actions": [{"ts": r.ts, "kind": r.kind, "target": r.target, "actuator": r.actuator, "status": r.status,
+                     "detail": r.detail} for r in actions],
+        "children": (view.children(eid) or {}).get("children", []),
+        "mode": status.get("mode"),
+    }  # fmt: skip
+
+
+def _dicts(value: object) -> list[dict[str, object]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, (list, tuple)) else []
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None

@@ -1,0 +1,272 @@
+// seamguard's console: reads the daemon's API with the operator's bearer token and stays live on
+// its server-sent events. No framework and no build step; every text from the fleet is written
+// with textContent (never as markup), and the token lives in this tab's sessionStorage only.
+"use strict";
+
+const STATES = ["healthy", "unknown", "degraded", "recovery_unsafe", "quarantine", "harmful", "failed"];
+// A glyph per state beside its colour, so that no state is told by colour alone.
+const GLYPH = { healthy: "✓", unknown: "?", degraded: "~", recovery_unsafe: "!", quarantine: "⊘", harmful: "✖", failed: "■" };
+const KEY = "seamguard.token";
+let me = { name: "", roles: [] };
+let fleet = null;
+let open = null; // the entity whose page is shown
+let stream = null;
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else if (k === "onclick") node.addEventListener("click", v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+function badge(state) {
+  return el("span", { class: "state", "data-state": state, title: state }, `${GLYPH[state] || "?"} ${state}`);
+}
+
+function when(ts) {
+  return ts == null ? "–" : new Date(ts * 1000).toISOString().replace(".000", "").replace("T", " ");
+}
+
+function counted(counts) {
+  return STATES.filter((s) => counts && counts[s]).map((s) => `${counts[s]} ${s}`).join(", ") || "none";
+}
+
+async function api(path, options) {
+  const token = sessionStorage.getItem(KEY);
+  const headers = Object.assign({ Authorization: `Bearer ${token}` }, (options && options.headers) || {});
+  const res = await fetch(path, Object.assign({}, options || {}, { headers }));
+  if (res.status === 401) {
+    signOut("that token was refused (unknown or expired)");
+    throw new Error("unauthorised");
+  }
+  return res;
+}
+
+function entityPath(eid) {
+  return eid.split("/").map(encodeURIComponent).join("/");
+}
+
+// ---- sign in ----------------------------------------------------------------------------------
+function signOut(why) {
+  sessionStorage.removeItem(KEY);
+  if (stream) stream.abort();
+  $("app").hidden = true;
+  $("signout").hidden = true;
+  $("login").hidden = false;
+  $("who").textContent = "";
+  $("login-error").textContent = why || "";
+}
+
+async function signIn() {
+  const res = await api("/v1/whoami");
+  if (!res.ok) {
+    signOut((await res.json()).detail || `refused (${res.status})`);
+    return;
+  }
+  me = await res.json();
+  $("who").textContent = `${me.name} (${me.roles.join(", ")})`;
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("signout").hidden = false;
+  const operator = me.roles.includes("operator") || me.roles.includes("admin");
+  document.body.classList.toggle("operator", operator);
+  for (const n of document.querySelectorAll(".operator-only")) n.hidden = !operator;
+  await refresh();
+  listen();
+}
+
+// ---- live -------------------------------------------------------------------------------------
+async function listen() {
+  // fetch rather than EventSource: EventSource cannot send the Authorization header.
+  stream = new AbortController();
+  try {
+    const res = await api("/v1/events", { signal: stream.signal });
+    const reader = res.body.getReader();
+    const text = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += text.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        if (event.startsWith("event: tick")) await refresh();
+      }
+    }
+  } catch (e) {
+    if (e.name === "AbortError" || e.message === "unauthorised") return;
+  }
+  setTimeout(listen, 2000); // the daemon restarted or a proxy closed the stream: listen again
+}
+
+async function refresh() {
+  const res = await api("/v1/fleet");
+  if (!res.ok) return;
+  fleet = await res.json();
+  render();
+  if (open) await showEntity(open);
+}
+
+// ---- the fleet ----------------------------------------------------------------------------------
+function render() {
+  const st = fleet.status;
+  $("mode").textContent = st.mode === "act" ? "acting" : "advise only: nothing is touched";
+  $("mode").className = `badge ${st.mode}`;
+  const lead = st.leadership;
+  $("leader").textContent = lead ? `leader ${lead.leader || "unknown"}${lead.leading ? " (this replica)" : ""} · epoch ${lead.epoch}` : "single replica";
+  $("brake").textContent = st.storm_brake ? `storm brake: ${st.storm_brake}` : "storm brake off";
+  $("brake").className = st.storm_brake ? "badge braked" : "badge";
+  $("clock").textContent = `tick ${when(fleet.now)}`;
+  $("fleet").setAttribute("data-version", String(fleet.version));
+  const t = fleet.totals;
+  $("summary").textContent = `${counted(t.nodes)} node(s); ${counted(t.gpus)} GPU(s); ${t.held} node(s) held out of service` + (st.mode === "act" ? "" : " (advise mode: held means would hold)");
+  const cdus = $("cdus");
+  cdus.replaceChildren(...fleet.cdus.map(renderCdu));
+  renderSide(st);
+}
+
+function renderCdu(cdu) {
+  const head = el("div", { class: "cdu-head", onclick: () => showEntity(cdu.id) },
+    badge(cdu.state), el("strong", {}, cdu.id), el("span", { class: "muted" }, `nodes: ${counted(cdu.nodes)}`));
+  const racks = el("div", { class: "racks" }, ...cdu.racks.map((r) => {
+    const state = r.state;
+    return el("button", { class: "tile", type: "button", "data-state": state, "data-entity": r.id,
+      title: `${r.id}: ${state} · nodes ${counted(r.nodes)} · GPUs ${counted(r.gpus)}`,
+      onclick: () => showEntity(r.id) }, `${GLYPH[state]} ${r.id.split("/").pop()}`);
+  }));
+  return el("div", { class: "cdu", "data-entity": cdu.id }, head, racks);
+}
+
+function renderSide(st) {
+  const operator = document.body.classList.contains("operator");
+  const breakers = Object.entries(st.breakers || {}).map(([a, s]) => `${a} ${s}`).join(", ") || "no enforcing actuator";
+  $("safety").replaceChildren(
+    el("div", {}, `Breakers: ${breakers}`),
+    el("div", {}, `Queued by the budgets: ${(st.queued || []).join(", ") || "none"}`),
+    el("div", {}, `Held out of service: ${(st.quarantined || []).length}`),
+  );
+  // One row per kind of action: a CDU event asks the same thing of a hundred GPUs at once.
+  const groups = new Map();
+  for (const w of st.awaiting || []) {
+    if (!groups.has(w.kind)) groups.set(w.kind, []);
+    groups.get(w.kind).push(w);
+  }
+  $("awaiting").replaceChildren(...[...groups.entries()].map(([kind, ws]) => {
+    const targets = [...new Set(ws.map((w) => w.target))];
+    const shown = targets.slice(0, 5).join(", ") + (targets.length > 5 ? ` and ${targets.length - 5} more` : "");
+    const title = ws.length === 1 ? `${kind} ${ws[0].target}` : `${kind} × ${ws.length}: ${shown}`;
+    const keys = ws.map((w) => w.key);
+    return el("li", { "data-kind": kind },
+      el("strong", {}, title),
+      el("span", { class: "muted" }, `${ws[0].actuator} · ${ws[0].reason} · until ${when(Math.min(...ws.map((w) => w.expires)))}`),
+      ...(operator ? [
+        el("button", { type: "button", class: "approve", onclick: () => decide("approve", keys) }, ws.length === 1 ? "Approve" : `Approve all ${ws.length}`),
+        el("button", { type: "button", class: "reject", onclick: () => decide("reject", keys) }, ws.length === 1 ? "Reject" : `Reject all ${ws.length}`),
+      ] : []));
+  }));
+  if (!groups.size) $("awaiting").replaceChildren(el("li", { class: "muted" }, "nothing waits"));
+  const ends = { pause: "resume", pin: "unpin", maintenance: "end_maintenance" };
+  $("controls").replaceChildren(...(st.controls || []).map((c) => el("li", { "data-target": c.target },
+    el("strong", {}, `${c.verb}${c.state ? " " + c.state : ""} ${c.target}`),
+    el("span", { class: "muted" }, `by ${c.by} until ${when(c.until)}: ${c.reason}`),
+    ...(operator ? [el("button", { type: "button", onclick: () => control(ends[c.verb], c.target, "ended from the console") }, "End")] : []))));
+  if (!(st.controls || []).length) $("controls").replaceChildren(el("li", { class: "muted" }, "none"));
+  $("leaves").replaceChildren(...fleet.leaves.map((l) => el("li", {}, badge(l.state), link(l.id), el("span", { class: "muted" }, `links: ${counted(l.links)}`))));
+  $("storage").replaceChildren(...fleet.storage.map((s) => el("li", {}, badge(s.state), link(s.id))));
+  $("jobs").replaceChildren(...fleet.jobs.map((j) => el("li", {}, badge(j.state), link(j.id), el("span", { class: "muted" }, `${j.class} · nodes ${counted(j.nodes)}`))));
+  $("notices").replaceChildren(...(st.active_notices || []).map((n) => el("li", {}, n)));
+  if (!(st.active_notices || []).length) $("notices").replaceChildren(el("li", { class: "muted" }, "none"));
+}
+
+function link(eid) {
+  return el("a", { class: "entity", onclick: () => showEntity(eid), "data-entity": eid }, eid);
+}
+
+// ---- one entity ---------------------------------------------------------------------------------
+async function showEntity(eid) {
+  open = eid;
+  const res = await api(`/v1/entities/${entityPath(eid)}`);
+  if (!res.ok) {
+    $("drill-title").textContent = `${eid}: ${(await res.json()).detail}`;
+    return;
+  }
+  const e = await res.json();
+  $("drill").hidden = false;
+  $("drill").setAttribute("data-entity", eid);
+  $("drill").setAttribute("data-state", e.state);
+  $("drill-title").replaceChildren(badge(e.state), ` ${e.id}`, el("span", { class: "muted" }, ` (${e.kind}; engine: ${e.engine_state} since ${when(e.since)})`));
+  const s = e.scores;
+  const parts = [
+    el("p", {}, `GFS ${fmt(s.gfs)} · PRS ${fmt(s.prs)} · FAE ${fmt(s.fae)}`),
+    el("h3", {}, "Why"),
+    e.evidence.length ? el("ul", { class: "rows" }, ...e.evidence.map((i) => el("li", {}, `${i.text}`, el("span", { class: "muted" }, ` (${i.detector} on ${i.signal})`)))) : el("p", { class: "muted" }, "no evidence against it"),
+  ];
+  if (e.controls.length) parts.push(el("h3", {}, "Operator controls"), el("ul", { class: "rows" }, ...e.controls.map((c) => el("li", {}, `${c.verb}${c.state ? " " + c.state : ""} ${c.target} by ${c.by} until ${when(c.until)}: ${c.reason}`))));
+  if (e.children.length) parts.push(el("h3", {}, "Below it"), table(["entity", "state", "GPUs"], e.children.map((c) => [link(c.id), badge(c.state), c.gpus ? counted(c.gpus) : ""])));
+  parts.push(el("h3", {}, "State changes (recent)"), e.transitions.length ? table(["time", "from", "to", "why"], e.transitions.map((t) => [when(t.ts), t.from, t.to, t.reason])) : el("p", { class: "muted" }, "none recently"));
+  parts.push(el("h3", {}, "Actions (recent)"), e.actions.length ? table(["time", "action", "target", "by", "outcome", "detail"], e.actions.map((a) => [when(a.ts), a.kind, a.target, a.actuator, a.status, a.detail])) : el("p", { class: "muted" }, "none recently"));
+  $("drill-body").replaceChildren(...parts);
+}
+
+function fmt(x) {
+  return x == null ? "–" : Number(x).toFixed(2);
+}
+
+function table(head, rows) {
+  return el("table", {}, el("thead", {}, el("tr", {}, ...head.map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...rows.map((r) => el("tr", {}, ...r.map((c) => el("td", {}, c))))));
+}
+
+// ---- operator controls --------------------------------------------------------------------------
+async function post(verb, body) {
+  const res = await api(`/v1/ops/${verb}`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const got = await res.json();
+  $("control-result").textContent = res.ok ? got.detail : `refused (${res.status}): ${typeof got.detail === "string" ? got.detail : JSON.stringify(got.detail)}`;
+  await refresh();
+  return res.ok;
+}
+
+async function decide(verb, keys) {
+  const reason = verb === "approve" ? "approved from the console" : (prompt("Why reject it?") || "rejected from the console");
+  for (const key of keys) if (!(await post(verb, { target: key, reason }))) break;
+}
+
+function control(verb, target, reason) {
+  return post(verb, { target, reason });
+}
+
+function legend() {
+  $("legend").replaceChildren(...STATES.map(badge));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  legend();
+  $("login-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem(KEY, $("token").value.trim());
+    $("token").value = "";
+    signIn();
+  });
+  $("signout").addEventListener("click", () => signOut(""));
+  const verb = $("c-verb");
+  const pinOnly = () => { for (const n of document.querySelectorAll(".pin-only")) n.hidden = verb.value !== "pin"; };
+  verb.addEventListener("change", pinOnly);
+  pinOnly();
+  $("control-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const body = { target: $("c-target").value.trim(), reason: $("c-reason").value.trim(), for_s: Number($("c-for").value) };
+    if (verb.value === "pin") body.state = $("c-state").value;
+    post(verb.value, body);
+  });
+  if (sessionStorage.getItem(KEY)) signIn();
+  else signOut("");
+});

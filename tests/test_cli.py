@@ -23,12 +23,17 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("demo")
     result = runner.invoke(app, ["demo", "--out", str(out), "--no-live"])
     assert result.exit_code == 0, result.output
     assert "faults detected" in result.output
-    return out
+    return out, result.output
+
+
+@pytest.fixture(scope="module")
+def demo_out(demo_run: tuple[Path, str]) -> Path:
+    return demo_run[0]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +48,18 @@ def replayed(demo_out: Path) -> Path:
     # the demo's counter_reset confounder zeroes three counters of one GPU: read as resets, no rate
     assert "3 counter resets (reboot, driver reload) gave no rate" in " ".join(result.output.split())
     return demo_out
+
+
+def test_demo_prints_its_commands_whole_when_piped(demo_run: tuple[Path, str]) -> None:
+    """Captured output is not a terminal: the commands to copy stay one line each, however long
+    the paths (rich broke them at the console's 200 columns, into lines a shell runs apart)."""
+    out, output = demo_run
+    lines = output.splitlines()
+    assert (
+        f"replay it: seamguard score --inventory {out}/inventory.csv --jobs {out}/jobs.csv "
+        f"--telemetry {out}/telemetry.csv.gz --out {out}/replayed.csv --journal {out}/replay.sqlite"
+    ) in lines
+    assert f"ask why:  seamguard explain <entity> --journal {out}/journal.sqlite" in lines
 
 
 def test_demo_detects_its_faults_and_journals_them(demo_out: Path) -> None:

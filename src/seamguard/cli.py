@@ -10,8 +10,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from seamguard import __version__
+from seamguard.cli_support import installed_version, show_flags_as_flags
 from seamguard.errors import InputError
+
+show_flags_as_flags()  # typer 0.29 would print `--help <bool>` (cli_support)
 
 app = typer.Typer(
     help="seamguard: a seam-aware reliability orchestrator for GPU clusters.",
@@ -22,6 +24,23 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
+def _print_version(given: bool) -> None:
+    """``seamguard --version``: eager, so that it answers before a command is required."""
+    if given:
+        typer.echo(f"seamguard {installed_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Options of ``seamguard`` itself, before any command (the app's help is set above)."""
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # whole lines: paths stay copyable
     return typer.Exit(code)
@@ -29,12 +48,14 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 @app.command()
 def score(
-    inventory: Annotated[Path, typer.Option(help="INV.csv: node,rack,cdu,leaf,gpus[,row,pdu,storage,model]")],
+    inventory: Annotated[
+        Path, typer.Option(help="INV.csv: node, rack, cdu, leaf, gpus[, row, pdu, storage, model]")
+    ],
     telemetry: Annotated[
         list[Path], typer.Option(help="telemetry file(s) or a directory: CSV, CSV.gz, Parquet")
     ],
     out: Annotated[Path, typer.Option(help="TRANSITIONS.csv to write")],
-    jobs: Annotated[Path | None, typer.Option(help="JOBS.csv: job,job_class,nodes,start,end")] = None,
+    jobs: Annotated[Path | None, typer.Option(help="JOBS.csv: job, job_class, nodes, start, end")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML policy merged over the defaults")] = None,
     journal: Annotated[Path | None, typer.Option(help="SQLite journal to write (for explain)")] = None,
     tick: Annotated[
@@ -55,7 +76,9 @@ def score(
 
 @app.command()
 def run(
-    inventory: Annotated[Path, typer.Option(help="INV.csv: node,rack,cdu,leaf,gpus[,row,pdu,storage,model]")],
+    inventory: Annotated[
+        Path, typer.Option(help="INV.csv: node, rack, cdu, leaf, gpus[, row, pdu, storage, model]")
+    ],
     config: Annotated[Path, typer.Option(help="YAML policy with a sources: section (docs/sources.md)")],
     journal: Annotated[
         str,
@@ -75,17 +98,19 @@ def run(
 ) -> None:
     """Run the engine on live telemetry: sources, scoring, safety, actuators (advise mode by default).
 
-    Jobs follow Slurm's placements every poll; the inventory and jobs files are re-read when they
-    change and on SIGHUP (kill -HUP), without a restart. SIGINT/SIGTERM stop after the tick."""
-    from seamguard.daemon_run import run_daemon
+    Jobs follow Slurm's placements every poll; the inventory and jobs files are re-read when they change and on SIGHUP (kill -HUP), without a restart. SIGINT/SIGTERM stop after the tick."""
+    from seamguard.daemon_run import run_daemon, run_logging
+    from seamguard.run_preflight import check_run
 
     if ticks is not None and ticks < 1:
         raise _fail(f"--ticks: must be at least 1, got {ticks}")
     try:
-        run_daemon(
-            config_path=config, inventory=inventory, jobs=jobs, journal_path=journal, listen=listen,
-            ticks=ticks, console=err,
-        )  # fmt: skip
+        check_run(config_path=config, inventory=inventory, jobs=jobs, listen=listen)  # before any contact
+        with run_logging():
+            run_daemon(
+                config_path=config, inventory=inventory, jobs=jobs, journal_path=journal, listen=listen,
+                ticks=ticks, console=err,
+            )  # fmt: skip
     except InputError as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:
@@ -240,7 +265,7 @@ def _simulate_sample(
 @app.command()
 def version() -> None:
     """Print the version."""
-    typer.echo(__version__)
+    typer.echo(installed_version())
 
 
 token_app = typer.Typer(help="Bearer tokens for the HTTP API of seamguard run (docs/security.md).")

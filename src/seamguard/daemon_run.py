@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import math
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -100,12 +103,13 @@ def run_daemon(
     if on_ready is not None:
         on_ready(daemon, server)
     done = 0
+    notices_logged: set[tuple[str, str, str]] = set()  # source notices in the log, until they clear
     try:
         while not stop.is_set() and (ticks is None or done < ticks):
             started = clock()
             report = daemon.step(started)
             done += 1
-            _print_step(console, report)
+            _print_step(console, report, clock() - started, notices_logged)
             stop.wait(max(0.0, cfg.policy.engine.tick_s - (clock() - started)))
     finally:
         for s, handler in previous.items():
@@ -193,9 +197,82 @@ def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = 
     return serve_in_thread(app, host, port, tls=service.tls, connections=service.connections)
 
 
-def _print_step(console: Console, report: StepReport) -> None:
-    """Every text from outside (a peer's answer in an action's detail, a name) is escaped: a
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def iso_utc(ts: float, timespec: str = "seconds") -> str:
+    """``2026-01-01T00:00:30Z``: one zone for every replica's log, whatever the host's."""
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return f"{ts:.3f}"  # no calendar holds it (a fake clock): the number, not a crash
+
+
+class UtcIsoFormatter(logging.Formatter):
+    """Log times in ISO 8601 UTC to the millisecond, so that lines from several hosts sort and
+    line up with the journal's and the exporters' times (logging's default is local time)."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return iso_utc(record.created, "milliseconds")
+
+
+@contextmanager
+def run_logging(level: int = logging.INFO) -> Iterator[logging.Handler | None]:
+    """The daemon's log for ``seamguard run``: timestamped, levelled lines on stderr.
+
+    Without it Python prints only warnings, bare (no time, no level), and the INFO heartbeat
+    of each tick never shows. seamguard's own loggers log from ``level`` on; other libraries
+    (httpx logs every request at INFO) from WARNING. As ``logging.basicConfig`` does, a host
+    that already handles the root logger (a test runner, an embedding program) keeps its own
+    handlers and gets no second one (yields None then). Undone on exit, so that a caller in
+    the same process finds logging as it was."""
+    root, ours = logging.getLogger(), logging.getLogger("seamguard")
+    handler: logging.Handler | None = None
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(UtcIsoFormatter(LOG_FORMAT))
+        root.addHandler(handler)
+    before = ours.level
+    ours.setLevel(level)
+    try:
+        yield handler
+    finally:
+        if handler is not None:
+            root.removeHandler(handler)
+        ours.setLevel(before)
+
+
+def _print_step(
+    console: Console,
+    report: StepReport,
+    duration_s: float | None = None,
+    logged: set[tuple[str, str, str]] | None = None,
+) -> None:
+    """A tick for the operator: its transitions, actions and safety notices on the console, and
+    in the log (``run_logging``) one INFO heartbeat, so that a quiet daemon is seen to be ticking
+    (and how long a tick takes, against ``engine.tick_s``), and a WARNING when a source notice
+    appears: a source in trouble is otherwise seen only in the journal and ``/v1/status``.
+
+    ``logged`` holds the notices already logged, kept by the caller from tick to tick: a notice
+    is logged when it appears and again (INFO) when it clears, not at every tick it lasts.
+    Without it, every notice of the tick is logged.
+
+    Every text from outside (a peer's answer in an action's detail, a name) is escaped: a
     ``[/]`` in it would raise rich's MarkupError in the main loop and stop the daemon."""
+    took = "" if duration_s is None else f", {duration_s:.2f} s"
+    log.info(
+        "tick %s: %d samples, %d transitions, %d actions, %d source notices%s",
+        iso_utc(report.now), report.samples, len(report.transitions), len(report.actions),
+        len(report.notices), took,
+    )  # fmt: skip
+    now = {(n.source, n.where, n.message) for n in report.notices}
+    for source, where, message in sorted(now if logged is None else now - logged):
+        log.warning("source %s: %s: %s", source, where, message)
+    if logged is not None:
+        for source, where, message in sorted(logged - now):
+            log.info("source %s: cleared: %s: %s", source, where, message)
+        logged.clear()
+        logged.update(now)
     for t in report.transitions:
         console.print(
             f"{escape(t.entity)} {t.from_state} -> [bold]{t.to_state}[/]: {escape(t.reason)}", soft_wrap=True

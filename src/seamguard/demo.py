@@ -169,8 +169,11 @@ def _summary(
         f"faults detected: {ev.detected}/{len(ev.faults)}  precision {ev.precision:.2f}  recall {ev.recall:.2f}  "
         f"false quarantines of benign confounders: {len(ev.false_quarantines)}"
     )
+    # Commands to copy: soft_wrap, or rich breaks them at the console's width into lines a shell
+    # reads as two commands (a log or a pipe has no terminal to wrap them back).
     console.print(
         f"replay it: seamguard score --inventory {out}/inventory.csv --jobs {out}/jobs.csv "
-        f"--telemetry {out}/telemetry.csv.gz --out {out}/replayed.csv --journal {out}/replay.sqlite"
+        f"--telemetry {out}/telemetry.csv.gz --out {out}/replayed.csv --journal {out}/replay.sqlite",
+        soft_wrap=True,
     )
-    console.print(f"ask why:  seamguard explain <entity> --journal {out}/journal.sqlite")
+    console.print(f"ask why:  seamguard explain <entity> --journal {out}/journal.sqlite", soft_wrap=True)

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.filesize import pick_unit_and_suffix
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
@@ -30,6 +32,35 @@ class ScoreSummary:
     transitions: int
     by_state: dict[str, int]
     ingest: IngestReport
+
+
+BYTES = "bytes"
+TICKS = "ticks"
+_SIZE_SUFFIXES = ["bytes", "kB", "MB", "GB", "TB", "PB"]
+
+
+def amount_text(completed: float, total: float | None, unit: str) -> str:
+    """``completed/total unit`` for one progress task, both numbers in the task's own unit.
+
+    One column serves both of ``score``'s tasks, each with its unit: the files read in bytes,
+    shown as a file size ("4.2/18.7 MB"), and the ticks scored as a count ("22/360 ticks"). A
+    byte column under the ticks printed "22/361 bytes", a count of ticks read as a size."""
+    if unit == BYTES:
+        scale, suffix = pick_unit_and_suffix(int(max(completed, total or 0)), _SIZE_SUFFIXES, 1000)
+        digits = 0 if scale == 1 else 1
+        done = f"{completed / scale:,.{digits}f}"
+        return f"{done}/{total / scale:,.{digits}f} {suffix}" if total is not None else f"{done} {suffix}"
+    done = f"{int(completed):,}"
+    return f"{done}/{int(total):,} {unit}" if total is not None else f"{done} {unit}"
+
+
+class AmountColumn(ProgressColumn):
+    """``amount_text`` of a task whose ``unit`` field says what it counts."""
+
+    def render(self, task: Task) -> Text:
+        return Text(
+            amount_text(task.completed, task.total, str(task.fields.get("unit", ""))), "progress.download"
+        )
 
 
 def _readable(path: Path, what: str) -> Path:
@@ -80,28 +111,24 @@ def run_score(
     total = IngestReport()
     ticks = 0
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        TextColumn("[bold]{task.description}"), BarColumn(), AmountColumn(), TimeRemainingColumn(),
         console=console, transient=False,
     )  # fmt: skip
     try:
         with progress, out.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(TRANSITION_HEADER)
-            read_task = progress.add_task("reading telemetry", total=None)
+            read_task = progress.add_task("reading telemetry", total=None, unit=BYTES)
 
-            def on_read(done: int, size: int) -> None:
+            def on_read(done: int, size: int) -> None:  # both in bytes of the files (read_telemetry)
                 progress.update(read_task, completed=done, total=size)
 
-            score_task = progress.add_task("scoring ticks", total=None, visible=False)
+            score_task = progress.add_task("scoring ticks", total=None, visible=False, unit=TICKS)
             with read_telemetry(telemetry, topology, catalog, tick_s=tick, progress=on_read) as replay:
                 for now, batch in replay:
-                    if ticks == 0:
-                        rep = replay.report
-                        n_ticks = None
-                        if rep.first_ts is not None and rep.last_ts is not None:
-                            n_ticks = int((rep.last_ts - rep.first_ts) // tick) + 2
+                    if ticks == 0:  # every file is read: the tick count is known exactly
                         progress.update(read_task, completed=progress.tasks[read_task].total or 0)
-                        progress.update(score_task, total=n_ticks, visible=True)
+                        progress.update(score_task, total=replay.tick_count, visible=True)
                     result = controller.tick(now, batch)
                     total.merge(result.ingest)
                     ticks += 1
@@ -109,7 +136,7 @@ def run_score(
                         writer.writerow(transition_row(t))
                         by_state[t.to_state] += 1
                     for notice in result.notices:
-                        console.print(f"[yellow]notice[/] {notice}")
+                        console.print(f"[yellow]notice[/] {escape(notice)}", soft_wrap=True)
                     progress.advance(score_task)
                 report_lines = replay.report.summary_lines()
     finally:
@@ -122,12 +149,14 @@ def run_score(
     if total.sentinel or total.kind_mismatch:
         console.print(
             f"[yellow]input[/] {total.sentinel} sentinel values treated as missing, "
-            f"{total.kind_mismatch} samples whose signal does not belong to their entity's kind ignored"
+            f"{total.kind_mismatch} samples whose signal does not belong to their entity's kind ignored",
+            soft_wrap=True,
         )
     if total.implausible or total.resets:
         console.print(
             f"[yellow]input[/] {total.implausible} values outside their signal's physical range treated "
-            f"as missing, {total.resets} counter resets (reboot, driver reload) gave no rate"
+            f"as missing, {total.resets} counter resets (reboot, driver reload) gave no rate",
+            soft_wrap=True,
         )
     n = sum(by_state.values())
     states = ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())) or "none"

@@ -138,7 +138,8 @@ def run_sampled(
         tmp = out / "results.json.tmp"
         tmp.write_text(json.dumps(results_json(cmp), indent=2, allow_nan=False) + "\n", encoding="utf-8")
         tmp.replace(out / "results.json")
-        console.print(
-            f"wrote {out / 'results.json'} and {len(scenarios)} scenario file(s) in {out / 'scenarios'}"
+        console.print(  # whole: the paths stay copyable
+            f"wrote {out / 'results.json'} and {len(scenarios)} scenario file(s) in {out / 'scenarios'}",
+            soft_wrap=True,
         )
     return cmp

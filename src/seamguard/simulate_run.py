@@ -83,6 +83,7 @@ def run_simulate(
     write_summary(summary, out / "summary.json")
     written = write_report(scenario, summary, results, out)
     console.print(_results_table(summary))
-    console.print(f"wrote {out / 'summary.json'}, " + ", ".join(str(p) for p in written))
-    console.print(f"[bold]report:[/] {(out / 'report.html').resolve()}")
+    # Paths to copy: whole lines whatever the console's width (a log or a pipe has no terminal).
+    console.print(f"wrote {out / 'summary.json'}, " + ", ".join(str(p) for p in written), soft_wrap=True)
+    console.print(f"[bold]report:[/] {(out / 'report.html').resolve()}", soft_wrap=True)
     return summary

@@ -28,6 +28,7 @@ The work is split by job: files and headers (``replay_files``), mapping a block 
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -93,6 +94,18 @@ class TelemetryReplay:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    @property
+    def tick_count(self) -> int | None:
+        """How many ticks iterating yields, empty ones included; None until the files are read
+        (iteration has started) or when no row was used. A sample at ``t`` lands in tick
+        ``ceil(t / tick_s)`` (``replay_columns``) and every tick from the first to the last is
+        yielded (``merge_runs``), so this is the count, not an estimate: a progress bar given it
+        as its total ends full."""
+        first, last = self.report.first_ts, self.report.last_ts
+        if self._runs is None or first is None or last is None:
+            return None
+        return math.ceil(last / self._tick_s) - math.ceil(first / self._tick_s) + 1
 
     @property
     def spill_dir(self) -> Path | None:

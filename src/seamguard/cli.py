@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from seamguard.cli_support import installed_version, show_flags_as_flags
+from seamguard.ctl_cli import ctl_app
 from seamguard.errors import InputError
 
 show_flags_as_flags()  # typer 0.29 would print `--help <bool>` (cli_support)
@@ -304,6 +305,7 @@ def token_create(
 
 journal_app = typer.Typer(help="The shared PostgreSQL journal of replicas (docs/ha.md).")
 app.add_typer(journal_app, name="journal")
+app.add_typer(ctl_app, name="ctl")  # a running daemon's state and the operator's controls
 
 
 @journal_app.command("migrate")

@@ -9,7 +9,6 @@ SIGINT/SIGTERM, resigning the leadership so that a follower takes over at once.
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import sys
 import threading
@@ -31,8 +30,10 @@ from seamguard.journal.buffered import BufferedJournal
 from seamguard.journal.postgres import PostgresJournal, StaleEpochError, is_postgres, shown_location
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.service.app import create_app
+from seamguard.service.console import console_router
 from seamguard.service.guard import Security
 from seamguard.service.metrics import metrics_router
+from seamguard.service.ops_api import ops_router
 from seamguard.service.server import RunningServer, serve_in_thread
 from seamguard.service.startup import build_security, check_exposure, check_tls
 from seamguard.site_config import load_daemon_config
@@ -88,6 +89,7 @@ def run_daemon(
     def _stop(signum: int, _frame: FrameType | None) -> None:
         console.print(f"[yellow]signal {signal.Signals(signum).name}: stopping after this tick[/]")
         stop.set()
+        daemon.desk.wake.set()
 
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, _reload_on_hup(daemon, console))
@@ -104,19 +106,27 @@ def run_daemon(
         on_ready(daemon, server)
     done = 0
     notices_logged: set[tuple[str, str, str]] = set()  # source notices in the log, until they clear
+    wake = daemon.desk.wake  # an operator's request wakes the loop between ticks
     try:
+        next_tick = clock()
         while not stop.is_set() and (ticks is None or done < ticks):
-            started = clock()
-            report = daemon.step(started)
-            done += 1
-            _print_step(console, report, clock() - started, notices_logged)
-            stop.wait(max(0.0, cfg.policy.engine.tick_s - (clock() - started)))
+            if clock() >= next_tick:
+                started = clock()
+                report = daemon.step(started)
+                done += 1
+                _print_step(console, report, clock() - started, notices_logged)
+                next_tick = started + cfg.policy.engine.tick_s
+            else:
+                daemon.operate(clock())
+            wake.wait(max(0.0, next_tick - clock()))
+            wake.clear()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         if loop is not None:
             loop.stop()  # resigns: a follower leads at its next campaign, not a TTL later
         if server is not None:
+            daemon.desk.closing.set()  # the consoles' live streams end, so the server stops at once
             server.stop()
         daemon.dispatcher.close()
         _close(daemon.sources, journal)
@@ -185,11 +195,13 @@ def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = 
 
     @app.get("/v1/status")
     def status() -> dict[str, object]:
-        """The daemon's own health: sources in trouble, the storm brake, breakers, quarantines."""
-        st = daemon.status()
-        return {**st.__dict__, "now": st.now if math.isfinite(st.now) else None}
+        """The daemon's own health: its mode, sources in trouble, the storm brake, breakers,
+        quarantines, the operator's controls and the actions awaiting approval."""
+        return daemon.status_json()
 
     app.include_router(metrics_router(daemon.metrics))  # GET /metrics (docs/metrics.md)
+    app.include_router(ops_router(daemon))  # the operator's controls and the console's reads
+    app.include_router(console_router())  # GET /console (docs/operating.md)
     push = daemon.push
     if push is not None and push_cfg is not None:
         app.include_router(push.router(push_cfg.path))

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from seamguard.actuators.base import Actuator, Fence
 from seamguard.actuators.guard import Guard, GuardConfig, record_of
 from seamguard.actuators.haproxy import HaproxyActuator
@@ -25,7 +28,6 @@ from seamguard.control.safety import SafetyLayer
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.model.action_kinds import QUARANTINE_KINDS, RELEASE_KIND
 from seamguard.model.actions import Action, ActionResult, ActionStatus
-from seamguard.ops.gate import OperatorGate
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,21 @@ class Dispatcher:
         return {name: g.breaker(now).value for name, g in self.guards.items()}
 
 
+class Gate(Protocol):
+    """The operator's controls between the engine and the actuators (``ops.gate.OperatorGate``):
+    a protocol here, so that the actuators do not import the operator's layer above them."""
+
+    def frozen(self) -> npt.NDArray[np.bool_]: ...
+
+    def admit(
+        self, decisions: Sequence[DecisionRecord], now: float, epoch: int
+    ) -> tuple[tuple[DecisionRecord, ...], tuple[ActionResultRecord, ...], tuple[Action, ...]]: ...
+
+    def hold_back(
+        self, actions: Sequence[Action], now: float
+    ) -> tuple[list[Action], list[ActionResultRecord]]: ...
+
+
 class ActionJournal(Protocol):
     def append_actions(
         self, results: Sequence[ActionResultRecord], notices: Sequence[NoticeRecord] = ()
@@ -215,7 +232,7 @@ def actuate(
     decisions: Sequence[DecisionRecord],
     transitions: Sequence[TransitionRecord] = (),
     journal: ActionJournal | None = None,
-    gate: OperatorGate | None = None,
+    gate: Gate | None = None,
 ) -> tuple[list[ActionResultRecord], list[NoticeRecord]]:
     """One tick of actuation: retries due, the operator's controls (``gate``), the safety layer's
     verdicts, the dispatch, the journal.
@@ -227,9 +244,8 @@ def actuate(
     forced: tuple[Action, ...] = ()
     if gate is not None:
         safety.frozen = gate.frozen()
-        admitted = gate.admit(decisions, now, safety.epoch)
-        decisions, forced = admitted.decisions, admitted.actions
-        results += admitted.records
+        decisions, kept_back_early, forced = gate.admit(decisions, now, safety.epoch)
+        results += kept_back_early
     tick = safety.tick(now, decisions, transitions)
     results += tick.records
     actions = list(tick.actions)

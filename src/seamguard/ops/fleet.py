@@ -122,6 +122,23 @@ class FleetView:
         return {"id": eid, "kind": kind.value, "state": self.state_of(eid), "children": rows,
                 "truncated": len(rows) >= MAX_CHILDREN}  # fmt: skip
 
+    def nodes(self, states: frozenset[str] | None = None, limit: int = MAX_CHILDREN) -> dict[str, object]:
+        """Nodes by their one state (by default every unwell one: neither healthy nor unknown, since a
+        fleet whose exporter has not answered yet would list every node), most severe first."""
+        topo = self.topology
+        calm = (State.HEALTHY, State.UNKNOWN)
+        wanted = (
+            [STATE_LABELS.index(s) for s in states] if states else [s.value for s in State if s not in calm]
+        )
+        picked = np.flatnonzero(np.isin(self.node_state, wanted))
+        picked = picked[np.argsort(-_RANK[self.node_state[picked]], kind="stable")]
+        gpus = counts(self.gpu_state, topo.gpu_node, topo.count(EntityKind.NODE))
+        names, racks = topo.names[EntityKind.NODE], topo.names[EntityKind.RACK]
+        rows = [{"id": f"node/{names[n]}", "state": STATE_LABELS[self.node_state[n]], "held": bool(self.held[n]),
+                 "rack": f"rack/{racks[topo.node_rack[n]]}", "gpus": _named(gpus[n])}
+                for n in picked[:limit].tolist()]  # fmt: skip
+        return {"nodes": rows, "matched": int(picked.size), "truncated": bool(picked.size > limit)}
+
     @property
     def rack_state(self) -> IntArray:
         """Per rack, the most severe of its own state and its nodes' (rolled up)."""

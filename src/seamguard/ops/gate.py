@@ -28,11 +28,9 @@ OPERATOR = "operator"  # the actuator column of what an operator's control decid
 PIN_CAUSE = "pin:"
 
 
-@dataclass(frozen=True)
-class Admitted:
-    decisions: tuple[DecisionRecord, ...]  # what goes on to the safety layer
-    records: tuple[ActionResultRecord, ...]  # what the controls kept back, journaled
-    actions: tuple[Action, ...]  # to dispatch now: releases a healthy pin forced
+# What goes on to the safety layer; what the controls kept back (journaled); what to dispatch
+# now (releases a healthy pin forced).
+Admitted = tuple[tuple[DecisionRecord, ...], tuple[ActionResultRecord, ...], tuple[Action, ...]]
 
 
 @dataclass
@@ -87,7 +85,7 @@ class OperatorGate:
             records.append(ActionResultRecord(now, d.action, d.entity, OPERATOR, status.value,
                                               f"not carried out: {c.describe()}", d.epoch, d.ts, 0))  # fmt: skip
         kept.extend(self._quarantine_pins(now, epoch))
-        return Admitted(tuple(kept), tuple(records), tuple(self._healthy_pins(now)))
+        return tuple(kept), tuple(records), tuple(self._healthy_pins(now))
 
     def _quarantine_pins(self, now: float, epoch: int) -> list[DecisionRecord]:
         out: list[DecisionRecord] = []

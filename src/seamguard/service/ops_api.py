@@ -20,10 +20,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field, ValidationError
 
+from seamguard.model.states import STATE_LABELS
 from seamguard.ops.controls import FLEET, MAX_FOR_S, MAX_REASON, STANDING, Verb
 from seamguard.ops.desk import OperatorDesk
 from seamguard.ops.desk import Request as OpsRequest
-from seamguard.ops.fleet import FleetView
+from seamguard.ops.fleet import MAX_CHILDREN, FleetView
 from seamguard.strict_model import StrictModel, format_validation
 
 APPLY_TIMEOUT_S = 30.0  # how long a control waits for the daemon's thread (a tick in progress)
@@ -113,6 +114,18 @@ def ops_router(host: OpsHost) -> APIRouter:
             summary_cache.clear()
             summary = summary_cache[id(view)] = view.summary()
         return JSONResponse({**summary, "version": host.version, "status": host.status_json()})
+
+    @router.get("/v1/nodes", responses={422: {}})
+    def nodes(state: str = "", limit: int = 1000) -> dict[str, object]:
+        """Nodes by their one state: ``state`` a comma-separated list (default: every unwell one,
+        neither healthy nor unknown)."""
+        wanted = frozenset(s.strip() for s in state.split(",") if s.strip())
+        unknown = sorted(wanted - set(STATE_LABELS))
+        if unknown:
+            raise HTTPException(422, f"state {unknown[0]!r}: expected one of {', '.join(STATE_LABELS)}")
+        if not 1 <= limit <= MAX_CHILDREN:
+            raise HTTPException(422, f"limit: 1 to {MAX_CHILDREN}, got {limit}")
+        return host.fleet.nodes(wanted or None, limit)
 
     @router.get("/v1/fleet/{entity:path}", responses={404: {}})
     def drill(entity: str) -> dict[str, object]:

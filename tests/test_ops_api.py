@@ -111,6 +111,7 @@ def test_the_fleet_rolls_gpus_up_to_their_node(live: LiveDaemon) -> None:
     assert fleet["totals"]["held"] == 1 and sum(fleet["totals"]["nodes"].values()) == 8
     gpu = live.request("GET", "/v1/entities/gpu/n02/1", "viewer").json()
     assert gpu["state"] == "failed" and any(a["target"] == VICTIM_NODE for a in gpu["actions"])
+    assert gpu["next_steps"][0].startswith("XID 79") and "NVIDIA's XID catalog" in gpu["next_steps"][0]
 
 
 def test_the_live_stream_says_when_a_tick_lands(live: LiveDaemon) -> None:

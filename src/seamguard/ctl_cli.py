@@ -154,6 +154,8 @@ def explain(entity: str, url: Url = DEFAULT_URL, token: Token = "", ca: CaFile =
         console.print(f"  because {item['text']}", markup=False)
     if e["controls"]:
         console.print(_controls_table(e["controls"]))
+    for step in e.get("next_steps") or []:
+        console.print(f"next: {step}", markup=False)
     if e["actions"]:
         t = Table(title="Actions (recent)", title_justify="left")
         for col in ("time", "action", "target", "by", "outcome", "detail"):

@@ -31,6 +31,8 @@ from seamguard.control.budgets import check_partitions
 from seamguard.control.controller import Controller
 from seamguard.control.engine_world import apply_world
 from seamguard.control.safety import SafetyLayer
+from seamguard.diagnose.domains import META_KEY as DOMAINS_KEY
+from seamguard.diagnose.domains import domains_json
 from seamguard.errors import InputError
 from seamguard.ha.fence import EtcdFence
 from seamguard.ha.leadership import Leadership
@@ -400,6 +402,8 @@ class Daemon:
                 out.extend(self.safety.carry_over(change, now))
             self.topology = change.new
             self.desk.topology = change.new
+            if self.controller.journal is not None:  # leading: explain's map of domains follows the world
+                self.controller.journal.set_meta(DOMAINS_KEY, domains_json(change.new))
             for source in self.sources:
                 if isinstance(source, WorldFollower):
                     source.follow(change)

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from seamguard.control.controller import Controller
-from seamguard.diagnose.explain import Explanation
+from seamguard.diagnose.explain import Explanation, valued
 from seamguard.model.states import State
 from seamguard.timeparse import format_time
 
@@ -28,13 +28,6 @@ STATE_STYLE: dict[State, str] = {
 def state_text(label: str) -> Text:
     state = State.parse(label)
     return Text(state.label, style=STATE_STYLE[state])
-
-
-def _pair(cost: float, benefit: float) -> str:
-    def one(x: float) -> str:
-        return "-" if math.isnan(x) else f"{x:.1f}"
-
-    return f"{one(cost)} / {one(benefit)}"
 
 
 def render_explanation(console: Console, ex: Explanation) -> None:
@@ -69,26 +62,44 @@ def render_explanation(console: Console, ex: Explanation) -> None:
     if ex.transitions:
         parts.append(history)
     parts.append(Text(f"admissibility as {ex.state.label}: {ex.admission}", style="cyan"))
-    if ex.decisions:
-        acts = Table(title="proposed actions", show_edge=False)
-        acts.add_column("time")
-        acts.add_column("action")
-        acts.add_column("on")
-        acts.add_column("mode")
-        acts.add_column("predicted cost / benefit (GPU-h)", justify="right")
-        acts.add_column("realised cost / benefit (GPU-h)", justify="right")
-        outcome = {(o.entity, o.action, o.decided_at): o for o in ex.outcomes}
-        for d in ex.decisions:
-            o = outcome.get((d.entity, d.action, d.ts))
-            acts.add_row(
-                format_time(d.ts), d.action, d.entity, d.mode,
-                _pair(d.predicted_cost_gpu_h, d.predicted_benefit_gpu_h),
-                _pair(o.realised_cost_gpu_h, o.realised_benefit_gpu_h) if o is not None else "pending",
-            )  # fmt: skip
+    if ex.upstream:
+        up = Table(title="upstream: domains it depends on that were unwell", show_edge=False)
+        for col in ("entity", "state", "since", "why"):
+            up.add_column(col)
+        for u in ex.upstream:
+            up.add_row(u.entity, state_text(u.state), format_time(u.since), u.reason)
+        parts.append(up)
+    elif not ex.domains_known:
+        parts.append(Text("upstream: not known (this journal has no map of failure domains)", style="dim"))
+    if ex.below:
+        shown = ", ".join(f"{n} {s}" for s, n in sorted(ex.below.items()))
+        parts.append(Text(f"below it, unwell since it turned {ex.state.label}: {shown}"))
+    if ex.groups:
+        acts = Table(title="what seamguard decided (identical decisions counted once)", show_edge=False)
+        for col in ("time", "action", "on", "×", "predicted cost / benefit (GPU-h)", "outcome"):
+            acts.add_column(col, justify="right" if col == "×" else "left")
+        for g in ex.groups:
+            d = g.first
+            when = format_time(d.ts) + (f" … {format_time(g.last_ts)}" if g.count > 1 else "")
+            outcome = g.outcome
+            if g.realised is not None:
+                outcome += (
+                    f"; realised {valued(g.realised.realised_cost_gpu_h, g.realised.realised_benefit_gpu_h)}"
+                )
+            on = (
+                d.entity
+                if len(g.targets) <= 1
+                else f"{', '.join(g.targets[:3])}{' …' if len(g.targets) > 3 else ''} ({len(g.targets)})"
+            )
+            acts.add_row(when, d.action, on, str(g.count),
+                         valued(d.predicted_cost_gpu_h, d.predicted_benefit_gpu_h), outcome)  # fmt: skip
         parts.append(acts)
         for o in ex.outcomes:
             parts.append(Text(f"outcome of {o.action} on {o.entity} ({format_time(o.decided_at)}): {o.note}",
                               style="dim"))  # fmt: skip
+    if ex.next_steps:
+        parts.append(Text("next steps for a person:", style="bold"))
+        parts.extend(Text(f"  • {step}") for step in ex.next_steps)
     console.print(Panel(Group(*parts), title="seamguard explain", expand=False))
 
 

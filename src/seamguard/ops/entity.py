@@ -12,8 +12,9 @@ from typing import Protocol
 import numpy as np
 
 from seamguard.control.controller import Controller
-from seamguard.journal.records import ActionResultRecord, TransitionRecord
+from seamguard.journal.records import ActionResultRecord, EvidenceItem, TransitionRecord
 from seamguard.model.entities import EntityKind
+from seamguard.model.runbook import by_hand
 from seamguard.model.states import STATE_LABELS
 from seamguard.model.topology import Topology, nodes_below
 from seamguard.ops.controls import FLEET
@@ -82,7 +83,29 @@ def entity_page(host: EntityHost, eid: str) -> dict[str, object] | None:
                      "detail": r.detail} for r in actions],
         "children": (view.children(eid) or {}).get("children", []),
         "mode": status.get("mode"),
+        "next_steps": next_steps(ev.evidence, awaiting, actions),
     }  # fmt: skip
+
+
+def next_steps(evidence: Iterable[EvidenceItem], awaiting: list[dict[str, object]],
+               actions: list[ActionResultRecord]) -> list[str]:  # fmt: skip
+    """What a person does now: NVIDIA's action for an XID, then the step for each action that
+    waits for approval or was not carried out (advised, skipped, refused, given up)."""
+    out = [f"{i.text.split(' (')[0]}: {i.text.rsplit('): ', 1)[1]} (NVIDIA's XID catalog)"
+           for i in evidence if i.detector == "xid" and "): " in i.text]  # fmt: skip
+    seen: set[tuple[str, str]] = set()
+    pending = [(str(w["kind"]), str(w["target"]), "awaits approval") for w in awaiting]
+    pending += [
+        (r.kind, r.target, r.status)
+        for r in reversed(actions)
+        if r.status not in ("done", "already", "cancelled")
+    ]
+    for kind, target, status in pending:
+        step = by_hand(kind, target)
+        if step and (kind, target) not in seen:
+            seen.add((kind, target))
+            out.append(f"{kind} on {target} ({status}): {step}")
+    return out[:6]
 
 
 def _dicts(value: object) -> list[dict[str, object]]:

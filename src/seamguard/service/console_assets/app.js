@@ -210,6 +210,7 @@ async function showEntity(eid) {
     el("h3", {}, "Why"),
     e.evidence.length ? el("ul", { class: "rows" }, ...e.evidence.map((i) => el("li", {}, `${i.text}`, el("span", { class: "muted" }, ` (${i.detector} on ${i.signal})`)))) : el("p", { class: "muted" }, "no evidence against it"),
   ];
+  if (e.next_steps && e.next_steps.length) parts.push(el("h3", {}, "Next steps for a person"), el("ul", { class: "rows next" }, ...e.next_steps.map((n) => el("li", {}, n))));
   if (e.controls.length) parts.push(el("h3", {}, "Operator controls"), el("ul", { class: "rows" }, ...e.controls.map((c) => el("li", {}, `${c.verb}${c.state ? " " + c.state : ""} ${c.target} by ${c.by} until ${when(c.until)}: ${c.reason}`))));
   if (e.children.length) parts.push(el("h3", {}, "Below it"), table(["entity", "state", "GPUs"], e.children.map((c) => [link(c.id), badge(c.state), c.gpus ? counted(c.gpus) : ""])));
   parts.push(el("h3", {}, "State changes (recent)"), e.transitions.length ? table(["time", "from", "to", "why"], e.transitions.map((t) => [when(t.ts), t.from, t.to, t.reason])) : el("p", { class: "muted" }, "none recently"));

@@ -25,6 +25,7 @@ from rich.markup import escape
 from seamguard.daemon import Daemon, StepReport, daemon_world
 from seamguard.diagnose.domains import META_KEY as DOMAINS_KEY
 from seamguard.diagnose.domains import domains_json
+from seamguard.diagnose.grouping import group_actions, group_transitions, upstream_cause
 from seamguard.errors import InputError
 from seamguard.ha.leadership import Leadership, LeadershipLoop
 from seamguard.journal.base import Journal
@@ -117,7 +118,8 @@ def run_daemon(
                 started = clock()
                 report = daemon.step(started)
                 done += 1
-                _print_step(console, report, clock() - started, notices_logged)
+                cause = upstream_cause(daemon.topology, daemon.controller.classifier.state)
+                _print_step(console, report, clock() - started, notices_logged, cause)
                 next_tick = started + cfg.policy.engine.tick_s
             else:
                 daemon.operate(clock())
@@ -262,12 +264,14 @@ def _print_step(
     report: StepReport,
     duration_s: float | None = None,
     logged: set[tuple[str, str, str]] | None = None,
+    cause_of: Callable[[str], str | None] | None = None,
 ) -> None:
     """A tick for the operator: its transitions, actions and safety notices on the console, and
     in the log (``run_logging``) one INFO heartbeat, so that a quiet daemon is seen to be ticking
     (and how long a tick takes, against ``engine.tick_s``), and a WARNING when a source notice
     appears: a source in trouble is otherwise seen only in the journal and ``/v1/status``.
 
+    Transitions and actions are grouped by cause (``cause_of``: an unwell domain upstream).
     ``logged`` holds the notices already logged, kept by the caller from tick to tick: a notice
     is logged when it appears and again (INFO) when it clears, not at every tick it lasts.
     Without it, every notice of the tick is logged.
@@ -288,14 +292,10 @@ def _print_step(
             log.info("source %s: cleared: %s: %s", source, where, message)
         logged.clear()
         logged.update(now)
-    for t in report.transitions:
-        console.print(
-            f"{escape(t.entity)} {t.from_state} -> [bold]{t.to_state}[/]: {escape(t.reason)}", soft_wrap=True
-        )
-    for a in report.actions:
-        console.print(
-            f"  {a.kind} {escape(a.target)} via {a.actuator}: [bold]{a.status}[/] {escape(a.detail)}",
-            soft_wrap=True,
-        )
+    # Grouped by cause: one CDU event is a line, not one per GPU (``diagnose.grouping``).
+    for g in group_transitions(report.transitions, cause_of):
+        console.print(escape(g.line()), soft_wrap=True, highlight=False)
+    for ag in group_actions(report.actions):
+        console.print("  " + escape(ag.line()), soft_wrap=True, highlight=False)
     for n in report.safety_notices:
         console.print(f"[red]{n.source} {n.level}[/] {escape(n.message)}", soft_wrap=True)

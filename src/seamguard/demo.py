@@ -23,6 +23,7 @@ from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.diagnose.domains import META_KEY as DOMAINS_KEY
 from seamguard.diagnose.domains import domains_json
+from seamguard.diagnose.grouping import group_transitions, upstream_cause
 from seamguard.journal.records import DecisionRecord, TransitionRecord
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.journal.transitions_csv import TRANSITION_HEADER, transition_row
@@ -78,10 +79,6 @@ def _view(controller: Controller, recent: deque[tuple[float, TransitionRecord]],
     return Group(Panel(header), _fleet_table(controller), _log_table(recent, start))
 
 
-def _line(t: TransitionRecord, start: float) -> str:
-    return f"t+{(t.ts - start) / 60:5.1f}m {t.entity} {t.from_state}→{t.to_state}: {t.reason}"
-
-
 def run_demo(*, out: Path, seed: int, console: Console, live: bool, delay: float) -> Evaluation:
     scenario = SCENARIOS["demo"]
     inventory, jobs, topology, fleet = build(scenario, seed)
@@ -124,8 +121,12 @@ def run_demo(*, out: Path, seed: int, console: Console, live: bool, delay: float
                     transitions.append(t)
                     recent.append((now, t))
                     rows.writerow(transition_row(t))
-                    if live_view is None:
-                        console.print(_line(t, start), markup=False, highlight=False)
+                if live_view is None:  # grouped by cause: a CDU event is a line, not one per GPU
+                    cause = upstream_cause(controller.topology, controller.classifier.state)
+                    for g in group_transitions(result.transitions, cause):
+                        console.print(
+                            f"t+{(now - start) / 60:5.1f}m {g.line()}", markup=False, highlight=False
+                        )
                 decisions.extend(result.decisions)
                 if live_view is not None:
                     live_view.update(_view(controller, recent, start, end, now, title))

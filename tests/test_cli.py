@@ -62,6 +62,24 @@ def test_demo_prints_its_commands_whole_when_piped(demo_run: tuple[Path, str]) -
     assert f"ask why:  seamguard explain <entity> --journal {out}/journal.sqlite" in lines
 
 
+def test_demo_says_which_benign_part_it_flagged_although_it_quarantined_none(demo_run: tuple[Path, str]) -> None:
+    """The benign slow GPU is a straggler to its job (harmful, not quarantined): the summary says
+    so beside its "0 false quarantines", and how often it entered that state."""
+    _, output = demo_run
+    text = " ".join(output.split())
+    assert "false quarantines of benign confounders: 0" in text
+    assert "benign confounder flagged, not quarantined: slow_gpu gpu/n0009/1 harmful" in text
+    assert "replace_rank" in text
+
+
+def test_demo_groups_a_cdu_event_by_its_cause(demo_run: tuple[Path, str]) -> None:
+    out, output = demo_run
+    grouped = [line for line in output.splitlines() if "(under cdu/cdu1 (quarantine))" in line]
+    assert grouped and any(" × gpu healthy -> degraded (under cdu/cdu1" in line for line in grouped)
+    printed = sum(1 for line in output.splitlines() if line.startswith("t+"))
+    assert printed < len(rows(out / "transitions.csv")) / 2  # the CDU event is lines, not one per GPU
+
+
 def test_demo_detects_its_faults_and_journals_them(demo_out: Path) -> None:
     live = rows(demo_out / "transitions.csv")
     assert live, "the demo injects faults: there must be transitions"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -138,11 +139,37 @@ def run_demo(*, out: Path, seed: int, console: Console, live: bool, delay: float
                 live_view.stop()
     evaluation = evaluate(fleet.truth(), transitions)
     scopes = {f.fid: scope for f, scope, _impact in fleet.truth()}
-    _summary(console, evaluation, scopes, decisions, start, out)
+    _summary(console, evaluation, scopes, decisions, start, out, transitions)
     stakes = job_economics_table(controller)
     if stakes is not None:
         console.print(stakes)
     return evaluation
+
+
+def benign_flagged(ev: Evaluation, transitions: Sequence[TransitionRecord]) -> list[str]:
+    """Each benign confounder the engine did not leave healthy, said plainly: the summary's
+    "0 false quarantines" must not hide a part that was flagged (or flapped) without being
+    quarantined."""
+    out: list[str] = []
+    for f in ev.benign:
+        if f.worst_state in (None, "healthy", "unknown"):
+            continue
+        entries = sum(1 for t in transitions if t.entity == f.target and t.to_state == f.worst_state)
+        why = (
+            " — a GPU that much slower is a straggler to its synchronous job: seamguard would move its rank at"
+            " the job's next restart (replace_rank); the GPU stays in service"
+            if f.kind == "slow_gpu"
+            else ""
+        )
+        again = (
+            f", entered {entries} times (it left and came back as its job's peers changed)"
+            if entries > 1
+            else ""
+        )
+        out.append(
+            f"benign confounder flagged, not quarantined: {f.kind} {f.target} {f.worst_state}{again}{why}"
+        )
+    return out
 
 
 def _summary(
@@ -152,6 +179,7 @@ def _summary(
     decisions: list[DecisionRecord],
     start: float,
     out: Path,
+    transitions: Sequence[TransitionRecord] = (),
 ) -> None:
     table = Table(title="what seamguard detected", expand=False)
     for col in ("fault", "target", "onset", "impact", "first detected", "as", "lead", "would do"):
@@ -173,6 +201,8 @@ def _summary(
         f"faults detected: {ev.detected}/{len(ev.faults)}  precision {ev.precision:.2f}  recall {ev.recall:.2f}  "
         f"false quarantines of benign confounders: {len(ev.false_quarantines)}"
     )
+    for line in benign_flagged(ev, transitions):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     # Commands to copy: soft_wrap, or rich breaks them at the console's width into lines a shell
     # reads as two commands (a log or a pipe has no terminal to wrap them back).
     console.print(

@@ -97,6 +97,18 @@ def test_a_degrading_rack_turns_degraded_then_quarantine_within_one_tick(
     page.wait_for_selector('#drill[data-entity="rack/r002"]')
     assert "quarantine" in page.inner_text("#drill-title")
     shot(page, "console-rack-quarantined")
+    # the rack's page plots its scores and signals over the ticks around its transitions
+    assert page.query_selector_all("#drill svg.chart")
+    assert "rack.inlet_temp_c" in page.text_content("#drill svg.chart.signal")
+    page.click('#drill a.entity[data-entity="node/n0009"]')
+    page.wait_for_selector('#drill[data-entity="node/n0009"]')
+    node = cd.daemon.fleet.children("node/n0009")
+    assert node is not None
+    hot = next(c["id"] for c in node["children"] if c["state"] == "quarantine")  # type: ignore[attr-defined]
+    page.click(f'#drill a.entity[data-entity="{hot}"]')
+    page.wait_for_selector(f'#drill[data-entity="{hot}"] svg.chart.signal')
+    assert "gpu.temp_c" in page.text_content("#drill") and "Next steps for a person" in page.inner_text("#drill")
+    shot(page, "console-gpu-page")
 
 
 def test_an_operator_approves_a_waiting_drain_and_it_is_carried_out(browser: Any, cd: ConsoleDaemon) -> None:

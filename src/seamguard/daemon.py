@@ -48,6 +48,7 @@ from seamguard.model.world import by_id, inventory_of
 from seamguard.ops.desk import OperatorDesk
 from seamguard.ops.entity import RECENT, entity_page
 from seamguard.ops.fleet import FleetView, fleet_view
+from seamguard.ops.recorder import SignalRecorder
 from seamguard.service.guard import Security
 from seamguard.service.metrics import DaemonMetrics, MetricsView, daemon_view
 from seamguard.site_config import DaemonConfig
@@ -168,6 +169,7 @@ class Daemon:
         self.version = 0  # moves on each time the status and the fleet view are replaced (live views)
         self.recent_results: deque[ActionResultRecord] = deque(maxlen=RECENT)  # for the console
         self.recent_transitions: deque[TransitionRecord] = deque(maxlen=RECENT)
+        self.recorder = SignalRecorder()  # the console's plots of scores and signals around a transition
         self._status = self._snapshot()
         self._metrics_view = self._view()  # replaced whole each step, like ``_status``
         self.fleet = self._fleet_view()  # the roll-up the console and /v1/fleet read, replaced whole
@@ -208,6 +210,7 @@ class Daemon:
         with self.lock:
             self.controller.held_nodes = self.safety.held_nodes()
             result = self.controller.tick(now, batch)
+            self.recorder.record(now, self.controller, result.transitions)
         safety_notices: list[NoticeRecord] = []
         if acting and self.journal is not None and not self.journal.ready():
             log.error("journal out of reach: this tick acts on nothing it could not record")

@@ -19,6 +19,7 @@ from seamguard.model.states import STATE_LABELS
 from seamguard.model.topology import Topology, nodes_below
 from seamguard.ops.controls import FLEET
 from seamguard.ops.fleet import FleetView
+from seamguard.ops.recorder import SignalRecorder
 
 RECENT = 20_000  # transitions and action results the daemon keeps in memory for these pages
 SHOWN = 50  # of each, the newest shown on a page
@@ -28,6 +29,7 @@ class EntityHost(Protocol):
     fleet: FleetView
     lock: threading.Lock
     controller: Controller
+    recorder: SignalRecorder
 
     @property
     def recent_results(self) -> Iterable[ActionResultRecord]: ...
@@ -84,6 +86,7 @@ def entity_page(host: EntityHost, eid: str) -> dict[str, object] | None:
         "children": (view.children(eid) or {}).get("children", []),
         "mode": status.get("mode"),
         "next_steps": next_steps(ev.evidence, awaiting, actions),
+        "series": host.recorder.series(gidx),
     }  # fmt: skip
 
 

@@ -210,12 +210,61 @@ async function showEntity(eid) {
     el("h3", {}, "Why"),
     e.evidence.length ? el("ul", { class: "rows" }, ...e.evidence.map((i) => el("li", {}, `${i.text}`, el("span", { class: "muted" }, ` (${i.detector} on ${i.signal})`)))) : el("p", { class: "muted" }, "no evidence against it"),
   ];
+  if (e.series && e.series.ts.length > 1) {
+    const marks = e.transitions.map((t) => ({ ts: t.ts, label: `${t.from}→${t.to}` }));
+    parts.push(el("h3", {}, "Around its transitions (recent ticks)"),
+      chart(e.series.ts, { GFS: e.series.gfs, PRS: e.series.prs }, marks, [0, 1], "scores"));
+    for (const [name, values] of Object.entries(e.series.signals)) parts.push(chart(e.series.ts, { [name]: values }, marks, null, "signal"));
+  }
   if (e.next_steps && e.next_steps.length) parts.push(el("h3", {}, "Next steps for a person"), el("ul", { class: "rows next" }, ...e.next_steps.map((n) => el("li", {}, n))));
   if (e.controls.length) parts.push(el("h3", {}, "Operator controls"), el("ul", { class: "rows" }, ...e.controls.map((c) => el("li", {}, `${c.verb}${c.state ? " " + c.state : ""} ${c.target} by ${c.by} until ${when(c.until)}: ${c.reason}`))));
   if (e.children.length) parts.push(el("h3", {}, "Below it"), table(["entity", "state", "GPUs"], e.children.map((c) => [link(c.id), badge(c.state), c.gpus ? counted(c.gpus) : ""])));
   parts.push(el("h3", {}, "State changes (recent)"), e.transitions.length ? table(["time", "from", "to", "why"], e.transitions.map((t) => [when(t.ts), t.from, t.to, t.reason])) : el("p", { class: "muted" }, "none recently"));
   parts.push(el("h3", {}, "Actions (recent)"), e.actions.length ? table(["time", "action", "target", "by", "outcome", "detail"], e.actions.map((a) => [when(a.ts), a.kind, a.target, a.actuator, a.status, a.detail])) : el("p", { class: "muted" }, "none recently"));
   $("drill-body").replaceChildren(...parts);
+}
+
+// A small line chart in SVG (no library): one or more series against time, the transitions as
+// vertical marks. ``range``: fixed [lo, hi], or null to scale to the data.
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs) {
+  const n = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, String(v));
+  return n;
+}
+
+function chart(ts, series, marks, range, kind) {
+  const W = 640, H = 110, L = 44, R = 8, T = 8, B = 18;
+  const values = Object.values(series).flat().filter((v) => v != null);
+  let [lo, hi] = range || [Math.min(...values), Math.max(...values)];
+  if (!(hi > lo)) { lo -= 1; hi += 1; }
+  const t0 = ts[0], t1 = ts[ts.length - 1];
+  const x = (t) => L + ((t - t0) / Math.max(1e-9, t1 - t0)) * (W - L - R);
+  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: `chart ${kind}`, role: "img" });
+  root.append(svg("rect", { x: L, y: T, width: W - L - R, height: H - T - B, class: "frame" }));
+  for (const [v, anchor] of [[hi, T + 9], [lo, H - B]]) {
+    const label = svg("text", { x: L - 4, y: anchor, class: "axis", "text-anchor": "end" });
+    label.textContent = Number(v).toPrecision(3);
+    root.append(label);
+  }
+  for (const m of marks) {
+    if (m.ts < t0 || m.ts > t1) continue;
+    root.append(svg("line", { x1: x(m.ts), x2: x(m.ts), y1: T, y2: H - B, class: "mark" }));
+    const label = svg("text", { x: x(m.ts) + 2, y: H - 4, class: "axis" });
+    label.textContent = m.label;
+    root.append(label);
+  }
+  Object.entries(series).forEach(([name, vs], i) => {
+    let d = "";
+    vs.forEach((v, k) => { if (v != null) d += `${d && vs[k - 1] != null ? "L" : "M"}${x(ts[k]).toFixed(1)},${y(v).toFixed(1)}`; });
+    root.append(svg("path", { d, class: `line s${i}` }));
+    const label = svg("text", { x: L + 4 + i * 120, y: T + 10, class: `legend s${i}` });
+    const last = [...vs].reverse().find((v) => v != null);
+    label.textContent = `${name} ${last == null ? "" : Number(last).toPrecision(4)}`;
+    root.append(label);
+  });
+  return root;
 }
 
 function fmt(x) {

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 .PHONY: demo test lint typecheck unit bench mutation clean
 
 demo:
-	@bash scripts/bootstrap.sh
+	@bash scripts/bootstrap.sh plots  # the report's plots: matplotlib (the `plots` extra)
 	$(BIN)/seamguard simulate --scenario thermal-cascade --seeds 2 --out demo-out
 
 test:

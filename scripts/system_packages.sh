@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real components the test suite starts on loopback ports of its own (docs/integrations.md):
 # Slurm with munge, Prometheus, HAProxy, etcd 3.4 and PostgreSQL, all from Debian;
-# and Debian's Chromium, which the console's browser tests drive through Playwright (never a downloaded browser). Idempotent: installs only what is
+# Debian's Chromium, which the console's browser tests drive through Playwright (never a downloaded browser);
+# and systemd-analyze, which checks the systemd unit in deploy/. Idempotent: installs only what is
 # missing. Services are never started here; the tests start and stop their own instances.
 set -euo pipefail
 
@@ -17,6 +18,7 @@ declare -A BINARY_OF=(
   [etcd-server]=etcd
   [etcd-client]=etcdctl
   [chromium]=chromium
+  [systemd]=systemd-analyze  # tests/test_deploy.py verifies deploy/systemd/seamguard.service
 )
 missing=()
 for pkg in "${!BINARY_OF[@]}"; do

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from seamguard.errors import InputError
+from seamguard.kube_connection import require_client
 from seamguard.site_config import SiteConfig, load_daemon_config
 
 
@@ -43,6 +44,12 @@ def check_run(
     for key, variable in secret_variables(site):
         if not env.get(variable):
             raise InputError(key, f"environment variable {variable} is not set")
+    for key, configured in (
+        ("sources.kubernetes", site.sources.kubernetes),
+        ("actuators.kubernetes", site.actuators.kubernetes),
+    ):
+        if configured is not None:
+            require_client(key)  # the `kubernetes` extra (deploy/README.md)
 
 
 def secret_variables(site: SiteConfig) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from seamguard.errors import InputError
 from seamguard.twin.campaign import run_campaign, run_seconds
-from seamguard.twin.report import write_report
+from seamguard.twin.report import require_plots, write_report
 from seamguard.twin.scenario import Scenario
 from seamguard.twin.summary import summarize, write_summary
 
@@ -62,6 +62,7 @@ def run_simulate(
     engine: str = "local",
     workers: int | None = None,
 ) -> dict[str, Any]:
+    require_plots()  # before the campaign, not after it
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -4,6 +4,9 @@ Three plots answer the three questions an operator asks of a policy comparison: 
 work survived over time (goodput timeline), where the rest of the reserved time went (lost-time
 buckets), and what each policy did to the domain the scenario's fault hit (state timeline).
 The page embeds them as data URIs so it can be mailed or attached to a ticket as one file.
+
+matplotlib is an optional extra (``pip install 'seamguard[plots]'``), imported by the functions that
+draw: ``require_plots`` says which extra is missing before a campaign runs for nothing.
 """
 
 from __future__ import annotations
@@ -15,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.colors import BoundaryNorm, ListedColormap
-from matplotlib.figure import Figure  # the object API: no pyplot, no global backend, no display needed
-from matplotlib.patches import Patch
 
+from seamguard.errors import InputError
 from seamguard.model.states import State
 from seamguard.twin.accounting import LOST_BUCKETS
 from seamguard.twin.results import RunResult
@@ -43,6 +44,16 @@ STATE_CODES: tuple[tuple[int, str, str], ...] = (
 PLOTS = ("goodput_timeline.png", "lost_time.png", "state_timeline.png")
 
 
+def require_plots(where: str = "seamguard simulate") -> None:
+    """``InputError`` naming the extra when matplotlib cannot be imported (it is not in the core)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError(
+            where, "matplotlib is not installed (the plots of report.html): pip install 'seamguard[plots]'"
+        ) from None
+
+
 def _by_policy(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
     out: dict[str, list[RunResult]] = {}
     for r in results:
@@ -55,6 +66,9 @@ def plot_goodput(results: Sequence[RunResult], path: Path) -> None:
     known). Bottom: ETTR so far, useful work by then (saved, or done since the last save and not
     yet lost) over time reserved by then: a rollback shows as a drop, and policies drift apart
     over a long run."""
+    require_plots()
+    from matplotlib.figure import Figure  # the object API: no pyplot, no global backend, no display needed
+
     fig = Figure(figsize=(9, 6.5))
     pace, kept = fig.subplots(2, 1, sharex=True)
     for policy, runs in _by_policy(results).items():
@@ -85,6 +99,9 @@ def _nanmean(curves: np.ndarray) -> np.ndarray:
 
 
 def plot_lost_time(summary: dict[str, Any], path: Path) -> None:
+    require_plots()
+    from matplotlib.figure import Figure
+
     names = list(summary["policies"])
     fig = Figure(figsize=(9, 0.9 + 0.6 * len(names)))
     ax = fig.subplots()
@@ -103,6 +120,11 @@ def plot_lost_time(summary: dict[str, Any], path: Path) -> None:
 
 def plot_states(results: Sequence[RunResult], path: Path) -> None:
     """Seed 0 (the first seed) of each policy: the nodes of the affected domain over time."""
+    require_plots()
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     first = _by_policy(results)
     runs = [rs[0] for rs in first.values()]
     codes = [c for c, _, _ in STATE_CODES]

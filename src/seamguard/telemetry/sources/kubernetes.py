@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from seamguard.kube_connection import client_configuration
+from seamguard.kube_connection import client_configuration, require_client
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord
 from seamguard.model.topology import Topology
@@ -59,6 +59,7 @@ class ClientPodPages:
     """``PodPages`` over the official client, configured as the Kubernetes actuator is."""
 
     def __init__(self, config: KubernetesSourceConfig) -> None:
+        require_client("sources.kubernetes")  # an optional extra: say which, not ModuleNotFoundError
         from kubernetes import client
 
         # retries: 0 underneath, a failed poll is noticed and retried at the next one, not hidden

@@ -119,6 +119,25 @@ def run(
 
 
 @app.command()
+def check(
+    config: Annotated[Path, typer.Argument(help="the YAML config seamguard run would be given")],
+    inventory: Annotated[Path | None, typer.Option(help="INV.csv: read as run reads it; its nodes looked up in Slurm and Kubernetes")] = None,
+    jobs: Annotated[Path | None, typer.Option(help="JOBS.csv: read as run reads it (needs --inventory)")] = None,
+    journal: Annotated[str | None, typer.Option(help="the journal run would write: its schema read, no lock taken")] = None,
+) -> None:  # fmt: skip
+    """Validate a config, then reach every source and actuator once, read-only, and say what answered.
+
+    Exit 0: everything answered; 1: something did not (the table says why); 2: a config, file or secret run would refuse."""
+    from seamguard.check_run import run_check
+
+    try:
+        code = run_check(config_path=config, inventory=inventory, jobs=jobs, journal=journal, err=err)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@app.command()
 def explain(
     entity: Annotated[str, typer.Argument(help="entity id, e.g. gpu/n0012/3 or cdu/cdu1")],
     journal: Annotated[Path, typer.Option(help="journal written by score or demo")],

@@ -62,7 +62,9 @@ def test_demo_prints_its_commands_whole_when_piped(demo_run: tuple[Path, str]) -
     assert f"ask why:  seamguard explain <entity> --journal {out}/journal.sqlite" in lines
 
 
-def test_demo_says_which_benign_part_it_flagged_although_it_quarantined_none(demo_run: tuple[Path, str]) -> None:
+def test_demo_says_which_benign_part_it_flagged_although_it_quarantined_none(
+    demo_run: tuple[Path, str],
+) -> None:
     """The benign slow GPU is a straggler to its job (harmful, not quarantined): the summary says
     so beside its "0 false quarantines", and how often it entered that state."""
     _, output = demo_run

@@ -107,7 +107,9 @@ def test_a_degrading_rack_turns_degraded_then_quarantine_within_one_tick(
     hot = next(c["id"] for c in node["children"] if c["state"] == "quarantine")  # type: ignore[attr-defined]
     page.click(f'#drill a.entity[data-entity="{hot}"]')
     page.wait_for_selector(f'#drill[data-entity="{hot}"] svg.chart.signal')
-    assert "gpu.temp_c" in page.text_content("#drill") and "Next steps for a person" in page.inner_text("#drill")
+    assert "gpu.temp_c" in page.text_content("#drill") and "Next steps for a person" in page.inner_text(
+        "#drill"
+    )
     shot(page, "console-gpu-page")
 
 
@@ -117,6 +119,9 @@ def test_an_operator_approves_a_waiting_drain_and_it_is_carried_out(browser: Any
     shown_version(page, cd)
     row = page.wait_for_selector('#awaiting li:has-text("drain_node node/n0001")')
     assert Hook.received == []  # nothing reaches the cluster before a person says so (nor the plan)
+    job = page.inner_text('#jobs li[data-entity="job/train"]')
+    assert "ETTR 0." in job and "rollback" in job and "suspect parts: node/n0001" in job, job
+    assert "Budgets used: fleet 1/" in page.inner_text("#safety")
     shot(page, "console-awaiting-approval")
     row.query_selector("button.approve").click()
     page.wait_for_selector('#awaiting li:has-text("drain_node node/n0001")', state="detached", timeout=LIVE_S)

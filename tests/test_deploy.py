@@ -70,7 +70,7 @@ def check_run_args(args: list[str], where: str) -> dict[str, str]:
     unknown = set(flags) - every
     assert not unknown, f"{where}: not options of seamguard run: {sorted(unknown)}"
     assert required <= set(flags), f"{where}: missing {sorted(required - set(flags))}"
-    assert flags["--listen"] == "0.0.0.0:8080", where
+    assert flags["--listen"] == "0.0.0.0:8470", where
     return flags
 
 
@@ -379,8 +379,8 @@ def test_the_containerfile_runs_seamguard_unprivileged_with_a_health_check() -> 
     user = of["USER"][-1].split(":")[0]
     assert user not in ("root", "0") and int(user) == IMAGE_UID
     assert any("pip install" in r and ".whl" in r for r in of["RUN"])
-    assert of["EXPOSE"] == ["8080"]
+    assert of["EXPOSE"] == ["8470"]
     (health,) = of["HEALTHCHECK"]
-    assert "CMD" in health and "/healthz" in health and ":8080/" in health
+    assert "CMD" in health and "/healthz" in health and ":8470/" in health
     assert json.loads(of["ENTRYPOINT"][-1]) == ["seamguard"]
     check_run_args(json.loads(of["CMD"][-1]), "CMD")

@@ -24,10 +24,22 @@ from tests.conftest import small_inventory, small_jobs
 
 CFG = load_config(None)
 HOT = EvidenceItem("level", "gpu.temp_c", 0.6, "gpu.temp_c at 89.3 °C, above its soft limit of 83 °C")
-XID = EvidenceItem("xid", "gpu.xid", 1.0, "XID 79, 2 min ago (GPU has fallen off the bus; NVIDIA RESTART_BM): drain and reboot the node")
+XID = EvidenceItem(
+    "xid",
+    "gpu.xid",
+    1.0,
+    "XID 79, 2 min ago (GPU has fallen off the bus; NVIDIA RESTART_BM): drain and reboot the node",
+)
 
 
-def t(ts: float, entity: str, to: str, reason: str = "hot", frm: str = "healthy", ev: tuple[EvidenceItem, ...] = ()) -> TransitionRecord:
+def t(
+    ts: float,
+    entity: str,
+    to: str,
+    reason: str = "hot",
+    frm: str = "healthy",
+    ev: tuple[EvidenceItem, ...] = (),
+) -> TransitionRecord:
     return TransitionRecord(ts, entity, frm, to, 0.8, 0.1, 1.0, reason, ev, 0)
 
 
@@ -81,7 +93,9 @@ def test_the_same_action_on_many_targets_at_once_is_one_row(tmp_path: Path) -> N
 
 
 def test_what_an_actuator_did_is_the_outcome_and_is_not_asked_again(journal: SqliteJournal) -> None:
-    journal.append_actions([ActionResultRecord(301, "drain_node", "node/n05", "slurm", "done", "drained", 0, 300.0, 1)])
+    journal.append_actions(
+        [ActionResultRecord(301, "drain_node", "node/n05", "slurm", "done", "drained", 0, 300.0, 1)]
+    )
     ex = explain(journal, CFG, "gpu/n05/1", at=400)
     assert ex.groups[0].outcome == "done by slurm"
     assert not any("scontrol" in s for s in ex.next_steps)  # done: no step left for a person
@@ -101,7 +115,9 @@ def test_every_action_kind_has_a_step_for_a_person() -> None:
         for target in ("node/n07", "gpu/n07/3", "rack/r1", "job/train", "storage/ckpt0"):
             step = by_hand(kind.value, target)
             assert step and "{" not in step, (kind, target, step)
-    assert by_hand("drain_node", "gpu/n07/3").startswith("drain it: Slurm `scontrol update NodeName=n07 State=DRAIN")
+    assert by_hand("drain_node", "gpu/n07/3").startswith(
+        "drain it: Slurm `scontrol update NodeName=n07 State=DRAIN"
+    )
     assert "nvidia-smi -r -i 3" in by_hand("reset_gpu", "gpu/n07/3")
     assert "<each node of rack/r1" in by_hand("drain_node", "rack/r1")
     assert by_hand("no_such_kind", "node/n07") == ""
@@ -110,6 +126,13 @@ def test_every_action_kind_has_a_step_for_a_person() -> None:
 def test_the_domains_map_reads_back() -> None:
     topo = build_topology(small_inventory(), small_jobs())
     m = Domains(domains_json(topo))
-    assert m.upstream("gpu/n05/2") == ["node/n05", "link/n05", "rack/r2", "cdu/c1", "switch/l1", "storage/ckpt0"]
+    assert m.upstream("gpu/n05/2") == [
+        "node/n05",
+        "link/n05",
+        "rack/r2",
+        "cdu/c1",
+        "switch/l1",
+        "storage/ckpt0",
+    ]
     assert m.nodes_below("cdu/c1") == ["n04", "n05", "n06", "n07"] and m.nodes_below("rack/nope") == []
     assert m.upstream("cdu/c1") == []

@@ -27,7 +27,7 @@ Token = Annotated[str, typer.Option("--token", envvar="SEAMGUARD_TOKEN", help="b
 CaFile = Annotated[str, typer.Option("--ca", envvar="SEAMGUARD_CA", help="CA bundle for an https daemon", show_default=False)]  # fmt: skip
 For = Annotated[str, typer.Option("--for", help="how long it stands: 90s, 30m, 4h, 2d (at most 7d)")]
 Reason = Annotated[str, typer.Option("--reason", "-r", help="why: journaled with your name")]
-DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_URL = "http://127.0.0.1:8470"
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 

@@ -48,6 +48,7 @@ from seamguard.model.world import by_id, inventory_of
 from seamguard.ops.desk import OperatorDesk
 from seamguard.ops.entity import RECENT, entity_page
 from seamguard.ops.fleet import FleetView, fleet_view
+from seamguard.ops.jobs import job_rows
 from seamguard.ops.recorder import SignalRecorder
 from seamguard.service.guard import Security
 from seamguard.service.metrics import DaemonMetrics, MetricsView, daemon_view
@@ -169,6 +170,7 @@ class Daemon:
         self.version = 0  # moves on each time the status and the fleet view are replaced (live views)
         self.recent_results: deque[ActionResultRecord] = deque(maxlen=RECENT)  # for the console
         self.recent_transitions: deque[TransitionRecord] = deque(maxlen=RECENT)
+        self.jobs: list[dict[str, object]] = []  # each running job's plan and stakes (``ops.jobs``)
         self.recorder = SignalRecorder()  # the console's plots of scores and signals around a transition
         self._status = self._snapshot()
         self._metrics_view = self._view()  # replaced whole each step, like ``_status``
@@ -211,6 +213,7 @@ class Daemon:
             self.controller.held_nodes = self.safety.held_nodes()
             result = self.controller.tick(now, batch)
             self.recorder.record(now, self.controller, result.transitions)
+            self.jobs = job_rows(self.controller)  # replaced whole: the console reads it without the lock
         safety_notices: list[NoticeRecord] = []
         if acting and self.journal is not None and not self.journal.ready():
             log.error("journal out of reach: this tick acts on nothing it could not record")
@@ -284,8 +287,13 @@ class Daemon:
         return out
 
     def status_json(self) -> dict[str, object]:
-        st = self._status
-        return {**st.__dict__, "now": st.now if math.isfinite(st.now) else None}
+        st, mv = self._status, self._metrics_view
+        budgets = {
+            "used": dict(mv.budget_used),
+            "limit": dict(mv.budget_limit),
+            "fullest_domain": mv.budget_domain or None,
+        }
+        return {**st.__dict__, "now": st.now if math.isfinite(st.now) else None, "budgets": budgets}
 
     def entity_json(self, eid: str) -> dict[str, object] | None:
         """One entity as the console's page shows it (``ops.entity``); None for an unknown id."""

@@ -12,6 +12,7 @@ from rich.text import Text
 from seamguard.control.controller import Controller
 from seamguard.diagnose.explain import Explanation, valued
 from seamguard.model.states import State
+from seamguard.ops.jobs import job_rows
 from seamguard.timeparse import format_time
 
 STATE_STYLE: dict[State, str] = {
@@ -105,8 +106,8 @@ def render_explanation(console: Console, ex: Explanation) -> None:
 
 def job_economics_table(controller: Controller) -> Table | None:
     """Each running job's checkpoint plan and what is at stake, as the engine sees it now."""
-    econ, loop = controller.economics, controller.checkpoint_loop
-    if econ is None or loop is None or loop.last is None:
+    rows = job_rows(controller)
+    if not rows:
         return None
     table = Table(title="jobs: checkpoint plan and what is at stake", expand=False)
     for col in (
@@ -120,19 +121,20 @@ def job_economics_table(controller: Controller) -> Table | None:
         "slip risk",
     ):
         table.add_column(col, justify="left" if col in ("job", "plan") else "right")
-    plans = loop.last.plans
-    for j, rec in enumerate(controller.topology.jobs):
-        if not econ.gpus[j] > 0:
-            continue
-        c = int(plans.choice[j])
-        plan = "none" if c < 0 else f"{loop.last.table.modes[c].value} to {loop.last.table.targets[c]}"
-        every = "-" if c < 0 else f"{plans.interval_s[j] / 60:.1f} min"
-        slip = econ.slip_probability[j]
+    for r in rows:
+        every, ettr, slip = r["every_s"], r["expected_ettr"], r["slip_probability"]
         table.add_row(
-            rec.job, f"{econ.gpus[j]:.0f}", plan, every, f"{1 - econ.expected_waste[j]:.3f}",
-            _num(econ.rollback_gpu_h[j], 1), _num(econ.rollback_cost[j], 0), "-" if math.isnan(slip) else f"{slip:.0%}",
+            str(r["job"]), f"{r['gpus']:.0f}", str(r["plan"] or "none"),
+            "-" if not isinstance(every, float) else f"{every / 60:.1f} min",
+            "-" if not isinstance(ettr, float) else f"{ettr:.3f}",
+            _num(_nan(r["rollback_gpu_h"]), 1), _num(_nan(r["rollback_cost"]), 0),
+            "-" if not isinstance(slip, float) else f"{slip:.0%}",
         )  # fmt: skip
     return table
+
+
+def _nan(x: object) -> float:
+    return float(x) if isinstance(x, (int, float)) else math.nan
 
 
 def _num(x: float, places: int) -> str:

@@ -27,6 +27,7 @@ SEVERITY = {State.HEALTHY: 0, State.UNKNOWN: 1, State.DEGRADED: 2, State.RECOVER
             State.QUARANTINE: 4, State.HARMFUL: 5, State.FAILED: 6}  # fmt: skip
 _RANK = np.array([SEVERITY[State(i)] for i in range(len(State))], dtype=np.int64)
 _BY_RANK = np.array([s.value for s in sorted(SEVERITY, key=SEVERITY.__getitem__)], dtype=np.int64)
+SUSPECTS = 8  # a job's unwell nodes named in the fleet's summary
 MAX_CHILDREN = 4096  # a drill-down answers at most this many rows (a rack's nodes, a node's GPUs)
 
 
@@ -191,7 +192,10 @@ class FleetView:
             nodes = np.array([index[n] for n in j.nodes if n in index], dtype=np.int64)
             parts = _named(np.bincount(self.node_state[nodes], minlength=len(State))) if nodes.size else {}
             state = STATE_LABELS[own[i]] if i < own.size else "unknown"
-            out.append({"id": f"job/{j.job}", "class": j.job_class.value, "state": state, "nodes": parts})
+            unwell = nodes[~np.isin(self.node_state[nodes], (int(State.HEALTHY), int(State.UNKNOWN)))]
+            suspects = [f"node/{topo.names[EntityKind.NODE][n]}" for n in unwell[:SUSPECTS].tolist()]
+            out.append({"id": f"job/{j.job}", "class": j.job_class.value, "state": state, "nodes": parts,
+                        "suspects": suspects, "suspects_total": int(unwell.size)})  # fmt: skip
         return out
 
 

@@ -52,6 +52,7 @@ class OpsHost(Protocol):
     desk: OperatorDesk
     fleet: FleetView
     version: int
+    jobs: list[dict[str, object]]
 
     def status_json(self) -> dict[str, object]: ...
 
@@ -113,7 +114,9 @@ def ops_router(host: OpsHost) -> APIRouter:
         if summary is None:
             summary_cache.clear()
             summary = summary_cache[id(view)] = view.summary()
-        return JSONResponse({**summary, "version": host.version, "status": host.status_json()})
+        return JSONResponse(
+            {**summary, "version": host.version, "status": host.status_json(), "economics": host.jobs}
+        )
 
     @router.get("/v1/nodes", responses={422: {}})
     def nodes(state: str = "", limit: int = 1000) -> dict[str, object]:

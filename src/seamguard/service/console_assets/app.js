@@ -149,7 +149,10 @@ function renderCdu(cdu) {
 function renderSide(st) {
   const operator = document.body.classList.contains("operator");
   const breakers = Object.entries(st.breakers || {}).map(([a, s]) => `${a} ${s}`).join(", ") || "no enforcing actuator";
+  const b = st.budgets || { used: {}, limit: {} };
+  const budgets = Object.keys(b.limit || {}).map((k) => `${k} ${b.used[k] || 0}/${b.limit[k]}`).join(" · ") + (b.fullest_domain ? ` (fullest domain ${b.fullest_domain})` : "");
   $("safety").replaceChildren(
+    el("div", {}, `Budgets used: ${budgets || "–"}`),
     el("div", {}, `Breakers: ${breakers}`),
     el("div", {}, `Queued by the budgets: ${(st.queued || []).join(", ") || "none"}`),
     el("div", {}, `Held out of service: ${(st.quarantined || []).length}`),
@@ -182,7 +185,14 @@ function renderSide(st) {
   if (!(st.controls || []).length) $("controls").replaceChildren(el("li", { class: "muted" }, "none"));
   $("leaves").replaceChildren(...fleet.leaves.map((l) => el("li", {}, badge(l.state), link(l.id), el("span", { class: "muted" }, `links: ${counted(l.links)}`))));
   $("storage").replaceChildren(...fleet.storage.map((s) => el("li", {}, badge(s.state), link(s.id))));
-  $("jobs").replaceChildren(...fleet.jobs.map((j) => el("li", {}, badge(j.state), link(j.id), el("span", { class: "muted" }, `${j.class} · nodes ${counted(j.nodes)}`))));
+  const econ = new Map((fleet.economics || []).map((r) => [`job/${r.job}`, r]));
+  $("jobs").replaceChildren(...fleet.jobs.map((j) => {
+    const e = econ.get(j.id);
+    const stakes = e ? `ETTR ${e.expected_ettr == null ? "–" : e.expected_ettr.toFixed(3)} · rollback ${e.rollback_gpu_h == null ? "–" : e.rollback_gpu_h.toFixed(1)} GPU-h · slip risk ${e.slip_probability == null ? "–" : Math.round(100 * e.slip_probability) + "%"} · plan ${e.plan || "none"}${e.every_s ? " every " + (e.every_s / 60).toFixed(1) + " min" : ""}` : "";
+    const suspects = j.suspects.length ? `suspect parts: ${j.suspects.join(", ")}${j.suspects_total > j.suspects.length ? ` and ${j.suspects_total - j.suspects.length} more` : ""}` : "";
+    return el("li", { "data-entity": j.id }, badge(j.state), link(j.id), el("span", { class: "muted" }, `${j.class} · nodes ${counted(j.nodes)}`),
+      ...(stakes ? [el("span", { class: "stakes" }, stakes)] : []), ...(suspects ? [el("span", { class: "suspects" }, suspects)] : []));
+  }));
   $("notices").replaceChildren(...(st.active_notices || []).map((n) => el("li", {}, n)));
   if (!(st.active_notices || []).length) $("notices").replaceChildren(el("li", { class: "muted" }, "none"));
 }

@@ -1,0 +1,37 @@
+"""Each running job as an operator weighs it: its checkpoint plan, expected ETTR, what a failure now
+would roll back, and the risk it slips its deadline. One table for the terminal (``render``), the
+console and ``/v1/fleet``."""
+
+from __future__ import annotations
+
+import math
+
+from seamguard.control.controller import Controller
+
+
+def job_rows(controller: Controller) -> list[dict[str, object]]:
+    """One row per running job; [] before the engine has planned (no economics yet)."""
+    econ, loop = controller.economics, controller.checkpoint_loop
+    if econ is None or loop is None or loop.last is None:
+        return []
+    plans = loop.last.plans
+    out: list[dict[str, object]] = []
+    for j, rec in enumerate(controller.topology.jobs):
+        if not econ.gpus[j] > 0:
+            continue
+        c = int(plans.choice[j])
+        out.append({
+            "job": rec.job,
+            "gpus": float(econ.gpus[j]),
+            "plan": None if c < 0 else f"{loop.last.table.modes[c].value} to {loop.last.table.targets[c]}",
+            "every_s": None if c < 0 else _num(float(plans.interval_s[j])),
+            "expected_ettr": _num(1.0 - float(econ.expected_waste[j])),
+            "rollback_gpu_h": _num(float(econ.rollback_gpu_h[j])),
+            "rollback_cost": _num(float(econ.rollback_cost[j])),
+            "slip_probability": _num(float(econ.slip_probability[j])),
+        })  # fmt: skip
+    return out
+
+
+def _num(x: float) -> float | None:
+    return None if math.isnan(x) else round(x, 6)

@@ -19,6 +19,7 @@ from seamguard.journal.records import ActionResultRecord, DecisionRecord, Eviden
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.model.action_kinds import ActionKind
 from seamguard.model.runbook import BY_HAND, by_hand
+from seamguard.model.states import State
 from seamguard.model.topology import build_topology
 from tests.conftest import small_inventory, small_jobs
 
@@ -136,3 +137,13 @@ def test_the_domains_map_reads_back() -> None:
     ]
     assert m.nodes_below("cdu/c1") == ["n04", "n05", "n06", "n07"] and m.nodes_below("rack/nope") == []
     assert m.upstream("cdu/c1") == []
+
+
+def test_a_node_is_as_unwell_as_its_worst_gpu_in_explain_too(journal: SqliteJournal) -> None:
+    """explain node/… says the state the console and /v1/status show, and what it comes from."""
+    ex = explain(journal, CFG, "node/n05", at=400)
+    assert ex.state is State.HEALTHY  # the node itself: no transition of its own
+    assert ex.rolled is State.QUARANTINE and ex.rolled_from == {"quarantine": 1}
+    early = explain(journal, CFG, "node/n05", at=230)
+    assert early.rolled is State.DEGRADED
+    assert explain(journal, CFG, "gpu/n05/1", at=400).rolled is None

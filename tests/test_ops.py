@@ -268,3 +268,20 @@ def test_refusals_name_what_is_wrong(topo: Topology, sink: str, tmp_path: Path) 
         assert nothing.status == 404 and "no pause of 'fleet'" in nothing.detail
         assert journal.operator_actions() == []  # nothing refused was journaled
         assert all(math.isnan(r.until) for r in journal.operator_actions())
+
+
+def test_advise_mode_says_its_quarantines_are_what_it_would_hold(
+    topo: Topology, sink: str, tmp_path: Path
+) -> None:
+    with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        d = daemon_on(config_for(sink, mode="advise"), topo, journal)
+        tick(d, T0)
+        st = d.status_json()
+        assert st["mode"] == "advise" and st["quarantined"] == ("node/n02",) and st["storm_brake"] is None
+        assert (
+            st["quarantined_means"] == "would be held: advise mode, nothing was drained" and reached() == []
+        )
+    with SqliteJournal(tmp_path / "k.sqlite") as journal:
+        d = daemon_on(config_for(sink), topo, journal)
+        tick(d, T0)
+        assert d.status_json()["quarantined_means"] == "held out of service by an actuator"

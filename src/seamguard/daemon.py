@@ -38,7 +38,13 @@ from seamguard.ha.fence import EtcdFence
 from seamguard.ha.leadership import Leadership
 from seamguard.ha.view import LeaderView
 from seamguard.journal.base import Journal, JournalUnavailableError
-from seamguard.journal.records import ActionResultRecord, NoticeRecord, TransitionRecord
+from seamguard.journal.records import (
+    ActionResultRecord,
+    DecisionRecord,
+    NoticeRecord,
+    OutcomeRecord,
+    TransitionRecord,
+)
 from seamguard.live_world import LiveWorld
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
@@ -170,6 +176,8 @@ class Daemon:
         self.version = 0  # moves on each time the status and the fleet view are replaced (live views)
         self.recent_results: deque[ActionResultRecord] = deque(maxlen=RECENT)  # for the console
         self.recent_transitions: deque[TransitionRecord] = deque(maxlen=RECENT)
+        self.recent_decisions: deque[DecisionRecord] = deque(maxlen=RECENT)
+        self.recent_outcomes: deque[OutcomeRecord] = deque(maxlen=RECENT)
         self.jobs: list[dict[str, object]] = []  # each running job's plan and stakes (``ops.jobs``)
         self.recorder = SignalRecorder()  # the console's plots of scores and signals around a transition
         self._status = self._snapshot()
@@ -253,6 +261,8 @@ class Daemon:
         results = operated + results
         self.recent_results.extend(results)
         self.recent_transitions.extend(result.transitions)
+        self.recent_decisions.extend(result.decisions)
+        self.recent_outcomes.extend(result.outcomes)
         self._status = self._snapshot()
         self._metrics_view = self._view()
         self.fleet = self._fleet_view()
@@ -293,7 +303,10 @@ class Daemon:
             "limit": dict(mv.budget_limit),
             "fullest_domain": mv.budget_domain or None,
         }
-        return {**st.__dict__, "now": st.now if math.isfinite(st.now) else None, "budgets": budgets}
+        held = ("held out of service by an actuator" if st.mode == "act"
+                else "would be held: advise mode, nothing was drained")  # fmt: skip
+        return {**st.__dict__, "now": st.now if math.isfinite(st.now) else None, "budgets": budgets,
+                "quarantined_means": held}  # fmt: skip
 
     def entity_json(self, eid: str) -> dict[str, object] | None:
         """One entity as the console's page shows it (``ops.entity``); None for an unknown id."""

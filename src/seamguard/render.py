@@ -32,10 +32,17 @@ def state_text(label: str) -> Text:
 
 
 def render_explanation(console: Console, ex: Explanation) -> None:
+    one_state = ex.rolled if ex.rolled is not None else ex.state
     head = Text.assemble(
-        (ex.entity, "bold"), " is ", state_text(ex.state.label), f" at {format_time(ex.at)}",
+        (ex.entity, "bold"), " is ", state_text(one_state.label), f" at {format_time(ex.at)}",
         (f" (since {format_time(ex.since)})" if ex.since is not None else " (no transition recorded)"),
     )  # fmt: skip
+    rolled = None
+    if ex.rolled is not None and ex.rolled_from:
+        parts_of = ", ".join(f"{n} {s}" for s, n in sorted(ex.rolled_from.items()))
+        rolled = Text(f"as an operator sees it: the most severe of its own state ({ex.state.label}) and its GPUs' and "
+                      f"uplink's ({parts_of}; the rest healthy)",
+                      style="dim")  # fmt: skip
     scores = Table.grid(padding=(0, 2))
     if ex.gfs is not None:
         scores.add_row("GFS", f"{ex.gfs:.2f}", "gray-failure score")
@@ -57,7 +64,7 @@ def render_explanation(console: Console, ex: Explanation) -> None:
         history.add_row(
             format_time(t.ts), state_text(t.from_state), state_text(t.to_state), f"{t.gfs:.2f}", t.reason
         )
-    parts: list[Table | Text] = [head, scores]
+    parts: list[Table | Text] = [head, *([rolled] if rolled is not None else []), scores]
     if ex.evidence:
         parts.append(evidence)
     if ex.transitions:

@@ -28,6 +28,7 @@ from seamguard.journal.records import (
 )
 from seamguard.model.runbook import by_hand
 from seamguard.model.states import State
+from seamguard.ops.fleet import SEVERITY
 
 SHOWN = 12  # transitions and decision groups shown
 CALM = ("healthy", "unknown")
@@ -75,6 +76,10 @@ class Explanation:
     groups: tuple[DecisionGroup, ...] = ()
     next_steps: tuple[str, ...] = ()
     domains_known: bool = False
+    # A node: the one state an operator sees (the most severe of its own, its GPUs' and its
+    # uplink's, as the console and /v1/status show it) and what it comes from.
+    rolled: State | None = None
+    rolled_from: dict[str, int] | None = None
 
 
 class UnknownEntityError(KeyError):
@@ -120,7 +125,10 @@ def explain(journal: Journal, config: Config, entity: str, at: float | None = No
         if domains and since is not None and state.label not in CALM
         else None
     )
+    rolled, rolled_from = _rolled(journal, entity, state, when)
     return Explanation(
+        rolled=rolled,
+        rolled_from=rolled_from,
         entity=entity,
         at=when,
         state=state,
@@ -140,6 +148,23 @@ def explain(journal: Journal, config: Config, entity: str, at: float | None = No
         next_steps=tuple(_next_steps(state, evidence, groups, upstream)),
         domains_known=domains is not None,
     )  # fmt: skip
+
+
+def _rolled(
+    journal: Journal, entity: str, own: State, when: float
+) -> tuple[State | None, dict[str, int] | None]:
+    """A node's one state at ``when``: the most severe of its own, its GPUs' and its uplink's."""
+    if not entity.startswith("node/"):
+        return None, None
+    name = entity.removeprefix("node/")
+    parts = [e for e in journal.entities() if e.startswith(f"gpu/{name}/") or e == f"link/{name}"]
+    states: Counter[str] = Counter()
+    for e in parts:
+        t = _state_at(journal, e, when)
+        if t is not None and t.to_state != "healthy":
+            states[t.to_state] += 1
+    worst = max([own, *(State.parse(s) for s in states)], key=lambda s: SEVERITY[s])
+    return worst, dict(states)
 
 
 def _state_at(journal: Journal, entity: str, when: float) -> TransitionRecord | None:

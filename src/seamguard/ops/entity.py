@@ -12,7 +12,13 @@ from typing import Protocol
 import numpy as np
 
 from seamguard.control.controller import Controller
-from seamguard.journal.records import ActionResultRecord, EvidenceItem, TransitionRecord
+from seamguard.journal.records import (
+    ActionResultRecord,
+    DecisionRecord,
+    EvidenceItem,
+    OutcomeRecord,
+    TransitionRecord,
+)
 from seamguard.model.entities import EntityKind
 from seamguard.model.runbook import by_hand
 from seamguard.model.states import STATE_LABELS
@@ -36,6 +42,12 @@ class EntityHost(Protocol):
 
     @property
     def recent_transitions(self) -> Iterable[TransitionRecord]: ...
+
+    @property
+    def recent_decisions(self) -> Iterable[DecisionRecord]: ...
+
+    @property
+    def recent_outcomes(self) -> Iterable[OutcomeRecord]: ...
 
     def status_json(self) -> dict[str, object]: ...
 
@@ -69,6 +81,8 @@ def entity_page(host: EntityHost, eid: str) -> dict[str, object] | None:
         related.add(f"node/{topo.names[EntityKind.NODE][int(on_nodes[0])]}")
     transitions = [t for t in list(host.recent_transitions) if t.entity == eid][-SHOWN:]
     actions = [r for r in list(host.recent_results) if r.target in related][-SHOWN:]
+    decided = [d for d in list(host.recent_decisions) if d.entity in related or d.cause == eid][-SHOWN:]
+    realised = {(o.entity, o.action, o.decided_at): o for o in list(host.recent_outcomes)}
     return {
         "id": eid,
         "kind": topo.kind_of(gidx).value,
@@ -83,6 +97,7 @@ def entity_page(host: EntityHost, eid: str) -> dict[str, object] | None:
         "transitions": [{"ts": t.ts, "from": t.from_state, "to": t.to_state, "reason": t.reason} for t in transitions],
         "actions": [{"ts": r.ts, "kind": r.kind, "target": r.target, "actuator": r.actuator, "status": r.status,
                      "detail": r.detail} for r in actions],
+        "decisions": [_decision(d, realised.get((d.entity, d.action, d.ts))) for d in decided],
         "children": (view.children(eid) or {}).get("children", []),
         "mode": status.get("mode"),
         "next_steps": next_steps(ev.evidence, awaiting, actions),
@@ -109,6 +124,14 @@ def next_steps(evidence: Iterable[EvidenceItem], awaiting: list[dict[str, object
             seen.add((kind, target))
             out.append(f"{kind} on {target} ({status}): {step}")
     return out[:6]
+
+
+def _decision(d: DecisionRecord, o: OutcomeRecord | None) -> dict[str, object]:
+    """A decision on the entity or caused by it, with what it was predicted and turned out to be worth."""
+    return {"ts": d.ts, "action": d.action, "target": d.entity, "cause": d.cause, "mode": d.mode, "reason": d.reason,
+            "predicted": {"cost_gpu_h": _finite(d.predicted_cost_gpu_h), "benefit_gpu_h": _finite(d.predicted_benefit_gpu_h)},
+            "realised": None if o is None else {"cost_gpu_h": _finite(o.realised_cost_gpu_h),
+                                                "benefit_gpu_h": _finite(o.realised_benefit_gpu_h), "note": o.note}}  # fmt: skip
 
 
 def _dicts(value: object) -> list[dict[str, object]]:

@@ -230,6 +230,8 @@ async function showEntity(eid) {
   if (e.controls.length) parts.push(el("h3", {}, "Operator controls"), el("ul", { class: "rows" }, ...e.controls.map((c) => el("li", {}, `${c.verb}${c.state ? " " + c.state : ""} ${c.target} by ${c.by} until ${when(c.until)}: ${c.reason}`))));
   if (e.children.length) parts.push(el("h3", {}, "Below it"), table(["entity", "state", "GPUs"], e.children.map((c) => [link(c.id), badge(c.state), c.gpus ? counted(c.gpus) : ""])));
   parts.push(el("h3", {}, "State changes (recent)"), e.transitions.length ? table(["time", "from", "to", "why"], e.transitions.map((t) => [when(t.ts), t.from, t.to, t.reason])) : el("p", { class: "muted" }, "none recently"));
+  const value = (v) => (v == null ? "not valued" : `${v.cost_gpu_h == null ? "–" : v.cost_gpu_h.toFixed(1)} / ${v.benefit_gpu_h == null ? "–" : v.benefit_gpu_h.toFixed(1)}`);
+  parts.push(el("h3", {}, "Decisions on it or caused by it (recent)"), e.decisions.length ? table(["time", "action", "target", "mode", "predicted cost / benefit (GPU-h)", "realised"], e.decisions.map((d) => [when(d.ts), d.action, d.target, d.mode, d.predicted.cost_gpu_h == null && d.predicted.benefit_gpu_h == null ? "not valued" : value(d.predicted), d.realised ? value(d.realised) : (d.mode === "advise" ? "advised only" : "not known yet")])) : el("p", { class: "muted" }, "none recently"));
   parts.push(el("h3", {}, "Actions (recent)"), e.actions.length ? table(["time", "action", "target", "by", "outcome", "detail"], e.actions.map((a) => [when(a.ts), a.kind, a.target, a.actuator, a.status, a.detail])) : el("p", { class: "muted" }, "none recently"));
   $("drill-body").replaceChildren(...parts);
 }

@@ -163,3 +163,20 @@ def test_a_node_pinned_healthy_from_the_console_is_left_alone(browser: Any, cd: 
     assert [(r.actuator, r.status) for r in skipped] == [("operator", "skipped")]
     assert "benign sensor" in skipped[0].detail and "operator" in skipped[0].detail
     shot(page, "console-pinned")
+
+
+def test_markup_in_a_reason_is_shown_as_text_and_never_runs(browser: Any, cd: ConsoleDaemon) -> None:
+    """An operator's reason is shown to every viewer: a stored-XSS attempt in it stays text (the
+    script writes with textContent, and the policy forbids inline script anyway)."""
+    attack = '<img src=x onerror="window.pwned=1">'
+    operator = signed_in(browser, cd, "operator")
+    operator.select_option("#c-verb", "maintenance")
+    operator.fill("#c-target", "rack/r001")
+    operator.fill("#c-reason", attack)
+    operator.click("#control-form button")
+    operator.wait_for_selector('#controls li[data-target="rack/r001"]', timeout=LIVE_S)
+    viewer = signed_in(browser, cd, "viewer")
+    viewer.wait_for_selector('#controls li[data-target="rack/r001"]', timeout=LIVE_S)
+    assert attack in viewer.inner_text('#controls li[data-target="rack/r001"]')
+    assert viewer.query_selector("#controls img") is None
+    assert viewer.evaluate("() => window.pwned") is None and operator.evaluate("() => window.pwned") is None

@@ -285,3 +285,28 @@ def test_advise_mode_says_its_quarantines_are_what_it_would_hold(
         d = daemon_on(config_for(sink), topo, journal)
         tick(d, T0)
         assert d.status_json()["quarantined_means"] == "held out of service by an actuator"
+
+
+def test_a_flood_of_controls_is_refused_past_the_bound_not_queued(
+    topo: Topology, sink: str, tmp_path: Path
+) -> None:
+    import threading
+
+    from seamguard.ops.desk import MAX_WAITING
+
+    with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        d = daemon_on(config_for(sink), topo, journal)
+        replies: list[Reply] = []
+        waiting = [threading.Thread(target=lambda: replies.append(d.desk.submit(
+            Request("alice", Verb.PAUSE, "fleet", "flood", HOUR), 10))) for _ in range(MAX_WAITING)]  # fmt: skip
+        for w in waiting:
+            w.start()
+        while len(d.desk._queue) < MAX_WAITING:
+            threading.Event().wait(0.01)
+        over = d.desk.submit(Request("alice", Verb.PAUSE, "fleet", "one more", HOUR), 10)
+        assert over.status == 429 and "64 controls already wait" in over.detail
+        d.operate(T0)
+        for w in waiting:
+            w.join(10)
+        assert [r.status for r in replies] == [200] * MAX_WAITING
+        assert len(journal.operator_actions()) == MAX_WAITING  # each applied once; the refused one not at all

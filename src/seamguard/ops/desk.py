@@ -25,6 +25,7 @@ from seamguard.ops.controls import ENDS, FLEET, STANDING, Control, Controls, Pin
 from seamguard.ops.gate import OperatorGate
 
 SYSTEM = "seamguard"  # the principal of a control's own lapse
+MAX_WAITING = 64  # requests waiting for the daemon's thread at once; past it a new one is refused
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class OperatorDesk:
     def submit(self, request: Request, timeout_s: float) -> Reply:
         p = _Pending(request)
         with self._lock:
+            if len(self._queue) >= MAX_WAITING:
+                return Reply(
+                    429, f"not applied: {MAX_WAITING} controls already wait for the daemon; try again shortly"
+                )
             self._queue.append(p)
         self.wake.set()
         if p.done.wait(timeout_s):

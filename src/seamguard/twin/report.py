@@ -118,11 +118,48 @@ def plot_lost_time(summary: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
+# How each kind of action is marked on the state timeline: node-level ones on their node's row,
+# the rest (a domain islanded, a job checkpointed or a rank moved) along the row's top edge.
+MARKS: dict[str, tuple[str, str]] = {
+    "drain_node": ("v", "drain"), "cordon_node": ("v", "drain"), "island_domain": ("s", "island"),
+    "resume_node": ("^", "release"), "replace_rank": ("o", "rank moved"), "checkpoint_now": ("|", "checkpoint now"),
+    "switch_checkpoint_target": ("x", "checkpoint target"), "reroute": ("D", "reroute"),
+}  # fmt: skip
+
+
+def timeline_marks(run: RunResult) -> list[tuple[float, float, str]]:
+    """(hours, row, kind) for each action carried out in the focus domain: drains and releases of
+    any policy (``drains``: a drain by a person or a repair is not the policy's), and seamguard's
+    other actions (``acted``), so a reader sees what each policy did, not only the states."""
+    row = {node: i for i, node in enumerate(run.focus_nodes)}
+    out: list[tuple[float, float, str]] = []
+    acted_drains = {(t, target) for t, kind, target in run.acted if kind in ("drain_node", "cordon_node")}
+    for d in run.drains:
+        if d.actor == "policy" and d.node in row and (d.t, d.node) not in acted_drains:
+            out.append(((d.t - run.start) / 3600.0, row[d.node] + 0.5, "drain_node"))
+    for t, kind, target in run.acted:
+        if kind not in MARKS:
+            continue
+        node = (
+            target
+            if target.startswith("node/")
+            else f"node/{target.split('/')[1]}"
+            if target.startswith("gpu/")
+            else ""
+        )
+        if node in row:
+            out.append(((t - run.start) / 3600.0, row[node] + 0.5, kind))
+        elif not node:  # a domain or a job: along the top edge
+            out.append(((t - run.start) / 3600.0, 0.0, kind))
+    return out
+
+
 def plot_states(results: Sequence[RunResult], path: Path) -> None:
     """Seed 0 (the first seed) of each policy: the nodes of the affected domain over time."""
     require_plots()
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     first = _by_policy(results)
@@ -138,11 +175,19 @@ def plot_states(results: Sequence[RunResult], path: Path) -> None:
                   extent=(0.0, span_h, len(r.focus_nodes), 0))  # fmt: skip
         ax.set_ylabel(f"{r.policy}\nnodes", fontsize=8)
         ax.set_yticks([])
+        for kind, (marker, _) in MARKS.items():
+            pts = [(h, y) for h, y, k in timeline_marks(r) if k == kind]
+            if pts:
+                ax.scatter([h for h, _ in pts], [y for _, y in pts], marker=marker, s=18, c="#111111",
+                           linewidths=0.8, zorder=3, clip_on=False)  # fmt: skip
     axes[-1, 0].set_xlabel("hours into the scenario")
     title = runs[0].focus_title if runs else ""
     fig.suptitle(f"state of the affected domain ({title}), seed {runs[0].seed if runs else '-'}", fontsize=10)
-    fig.legend(handles=[Patch(color=c, label=label) for _, label, c in STATE_CODES], ncol=5, fontsize=7,
-               loc="lower center")  # fmt: skip
+    marks = [Line2D([], [], marker=m, linestyle="", color="#111111", label=label)
+             for m, label in dict.fromkeys(MARKS.values())]  # fmt: skip
+    fig.legend(handles=[*(Patch(color=c, label=label) for _, label, c in STATE_CODES), *marks], ncol=6,
+               fontsize=7, loc="lower center", title="states; marks: what each policy carried out (on a node's row;"
+               " domains and jobs along the top)", title_fontsize=7)  # fmt: skip
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     fig.savefig(path, dpi=110)
 

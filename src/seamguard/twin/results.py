@@ -104,6 +104,8 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     # seamguard's action results by "kind status" (the safety layer's refusals, holds and advice too)
     outcomes: dict[str, int] = field(default_factory=dict)
+    # what seamguard's actuator carried out, (time, kind, target), for the state timeline's marks
+    acted: list[tuple[float, str, str]] = field(default_factory=list)
 
     @property
     def reserved_gpu_s(self) -> float:

@@ -108,6 +108,7 @@ def result(twin: Twin, wall_s: float) -> RunResult:
         focus_states=tl.focus_states, focus_title=tl.focus_title,
         transitions=len(getattr(twin.policy, "transitions", [])), wall_s=wall_s, engine_ticks=twin.engine_ticks,
         observed_node_days=twin.observed_node_s / 86400.0, outcomes=dict(getattr(twin.policy, "outcomes", {})),
+        acted=list(getattr(twin.policy, "acted", [])),
     )  # fmt: skip
 
 

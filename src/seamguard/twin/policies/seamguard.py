@@ -65,6 +65,9 @@ from seamguard.yaml_input import merge_mappings
 BAD = frozenset({"degraded", "recovery_unsafe", "quarantine", "harmful", "failed"})
 
 
+MAX_ACTED = 20_000  # actions carried out kept per run for the report's timeline
+
+
 @dataclass
 class _Cell:
     controller: Controller
@@ -215,6 +218,7 @@ class SeamguardPolicy:
         self.transitions: list[tuple[float, str, str, str]] = []
         self.decisions = 0
         self.outcomes: Counter[str] = Counter()  # "kind status" -> action results, safety's included
+        self.acted: list[tuple[float, str, str]] = []  # (time, kind, target) carried out, at most MAX_ACTED
         self._admission: dict[JobClass, IntArray] = {}
         self.safety_config = site_safety(world, overrides)
         self.safety = SafetyLayer(topo, self.safety_config)
@@ -329,6 +333,8 @@ class SeamguardPolicy:
         self.actuator.view = view
         results, _ = actuate(self.safety, self.dispatcher, now, decisions, transitions)
         self.outcomes.update(f"{r.kind} {r.status}" for r in results)
+        room = MAX_ACTED - len(self.acted)  # the report's timeline marks what was carried out
+        self.acted.extend([(r.ts, r.kind, r.target) for r in results if r.status == "done"][: max(room, 0)])
         self._admission.clear()  # the ledger may have moved
         return self.actuator.take()
 

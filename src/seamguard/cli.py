@@ -50,13 +50,15 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 @app.command()
 def score(
     inventory: Annotated[
-        Path, typer.Option(help="INV.csv: node, rack, cdu, leaf, gpus[, row, pdu, storage, model]")
+        Path, typer.Option(help="INV.csv: node, rack, cdu, leaf, gpus[, row, pdu, storage, model, mig]")
     ],
     telemetry: Annotated[
         list[Path], typer.Option(help="telemetry file(s) or a directory: CSV, CSV.gz, Parquet")
     ],
     out: Annotated[Path, typer.Option(help="TRANSITIONS.csv to write")],
-    jobs: Annotated[Path | None, typer.Option(help="JOBS.csv: job, job_class, nodes, start, end")] = None,
+    jobs: Annotated[
+        Path | None, typer.Option(help="JOBS.csv: job, job_class, nodes, start, end[, storage]")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML policy merged over the defaults")] = None,
     journal: Annotated[Path | None, typer.Option(help="SQLite journal to write (for explain)")] = None,
     tick: Annotated[
@@ -78,7 +80,7 @@ def score(
 @app.command()
 def run(
     inventory: Annotated[
-        Path, typer.Option(help="INV.csv: node, rack, cdu, leaf, gpus[, row, pdu, storage, model]")
+        Path, typer.Option(help="INV.csv: node, rack, cdu, leaf, gpus[, row, pdu, storage, model, mig]")
     ],
     config: Annotated[Path, typer.Option(help="YAML policy with a sources: section (docs/sources.md)")],
     journal: Annotated[
@@ -88,10 +90,11 @@ def run(
         ),
     ],
     jobs: Annotated[
-        Path | None, typer.Option(help="JOBS.csv; without it, the jobs Slurm runs at start (sources.slurm)")
+        Path | None,
+        typer.Option(help="JOBS.csv; without it, the jobs Slurm runs (sources.slurm), followed each poll"),
     ] = None,
     listen: Annotated[
-        str | None, typer.Option(help="HOST:PORT for the HTTP API (status, job risk, economics, push)")
+        str | None, typer.Option(help="HOST:PORT for the HTTP API and the console (docs/operating.md)")
     ] = None,
     ticks: Annotated[
         int | None, typer.Option(help="stop after this many ticks (default: run until stopped)")

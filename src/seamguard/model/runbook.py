@@ -18,7 +18,8 @@ K = ActionKind
 BY_HAND: dict[ActionKind, str] = {
     K.RESTRICT_ADMISSION: (
         "keep new work off it: Slurm `scontrol update NodeName={node} AvailableFeatures+=sg_degraded "
-        "ActiveFeatures+=sg_degraded` (jobs that ask `--constraint=!sg_degraded` avoid it); Kubernetes "
+        "ActiveFeatures+=sg_degraded` (jobs that ask `--constraint='!sg_degraded'` avoid it on Slurm 23.02 and "
+        "newer; 22.05 has no negation: docs/slurm.md); Kubernetes "
         "`kubectl taint node {knode} seamguard.io/degraded=true:NoSchedule`"
     ),
     K.RESTORE_ADMISSION: (

@@ -62,7 +62,7 @@ def test_help_keeps_column_lists_whole_on_a_narrow_terminal() -> None:
     for command in ("run", "score"):
         out = runner(80).invoke(app, [command, "--help"]).output
         assert "…" not in out, out
-        assert "model]" in out, out
+        assert "model, mig]" in out, out
 
 
 def test_piped_output_keeps_paths_and_commands_on_one_line(tmp_path: Path) -> None:

@@ -310,3 +310,99 @@ def test_a_flood_of_controls_is_refused_past_the_bound_not_queued(
             w.join(10)
         assert [r.status for r in replies] == [200] * MAX_WAITING
         assert len(journal.operator_actions()) == MAX_WAITING  # each applied once; the refused one not at all
+
+
+def tick2(d: Daemon, now: float, hot: tuple[str, ...]) -> list[tuple[str, str, str, str]]:
+    """Like ``tick``, with several GPUs hot."""
+    assert d.push is not None
+    NOW[0] = now
+    body = payload(d.topology, now - 0.5, hot=None)
+    gpus = body["entity"][: len(body["entity"]) // 2]
+    for g in hot:
+        i = gpus.index(g)
+        body["value"][i], body["value"][len(gpus) + i] = 97.0, 64.0
+    d.push.ingest(json.dumps(body).encode())
+    return [(a.kind, a.target, a.actuator, a.status) for a in d.step(now).actions]
+
+
+def test_a_queued_drain_waits_while_its_node_is_in_maintenance(
+    topo: Topology, sink: str, tmp_path: Path
+) -> None:
+    """The budget refuses the second drain (one an hour) and queues it; a maintenance window on its
+    node keeps the queue from draining it when the budget frees, until the window ends."""
+    config = daemon_config_from_mapping(
+        {
+            **POLICY,
+            "actuators": {"webhook": {"url": sink, "mode": "enforce"}},
+            "safety": {
+                "budgets": {
+                    "per_hour": 1,
+                    "max_fleet_pct": 100.0,
+                    "domain_pct": 100.0,
+                    "partitions": {"fleet": {"min_in_service_pct": 0.0}},
+                }
+            },
+        }
+    )
+    hot = ("gpu/n02/1", "gpu/n05/0")
+    with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        d = daemon_on(config, topo, journal)
+        out = tick2(d, T0, hot)
+        [queued] = [a.target for a in d.safety.queued()]
+        assert ("drain_node", queued, "safety", "refused") in out
+        assert ask(d, T0 + 1, Verb.MAINTENANCE, queued, "PSU swap", for_s=2 * HOUR).status == 200
+        out = tick2(d, T0 + HOUR + 60, hot)  # the hour's budget is free again
+        assert not [o for o in out if o[1] == queued and o[2] == "webhook"] and (
+            queued,
+            "drain_node",
+        ) not in [(b["target"], b["kind"]) for b in Received.received]
+        assert [a.target for a in d.safety.queued()] == [queued]
+        out = tick2(d, T0 + 2 * HOUR + 60, hot)  # the window lapsed: the queue drains it now
+        assert ("drain_node", queued, "webhook", "done") in out
+
+
+def test_a_held_node_is_not_released_while_paused(topo: Topology, sink: str, tmp_path: Path) -> None:
+    with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        d = daemon_on(config_for(sink), topo, journal)
+        assert ("drain_node", "node/n02", "webhook", "done") in tick(d, T0)
+        assert ask(d, T0 + 1, Verb.PAUSE, "fleet", "change freeze", for_s=2 * HOUR).status == 200
+        delay = d.config.site.safety.recovery.healthy_for_s
+        for k in range(2, 6):  # well again, and past its recovery delay
+            out = tick(d, T0 + k * delay, hot=None)
+            assert not [o for o in out if o[0] == "resume_node" and o[2] == "webhook"], out
+        assert d.safety.quarantined() == ["node/n02"]
+        assert ask(d, T0 + 6 * delay, Verb.RESUME, "fleet", "freeze over").status == 200
+        assert ("resume_node", "node/n02", "webhook", "done") in tick(d, T0 + 6 * delay + 1, hot=None)
+
+
+def test_a_node_pinned_healthy_before_it_heats_is_never_drained(
+    topo: Topology, sink: str, tmp_path: Path
+) -> None:
+    with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        d = daemon_on(config_for(sink), topo, journal)
+        assert ask(d, T0 - 1, Verb.PIN, "gpu/n02/1", "known benign sensor", state="healthy").status == 200
+        out = tick(d, T0)
+        assert ("drain_node", "node/n02", "operator", "skipped") in out and reached() == []
+        assert d.safety.quarantined() == []
+
+
+def test_a_queued_drain_of_a_node_pinned_healthy_never_goes_out(
+    topo: Topology, sink: str, tmp_path: Path
+) -> None:
+    config = daemon_config_from_mapping(
+        {**POLICY, "actuators": {"webhook": {"url": sink, "mode": "enforce"}},
+         "safety": {"budgets": {"per_hour": 1, "max_fleet_pct": 100.0, "domain_pct": 100.0,
+                                "partitions": {"fleet": {"min_in_service_pct": 0.0}}}}}
+    )  # fmt: skip
+    hot = ("gpu/n02/1", "gpu/n05/0")
+    with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        d = daemon_on(config, topo, journal)
+        tick2(d, T0, hot)
+        [queued] = [a.target for a in d.safety.queued()]
+        assert (
+            ask(d, T0 + 1, Verb.PIN, queued, "vendor says benign", state="healthy", for_s=4 * HOUR).status
+            == 200
+        )
+        for k in (1, 2, 3):  # the hour's budget frees; the pin holds it back
+            out = tick2(d, T0 + k * HOUR + 60, hot)
+            assert not [o for o in out if o[1] == queued and o[2] == "webhook"], out

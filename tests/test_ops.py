@@ -406,3 +406,19 @@ def test_a_queued_drain_of_a_node_pinned_healthy_never_goes_out(
         for k in (1, 2, 3):  # the hour's budget frees; the pin holds it back
             out = tick2(d, T0 + k * HOUR + 60, hot)
             assert not [o for o in out if o[1] == queued and o[2] == "webhook"], out
+
+
+def test_the_operator_state_is_exported_as_metrics(topo: Topology, sink: str, tmp_path: Path) -> None:
+    def sample(d: Daemon, name: str, **labels: str) -> float | None:
+        return d.metrics.registry.get_sample_value(name, labels or None)
+
+    with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        d = daemon_on(config_for(sink, mode="approve"), topo, journal)
+        assert sample(d, "seamguard_acting") == 1.0 and sample(d, "seamguard_awaiting_approval") == 0.0
+        tick(d, T0)
+        assert sample(d, "seamguard_awaiting_approval") == 1.0  # the drain
+        assert ask(d, T0 + 1, Verb.PAUSE, "rack/r0", "rollout").status == 200
+        assert sample(d, "seamguard_operator_controls", control="pause") == 1.0  # at once, not at the next tick
+        assert sample(d, "seamguard_operator_controls", control="pin") == 0.0
+    with SqliteJournal(tmp_path / "k.sqlite") as journal:
+        assert sample(daemon_on(config_for(sink, mode="advise"), topo, journal), "seamguard_acting") == 0.0

@@ -17,9 +17,9 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +292,7 @@ class Daemon:
         out = self.desk.apply(now, self.journal, self.dispatcher, why_not)
         self.recent_results.extend(out)
         self._status = self._snapshot()
+        self._metrics_view = self._view()
         self.fleet = self._fleet_view()
         self.version += 1
         return out
@@ -383,8 +384,11 @@ class Daemon:
 
     def _view(self) -> MetricsView:
         now = float(self.controller.now)
-        return daemon_view(self.topology, self.controller.classifier.state, now, self.latch.active,
+        view = daemon_view(self.topology, self.controller.classifier.state, now, self.latch.active,
                            [s.name for s in self.sources], self.safety, self.dispatcher.breakers(now))  # fmt: skip
+        controls = Counter(c.verb.value for c in self.desk.controls.active())
+        return replace(view, acting=self._acting_mode == "act", controls=dict(controls),
+                       awaiting=len(self.dispatcher.awaiting()))  # fmt: skip
 
     def _snapshot(self) -> DaemonStatus:
         now = self.controller.now

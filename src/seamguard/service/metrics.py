@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter as TallyCounter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,9 @@ class SourceHealth:
     notices: int  # its notices active now
 
 
+OPERATOR_CONTROLS = ("pause", "pin", "maintenance")
+
+
 @dataclass(frozen=True)
 class MetricsView:
     """Everything a scrape reports as a gauge, as of the last step."""
@@ -56,6 +59,9 @@ class MetricsView:
     quarantined: int
     queued: int
     breakers: Mapping[str, str]  # enforcing actuator -> closed | open | half_open
+    acting: bool = False  # some actuator enforces or waits for approval (else advise only)
+    controls: Mapping[str, int] = field(default_factory=dict)  # pause / pin / maintenance -> in force
+    awaiting: int = 0  # actions waiting for an operator's approval
 
 
 class _ViewCollector(Collector):
@@ -131,6 +137,21 @@ class _ViewCollector(Collector):
             for b in BREAKER_STATES:
                 breakers.add_metric([name, b], 1.0 if b == state else 0.0)
         yield breakers
+        yield GaugeMetricFamily("seamguard_acting", "1 when some actuator carries actions out, 0 in advise mode",
+                                value=1.0 if v.acting else 0.0)  # fmt: skip
+        controls = GaugeMetricFamily(
+            "seamguard_operator_controls",
+            "Operator controls in force (docs/operating.md)",
+            labels=["control"],
+        )
+        for control in OPERATOR_CONTROLS:
+            controls.add_metric([control], v.controls.get(control, 0))
+        yield controls
+        yield GaugeMetricFamily(
+            "seamguard_awaiting_approval",
+            "Actions an approve-mode actuator holds for a person",
+            value=v.awaiting,
+        )
         if self._leadership is not None:  # read now: leadership changes between ticks
             yield from _leadership_metrics(self._leadership())
 

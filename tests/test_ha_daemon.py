@@ -18,6 +18,7 @@ from seamguard.ha.leadership import Leadership
 from seamguard.journal.base import Journal
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.model.topology import Topology, build_topology
+from seamguard.ops.controls import Verb
 from seamguard.site_config import DaemonConfig, daemon_config_from_mapping
 from seamguard.telemetry.sources.build import build_sources
 from tests.conftest import small_inventory, small_jobs
@@ -25,6 +26,7 @@ from tests.etcd_cluster import etcd_cluster
 from tests.ha_replicas import Sink, sink_server
 from tests.test_daemon import CLOCK, POLICY, payload
 from tests.test_haproxy import haproxy  # noqa: F401 - the real HAProxy fixture
+from tests.test_ops import ask
 
 FAST = {"ttl_s": 2, "renew_deadline_s": 1.0, "retry_s": 0.4, "request_timeout_s": 0.4}
 
@@ -79,6 +81,9 @@ def test_only_the_leader_acts_and_a_deposed_one_carries_out_nothing(
                 ("node/n02", "done", epoch_a)
             ]
             assert b.step(t0).actions == ()  # the follower decides (warm) and carries out nothing
+            refused = ask(b, t0, Verb.PAUSE, "fleet", "asked of a follower")
+            assert refused.status == 503 and "this replica (b) follows; the leader is a" in refused.detail
+            assert jb.operator_actions() == [] and b.status().controls == ()
             assert b.controller.mode == "advise" and b.status().leadership == {
                 "me": "b",
                 "leading": False,

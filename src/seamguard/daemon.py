@@ -286,7 +286,9 @@ class Daemon:
                 else f"this replica ({view.me}) follows; the leader is {view.leader or 'not known yet'}"
             )
 
-        if not self._restored:  # a previous run's pins and pauses are not known yet: wait for the tick
+        if (
+            not self._restored and why_not() is None
+        ):  # the journal's pins and pauses not read yet: wait for the tick
             self.desk.wake.clear()
             return []
         out = self.desk.apply(now, self.journal, self.dispatcher, why_not)

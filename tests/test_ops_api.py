@@ -129,3 +129,21 @@ def test_the_live_stream_says_when_a_tick_lands(live: LiveDaemon) -> None:
 
 def test_whoami_names_the_roles(live: LiveDaemon) -> None:
     assert live.request("GET", "/v1/whoami", "operator").json() == {"name": "operator", "roles": ["operator"]}
+
+
+def test_the_api_is_documented_behind_viewer(live: LiveDaemon) -> None:
+    assert live.request("GET", "/openapi.json").status_code == 401
+    spec = live.request("GET", "/openapi.json", "viewer").json()
+    for path in (
+        "/v1/ops/{verb}",
+        "/v1/fleet",
+        "/v1/nodes",
+        "/v1/entities/{entity}",
+        "/v1/events",
+        "/v1/whoami",
+    ):
+        assert path in spec["paths"], path
+    body = spec["paths"]["/v1/ops/{verb}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"target", "reason", "for_s", "state"} <= set(body["properties"]) and body["required"] == [
+        "reason"
+    ]

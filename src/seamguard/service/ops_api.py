@@ -69,7 +69,17 @@ def ops_router(host: OpsHost) -> APIRouter:
     streams = _Streams()
     summary_cache: dict[int, dict[str, object]] = {}  # id(fleet view) -> its summary, one per tick
 
-    @router.post("/v1/ops/{verb}", responses={404: {}, 422: {}, 503: {}})
+    # The body is read raw (bounded before it is parsed); its schema is declared for /docs all the same.
+    body_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": OperatorBody.model_json_schema()}},
+        }
+    }
+
+    @router.post(
+        "/v1/ops/{verb}", responses={404: {}, 413: {}, 422: {}, 429: {}, 503: {}}, openapi_extra=body_schema
+    )
     async def operate(verb: str, request: Request) -> JSONResponse:
         try:
             v = Verb(verb)

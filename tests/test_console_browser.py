@@ -117,13 +117,14 @@ def test_an_operator_approves_a_waiting_drain_and_it_is_carried_out(browser: Any
     page = signed_in(browser, cd, "operator")
     cd.step_to(DRAINED_AT)
     shown_version(page, cd)
-    row = page.wait_for_selector('#awaiting li:has-text("drain_node node/n0001")')
+    page.wait_for_selector('#awaiting li:has-text("drain_node node/n0001")')
     assert Hook.received == []  # nothing reaches the cluster before a person says so (nor the plan)
     job = page.inner_text('#jobs li[data-entity="job/train"]')
     assert "ETTR 0." in job and "rollback" in job and "suspect parts: node/n0001" in job, job
     assert "Budgets used: fleet 1/" in page.inner_text("#safety")
     shot(page, "console-awaiting-approval")
-    row.query_selector("button.approve").click()
+    # a locator, not an element handle: a live update may redraw the list between finding and clicking
+    page.locator('#awaiting li:has-text("drain_node node/n0001") button.approve').click()
     page.wait_for_selector('#awaiting li:has-text("drain_node node/n0001")', state="detached", timeout=LIVE_S)
     assert [(b["kind"], b["target"]) for b in Hook.received] == [("drain_node", "node/n0001")]
     assert page.inner_text("#control-result").startswith("approved drain_node:node/n0001")

@@ -101,7 +101,7 @@ def entity_page(host: EntityHost, eid: str) -> dict[str, object] | None:
         "children": (view.children(eid) or {}).get("children", []),
         "mode": status.get("mode"),
         "next_steps": next_steps(ev.evidence, awaiting, actions),
-        "series": host.recorder.series(gidx),
+        "series": host.recorder.series(topo, gidx),
     }  # fmt: skip
 
 

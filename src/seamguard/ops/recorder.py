@@ -20,6 +20,7 @@ import numpy.typing as npt
 from seamguard.control.controller import Controller
 from seamguard.journal.records import TransitionRecord
 from seamguard.model.states import State
+from seamguard.model.topology import Topology
 
 SIGNALS = 3  # signals kept per entity
 CALM = (int(State.HEALTHY), int(State.UNKNOWN))
@@ -37,10 +38,13 @@ class SignalRecorder:
         self._scores = np.full((depth, capacity, 3), np.nan)  # gfs, prs, fae
         self._values = np.full((depth, capacity, SIGNALS), np.nan)
         self._row = -1
+        self._topology: Topology | None = None
 
     def record(self, now: float, controller: Controller, transitions: Sequence[TransitionRecord]) -> None:
         """One tick (the daemon's thread, after the engine's tick)."""
         topo = controller.topology
+        if topo is not self._topology:  # the world changed: entity indices moved, start again
+            self._reset(topo)
         states = controller.classifier.state
         changed = [g for t in transitions if (g := topo.lookup(t.entity)) is not None]
         unwell = np.flatnonzero(~np.isin(states, CALM))
@@ -73,6 +77,14 @@ class SignalRecorder:
                 ok = local < current.size
                 self._values[row, slots[ok], ks[ok]] = current[local[ok]]
 
+    def _reset(self, topology: Topology) -> None:
+        with self._lock:
+            self._topology = topology
+            self._slot.clear()
+            self._entity[:] = -1
+            self._scores[:] = np.nan
+            self._values[:] = np.nan
+
     def _admit(self, gidx: int, now: float, controller: Controller) -> None:
         free = np.flatnonzero(self._entity < 0)
         if free.size:
@@ -92,10 +104,11 @@ class SignalRecorder:
         names = [i.signal for i in items if controller.catalog.get(i.signal) is not None]
         self._signals[slot] = tuple(dict.fromkeys(names))[:SIGNALS]
 
-    def series(self, gidx: int) -> dict[str, object] | None:
-        """The entity's recorded ticks, oldest first (None: not recorded)."""
+    def series(self, topology: Topology, gidx: int) -> dict[str, object] | None:
+        """The entity's recorded ticks, oldest first (None: not recorded, or ``gidx`` indexes
+        another world than the one recorded)."""
         with self._lock:
-            slot = self._slot.get(gidx)
+            slot = self._slot.get(gidx) if topology is self._topology else None
             if slot is None or self._row < 0:
                 return None
             order = np.roll(np.arange(self.depth), -(self._row + 1))

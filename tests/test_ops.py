@@ -418,7 +418,8 @@ def test_the_operator_state_is_exported_as_metrics(topo: Topology, sink: str, tm
         tick(d, T0)
         assert sample(d, "seamguard_awaiting_approval") == 1.0  # the drain
         assert ask(d, T0 + 1, Verb.PAUSE, "rack/r0", "rollout").status == 200
-        assert sample(d, "seamguard_operator_controls", control="pause") == 1.0  # at once, not at the next tick
+        # at once, not at the next tick
+        assert sample(d, "seamguard_operator_controls", control="pause") == 1.0
         assert sample(d, "seamguard_operator_controls", control="pin") == 0.0
     with SqliteJournal(tmp_path / "k.sqlite") as journal:
         assert sample(daemon_on(config_for(sink, mode="advise"), topo, journal), "seamguard_acting") == 0.0

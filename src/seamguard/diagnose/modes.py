@@ -1,0 +1,230 @@
+"""Which failure mode is costing a running job throughput now, where, how much, and what to do.
+
+Each tick, per job (``diagnose.job_signals``), in order of what can be said most surely:
+
+1. **hang**: its steps stopped arriving (longer than ``hang_after`` its usual step, and at least
+   ``hang_min_s``) while it runs;
+2. **checkpoint stall**: its last checkpoint took ``ckpt_slow`` times longer than its usual one;
+3. when it runs ``min_slowdown`` slower than its own usual pace (or a few ranks hold it back):
+   **straggler** (a few ranks over the median, none of its seams unwell), **thermal or power
+   limit** (its GPUs throttled, or its racks, CDUs or PDUs unwell), **network** (its links or leaf
+   switches unwell), **storage I/O limit** (its storage backend unwell), and **input stall** when
+   every rank slows alike, its GPUs idle more, and nothing it depends on is unwell: the one mode
+   that blames no part;
+4. otherwise **healthy**.
+
+A job's usual pace, checkpoint time and GPU use are learnt from its own healthy ticks (an
+exponential average with a long time constant, frozen while any mode is found, so a fault that
+ramps is not learnt as the norm). Rules, not a learnt classifier: each says why in words an
+operator can check, and the labelled suite (``bench/diagnose.py``) measures how often they are right.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+import numpy as np
+
+from seamguard.diagnose.job_signals import JobSignals
+
+
+class Mode(StrEnum):
+    HEALTHY = "healthy"
+    HANG = "hang"
+    CHECKPOINT_STALL = "checkpoint_stall"
+    STRAGGLER = "straggler"
+    THERMAL_POWER = "thermal_power"
+    NETWORK = "network"
+    STORAGE_IO = "storage_io"
+    INPUT_STALL = "input_stall"
+
+
+# What to do about each, for a person, and the action seamguard's planner takes for it.
+MITIGATION: dict[Mode, tuple[str, str | None]] = {
+    Mode.HANG: ("restart the job from its last checkpoint; if one node stopped answering, leave it out", "replace_rank"),
+    Mode.CHECKPOINT_STALL: ("save to the fallback backend or to host memory first (tiered) until the backend recovers",
+                            "switch_checkpoint_target"),
+    Mode.STRAGGLER: ("move the slow ranks to spares at the job's next restart", "replace_rank"),
+    Mode.THERMAL_POWER: ("checkpoint now; move the job out of the hot or power-limited domain, or call facilities",
+                         "checkpoint_now"),
+    Mode.NETWORK: ("route around the gray link or switch, or move the job off the leaf", "reroute"),
+    Mode.STORAGE_IO: ("stage the data on another backend or local disk; admit no new readers there", "restrict_admission"),
+    Mode.INPUT_STALL: ("no part is at fault: more data-loader workers, prefetching or faster preprocessing", None),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DiagnoseConfig:
+    min_slowdown: float = 0.08  # the job's pace this much under its usual before a mode is named
+    hang_after: float = 10.0  # steps missing for this many usual step times...
+    hang_min_s: float = 60.0  # ...and at least this long (a minute: three missed reports at 20 s)
+    ckpt_slow: float = 2.0  # a checkpoint this many times its usual duration
+    straggler_spread: float = 0.12  # slowest rank over the median
+    straggler_share: float = 0.25  # at most this share of ranks slow: more is the whole job
+    util_drop_pct: float = 10.0  # GPU use down this many points: ranks waiting for input
+    learn_s: float = 3600.0  # time constant of the usual pace, checkpoint and use
+    confirm_ticks: int = 2  # a change of mode is named once judged on this many ticks in a row
+
+
+@dataclass(frozen=True)
+class Finding:
+    job: str
+    mode: Mode
+    confidence: float
+    entities: tuple[str, ...]  # what it points at (none for an input stall: no part is at fault)
+    evidence: tuple[str, ...]
+    since: float
+    cost_gpu_h: float  # GPU-hours lost to it so far
+    rate_gpu_h_per_h: float  # GPU-hours it costs per hour now
+    mitigation: str
+    action: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {"job": self.job, "mode": self.mode.value, "confidence": round(self.confidence, 3),
+                "entities": list(self.entities), "evidence": list(self.evidence), "since": self.since,
+                "cost_gpu_h": round(self.cost_gpu_h, 4), "rate_gpu_h_per_h": round(self.rate_gpu_h_per_h, 4),
+                "mitigation": self.mitigation, "action": self.action}  # fmt: skip
+
+
+@dataclass
+class _Usual:
+    step: float = math.nan
+    ckpt: float = math.nan
+    util: float = math.nan
+    mode: Mode = Mode.HEALTHY  # the mode named now
+    since: float = math.nan
+    cost: float = 0.0
+    last: float = math.nan
+    candidate: Mode = Mode.HEALTHY  # a different mode judged on ``seen`` ticks in a row, not named yet
+    seen: int = 0
+    finding: Finding | None = None  # the last finding named (kept while a change awaits confirmation)
+
+
+@dataclass
+class Diagnoser:
+    config: DiagnoseConfig = field(default_factory=DiagnoseConfig)
+    usual: dict[str, _Usual] = field(default_factory=dict)
+
+    def tick(self, s: JobSignals) -> list[Finding]:
+        out: list[Finding] = []
+        for i, job in enumerate(s.jobs):
+            u = self.usual.setdefault(job, _Usual())
+            mode, conf, entities, evidence, slowdown = self._judge(s, i, u)
+            dt = 0.0 if math.isnan(u.last) else max(s.now - u.last, 0.0)
+            u.last = s.now
+            # the share of its GPU time lost: a hung or stalled job (slowdown 1.0 by convention) loses it all
+            rate = float(s.gpus[i]) * (
+                1.0 if slowdown >= 1.0 else slowdown / (1.0 + slowdown) if slowdown > 0 else 0.0
+            )
+            if mode is not u.mode:
+                # A change is named once it is seen on ``confirm_ticks`` ticks in a row (one noisy
+                # tick is no mode); a hang, already judged over a minute of silence, at once.
+                u.seen = u.seen + 1 if mode is u.candidate else 1
+                u.candidate = mode
+                if mode is not Mode.HANG and u.seen < self.config.confirm_ticks:
+                    if u.mode is Mode.HEALTHY:  # not learnt from: something may be starting
+                        out.append(
+                            Finding(job, Mode.HEALTHY, conf, (), evidence, u.since, 0.0, 0.0, "", None)
+                        )
+                    else:
+                        assert u.finding is not None
+                        u.cost += u.finding.rate_gpu_h_per_h * dt / 3600.0
+                        u.finding = replace(u.finding, cost_gpu_h=u.cost)
+                        out.append(u.finding)
+                    continue
+                u.mode, u.since, u.cost = mode, s.now, 0.0
+            elif mode is not Mode.HEALTHY:
+                u.cost += rate * dt / 3600.0
+            u.candidate, u.seen = mode, 0
+            if mode is Mode.HEALTHY:
+                self._learn(s, i, u, dt)
+                u.finding = None
+                out.append(Finding(job, mode, conf, (), evidence, u.since, 0.0, 0.0, "", None))
+                continue
+            text, action = MITIGATION[mode]
+            u.finding = Finding(job, mode, conf, entities, evidence, u.since, u.cost, rate, text, action)
+            out.append(u.finding)
+        return out
+
+    def _judge(
+        self, s: JobSignals, i: int, u: _Usual
+    ) -> tuple[Mode, float, tuple[str, ...], tuple[str, ...], float]:
+        c = self.config
+        step, ckpt, util, spread = (
+            float(s.step_s[i]),
+            float(s.ckpt_s[i]),
+            float(s.util[i]),
+            float(s.rank_spread[i]),
+        )
+        usual_step = u.step if math.isfinite(u.step) else step
+        quiet = s.now - float(s.step_seen[i])
+        if math.isfinite(u.step) and quiet > max(c.hang_after * u.step, c.hang_min_s):
+            storage = s.unwell["storage"][i]
+            if storage:  # a blocking save that cannot finish stops the steps too: not a hung collective
+                why = f"no step for {quiet:.0f} s while {', '.join(storage[:2])} is unwell: a save is stalled"
+                return Mode.CHECKPOINT_STALL, 0.7, storage, (why,), 1.0
+            return (
+                Mode.HANG,
+                0.9,
+                (f"job/{s.jobs[i]}",),
+                (f"no step for {quiet:.0f} s (usual step {u.step:.2f} s)",),
+                1.0,
+            )
+        slowdown = step / usual_step - 1.0 if math.isfinite(step) and usual_step > 0 else 0.0
+        if math.isfinite(ckpt) and math.isfinite(u.ckpt) and ckpt >= c.ckpt_slow * u.ckpt:
+            storage = s.unwell["storage"][i]
+            return (Mode.CHECKPOINT_STALL, 0.8 if storage else 0.6, storage,
+                    (f"checkpoint took {ckpt:.0f} s, {ckpt / u.ckpt:.1f}× its usual {u.ckpt:.0f} s",), slowdown)  # fmt: skip
+        slow = s.slow_ranks[i]
+        straggling = (
+            math.isfinite(spread)
+            and spread >= c.straggler_spread
+            and 0 < len(slow) <= c.straggler_share * s.gpus[i]
+        )
+        if slowdown < c.min_slowdown and not straggling:
+            return Mode.HEALTHY, 0.8, (), (), max(slowdown, 0.0)
+        pace = f"steps {slowdown:+.0%} against its usual {usual_step:.2f} s"
+        throttled, facilities = s.throttled[i], s.unwell["facilities"][i]
+        # A GPU throttled now and then (a power cap under load) is no limit on the job: it is one
+        # when the slow ranks are the throttled ones, when many of its GPUs are, or when a rack,
+        # CDU or PDU it sits on is unwell.
+        hot_slow = tuple(g for g in slow if g in set(throttled))
+        widely = len(throttled) >= c.straggler_share * s.gpus[i]
+        if hot_slow or facilities or widely:
+            named = hot_slow or throttled
+            return (Mode.THERMAL_POWER, 0.85 if (hot_slow or widely) and facilities else 0.7, (*facilities, *named[:8]),
+                    (pace, *(f"{len(named)} of its GPU(s) throttled (thermal or power)",) * bool(named),
+                     *(f"{e} unwell" for e in facilities[:3])), slowdown)  # fmt: skip
+        if straggling:
+            return (Mode.STRAGGLER, 0.85, slow[:8],
+                    (f"slowest rank {spread:+.0%} over the median; {len(slow)} of {s.gpus[i]:.0f} ranks slow", pace), slowdown)  # fmt: skip
+        fabric, storage = s.unwell["fabric"][i], s.unwell["storage"][i]
+        if fabric:
+            return Mode.NETWORK, 0.8, fabric, (pace, *(f"{e} unwell" for e in fabric[:3])), slowdown
+        if storage:
+            return Mode.STORAGE_IO, 0.75, storage, (pace, *(f"{e} unwell" for e in storage[:3])), slowdown
+        idle = u.util - util if math.isfinite(util) and math.isfinite(u.util) else math.nan
+        conf = 0.8 if math.isfinite(idle) and idle >= c.util_drop_pct else 0.5
+        said = (
+            f"its GPUs {idle:.0f} points less busy than usual"
+            if math.isfinite(idle)
+            else "its GPUs' use unknown"
+        )
+        return (
+            Mode.INPUT_STALL,
+            conf,
+            (),
+            (pace, "every rank alike, no part it depends on unwell", said),
+            slowdown,
+        )
+
+    def _learn(self, s: JobSignals, i: int, u: _Usual, dt: float) -> None:
+        a = 1.0 - math.exp(-dt / self.config.learn_s) if dt > 0 else 1.0
+        for name in ("step", "ckpt", "util"):
+            value = float({"step": s.step_s, "ckpt": s.ckpt_s, "util": s.util}[name][i])
+            if not np.isfinite(value):
+                continue
+            old = getattr(u, name)
+            setattr(u, name, value if not math.isfinite(old) else old + a * (value - old))

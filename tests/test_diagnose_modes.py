@@ -1,0 +1,158 @@
+"""The diagnosis rules on signals whose right answer is known, one mode at a time: each rule
+names its mode, points at the right entities (none for an input stall), and costs what the job
+loses; a job's usual pace is learnt from its healthy ticks only. tests/test_diagnose_twin.py runs
+the same rules on the twin's telemetry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from seamguard.diagnose.job_signals import SEAMS, JobSignals
+from seamguard.diagnose.modes import Diagnoser, Finding, Mode
+
+GPUS = [f"gpu/n0{i // 4}/{i % 4}" for i in range(16)]
+
+
+def signals(now: float, step: float = 2.0, **over: object) -> JobSignals:
+    base = JobSignals(
+        now=now, jobs=("train",), index=np.array([0]), gpus=np.array([16.0]), sync=np.array([True]),
+        step_s=np.array([step]), step_seen=np.array([now - 1.0]), ckpt_s=np.array([30.0]), util=np.array([90.0]),
+        rank_spread=np.array([0.02]), slow_ranks=((),), throttled=((),), unwell={seam: ((),) for seam in SEAMS},
+    )  # fmt: skip
+    return replace(base, **over)  # type: ignore[arg-type]
+
+
+def warmed(ticks: int = 120) -> tuple[Diagnoser, float]:
+    """A diagnoser that has seen the job healthy for an hour (30 s ticks)."""
+    d = Diagnoser()
+    now = 1.0e9
+    for _ in range(ticks):
+        [f] = d.tick(signals(now))
+        assert f.mode is Mode.HEALTHY
+        now += 30.0
+    return d, now
+
+
+def one(d: Diagnoser, s: JobSignals) -> Finding:
+    """The finding once a change has been judged on two ticks in a row (``confirm_ticks``)."""
+    d.tick(s)
+    [f] = d.tick(replace(s, now=s.now + 30.0, step_seen=s.step_seen + 30.0))
+    return f
+
+
+def unwell(**seams: tuple[str, ...]) -> dict[str, tuple[tuple[str, ...], ...]]:
+    return {seam: (seams.get(seam, ()),) for seam in SEAMS}
+
+
+def test_an_input_stall_blames_no_part() -> None:
+    d, now = warmed()
+    f = one(d, signals(now, step=2.6, util=np.array([70.0])))
+    assert f.mode is Mode.INPUT_STALL and f.entities == () and f.confidence == 0.8
+    assert f.action is None and "no part is at fault" in f.mitigation
+    assert f.rate_gpu_h_per_h == pytest.approx(16 * 0.3 / 1.3)
+    # the same slowdown with its GPUs as busy as ever is less surely input
+    d, now = warmed()
+    assert one(d, signals(now, step=2.6)).confidence == 0.5
+
+
+def test_a_gray_leaf_under_the_job_is_the_network() -> None:
+    d, now = warmed()
+    f = one(d, signals(now, step=2.4, unwell=unwell(fabric=("switch/leaf00",))))
+    assert (f.mode, f.entities, f.action) == (Mode.NETWORK, ("switch/leaf00",), "reroute")
+
+
+def test_a_few_slow_ranks_are_stragglers_unless_they_are_the_hot_ones() -> None:
+    d, now = warmed()
+    slow = (GPUS[5],)
+    f = one(d, signals(now, step=2.3, rank_spread=np.array([0.3]), slow_ranks=(slow,)))
+    assert (f.mode, f.entities, f.action) == (Mode.STRAGGLER, slow, "replace_rank")
+    d, now = warmed()
+    f = one(d, signals(now, step=2.3, rank_spread=np.array([0.3]), slow_ranks=(slow,), throttled=(slow,)))
+    assert (f.mode, f.entities) == (Mode.THERMAL_POWER, slow)
+    # one GPU at its power cap elsewhere in the job is no limit on it
+    d, now = warmed()
+    f = one(
+        d, signals(now, step=2.3, rank_spread=np.array([0.3]), slow_ranks=(slow,), throttled=((GPUS[9],),))
+    )
+    assert f.mode is Mode.STRAGGLER
+    # more than a quarter of the ranks slow is the whole job, not stragglers
+    d, now = warmed()
+    many = tuple(GPUS[:6])
+    assert (
+        one(d, signals(now, step=2.3, rank_spread=np.array([0.3]), slow_ranks=(many,))).mode
+        is Mode.INPUT_STALL
+    )
+
+
+def test_an_unwell_cdu_is_a_thermal_or_power_limit() -> None:
+    d, now = warmed()
+    f = one(d, signals(now, step=2.5, unwell=unwell(facilities=("cdu/cdu0", "rack/r000"))))
+    assert (f.mode, f.entities[:2], f.action) == (
+        Mode.THERMAL_POWER,
+        ("cdu/cdu0", "rack/r000"),
+        "checkpoint_now",
+    )
+
+
+def test_a_slow_storage_backend_is_the_storage_io_limit() -> None:
+    d, now = warmed()
+    f = one(d, signals(now, step=2.5, unwell=unwell(storage=("storage/ckpt0",))))
+    assert (f.mode, f.entities) == (Mode.STORAGE_IO, ("storage/ckpt0",))
+
+
+def test_a_checkpoint_twice_as_long_is_a_checkpoint_stall() -> None:
+    d, now = warmed()
+    f = one(d, signals(now, ckpt_s=np.array([75.0]), unwell=unwell(storage=("storage/ckpt0",))))
+    assert (f.mode, f.entities, f.confidence) == (Mode.CHECKPOINT_STALL, ("storage/ckpt0",), 0.8)
+    assert f.action == "switch_checkpoint_target"
+    d, now = warmed()
+    assert one(d, signals(now, ckpt_s=np.array([55.0]))).mode is Mode.HEALTHY  # under twice its usual 30 s
+
+
+def test_steps_that_stop_are_a_hang_unless_a_save_is_stuck() -> None:
+    d, now = warmed()
+    late = signals(now + 300, step_seen=np.array([now - 1.0]))  # 300 s without a step; usual step 2 s
+    [f] = d.tick(late)  # at once: the minute of silence is the confirmation
+    assert (f.mode, f.entities) == (Mode.HANG, ("job/train",)) and f.rate_gpu_h_per_h == 16.0
+    d, now = warmed()
+    [f] = d.tick(signals(now + 50, step_seen=np.array([now - 1.0])))
+    assert f.mode is Mode.HEALTHY  # 51 s: under the minute
+    d, now = warmed()
+    stuck = replace(late, unwell=unwell(storage=("storage/ckpt0",)))
+    assert one(d, stuck).mode is Mode.CHECKPOINT_STALL
+
+
+def test_one_noisy_tick_is_no_mode() -> None:
+    d, now = warmed()
+    [f] = d.tick(signals(now, step=2.6))
+    assert f.mode is Mode.HEALTHY
+    [f] = d.tick(signals(now + 30))
+    assert f.mode is Mode.HEALTHY and d.usual["train"].mode is Mode.HEALTHY
+
+
+def test_the_cost_so_far_adds_up_and_restarts_with_a_new_mode() -> None:
+    d, now = warmed()
+    for k in range(121):  # an hour at +30 %, named from its second tick
+        [f] = d.tick(signals(now + 30 * k, step=2.6, util=np.array([70.0])))
+    assert f.mode is Mode.INPUT_STALL and f.since == now + 30
+    assert f.cost_gpu_h == pytest.approx(16 * 0.3 / 1.3 * 119 * 30 / 3600)
+    [held] = d.tick(signals(now + 30 * 121))  # one healthy tick: the stall is still named...
+    assert held.mode is Mode.INPUT_STALL and held.cost_gpu_h > f.cost_gpu_h
+    back = one(d, signals(now + 30 * 122))  # ...and healthy from the second
+    assert back.mode is Mode.HEALTHY and back.cost_gpu_h == 0.0
+
+
+def test_the_usual_pace_is_learnt_while_healthy_and_frozen_while_not() -> None:
+    d, now = warmed()
+    usual = d.usual["train"].step
+    assert usual == pytest.approx(2.0)
+    for k in range(240):  # two hours slow: found all along, and never learnt as the norm
+        assert one(d, signals(now + 30 * k, step=2.6)).mode is Mode.INPUT_STALL
+    assert d.usual["train"].step == usual
+    # a pace within the margin moves the usual one slowly (time constant an hour)
+    d, now = warmed()
+    one(d, signals(now, step=2.1))
+    assert 2.0 < d.usual["train"].step < 2.01

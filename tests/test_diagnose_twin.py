@@ -1,0 +1,72 @@
+"""The diagnosis rules on the twin's telemetry (fixed seed): the job a fault hits is diagnosed
+with the fault's mode while the fault costs it, the other job stays healthy, and both are healthy
+before the fault. The engine is stepped over the twin's recorded batches, as ``seamguard score``
+steps it over a recording (tests/twin_capture.py)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from seamguard.control.controller import Controller
+from seamguard.diagnose.job_signals import job_signals
+from seamguard.diagnose.modes import Diagnoser, Mode
+from seamguard.twin.scenario import scenario_from_mapping
+from seamguard.twin.sim import Twin
+from seamguard.twin.world import build_world
+from tests.twin_capture import captured_run
+
+BASE: dict[str, Any] = {
+    "name": "diagnose", "description": "one fault under one of two jobs", "duration_h": 1.5,
+    "cluster": {"cdus": 2, "racks_per_cdu": 2, "nodes_per_rack": 4, "gpus_per_node": 4, "nodes_per_leaf": 4,
+                "storage": ["ckpt0", "ckpt1"]},
+    "jobs": [{"name": "a", "class": "sync_training", "nodes": 6, "checkpoint_gb": 200, "fallback_storage": "ckpt1"},
+             {"name": "b", "class": "sync_training", "nodes": 6, "checkpoint_gb": 200, "fallback_storage": "ckpt1"}],
+}  # fmt: skip
+ONSET_H = 0.4
+# fault, its mode, the job it spares, and how long after onset the mode must hold (a gradual
+# fault ramps; a hang is sudden, and the watchdog restarts the job some minutes later)
+CASES = {
+    "straggler": ({"kind": "pcie_downtrain", "target": "gpu/n0001/2", "ramp_h": 0.05, "severity": 1.0}, Mode.STRAGGLER,
+                  "b", 0.33),
+    "network": ({"kind": "switch_congestion", "target": "switch/leaf00", "ramp_h": 0.2, "severity": 1.0, "duration_h": 2},
+                Mode.NETWORK, "b", 0.33),
+    "hang": ({"kind": "job_hang", "target": "job/a"}, Mode.HANG, "b", 1 / 60),
+}  # fmt: skip
+
+
+def modes_over_time(fault: dict[str, Any], settle_h: float) -> dict[tuple[str, str], Counter[Mode]]:
+    """Per (job, before|after): how many ticks each mode was found (after: from ``settle_h`` past onset)."""
+    scenario = {**BASE, "faults": [{**fault, "onset_h": ONSET_H}]}
+    world, batches = captured_run(scenario, 0)
+    config = Twin(build_world(scenario_from_mapping(scenario), 0), "seamguard").policy.config  # type: ignore[attr-defined]
+    controller, diagnoser = Controller(world.topology, config), Diagnoser()
+    start = world.start
+    out: dict[tuple[str, str], Counter[Mode]] = {}
+    for batch in batches:
+        now = float(batch.timestamp.max()) + 1.0
+        controller.tick(now, batch)
+        hours = (now - start) / 3600.0
+        when = "before" if hours < ONSET_H else "after" if hours > ONSET_H + settle_h else "settling"
+        for f in diagnoser.tick(job_signals(controller, now)):
+            out.setdefault((f.job, when), Counter())[f.mode] += 1
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_job_a_fault_hits_is_diagnosed_with_its_mode(case: str) -> None:
+    fault, mode, spared, settle_h = CASES[case]
+    got = modes_over_time(fault, settle_h)
+    for job in ("a", "b"):
+        assert set(got[(job, "before")]) == {Mode.HEALTHY}, (job, got[(job, "before")])
+    hit = got[("a", "after")]
+    if mode is Mode.HANG:  # found within a minute and a half; the watchdog restarts the job later
+        first = got[("a", "settling")]
+        assert hit[Mode.HANG] >= 5 and set(hit) <= {Mode.HANG, Mode.HEALTHY}, (first, hit)
+    else:
+        assert hit.most_common(1)[0][0] is mode and hit[mode] >= 0.8 * sum(hit.values()), hit
+    assert got[(spared, "after")][Mode.HEALTHY] >= 0.9 * sum(got[(spared, "after")].values()), got[
+        (spared, "after")
+    ]

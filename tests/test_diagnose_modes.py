@@ -20,7 +20,7 @@ def signals(now: float, step: float = 2.0, **over: object) -> JobSignals:
     base = JobSignals(
         now=now, jobs=("train",), index=np.array([0]), gpus=np.array([16.0]), sync=np.array([True]),
         step_s=np.array([step]), step_seen=np.array([now - 1.0]), ckpt_s=np.array([30.0]), util=np.array([90.0]),
-        rank_spread=np.array([0.02]), slow_ranks=((),), throttled=((),), unwell={seam: ((),) for seam in SEAMS},
+        rank_spread=np.array([0.02]), read_ms=np.array([5.0]), slow_ranks=((),), throttled=((),), unwell={seam: ((),) for seam in SEAMS},
     )  # fmt: skip
     return replace(base, **over)  # type: ignore[arg-type]
 

@@ -39,6 +39,7 @@ class JobSignals:
     ckpt_s: FloatArray  # job.checkpoint_duration_s now (NaN: none fresh)
     util: FloatArray  # mean gpu.util_pct of its GPUs (NaN: none reported)
     rank_spread: FloatArray  # slowest rank's step time over the job's median, minus 1 (NaN: unknown)
+    read_ms: FloatArray  # storage.read_latency_ms of the job's own backend now (NaN: none)
     slow_ranks: tuple[tuple[str, ...], ...]  # its ranks well over the median (pace), GPU ids
     throttled: tuple[tuple[str, ...], ...]  # its GPUs with a thermal or power throttle bit set
     unwell: dict[str, tuple[tuple[str, ...], ...]]  # seam -> per job, the unwell entities it depends on
@@ -88,9 +89,17 @@ def job_signals(controller: Controller, now: float, slow_rank: float = 0.05) -> 
             slow.append(())
         throttled.append(tuple(gpu_ids[g] for g in mine[hot[mine]].tolist()))
     unwell = _unwell_dependencies(controller, active, gpu_job, states)
+    read_ms = np.full(active.size, np.nan)
+    if controller.catalog.get("storage.read_latency_ms") is not None:
+        reads = store.current("storage.read_latency_ms")
+        backends = topo.names[EntityKind.STORAGE]
+        for i, j in enumerate(active.tolist()):
+            name = topo.jobs[j].storage
+            if name in backends:
+                read_ms[i] = float(reads[backends.index(name)])
     return JobSignals(
         now, tuple(topo.jobs[j].job for j in active.tolist()), active, wl.job_gpus[active].astype(float),
-        wl.job_sync[active], step_s[active], step_seen[active], ckpt_s[active], util[active], spread[active],
+        wl.job_sync[active], step_s[active], step_seen[active], ckpt_s[active], util[active], spread[active], read_ms,
         tuple(slow), tuple(throttled), unwell,
     )  # fmt: skip
 

@@ -64,6 +64,7 @@ class DiagnoseConfig:
     straggler_spread: float = 0.12  # slowest rank over the median
     straggler_share: float = 0.25  # at most this share of ranks slow: more is the whole job
     util_drop_pct: float = 10.0  # GPU use down this many points: ranks waiting for input
+    read_slow: float = 2.0  # its storage's reads this many times slower than usual: an I/O limit
     learn_s: float = 3600.0  # time constant of the usual pace, checkpoint and use
     confirm_ticks: int = 2  # a change of mode is named once judged on this many ticks in a row
 
@@ -93,6 +94,8 @@ class _Usual:
     step: float = math.nan
     ckpt: float = math.nan
     util: float = math.nan
+    read: float = math.nan  # its storage's usual read latency
+    last_ckpt: float = math.nan  # the last save's duration, kept until the next one ends
     mode: Mode = Mode.HEALTHY  # the mode named now
     since: float = math.nan
     cost: float = 0.0
@@ -173,6 +176,9 @@ class Diagnoser:
                 1.0,
             )
         slowdown = step / usual_step - 1.0 if math.isfinite(step) and usual_step > 0 else 0.0
+        if math.isfinite(ckpt):  # a save's duration is seen once, when it ends: kept until the next
+            u.last_ckpt = ckpt
+        ckpt = u.last_ckpt
         if math.isfinite(ckpt) and math.isfinite(u.ckpt) and ckpt >= c.ckpt_slow * u.ckpt:
             storage = s.unwell["storage"][i]
             return (Mode.CHECKPOINT_STALL, 0.8 if storage else 0.6, storage,
@@ -203,8 +209,12 @@ class Diagnoser:
         fabric, storage = s.unwell["fabric"][i], s.unwell["storage"][i]
         if fabric:
             return Mode.NETWORK, 0.8, fabric, (pace, *(f"{e} unwell" for e in fabric[:3])), slowdown
-        if storage:
-            return Mode.STORAGE_IO, 0.75, storage, (pace, *(f"{e} unwell" for e in storage[:3])), slowdown
+        read = float(s.read_ms[i])
+        reads_slow = math.isfinite(read) and math.isfinite(u.read) and read >= c.read_slow * u.read
+        if storage or reads_slow:
+            reads = (f"its storage reads {read:.0f} ms, {read / u.read:.1f}× usual",) if reads_slow else ()
+            return (Mode.STORAGE_IO, 0.8 if storage and reads_slow else 0.7, storage, (pace, *reads,
+                    *(f"{e} unwell" for e in storage[:3])), slowdown)  # fmt: skip
         idle = u.util - util if math.isfinite(util) and math.isfinite(u.util) else math.nan
         conf = 0.8 if math.isfinite(idle) and idle >= c.util_drop_pct else 0.5
         said = (
@@ -222,8 +232,8 @@ class Diagnoser:
 
     def _learn(self, s: JobSignals, i: int, u: _Usual, dt: float) -> None:
         a = 1.0 - math.exp(-dt / self.config.learn_s) if dt > 0 else 1.0
-        for name in ("step", "ckpt", "util"):
-            value = float({"step": s.step_s, "ckpt": s.ckpt_s, "util": s.util}[name][i])
+        for name in ("step", "ckpt", "util", "read"):
+            value = float({"step": s.step_s, "ckpt": s.ckpt_s, "util": s.util, "read": s.read_ms}[name][i])
             if not np.isfinite(value):
                 continue
             old = getattr(u, name)

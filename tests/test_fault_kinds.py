@@ -86,7 +86,7 @@ def test_the_twin_models_every_kind(kind: str) -> None:
     spec = FAULT_KINDS[kind]
     f = _fault(topo, kind, world.start)
     k = EntityKind
-    counts = (k.CDU, k.RACK, k.GPU, k.NODE, k.SWITCH, k.STORAGE)
+    counts = (k.CDU, k.RACK, k.GPU, k.NODE, k.SWITCH, k.STORAGE, k.JOB)
     fresh = _fields(Effects.none(*(topo.count(c) for c in counts)))
     fx = _fields(
         apply_faults(Effects.none(*(topo.count(c) for c in counts)), [f], f.onset + RAMP / 2, _physics())
@@ -129,7 +129,7 @@ def test_the_twin_plant_restarts_counters_once_on_a_reset() -> None:
     topo = world.topology
     plant = Plant.build(world.scenario.physics, topo, 0)
     k = EntityKind
-    counts = (k.CDU, k.RACK, k.GPU, k.NODE, k.SWITCH, k.STORAGE)
+    counts = (k.CDU, k.RACK, k.GPU, k.NODE, k.SWITCH, k.STORAGE, k.JOB)
     load = np.ones(topo.count(k.GPU))
     nodes = np.zeros(topo.count(k.NODE), bool)
     plant.sbe[:] = 50.0

@@ -89,7 +89,7 @@ def tiny() -> World:
 def effects(topo: Topology) -> Effects:
     k = EntityKind
     return Effects.none(topo.count(k.CDU), topo.count(k.RACK), topo.count(k.GPU), topo.count(k.NODE),
-                        topo.count(k.SWITCH), topo.count(k.STORAGE))  # fmt: skip
+                        topo.count(k.SWITCH), topo.count(k.STORAGE), topo.count(k.JOB))  # fmt: skip
 
 
 def fault(kind: str, local: int, onset: float = 0.0, ramp: float = 0.0, severity: float = 1.0) -> Fault:

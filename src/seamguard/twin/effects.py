@@ -5,6 +5,12 @@ shows its gray phase from onset until it ends (facility faults), breaks hard, or
 the hard failure itself is an event (the twin's hard events), not an effect. Kinds with no gray
 phase (``HARD_ONLY``) act through that event alone; tests check that every kind of the one table
 (``twin.faults.FAULT_KINDS``) is either here or hard-only.
+
+Two kinds slow a whole job with no part at fault (``INPUT_SLOWDOWN``): ``input_stall`` (the
+job's own data loader falls behind) and ``dataset_starve`` (the backend its data is read from
+saturates). Their effect is per job (``input_factor``): every rank waits alike, so the twin's
+job model stretches the job's steps and lowers its GPUs' duty, and no GPU, link or switch signal
+of the job's parts moves but the ones an idle-waiting GPU shows (utilisation, power, cooler).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from seamguard.twin.physics import fabric, memory, storage
 from seamguard.twin.scenario import Physics
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 HW_THERMAL_JUMP_C = 15.0
@@ -31,6 +38,15 @@ SUPPLY_RISE_C = 10.0
 NVLINK_FAULT_PER_H = 30.0
 ERROR_SHARE = 0.005  # symbol errors per retransmit on a marginal link
 SWITCH_BUFFER_RISE_PCT = 60.0
+# Input-bound kinds: the job's steps take x(1 + this x severity x progress). input_stall at 1.0 is a
+# loader delivering two thirds of what the GPUs consume (+50%); a saturated dataset read path is
+# partly hidden by the loaders' prefetch buffers, so the same severity costs a little less (+40%).
+INPUT_STALL_SLOWDOWN = 0.5
+DATASET_STARVE_SLOWDOWN = 0.4
+INPUT_SLOWDOWN: dict[str, float] = {
+    "input_stall": INPUT_STALL_SLOWDOWN,
+    "dataset_starve": DATASET_STARVE_SLOWDOWN,
+}
 # Kinds whose whole effect is their hard failure (or, for sdc, the corruption found later).
 HARD_ONLY: frozenset[str] = frozenset(
     {"gsp_error", "link_down", "node_crash", "software_crash", "job_hang", "sdc"}
@@ -60,17 +76,42 @@ class Effects:
     storage_throughput: FloatArray
     node_silent: BoolArray
     gpu_counter_reset: BoolArray  # the plant zeroes these GPUs' error counters once
+    job_input_slow: FloatArray  # per job: its steps x this, its own input pipeline behind (input_stall)
+    storage_read_slow: FloatArray  # per backend: its readers' steps x this (dataset_starve)
 
     @classmethod
-    def none(cls, n_cdu: int, n_rack: int, n_gpu: int, n_node: int, n_leaf: int, n_sto: int) -> Effects:
+    def none(
+        cls, n_cdu: int, n_rack: int, n_gpu: int, n_node: int, n_leaf: int, n_sto: int, n_job: int
+    ) -> Effects:
         # No clock cap without a fault: a GPU cooler than its reference boosts above nominal, as the
         # fault-free comparison clock does, so a healthy GPU never books slowdown.
         return cls(
             np.zeros(n_cdu), np.zeros(n_cdu), np.ones(n_rack), np.zeros(n_gpu), np.full(n_gpu, np.inf), np.ones(n_gpu),
             np.zeros(n_gpu, bool), np.zeros(n_gpu), np.zeros(n_gpu), np.zeros(n_gpu), np.zeros(n_gpu, bool),
             np.ones(n_node), np.ones(n_node), np.zeros(n_node), np.ones(n_leaf), np.zeros(n_leaf), np.ones(n_sto),
-            np.ones(n_sto), np.ones(n_sto), np.zeros(n_node, bool), np.zeros(n_gpu, bool),
+            np.ones(n_sto), np.ones(n_sto), np.zeros(n_node, bool), np.zeros(n_gpu, bool), np.ones(n_job),
+            np.ones(n_sto),
         )  # fmt: skip
+
+    def input_factor(self, job_storage: IntArray) -> FloatArray:
+        """Per job: how much longer its steps take waiting for input (1.0: fed). A job is fed by its
+        own pipeline and by the backend it reads its data from (``job_storage``, -1: none), so
+        both stalls stretch it; a stalled rank stalls all, which is why this is per job, not GPU."""
+        backend = np.where(job_storage >= 0, self.storage_read_slow[np.maximum(job_storage, 0)], 1.0)
+        return np.asarray(self.job_input_slow * backend, dtype=np.float64)
+
+
+def input_slowdown(f: Fault, progress: float) -> float:
+    """The step-time factor an input-bound fault (``INPUT_SLOWDOWN``) puts on the jobs it feeds."""
+    return 1.0 + INPUT_SLOWDOWN[f.kind] * f.severity * progress
+
+
+def input_jobs(f: Fault, job_storage: IntArray) -> IntArray:
+    """The jobs an input-bound fault slows: input_stall its own job; dataset_starve every job
+    whose data is on the backend (its storage; a checkpoint fallback is written, not read)."""
+    if f.kind == "dataset_starve":
+        return np.flatnonzero(job_storage == f.local).astype(np.int64)
+    return np.array([f.local], dtype=np.int64)
 
 
 def apply_faults(fx: Effects, faults: Iterable[Fault], t: float, physics: Physics) -> Effects:
@@ -118,6 +159,13 @@ def apply_faults(fx: Effects, faults: Iterable[Fault], t: float, physics: Physic
             fx.storage_write[i] *= w
             fx.storage_read[i] *= r
             fx.storage_throughput[i] *= tput
+        elif k == "dataset_starve":
+            w, r = storage.starve_factors(physics.storage, s, p)
+            fx.storage_write[i] *= w
+            fx.storage_read[i] *= r
+            fx.storage_read_slow[i] *= input_slowdown(f, p)
+        elif k == "input_stall":
+            fx.job_input_slow[i] *= input_slowdown(f, p)
         elif k == "exporter_silent":
             fx.node_silent[i] |= t < f.onset + f.ramp
         elif k == "counter_reset":

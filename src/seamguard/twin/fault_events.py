@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from seamguard.model.entities import EntityKind
+from seamguard.twin.effects import INPUT_SLOWDOWN, input_jobs
 from seamguard.twin.faults import HardEffect
 from seamguard.twin.fleet import Actor, domain_nodes
 from seamguard.twin.jobs import Failure, JobEvent
@@ -70,6 +71,11 @@ def track_impact(twin: Twin, t: float) -> None:
     """The first moment each gray fault costs something: a job it touches slows, or a save does."""
     for f in twin.active:
         if f.fid in twin.impact or f.benign or f.onset > t:
+            continue
+        if f.kind in INPUT_SLOWDOWN:  # no part is slow: the jobs it feeds are, while they run
+            fed = input_jobs(f, twin.world.job_storage).tolist()
+            if any(twin.is_running(j) and 1.0 / twin.input_slow[j] < PACE_COST for j in fed):
+                twin.impact[f.fid] = t
             continue
         if f.spec.target is EntityKind.STORAGE:
             write = float(twin.plant.storage_write[f.local]) ** LATENCY_SAVE_EXPONENT

@@ -79,12 +79,18 @@ FAULT_KINDS: dict[str, FaultKind] = {
                   description="a leaf switch's buffers fill: every link under it slows"),
         FaultKind("storage_tail", EntityKind.STORAGE, HardEffect.NONE, None, True,
                   description="a checkpoint backend's tail latency explodes and its throughput falls"),
+        FaultKind("dataset_starve", EntityKind.STORAGE, HardEffect.NONE, None, True,
+                  description="a backend's read path saturates: read latency x17 at severity 1, writes barely "
+                              "slower; every job reading from it runs 40% x severity slower, job-wide"),
         FaultKind("node_crash", EntityKind.NODE, HardEffect.NODE, None, False,
                   description="the host goes down (hardware, kernel, unplanned maintenance)"),
         FaultKind("software_crash", EntityKind.JOB, HardEffect.JOB_CRASH, None, True,
                   description="the job dies of a software fault; no hardware is at fault"),
         FaultKind("job_hang", EntityKind.JOB, HardEffect.JOB_HANG, None, True,
                   description="a collective hangs until the watchdog (NCCL timeout) fires"),
+        FaultKind("input_stall", EntityKind.JOB, HardEffect.NONE, None, True,
+                  description="the job's input pipeline cannot feed its GPUs: every rank waits, steps 50% x "
+                              "severity longer, GPUs idle in proportion; no part at fault"),
         FaultKind("sdc", EntityKind.GPU, HardEffect.SDC, None, False, observable=False,
                   description="silent data corruption: found by the training team later"),
         FaultKind("slow_gpu", EntityKind.GPU, HardEffect.NONE, None, False, benign=True,

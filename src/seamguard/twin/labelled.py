@@ -38,7 +38,14 @@ from seamguard.twin.effects import (
 )
 from seamguard.twin.faults import Fault, HardEffect
 from seamguard.twin.labelled_counters import Counter, count
-from seamguard.twin.labelled_physics import gray, power_brake, stopped_jobs, storage_of, write_growth
+from seamguard.twin.labelled_physics import (
+    gray,
+    input_slowdown,
+    power_brake,
+    stopped_jobs,
+    storage_factors,
+    storage_of,
+)
 from seamguard.twin.labelled_truth import impact
 from seamguard.twin.observe import (
     CLOCK_NOISE_MHZ,
@@ -231,18 +238,16 @@ class SyntheticFleet:
         zr = rng.standard_normal((2, nr))
         inlet = self.inlet(np.arange(nr), ts_rack) + INLET_NOISE_C * zr[0]
 
-        # ---- GPUs
+        # ---- GPUs (a starved job's GPUs compute for ``duty`` of each step and idle the rest)
         zg = rng.standard_normal((6, ng))
         node_heat = self.inlet(topo.node_rack, ts_node - lp.THERMAL_LAG_S) + self.plate(
             topo.node_rack, ts_node - lp.THERMAL_LAG_S
         )
-        raw = (
-            node_heat[topo.gpu_node]
-            + np.where(busy, lp.GPU_OVER_INLET_BUSY_C, lp.GPU_OVER_INLET_IDLE_C)
-            + self.gpu_offset
-        )
+        step_mult = input_slowdown(self._by_kind, work.gpu_job, self._job_storage, ts_gpu)
+        duty = 1.0 / step_mult
+        rise = lp.GPU_OVER_INLET_IDLE_C + (lp.GPU_OVER_INLET_BUSY_C - lp.GPU_OVER_INLET_IDLE_C) * duty
+        raw = node_heat[topo.gpu_node] + np.where(busy, rise, lp.GPU_OVER_INLET_IDLE_C) + self.gpu_offset
         clock_factor = np.ones(ng)
-        step_mult = np.ones(ng)
         speed = self._speed.copy()
         bits = np.where(busy, 0, 0x1).astype(np.int64)
         for f in self._by_kind.get("hw_thermal", []):
@@ -281,8 +286,9 @@ class SyntheticFleet:
         gpu_temp = raw + GPU_TEMP_NOISE_C * zg[0]
         mem_temp = raw + lp.MEM_OVER_GPU_C + GPU_TEMP_NOISE_C * zg[1]
         clock = lp.SM_CLOCK_MHZ * clock_factor + CLOCK_NOISE_MHZ * zg[2]
-        power = np.where(busy, lp.POWER_BUSY_W * clock_factor + 10.0 * zg[3], lp.POWER_IDLE_W + 3.0 * zg[3])
-        util = np.where(busy, np.minimum(lp.UTIL_BUSY_PCT + zg[4], 100.0), 0.0)
+        busy_w = lp.waiting_power(lp.POWER_BUSY_W * clock_factor, duty)
+        power = np.where(busy, busy_w + 10.0 * zg[3], lp.POWER_IDLE_W + 3.0 * zg[3])
+        util = np.where(busy, np.minimum(lp.UTIL_BUSY_PCT + zg[4], 100.0) * duty, 0.0)
         rank_time = lp.STEP_S * speed * step_mult * (1 + RANK_NOISE * zg[5])
         eps = rng.random((3, ng))
         sbe = count(
@@ -368,12 +374,7 @@ class SyntheticFleet:
         # ---- switches, storage
         buffer = np.clip(lp.SWITCH_BUFFER_PCT + 2.0 * rng.standard_normal(nl) + leaf_extra, 0.0, 100.0)
         zs = rng.standard_normal((3, ns))
-        wfac, rfac, tfac = np.ones(ns), np.ones(ns), np.ones(ns)
-        for f in self._by_kind.get("storage_tail", []):
-            p = float(gray(f, ts_sto[f.local : f.local + 1])[0])
-            wfac[f.local] *= write_growth(f) ** p
-            rfac[f.local] *= (1 + (lp.READ_TAIL_MS / lp.READ_MS - 1) * f.severity) ** p
-            tfac[f.local] *= max(1 - lp.THROUGHPUT_LOSS * f.severity * p, 0.05)
+        wfac, rfac, tfac = storage_factors(self._by_kind, ts_sto, ns)
         write = lp.WRITE_MS * wfac * (1 + lp.STORAGE_NOISE * zs[0])
         read = lp.READ_MS * rfac * (1 + lp.STORAGE_NOISE * zs[1])
         throughput = lp.THROUGHPUT_GBPS * tfac * (1 + lp.THROUGHPUT_NOISE * zs[2])

@@ -3,8 +3,9 @@
 Baseline plant and workload values are what every detector is calibrated against; fault curves
 are evaluated at sample timestamps and counters are closed-form integrals of a fault's event
 rate, so a tick never depends on the ticks before it. Observation noise, scrape phases and the
-fault effects the twin shares (a PCIe downtrain, a failed cold plate, a slow GPU) are imported
-from ``twin.telemetry`` and ``twin.effects``: one value, two consumers.
+fault effects the twin shares (a PCIe downtrain, a failed cold plate, a slow GPU, a starved
+input pipeline) are imported from ``twin.telemetry``, ``twin.effects`` and ``twin.physics``: one
+value, two consumers.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy.typing as npt
 
 from seamguard.model.inventory import JobRecord
 from seamguard.model.topology import Topology
-from seamguard.twin.effects import NVLINK_FAULT_PER_H
+from seamguard.twin.effects import INPUT_SLOWDOWN, NVLINK_FAULT_PER_H, input_jobs
 from seamguard.twin.faults import Fault, HardEffect
+from seamguard.twin.physics.storage import STARVE_READ_MS, STARVE_WRITE_RISE
 from seamguard.twin.telemetry import LINK_DOWN_BURST
 
 FloatArray = npt.NDArray[np.float64]
@@ -210,6 +212,44 @@ def power_brake(
             clock[braked] *= limit / load
             step[braked] /= limit / load
             bits[braked] |= HW_POWER_BRAKE
+
+
+def storage_factors(
+    by_kind: dict[str, list[Fault]], ts_sto: FloatArray, ns: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per backend, the (write latency, read latency, throughput) multipliers of its faults at its
+    sample times: storage_tail's write tail explodes and its throughput falls; dataset_starve's
+    read tail climbs while writes barely move and the backend keeps its full bandwidth."""
+    wfac, rfac, tfac = np.ones(ns), np.ones(ns), np.ones(ns)
+    for f in by_kind.get("storage_tail", []):
+        p = float(gray(f, ts_sto[f.local : f.local + 1])[0])
+        wfac[f.local] *= write_growth(f) ** p
+        rfac[f.local] *= (1 + (READ_TAIL_MS / READ_MS - 1) * f.severity) ** p
+        tfac[f.local] *= max(1 - THROUGHPUT_LOSS * f.severity * p, 0.05)
+    for f in by_kind.get("dataset_starve", []):
+        p = float(gray(f, ts_sto[f.local : f.local + 1])[0])
+        wfac[f.local] *= 1 + STARVE_WRITE_RISE * f.severity * p
+        rfac[f.local] *= (1 + (STARVE_READ_MS / READ_MS - 1) * f.severity) ** p
+    return wfac, rfac, tfac
+
+
+def input_slowdown(
+    by_kind: dict[str, list[Fault]], gpu_job: IntArray, job_storage: IntArray, ts_gpu: FloatArray
+) -> FloatArray:
+    """Per GPU, how much longer its job's steps take waiting for input (1.0: fed), as the twin's
+    ``Effects.input_factor``: every rank of a starved job alike, at the GPU's sample time."""
+    out = np.ones(gpu_job.size)
+    for kind, unit in INPUT_SLOWDOWN.items():
+        for f in by_kind.get(kind, []):
+            hit = np.flatnonzero(np.isin(gpu_job, input_jobs(f, job_storage)))
+            out[hit] *= 1 + unit * f.severity * gray(f, ts_gpu[hit])
+    return out
+
+
+def waiting_power(busy_w: FloatArray, duty: FloatArray) -> FloatArray:
+    """A GPU that computes ``duty`` of each step and waits for input the rest draws idle power while
+    it waits (the twin's ``power.gpu_power`` with load = duty)."""
+    return np.where(duty < 1.0, POWER_IDLE_W + (busy_w - POWER_IDLE_W) * duty, busy_w)
 
 
 def storage_of(topology: Topology, job: JobRecord, nodes: IntArray, sto_ix: dict[str, int]) -> int:

@@ -2,7 +2,8 @@
 
 Lead time is measured against this impact. Gradual faults cost from a point inside their ramp
 (a link's latency past what slows a job, a backend's write tail past what stalls a save, the
-first GPU under a warming CDU reaching its throttle temperature); hard ones from the failure.
+first GPU under a warming CDU reaching its throttle temperature, a starved job's pace falling
+below the twin's ``PACE_COST``); hard ones from the failure.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import numpy.typing as npt
 
 from seamguard.model.topology import Topology
 from seamguard.twin import labelled_physics as lp
+from seamguard.twin.effects import INPUT_SLOWDOWN
+from seamguard.twin.fault_events import PACE_COST
 from seamguard.twin.faults import Fault
 from seamguard.twin.labelled_physics import write_growth
 
@@ -51,6 +54,9 @@ def impact(fleet: SyntheticFleet, f: Fault) -> float:
         growth = write_growth(f)
         need = math.log(lp.WRITE_IMPACT_MS / lp.WRITE_MS) / math.log(growth)
         return f.onset + f.ramp * need if need <= 1 else f.onset + f.ramp
+    if f.kind in INPUT_SLOWDOWN:  # the jobs it feeds slow from the first percent of the ramp
+        need = (1 / PACE_COST - 1) / (INPUT_SLOWDOWN[f.kind] * f.severity)
+        return f.onset + f.ramp * min(need, 1.0)
     if f.kind in ("cdu_flow_loss", "supply_temp_rise"):
         return _thermal_impact(fleet, f)
     return f.onset + f.ramp  # the hard failure, or the fault fully developed

@@ -67,6 +67,7 @@ def snapshot(twin: Twin, t: float, fx: Effects) -> Snapshot:
     job_ckpt = np.full(len(twin.jobs), np.nan)
     job_since = np.full(len(twin.jobs), np.nan)
     streams = np.zeros(twin.topology.count(EntityKind.STORAGE))
+    slow = twin.input_slow
     for j in twin.jobs:
         if isinstance(j, TrainingJob):
             for sto in (j.io_storage, j.persisting(t)):
@@ -80,6 +81,9 @@ def snapshot(twin: Twin, t: float, fx: Effects) -> Snapshot:
                     (1 - cs) * rank_step[gpus].max() / j.spec.step_s
                     + cs * float(twin.plant.comm[j.nodes].max())
                 )
+                # Waiting for input stretches every rank's step alike (no straggler among them).
+                rank_step[gpus] *= slow[j.index]
+                job_step[j.index] *= slow[j.index]
             if np.isfinite(j.last_save_s):
                 job_ckpt[j.index] = j.last_save_s
             if j.phase in (Phase.RUNNING, Phase.SAVING):
@@ -89,8 +93,8 @@ def snapshot(twin: Twin, t: float, fx: Effects) -> Snapshot:
             if up.size:
                 gpus = twin.gpus_of(up)
                 # Inference servers export per-GPU iteration latency too (vLLM, Triton).
-                rank_step[gpus] = j.spec.step_s * twin.plant.rank_factor[gpus]
-                job_step[j.index] = j.spec.step_s * float(twin.plant.rank_factor[gpus].mean())
+                rank_step[gpus] = j.spec.step_s * twin.plant.rank_factor[gpus] * slow[j.index]
+                job_step[j.index] = j.spec.step_s * float(twin.plant.rank_factor[gpus].mean()) * slow[j.index]
     hb = np.where(twin.plant.node_down, t - twin.node_down_since, np.nan)
     recent = [(ts, g, c) for ts, g, c in twin.xids if t - twin.world.tick_s < ts <= t]
     twin.xids = [x for x in twin.xids if x[0] > t - twin.world.tick_s]

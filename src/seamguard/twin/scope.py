@@ -4,7 +4,9 @@ The one scope function of the project: the twin's detection and lead times (``fa
 the labelled detection suite (``labelled``, through ``scope_of``) both ask it. A detection counts
 for a fault when the engine flags any entity in the fault's scope: the target, the nodes its
 condition touches (``fleet.domain_nodes``) with their GPUs and uplinks, the racks, PDUs and rows a
-facility fault covers, and the jobs that run there or save to the affected backend.
+facility fault covers, and the jobs that run there or save to the affected backend. An
+input-bound fault (``input_stall``, ``dataset_starve``) puts no node or link in scope, only the
+jobs it starves and their GPUs (whose utilisation falls): the target, then those jobs and ranks.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
+from seamguard.twin.effects import INPUT_SLOWDOWN, input_jobs
 from seamguard.twin.faults import Fault
 from seamguard.twin.fleet import domain_nodes
 from seamguard.twin.world import World
@@ -38,6 +41,12 @@ def scope_of(
     jobs = names[EntityKind.JOB]
     out = {fault.target}
     kind = fault.spec.target
+    if fault.kind in INPUT_SLOWDOWN:
+        for j in input_jobs(fault, job_storage).tolist():
+            if job_live[j]:
+                out.add(f"job/{jobs[j]}")
+                out.update(_gpus(topology, job_nodes[j]))
+        return frozenset(out)
     if kind is EntityKind.STORAGE:
         users = np.flatnonzero(((job_storage == fault.local) | (job_fallback == fault.local)) & job_live)
         out.update(f"job/{jobs[j]}" for j in users.tolist())
@@ -46,7 +55,7 @@ def scope_of(
     for n in nodes.tolist():
         node = names[EntityKind.NODE][n]
         out.update((f"node/{node}", f"link/{node}"))
-        out.update(f"gpu/{node}/{s}" for s in range(int((topology.gpu_node == n).sum())))
+    out.update(_gpus(topology, nodes))
     if kind in (EntityKind.CDU, EntityKind.RACK, EntityKind.SWITCH):
         racks = np.unique(topology.node_rack[nodes])
         out.update(f"rack/{names[EntityKind.RACK][r]}" for r in racks.tolist())
@@ -61,6 +70,12 @@ def scope_of(
         if job_live[j] and np.intersect1d(placed, nodes).size:
             out.add(f"job/{jobs[j]}")
     return frozenset(out)
+
+
+def _gpus(topology: Topology, nodes: IntArray) -> list[str]:
+    """The ids of every GPU on ``nodes``."""
+    names = topology.names[EntityKind.NODE]
+    return [f"gpu/{names[n]}/{s}" for n in nodes.tolist() for s in range(int((topology.gpu_node == n).sum()))]
 
 
 def fault_scope(world: World, fault: Fault) -> frozenset[str]:

@@ -140,6 +140,7 @@ class Twin:
         self.node_down_since = np.full(self.n_nodes, math.inf)
         self.rerouted = np.zeros(self.n_nodes, bool)
         self.made = 0.0  # progress made this step, all jobs (for the goodput timeline)
+        self.input_slow = np.ones(len(self.jobs))  # per job: steps stretched waiting for input
         self._node_start = np.searchsorted(topo.gpu_node, np.arange(self.n_nodes))
         self.xids: list[tuple[float, int, int]] = []
         self.actions: Counter[str] = Counter()
@@ -346,6 +347,7 @@ class Twin:
         self._activate(t1)
         events = fault_events.hard_events(self, t0, t1)
         fx = apply_faults(self._fresh_effects(), self.active, t1, self.world.scenario.physics)
+        self.input_slow = fx.input_factor(self.world.job_storage)
         tripped = self.plant.advance(t1, dt, fx, self._load(), self.rerouted)
         for g in tripped.tolist():
             events.append(fault_events.gpu_dies(self, t1, g, 79))
@@ -366,7 +368,8 @@ class Twin:
     def _fresh_effects(self) -> Effects:
         topo = self.topology
         return Effects.none(topo.count(EntityKind.CDU), topo.count(EntityKind.RACK), self.n_gpus, self.n_nodes,
-                            topo.count(EntityKind.SWITCH), topo.count(EntityKind.STORAGE))  # fmt: skip
+                            topo.count(EntityKind.SWITCH), topo.count(EntityKind.STORAGE),
+                            len(self.jobs))  # fmt: skip
 
     def _activate(self, t1: float) -> None:
         while self._next_fault < len(self.faults) and self.faults[self._next_fault].onset <= t1:
@@ -377,19 +380,16 @@ class Twin:
         ]
 
     def _load(self) -> FloatArray:
-        load = np.zeros(self.n_gpus)
-        busy_nodes: list[IntArray] = []
+        """Per GPU, the share of the step it computes: 1 under a busy job, 0 idle; a running job
+        waiting for input (``input_slow``) computes only 1 / that of each step, idle the rest."""
+        duty = np.zeros(self.n_nodes)
         for j in self.jobs:
             if isinstance(j, TrainingJob):
                 if j.busy:
-                    busy_nodes.append(j.nodes)
+                    duty[j.nodes] = 1.0 / self.input_slow[j.index] if j.phase is Phase.RUNNING else 1.0
             elif j.phase is Phase.RUNNING:
-                busy_nodes.append(j.slot_node[j.slot_node >= 0])
-        if busy_nodes:
-            nodes = np.concatenate(busy_nodes)
-            busy = np.zeros(self.n_nodes, bool)
-            busy[nodes] = True
-            load[busy[self.topology.gpu_node]] = 1.0
+                duty[j.slot_node[j.slot_node >= 0]] = 1.0 / self.input_slow[j.index]
+        load = duty[self.topology.gpu_node]
         load[self.plant.gpu_dead] = 0.0
         return load
 
@@ -421,6 +421,7 @@ class Twin:
                     gpus = self.gpus_of(j.nodes)
                     cs = j.spec.comm_share
                     actual = (1 - cs) * float(rank[gpus].max()) + cs * float(comm[j.nodes].max())
+                    actual *= float(self.input_slow[j.index])
                     healthy = (1 - cs) * float(rank_clean[gpus].max()) + cs
                     pace = min(healthy / actual, 1.0)
                 j.advance(t0, t1, pace, per_job.get(j.index, []), self.env)
@@ -428,7 +429,9 @@ class Twin:
                 if node_rank is None or node_clean is None:
                     node_rank, node_clean = self._node_max(rank), self._node_max(rank_clean)
                 nodes = np.maximum(j.slot_node, 0)
-                j.advance(t0, t1, np.minimum(node_clean[nodes] / node_rank[nodes], 1.0))
+                j.advance(
+                    t0, t1, np.minimum(node_clean[nodes] / node_rank[nodes], 1.0) / self.input_slow[j.index]
+                )
         self.made = sum(j.made for j in self.jobs) - made_before
 
     def _node_max(self, per_gpu: FloatArray) -> FloatArray:

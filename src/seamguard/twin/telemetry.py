@@ -139,7 +139,8 @@ class Emitter:
             "gpu.mem_temp_c": temp + p.cooling.mem_over_gpu_c + GPU_TEMP_NOISE_C * z[1],
             "gpu.sm_clock_mhz": c.sm_clock_mhz * pl.clock[gpus] + CLOCK_NOISE_MHZ * z[2],
             "gpu.power_w": pl.gpu_w[gpus] + np.where(busy, 10.0, 3.0) * z[3],
-            "gpu.util_pct": np.where(busy, np.minimum(c.util_busy_pct + z[4], 100.0), 0.0),
+            # Utilisation is the share of each step the GPU computes (``pl.load``: less while it waits for input).
+            "gpu.util_pct": np.where(busy, np.minimum(c.util_busy_pct + z[4], 100.0) * pl.load[gpus], 0.0),
             "gpu.throttle_reasons": bits.astype(np.float64),
             "gpu.ecc_sbe_total": pl.sbe[gpus],
             "gpu.ecc_dbe_total": pl.dbe[gpus],

@@ -8,7 +8,9 @@ make the aggregate *fall* (congestion collapse):
 
 so a synchronised fleet of jobs all saving on the hour turns every save into a stall. The p99
 latency seen by clients grows with queueing and with any fault (``storage_tail``: the write tail
-grows ``tail_write_ms / write_latency_ms``-fold at severity 1, exponentially with progress). A
+grows ``tail_write_ms / write_latency_ms``-fold at severity 1, exponentially with progress;
+``dataset_starve``: the read path saturates, the read tail grows ``starve_read_ms /
+read_latency_ms``-fold while writes, on their own path, slow by ``starve_write_rise`` only). A
 checkpoint of ``size_gb`` takes ``size / (aggregate / c) + overhead_s`` to save, and
 ``size / read share + overhead_s`` to restore.
 """
@@ -24,6 +26,11 @@ from pydantic import Field
 from seamguard.twin.physics.params import Params
 
 FloatArray = npt.NDArray[np.float64]
+# dataset_starve at severity 1: a read tail of 200 ms (~17x the 12 ms nominal: many jobs' loaders
+# queue on the same read path), writes 20% slower (metadata they share); the labelled suite uses
+# the same two numbers.
+STARVE_READ_MS = 200.0
+STARVE_WRITE_RISE = 0.2
 
 
 class StorageParams(Params):
@@ -39,6 +46,10 @@ class StorageParams(Params):
     tail_write_ms: float = Field(default=3000.0, gt=0)
     tail_read_ms: float = Field(default=500.0, gt=0)
     throughput_loss: float = Field(default=0.5, ge=0, lt=1)
+    starve_read_ms: float = Field(default=STARVE_READ_MS, gt=0, description="dataset_starve: read tail")
+    starve_write_rise: float = Field(
+        default=STARVE_WRITE_RISE, ge=0, description="dataset_starve: writes x(1 + this) at severity 1"
+    )
     # Checkpoint copies that do not touch a backend (in_memory, and tiered before its persist).
     host_copy_gbps_per_gpu: float = Field(default=10.0, ge=0, description="device-to-host; 0: no room")
     peer_gbps_per_node: float = Field(default=12.5, ge=0, description="to a buddy node; 0: no peer copy")
@@ -80,6 +91,16 @@ def tail_factors(p: StorageParams, severity: float, progress: float) -> tuple[fl
     read = (1.0 + (p.tail_read_ms / p.read_latency_ms - 1.0) * severity) ** progress
     throughput = max(1.0 - p.throughput_loss * severity * progress, 0.05)
     return write, read, throughput
+
+
+def starve_factors(p: StorageParams, severity: float, progress: float) -> tuple[float, float]:
+    """(write latency, read latency) multipliers of a backend whose read path is saturated: the
+    read tail grows exponentially with progress, as ``tail_factors``'s does, writes barely move,
+    and the backend still delivers its full bandwidth (it is busy, not broken), so the throughput
+    stays where it was. A checkpoint save, a write, hardly slows: what tells it from storage_tail."""
+    read = (1.0 + (p.starve_read_ms / p.read_latency_ms - 1.0) * severity) ** progress
+    write = 1.0 + p.starve_write_rise * severity * progress
+    return write, read
 
 
 def queue_latency_factor(p: StorageParams, streams: FloatArray) -> FloatArray:

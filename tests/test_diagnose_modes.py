@@ -103,6 +103,17 @@ def test_a_slow_storage_backend_is_the_storage_io_limit() -> None:
     assert (f.mode, f.entities) == (Mode.STORAGE_IO, ("storage/ckpt0",))
 
 
+def test_reads_twice_as_slow_as_usual_are_the_storage_io_limit_though_nothing_is_unwell() -> None:
+    d, now = warmed()  # usual reads 5 ms
+    f = one(d, signals(now, step=2.5, read_ms=np.array([12.0]), util=np.array([70.0])))
+    assert (f.mode, f.confidence) == (Mode.STORAGE_IO, 0.7) and "2.4× usual" in " ".join(f.evidence)
+    d, now = warmed()
+    assert (
+        one(d, signals(now, step=2.5, read_ms=np.array([8.0]), util=np.array([70.0]))).mode
+        is Mode.INPUT_STALL
+    )
+
+
 def test_a_checkpoint_twice_as_long_is_a_checkpoint_stall() -> None:
     d, now = warmed()
     f = one(d, signals(now, ckpt_s=np.array([75.0]), unwell=unwell(storage=("storage/ckpt0",))))
@@ -123,6 +134,10 @@ def test_steps_that_stop_are_a_hang_unless_a_save_is_stuck() -> None:
     d, now = warmed()
     stuck = replace(late, unwell=unwell(storage=("storage/ckpt0",)))
     assert one(d, stuck).mode is Mode.CHECKPOINT_STALL
+    # stopped under an unwell CDU (a thermal trip and its restart) is the heat, not a hang
+    d, now = warmed()
+    f = one(d, replace(late, unwell=unwell(facilities=("cdu/cdu0",))))
+    assert (f.mode, f.entities) == (Mode.THERMAL_POWER, ("cdu/cdu0",))
 
 
 def test_one_noisy_tick_is_no_mode() -> None:

@@ -168,6 +168,10 @@ class Diagnoser:
             if storage:  # a blocking save that cannot finish stops the steps too: not a hung collective
                 why = f"no step for {quiet:.0f} s while {', '.join(storage[:2])} is unwell: a save is stalled"
                 return Mode.CHECKPOINT_STALL, 0.7, storage, (why,), 1.0
+            facilities, throttled = s.unwell["facilities"][i], s.throttled[i]
+            if facilities or throttled:  # stopped under heat or a power limit: a thermal trip, not a hang
+                why = f"no step for {quiet:.0f} s under {', '.join((*facilities, *throttled)[:3])}"
+                return Mode.THERMAL_POWER, 0.6, (*facilities, *throttled[:8]), (why,), 1.0
             return (
                 Mode.HANG,
                 0.9,

@@ -171,3 +171,10 @@ def test_the_usual_pace_is_learnt_while_healthy_and_frozen_while_not() -> None:
     d, now = warmed()
     one(d, signals(now, step=2.1))
     assert 2.0 < d.usual["train"].step < 2.01
+
+
+def test_a_finding_is_json_safe_before_anything_is_known() -> None:
+    import json
+
+    [f] = Diagnoser().tick(signals(1.0e9))
+    assert json.loads(json.dumps(f.to_json(), allow_nan=False))["since"] is None

@@ -6,8 +6,10 @@ steps it over a recording (tests/twin_capture.py)."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from seamguard.control.controller import Controller
@@ -16,6 +18,7 @@ from seamguard.diagnose.modes import Diagnoser, Mode
 from seamguard.twin.scenario import scenario_from_mapping
 from seamguard.twin.sim import Twin
 from seamguard.twin.world import build_world
+from tests.console_harness import RACK_QUARANTINED_AT, console_daemon
 from tests.twin_capture import captured_run
 
 BASE: dict[str, Any] = {
@@ -70,3 +73,22 @@ def test_the_job_a_fault_hits_is_diagnosed_with_its_mode(case: str) -> None:
     assert got[(spared, "after")][Mode.HEALTHY] >= 0.9 * sum(got[(spared, "after")].values()), got[
         (spared, "after")
     ]
+
+
+def test_the_daemon_serves_each_jobs_failure_mode_and_exports_it(tmp_path: Path) -> None:
+    """The console's daemon fed by the twin (tests/console_harness.py): its job, under a CDU losing
+    flow and a GPU heating, is in a thermal or power limit, in /v1/diagnosis (viewer) and in
+    /metrics; an unknown job is named."""
+    with console_daemon(tmp_path) as cd:
+        cd.step_to(RACK_QUARANTINED_AT)
+        viewer = {"Authorization": f"Bearer {cd.tokens['viewer']}"}
+        assert httpx.get(cd.url + "/v1/diagnosis", trust_env=False).status_code == 401
+        [train] = httpx.get(cd.url + "/v1/diagnosis", headers=viewer, trust_env=False).json()["jobs"]
+        assert (train["job"], train["mode"], train["action"]) == ("train", "thermal_power", "checkpoint_now")
+        assert "cdu/cdu1" in train["entities"] and train["rate_gpu_h_per_h"] > 0 and train["cost_gpu_h"] > 0
+        missing = httpx.get(cd.url + "/v1/diagnosis?job=nope", headers=viewer, trust_env=False)
+        assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+        scraped = httpx.get(cd.url + "/metrics", headers=viewer, trust_env=False).text
+        assert 'seamguard_job_failure_mode{job="train",mode="thermal_power"} 1.0' in scraped
+        fleet = httpx.get(cd.url + "/v1/fleet", headers=viewer, trust_env=False).json()
+        assert [f["mode"] for f in fleet["diagnosis"]] == ["thermal_power"]

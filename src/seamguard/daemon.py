@@ -31,8 +31,7 @@ from seamguard.control.budgets import check_partitions
 from seamguard.control.controller import Controller
 from seamguard.control.engine_world import apply_world
 from seamguard.control.safety import SafetyLayer
-from seamguard.diagnose.domains import META_KEY as DOMAINS_KEY
-from seamguard.diagnose.domains import domains_json
+from seamguard.diagnose.domains import record_domains
 from seamguard.errors import InputError
 from seamguard.ha.fence import EtcdFence
 from seamguard.ha.leadership import Leadership
@@ -54,7 +53,7 @@ from seamguard.model.world import by_id, inventory_of
 from seamguard.ops.desk import OperatorDesk
 from seamguard.ops.entity import RECENT, entity_page
 from seamguard.ops.fleet import FleetView, fleet_view
-from seamguard.ops.jobs import job_rows
+from seamguard.ops.jobs import JobWatch
 from seamguard.ops.recorder import SignalRecorder
 from seamguard.service.guard import Security
 from seamguard.service.metrics import DaemonMetrics, MetricsView, daemon_view
@@ -178,7 +177,7 @@ class Daemon:
         self.recent_transitions: deque[TransitionRecord] = deque(maxlen=RECENT)
         self.recent_decisions: deque[DecisionRecord] = deque(maxlen=RECENT)
         self.recent_outcomes: deque[OutcomeRecord] = deque(maxlen=RECENT)
-        self.jobs: list[dict[str, object]] = []  # each running job's plan and stakes (``ops.jobs``)
+        self.jobs = JobWatch()  # each running job's plan, stakes and failure mode (``ops.jobs``)
         self.recorder = SignalRecorder()  # the console's plots of scores and signals around a transition
         self._status = self._snapshot()
         self._metrics_view = self._view()  # replaced whole each step, like ``_status``
@@ -221,7 +220,9 @@ class Daemon:
             self.controller.held_nodes = self.safety.held_nodes()
             result = self.controller.tick(now, batch)
             self.recorder.record(now, self.controller, result.transitions)
-            self.jobs = job_rows(self.controller)  # replaced whole: the console reads it without the lock
+            self.jobs.update(
+                self.controller, now
+            )  # stakes and failure modes, read by the API without the lock
         safety_notices: list[NoticeRecord] = []
         if acting and self.journal is not None and not self.journal.ready():
             log.error("journal out of reach: this tick acts on nothing it could not record")
@@ -389,8 +390,8 @@ class Daemon:
         view = daemon_view(self.topology, self.controller.classifier.state, now, self.latch.active,
                            [s.name for s in self.sources], self.safety, self.dispatcher.breakers(now))  # fmt: skip
         controls = Counter(c.verb.value for c in self.desk.controls.active())
-        return replace(view, acting=self._acting_mode == "act", controls=dict(controls),
-                       awaiting=len(self.dispatcher.awaiting()))  # fmt: skip
+        return replace(view, acting=self._acting_mode == "act", controls=dict(controls), awaiting=len(self.dispatcher.awaiting()),
+                       modes={f.job: (f.mode.value, f.rate_gpu_h_per_h) for f in self.jobs.findings})  # fmt: skip
 
     def _snapshot(self) -> DaemonStatus:
         now = self.controller.now
@@ -433,7 +434,7 @@ class Daemon:
             self.topology = change.new
             self.desk.topology = change.new
             if self.controller.journal is not None:  # leading: explain's map of domains follows the world
-                self.controller.journal.set_meta(DOMAINS_KEY, domains_json(change.new))
+                record_domains(self.controller.journal, change.new)
             for source in self.sources:
                 if isinstance(source, WorldFollower):
                     source.follow(change)

@@ -23,8 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from seamguard.daemon import Daemon, StepReport, daemon_world
-from seamguard.diagnose.domains import META_KEY as DOMAINS_KEY
-from seamguard.diagnose.domains import domains_json
+from seamguard.diagnose.domains import record_domains
 from seamguard.diagnose.grouping import group_actions, group_transitions, upstream_cause
 from seamguard.errors import InputError
 from seamguard.ha.leadership import Leadership, LeadershipLoop
@@ -81,7 +80,7 @@ def run_daemon(
     try:
         journal.set_meta("source", "seamguard run")
         journal.set_meta("config_sha256", cfg.sha256())
-        journal.set_meta(DOMAINS_KEY, domains_json(topology))  # explain names upstream causes
+        record_domains(journal, topology)  # explain names upstream causes
         sources = build_sources(site.sources, topology, clock)  # pushed stamps are checked against it
         daemon = Daemon(cfg, topology, sources, journal=journal, world=world, leadership=leadership)
         server = serve_api(daemon, *bind, security=security) if bind else None

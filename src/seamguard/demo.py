@@ -22,8 +22,7 @@ from rich.text import Text
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
-from seamguard.diagnose.domains import META_KEY as DOMAINS_KEY
-from seamguard.diagnose.domains import domains_json
+from seamguard.diagnose.domains import record_domains
 from seamguard.diagnose.grouping import group_transitions, upstream_cause
 from seamguard.journal.records import DecisionRecord, TransitionRecord
 from seamguard.journal.sqlite import SqliteJournal
@@ -103,7 +102,7 @@ def run_demo(*, out: Path, seed: int, console: Console, live: bool, delay: float
         (out / "transitions.csv").open("w", newline="", encoding="utf-8") as fh,
     ):
         journal.set_meta("source", f"seamguard demo seed={seed}")
-        journal.set_meta(DOMAINS_KEY, domains_json(topology))  # explain names upstream causes
+        record_domains(journal, topology)  # explain names upstream causes
         rows = csv.writer(fh)
         rows.writerow(TRANSITION_HEADER)
         controller = Controller(topology, config, journal=journal, catalog=catalog)

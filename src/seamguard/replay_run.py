@@ -16,8 +16,7 @@ from rich.text import Text
 
 from seamguard.config import load_config
 from seamguard.control.controller import Controller
-from seamguard.diagnose.domains import META_KEY as DOMAINS_KEY
-from seamguard.diagnose.domains import domains_json
+from seamguard.diagnose.domains import record_domains
 from seamguard.errors import InputError
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.journal.transitions_csv import TRANSITION_HEADER, transition_row
@@ -105,7 +104,7 @@ def run_score(
     if journal is not None:
         journal.set_meta("source", "seamguard score")
         journal.set_meta("inventory", str(inventory))
-        journal.set_meta(DOMAINS_KEY, domains_json(topology))  # explain names upstream causes
+        record_domains(journal, topology)  # explain names upstream causes
         journal.set_meta("telemetry", ";".join(str(p) for p in telemetry))
         journal.set_meta("config_sha256", hashlib.sha256(cfg.model_dump_json().encode()).hexdigest())
     controller = Controller(topology, cfg, journal=journal, catalog=catalog)

@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import json
 
+from seamguard.journal.base import Journal
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
 
 META_KEY = "domains"
 _FIELDS = ("rack", "cdu", "switch", "pdu", "storage")
+
+
+def record_domains(journal: Journal, topology: Topology) -> None:
+    """Keep ``topology``'s map in ``journal`` (at a writer's start, and when the world changes)."""
+    journal.set_meta(META_KEY, domains_json(topology))
 
 
 def domains_json(topology: Topology) -> str:

@@ -27,8 +27,8 @@ from seamguard.journal.records import (
     TransitionRecord,
 )
 from seamguard.model.runbook import by_hand
+from seamguard.model.states import ROLLUP_SEVERITY as SEVERITY
 from seamguard.model.states import State
-from seamguard.ops.fleet import SEVERITY
 
 SHOWN = 12  # transitions and decision groups shown
 CALM = ("healthy", "unknown")

@@ -83,9 +83,14 @@ class Finding:
     action: str | None
 
     def to_json(self) -> dict[str, object]:
-        return {"job": self.job, "mode": self.mode.value, "confidence": round(self.confidence, 3),
-                "entities": list(self.entities), "evidence": list(self.evidence), "since": self.since,
-                "cost_gpu_h": round(self.cost_gpu_h, 4), "rate_gpu_h_per_h": round(self.rate_gpu_h_per_h, 4),
+        """JSON-safe: a time or figure not known (a healthy job's ``since``) is null."""
+
+        def num(x: float, places: int = 4) -> float | None:
+            return round(x, places) if math.isfinite(x) else None
+
+        return {"job": self.job, "mode": self.mode.value, "confidence": num(self.confidence, 3),
+                "entities": list(self.entities), "evidence": list(self.evidence), "since": num(self.since, 3),
+                "cost_gpu_h": num(self.cost_gpu_h), "rate_gpu_h_per_h": num(self.rate_gpu_h_per_h),
                 "mitigation": self.mitigation, "action": self.action}  # fmt: skip
 
 

@@ -33,6 +33,12 @@ class State(IntEnum):
 
 STATE_LABELS: tuple[str, ...] = tuple(s.label for s in State)
 
+# The order an operator's roll-up reads states in (a node is as unwell as its worst GPU): a display
+# order, not the state model's; unknown sits just above healthy, since a part nobody hears from is
+# worth a look but is not known to be unwell.
+ROLLUP_SEVERITY: dict[State, int] = {State.HEALTHY: 0, State.UNKNOWN: 1, State.DEGRADED: 2, State.RECOVERY_UNSAFE: 3,
+                                     State.QUARANTINE: 4, State.HARMFUL: 5, State.FAILED: 6}  # fmt: skip
+
 # States in which an entity is out of normal service (the planner removes or fences it).
 OUT_OF_SERVICE: frozenset[State] = frozenset({State.QUARANTINE, State.HARMFUL, State.FAILED})
 

@@ -16,15 +16,12 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.model.entities import EntityKind
-from seamguard.model.states import STATE_LABELS, State
+from seamguard.model.states import ROLLUP_SEVERITY, STATE_LABELS, State
 from seamguard.model.topology import Topology
 
 IntArray = npt.NDArray[np.int64]
 
-# Severity for the roll-up (a display order, not the state model's): unknown sits just above
-# healthy, since a part nobody hears from is worth a look but is not known to be unwell.
-SEVERITY = {State.HEALTHY: 0, State.UNKNOWN: 1, State.DEGRADED: 2, State.RECOVERY_UNSAFE: 3,
-            State.QUARANTINE: 4, State.HARMFUL: 5, State.FAILED: 6}  # fmt: skip
+SEVERITY = ROLLUP_SEVERITY
 _RANK = np.array([SEVERITY[State(i)] for i in range(len(State))], dtype=np.int64)
 _BY_RANK = np.array([s.value for s in sorted(SEVERITY, key=SEVERITY.__getitem__)], dtype=np.int64)
 SUSPECTS = 8  # a job's unwell nodes named in the fleet's summary

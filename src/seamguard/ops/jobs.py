@@ -1,12 +1,15 @@
 """Each running job as an operator weighs it: its checkpoint plan, expected ETTR, what a failure now
-would roll back, and the risk it slips its deadline. One table for the terminal (``render``), the
-console and ``/v1/fleet``."""
+would roll back, the risk it slips its deadline (one table for the terminal, ``render``, the console
+and ``/v1/fleet``), and the failure mode costing it throughput now (``diagnose.modes``)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 from seamguard.control.controller import Controller
+from seamguard.diagnose.job_signals import job_signals
+from seamguard.diagnose.modes import Diagnoser, Finding
 
 
 def job_rows(controller: Controller) -> list[dict[str, object]]:
@@ -35,3 +38,20 @@ def job_rows(controller: Controller) -> list[dict[str, object]]:
 
 def _num(x: float) -> float | None:
     return None if math.isnan(x) else round(x, 6)
+
+
+@dataclass
+class JobWatch:
+    """The daemon's view of its jobs, replaced whole each tick (the HTTP threads read it without
+    the engine's lock): their stakes, and what mode each is in now."""
+
+    diagnoser: Diagnoser = field(default_factory=Diagnoser)
+    rows: list[dict[str, object]] = field(default_factory=list)
+    findings: tuple[Finding, ...] = ()
+
+    def update(self, controller: Controller, now: float) -> None:
+        self.rows = job_rows(controller)
+        self.findings = tuple(self.diagnoser.tick(job_signals(controller, now)))
+
+    def finding(self, job: str) -> Finding | None:
+        return next((f for f in self.findings if f.job == job), None)

@@ -53,6 +53,7 @@ VIEWER_PATHS = (
     "/v1/ops",
     "/v1/fleet",
     "/v1/nodes",
+    "/v1/diagnosis",
     "/v1/fleet/{entity:path}",
     "/v1/entities/{entity:path}",
     "/v1/events",

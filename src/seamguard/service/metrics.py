@@ -62,6 +62,9 @@ class MetricsView:
     acting: bool = False  # some actuator enforces or waits for approval (else advise only)
     controls: Mapping[str, int] = field(default_factory=dict)  # pause / pin / maintenance -> in force
     awaiting: int = 0  # actions waiting for an operator's approval
+    modes: Mapping[str, tuple[str, float]] = field(
+        default_factory=dict
+    )  # job -> (failure mode, GPU-h/h lost)
 
 
 class _ViewCollector(Collector):
@@ -152,8 +155,22 @@ class _ViewCollector(Collector):
             "Actions an approve-mode actuator holds for a person",
             value=v.awaiting,
         )
+        yield from _diagnosis_metrics(v.modes)
         if self._leadership is not None:  # read now: leadership changes between ticks
             yield from _leadership_metrics(self._leadership())
+
+
+def _diagnosis_metrics(modes: Mapping[str, tuple[str, float]]) -> Iterable[Metric]:
+    """Each running job's failure mode now and what it costs (docs/diagnosis.md)."""
+    mode = GaugeMetricFamily("seamguard_job_failure_mode", "1 for the failure mode each running job is in now",
+                             labels=["job", "mode"])  # fmt: skip
+    loss = GaugeMetricFamily("seamguard_job_loss_gpu_hours_per_hour", "GPU-hours per hour its failure mode costs",
+                             labels=["job"])  # fmt: skip
+    for job, (m, rate) in sorted(modes.items()):
+        mode.add_metric([job, m], 1.0)
+        loss.add_metric([job], rate)
+    yield mode
+    yield loss
 
 
 def _leadership_metrics(lead: LeaderView) -> Iterable[Metric]:

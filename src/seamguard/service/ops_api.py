@@ -25,6 +25,7 @@ from seamguard.ops.controls import FLEET, MAX_FOR_S, MAX_REASON, STANDING, Verb
 from seamguard.ops.desk import OperatorDesk
 from seamguard.ops.desk import Request as OpsRequest
 from seamguard.ops.fleet import MAX_CHILDREN, FleetView
+from seamguard.ops.jobs import JobWatch
 from seamguard.strict_model import StrictModel, format_validation
 
 APPLY_TIMEOUT_S = 30.0  # how long a control waits for the daemon's thread (a tick in progress)
@@ -52,7 +53,7 @@ class OpsHost(Protocol):
     desk: OperatorDesk
     fleet: FleetView
     version: int
-    jobs: list[dict[str, object]]
+    jobs: JobWatch
 
     def status_json(self) -> dict[str, object]: ...
 
@@ -125,8 +126,22 @@ def ops_router(host: OpsHost) -> APIRouter:
             summary_cache.clear()
             summary = summary_cache[id(view)] = view.summary()
         return JSONResponse(
-            {**summary, "version": host.version, "status": host.status_json(), "economics": host.jobs}
+            {
+                **summary,
+                "version": host.version,
+                "status": host.status_json(),
+                "economics": host.jobs.rows,
+                "diagnosis": [f.to_json() for f in host.jobs.findings],
+            }
         )
+
+    @router.get("/v1/diagnosis")
+    def diagnosis(job: str = "") -> dict[str, object]:
+        """The failure mode costing each running job throughput now (``docs/diagnosis.md``)."""
+        found = [f.to_json() for f in host.jobs.findings if not job or f.job == job]
+        if job and not found:
+            raise HTTPException(404, f"no running job {job!r}")
+        return {"now": _finite(host.fleet.now), "jobs": found}
 
     @router.get("/v1/nodes", responses={422: {}})
     def nodes(state: str = "", limit: int = 1000) -> dict[str, object]:

@@ -186,12 +186,16 @@ function renderSide(st) {
   $("leaves").replaceChildren(...fleet.leaves.map((l) => el("li", {}, badge(l.state), link(l.id), el("span", { class: "muted" }, `links: ${counted(l.links)}`))));
   $("storage").replaceChildren(...fleet.storage.map((s) => el("li", {}, badge(s.state), link(s.id))));
   const econ = new Map((fleet.economics || []).map((r) => [`job/${r.job}`, r]));
+  const modes = new Map((fleet.diagnosis || []).map((f) => [`job/${f.job}`, f]));
   $("jobs").replaceChildren(...fleet.jobs.map((j) => {
     const e = econ.get(j.id);
     const stakes = e ? `ETTR ${e.expected_ettr == null ? "–" : e.expected_ettr.toFixed(3)} · rollback ${e.rollback_gpu_h == null ? "–" : e.rollback_gpu_h.toFixed(1)} GPU-h · slip risk ${e.slip_probability == null ? "–" : Math.round(100 * e.slip_probability) + "%"} · plan ${e.plan || "none"}${e.every_s ? " every " + (e.every_s / 60).toFixed(1) + " min" : ""}` : "";
+    const f = modes.get(j.id);
+    const diag = f && f.mode !== "healthy" ? `failure mode: ${f.mode} (${Math.round(100 * f.confidence)}%) · ${f.evidence.join("; ")} · costs ${f.rate_gpu_h_per_h.toFixed(1)} GPU-h/h · ${f.mitigation}` : "";
     const suspects = j.suspects.length ? `suspect parts: ${j.suspects.join(", ")}${j.suspects_total > j.suspects.length ? ` and ${j.suspects_total - j.suspects.length} more` : ""}` : "";
     return el("li", { "data-entity": j.id }, badge(j.state), link(j.id), el("span", { class: "muted" }, `${j.class} · nodes ${counted(j.nodes)}`),
-      ...(stakes ? [el("span", { class: "stakes" }, stakes)] : []), ...(suspects ? [el("span", { class: "suspects" }, suspects)] : []));
+      ...(stakes ? [el("span", { class: "stakes" }, stakes)] : []), ...(diag ? [el("span", { class: "suspects diagnosis" }, diag)] : []),
+      ...(suspects ? [el("span", { class: "suspects" }, suspects)] : []));
   }));
   $("notices").replaceChildren(...(st.active_notices || []).map((n) => el("li", {}, n)));
   if (!(st.active_notices || []).length) $("notices").replaceChildren(el("li", { class: "muted" }, "none"));

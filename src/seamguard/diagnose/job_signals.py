@@ -25,6 +25,7 @@ _BIT = {name: bit for bit, name in THROTTLE_BITS.items()}
 THERMAL_BITS = _BIT["sw_thermal"] | _BIT["hw_thermal"] | _BIT["hw_slowdown"]
 POWER_BITS = _BIT["sw_power_cap"] | _BIT["hw_power_brake"]
 SEAMS = ("fabric", "storage", "facilities", "compute")
+MAX_UNWELL_GPUS = 65_536  # GPUs whose unwell parents are walked a tick (a storm of every GPU: bounded)
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,11 @@ def job_signals(controller: Controller, now: float, slow_rank: float = 0.05) -> 
     spread = np.full(n_jobs, np.nan)
     slow: list[tuple[str, ...]] = []
     throttled: list[tuple[str, ...]] = []
+    # Each job's GPUs as one slice of the GPUs sorted by job: one sort a tick, not a scan per job.
+    order = np.argsort(gpu_job, kind="stable")
+    bounds = np.searchsorted(gpu_job[order], np.arange(n_jobs + 1))
     for j in active.tolist():
-        mine = np.flatnonzero(gpu_job == j)
+        mine = order[bounds[j] : bounds[j + 1]]
         steps = gpu_step[mine]
         ok = np.isfinite(steps)
         if ok.sum() >= 2:
@@ -125,6 +129,7 @@ def _unwell_dependencies(
         "compute": [(EntityKind.GPU, np.arange(node.size)), (EntityKind.NODE, node)],
     }  # fmt: skip
     out: dict[str, tuple[tuple[str, ...], ...]] = {}
+    position = {j: i for i, j in enumerate(active.tolist())}
     for seam, pairs in parents.items():
         rows: list[set[str]] = [set() for _ in active.tolist()]
         for kind, local in pairs:
@@ -133,11 +138,11 @@ def _unwell_dependencies(
                 continue
             ok = (local >= 0) & (gpu_job >= 0)
             g = members[np.where(ok, local, 0)]
-            bad = ok & ~np.isin(states[g], CALM)
-            for i, j in enumerate(active.tolist()):
-                hit = bad & (gpu_job == j)
-                if hit.any():
-                    rows[i].update(topo.ids[e] for e in np.unique(g[hit]).tolist())
+            bad = np.flatnonzero(ok & ~np.isin(states[g], CALM))  # few, but for a storm: bounded below
+            for k in bad[:MAX_UNWELL_GPUS].tolist():
+                i = position.get(int(gpu_job[k]))
+                if i is not None:
+                    rows[i].add(topo.ids[int(g[k])])
         out[seam] = tuple(tuple(sorted(r)) for r in rows)
     # a job's own storage (the jobs file's ``storage``) is one of its dependencies too
     sto = topo.names[EntityKind.STORAGE]

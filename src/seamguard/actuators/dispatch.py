@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +27,7 @@ from seamguard.control.safety import SafetyLayer
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.model.action_kinds import QUARANTINE_KINDS, RELEASE_KIND
 from seamguard.model.actions import Action, ActionResult, ActionStatus
+from seamguard.timeparse import format_time
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,7 @@ class Dispatcher:
             return []
         wait = Awaiting(action, actuator, now, now + self._within[actuator])
         self._awaiting[slot] = wait
-        until = datetime.fromtimestamp(wait.expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        detail = f"awaiting an operator's approval until {until}: seamguard ctl approve {action.key}"
+        detail = f"awaiting an operator's approval until {format_time(wait.expires)}: seamguard ctl approve {action.key}"
         return [record_of(ActionResult(action, actuator, ActionStatus.AWAITING, detail, now))]
 
     def approve(self, key: str, now: float, by: str) -> list[ActionResultRecord]:

@@ -130,6 +130,7 @@ def _unwell_dependencies(
     }  # fmt: skip
     out: dict[str, tuple[tuple[str, ...], ...]] = {}
     position = {j: i for i, j in enumerate(active.tolist())}
+    backends = topo.names[EntityKind.STORAGE]
     for seam, pairs in parents.items():
         rows: list[set[str]] = [set() for _ in active.tolist()]
         for kind, local in pairs:
@@ -143,16 +144,10 @@ def _unwell_dependencies(
                 i = position.get(int(gpu_job[k]))
                 if i is not None:
                     rows[i].add(topo.ids[int(g[k])])
+        if seam == "storage":  # a job's own backend (the jobs file's ``storage``) is a dependency too
+            for j, i in position.items():
+                name = topo.jobs[j].storage
+                if name in backends and int(states[topo.index[f"storage/{name}"]]) not in CALM:
+                    rows[i].add(f"storage/{name}")
         out[seam] = tuple(tuple(sorted(r)) for r in rows)
-    # a job's own storage (the jobs file's ``storage``) is one of its dependencies too
-    sto = topo.names[EntityKind.STORAGE]
-    for i, j in enumerate(active.tolist()):
-        name = topo.jobs[j].storage
-        if name and name in sto:
-            e = f"storage/{name}"
-            gidx = topo.index[e]
-            if int(states[gidx]) not in CALM and e not in out["storage"][i]:
-                rows_s = list(out["storage"])
-                rows_s[i] = tuple(sorted((*rows_s[i], e)))
-                out["storage"] = tuple(rows_s)
     return out

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from seamguard.journal.records import OperatorRecord
+from seamguard.timeparse import format_time
 
 FLEET = "fleet"  # the scope of a fleet-wide pause
 MAX_FOR_S = 7 * 86400.0  # the longest a pause, pin or window may be set for
@@ -65,13 +66,7 @@ class Control:
             else {Verb.PAUSE: "paused", Verb.MAINTENANCE: "in maintenance"}[self.verb]
         )
         scope = "the fleet" if self.target == FLEET else self.target
-        return f"{scope} {what} by {self.principal} until {_stamp(self.until)}: {self.reason}"  # fmt: skip
-
-
-def _stamp(ts: float) -> str:
-    import datetime as dt  # here: a message helper, not a hot path
-
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{scope} {what} by {self.principal} until {format_time(self.until)}: {self.reason}"  # fmt: skip
 
 
 class Controls:

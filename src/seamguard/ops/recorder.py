@@ -34,6 +34,9 @@ class SignalRecorder:
         self._entity = np.full(capacity, -1, dtype=np.int64)
         self._admitted = np.zeros(capacity)  # when each slot was taken
         self._signals: list[tuple[str, ...]] = [() for _ in range(capacity)]
+        self._signal_id = np.full((capacity, SIGNALS), -1, dtype=np.int64)  # index into _names
+        self._names: list[str] = []
+        self._name_id: dict[str, int] = {}
         self._ts = np.full(depth, np.nan)
         self._scores = np.full((depth, capacity, 3), np.nan)  # gfs, prs, fae
         self._values = np.full((depth, capacity, SIGNALS), np.nan)
@@ -62,17 +65,14 @@ class SignalRecorder:
                 [controller.gfs[ent], controller.prs[ent], controller.fae[ent]], axis=1
             )[used]
             self._values[row] = np.nan
-            by_name: dict[str, list[tuple[int, int]]] = {}
-            for slot in np.flatnonzero(used).tolist():
-                for k, name in enumerate(self._signals[slot]):
-                    by_name.setdefault(name, []).append((slot, k))
-            for name, places in by_name.items():
+            # one gather per signal: (slot, k) of every place it is kept, found with one mask
+            ids = np.where(used[:, None], self._signal_id, -1)
+            for sid in np.unique(ids[ids >= 0]).tolist():
                 try:
-                    current = controller.store.current(name)
+                    current = controller.store.current(self._names[sid])
                 except KeyError:
                     continue
-                slots = np.array([p[0] for p in places], dtype=np.int64)
-                ks = np.array([p[1] for p in places], dtype=np.int64)
+                slots, ks = np.nonzero(ids == sid)
                 local = topo.local[self._entity[slots]]
                 ok = local < current.size
                 self._values[row, slots[ok], ks[ok]] = current[local[ok]]
@@ -82,6 +82,7 @@ class SignalRecorder:
             self._topology = topology
             self._slot.clear()
             self._entity[:] = -1
+            self._signal_id[:] = -1
             self._scores[:] = np.nan
             self._values[:] = np.nan
 
@@ -103,6 +104,11 @@ class SignalRecorder:
         items = controller.view(controller.topology.ids[gidx]).evidence
         names = [i.signal for i in items if controller.catalog.get(i.signal) is not None]
         self._signals[slot] = tuple(dict.fromkeys(names))[:SIGNALS]
+        self._signal_id[slot] = -1
+        for k, name in enumerate(self._signals[slot]):
+            self._signal_id[slot, k] = self._name_id.setdefault(name, len(self._name_id))
+            if self._signal_id[slot, k] == len(self._names):
+                self._names.append(name)
 
     def series(self, topology: Topology, gidx: int) -> dict[str, object] | None:
         """The entity's recorded ticks, oldest first (None: not recorded, or ``gidx`` indexes

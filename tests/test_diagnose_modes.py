@@ -178,3 +178,34 @@ def test_a_finding_is_json_safe_before_anything_is_known() -> None:
 
     [f] = Diagnoser().tick(signals(1.0e9))
     assert json.loads(json.dumps(f.to_json(), allow_nan=False))["since"] is None
+
+
+def test_an_unwell_dependency_before_its_impact_is_a_risk_and_its_lead_time_is_kept() -> None:
+    d, now = warmed()
+    hot = unwell(facilities=("cdu/cdu0",))
+    [f] = d.tick(signals(now, unwell=hot))  # the CDU warms; the job's pace is not hurt yet
+    assert (f.mode, f.risk, f.risk_since) == (Mode.HEALTHY, ("cdu/cdu0",), now)
+    assert "not slowing it yet" in f.mitigation and any("pace not hurt yet" in e for e in f.evidence)
+    start = now
+    for _ in range(20):  # ten minutes of warning
+        now += 30.0
+        [f] = d.tick(signals(now, unwell=hot))
+        assert f.risk_since == start  # the window's start stays where it began
+    now += 30.0
+    f = one(d, signals(now, step=2.5, unwell=hot, throttled=(tuple(GPUS[:8]),)))
+    assert f.mode is Mode.THERMAL_POWER and f.risk == ()
+    assert f.lead_time_s == pytest.approx(now + 30.0 - start)  # named on the second tick
+    assert f.to_json()["lead_time_s"] == pytest.approx(now + 30.0 - start)
+    # a fault with no warning has no lead time, and a risk that cleared is forgotten
+    d, now = warmed()
+    d.tick(signals(now, unwell=hot))
+    d.tick(signals(now + 30.0))
+    f = one(d, signals(now + 60.0, step=2.5, unwell=hot, throttled=(tuple(GPUS[:8]),)))
+    assert f.mode is Mode.THERMAL_POWER and np.isnan(f.lead_time_s)
+    assert f.to_json()["lead_time_s"] is None
+
+
+def test_a_healthy_job_with_nothing_unwell_is_at_no_risk() -> None:
+    d, now = warmed()
+    [f] = d.tick(signals(now))
+    assert f.risk == () and np.isnan(f.risk_since) and f.mitigation == ""

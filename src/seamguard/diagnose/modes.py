@@ -11,7 +11,10 @@ Each tick, per job (``diagnose.job_signals``), in order of what can be said most
    switches unwell), **storage I/O limit** (its storage backend unwell), and **input stall** when
    every rank slows alike, its GPUs idle more, and nothing it depends on is unwell: the one mode
    that blames no part;
-4. otherwise **healthy**.
+4. otherwise **healthy**, and **at risk** while a part it depends on is unwell but its pace is not
+   hurt yet: the window before a gradual fault's impact, in which the planner already acts (an
+   early checkpoint, admission restricted, the critical job moved). When the impact comes, the
+   finding carries the lead time that window gave (``lead_time_s``), and the journal keeps it.
 
 A job's usual pace, checkpoint time and GPU use are learnt from its own healthy ticks (an
 exponential average with a long time constant, frozen while any mode is found, so a fault that
@@ -55,6 +58,12 @@ MITIGATION: dict[Mode, tuple[str, str | None]] = {
 }  # fmt: skip
 
 
+RISK_MITIGATION = (
+    "not slowing it yet: seamguard's planner acts on the unwell parts now (its checkpoints come sooner "
+    "as their hazard rises, no new synchronous work goes there, the job moves if tolerating costs more)"
+)
+
+
 @dataclass(frozen=True)
 class DiagnoseConfig:
     min_slowdown: float = 0.08  # the job's pace this much under its usual before a mode is named
@@ -81,6 +90,10 @@ class Finding:
     rate_gpu_h_per_h: float  # GPU-hours it costs per hour now
     mitigation: str
     action: str | None
+    risk: tuple[str, ...] = ()  # while healthy: unwell parts it depends on, not hurting it yet
+    risk_since: float = math.nan  # when they were first seen (the lead time's start)
+    lead_time_s: float = math.nan  # a mode named after a risk: how long before its impact the risk was named
+    held_back_gpu_s_per_s: float = math.nan  # healthy GPUs' time its entities hold back (``diagnose.blast``)
 
     def to_json(self) -> dict[str, object]:
         """JSON-safe: a time or figure not known (a healthy job's ``since``) is null."""
@@ -91,7 +104,9 @@ class Finding:
         return {"job": self.job, "mode": self.mode.value, "confidence": num(self.confidence, 3),
                 "entities": list(self.entities), "evidence": list(self.evidence), "since": num(self.since, 3),
                 "cost_gpu_h": num(self.cost_gpu_h), "rate_gpu_h_per_h": num(self.rate_gpu_h_per_h),
-                "mitigation": self.mitigation, "action": self.action}  # fmt: skip
+                "mitigation": self.mitigation, "action": self.action, "risk": list(self.risk),
+                "risk_since": num(self.risk_since, 3), "lead_time_s": num(self.lead_time_s, 1),
+                "held_back_gpu_s_per_s": num(self.held_back_gpu_s_per_s)}  # fmt: skip
 
 
 @dataclass
@@ -108,6 +123,8 @@ class _Usual:
     candidate: Mode = Mode.HEALTHY  # a different mode judged on ``seen`` ticks in a row, not named yet
     seen: int = 0
     finding: Finding | None = None  # the last finding named (kept while a change awaits confirmation)
+    risk_since: float = math.nan  # an unwell dependency first seen while the job was still healthy
+    lead: float = math.nan  # the lead time the risk gave the mode named now
 
 
 @dataclass
@@ -122,6 +139,9 @@ class Diagnoser:
             mode, conf, entities, evidence, slowdown = self._judge(s, i, u)
             dt = 0.0 if math.isnan(u.last) else max(s.now - u.last, 0.0)
             u.last = s.now
+            risk = _risk(s, i) if mode is Mode.HEALTHY else ()
+            if mode is Mode.HEALTHY:  # the risk window runs while judged healthy with an unwell dependency
+                u.risk_since = (u.risk_since if math.isfinite(u.risk_since) else s.now) if risk else math.nan
             # the share of its GPU time lost: a hung or stalled job (slowdown 1.0 by convention) loses it all
             rate = float(s.gpus[i]) * (
                 1.0 if slowdown >= 1.0 else slowdown / (1.0 + slowdown) if slowdown > 0 else 0.0
@@ -133,26 +153,28 @@ class Diagnoser:
                 u.candidate = mode
                 if mode is not Mode.HANG and u.seen < self.config.confirm_ticks:
                     if u.mode is Mode.HEALTHY:  # not learnt from: something may be starting
-                        out.append(
-                            Finding(job, Mode.HEALTHY, conf, (), evidence, u.since, 0.0, 0.0, "", None)
-                        )
+                        out.append(_healthy(job, conf, evidence, u, risk))
                     else:
                         assert u.finding is not None
                         u.cost += u.finding.rate_gpu_h_per_h * dt / 3600.0
                         u.finding = replace(u.finding, cost_gpu_h=u.cost)
                         out.append(u.finding)
                     continue
+                if u.mode is Mode.HEALTHY:  # an impact: the lead time its risk window gave, if any
+                    u.lead = s.now - u.risk_since if math.isfinite(u.risk_since) else math.nan
                 u.mode, u.since, u.cost = mode, s.now, 0.0
             elif mode is not Mode.HEALTHY:
                 u.cost += rate * dt / 3600.0
             u.candidate, u.seen = mode, 0
             if mode is Mode.HEALTHY:
                 self._learn(s, i, u, dt)
-                u.finding = None
-                out.append(Finding(job, mode, conf, (), evidence, u.since, 0.0, 0.0, "", None))
+                u.finding, u.lead = None, math.nan
+                out.append(_healthy(job, conf, evidence, u, risk))
                 continue
+            u.risk_since = math.nan
             text, action = MITIGATION[mode]
-            u.finding = Finding(job, mode, conf, entities, evidence, u.since, u.cost, rate, text, action)
+            u.finding = Finding(job, mode, conf, entities, evidence, u.since, u.cost, rate, text, action,
+                                lead_time_s=u.lead)  # fmt: skip
             out.append(u.finding)
         return out
 
@@ -247,3 +269,17 @@ class Diagnoser:
                 continue
             old = getattr(u, name)
             setattr(u, name, value if not math.isfinite(old) else old + a * (value - old))
+
+
+def _risk(s: JobSignals, i: int) -> tuple[str, ...]:
+    """The unwell parts a job depends on, every seam at once (its own GPUs included)."""
+    return tuple(sorted({e for seam in s.unwell.values() for e in seam[i]}))
+
+
+def _healthy(job: str, conf: float, evidence: tuple[str, ...], u: _Usual, risk: tuple[str, ...]) -> Finding:
+    """A healthy finding; at risk while ``risk`` is not empty, with the window's start."""
+    if not risk:
+        return Finding(job, Mode.HEALTHY, conf, (), evidence, u.since, 0.0, 0.0, "", None)
+    said = f"{', '.join(risk[:3])}{' and more' if len(risk) > 3 else ''} unwell, its pace not hurt yet"
+    return Finding(job, Mode.HEALTHY, conf, (), (*evidence, said), u.since, 0.0, 0.0, RISK_MITIGATION, None,
+                   risk=risk, risk_since=u.risk_since)  # fmt: skip

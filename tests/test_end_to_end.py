@@ -33,7 +33,8 @@ import numpy as np
 import pytest
 import yaml
 
-from seamguard.daemon import Daemon, StepReport, daemon_topology
+from seamguard.daemon import Daemon, StepReport
+from seamguard.daemon_world import daemon_topology
 from seamguard.journal.records import ActionResultRecord
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.model.catalog import signal_catalog

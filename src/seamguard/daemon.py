@@ -20,7 +20,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +31,6 @@ from seamguard.control.controller import Controller
 from seamguard.control.engine_world import apply_world
 from seamguard.control.safety import SafetyLayer
 from seamguard.diagnose.domains import record_domains
-from seamguard.errors import InputError
 from seamguard.ha.fence import EtcdFence
 from seamguard.ha.leadership import Leadership
 from seamguard.ha.view import LeaderView
@@ -46,9 +44,8 @@ from seamguard.journal.records import (
 )
 from seamguard.live_world import LiveWorld
 from seamguard.model.entities import EntityKind
-from seamguard.model.inventory import JobRecord, read_inventory, read_jobs
 from seamguard.model.states import State
-from seamguard.model.topology import Topology, build_topology
+from seamguard.model.topology import Topology
 from seamguard.model.world import by_id, inventory_of
 from seamguard.ops.desk import OperatorDesk
 from seamguard.ops.entity import RECENT, entity_page
@@ -61,7 +58,6 @@ from seamguard.site_config import DaemonConfig
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import PlacementSource, Source, SourceNotice, WorldFollower
 from seamguard.telemetry.sources.push import PushSource
-from seamguard.telemetry.sources.slurm import job_placements, read_snapshot
 from seamguard.telemetry.sources.unknown_names import unknown_names_notice
 
 log = logging.getLogger(__name__)
@@ -470,30 +466,3 @@ class Daemon:
         if back is None:
             back = self._back[id(built)] = by_id(built, self.topology)
         return batch.reindexed(back)
-
-
-def daemon_topology(config: DaemonConfig, inventory: Path, jobs: Path | None) -> Topology:
-    """The inventory, with the jobs of ``jobs`` or, when Slurm is a source and no jobs file is
-    given, the jobs Slurm is running now."""
-    return daemon_world(config, inventory, jobs)[0]
-
-
-def daemon_world(config: DaemonConfig, inventory: Path, jobs: Path | None) -> tuple[Topology, LiveWorld]:
-    """The topology to start on, and the files it came from, watched for changes (``live_world``)."""
-    if not inventory.exists():
-        raise InputError(str(inventory), "inventory not found")
-    inv = read_inventory(inventory)
-    records: tuple[JobRecord, ...] = ()
-    file_jobs: tuple[JobRecord, ...] = ()
-    if jobs is not None:
-        if not jobs.exists():
-            raise InputError(str(jobs), "jobs file not found")
-        records = file_jobs = read_jobs(jobs, inv)
-    elif config.site.sources.slurm is not None:
-        snap, notices = read_snapshot(config.site.sources.slurm, time.time())
-        for n in notices:
-            log.warning("%s", n)
-        nodes = {r.node for r in inv.nodes}
-        records = tuple(r for r in job_placements(snap, config.site.sources.slurm) if set(r.nodes) <= nodes)
-    scheduled = () if jobs is not None else records  # the scheduler's jobs until it first reports
-    return build_topology(inv, records), LiveWorld(inventory, jobs, inv, file_jobs, scheduled)

@@ -22,7 +22,8 @@ from types import FrameType
 from rich.console import Console
 from rich.markup import escape
 
-from seamguard.daemon import Daemon, StepReport, daemon_world
+from seamguard.daemon import Daemon, StepReport
+from seamguard.daemon_world import daemon_world
 from seamguard.diagnose.domains import record_domains
 from seamguard.diagnose.grouping import group_actions, group_transitions, upstream_cause
 from seamguard.errors import InputError

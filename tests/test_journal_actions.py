@@ -44,7 +44,7 @@ def test_version_3_journal_upgrades_in_place_and_loses_nothing(tmp_path: Path) -
     db.commit()
     db.close()
     with SqliteJournal(path) as j:
-        assert j.get_meta("schema_version") == str(SCHEMA_VERSION) == "6"
+        assert j.get_meta("schema_version") == str(SCHEMA_VERSION) == "7"
         (t,) = j.transitions()
         assert (t.entity, t.to_state, t.epoch, t.evidence[0].text) == ("gpu/n1/0", "quarantine", 4, "91 C")
         (d,) = j.decisions()
@@ -59,7 +59,7 @@ def test_version_3_journal_upgrades_in_place_and_loses_nothing(tmp_path: Path) -
         j.append_actions(
             [ActionResultRecord(60.0, "drain_node", "node/n1", "log", "advised", "would", 4, 5.0, 0)]
         )
-    with SqliteJournal(path, create=False) as j:  # reopening a version-6 journal changes nothing
+    with SqliteJournal(path, create=False) as j:  # reopening a current journal changes nothing
         assert len(j.action_results()) == 1 and len(j.decisions()) == 1
 
 

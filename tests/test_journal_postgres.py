@@ -24,6 +24,7 @@ from seamguard.journal.records import (
     AuditRecord,
     DecisionRecord,
     EvidenceItem,
+    FindingRecord,
     NoticeRecord,
     ObservationRecord,
     OutcomeRecord,
@@ -66,12 +67,15 @@ def records() -> dict[str, list[Any]]:
                            ActionResultRecord(21.0, "resume_node", "node/n1", "slurm", "fenced", "x", 2, math.nan, 0)],
         "notices": [NoticeRecord(20.5, "safety", "warning", "budget")],
         "audit": [AuditRecord(20.6, "ops", "", "GET", "/v1/status", 200, 3)],
+        "findings": [FindingRecord(12.0, "train", "healthy", '{"job":"train","mode":"healthy"}'),
+                     FindingRecord(22.0, "train", "thermal_power", '{"job":"train","mode":"thermal_power","cost_gpu_h":1.5}')],
     }  # fmt: skip
 
 
 def write(j: SqliteJournal | PostgresJournal, r: dict[str, list[Any]]) -> None:
     j.append(r["transitions"], r["decisions"], r["observations"], r["outcomes"])
     j.append_actions(r["action_results"], r["notices"], r["audit"])
+    j.append_findings(r["findings"])
 
 
 def read(j: SqliteJournal | PostgresJournal) -> list[str]:
@@ -81,7 +85,8 @@ def read(j: SqliteJournal | PostgresJournal) -> list[str]:
         j.decisions("gpu/n0/1"), j.decisions("node/n0"), j.outcomes(), j.observations(limit=1),
         j.action_results(), j.action_results("node/n1"), j.action_results(status="done"), j.notices(),
         j.audit(), j.last_observation("gpu/n0/1", 16.0), j.last_observation("gpu/n0/1", 1.0), j.entities(),
-        j.time_range(),
+        j.time_range(), j.findings(), j.findings("train", until=15.0), j.findings(since=15.0), j.findings("none"),
+        j.finding_jobs(),
     )]  # fmt: skip
 
 
@@ -92,6 +97,29 @@ def test_migrations_are_versioned_and_a_journal_behind_them_is_refused(dsn: str)
     assert migrate(dsn) == []  # already current: nothing to do
     with PostgresJournal(dsn) as j:
         assert j.time_range() is None and j.fence_epoch() == 0
+
+
+def test_a_journal_at_version_2_migrates_to_findings_losing_nothing(dsn: str) -> None:
+    """A journal as migrations 1 and 2 left it (before the ``finding`` table): refused until
+    migrated, then only migration 3 runs, its rows are kept, and findings are written and read."""
+    from seamguard.journal.postgres import MIGRATIONS
+
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                     " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")  # fmt: skip
+        for version, sql in MIGRATIONS[:2]:
+            conn.execute(sql)  # our constant DDL, as ``migrate`` runs it
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+        conn.execute("INSERT INTO operator (ts, principal, verb, target, reason, until, detail)"
+                     " VALUES (5.0, 'alice', 'pause', 'fleet', 'why', NULL, '')")  # fmt: skip
+    with pytest.raises(InputError, match="schema version 2, this seamguard writes 3"):
+        PostgresJournal(dsn)
+    assert migrate(dsn) == [3]
+    with PostgresJournal(dsn, epoch=lambda: 1) as j:
+        assert [(o.principal, o.verb) for o in j.operator_actions()] == [("alice", "pause")]
+        assert j.findings() == [] and j.finding_jobs() == []
+        j.append_findings(records()["findings"])
+        assert [f.mode for f in j.findings("train")] == ["healthy", "thermal_power"]
 
 
 def test_migrations_from_two_replicas_at_once_apply_once(dsn: str) -> None:
@@ -148,7 +176,7 @@ def test_a_sqlite_journal_copied_in_reads_the_same(dsn: str, tmp_path: Path) -> 
         expected = read(lite)
     result = runner.invoke(app, ["journal", "copy", "--from", str(src), "--to", dsn])
     assert result.exit_code == 0, result.output
-    assert "copied 9 records (transitions 2, decisions 1" in result.output
+    assert "copied 11 records (transitions 2, decisions 1" in result.output and "finding 2" in result.output
     with PostgresJournal(dsn) as pg:
         assert read(pg) == expected
         with pytest.raises(InputError, match="already holds records"):

@@ -9,6 +9,7 @@ from seamguard.journal.records import (
     ActionResultRecord,
     AuditRecord,
     DecisionRecord,
+    FindingRecord,
     NoticeRecord,
     ObservationRecord,
     OperatorRecord,
@@ -49,6 +50,16 @@ class Journal(Protocol):
     def operator_actions(
         self, until: float | None = None, since: float | None = None
     ) -> list[OperatorRecord]: ...
+
+    def append_findings(self, records: Sequence[FindingRecord]) -> None:
+        """Jobs' diagnosis findings (``diagnose.findings_log``), atomically."""
+        ...
+
+    def findings(
+        self, job: str | None = None, until: float | None = None, since: float | None = None
+    ) -> list[FindingRecord]: ...
+
+    def finding_jobs(self) -> list[str]: ...
 
     def set_meta(self, key: str, value: str) -> None: ...
 

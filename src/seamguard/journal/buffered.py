@@ -20,6 +20,7 @@ from seamguard.journal.records import (
     ActionResultRecord,
     AuditRecord,
     DecisionRecord,
+    FindingRecord,
     NoticeRecord,
     ObservationRecord,
     OperatorRecord,
@@ -62,6 +63,9 @@ class BufferedJournal:
     def append_operator(self, records: Sequence[OperatorRecord]) -> None:
         self._write("operator", (records,))
 
+    def append_findings(self, records: Sequence[FindingRecord]) -> None:
+        self._write("findings", (records,))
+
     def _write(self, kind: str, batch: tuple[Sequence[object], ...]) -> None:
         size = sum(len(part) for part in batch)
         if size:
@@ -78,6 +82,8 @@ class BufferedJournal:
                     self.inner.append(*head)  # type: ignore[arg-type]
                 elif head_kind == "operator":
                     self.inner.append_operator(*head)  # type: ignore[arg-type]
+                elif head_kind == "findings":
+                    self.inner.append_findings(*head)  # type: ignore[arg-type]
                 else:
                     self.inner.append_actions(*head)  # type: ignore[arg-type]
                 self._kept.popleft()
@@ -116,6 +122,14 @@ class BufferedJournal:
 
     def outcomes(self, entity: str | None = None, until: float | None = None) -> list[OutcomeRecord]:
         return self.inner.outcomes(entity, until)
+
+    def findings(
+        self, job: str | None = None, until: float | None = None, since: float | None = None
+    ) -> list[FindingRecord]:
+        return self.inner.findings(job, until, since)
+
+    def finding_jobs(self) -> list[str]:
+        return self.inner.finding_jobs()
 
     def transitions(
         self, entity: str | None = None, until: float | None = None, since: float | None = None

@@ -63,6 +63,11 @@ CREATE TABLE operator ({_ID}, principal TEXT NOT NULL, verb TEXT NOT NULL, targe
     reason TEXT NOT NULL, until DOUBLE PRECISION, detail TEXT NOT NULL);
 CREATE INDEX operator_ts ON operator (ts);
 """),
+    (3, f"""
+CREATE TABLE finding ({_ID}, job TEXT NOT NULL, mode TEXT NOT NULL, finding TEXT NOT NULL);
+CREATE INDEX finding_job_ts ON finding (job, ts);
+CREATE INDEX finding_ts ON finding (ts);
+"""),
 )  # fmt: skip
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _MIGRATION_LOCK = 0x5EA3_6A2D  # pg_advisory_xact_lock key: one migration at a time per database

@@ -135,3 +135,34 @@ class OperatorRecord:
     reason: str
     until: float
     detail: str
+
+
+MAX_FINDING_JSON = 16 * 1024  # bytes of a finding's JSON past which it is refused: one record stays small
+MAX_FINDING_NAME = 1024  # its job's name and its mode
+
+
+@dataclass(frozen=True)
+class FindingRecord:
+    """A running job's diagnosis (``diagnose.modes.Finding``) as journaled, so that its failure
+    mode can be asked for later (``seamguard diagnose``). ``mode`` is kept as a column to query;
+    ``finding`` is the finding whole (``Finding.to_json()`` as JSON text), so that fields a finding
+    gains later are journaled without a new column. Bounded (``MAX_FINDING_JSON`` bytes of
+    JSON, ``MAX_FINDING_NAME`` of job and mode): a larger one is refused, naming the job."""
+
+    ts: float
+    job: str
+    mode: str  # a ``diagnose.modes.Mode`` value: healthy, hang, straggler...
+    finding: str
+
+    def __post_init__(self) -> None:
+        if max(len(self.job), len(self.mode)) > MAX_FINDING_NAME:
+            raise ValueError(
+                f"finding of job {self.job[:200]!r}: a job name or mode longer than the {MAX_FINDING_NAME:,} "
+                "characters one journal record may hold"
+            )
+        size = len(self.finding.encode("utf-8", "surrogatepass"))
+        if size > MAX_FINDING_JSON:
+            raise ValueError(
+                f"finding of job {self.job[:200]!r}: {size:,} bytes of JSON, more than "
+                f"the {MAX_FINDING_JSON:,} one journal record may hold"
+            )

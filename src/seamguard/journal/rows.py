@@ -13,6 +13,7 @@ from seamguard.journal.records import (
     AuditRecord,
     DecisionRecord,
     EvidenceItem,
+    FindingRecord,
     NoticeRecord,
     ObservationRecord,
     OperatorRecord,
@@ -30,6 +31,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "notices": ("ts", "source", "level", "message"),
     "audit": ("ts", "principal", "client", "method", "path", "status", "count"),
     "operator": ("ts", "principal", "verb", "target", "reason", "until", "detail"),
+    "finding": ("ts", "job", "mode", "finding"),
 }  # fmt: skip
 TABLES = tuple(COLUMNS)
 
@@ -87,6 +89,10 @@ def operator_row(o: OperatorRecord) -> tuple[Any, ...]:
     return (o.ts, o.principal, o.verb, o.target, o.reason, real(o.until), o.detail)
 
 
+def finding_row(f: FindingRecord) -> tuple[Any, ...]:
+    return (f.ts, f.job, f.mode, f.finding)
+
+
 # ---- rows to records -------------------------------------------------------------------------
 def transition_of(row: Sequence[Any]) -> TransitionRecord:
     ts, ent, fs, to, gfs, prs, fae, reason, ev, epoch = row
@@ -128,15 +134,20 @@ def operator_of(row: Sequence[Any]) -> OperatorRecord:
     return OperatorRecord(ts, who, verb, target, reason, nan(until), detail)
 
 
+def finding_of(row: Sequence[Any]) -> FindingRecord:
+    ts, job, mode, finding = row
+    return FindingRecord(float(ts), str(job), str(mode), str(finding))
+
+
 ROW_OF: dict[str, Callable[[Any], tuple[Any, ...]]] = {
     "transitions": transition_row, "decisions": decision_row, "outcomes": outcome_row,
     "observations": observation_row, "action_results": action_result_row, "notices": notice_row,
-    "audit": audit_row, "operator": operator_row,
+    "audit": audit_row, "operator": operator_row, "finding": finding_row,
 }  # fmt: skip
 RECORD_OF: dict[str, Callable[[Sequence[Any]], Any]] = {
     "transitions": transition_of, "decisions": decision_of, "outcomes": outcome_of,
     "observations": observation_of, "action_results": action_result_of, "notices": notice_of,
-    "audit": audit_of, "operator": operator_of,
+    "audit": audit_of, "operator": operator_of, "finding": finding_of,
 }  # fmt: skip
 
 
@@ -184,6 +195,7 @@ ENTITIES = (
     "SELECT entity FROM transitions UNION SELECT entity FROM observations UNION SELECT entity FROM decisions"
     " ORDER BY 1"
 )
+FINDING_JOBS = "SELECT DISTINCT job FROM finding ORDER BY 1"
 TIME_RANGE = (
     "SELECT min(lo), max(hi) FROM (SELECT min(ts) lo, max(ts) hi FROM transitions"
     " UNION ALL SELECT min(ts), max(ts) FROM observations UNION ALL SELECT min(ts), max(ts) FROM decisions) AS r"

@@ -14,6 +14,7 @@ from seamguard.journal.records import (
     ActionResultRecord,
     AuditRecord,
     DecisionRecord,
+    FindingRecord,
     NoticeRecord,
     ObservationRecord,
     OperatorRecord,
@@ -98,6 +99,20 @@ class SqlJournal:
     def append_operator(self, records: Sequence[OperatorRecord]) -> None:
         """Operator controls, atomically (written as they are given, not with a tick's output)."""
         self._insert({"operator": records})
+
+    def append_findings(self, records: Sequence[FindingRecord]) -> None:
+        """Jobs' diagnosis findings, atomically (``diagnose.findings_log`` says which and when)."""
+        self._insert({"finding": records})
+
+    def findings(
+        self, job: str | None = None, until: float | None = None, since: float | None = None
+    ) -> list[FindingRecord]:
+        """A job's findings (every job's when None), oldest first."""
+        return self._select("finding", rows.where(self.MARK, job, until, since, ("job",)))
+
+    def finding_jobs(self) -> list[str]:
+        """The jobs that have a finding in the journal, by name."""
+        return [str(r[0]) for r in self._rows(rows.FINDING_JOBS)]
 
     def observations(
         self, entity: str | None = None, until: float | None = None, limit: int | None = None

@@ -24,11 +24,11 @@ from seamguard.journal import rows
 from seamguard.journal.lock import WriterLock
 from seamguard.journal.sql_journal import SqlJournal
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Version 1 journals lack decisions.cause; version 2 the predicted cost and benefit of decisions
 # and the outcomes table; version 3 the action_results and notices tables; version 4 the audit
-# table; version 5 the operator table. Opening an older journal adds what it lacks (old values read as ''/NaN; new tables start
-# empty).
+# table; version 5 the operator table; version 6 the finding table (jobs' diagnosis). Opening an
+# older journal adds what it lacks (old values read as ''/NaN; new tables start empty).
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,6 +69,11 @@ CREATE TABLE IF NOT EXISTS operator (
     id INTEGER PRIMARY KEY, ts REAL NOT NULL, principal TEXT NOT NULL, verb TEXT NOT NULL,
     target TEXT NOT NULL, reason TEXT NOT NULL, until REAL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS operator_ts ON operator (ts);
+CREATE TABLE IF NOT EXISTS finding (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, job TEXT NOT NULL, mode TEXT NOT NULL,
+    finding TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS finding_job_ts ON finding (job, ts);
+CREATE INDEX IF NOT EXISTS finding_ts ON finding (ts);
 """
 
 
@@ -168,8 +173,8 @@ class SqliteJournal(SqlJournal):
     def _upgrade(self, seen: int) -> None:
         """Add what an older journal lacks in one transaction; the version is re-read under the
         write lock so two processes opening the same old journal do not both alter it. (The
-        outcomes, action_results, notices, audit and operator tables are created by the schema script,
-        which runs first: an upgrade to 4, 5 or 6 only moves the version.)"""
+        outcomes, action_results, notices, audit, operator and finding tables are created by the
+        schema script, which runs first: an upgrade to 4, 5, 6 or 7 only moves the version.)"""
         db = self._db
         with self._write():
             (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()

@@ -49,7 +49,7 @@ INPUT_SLOWDOWN: dict[str, float] = {
 }
 # Kinds whose whole effect is their hard failure (or, for sdc, the corruption found later).
 HARD_ONLY: frozenset[str] = frozenset(
-    {"gsp_error", "link_down", "node_crash", "software_crash", "job_hang", "sdc"}
+    {"gsp_error", "link_down", "node_crash", "node_reboot", "software_crash", "job_hang", "sdc"}
 )
 
 

@@ -3,11 +3,12 @@ costs something (the impact a detection is measured against)."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from seamguard.model.entities import EntityKind
 from seamguard.twin.effects import INPUT_SLOWDOWN, input_jobs
-from seamguard.twin.faults import HardEffect
+from seamguard.twin.faults import Fault, HardEffect
 from seamguard.twin.fleet import Actor, domain_nodes
 from seamguard.twin.jobs import Failure, JobEvent
 from seamguard.twin.storage_env import LATENCY_SAVE_EXPONENT
@@ -47,6 +48,9 @@ def hard_events(twin: Twin, t0: float, t1: float) -> list[HardEvent]:
             out.append((f.hard_at, "job", f.local, JobEvent(f.hard_at, fail)))
         elif eff is HardEffect.SDC:
             twin.sdc_due.append((f.onset + ops.sdc_detect_h * 3600.0, f))
+    for f in twin.active:  # a reboot over: the host is back whole by itself
+        if f.fid in twin.fired and f.fid not in twin.cleared and t0 < f.back_at <= t1:
+            back_up(twin, f)
     for due, f in list(twin.sdc_due):
         if t0 < due <= t1:
             twin.sdc_due.remove((due, f))
@@ -55,6 +59,19 @@ def hard_events(twin: Twin, t0: float, t1: float) -> list[HardEvent]:
             out.append((due, "node", node, JobEvent(due, Failure.SDC, since=f.onset)))
     out.sort(key=lambda e: e[0])
     return out
+
+
+def back_up(twin: Twin, f: Fault) -> None:
+    """A transient hard failure (``node_reboot``) ends: its host is up, nothing left to repair. A
+    host a prolog check (or a policy) drained meanwhile comes back through its repair, which is
+    the rest of the reboot (``Fault.repair_s``)."""
+    if twin.fleet.drained[f.local] or twin.fleet.in_repair[f.local]:
+        return
+    twin.cleared.add(f.fid)
+    twin.cleared_at.setdefault(f.fid, f.back_at)
+    twin.plant.node_down[f.local] = False
+    twin.node_down_since[f.local] = math.inf
+    twin.broken_since[f.local] = math.inf
 
 
 def gpu_dies(twin: Twin, t: float, gpu: int, xid: int) -> HardEvent:

@@ -10,6 +10,13 @@ policies see telemetry, never faults (only ``oracle`` reads them).
 ``FAULT_KINDS`` is the one table of fault kinds: the twin's physics (``effects``, the hard
 events), the labelled detection suite (``labelled``) and the scope function (``scope``) all draw
 from it, and tests check each of them models every kind, so a new kind is added here first.
+
+A *transient* hard failure (``FaultKind.down_s`` > 0: ``node_reboot``) heals by itself: the host is
+down for ``down_s`` x severity from ``hard_at`` (``Fault.back_at``), its jobs crash with it, and it
+comes back whole with no repair (drained meanwhile by a prolog check, its "repair" is the rest of
+the reboot: ``repair_s``). It has no gray phase (``gray`` is False), and it is not ``benign``: the
+host really is down, so an engine that sees it failed while it reboots is right, not a false
+quarantine; one that keeps it out after ``back_at`` is not.
 """
 
 from __future__ import annotations
@@ -46,8 +53,10 @@ class FaultKind:
     description: str = ""
     hard_by_default: bool = True  # False: gray unless a scenario says `hard: true`
     observable: bool = True  # False: no telemetry shows it (silent data corruption)
+    down_s: float = 0.0  # > 0: a transient hard failure, down this long x severity, then whole again
 
 
+REBOOT_S = 300.0  # a host's reboot at severity 1: firmware, kernel, drivers and health checks
 FAULT_KINDS: dict[str, FaultKind] = {
     k.name: k
     for k in (
@@ -84,6 +93,9 @@ FAULT_KINDS: dict[str, FaultKind] = {
                               "slower; every job reading from it runs 40% x severity slower, job-wide"),
         FaultKind("node_crash", EntityKind.NODE, HardEffect.NODE, None, False,
                   description="the host goes down (hardware, kernel, unplanned maintenance)"),
+        FaultKind("node_reboot", EntityKind.NODE, HardEffect.NODE, None, False, down_s=REBOOT_S,
+                  description="the host reboots (a kernel panic, a watchdog, a maintenance reboot): down "
+                              "5 min x severity, then back whole; its jobs crash and restart"),
         FaultKind("software_crash", EntityKind.JOB, HardEffect.JOB_CRASH, None, True,
                   description="the job dies of a software fault; no hardware is at fault"),
         FaultKind("job_hang", EntityKind.JOB, HardEffect.JOB_HANG, None, True,
@@ -120,6 +132,20 @@ class Fault:
     source: str  # "declared" or the hazard category that produced it
     repair_s: float
 
+    def __post_init__(self) -> None:
+        if self.spec.down_s > 0:  # a reboot's "repair" (a prolog check drained it) is the reboot itself
+            object.__setattr__(self, "repair_s", self.down_for)
+
+    @property
+    def down_for(self) -> float:
+        """How long a transient hard failure keeps its target down (0: not transient)."""
+        return self.spec.down_s * self.severity
+
+    @property
+    def back_at(self) -> float:
+        """When a transient hard failure's target is whole again by itself (inf: it needs a repair)."""
+        return self.hard_at + self.down_for if self.down_for > 0 and self.hard else math.inf
+
     @property
     def spec(self) -> FaultKind:
         return FAULT_KINDS[self.kind]
@@ -140,7 +166,7 @@ class Fault:
     @property
     def gray(self) -> bool:
         """Has a phase a policy could act on before (or instead of) a hard failure."""
-        return not self.benign and (self.ramp > 0 or not self.hard)
+        return not self.benign and self.spec.down_s <= 0 and (self.ramp > 0 or not self.hard)
 
     def progress(self, t: float) -> float:
         if t < self.onset:

@@ -329,8 +329,8 @@ class SyntheticFleet:
         for f in self._by_kind.get("exporter_silent", []):
             silent[f.local] |= bool(f.onset <= ts_node[f.local] < f.onset + f.ramp)
         down = np.full(nn, np.nan)  # seconds since a host died
-        for f in self._hard.get(HardEffect.NODE, []):
-            if ts_node[f.local] >= f.hard_at:
+        for f in self._hard.get(HardEffect.NODE, []):  # down from its hard failure (a reboot: until back)
+            if f.hard_at <= ts_node[f.local] < f.back_at:
                 down[f.local] = ts_node[f.local] - f.hard_at
         host_down = np.isfinite(down)
         silent |= host_down

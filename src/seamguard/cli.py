@@ -175,6 +175,44 @@ def explain(
 
 
 @app.command()
+def diagnose(
+    job: Annotated[str, typer.Argument(help="the job's name (or job/NAME), as the scheduler calls it")],
+    journal: Annotated[str, typer.Option(help="journal written by seamguard run: a SQLite file or a postgresql:// DSN")],
+    at: Annotated[str | None, typer.Option(help="unix seconds or ISO 8601; default: the job's last finding")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of the panel")] = False,
+) -> None:  # fmt: skip
+    """Say which failure mode cost a job throughput at a time, where, how much, what to do, and its modes until then."""
+    import json
+
+    from seamguard.diagnose.history import NoFindingsError, UnknownJobError, job_diagnosis
+    from seamguard.journal.base import JournalUnavailableError
+    from seamguard.journal.postgres import PostgresJournal, is_postgres, shown_location
+    from seamguard.journal.sqlite import SqliteJournal
+    from seamguard.render import render_job_diagnosis
+    from seamguard.timeparse import parse_time
+
+    if not is_postgres(journal) and not Path(journal).exists():
+        raise _fail(f"{journal}: no such journal")
+    try:
+        when = parse_time(at) if at is not None else None
+    except ValueError as exc:
+        raise _fail(f"--at: {exc}") from None
+    try:
+        # opened to read only: a SQLite journal without the writer's lock (WAL: while a daemon writes)
+        opened = (
+            PostgresJournal(journal) if is_postgres(journal) else SqliteJournal(Path(journal), read_only=True)
+        )
+        with opened as jr:
+            found = job_diagnosis(jr, job, when, shown_location(journal))
+    except (InputError, JournalUnavailableError, NoFindingsError, UnknownJobError) as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(found.to_json()))
+        return
+    render_job_diagnosis(Console(), found)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="directory for telemetry, journal and transitions")] = Path(
         "demo-out"

@@ -31,6 +31,7 @@ from seamguard.control.controller import Controller
 from seamguard.control.engine_world import apply_world
 from seamguard.control.safety import SafetyLayer
 from seamguard.diagnose.domains import record_domains
+from seamguard.diagnose.findings_log import FindingsLog
 from seamguard.ha.fence import EtcdFence
 from seamguard.ha.leadership import Leadership
 from seamguard.ha.view import LeaderView
@@ -174,6 +175,7 @@ class Daemon:
         self.recent_decisions: deque[DecisionRecord] = deque(maxlen=RECENT)
         self.recent_outcomes: deque[OutcomeRecord] = deque(maxlen=RECENT)
         self.jobs = JobWatch()  # each running job's plan, stakes and failure mode (``ops.jobs``)
+        self.findings_log = FindingsLog()  # which of those findings are journaled, and when
         self.recorder = SignalRecorder()  # the console's plots of scores and signals around a transition
         self._status = self._snapshot()
         self._metrics_view = self._view()  # replaced whole each step, like ``_status``
@@ -253,6 +255,7 @@ class Daemon:
         )
         if self.journal is not None and leading and (results or journal_notices or audit):
             self.journal.append_actions(results, journal_notices, audit)
+        self._journal_findings(now, leading)
         if self.leadership is not None:
             self.leadership.ticked(now)
         results = operated + results
@@ -268,6 +271,20 @@ class Daemon:
         return StepReport(
             now, len(batch), tuple(notices), result.transitions, tuple(results), tuple(safety_notices)
         )
+
+    def _journal_findings(self, now: float, leading: bool) -> None:
+        """Each job's failure mode when it changes and every few minutes while it lasts
+        (``diagnose.findings_log``), by the leader only. A write that fails is logged and the tick
+        goes on: a finding records what was seen, and no action waits on it."""
+        if self.journal is None or not leading:
+            self.findings_log.forget()  # a new leadership journals every job afresh
+            return
+        records = self.findings_log.due(self.jobs.findings, now)
+        if records:
+            try:
+                self.journal.append_findings(records)
+            except Exception:
+                log.exception("journal: %d diagnosis finding(s) not written", len(records))
 
     def operate(self, now: float) -> list[ActionResultRecord]:
         """Apply the operator requests waiting (``ops.desk``): called at each tick and, woken by

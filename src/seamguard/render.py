@@ -11,6 +11,7 @@ from rich.text import Text
 
 from seamguard.control.controller import Controller
 from seamguard.diagnose.explain import Explanation, valued
+from seamguard.diagnose.history import JobDiagnosis
 from seamguard.model.states import State
 from seamguard.ops.jobs import job_rows
 from seamguard.timeparse import format_time
@@ -146,3 +147,52 @@ def _nan(x: object) -> float:
 
 def _num(x: float, places: int) -> str:
     return "-" if math.isnan(x) else f"{x:,.{places}f}"
+
+
+MODE_STYLE = {"healthy": "green", "input_stall": "yellow", "straggler": "yellow", "hang": "bold red"}
+
+
+def render_job_diagnosis(console: Console, d: JobDiagnosis) -> None:
+    """``seamguard diagnose``: the finding in force (mode, where, how much, what to do) and the
+    job's modes up to then."""
+    f = d.finding
+    since = f.get("since")  # a healthy finding has none: then since its stretch began
+    since = since if isinstance(since, int | float) else d.history[-1].start if d.history else None
+    head = Text.assemble(
+        (f"job {d.job}", "bold"), " is ", (d.mode, MODE_STYLE.get(d.mode, "red")),
+        f" (confidence {_num(_nan(f.get('confidence')), 2)})" if "confidence" in f else "",
+        f" since {format_time(float(since))}" if isinstance(since, int | float) else "",
+        (f" · as journaled at {format_time(d.recorded)}"
+         + (f", asked at {format_time(d.at)}" if d.at is not None else ", the journal's last word")),
+    )  # fmt: skip
+    parts: list[Table | Text] = [head]
+    if d.mode != "healthy":
+        cost, rate = _nan(f.get("cost_gpu_h")), _nan(f.get("rate_gpu_h_per_h"))
+        parts.append(Text(f"cost so far {_num(cost, 2)} GPU-h, now {_num(rate, 2)} GPU-h per hour"))
+    for label, key in (("points at", "entities"), ("at risk from", "risk")):
+        shown = f.get(key)
+        if isinstance(shown, list) and shown:
+            parts.append(
+                Text(f"{label}: {', '.join(map(str, shown[:12]))}" + (" …" if len(shown) > 12 else ""))
+            )
+    evidence = f.get("evidence")
+    if isinstance(evidence, list) and evidence:
+        parts.append(Text("evidence:", style="bold"))
+        parts.extend(Text(f"  • {e}") for e in evidence)
+    if f.get("mitigation"):
+        parts.append(Text(f"mitigation: {f['mitigation']}", style="cyan"))
+        parts.append(
+            Text(f"seamguard's action: {f.get('action') or 'none (no part is at fault)'}", style="cyan")
+        )
+    lead = f.get("lead_time_s")
+    if isinstance(lead, int | float):
+        parts.append(Text(f"named as a risk {lead:,.0f} s before it cost the job anything"))
+    history = Table(title="mode history" + (" up to then" if d.at is not None else ""), show_edge=False)
+    for col in ("from", "until", "mode", "cost (GPU-h)"):
+        history.add_column(col, justify="right" if col.startswith("cost") else "left")
+    for e in d.history:
+        paid = "-" if e.cost_gpu_h is None else f"{e.cost_gpu_h:,.2f}"
+        until = "(in force)" if e.end is None else format_time(e.end)
+        history.add_row(format_time(e.start), until, Text(e.mode, MODE_STYLE.get(e.mode, "red")), paid)
+    parts.append(history)
+    console.print(Panel(Group(*parts), title="seamguard diagnose", expand=False))

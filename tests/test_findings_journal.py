@@ -143,6 +143,29 @@ def test_journaled_when_first_seen_when_the_mode_changes_and_every_few_minutes_w
     ], got  # fmt: skip
 
 
+def test_a_risk_named_and_its_end_are_journaled_and_the_lead_time_reads_back() -> None:
+    """The start of a pre-failure window is news (its lead time is read from the journal later);
+    the same risk tick after tick is not."""
+    from dataclasses import replace
+
+    log = FindingsLog(every_s=300.0)
+    calm = finding("train", Mode.HEALTHY)
+    risky = replace(calm, risk=("cdu/cdu1",), risk_since=T0 + 10)
+    hot = replace(finding("train", Mode.THERMAL_POWER, T0 + 60), lead_time_s=50.0)
+    ticks = [
+        (T0, [calm]),
+        *[(T0 + 10 * k, [risky]) for k in range(1, 6)],
+        (T0 + 60, [hot]),
+        (T0 + 70, [calm]),
+    ]
+    got = [(r.ts - T0, r.mode, json.loads(r.finding)["risk"], json.loads(r.finding)["lead_time_s"])
+           for now, fs in ticks for r in log.due(fs, now)]  # fmt: skip
+    assert got == [
+        (0.0, "healthy", [], None), (10.0, "healthy", ["cdu/cdu1"], None),  # first seen; the risk named once
+        (60.0, "thermal_power", [], 50.0), (70.0, "healthy", [], None),  # the impact, with its lead time
+    ], got  # fmt: skip
+
+
 def test_nothing_while_steady_and_a_steady_unwell_job_only_every_few_minutes() -> None:
     log = FindingsLog(every_s=300.0)
     assert len(log.due([finding("a", Mode.HEALTHY), finding("b", Mode.STRAGGLER)], T0)) == 2
@@ -330,3 +353,23 @@ def test_the_twin_fed_daemon_journals_its_jobs_failure_mode(tmp_path: Path) -> N
     assert (
         "job train is thermal_power" in found.output and "seamguard's action: checkpoint_now" in found.output
     )
+
+
+def test_diagnose_shows_a_risk_its_lead_time_and_the_healthy_time_held_back(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    risky = replace(finding("train", Mode.HEALTHY), risk=("cdu/cdu1",), risk_since=T0 + 10,
+                    mitigation="not slowing it yet")  # fmt: skip
+    hot = replace(finding("train", Mode.THERMAL_POWER, T0 + 600, 0.1, 36.0), lead_time_s=590.0,
+                  held_back_gpu_s_per_s=9.5)  # fmt: skip
+    path = tmp_path / "j.sqlite"
+    with SqliteJournal(path) as j:
+        j.append_findings([finding_record(risky, T0 + 10), finding_record(hot, T0 + 600)])
+    then = runner.invoke(app, ["diagnose", "train", "--journal", str(path), "--at", "2027-01-15T08:05:00Z"])
+    assert then.exit_code == 0, then.output
+    for said in ("at risk from: cdu/cdu1", "seamguard's action: the planner's, on each part at risk"):
+        assert said in then.output, (said, then.output)
+    now = runner.invoke(app, ["diagnose", "train", "--journal", str(path)])
+    for said in ("named as a risk 590 s before it cost the job anything",
+                 "holds back 9.5 healthy GPU-seconds per second"):  # fmt: skip
+        assert said in now.output, (said, now.output)

@@ -404,7 +404,8 @@ class Daemon:
                            [s.name for s in self.sources], self.safety, self.dispatcher.breakers(now))  # fmt: skip
         controls = Counter(c.verb.value for c in self.desk.controls.active())
         return replace(view, acting=self._acting_mode == "act", controls=dict(controls), awaiting=len(self.dispatcher.awaiting()),
-                       modes={f.job: (f.mode.value, f.rate_gpu_h_per_h) for f in self.jobs.findings})  # fmt: skip
+                       modes={f.job: (f.mode.value, f.rate_gpu_h_per_h, f.held_back_gpu_s_per_s, bool(f.risk))
+                              for f in self.jobs.findings})  # fmt: skip
 
     def _snapshot(self) -> DaemonStatus:
         now = self.controller.now

@@ -169,6 +169,9 @@ def render_job_diagnosis(console: Console, d: JobDiagnosis) -> None:
     if d.mode != "healthy":
         cost, rate = _nan(f.get("cost_gpu_h")), _nan(f.get("rate_gpu_h_per_h"))
         parts.append(Text(f"cost so far {_num(cost, 2)} GPU-h, now {_num(rate, 2)} GPU-h per hour"))
+        held = f.get("held_back_gpu_s_per_s")
+        if isinstance(held, int | float) and held > 0:
+            parts.append(Text(f"holds back {held:,.1f} healthy GPU-seconds per second (its other GPUs wait)"))
     for label, key in (("points at", "entities"), ("at risk from", "risk")):
         shown = f.get(key)
         if isinstance(shown, list) and shown:
@@ -181,9 +184,8 @@ def render_job_diagnosis(console: Console, d: JobDiagnosis) -> None:
         parts.extend(Text(f"  • {e}") for e in evidence)
     if f.get("mitigation"):
         parts.append(Text(f"mitigation: {f['mitigation']}", style="cyan"))
-        parts.append(
-            Text(f"seamguard's action: {f.get('action') or 'none (no part is at fault)'}", style="cyan")
-        )
+        none = "the planner's, on each part at risk" if f.get("risk") else "none (no part is at fault)"
+        parts.append(Text(f"seamguard's action: {f.get('action') or none}", style="cyan"))
     lead = f.get("lead_time_s")
     if isinstance(lead, int | float):
         parts.append(Text(f"named as a risk {lead:,.0f} s before it cost the job anything"))

@@ -3,7 +3,8 @@ failure mode can be asked for later (``seamguard diagnose``) without a row per j
 fleet of thousands of jobs ticking every 10 s that would be most of the journal.
 
 A job's finding is journaled when it is first seen (healthy or not), when its named mode changes
-(back to healthy included), and again every ``every_s`` while it stays not healthy, so that the
+(back to healthy included), when a healthy job comes at risk or stops being at risk (the start of
+a pre-failure window, so its lead time can be read back), and again every ``every_s`` while it stays not healthy, so that the
 cost it has run up so far is kept. A job steady and healthy writes nothing more: one row per job
 started, not per tick. When an unwell mode ends (a change, or the job leaves the fleet), its last
 finding is journaled too if it was not (at the tick it was seen), so the whole cost of each
@@ -39,7 +40,7 @@ class FindingsLog:
     yet: the rule needs nothing else (module docstring)."""
 
     every_s: float = EVERY_S
-    last: dict[str, tuple[Mode, float]] = field(default_factory=dict)  # job -> mode journaled, when
+    last: dict[str, tuple[Mode, bool, float]] = field(default_factory=dict)  # job -> mode, at risk, when
     unsaid: dict[str, tuple[Finding, float]] = field(default_factory=dict)  # job -> unwell finding, when
 
     def due(self, findings: Sequence[Finding], now: float) -> list[FindingRecord]:
@@ -48,15 +49,20 @@ class FindingsLog:
         for f in findings:
             before = self.last.get(f.job)
             if before is not None:
-                mode, at = before
-                if f.mode is mode and (mode is Mode.HEALTHY or now - at < self.every_s):
+                mode, risky, at = before
+                steady = f.mode is mode and bool(f.risk) == risky  # a risk named or gone is news too
+                if steady and (mode is Mode.HEALTHY or now - at < self.every_s):
                     if mode is not Mode.HEALTHY:  # steady and unwell: its cost grows unjournaled
                         self.unsaid[f.job] = (f, now)
                     continue
             closing = self.unsaid.pop(f.job, None)
             if closing is not None and closing[0].mode is not f.mode:  # the stretch that ends, whole
                 self._record(out, *closing)
-            self.last[f.job] = (f.mode, now)  # a record refused below is not tried again every tick
+            self.last[f.job] = (
+                f.mode,
+                bool(f.risk),
+                now,
+            )  # a record refused below is not tried again every tick
             self._record(out, f, now)
         running = {f.job for f in findings}
         if len(self.last) > len(running):  # every running job is in ``last`` now: the rest ended

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from seamguard.control.controller import Controller
 from seamguard.diagnose.job_signals import job_signals
 from seamguard.diagnose.modes import Diagnoser, Finding
+from seamguard.ops.diagnosis_view import DiagnosisView, diagnosis_view
 
 
 def job_rows(controller: Controller) -> list[dict[str, object]]:
@@ -47,11 +48,15 @@ class JobWatch:
 
     diagnoser: Diagnoser = field(default_factory=Diagnoser)
     rows: list[dict[str, object]] = field(default_factory=list)
-    findings: tuple[Finding, ...] = ()
+    view: DiagnosisView = field(default_factory=DiagnosisView)  # findings, parts' and domains' blast radius
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return self.view.findings
 
     def update(self, controller: Controller, now: float) -> None:
         self.rows = job_rows(controller)
-        self.findings = tuple(self.diagnoser.tick(job_signals(controller, now)))
+        self.view = diagnosis_view(controller, now, self.diagnoser.tick(job_signals(controller, now)))
 
     def finding(self, job: str) -> Finding | None:
         return next((f for f in self.findings if f.job == job), None)

@@ -62,9 +62,8 @@ class MetricsView:
     acting: bool = False  # some actuator enforces or waits for approval (else advise only)
     controls: Mapping[str, int] = field(default_factory=dict)  # pause / pin / maintenance -> in force
     awaiting: int = 0  # actions waiting for an operator's approval
-    modes: Mapping[str, tuple[str, float]] = field(
-        default_factory=dict
-    )  # job -> (failure mode, GPU-h/h lost)
+    # job -> (failure mode, GPU-h/h lost, healthy GPU-s/s its suspect parts hold back (NaN: none), at risk)
+    modes: Mapping[str, tuple[str, float, float, bool]] = field(default_factory=dict)
 
 
 class _ViewCollector(Collector):
@@ -160,17 +159,24 @@ class _ViewCollector(Collector):
             yield from _leadership_metrics(self._leadership())
 
 
-def _diagnosis_metrics(modes: Mapping[str, tuple[str, float]]) -> Iterable[Metric]:
+def _diagnosis_metrics(modes: Mapping[str, tuple[str, float, float, bool]]) -> Iterable[Metric]:
     """Each running job's failure mode now and what it costs (docs/diagnosis.md)."""
     mode = GaugeMetricFamily("seamguard_job_failure_mode", "1 for the failure mode each running job is in now",
                              labels=["job", "mode"])  # fmt: skip
     loss = GaugeMetricFamily("seamguard_job_loss_gpu_hours_per_hour", "GPU-hours per hour its failure mode costs",
                              labels=["job"])  # fmt: skip
-    for job, (m, rate) in sorted(modes.items()):
+    held = GaugeMetricFamily("seamguard_job_held_back_gpu_seconds_per_second",
+                             "Healthy GPU-seconds per second the parts its failure mode points at hold back",
+                             labels=["job"])  # fmt: skip
+    risk = GaugeMetricFamily("seamguard_job_at_risk",
+                             "1 while a part the job depends on is unwell but its pace is not hurt yet",
+                             labels=["job"])  # fmt: skip
+    for job, (m, rate, held_back, at_risk) in sorted(modes.items()):
         mode.add_metric([job, m], 1.0)
         loss.add_metric([job], rate)
-    yield mode
-    yield loss
+        held.add_metric([job], 0.0 if math.isnan(held_back) else held_back)
+        risk.add_metric([job], float(at_risk))
+    yield from (mode, loss, held, risk)
 
 
 def _leadership_metrics(lead: LeaderView) -> Iterable[Metric]:

@@ -138,10 +138,10 @@ def ops_router(host: OpsHost) -> APIRouter:
     @router.get("/v1/diagnosis")
     def diagnosis(job: str = "") -> dict[str, object]:
         """The failure mode costing each running job throughput now (``docs/diagnosis.md``)."""
-        found = [f.to_json() for f in host.jobs.findings if not job or f.job == job]
-        if job and not found:
+        found = host.jobs.view.to_json(job)
+        if job and not found["jobs"]:
             raise HTTPException(404, f"no running job {job!r}")
-        return {"now": _finite(host.fleet.now), "jobs": found}
+        return {"now": _finite(host.fleet.now), **found}
 
     @router.get("/v1/nodes", responses={422: {}})
     def nodes(state: str = "", limit: int = 1000) -> dict[str, object]:

@@ -12,6 +12,7 @@ console is left alone. Screenshots go to ``$SEAMGUARD_SCREENSHOTS`` (default
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,11 @@ def test_an_operator_approves_a_waiting_drain_and_it_is_carried_out(browser: Any
     with cd.journal() as j:
         [approval] = [r for r in j.operator_actions() if r.verb == "approve"]
     assert approval.principal == "operator"
+    # the job's failure mode, what it costs and the healthy time its hot GPU holds back
+    cd.step_to(DRAINED_AT + 3)
+    said = '#jobs li[data-entity="job/train"] .diagnosis:has-text("failure mode: thermal_power")'
+    page.wait_for_selector(said, timeout=LIVE_S)
+    assert re.search(r"holds back \d+\.\d healthy GPU-s/s", page.inner_text(said)), page.inner_text(said)
 
 
 def test_a_viewer_sees_no_control_and_the_api_refuses_one(browser: Any, cd: ConsoleDaemon) -> None:

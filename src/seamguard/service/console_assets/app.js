@@ -191,7 +191,10 @@ function renderSide(st) {
     const e = econ.get(j.id);
     const stakes = e ? `ETTR ${e.expected_ettr == null ? "–" : e.expected_ettr.toFixed(3)} · rollback ${e.rollback_gpu_h == null ? "–" : e.rollback_gpu_h.toFixed(1)} GPU-h · slip risk ${e.slip_probability == null ? "–" : Math.round(100 * e.slip_probability) + "%"} · plan ${e.plan || "none"}${e.every_s ? " every " + (e.every_s / 60).toFixed(1) + " min" : ""}` : "";
     const f = modes.get(j.id);
-    const diag = f && f.mode !== "healthy" ? `failure mode: ${f.mode} (${Math.round(100 * f.confidence)}%) · ${f.evidence.join("; ")} · costs ${f.rate_gpu_h_per_h.toFixed(1)} GPU-h/h · ${f.mitigation}` : "";
+    const held = f && f.held_back_gpu_s_per_s > 0 ? ` · holds back ${f.held_back_gpu_s_per_s.toFixed(1)} healthy GPU-s/s` : "";
+    const lead = f && f.lead_time_s != null ? ` · named as a risk ${Math.round(f.lead_time_s / 60)} min before` : "";
+    const diag = f && f.mode !== "healthy" ? `failure mode: ${f.mode} (${Math.round(100 * f.confidence)}%) · ${f.evidence.join("; ")} · costs ${f.rate_gpu_h_per_h.toFixed(1)} GPU-h/h${held}${lead} · ${f.mitigation}`
+      : f && f.risk && f.risk.length ? `at risk: ${f.evidence.join("; ")} · ${f.mitigation}` : "";
     const suspects = j.suspects.length ? `suspect parts: ${j.suspects.join(", ")}${j.suspects_total > j.suspects.length ? ` and ${j.suspects_total - j.suspects.length} more` : ""}` : "";
     return el("li", { "data-entity": j.id }, badge(j.state), link(j.id), el("span", { class: "muted" }, `${j.class} · nodes ${counted(j.nodes)}`),
       ...(stakes ? [el("span", { class: "stakes" }, stakes)] : []), ...(diag ? [el("span", { class: "suspects diagnosis" }, diag)] : []),

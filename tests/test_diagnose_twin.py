@@ -92,3 +92,49 @@ def test_the_daemon_serves_each_jobs_failure_mode_and_exports_it(tmp_path: Path)
         assert 'seamguard_job_failure_mode{job="train",mode="thermal_power"} 1.0' in scraped
         fleet = httpx.get(cd.url + "/v1/fleet", headers=viewer, trust_env=False).json()
         assert [f["mode"] for f in fleet["diagnosis"]] == ["thermal_power"]
+
+
+REBOOT_AFTER_S = 15 * 60.0  # the host down 5 min, the job's restart (5 min) and restore over by then
+
+
+@pytest.fixture(scope="module")
+def reboot_findings() -> list[tuple[float, str, Mode, tuple[str, ...]]]:
+    """(seconds since the host went down, job, mode, entities) per job-tick of a node reboot under
+    job a (a confounder: healthy throughout, bench/diagnose.py)."""
+    fault = {"kind": "node_reboot", "target": "node/n0001", "onset_h": ONSET_H}
+    scenario = {**BASE, "faults": [fault]}
+    world, batches = captured_run(scenario, 0)
+    config = Twin(build_world(scenario_from_mapping(scenario), 0), "seamguard").policy.config  # type: ignore[attr-defined]
+    controller, diagnoser = Controller(world.topology, config), Diagnoser()
+    down = world.start + ONSET_H * 3600.0
+    out: list[tuple[float, str, Mode, tuple[str, ...]]] = []
+    for batch in batches:
+        now = float(batch.timestamp.max()) + 1.0
+        controller.tick(now, batch)
+        out.extend(
+            (now - down, f.job, f.mode, f.entities) for f in diagnoser.tick(job_signals(controller, now))
+        )
+    return out
+
+
+def test_a_node_reboot_is_no_mode_once_its_job_runs_again(
+    reboot_findings: list[tuple[float, str, Mode, tuple[str, ...]]],
+) -> None:
+    """Before the reboot and once the job runs again: healthy, no part blamed (no hang lasting past
+    the restart, the host not blamed once back); the other job healthy throughout."""
+    for t, job, mode, entities in reboot_findings:
+        if job == "b" or t < 0 or t > REBOOT_AFTER_S:
+            assert mode is Mode.HEALTHY and not entities, (t, job, mode, entities)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a restart reads as a hang (docs/diagnosis.md, known confusions): the twin's hung collective "
+    "idles its GPUs as a restart does; passes once a hung job's GPUs stay busy and a silent job with "
+    "idle GPUs is judged restarting, not hung",
+)
+def test_a_node_reboots_restart_gap_is_not_named_a_hang(
+    reboot_findings: list[tuple[float, str, Mode, tuple[str, ...]]],
+) -> None:
+    hangs = [t for t, job, mode, _ in reboot_findings if job == "a" and mode is Mode.HANG]
+    assert not hangs, hangs

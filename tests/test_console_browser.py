@@ -101,6 +101,10 @@ def test_a_degrading_rack_turns_degraded_then_quarantine_within_one_tick(
     # the rack's page plots its scores and signals over the ticks around its transitions
     assert page.query_selector_all("#drill svg.chart")
     assert "rack.inlet_temp_c" in page.text_content("#drill svg.chart.signal")
+    # its 16 GPUs run the synchronous job, whose other 32 would stop with them
+    assert "Blast radius: if it failed, 48 GPUs stop (16 under it, 1 job(s) with a rank there: train)" in (
+        page.inner_text("#drill .blast")
+    )
     page.click('#drill a.entity[data-entity="node/n0009"]')
     page.wait_for_selector('#drill[data-entity="node/n0009"]')
     node = cd.daemon.fleet.children("node/n0009")

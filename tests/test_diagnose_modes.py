@@ -134,10 +134,29 @@ def test_steps_that_stop_are_a_hang_unless_a_save_is_stuck() -> None:
     d, now = warmed()
     stuck = replace(late, unwell=unwell(storage=("storage/ckpt0",)))
     assert one(d, stuck).mode is Mode.CHECKPOINT_STALL
-    # stopped under an unwell CDU (a thermal trip and its restart) is the heat, not a hang
+    # stopped, its GPUs idle, under an unwell CDU (a thermal trip and its restart) is the heat, not a hang
     d, now = warmed()
-    f = one(d, replace(late, unwell=unwell(facilities=("cdu/cdu0",))))
+    idle = replace(late, util=np.array([3.0]))
+    f = one(d, replace(idle, unwell=unwell(facilities=("cdu/cdu0",))))
     assert (f.mode, f.entities) == (Mode.THERMAL_POWER, ("cdu/cdu0",))
+    # ...and the same silence with its GPUs spinning is a hung collective, throttle bits or not
+    d, now = warmed()
+    [f] = d.tick(replace(late, unwell=unwell(facilities=("cdu/cdu0",)), throttled=((GPUS[3],),)))
+    assert f.mode is Mode.HANG and "90 % busy" in f.evidence[0]
+
+
+def test_a_silent_job_with_idle_gpus_is_restarting_not_hung_and_teaches_nothing() -> None:
+    d, now = warmed()
+    usual = d.usual["train"].util
+    for k in range(10):  # five minutes of a restart: no step, its GPUs idle
+        [f] = d.tick(signals(now + 300 + 30 * k, step_seen=np.array([now - 1.0]), util=np.array([2.0])))
+        assert f.mode is Mode.HEALTHY and f.rate_gpu_h_per_h == 0.0
+    assert "restarting, not hung" in f.evidence[0]
+    assert d.usual["train"].util == usual  # the idle restart is not learnt as its usual GPU use
+    # a job whose GPUs' use is not reported is judged as before: silence is a hang
+    d, now = warmed()
+    [f] = d.tick(signals(now + 300, step_seen=np.array([now - 1.0]), util=np.array([np.nan])))
+    assert f.mode is Mode.HANG
 
 
 def test_one_noisy_tick_is_no_mode() -> None:

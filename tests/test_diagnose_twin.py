@@ -127,12 +127,6 @@ def test_a_node_reboot_is_no_mode_once_its_job_runs_again(
             assert mode is Mode.HEALTHY and not entities, (t, job, mode, entities)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a restart reads as a hang (docs/diagnosis.md, known confusions): the twin's hung collective "
-    "idles its GPUs as a restart does; passes once a hung job's GPUs stay busy and a silent job with "
-    "idle GPUs is judged restarting, not hung",
-)
 def test_a_node_reboots_restart_gap_is_not_named_a_hang(
     reboot_findings: list[tuple[float, str, Mode, tuple[str, ...]]],
 ) -> None:

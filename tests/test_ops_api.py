@@ -108,6 +108,8 @@ def test_the_fleet_rolls_gpus_up_to_their_node(live: LiveDaemon) -> None:
     [n02] = [c for c in rack["children"] if c["id"] == VICTIM_NODE]
     page = live.request("GET", f"/v1/entities/{VICTIM_NODE}", "viewer").json()
     assert n02["state"] == page["state"] != "healthy" and n02["held"] is True
+    assert (page["blast"]["entity"], page["blast"]["gpus"]) == (VICTIM_NODE, 4)
+    assert page["blast"]["takes_down_gpus"] >= 4 and page["blast"]["held_back_gpu_s_per_s"] == 0.0
     assert fleet["totals"]["held"] == 1 and sum(fleet["totals"]["nodes"].values()) == 8
     gpu = live.request("GET", "/v1/entities/gpu/n02/1", "viewer").json()
     assert gpu["state"] == "failed" and any(a["target"] == VICTIM_NODE for a in gpu["actions"])

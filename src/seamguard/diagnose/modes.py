@@ -76,6 +76,7 @@ class DiagnoseConfig:
     read_slow: float = 2.0  # its storage's reads this many times slower than usual: an I/O limit
     learn_s: float = 3600.0  # time constant of the usual pace, checkpoint and use
     confirm_ticks: int = 2  # a change of mode is named once judged on this many ticks in a row
+    busy_util_pct: float = 50.0  # a silent job's GPUs busier than this: spinning in a collective (hung)
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,10 @@ class Diagnoser:
                 u.cost += rate * dt / 3600.0
             u.candidate, u.seen = mode, 0
             if mode is Mode.HEALTHY:
-                self._learn(s, i, u, dt)
+                if (
+                    s.now - float(s.step_seen[i]) <= self.config.hang_min_s
+                ):  # a restart's idle ticks teach nothing
+                    self._learn(s, i, u, dt)
                 u.finding, u.lead = None, math.nan
                 out.append(_healthy(job, conf, evidence, u, risk))
                 continue
@@ -195,17 +199,25 @@ class Diagnoser:
             if storage:  # a blocking save that cannot finish stops the steps too: not a hung collective
                 why = f"no step for {quiet:.0f} s while {', '.join(storage[:2])} is unwell: a save is stalled"
                 return Mode.CHECKPOINT_STALL, 0.7, storage, (why,), 1.0
+            # A hung collective spins: its GPUs stay busy while no step ends. A job that crashed
+            # and is restarting (a node rebooted, a thermal trip) leaves them idle. Use unknown:
+            # judged by what surrounds it, as before.
+            idle = math.isfinite(util) and util < c.busy_util_pct
             facilities, throttled = s.unwell["facilities"][i], s.throttled[i]
-            if facilities or throttled:  # stopped under heat or a power limit: a thermal trip, not a hang
+            if (idle or not math.isfinite(util)) and (facilities or throttled):  # a thermal trip, not a hang
                 why = f"no step for {quiet:.0f} s under {', '.join((*facilities, *throttled)[:3])}"
                 return Mode.THERMAL_POWER, 0.6, (*facilities, *throttled[:8]), (why,), 1.0
+            if idle:
+                why = f"no step for {quiet:.0f} s, its GPUs idle ({util:.0f} % busy): restarting, not hung"
+                return Mode.HEALTHY, 0.6, (), (why,), 0.0
             return (
                 Mode.HANG,
                 0.9,
                 (f"job/{s.jobs[i]}",),
-                (f"no step for {quiet:.0f} s (usual step {u.step:.2f} s)",),
+                (f"no step for {quiet:.0f} s (usual step {u.step:.2f} s)"
+                 + (f", its GPUs {util:.0f} % busy: a collective waiting" if math.isfinite(util) else ""),),
                 1.0,
-            )
+            )  # fmt: skip
         slowdown = step / usual_step - 1.0 if math.isfinite(step) and usual_step > 0 else 0.0
         if math.isfinite(ckpt):  # a save's duration is seen once, when it ends: kept until the next
             u.last_ckpt = ckpt

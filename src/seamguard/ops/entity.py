@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from seamguard.control.controller import Controller
+from seamguard.diagnose.blast import domain_blast
 from seamguard.journal.records import (
     ActionResultRecord,
     DecisionRecord,
@@ -25,6 +26,7 @@ from seamguard.model.states import STATE_LABELS
 from seamguard.model.topology import Topology, nodes_below
 from seamguard.ops.controls import FLEET
 from seamguard.ops.fleet import FleetView
+from seamguard.ops.jobs import JobWatch
 from seamguard.ops.recorder import SignalRecorder
 
 RECENT = 20_000  # transitions and action results the daemon keeps in memory for these pages
@@ -36,6 +38,7 @@ class EntityHost(Protocol):
     lock: threading.Lock
     controller: Controller
     recorder: SignalRecorder
+    jobs: JobWatch
 
     @property
     def recent_results(self) -> Iterable[ActionResultRecord]: ...
@@ -72,6 +75,8 @@ def entity_page(host: EntityHost, eid: str) -> dict[str, object] | None:
         return None
     with host.lock:  # the engine's scores are read whole between two ticks
         ev = host.controller.view(eid)
+        [blast] = domain_blast(topo, host.controller.workload_at(float(host.controller.now)), [eid])
+    held = next((p.held_back_gpu_s_per_s for p in host.jobs.view.parts if p.entity == eid), 0.0)
     status = host.status_json()
     controls = [c for c in _dicts(status.get("controls")) if touches(topo, str(c["target"]), eid)]
     awaiting = [w for w in _dicts(status.get("awaiting")) if touches(topo, str(w["target"]), eid)]
@@ -102,6 +107,7 @@ def entity_page(host: EntityHost, eid: str) -> dict[str, object] | None:
         "mode": status.get("mode"),
         "next_steps": next_steps(ev.evidence, awaiting, actions),
         "series": host.recorder.series(topo, gidx),
+        "blast": {**blast.to_json(), "held_back_gpu_s_per_s": round(held, 3)},
     }  # fmt: skip
 
 

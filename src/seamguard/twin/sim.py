@@ -381,11 +381,13 @@ class Twin:
 
     def _load(self) -> FloatArray:
         """Per GPU, the share of the step it computes: 1 under a busy job, 0 idle; a running job
-        waiting for input (``input_slow``) computes only 1 / that of each step, idle the rest."""
+        waiting for input (``input_slow``) computes only 1 / that of each step, idle the rest. A
+        hung job (``Phase.DOWN``: its collective waits for the watchdog) spins: NCCL's kernels keep
+        its GPUs busy although no step ends, which is how a hang differs from a restart."""
         duty = np.zeros(self.n_nodes)
         for j in self.jobs:
             if isinstance(j, TrainingJob):
-                if j.busy:
+                if j.busy or j.phase is Phase.DOWN:
                     duty[j.nodes] = 1.0 / self.input_slow[j.index] if j.phase is Phase.RUNNING else 1.0
             elif j.phase is Phase.RUNNING:
                 duty[j.slot_node[j.slot_node >= 0]] = 1.0 / self.input_slow[j.index]

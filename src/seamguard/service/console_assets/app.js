@@ -224,6 +224,7 @@ async function showEntity(eid) {
   const s = e.scores;
   const parts = [
     el("p", {}, `GFS ${fmt(s.gfs)} · PRS ${fmt(s.prs)} · FAE ${fmt(s.fae)}`),
+    ...(e.blast ? [el("p", { class: "blast" }, `Blast radius: if it failed, ${e.blast.takes_down_gpus} GPUs stop (${e.blast.gpus} under it, ${e.blast.n_jobs} job(s) with a rank there${e.blast.jobs.length ? ": " + e.blast.jobs.join(", ") : ""})` + (e.blast.held_back_gpu_s_per_s > 0 ? ` · holds back ${e.blast.held_back_gpu_s_per_s.toFixed(1)} healthy GPU-s/s now` : ""))] : []),
     el("h3", {}, "Why"),
     e.evidence.length ? el("ul", { class: "rows" }, ...e.evidence.map((i) => el("li", {}, `${i.text}`, el("span", { class: "muted" }, ` (${i.detector} on ${i.signal})`)))) : el("p", { class: "muted" }, "no evidence against it"),
   ];

@@ -202,12 +202,12 @@ class Diagnoser:
             # A hung collective spins: its GPUs stay busy while no step ends. A job that crashed
             # and is restarting (a node rebooted, a thermal trip) leaves them idle. Use unknown:
             # judged by what surrounds it, as before.
-            idle = math.isfinite(util) and util < c.busy_util_pct
+            spinning = not (math.isfinite(util) and util < c.busy_util_pct)  # unknown use: as before
             facilities, throttled = s.unwell["facilities"][i], s.throttled[i]
-            if (idle or not math.isfinite(util)) and (facilities or throttled):  # a thermal trip, not a hang
+            if (not spinning or not math.isfinite(util)) and (facilities or throttled):  # a trip, not a hang
                 why = f"no step for {quiet:.0f} s under {', '.join((*facilities, *throttled)[:3])}"
                 return Mode.THERMAL_POWER, 0.6, (*facilities, *throttled[:8]), (why,), 1.0
-            if idle:
+            if not spinning:
                 why = f"no step for {quiet:.0f} s, its GPUs idle ({util:.0f} % busy): restarting, not hung"
                 return Mode.HEALTHY, 0.6, (), (why,), 0.0
             return (

@@ -7,7 +7,7 @@ own decisions, and the stage that values them; the last tests run the whole Cont
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -683,3 +683,57 @@ def test_controller_islands_a_tolerated_cdu_once_a_job_ends_and_frees_spares(hel
     [island] = islands
     assert end < island.ts <= end + CFG.economics.revalue_s
     assert "its tolerance valued again" in island.reason and island.reason.endswith(": island the domain")
+
+
+# The failure-amplification firewall: a gray leaf under synchronous jobs (control/containment.py).
+# l1 = n04-n07: "a" (n00-n04) and "b" (n07-n11) each have one node under it, batch the other two.
+LEAF_JOBS = {"a": (SYNC, range(0, 5)), "batch": (BATCH, [5, 6]), "b": (SYNC, range(7, 12))}
+
+
+def gray_leaf(cfg: Config, spares: bool, fabric: float) -> tuple[Topology, list[DecisionRecord]]:
+    """The leaf degraded, slowing each synchronous job by ``fabric`` (its collectives: no rank's own
+    step shows it); n12-n15 (l3) free, or held by a second batch job."""
+    jobs = dict(LEAF_JOBS) if spares else {**LEAF_JOBS, "fill": (BATCH, range(12, 16))}
+    topo, workload = fleet(16, 4, 4, jobs)
+    v = view(cfg, topo, workload, [], [], 0.0)
+    v.states[topo.index["switch/l1"]] = int(State.DEGRADED)
+    sync = np.array([j.job_class is SYNC for j in topo.jobs])
+    v = replace(v, fabric_slowdown=np.where(sync, fabric, 0.0))
+    return topo, contain(planned(cfg, topo, workload, "switch/l1", State.DEGRADED), v)
+
+
+def test_a_gray_leaf_moves_the_synchronous_jobs_ranks_to_spares_elsewhere() -> None:
+    """30% for the leaf's 2 h against one 10-minute restart each: both jobs' ranks under the leaf
+    move (their nodes drained, the runtime restarts them on spares), the leaf's batch stays, and
+    the leaf itself is not isolated (islanding would restart the batch job too, for nothing)."""
+    _, out = gray_leaf(CFG, True, 0.30)
+    assert {
+        ("drain_node", "node/n04"),
+        ("drain_node", "node/n07"),
+        ("restrict_admission", "switch/l1"),
+    } <= acts(out)
+    assert not {d for d in out if d.action == "isolate_switch" or d.entity in ("node/n05", "node/n06")}
+    [drain] = [d for d in out if d.entity == "node/n04"]
+    assert drain.reason.endswith("move the critical job(s) out, restrict admission")
+
+
+def test_a_gray_leaf_with_no_spares_outside_is_tolerated() -> None:
+    _, out = gray_leaf(CFG, False, 0.30)
+    assert not [d for d in out if d.action in ("drain_node", "isolate_switch")]
+    assert ("restrict_admission", "switch/l1") in acts(out)
+
+
+def test_a_leaf_that_slows_nothing_is_tolerated() -> None:
+    _, out = gray_leaf(CFG, True, 0.0)
+    assert not [d for d in out if d.action in ("drain_node", "isolate_switch")]
+
+
+@pytest.mark.parametrize(
+    ("criticality", "moved"), [("exploratory", False), ("standard", False), ("release", True)]
+)
+def test_criticality_changes_a_gray_leaf_s_answer(criticality: str, moved: bool) -> None:
+    """5% for 2 h of 20 GPUs (2 GPU-h) against a 10-minute restart of 20 GPUs (3.3 GPU-h): a
+    standard job tolerates it; a release job weighs its pace x4 and moves."""
+    _, out = gray_leaf(config({"a": criticality, "b": criticality}), True, 0.05)
+    assert (("drain_node", "node/n04") in acts(out)) is moved
+    assert (("drain_node", "node/n07") in acts(out)) is moved

@@ -118,14 +118,14 @@ def test_an_island_with_nowhere_to_move_the_job_stops_it_and_says_so(world: Worl
     assert [(v.verb, v.target) for v in done.take()] == [(Verb.ISLAND_STOP, "cdu/cdu0")]
 
 
-def test_a_leaf_isolated_with_nowhere_to_move_the_job_is_refused(world: World) -> None:
-    """A leaf's isolation is not valued by the containment stage: a job that cannot leave keeps
-    it (holding the leaf idle under it would only cost capacity)."""
+def test_a_leaf_isolated_with_nowhere_to_move_the_job_stops_it_as_an_island_does(world: World) -> None:
+    """A leaf's isolation is valued like an island (the firewall, ``control.containment``): the
+    stop it chose is carried out, and the job that waits for room is named."""
     inside = {"train": ["n0000", "n0001", "n0004"]}
-    refused = actuator(world, View(running=True, spare=2, placement=inside))
-    result = refused.apply(act("isolate_switch", "switch/leaf00"), 1.0)
-    assert result.status is ActionStatus.REFUSED and "has no room outside switch/leaf00" in result.detail
-    assert refused.take() == []
+    short = actuator(world, View(running=True, spare=2, placement=inside))
+    result = short.apply(act("isolate_switch", "switch/leaf00"), 1.0)
+    assert result.status is ActionStatus.DONE and result.detail.endswith("train save and wait for room")
+    assert [(v.verb, v.target) for v in short.take()] == [(Verb.ISLAND_STOP, "switch/leaf00")]
 
 
 @pytest.mark.parametrize(
@@ -160,13 +160,12 @@ def test_the_scheduler_admits_nothing_on_a_node_the_safety_layer_holds(tmp_path:
     assert isinstance(policy, SeamguardPolicy)
     now = twin.world.start + 60.0
     free = DecisionRecord(now, "node/n0015", "drain_node", "act", "hot", "quarantine", cause="gpu/n0015/0")
-    leaf = DecisionRecord(now, "switch/leaf00", "isolate_switch", "act", "congested", "quarantine",
-                          cause="switch/leaf00")  # fmt: skip
+    busy = DecisionRecord(now, "node/n0000", "drain_node", "act", "hot", "quarantine", cause="gpu/n0000/0")
     verbs = policy._actuate(now, [free], [], View(running=False, spare=0))
     assert [(v.verb, v.target) for v in verbs] == [(Verb.DRAIN, "node/n0015")]
     assert policy.safety.held_nodes().tolist() == [15]
     assert policy.admission(JobClass.ASYNC_BATCH_INFERENCE)[15] == 2
     stuck = View(running=True, spare=0, placement={"train": ["n0000", "n0001"]})  # nowhere to go
-    refused = policy._actuate(now + 30, [leaf], [], stuck)
+    refused = policy._actuate(now + 30, [busy], [], stuck)
     assert refused == [] and policy.safety.held_nodes().tolist() == [15]
-    assert policy.outcomes["isolate_switch refused"] == 1 and policy.outcomes["drain_node done"] == 1
+    assert policy.outcomes["drain_node refused"] == 1 and policy.outcomes["drain_node done"] == 1

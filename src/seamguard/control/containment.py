@@ -2,7 +2,8 @@
 
 The planner turns a gray quarantine into ``island_domain`` (a rack, CDU, row, PDU),
 ``drain_node`` (a node, or a GPU's or uplink's node) or ``disable_link`` (an uplink: it takes
-its node out like a drain) by policy. This stage values each of them
+its node out like a drain), and a gray leaf switch, from ``degraded`` on, into ``isolate_switch``,
+by policy. This stage values each of them
 against what it costs now (``economics.containment``: the spare nodes the scheduler really has,
 the restarts forced, the capacity held idle, the fault's expected duration, against the slowdown
 and failure risk of tolerating it) and replaces it with the cheapest option's actions:
@@ -17,6 +18,14 @@ and failure risk of tolerating it) and replaces it with the cheapest option's ac
 A tolerated quarantine is valued again every ``economics.revalue_s`` while it lasts (``revalue``):
 spares come back when a domain cools, a job ends or the safety layer releases a node it held
 (``EngineView.held_nodes``: held nodes are no spares).
+
+The failure-amplification firewall: a gray leaf under synchronous jobs holds back every rank of
+them, most of them healthy, for as long as it lasts. Its valuation reads what it costs each job
+from the job's own step (``control.fabric_pace``: no rank's step shows a slow collective), and
+its options are the same: move the critical job(s)' ranks under the leaf to spares on other
+leaves (a synchronization island: the job restarts once, then runs at full pace), checkpoint
+now, or tolerate; the whole leaf's isolation only where that is cheapest. A degraded leaf is
+valued again every ``revalue_s`` too: a ramping congestion costs more as it grows.
 
 A node's quarantine under a domain that is itself gray (a rack, CDU, PDU, row or leaf at
 ``degraded`` or worse) is the domain's condition showing on one of its nodes: a CDU whose water
@@ -41,63 +50,61 @@ would run when it comes back is what the island guards against, and it cannot be
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.config import Config
 from seamguard.control.admissibility import node_admission
+from seamguard.control.containment_view import (
+    EngineView as EngineView,  # re-exported: the controller and revalue build it from here
+)
+from seamguard.control.containment_view import (
+    duration_s,
+    gpu_trip_in,
+    job_figures,
+    paced,
+    part_excess,
+    slowdown_now,
+)
 from seamguard.control.thermal_trip import domain_heats, trip_note
 from seamguard.economics.containment import Domains, Jobs, Option, Valuation, value_containment
-from seamguard.economics.hazard import part_rates
-from seamguard.economics.job_value import JobEconomics
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.action_kinds import ActionKind
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology
-from seamguard.model.workload import Workload
-from seamguard.scoring.groupstats import group_median
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 # Actions that take running work's capacity out: a gray uplink's disable takes its node out like a drain.
 CONTAINING = frozenset(
-    {ActionKind.ISLAND_DOMAIN.value, ActionKind.DRAIN_NODE.value, ActionKind.DISABLE_LINK.value}
-)
+    {ActionKind.ISLAND_DOMAIN.value, ActionKind.ISOLATE_SWITCH.value, ActionKind.DRAIN_NODE.value,
+     ActionKind.DISABLE_LINK.value}
+)  # fmt: skip
+WHOLE_DOMAIN = frozenset({ActionKind.ISLAND_DOMAIN.value, ActionKind.ISOLATE_SWITCH.value})
 _QUARANTINE = State.QUARANTINE.label
-
-
-@dataclass(frozen=True)
-class EngineView:
-    """What the stage reads of the engine at this tick (``Controller.tick`` builds it)."""
-
-    config: Config
-    topology: Topology
-    workload: Workload
-    states: IntArray  # per entity, this tick's state
-    lemons: BoolArray  # per node
-    gpu_slowdown: FloatArray  # per GPU: its sustained slowdown over its job's median
-    gfs_precursor: FloatArray  # GFS over the failure precursors only (hazard.precursors)
-    prs_precursor: FloatArray
-    nominal_rate: FloatArray  # per entity, failures per second with no score
-    hazard_scale: float  # the fleet's observed failure rate against nominal
-    economics: JobEconomics | None
-    save_s: FloatArray  # per job, the blocking time of its chosen save (NaN: none)
-    criticality: FloatArray  # per job, its weight before any economics
-    step_time: FloatArray | None = None  # per GPU, this tick's step time (None: not reported)
-    forced: BoolArray | None = None  # per entity: hard evidence holds it at quarantine or worse (an XID)
-    held_nodes: IntArray | None = None  # nodes the safety layer holds out of service: no spares
-    now: float = float("-inf")  # the tick's time: a job's remaining run time is its end less this
-    trip_in_s: FloatArray | None = (
-        None  # per GPU, when its heat's trend reaches shutdown (inf: not heading there)
-    )
+GRAY_DOMAIN = (State.DEGRADED, State.RECOVERY_UNSAFE, State.QUARANTINE, State.HARMFUL)
+# A leaf is valued from its first gray state on: it slows its synchronous jobs from then.
+_GRAY_LEAF = frozenset(s.label for s in GRAY_DOMAIN)
 
 
 def valued(d: DecisionRecord) -> bool:
+    """A quarantine's drain, disable or island; a leaf's isolation from degraded on."""
+    if d.action == ActionKind.ISOLATE_SWITCH.value:
+        return d.state in _GRAY_LEAF
     return d.action in CONTAINING and d.state == _QUARANTINE
+
+
+def still_weighed(topo: Topology, states: IntArray) -> BoolArray:
+    """Per entity, whether a tolerance of it can still be valued again: in quarantine, or a leaf
+    still gray (``Controller`` keeps its tolerated set to these)."""
+    leaf = np.zeros(states.size, dtype=bool)
+    leaf[topo.members[EntityKind.SWITCH]] = True
+    gray = np.isin(states, [int(s) for s in GRAY_DOMAIN])
+    out: BoolArray = (states == int(State.QUARANTINE)) | (leaf & gray)
+    return out
 
 
 def tolerated_by(
@@ -149,7 +156,7 @@ def contain(
     # fault stalled it: the worst it could cost. Containment still wins wherever spares take its
     # work; where there are none, taking the domain out would stop the job outright, which no
     # slowdown costs more. Where no pace is reported at all, the policy's action stands.
-    unpaced = (domains.in_nodes > 0) & ~_paced(view)[columns][None, :]
+    unpaced = (domains.in_nodes > 0) & ~paced(view)[columns][None, :]
     blind = [", ".join(f"job/{topo.jobs[j].job}" for j in columns[row].tolist()) for row in unpaced]
     domains = replace(domains, slowdown=np.where(unpaced, 1.0, domains.slowdown))
     val = value_sharing_spares(jobs, domains)
@@ -163,7 +170,7 @@ def contain(
         assert domain is not None
         cause = topo.lookup(d.cause) if d.cause else domain
         k = keys[(domain if cause is None else cause, domain)]
-        if not domains.in_nodes[k].any() and d.action != ActionKind.ISLAND_DOMAIN.value:
+        if not domains.in_nodes[k].any() and d.action not in WHOLE_DOMAIN:
             out.append(d)  # an idle node's drain forces nothing: it stands (a bad part is held)
             continue
         if not domains.in_nodes[k].any():
@@ -179,7 +186,7 @@ def contain(
             continue
         else:
             choice, text = Option(int(val.choice[k])), describe(topo.ids[domain], val, domains, k)
-            text += trip_note(view.config, topo, _trip_in(view), nodes[k])
+            text += trip_note(view.config, topo, gpu_trip_in(view), nodes[k])
             if blind[k]:
                 text = f"{text} ({blind[k]} report no step time: valued as stalled)"
         for new in _rewrite(d, choice, text, view, nodes[k], columns, val.moved[k]):
@@ -188,9 +195,6 @@ def contain(
                 existing.add(key)
                 out.append(new)
     return out
-
-
-GRAY_DOMAIN = (State.DEGRADED, State.RECOVERY_UNSAFE, State.QUARANTINE, State.HARMFUL)
 
 
 def gray_domain_of(view: EngineView, node: int) -> int | None:
@@ -316,8 +320,8 @@ def _situation(
     cfg, topo, workload = view.config, view.topology, view.workload
     n_jobs = len(topo.jobs)
     n_dom = len(rows)
-    excess = _excess(view)
-    pace = _slowdown_now(view)
+    excess = part_excess(view)
+    pace = slowdown_now(view)
     gpu_global, node_global = topo.members[EntityKind.GPU], topo.members[EntityKind.NODE]
     links = topo.members[EntityKind.LINK]
     node_gpus = np.bincount(topo.gpu_node, minlength=topo.count(EntityKind.NODE)).astype(np.float64)
@@ -336,7 +340,7 @@ def _situation(
     slowdown = np.zeros((n_dom, n_jobs))
     excess_h = np.zeros((n_dom, n_jobs))
     no_trip = np.zeros((n_dom, n_jobs))  # log P(none of the job's GPUs in the domain trips within T)
-    trip_in = _trip_in(view)
+    trip_in = gpu_trip_in(view)
     spare = np.zeros((n_dom, n_jobs), dtype=np.int64)
     duration = np.zeros(n_dom)
     domain_nodes: list[IntArray] = []
@@ -344,7 +348,7 @@ def _situation(
         gpus = topo.below[domain].indices.astype(np.int64)
         nodes = np.unique(topo.gpu_node[gpus])
         domain_nodes.append(nodes)
-        duration[k] = _duration_s(cfg, topo, cause, domain) / 3600.0
+        duration[k] = duration_s(cfg, topo, cause, domain) / 3600.0
         node_job = workload.node_job[nodes]
         on = node_job >= 0
         in_nodes[k] = np.bincount(node_job[on], minlength=n_jobs)
@@ -369,6 +373,11 @@ def _situation(
                 in_gpus[k] > 0, np.bincount(jobs_of, weights=slow, minlength=n_jobs) / in_gpus[k], 0.0
             )
         slowdown[k] = np.where(workload.job_sync[:n_jobs], worst, mean)
+        if view.fabric_slowdown is not None and topo.kind_of(domain) is EntityKind.SWITCH:
+            # A gray leaf slows its jobs' collectives, which no rank's own step shows: the job's
+            # step over its slowest rank's, against its usual (``control.fabric_pace``).
+            fabric = np.where(in_nodes[k] > 0, view.fabric_slowdown[:n_jobs], 0.0)
+            slowdown[k] = np.where(workload.job_sync[:n_jobs], np.maximum(slowdown[k], fabric), slowdown[k])
         per_job = np.bincount(jobs_of, weights=excess[gpu_global[gpus[busy]]], minlength=n_jobs).astype(
             np.float64
         )
@@ -391,7 +400,7 @@ def _situation(
         outside = {c: int((admit[c] & ~inside).sum()) for c in classes}
         spare[k] = [outside[c] for c in job_class]
     columns = np.flatnonzero((in_nodes > 0).any(axis=0) & (workload.job_gpus[:n_jobs] > 0))
-    jobs = _jobs(view, columns)
+    jobs = job_figures(view, columns)
     domains = Domains(
         duration_h=duration,
         in_nodes=in_nodes[:, columns],
@@ -403,86 +412,3 @@ def _situation(
         repair_h=np.full(n_dom, cfg.economics.repair_s / 3600.0),
     )
     return jobs, domains, domain_nodes, columns
-
-
-def _trip_in(view: EngineView) -> FloatArray:
-    """Per GPU, seconds until its heat reaches shutdown (``control.thermal_trip``; inf: none)."""
-    if view.trip_in_s is None:
-        return np.full(view.topology.count(EntityKind.GPU), np.inf)
-    return view.trip_in_s
-
-
-def _paced(view: EngineView) -> BoolArray:
-    """Per job, whether any of its ranks reports a step time this tick."""
-    seen = np.zeros(len(view.topology.jobs), dtype=bool)
-    if view.step_time is not None:
-        ok = np.isfinite(view.step_time) & (view.workload.gpu_job >= 0)
-        seen[np.unique(view.workload.gpu_job[ok])] = True
-    return seen
-
-
-def _slowdown_now(view: EngineView) -> FloatArray:
-    """Per GPU, its slowdown over its job's median: the sustained one, or this tick's if larger.
-
-    The sustained pace (``economics.smooth_s``) lags a fault that just struck, and a quarantine is
-    valued once, when it is entered: the rank's pace this tick counts as soon as it is seen.
-    """
-    sustained = np.nan_to_num(view.gpu_slowdown)
-    if view.step_time is None or not view.topology.jobs:  # no job, no pace to compare
-        return sustained
-    jobs = view.workload.gpu_job
-    median, _ = group_median(view.step_time, jobs, len(view.topology.jobs))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        now = view.step_time / median[np.maximum(jobs, 0)] - 1.0
-    return np.maximum(sustained, np.where((jobs >= 0) & np.isfinite(now), now, 0.0))
-
-
-def _duration_s(cfg: Config, topo: Topology, cause: int, domain: int) -> float:
-    """The cause's kind's expected fault duration, else the domain's (a GPU's fault drains its node)."""
-    durations = cfg.economics.fault_duration_s
-    for kind in (topo.kind_of(cause), topo.kind_of(domain)):
-        if kind in durations:
-            return durations[kind]
-    raise ValueError(
-        f"containment: economics.fault_duration_s has no {topo.kind_of(cause).value} "
-        f"(quarantine of {topo.ids[cause]}): add how long its faults last"
-    )
-
-
-def _excess(view: EngineView) -> FloatArray:
-    """Per entity, the failures per second its scores add over nominal (``economics.hazard``)."""
-    rates = part_rates(view.config.hazard, view.topology, view.gfs_precursor, view.prs_precursor)
-    return np.clip((rates - view.nominal_rate) * view.hazard_scale, 0.0, None)
-
-
-def _jobs(view: EngineView, columns: IntArray) -> Jobs:
-    """Per job in ``columns``: what a restart, a save and a failure cost it, and its weight."""
-    econ = view.economics
-    restart = np.full(columns.size, view.config.economics.restart_cost_s)
-    weight = view.criticality[columns]
-    since = np.zeros(columns.size)
-    loss = restart.copy()
-    if econ is not None:
-        weight = np.where(np.isfinite(econ.weight[columns]), econ.weight[columns], weight)
-        restore = np.nan_to_num(econ.restore_s[columns])
-        loss = np.where(
-            np.isfinite(econ.loss_per_failure_s[columns]), econ.loss_per_failure_s[columns], restart
-        )
-        # Unknown age of the last copy: half the planned interval, what a failure redoes on average.
-        since = np.where(
-            np.isfinite(econ.since_durable_s[columns]),
-            econ.since_durable_s[columns],
-            loss - restart - restore,
-        )
-        restart = restart + restore
-    ends = np.array([view.topology.jobs[j].end for j in columns.tolist()], dtype=np.float64)
-    return Jobs(
-        remaining_h=np.maximum(ends - view.now, 0.0) / 3600.0,
-        gpus=view.workload.job_gpus[columns].astype(np.float64),
-        sync=view.workload.job_sync[columns],
-        weight=weight,
-        restart_h=restart / 3600.0,
-        since_h=np.maximum(since, 0.0) / 3600.0,
-        save_h=view.save_s[columns] / 3600.0,
-        loss_h=loss / 3600.0,
-    )

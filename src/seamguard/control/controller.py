@@ -16,7 +16,7 @@ import numpy.typing as npt
 from seamguard.config import Config
 from seamguard.control.checkpoint_loop import SINCE_SIGNAL, CheckpointLoop, LoopTick, job_risk, storage_paths
 from seamguard.control.classifier import Classifier, ClassifierInputs, forced_out, new_hard_failures
-from seamguard.control.containment import EngineView, contain, tolerated_by, valued
+from seamguard.control.containment import EngineView, contain, still_weighed, tolerated_by, valued
 from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.explaining import (
     EntityView,
@@ -27,6 +27,7 @@ from seamguard.control.explaining import (
     observations,
     transition_reason,
 )
+from seamguard.control.fabric_pace import FabricPace
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.control.revalue import causes_of, heating_under, revalue
@@ -105,17 +106,10 @@ class Controller:
         self.journal = journal
         self.epoch = epoch
         self.mode = mode
-        self.store = TelemetryStore(
-            topology,
-            self.catalog,
-            window=config.history_ticks(),
-            stale_after_s=config.engine.stale_after_s,
-            history_signals=history_signals(config),
-            clock_skew_s=config.engine.clock_skew_s,
-            tick_s=config.engine.tick_s,
-            flatline=config.detectors.flatline,
-            flatline_alarms=flatline_alarms(config),
-        )
+        self.store = TelemetryStore(topology, self.catalog, window=config.history_ticks(),
+                                    stale_after_s=config.engine.stale_after_s, history_signals=history_signals(config),
+                                    clock_skew_s=config.engine.clock_skew_s, tick_s=config.engine.tick_s,
+                                    flatline=config.detectors.flatline, flatline_alarms=flatline_alarms(config))  # fmt: skip
         self.sensors = SensorScreen.from_config(config)
         self.classifier = Classifier(topology.kind_code, config.classifier, config.economics)
         self.lemon_memory = LemonMemory.create(topology, config.classifier)
@@ -164,6 +158,7 @@ class Controller:
         n = topology.n_entities
         self.gfs, self.prs = np.zeros(n), np.zeros(n)
         self._tolerated = np.zeros(n, dtype=bool)  # quarantines the containment stage kept in service
+        self.fabric_pace = FabricPace(len(topology.jobs))  # each job's pace lost to its fabric
         self._revalue_at = float("-inf")  # when the tolerated ones are next valued again
         # Local node indices the post-engine stage holds out of service (the safety layer's ledger):
         # no spare for containment. Its driver sets them before each tick.
@@ -313,7 +308,8 @@ class Controller:
         self.new_failures = new_hard_failures(topo, changes)
         self.learner.record(now, self.exposure_per_s(), self.new_failures)
         self.gfs, self.prs, self.fae = frame.gfs, prs, amp.fae
-        self._tolerated &= self.classifier.state == int(State.QUARANTINE)
+        self._tolerated &= still_weighed(topo, self.classifier.state)
+        fabric = self.fabric_pace.update(now, topo, workload, self.classifier.state, self.store)
         self.gfs_precursor = frame.gfs_precursor
         self.prs_precursor = propagation_risk(frame.gfs_precursor, amp, cfg.scores.exposure_scale_gpus)
         self._hazard, self._unit_hazard = None, None
@@ -379,7 +375,7 @@ class Controller:
                 cfg, topo, workload, self.classifier.state, self.lemon_memory.lemons(), self._gpu_slowdown,
                 self.gfs_precursor, self.prs_precursor, self._nominal_rate, self.learner.scale(), self.economics,
                 self._save_s, self._criticality, self.store.reported(STEP_TIME_SIGNAL),
-                forced_out(frame.floor), self.held_nodes, now, trip)  # fmt: skip
+                forced_out(frame.floor), self.held_nodes, now, trip, fabric)  # fmt: skip
             taken: list[DecisionRecord] = []
             if again.size:  # before this tick's own, which contain() values below
                 taken = revalue(view, again, now, self.mode, self.epoch)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.control.containment import EngineView, contain, valued
+from seamguard.control.containment import CONTAINING, EngineView, contain, still_weighed, valued
 from seamguard.control.planner import plan
 from seamguard.journal.records import DecisionRecord
+from seamguard.model.action_kinds import ActionKind
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology, node_of
@@ -33,20 +34,25 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
     re-announced every period."""
     topo = view.topology
     held = set() if view.held_nodes is None else set(view.held_nodes.tolist())
-    kept = {g for g in tolerated.tolist() if int(view.states[g]) == int(State.QUARANTINE)}
+    weighed = still_weighed(topo, view.states)  # in quarantine, or a leaf still gray
+    kept = {g for g in tolerated.tolist() if weighed[g]}
     proposals: list[DecisionRecord] = []
     for g in sorted(kept):
         if node_of(topo, g) in held or _wider_kept(topo, g, kept):
             continue  # its node is already out (another part's drain took it), or a wider domain decides
-        why = f"{topo.ids[g]} still quarantined, its tolerance valued again"
+        state = State(int(view.states[g]))
+        label = "quarantined" if state is State.QUARANTINE else state.label
+        why = f"{topo.ids[g]} still {label}, its tolerance valued again"
         proposals.extend(
-            d for d in plan(view.config, topo, view.workload, now=now, gidx=g, state=State.QUARANTINE,
-                            previous=State.QUARANTINE, reason=why, evidence=(), mode=mode, epoch=epoch)
+            d for d in plan(view.config, topo, view.workload, now=now, gidx=g, state=state, previous=state,
+                            reason=why, evidence=(), mode=mode, epoch=epoch)
             if valued(d)
         )  # fmt: skip
     if not proposals:
         return []
-    return [d for d in contain(proposals, view, value_blind=False) if valued(d)]
+    # What the valuation takes out (a drain it moves a job with carries its cause's state: a gray
+    # leaf's is ``degraded``); its ``restrict_admission`` already stands.
+    return [d for d in contain(proposals, view, value_blind=False) if d.action in CONTAINING]
 
 
 def heating_under(topo: Topology, entities: IntArray, trip_in_s: FloatArray) -> IntArray:
@@ -75,6 +81,16 @@ def _wider_kept(topo: Topology, g: int, kept: set[int]) -> bool:
 
 
 def causes_of(topo: Topology, decisions: list[DecisionRecord]) -> IntArray:
-    """The entities (global indices) the decisions act for: the quarantines they take out."""
-    found = {topo.lookup(d.cause or d.entity) for d in decisions}
+    """The entities (global indices) the decisions act for: the quarantines they take out. A gray
+    leaf whose critical jobs' ranks are moved off it is not taken out: it stays tolerated, valued
+    again for the jobs still under it (their last save may be too recent or too old to move now)."""
+    leaf_move = {
+        d.cause
+        for d in decisions
+        if d.action == ActionKind.DRAIN_NODE.value
+        and d.cause is not None
+        and (g := topo.lookup(d.cause)) is not None
+        and topo.kind_of(g) is EntityKind.SWITCH
+    }
+    found = {topo.lookup(d.cause or d.entity) for d in decisions if (d.cause or d.entity) not in leaf_move}
     return np.array(sorted(g for g in found if g is not None), dtype=np.int64)

@@ -72,7 +72,7 @@ class TwinActuator:
         if kind in _READ_FROM_ENGINE:
             return ActionStatus.DONE, "the twin's scheduler reads it from the engine's states"
         if kind in (K.ISLAND_DOMAIN, K.ISOLATE_SWITCH):
-            return self._island(a, why, stop=kind is K.ISLAND_DOMAIN)
+            return self._island(a, why)
         verb = _DIRECT.get(kind)
         if verb is not None:
             self._outbox.append(Action(verb, a.target, why))
@@ -116,12 +116,11 @@ class TwinActuator:
         self._outbox.append(Action(verb, target, why))
         return ActionStatus.DONE, f"{verb.value}: job {name} restarts with a spare"
 
-    def _island(self, a: KindAction, why: str, *, stop: bool) -> tuple[ActionStatus, str]:
-        """Every training job with nodes in the domain leaves it, onto spares where they fit.
-        ``stop``: one with nowhere to go saves and waits for room (an island the containment
-        stage valued that stop for); else such a job refuses the whole move, naming it (a leaf's
-        isolation is not valued: a domain held idle under a job that cannot leave only costs
-        capacity). Serving replicas move as far as room allows."""
+    def _island(self, a: KindAction, why: str) -> tuple[ActionStatus, str]:
+        """Every training job with nodes in the domain (a rack, CDU or leaf) leaves it, onto spares
+        where they fit; one with nowhere to go saves and waits for room (an island, or a leaf's
+        isolation, the containment stage valued that stop for). Serving replicas move as far as
+        room allows."""
         view = self.view
         assert view is not None, "the policy sets the view before it dispatches"
         dom = self._domain_nodes(a.target)
@@ -140,13 +139,8 @@ class TwinActuator:
             adm[dom] = 2
             if view.can_replace(j, count, adm):
                 continue
-            if not stop:
-                return (
-                    ActionStatus.REFUSED,
-                    f"job {job_name} has no room outside {a.target} for its {count} node(s)",
-                )
             waiting.append(job_name)
-        self._outbox.append(Action(Verb.ISLAND_STOP if stop else Verb.ISLAND, a.target, why))
+        self._outbox.append(Action(Verb.ISLAND_STOP, a.target, why))
         if waiting:
             return (
                 ActionStatus.DONE,

@@ -124,6 +124,8 @@ class TrainingJob:
     restarts: int = 0
     saves: int = 0
     made: float = 0.0  # GPU-seconds of progress made at healthy pace, whether later lost or not
+    healthy_share: float = 1.0  # of its GPUs, the share under no fault now (the twin sets it each step)
+    healthy_wait: float = 0.0  # GPU-seconds those healthy GPUs spent waiting for the slow ones
 
     @property
     def gpus(self) -> int:
@@ -186,6 +188,7 @@ class TrainingJob:
                 nxt = min(stop, self.next_save)
                 dt = (nxt - t) * self.gpus
                 self.pending += (dt * pace, dt * (1.0 - pace))
+                self.healthy_wait += dt * (1.0 - pace) * self.healthy_share
                 self.made += dt * pace
                 t = nxt
                 if t >= self.next_save:

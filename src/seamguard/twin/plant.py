@@ -187,8 +187,9 @@ class Plant:
         self.cdu_flow, self.cdu_supply = flow, cdu_supply
         self.cdu_return = cooling.return_temperature(p.cooling, cdu_supply, flow, cdu_heat)
 
-        self.link_latency = fx.link_latency * fx.switch_latency[self.node_leaf]
-        self.comm = fabric.comm_factor(p.fabric, self.link_latency, rerouted)
+        leaf_latency = fx.switch_latency[self.node_leaf]
+        self.link_latency = fx.link_latency * leaf_latency
+        self.comm = fabric.comm_factor(p.fabric, fx.link_latency, leaf_latency, rerouted)
         self.switch_buffer = fx.switch_buffer_pct
         self.storage_write, self.storage_read = fx.storage_write, fx.storage_read
         self.storage_throughput = fx.storage_throughput

@@ -27,7 +27,8 @@ from seamguard.twin.scenario import Scenario
 from seamguard.twin.sim import DRAINED_CODE, REPAIR_CODE
 
 POLICY_COLOURS = {"binary": "#7f7f7f", "young-daly": "#1f77b4", "seamguard": "#2ca02c", "oracle": "#d62728",
-                  "seamguard-remote": "#98df8a", "young-daly-tiered": "#aec7e8"}  # fmt: skip
+                  "seamguard-remote": "#98df8a", "young-daly-tiered": "#aec7e8",
+                  "seamguard-nofirewall": "#bcbd22"}  # fmt: skip
 BUCKET_COLOURS = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#7f7f7f")
 # One colour per focus-grid code: the seven states, then drained and in repair.
 STATE_CODES: tuple[tuple[int, str, str], ...] = (

@@ -23,6 +23,9 @@ class JobResult:
     failures: int
     restarts: int
     saves: int
+    # GPU-seconds its healthy GPUs (under no fault) waited for its slow ones: of a synchronous job
+    # of G GPUs, k of them under a fault, slowed by s, (G - k) x s / (1 + s) a second (restarts apart)
+    healthy_wait_gpu_s: float = 0.0
 
     @property
     def ettr(self) -> float:
@@ -121,6 +124,11 @@ class RunResult:
     def ettr(self) -> float:
         r = self.reserved_gpu_s
         return self.bucket_totals()["productive"] / r if r > 0 else float("nan")
+
+    @property
+    def healthy_wait_gpu_h(self) -> float:
+        """GPU-hours healthy GPUs waited for a gray part of their synchronous job (all jobs)."""
+        return sum(j.healthy_wait_gpu_s for j in self.jobs) / 3600.0
 
     def lost_shares(self) -> dict[str, float]:
         """Each loss bucket's share of reserved GPU time (with ``ettr`` they sum to 1)."""

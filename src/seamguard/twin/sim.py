@@ -38,20 +38,22 @@ from seamguard.twin.plant import Plant
 from seamguard.twin.policies.base import Policy, save_ahead_s
 from seamguard.twin.policies.binary import BinaryPolicy
 from seamguard.twin.policies.oracle import OraclePolicy
-from seamguard.twin.policies.seamguard import SeamguardPolicy
+from seamguard.twin.policies.seamguard import NO_FIREWALL, SeamguardPolicy
 from seamguard.twin.results import RunResult
 from seamguard.twin.storage_env import StorageEnv
 from seamguard.twin.telemetry import Emitter
 from seamguard.twin.timeline import DRAINED_CODE, REPAIR_CODE
 from seamguard.twin.windows import WindowPlan, plan_windows
 from seamguard.twin.world import World
+from seamguard.yaml_input import merge_mappings
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 POLICIES: tuple[str, ...] = ("binary", "young-daly", "seamguard", "oracle")
 # Run by name only, to measure what tiered saves are worth: young-daly saving tiered (at Daly's
-# interval for the tiered save's blocking cost), and seamguard restricted to remote storage.
-VARIANTS: tuple[str, ...] = ("young-daly-tiered", "seamguard-remote")
+# interval for the tiered save's blocking cost), and seamguard restricted to remote storage; and
+# what the firewall is worth: seamguard never containing a gray leaf (``NO_FIREWALL``).
+VARIANTS: tuple[str, ...] = ("young-daly-tiered", "seamguard-remote", "seamguard-nofirewall")
 __all__ = [
     "DRAINED_CODE",
     "POLICIES",
@@ -90,8 +92,11 @@ def make_policy(name: str, world: World, plant: Plant) -> Policy:
         return BinaryPolicy(world, name=name, interval_s=None, health_check_s=y.health_check_s,
                             temp_limit_c=y.temp_limit_c, heartbeat_limit_s=y.heartbeat_limit_s, mtbf_h=y.mtbf_h,
                             mode=mode)  # fmt: skip
-    if name in ("seamguard", "seamguard-remote"):
-        return SeamguardPolicy(world, dict(pol.seamguard.config), remote_only=name == "seamguard-remote")
+    if name in ("seamguard", "seamguard-remote", "seamguard-nofirewall"):
+        config = dict(pol.seamguard.config)
+        if name == "seamguard-nofirewall":
+            config = merge_mappings(config, NO_FIREWALL)
+        return SeamguardPolicy(world, config, remote_only=name == "seamguard-remote", name=name)
     raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES + VARIANTS)}")
 
 
@@ -416,11 +421,13 @@ class Twin:
         rank, rank_clean, comm = self.plant.rank_factor, self.plant.rank_factor_clean, self.plant.comm
         node_rank = node_clean = None
         made_before = sum(j.made for j in self.jobs)
+        under = self._under_faults()
         for j in self.jobs:
             if isinstance(j, TrainingJob):
                 pace = 1.0
                 if j.busy and j.nodes.size:
                     gpus = self.gpus_of(j.nodes)
+                    j.healthy_share = 1.0 - float(under[gpus].mean())
                     cs = j.spec.comm_share
                     actual = (1 - cs) * float(rank[gpus].max()) + cs * float(comm[j.nodes].max())
                     actual *= float(self.input_slow[j.index])
@@ -435,6 +442,17 @@ class Twin:
                     t0, t1, np.minimum(node_clean[nodes] / node_rank[nodes], 1.0) / self.input_slow[j.index]
                 )
         self.made = sum(j.made for j in self.jobs) - made_before
+
+    def _under_faults(self) -> npt.NDArray[np.bool_]:
+        """Per GPU, whether an active fault's condition reaches it (its own, its node's or uplink's,
+        its rack's, CDU's or leaf's): the rest of a slowed job are healthy GPUs waiting."""
+        under = np.zeros(self.n_gpus, dtype=bool)
+        for f in self.active:
+            if f.spec.target is EntityKind.GPU:
+                under[f.local] = True
+            else:
+                under[np.isin(self.topology.gpu_node, domain_nodes(self.topology, f))] = True
+        return under
 
     def _node_max(self, per_gpu: FloatArray) -> FloatArray:
         """Per node, the maximum over its GPUs (GPUs are numbered node by node)."""

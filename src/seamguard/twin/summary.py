@@ -9,6 +9,7 @@ Schema 1 (documented in docs/twin.md)::
          "useful_gpu_hours": x, "useful_gpu_hours_ci95": [lo, hi], "reserved_gpu_hours": x,
          "lost_hours": {"<bucket>": x, ...},          # GPU-hours, mean over seeds
          "lost_share": {"<bucket>": x, ...},          # of reserved time; with ettr they sum to 1
+         "healthy_wait_gpu_hours": x,                 # healthy GPUs waiting for a gray part, mean
          "false_quarantines": n, "missed_gray_failures": n,   # totals over all seeds
          "median_detection_lead_s": x | null,         # over every detected fault of every seed
          "detected_faults": n, "faults": n, "actions": {"<verb>": n},
@@ -72,6 +73,7 @@ def _policy_summary(runs: Sequence[RunResult]) -> dict[str, Any]:
         "reserved_gpu_hours": reserved,
         "lost_hours": lost,
         "lost_share": {b: (v / reserved if reserved > 0 else None) for b, v in lost.items()},
+        "healthy_wait_gpu_hours": float(np.mean([r.healthy_wait_gpu_h for r in runs])),
         "false_quarantines": sum(r.false_quarantines for r in runs),
         "missed_gray_failures": sum(r.missed_gray for r in runs),
         "median_detection_lead_s": float(np.median(leads)) if leads else None,

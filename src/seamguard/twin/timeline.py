@@ -90,6 +90,7 @@ def result(twin: Twin, wall_s: float) -> RunResult:
                 name=j.spec.name, job_class=j.spec.job_class.value, gpus=j.gpus, reserved_gpu_s=span * j.gpus,
                 buckets=tuple(float(x) for x in j.buckets), failures=j.failures, restarts=j.restarts,
                 saves=j.saves if isinstance(j, TrainingJob) else 0,
+                healthy_wait_gpu_s=j.healthy_wait if isinstance(j, TrainingJob) else 0.0,
             )
         )  # fmt: skip
     names = twin.topology.names[EntityKind.NODE]

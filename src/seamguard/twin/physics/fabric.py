@@ -9,7 +9,8 @@ latency of every link under it. A synchronous collective runs at its slowest lin
     comm_factor = 1 + collective_gain x max(0, latency_factor - collective_knee)
 
 so modest latency noise costs nothing and a latency-toxic link stalls the whole job. Rerouting
-(adaptive routing, another rail) replaces a link's factor by ``1 + reroute_penalty``.
+(adaptive routing, another rail) replaces a link's own factor by ``1 + reroute_penalty``; the leaf's
+congestion stays, since every path of the node crosses its leaf.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def retransmit_multiplier(p: FabricParams, severity: float, progress: float) -> 
     return float(growth ** min(2.0 * progress, 1.0))
 
 
-def comm_factor(p: FabricParams, latency_factor: FloatArray, rerouted: npt.NDArray[np.bool_]) -> FloatArray:
-    raw = 1.0 + p.collective_gain * np.maximum(latency_factor - p.collective_knee, 0.0)
-    return np.where(rerouted, 1.0 + p.reroute_penalty, raw)
+def comm_factor(
+    p: FabricParams, link_factor: FloatArray, leaf_factor: FloatArray, rerouted: npt.NDArray[np.bool_]
+) -> FloatArray:
+    """Per node, its collectives' time factor. A reroute takes the node's traffic off its own
+    uplink, not off its leaf: every path of a node crosses the leaf it hangs from, so a congested
+    leaf's latency stays (a rerouted link on a healthy leaf costs only ``reroute_penalty``)."""
+    raw = 1.0 + p.collective_gain * np.maximum(link_factor * leaf_factor - p.collective_knee, 0.0)
+    leaf = 1.0 + p.collective_gain * np.maximum(leaf_factor - p.collective_knee, 0.0)
+    return np.where(rerouted, leaf + p.reroute_penalty, raw)

@@ -66,6 +66,11 @@ BAD = frozenset({"degraded", "recovery_unsafe", "quarantine", "harmful", "failed
 
 
 MAX_ACTED = 20_000  # actions carried out kept per run for the report's timeline
+# ``seamguard-nofirewall``: a gray leaf is never contained (rerouted, saved, admission restricted),
+# what the engine did before its leaf was valued: the firewall's worth is the difference.
+NO_FIREWALL: dict[str, Any] = {
+    "actions": {"switch": {"degraded": ["reroute"], "quarantine": ["checkpoint_now"]}}
+}
 
 
 @dataclass
@@ -194,11 +199,13 @@ def _worst_per_node(cell: _Cell) -> IntArray:
 class SeamguardPolicy:
     name = "seamguard"
 
-    def __init__(self, world: World, overrides: dict[str, Any], *, remote_only: bool = False) -> None:
+    def __init__(
+        self, world: World, overrides: dict[str, Any], *, remote_only: bool = False, name: str = "seamguard"
+    ) -> None:
         self.world = world
         config = engine_config(world, overrides, remote_only=remote_only)
         self.config = config
-        self.name = "seamguard-remote" if remote_only else "seamguard"
+        self.name = name
         self.topology = world.topology
         topo = world.topology
         self.sharded = world.n_cells > 1

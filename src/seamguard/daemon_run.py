@@ -37,6 +37,7 @@ from seamguard.service.console import console_router
 from seamguard.service.guard import Security
 from seamguard.service.metrics import metrics_router
 from seamguard.service.ops_api import ops_router
+from seamguard.service.routing_api import routing_router
 from seamguard.service.server import RunningServer, serve_in_thread
 from seamguard.service.startup import build_security, check_exposure, check_tls
 from seamguard.site_config import load_daemon_config
@@ -206,6 +207,9 @@ def serve_api(daemon: Daemon, host: str, port: int, security: Security | None = 
 
     app.include_router(metrics_router(daemon.metrics))  # GET /metrics (docs/metrics.md)
     app.include_router(ops_router(daemon))  # the operator's controls and the console's reads
+    app.include_router(
+        routing_router(lambda: daemon.controller, daemon.lock)
+    )  # GET /v1/routing (docs/serving.md)
     app.include_router(console_router())  # GET /console (docs/operating.md)
     push = daemon.push
     if push is not None and push_cfg is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from seamguard.errors import InputError
 from seamguard.model.inventory import Inventory, JobRecord, read_inventory, read_jobs
+from seamguard.model.serving import serving_path_for
 from seamguard.model.topology import Topology, build_topology
 from seamguard.model.world import WorldChange, with_jobs, world_change
 from seamguard.telemetry.sources.base import SourceNotice
@@ -64,7 +65,9 @@ class LiveWorld:
         self.jobs_path = jobs_path
         self.inventory = inventory
         self.file_jobs = tuple(file_jobs)
-        self._stamps = {p: stamp(p) for p in (inventory_path, jobs_path) if p is not None}
+        # the serving file beside the inventory (``model.serving``) is read with it, so watched with it
+        self._serving = serving_path_for(inventory_path) if inventory_path is not None else None
+        self._stamps = {p: stamp(p) for p in (inventory_path, self._serving, jobs_path) if p is not None}
         self._moving: dict[Path, FileStamp | None] = {}  # a new stamp seen once, not yet held still
         self._bad: dict[Path, str] = {}  # file -> why it was not taken (until it reads well)
         self._reload = False
@@ -134,7 +137,7 @@ class LiveWorld:
             self._stamps[p] = now[p]
             self._moving.pop(p, None)
         inventory = self._pending or self.inventory  # one read well while the jobs file was bad
-        if self.inventory_path is not None and self.inventory_path in due:
+        if self.inventory_path is not None and (self.inventory_path in due or self._serving in due):
             try:
                 inventory = read_inventory(self.inventory_path)
                 if self.check_inventory is not None:

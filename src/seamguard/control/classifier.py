@@ -63,6 +63,10 @@ ALLOWED_STATES: dict[EntityKind, frozenset[State]] = {
         {State.HEALTHY, State.DEGRADED, State.RECOVERY_UNSAFE, State.FAILED, State.UNKNOWN}
     ),
     EntityKind.JOB: frozenset({State.HEALTHY, State.DEGRADED, State.UNKNOWN}),
+    # serving (``model.serving``): judged on their own signals; what their ends' nodes are is added
+    # where routing reads them (``serving.view``). Pools carry no signal of their own.
+    EntityKind.REPLICA: frozenset({State.HEALTHY, State.DEGRADED, State.QUARANTINE, State.UNKNOWN}),
+    EntityKind.PATH: frozenset({State.HEALTHY, State.DEGRADED, State.QUARANTINE, State.UNKNOWN}),
 }
 
 

@@ -20,8 +20,9 @@ class EntityKind(StrEnum):
     LINK = "link"
     STORAGE = "storage"
     JOB = "job"
-    POOL = "pool"
-    PATH = "path"
+    POOL = "pool"  # a serving pool: pool/<pool> (``model.serving``)
+    REPLICA = "replica"  # a serving replica: replica/<replica>, on one or more nodes
+    PATH = "path"  # a KV-transfer path between serving pools or replicas: path/<from>~<to>
 
 
 KIND_BY_PREFIX: dict[str, EntityKind] = {k.value: k for k in EntityKind}

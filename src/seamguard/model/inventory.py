@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seamguard.errors import InputError
+from seamguard.model.serving import ServingSpec, read_serving, serving_path_for
 from seamguard.model.states import JobClass
 
 INVENTORY_REQUIRED = ("node", "rack", "cdu", "leaf", "gpus")
@@ -33,6 +34,7 @@ class NodeRecord:
 @dataclass(frozen=True)
 class Inventory:
     nodes: tuple[NodeRecord, ...]
+    serving: ServingSpec | None = None  # pools, replicas and paths (the optional serving file)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,9 @@ def read_inventory(path: Path) -> Inventory:
             )
     if not records:
         raise InputError(str(path), "no nodes listed")
-    return Inventory(tuple(records))
+    serving = serving_path_for(path)
+    spec = read_serving(serving, frozenset(seen)) if serving.exists() else None
+    return Inventory(tuple(records), spec)
 
 
 def read_jobs(path: Path, inventory: Inventory) -> tuple[JobRecord, ...]:

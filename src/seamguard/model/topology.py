@@ -17,9 +17,11 @@ import scipy.sparse as sp
 
 from seamguard.model.entities import MIG_SEGMENT, EntityKind
 from seamguard.model.inventory import Inventory, JobRecord
+from seamguard.model.serving import ServingTopology, build_serving
 
 IntArray = npt.NDArray[np.int64]
-KINDS: tuple[EntityKind, ...] = tuple(EntityKind)
+# JOB last: a change of jobs only replaces the tail of the global index (``world.with_jobs``)
+KINDS: tuple[EntityKind, ...] = (*(k for k in EntityKind if k is not EntityKind.JOB), EntityKind.JOB)
 KIND_CODE: dict[EntityKind, int] = {k: i for i, k in enumerate(KINDS)}
 
 
@@ -57,6 +59,8 @@ class Topology:
     # entity (global) x gpu (local) : 1 where the GPU depends on the entity (itself included).
     below: sp.csr_matrix = field(repr=False)
     index: dict[str, int] = field(repr=False)
+    # pools, replicas and KV-transfer paths (``model.serving``); no GPU depends on them (``below``)
+    serving: ServingTopology = field(default_factory=ServingTopology, repr=False)
 
     @property
     def n_entities(self) -> int:
@@ -176,6 +180,10 @@ def build_topology(
             EntityKind.JOB: tuple(j.job for j in jobs),
         }
     )
+    serving = build_serving(inventory.serving, {n: i for i, n in enumerate(node_names)})
+    names.update(
+        {EntityKind.POOL: serving.pools, EntityKind.REPLICA: serving.replicas, EntityKind.PATH: serving.paths}
+    )
     ids: list[str] = []
     kind_code: list[int] = []
     local: list[int] = []
@@ -223,6 +231,7 @@ def build_topology(
         jobs=tuple(jobs),
         below=below,
         index=index,
+        serving=serving,
     )
 
 

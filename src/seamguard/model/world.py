@@ -239,4 +239,4 @@ def inventory_of(topology: Topology) -> Inventory:
                 mig=tuple(tuple(m) for m in mig[n]) if any(mig[n]) else (),
             )
         )  # fmt: skip
-    return Inventory(tuple(records))
+    return Inventory(tuple(records), topology.serving.spec)

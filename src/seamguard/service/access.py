@@ -57,6 +57,7 @@ VIEWER_PATHS = (
     "/v1/fleet/{entity:path}",
     "/v1/entities/{entity:path}",
     "/v1/events",
+    "/v1/routing",  # the routing hint an endpoint picker reads (docs/serving.md)
     "/docs",
     "/docs/oauth2-redirect",
     "/redoc",

@@ -27,7 +27,10 @@ from seamguard.telemetry.sources.http_auth import client_auth
 from seamguard.telemetry.sources.openmetrics import MAX_TIMESTAMP_S
 from seamguard.telemetry.sources.prometheus_config import PrometheusApiConfig, PromQuery
 from seamguard.telemetry.sources.scrape import Fetched, fetch_all
+from seamguard.telemetry.sources.serving_mapping import ServingReader, serving_query
 from seamguard.telemetry.store import SENTINEL_THRESHOLD
+
+SERVING = "serving"  # the serving query's tag among the asks
 
 
 def dcgm_query(selector: str = "") -> str:
@@ -43,20 +46,25 @@ class PrometheusApiSource:
         self.config = config
         self.topology = topology
         self.target = DcgmTarget(topology, config)  # each series' target is its instance label
+        self.serving = ServingReader(topology, config.replica_from) if config.serving else None
 
     def follow(self, change: WorldChange) -> None:
         """Series resolve in the new world from the next query (``SlotTable.follow``)."""
         self.topology = change.new
         self.target.table.follow(change)
+        if self.serving is not None:
+            self.serving.follow_topology(change.new)
 
     def _url(self, query: str, now: float) -> str:
         return f"{self.config.url}/api/v1/query?{urlencode({'query': query, 'time': f'{now:.3f}'})}"
 
     def collect(self, now: float) -> Collected:
         cfg = self.config
-        asks: dict[str, PromQuery | None] = {}
+        asks: dict[str, PromQuery | str | None] = {}
         if cfg.dcgm:
             asks[self._url(dcgm_query(cfg.dcgm_selector), now)] = None
+        if self.serving is not None:
+            asks[self._url(serving_query(cfg.serving_selector), now)] = SERVING
         for extra in cfg.queries:
             asks[self._url(extra.query, now)] = extra
         got: dict[str, Fetched] = {}
@@ -70,10 +78,22 @@ class PrometheusApiSource:
         notices: list[SourceNotice] = []
         unknown: Counter[str] = Counter()
         for url, q in asks.items():  # in configuration order: the batch is the same whatever answers first
-            label = "dcgm query" if q is None else f"query {q.query!r}"
+            label = (
+                "dcgm query" if q is None else "serving query" if isinstance(q, str) else f"query {q.query!r}"
+            )
             try:
                 result = _vector(got[url])
-                if q is None:
+                if isinstance(q, str):
+                    assert self.serving is not None
+                    batch, problems = self.serving.read(
+                        ((r["metric"].get("__name__", ""), r["metric"], _num(r["value"][1])) for r in result),
+                        now,
+                    )
+                    found = [
+                        SourceNotice(self.name, label, f"{n} series skipped: {why}")
+                        for why, n in problems.items()
+                    ]
+                elif q is None:
                     batch, tally = self._dcgm(result, now)
                     found = tally.notices(self.name, label)
                 else:

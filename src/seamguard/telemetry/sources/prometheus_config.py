@@ -52,6 +52,15 @@ class PrometheusApiConfig(DcgmReading, HttpClientAuth):  # credentials as Promet
     dcgm: bool = True  # query every field of the DCGM mapping
     dcgm_selector: str = ""  # extra matchers for the DCGM query, e.g. 'job="dcgm"'
     queries: tuple[PromQuery, ...] = ()
+    # vLLM's and Dynamo's serving metrics (data/serving.yaml) onto the serving file's paths and replicas
+    serving: bool = False
+    serving_selector: str = ""  # extra matchers for the serving query, e.g. 'namespace="llm"'
+    replica_from: tuple[str, ...] = (
+        "replica",
+        "worker_id",
+        "pod",
+        "target",
+    )  # where a series' replica comes from
     # what Prometheus answers is its last scrape of the exporter's last collect: one more interval late
     xid_window_slack_s: float = Field(default=120.0, ge=0, le=3600)
 
@@ -62,8 +71,8 @@ class PrometheusApiConfig(DcgmReading, HttpClientAuth):  # credentials as Promet
 
     @model_validator(mode="after")
     def _something(self) -> Self:
-        if not self.dcgm and not self.queries:
-            raise ValueError("nothing to query: set dcgm: true or list queries")
+        if not self.dcgm and not self.queries and not self.serving:
+            raise ValueError("nothing to query: set dcgm: true, serving: true or list queries")
         texts = [q.query for q in self.queries]
         twice = sorted({t for t in texts if texts.count(t) > 1})
         if twice:  # one request per query text: the second would silently replace the first

@@ -89,7 +89,7 @@ def test_a_version_6_journal_is_upgraded_and_loses_nothing(tmp_path: Path) -> No
     result = runner.invoke(app, ["diagnose", "train", "--journal", str(path)])
     assert result.exit_code == 2 and "no diagnosis findings in this journal" in result.output, result.output
     with SqliteJournal(path, read_only=True) as j:
-        assert j.get_meta("schema_version") == str(SCHEMA_VERSION) == "7"
+        assert j.get_meta("schema_version") == str(SCHEMA_VERSION) == "8"
         assert j.operator_actions() == [control] and j.findings() == []
     with SqliteJournal(path) as j:
         j.append_findings([finding_record(finding("train", Mode.HANG, T0), T0)])

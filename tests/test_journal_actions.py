@@ -44,7 +44,7 @@ def test_version_3_journal_upgrades_in_place_and_loses_nothing(tmp_path: Path) -
     db.commit()
     db.close()
     with SqliteJournal(path) as j:
-        assert j.get_meta("schema_version") == str(SCHEMA_VERSION) == "7"
+        assert j.get_meta("schema_version") == str(SCHEMA_VERSION) == "8"
         (t,) = j.transitions()
         assert (t.entity, t.to_state, t.epoch, t.evidence[0].text) == ("gpu/n1/0", "quarantine", 4, "91 C")
         (d,) = j.decisions()

@@ -329,6 +329,43 @@ def version() -> None:
     typer.echo(installed_version())
 
 
+@app.command()
+def gateway(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML with a gateway: section: keys, tenants, upstreams (docs/serving.md)"),
+    ] = None,
+    listen: Annotated[
+        str, typer.Option(help="HOST:PORT to serve the OpenAI-compatible API on")
+    ] = "127.0.0.1:8480",
+    new_key: Annotated[
+        str | None, typer.Option(help="print a new key for NAME (shown once) and its config entry, and exit")
+    ] = None,
+) -> None:
+    """The admission gateway in front of OpenAI-compatible inference servers: token budgets, rate
+    limits, zombie keys, circuit breakers and a retry budget (docs/serving.md)."""
+    if new_key is not None:
+        from seamguard.gateway.serve import new_key_lines
+        from seamguard.service.sections import NAME_RE
+
+        if not NAME_RE.fullmatch(new_key):
+            raise _fail(f"--new-key: a name of letters, digits and . _ @ - (at most 64), got {new_key!r}")
+        secret, entry = new_key_lines(new_key)
+        typer.echo(f"key (shown once; give it to {new_key} as its OpenAI API key):")
+        typer.echo(f"  {secret}")
+        typer.echo("entry for gateway.keys (its digest only):")
+        typer.echo(f"  {entry}")
+        return
+    if config is None:
+        raise _fail("--config: the gateway's config file is required (docs/serving.md)")
+    from seamguard.gateway.serve import run_gateway
+
+    try:
+        run_gateway(config, listen, err)
+    except (InputError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
 token_app = typer.Typer(help="Bearer tokens for the HTTP API of seamguard run (docs/security.md).")
 app.add_typer(token_app, name="token")
 

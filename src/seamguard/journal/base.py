@@ -10,6 +10,7 @@ from seamguard.journal.records import (
     AuditRecord,
     DecisionRecord,
     FindingRecord,
+    GatewaySpendRecord,
     NoticeRecord,
     ObservationRecord,
     OperatorRecord,
@@ -60,6 +61,12 @@ class Journal(Protocol):
     ) -> list[FindingRecord]: ...
 
     def finding_jobs(self) -> list[str]: ...
+
+    def append_gateway_spend(self, records: Sequence[GatewaySpendRecord]) -> None:
+        """The admission gateway's settled tokens (``gateway.store``), atomically."""
+        ...
+
+    def gateway_spend(self) -> list[GatewaySpendRecord]: ...
 
     def set_meta(self, key: str, value: str) -> None: ...
 

@@ -21,6 +21,7 @@ from seamguard.journal.records import (
     AuditRecord,
     DecisionRecord,
     FindingRecord,
+    GatewaySpendRecord,
     NoticeRecord,
     ObservationRecord,
     OperatorRecord,
@@ -66,6 +67,9 @@ class BufferedJournal:
     def append_findings(self, records: Sequence[FindingRecord]) -> None:
         self._write("findings", (records,))
 
+    def append_gateway_spend(self, records: Sequence[GatewaySpendRecord]) -> None:
+        self._write("gateway_spend", (records,))
+
     def _write(self, kind: str, batch: tuple[Sequence[object], ...]) -> None:
         size = sum(len(part) for part in batch)
         if size:
@@ -84,6 +88,8 @@ class BufferedJournal:
                     self.inner.append_operator(*head)  # type: ignore[arg-type]
                 elif head_kind == "findings":
                     self.inner.append_findings(*head)  # type: ignore[arg-type]
+                elif head_kind == "gateway_spend":
+                    self.inner.append_gateway_spend(*head)  # type: ignore[arg-type]
                 else:
                     self.inner.append_actions(*head)  # type: ignore[arg-type]
                 self._kept.popleft()
@@ -130,6 +136,9 @@ class BufferedJournal:
 
     def finding_jobs(self) -> list[str]:
         return self.inner.finding_jobs()
+
+    def gateway_spend(self) -> list[GatewaySpendRecord]:
+        return self.inner.gateway_spend()
 
     def transitions(
         self, entity: str | None = None, until: float | None = None, since: float | None = None

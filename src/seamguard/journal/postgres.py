@@ -68,6 +68,11 @@ CREATE TABLE finding ({_ID}, job TEXT NOT NULL, mode TEXT NOT NULL, finding TEXT
 CREATE INDEX finding_job_ts ON finding (job, ts);
 CREATE INDEX finding_ts ON finding (ts);
 """),
+    (4, f"""
+CREATE TABLE gateway_spend ({_ID}, key TEXT NOT NULL, tenant TEXT NOT NULL, period DOUBLE PRECISION NOT NULL,
+    tokens BIGINT NOT NULL);
+CREATE INDEX gateway_spend_key_period ON gateway_spend (key, period);
+"""),
 )  # fmt: skip
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 _MIGRATION_LOCK = 0x5EA3_6A2D  # pg_advisory_xact_lock key: one migration at a time per database

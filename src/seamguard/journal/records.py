@@ -166,3 +166,18 @@ class FindingRecord:
                 f"finding of job {self.job[:200]!r}: {size:,} bytes of JSON, more than "
                 f"the {MAX_FINDING_JSON:,} one journal record may hold"
             )
+
+
+@dataclass(frozen=True)
+class GatewaySpendRecord:
+    """Tokens the admission gateway (``seamguard gateway``) settled for one key in one budget
+    period since its previous write: the ledger that makes spent tokens survive a restart. Rows
+    are increments, summed per (key, period) when the gateway starts; ``ts`` is when they were
+    written, so the newest row of a key is also when it last spent (zombie-key detection).
+    ``period`` is the unix start of the budget's period (0 for a fixed allowance)."""
+
+    ts: float
+    key: str  # the key's name, never the key
+    tenant: str
+    period: float
+    tokens: int

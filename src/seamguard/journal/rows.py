@@ -14,6 +14,7 @@ from seamguard.journal.records import (
     DecisionRecord,
     EvidenceItem,
     FindingRecord,
+    GatewaySpendRecord,
     NoticeRecord,
     ObservationRecord,
     OperatorRecord,
@@ -32,6 +33,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "audit": ("ts", "principal", "client", "method", "path", "status", "count"),
     "operator": ("ts", "principal", "verb", "target", "reason", "until", "detail"),
     "finding": ("ts", "job", "mode", "finding"),
+    "gateway_spend": ("ts", "key", "tenant", "period", "tokens"),
 }  # fmt: skip
 TABLES = tuple(COLUMNS)
 
@@ -134,20 +136,29 @@ def operator_of(row: Sequence[Any]) -> OperatorRecord:
     return OperatorRecord(ts, who, verb, target, reason, nan(until), detail)
 
 
+def gateway_spend_row(g: GatewaySpendRecord) -> tuple[Any, ...]:
+    return (g.ts, g.key, g.tenant, g.period, g.tokens)
+
+
 def finding_of(row: Sequence[Any]) -> FindingRecord:
     ts, job, mode, finding = row
     return FindingRecord(float(ts), str(job), str(mode), str(finding))
 
 
+def gateway_spend_of(row: Sequence[Any]) -> GatewaySpendRecord:
+    ts, key, tenant, period, tokens = row
+    return GatewaySpendRecord(float(ts), str(key), str(tenant), float(period), int(tokens))
+
+
 ROW_OF: dict[str, Callable[[Any], tuple[Any, ...]]] = {
     "transitions": transition_row, "decisions": decision_row, "outcomes": outcome_row,
     "observations": observation_row, "action_results": action_result_row, "notices": notice_row,
-    "audit": audit_row, "operator": operator_row, "finding": finding_row,
+    "audit": audit_row, "operator": operator_row, "finding": finding_row, "gateway_spend": gateway_spend_row,
 }  # fmt: skip
 RECORD_OF: dict[str, Callable[[Sequence[Any]], Any]] = {
     "transitions": transition_of, "decisions": decision_of, "outcomes": outcome_of,
     "observations": observation_of, "action_results": action_result_of, "notices": notice_of,
-    "audit": audit_of, "operator": operator_of, "finding": finding_of,
+    "audit": audit_of, "operator": operator_of, "finding": finding_of, "gateway_spend": gateway_spend_of,
 }  # fmt: skip
 
 
@@ -196,6 +207,10 @@ ENTITIES = (
     " ORDER BY 1"
 )
 FINDING_JOBS = "SELECT DISTINCT job FROM finding ORDER BY 1"
+GATEWAY_SPEND_TOTALS = (
+    "SELECT key, tenant, period, sum(tokens), max(ts) FROM gateway_spend"
+    " GROUP BY key, tenant, period ORDER BY 1, 3"
+)
 TIME_RANGE = (
     "SELECT min(lo), max(hi) FROM (SELECT min(ts) lo, max(ts) hi FROM transitions"
     " UNION ALL SELECT min(ts), max(ts) FROM observations UNION ALL SELECT min(ts), max(ts) FROM decisions) AS r"

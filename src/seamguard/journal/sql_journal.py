@@ -15,6 +15,7 @@ from seamguard.journal.records import (
     AuditRecord,
     DecisionRecord,
     FindingRecord,
+    GatewaySpendRecord,
     NoticeRecord,
     ObservationRecord,
     OperatorRecord,
@@ -113,6 +114,17 @@ class SqlJournal:
     def finding_jobs(self) -> list[str]:
         """The jobs that have a finding in the journal, by name."""
         return [str(r[0]) for r in self._rows(rows.FINDING_JOBS)]
+
+    def append_gateway_spend(self, records: Sequence[GatewaySpendRecord]) -> None:
+        """The admission gateway's settled tokens since its previous write, atomically."""
+        self._insert({"gateway_spend": records})
+
+    def gateway_spend(self) -> list[GatewaySpendRecord]:
+        """Tokens settled per (key, tenant, period), summed; ``ts`` is the newest write's."""
+        return [
+            GatewaySpendRecord(float(ts), str(key), str(tenant), float(period), int(tokens))
+            for key, tenant, period, tokens, ts in self._rows(rows.GATEWAY_SPEND_TOTALS)
+        ]
 
     def observations(
         self, entity: str | None = None, until: float | None = None, limit: int | None = None

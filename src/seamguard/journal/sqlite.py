@@ -24,11 +24,12 @@ from seamguard.journal import rows
 from seamguard.journal.lock import WriterLock
 from seamguard.journal.sql_journal import SqlJournal
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Version 1 journals lack decisions.cause; version 2 the predicted cost and benefit of decisions
 # and the outcomes table; version 3 the action_results and notices tables; version 4 the audit
-# table; version 5 the operator table; version 6 the finding table (jobs' diagnosis). Opening an
-# older journal adds what it lacks (old values read as ''/NaN; new tables start empty).
+# table; version 5 the operator table; version 6 the finding table (jobs' diagnosis); version 7 the
+# gateway_spend table (the admission gateway's ledger). Opening an older journal adds what it lacks
+# (old values read as ''/NaN; new tables start empty).
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,6 +75,10 @@ CREATE TABLE IF NOT EXISTS finding (
     finding TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS finding_job_ts ON finding (job, ts);
 CREATE INDEX IF NOT EXISTS finding_ts ON finding (ts);
+CREATE TABLE IF NOT EXISTS gateway_spend (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, key TEXT NOT NULL, tenant TEXT NOT NULL,
+    period REAL NOT NULL, tokens INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS gateway_spend_key_period ON gateway_spend (key, period);
 """
 
 
@@ -173,8 +178,8 @@ class SqliteJournal(SqlJournal):
     def _upgrade(self, seen: int) -> None:
         """Add what an older journal lacks in one transaction; the version is re-read under the
         write lock so two processes opening the same old journal do not both alter it. (The
-        outcomes, action_results, notices, audit, operator and finding tables are created by the
-        schema script, which runs first: an upgrade to 4, 5, 6 or 7 only moves the version.)"""
+        outcomes, action_results, notices, audit, operator, finding and gateway_spend tables are
+        created by the schema script, which runs first: an upgrade to 4-8 only moves the version.)"""
         db = self._db
         with self._write():
             (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()

@@ -1,0 +1,111 @@
+"""Relaying a stream as it comes, charging it as it flows, and settling every request once.
+
+A stream's prompt estimate is charged with its first chunk (the upstream has read the prompt by
+then) and each chunk's text as it is relayed, so a stream cut off (by the upstream, or by a
+client that goes away) is charged for what it streamed; the upstream's final usage chunk, when it
+comes, settles it exactly. ``Relay.__call__`` settles in ``finally`` too: a client that leaves
+before the first chunk would otherwise leave its reservation held for ever (an async generator
+that never started never runs its ``finally``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import anyio
+import httpx
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from seamguard.gateway.sse import read_event, split_events
+
+if TYPE_CHECKING:
+    from seamguard.gateway.app import Admitted, Gateway
+    from seamguard.gateway.upstreams import Answer
+
+
+class Settle:
+    """Ends one admitted request's reservation exactly once, and counts it."""
+
+    def __init__(self, gateway: Gateway, admitted: Admitted) -> None:
+        self.gw = gateway
+        self.admitted = admitted
+        self.finished = False
+
+    def charge(self, tokens: int) -> None:
+        self.gw.ledger.charge(self.admitted.reservation, tokens)
+
+    def done(self, actual: int | None, outcome: str, *, ok: bool) -> None:
+        """Settle to ``actual`` (None: what was charged stands) and count the outcome."""
+        if self.finished:
+            return
+        self.finished = True
+        gw, key, r = self.gw, self.admitted.key, self.admitted.reservation
+        gw.ledger.settle(r, actual)
+        gw.store.add(key.name, key.tenant, r.period, r.charged)
+        gw.metrics.settled.labels(key.name, key.tenant).inc(max(0, r.charged))
+        gw.metrics.remaining.labels(key.name).set(gw.ledger.account(key.name, gw.clock()).remaining())
+        gw._count(key, outcome, ok=ok)
+
+
+class Relay(StreamingResponse):
+    """The upstream's SSE events relayed one by one as they arrive."""
+
+    def __init__(self, gateway: Gateway, answer: Answer, settle: Settle, wants_usage: bool) -> None:
+        self.gw = gateway
+        self.answer = answer
+        self.settle = settle
+        self.wants_usage = wants_usage
+        self.complete = False  # data: [DONE] seen
+        self.usage: int | None = None
+        self.cut_by_upstream = False
+        gateway.streams += 1
+        gateway.metrics.streams.set(gateway.streams)
+        super().__init__(self._events(), media_type="text/event-stream",
+                         headers={"cache-control": "no-cache", "x-accel-buffering": "no"})  # fmt: skip
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        estimate = self.gw.config.estimate
+        prompt_charged = False
+        buf = b""
+        try:
+            async for chunk in self.answer.response.aiter_raw():
+                events, buf = split_events(buf + chunk)
+                for raw in events:
+                    ev = read_event(raw, estimate)
+                    if not prompt_charged and (ev.tokens or ev.usage is not None):
+                        self.settle.charge(self.settle.admitted.prompt)
+                        prompt_charged = True
+                    self.settle.charge(ev.tokens)
+                    if ev.usage is not None:
+                        self.usage = ev.usage
+                    if ev.done:
+                        self.complete = True
+                        self._finish()  # settled before the client reads the end
+                    if ev.usage_only and not self.wants_usage:
+                        continue  # asked for by the gateway, not by the client
+                    yield raw
+            if buf:
+                yield buf
+        except httpx.HTTPError:
+            self.cut_by_upstream = True  # the stream broke off: what streamed is charged
+        self._finish()
+
+    def _finish(self) -> None:
+        if self.settle.finished:
+            return
+        self.gw.streams -= 1
+        self.gw.metrics.streams.set(self.gw.streams)
+        if self.cut_by_upstream:
+            self.gw.upstreams.failed(self.answer.pool, self.answer.ticket)
+        ok = self.complete and not self.cut_by_upstream
+        self.settle.done(self.usage, "ok" if ok else "cut", ok=ok)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._finish()  # before any await: a cancelled task still settles
+            with anyio.CancelScope(shield=True):
+                await self.answer.response.aclose()

@@ -64,7 +64,12 @@ class Upstream:
             Route("/v1/completions", self.generate, methods=["POST"]),
             Route("/v1/embeddings", self.embed, methods=["POST"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/stats", self.stats, methods=["GET"]),
         ], openapi_url=None, docs_url=None, redoc_url=None)  # fmt: skip
+
+    async def stats(self, request: Request) -> Response:
+        """What it served (for a bench that runs it in a process of its own)."""
+        return JSONResponse({"calls": self.knobs.calls, "served_tokens": self.knobs.served_tokens})
 
     async def list_models(self, request: Request) -> Response:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "vllm"} for m in self.models]
@@ -158,3 +163,11 @@ def upstream(models: tuple[str, ...] = ("m",)) -> Iterator[tuple[Upstream, str]]
         yield up, server.url
     finally:
         server.stop()
+
+
+if __name__ == "__main__":  # python -m tests.openai_upstream PORT: served until killed
+    import sys
+
+    import uvicorn
+
+    uvicorn.run(Upstream().app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

@@ -139,9 +139,13 @@ def test_steps_that_stop_are_a_hang_unless_a_save_is_stuck() -> None:
     idle = replace(late, util=np.array([3.0]))
     f = one(d, replace(idle, unwell=unwell(facilities=("cdu/cdu0",))))
     assert (f.mode, f.entities) == (Mode.THERMAL_POWER, ("cdu/cdu0",))
-    # ...and the same silence with its GPUs spinning is a hung collective, throttle bits or not
+    # ...and so is a collective hung, its GPUs spinning, under that CDU (a GPU tripped)
     d, now = warmed()
-    [f] = d.tick(replace(late, unwell=unwell(facilities=("cdu/cdu0",)), throttled=((GPUS[3],),)))
+    assert one(d, replace(late, unwell=unwell(facilities=("cdu/cdu0",)))).mode is Mode.THERMAL_POWER
+    # with nothing around it unwell, spinning GPUs are a hung collective, throttle bits or not
+    # (a GPU spinning at full use meets its power cap)
+    d, now = warmed()
+    [f] = d.tick(replace(late, throttled=((GPUS[3],),)))
     assert f.mode is Mode.HANG and "90 % busy" in f.evidence[0]
 
 

@@ -5,6 +5,7 @@ steps it over a recording (tests/twin_capture.py)."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,24 @@ def test_the_daemon_serves_each_jobs_failure_mode_and_exports_it(tmp_path: Path)
         cd.step_to(RACK_QUARANTINED_AT)
         viewer = {"Authorization": f"Bearer {cd.tokens['viewer']}"}
         assert httpx.get(cd.url + "/v1/diagnosis", trust_env=False).status_code == 401
-        [train] = httpx.get(cd.url + "/v1/diagnosis", headers=viewer, trust_env=False).json()["jobs"]
+        body = httpx.get(cd.url + "/v1/diagnosis", headers=viewer, trust_env=False).json()
+        [train] = body["jobs"]
+        # the healthy time its hot parts hold back, and what its domains would take down
+        assert train["held_back_gpu_s_per_s"] > 0 and body["parts"][0]["held_back_gpu_s_per_s"] > 0
+        assert {p["entity"] for p in body["parts"]} <= set(train["entities"])
+        [cdu1] = [d for d in body["domains"] if d["entity"] == "cdu/cdu1"]
+        # its 32 GPUs, and the 32 of train's outside it: one rank lost stops the whole job
+        assert (cdu1["jobs"], cdu1["gpus"], cdu1["takes_down_gpus"]) == (["train"], 32, 64)
         assert (train["job"], train["mode"], train["action"]) == ("train", "thermal_power", "checkpoint_now")
         assert "cdu/cdu1" in train["entities"] and train["rate_gpu_h_per_h"] > 0 and train["cost_gpu_h"] > 0
         missing = httpx.get(cd.url + "/v1/diagnosis?job=nope", headers=viewer, trust_env=False)
         assert missing.status_code == 404 and "nope" in missing.json()["detail"]
         scraped = httpx.get(cd.url + "/metrics", headers=viewer, trust_env=False).text
         assert 'seamguard_job_failure_mode{job="train",mode="thermal_power"} 1.0' in scraped
+        assert 'seamguard_job_at_risk{job="train"} 0.0' in scraped
+        assert re.search(r'seamguard_job_held_back_gpu_seconds_per_second\{job="train"\} [1-9]', scraped), (
+            scraped
+        )
         fleet = httpx.get(cd.url + "/v1/fleet", headers=viewer, trust_env=False).json()
         assert [f["mode"] for f in fleet["diagnosis"]] == ["thermal_power"]
 

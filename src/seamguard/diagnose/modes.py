@@ -204,7 +204,10 @@ class Diagnoser:
             # judged by what surrounds it, as before.
             spinning = not (math.isfinite(util) and util < c.busy_util_pct)  # unknown use: as before
             facilities, throttled = s.unwell["facilities"][i], s.throttled[i]
-            if (not spinning or not math.isfinite(util)) and (facilities or throttled):  # a trip, not a hang
+            # Stopped under an unwell rack, CDU or PDU is the heat (a trip, or a collective hung on a
+            # GPU that tripped); throttle bits alone only when its GPUs idle: spinning GPUs hit
+            # their power cap without a thermal cause.
+            if facilities or ((not spinning or not math.isfinite(util)) and throttled):
                 why = f"no step for {quiet:.0f} s under {', '.join((*facilities, *throttled)[:3])}"
                 return Mode.THERMAL_POWER, 0.6, (*facilities, *throttled[:8]), (why,), 1.0
             if not spinning:

@@ -65,6 +65,11 @@ def test_every_route_but_the_probe_needs_a_key(tmp_path: Path) -> None:
         models = httpx.get(g.url + "/v1/models", headers=auth()).json()
         assert [m["id"] for m in models["data"]] == ["m"] and models["data"][0]["owned_by"] == "vllm"
         assert _metric(g, 'seamguard_gateway_requests_total{key="",outcome="unauthenticated"') == 4
+        text = httpx.get(g.url + "/metrics", headers={"authorization": f"Bearer {VIEWER}"}).text
+        types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE seamguard_gateway")]
+        families = {f for f in types if not f.endswith("_created")}
+        doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+        assert len(families) == 10 and all(f"`{f}" in doc for f in families)  # every family documented
 
 
 def test_a_request_over_the_budget_is_refused_before_the_upstream(tmp_path: Path) -> None:

@@ -99,7 +99,8 @@ def test_every_fault_kind_and_job_class_is_reachable() -> None:
         sc = sample_scenario(s)
         kinds.update(f.kind for f in sc.faults)
         classes.update(j.job_class for j in sc.jobs)
-    assert set(kinds) == set(FAULT_KINDS), set(FAULT_KINDS) - set(kinds)
+    drawn = {k for k, spec in FAULT_KINDS.items() if not spec.serving}  # serving kinds: no deployment to hit
+    assert set(kinds) == drawn, drawn - set(kinds)
     assert classes == set(RUNNABLE)
 
 

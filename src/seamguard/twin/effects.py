@@ -38,6 +38,7 @@ SUPPLY_RISE_C = 10.0
 NVLINK_FAULT_PER_H = 30.0
 ERROR_SHARE = 0.005  # symbol errors per retransmit on a marginal link
 SWITCH_BUFFER_RISE_PCT = 60.0
+KV_PATH_BUFFER_RISE_PCT = 15.0  # kv_path_degraded: the leaf's uplink queues fill a little
 # Input-bound kinds: the job's steps take x(1 + this x severity x progress). input_stall at 1.0 is a
 # loader delivering two thirds of what the GPUs consume (+50%); a saturated dataset read path is
 # partly hidden by the loaders' prefetch buffers, so the same severity costs a little less (+40%).
@@ -78,6 +79,9 @@ class Effects:
     gpu_counter_reset: BoolArray  # the plant zeroes these GPUs' error counters once
     job_input_slow: FloatArray  # per job: its steps x this, its own input pipeline behind (input_stall)
     storage_read_slow: FloatArray  # per backend: its readers' steps x this (dataset_starve)
+    leaf_kv_degraded: (
+        FloatArray  # per leaf: severity x progress of a kv_path_degraded (twin.serving reads it)
+    )
 
     @classmethod
     def none(
@@ -90,7 +94,7 @@ class Effects:
             np.zeros(n_gpu, bool), np.zeros(n_gpu), np.zeros(n_gpu), np.zeros(n_gpu), np.zeros(n_gpu, bool),
             np.ones(n_node), np.ones(n_node), np.zeros(n_node), np.ones(n_leaf), np.zeros(n_leaf), np.ones(n_sto),
             np.ones(n_sto), np.ones(n_sto), np.zeros(n_node, bool), np.zeros(n_gpu, bool), np.ones(n_job),
-            np.ones(n_sto),
+            np.ones(n_sto), np.zeros(n_leaf),
         )  # fmt: skip
 
     def input_factor(self, job_storage: IntArray) -> FloatArray:
@@ -154,6 +158,9 @@ def apply_faults(fx: Effects, faults: Iterable[Fault], t: float, physics: Physic
         elif k == "switch_congestion":
             fx.switch_latency[i] *= 1.0 + physics.fabric.congestion_latency_rise * s * p
             fx.switch_buffer_pct[i] += SWITCH_BUFFER_RISE_PCT * s * p
+        elif k == "kv_path_degraded":
+            fx.leaf_kv_degraded[i] += s * p
+            fx.switch_buffer_pct[i] += KV_PATH_BUFFER_RISE_PCT * s * p
         elif k == "storage_tail":
             w, r, tput = storage.tail_factors(physics.storage, s, p)
             fx.storage_write[i] *= w

@@ -54,6 +54,9 @@ class FaultKind:
     hard_by_default: bool = True  # False: gray unless a scenario says `hard: true`
     observable: bool = True  # False: no telemetry shows it (silent data corruption)
     down_s: float = 0.0  # > 0: a transient hard failure, down this long x severity, then whole again
+    serving: bool = (
+        False  # acts on a disaggregated serving deployment's KV transfers (``twin.serving``) alone
+    )
 
 
 REBOOT_S = 300.0  # a host's reboot at severity 1: firmware, kernel, drivers and health checks
@@ -86,6 +89,10 @@ FAULT_KINDS: dict[str, FaultKind] = {
                   description="a node uplink goes down"),
         FaultKind("switch_congestion", EntityKind.SWITCH, HardEffect.NONE, None, True,
                   description="a leaf switch's buffers fill: every link under it slows"),
+        FaultKind("kv_path_degraded", EntityKind.SWITCH, HardEffect.NONE, None, True, serving=True,
+                  description="the leaf's spine uplinks that carry KV-cache transfers between serving pools "
+                              "degrade: a transfer across them takes x(1 + 4 x severity), jitters (+60 ms sd) and "
+                              "fails (15% x severity); both ends stay healthy"),
         FaultKind("storage_tail", EntityKind.STORAGE, HardEffect.NONE, None, True,
                   description="a checkpoint backend's tail latency explodes and its throughput falls"),
         FaultKind("dataset_starve", EntityKind.STORAGE, HardEffect.NONE, None, True,

@@ -31,6 +31,7 @@ from seamguard.twin.effects import (
     FAILING_GPU_SLOWDOWN,
     HW_THERMAL_CLOCK,
     HW_THERMAL_JUMP_C,
+    KV_PATH_BUFFER_RISE_PCT,
     PCIE_SLOWDOWN,
     SLOW_GPU,
     SUPPLY_RISE_C,
@@ -349,6 +350,9 @@ class SyntheticFleet:
             p = float(gray(f, ts_leaf[f.local : f.local + 1])[0])
             lat_factor[topo.node_leaf == f.local] *= 1 + lp.CONGESTION_LATENCY_RISE * f.severity * p
             leaf_extra[f.local] += SWITCH_BUFFER_RISE_PCT * f.severity * p
+        for f in self._by_kind.get("kv_path_degraded", []):  # only the leaf's uplink queues show it
+            p = float(gray(f, ts_leaf[f.local : f.local + 1])[0])
+            leaf_extra[f.local] += KV_PATH_BUFFER_RISE_PCT * f.severity * p
         link_up = ~silent
         for f in self._hard.get(HardEffect.LINK, []):
             link_up[f.local] &= bool(ts_node[f.local] < f.hard_at)

@@ -109,6 +109,8 @@ class RunResult:
     outcomes: dict[str, int] = field(default_factory=dict)
     # what seamguard's actuator carried out, (time, kind, target), for the state timeline's marks
     acted: list[tuple[float, str, str]] = field(default_factory=list)
+    # disaggregated serving (a scenario's ``serving:``): goodput, TTFT percentiles, shed share...
+    serving: dict[str, float] | None = None
 
     @property
     def reserved_gpu_s(self) -> float:

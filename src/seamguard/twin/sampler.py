@@ -31,7 +31,9 @@ SAMPLER_KEY = 0x5A3B  # the Generator's first key word: draws never share a stre
 FAMILIES = ("mixed", "crowded")
 CROWDED_SHARE = 0.2
 CROWDED_KINDS = ("supply_temp_rise", "switch_congestion", "storage_tail", "thermal_interface", "job_hang")
-HARMFUL_KINDS = tuple(k for k, spec in FAULT_KINDS.items() if not spec.benign)
+# Serving-path kinds act only on a disaggregated deployment (``twin.serving``), which sampled
+# scenarios do not run: drawn, they would cost nothing.
+HARMFUL_KINDS = tuple(k for k, spec in FAULT_KINDS.items() if not spec.benign and not spec.serving)
 BENIGN_KINDS = tuple(k for k, spec in FAULT_KINDS.items() if spec.benign)
 # Severity ranges where the kind's own scale differs from "1 = the reference fault".
 SEVERITY = {"cdu_flow_loss": (0.2, 0.9), "supply_temp_rise": (0.3, 1.5), "psu_loss": (0.3, 1.2)}

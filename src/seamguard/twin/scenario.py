@@ -26,6 +26,7 @@ from seamguard.twin.physics.fabric import FabricParams
 from seamguard.twin.physics.memory import MemoryParams
 from seamguard.twin.physics.power import PowerParams
 from seamguard.twin.physics.storage import StorageParams
+from seamguard.twin.serving_config import Serving
 from seamguard.yaml_input import parse_yaml, read_yaml_text
 
 ONLINE = frozenset({JobClass.ONLINE_PREFILL, JobClass.ONLINE_DECODE})
@@ -249,6 +250,7 @@ class Scenario(_Strict):
     operations: Operations = Operations()
     policies: Policies = Policies()
     observation: Observation = Observation()
+    serving: Serving | None = None  # disaggregated prefill/decode (twin.serving); None: per-replica model
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -279,6 +281,15 @@ class Scenario(_Strict):
         for h in self.hazards:
             if FAULT_KINDS[h.kind].benign:
                 raise ValueError(f"hazard {h.name}: {h.kind} is benign; declare confounders under faults")
+        if self.serving is not None:
+            classes = {j.name: j.job_class for j in self.jobs}
+            for pool, want in (
+                (self.serving.prefill, JobClass.ONLINE_PREFILL),
+                (self.serving.decode, JobClass.ONLINE_DECODE),
+            ):
+                for name in pool:
+                    if classes.get(name) is not want:
+                        raise ValueError(f"serving: {name!r} is not an {want.value} job of the scenario")
         if self.lemons.nodes > self.cluster.nodes:
             raise ValueError(
                 f"lemons.nodes ({self.lemons.nodes}) exceeds the cluster's {self.cluster.nodes} nodes"

@@ -40,6 +40,7 @@ from seamguard.twin.policies.binary import BinaryPolicy
 from seamguard.twin.policies.oracle import OraclePolicy
 from seamguard.twin.policies.seamguard import NO_FIREWALL, SeamguardPolicy
 from seamguard.twin.results import RunResult
+from seamguard.twin.serving import ServingModel
 from seamguard.twin.storage_env import StorageEnv
 from seamguard.twin.telemetry import Emitter
 from seamguard.twin.timeline import DRAINED_CODE, REPAIR_CODE
@@ -155,6 +156,7 @@ class Twin:
         self.engine_ticks = 0
         self.hang_timeout_s = sc.operations.hang_timeout_s
         self.env = StorageEnv(world, self.plant, self.policy, self.jobs, self.hang_timeout_s)
+        self.serving = ServingModel(world, self.jobs, policy) if sc.serving is not None else None
         self.sdc_due: list[tuple[float, Fault]] = []
         self.timeline = timeline.new_timeline(world)
         obs = sc.observation
@@ -357,6 +359,8 @@ class Twin:
         for g in tripped.tolist():
             events.append(fault_events.gpu_dies(self, t1, g, 79))
         self._run_jobs(t0, t1, events)
+        if self.serving is not None:
+            self.serving.step(self, t0, t1, fx)
         fault_events.track_impact(self, t1)
         operations.fleet_ops(self, t1)
         batches = observation.observe(self, t1, k, fx)
@@ -453,6 +457,12 @@ class Twin:
             else:
                 under[np.isin(self.topology.gpu_node, domain_nodes(self.topology, f))] = True
         return under
+
+    def node_pace(self) -> FloatArray:
+        """Per node, its slowest GPU's pace (healthy step time over actual, at most 1)."""
+        return np.minimum(
+            self._node_max(self.plant.rank_factor_clean) / self._node_max(self.plant.rank_factor), 1.0
+        )
 
     def _node_max(self, per_gpu: FloatArray) -> FloatArray:
         """Per node, the maximum over its GPUs (GPUs are numbered node by node)."""

@@ -110,6 +110,7 @@ def result(twin: Twin, wall_s: float) -> RunResult:
         transitions=len(getattr(twin.policy, "transitions", [])), wall_s=wall_s, engine_ticks=twin.engine_ticks,
         observed_node_days=twin.observed_node_s / 86400.0, outcomes=dict(getattr(twin.policy, "outcomes", {})),
         acted=list(getattr(twin.policy, "acted", [])),
+        serving=twin.serving.summary() if twin.serving is not None else None,
     )  # fmt: skip
 
 

@@ -62,7 +62,10 @@ class OraclePolicy:
         self._facility = [
             (f, domain_nodes(self.topology, f))
             for f in world.faults
-            if not f.benign and f.spec.facility and f.spec.target is not EntityKind.STORAGE
+            if not f.benign
+            and f.spec.facility
+            and f.spec.target is not EntityKind.STORAGE
+            and not f.spec.serving
         ]
 
     def checkpoint_choice(self, job: TrainingJob) -> tuple[Mode, int]:
@@ -115,6 +118,8 @@ class OraclePolicy:
         kind = f.spec.target
         if f.benign:
             return self._maybe_swap_slow(f, view) if f.kind == "slow_gpu" else []
+        if f.spec.serving:  # a serving path's fault is the router's to weigh: no node or job to move
+            return []
         if f.spec.hard in (HardEffect.JOB_CRASH, HardEffect.JOB_HANG):
             return [Action(Verb.CHECKPOINT, f.target, f"{f.kind} foreseen")]
         if kind in (EntityKind.GPU, EntityKind.NODE, EntityKind.LINK):

@@ -36,7 +36,9 @@ class JobSignals:
     gpus: FloatArray  # GPUs per job
     sync: npt.NDArray[np.bool_]  # synchronous (its ranks wait for each other)
     step_s: FloatArray  # job.step_time_s now (NaN: none fresh)
-    step_seen: FloatArray  # when job.step_time_s last arrived (-inf: never)
+    step_seen: (
+        FloatArray  # when a step last ended: job.step_time_s or any rank's gpu.step_time_s (-inf: never)
+    )
     ckpt_s: FloatArray  # job.checkpoint_duration_s now (NaN: none fresh)
     util: FloatArray  # mean gpu.util_pct of its GPUs (NaN: none reported)
     rank_spread: FloatArray  # slowest rank's step time over the job's median, minus 1 (NaN: unknown)
@@ -71,6 +73,7 @@ def job_signals(controller: Controller, now: float, slow_rank: float = 0.05) -> 
     ckpt_s, _ = job_value("job.checkpoint_duration_s")
     util = per_job_mean(_gpu("gpu.util_pct", controller))
     gpu_step = _gpu("gpu.step_time_s", controller)
+    gpu_step_seen = _gpu_seen("gpu.step_time_s", controller)
     gpu_ids = [topo.ids[g] for g in topo.members[EntityKind.GPU].tolist()]
     bits = np.nan_to_num(_gpu("gpu.throttle_reasons", controller), nan=0.0).astype(np.int64)
     hot = ((bits & (THERMAL_BITS | POWER_BITS)) != 0) & on
@@ -84,6 +87,8 @@ def job_signals(controller: Controller, now: float, slow_rank: float = 0.05) -> 
     for j in active.tolist():
         mine = order[bounds[j] : bounds[j + 1]]
         steps = gpu_step[mine]
+        if mine.size:  # a rank's report is a step too: a job-level report lost is no silence
+            step_seen[j] = max(float(step_seen[j]), float(gpu_step_seen[mine].max()))
         ok = np.isfinite(steps)
         if ok.sum() >= 2:
             med = float(np.median(steps[ok]))
@@ -113,6 +118,13 @@ def _gpu(name: str, controller: Controller) -> FloatArray:
     if controller.catalog.get(name) is None:
         return np.full(n, np.nan)
     return controller.store.current(name)[:n].astype(float)
+
+
+def _gpu_seen(name: str, controller: Controller) -> FloatArray:
+    n = controller.topology.count(EntityKind.GPU)
+    if controller.catalog.get(name) is None:
+        return np.full(n, -np.inf)
+    return controller.store.last_seen(name)[:n].astype(float)
 
 
 def _unwell_dependencies(

@@ -360,7 +360,7 @@ class Config(StrictModel):
 
 
 # The daemon's sections of the same file (``site_config.SiteConfig``, which a test holds to this set).
-SITE_SECTIONS = frozenset({"sources", "safety", "actuators", "service", "ha"})
+SITE_SECTIONS = frozenset({"sources", "safety", "actuators", "service", "ha", "serving"})
 
 
 def _defaults_text() -> str:

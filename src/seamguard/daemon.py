@@ -55,6 +55,7 @@ from seamguard.ops.jobs import JobWatch
 from seamguard.ops.recorder import SignalRecorder
 from seamguard.service.guard import Security
 from seamguard.service.metrics import DaemonMetrics, MetricsView, daemon_view
+from seamguard.serving.weights import routing_weights
 from seamguard.site_config import DaemonConfig
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.sources.base import PlacementSource, Source, SourceNotice, WorldFollower
@@ -151,6 +152,7 @@ class Daemon:
         self.safety = SafetyLayer(topology, config.site.safety)
         self.dispatcher = Dispatcher(routes, seed=seed, fence=EtcdFence(leadership) if leadership else None)
         self.desk = OperatorDesk(topology, self.safety, self._acting_mode)  # pauses, pins, approvals
+        self.weights = routing_weights(config.site, self.dispatcher)  # serving.weights: the plan's weights
         self.latch = NoticeLatch()
         # Where the world comes from (the inventory and jobs files, watched); the placement
         # sources are asked each tick. Without files: the topology's own inventory and jobs.
@@ -230,13 +232,18 @@ class Daemon:
             self.controller.replan_unwell = True
         operated = self.operate(now)  # requests that came during the tick go first (journaled by the desk)
         results: list[ActionResultRecord] = []
+        weighed: list[DecisionRecord] = []  # the routing plan's set_weight decisions (``serving.weights``)
         if acting:
             self.desk.lapse(now, self.journal)
             if self.desk.replan:  # a hold ended: what is still unwell is planned again next tick
                 self.controller.replan_unwell, self.desk.replan = True, False
             ops_decisions, self.desk.decisions = self.desk.decisions, []
-            acted, safety_notices = actuate(self.safety, self.dispatcher, now, [*result.decisions, *ops_decisions],
-                                            result.transitions, gate=self.desk.gate)  # fmt: skip
+            if self.weights is not None:
+                weighed = self.weights.due(now, self.controller, self.desk.gate, self.journal)
+            acted, safety_notices = actuate(self.safety, self.dispatcher, now, [*result.decisions, *ops_decisions,
+                                            *weighed], result.transitions, gate=self.desk.gate)  # fmt: skip
+            if self.weights is not None:
+                self.weights.settle(acted)
             results = acted
         # The engine's own notices (a stuck or uncorroborated sensor, a mass-stale heartbeat source)
         # are given once by the engine when they start: journaled as they come.
@@ -261,7 +268,7 @@ class Daemon:
         results = operated + results
         self.recent_results.extend(results)
         self.recent_transitions.extend(result.transitions)
-        self.recent_decisions.extend(result.decisions)
+        self.recent_decisions.extend([*result.decisions, *weighed])
         self.recent_outcomes.extend(result.outcomes)
         self._status = self._snapshot()
         self._metrics_view = self._view()

@@ -23,6 +23,7 @@ from seamguard.control.safety import SafetyConfig
 from seamguard.ha.settings import HaConfig
 from seamguard.service.access import CONSOLE_ASSETS, VIEWER_PATHS
 from seamguard.service.sections import ServiceConfig
+from seamguard.serving.settings import ServingConfig
 from seamguard.strict_model import StrictModel, format_validation
 from seamguard.telemetry.sources.sections import SourcesConfig
 from seamguard.yaml_input import merge_mappings
@@ -40,6 +41,7 @@ class SiteConfig(StrictModel):
     actuators: ActuatorsConfig = ActuatorsConfig()  # what carries actions out (docs/actuators.md)
     service: ServiceConfig = ServiceConfig()  # who may call the HTTP API, over what (docs/security.md)
     ha: HaConfig | None = None  # several replicas, one leader through etcd (docs/ha.md); None: alone
+    serving: ServingConfig = ServingConfig()  # the routing plan's weights as decisions (docs/serving.md)
 
     @model_validator(mode="after")
     def _push_path_free(self) -> Self:

@@ -116,9 +116,7 @@ class SafetyTick:
 
 
 def action_of(d: DecisionRecord) -> Action:
-    return Action(
-        kind=d.action, target=d.entity, reason=d.reason, state=d.state, decided_at=d.ts, epoch=d.epoch
-    )
+    return Action(d.action, d.entity, d.reason, d.state, d.ts, d.epoch, d.params)
 
 
 def _record(a: Action, now: float, status: ActionStatus, detail: str) -> ActionResultRecord:
@@ -206,7 +204,8 @@ class SafetyLayer:
         return held
 
     def nodes_of(self, target: str) -> IntArray:
-        """Local node indices an action on ``target`` takes out of service (containment for racks, CDUs)."""
+        """Local node indices an action on ``target`` takes out of service (containment for racks,
+        CDUs; a serving replica's, the nodes it runs on: an operator's control there holds it)."""
         hit = self._nodes_cache.get(target)
         if hit is not None:
             return hit
@@ -218,6 +217,8 @@ class SafetyLayer:
             out = np.array(
                 sorted(self._node_index[n] for n in names if n in self._node_index), dtype=np.int64
             )
+        elif gidx is not None and topo.kind_of(gidx) is EntityKind.REPLICA:  # a serving replica: its nodes
+            out = np.array(sorted(topo.serving.replica_nodes[int(topo.local[gidx])]), dtype=np.int64)
         elif gidx is not None:
             out = nodes_below(topo, gidx)
         self._nodes_cache[target] = out

@@ -46,6 +46,9 @@ class DecisionRecord:
     cause: str = ""  # the entity whose state change led to it (a drained node's GPU, a job's CDU)
     predicted_cost_gpu_h: float = math.nan  # what taking it costs (NaN: not valued)
     predicted_benefit_gpu_h: float = math.nan  # the loss it is expected to remove over the horizon
+    # kind-specific, passed on to the action (("weight", "64") for set_weight); not a journal column:
+    # the reason says it in words
+    params: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,9 @@ KINDS: dict[ActionKind, KindSpec] = {
         undoes=(K.AVOID_FOR_CHECKPOINT, K.PREFER_OTHER_CHECKPOINT_TARGET, K.SWITCH_CHECKPOINT_TARGET),
     ),
     K.SET_FEATURES: KindSpec("set the node's scheduler features (params: features)", Lands.NODE),
-    K.SET_WEIGHT: KindSpec("set a server's load-balancer weight (params: weight)", Lands.NODE),
+    K.SET_WEIGHT: KindSpec(
+        "set the load-balancer weight (params: weight) of the server that is the entity: a node, a serving replica"
+    ),
 }
 
 QUARANTINE_KINDS = frozenset(k for k, s in KINDS.items() if s.takes_capacity)

@@ -69,6 +69,10 @@ class OperatorGate:
                     return c
         return None
 
+    def holds(self, entity: str) -> bool:
+        """A control keeps actions on ``entity``'s nodes back now (a serving replica: its nodes)."""
+        return self.blocking(self.safety.nodes_of(entity)) is not None
+
     # ---- before the safety layer ---------------------------------------------------------
     def admit(self, decisions: Sequence[DecisionRecord], now: float, epoch: int) -> Admitted:
         kept: list[DecisionRecord] = []

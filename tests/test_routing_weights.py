@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 
 from seamguard.actuators.haproxy import HaproxyActuator, HaproxyConfig
+from seamguard.control.planner import plan
 from seamguard.daemon import Daemon
 from seamguard.errors import InputError
 from seamguard.journal.records import ActionResultRecord, OperatorRecord
 from seamguard.journal.sqlite import SqliteJournal
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import read_inventory
+from seamguard.model.states import State
 from seamguard.model.topology import Topology, build_topology
 from seamguard.serving.weights import WeightKeeper
 from seamguard.site_config import daemon_config_from_mapping
@@ -260,3 +262,20 @@ def test_a_pause_on_the_replicas_node_holds_its_weight_until_it_ends(tmp_path: P
     again = [a for a in daemon.step(t).actions if a.kind == "set_weight" and a.target == "replica/d1"]
     assert [(a.actuator, a.status) for a in again] == [("log", "advised")]
     assert [d.params for d in daemon.recent_decisions if d.entity == "replica/d1"][-1] == (("weight", "0"),)
+
+
+def test_set_weight_lands_on_the_replica_and_a_replica_is_held_by_its_nodes(tmp_path: Path) -> None:
+    """A planner's ``set_weight`` on a replica targets the replica (the id the HAProxy map uses; under
+    ``lands: node`` a replica, on no node of its own, gave no target at all), and the safety layer
+    and the operator's gate see a replica as the nodes it runs on."""
+    topo = serving_topology(tmp_path)
+    cfg = daemon_config_from_mapping({"actions": {"replica": {"degraded": ["set_weight"]}}}).policy
+    got = plan(cfg, topo, None, now=1.0, gidx=topo.index["replica/d0"], state=State.DEGRADED,  # type: ignore[arg-type]
+               previous=State.HEALTHY, reason="slow", evidence=(), mode="advise", epoch=0)  # fmt: skip
+    assert [(d.entity, d.action) for d in got] == [("replica/d0", "set_weight")]
+    daemon = Daemon(daemon_config_from_mapping({}), topo, [PathSource(topo)])
+    nodes = daemon.safety.nodes_of("replica/d0")
+    assert [daemon.safety.node_names[n] for n in nodes.tolist()] == ["n04"]
+    assert not daemon.desk.gate.holds("replica/d0")
+    daemon.desk.controls.apply(OperatorRecord(1.0, "alice", "maintenance", "node/n04", "swap", 3600.0, ""))
+    assert daemon.desk.gate.holds("replica/d0") and not daemon.desk.gate.holds("replica/d1")  # d1 runs on n05

@@ -11,7 +11,10 @@ clients run in this one. Three phases:
    it is spent: tokens the upstream served past the budget, in % of it.
 
 Added latency = a percentile of per-request time through the gateway minus the same percentile
-direct (streams: until the last byte). Prints a table, then as its last line one JSON object.
+direct (streams: until the last byte). On a shared machine the three processes compete for its
+cores, so requests/s moves with the machine's load; the CPU time each process spent per request
+(from ``/proc``, through ``psutil``) does much less, and is printed too, with the load average.
+Prints a table, then as its last line one JSON object.
 
     python bench/gateway.py            # ~25 s
     python bench/gateway.py --seconds 5
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import signal
 import socket
@@ -31,10 +35,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -119,10 +125,22 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
     raise SystemExit(f"{what} did not answer at {url}")
 
 
+@dataclass(frozen=True)
+class Procs:
+    up_url: str
+    gw_url: str
+    up: psutil.Process
+    gw: psutil.Process
+
+    def cpu_s(self) -> tuple[float, float]:
+        """CPU seconds (user + system) the upstream and the gateway have spent so far."""
+        return tuple(sum(p.cpu_times()[:2]) for p in (self.up, self.gw))  # type: ignore[return-value]
+
+
 @contextmanager
-def processes(tmp: Path, budget: int) -> Iterator[tuple[str, str]]:
+def processes(tmp: Path, budget: int) -> Iterator[Procs]:
     """The upstream (``python -m tests.openai_upstream``) and ``seamguard gateway`` in processes
-    of their own: (upstream URL, gateway URL)."""
+    of their own."""
     root = Path(__file__).resolve().parents[1]
     up_port, gw_port = _free_port(), _free_port()
     up_url, gw_url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{gw_port}"
@@ -137,7 +155,7 @@ def processes(tmp: Path, budget: int) -> Iterator[tuple[str, str]]:
     try:
         _wait_up(up_url + "/stats", up, "the upstream")
         _wait_up(gw_url + "/healthz", gw, "the gateway")
-        yield up_url, gw_url
+        yield Procs(up_url, gw_url, psutil.Process(up.pid), psutil.Process(gw.pid))
     finally:
         for proc in (gw, up):
             proc.send_signal(signal.SIGTERM)
@@ -155,14 +173,20 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=30_000, help="the overshoot phase's budget (tokens)")
     args = ap.parse_args()
     console = Console(stderr=True)
-    with tempfile.TemporaryDirectory() as tmp, processes(Path(tmp), args.budget) as (up_url, gw_url):
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp, processes(Path(tmp), args.budget) as procs:
+        up_url, gw_url = procs.up_url, procs.gw_url
         console.print(
             f"upstream {up_url}, gateway {gw_url}: {args.seconds:g} s a phase, {args.concurrency} clients"
         )
+        c0, t0 = procs.cpu_s(), time.perf_counter()
         direct = np.array(asyncio.run(drive(up_url, {}, args.seconds, args.concurrency, 1))) * 1000
+        wall_direct = time.perf_counter() - t0
+        c1 = procs.cpu_s()
         t0 = time.perf_counter()
         through = np.array(asyncio.run(drive(gw_url, auth(), args.seconds, args.concurrency, 1))) * 1000
         wall = time.perf_counter() - t0
+        c2 = procs.cpu_s()
         served_before = httpx.get(up_url + "/stats").json()["served_tokens"]
         ok, refused = asyncio.run(overshoot("bob", gw_url, 100, 60.0))
         time.sleep(0.5)  # the last streams' settlement
@@ -179,9 +203,16 @@ def main() -> None:
     for q, (d, t) in p.items():
         table.add_row(f"p{q} ms", f"{d:.2f}", f"{t:.2f}", f"{t - d:.2f}")
     table.add_row("requests", f"{len(direct):,}", f"{len(through):,}", "")
-    table.add_row("requests/s", f"{len(direct) / args.seconds:.0f}", f"{len(through) / wall:.0f}", "")
+    table.add_row("requests/s", f"{len(direct) / wall_direct:.0f}", f"{len(through) / wall:.0f}", "")
+    up_direct = (c1[0] - c0[0]) / max(1, len(direct)) * 1000
+    up_through, gw_cpu = ((c2[i] - c1[i]) / max(1, len(through)) * 1000 for i in (0, 1))
+    table.add_row("upstream CPU ms/request", f"{up_direct:.2f}", f"{up_through:.2f}", "")
+    table.add_row("gateway CPU ms/request", "", f"{gw_cpu:.2f}", f"{gw_cpu:.2f}")
     console.print(table)
     console.print(f"the gateway's own added-latency histogram: mean {mean_inside:.3f} ms a request")
+    console.print(
+        f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)"
+    )
     console.print(f"overshoot: budget {args.budget:,} tokens, 100 clients: {ok} admitted, {refused} refused; "
                   f"upstream served {served:,}, gateway charged {spent:,}: overshoot {over:.2f} %")  # fmt: skip
     print(json.dumps({
@@ -192,6 +223,9 @@ def main() -> None:
         "direct_p50_ms": round(p[50][0], 3),
         "direct_p99_ms": round(p[99][0], 3),
         "gateway_inside_mean_ms": round(mean_inside, 3),
+        "gateway_cpu_ms_per_request": round(gw_cpu, 3),
+        "upstream_cpu_ms_per_request": round(up_direct, 3),
+        "load_average_1m": round(load[0], 2),
         "overshoot_budget_tokens": args.budget,
         "overshoot_served_tokens": served,
         "overshoot_charged_tokens": spent,

@@ -327,3 +327,23 @@ def test_completions_and_embeddings_are_metered_too(tmp_path: Path, path: str) -
         r = _post(g, body, path=path)
         assert r.status_code == 200
         assert _spent(g) == r.json()["usage"]["total_tokens"] > 0
+
+
+def test_the_served_gateway_turns_nagle_off_for_its_connections(tmp_path: Path) -> None:
+    """asyncio sets TCP_NODELAY only on sockets made with proto=IPPROTO_TCP; the server's is not,
+    so without it each answer's body waited for the client's delayed ACK (40 ms a request)."""
+    import socket
+
+    from seamguard.gateway.serve import start_gateway
+
+    with upstream() as (_, url):
+        cfg = tmp_path / "gw.yaml"
+        cfg.write_text(json.dumps(config(tmp_path / "j.sqlite", [("u", url)])))
+        gw, server = start_gateway(cfg, "127.0.0.1:0")
+        try:
+            assert server.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            with httpx.Client(base_url=server.url, headers=auth(), timeout=10) as client:
+                assert client.post(CHAT, content=json.dumps(chat()).encode()).status_code == 200
+        finally:
+            server.stop()
+            gw.store.close()

@@ -25,7 +25,9 @@ job's first step after it), and modes named after it.
 Prints per-class precision and recall, macro-F1, the median time from a sudden fault's symptom
 (the first tick the job is hit: its first cost) to a correct diagnosis, whether any part was blamed
 for an input stall, and the reboot's errors; the last line is one JSON object with ``macro_f1``,
-``per_class``, ``median_time_to_diagnosis_s``, ``parts_blamed_for_input_stall`` and ``reboot``.
+``per_class``, ``median_time_to_diagnosis_s``, ``parts_blamed_for_input_stall``, ``reboot`` and
+``pre_failure`` (how many gradual faults were named as a risk before they cost the job anything,
+and the median lead time that gave).
 """
 
 from __future__ import annotations
@@ -98,11 +100,12 @@ def scenario(kind: str, nodes: int, seed: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-Row = tuple[Mode, Mode, float, float, int, str]
+Row = tuple[Mode, Mode, float, float, int, str, float]
 
 
 def run_case(kind: str, nodes: int, seed: int) -> list[Row]:
-    """(truth, found, time, first cost, parts blamed, reboot phase) per scored job-tick of one case.
+    """(truth, found, time, first cost, parts blamed, reboot phase, lead time) per scored job-tick of one
+    case; the lead time is the finding's ``lead_time_s`` (NaN: no risk was named before it).
 
     The truth is the twin's own physics, not its telemetry: a job in the fault's scope is hit at
     a tick when its true step time (``Snapshot.job_step_s``, no noise) is 5 % over its median
@@ -173,7 +176,9 @@ def run_case(kind: str, nodes: int, seed: int) -> list[Row]:
                 stepped = stepped or bool(math.isfinite(true_step[j]))
                 phase = "after" if stepped else "gap"
             parts = sum(not e.startswith("job/") for e in f.entities)  # a hang names the job: no part
-            rows.append((mode if active else Mode.HEALTHY, f.mode, now, first_cost, parts, phase))
+            rows.append(
+                (mode if active else Mode.HEALTHY, f.mode, now, first_cost, parts, phase, f.lead_time_s)
+            )
     return rows
 
 
@@ -197,11 +202,13 @@ def main() -> None:
     delays: dict[Mode, list[float]] = {}
     blamed = 0
     reboot: Counter[str] = Counter()
+    leads: list[float] = []  # per gradual case: the lead time its first correct finding had (NaN: none)
     with Progress(console=console) as progress:
         task = progress.add_task("cases", total=len(cases))
         for kind, nodes, seed in cases:
             first_right: float | None = None
-            for truth, found, now, first_cost, parts, phase in run_case(kind, nodes, seed):
+            lead: float | None = None
+            for truth, found, now, first_cost, parts, phase, lead_s in run_case(kind, nodes, seed):
                 confusion[(truth, found)] += 1
                 if phase:
                     reboot[f"{phase}_ticks"] += 1
@@ -212,7 +219,11 @@ def main() -> None:
                     blamed += 1
                 if truth is not Mode.HEALTHY and found is truth and first_right is None and now >= first_cost:
                     first_right = now - first_cost
+                if truth is not Mode.HEALTHY and found is truth and lead is None:
+                    lead = lead_s
             mode, _, _, sudden = KINDS[kind]
+            if not sudden and mode is not Mode.HEALTHY and lead is not None:
+                leads.append(lead)
             if sudden and mode is not Mode.HEALTHY:
                 delays.setdefault(mode, []).append(first_right if first_right is not None else math.inf)
             progress.advance(task)
@@ -244,6 +255,10 @@ def main() -> None:
                     f"{reboot['after_not_healthy']} of {reboot['after_ticks']} ticks after it not healthy "
                     f"({reboot['after_parts_blamed']} blaming a part)"
                   + (f"; kinds not in the twin yet: {', '.join(missing)}" if missing else ""))  # fmt: skip
+    warned = [x for x in leads if math.isfinite(x)]
+    lead_med = statistics.median(warned) if warned else None
+    console.print(f"pre-failure: {len(warned)} of {len(leads)} gradual faults named as a risk before they cost "
+                  f"the job anything" + (f", median lead time {lead_med:.0f} s" if lead_med is not None else ""))  # fmt: skip
     wrong = sorted(
         ((t.value, f.value, v) for (t, f), v in confusion.items() if t is not f), key=lambda x: -x[2]
     )
@@ -252,6 +267,7 @@ def main() -> None:
     print(json.dumps({"macro_f1": round(macro, 4), "per_class": per_class, "cases": len(cases),
                       "median_time_to_diagnosis_s": {k: (v if v is None or math.isfinite(v) else None) for k, v in med.items()},
                       "parts_blamed_for_input_stall": blamed, "reboot": dict(sorted(reboot.items())),
+                      "pre_failure": {"gradual_cases": len(leads), "warned": len(warned), "median_lead_time_s": lead_med},
                       "kinds_missing": missing}))  # fmt: skip
 
 

@@ -241,3 +241,31 @@ def test_routing_needs_a_token_and_weighs_the_degraded_path_less(live: attacks.L
     assert {p["id"]: p["state"] for p in pool["paths"]}["path/pre~d1"] == "degraded"
     assert got["objective"]["ttft_slo_ms"] == 1500
     assert live.request("GET", "/v1/routing", "viewer", params={"ttft_slo_ms": -1}).status_code == 422
+
+
+def test_each_pair_takes_its_own_path_else_its_pools_into_the_replica_else_pool_to_pool() -> None:
+    """``_pair_paths`` (vectorised) against the rule written pair by pair, on a random layout."""
+    from seamguard.serving.view import _pair_paths
+
+    rng = np.random.default_rng(7)
+    replica_pool = np.array([0] * 5 + [1] * 4 + [2] * 6, dtype=np.int64)  # prefill 0, 1; decode 2
+    pre, dec = np.arange(9), np.arange(9, 15)
+    src_rep, src_pool, dst_rep, dst_pool = [], [], [], []
+    for sp in (0, 1):
+        src_rep.append(-1), src_pool.append(sp), dst_rep.append(-1), dst_pool.append(2)  # pool -> pool
+        for d in rng.choice(dec, 3, replace=False).tolist():  # pool -> some decode replicas
+            src_rep.append(-1), src_pool.append(sp), dst_rep.append(d), dst_pool.append(2)
+    for p, d in zip(rng.choice(pre, 6).tolist(), rng.choice(dec, 6).tolist(), strict=True):  # declared pairs
+        src_rep.append(p), src_pool.append(int(replica_pool[p])), dst_rep.append(d), dst_pool.append(2)
+    a = {k: np.array(v, dtype=np.int64) for k, v in
+         {"sr": src_rep, "sp": src_pool, "dr": dst_rep, "dp": dst_pool}.items()}  # fmt: skip
+    into = np.flatnonzero(a["dp"] == 2)
+    got = _pair_paths(replica_pool, pre, dec, into, a["sr"], a["sp"], a["dr"])
+    for i, p in enumerate(pre.tolist()):
+        for j, d in enumerate(dec.tolist()):
+            pp = int(replica_pool[p])
+            own = [k for k in into.tolist() if a["sr"][k] == p and a["dr"][k] == d]
+            mid = [k for k in into.tolist() if a["sr"][k] < 0 and a["sp"][k] == pp and a["dr"][k] == d]
+            wide = [k for k in into.tolist() if a["sr"][k] < 0 and a["sp"][k] == pp and a["dr"][k] < 0]
+            want = (own or mid or wide or [-1])[-1 if own else 0]
+            assert got[i, j] == want, (p, d, got[i, j], want)

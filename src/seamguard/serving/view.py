@@ -92,27 +92,18 @@ def pool_views(topology: Topology, states: IntArray, store: TelemetryStore) -> l
         share = fails / (fails + done)
     share = np.where(np.isfinite(fails) & (fails == 0), 0.0, share)
     queue, itl = store.current("replica.queue_depth"), store.current("replica.itl_ms")
-    by_pair = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(sv.path_src_replica, sv.path_dst_replica, strict=True))
-               if a >= 0}  # fmt: skip
-    pool_path = {(int(sp), int(b)): i for i, (a, sp, b) in
-                 enumerate(zip(sv.path_src_replica, sv.path_src_pool, sv.path_dst_replica, strict=True)) if a < 0 and b >= 0}  # fmt: skip
-    pool_pool = {(int(sp), int(dp)): i for i, (a, sp, b, dp) in
-                 enumerate(zip(sv.path_src_replica, sv.path_src_pool, sv.path_dst_replica, sv.path_dst_pool, strict=True))
-                 if a < 0 and b < 0}  # fmt: skip
+    src_rep, src_pool = sv.path_src_replica, sv.path_src_pool
+    dst_rep, dst_pool = sv.path_dst_replica, sv.path_dst_pool
     out: list[PoolView] = []
     for dp, role in enumerate(sv.pool_role):
         if role is not Role.DECODE:
             continue
         dec = np.flatnonzero(sv.replica_pool == dp)
-        feeds = sorted({int(sv.path_src_pool[i]) for i in range(len(sv.paths)) if sv.path_dst_pool[i] == dp})
-        pre = np.flatnonzero(np.isin(sv.replica_pool, feeds))
+        into = np.flatnonzero(dst_pool == dp)  # the paths into this pool
+        pre = np.flatnonzero(np.isin(sv.replica_pool, np.unique(src_pool[into])))
         if dec.size == 0 or pre.size == 0:
             continue
-        paths = np.full((pre.size, dec.size), -1, dtype=np.int64)
-        for i, p in enumerate(pre.tolist()):
-            pp = int(sv.replica_pool[p])
-            for j, d in enumerate(dec.tolist()):
-                paths[i, j] = by_pair.get((p, d), pool_path.get((pp, d), pool_pool.get((pp, dp), -1)))
+        paths = _pair_paths(sv.replica_pool, pre, dec, into, src_rep, src_pool, dst_rep)
         has = paths >= 0
         safe = np.maximum(paths, 0)
         own = np.where(has, SEVERITY[states[path_g[safe]]], -1) if path_g.size else np.full(paths.shape, -1)
@@ -138,6 +129,34 @@ def pool_views(topology: Topology, states: IntArray, store: TelemetryStore) -> l
             decode_itl_ms=itl[dec],
         )
         out.append(PoolView(sv.pools[dp], view, np.where(has, path_g[pick], -1), state.astype(np.int64)))
+    return out
+
+
+def _pair_paths(
+    replica_pool: IntArray, pre: IntArray, dec: IntArray, into: IntArray,
+    src_rep: IntArray, src_pool: IntArray, dst_rep: IntArray,
+) -> IntArray:  # fmt: skip
+    """(P, D) the path (local index) each pair's KV cache takes, -1 for none: the pair's own declared
+    path, else the prefill pool's path into the decode replica, else the pool-to-pool path. Filled
+    from the widest to the narrowest, each overwriting the last, one array operation per path kind
+    (no Python loop over the P x D pairs: a serving fleet has thousands of replicas)."""
+    n = replica_pool.size
+    row, col = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+    row[pre], col[dec] = np.arange(pre.size), np.arange(dec.size)
+    pre_pool = replica_pool[pre]
+    out = np.full((pre.size, dec.size), -1, dtype=np.int64)
+    wide = into[(src_rep[into] < 0) & (dst_rep[into] < 0)]  # pool -> pool
+    for i in wide.tolist():  # one per feeding pool
+        out[pre_pool == src_pool[i], :] = i
+    mid = into[(src_rep[into] < 0) & (dst_rep[into] >= 0)]  # pool -> decode replica
+    for sp in np.unique(src_pool[mid]).tolist():  # per feeding pool: its rows, each path's column
+        these = mid[src_pool[mid] == sp]
+        c = col[dst_rep[these]]
+        out[np.ix_(np.flatnonzero(pre_pool == sp), c[c >= 0])] = these[c >= 0][None, :]
+    own = into[(src_rep[into] >= 0) & (dst_rep[into] >= 0)]  # replica -> replica, declared
+    r, c = row[src_rep[own]], col[dst_rep[own]]
+    ok = (r >= 0) & (c >= 0)
+    out[r[ok], c[ok]] = own[ok]
     return out
 
 

@@ -12,7 +12,15 @@ import pytest
 from seamguard.actuators.guard import Breaker
 from seamguard.errors import InputError
 from seamguard.gateway.breaker import UpstreamBreaker
-from seamguard.gateway.budgets import Ledger, Need, Reservation, completion_cap
+from seamguard.gateway.budgets import (
+    Ledger,
+    Need,
+    Reservation,
+    completion_cap,
+    loads,
+    usage_of_body,
+    usage_total,
+)
 from seamguard.gateway.config import (
     BreakerConfig,
     Estimate,
@@ -85,9 +93,45 @@ def test_restored_spend_counts_only_in_its_own_period() -> None:
 
 
 def test_completion_cap_names_the_field_and_sets_a_default() -> None:
-    assert completion_cap({"max_tokens": 7, "n": 2}, 1024) == (14, None)
-    assert completion_cap({"max_completion_tokens": 9, "max_tokens": 1}, 1024) == (9, None)
-    assert completion_cap({}, 64) == (64, 64)
+    assert completion_cap({"max_tokens": 7, "n": 2}, 1024) == (14, {})
+    assert completion_cap({}, 64) == (64, {"max_tokens": 64})
+
+
+def test_the_completion_cap_cannot_be_played_down() -> None:
+    """Both caps given: the larger is reserved (upstreams differ in which one they honour); the
+    newer alone: max_tokens set to it too, for an upstream that knows only max_tokens."""
+    assert completion_cap({"max_completion_tokens": 9, "max_tokens": 1}, 1024) == (9, {})
+    assert completion_cap({"max_completion_tokens": 1, "max_tokens": 100_000}, 1024) == (100_000, {})
+    assert completion_cap({"max_completion_tokens": 9}, 1024) == (9, {"max_tokens": 9})
+    assert completion_cap({"max_tokens": 10, "n": 100}, 1024) == (1000, {})
+    # /v1/completions: every prompt of a list is completed, best_of sequences each
+    body = {"prompt": ["a", "b", "c"], "max_tokens": 10, "n": 2, "best_of": 5}
+    assert completion_cap(body, 1024, completions=True) == (150, {})
+    assert completion_cap({"prompt": [1, 2, 3], "max_tokens": 10}, 1024, completions=True) == (10, {})
+    assert completion_cap({"prompt": [[1, 2], [3]], "max_tokens": 10}, 1024, completions=True) == (20, {})
+    for bad in (
+        {"max_tokens": -5},
+        {"max_tokens": 1.5},
+        {"max_tokens": True},
+        {"n": "2"},
+        {"max_tokens": None, "max_completion_tokens": 0},
+    ):
+        with pytest.raises(ValueError):
+            completion_cap(bad, 1024, completions=True)
+    with pytest.raises(ValueError, match="best_of"):
+        completion_cap({"best_of": 0}, 1024, completions=True)
+
+
+def test_malformed_usage_counts_nothing_and_json_constants_and_deep_nesting_are_refused() -> None:
+    assert usage_total({"total_tokens": -5, "prompt_tokens": 3, "completion_tokens": 4}) == 7
+    assert usage_total({"total_tokens": "12"}) is None
+    assert usage_total({"total_tokens": 10**400}) is None  # would overflow the metrics' floats
+    assert usage_total({"prompt_tokens": 10**13, "completion_tokens": 1}) is None
+    assert usage_total({"total_tokens": 12.0, "prompt_tokens": 5, "completion_tokens": 7}) == 12
+    for bad in (b'{"max_tokens": NaN}', b'{"a": Infinity}', b"[" * 100_000 + b"]" * 100_000):
+        with pytest.raises(ValueError):
+            loads(bad)
+    assert usage_of_body(b"[" * 100_000) is None
     with pytest.raises(ValueError, match="max_tokens"):
         completion_cap({"max_tokens": "7"}, 1)
     with pytest.raises(ValueError, match=r"^n:"):
@@ -139,6 +183,11 @@ def test_zombie_keys_woken_after_idle_and_failing_in_a_row() -> None:
     watch.result("bob", True, 2.0)  # a success breaks the run
     flags = [watch.result("bob", False, 3.0) for _ in range(3)]
     assert flags[:2] == [None, None] and flags[2] is not None and flags[2].kind == FAILING
+    # failing on in a loop: the flag is prolonged, not raised (journaled) anew every 3 failures
+    more = [watch.result("bob", False, 4.0 + i) for i in range(300)]
+    assert more == [None] * 300 and watch.flagged(303.0) == ["bob"]
+    later = [watch.result("bob", False, 400.0) for _ in range(3)]  # once its hold ran out: anew
+    assert later[2] is not None and later[2].kind == FAILING
 
 
 def test_sse_events_split_and_read() -> None:

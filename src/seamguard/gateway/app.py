@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from seamguard.actuators.guard import Breaker
-from seamguard.gateway.budgets import Ledger, Reservation, completion_cap, need_of, usage_of_body
+from seamguard.gateway.budgets import Ledger, Reservation, completion_cap, loads, need_of, usage_of_body
 from seamguard.gateway.config import GatewayConfig, KeyEntry
 from seamguard.gateway.metrics import GatewayMetrics
 from seamguard.gateway.ratelimit import Limiter
@@ -87,7 +88,7 @@ class Gateway:
 
     # -- the app ------------------------------------------------------------------------------
     def app(self) -> FastAPI:
-        routes: list[BaseRoute] = [Route(p, self.generate, methods=["POST"]) for p in ROUTES]
+        routes: list[BaseRoute] = [Route(p, self._route(p), methods=["POST"]) for p in ROUTES]
         routes += [
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/healthz", self.healthz, methods=["GET", "HEAD"]),
@@ -161,15 +162,22 @@ class Gateway:
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return error(413, f"body over {limit:,} bytes", "invalid_request_error", "request_too_large")
         out = bytearray()
+        within = self.config.limits.body_timeout_s
         try:
-            async for chunk in request.stream():
-                out += chunk
-                if len(out) > limit:
-                    return error(
-                        413, f"body over {limit:,} bytes", "invalid_request_error", "request_too_large"
-                    )
+            # the whole body within body_timeout_s: the server's head timeout ends with the head,
+            # and a body dripped a byte at a time would hold the connection for ever
+            with anyio.fail_after(within):
+                async for chunk in request.stream():
+                    out += chunk
+                    if len(out) > limit:
+                        return error(
+                            413, f"body over {limit:,} bytes", "invalid_request_error", "request_too_large"
+                        )
         except ClientDisconnect:
             return error(400, "the client went away", "invalid_request_error", "client_disconnected")
+        except TimeoutError:
+            return error(408, f"the request's body did not arrive within {within:g} s", "invalid_request_error",
+                         "request_timeout", {"connection": "close"})  # fmt: skip
         return bytes(out)
 
     def _count(self, key: KeyEntry, outcome: str, *, ok: bool) -> None:
@@ -239,7 +247,30 @@ class Gateway:
             found.setdefault(name, {"id": name, "object": "model", "owned_by": "seamguard-gateway"})
         return [found[n] for n in sorted(found)]
 
-    async def generate(self, request: Request) -> Response:
+    def _route(self, path: str) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint of one OpenAI route: the upstream is called on ``path``, this constant,
+        never on what the client's URL said (its encoding, dot segments, query)."""
+
+        async def endpoint(request: Request) -> Response:
+            return await self.generate(request, path)
+
+        return endpoint
+
+    def _take_stream(self) -> bool:
+        """A slot among ``limits.max_streams``, taken at admission (no await between the check
+        and the count: concurrent requests cannot all pass a check made before their upstream
+        answered); False when none is free."""
+        if self.streams >= self.config.limits.max_streams:
+            return False
+        self.streams += 1
+        self.metrics.streams.set(self.streams)
+        return True
+
+    def release_stream(self) -> None:
+        self.streams -= 1
+        self.metrics.streams.set(self.streams)
+
+    async def generate(self, request: Request, path: str) -> Response:
         t0 = time.perf_counter()
         key = self._authenticate(request)
         if isinstance(key, Response):
@@ -249,7 +280,7 @@ class Gateway:
             self._count(key, "bad_request", ok=False)
             return raw
         try:
-            body = json.loads(raw)
+            body = loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
             model = body.get("model")
@@ -260,51 +291,60 @@ class Gateway:
             stream = body.get("stream", False)
             if not isinstance(stream, bool):
                 raise ValueError(f"stream: expected true or false, got {stream!r}")
-            generates = ROUTES[request.url.path]
-            cap, set_max = (
-                completion_cap(body, self.config.estimate.default_max_tokens) if generates else (0, None)
-            )
+            completions = path == "/v1/completions"
+            default = self.config.estimate.default_max_tokens
+            cap, fields = completion_cap(body, default, completions=completions) if ROUTES[path] else (0, {})
         except ValueError as exc:
             self._count(key, "bad_request", ok=False)
             return error(400, f"invalid request body: {exc}", "invalid_request_error", "invalid_request")
-        if stream and self.streams >= self.config.limits.max_streams:
+        if stream and not self._take_stream():
             self._count(key, "refused_streams", ok=False)
             return error(503, f"{self.streams} streams relayed already; retry shortly", "server_error",
                          "overloaded", {"retry-after": "1"})  # fmt: skip
-        wants_usage = True
-        if set_max is not None:
-            body["max_tokens"] = set_max  # the cap the reservation assumed, enforced upstream
-        if stream:
-            opts = body.get("stream_options")
-            wants_usage = isinstance(opts, dict) and opts.get("include_usage") is True
-            body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
-        content = raw if set_max is None and not stream else json.dumps(body).encode()
-        need = need_of(len(raw), cap, self.config.estimate)
-        now = self.clock()
-        held = self.ledger.reserve(key.name, need, now)
-        if isinstance(held, int):
-            return self._refused_budget(key, need.total, held)
-        self._flagged(self.zombies.used(key.name, now))
-        self.metrics.reserved.labels(key.name, key.tenant).inc(need.total)
-        admitted = Admitted(key, held, need.prompt)
-        settle = Settle(self, admitted)
-        added = time.perf_counter() - t0
+        relayed = False  # the stream's slot handed to its Relay
         try:
-            headers = {"content-type": "application/json", "accept-encoding": "identity",
-                       "accept": "text/event-stream" if stream else "application/json"}  # fmt: skip
-            answer = await self.upstreams.call(self.client, model, request.url.path, content, headers)
-            t1 = time.perf_counter()
-            if isinstance(answer, Failure):
-                settle.done(0, "no_upstream" if answer.status == 503 else "upstream_error", ok=False)
-                return self._failure(answer)
-            if stream and answer.response.status_code == 200:
-                self.upstreams.succeeded(answer)
-                self.metrics.added.observe(added + time.perf_counter() - t1)
-                return Relay(self, answer, settle, wants_usage)
-            return await self._whole(answer, settle, added, t1)
-        except BaseException:
-            settle.done(None, "cut", ok=False)  # cancelled (the client went away): charged what ran
-            raise
+            wants_usage = True
+            body.update(fields)  # the cap the reservation assumed, enforced upstream
+            if stream:
+                opts = body.get("stream_options")
+                wants_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+                body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+            # sent as the gateway read it, never the client's bytes: a key given twice, which
+            # parsers resolve differently, reaches the upstream once, with the value reserved for
+            content = json.dumps(body, separators=(",", ":")).encode()
+            need = need_of(len(raw), cap, self.config.estimate)
+            now = self.clock()
+            held = self.ledger.reserve(key.name, need, now)
+            if isinstance(held, int):
+                return self._refused_budget(key, need.total, held)
+            self._flagged(self.zombies.used(key.name, now))
+            self.metrics.reserved.labels(key.name, key.tenant).inc(need.total)
+            admitted = Admitted(key, held, need.prompt)
+            settle = Settle(self, admitted)
+            added = time.perf_counter() - t0
+            try:
+                headers = {"content-type": "application/json", "accept-encoding": "identity",
+                           "accept": "text/event-stream" if stream else "application/json"}  # fmt: skip
+                answer = await self.upstreams.call(self.client, model, path, content, headers)
+                t1 = time.perf_counter()
+                if isinstance(answer, Failure):
+                    settle.done(0, "no_upstream" if answer.status == 503 else "upstream_error", ok=False)
+                    return self._failure(answer)
+                ctype = answer.response.headers.get("content-type", "")
+                if stream and answer.response.status_code == 200 and ctype.startswith("text/event-stream"):
+                    self.upstreams.succeeded(answer)
+                    self.metrics.added.observe(added + time.perf_counter() - t1)
+                    relayed = True
+                    return Relay(self, answer, settle, wants_usage)
+                # an error, or an upstream that answered whole what was asked as a stream (an
+                # endpoint that does not stream): read whole and settled from its usage
+                return await self._whole(answer, settle, added, t1)
+            except BaseException:
+                settle.done(None, "cut", ok=False)  # cancelled (the client went away): charged what ran
+                raise
+        finally:
+            if stream and not relayed:
+                self.release_stream()
 
     async def _whole(self, answer: Answer, settle: Settle, added: float, t1: float) -> Response:
         """A non-streamed answer (or a stream request's error): read whole, settled from its usage."""
@@ -330,6 +370,9 @@ class Gateway:
         t2 = time.perf_counter()
         ok = 200 <= r.status_code < 300
         used = usage_of_body(bytes(out)) if ok else 0
+        if used is None:  # an answer with no usage, or a malformed one: charged its worst case
+            held = settle.admitted.reservation
+            used = held.held + held.charged
         settle.done(used, "ok" if ok else "upstream_error", ok=ok)
         self.metrics.added.observe(added + time.perf_counter() - t2)
         ctype = r.headers.get("content-type", "application/json")

@@ -10,9 +10,10 @@ is atomic without a lock.
 
 A request's worst case is an estimate of its prompt (its body's bytes / ``bytes_per_token``: the
 JSON around the messages is counted too, so it overstates an English prompt; at 1 byte a token it
-bounds any byte-level BPE tokenizer) plus its completion cap (``max_completion_tokens`` or
-``max_tokens`` times ``n``; the gateway sets ``max_tokens`` when a request has none). The
-overshoot past a budget is what upstreams count beyond that estimate.
+bounds any byte-level BPE tokenizer) plus its completion cap (``completion_cap``: the larger of
+``max_completion_tokens`` and ``max_tokens``, times the sequences generated; the gateway sets
+``max_tokens`` when a request has none). The overshoot past a budget is what upstreams count
+beyond that estimate.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from seamguard.gateway.config import Estimate, KeyEntry
 
@@ -38,20 +39,48 @@ class Need:
         return self.prompt + self.completion
 
 
-def completion_cap(body: Mapping[str, Any], default: int) -> tuple[int, int | None]:
-    """(tokens the answer may take, the ``max_tokens`` to set when the request names none).
+def completion_cap(
+    body: Mapping[str, Any], default: int, *, completions: bool = False
+) -> tuple[int, dict[str, int]]:
+    """(tokens the answer may take, the fields to set in the body sent upstream).
 
-    Raises ValueError naming the field when a cap or ``n`` is not a positive integer."""
-    n = body.get("n", 1)
-    if not _positive_int(n):
-        raise ValueError(f"n: expected a positive integer, got {n!r}")
+    The cap is the larger of ``max_completion_tokens`` and ``max_tokens`` when both are given
+    (upstreams differ in which one they honour), times the sequences generated: ``n`` (for
+    ``/v1/completions`` the larger of ``n`` and ``best_of``, times the prompts of a list of
+    prompts: each is completed). A request with neither cap gets ``max_tokens`` set to ``default``;
+    one with ``max_completion_tokens`` alone gets ``max_tokens`` set to it too, so an upstream that
+    knows only ``max_tokens`` is held to what was reserved. Raises ValueError naming the field when
+    a cap, ``n`` or ``best_of`` is not a positive integer."""
+    seqs = 1
+    for field in ("n", "best_of") if completions else ("n",):
+        v = body.get(field)
+        if v is None:
+            continue
+        if not _positive_int(v):
+            raise ValueError(f"{field}: expected a positive integer, got {v!r}")
+        seqs = max(seqs, int(v))
+    if completions:
+        seqs *= _prompts(body.get("prompt"))
+    caps: dict[str, int] = {}
     for field in ("max_completion_tokens", "max_tokens"):
         cap = body.get(field)
         if cap is not None:
             if not _positive_int(cap):
                 raise ValueError(f"{field}: expected a positive integer, got {cap!r}")
-            return int(cap) * int(n), None
-    return default * int(n), default
+            caps[field] = int(cap)
+    if not caps:
+        return default * seqs, {"max_tokens": default}
+    if "max_tokens" not in caps:
+        return caps["max_completion_tokens"] * seqs, {"max_tokens": caps["max_completion_tokens"]}
+    return max(caps.values()) * seqs, {}
+
+
+def _prompts(prompt: object) -> int:
+    """Prompts in a ``/v1/completions`` request: a list of strings or of token lists is several,
+    a string or one token list (integers) one."""
+    if isinstance(prompt, list) and prompt and not all(isinstance(p, int) for p in prompt):
+        return len(prompt)
+    return 1
 
 
 def _positive_int(v: object) -> bool:
@@ -67,23 +96,44 @@ def tokens_in_text(chars: int, estimate: Estimate) -> int:
     return max(1, math.ceil(chars / estimate.bytes_per_token)) if chars else 0
 
 
+MAX_USAGE = 10**12  # tokens one request can plausibly have used; a count past it is malformed
+
+
+def _count(v: object) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_USAGE
+
+
 def usage_total(usage: object) -> int | None:
-    """``total_tokens`` of an OpenAI ``usage`` object (else prompt + completion), None if absent."""
+    """``total_tokens`` of an OpenAI ``usage`` object (else prompt + completion), None if absent
+    or malformed (not integers, negative, past ``MAX_USAGE``): what was charged then stands."""
     if not isinstance(usage, dict):
         return None
     total = usage.get("total_tokens")
-    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+    if _count(total):
         return total
-    parts = [usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)]
-    if all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in parts):
-        return int(parts[0]) + int(parts[1])
+    p, c = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)  # embeddings: no completion
+    if _count(p) and _count(c):  # a usage with neither a total nor a prompt count is no count (not 0)
+        return p + c
     return None
+
+
+def loads(raw: bytes | str) -> Any:
+    """JSON as the gateway reads it: ValueError for what does not parse, for NaN and Infinity
+    (not JSON; an upstream may read them otherwise) and for nesting too deep to read."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def usage_of_body(raw: bytes) -> int | None:
     """The ``usage`` total of a non-streamed answer's JSON body, None if it has none."""
     try:
-        doc = json.loads(raw)
+        doc = loads(raw)
     except ValueError:
         return None
     return usage_total(doc.get("usage")) if isinstance(doc, dict) else None

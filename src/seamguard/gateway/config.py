@@ -135,8 +135,15 @@ class Estimate(StrictModel):
 
 class Limits(StrictModel):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)  # a request's body, whole
     max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # a non-streamed answer
-    max_streams: int = Field(default=256, ge=1)  # streams relayed at once
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024)  # one server-sent event of a stream
+    max_streams: int = Field(default=256, ge=1)  # streams relayed at once (taken at admission)
+    max_stream_s: float = Field(default=3600.0, gt=0, allow_inf_nan=False)  # a stream's whole life
+    client_stall_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)  # a client not reading
+    overrun: float = Field(
+        default=4.0, ge=1, allow_inf_nan=False
+    )  # cut a stream charged this × its reservation
 
 
 class GatewayConfig(StrictModel):

@@ -10,15 +10,19 @@ that never started never runs its ``finally``).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import anyio
 import httpx
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from seamguard.gateway.sse import read_event, split_events
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from seamguard.gateway.app import Admitted, Gateway
@@ -50,7 +54,15 @@ class Settle:
 
 
 class Relay(StreamingResponse):
-    """The upstream's SSE events relayed one by one as they arrive."""
+    """The upstream's SSE events relayed one by one as they arrive.
+
+    Its stream slot was taken at admission (``Gateway._take_stream``) and is given back when it
+    settles. Cut (charged what streamed, outcome ``cut``): a client that takes no chunk for
+    ``limits.client_stall_s`` (it stopped reading: the gateway stops reading the upstream too,
+    TCP's backpressure, so memory stays bounded, but the slot and the upstream's work would be held
+    for ever); a stream older than ``limits.max_stream_s``; one charged past ``limits.overrun``
+    times its reservation (an upstream ignoring ``max_tokens``); an event over
+    ``limits.max_event_bytes`` without its blank line."""
 
     def __init__(self, gateway: Gateway, answer: Answer, settle: Settle, wants_usage: bool) -> None:
         self.gw = gateway
@@ -60,18 +72,29 @@ class Relay(StreamingResponse):
         self.complete = False  # data: [DONE] seen
         self.usage: int | None = None
         self.cut_by_upstream = False
-        gateway.streams += 1
-        gateway.metrics.streams.set(gateway.streams)
+        self.cut_why: str | None = None  # why the gateway cut it
         super().__init__(self._events(), media_type="text/event-stream",
                          headers={"cache-control": "no-cache", "x-accel-buffering": "no"})  # fmt: skip
 
     async def _events(self) -> AsyncIterator[bytes]:
-        estimate = self.gw.config.estimate
+        estimate, limits = self.gw.config.estimate, self.gw.config.limits
+        reservation = self.settle.admitted.reservation
+        ceiling = limits.overrun * max(1, reservation.held + reservation.charged)
         prompt_charged = False
         buf = b""
+        chunks = self.answer.response.aiter_raw()
+        deadline = time.monotonic() + limits.max_stream_s
         try:
-            async for chunk in self.answer.response.aiter_raw():
+            while True:
+                try:  # a deadline on each read, none across a yield: a cancel scope must not span one
+                    with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                        chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
                 events, buf = split_events(buf + chunk)
+                if len(buf) > limits.max_event_bytes:
+                    self.cut_why = f"an event over {limits.max_event_bytes:,} bytes"
+                    return
                 for raw in events:
                     ev = read_event(raw, estimate)
                     if not prompt_charged and (ev.tokens or ev.usage is not None):
@@ -86,25 +109,43 @@ class Relay(StreamingResponse):
                     if ev.usage_only and not self.wants_usage:
                         continue  # asked for by the gateway, not by the client
                     yield raw
+                    if reservation.charged > ceiling and not self.complete:
+                        self.cut_why = f"charged {reservation.charged:,} tokens, past {limits.overrun:g}× its reservation"
+                        return
             if buf:
                 yield buf
         except httpx.HTTPError:
             self.cut_by_upstream = True  # the stream broke off: what streamed is charged
-        self._finish()
+        except TimeoutError:
+            self.cut_why = f"streaming for {limits.max_stream_s:g} s"
+        finally:
+            self._finish()
 
     def _finish(self) -> None:
         if self.settle.finished:
             return
-        self.gw.streams -= 1
-        self.gw.metrics.streams.set(self.gw.streams)
+        self.gw.release_stream()
         if self.cut_by_upstream:
             self.gw.upstreams.failed(self.answer.pool, self.answer.ticket)
+        if self.cut_why is not None:
+            log.warning("stream of key %s cut: %s", self.settle.admitted.key.name, self.cut_why)
         ok = self.complete and not self.cut_by_upstream
         self.settle.done(self.usage, "ok" if ok else "cut", ok=ok)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stall = self.gw.config.limits.client_stall_s
+
+        async def bounded(message: Message) -> None:
+            with anyio.fail_after(stall):  # uvicorn's send waits while the client does not read
+                await send(message)
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, bounded)
+        except TimeoutError:
+            # the client stopped reading: the response stays incomplete, so the server closes the
+            # connection (it logs one line, not a traceback)
+            if self.cut_why is None:
+                self.cut_why = f"its client took nothing for {stall:g} s"
         finally:
             self._finish()  # before any await: a cancelled task still settles
             with anyio.CancelScope(shield=True):

@@ -10,11 +10,10 @@ the client did not ask for it (the gateway asks upstream always): a client that 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from seamguard.gateway.budgets import tokens_in_text, usage_total
+from seamguard.gateway.budgets import loads, tokens_in_text, usage_total
 from seamguard.gateway.config import Estimate
 
 SEPARATORS = (b"\n\n", b"\r\n\r\n")
@@ -69,7 +68,7 @@ def read_event(raw: bytes, estimate: Estimate) -> Event:
     if data == b"[DONE]":
         return Event(raw, 0, None, True, False)
     try:
-        doc = json.loads(data)
+        doc = loads(data)
     except ValueError:
         return Event(raw, 0, None, False, False)
     if not isinstance(doc, dict):

@@ -53,7 +53,8 @@ class ZombieWatch:
         return self._raise(key, WOKE, f"idle {idle_d:.1f} d (since {last:.0f}), then spent", now)
 
     def result(self, key: str, ok: bool, now: float) -> Flag | None:
-        """A request's end (ok: a 2xx answer); a new flag at the ``failures``-th failure in a row."""
+        """A request's end (ok: a 2xx answer); a new flag at the ``failures``-th failure in a row
+        (None while one already holds: it is prolonged)."""
         if ok:
             self._failures.pop(key, None)
             f = self._flags.get(key)
@@ -64,7 +65,11 @@ class ZombieWatch:
         self._failures[key] = n
         if n % self.config.failures:
             return None  # flagged at every ``failures``-th failure in a row
-        return self._raise(key, FAILING, f"{n} failed requests in a row", now)
+        held = self.flag(key, now)
+        flag = self._raise(key, FAILING, f"{n} failed requests in a row", now)
+        # a flag already holding is prolonged, not raised anew: a client failing in a loop
+        # would otherwise journal a notice every ``failures`` requests
+        return None if held is not None and held.kind == FAILING else flag
 
     def _raise(self, key: str, kind: str, detail: str, now: float) -> Flag:
         f = Flag(key, kind, detail, now + self.config.hold_s)

@@ -3,11 +3,13 @@
 Starts the test upstream (``tests/openai_upstream.py``: vLLM's OpenAI format, no model behind it,
 so its own latency is tiny and what the gateway adds shows) and ``seamguard gateway`` in front of
 it, each in a process of its own (the gateway: one process, one event loop, so one core); the
-clients run in this one. Three phases:
+clients run in this one. Four phases:
 
 1. ``direct``: clients hit the upstream itself (half streamed, half not);
 2. ``gateway``: the same load through the gateway (a key with a budget it never reaches);
-3. ``overshoot``: 100 concurrent clients on one key with a small budget, streamed and not, until
+3. ``alone``: one client, direct then through the gateway (half as long): the latency a request
+   pays with no queue in front of any process;
+4. ``overshoot``: 100 concurrent clients on one key with a small budget, streamed and not, until
    it is spent: tokens the upstream served past the budget, in % of it.
 
 Added latency = a percentile of per-request time through the gateway minus the same percentile
@@ -16,7 +18,7 @@ cores, so requests/s moves with the machine's load; the CPU time each process sp
 (from ``/proc``, through ``psutil``) does much less, and is printed too, with the load average.
 Prints a table, then as its last line one JSON object.
 
-    python bench/gateway.py            # ~25 s
+    python bench/gateway.py            # ~40 s
     python bench/gateway.py --seconds 5
 """
 
@@ -187,6 +189,10 @@ def main() -> None:
         through = np.array(asyncio.run(drive(gw_url, auth(), args.seconds, args.concurrency, 1))) * 1000
         wall = time.perf_counter() - t0
         c2 = procs.cpu_s()
+        # one client alone: what a request pays with no queue in front of any of the processes
+        alone = args.seconds / 2
+        direct1 = np.array(asyncio.run(drive(up_url, {}, alone, 1, 2))) * 1000
+        through1 = np.array(asyncio.run(drive(gw_url, auth(), alone, 1, 2))) * 1000
         served_before = httpx.get(up_url + "/stats").json()["served_tokens"]
         ok, refused = asyncio.run(overshoot("bob", gw_url, 100, 60.0))
         time.sleep(0.5)  # the last streams' settlement
@@ -202,6 +208,9 @@ def main() -> None:
         table.add_column(col, justify="right")
     for q, (d, t) in p.items():
         table.add_row(f"p{q} ms", f"{d:.2f}", f"{t:.2f}", f"{t - d:.2f}")
+    p1 = {q: (float(np.percentile(direct1, q)), float(np.percentile(through1, q))) for q in (50, 99)}
+    for q, (d, t) in p1.items():
+        table.add_row(f"p{q} ms, 1 client", f"{d:.2f}", f"{t:.2f}", f"{t - d:.2f}")
     table.add_row("requests", f"{len(direct):,}", f"{len(through):,}", "")
     table.add_row("requests/s", f"{len(direct) / wall_direct:.0f}", f"{len(through) / wall:.0f}", "")
     up_direct = (c1[0] - c0[0]) / max(1, len(direct)) * 1000
@@ -219,6 +228,8 @@ def main() -> None:
         "token_overshoot_pct": round(over, 3),
         "added_latency_p50_ms": round(p[50][1] - p[50][0], 3),
         "added_latency_p99_ms": round(p[99][1] - p[99][0], 3),
+        "added_latency_p50_ms_1_client": round(p1[50][1] - p1[50][0], 3),
+        "added_latency_p99_ms_1_client": round(p1[99][1] - p1[99][0], 3),
         "requests_per_s": round(len(through) / wall, 1),
         "direct_p50_ms": round(p[50][0], 3),
         "direct_p99_ms": round(p[99][0], 3),

@@ -119,8 +119,7 @@ def test_nothing_of_the_client_reaches_the_upstream_but_the_body_it_was_judged_o
             _, _, headers, body = r.seen[-1]
             assert headers["authorization"] == f"Bearer {UPSTREAM_KEY}"  # its own key, never the client's
             assert KEYS["alice"] not in json.dumps(headers)
-            assert not (set(smuggled) - {"host", "connection"}) & set(headers)
-            assert headers["connection"] == "keep-alive"  # httpx's own, to keep its pool
+            assert not (set(smuggled) - {"host"}) & set(headers)
             assert headers["host"] == url.removeprefix("http://")
             assert body.count(b'"max_tokens"') == 1 and json.loads(body)["max_tokens"] == 1
             # the upstream is called on the route, never on what the URL said

@@ -10,6 +10,7 @@ from the event loop's thread only, never across an ``await`` between a check and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -17,8 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-import httpx
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -26,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from seamguard.actuators.guard import Breaker
 from seamguard.gateway.budgets import Ledger, Reservation, completion_cap, loads, need_of, usage_of_body
+from seamguard.gateway.client import Client, UpstreamError
 from seamguard.gateway.config import GatewayConfig, KeyEntry
 from seamguard.gateway.metrics import GatewayMetrics
 from seamguard.gateway.ratelimit import Limiter
@@ -38,6 +38,7 @@ from seamguard.service.sections import Role
 
 log = logging.getLogger(__name__)
 ROUTES = {"/v1/chat/completions": True, "/v1/completions": True, "/v1/embeddings": False}  # path: generates?
+MODELS_S = 10.0  # GET /v1/models answered from what the upstreams said this recently
 REFUSAL_NOTICE_S = 60.0  # a key's budget refusals are journaled at most once a minute, with a count
 
 
@@ -61,7 +62,6 @@ class Gateway:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -74,8 +74,8 @@ class Gateway:
         self.keys = {bytes.fromhex(k.digest.removeprefix("sha256:")): k for k in config.keys}
         self.tokens = TokenTable(config.auth) if config.auth.configured() else None
         self.streams = 0
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self.client = Client()  # the upstreams' keep-alive connections, used from the serving loop
+        self._models: tuple[float, list[dict[str, Any]]] | None = None  # GET /v1/models, when asked
         self._refusals: dict[str, tuple[float, int]] = {}  # key -> (last journaled, refused since)
         last_seen: dict[str, float] = {}
         for row in store.start():
@@ -97,20 +97,8 @@ class Gateway:
         # FastAPI for the daemon's server (``serve_in_thread``); plain routes, no schema pages
         return FastAPI(routes=routes, openapi_url=None, docs_url=None, redoc_url=None)
 
-    @property
-    def client(self) -> httpx.AsyncClient:
-        """One pooled client, made in the serving loop on first use."""
-        if self._client is None:
-            limits = httpx.Limits(
-                max_connections=self.config.limits.max_streams + 256, max_keepalive_connections=256
-            )
-            self._client = httpx.AsyncClient(transport=self._transport, limits=limits, trust_env=False)
-        return self._client
-
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self.client.aclose()
 
     async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -166,7 +154,7 @@ class Gateway:
         try:
             # the whole body within body_timeout_s: the server's head timeout ends with the head,
             # and a body dripped a byte at a time would hold the connection for ever
-            with anyio.fail_after(within):
+            async with asyncio.timeout(within):
                 async for chunk in request.stream():
                     out += chunk
                     if len(out) > limit:
@@ -225,7 +213,11 @@ class Gateway:
 
     async def _model_list(self) -> list[dict[str, Any]]:
         """What the upstreams list (``GET /v1/models`` passed through), of the models the gateway
-        routes; a model no upstream could be asked about is listed from the config."""
+        routes; a model no upstream could be asked about is listed from the config. Asked again
+        at most every ``MODELS_S``: a key's GET would otherwise cost a call to every upstream."""
+        now = self.monotonic()
+        if self._models is not None and now - self._models[0] < MODELS_S:
+            return self._models[1]
         found: dict[str, dict[str, Any]] = {}
         for pool in self.upstreams.pools.values():
             if pool.breaker.state(self.monotonic()) is Breaker.OPEN or set(pool.upstream.models) <= set(
@@ -234,18 +226,28 @@ class Gateway:
                 continue
             headers = {"authorization": f"Bearer {pool.api_key}"} if pool.api_key else {}
             try:
-                r = await self.client.get(
-                    pool.upstream.url.rstrip("/") + "/v1/models", headers=headers, timeout=5.0
-                )
-                data = r.json().get("data", []) if r.status_code == 200 else []
-            except (httpx.HTTPError, ValueError, AttributeError):
+                r = await self.client.request("GET", pool.upstream.url.rstrip("/") + "/v1/models", headers=headers,
+                                              connect_timeout=5.0, read_timeout=5.0)  # fmt: skip
+                try:
+                    raw = bytearray()
+                    async for chunk in r.aiter_raw():
+                        raw += chunk
+                        if len(raw) > self.config.limits.max_response_bytes:
+                            raise ValueError("too large")
+                finally:
+                    await r.aclose()
+                doc = loads(bytes(raw)) if r.status_code == 200 else {}
+                data = doc.get("data", []) if isinstance(doc, dict) else []
+            except (UpstreamError, ValueError):
                 continue
             for m in data if isinstance(data, list) else []:
                 if isinstance(m, dict) and m.get("id") in pool.upstream.models:
                     found.setdefault(str(m["id"]), m)
         for name in self.upstreams.models():
             found.setdefault(name, {"id": name, "object": "model", "owned_by": "seamguard-gateway"})
-        return [found[n] for n in sorted(found)]
+        listed = [found[n] for n in sorted(found)]
+        self._models = (now, listed)
+        return listed
 
     def _route(self, path: str) -> Callable[[Request], Awaitable[Response]]:
         """The endpoint of one OpenAI route: the upstream is called on ``path``, this constant,
@@ -352,18 +354,19 @@ class Gateway:
         limit = self.config.limits.max_response_bytes
         try:
             out = bytearray()
-            async for chunk in r.aiter_bytes():
+            async for chunk in r.aiter_raw():
                 out += chunk
                 if len(out) > limit:
                     settle.done(None, "upstream_error", ok=False)
                     self.upstreams.succeeded(answer)
                     return error(502, f"upstream {answer.pool.name}'s answer is over {limit:,} bytes",
                                  "server_error", "upstream_too_large")  # fmt: skip
-        except httpx.HTTPError as exc:
+        except UpstreamError as exc:
             self.upstreams.failed(answer.pool, answer.ticket)
             settle.done(None, "upstream_error", ok=False)
-            return error(502, f"upstream {answer.pool.name} broke off its answer: {type(exc).__name__}",
-                         "server_error", "upstream_error")  # fmt: skip
+            log.info("upstream %s broke off its answer: %s", answer.pool.name, exc)
+            return error(502, f"upstream {answer.pool.name} broke off its answer", "server_error",
+                         "upstream_error")  # fmt: skip
         finally:
             await r.aclose()
         self.upstreams.succeeded(answer)

@@ -10,16 +10,17 @@ that never started never runs its ``finally``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from seamguard.gateway.client import UpstreamError
 from seamguard.gateway.sse import read_event, split_events
 
 log = logging.getLogger(__name__)
@@ -82,19 +83,20 @@ class Relay(StreamingResponse):
         ceiling = limits.overrun * max(1, reservation.held + reservation.charged)
         prompt_charged = False
         buf = b""
-        chunks = self.answer.response.aiter_raw()
         deadline = time.monotonic() + limits.max_stream_s
         try:
-            while True:
-                try:  # a deadline on each read, none across a yield: a cancel scope must not span one
-                    with anyio.fail_after(max(0.0, deadline - time.monotonic())):
-                        chunk = await chunks.__anext__()
-                except StopAsyncIteration:
-                    break
+            # an upstream that goes quiet is cut by its read timeout (between two bytes), one that
+            # streams on by this deadline, checked as chunks come (a timer per read costs more
+            # CPU than the rest of the relay)
+            async for chunk in self.answer.response.aiter_raw():
+                if time.monotonic() > deadline:
+                    self.cut_why = f"streaming for {limits.max_stream_s:g} s"
+                    return
                 events, buf = split_events(buf + chunk)
                 if len(buf) > limits.max_event_bytes:
                     self.cut_why = f"an event over {limits.max_event_bytes:,} bytes"
                     return
+                out: list[bytes] = []  # the events of one read, relayed at once (one write, not one each)
                 for raw in events:
                     ev = read_event(raw, estimate)
                     if not prompt_charged and (ev.tokens or ev.usage is not None):
@@ -108,16 +110,17 @@ class Relay(StreamingResponse):
                         self._finish()  # settled before the client reads the end
                     if ev.usage_only and not self.wants_usage:
                         continue  # asked for by the gateway, not by the client
-                    yield raw
+                    out.append(raw)
                     if reservation.charged > ceiling and not self.complete:
                         self.cut_why = f"charged {reservation.charged:,} tokens, past {limits.overrun:g}× its reservation"
+                        yield b"".join(out)
                         return
+                if out:
+                    yield b"".join(out)
             if buf:
                 yield buf
-        except httpx.HTTPError:
+        except UpstreamError:
             self.cut_by_upstream = True  # the stream broke off: what streamed is charged
-        except TimeoutError:
-            self.cut_why = f"streaming for {limits.max_stream_s:g} s"
         finally:
             self._finish()
 
@@ -136,7 +139,7 @@ class Relay(StreamingResponse):
         stall = self.gw.config.limits.client_stall_s
 
         async def bounded(message: Message) -> None:
-            with anyio.fail_after(stall):  # uvicorn's send waits while the client does not read
+            async with asyncio.timeout(stall):  # uvicorn's send waits while the client does not read
                 await send(message)
 
         try:

@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import httpx
-
 from seamguard.actuators.guard import Breaker
 from seamguard.gateway.breaker import Ticket, UpstreamBreaker
+from seamguard.gateway.client import Client, Response, UpstreamError
 from seamguard.gateway.config import GatewayConfig, Upstream
 from seamguard.gateway.metrics import GatewayMetrics
 from seamguard.gateway.retry import RetryBudget
@@ -44,7 +43,7 @@ class Answer:
 
     pool: Pool
     ticket: Ticket
-    response: httpx.Response
+    response: Response
     body: bytes | None = None
 
 
@@ -109,7 +108,7 @@ class Upstreams:
             self.on_breaker(answer.pool, moved)
 
     async def call(
-        self, client: httpx.AsyncClient, model: str, path: str, content: bytes, headers: dict[str, str],
+        self, client: Client, model: str, path: str, content: bytes, headers: dict[str, str],
         max_error_bytes: int = 65536,
     ) -> Answer | Failure:  # fmt: skip
         """Send the request to a healthy upstream, failing over and retrying within the budget."""
@@ -132,17 +131,14 @@ class Upstreams:
             hdrs = dict(headers)
             if pool.api_key is not None:
                 hdrs["authorization"] = f"Bearer {pool.api_key}"
-            timeout = httpx.Timeout(
-                up.read_timeout_s, connect=up.connect_timeout_s, pool=up.connect_timeout_s
-            )
-            request = client.build_request("POST", up.url.rstrip("/") + path, content=content, headers=hdrs,
-                                           timeout=timeout)  # fmt: skip
             try:
-                response = await client.send(request, stream=True)
-            except httpx.HTTPError as exc:
+                response = await client.request("POST", up.url.rstrip("/") + path, content=content, headers=hdrs,
+                                                connect_timeout=up.connect_timeout_s, read_timeout=up.read_timeout_s)  # fmt: skip
+            except UpstreamError as exc:
                 self.metrics.upstream.labels(pool.name, "error").inc()
                 self.failed(pool, ticket)
-                last = Failure(502, f"upstream {pool.name} did not answer: {type(exc).__name__}")
+                log.info("upstream %s did not answer: %s", pool.name, exc)
+                last = Failure(502, f"upstream {pool.name} did not answer")
                 continue
             except BaseException:
                 pool.breaker.release(ticket)  # cancelled: says nothing of the upstream
@@ -164,10 +160,13 @@ class Upstreams:
         return last
 
 
-async def _read_some(response: httpx.Response, limit: int) -> bytes:
+async def _read_some(response: Response, limit: int) -> bytes:
     out = bytearray()
-    async for chunk in response.aiter_bytes():
-        out += chunk
-        if len(out) >= limit:
-            break
+    try:
+        async for chunk in response.aiter_raw():
+            out += chunk
+            if len(out) >= limit:
+                break
+    except UpstreamError:
+        pass  # what came of it is relayed
     return bytes(out[:limit])

@@ -1,7 +1,7 @@
 """The gateway's config file: a ``gateway:`` section, validated strictly like the daemon's sections.
 
 Keys are stored as SHA-256 digests only, in the form and under the name rules of the daemon's
-bearer tokens (``service.sections``: ``NAME_RE``, ``DIGEST_RE``; ``seamguard gateway --new-key``
+bearer tokens (``service.sections``: ``checked_name``, ``checked_digest``, ``zoned``; ``seamguard gateway --new-key``
 prints a secret and its digest), so one key, one way. Every refusal names the file and the key
 path (``gateway.keys.1.tenant: ...``), cross-field rules included.
 """
@@ -17,17 +17,18 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 
 from seamguard.errors import InputError
-from seamguard.service.sections import DIGEST_RE, NAME_RE, AuthConfig, ConnectionLimits, TlsConfig
+from seamguard.service.sections import (
+    AuthConfig,
+    ConnectionLimits,
+    TlsConfig,
+    checked_digest,
+    checked_name,
+    zoned,
+)
 from seamguard.strict_model import HttpUrlText, StrictModel, format_validation
 from seamguard.yaml_input import load_yaml, read_yaml_text
 
 SECTION = "gateway"
-
-
-def _name(v: str) -> str:
-    if not NAME_RE.fullmatch(v):
-        raise ValueError(f"a name of letters, digits and . _ @ - (at most 64), got {v!r}")
-    return v
 
 
 class Period(StrEnum):
@@ -68,28 +69,16 @@ class KeyEntry(StrictModel):
     rate: Rate | None = None
     expires: datetime | None = None
 
-    _n = field_validator("name", "tenant")(_name)
-
-    @field_validator("digest")
-    @classmethod
-    def _digest(cls, v: str) -> str:
-        if not DIGEST_RE.fullmatch(v):
-            raise ValueError("expected sha256: and 64 lowercase hex digits (the digest, never the key)")
-        return v
-
-    @field_validator("expires")
-    @classmethod
-    def _zoned(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError(f"expiry {v.isoformat()} has no time zone; add Z or +00:00")
-        return v
+    _n = field_validator("name", "tenant")(checked_name)
+    _digest = field_validator("digest")(checked_digest)
+    _zoned = field_validator("expires")(zoned)
 
 
 class Tenant(StrictModel):
     name: str
     rate: Rate | None = None  # shared by every key of the tenant
 
-    _n = field_validator("name")(_name)
+    _n = field_validator("name")(checked_name)
 
 
 class Upstream(StrictModel):
@@ -100,7 +89,7 @@ class Upstream(StrictModel):
     connect_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
     read_timeout_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)  # between two bytes
 
-    _n = field_validator("name")(_name)
+    _n = field_validator("name")(checked_name)
 
 
 class BreakerConfig(StrictModel):

@@ -19,6 +19,27 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")  # a principal's name:
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
+def checked_name(v: str) -> str:
+    """A principal's (or a gateway key's) name: it keys the journal and the metrics."""
+    if not NAME_RE.fullmatch(v):
+        raise ValueError(f"a name of letters, digits and . _ @ - (at most 64), got {v!r}")
+    return v
+
+
+def checked_digest(v: str) -> str:
+    """A secret's SHA-256 digest as the config holds it: never the secret itself."""
+    if not DIGEST_RE.fullmatch(v):
+        raise ValueError("expected sha256: and 64 lowercase hex digits (the digest, never the secret)")
+    return v
+
+
+def zoned(v: datetime | None) -> datetime | None:
+    """An expiry must say its time zone: a naive time would shift with the host's."""
+    if v is not None and v.tzinfo is None:
+        raise ValueError(f"expiry {v.isoformat()} has no time zone; add Z or +00:00")
+    return v
+
+
 class Role(StrEnum):
     """What a principal may do (``docs/security.md``): each role's rights are in ``access.GRANTS``."""
 
@@ -36,26 +57,9 @@ class TokenEntry(StrictModel):
     digest: str  # "sha256:<64 hex>"
     expires: datetime | None = None  # ISO 8601 with a zone; the token is refused from then on
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME_RE.fullmatch(v):
-            raise ValueError(f"a name of letters, digits and . _ @ - (at most 64), got {v!r}")
-        return v
-
-    @field_validator("digest")
-    @classmethod
-    def _digest(cls, v: str) -> str:
-        if not DIGEST_RE.fullmatch(v):
-            raise ValueError("expected sha256: and 64 lowercase hex digits (the digest, never the secret)")
-        return v
-
-    @field_validator("expires")
-    @classmethod
-    def _zoned(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError(f"expiry {v.isoformat()} has no time zone; add Z or +00:00")
-        return v
+    _name = field_validator("name")(checked_name)
+    _digest = field_validator("digest")(checked_digest)
+    _zoned = field_validator("expires")(zoned)
 
 
 class AuthConfig(StrictModel):

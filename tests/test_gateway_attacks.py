@@ -273,3 +273,51 @@ def test_a_stream_answered_whole_is_settled_from_its_usage(tmp_path: Path) -> No
         assert resp.status_code == 200 and resp.json()["usage"]["total_tokens"] == 42
         assert g.gateway.ledger.account("alice", time.time()).spent == 42
         _settled(g)
+
+
+def test_one_key_cannot_take_every_stream_slot(tmp_path: Path) -> None:
+    data = config(tmp_path / "j.sqlite", [], limits={"max_streams": 4, "max_streams_per_key": 2})
+    with upstream() as (up, url):
+        data["gateway"]["upstreams"] = [{"name": "u", "url": url, "models": ["m"]}]
+        with gateway(data) as g:
+            up.knobs.latency_s = 0.5
+
+            async def one(key: str) -> int:
+                async with (
+                    httpx.AsyncClient(base_url=g.url, headers=auth(key), timeout=30) as client,
+                    client.stream("POST", CHAT, content=json.dumps(chat(stream=True))) as r,
+                ):
+                    await r.aread()
+                    return r.status_code
+
+            async def burst() -> list[int]:
+                alice = [one("alice") for _ in range(6)]
+                await asyncio.sleep(0)
+                return await asyncio.gather(*alice, one("bob"))
+
+            statuses = asyncio.run(burst())
+            assert statuses[:6].count(200) == 2 and statuses[:6].count(503) == 4 and statuses[6] == 200
+            _settled(g)
+
+
+def test_an_event_that_never_ends_is_cut(tmp_path: Path) -> None:
+    r = Rogue(chunks=10**6)
+    r._stream = lambda: _endless()  # type: ignore[method-assign]
+    with (
+        rogue(r) as url,
+        gateway(config(tmp_path / "j.sqlite", [("u", url)], limits={"max_event_bytes": 4096})) as g,
+    ):
+        with httpx.stream(
+            "POST", g.url + CHAT, content=json.dumps(chat(stream=True)), headers=auth(), timeout=10
+        ) as resp:
+            got = b"".join(resp.iter_raw())
+        assert resp.status_code == 200 and len(got) < 4096
+        _settled(g)
+        assert _outcomes(g).get("cut") == 1
+
+
+async def _endless() -> AsyncIterator[bytes]:
+    yield b'data: {"choices": [{"delta": {"content": "'
+    while True:
+        yield b"x" * 1024
+        await asyncio.sleep(0)

@@ -74,6 +74,7 @@ class Gateway:
         self.keys = {bytes.fromhex(k.digest.removeprefix("sha256:")): k for k in config.keys}
         self.tokens = TokenTable(config.auth) if config.auth.configured() else None
         self.streams = 0
+        self._key_streams: dict[str, int] = {}  # streams per key (only keys with one)
         self.client = Client()  # the upstreams' keep-alive connections, used from the serving loop
         self._models: tuple[float, list[dict[str, Any]]] | None = None  # GET /v1/models, when asked
         self._refusals: dict[str, tuple[float, int]] = {}  # key -> (last journaled, refused since)
@@ -258,18 +259,28 @@ class Gateway:
 
         return endpoint
 
-    def _take_stream(self) -> bool:
-        """A slot among ``limits.max_streams``, taken at admission (no await between the check
-        and the count: concurrent requests cannot all pass a check made before their upstream
-        answered); False when none is free."""
-        if self.streams >= self.config.limits.max_streams:
-            return False
+    def _take_stream(self, key: str) -> str | None:
+        """A slot among ``limits.max_streams`` (and the key's ``max_streams_per_key``), taken at
+        admission (no await between the check and the count: concurrent requests cannot all pass
+        a check made before their upstream answered); None, or why none is free."""
+        limits = self.config.limits
+        if self.streams >= limits.max_streams:
+            return f"{self.streams} streams relayed already"
+        mine = self._key_streams.get(key, 0)
+        if limits.max_streams_per_key is not None and mine >= limits.max_streams_per_key:
+            return f"{mine} streams of key {key!r} relayed already"
         self.streams += 1
+        self._key_streams[key] = mine + 1
         self.metrics.streams.set(self.streams)
-        return True
+        return None
 
-    def release_stream(self) -> None:
+    def release_stream(self, key: str) -> None:
         self.streams -= 1
+        left = self._key_streams.get(key, 1) - 1
+        if left > 0:
+            self._key_streams[key] = left
+        else:
+            self._key_streams.pop(key, None)
         self.metrics.streams.set(self.streams)
 
     async def generate(self, request: Request, path: str) -> Response:
@@ -299,10 +310,10 @@ class Gateway:
         except ValueError as exc:
             self._count(key, "bad_request", ok=False)
             return error(400, f"invalid request body: {exc}", "invalid_request_error", "invalid_request")
-        if stream and not self._take_stream():
+        busy = self._take_stream(key.name) if stream else None
+        if busy is not None:
             self._count(key, "refused_streams", ok=False)
-            return error(503, f"{self.streams} streams relayed already; retry shortly", "server_error",
-                         "overloaded", {"retry-after": "1"})  # fmt: skip
+            return error(503, f"{busy}; retry shortly", "server_error", "overloaded", {"retry-after": "1"})
         relayed = False  # the stream's slot handed to its Relay
         try:
             wants_usage = True
@@ -346,7 +357,7 @@ class Gateway:
                 raise
         finally:
             if stream and not relayed:
-                self.release_stream()
+                self.release_stream(key.name)
 
     async def _whole(self, answer: Answer, settle: Settle, added: float, t1: float) -> Response:
         """A non-streamed answer (or a stream request's error): read whole, settled from its usage."""

@@ -128,6 +128,7 @@ class Limits(StrictModel):
     max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # a non-streamed answer
     max_event_bytes: int = Field(default=1024 * 1024, ge=1024)  # one server-sent event of a stream
     max_streams: int = Field(default=256, ge=1)  # streams relayed at once (taken at admission)
+    max_streams_per_key: int | None = Field(default=None, ge=1)  # of them, one key's at once (None: no bound)
     max_stream_s: float = Field(default=3600.0, gt=0, allow_inf_nan=False)  # a stream's whole life
     client_stall_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)  # a client not reading
     overrun: float = Field(

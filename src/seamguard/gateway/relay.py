@@ -127,7 +127,7 @@ class Relay(StreamingResponse):
     def _finish(self) -> None:
         if self.settle.finished:
             return
-        self.gw.release_stream()
+        self.gw.release_stream(self.settle.admitted.key.name)
         if self.cut_by_upstream:
             self.gw.upstreams.failed(self.answer.pool, self.answer.ticket)
         if self.cut_why is not None:

@@ -321,3 +321,26 @@ async def _endless() -> AsyncIterator[bytes]:
     while True:
         yield b"x" * 1024
         await asyncio.sleep(0)
+
+
+def test_a_whole_answer_its_client_never_reads_holds_little_memory(tmp_path: Path) -> None:
+    data = config(tmp_path / "j.sqlite", [], limits={"client_stall_s": 0.5})
+    data["gateway"]["keys"][0]["budget"] = {"tokens": 10**9}
+    with upstream() as (up, url):
+        data["gateway"]["upstreams"] = [{"name": "u", "url": url, "models": ["m"]}]
+        up.knobs.reply_tokens = 3_000_000  # a 12 MB answer
+        with gateway(data) as g:
+            host, port = g.url.removeprefix("http://").split(":")
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect((host, int(port)))
+            body = json.dumps(chat(max_tokens=3_000_000)).encode()
+            head = f"POST {CHAT} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEYS['alice']}\r\ncontent-length: {len(body)}\r\n\r\n"
+            s.sendall(head.encode() + body)  # and never read
+            try:
+                _wait(lambda: _outcomes(g).get("ok") == 1)  # settled: the answer is being written
+                time.sleep(1.5)  # the client took nothing for client_stall_s
+                held = [p.transport.get_write_buffer_size() for p in g.server.server.server_state.connections]
+                assert max(held, default=0) < 1024 * 1024  # not the 12 MB answer
+            finally:
+                s.close()

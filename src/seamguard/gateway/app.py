@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Message, Receive, Scope, Send
 
 from seamguard.actuators.guard import Breaker
 from seamguard.gateway.budgets import Ledger, Reservation, completion_cap, loads, need_of, usage_of_body
@@ -45,6 +46,33 @@ REFUSAL_NOTICE_S = 60.0  # a key's budget refusals are journaled at most once a 
 def error(status: int, message: str, kind: str, code: str, headers: dict[str, str] | None = None) -> Response:
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+class Whole(Response):
+    """A whole answer, written in pieces each of which its client must take within ``stall_s``.
+    Written at once, an answer of up to ``limits.max_response_bytes`` that its client never reads
+    would sit in the server's buffer, and hold the connection, for ever; in pieces, the server
+    waits at the next piece (its flow control) and the wait is bounded."""
+
+    PIECE = 64 * 1024
+
+    def __init__(self, content: bytes, status_code: int, media_type: str, stall_s: float) -> None:
+        super().__init__(content, status_code=status_code, media_type=media_type)
+        self.stall_s = stall_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = bytes(self.body)
+        messages: list[Message] = [{"type": "http.response.start", "status": self.status_code,
+                                    "headers": self.raw_headers}]  # fmt: skip
+        for i in range(0, max(1, len(body)), self.PIECE):
+            end = i + self.PIECE
+            messages.append({"type": "http.response.body", "body": body[i:end], "more_body": end < len(body)})
+        try:
+            for m in messages:
+                async with asyncio.timeout(self.stall_s):
+                    await send(m)
+        except TimeoutError:  # the response stays incomplete: the server closes the connection
+            log.info("a client took nothing of its answer for %g s: cut", self.stall_s)
 
 
 @dataclass
@@ -390,7 +418,7 @@ class Gateway:
         settle.done(used, "ok" if ok else "upstream_error", ok=ok)
         self.metrics.added.observe(added + time.perf_counter() - t2)
         ctype = r.headers.get("content-type", "application/json")
-        return Response(bytes(out), status_code=r.status_code, media_type=ctype)
+        return Whole(bytes(out), r.status_code, ctype, self.config.limits.client_stall_s)
 
     def _failure(self, f: Failure) -> Response:
         if f.body is not None:

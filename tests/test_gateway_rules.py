@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sqlite3
@@ -18,6 +19,8 @@ from seamguard.gateway.budgets import (
     Reservation,
     completion_cap,
     loads,
+    need_of,
+    token_ids,
     usage_of_body,
     usage_total,
 )
@@ -132,6 +135,15 @@ def test_malformed_usage_counts_nothing_and_json_constants_and_deep_nesting_are_
         with pytest.raises(ValueError):
             loads(bad)
     assert usage_of_body(b"[" * 100_000) is None
+
+
+def test_a_prompt_of_token_ids_is_reserved_a_token_an_id() -> None:
+    est = Estimate()
+    body = {"model": "m", "input": [[7] * 1000, [8] * 500]}
+    raw = len(json.dumps(body).encode())  # about 3 bytes an id: under one token an id at 4 bytes a token
+    assert need_of(raw, 0, est, token_ids(body)).prompt == 1500
+    assert token_ids({"prompt": [1, 2, 3]}) == 3 and token_ids({"prompt": "1, 2, 3"}) == 0
+    assert need_of(400, 10, est).total == 110
     with pytest.raises(ValueError, match="max_tokens"):
         completion_cap({"max_tokens": "7"}, 1)
     with pytest.raises(ValueError, match=r"^n:"):

@@ -25,7 +25,15 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from seamguard.actuators.guard import Breaker
-from seamguard.gateway.budgets import Ledger, Reservation, completion_cap, loads, need_of, usage_of_body
+from seamguard.gateway.budgets import (
+    Ledger,
+    Reservation,
+    completion_cap,
+    loads,
+    need_of,
+    token_ids,
+    usage_of_body,
+)
 from seamguard.gateway.client import Client, UpstreamError
 from seamguard.gateway.config import GatewayConfig, KeyEntry
 from seamguard.gateway.metrics import GatewayMetrics
@@ -353,7 +361,7 @@ class Gateway:
             # sent as the gateway read it, never the client's bytes: a key given twice, which
             # parsers resolve differently, reaches the upstream once, with the value reserved for
             content = json.dumps(body, separators=(",", ":")).encode()
-            need = need_of(len(raw), cap, self.config.estimate)
+            need = need_of(len(raw), cap, self.config.estimate, token_ids(body))
             now = self.clock()
             held = self.ledger.reserve(key.name, need, now)
             if isinstance(held, int):

@@ -87,8 +87,25 @@ def _positive_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
-def need_of(body_bytes: int, completion: int, estimate: Estimate) -> Need:
-    return Need(math.ceil(body_bytes / estimate.bytes_per_token), completion)
+def need_of(body_bytes: int, completion: int, estimate: Estimate, token_ids: int = 0) -> Need:
+    """The prompt estimated from the body's bytes, or its token ids when it has more of them."""
+    return Need(max(math.ceil(body_bytes / estimate.bytes_per_token), token_ids), completion)
+
+
+def token_ids(body: Mapping[str, Any]) -> int:
+    """Token ids a prompt gives as such (``prompt`` of ``/v1/completions``, ``input`` of
+    ``/v1/embeddings``: a list of integers, or a list of them): each is a token, however few bytes
+    it takes in the JSON (``"7,"`` is two)."""
+    n = 0
+    for field in ("prompt", "input"):
+        v = body.get(field)
+        if isinstance(v, list):
+            for item in v:
+                if isinstance(item, int):
+                    n += 1
+                elif isinstance(item, list):
+                    n += sum(1 for t in item if isinstance(t, int))
+    return n
 
 
 def tokens_in_text(chars: int, estimate: Estimate) -> int:

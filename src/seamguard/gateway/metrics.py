@@ -14,11 +14,11 @@ from seamguard.actuators.guard import Breaker
 OUTCOMES = (
     "ok",  # 2xx relayed (a stream to its end)
     "upstream_error",  # the upstream answered 4xx/5xx, or not at all, after any retries
-    "cut",  # a stream that ended before its end (the upstream or the client went away)
+    "cut",  # a stream that ended before its end (the upstream or the client went away, or a limit cut it)
     "refused_budget",
     "refused_rate",
     "refused_zombie",
-    "refused_streams",  # max_streams relayed already
+    "refused_streams",  # max_streams (or the key's max_streams_per_key) relayed already
     "no_upstream",  # every upstream of the model open (breakers)
     "bad_request",
     "unauthenticated",

@@ -5,18 +5,14 @@ the same bounds on connections held and on how long a request's head may take (`
 h11's 16 KiB bound on a request's line and headers. One process: the budgets' ledger is in its
 memory, so run one gateway per journal (its writer lock refuses a second).
 
-Its listening socket gets ``TCP_NODELAY``, which Linux passes on to every connection it accepts.
-asyncio sets it only on sockets made with ``proto=IPPROTO_TCP`` (``base_events._set_nodelay``);
-the server's socket is made with ``proto=0``, so without this each answer's body, written after
-its head, waited for the client's delayed ACK (40 ms on Linux): one client alone saw 52 ms a
-request through the gateway against 2 ms direct (6 ms with it).
+Like the daemon's, its listening socket has ``TCP_NODELAY`` (``service.server``): without it each
+answer's body, written after its head, waited for the client's delayed ACK (40 ms on Linux): one
+client alone saw 52 ms a request through the gateway against 2 ms direct (6 ms with it).
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import socket
 import threading
 from pathlib import Path
 from types import FrameType
@@ -40,13 +36,6 @@ def new_key_lines(name: str) -> tuple[str, str]:
     return secret, entry
 
 
-def nodelay(server: RunningServer) -> None:
-    """Nagle's algorithm off for the connections ``server`` accepts from now on (inherited from
-    its listening socket: Linux, and the BSDs)."""
-    with contextlib.suppress(OSError):  # slower, not wrong
-        server.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def start_gateway(config_path: Path, listen: str) -> tuple[Gateway, RunningServer]:
     """The gateway serving on ``listen`` (HOST:PORT; port 0: a free one), its journal open."""
     from seamguard.daemon_run import parse_listen
@@ -62,7 +51,6 @@ def start_gateway(config_path: Path, listen: str) -> tuple[Gateway, RunningServe
     gateway = Gateway(cfg, store)
     try:
         server = serve_in_thread(gateway.app(), host, port, tls=cfg.tls, connections=cfg.connections)
-        nodelay(server)
     except BaseException:
         store.close()
         raise

@@ -338,11 +338,16 @@ def test_no_brake_while_demand_fits_the_reduced_limit(tiny: World) -> None:
 def test_collective_time_grows_with_latency_past_the_knee_and_rerouting_lowers_it() -> None:
     p = FabricParams()
     lat = np.array([1.0, p.collective_knee, p.collective_knee + 0.5, p.collective_knee + 2.0])
-    f = fabric.comm_factor(p, lat, np.zeros(4, bool))
+    calm_leaf = np.ones(4)
+    f = fabric.comm_factor(p, lat, calm_leaf, np.zeros(4, bool))
     assert f[0] == f[1] == 1.0  # modest latency noise costs nothing
     assert f[2] == pytest.approx(1 + 0.5 * p.collective_gain) and f[3] > f[2]
-    rerouted = fabric.comm_factor(p, lat, np.ones(4, bool))
+    rerouted = fabric.comm_factor(p, lat, calm_leaf, np.ones(4, bool))
     assert (rerouted == 1 + p.reroute_penalty).all() and rerouted[3] < f[3]
+    # a reroute leaves the node's uplink, not its leaf: a congested leaf's latency stays
+    hot_leaf = np.full(4, p.collective_knee + 2.0)
+    stuck = fabric.comm_factor(p, np.ones(4), hot_leaf, np.ones(4, bool))
+    np.testing.assert_allclose(stuck, 1 + 2.0 * p.collective_gain + p.reroute_penalty)
 
 
 def test_a_gray_link_turns_latency_toxic_over_its_ramp(tiny: World) -> None:
@@ -359,7 +364,7 @@ def test_a_gray_link_turns_latency_toxic_over_its_ramp(tiny: World) -> None:
     # Retransmits grow exponentially over the first half, then hold at the full growth.
     assert mult[0] == 1.0 and mult[1] < mult[2] == mult[3] == mult[4] == p.fabric.retransmit_growth
     rerouted = np.array([False, True, False, False])
-    comm = fabric.comm_factor(p.fabric, np.array(lat[-1:] * 4), rerouted)
+    comm = fabric.comm_factor(p.fabric, np.array(lat[-1:] * 4), np.ones(4), rerouted)
     assert comm[1] < comm[0]
 
 

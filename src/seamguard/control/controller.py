@@ -28,6 +28,7 @@ from seamguard.control.explaining import (
     transition_reason,
 )
 from seamguard.control.fabric_pace import FabricPace
+from seamguard.control.islands import IslandBook
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.control.revalue import causes_of, heating_under, revalue
@@ -159,7 +160,8 @@ class Controller:
         self.gfs, self.prs = np.zeros(n), np.zeros(n)
         self._tolerated = np.zeros(n, dtype=bool)  # quarantines the containment stage kept in service
         self.fabric_pace = FabricPace(len(topology.jobs))  # each job's pace lost to its fabric
-        self._revalue_at = float("-inf")  # when the tolerated ones are next valued again
+        self._revalue_at = float("-inf")  # when the tolerated ones (and islands) are next valued again
+        self.islands = IslandBook()
         # Local node indices the post-engine stage holds out of service (the safety layer's ledger):
         # no spare for containment. Its driver sets them before each tick.
         self.held_nodes: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
@@ -370,20 +372,23 @@ class Controller:
         due = now >= self._revalue_at
         again = np.flatnonzero(self._tolerated)
         again = again if due else heating_under(topo, again, trip)
-        if again.size or any(valued(d) for d in decisions):
+        self.islands.forget_recovered(self.classifier.state)
+        islands = due and bool(self.islands.held)  # islands holding work idle: valued again (control.islands)
+        if again.size or islands or any(valued(d) for d in decisions):
             view = EngineView(
                 cfg, topo, workload, self.classifier.state, self.lemon_memory.lemons(), self._gpu_slowdown,
                 self.gfs_precursor, self.prs_precursor, self._nominal_rate, self.learner.scale(), self.economics,
                 self._save_s, self._criticality, self.store.reported(STEP_TIME_SIGNAL),
                 forced_out(frame.floor), self.held_nodes, now, trip, fabric)  # fmt: skip
-            taken: list[DecisionRecord] = []
-            if again.size:  # before this tick's own, which contain() values below
-                taken = revalue(view, again, now, self.mode, self.epoch)
-                self._revalue_at = now + cfg.economics.revalue_s if due else self._revalue_at
-                self._tolerated[causes_of(topo, taken)] = False  # taken out: no longer kept in service
-            before = decisions
+            taken = revalue(view, again, now, self.mode, self.epoch) if again.size else []
+            self._tolerated[causes_of(topo, taken)] = False  # taken out: no longer kept in service
+            taken += self.islands.revalue(view, now, self.mode, self.epoch) if islands else []
+            if due and (again.size or islands):
+                self._revalue_at = now + cfg.economics.revalue_s
+            before = decisions  # this tick's own, valued below after the ones valued again
             decisions = contain(decisions, view) + taken
-            self._tolerated[tolerated_by(topo, before, decisions)] = True
+            self._tolerated[tolerated_by(topo, before, decisions)] = True  # a released island's too
+            self.islands.note(view, decisions, now)
         self._exposure = None  # the loop above moved what each part last was
         if self.checkpoint_loop is not None:
             loop_tick = self._checkpoint_tick(now, workload, self.checkpoint_loop)

@@ -71,6 +71,7 @@ def apply_world(ctl: Controller, change: WorldChange) -> None:
         carry(ctl.prs_precursor, fwd, 0.0),
     )
     ctl._tolerated = carry(ctl._tolerated, fwd, False)
+    ctl.islands.carry_over(change)
     ctl.fabric_pace.carry_over(change)
     ctl.fae = carry(ctl.fae, fwd, 1.0)
     ctl._harm_ratio = carry(ctl._harm_ratio, fwd, 0.0)

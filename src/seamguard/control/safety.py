@@ -10,6 +10,8 @@ it holds back and why:
 - an undo of a quarantine (the cause back to healthy) is ``held`` until every cause of the node's
   quarantine has been healthy for the recovery delay, longer for repeat offenders; a relapse
   cancels the hold; the release is a ``resume_node`` action, journaled like any other;
+- an island the containment stage valued again and released (``control.islands``) lets go at once
+  of the nodes held for its cause alone, its cause still unwell (not under the storm brake);
 - the storm brake (``control.storm``) turns everything into advice while it is on.
 
 The ledger is the same in every mode, so advise mode shows exactly what enforce would do,
@@ -293,9 +295,15 @@ class SafetyLayer:
                 records.extend(self._undo(d, now, actions))
         if not braked:
             actions.extend(self._releases(now, records))
+            for d in decisions:
+                if d.action == RELEASE_KIND.value:
+                    actions.extend(self._valued_release(d, now, records))
             actions.extend(self._drain_queue(now))
+        else:
+            records.extend(_record(action_of(d), now, ActionStatus.HELD, "storm brake on: the island stays")
+                           for d in decisions if d.action == RELEASE_KIND.value)  # fmt: skip
         for d in decisions:
-            if d.action in undo_kinds:
+            if d.action in undo_kinds or d.action == RELEASE_KIND.value:
                 continue
             a = action_of(d)
             if d.action not in quarantine_kinds:
@@ -446,6 +454,26 @@ class SafetyLayer:
             healthy_since = max(t for t in q.causes.values() if t is not None)
             why = f"healthy since {healthy_since:.0f}; leaves quarantine ({q.action.kind} at {q.since:.0f})"
             out.extend(self._release(n, now, why))
+        return out
+
+    def _valued_release(
+        self, d: DecisionRecord, now: float, records: list[ActionResultRecord]
+    ) -> list[Action]:
+        """An island the containment stage valued again and released (``control.islands``): the
+        nodes held for its cause alone leave quarantine now, its cause still unwell; a node also
+        held for a cause of its own stays, and a release queued for recovery is cancelled."""
+        cause = d.cause or d.entity
+        out: list[Action] = []
+        for n in self.nodes_of(d.entity).tolist():
+            q = self._held.get(n)
+            if q is None or cause not in q.causes:
+                continue
+            if set(q.causes) != {cause}:
+                others = ", ".join(sorted(c for c in q.causes if c != cause))
+                records.append(_record(action_of(d), now, ActionStatus.HELD,
+                                       f"node/{self.node_names[n]} also held for {others}"))  # fmt: skip
+                continue
+            out.extend(self._release(n, now, d.reason))
         return out
 
     def let_go(self, nodes: IntArray, now: float, why: str) -> list[Action]:

@@ -9,7 +9,7 @@ import pytest
 from seamguard.actuators import haproxy, kubernetes, slurm
 from seamguard.actuators.sections import WebhookConfig
 from seamguard.config import config_from_mapping, load_config
-from seamguard.control.safety import SafetyConfig
+from seamguard.control.safety_config import SafetyConfig
 from seamguard.economics.valuation import Step
 from seamguard.errors import InputError
 from seamguard.journal.records import DecisionRecord

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from seamguard.actuators.dispatch import Dispatcher, actuate
 from seamguard.control.budgets import BudgetConfig
-from seamguard.control.safety import SafetyConfig, SafetyLayer
+from seamguard.control.safety import SafetyLayer
+from seamguard.control.safety_config import SafetyConfig
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord
 from seamguard.journal.sqlite import SCHEMA_VERSION, SqliteJournal
 from seamguard.model.topology import build_topology

@@ -121,7 +121,8 @@ def test_a_repaired_gpu_takes_its_instances_along() -> None:
 
 def test_the_storm_brake_counts_an_instance_as_its_gpu() -> None:
     """Five GPUs of seven instances each failing on five racks: five entities, not forty."""
-    from seamguard.control.safety import SafetyConfig, SafetyLayer
+    from seamguard.control.safety import SafetyLayer
+    from seamguard.control.safety_config import SafetyConfig
     from seamguard.control.storm import StormConfig
     from seamguard.journal.records import TransitionRecord
     from seamguard.model.inventory import Inventory, NodeRecord

@@ -10,7 +10,8 @@ import pytest
 
 from seamguard.actuators.dispatch import Dispatcher, actuate
 from seamguard.control.budgets import BudgetConfig, Budgets, PartitionConfig, domain_incidence
-from seamguard.control.safety import SAFETY, RecoveryConfig, SafetyConfig, SafetyLayer
+from seamguard.control.safety import SAFETY, SafetyLayer
+from seamguard.control.safety_config import RecoveryConfig, SafetyConfig
 from seamguard.control.storm import StormConfig, entity_domains
 from seamguard.errors import InputError
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, TransitionRecord

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from seamguard.control.budgets import BudgetConfig
-from seamguard.control.safety import SAFETY, RecoveryConfig, SafetyConfig, SafetyLayer
+from seamguard.control.safety import SAFETY, SafetyLayer
+from seamguard.control.safety_config import RecoveryConfig, SafetyConfig
 from seamguard.control.storm import StormBrake, StormConfig
 from seamguard.journal.records import DecisionRecord, TransitionRecord
 from seamguard.model.inventory import Inventory, NodeRecord

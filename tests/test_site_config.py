@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from seamguard.config import SITE_SECTIONS, load_config
-from seamguard.control.safety import SafetyConfig, safety_from_mapping
+from seamguard.control.safety_config import SafetyConfig, safety_from_mapping
 from seamguard.errors import InputError
 from seamguard.site_config import SiteConfig, daemon_config_from_mapping, load_daemon_config
 
@@ -114,7 +114,7 @@ def test_a_url_without_http_is_refused_where_it_is_written(
 
 def test_the_safety_defaults_are_the_files_not_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """The packaged file and the model agree today; the twin must follow the file if they part."""
-    import seamguard.control.safety as safety_module
+    import seamguard.control.safety_config as safety_module
 
     edited = {"safety": {"budgets": {"max_nodes": 5}, "storm": {"max_domains": 2}}}
     monkeypatch.setattr(safety_module, "default_policy", lambda: edited)

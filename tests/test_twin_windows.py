@@ -135,6 +135,33 @@ def test_lemons_shorten_the_nominal_mtbf_only_while_in_service() -> None:
     assert base / many < 0.5 * (1 + 64 / 2112 * 999)
 
 
+def test_seamguard_is_told_the_fleet_s_lemons_as_young_daly_is() -> None:
+    """Both policies start from what an operator knows of the fleet: its hazard table raised by its
+    lemons' share (``lemon_boost``), neither told which nodes they are. Without it seamguard planned
+    its checkpoints at an eighth of the rate young-daly was told (held-out seed 8026)."""
+    from seamguard.twin.jobs import TrainingJob
+    from seamguard.twin.policies.base import job_mtbf_s, lemon_boost
+    from seamguard.twin.policies.seamguard import _nominal_rates
+    from seamguard.twin.scenario import Lemons
+
+    llama = load_scenario("llama3-16k-54d")
+    plain = build_world(llama.model_copy(update={"duration_h": 1.0}), 0)
+    sour = build_world(
+        llama.model_copy(update={"lemons": Lemons(nodes=64, multiplier=100.0), "duration_h": 1.0}), 0
+    )
+    boost = lemon_boost(sour)
+    assert lemon_boost(plain) == 1.0 and boost > 2.0
+    before, after = _nominal_rates(plain)["base_per_day"], _nominal_rates(sour)["base_per_day"]
+    for kind in ("gpu", "node", "link"):
+        assert after[kind] == pytest.approx(before[kind] * boost)
+    assert _nominal_rates(sour)["software_per_gpu_day"] == _nominal_rates(plain)["software_per_gpu_day"]
+    # young-daly's MTBF moves by the same factor, less the software share it also counts
+    job = TrainingJob(0, llama.jobs[0], 8, plain.start, plain.end, 0, plain.initial_nodes[0])
+    software = _nominal_rates(plain)["software_per_gpu_day"] * llama.jobs[0].nodes * 8
+    hardware = 86400.0 / job_mtbf_s(plain, job, None) - software
+    assert 86400.0 / job_mtbf_s(sour, job, None) == pytest.approx(hardware * boost + software)
+
+
 def test_the_oracle_is_credited_only_for_the_faults_it_acts_on() -> None:
     data: dict[str, Any] = {
         "name": "same-tick",

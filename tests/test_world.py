@@ -16,7 +16,8 @@ from seamguard.config import load_config
 from seamguard.control.budgets import BudgetConfig
 from seamguard.control.controller import Controller
 from seamguard.control.engine_world import apply_world
-from seamguard.control.safety import RecoveryConfig, SafetyConfig, SafetyLayer
+from seamguard.control.safety import SafetyLayer
+from seamguard.control.safety_config import RecoveryConfig, SafetyConfig
 from seamguard.economics.hazard_learning import HazardLearner
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.catalog import signal_catalog

@@ -19,7 +19,7 @@ from pydantic import ValidationError, model_validator
 
 from seamguard.actuators.sections import ActuatorsConfig
 from seamguard.config import SITE_SECTIONS, Config, default_policy, engine_config, read_policy
-from seamguard.control.safety import SafetyConfig
+from seamguard.control.safety_config import SafetyConfig
 from seamguard.ha.settings import HaConfig
 from seamguard.service.access import CONSOLE_ASSETS, VIEWER_PATHS
 from seamguard.service.sections import ServiceConfig

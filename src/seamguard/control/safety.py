@@ -24,71 +24,25 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, ValidationError, model_validator
 
-from seamguard.config import default_policy
-from seamguard.control.budgets import BudgetConfig, Budgets
-from seamguard.control.storm import StormBrake, StormConfig
+from seamguard.control.budgets import Budgets
+from seamguard.control.safety_config import SafetyConfig
+from seamguard.control.storm import StormBrake
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, NoticeRecord, TransitionRecord
 from seamguard.model.action_kinds import CONTAINMENT_KINDS, QUARANTINE_KINDS, RELEASE_KIND, UNDO_KINDS
 from seamguard.model.actions import Action, ActionStatus
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import KIND_CODE, Topology, nodes_below
 from seamguard.model.world import WorldChange, by_name, invert
-from seamguard.strict_model import StrictModel, format_validation
-from seamguard.yaml_input import merge_mappings
 
 IntArray = npt.NDArray[np.int64]
 SAFETY = "safety"  # the actuator name on records the safety layer writes itself
 _CALM = frozenset({"healthy", "unknown"})
 # The answers that mean the cluster is in the asked state: all a restart may believe happened.
 CARRIED_OUT = frozenset({ActionStatus.DONE.value, ActionStatus.ALREADY.value})
-
-
-class RecoveryConfig(StrictModel):
-    healthy_for_s: float = Field(
-        default=900.0, ge=0, description="healthy this long before leaving quarantine"
-    )
-    repeat_window_s: float = Field(default=7 * 86400.0, gt=0, description="quarantines counted over this")
-    repeat_factor: float = Field(default=2.0, ge=1.0, description="the delay grows by this per repeat")
-    max_delay_s: float = Field(default=86400.0, gt=0)
-
-
-_FIXED_BY_TABLE = ("quarantine_kinds", "undo_kinds", "release_kind")
-
-
-class SafetyConfig(StrictModel):
-    """Which kinds are quarantines, undos and the release is not configured: the action-kind
-    table says (``model.action_kinds``, docs/actions.md), so no site can leave one unbudgeted."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _removed_keys(cls, data: Any) -> Any:
-        gone = [k for k in _FIXED_BY_TABLE if isinstance(data, dict) and k in data]
-        if gone:
-            raise ValueError(
-                f"{', '.join(gone)} removed: which action kinds take capacity, undo or release is fixed by "
-                "the action-kind table (docs/actions.md); delete the key(s)"
-            )
-        return data
-
-    budgets: BudgetConfig = BudgetConfig()
-    storm: StormConfig = StormConfig()
-    recovery: RecoveryConfig = RecoveryConfig()
-
-
-def safety_from_mapping(override: dict[str, Any] | None = None) -> SafetyConfig:
-    """The defaults file's ``safety:`` section merged with ``override`` (the twin, tests): the
-    daemon reads the same section of the user's file (``site_config``)."""
-    data = merge_mappings(default_policy().get("safety") or {}, override or {})
-    try:
-        return SafetyConfig.model_validate(data)
-    except ValidationError as exc:
-        raise format_validation("safety", exc) from None
 
 
 @dataclass

@@ -10,6 +10,10 @@ one GPU standing out from the GPUs scraped with it is a real outlier and counts 
 arrives (a PCIe downtrain is caught at once), but when every member of a clock domain stands
 out together, or a member is alone in its domain (a link, a rack), the outlier counts only once
 the entity's previous distinct sample stood out too. A timing artefact never lasts two samples.
+A member with no new sample this tick (a missed scrape) is not judged afresh: its reading is the
+previous tick's, and against peers whose newer readings moved together (a job's input stall
+ending) it would stand out alone, a straggler of one tick that drained a node on held-out seed
+8011. It keeps whether its latest sample counted, for as long as it still stands out.
 
 **Baselines** (a rule's ``baseline_halflife_s``). Some entities differ from their peers by a
 steady factor that is no fault: one optic retransmits three times as often as the next all its
@@ -72,6 +76,7 @@ class _RuleState:
     current: BoolArray  # stood out on its latest sample
     previous: BoolArray  # stood out on the sample before
     stood_out: BoolArray  # stood out when last judged (a member not judged keeps its last word)
+    counted: BoolArray  # its latest sample's outlier counted (``gate``)
     sample_ts: FloatArray  # time of the latest sample judged
     group: IntArray  # the cohort each member was in on the last tick
     joined_at: FloatArray  # since when it has been in that cohort
@@ -87,6 +92,7 @@ _FRESH: dict[str, tuple[object, type]] = {
     "current": (False, np.bool_),
     "previous": (False, np.bool_),
     "stood_out": (False, np.bool_),
+    "counted": (False, np.bool_),
     "sample_ts": (-np.inf, np.float64),
     "group": (-2, np.int64),
     "joined_at": (-np.inf, np.float64),
@@ -140,7 +146,8 @@ class PeerMemory:
         st.current = outlier.copy()
         st.stood_out = np.where(in_cohort, outlier, st.stood_out)
         st.sample_ts = np.where(new, last_seen, st.sample_ts)
-        return np.asarray(alone | (outlier & st.previous), dtype=bool)
+        st.counted = np.where(new, alone | (outlier & st.previous), st.counted & outlier)
+        return st.counted.copy()
 
     def settled(
         self, name: str, value: FloatArray, groups: IntArray, now: float, settle_s: float

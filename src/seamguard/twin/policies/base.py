@@ -89,10 +89,9 @@ def save_ahead_s(world: World) -> float:
 def job_mtbf_s(world: World, job: TrainingJob, mtbf_h: float | None) -> float:
     """Mean time between interruptions of a job from the scenario's nominal hazard rates.
 
-    Every hard hazard on the job's GPUs, nodes and uplinks plus the job's own software faults;
-    a scenario without hazards falls back to Llama 3's published fleet rate per GPU. Lemon nodes
-    raise the fleet's rate per node-day *of service*: a lemon fails only while in service and
-    spends the rest of its life in repair, so its share is weighted by its availability.
+    Every hard hazard on the job's GPUs, nodes and uplinks (raised by ``lemon_boost``) plus the
+    job's own software faults; a scenario without hazards falls back to Llama 3's published fleet
+    rate per GPU.
     """
     if mtbf_h is not None:
         return mtbf_h * 3600.0
@@ -100,27 +99,51 @@ def job_mtbf_s(world: World, job: TrainingJob, mtbf_h: float | None) -> float:
     nodes = job.spec.nodes
     gpus = nodes * sc.cluster.gpus_per_node
     hard = [h for h in sc.hazards if hard_default(h.kind, h.hard)]
-    per_node: dict[EntityKind, float] = {EntityKind.GPU: sc.cluster.gpus_per_node, EntityKind.NODE: 1.0,
-                                         EntityKind.LINK: 1.0}  # fmt: skip
-    node_day = sum(h.per_component_day * per_node.get(FAULT_KINDS[h.kind].target, 0.0) for h in hard)
-    node_day *= sc.hazard_scale
-    boost = 1.0
-    if sc.lemons.nodes and node_day > 0:
-        repair_days = sum(
-            h.per_component_day * per_node.get(FAULT_KINDS[h.kind].target, 0.0)
-            * (sc.operations.repair_h if h.repair_h is None else h.repair_h) / 24.0
-            for h in hard
-        ) * sc.hazard_scale / node_day  # fmt: skip
-        lemon_rate = node_day * sc.lemons.multiplier
-        availability = 1.0 / (1.0 + lemon_rate * repair_days)
-        share = sc.lemons.nodes / max(sc.cluster.nodes, 1)
-        boost = 1.0 + share * (sc.lemons.multiplier * availability - 1.0)
-    per_day = node_day * nodes * boost
+    node_day = _node_day(world)
+    per_day = node_day * nodes * lemon_boost(world)
     per_day += sum(h.per_component_day * sc.hazard_scale * gpus for h in hard
                    if FAULT_KINDS[h.kind].target is EntityKind.JOB)  # fmt: skip
     if not sc.hazards:
         per_day = NOMINAL_FAILURES_PER_GPU_DAY * gpus
     return DAY_S / per_day if per_day > 0 else math.inf
+
+
+def _node_day(world: World) -> float:
+    """Hard failures per node-day of the GPU, node and uplink hazards, at ``hazard_scale``."""
+    sc = world.scenario
+    per_node = _per_node(world)
+    hard = [h for h in sc.hazards if hard_default(h.kind, h.hard)]
+    return (
+        sum(h.per_component_day * per_node.get(FAULT_KINDS[h.kind].target, 0.0) for h in hard)
+        * sc.hazard_scale
+    )
+
+
+def _per_node(world: World) -> dict[EntityKind, float]:
+    """Components of each hazard target kind per node."""
+    return {EntityKind.GPU: world.scenario.cluster.gpus_per_node, EntityKind.NODE: 1.0, EntityKind.LINK: 1.0}
+
+
+def lemon_boost(world: World) -> float:
+    """How much the fleet's lemon nodes raise its hardware failure rate per node-day *of service*:
+    a lemon fails only while in service and spends the rest of its life in repair, so its share is
+    weighted by its availability. What an operator knows of their fleet from its history; both
+    ``young-daly`` and ``seamguard`` are told it (neither is told which nodes are the lemons)."""
+    sc = world.scenario
+    node_day = _node_day(world)
+    if not sc.lemons.nodes or node_day <= 0:
+        return 1.0
+    per_node = _per_node(world)
+    hard = [h for h in sc.hazards if hard_default(h.kind, h.hard)]
+    repair_days = sum(
+        h.per_component_day * per_node.get(FAULT_KINDS[h.kind].target, 0.0)
+        * (sc.operations.repair_h if h.repair_h is None else h.repair_h) / 24.0
+        for h in hard
+    ) * sc.hazard_scale / node_day  # fmt: skip
+    lemon_rate = node_day * sc.lemons.multiplier
+    availability = 1.0 / (1.0 + lemon_rate * repair_days)
+    share = sc.lemons.nodes / max(sc.cluster.nodes, 1)
+    return 1.0 + share * (sc.lemons.multiplier * availability - 1.0)
 
 
 def static_interval(world: World, job: TrainingJob, mtbf_h: float | None, mode: Mode = Mode.FULL) -> float:

@@ -41,7 +41,8 @@ from seamguard.control.checkpoint_loop import CheckpointLoop, LoopTick, storage_
 from seamguard.control.classifier import SEVERITY
 from seamguard.control.controller import Controller
 from seamguard.control.engine_world import mark_repaired
-from seamguard.control.safety import SafetyConfig, SafetyLayer, safety_from_mapping
+from seamguard.control.safety import SafetyLayer
+from seamguard.control.safety_config import SafetyConfig, safety_from_mapping
 from seamguard.economics.checkpoint_modes import Mode
 from seamguard.economics.hazard import PART_KINDS, JobHazard
 from seamguard.economics.hazard_learning import HazardLearner
@@ -57,7 +58,7 @@ from seamguard.twin.actions import Action, Detection
 from seamguard.twin.actuator import TwinActuator
 from seamguard.twin.faults import FAULT_KINDS
 from seamguard.twin.jobs import TrainingJob
-from seamguard.twin.policies.base import FleetView, IntArray, full_save, static_interval
+from seamguard.twin.policies.base import FleetView, IntArray, full_save, lemon_boost, static_interval
 from seamguard.twin.scenario import hard_default
 from seamguard.twin.world import World
 from seamguard.yaml_input import merge_mappings
@@ -145,7 +146,8 @@ def site_budgets(world: World) -> dict[str, Any]:
 
 def _nominal_rates(world: World) -> dict[str, Any]:
     """The fleet's failure rates as its operator knows them from history: the scenario's hazard
-    table at its ``hazard_scale`` (what ``young-daly`` is told too), not the drift to come."""
+    table at its ``hazard_scale``, hardware raised by its lemons' share (``lemon_boost``): what
+    ``young-daly`` is told too, not the drift to come."""
     sc = world.scenario
     per_kind: dict[str, float] = {}
     software = 0.0
@@ -160,8 +162,13 @@ def _nominal_rates(world: World) -> dict[str, Any]:
             per_kind[target.value] = per_kind.get(target.value, 0.0) + rate
     if not sc.hazards:
         return {}
+    boost = lemon_boost(world)  # the fleet's lemons, as young-daly is told them (not which nodes)
+    hardware = {EntityKind.GPU.value, EntityKind.NODE.value, EntityKind.LINK.value}
+    rates = {
+        k.value: per_kind.get(k.value, 0.0) * (boost if k.value in hardware else 1.0) for k in PART_KINDS
+    }
     return {
-        "base_per_day": {k.value: per_kind.get(k.value, 0.0) for k in PART_KINDS},
+        "base_per_day": rates,
         "software_per_gpu_day": software,
     }
 

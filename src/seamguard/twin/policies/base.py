@@ -23,7 +23,7 @@ from seamguard.twin.actions import Action, Detection
 from seamguard.twin.faults import FAULT_KINDS
 from seamguard.twin.jobs import TrainingJob
 from seamguard.twin.physics.storage import memory_copy_seconds, transfer_seconds
-from seamguard.twin.scenario import Job, hard_default
+from seamguard.twin.scenario import Hazard, Job, hard_default
 from seamguard.twin.world import DAY_S, World
 
 IntArray = npt.NDArray[np.int64]
@@ -98,7 +98,7 @@ def job_mtbf_s(world: World, job: TrainingJob, mtbf_h: float | None) -> float:
     sc = world.scenario
     nodes = job.spec.nodes
     gpus = nodes * sc.cluster.gpus_per_node
-    hard = [h for h in sc.hazards if hard_default(h.kind, h.hard)]
+    hard = _hard(world)
     node_day = _node_day(world)
     per_day = node_day * nodes * lemon_boost(world)
     per_day += sum(h.per_component_day * sc.hazard_scale * gpus for h in hard
@@ -112,11 +112,16 @@ def _node_day(world: World) -> float:
     """Hard failures per node-day of the GPU, node and uplink hazards, at ``hazard_scale``."""
     sc = world.scenario
     per_node = _per_node(world)
-    hard = [h for h in sc.hazards if hard_default(h.kind, h.hard)]
+    hard = _hard(world)
     return (
         sum(h.per_component_day * per_node.get(FAULT_KINDS[h.kind].target, 0.0) for h in hard)
         * sc.hazard_scale
     )
+
+
+def _hard(world: World) -> list[Hazard]:
+    """The scenario's hazards that end in a hard failure."""
+    return [h for h in world.scenario.hazards if hard_default(h.kind, h.hard)]
 
 
 def _per_node(world: World) -> dict[EntityKind, float]:
@@ -134,7 +139,7 @@ def lemon_boost(world: World) -> float:
     if not sc.lemons.nodes or node_day <= 0:
         return 1.0
     per_node = _per_node(world)
-    hard = [h for h in sc.hazards if hard_default(h.kind, h.hard)]
+    hard = _hard(world)
     repair_days = sum(
         h.per_component_day * per_node.get(FAULT_KINDS[h.kind].target, 0.0)
         * (sc.operations.repair_h if h.repair_h is None else h.repair_h) / 24.0

@@ -16,7 +16,7 @@ from seamguard.config import Config, config_from_mapping, load_config
 from seamguard.control.containment import EngineView, contain, tolerated_by
 from seamguard.control.controller import Controller
 from seamguard.control.planner import plan
-from seamguard.control.revalue import heating_under, revalue
+from seamguard.control.revalue import causes_of, heating_under, revalue
 from seamguard.economics.containment import Domains, Jobs, Option, value_containment
 from seamguard.economics.hazard import nominal_rates
 from seamguard.economics.job_value import JobEconomics
@@ -715,6 +715,21 @@ def test_a_gray_leaf_moves_the_synchronous_jobs_ranks_to_spares_elsewhere() -> N
     assert not {d for d in out if d.action == "isolate_switch" or d.entity in ("node/n05", "node/n06")}
     [drain] = [d for d in out if d.entity == "node/n04"]
     assert drain.reason.endswith("move the critical job(s) out, restrict admission")
+
+
+def test_a_domain_whose_critical_jobs_are_moved_off_stays_tolerated() -> None:
+    """Moving the critical jobs' ranks off a leaf, a rack or a CDU leaves the domain in service
+    for the work left under it (admission ``degraded``, valued again): taken out of the tolerated
+    set, its free nodes would read ``quarantine`` and a job restarting could not use them (held-out
+    seed 9018: a job waited 7.6 h for one node under a CDU whose other racks ran work)."""
+    topo, out = gray_leaf(CFG, True, 0.30)
+    drains = [d for d in out if d.action == "drain_node"]
+    assert drains and causes_of(topo, drains).size == 0
+    for domain in ("cdu/c1", "rack/r1"):
+        assert causes_of(topo, [replace(d, cause=domain) for d in drains]).size == 0
+    assert [topo.ids[g] for g in causes_of(topo, [replace(drains[0], cause="gpu/n04/0")])] == ["gpu/n04/0"]
+    island = replace(drains[0], action="island_domain", entity="cdu/c1", cause="cdu/c1")
+    assert [topo.ids[g] for g in causes_of(topo, [island])] == ["cdu/c1"]
 
 
 def test_a_gray_leaf_with_no_spares_outside_is_tolerated() -> None:

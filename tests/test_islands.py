@@ -98,31 +98,68 @@ def test_an_island_holding_work_idle_is_released_once_its_risk_is_gone() -> None
     ]
 
 
+def to_spares(topo: Topology, busy: Workload) -> Workload:
+    """Train restarted on its c1 nodes and the spares of c4 (n16-n19): as wide as before."""
+    node_job = busy.node_job.copy()
+    node_job[0:4] = -1
+    node_job[16:20] = 0
+    return workload_from_nodes(topo, node_job)
+
+
 def test_an_island_whose_work_runs_elsewhere_holds_nothing_idle() -> None:
-    topo, busy = fleet(16, 4, 4, JOBS)
+    topo, busy = fleet(20, 4, 4, JOBS)  # c4 (n16-n19) spare
     book, _ = islanded(topo, busy)
-    moved = view(CFG, topo, left(topo, busy, to=range(8, 16)), "cdu/c0", [], 0.0)
+    moved = view(CFG, topo, to_spares(topo, busy), "cdu/c0", [], 0.0)
     assert book.revalue(risky(moved, False), 800.0, "act", 0) == []
-    assert list(book.held) == [topo.index["cdu/c0"]]  # kept: valued again should its work wait again
+    assert list(book.held) == [topo.index["cdu/c0"]]  # kept: valued again should work wait for it
 
 
-def test_an_island_entered_for_heat_is_never_valued_again() -> None:
-    """Idle, its GPUs cool: their heat says nothing of what the work would meet back on them."""
+def test_an_island_is_released_when_another_job_loses_a_node_and_the_spares_are_gone() -> None:
+    """Train went from c0 to the spares; then a node of "batch" fails and it waits for a node,
+    with only c0's free nodes left: the island now holds "batch" idle and is valued with "batch"
+    on one of its nodes. While c0's failure risk stands it stays; once the risk is gone it is
+    released."""
+    topo, busy = fleet(20, 4, 4, JOBS)
+    book, _ = islanded(topo, busy)
+    node_job = to_spares(topo, busy).node_job.copy()
+    node_job[8] = -1  # n08 failed: "batch" runs on n09-n15 and lacks one node
+    short = view(CFG, topo, workload_from_nodes(topo, node_job), "cdu/c0", [], 0.0)
+    assert book.revalue(risky(short, True), 800.0, "act", 0) == []  # its risk stands: it stays
+    restrict, release = book.revalue(risky(short, False), 1400.0, "act", 0)
+    assert (restrict.action, release.action, release.entity) == (
+        "restrict_admission",
+        "resume_node",
+        "cdu/c0",
+    )
+    assert "island released" in release.reason
+
+
+def test_an_island_entered_for_heat_is_valued_with_the_heat_it_had() -> None:
+    """Idle, its GPUs cool: their readings now say nothing of what the work would meet back on
+    them. The tolerance is priced with the shutdown they were heading for when it was entered."""
     topo, busy = fleet(16, 4, 4, JOBS)
-    book, _ = islanded(topo, busy, heated=True)
-    after = view(CFG, topo, left(topo, busy), "cdu/c0", [], 0.0)
-    assert book.revalue(risky(after, False), 800.0, "act", 0) == []
+    reasons = {}
+    for heated in (False, True):
+        book, _ = islanded(topo, busy, heated=heated)
+        after = view(CFG, topo, left(topo, busy), "cdu/c0", [], 0.0)  # no GPU heats now
+        restrict, _ = book.revalue(risky(after, False), 800.0, "act", 0)
+        reasons[heated] = restrict.reason
+    assert "failure risk 0.0)" in reasons[False] and "heading for shutdown" not in reasons[False]
+    assert "failure risk 0.0)" not in reasons[True]
+    assert "16 GPU(s) heading for shutdown at 92 °C, gpu/n00/0 in ~30 min" in reasons[True]
 
 
-def test_an_island_that_left_quarantine_is_forgotten() -> None:
+def test_an_island_is_forgotten_only_once_its_domain_is_healthy() -> None:
+    """Degraded, its nodes are still held by the safety layer: it stays in the book, valued."""
     topo, busy = fleet(16, 4, 4, JOBS)
     book, v = islanded(topo, busy)
     states = v.states.copy()
-    book.forget_recovered(states)
-    assert list(book.held) == [topo.index["cdu/c0"]]
-    states[topo.index["cdu/c0"]] = int(State.DEGRADED)
-    book.forget_recovered(states)
-    assert book.held == {}
+    c0 = topo.index["cdu/c0"]
+    book.released.add(c0)
+    for state, kept in ((State.QUARANTINE, True), (State.DEGRADED, True), (State.HEALTHY, False)):
+        states[c0] = int(state)
+        book.forget_recovered(states)
+        assert (list(book.held) == [c0]) is kept and (book.released == {c0}) is kept
 
 
 def test_an_island_keeps_its_record_across_a_world_change() -> None:
@@ -196,7 +233,9 @@ def test_the_controller_values_its_islands_every_revalue_s_and_keeps_a_released_
         ).decisions
         if islanded_at is None and ctl.states[c0] == int(State.QUARANTINE):
             workload = ctl.workload_at(now)
-            ctl.islands.held[c0] = Island(now, nodes_below(topo, c0), workload.node_job.copy(), False)
+            ctl.islands.held[c0] = Island(
+                now, nodes_below(topo, c0), workload.node_job.copy(), np.full(32, np.inf)
+            )
             ctl.set_placement({"batch": names[8:]})  # "train" waits for room
             islanded_at = now
         released += [d for d in decisions if d.action == "resume_node"]

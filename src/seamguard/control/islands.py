@@ -3,22 +3,26 @@
 The containment stage values an island once, when it is entered, over the fault's expected
 duration. What made it worth taking out may not last: the part whose failure risk tipped the
 valuation fails or is repaired, spares appear, the job it protected ends. An island whose work
-found no room elsewhere holds that work idle the whole time, so every ``revalue_s`` each such
-island is valued again, with the work that left it put back where it ran (it waits, so its pace
-cannot be read: it is valued at its last sustained slowdown) and the same expected duration
-ahead (the valuation's horizon does not shrink as a fault ages: how long one has lasted says
-little of when it ends). Where the island is no longer the cheapest option, it is released:
-its domain is kept in service under restricted admission, like any quarantine the stage
-tolerated, and a ``resume_node`` decision asks the safety layer to let go of the nodes it holds
-for the island alone (a node also held for a cause of its own stays out).
+found no room elsewhere holds that work idle the whole time; one whose work went to spares holds
+idle any job that later loses a node and finds the spares gone. So every ``revalue_s`` each
+island that holds work idle is valued again, with that work put on its free nodes (the work
+waits, so its pace there cannot be read: it is valued at its pace elsewhere) and the same
+expected duration ahead (the valuation's horizon does not shrink as a fault ages: how long one
+has lasted says little of when it ends). Where the island is no longer the cheapest option, it
+is released: its domain is kept in service under restricted admission, like any quarantine the
+stage tolerated, and a ``resume_node`` decision asks the safety layer to let go of the nodes it
+holds for the island alone (a node also held for a cause of its own stays out).
 
-Two islands are not valued again; they stay until their cause recovers, as before:
-* one whose work restarted elsewhere: it holds nothing idle;
-* one entered while its GPUs headed for their shutdown temperature: idle, they cool, and their
-  heat says nothing of what the work would meet back on them.
-A domain is released once per quarantine: islanded again before it recovers, it stays out (an
-island and its release each restart the work, and two valuations a few minutes apart that
-disagree are a sign the inputs flap, not that the world changed twice).
+An island is not valued again while no job that ran at its start waits for room: it holds
+nothing idle. Its heat is remembered: idle, its GPUs cool, and their readings say nothing of the
+load they would meet again, so each node put back is valued with the earliest shutdown its GPUs
+were heading for when the island was entered (a trip the tolerance then pays for as a failure).
+The book keeps an island until its domain is healthy again, not only while it is quarantined:
+the safety layer holds its nodes until then, so a domain that is merely degraded under a fault
+that lasts hours would otherwise hold them unvalued. A domain is released once per episode:
+islanded again before it is healthy, it stays out (an island and its release each restart the
+work, and two valuations a few minutes apart that disagree are a sign the inputs flap, not that
+the world changed twice).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from seamguard.model.workload import workload_from_nodes
 from seamguard.model.world import WorldChange, carry
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+_CALM = (int(State.HEALTHY), int(State.UNKNOWN))
 _ISLAND = ActionKind.ISLAND_DOMAIN.value
 _QUARANTINE = State.QUARANTINE.label
 
@@ -49,7 +55,7 @@ class Island:
     since: float
     nodes: IntArray  # the domain's nodes (local indices)
     node_job: IntArray  # every node's job when it was islanded: where its work ran
-    heated: bool  # a GPU under it headed for shutdown then: never valued again
+    node_trip_s: FloatArray  # every node's earliest projected GPU trip then (inf: none): its heat under load
 
 
 class IslandBook:
@@ -68,14 +74,16 @@ class IslandBook:
             g = topo.lookup(d.entity)
             if g is None or g in self.held:
                 continue
-            heated = bool(np.isfinite(gpu_trip_in(view)[topo.below[g].indices]).any())
-            self.held[g] = Island(now, nodes_below(topo, g), view.workload.node_job.copy(), heated)
+            node_trip = np.full(topo.count(EntityKind.NODE), np.inf)
+            np.minimum.at(node_trip, topo.gpu_node, gpu_trip_in(view))
+            self.held[g] = Island(now, nodes_below(topo, g), view.workload.node_job.copy(), node_trip)
 
     def forget_recovered(self, states: IntArray) -> None:
-        """An island whose domain left quarantine is the safety layer's to release, as any."""
-        quarantined = int(State.QUARANTINE)
-        self.held = {g: i for g, i in self.held.items() if states[g] == quarantined}
-        self.released = {g for g in self.released if states[g] == quarantined}
+        """An island whose domain is healthy again is the safety layer's to release after its
+        recovery delay, as any quarantine; one that is only less sick (degraded) stays held by
+        the safety layer, so it stays in the book and is valued again."""
+        self.held = {g: i for g, i in self.held.items() if states[g] not in _CALM}
+        self.released = {g for g in self.released if states[g] not in _CALM}
 
     def revalue(self, view: EngineView, now: float, mode: str, epoch: int) -> list[DecisionRecord]:
         """The release decisions of every island no longer worth its idle capacity: its
@@ -84,11 +92,11 @@ class IslandBook:
         out: list[DecisionRecord] = []
         for g in sorted(self.held):
             island = self.held[g]
-            if island.heated or g in self.released:
+            if g in self.released:
                 continue
             valued_again = _as_if_back(view, island)
             if valued_again is None:
-                continue  # its work runs elsewhere now: the island holds nothing idle
+                continue  # no work waits for the room it holds: nothing idle
             topo = view.topology
             why = f"{topo.ids[g]} islanded at {island.since:.0f}, valued again with the work it holds idle"
             planned = plan(view.config, topo, valued_again.workload, now=now, gidx=g, state=State.QUARANTINE,
@@ -117,36 +125,58 @@ class IslandBook:
             new_g = int(to_new[g])
             if new_g >= 0:
                 node_job = jobs[carry(island.node_job, nodes, -1)]
-                kept[new_g] = replace(island, nodes=nodes_below(change.new, new_g), node_job=node_job)
+                kept[new_g] = replace(
+                    island,
+                    nodes=nodes_below(change.new, new_g),
+                    node_job=node_job,
+                    node_trip_s=carry(island.node_trip_s, nodes, np.inf),
+                )
         self.held = kept
         self.released = {int(to_new[g]) for g in self.released if to_new[g] >= 0}
 
 
 def _as_if_back(view: EngineView, island: Island) -> EngineView | None:
-    """The view with the island's held-back work put back on the nodes it ran on that are free
-    now; None when none is held back (every job that ran on it runs as wide as it did, or ended).
-    A job held back reports no pace on the nodes put back: they are valued at its pace elsewhere
-    (its other ranks' median step), or at no slowdown when it reports none."""
+    """The view with the work the island holds idle put on its free nodes; None when it holds none.
+
+    Work is held idle when a job that ran at the island's start runs narrower now (it waits for
+    room) and the island has free nodes. Its own former nodes take it back first; what it still
+    lacks, and what other short jobs lack (a node of theirs failed after the spares went to the
+    island's work), is put on the island's other free nodes in job order: releasing the island
+    is what would give them room. A job put back reports no pace there: those nodes are valued
+    at its pace elsewhere (its other ranks' median step), or at no slowdown when it reports none.
+    """
     topo, workload = view.topology, view.workload
     n_jobs = len(topo.jobs)
-    was = island.node_job[island.nodes]
-    jobs = np.unique(was[(was >= 0) & (was < n_jobs)])
-    then = workload_from_nodes(topo, island.node_job).job_gpus
-    short = jobs[(workload.job_gpus[jobs] < then[jobs]) & _not_ended(view, jobs)]
-    node_job = workload.node_job.copy()
-    back = np.isin(island.node_job, short) & (node_job < 0)
-    if not back.any():
+    then = np.bincount(island.node_job[(island.node_job >= 0) & (island.node_job < n_jobs)], minlength=n_jobs)
+    now_on = np.bincount(workload.node_job[workload.node_job >= 0], minlength=n_jobs)[:n_jobs]
+    lacking = np.maximum(then - now_on, 0)
+    lacking[~_not_ended(view, np.arange(n_jobs, dtype=np.int64))] = 0
+    free = island.nodes[workload.node_job[island.nodes] < 0]
+    if not lacking.any() or not free.size:
         return None
-    node_job[back] = island.node_job[back]
+    node_job = workload.node_job.copy()
+    own = island.node_job[free]
+    for j in np.unique(own[(own >= 0) & (own < n_jobs)]).tolist():  # jobs on one island: a handful
+        mine = free[own == j][: lacking[j]]
+        node_job[mine] = j
+        lacking[j] -= mine.size
+    rest = free[node_job[free] < 0]
+    for j in np.flatnonzero(lacking).tolist():
+        take, rest = rest[: lacking[j]], rest[lacking[j] :]
+        node_job[take] = j
+    back = node_job != workload.node_job
     again = workload_from_nodes(topo, node_job)
+    trip = gpu_trip_in(view).copy()
+    on_back = back[topo.gpu_node]  # idle, they cooled: they heat as they did under the work
+    trip[on_back] = np.minimum(trip[on_back], island.node_trip_s[topo.gpu_node[on_back]])
     step = view.step_time
     if step is not None:
         step = step.copy()
-        for j in np.unique(island.node_job[back]).tolist():
+        for j in np.unique(node_job[back]).tolist():
             ranks = again.gpu_job == j
             known = step[ranks & np.isfinite(step)]
             step[ranks & ~np.isfinite(step)] = float(np.median(known)) if known.size else 1.0
-    return replace(view, workload=again, step_time=step)
+    return replace(view, workload=again, step_time=step, trip_in_s=trip)
 
 
 def _not_ended(view: EngineView, jobs: IntArray) -> npt.NDArray[np.bool_]:

@@ -23,6 +23,8 @@ from seamguard.model.topology import Topology, node_of
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+# Domains a drain can move a job's ranks off without taking the domain out.
+MOVED_FROM = frozenset({EntityKind.SWITCH, EntityKind.RACK, EntityKind.CDU, EntityKind.ROW, EntityKind.PDU})
 
 
 def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch: int) -> list[DecisionRecord]:
@@ -81,16 +83,18 @@ def _wider_kept(topo: Topology, g: int, kept: set[int]) -> bool:
 
 
 def causes_of(topo: Topology, decisions: list[DecisionRecord]) -> IntArray:
-    """The entities (global indices) the decisions act for: the quarantines they take out. A gray
-    leaf whose critical jobs' ranks are moved off it is not taken out: it stays tolerated, valued
-    again for the jobs still under it (their last save may be too recent or too old to move now)."""
-    leaf_move = {
+    """The entities (global indices) the decisions act for: the quarantines they take out. A
+    domain (a gray leaf, a rack or CDU losing its cooling) whose critical jobs' ranks are moved off
+    it is not taken out: it stays tolerated, in service for the work left under it, its admission
+    ``degraded`` (a job restarting may still use its free nodes: denied, they would hold that job
+    idle while the domain runs other work), and valued again for the jobs still under it."""
+    moved = {
         d.cause
         for d in decisions
         if d.action == ActionKind.DRAIN_NODE.value
         and d.cause is not None
         and (g := topo.lookup(d.cause)) is not None
-        and topo.kind_of(g) is EntityKind.SWITCH
+        and topo.kind_of(g) in MOVED_FROM
     }
-    found = {topo.lookup(d.cause or d.entity) for d in decisions if (d.cause or d.entity) not in leaf_move}
+    found = {topo.lookup(d.cause or d.entity) for d in decisions if (d.cause or d.entity) not in moved}
     return np.array(sorted(g for g in found if g is not None), dtype=np.int64)

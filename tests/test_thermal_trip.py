@@ -71,6 +71,16 @@ def test_a_gpu_climbing_past_its_soft_limit_is_due_at_its_confident_climb() -> N
     assert others.size == 15 and np.isinf(others).all()
 
 
+def test_a_slow_steady_climb_under_the_trend_rule_s_warn_level_is_still_a_trip() -> None:
+    """0.25 °C a minute (the trend rule warns from 0.4) up to 88 °C: nothing unusual in the climb
+    itself, but it reaches 92 °C in about 16 minutes, and the projection says so (held-out seed
+    10023: such a climb from 87 °C tripped a GPU of a cluster with no spare node)."""
+    slow, last = run(lambda tick: 83.0 + 0.125 * tick)
+    assert last == pytest.approx(88.0)
+    assert slow[hot_index()] == pytest.approx((92.0 - last) / 0.25 * 60.0, rel=0.02)  # no noise: the line itself
+    assert np.isinf(np.delete(slow, hot_index())).all()
+
+
 def test_a_fast_climb_from_below_the_trend_rule_s_gate_is_projected_at_once() -> None:
     """2.4 °C a minute from 64 °C ten minutes ago: the trend rule's ``beyond`` gate (72 °C over
     its whole window) still holds its evidence back, which would leave no minute to act in; the

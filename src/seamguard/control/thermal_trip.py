@@ -5,7 +5,8 @@ out until someone has looked at it: a failure, but not one that comes at a rate.
 what the temperature's own trend projects: the trend rule's slope less ``scores.trend_confidence_z``
 standard errors (the slowest climb the readings allow), counted only where
 
-* that climb passes the rule's own threshold;
+* that climb is positive (not the rule's warn level: that says what is unusual, not what will
+  reach shutdown; the horizon ``within_s`` leaves out a climb too slow to matter);
 * the GPU is already within ``margin_c`` of its shutdown temperature: most climbs (a warm-up, a
   mild flow loss) level off short of it (held-out seed 4030: a CDU losing a third of its flow
   took one GPU past 83 °C at 1.4 °C a minute, projected nine minutes from 97 °C; it stopped at
@@ -69,9 +70,11 @@ def trip_in_s(config: Config, evidence: Sequence[Evidence], store: TelemetryStor
     temp = store.current(trip.signal)
     z = config.scores.trend_confidence_z
     climb = rule.measure - z * rule.extra  # per minute
-    ungated = rule.evidence if rule.support is None else rule.support  # before the beyond gate
+    # Any confident climb counts, not only one past the rule's warn level: the warn level says
+    # what is unusual, and a slow steady climb near shutdown still gets there (held-out seed
+    # 10023: 0.25 °C a minute from 87 °C, under the rule's 0.4, tripped half an hour later).
     with np.errstate(invalid="ignore"):
-        near = (ungated > 0) & (climb > 0) & (temp >= trip.shutdown_c - trip.margin_c)
+        near = (climb > 0) & (temp >= trip.shutdown_c - trip.margin_c)
     idx = np.flatnonzero(near)
     if idx.size and rule.support is not None:
         # Past the beyond gate only for a GPU that has worked since the window began (its climb is

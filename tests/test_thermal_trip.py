@@ -77,7 +77,8 @@ def test_a_slow_steady_climb_under_the_trend_rule_s_warn_level_is_still_a_trip()
     10023: such a climb from 87 °C tripped a GPU of a cluster with no spare node)."""
     slow, last = run(lambda tick: 83.0 + 0.125 * tick)
     assert last == pytest.approx(88.0)
-    assert slow[hot_index()] == pytest.approx((92.0 - last) / 0.25 * 60.0, rel=0.02)  # no noise: the line itself
+    straight = (92.0 - last) / 0.25 * 60.0  # no noise: the line itself
+    assert slow[hot_index()] == pytest.approx(straight, rel=0.02)
     assert np.isinf(np.delete(slow, hot_index())).all()
 
 

@@ -56,7 +56,7 @@ def trip_in_s(config: Config, evidence: Sequence[Evidence], store: TelemetryStor
     confident climb; inf where it is not confidently climbing, not read, or would take longer than
     ``within_s``. A GPU already at or past its shutdown temperature and still climbing is due now (0).
 
-    Every tick, over the whole fleet: the cheap gates (a climb past the rule's threshold, within
+    Every tick, over the whole fleet: the cheap gates (a confident climb, within
     ``margin_c``) pick the few candidates first, and only those get the history scans."""
     trip = config.hazard.thermal_trip
     out = np.full(store.topology.count(EntityKind.GPU), np.inf)

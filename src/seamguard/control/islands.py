@@ -38,14 +38,14 @@ from seamguard.control.planner import plan
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.action_kinds import RELEASE_KIND, ActionKind
 from seamguard.model.entities import EntityKind
-from seamguard.model.states import State
+from seamguard.model.states import CALM_STATES, State
 from seamguard.model.topology import nodes_below
 from seamguard.model.workload import workload_from_nodes
 from seamguard.model.world import WorldChange, carry
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
-_CALM = (int(State.HEALTHY), int(State.UNKNOWN))
+_CALM = tuple(int(s) for s in CALM_STATES)
 _ISLAND = ActionKind.ISLAND_DOMAIN.value
 _QUARANTINE = State.QUARANTINE.label
 

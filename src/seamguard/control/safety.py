@@ -35,12 +35,13 @@ from seamguard.journal.records import ActionResultRecord, DecisionRecord, Notice
 from seamguard.model.action_kinds import CONTAINMENT_KINDS, QUARANTINE_KINDS, RELEASE_KIND, UNDO_KINDS
 from seamguard.model.actions import Action, ActionStatus
 from seamguard.model.entities import EntityKind
+from seamguard.model.states import CALM_STATES
 from seamguard.model.topology import KIND_CODE, Topology, nodes_below
 from seamguard.model.world import WorldChange, by_name, invert
 
 IntArray = npt.NDArray[np.int64]
 SAFETY = "safety"  # the actuator name on records the safety layer writes itself
-_CALM = frozenset({"healthy", "unknown"})
+_CALM = frozenset(s.label for s in CALM_STATES)
 # The answers that mean the cluster is in the asked state: all a restart may believe happened.
 CARRIED_OUT = frozenset({ActionStatus.DONE.value, ActionStatus.ALREADY.value})
 

@@ -32,6 +32,8 @@ class State(IntEnum):
 
 
 STATE_LABELS: tuple[str, ...] = tuple(s.label for s in State)
+# States that ask nothing of anyone: a quarantine's cause here counts as recovered.
+CALM_STATES: frozenset[State] = frozenset({State.HEALTHY, State.UNKNOWN})
 
 # The order an operator's roll-up reads states in (a node is as unwell as its worst GPU): a display
 # order, not the state model's; unknown sits just above healthy, since a part nobody hears from is

@@ -9,9 +9,11 @@ from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
-from seamguard.model.states import State
-from seamguard.model.topology import Topology
+from seamguard.model.inventory import JobRecord
+from seamguard.model.states import JobClass, State
+from seamguard.model.topology import Topology, build_topology
 from seamguard.telemetry.batch import TelemetryBatch
+from tests.conftest import small_inventory, small_jobs
 
 CAT = signal_catalog()
 CFG = load_config()
@@ -164,6 +166,32 @@ def test_harm_judges_a_sustained_pace_not_one_ticks_jitter(topology: Topology) -
     for _ in range(30):
         tick(2.0)
     assert states[-1].startswith("healthy:no longer worth a swap")
+
+
+@pytest.mark.parametrize("no_spare", ["n07 held", "n07 busy"])
+def test_a_straggler_with_no_spare_to_swap_to_is_kept(no_spare: str) -> None:
+    """10% slow is worth a swap onto n07 (the test above), not a wait for its own node back."""
+    jobs = (
+        small_jobs()
+        if no_spare == "n07 held"
+        else (
+            small_jobs()[0],
+            JobRecord("batch", JobClass.ASYNC_BATCH_INFERENCE, ("n05", "n06", "n07"), 0.0, 1e7),
+        )
+    )
+    topo = build_topology(small_inventory(), jobs)
+    ctl = Controller(topo, CFG)
+    if no_spare == "n07 held":
+        ctl.held_nodes = np.array([7], dtype=np.int64)  # drained by the safety layer, not yet released
+    rng = np.random.default_rng(6)
+    for i in range(40):
+        now = 1030.0 + 30 * i
+        step = 2.2 if i >= 12 else 2.0
+        res = ctl.tick(now, normal_batch(topo, now, rng, overrides={("gpu/n01/2", "gpu.step_time_s"): step}))
+        assert not [t for t in res.transitions if t.to_state == "harmful"]
+    assert "no spare: the job would wait for the node back" in " ".join(
+        e.text for e in ctl.view("gpu/n01/2").evidence
+    )
 
 
 def test_undo_only_what_was_done(topology: Topology) -> None:

@@ -96,9 +96,11 @@ def test_the_cascade_costs_a_policy_that_ignores_it(runs: list[RunResult]) -> No
     # seamguard sees the cascade. With four spares for the CDU's eight job nodes it does not drain
     # them one by one (each drain restarts the job while the rest of the CDU still holds it back:
     # control/containment.py); it restricts admission, checkpoints, and the CDU's own valuation
-    # decides (tolerate: no spares outside the CDU). It still loses less to the slowdown than
-    # binary, which sees nothing: it swaps the slow GPU's rank out.
-    assert slow["seamguard"] < slow["binary"]
+    # decides (tolerate: no spares outside the CDU). Nor does it swap the benign slow GPU's rank:
+    # in a three-hour run the swap's restart cannot pay for itself in the time the job has left
+    # (economics/harm.py), so it ends no lower than binary, which sees nothing.
+    assert not [a for a in by["seamguard"].acted if a[1] == "replace_rank"]
+    assert by["seamguard"].ettr >= by["binary"].ettr
     cdu = {p: next(f for f in r.faults if f.kind == "cdu_flow_loss") for p, r in by.items()}
     assert math.isfinite(cdu["seamguard"].detected_at)
     assert cdu["seamguard"].detected_at - cdu["seamguard"].onset <= 600  # within minutes of onset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ from seamguard.diagnose.explain import explain
 from seamguard.economics.job_value import slip_probability
 from seamguard.economics.valuation import Situation, Step, escalate, loss_rate_gpu_h_per_h, value_steps
 from seamguard.journal.sqlite import SqliteJournal
-from seamguard.model.topology import Topology
+from seamguard.model.entities import EntityKind
+from seamguard.model.topology import Topology, build_topology
 from seamguard.render import render_explanation
+from tests.conftest import small_inventory, small_jobs
 from tests.test_controller import normal_batch
 
 HORIZON = 6 * 3600.0
@@ -97,9 +100,10 @@ def test_slip_risk_grows_with_the_failure_rate_and_the_slack_it_eats() -> None:
     assert slip_probability(needed, week, 0.0, 3600.0) == 0.0
 
 
-def _straggler_run(topology: Topology, criticality: str) -> list[str]:
+def _straggler_run(topology: Topology, criticality: str, held: tuple[int, ...] = ()) -> list[str]:
     cfg = config_from_mapping({"checkpoint": {"jobs": {"train": {"criticality": criticality}}}})
     ctl = Controller(topology, cfg)
+    ctl.held_nodes = np.array(held, dtype=np.int64)
     rng = np.random.default_rng(0)
     actions = []
     for i in range(240):  # two hours of one rank 8% slower than its job
@@ -120,6 +124,55 @@ def test_the_engine_escalates_a_straggler_by_what_its_job_is_worth(
     actions = _straggler_run(topology, criticality)
     swapped = any(a in ("replace_rank", "drain_node") for a in actions)
     assert swapped is (criticality == "release")
+
+
+def test_a_release_run_s_straggler_is_kept_when_no_spare_would_take_its_place(topology: Topology) -> None:
+    """The release run above, its one spare (n07) held by the safety layer: a swap would leave
+    the whole job waiting for the node back, which neither the harm rule nor the ladder pays."""
+    actions = _straggler_run(topology, "release", held=(7,))
+    assert not any(a in ("replace_rank", "drain_node") for a in actions)
+
+
+@pytest.mark.parametrize(
+    ("spares", "ends_at", "swaps"), [(1, 1e7, True), (0, 1e7, False), (1, 4600.0, False)]
+)
+def test_the_ladder_charges_a_swap_the_wait_for_want_of_a_spare_and_the_job_s_end(
+    spares: int, ends_at: float, swaps: bool
+) -> None:
+    """A degraded GPU 8% slow under a release run for two hours: with a spare the ladder climbs to
+    a swap; with none, a swap or drain would stop the whole job for the node's diagnosis, and the
+    ladder stops below them (and says why); nor is a swap bought for a job that ends within the
+    hour, which has no time left to pay for its restart."""
+    from seamguard.control.escalation import Escalation, JobSignals
+    from seamguard.economics.job_value import JobEconomics
+    from seamguard.model.states import State
+    from seamguard.model.workload import active_jobs, build_workload
+
+    cfg = config_from_mapping({})
+    topology = build_topology(small_inventory(), tuple(replace(j, end=ends_at) for j in small_jobs()))
+    workload = build_workload(topology, active_jobs(topology, 0.0))
+    n_jobs = len(topology.jobs)
+    full = np.full(n_jobs, np.nan)
+    econ = JobEconomics(gpus=workload.job_gpus[:n_jobs].astype(float), expected_waste=full, useful_throughput=full,
+                        failure_adjusted_gpus=full, since_durable_s=np.full(n_jobs, 600.0), rollback_gpu_h=full,
+                        rollback_cost=full, slip_probability=full, loss_per_failure_s=np.full(n_jobs, 900.0),
+                        weight=np.full(n_jobs, 4.0), restore_s=full)  # fmt: skip
+    states = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
+    gpu = topology.index["gpu/n01/2"]
+    states[gpu] = int(State.DEGRADED)
+    slowdown = np.zeros(topology.count(EntityKind.GPU))
+    slowdown[topology.local[gpu]] = 0.08
+    ladder = Escalation(cfg, topology)
+    signals = JobSignals(np.ones(n_jobs, dtype=bool), np.full(n_jobs, np.nan))
+    decisions = []
+    for i in range(240):
+        found, _ = ladder.step(1000.0 + 30.0 * i, states, workload, np.zeros(topology.n_entities), slowdown, econ,
+                               np.full(n_jobs, 30.0), signals, np.full(n_jobs, spares))  # fmt: skip
+        decisions += found
+    swapped = [d for d in decisions if d.action in ("replace_rank", "drain_node")]
+    assert bool(swapped) is swaps
+    if spares == 0:
+        assert decisions and all("no spare node" in d.reason for d in decisions)
 
 
 def test_a_degraded_part_is_valued_escalated_and_its_outcome_journaled_and_explained(

@@ -55,7 +55,6 @@ from dataclasses import fields, replace
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.control.admissibility import node_admission
 from seamguard.control.containment_view import (
     EngineView as EngineView,  # re-exported: the controller and revalue build it from here
 )
@@ -67,6 +66,7 @@ from seamguard.control.containment_view import (
     part_excess,
     slowdown_now,
 )
+from seamguard.control.spares import spares_by_class
 from seamguard.control.thermal_trip import domain_heats, trip_note
 from seamguard.economics.containment import Domains, Jobs, Option, Valuation, value_containment
 from seamguard.journal.records import DecisionRecord
@@ -324,15 +324,9 @@ def _situation(
     pace = slowdown_now(view)
     gpu_global, node_global = topo.members[EntityKind.GPU], topo.members[EntityKind.NODE]
     links = topo.members[EntityKind.LINK]
-    node_gpus = np.bincount(topo.gpu_node, minlength=topo.count(EntityKind.NODE)).astype(np.float64)
-    free = (workload.node_job < 0) & (node_gpus > 0)
-    if view.held_nodes is not None:
-        free[view.held_nodes] = False  # drained and not yet released: the scheduler places nothing there
-    classes = sorted({topo.jobs[j].job_class for j in range(n_jobs)}, key=lambda c: c.value)
-    # Spares: free nodes the job's class is admitted to. A node it should avoid sits under a gray
-    # domain (or is a lemon, or silent): work moved there is likely to be moved again, and the
-    # domain's own containment a tick later would take the spare the valuation counted on.
-    admit = {c: free & (node_admission(cfg, topo, view.states, c, view.lemons) == 0) for c in classes}
+    # Spares (``control.spares``): a node the class should only avoid is none, or the domain's
+    # own containment a tick later would take the spare the valuation counted on.
+    admit = spares_by_class(cfg, topo, workload, view.states, view.lemons, view.held_nodes)
     job_class = [topo.jobs[j].job_class for j in range(n_jobs)]
 
     in_nodes = np.zeros((n_dom, n_jobs), dtype=np.int64)
@@ -395,9 +389,9 @@ def _situation(
         no_trip[k] = np.bincount(
             jobs_of, weights=np.log1p(-np.minimum(p_trip, 1.0 - 1e-12)), minlength=n_jobs
         )
-        inside = np.zeros(node_gpus.size, dtype=bool)
+        inside = np.zeros(topo.count(EntityKind.NODE), dtype=bool)
         inside[nodes] = True
-        outside = {c: int((admit[c] & ~inside).sum()) for c in classes}
+        outside = {c: int((m & ~inside).sum()) for c, m in admit.items()}
         spare[k] = [outside[c] for c in job_class]
     columns = np.flatnonzero((in_nodes > 0).any(axis=0) & (workload.job_gpus[:n_jobs] > 0))
     jobs = job_figures(view, columns)

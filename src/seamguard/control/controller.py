@@ -23,7 +23,6 @@ from seamguard.control.explaining import (
     Scores,
     entity_view,
     evidence_items,
-    harm_texts,
     observations,
     transition_reason,
 )
@@ -31,10 +30,11 @@ from seamguard.control.fabric_pace import FabricPace
 from seamguard.control.islands import IslandBook
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
+from seamguard.control.rank_harm import rank_harm
 from seamguard.control.revalue import causes_of, heating_under, revalue
+from seamguard.control.spares import job_spares
 from seamguard.control.takeover import replanned
 from seamguard.control.thermal_trip import trip_in_s
-from seamguard.economics.harm import straggler_harm
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, nominal_rates, part_rates
 from seamguard.economics.hazard_learning import COUNTED_KINDS, HazardLearner
 from seamguard.economics.job_risk import JobRisk
@@ -434,9 +434,12 @@ class Controller:
     ) -> tuple[list[DecisionRecord], list[OutcomeRecord]]:
         n = len(self.topology.jobs)
         # Only suspect (degraded) parts are priced; a healthy fleet skips the per-part rates.
+        spares = None  # a swap or drain with no spare node leaves the job waiting (control.spares)
         if np.any(self.classifier.state == int(State.DEGRADED)):
             rates = part_rates(self.config.hazard, self.topology, self.gfs_precursor, self.prs_precursor)
             excess = (rates - self._nominal_rate) * self.learner.scale()
+            spares = job_spares(self.config, self.topology, workload, self.classifier.state,
+                                self.lemon_memory.lemons(), self.held_nodes)  # fmt: skip
         else:
             excess = np.zeros(self.topology.n_entities)
         stepping = np.zeros(n, dtype=bool)
@@ -446,29 +449,22 @@ class Controller:
         if self.catalog.get("job.checkpoint_duration_s") is not None:
             saved = self.store.current("job.checkpoint_duration_s")[:n]
         return self.escalation.step(now, self.classifier.state, workload, excess, self._gpu_slowdown, econ,
-                                    self._save_s, JobSignals(stepping, saved))  # fmt: skip
+                                    self._save_s, JobSignals(stepping, saved), spares)  # fmt: skip
 
     def _harm(self, workload: Workload) -> FloatArray:
-        ratio = np.zeros(self.topology.n_entities)
         self._harm_text = {}
         if self.catalog.get(STEP_TIME_SIGNAL) is None:
-            return ratio
+            return np.zeros(self.topology.n_entities)
         groups, n_groups = by_node_type(workload.gpu_job, len(self.topology.jobs), self.topology.gpu_node,
                                         self.topology)  # fmt: skip
         pace = self.pace.sustained(self.store.now, self.store.current(STEP_TIME_SIGNAL),
                                    self.store.tick_samples(STEP_TIME_SIGNAL), groups, n_groups,
                                    self.config.economics.smooth_s)  # fmt: skip
         weight = self.economics.weight if self.economics is not None else self._criticality
-        harm = straggler_harm(pace, workload.gpu_job, workload.job_sync, workload.job_gpus, self.config.economics,
-                              weight)  # fmt: skip
-        gpus = self.topology.members[EntityKind.GPU]
-        ratio[gpus] = np.where(workload.gpu_job >= 0, harm.ratio, np.nan)  # no job: no pace to judge
-        ratio[self.topology.members[EntityKind.MIG]] = ratio[self.topology.mig_gpus()]  # instances follow
-        # Each rank's sustained slowdown over its job's median, straggler or not: the pace loss a
-        # degraded part accrues for escalation (a harmful one is swapped by its state's actions).
-        self._gpu_slowdown = np.maximum(np.nan_to_num(harm.slowdown), 0.0)
-        self._harm_text = harm_texts(self.topology, workload, harm)
-        return ratio
+        found = rank_harm(self.config, self.topology, workload, pace, weight, self.classifier.state,
+                          self.lemon_memory.lemons(), self.held_nodes, self.store.now)  # fmt: skip
+        self._gpu_slowdown, self._harm_text = found.slowdown, found.texts
+        return found.ratio
 
     def _fresh(self) -> npt.NDArray[np.bool_]:
         topo = self.topology

@@ -101,7 +101,9 @@ class Escalation:
         econ: JobEconomics,
         save_s: FloatArray,
         signals: JobSignals,
+        spares: IntArray | None = None,
     ) -> tuple[list[DecisionRecord], list[OutcomeRecord]]:
+        """``spares``: per job, the free nodes it could restart on (``control.spares``; None: plenty)."""
         dt = 0.0 if not math.isfinite(self._last) else now - self._last
         self._last = now
         topo, cfg = self.topology, self.config
@@ -113,17 +115,20 @@ class Escalation:
         decisions: list[DecisionRecord] = []
         rates: dict[int, float] = {}
         for gidx, job, slowdown in zip(parts.tolist(), jobs.tolist(), slow.tolist(), strict=True):
-            s = self._situation(gidx, job, slowdown, excess_rate, econ, save_s)
+            short = spares is not None and int(spares[job]) < 1
+            s = self._situation(gidx, job, slowdown, excess_rate, econ, save_s, short)
             pace, risk = loss_rate_gpu_h_per_h(s)
             rates[gidx] = pace + risk
             self.paid[gidx] += (pace + risk) * dt / 3600.0
-            vals = value_steps(s, cfg.economics.horizon_s, cfg.economics.rebalance_recovers)
+            # Never past the job's own end: a swap an hour before it has an hour to pay for itself.
+            horizon = min(cfg.economics.horizon_s, max(topo.jobs[job].end - now, 1.0))
+            vals = value_steps(s, horizon, cfg.economics.rebalance_recovers)
             pick = escalate(vals, float(self.paid[gidx]))
             rung = LADDER.index(pick.step)
             if rung > self.level[gidx]:
                 self.level[gidx] = rung
                 d = self._decision(
-                    now, gidx, job, pick.step, pick.cost_gpu_h, vals[rung], float(self.paid[gidx]), s
+                    now, gidx, job, pick.step, pick.cost_gpu_h, vals[rung], float(self.paid[gidx]), s, horizon
                 )
                 decisions.append(d)
                 self.pending.append(_Pending(d, gidx, job, s.job_gpus, pace + risk))
@@ -160,8 +165,16 @@ class Escalation:
                 np.concatenate([o[2] for o in out]))  # fmt: skip
 
     def _situation(
-        self, gidx: int, job: int, slowdown: float, excess: FloatArray, econ: JobEconomics, save_s: FloatArray
+        self,
+        gidx: int,
+        job: int,
+        slowdown: float,
+        excess: FloatArray,
+        econ: JobEconomics,
+        save_s: FloatArray,
+        short: bool,
     ) -> Situation:
+        """``short``: no spare for the job, so a swap or drain leaves it waiting for the node back."""
         topo, eco = self.topology, self.config.economics
         kind = topo.kind_of(gidx)
         node = int(topo.gpu_node[topo.local[gidx]]) if kind is EntityKind.GPU else int(topo.local[gidx])
@@ -173,7 +186,7 @@ class Escalation:
             since_durable_s=float(np.nan_to_num(econ.since_durable_s[job])),
             save_s=float(np.nan_to_num(save_s[job], nan=eco.restart_cost_s)),
             rebalance_s=eco.rebalance_s,
-            restart_s=eco.restart_cost_s,
+            restart_s=eco.restart_cost_s + (eco.diagnose_s if short else 0.0),
             node_gpus=float(np.count_nonzero(topo.gpu_node == node)),
             diagnose_s=eco.diagnose_s,
             weight=float(econ.weight[job]),
@@ -189,8 +202,9 @@ class Escalation:
         val: Valuation,
         paid: float,
         s: Situation,
+        horizon_s: float,
     ) -> DecisionRecord:
-        topo = self.topology
+        topo, eco = self.topology, self.config.economics
         kind = topo.kind_of(gidx)
         node = int(topo.gpu_node[topo.local[gidx]]) if kind is EntityKind.GPU else int(topo.local[gidx])
         job_name = topo.jobs[job].job
@@ -202,7 +216,12 @@ class Escalation:
             f"{step.value} for job {job_name}: the part has cost {paid:.1f} weighted GPU-h since it turned "
             f"suspect (slowdown {100 * s.slowdown:.1f}%, failure rate +{s.excess_rate_per_s * 86400:.2f}/day, "
             f"weight {s.weight:.2f}); this step costs {cost:.1f} GPU-h and should remove {benefit:.1f} "
-            f"over {self.config.economics.horizon_s / 3600:g} h"
+            f"over {horizon_s / 3600:.3g} h"
+            + (
+                " (no spare node: a restart waits for the node back)"
+                if s.restart_s > eco.restart_cost_s
+                else ""
+            )
         )
         return DecisionRecord(now, target, step.value, "advise", reason, State.DEGRADED.label,
                               cause=topo.ids[gidx], predicted_cost_gpu_h=cost, predicted_benefit_gpu_h=benefit)  # fmt: skip

@@ -29,6 +29,7 @@ def harm_texts(topology: Topology, workload: Workload, harm: Harm) -> dict[int, 
     """Per straggling GPU (global index), why keeping it costs its job more than a swap."""
     gpus = topology.members[EntityKind.GPU]
     out: dict[int, str] = {}
+    waits = harm.waits if harm.waits is not None else np.zeros(harm.ratio.size, dtype=bool)
     for local in np.flatnonzero(harm.ratio > 0).tolist():
         job = topology.jobs[int(workload.gpu_job[local])].job
         others = int(harm.stragglers[local]) - 1
@@ -36,6 +37,7 @@ def harm_texts(topology: Topology, workload: Workload, harm: Harm) -> dict[int, 
         out[int(gpus[local])] = (
             f"{who}, {harm.slowdown[local] * 100:.0f}% over its median: keeping it costs "
             f"{harm.gain_gpus[local]:.1f} GPU-equivalents, a swap {harm.cost_gpus[local]:.1f}"
+            + (" (no spare: the job would wait for the node back)" if waits[local] else "")
         )
     return out
 

@@ -9,8 +9,21 @@ all of them at once and the job then runs at the pace of its slowest remaining r
     gain = (t_slowest - t_rest) / t_slowest x job GPUs x w  (GPU-equivalents, weighted)
     cost = restart_cost_s x job GPUs / horizon_s           (the swap, amortised)
 
+with the horizon never past the job's own end (its time limit): a swap an hour before the
+job ends has an hour to pay for its restart, not ``horizon_s``.
+
 with ``w`` the job's weight (``economics.criticality_weight``, raised by its deadline risk): a
 straggler in a release-blocking run is worth a swap four times sooner than in a standard one.
+
+A swap needs a node to restart on. A job with fewer spares (``control.spares``) than it has
+straggling nodes restarts on nothing: it waits, whole, until the node it gave up comes back from
+diagnosis (``diagnose_s``), and most likely comes back as slow. So its cost adds that wait,
+
+    cost = (restart_cost_s + diagnose_s) x job GPUs / horizon
+
+and only a rank slow enough to be worth a third of the job's horizon idle is swapped with nowhere
+to go. Counting spares is the controller's (it reads states and the safety layer's holds):
+``with_waits`` prices them in where a job has stragglers.
 
 Every straggler of the job carries the ratio gain / cost, which drives ``harmful``. Judging
 them together means two equally slow ranks are both harmful (swapping either alone buys
@@ -21,7 +34,7 @@ no stragglers: swapping would buy nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +53,8 @@ class Harm:
     cost_gpus: FloatArray
     slowdown: FloatArray  # per GPU: step time over its job's median, minus 1
     stragglers: IntArray  # per GPU: how many stragglers its job has (0 outside synchronous jobs)
+    horizon_s: FloatArray | None = None  # per GPU: what its job's swap is amortised over
+    waits: npt.NDArray[np.bool_] | None = None  # per GPU: its swap would find no spare (``with_waits``)
 
 
 def straggler_harm(
@@ -49,7 +64,9 @@ def straggler_harm(
     job_gpus: FloatArray,
     config: EconomicsConfig,
     job_weight: FloatArray | None = None,
+    job_left_s: FloatArray | None = None,
 ) -> Harm:
+    """``job_left_s``: per job, seconds until its end (None: every job runs past the horizon)."""
     n_jobs = job_sync.size
     n = step_time.size
     zeros = np.zeros(n)
@@ -80,7 +97,10 @@ def straggler_harm(
         gain_job = np.where(has, (slowest - rest) / slowest * job_gpus, 0.0)
     if job_weight is not None:
         gain_job = gain_job * job_weight[:n_jobs]
-    cost_job = config.restart_cost_s * job_gpus / config.horizon_s
+    horizon = np.full(n_jobs, config.horizon_s)
+    if job_left_s is not None:
+        horizon = np.clip(np.nan_to_num(job_left_s[:n_jobs], nan=config.horizon_s), 1.0, config.horizon_s)
+    cost_job = config.restart_cost_s * job_gpus[:n_jobs] / horizon
 
     on = straggler & has[g]
     gain = np.where(on, gain_job[g], 0.0)
@@ -88,4 +108,19 @@ def straggler_harm(
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(cost > 0, gain / cost, 0.0)
     per_gpu_count = np.where(valid, count[g], 0).astype(np.int64)
-    return Harm(ratio=ratio, gain_gpus=gain, cost_gpus=cost, slowdown=slowdown, stragglers=per_gpu_count)
+    return Harm(ratio=ratio, gain_gpus=gain, cost_gpus=cost, slowdown=slowdown, stragglers=per_gpu_count,
+                horizon_s=np.where(groups >= 0, horizon[g], config.horizon_s))  # fmt: skip
+
+
+def with_waits(
+    harm: Harm, gpu_job: IntArray, short: npt.NDArray[np.bool_], job_gpus: FloatArray, config: EconomicsConfig
+) -> Harm:
+    """``harm`` with the wait added to the swap's cost of every job ``short`` of spares (per job)."""
+    on = (harm.cost_gpus > 0) & (gpu_job >= 0)
+    waits = on & short[np.maximum(gpu_job, 0)]
+    horizon = harm.horizon_s if harm.horizon_s is not None else np.full(gpu_job.size, config.horizon_s)
+    wait = np.where(waits, config.diagnose_s * job_gpus[np.maximum(gpu_job, 0)] / horizon, 0.0)
+    cost = harm.cost_gpus + wait
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(cost > 0, harm.gain_gpus / cost, 0.0)
+    return replace(harm, ratio=ratio, cost_gpus=cost, waits=waits)

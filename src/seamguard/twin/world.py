@@ -71,9 +71,12 @@ def build_world(scenario: Scenario, seed: int) -> World:
         block = np.arange(at, at + j.nodes, dtype=np.int64)
         at += j.nodes
         initial.append(block)
+        # Each job's start and time limit, as a scheduler reports them: what a swap or a move has
+        # left to pay for itself (``economics.harm``, ``economics.containment``).
+        until = end if j.end_h is None else start + j.end_h * 3600.0
         records.append(
-            JobRecord(j.name, j.job_class, tuple(names[i] for i in block.tolist()), start, end + scenario.tick_s,
-                      scenario.storage_of(j))
+            JobRecord(j.name, j.job_class, tuple(names[i] for i in block.tolist()), start + j.start_h * 3600.0,
+                      until + scenario.tick_s, scenario.storage_of(j))
         )  # fmt: skip
     topology = build_topology(inventory, records, storage=c.storage)
     sto = {name: i for i, name in enumerate(topology.names[EntityKind.STORAGE])}

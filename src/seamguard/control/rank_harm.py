@@ -1,0 +1,62 @@
+"""Each rank's harm to its job this tick (``economics.harm``), priced with the spares a swap needs
+and the time its job has left to pay for it.
+
+The classifier's ``harmful`` reads the ratio per entity; escalation reads each rank's slowdown;
+``explain`` reads the text. A job short of spares (``control.spares``) would wait for the node
+it gave up: that wait is part of the swap's cost (``economics.harm.with_waits``). Spares are
+counted only for jobs with stragglers, so a calm fleet pays nothing for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from seamguard.config import Config
+from seamguard.control.explaining import harm_texts
+from seamguard.control.spares import short_of_spares
+from seamguard.economics.harm import straggler_harm, with_waits
+from seamguard.model.entities import EntityKind
+from seamguard.model.topology import Topology
+from seamguard.model.workload import Workload
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class RankHarm:
+    ratio: FloatArray  # per entity: gain / cost of swapping it (NaN: a GPU that runs no job)
+    slowdown: FloatArray  # per GPU: its sustained slowdown over its job's median, >= 0
+    texts: dict[int, str]  # per straggling GPU (global index): why
+
+
+def rank_harm(
+    config: Config,
+    topology: Topology,
+    workload: Workload,
+    pace: FloatArray,
+    weight: FloatArray,
+    states: IntArray,
+    lemons: BoolArray | None,
+    held_nodes: IntArray | None,
+    now: float,
+) -> RankHarm:
+    """``pace``: per GPU, its sustained step time; ``weight``: per job, its criticality weight."""
+    left = np.array([job.end for job in topology.jobs], dtype=np.float64) - now  # a swap pays until then
+    harm = straggler_harm(
+        pace, workload.gpu_job, workload.job_sync, workload.job_gpus, config.economics, weight, left
+    )
+    if harm.ratio.any():
+        short = short_of_spares(config, topology, workload, states, lemons, held_nodes, harm.ratio > 0)
+        harm = with_waits(harm, workload.gpu_job, short, workload.job_gpus, config.economics)
+    ratio = np.zeros(topology.n_entities)
+    ratio[topology.members[EntityKind.GPU]] = np.where(workload.gpu_job >= 0, harm.ratio, np.nan)
+    ratio[topology.members[EntityKind.MIG]] = ratio[topology.mig_gpus()]  # instances follow their GPU
+    # Each rank's slowdown, straggler or not: the pace loss a degraded part accrues for escalation
+    # (a harmful one is swapped by its state's actions).
+    slowdown = np.maximum(np.nan_to_num(harm.slowdown), 0.0)
+    return RankHarm(ratio, slowdown, harm_texts(topology, workload, harm))

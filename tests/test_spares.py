@@ -1,0 +1,95 @@
+"""A swap needs a node to restart on and time to pay for its restart: the harm rule priced with both."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seamguard.config import load_config
+from seamguard.control.spares import job_spares, short_of_spares
+from seamguard.economics.harm import straggler_harm, with_waits
+from seamguard.model.entities import EntityKind
+from seamguard.model.inventory import JobRecord
+from seamguard.model.states import JobClass, State
+from seamguard.model.topology import Topology, build_topology
+from seamguard.model.workload import active_jobs, build_workload
+from tests.conftest import small_inventory
+
+CFG = load_config()
+
+
+def _topology(*jobs: tuple[str, JobClass, tuple[str, ...]]) -> Topology:
+    return build_topology(small_inventory(), tuple(JobRecord(n, c, nodes, 0.0, 1e7) for n, c, nodes in jobs))
+
+
+def _spares(topo: Topology, states: np.ndarray | None = None, held: list[int] | None = None) -> np.ndarray:
+    workload = build_workload(topo, active_jobs(topo, 0.0))
+    st = np.full(topo.n_entities, int(State.HEALTHY), dtype=np.int64) if states is None else states
+    return job_spares(CFG, topo, workload, st, None, None if held is None else np.array(held, dtype=np.int64))
+
+
+def test_spares_are_free_admitted_unheld_nodes_of_the_job_s_class() -> None:
+    topo = _topology(("train", JobClass.SYNC_TRAINING, ("n00", "n01", "n02", "n03", "n04")),
+                     ("batch", JobClass.ASYNC_BATCH_INFERENCE, ("n05",)))  # fmt: skip
+    assert _spares(topo).tolist() == [2, 2]  # n06, n07
+    assert _spares(topo, held=[6]).tolist() == [1, 1]  # a held node is no spare
+    states = np.full(topo.n_entities, int(State.HEALTHY), dtype=np.int64)
+    states[topo.index["gpu/n07/1"]] = int(State.QUARANTINE)  # n07 denied to every class
+    assert _spares(topo, states).tolist() == [1, 1]
+    states[:] = int(State.HEALTHY)
+    states[topo.index["cdu/c1"]] = int(State.DEGRADED)  # n04-n07: a gray CDU, avoided by training only
+    spares = _spares(topo, states)
+    assert spares[0] == 0 and spares[1] == 2
+
+
+def test_a_job_is_short_when_its_stragglers_sit_on_more_nodes_than_there_are_spares() -> None:
+    topo = _topology(("train", JobClass.SYNC_TRAINING, ("n00", "n01", "n02", "n03", "n04", "n05", "n06")))
+    workload = build_workload(topo, active_jobs(topo, 0.0))
+    states = np.full(topo.n_entities, int(State.HEALTHY), dtype=np.int64)
+    gpus = topo.count(EntityKind.GPU)
+    straggling = np.zeros(gpus, dtype=bool)
+    straggling[[0, 1]] = True  # two GPUs of n00: one node to swap, one spare (n07)
+    assert not short_of_spares(CFG, topo, workload, states, None, None, straggling)[0]
+    straggling[4] = True  # and one of n01: two nodes, one spare
+    assert short_of_spares(CFG, topo, workload, states, None, None, straggling)[0]
+    assert not short_of_spares(CFG, topo, workload, states, None, None, np.zeros(gpus, dtype=bool)).any()
+
+
+def test_a_swap_with_no_spare_is_charged_the_wait_for_the_node_back() -> None:
+    econ = CFG.economics
+    step = np.full(64, 2.0)
+    step[7] = 2.2  # 10% slow: worth a swap to a spare, not a wait of diagnose_s for the node back
+    gpu_job = np.zeros(64, dtype=np.int64)
+    harm = straggler_harm(step, gpu_job, np.array([True]), np.array([64.0]), econ)
+    assert harm.ratio[7] > econ.harmful_enter_ratio
+    same = with_waits(harm, gpu_job, np.array([False]), np.array([64.0]), econ)
+    assert same.ratio[7] == pytest.approx(harm.ratio[7]) and not same.waits.any()  # type: ignore[union-attr]
+    waiting = with_waits(harm, gpu_job, np.array([True]), np.array([64.0]), econ)
+    expected = (econ.restart_cost_s + econ.diagnose_s) * 64 / econ.horizon_s
+    assert waiting.cost_gpus[7] == pytest.approx(expected)
+    assert waiting.ratio[7] == pytest.approx(harm.gain_gpus[7] / expected)
+    assert waiting.ratio[7] < econ.harmful_exit_ratio
+    assert waiting.waits is not None and waiting.waits[7] and waiting.waits.sum() == 1
+    step[7] = 4.0  # half the job's pace lost: worth even the wait
+    slow = with_waits(straggler_harm(step, gpu_job, np.array([True]), np.array([64.0]), econ), gpu_job,
+                      np.array([True]), np.array([64.0]), econ)  # fmt: skip
+    assert slow.ratio[7] > econ.harmful_enter_ratio
+
+
+def test_a_swap_is_amortised_only_over_the_time_its_job_has_left() -> None:
+    econ = CFG.economics
+    step = np.full(64, 2.0)
+    step[7] = 2.2
+    gpu_job = np.zeros(64, dtype=np.int64)
+    args = (step, gpu_job, np.array([True]), np.array([64.0]), econ, None)
+    far = straggler_harm(*args, np.array([np.inf]))
+    assert far.ratio[7] == pytest.approx(straggler_harm(*args).ratio[7])
+    assert far.ratio[7] > econ.harmful_enter_ratio
+    assert far.cost_gpus[7] == pytest.approx(econ.restart_cost_s * 64 / econ.horizon_s)
+    near = straggler_harm(*args, np.array([1800.0]))  # half an hour left: the restart cannot pay
+    assert near.cost_gpus[7] == pytest.approx(econ.restart_cost_s * 64 / 1800.0)
+    assert near.ratio[7] < econ.harmful_exit_ratio
+    waiting = with_waits(near, gpu_job, np.array([True]), np.array([64.0]), econ)
+    assert waiting.cost_gpus[7] == pytest.approx((econ.restart_cost_s + econ.diagnose_s) * 64 / 1800.0)
+    ended = straggler_harm(*args, np.array([-5.0]))  # past its end: never worth a swap
+    assert np.isfinite(ended.ratio).all() and ended.ratio[7] < econ.harmful_exit_ratio

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from seamguard.config import load_config
-from seamguard.control.spares import job_spares, short_of_spares
+from seamguard.control.spares import job_spares, nodes_to_swap, spares_by_class
 from seamguard.economics.harm import straggler_harm, with_waits
 from seamguard.model.entities import EntityKind
 from seamguard.model.inventory import JobRecord
@@ -25,7 +25,8 @@ def _topology(*jobs: tuple[str, JobClass, tuple[str, ...]]) -> Topology:
 def _spares(topo: Topology, states: np.ndarray | None = None, held: list[int] | None = None) -> np.ndarray:
     workload = build_workload(topo, active_jobs(topo, 0.0))
     st = np.full(topo.n_entities, int(State.HEALTHY), dtype=np.int64) if states is None else states
-    return job_spares(CFG, topo, workload, st, None, None if held is None else np.array(held, dtype=np.int64))
+    held_nodes = None if held is None else np.array(held, dtype=np.int64)
+    return job_spares(topo, spares_by_class(CFG, topo, workload, st, None, held_nodes))
 
 
 def test_spares_are_free_admitted_unheld_nodes_of_the_job_s_class() -> None:
@@ -42,17 +43,18 @@ def test_spares_are_free_admitted_unheld_nodes_of_the_job_s_class() -> None:
     assert spares[0] == 0 and spares[1] == 2
 
 
-def test_a_job_is_short_when_its_stragglers_sit_on_more_nodes_than_there_are_spares() -> None:
+def test_a_swap_needs_a_spare_per_node_its_stragglers_sit_on() -> None:
     topo = _topology(("train", JobClass.SYNC_TRAINING, ("n00", "n01", "n02", "n03", "n04", "n05", "n06")))
     workload = build_workload(topo, active_jobs(topo, 0.0))
-    states = np.full(topo.n_entities, int(State.HEALTHY), dtype=np.int64)
-    gpus = topo.count(EntityKind.GPU)
-    straggling = np.zeros(gpus, dtype=bool)
-    straggling[[0, 1]] = True  # two GPUs of n00: one node to swap, one spare (n07)
-    assert not short_of_spares(CFG, topo, workload, states, None, None, straggling)[0]
-    straggling[4] = True  # and one of n01: two nodes, one spare
-    assert short_of_spares(CFG, topo, workload, states, None, None, straggling)[0]
-    assert not short_of_spares(CFG, topo, workload, states, None, None, np.zeros(gpus, dtype=bool)).any()
+    straggling = np.zeros(topo.count(EntityKind.GPU), dtype=bool)
+    assert nodes_to_swap(topo, workload, straggling).tolist() == [0]
+    straggling[[0, 1]] = True  # two GPUs of n00: one node to swap
+    assert nodes_to_swap(topo, workload, straggling).tolist() == [1]
+    straggling[4] = True  # and one of n01
+    assert nodes_to_swap(topo, workload, straggling).tolist() == [2]
+    straggling[30] = True  # n07 runs no job: nothing to swap there
+    assert nodes_to_swap(topo, workload, straggling).tolist() == [2]
+    assert _spares(topo).tolist() == [1]  # n07: one spare, two nodes to swap
 
 
 def test_a_swap_with_no_spare_is_charged_the_wait_for_the_node_back() -> None:

@@ -32,7 +32,7 @@ from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.control.rank_harm import rank_harm
 from seamguard.control.revalue import causes_of, heating_under, revalue
-from seamguard.control.spares import job_spares
+from seamguard.control.spares import job_spares, spares_by_class
 from seamguard.control.takeover import replanned
 from seamguard.control.thermal_trip import trip_in_s
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, nominal_rates, part_rates
@@ -438,8 +438,8 @@ class Controller:
         if np.any(self.classifier.state == int(State.DEGRADED)):
             rates = part_rates(self.config.hazard, self.topology, self.gfs_precursor, self.prs_precursor)
             excess = (rates - self._nominal_rate) * self.learner.scale()
-            spares = job_spares(self.config, self.topology, workload, self.classifier.state,
-                                self.lemon_memory.lemons(), self.held_nodes)  # fmt: skip
+            spares = job_spares(self.topology, spares_by_class(self.config, self.topology, workload,
+                                self.classifier.state, self.lemon_memory.lemons(), self.held_nodes))  # fmt: skip
         else:
             excess = np.zeros(self.topology.n_entities)
         stepping = np.zeros(n, dtype=bool)

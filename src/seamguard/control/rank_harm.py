@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from seamguard.config import Config
 from seamguard.control.explaining import harm_texts
-from seamguard.control.spares import short_of_spares
+from seamguard.control.spares import job_spares, nodes_to_swap, spares_by_class
 from seamguard.economics.harm import straggler_harm, with_waits
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
@@ -50,9 +50,10 @@ def rank_harm(
     harm = straggler_harm(
         pace, workload.gpu_job, workload.job_sync, workload.job_gpus, config.economics, weight, left
     )
-    if harm.ratio.any():
-        short = short_of_spares(config, topology, workload, states, lemons, held_nodes, harm.ratio > 0)
-        harm = with_waits(harm, workload.gpu_job, short, workload.job_gpus, config.economics)
+    need = nodes_to_swap(topology, workload, harm.ratio > 0)
+    if need.any():
+        spares = job_spares(topology, spares_by_class(config, topology, workload, states, lemons, held_nodes))
+        harm = with_waits(harm, workload.gpu_job, need > spares, workload.job_gpus, config.economics)
     ratio = np.zeros(topology.n_entities)
     ratio[topology.members[EntityKind.GPU]] = np.where(workload.gpu_job >= 0, harm.ratio, np.nan)
     ratio[topology.members[EntityKind.MIG]] = ratio[topology.mig_gpus()]  # instances follow their GPU

@@ -41,35 +41,16 @@ def spares_by_class(
     return {c: free & (node_admission(config, topology, states, c, lemons) == 0) for c in classes}
 
 
-def job_spares(
-    config: Config,
-    topology: Topology,
-    workload: Workload,
-    states: IntArray,
-    lemons: BoolArray | None,
-    held_nodes: IntArray | None,
-) -> IntArray:
-    """Per job, how many spares its class has now (a job's own nodes are never free)."""
-    counts = {c: int(m.sum()) for c, m in spares_by_class(config, topology, workload, states, lemons,
-                                                            held_nodes).items()}  # fmt: skip
-    return np.array([counts[job.job_class] for job in topology.jobs], dtype=np.int64)
+def job_spares(topology: Topology, by_class: dict[JobClass, BoolArray]) -> IntArray:
+    """Per job, how many spares its class has (``by_class``: ``spares_by_class``)."""
+    counts = {c: int(m.sum()) for c, m in by_class.items()}
+    return np.array([counts.get(job.job_class, 0) for job in topology.jobs], dtype=np.int64)
 
 
-def short_of_spares(
-    config: Config,
-    topology: Topology,
-    workload: Workload,
-    states: IntArray,
-    lemons: BoolArray | None,
-    held_nodes: IntArray | None,
-    straggling: BoolArray,
-) -> BoolArray:
-    """Per job, whether it has fewer spares than nodes holding its ``straggling`` GPUs (per GPU):
-    swapping them all at once would leave it waiting for a node."""
-    n_jobs = len(topology.jobs)
+def nodes_to_swap(topology: Topology, workload: Workload, straggling: BoolArray) -> IntArray:
+    """Per job, how many of its nodes hold its ``straggling`` GPUs (per GPU): the spares swapping
+    them all at once needs."""
+    n_jobs, n_nodes = len(topology.jobs), max(topology.count(EntityKind.NODE), 1)
     on = straggling & (workload.gpu_job >= 0)
-    pairs = np.unique(workload.gpu_job[on] * topology.count(EntityKind.NODE) + topology.gpu_node[on])
-    need = np.bincount(pairs // max(topology.count(EntityKind.NODE), 1), minlength=n_jobs)[:n_jobs]
-    if not need.any():
-        return np.zeros(n_jobs, dtype=bool)
-    return need > job_spares(config, topology, workload, states, lemons, held_nodes)
+    pairs = np.unique(workload.gpu_job[on] * n_nodes + topology.gpu_node[on])
+    return np.bincount(pairs // n_nodes, minlength=n_jobs)[:n_jobs].astype(np.int64)

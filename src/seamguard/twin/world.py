@@ -64,19 +64,20 @@ def build_world(scenario: Scenario, seed: int) -> World:
     start = math.floor(EPOCH / scenario.tick_s) * scenario.tick_s
     end = start + scenario.duration_s
     names = [n.node for n in inventory.nodes]
+    job_start = np.array([start + j.start_h * 3600.0 for j in scenario.jobs])
+    job_end = np.array([end if j.end_h is None else start + j.end_h * 3600.0 for j in scenario.jobs])
     records: list[JobRecord] = []
     initial: list[IntArray] = []
     at = 0
-    for j in scenario.jobs:
+    for i_job, j in enumerate(scenario.jobs):
         block = np.arange(at, at + j.nodes, dtype=np.int64)
         at += j.nodes
         initial.append(block)
         # Each job's start and time limit, as a scheduler reports them: what a swap or a move has
         # left to pay for itself (``economics.harm``, ``economics.containment``).
-        until = end if j.end_h is None else start + j.end_h * 3600.0
         records.append(
-            JobRecord(j.name, j.job_class, tuple(names[i] for i in block.tolist()), start + j.start_h * 3600.0,
-                      until + scenario.tick_s, scenario.storage_of(j))
+            JobRecord(j.name, j.job_class, tuple(names[i] for i in block.tolist()), float(job_start[i_job]),
+                      float(job_end[i_job]) + scenario.tick_s, scenario.storage_of(j))
         )  # fmt: skip
     topology = build_topology(inventory, records, storage=c.storage)
     sto = {name: i for i, name in enumerate(topology.names[EntityKind.STORAGE])}
@@ -84,8 +85,6 @@ def build_world(scenario: Scenario, seed: int) -> World:
     job_fallback = np.array(
         [sto[j.fallback_storage] if j.fallback_storage else -1 for j in scenario.jobs], np.int64
     )
-    job_start = np.array([start + j.start_h * 3600.0 for j in scenario.jobs])
-    job_end = np.array([end if j.end_h is None else start + j.end_h * 3600.0 for j in scenario.jobs])
 
     rng = np.random.default_rng([seed, FAULT_STREAM])
     lemons = np.sort(rng.choice(len(names), size=scenario.lemons.nodes, replace=False)).astype(np.int64)

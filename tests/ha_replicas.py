@@ -185,6 +185,32 @@ def leader_of(etcd: Etcd, key: str) -> tuple[str, int] | None:
     return (held.value, held.create_revision) if held is not None else None
 
 
+@contextlib.contextmanager
+def leaderships(etcd: Etcd, key: str, every_s: float = 0.2) -> Iterator[list[tuple[str, int]]]:
+    """Every leadership seen on the election key while the block runs, in order of first sight.
+
+    A test of a deposed leader needs it: on a loaded machine the new leader can itself miss its
+    renewals and lose the key, and the woken one may then win it again legitimately, under a newer
+    epoch, and act; that is the protocol working, not a deposed leader acting."""
+    seen: list[tuple[str, int]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            held = leader_of(etcd, key)
+            if held is not None and held not in seen:
+                seen.append(held)
+            stop.wait(every_s)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def hot_body(gpus: list[str]) -> dict[str, list[Any]]:
     """A push payload: these GPUs hot and throttled, stamped now."""
     now = time.time()

@@ -28,6 +28,7 @@ from tests.ha_replicas import (
     config,
     hot_body,
     leader_of,
+    leaderships,
     pusher,
     sink_server,
     wait_for,
@@ -36,6 +37,7 @@ from tests.ha_replicas import (
 from tests.test_haproxy import haproxy  # noqa: F401 - the real HAProxy fixture
 
 TTL_S = 3
+SLURM_TTL_S = 6  # real Slurm and HAProxy beside etcd load the machine: more room before a lease lapses
 
 
 @pytest.mark.slow
@@ -101,7 +103,11 @@ def test_a_paused_leader_leaves_slurm_and_haproxy_untouched_when_it_wakes(
     drains n000 (Slurm) and n002 (HAProxy), then is stopped with SIGSTOP; the other takes over.
     Pushes saying n001 (Slurm) and n003 (HAProxy) run hot go to the stopped one only and wait in its
     socket. Resumed with SIGCONT, it reads them, decides to drain both, and changes nothing: read
-    back from Slurm's node states (scontrol) and HAProxy's runtime API."""
+    back from Slurm's node states (scontrol) and HAProxy's runtime API.
+
+    Should the new leader itself lose the key on a loaded machine and the woken one win it again
+    (a newer epoch, seen by ``leaderships``), acting is then its right: the test still asserts that
+    nothing was carried out under the epoch it was deposed from."""
     from seamguard.actuators.haproxy import HaproxyActuator, HaproxyConfig
     from seamguard.telemetry.sources.slurm_states import parse_node_state
     from tests.slurm_cluster import slurm_cluster
@@ -116,7 +122,7 @@ def test_a_paused_leader_leaves_slurm_and_haproxy_untouched_when_it_wakes(
         slurm = {"scontrol": sl.bins["scontrol"], "squeue": sl.bins["squeue"], "sinfo": sl.bins["sinfo"],
                  "slurm_conf": str(sl.conf), "mode": "enforce"}  # fmt: skip
         more = {"slurm": slurm, "haproxy": {"socket": haproxy, "servers": servers, "mode": "enforce"}}
-        cfg = config(tmp_path, sink, cluster.endpoints, TTL_S, more)
+        cfg = config(tmp_path, sink, cluster.endpoints, SLURM_TTL_S, more)
         ha = HaConfig.model_validate(yaml.safe_load(cfg.read_text())["ha"])
         etcd = Etcd(ha)
         read = HaproxyActuator(HaproxyConfig(socket=haproxy, servers=servers))
@@ -132,45 +138,53 @@ def test_a_paused_leader_leaves_slurm_and_haproxy_untouched_when_it_wakes(
         replicas = [Replica(f"r{i}", tmp_path, cfg, inv, jobs) for i in range(2)]
         for r in replicas:
             r.start()
-        client = httpx.Client(timeout=30.0, trust_env=False)
-        try:
-            wait_for("a leader", lambda: leader_of(etcd, ha.key) is not None, 60)
-            held = leader_of(etcd, ha.key)
-            assert held is not None
-            name, old_epoch = held
-            victim = next(r for r in replicas if name.endswith(f":{r.pid}"))
-            other = next(r for r in replicas if r is not victim)
+        with leaderships(etcd, ha.key) as seen, httpx.Client(timeout=30.0, trust_env=False) as client:
+            try:
+                wait_for("a leader", lambda: leader_of(etcd, ha.key) is not None, 60)
+                held = leader_of(etcd, ha.key)
+                assert held is not None
+                name, old_epoch = held
+                victim = next(r for r in replicas if name.endswith(f":{r.pid}"))
+                other = next(r for r in replicas if r is not victim)
 
-            def push(r: Replica, gpus: list[str]) -> None:
-                with contextlib.suppress(httpx.HTTPError):
-                    client.post(f"http://127.0.0.1:{r.port}/v1/push", json=hot_body(gpus))
+                def push(r: Replica, gpus: list[str]) -> None:
+                    with contextlib.suppress(httpx.HTTPError):
+                        client.post(f"http://127.0.0.1:{r.port}/v1/push", json=hot_body(gpus))
 
-            for _ in range(60):  # the leader drains n000 and n002
+                for _ in range(60):  # the leader drains n000 and n002
+                    for r in replicas:
+                        push(r, ["gpu/n000/0", "gpu/n002/0"])
+                    if slurm_drained("n000") and haproxy_state("s1") == "drain":
+                        break
+                    time.sleep(1.0)
+                assert slurm_drained("n000") and haproxy_state("s1") == "drain"
+                assert not slurm_drained("n001") and haproxy_state("s2") == "ready"
+                os.kill(victim.pid, signal.SIGSTOP)
+                wait_for(
+                    "a takeover", lambda: (leader_of(etcd, ha.key) or ("", old_epoch))[1] != old_epoch, 30
+                )
+                for _ in range(3):  # the new leader keeps seeing n000 and n002 hot; nothing else
+                    push(other, ["gpu/n000/0", "gpu/n002/0"])
+                    time.sleep(1.0)
+                late = threading.Thread(target=push, args=(victim, ["gpu/n001/0", "gpu/n003/0"]), daemon=True)
+                late.start()  # waits in the stopped replica's socket
+                time.sleep(1.0)
+                os.kill(victim.pid, signal.SIGCONT)
+                late.join(timeout=30)
+                time.sleep(3 * TICK_S + 2.0)
+                n001_drained, s2_state = slurm_drained("n001"), haproxy_state("s2")
+                led = list(seen)  # before the stops below, which hand the key on
+                assert victim.proc is not None and victim.proc.poll() is None
+            finally:
                 for r in replicas:
-                    push(r, ["gpu/n000/0", "gpu/n002/0"])
-                if slurm_drained("n000") and haproxy_state("s1") == "drain":
-                    break
-                time.sleep(1.0)
-            assert slurm_drained("n000") and haproxy_state("s1") == "drain"
-            assert not slurm_drained("n001") and haproxy_state("s2") == "ready"
-            os.kill(victim.pid, signal.SIGSTOP)
-            wait_for("a takeover", lambda: (leader_of(etcd, ha.key) or ("", old_epoch))[1] != old_epoch, 30)
-            for _ in range(3):  # the new leader keeps seeing n000 and n002 hot; nothing else
-                push(other, ["gpu/n000/0", "gpu/n002/0"])
-                time.sleep(1.0)
-            late = threading.Thread(target=push, args=(victim, ["gpu/n001/0", "gpu/n003/0"]), daemon=True)
-            late.start()  # waits in the stopped replica's socket
-            time.sleep(1.0)
-            os.kill(victim.pid, signal.SIGCONT)
-            late.join(timeout=30)
-            time.sleep(3 * TICK_S + 2.0)
-            assert not slurm_drained("n001"), sl.node_line("n001")
-            assert haproxy_state("s2") == "ready"
-            assert victim.proc is not None and victim.proc.poll() is None
-        finally:
-            client.close()
-            for r in replicas:
-                r.stop()
+                    r.stop()
         with SqliteJournal(victim.journal, read_only=True) as journal:
             woke = [r for r in journal.action_results() if r.target in ("node/n001", "node/n003")]
-        assert all(r.status != "done" for r in woke), woke
+        done = [r for r in woke if r.status == "done"]
+        assert all(r.epoch != old_epoch for r in done), done  # never under the epoch it was deposed from
+        won_again = {e for n, e in led if n.endswith(f":{victim.pid}") and e > old_epoch}
+        if not won_again:  # the usual case: it woke deposed and stayed so
+            assert not done, done
+            assert not n001_drained and s2_state == "ready", (led, s2_state)
+        else:  # it led again, legitimately: whatever it did was under that newer leadership
+            assert all(r.epoch in won_again for r in done), (done, led)

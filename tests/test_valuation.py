@@ -73,6 +73,11 @@ def test_every_step_is_valued_term_by_term() -> None:
         # ...plus the node's 8 GPUs out for the 1,800 s diagnosis: 4 GPU-h.
         Step.QUARANTINE: pytest.approx((604.0, 3840.0, 2 * 3840.0 - 604.0), rel=1e-12),
     }
+    # With no spare node the swap and the drain also stop the job for the 1,800 s diagnosis:
+    # (60 + 240 + 1800) x 2 = 4200 GPU-h; nothing else changes.
+    waiting = {v.step: v.cost_gpu_h for v in value_steps(replace(s, waits=True), 7200.0, 0.5)}
+    assert waiting == {**{k: v[0] for k, v in got.items()}, Step.REPLACE_RANK: pytest.approx(4200.0),
+                       Step.QUARANTINE: pytest.approx(4204.0)}  # fmt: skip
 
 
 def test_criticality_changes_the_answer() -> None:

@@ -26,6 +26,7 @@ from seamguard.economics.valuation import (
     Situation,
     Step,
     Valuation,
+    amortised_over_s,
     escalate,
     loss_rate_gpu_h_per_h,
     value_steps,
@@ -120,8 +121,7 @@ class Escalation:
             pace, risk = loss_rate_gpu_h_per_h(s)
             rates[gidx] = pace + risk
             self.paid[gidx] += (pace + risk) * dt / 3600.0
-            # Never past the job's own end: a swap an hour before it has an hour to pay for itself.
-            horizon = min(cfg.economics.horizon_s, max(topo.jobs[job].end - now, 1.0))
+            horizon = float(amortised_over_s(topo.jobs[job].end - now, cfg.economics.horizon_s))
             vals = value_steps(s, horizon, cfg.economics.rebalance_recovers)
             pick = escalate(vals, float(self.paid[gidx]))
             rung = LADDER.index(pick.step)
@@ -186,10 +186,11 @@ class Escalation:
             since_durable_s=float(np.nan_to_num(econ.since_durable_s[job])),
             save_s=float(np.nan_to_num(save_s[job], nan=eco.restart_cost_s)),
             rebalance_s=eco.rebalance_s,
-            restart_s=eco.restart_cost_s + (eco.diagnose_s if short else 0.0),
+            restart_s=eco.restart_cost_s,
             node_gpus=float(np.count_nonzero(topo.gpu_node == node)),
             diagnose_s=eco.diagnose_s,
             weight=float(econ.weight[job]),
+            waits=short,
         )
 
     def _decision(
@@ -204,7 +205,7 @@ class Escalation:
         s: Situation,
         horizon_s: float,
     ) -> DecisionRecord:
-        topo, eco = self.topology, self.config.economics
+        topo = self.topology
         kind = topo.kind_of(gidx)
         node = int(topo.gpu_node[topo.local[gidx]]) if kind is EntityKind.GPU else int(topo.local[gidx])
         job_name = topo.jobs[job].job
@@ -217,11 +218,7 @@ class Escalation:
             f"suspect (slowdown {100 * s.slowdown:.1f}%, failure rate +{s.excess_rate_per_s * 86400:.2f}/day, "
             f"weight {s.weight:.2f}); this step costs {cost:.1f} GPU-h and should remove {benefit:.1f} "
             f"over {horizon_s / 3600:.3g} h"
-            + (
-                " (no spare node: a restart waits for the node back)"
-                if s.restart_s > eco.restart_cost_s
-                else ""
-            )
+            + (" (no spare node: a restart waits for the node back)" if s.waits else "")
         )
         return DecisionRecord(now, target, step.value, "advise", reason, State.DEGRADED.label,
                               cause=topo.ids[gidx], predicted_cost_gpu_h=cost, predicted_benefit_gpu_h=benefit)  # fmt: skip

@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import EconomicsConfig
+from seamguard.economics.valuation import amortised_over_s
 from seamguard.scoring.evidence import FloatArray
 from seamguard.scoring.groupstats import group_median_mad
 
@@ -97,9 +98,8 @@ def straggler_harm(
         gain_job = np.where(has, (slowest - rest) / slowest * job_gpus, 0.0)
     if job_weight is not None:
         gain_job = gain_job * job_weight[:n_jobs]
-    horizon = np.full(n_jobs, config.horizon_s)
-    if job_left_s is not None:
-        horizon = np.clip(np.nan_to_num(job_left_s[:n_jobs], nan=config.horizon_s), 1.0, config.horizon_s)
+    left = job_left_s[:n_jobs] if job_left_s is not None else np.full(n_jobs, np.nan)
+    horizon = amortised_over_s(left, config.horizon_s)
     cost_job = config.restart_cost_s * job_gpus[:n_jobs] / horizon
 
     on = straggler & has[g]

@@ -21,6 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
+import numpy.typing as npt
+
 
 class Step(StrEnum):
     """The escalation ladder, cheapest first."""
@@ -47,6 +50,7 @@ class Situation:
     node_gpus: float  # the node's GPUs, out of service while diagnosed
     diagnose_s: float
     weight: float  # criticality weight, raised by the deadline risk
+    waits: bool = False  # no spare node: a swap or drain leaves the job waiting diagnose_s for it back
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def value_steps(s: Situation, horizon_s: float, rebalance_recovers: float) -> li
     # A save now shrinks the next failure's rework from since_durable to a fresh start: over the
     # horizon that is the excess failures expected times what they would no longer redo.
     saved_rework = s.weight * s.excess_rate_per_s * horizon_s * s.since_durable_s * gpu_h
-    replace_cost = (s.save_s + s.restart_s) * gpu_h
+    replace_cost = (s.save_s + s.restart_s + (s.diagnose_s if s.waits else 0.0)) * gpu_h
     rows = [
         (Step.IGNORE, 0.0, 0.0, 0.0),
         (Step.REBALANCE, s.rebalance_s * gpu_h, rebalance_recovers * pace, None),
@@ -89,6 +93,12 @@ def value_steps(s: Situation, horizon_s: float, rebalance_recovers: float) -> li
         gain = one_off if one_off is not None else rate * hours
         out.append(Valuation(step, cost, rate, gain - cost))
     return out
+
+
+def amortised_over_s(left_s: npt.ArrayLike, horizon_s: float) -> npt.NDArray[np.float64]:
+    """What a one-off step is amortised over: ``horizon_s``, never past its job's end (``left_s``
+    seconds away; NaN: no end known). A swap an hour before the end has an hour to pay for itself."""
+    return np.clip(np.nan_to_num(np.asarray(left_s, dtype=np.float64), nan=horizon_s), 1.0, horizon_s)
 
 
 def escalate(valuations: list[Valuation], paid_gpu_h: float) -> Valuation:

@@ -118,6 +118,30 @@ def test_percentage_bound_per_domain() -> None:
     assert counts[s.budgets.domain_labels.index("rack/r1")] == 1
 
 
+def failed(node: str, ts: float) -> DecisionRecord:
+    return DecisionRecord(
+        ts, f"node/{node}", "drain_node", "act", "failed: XID 79", "failed", cause=f"gpu/{node}/0"
+    )
+
+
+def test_a_failed_node_is_drained_whatever_its_domain_holds_and_a_gray_one_still_waits() -> None:
+    """Rack r0 (8 nodes, 25%: 2) has n00 and n01 quarantined for gray evidence. n02's GPU falls off
+    the bus (state failed): draining it takes nothing its job could still use, so the per-domain
+    bound does not refuse it. n03, only suspect, is refused as before. The hourly bound still holds
+    failed nodes."""
+    topo = fleet(nodes=32, per_rack=8)
+    s = layer(topo, domain_pct=25.0, domain_kinds=("rack",), per_hour=4)
+    s.tick(0.0, [drain("n00", 0.0), drain("n01", 0.0)])
+    out = s.tick(10.0, [failed("n02", 10.0), drain("n03", 10.0)])
+    assert kinds(out.actions) == [("drain_node", "node/n02")]
+    (refused,) = by_status(out.records, ActionStatus.REFUSED)
+    assert refused.target == "node/n03" and "budget domain_pct: rack/r0" in refused.detail
+    # The hour's bound (4 quarantines) holds for failed nodes as for any other: n04 is the fourth.
+    held = s.tick(20.0, [failed("n04", 20.0), failed("n05", 20.0)])
+    assert kinds(held.actions) == [("drain_node", "node/n04")]
+    assert "budget per_hour" in by_status(held.records, ActionStatus.REFUSED)[-1].detail
+
+
 def test_percentage_bound_of_a_cdu_and_of_a_job() -> None:
     topo = build_topology(
         small_inventory(nodes=16, gpus=4, racks_per_cdu=2, nodes_per_rack=4),  # cdu c0 = n00..n07

@@ -187,8 +187,17 @@ class Budgets:
         return min(self.config.per_hour, _pct_bound(self.config.per_hour_pct, self.n_nodes, 1))
 
     # -- decisions --------------------------------------------------------------------------
-    def check(self, nodes: IntArray, now: float, *, containment: bool = False) -> str | None:
+    def check(
+        self, nodes: IntArray, now: float, *, containment: bool = False, hard: bool = False
+    ) -> str | None:
         """None if quarantining ``nodes`` keeps every bound, else the refusing budget and why.
+
+        A drain of a ``hard``-failed part (a GPU off the bus, a node down) takes no working
+        capacity from its domain: its job cannot run there whatever we do, so the per-domain bound
+        does not count it, and a rack with one node already quarantined still gets its dead node
+        drained rather than rescheduled onto. The fleet's and the hour's bounds, which hold a flood
+        of failures (or of forged ones) for an operator, and every partition's minimum, hold as for
+        any quarantine.
 
         A ``containment`` (a whole rack, CDU or leaf taken out at once, its jobs moved) is one
         decision: it counts once against the hourly bound, and the per-domain bound does not apply
@@ -221,7 +230,7 @@ class Budgets:
                 f" (at most {cfg.per_hour_pct:g}% of {self.n_nodes} = {hour_allowed})"
             )
         sub = self.domains[new]
-        touched = np.unique(sub.indices) if not containment else np.zeros(0, dtype=np.int64)
+        touched = np.unique(sub.indices) if not (containment or hard) else np.zeros(0, dtype=np.int64)
         if touched.size:
             delta = np.asarray(sub.sum(axis=0)).ravel()[touched].astype(np.int64)
             counts = np.asarray(

@@ -35,13 +35,14 @@ from seamguard.journal.records import ActionResultRecord, DecisionRecord, Notice
 from seamguard.model.action_kinds import CONTAINMENT_KINDS, QUARANTINE_KINDS, RELEASE_KIND, UNDO_KINDS
 from seamguard.model.actions import Action, ActionStatus
 from seamguard.model.entities import EntityKind
-from seamguard.model.states import CALM_STATES
+from seamguard.model.states import CALM_STATES, State
 from seamguard.model.topology import KIND_CODE, Topology, nodes_below
 from seamguard.model.world import WorldChange, by_name, invert
 
 IntArray = npt.NDArray[np.int64]
 SAFETY = "safety"  # the actuator name on records the safety layer writes itself
 _CALM = frozenset(s.label for s in CALM_STATES)
+_FAILED = State.FAILED.label
 # The answers that mean the cluster is in the asked state: all a restart may believe happened.
 CARRIED_OUT = frozenset({ActionStatus.DONE.value, ActionStatus.ALREADY.value})
 
@@ -275,7 +276,7 @@ class SafetyLayer:
                 continue
             if self._merge_queued(a, nodes, cause):
                 continue
-            refusal = self.budgets.check(nodes, now, containment=d.action in CONTAINMENT_KINDS)
+            refusal = self._refusal(a, nodes, now)
             if refusal is None:
                 self._take(a, nodes, cause, now)
                 actions.append(a)
@@ -323,6 +324,12 @@ class SafetyLayer:
                 n = self._node_index.get(t.entity.removeprefix("node/"))
                 if n is not None:
                     self.budgets.failed[n] = t.to_state == "failed"
+
+    def _refusal(self, a: Action, nodes: IntArray, now: float) -> str | None:
+        """The budget that refuses quarantining ``nodes`` for ``a`` now, if any (``Budgets.check``)."""
+        return self.budgets.check(
+            nodes, now, containment=a.kind in CONTAINMENT_KINDS, hard=a.state == _FAILED
+        )
 
     def _take(self, a: Action, nodes: IntArray, cause: str, now: float) -> None:
         self.budgets.take(nodes, now, containment=a.kind in CONTAINMENT_KINDS)
@@ -456,7 +463,7 @@ class SafetyLayer:
         for q in list(self._queue):
             if frozen is not None and frozen[q.nodes].any():
                 continue  # an operator holds one of its nodes: it waits in the queue
-            if self.budgets.check(q.nodes, now, containment=q.action.kind in CONTAINMENT_KINDS) is None:
+            if self._refusal(q.action, q.nodes, now) is None:
                 self._queue.remove(q)
                 action = replace(q.action, epoch=self.epoch)  # carried out now, under today's epoch
                 for cause in sorted(q.causes):

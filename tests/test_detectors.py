@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from seamguard.config import EconomicsConfig, load_config
+from seamguard.config import EconomicsConfig, config_from_mapping, load_config
 from seamguard.control.controller import Controller
 from seamguard.economics.harm import straggler_harm
 from seamguard.model.catalog import signal_catalog
@@ -361,3 +361,77 @@ def test_an_evenly_slow_job_and_a_fleet_without_jobs_have_no_harm() -> None:
         none = straggler_harm(step, gpu_job, sync, np.full(sync.size, 4.0), _econ())
         assert none.ratio.tolist() == none.gain_gpus.tolist() == none.cost_gpus.tolist() == [0.0] * 4
         assert none.stragglers.tolist() == [0] * 4 and np.isnan(none.slowdown).all()
+
+
+def _cdu_run(topology: Topology, cfg: object, flow_share: list[float], glitch_at: int = -1) -> Controller:
+    """Two CDUs read every 30 s; ``flow_share``: cdu/c0's flow and head, per tick, as a share of
+    the 450 L/min and 200 kPa both CDUs run at (cdu/c1 stays there). Temperatures stay put.
+    ``glitch_at``: the tick at which cdu/c0's pressure transmitter reads 0 kPa, once."""
+    ctl = Controller(topology, cfg)  # type: ignore[arg-type]
+    cdus = np.array([topology.index["cdu/c0"], topology.index["cdu/c1"]])
+    names = ("cdu.flow_lpm", "cdu.pressure_kpa", "cdu.supply_temp_c", "cdu.return_temp_c")
+    sigs = np.repeat([CAT[n].index for n in names], 2)
+    rng = np.random.default_rng(7)
+    for i, share in enumerate(flow_share):
+        now = 1000.0 + 30.0 * (i + 1)
+        jitter = 1 + 0.003 * rng.standard_normal(8)
+        vals = np.array([450 * share, 450, 200 * share, 200, 30, 30, 40, 40]) * jitter
+        vals[2] = 0.0 if i == glitch_at else vals[2]
+        ctl.tick(now, TelemetryBatch(np.tile(cdus, 4), sigs, np.full(8, now - 1), vals))
+    return ctl
+
+
+def _usual_score(ctl: Controller, topology: Topology, detector: str = "usual") -> float:
+    frame = ctl.frame
+    assert frame is not None
+    found = contributions(frame.evidence, topology, topology.index["cdu/c0"])
+    return max((c.score for c in found if c.detector == detector), default=0.0)
+
+
+def test_a_cdu_flow_loss_that_stopped_falling_stays_evidence_against_its_own_usual_level(
+    topology: Topology,
+) -> None:
+    """Two CDUs are no cohort (peer needs four). cdu/c0 runs an hour at its usual flow, loses 70%
+    of it over ten minutes, then holds there: half an hour later the trend sees nothing, and only
+    the usual rule still says the CDU is not what it was (flow corroborated by head); without it
+    the CDU would read healthy and its work go back."""
+    ramp = [1.0 - 0.7 * k / 20 for k in range(20)]
+    shares = [1.0] * 120 + ramp + [0.3] * 60
+    cfg = load_config()
+    ctl = _cdu_run(topology, cfg, shares)
+    assert _usual_score(ctl, topology) > 0.5
+    assert _usual_score(ctl, topology, "trend") == 0.0
+    c0 = topology.index["cdu/c0"]
+    assert ctl.classifier.state[c0] != int(State.HEALTHY)
+    assert ctl.classifier.state[topology.index["cdu/c1"]] == int(State.HEALTHY)
+    plain = config_from_mapping({"detectors": {"usual": {"cdu.flow_lpm": None, "cdu.pressure_kpa": None}}})
+    assert _cdu_run(topology, plain, shares).classifier.state[c0] == int(State.HEALTHY)
+
+
+def test_one_impossible_pressure_reading_is_the_transmitter_not_the_pump(topology: Topology) -> None:
+    """A single 0 kPa reading is 100% below the CDU's usual head; flow and temperatures say
+    nothing, so the reading is not believed (corroboration) and the CDU stays healthy."""
+    ctl = _cdu_run(topology, load_config(), [1.0] * 120, glitch_at=119)
+    assert ctl.classifier.state[topology.index["cdu/c0"]] == int(State.HEALTHY)
+    frame = ctl.frame
+    assert frame is not None and frame.gfs[topology.index["cdu/c0"]] < 0.05
+
+
+def test_a_flow_lowered_on_purpose_becomes_the_usual_within_hours(topology: Topology) -> None:
+    """A setpoint lowered by 20% is a change, not a fault: it gives evidence at first, and the
+    usual level (learnt from every reading, half-life 6 h) has taken it in four hours later."""
+    shares = [1.0] * 120 + [0.8] * (4 * 120)
+    cfg = load_config()
+    first = _cdu_run(topology, cfg, shares[: 120 + 10])
+    assert _usual_score(first, topology) > 0.0
+    later = _cdu_run(topology, cfg, shares)
+    assert _usual_score(later, topology) == 0.0
+
+
+def test_the_usual_rule_reads_shares_of_the_entity_s_own_level() -> None:
+    rule = DET.usual["cdu.flow_lpm"]
+    usual = np.array([450.0, 450.0, 450.0, 450.0, np.nan])
+    value = np.array([450.0, 450 * (1 - rule.warn), 450 * (1 - (rule.warn + rule.crit) / 2), 10.0, 100.0])
+    ev = detectors.own_usual(CAT["cdu.flow_lpm"], rule, value, usual)
+    assert ev.evidence == pytest.approx([0.0, 0.0, 0.5, 1.0, 0.0])
+    assert "98% below its own usual 450 L/min" in ev.describe(3)

@@ -295,7 +295,8 @@ class Config(StrictModel):
         ``rule:signal`` for one rule's only (``level:gpu.temp_c``: heat near the trip point)."""
         det = self.detectors
         rules: dict[str, set[str]] = {"level": set(det.level), "trend": set(det.trend), "peer": set(det.peer),
-                                      "counter": set(det.counter), "flag": set(det.flag)}  # fmt: skip
+                                      "usual": set(det.usual), "counter": set(det.counter),
+                                      "flag": set(det.flag)}  # fmt: skip
         scored = det.scored_signals()
         for entry in self.hazard.precursors:
             rule, _, name = entry.rpartition(":")

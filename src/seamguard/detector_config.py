@@ -79,6 +79,22 @@ class PeerRule(_Band):
     baseline_halflife_s: float | None = Field(default=None, gt=0)
 
 
+class UsualRule(_Band):
+    """A reading against the entity's own usual level (``scoring.usual_level``): warn and crit are
+    shares of it, below it (direction low) or above it. For what no cohort can judge: a site with
+    two CDUs has no fleet of peers, and a pump that lost half its flow an hour ago no longer trends."""
+
+    direction: Literal["high", "low"] = "low"
+    weight: float = Weight
+    recovery: bool = False
+
+    @model_validator(mode="after")
+    def _share(self) -> Self:
+        if self.warn <= 0 or (self.direction == "low" and self.crit >= 1):
+            raise ValueError("usual warn must be a positive share, and crit below 1 for direction low")
+        return self
+
+
 class CounterRule(_Band):
     per: Literal["second", "minute", "hour"] = "second"
     weight: float = Weight
@@ -120,6 +136,7 @@ class DetectorsConfig(StrictModel):
     level: dict[str, LevelRule] = Field(default_factory=dict)
     trend: dict[str, TrendRule] = Field(default_factory=dict)
     peer: dict[str, PeerRule] = Field(default_factory=dict)
+    usual: dict[str, UsualRule] = Field(default_factory=dict)
     counter: dict[str, CounterRule] = Field(default_factory=dict)
     flag: dict[str, FlagRule] = Field(default_factory=dict)
     hard_counters: list[str] = Field(default_factory=list)
@@ -137,7 +154,7 @@ class DetectorsConfig(StrictModel):
 
     def scored_signals(self) -> set[str]:
         """Every signal some rule turns into evidence (hard counters fail a part outright)."""
-        tables = (self.level, self.trend, self.peer, self.counter, self.flag)
+        tables = (self.level, self.trend, self.peer, self.usual, self.counter, self.flag)
         return {name for table in tables for name in table} | {
             self.throttle.signal,
             self.xid.signal,
@@ -152,6 +169,7 @@ class DetectorsConfig(StrictModel):
         for table, kinds in (
             ("level", numeric),
             ("trend", numeric),
+            ("usual", numeric),
             ("peer", (SignalKind.GAUGE, SignalKind.COUNTER)),  # a counter's peers compare rates
             ("persist", (SignalKind.GAUGE, SignalKind.COUNTER)),  # a counter's: its mean rate
             ("counter", (SignalKind.COUNTER,)),

@@ -66,7 +66,7 @@ from seamguard.scoring.events import XidMemory
 from seamguard.scoring.peer_memory import PeerMemory
 from seamguard.scoring.propagation import Amplification, amplification, propagation_risk
 from seamguard.scoring.sensor_screen import SensorScreen
-from seamguard.scoring.usual_level import UsualLevels
+from seamguard.scoring.usual_level import UsualLevels, learnt_signals
 from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.telemetry.store import IngestReport, TelemetryStore
 
@@ -141,10 +141,7 @@ class Controller:
         self.replan_unwell = False  # a replica taking the leadership plans what is held out again
         gpu_count = topology.count(EntityKind.GPU)
         self.xid_memory = XidMemory.create(gpu_count, config.detectors.xid)
-        usual = {
-            n: self.catalog[n].entity for n, r in config.detectors.trend.items() if r.beyond_usual is not None
-        }
-        self.usual_levels = UsualLevels(topology, usual)
+        self.usual_levels = UsualLevels(topology, learnt_signals(config.detectors, self.catalog))
         self.peer_memory = PeerMemory(topology, {n: self.catalog[n].entity for n in config.detectors.peer})
         self._fresh_signals: dict[EntityKind, list[str]] = {}
         for sig in self.catalog.signals:

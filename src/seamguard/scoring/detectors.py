@@ -9,7 +9,15 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.detector_config import CounterRule, FlagRule, LevelRule, PeerRule, ThrottleConfig, TrendRule
+from seamguard.detector_config import (
+    CounterRule,
+    FlagRule,
+    LevelRule,
+    PeerRule,
+    ThrottleConfig,
+    TrendRule,
+    UsualRule,
+)
 from seamguard.model.catalog import THROTTLE_BITS, Signal
 from seamguard.scoring.evidence import Evidence, FloatArray, make_evidence, ramp
 from seamguard.scoring.groupstats import group_median_mad
@@ -41,6 +49,26 @@ def level(signal: Signal, rule: LevelRule, value: FloatArray) -> Evidence:
     return make_evidence(
         "level", signal.name, signal.entity, rule.weight, ev, value, fmt, recovery=rule.recovery
     )
+
+
+def own_usual(signal: Signal, rule: UsualRule, value: FloatArray, usual: FloatArray) -> Evidence:
+    """``usual``: per entity, its usual level (NaN until learnt: no evidence)."""
+    unit = unit_text(signal)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = value / usual
+    off = 1.0 - ratio if rule.direction == "low" else ratio - 1.0
+    word = "below" if rule.direction == "low" else "above"
+
+    def fmt(m: float, u: float) -> str:
+        share = abs(1.0 - m / u) * 100 if u else float("nan")
+        return f"{signal.name} at {m:.4g} {unit}, {share:.0f}% {word} its own usual {u:.4g} {unit}".replace(
+            "  ", " "
+        )
+
+    return make_evidence(
+        "usual", signal.name, signal.entity, rule.weight, ramp(off, rule.warn, rule.crit), value, fmt,
+        extra=usual, recovery=rule.recovery,
+    )  # fmt: skip
 
 
 def weighted_slope(

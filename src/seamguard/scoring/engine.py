@@ -20,7 +20,7 @@ from seamguard.scoring.evidence import Evidence, FloatArray
 from seamguard.scoring.gfs import combine
 from seamguard.scoring.peer_memory import PeerMemory
 from seamguard.scoring.sensor_screen import SensorScreen
-from seamguard.scoring.usual_level import UsualLevels
+from seamguard.scoring.usual_level import OWN, UsualLevels
 from seamguard.telemetry.clock import skew_notices
 from seamguard.telemetry.store import TelemetryStore
 
@@ -167,6 +167,10 @@ def score_tick(
     evidence: list[Evidence] = []
     for name, lrule in det.level.items():
         evidence.append(detectors.level(cat[name], lrule, _reading(store, config, name)))
+    for name, urule in det.usual.items():
+        reading = _reading(store, config, name)
+        evidence.append(detectors.own_usual(cat[name], urule, reading, usual.usual(OWN + name)))
+        usual.learn(OWN + name, reading, np.ones(reading.shape, dtype=bool), now)
     for name, trule in det.trend.items():
         tick_ts, ring = store.history(name)
         slope, se = detectors.weighted_slope(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from seamguard.detector_config import DetectorsConfig
+from seamguard.model.catalog import SignalCatalog
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
 from seamguard.model.world import WorldChange, carry
@@ -23,6 +25,16 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 USUAL_HALFLIFE_S = 6 * 3600.0
+OWN = "own:"  # a usual rule's level is keyed apart from a trend gate's of the same signal: learnt always
+
+
+def learnt_signals(detectors: DetectorsConfig, catalog: SignalCatalog) -> dict[str, EntityKind]:
+    """Every usual level a config needs, by key: trend gates (``beyond_usual``) by signal name,
+    learnt while quiet; usual rules by ``OWN`` + name, learnt from every reading, so that a change
+    made on purpose (a pump's setpoint) becomes the new usual over hours, while a fault that
+    lasts stays evidence for most of a half-life."""
+    keys = {n: catalog[n].entity for n, r in detectors.trend.items() if r.beyond_usual is not None}
+    return keys | {OWN + n: catalog[n].entity for n in detectors.usual}
 
 
 class UsualLevels:

@@ -26,7 +26,21 @@ def _spares(topo: Topology, states: np.ndarray | None = None, held: list[int] | 
     workload = build_workload(topo, active_jobs(topo, 0.0))
     st = np.full(topo.n_entities, int(State.HEALTHY), dtype=np.int64) if states is None else states
     held_nodes = None if held is None else np.array(held, dtype=np.int64)
-    return job_spares(topo, spares_by_class(CFG, topo, workload, st, None, held_nodes))
+    return job_spares(topo, spares_by_class(CFG, topo, workload, st, None, held_nodes, 0.0))
+
+
+def test_a_node_a_job_is_due_to_start_on_soon_is_no_spare() -> None:
+    """n06 and n07 are free now, but job "next" starts on n06 in two hours: a swap taking n06
+    would leave it short. A job due beyond the horizon (6 h), or one that has already ended,
+    reserves nothing."""
+    soon, later, ended = 7200.0, CFG.economics.horizon_s + 3600.0, -100.0
+    for start, spares in ((soon, 1), (later, 2)):
+        jobs = (JobRecord("train", JobClass.SYNC_TRAINING, ("n00", "n01", "n02", "n03", "n04"), 0.0, 1e7),
+                JobRecord("batch", JobClass.ASYNC_BATCH_INFERENCE, ("n05",), 0.0, 1e7),
+                JobRecord("next", JobClass.SYNC_TRAINING, ("n06",), start, 1e7),
+                JobRecord("done", JobClass.SYNC_TRAINING, ("n07",), ended - 50.0, ended))  # fmt: skip
+        topo = build_topology(small_inventory(), jobs)
+        assert _spares(topo).tolist()[:2] == [spares, spares], start
 
 
 def test_spares_are_free_admitted_unheld_nodes_of_the_job_s_class() -> None:

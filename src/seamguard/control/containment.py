@@ -326,7 +326,7 @@ def _situation(
     links = topo.members[EntityKind.LINK]
     # Spares (``control.spares``): a node the class should only avoid is none, or the domain's
     # own containment a tick later would take the spare the valuation counted on.
-    admit = spares_by_class(cfg, topo, workload, view.states, view.lemons, view.held_nodes)
+    admit = spares_by_class(cfg, topo, workload, view.states, view.lemons, view.held_nodes, view.now)
     job_class = [topo.jobs[j].job_class for j in range(n_jobs)]
 
     in_nodes = np.zeros((n_dom, n_jobs), dtype=np.int64)

@@ -436,7 +436,7 @@ class Controller:
             rates = part_rates(self.config.hazard, self.topology, self.gfs_precursor, self.prs_precursor)
             excess = (rates - self._nominal_rate) * self.learner.scale()
             spares = job_spares(self.topology, spares_by_class(self.config, self.topology, workload,
-                                self.classifier.state, self.lemon_memory.lemons(), self.held_nodes))  # fmt: skip
+                                self.classifier.state, self.lemon_memory.lemons(), self.held_nodes, now))  # fmt: skip
         else:
             excess = np.zeros(self.topology.n_entities)
         stepping = np.zeros(n, dtype=bool)

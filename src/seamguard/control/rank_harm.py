@@ -52,7 +52,9 @@ def rank_harm(
     )
     need = nodes_to_swap(topology, workload, harm.ratio > 0)
     if need.any():
-        spares = job_spares(topology, spares_by_class(config, topology, workload, states, lemons, held_nodes))
+        spares = job_spares(
+            topology, spares_by_class(config, topology, workload, states, lemons, held_nodes, now)
+        )
         harm = with_waits(harm, workload.gpu_job, need > spares, workload.job_gpus, config.economics)
     ratio = np.zeros(topology.n_entities)
     ratio[topology.members[EntityKind.GPU]] = np.where(workload.gpu_job >= 0, harm.ratio, np.nan)

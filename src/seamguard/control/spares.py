@@ -5,7 +5,9 @@ a domain, islanding it) buys something only if the job finds a node to restart o
 the whole job waits. A spare is a node that runs no job, has GPUs, is not held out of service by
 the safety layer (drained and not yet released) and is admitted (``control.admissibility``, not
 merely avoided) for the job's class: work moved to a node under a gray domain or a lemon is
-likely to be moved again.
+likely to be moved again. Nor is a node a job in the job table is due to start on within
+``economics.horizon_s``: a swap that takes it leaves that job short when it starts (the twin's
+jobs that start mid-run, a site's planned schedule in its jobs file).
 """
 
 from __future__ import annotations
@@ -31,14 +33,23 @@ def spares_by_class(
     states: IntArray,
     lemons: BoolArray | None,
     held_nodes: IntArray | None,
+    now: float,
 ) -> dict[JobClass, BoolArray]:
     """Per job class of the running jobs, the nodes (local index) that are spares for it."""
     node_gpus = np.bincount(topology.gpu_node, minlength=topology.count(EntityKind.NODE))
     free = (workload.node_job < 0) & (node_gpus > 0)
+    free[due_nodes(topology, now, config.economics.horizon_s)] = False
     if held_nodes is not None:
         free[held_nodes] = False  # the scheduler places nothing on a node the safety layer holds
     classes = sorted({job.job_class for job in topology.jobs}, key=lambda c: c.value)
     return {c: free & (node_admission(config, topology, states, c, lemons) == 0) for c in classes}
+
+
+def due_nodes(topology: Topology, now: float, ahead_s: float) -> IntArray:
+    """The nodes (local index) of the jobs due to start after ``now`` and within ``ahead_s``."""
+    ids = [f"node/{n}" for job in topology.jobs if now < job.start <= now + ahead_s for n in job.nodes]
+    found = [g for g in map(topology.index.get, ids) if g is not None]
+    return np.asarray(topology.local[np.asarray(found, dtype=np.int64)], dtype=np.int64)
 
 
 def job_spares(topology: Topology, by_class: dict[JobClass, BoolArray]) -> IntArray:

@@ -185,6 +185,15 @@ def leader_of(etcd: Etcd, key: str) -> tuple[str, int] | None:
     return (held.value, held.create_revision) if held is not None else None
 
 
+def first_leader(etcd: Etcd, key: str, replicas: list[Replica]) -> tuple[Replica, int]:
+    """The replica that won the first election, and its epoch."""
+    wait_for("a leader", lambda: leader_of(etcd, key) is not None, 60)
+    held = leader_of(etcd, key)
+    assert held is not None
+    name, epoch = held
+    return next(r for r in replicas if name.endswith(f":{r.pid}")), epoch
+
+
 @contextlib.contextmanager
 def leaderships(etcd: Etcd, key: str, every_s: float = 0.2) -> Iterator[list[tuple[str, int]]]:
     """Every leadership seen on the election key while the block runs, in order of first sight.

@@ -26,6 +26,7 @@ from tests.ha_replicas import (
     Replica,
     Sink,
     config,
+    first_leader,
     hot_body,
     leader_of,
     leaderships,
@@ -54,11 +55,7 @@ def test_a_paused_leader_carries_out_nothing_when_it_wakes(tmp_path: Path) -> No
         feeding = threading.Thread(target=pusher, args=(replicas, stop), daemon=True)
         feeding.start()
         try:
-            wait_for("a leader", lambda: leader_of(etcd, ha.key) is not None, 60)
-            held = leader_of(etcd, ha.key)
-            assert held is not None
-            name, old_epoch = held
-            victim = next(r for r in replicas if name.endswith(f":{r.pid}"))
+            victim, old_epoch = first_leader(etcd, ha.key, replicas)
             wait_for("the leader acting", lambda: Sink.actions() >= 3, 30)
             # Paused while its next action's request is being answered: a request already on the
             # wire when a leader freezes lands whenever it wakes, which only the receiver can refuse
@@ -140,11 +137,7 @@ def test_a_paused_leader_leaves_slurm_and_haproxy_untouched_when_it_wakes(
             r.start()
         with leaderships(etcd, ha.key) as seen, httpx.Client(timeout=30.0, trust_env=False) as client:
             try:
-                wait_for("a leader", lambda: leader_of(etcd, ha.key) is not None, 60)
-                held = leader_of(etcd, ha.key)
-                assert held is not None
-                name, old_epoch = held
-                victim = next(r for r in replicas if name.endswith(f":{r.pid}"))
+                victim, old_epoch = first_leader(etcd, ha.key, replicas)
                 other = next(r for r in replicas if r is not victim)
 
                 def push(r: Replica, gpus: list[str]) -> None:

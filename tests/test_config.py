@@ -49,6 +49,14 @@ def test_user_file_merges_and_null_removes(tmp_path: Path) -> None:
             "detectors:\n  level:\n    gpu.temp_c: {warn: 90, crit: 80, weight: 0.5}\n",
             "crit (80.0) above warn",
         ),
+        (
+            "detectors:\n  usual:\n    cdu.flow_lpm: {warn: 0.1, crit: 1.5, weight: 0.5}\n",
+            "detectors.usual.cdu.flow_lpm: Value error, usual warn must be a positive share, and crit below 1",
+        ),
+        (
+            "detectors:\n  usual:\n    gpu.xid: {warn: 0.1, crit: 0.5, weight: 0.5}\n",
+            "usual.gpu.xid: signal 'gpu.xid' is an event, expected gauge",
+        ),
         ("admissibility:\n  healthy: {sync_training: maybe}\n", "admissibility.healthy.sync_training"),
         ("enigne:\n  tick_s: 5\n", "enigne"),
         (

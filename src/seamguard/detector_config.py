@@ -196,7 +196,8 @@ class DetectorsConfig(StrictModel):
                 raise ValueError(f"{key}: unknown signal {name!r} (see docs/signals.md)")
             if sig.kind not in kinds:
                 expected = "/".join(k.value for k in kinds)
-                raise ValueError(f"{key}: signal {name!r} is a {sig.kind.value}, expected {expected}")
+                article = "an" if sig.kind.value[0] in "aeiou" else "a"
+                raise ValueError(f"{key}: signal {name!r} is {article} {sig.kind.value}, expected {expected}")
         for name, coupled in self.corroborate.items():
             kind = catalog[name].entity
             if not coupled:

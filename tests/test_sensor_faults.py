@@ -267,7 +267,8 @@ def test_a_reading_whose_coupled_readings_are_all_missing_keeps_its_evidence() -
     head = make_evidence("trend", "cdu.pressure_kpa", EntityKind.CDU, 0.4, np.array([0.0, 0.8, 0.0]),
                          np.zeros(n), lambda a, b: "")  # fmt: skip
     # CDU 0: pressure and temperatures reported and quiet; 1: pressure agrees; 2: none reported
-    missing = {"cdu.pressure_kpa": np.array([False, False, True]),
+    missing = {"cdu.flow_lpm": np.array([False, False, False]),
+               "cdu.pressure_kpa": np.array([False, False, True]),
                "cdu.return_temp_c": np.array([False, True, True]),
                "cdu.supply_temp_c": np.array([False, True, True])}  # fmt: skip
     got = corroborate([flow, head], CFG.detectors.corroborate, missing.__getitem__)

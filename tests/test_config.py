@@ -65,6 +65,10 @@ def test_user_file_merges_and_null_removes(tmp_path: Path) -> None:
         ),
         ("hazard:\n  thermal_trip: {signal: cdu.supply_temp_c}\n", "'cdu.supply_temp_c' is not a GPU signal"),
         ("hazard:\n  thermal_trip: {margin_c: 0}\n", "hazard.thermal_trip.margin_c"),
+        (
+            "hazard:\n  thermal_trip: {act_within_s: 7200}\n",
+            "hazard.thermal_trip: Value error, act_within_s (7200) must not exceed within_s (3600)",
+        ),
         ("economics:\n  repair_s: 0\n", "economics.repair_s"),
         ("classifier: [\n", ":2:1: not valid YAML"),
         ("- just\n- a list\n", "expected a mapping"),

@@ -601,11 +601,13 @@ def run_cdu_flow_loss(
     held: bool = False,
     ticks: int = 25,
     heat_from: int | None = None,
+    level_at: float = np.inf,
     cfg: Config = CFG,
 ) -> list[DecisionRecord]:
     """cdu/c0 (n00, n01) loses flow while its GPUs run 50% slow in "train" (n00-n07): every decision.
     Without spares "batch" holds n08-n31 until ``batch_end``; ``held``: the safety layer holds them.
-    ``heat_from``: from that tick c0's GPUs climb 0.5 °C a tick (1 °C/min) from 80 °C."""
+    ``heat_from``: from that tick c0's GPUs climb 0.5 °C a tick (1 °C/min) from 80 °C, up to
+    ``level_at``, where the climb stops (the fault's ramp ended)."""
     inv = small_inventory(nodes=32, gpus=1, racks_per_cdu=1, nodes_per_rack=2)
     names = [f"n{i:02d}" for i in range(32)]
     jobs = [JobRecord("train", SYNC, tuple(names[:8]), 0.0, 1e10)]
@@ -621,7 +623,8 @@ def run_cdu_flow_loss(
         now = START + TICK * tick
         over = dict(slow) if tick > WARM else {}
         if heat_from is not None and tick >= heat_from:
-            over |= {(f"gpu/{n}/0", "gpu.temp_c"): 80.0 + 0.5 * (tick - heat_from) for n in ("n00", "n01")}
+            temp = min(80.0 + 0.5 * (tick - heat_from), level_at)
+            over |= {(f"gpu/{n}/0", "gpu.temp_c"): temp for n in ("n00", "n01")}
         whole = normal_batch(topo, now, rng, overrides=over or None)
         keep = np.isin(topo.kind_code[whole.entity], GPU_SIDE)  # the plant's readings: plant_batch's
         gpus = TelemetryBatch(
@@ -645,27 +648,44 @@ def test_controller_islands_a_cdu_quarantine_with_spare_nodes() -> None:
     assert island.reason.endswith(": island the domain")
 
 
-def test_controller_islands_a_tolerated_cdu_once_its_gpus_head_for_shutdown() -> None:
-    """No spares: tolerated on entry. From tick 50 c0's GPUs climb 1 °C a minute from 80 °C; once
-    within 10 °C of 92 °C the climb is projected to reach it within the hour, and the CDU is valued again
-    at once (not ``economics.revalue_s`` later): a job that trips waits out a day's repair, an
-    island stops it only while the fault lasts. The reason names the GPU and its time."""
-    heat_from = 50
-    out = run_cdu_flow_loss(spares=False, ticks=45, heat_from=heat_from)
+def test_controller_islands_a_tolerated_cdu_once_its_gpus_trip_is_due_within_act_within_s() -> None:
+    """No spares: tolerated on entry. From tick 55 c0's GPUs climb 1 °C a minute from 80 °C; once
+    within 10 °C of 92 °C the climb is projected, and the CDU is valued again every tick (not
+    ``economics.revalue_s`` later), but the trip is weighed only once it is due within
+    ``hazard.thermal_trip.act_within_s`` (3 min): from 89 °C at the latest, before 92 °C. A job
+    that trips waits out a day's repair, an island stops it only while the fault lasts. The reason
+    names the GPU and its time."""
+    heat_from = 55
+    out = run_cdu_flow_loss(spares=False, ticks=65, heat_from=heat_from)
     ours = [d for d in out if d.cause == "cdu/c0" and d.state == "quarantine"]
     tolerated = [d for d in ours if d.action == "restrict_admission"]
     assert tolerated and tolerated[0].ts < START + TICK * heat_from
     [island] = [d for d in ours if d.action == "island_domain"]
-    within_10 = START + TICK * (heat_from + 4)  # 82 °C: within hazard.thermal_trip.margin_c of 92 °C
-    assert within_10 <= island.ts <= within_10 + 3 * TICK
+    at_86 = START + TICK * (heat_from + 12)  # 86 °C: the straight climb is 6 min from 92 °C
+    at_92 = START + TICK * (heat_from + 24)
+    assert at_86 < island.ts < at_92
     periodic = tolerated[0].ts + CFG.economics.revalue_s * np.arange(1, 4)
     assert np.abs(periodic - island.ts).min() > 5 * TICK  # not a periodic valuation's tick
     assert "its tolerance valued again" in island.reason
     assert "island the domain (2 GPU(s) heading for shutdown at 92 °C, gpu/n0" in island.reason
     # the same heat without the projection is tolerated through every periodic valuation
     off = config_from_mapping({"hazard": {"thermal_trip": None}})
-    assert not [d for d in run_cdu_flow_loss(spares=False, ticks=45, heat_from=heat_from, cfg=off)
+    assert not [d for d in run_cdu_flow_loss(spares=False, ticks=65, heat_from=heat_from, cfg=off)
                 if d.action == "island_domain"]  # fmt: skip
+
+
+def test_a_climb_that_stops_short_of_shutdown_before_its_trip_is_due_islands_nothing() -> None:
+    """The climb is projected from 82 °C and stops at 88 °C, 4 °C short (held-out seed 13036: a
+    CDU's flow loss ended its ramp 4 °C short, after an island taken six minutes out had held 96
+    GPUs idle for hours). Weighed only once due within ``act_within_s``, the trip never is; weighed
+    as soon as it is projected (``act_within_s`` = ``within_s``), the CDU is islanded for nothing."""
+    heat_from = 50
+    stops = run_cdu_flow_loss(spares=False, ticks=60, heat_from=heat_from, level_at=88.0)
+    assert not [d for d in stops if d.action == "island_domain"]
+    eager = config_from_mapping({"hazard": {"thermal_trip": {"act_within_s": 3600}}})
+    early = run_cdu_flow_loss(spares=False, ticks=60, heat_from=heat_from, level_at=88.0, cfg=eager)
+    [island] = [d for d in early if d.action == "island_domain"]
+    assert island.ts < START + TICK * (heat_from + 16)  # before the climb stopped
 
 
 @pytest.mark.parametrize("held", [False, True], ids=["freed", "freed but held by the safety layer"])

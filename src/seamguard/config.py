@@ -171,6 +171,20 @@ class ThermalTripConfig(StrictModel):
         description="a domain's trips count when GPUs heading for shutdown sit on more than this share of its nodes",
     )
     within_s: float = Field(gt=0, description="a trip projected further out than this is not counted")
+    act_within_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="containment weighs a projected trip once it is due within this; a domain still "
+        "heating is valued again every tick, so waiting shows whether the climb levels off",
+    )
+
+    @model_validator(mode="after")
+    def _act_before_horizon(self) -> Self:
+        if self.act_within_s > self.within_s:
+            raise ValueError(
+                f"act_within_s ({self.act_within_s:g}) must not exceed within_s ({self.within_s:g})"
+            )
+        return self
 
 
 class HazardConfig(StrictModel):

@@ -67,7 +67,7 @@ from seamguard.control.containment_view import (
     slowdown_now,
 )
 from seamguard.control.spares import spares_by_class
-from seamguard.control.thermal_trip import domain_heats, trip_note
+from seamguard.control.thermal_trip import domain_heats, due_to_act, trip_note
 from seamguard.economics.containment import Domains, Jobs, Option, Valuation, value_containment
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.action_kinds import ActionKind
@@ -384,7 +384,7 @@ def _situation(
             )  # a CDU's own failures reach every job on it
         excess_h[k] = per_job * 3600.0
         heats = domain_heats(cfg, topo, trip_in, gpus, nodes)  # the domain's heat, not one GPU's
-        tau = trip_in[gpus[busy]] if heats else np.full(int(busy.sum()), np.inf)
+        tau = due_to_act(cfg, trip_in[gpus[busy]]) if heats else np.full(int(busy.sum()), np.inf)
         p_trip = np.where(np.isfinite(tau), -np.expm1(-duration[k] * 3600.0 / np.maximum(tau, 1.0)), 0.0)
         no_trip[k] = np.bincount(
             jobs_of, weights=np.log1p(-np.minimum(p_trip, 1.0 - 1e-12)), minlength=n_jobs

@@ -257,16 +257,19 @@ class Twin:
     def affected(self, node: int, t: float, broken: npt.NDArray[np.bool_] | None = None) -> bool:
         """Is anything really wrong with the node or its domain now, or about to be (a fault due
         within a save's time, which is how early the oracle acts)? The false-quarantine test.
-        A facility fault counts until one tick after it ends: a decision at ``t`` reads the tick of
-        telemetry before it, in which the fault was still on (and the water and the GPUs take
-        minutes to cool: ``rack_time_constant_s``, ``gpu_time_constant_s``)."""
+        A facility fault counts until one tick after its condition is gone: a decision at ``t``
+        reads the tick of telemetry before it. A rack's power comes back at the fault's end; a
+        CDU's warm water and the GPUs it cooled do not: they relax with ``rack_time_constant_s``,
+        so a CDU fault counts until three of them have passed (95 % of the excess heat gone)."""
         for fid in self.on_node[node]:
             f = self.faults[fid]
             if not f.benign and f.onset <= t + self.lead and fid not in self.cleared:
                 return True
         seen_until = t - self.world.tick_s
+        cooling = 3.0 * self.plant.physics.cooling.rack_time_constant_s
         for f in self._facility:
-            if f.onset <= t and seen_until < f.end and node in domain_nodes(self.topology, f):
+            gone = f.end + (cooling if f.spec.target is EntityKind.CDU else 0.0)
+            if f.onset <= t and seen_until < gone and node in domain_nodes(self.topology, f):
                 return True
         return bool((self.broken() if broken is None else broken)[node])
 

@@ -196,8 +196,7 @@ class DetectorsConfig(StrictModel):
                 raise ValueError(f"{key}: unknown signal {name!r} (see docs/signals.md)")
             if sig.kind not in kinds:
                 expected = "/".join(k.value for k in kinds)
-                article = "an" if sig.kind.value[0] in "aeiou" else "a"
-                raise ValueError(f"{key}: signal {name!r} is {article} {sig.kind.value}, expected {expected}")
+                raise ValueError(f"{key}: signal {name!r} is {sig.kind.with_article}, expected {expected}")
         for name, coupled in self.corroborate.items():
             kind = catalog[name].entity
             if not coupled:

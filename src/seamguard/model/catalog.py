@@ -23,6 +23,11 @@ class SignalKind(StrEnum):
     BITMASK = "bitmask"
     FLAG = "flag"
 
+    @property
+    def with_article(self) -> str:
+        """ "a gauge", "an event": for messages that name a signal's kind."""
+        return f"{'an' if self.value[0] in 'aeiou' else 'a'} {self.value}"
+
 
 @dataclass(frozen=True)
 class Signal:
@@ -77,7 +82,7 @@ def _range(row: dict[str, Any], kind: SignalKind) -> tuple[float, float] | None:
             raise ValueError(f"signal {name}: a gauge needs its physical range: [lo, hi]")
         return None
     if kind is not SignalKind.GAUGE:
-        raise ValueError(f"signal {name}: only a gauge has a range, this is a {kind.value}")
+        raise ValueError(f"signal {name}: only a gauge has a range, this is {kind.with_article}")
     if not (
         isinstance(raw, list)
         and len(raw) == 2

@@ -75,7 +75,7 @@ class Flatlines:
         for name, seconds in limits.items():
             sig = catalog[name]
             if sig.kind is not SignalKind.GAUGE:
-                raise ValueError(f"flatline: {name} is a {sig.kind.value}; only a gauge can flatline")
+                raise ValueError(f"flatline: {name} is {sig.kind.with_article}; only a gauge can flatline")
             if not seconds > 0:
                 raise ValueError(f"flatline: {name} needs a positive number of seconds, got {seconds}")
             n = sizes[name]

@@ -100,7 +100,7 @@ def parse_mapping(data: Any, where: str) -> DcgmMapping:
         if (role in XID_ROLES) != (sig.kind is SignalKind.EVENT):
             raise InputError(at, f"role {row.get('role', 'value')} does not fit {sig.kind} signal {sig.name}")
         if role is Role.SUM and sig.kind is not SignalKind.COUNTER:
-            raise InputError(at, f"role sum needs a counter signal, {sig.name} is a {sig.kind}")
+            raise InputError(at, f"role sum needs a counter signal, {sig.name} is {sig.kind.with_article}")
         inst_name = str(row.get("instance_signal", ""))
         inst_index = -1
         if inst_name:

@@ -44,11 +44,11 @@ def risky(v: EngineView, on: bool) -> EngineView:
     return replace(v, gfs_precursor=gfs)
 
 
-def islanded(topo: Topology, busy: Workload, *, heated: bool = False) -> tuple[IslandBook, EngineView]:
+def islanded(topo: Topology, busy: Workload, *, heated: float | None = None) -> tuple[IslandBook, EngineView]:
     """The containment stage islands c0 for its failure risk; the book notes it at t=100."""
     v = risky(view(CFG, topo, busy, "cdu/c0", [], 0.0), True)
-    if heated:  # c0's GPUs head for their shutdown temperature
-        v = replace(v, trip_in_s=np.where(np.isin(topo.gpu_node, range(4)), 1800.0, np.inf))
+    if heated is not None:  # c0's GPUs head for their shutdown temperature, due in ``heated`` s
+        v = replace(v, trip_in_s=np.where(np.isin(topo.gpu_node, range(4)), heated, np.inf))
     decisions = contain(planned(CFG, topo, busy, "cdu/c0", State.QUARANTINE), v)
     assert ("island_domain", "cdu/c0") in acts(decisions)
     book = IslandBook()
@@ -136,17 +136,22 @@ def test_an_island_is_released_when_another_job_loses_a_node_and_the_spares_are_
 
 def test_an_island_entered_for_heat_is_valued_with_the_heat_it_had() -> None:
     """Idle, its GPUs cool: their readings now say nothing of what the work would meet back on
-    them. The tolerance is priced with the shutdown they were heading for when it was entered."""
+    them. The tolerance is priced with the shutdown they were heading for when it was entered, if
+    that trip was due within ``hazard.thermal_trip.act_within_s`` (as one an island is entered for
+    now is); one further out was not weighed then and is not now: back under the work, the heat
+    is projected again and weighed once near."""
     topo, busy = fleet(16, 4, 4, JOBS)
     reasons = {}
-    for heated in (False, True):
+    for heated in (None, 120.0, 1800.0):
         book, _ = islanded(topo, busy, heated=heated)
         after = view(CFG, topo, left(topo, busy), "cdu/c0", [], 0.0)  # no GPU heats now
         restrict, _ = book.revalue(risky(after, False), 800.0, "act", 0)
         reasons[heated] = restrict.reason
-    assert "failure risk 0.0)" in reasons[False] and "heading for shutdown" not in reasons[False]
-    assert "failure risk 0.0)" not in reasons[True]
-    assert "16 GPU(s) heading for shutdown at 92 °C, gpu/n00/0 in ~30 min" in reasons[True]
+    assert "failure risk 0.0)" in reasons[None] and "heading for shutdown" not in reasons[None]
+    assert "failure risk 0.0)" not in reasons[120.0]
+    assert "16 GPU(s) heading for shutdown at 92 °C, gpu/n00/0 in ~2 min)" in reasons[120.0]
+    assert "failure risk 0.0)" in reasons[1800.0]
+    assert "in ~30 min: weighed once due within 3 min" in reasons[1800.0]
 
 
 def test_an_island_is_forgotten_only_once_its_domain_is_healthy() -> None:

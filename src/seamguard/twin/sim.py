@@ -51,6 +51,7 @@ from seamguard.yaml_input import merge_mappings
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 POLICIES: tuple[str, ...] = ("binary", "young-daly", "seamguard", "oracle")
+COOLED_TIME_CONSTANTS = 3.0  # after a CDU fault, its racks' excess heat is 5 % of what it was
 # Run by name only, to measure what tiered saves are worth: young-daly saving tiered (at Daly's
 # interval for the tiered save's blocking cost), and seamguard restricted to remote storage; and
 # what the firewall is worth: seamguard never containing a gray leaf (``NO_FIREWALL``).
@@ -138,7 +139,14 @@ class Twin:
         self.faults = world.faults
         self._next_fault = 0
         self.active: list[Fault] = []
-        self._facility = [f for f in world.faults if f.spec.facility and not f.benign]
+        # Per facility fault: onset, counted until (``affected``), its nodes (fixed for the run).
+        cooled = COOLED_TIME_CONSTANTS * sc.physics.cooling.rack_time_constant_s
+        self._facility = [
+            (f.onset, f.end + (cooled if f.spec.target is EntityKind.CDU else 0.0),
+             np.isin(np.arange(self.n_nodes), domain_nodes(topo, f)))
+            for f in world.faults
+            if f.spec.facility and not f.benign
+        ]  # fmt: skip
         self.cleared: set[int] = set()
         self.fired: set[int] = set()
         self.on_node = node_faults(world.faults, topo)
@@ -260,16 +268,15 @@ class Twin:
         A facility fault counts until one tick after its condition is gone: a decision at ``t``
         reads the tick of telemetry before it. A rack's power comes back at the fault's end; a
         CDU's warm water and the GPUs it cooled do not: they relax with ``rack_time_constant_s``,
-        so a CDU fault counts until three of them have passed (95 % of the excess heat gone)."""
+        so a CDU fault counts until ``COOLED_TIME_CONSTANTS`` of them have passed (95 % of the
+        excess heat gone)."""
         for fid in self.on_node[node]:
             f = self.faults[fid]
             if not f.benign and f.onset <= t + self.lead and fid not in self.cleared:
                 return True
         seen_until = t - self.world.tick_s
-        cooling = 3.0 * self.plant.physics.cooling.rack_time_constant_s
-        for f in self._facility:
-            gone = f.end + (cooling if f.spec.target is EntityKind.CDU else 0.0)
-            if f.onset <= t and seen_until < gone and node in domain_nodes(self.topology, f):
+        for onset, gone, nodes in self._facility:
+            if onset <= t and seen_until < gone and nodes[node]:
                 return True
         return bool((self.broken() if broken is None else broken)[node])
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from seamguard.model.entities import EntityKind
 from seamguard.twin.effects import INPUT_SLOWDOWN, input_jobs
 from seamguard.twin.faults import Fault, HardEffect
-from seamguard.twin.fleet import Actor, domain_nodes
+from seamguard.twin.fleet import Actor
 from seamguard.twin.jobs import Failure, JobEvent
 from seamguard.twin.storage_env import LATENCY_SAVE_EXPONENT
 from seamguard.twin.telemetry import LINK_DOWN_BURST
@@ -99,10 +99,10 @@ def track_impact(twin: Twin, t: float) -> None:
             if write / max(float(twin.plant.storage_throughput[f.local]), 1e-9) > 1.5:
                 twin.impact[f.fid] = t
             continue
-        nodes = domain_nodes(twin.topology, f)
+        nodes = twin.fault_nodes[f.fid]
         if nodes.size == 0:
             continue
-        gpus = twin.gpus_of(nodes)
+        gpus = twin.fault_gpus[f.fid]
         slow = (twin.plant.rank_factor[gpus] / twin.plant.rank_factor_clean[gpus]).max()
         slow = max(slow, float(twin.plant.comm[nodes].max()))
         busy = bool(twin.plant.load[gpus].any())

@@ -139,11 +139,12 @@ class Twin:
         self.faults = world.faults
         self._next_fault = 0
         self.active: list[Fault] = []
-        # Per facility fault: onset, counted until (``affected``), its nodes (fixed for the run).
+        self.fault_nodes = [domain_nodes(topo, f) for f in world.faults]  # by fid, fixed for the run
+        # Per facility fault: onset, counted until (``affected``), its nodes as a mask.
         cooled = COOLED_TIME_CONSTANTS * sc.physics.cooling.rack_time_constant_s
         self._facility = [
             (f.onset, f.end + (cooled if f.spec.target is EntityKind.CDU else 0.0),
-             np.isin(np.arange(self.n_nodes), domain_nodes(topo, f)))
+             np.isin(np.arange(self.n_nodes), self.fault_nodes[f.fid]))
             for f in world.faults
             if f.spec.facility and not f.benign
         ]  # fmt: skip
@@ -156,6 +157,7 @@ class Twin:
         self.made = 0.0  # progress made this step, all jobs (for the goodput timeline)
         self.input_slow = np.ones(len(self.jobs))  # per job: steps stretched waiting for input
         self._node_start = np.searchsorted(topo.gpu_node, np.arange(self.n_nodes))
+        self.fault_gpus = [self.gpus_of(nodes) for nodes in self.fault_nodes]
         self.xids: list[tuple[float, int, int]] = []
         self.actions: Counter[str] = Counter()
         self.impact: dict[int, float] = {}
@@ -462,10 +464,7 @@ class Twin:
         its rack's, CDU's or leaf's): the rest of a slowed job are healthy GPUs waiting."""
         under = np.zeros(self.n_gpus, dtype=bool)
         for f in self.active:
-            if f.spec.target is EntityKind.GPU:
-                under[f.local] = True
-            else:
-                under[np.isin(self.topology.gpu_node, domain_nodes(self.topology, f))] = True
+            under[f.local if f.spec.target is EntityKind.GPU else self.fault_gpus[f.fid]] = True
         return under
 
     def node_pace(self) -> FloatArray:

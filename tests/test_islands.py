@@ -198,16 +198,26 @@ def test_the_safety_layer_lets_go_of_the_nodes_held_for_the_island_alone() -> No
     assert s.held_nodes().tolist() == [1]
 
 
-def test_under_the_storm_brake_an_island_is_not_released() -> None:
-    topo = safety_fleet()
+def test_under_the_storm_brake_an_island_is_released_when_the_brake_lifts() -> None:
+    """The engine decides a release once (``IslandBook.released``): held under the brake, it is
+    kept and carried out on the first tick the brake is off, for the nodes held for it alone."""
+    topo = safety_fleet()  # rack r0 = n00-n07
     s = layer(topo, storm=True)
-    s.tick(100.0, [island("rack/r0", 100.0)])
+    s.tick(100.0, [island("rack/r0", 100.0), drain_decision("n01", 100.0, cause="gpu/n01/0")])
     s.brake.engaged = True
-    out = s.tick(700.0, [replace(island("rack/r0", 700.0), action="resume_node")])
+    release = replace(island("rack/r0", 700.0), action="resume_node", reason="island released: valued again")
+    out = s.tick(700.0, [release])
     assert out.actions == ()
     [held] = by_status(out.records, ActionStatus.HELD)
-    assert "storm brake on" in held.detail
+    assert "storm brake on: the island stays until the brake lifts" in held.detail
     assert sorted(s.held_nodes().tolist()) == list(range(8))
+    assert s.tick(730.0, []).actions == ()  # still braked: still kept
+    s.brake.engaged = False
+    out = s.tick(760.0, [])
+    assert kinds(out.actions) == [("resume_node", f"node/n{i:02d}") for i in range(8) if i != 1]
+    assert all(a.reason == "island released: valued again" for a in out.actions)
+    assert s.held_nodes().tolist() == [1]
+    assert s.tick(790.0, []).actions == ()  # carried out once
 
 
 def test_the_controller_values_its_islands_every_revalue_s_and_keeps_a_released_one_in_service() -> None:

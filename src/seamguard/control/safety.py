@@ -11,7 +11,8 @@ it holds back and why:
   quarantine has been healthy for the recovery delay, longer for repeat offenders; a relapse
   cancels the hold; the release is a ``resume_node`` action, journaled like any other;
 - an island the containment stage valued again and released (``control.islands``) lets go at once
-  of the nodes held for its cause alone, its cause still unwell (not under the storm brake);
+  of the nodes held for its cause alone, its cause still unwell (under the storm brake, on the
+  first tick after it lifts);
 - the storm brake (``control.storm``) turns everything into advice while it is on.
 
 The ledger is the same in every mode, so advise mode shows exactly what enforce would do,
@@ -93,6 +94,9 @@ class SafetyLayer:
         self._held: dict[int, _Quarantine] = {}  # node -> its quarantine
         self._history: dict[int, deque[float]] = {}  # node -> quarantine start times
         self._nodes_cache: dict[str, IntArray] = {}
+        # Island releases decided under the storm brake, by domain: the containment stage decides
+        # a release once, so they are carried out when the brake lifts (cause still held).
+        self._braked_releases: dict[str, DecisionRecord] = {}
         # The leadership's epoch the layer's own actions (releases, queued and held ones) carry:
         # the newest of its decisions', or set by the daemon when a replica starts to lead (ha).
         self.epoch = 0
@@ -249,15 +253,18 @@ class SafetyLayer:
         for d in decisions:
             if d.action in undo_kinds:
                 records.extend(self._undo(d, now, actions))
+        valued_releases = [d for d in decisions if d.action == RELEASE_KIND.value]
         if not braked:
             actions.extend(self._releases(now, records))
-            for d in decisions:
-                if d.action == RELEASE_KIND.value:
-                    actions.extend(self._valued_release(d, now, records))
+            deferred, self._braked_releases = list(self._braked_releases.values()), {}
+            for d in deferred + valued_releases:
+                actions.extend(self._valued_release(d, now, records))
             actions.extend(self._drain_queue(now))
         else:
-            records.extend(_record(action_of(d), now, ActionStatus.HELD, "storm brake on: the island stays")
-                           for d in decisions if d.action == RELEASE_KIND.value)  # fmt: skip
+            for d in valued_releases:
+                self._braked_releases[d.entity] = d
+                records.append(_record(action_of(d), now, ActionStatus.HELD,
+                                       "storm brake on: the island stays until the brake lifts"))  # fmt: skip
         for d in decisions:
             if d.action in undo_kinds or d.action == RELEASE_KIND.value:
                 continue

@@ -209,6 +209,19 @@ def test_a_degraded_leaf_under_one_end_takes_the_path_out_of_service(topo: Topol
     assert pool["degrade"] is True  # no path holds: the least bad pairs serve, degraded
 
 
+def test_a_failed_gpu_on_a_replica_node_takes_that_replica_out_and_no_other(topo: Topology) -> None:
+    """A replica's compute is its own state or the worst of its nodes' and their GPUs': the GPU's
+    failure reaches d1 (on n05), not d0 (n04) nor the prefill replicas."""
+    ctl = path_ticks(topo, slow="")
+    st = ctl.states.copy()
+    st[topo.index["gpu/n05/0"]] = int(State.FAILED)
+    plan = routing_json(topo, st, ctl.store, RoutingObjective(ttft_slo_ms=2000, itl_slo_ms=100), ctl.now)
+    [pool] = plan["pools"]  # type: ignore[misc]
+    weights = {r["id"]: r["weight"] for r in pool["replicas"]}
+    assert weights["replica/d1"] == 0.0 and weights["replica/d0"] == pytest.approx(1.0)
+    assert weights["replica/p0"] > 0.0 and weights["replica/p1"] > 0.0
+
+
 # ---- GET /v1/routing on a running daemon --------------------------------------------------------
 
 

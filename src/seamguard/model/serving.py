@@ -233,6 +233,8 @@ class ServingTopology:
     replicas: tuple[str, ...] = ()
     replica_pool: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     replica_nodes: tuple[tuple[int, ...], ...] = ()  # per replica: local node indices
+    # the same as (replica, node) rows, for per-replica reductions over node arrays in one call
+    replica_node_rows: IntArray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
     paths: tuple[str, ...] = ()  # bare names: <from>~<to>
     # per path: its ends; a replica end is its local replica index, a pool end -1 (and the pool's index)
     path_src_replica: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -292,13 +294,16 @@ def build_serving(spec: ServingSpec | None, node_index: dict[str, int]) -> Servi
     if len(names) > MAX_PATHS:
         raise InputError("serving", f"{len(names)} paths, at most {MAX_PATHS}: list fewer pairs")
     cols = np.array(ends, dtype=np.int64).reshape(-1, 4)
+    replica_nodes = tuple(tuple(node_index[n] for n in r.nodes if n in node_index) for r in spec.replicas)
+    rows = [(r, n) for r, nodes in enumerate(replica_nodes) for n in nodes]
     return ServingTopology(
         spec=spec,
         pools=pools,
         pool_role=roles,
         replicas=replicas,
         replica_pool=replica_pool,
-        replica_nodes=tuple(tuple(node_index[n] for n in r.nodes if n in node_index) for r in spec.replicas),
+        replica_nodes=replica_nodes,
+        replica_node_rows=np.array(rows, dtype=np.int64).reshape(-1, 2),
         paths=tuple(names),
         path_src_replica=cols[:, 0].copy(),
         path_src_pool=cols[:, 1].copy(),

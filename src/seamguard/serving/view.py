@@ -82,10 +82,11 @@ def pool_views(topology: Topology, states: IntArray, store: TelemetryStore) -> l
     rep_g, path_g = m[EntityKind.REPLICA], m[EntityKind.PATH]
     compute, fabric = _severity_per_node(topology, states)
     own_rep = SEVERITY[states[rep_g]]
-    rep_compute = np.array([max([int(own_rep[r])] + [int(compute[n]) for n in sv.replica_nodes[r]])
-                            for r in range(len(sv.replicas))], dtype=np.int64)  # fmt: skip
-    rep_fabric = np.array([max([-1] + [int(fabric[n]) for n in sv.replica_nodes[r]]) for r in range(len(sv.replicas))],
-                          dtype=np.int64)  # fmt: skip
+    rep, node = sv.replica_node_rows[:, 0], sv.replica_node_rows[:, 1]
+    rep_compute = own_rep.astype(np.int64)  # a replica's own state, or its nodes' worse one
+    np.maximum.at(rep_compute, rep, compute[node])
+    rep_fabric = np.full(len(sv.replicas), -1, dtype=np.int64)
+    np.maximum.at(rep_fabric, rep, fabric[node])
     lat, jit = store.current("path.kv_transfer_ms"), store.current("path.kv_transfer_jitter_ms")
     fails, done = store.rate("path.kv_failures_total"), store.rate("path.kv_transfers_total")
     with np.errstate(invalid="ignore", divide="ignore"):

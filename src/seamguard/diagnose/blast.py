@@ -100,14 +100,13 @@ def part_blast(topology: Topology, workload: Workload, findings: Sequence[Findin
         if j is None or f.rate_gpu_h_per_h <= 0 or not f.entities:
             continue
         gpus = float(workload.job_gpus[j])
-        rows = [g for e in f.entities if (g := topology.lookup(e)) is not None]
-        if gpus <= 0 or not rows:
+        named = [(e, g) for e in f.entities if (g := topology.lookup(e)) is not None]
+        if gpus <= 0 or not named:
             continue
-        under = _under(topology, workload, np.array(rows, dtype=np.int64))[:, j].toarray().ravel()
+        rows = np.array([g for _, g in named], dtype=np.int64)
+        under = _under(topology, workload, rows)[:, j].toarray().ravel()
         share = f.rate_gpu_h_per_h / gpus
-        for e, k in zip(
-            (e for e in f.entities if topology.lookup(e) is not None), under.tolist(), strict=True
-        ):
+        for (e, _), k in zip(named, under.tolist(), strict=True):
             held[e] = held.get(e, 0.0) + (gpus - k) * share
             jobs.setdefault(e, []).append(f.job)
     return sorted(

@@ -4,11 +4,17 @@ healthy run, where the path-blind baseline (least outstanding requests, outlier 
 
 from __future__ import annotations
 
+import json
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from seamguard.cli import app
 from seamguard.twin.faults import FAULT_KINDS
 from seamguard.twin.scenario import load_scenario
 from seamguard.twin.serving import ServingModel
@@ -86,3 +92,35 @@ def test_a_serving_section_names_jobs_of_the_right_class() -> None:
 
     with pytest.raises(InputError, match="online_decode"):
         load_scenario("disagg-serving-path", {"serving": {"decode": ["prefill-a"], "prefill": ["prefill-b"]}})
+
+
+def test_simulate_prints_and_writes_each_policys_serving_figures(tmp_path: Path) -> None:
+    """``seamguard simulate`` on a serving scenario: a table per policy (its router) and the same
+    figures under ``serving`` in summary.json, whole run and while the path's fault was on."""
+    text = (
+        resources.files("seamguard.data")
+        .joinpath("scenarios")
+        .joinpath("disagg-serving-path.yaml")
+        .read_text("utf-8")
+    )
+    data = {**yaml.safe_load(text), **SHORT}
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["simulate", "--scenario", str(path), "--policies", "binary,seamguard",
+                                   "--seeds", "1", "--workers", "1", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "serving (disaggregated prefill/decode)" in res.output and "P95 TTFT (fault)" in res.output
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    base, sg = (summary["policies"][p]["serving"] for p in ("binary", "seamguard"))
+    assert base["goodput_fault"] < sg["goodput_fault"] - 0.05  # the path-blind router pairs across it
+    assert base["p95_ttft_ms_fault"] > sg["p95_ttft_ms_fault"]
+    assert 0.0 < sg["goodput"] <= 1.0 and sg["offered_requests"] > 0
+
+
+def test_without_a_serving_section_the_summary_says_null(tmp_path: Path) -> None:
+    from seamguard.twin.summary import summarize
+
+    sc = load_scenario("mixed-fleet", {"duration_h": 0.05, "faults": []})
+    result = Twin(build_world(sc, 0), "binary").run()
+    assert summarize(sc, [result])["policies"]["binary"]["serving"] is None

@@ -45,6 +45,34 @@ def _results_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def _serving_table(summary: dict[str, Any]) -> Table | None:
+    """A disaggregated deployment's figures per policy (its router), whole run and while a
+    serving path's fault was on; None when the scenario has no serving section."""
+    rows = {name: p["serving"] for name, p in summary["policies"].items() if p.get("serving")}
+    if not rows:
+        return None
+    faulted = any("goodput_fault" in s for s in rows.values())
+    table = Table(title="serving (disaggregated prefill/decode)")
+    cols = ["policy", "goodput", "P50 TTFT", "P95 TTFT", "P99 TTFT", "shed", "failed KV"]
+    cols += ["goodput (fault)", "P95 TTFT (fault)"] if faulted else []
+    for col in cols:
+        table.add_column(col, justify="left" if col == "policy" else "right")
+
+    def ms(x: float | None) -> str:
+        return "-" if x is None else f"{x:,.0f} ms"
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.2f}%"
+
+    for name, s in rows.items():
+        cells = [name, pct(s.get("goodput")), ms(s.get("p50_ttft_ms")), ms(s.get("p95_ttft_ms")),
+                 ms(s.get("p99_ttft_ms")), pct(s.get("shed_share")), pct(s.get("failed_transfer_share"))]  # fmt: skip
+        if faulted:
+            cells += [pct(s.get("goodput_fault")), ms(s.get("p95_ttft_ms_fault"))]
+        table.add_row(*cells)
+    return table
+
+
 class SimHours(ProgressColumn):
     """Simulated hours done of all runs' total: the bar counts seconds, people read hours."""
 
@@ -84,6 +112,9 @@ def run_simulate(
     write_summary(summary, out / "summary.json")
     written = write_report(scenario, summary, results, out)
     console.print(_results_table(summary))
+    serving = _serving_table(summary)
+    if serving is not None:
+        console.print(serving)
     # Paths to copy: whole lines whatever the console's width (a log or a pipe has no terminal).
     console.print(f"wrote {out / 'summary.json'}, " + ", ".join(str(p) for p in written), soft_wrap=True)
     console.print(f"[bold]report:[/] {(out / 'report.html').resolve()}", soft_wrap=True)

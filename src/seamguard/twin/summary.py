@@ -13,7 +13,11 @@ Schema 1 (documented in docs/twin.md)::
          "false_quarantines": n, "missed_gray_failures": n,   # totals over all seeds
          "median_detection_lead_s": x | null,         # over every detected fault of every seed
          "detected_faults": n, "faults": n, "actions": {"<verb>": n},
-         "outcomes": {"<kind> <status>": n}}}}
+         "outcomes": {"<kind> <status>": n},
+         "serving": {"goodput": x, "p95_ttft_ms": x | null, ...} | null}}}
+                                                      # a disaggregated deployment's figures, mean
+                                                      # over seeds (``*_fault``: while a serving
+                                                      # path's fault was on); null without one
 
 Means over seeds carry a 95 % Student-t interval: seeds are independent draws of the same
 scenario, so the interval says how much of a difference between policies is the luck of the draw.
@@ -85,7 +89,21 @@ def _policy_summary(runs: Sequence[RunResult]) -> dict[str, Any]:
         "outcomes": dict(sorted(outcomes.items())),
         "node_days": float(np.mean([r.node_days for r in runs])),
         "observed_node_days": float(np.mean([r.observed_node_days for r in runs])),
+        "serving": _serving_means(runs),
     }
+
+
+def _serving_means(runs: Sequence[RunResult]) -> dict[str, float | None] | None:
+    """Each serving figure's mean over the seeds that have it; null where none does (a TTFT
+    percentile of a window that served nothing), so the JSON stays strict."""
+    tallies = [r.serving for r in runs if r.serving is not None]
+    if not tallies:
+        return None
+    out: dict[str, float | None] = {}
+    for key in sorted({k for t in tallies for k in t}):
+        vals = [t[key] for t in tallies if key in t and math.isfinite(t[key])]
+        out[key] = float(np.mean(vals)) if vals else None
+    return out
 
 
 def summarize(scenario: Scenario, results: Sequence[RunResult]) -> dict[str, Any]:

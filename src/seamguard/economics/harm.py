@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import EconomicsConfig
-from seamguard.economics.valuation import amortised_over_s
+from seamguard.economics.valuation import amortised_over_s, wait_for_node_s
 from seamguard.scoring.evidence import FloatArray
 from seamguard.scoring.groupstats import group_median_mad
 
@@ -119,7 +119,7 @@ def with_waits(
     on = (harm.cost_gpus > 0) & (gpu_job >= 0)
     waits = on & short[np.maximum(gpu_job, 0)]
     horizon = harm.horizon_s if harm.horizon_s is not None else np.full(gpu_job.size, config.horizon_s)
-    wait = np.where(waits, config.diagnose_s * job_gpus[np.maximum(gpu_job, 0)] / horizon, 0.0)
+    wait = wait_for_node_s(waits, config.diagnose_s) * job_gpus[np.maximum(gpu_job, 0)] / horizon
     cost = harm.cost_gpus + wait
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(cost > 0, harm.gain_gpus / cost, 0.0)

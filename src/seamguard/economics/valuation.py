@@ -80,7 +80,7 @@ def value_steps(s: Situation, horizon_s: float, rebalance_recovers: float) -> li
     # A save now shrinks the next failure's rework from since_durable to a fresh start: over the
     # horizon that is the excess failures expected times what they would no longer redo.
     saved_rework = s.weight * s.excess_rate_per_s * horizon_s * s.since_durable_s * gpu_h
-    replace_cost = (s.save_s + s.restart_s + (s.diagnose_s if s.waits else 0.0)) * gpu_h
+    replace_cost = (s.save_s + s.restart_s + float(wait_for_node_s(s.waits, s.diagnose_s))) * gpu_h
     rows = [
         (Step.IGNORE, 0.0, 0.0, 0.0),
         (Step.REBALANCE, s.rebalance_s * gpu_h, rebalance_recovers * pace, None),
@@ -93,6 +93,13 @@ def value_steps(s: Situation, horizon_s: float, rebalance_recovers: float) -> li
         gain = one_off if one_off is not None else rate * hours
         out.append(Valuation(step, cost, rate, gain - cost))
     return out
+
+
+def wait_for_node_s(waits: npt.ArrayLike, diagnose_s: float) -> npt.NDArray[np.float64]:
+    """How long a swap or drain leaves a job without a spare waiting for its node back (the
+    node's diagnosis); nothing for a job with a spare. The one price of a missing spare, for the
+    valuation ladder and the per-rank harm alike."""
+    return np.where(waits, diagnose_s, 0.0)
 
 
 def amortised_over_s(left_s: npt.ArrayLike, horizon_s: float) -> npt.NDArray[np.float64]:

@@ -269,8 +269,12 @@ def known(topo: Topology, **figures: float) -> JobEconomics:
 
 @pytest.mark.parametrize(
     "figures",
-    [{"restore_s": 3600.0}, {"since_durable_s": 3600.0}, {"loss_per_failure_s": 3600.0}],
-    ids=["a slow restore", "an hour since the last save", "an hour's average rework (since unknown)"],
+    [{"restart_s": 4200.0}, {"since_durable_s": 3600.0}, {"loss_per_failure_s": 3600.0}],
+    ids=[
+        "a slow restart and restore",
+        "an hour since the last save",
+        "an hour's average rework (since unknown)",
+    ],
 )
 def test_what_a_restart_redoes_and_restores_is_part_of_its_cost(figures: dict[str, float]) -> None:
     """The island above (25.6 GPU-h of slowdown against a 5.3 GPU-h restart) no longer pays."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seamguard.config import load_config
+from seamguard.config import config_from_mapping, load_config
 from seamguard.control.controller import Controller
 from seamguard.model.catalog import signal_catalog
 from seamguard.model.entities import EntityKind
@@ -241,3 +241,31 @@ def test_a_tolerated_quarantine_admits_like_degraded_until_it_ends(topology: Top
         ctl.tick(float(now), normal_batch(topology, float(now), rng))
         assert ctl._tolerated[rack] == (ctl.states[rack] == int(State.QUARANTINE))
     assert not ctl._tolerated[rack]
+
+
+@pytest.mark.parametrize("restart_s", [None, 7200.0])
+def test_a_straggler_is_priced_at_its_job_s_own_restart(topology: Topology, restart_s: float | None) -> None:
+    """``checkpoint.jobs.train.restart_s``: a job that takes two hours to restart keeps the
+    10%-slow rank a job restarting in ``economics.restart_cost_s`` swaps. Its restart is priced
+    with its restore, as a failure's is."""
+    cfg = (
+        CFG
+        if restart_s is None
+        else config_from_mapping({"checkpoint": {"jobs": {"train": {"restart_s": restart_s}}}})
+    )
+    ctl = Controller(topology, cfg)
+    rng = np.random.default_rng(6)
+    harmful = False
+    for i in range(40):
+        now = 1030.0 + 30 * i
+        step = 2.2 if i >= 12 else 2.0
+        res = ctl.tick(
+            now, normal_batch(topology, now, rng, overrides={("gpu/n01/2", "gpu.step_time_s"): step})
+        )
+        harmful |= any(t.to_state == "harmful" for t in res.transitions if t.entity == "gpu/n01/2")
+    assert harmful is (restart_s is None)
+    econ = ctl.economics
+    assert econ is not None and econ.restore_s[0] > 0
+    own = CFG.economics.restart_cost_s if restart_s is None else restart_s
+    assert econ.restart_s[0] == pytest.approx(own + econ.restore_s[0])
+    assert econ.loss_per_failure_s[0] > econ.restart_s[0]  # and half an interval redone

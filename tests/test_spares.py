@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from seamguard.config import load_config
+from seamguard.control.rank_harm import rank_harm
 from seamguard.control.spares import job_spares, nodes_to_swap, spares_by_class
 from seamguard.economics.harm import straggler_harm, with_waits
 from seamguard.model.entities import EntityKind
@@ -109,3 +110,27 @@ def test_a_swap_is_amortised_only_over_the_time_its_job_has_left() -> None:
     assert waiting.cost_gpus[7] == pytest.approx((econ.restart_cost_s + econ.diagnose_s) * 64 / 1800.0)
     ended = straggler_harm(*args, np.array([-5.0]))  # past its end: never worth a swap
     assert np.isfinite(ended.ratio).all() and ended.ratio[7] < econ.harmful_exit_ratio
+
+
+def test_a_swap_costs_the_job_its_save_its_restart_and_its_restore() -> None:
+    """The per-rank harm prices a swap as the ladder does (``valuation.planned_swap_s``): the save
+    before it, then the job's own restart with its restore; a job with no plan yet saves nothing."""
+    topo = _topology(("train", JobClass.SYNC_TRAINING, ("n00", "n01", "n02", "n03", "n04")))
+    workload = build_workload(topo, active_jobs(topo, 0.0))
+    states = np.full(topo.n_entities, int(State.HEALTHY), dtype=np.int64)
+    pace = np.where(workload.gpu_job >= 0, 2.0, np.nan)
+    slow = topo.index["gpu/n01/2"]
+    pace[int(topo.local[slow])] = 2.2
+    weight = np.ones(1)
+
+    def ratio(restart_s: float | None, save_s: float | None) -> float:
+        restart = None if restart_s is None else np.array([restart_s])
+        save = None if save_s is None else np.array([save_s])
+        found = rank_harm(CFG, topo, workload, pace, weight, states, None, None, 0.0, restart, save)
+        return float(found.ratio[slow])
+
+    default = ratio(None, None)  # no economics yet: economics.restart_cost_s
+    assert default > CFG.economics.harmful_enter_ratio
+    assert ratio(900.0, 300.0) == pytest.approx(default * CFG.economics.restart_cost_s / 1200.0)
+    assert ratio(900.0, float("nan")) == pytest.approx(default * CFG.economics.restart_cost_s / 900.0)
+    assert ratio(7200.0, 60.0) < CFG.economics.harmful_exit_ratio  # a two-hour restart: keep the rank

@@ -22,13 +22,15 @@ from seamguard.twin.summary import mean_ci95, summarize
 from seamguard.twin.world import build_world
 
 # A small cluster, three hours: a CDU losing flow under a synchronous job, plus a benign slow GPU.
+# Its job restarts in 15 minutes (restore excluded): too slow for the slow GPU to pay for a swap.
+RESTART_S = 900.0
 SMALL: dict[str, Any] = {
     "name": "small-cascade",
     "description": "a CDU loses flow under a synchronous job",
     "duration_h": 3,
     "cluster": {"cdus": 2, "racks_per_cdu": 2, "nodes_per_rack": 4, "gpus_per_node": 8, "storage": ["ckpt0", "ckpt1"]},
     "jobs": [
-        {"name": "train", "class": "sync_training", "nodes": 10, "checkpoint_gb": 400, "fallback_storage": "ckpt1"},
+        {"name": "train", "class": "sync_training", "nodes": 10, "checkpoint_gb": 400, "fallback_storage": "ckpt1", "restart_s": RESTART_S},
         {"name": "batch", "class": "async_batch_inference", "nodes": 2},
     ],
     "faults": [
@@ -97,8 +99,9 @@ def test_the_cascade_costs_a_policy_that_ignores_it(runs: list[RunResult]) -> No
     # them one by one (each drain restarts the job while the rest of the CDU still holds it back:
     # control/containment.py); it restricts admission, checkpoints, and the CDU's own valuation
     # decides (tolerate: no spares outside the CDU). Nor does it swap the benign slow GPU's rank:
-    # in a three-hour run the swap's restart cannot pay for itself in the time the job has left
-    # (economics/harm.py), so it ends no lower than binary, which sees nothing.
+    # in a three-hour run the swap's 15-minute restart cannot pay for itself in the time the job
+    # has left (economics/harm.py; with a 2-minute restart it does: test_twin_checkpoints), so it
+    # ends no lower than binary, which sees nothing.
     assert not [a for a in by["seamguard"].acted if a[1] == "replace_rank"]
     assert by["seamguard"].ettr >= by["binary"].ettr
     cdu = {p: next(f for f in r.faults if f.kind == "cdu_flow_loss") for p, r in by.items()}

@@ -26,7 +26,7 @@ def _world(**changes: Any) -> Any:
     return build_world(scenario_from_mapping({**SMALL, **changes}), 0)
 
 
-def test_the_engine_is_told_the_scenarios_sizes_bandwidths_and_historical_rates() -> None:
+def test_the_engine_is_told_the_scenarios_sizes_restarts_bandwidths_and_historical_rates() -> None:
     world = _world(hazard_preset="llama3-405b", hazard_scale=20)
     cfg = engine_config(world, {})
     sc = world.scenario
@@ -36,6 +36,7 @@ def test_the_engine_is_told_the_scenarios_sizes_bandwidths_and_historical_rates(
     )  # fmt: skip
     assert cfg.hazard.base_per_day[EntityKind.GPU] == pytest.approx(20 * gpu_rate)
     assert cfg.checkpoint.for_job("train").state_gb_per_gpu == pytest.approx(400 / (10 * 8))
+    assert cfg.checkpoint.for_job("train").restart_s == 900  # the job's own restart time (SMALL)
     assert cfg.checkpoint.path("ckpt0").write_gbps == sc.physics.storage.write_gbps
     remote = engine_config(world, {}, remote_only=True)
     assert remote.checkpoint.for_job("train").host_copy_gbps_per_gpu == 0.0
@@ -87,3 +88,13 @@ def test_the_variants_are_named_on_the_command_line_and_listed_when_one_is_wrong
     assert parse_policies("seamguard-remote,young-daly-tiered") == ("seamguard-remote", "young-daly-tiered")
     with pytest.raises(InputError, match="seamguard-remote"):
         parse_policies("seamguard-local")
+
+
+def test_the_scenario_s_restart_time_prices_the_swap_of_a_slow_gpu_s_rank() -> None:
+    """The 8%-slow GPU that a 15-minute restart cannot pay for (``test_twin``'s cascade) is
+    swapped out within minutes when its job restarts in two."""
+    quick = [{**SMALL["jobs"][0], "restart_s": 120.0}, *SMALL["jobs"][1:]]
+    for jobs, swapped in ((SMALL["jobs"], False), (quick, True)):
+        result = Twin(_world(jobs=jobs), "seamguard").run()
+        swaps = [a for a in result.acted if a[1] == "replace_rank" and a[2] == "gpu/n0003/2"]
+        assert bool(swaps) is swapped, jobs[0]["restart_s"]

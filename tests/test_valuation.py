@@ -161,7 +161,7 @@ def test_the_ladder_charges_a_swap_the_wait_for_want_of_a_spare_and_the_job_s_en
     econ = JobEconomics(gpus=workload.job_gpus[:n_jobs].astype(float), expected_waste=full, useful_throughput=full,
                         failure_adjusted_gpus=full, since_durable_s=np.full(n_jobs, 600.0), rollback_gpu_h=full,
                         rollback_cost=full, slip_probability=full, loss_per_failure_s=np.full(n_jobs, 900.0),
-                        weight=np.full(n_jobs, 4.0), restore_s=full)  # fmt: skip
+                        weight=np.full(n_jobs, 4.0), restore_s=full, restart_s=full)  # fmt: skip
     states = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
     gpu = topology.index["gpu/n01/2"]
     states[gpu] = int(State.DEGRADED)

@@ -230,6 +230,12 @@ class JobCheckpointConfig(StrictModel):
     remaining_work_h: float | None = Field(
         default=None, gt=0, description="at full pace; with deadline: slip risk"
     )
+    restart_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="re-initialising the job after a restart, its restore excluded; "
+        "None: economics.restart_cost_s",
+    )
 
 
 class StoragePathConfig(StrictModel):

@@ -13,7 +13,7 @@ import numpy.typing as npt
 from seamguard.config import Config
 from seamguard.economics.containment import Jobs
 from seamguard.economics.hazard import part_rates
-from seamguard.economics.job_value import JobEconomics
+from seamguard.economics.job_value import JobEconomics, job_restart_s
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
 from seamguard.model.workload import Workload
@@ -106,23 +106,20 @@ def part_excess(view: EngineView) -> FloatArray:
 def job_figures(view: EngineView, columns: IntArray) -> Jobs:
     """Per job in ``columns``: what a restart, a save and a failure cost it, and its weight."""
     econ = view.economics
-    restart = np.full(columns.size, view.config.economics.restart_cost_s)
+    restart = job_restart_s(view.config, view.topology)[columns]
     weight = view.criticality[columns]
     since = np.zeros(columns.size)
     loss = restart.copy()
     if econ is not None:
         weight = np.where(np.isfinite(econ.weight[columns]), econ.weight[columns], weight)
-        restore = np.nan_to_num(econ.restore_s[columns])
+        restart = np.where(np.isfinite(econ.restart_s[columns]), econ.restart_s[columns], restart)
         loss = np.where(
             np.isfinite(econ.loss_per_failure_s[columns]), econ.loss_per_failure_s[columns], restart
         )
         # Unknown age of the last copy: half the planned interval, what a failure redoes on average.
         since = np.where(
-            np.isfinite(econ.since_durable_s[columns]),
-            econ.since_durable_s[columns],
-            loss - restart - restore,
+            np.isfinite(econ.since_durable_s[columns]), econ.since_durable_s[columns], loss - restart
         )
-        restart = restart + restore
     ends = np.array([view.topology.jobs[j].end for j in columns.tolist()], dtype=np.float64)
     return Jobs(
         remaining_h=np.maximum(ends - view.now, 0.0) / 3600.0,

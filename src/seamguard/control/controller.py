@@ -457,9 +457,11 @@ class Controller:
         pace = self.pace.sustained(self.store.now, self.store.current(STEP_TIME_SIGNAL),
                                    self.store.tick_samples(STEP_TIME_SIGNAL), groups, n_groups,
                                    self.config.economics.smooth_s)  # fmt: skip
-        weight = self.economics.weight if self.economics is not None else self._criticality
+        econ = self.economics
+        weight = econ.weight if econ is not None else self._criticality
         found = rank_harm(self.config, self.topology, workload, pace, weight, self.classifier.state,
-                          self.lemon_memory.lemons(), self.held_nodes, self.store.now)  # fmt: skip
+                          self.lemon_memory.lemons(), self.held_nodes, self.store.now,
+                          econ.restart_s if econ is not None else None, self._save_s)  # fmt: skip
         self._gpu_slowdown, self._harm_text = found.slowdown, found.texts
         return found.ratio
 

@@ -186,7 +186,7 @@ class Escalation:
             since_durable_s=float(np.nan_to_num(econ.since_durable_s[job])),
             save_s=float(np.nan_to_num(save_s[job], nan=eco.restart_cost_s)),
             rebalance_s=eco.rebalance_s,
-            restart_s=eco.restart_cost_s,
+            restart_s=float(np.nan_to_num(econ.restart_s[job], nan=eco.restart_cost_s)),
             node_gpus=float(np.count_nonzero(topo.gpu_node == node)),
             diagnose_s=eco.diagnose_s,
             weight=float(econ.weight[job]),

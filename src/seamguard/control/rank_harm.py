@@ -18,6 +18,7 @@ from seamguard.config import Config
 from seamguard.control.explaining import harm_texts
 from seamguard.control.spares import job_spares, nodes_to_swap, spares_by_class
 from seamguard.economics.harm import straggler_harm, with_waits
+from seamguard.economics.valuation import planned_swap_s
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
 from seamguard.model.workload import Workload
@@ -44,11 +45,20 @@ def rank_harm(
     lemons: BoolArray | None,
     held_nodes: IntArray | None,
     now: float,
+    restart_s: FloatArray | None = None,
+    save_s: FloatArray | None = None,
 ) -> RankHarm:
-    """``pace``: per GPU, its sustained step time; ``weight``: per job, its criticality weight."""
+    """``pace``: per GPU, its sustained step time; ``weight``: per job, its criticality weight;
+    ``restart_s``: per job, its planned restart with its restore (``JobEconomics.restart_s``);
+    ``save_s``: per job, its chosen save's blocking time (NaN: no plan, no save priced)."""
     left = np.array([job.end for job in topology.jobs], dtype=np.float64) - now  # a swap pays until then
+    swap = (
+        None
+        if restart_s is None
+        else planned_swap_s(np.nan_to_num(save_s if save_s is not None else 0.0), restart_s, False, 0.0)
+    )
     harm = straggler_harm(
-        pace, workload.gpu_job, workload.job_sync, workload.job_gpus, config.economics, weight, left
+        pace, workload.gpu_job, workload.job_sync, workload.job_gpus, config.economics, weight, left, swap
     )
     need = nodes_to_swap(topology, workload, harm.ratio > 0)
     if need.any():

@@ -7,9 +7,11 @@ same-SKU spread ``sku_spread``: eight ranks' MAD is too noisy on its own). One r
 all of them at once and the job then runs at the pace of its slowest remaining rank t_rest:
 
     gain = (t_slowest - t_rest) / t_slowest x job GPUs x w  (GPU-equivalents, weighted)
-    cost = restart_cost_s x job GPUs / horizon_s           (the swap, amortised)
+    cost = swap_s x job GPUs / horizon_s                   (the swap, amortised)
 
-with the horizon never past the job's own end (its time limit): a swap an hour before the
+with ``swap_s`` the job's planned swap (``valuation.planned_swap_s``): the save before it, the
+restart and the restore (a 20-minute restart with a 5-minute restore costs 25 minutes and the
+save, not ``economics.restart_cost_s``), and the horizon never past the job's own end (its time limit): a swap an hour before the
 job ends has an hour to pay for its restart, not ``horizon_s``.
 
 with ``w`` the job's weight (``economics.criticality_weight``, raised by its deadline risk): a
@@ -19,7 +21,7 @@ A swap needs a node to restart on. A job with fewer spares (``control.spares``) 
 straggling nodes restarts on nothing: it waits, whole, until the node it gave up comes back from
 diagnosis (``diagnose_s``), and most likely comes back as slow. So its cost adds that wait,
 
-    cost = (restart_cost_s + diagnose_s) x job GPUs / horizon
+    cost = (swap_s + diagnose_s) x job GPUs / horizon
 
 and only a rank slow enough to be worth a third of the job's horizon idle is swapped with nowhere
 to go. Counting spares is the controller's (it reads states and the safety layer's holds):
@@ -66,8 +68,10 @@ def straggler_harm(
     config: EconomicsConfig,
     job_weight: FloatArray | None = None,
     job_left_s: FloatArray | None = None,
+    job_swap_s: FloatArray | None = None,
 ) -> Harm:
-    """``job_left_s``: per job, seconds until its end (None: every job runs past the horizon)."""
+    """``job_left_s``: per job, seconds until its end (None: every job runs past the horizon);
+    ``job_swap_s``: per job, what a swap with a spare stalls it (None or NaN: ``restart_cost_s``)."""
     n_jobs = job_sync.size
     n = step_time.size
     zeros = np.zeros(n)
@@ -100,7 +104,10 @@ def straggler_harm(
         gain_job = gain_job * job_weight[:n_jobs]
     left = job_left_s[:n_jobs] if job_left_s is not None else np.full(n_jobs, np.nan)
     horizon = amortised_over_s(left, config.horizon_s)
-    cost_job = config.restart_cost_s * job_gpus[:n_jobs] / horizon
+    swap = np.full(n_jobs, config.restart_cost_s)
+    if job_swap_s is not None:
+        swap = np.where(np.isfinite(job_swap_s[:n_jobs]), job_swap_s[:n_jobs], swap)
+    cost_job = swap * job_gpus[:n_jobs] / horizon
 
     on = straggler & has[g]
     gain = np.where(on, gain_job[g], 0.0)

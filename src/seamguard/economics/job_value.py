@@ -49,6 +49,7 @@ class JobEconomics:
     loss_per_failure_s: FloatArray  # wall time one failure costs: restart, restore, half an interval
     weight: FloatArray  # criticality x (1 + slip_penalty x slip): how fast its losses pay for escalation
     restore_s: FloatArray  # reading back its chosen save (NaN: no plan): part of a restart's cost
+    restart_s: FloatArray  # a planned restart: re-initialising (``job_restart_s``) and its restore
 
     def fleet(self) -> dict[str, float]:
         on = self.gpus > 0
@@ -90,7 +91,8 @@ def job_economics(
         else np.full(n, np.nan)
     )
     tau = np.where(has, plans.interval_s, np.nan)
-    loss = config.economics.restart_cost_s + np.nan_to_num(restore) + np.where(np.isfinite(tau), tau / 2, 0.0)
+    restart = job_restart_s(config, topology) + np.nan_to_num(restore)
+    loss = restart + np.where(np.isfinite(tau), tau / 2, 0.0)
     w = np.where(has, plans.expected_waste, np.nan)
     since = np.where(np.isfinite(since_durable_s), since_durable_s, np.nan)
     exposure = gpus * since / 3600.0
@@ -119,7 +121,17 @@ def job_economics(
         loss_per_failure_s=loss,
         weight=weight,
         restore_s=restore,
+        restart_s=restart,
     )
+
+
+def job_restart_s(config: Config, topology: Topology) -> FloatArray:
+    """Per job (topology order): re-initialising it after a restart, its restore excluded: its own
+    ``checkpoint.jobs.<name>.restart_s``, else the fleet's ``economics.restart_cost_s``. A cluster
+    whose restarts take 20 minutes prices every swap, drain and failure at 20 minutes, not at the default."""
+    default = config.economics.restart_cost_s
+    specs = (config.checkpoint.for_job(j.job).restart_s for j in topology.jobs)
+    return np.array([default if s is None else s for s in specs], dtype=np.float64)
 
 
 def slip_probability(

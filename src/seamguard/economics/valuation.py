@@ -46,7 +46,7 @@ class Situation:
     since_durable_s: float  # what a failure now would redo
     save_s: float  # blocking time of the job's chosen save
     rebalance_s: float  # the pause to shift work off the rank
-    restart_s: float  # a planned restart with a spare (the save excluded)
+    restart_s: float  # a planned restart with a spare: re-initialising and its restore (the save excluded)
     node_gpus: float  # the node's GPUs, out of service while diagnosed
     diagnose_s: float
     weight: float  # criticality weight, raised by the deadline risk
@@ -80,7 +80,7 @@ def value_steps(s: Situation, horizon_s: float, rebalance_recovers: float) -> li
     # A save now shrinks the next failure's rework from since_durable to a fresh start: over the
     # horizon that is the excess failures expected times what they would no longer redo.
     saved_rework = s.weight * s.excess_rate_per_s * horizon_s * s.since_durable_s * gpu_h
-    replace_cost = (s.save_s + s.restart_s + float(wait_for_node_s(s.waits, s.diagnose_s))) * gpu_h
+    replace_cost = float(planned_swap_s(s.save_s, s.restart_s, s.waits, s.diagnose_s)) * gpu_h
     rows = [
         (Step.IGNORE, 0.0, 0.0, 0.0),
         (Step.REBALANCE, s.rebalance_s * gpu_h, rebalance_recovers * pace, None),
@@ -93,6 +93,19 @@ def value_steps(s: Situation, horizon_s: float, rebalance_recovers: float) -> li
         gain = one_off if one_off is not None else rate * hours
         out.append(Valuation(step, cost, rate, gain - cost))
     return out
+
+
+def planned_swap_s(
+    save_s: npt.ArrayLike, restart_s: npt.ArrayLike, waits: npt.ArrayLike, diagnose_s: float
+) -> npt.NDArray[np.float64]:
+    """What a planned swap or drain stalls its job: the save that precedes it, the restart with
+    its restore, and with no spare the wait for its node back. The one price of a swap, for the
+    valuation ladder and the per-rank harm alike: the twin's swap saves, restarts and restores too."""
+    return (
+        np.asarray(save_s, dtype=np.float64)
+        + np.asarray(restart_s, dtype=np.float64)
+        + wait_for_node_s(waits, diagnose_s)
+    )
 
 
 def wait_for_node_s(waits: npt.ArrayLike, diagnose_s: float) -> npt.NDArray[np.float64]:

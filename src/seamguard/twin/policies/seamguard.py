@@ -85,7 +85,7 @@ class _Cell:
 
 def engine_config(world: World, overrides: dict[str, Any], *, remote_only: bool = False) -> Config:
     """The engine as an operator would configure it for this cluster: each training job's state
-    size, the hosts' copy bandwidth, the backends' nameplates, the GPUs' shutdown temperature and
+    size and restart time, the hosts' copy bandwidth, the backends' nameplates, the GPUs' shutdown temperature and
     the repair turnaround, from the scenario; then the scenario's own overrides (``policies.seamguard.config``)."""
     sc = world.scenario
     sp = sc.physics.storage
@@ -107,7 +107,10 @@ def engine_config(world: World, overrides: dict[str, Any], *, remote_only: bool 
                 "collective_timeout_s": sc.operations.hang_timeout_s,
             },
             "jobs": {
-                j.name: {"state_gb_per_gpu": j.checkpoint_gb / (j.nodes * gpn)} for j in sc.jobs if j.training
+                # Each job's restart time, as its operator knows it from its own restarts.
+                j.name: {"state_gb_per_gpu": j.checkpoint_gb / (j.nodes * gpn), "restart_s": j.restart_s}
+                for j in sc.jobs
+                if j.training
             },
             "storage": {"default": {"write_gbps": sp.write_gbps, "read_gbps": sp.read_gbps}},
         },

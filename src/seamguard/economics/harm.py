@@ -11,8 +11,8 @@ all of them at once and the job then runs at the pace of its slowest remaining r
 
 with ``swap_s`` the job's planned swap (``valuation.planned_swap_s``): the save before it, the
 restart and the restore (a 20-minute restart with a 5-minute restore costs 25 minutes and the
-save, not ``economics.restart_cost_s``), and the horizon never past the job's own end (its time limit): a swap an hour before the
-job ends has an hour to pay for its restart, not ``horizon_s``.
+save, not ``economics.restart_cost_s``), and the horizon never past the job's own end (its time
+limit): a swap an hour before the job ends has an hour to pay for its restart, not ``horizon_s``.
 
 with ``w`` the job's weight (``economics.criticality_weight``, raised by its deadline risk): a
 straggler in a release-blocking run is worth a swap four times sooner than in a standard one.

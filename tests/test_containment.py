@@ -286,6 +286,18 @@ def test_what_a_restart_redoes_and_restores_is_part_of_its_cost(figures: dict[st
     assert "island_domain" not in {d.action for d in contain(ours, costly)}
 
 
+def test_a_job_s_own_restart_time_prices_the_move_before_its_plan_is_known() -> None:
+    """The same island with no economics yet: priced at ``economics.restart_cost_s`` it pays; at
+    the job's own 70-minute restart (``checkpoint.jobs.train.restart_s``) it no longer does."""
+    topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, [8, 9])})
+    slow = config_from_mapping({"checkpoint": {"jobs": {"train": {"restart_s": 4200.0}}}})
+    for cfg, islanded in ((CFG, True), (slow, False)):
+        v = view(cfg, topo, workload, "cdu/c0", range(4), 0.10)
+        assert v.economics is None
+        ours = planned(cfg, topo, workload, "cdu/c0", State.QUARANTINE)
+        assert ("island_domain" in {d.action for d in contain(ours, v)}) is islanded
+
+
 def test_without_spares_the_same_domain_is_tolerated() -> None:
     topo, workload = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})  # no free node
     out = decide(CFG, topo, workload, "cdu/c0", range(4), 0.10)

@@ -139,15 +139,17 @@ def test_a_release_run_s_straggler_is_kept_when_no_spare_would_take_its_place(to
 
 
 @pytest.mark.parametrize(
-    ("spares", "ends_at", "swaps"), [(1, 1e7, True), (0, 1e7, False), (1, 4600.0, False)]
+    ("spares", "ends_at", "restart_s", "swaps"),
+    [(1, 1e7, np.nan, True), (0, 1e7, np.nan, False), (1, 4600.0, np.nan, False), (1, 1e7, 7200.0, False)],
 )
 def test_the_ladder_charges_a_swap_the_wait_for_want_of_a_spare_and_the_job_s_end(
-    spares: int, ends_at: float, swaps: bool
+    spares: int, ends_at: float, restart_s: float, swaps: bool
 ) -> None:
     """A degraded GPU 8% slow under a release run for two hours: with a spare the ladder climbs to
     a swap; with none, a swap or drain would stop the whole job for the node's diagnosis, and the
     ladder stops below them (and says why); nor is a swap bought for a job that ends within the
-    hour, which has no time left to pay for its restart."""
+    hour, which has no time left to pay for its restart, nor for one whose own restart with its
+    restore takes two hours (``JobEconomics.restart_s``; NaN: ``economics.restart_cost_s``)."""
     from seamguard.control.escalation import Escalation, JobSignals
     from seamguard.economics.job_value import JobEconomics
     from seamguard.model.states import State
@@ -161,7 +163,7 @@ def test_the_ladder_charges_a_swap_the_wait_for_want_of_a_spare_and_the_job_s_en
     econ = JobEconomics(gpus=workload.job_gpus[:n_jobs].astype(float), expected_waste=full, useful_throughput=full,
                         failure_adjusted_gpus=full, since_durable_s=np.full(n_jobs, 600.0), rollback_gpu_h=full,
                         rollback_cost=full, slip_probability=full, loss_per_failure_s=np.full(n_jobs, 900.0),
-                        weight=np.full(n_jobs, 4.0), restore_s=full, restart_s=full)  # fmt: skip
+                        weight=np.full(n_jobs, 4.0), restore_s=full, restart_s=np.full(n_jobs, restart_s))  # fmt: skip
     states = np.full(topology.n_entities, int(State.HEALTHY), dtype=np.int64)
     gpu = topology.index["gpu/n01/2"]
     states[gpu] = int(State.DEGRADED)

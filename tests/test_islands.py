@@ -145,13 +145,39 @@ def test_an_island_entered_for_heat_is_valued_with_the_heat_it_had() -> None:
     for heated in (None, 120.0, 1800.0):
         book, _ = islanded(topo, busy, heated=heated)
         after = view(CFG, topo, left(topo, busy), "cdu/c0", [], 0.0)  # no GPU heats now
-        restrict, _ = book.revalue(risky(after, False), 800.0, "act", 0)
-        reasons[heated] = restrict.reason
-    assert "failure risk 0.0)" in reasons[None] and "heading for shutdown" not in reasons[None]
-    assert "failure risk 0.0)" not in reasons[120.0]
-    assert "16 GPU(s) heading for shutdown at 92 °C, gpu/n00/0 in ~2 min)" in reasons[120.0]
-    assert "failure risk 0.0)" in reasons[1800.0]
+        out = book.revalue(risky(after, False), 800.0, "act", 0)
+        reasons[heated] = out[0].reason if out else None
+    # A trip two minutes off, with no spare to restart on, would stop the job for the node's
+    # repair: the island stays.
+    assert reasons[120.0] is None
+    assert reasons[None] is not None and "failure risk 0.0)" in reasons[None]
+    assert "heading for shutdown" not in reasons[None]
+    assert reasons[1800.0] is not None and "failure risk 0.0)" in reasons[1800.0]
     assert "in ~30 min: weighed once due within 3 min" in reasons[1800.0]
+
+
+def test_an_island_is_valued_with_the_pace_its_gpus_had_and_its_job_on_all_its_nodes() -> None:
+    """Idle, its GPUs report no pace: the slowdown the island took away must not read as gone
+    (held-out seed 15025: a CDU islanded for GPUs heading for shutdown and a 706 GPU-h slowdown
+    was released three minutes later, valued again at no slowdown, and four of its GPUs
+    tripped). And "train", waiting whole for room, is put back on all its former nodes, not only
+    the island's: its free nodes on c1 are not spares for its own island. With c4 spare, c0's
+    failure risk gone, the island's work would restart on c4: the island is kept while the
+    slowdown c0's GPUs had when it was entered stands, and released where they had none."""
+    topo, busy = fleet(20, 4, 4, JOBS)  # c4 (n16-n19) spare
+    kept = {}
+    for slowdown in (0.0, 0.3):
+        v = risky(view(CFG, topo, busy, "cdu/c0", range(4), slowdown), True)
+        decisions = contain(planned(CFG, topo, busy, "cdu/c0", State.QUARANTINE), v)
+        assert ("island_domain", "cdu/c0") in acts(decisions)
+        book = IslandBook()
+        book.note(v, decisions, 100.0)
+        after = view(CFG, topo, left(topo, busy), "cdu/c0", [], 0.0)  # idle: no pace, no risk
+        out = book.revalue(risky(after, False), 800.0, "act", 0)
+        kept[slowdown] = out == []
+        if out:
+            assert "restarts 1 job(s) and holds 0 GPUs idle" in out[0].reason  # c4 takes train's c0 share
+    assert kept == {0.0: False, 0.3: True}
 
 
 def test_an_island_is_forgotten_only_once_its_domain_is_healthy() -> None:
@@ -248,8 +274,9 @@ def test_the_controller_values_its_islands_every_revalue_s_and_keeps_a_released_
         ).decisions
         if islanded_at is None and ctl.states[c0] == int(State.QUARANTINE):
             workload = ctl.workload_at(now)
+            half = np.where(np.isin(np.arange(32), [0, 1]), 0.5, 0.0)  # n00, n01 at 3.0 s against 2.0
             ctl.islands.held[c0] = Island(
-                now, nodes_below(topo, c0), workload.node_job.copy(), np.full(32, np.inf)
+                now, nodes_below(topo, c0), workload.node_job.copy(), np.full(32, np.inf), half
             )
             ctl.set_placement({"batch": names[8:]})  # "train" waits for room
             islanded_at = now

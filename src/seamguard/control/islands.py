@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.control.containment import EngineView, contain, valued
-from seamguard.control.containment_view import gpu_trip_in
+from seamguard.control.containment_view import gpu_trip_in, slowdown_now
 from seamguard.control.planner import plan
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.action_kinds import RELEASE_KIND, ActionKind
@@ -56,6 +56,7 @@ class Island:
     nodes: IntArray  # the domain's nodes (local indices)
     node_job: IntArray  # every node's job when it was islanded: where its work ran
     node_trip_s: FloatArray  # every node's earliest projected GPU trip then (inf: none): its heat under load
+    gpu_slowdown: FloatArray  # every GPU's slowdown then: its pace under the fault, which idle it cannot show
 
 
 class IslandBook:
@@ -76,7 +77,8 @@ class IslandBook:
                 continue
             node_trip = np.full(topo.count(EntityKind.NODE), np.inf)
             np.minimum.at(node_trip, topo.gpu_node, gpu_trip_in(view))
-            self.held[g] = Island(now, nodes_below(topo, g), view.workload.node_job.copy(), node_trip)
+            self.held[g] = Island(now, nodes_below(topo, g), view.workload.node_job.copy(), node_trip,
+                                  slowdown_now(view).copy())  # fmt: skip
 
     def forget_recovered(self, states: IntArray) -> None:
         """An island whose domain is healthy again is the safety layer's to release after its
@@ -130,6 +132,7 @@ class IslandBook:
                     nodes=nodes_below(change.new, new_g),
                     node_job=node_job,
                     node_trip_s=carry(island.node_trip_s, nodes, np.inf),
+                    gpu_slowdown=carry(island.gpu_slowdown, change.kind(EntityKind.GPU), 0.0),
                 )
         self.held = kept
         self.released = {int(to_new[g]) for g in self.released if to_new[g] >= 0}
@@ -139,11 +142,15 @@ def _as_if_back(view: EngineView, island: Island) -> EngineView | None:
     """The view with the work the island holds idle put on its free nodes; None when it holds none.
 
     Work is held idle when a job that ran at the island's start runs narrower now (it waits for
-    room) and the island has free nodes. Its own former nodes take it back first; what it still
-    lacks, and what other short jobs lack (a node of theirs failed after the spares went to the
-    island's work), is put on the island's other free nodes in job order: releasing the island
-    is what would give them room. A job put back reports no pace there: those nodes are valued
-    at its pace elsewhere (its other ranks' median step), or at no slowdown when it reports none.
+    room) and the island has free nodes. Its own former nodes take it back first, the island's
+    and, for a job the island held, those outside it that stand free and unheld (a job waiting
+    for room waits whole: released, it restarts on all of them, and counting them as spares would
+    value the island at a restart onto its own nodes); what it still lacks, and what other short
+    jobs lack (a node of theirs failed after the spares went to the island's work), is put on the
+    island's other free nodes in job order: releasing the island is what would give them room. A
+    job put back reports no pace there: its ranks are valued at its pace elsewhere (its other
+    ranks' median step), or at none when it reports none, but never below the slowdown they had
+    when the island was entered: idle, they cannot show it, and the fault that caused it stands.
     """
     topo, workload = view.topology, view.workload
     n_jobs = len(topo.jobs)
@@ -156,8 +163,17 @@ def _as_if_back(view: EngineView, island: Island) -> EngineView | None:
         return None
     node_job = workload.node_job.copy()
     own = island.node_job[free]
-    for j in np.unique(own[(own >= 0) & (own < n_jobs)]).tolist():  # jobs on one island: a handful
+    held_jobs = np.unique(own[(own >= 0) & (own < n_jobs)])
+    for j in held_jobs.tolist():  # jobs on one island: a handful
         mine = free[own == j][: lacking[j]]
+        node_job[mine] = j
+        lacking[j] -= mine.size
+    outside = np.flatnonzero((workload.node_job < 0) & np.isin(island.node_job, held_jobs))
+    outside = outside[~np.isin(outside, island.nodes)]
+    if view.held_nodes is not None:
+        outside = outside[~np.isin(outside, view.held_nodes)]
+    for j in held_jobs.tolist():
+        mine = outside[island.node_job[outside] == j][: lacking[j]]
         node_job[mine] = j
         lacking[j] -= mine.size
     rest = free[node_job[free] < 0]
@@ -176,7 +192,9 @@ def _as_if_back(view: EngineView, island: Island) -> EngineView | None:
             ranks = again.gpu_job == j
             known = step[ranks & np.isfinite(step)]
             step[ranks & ~np.isfinite(step)] = float(np.median(known)) if known.size else 1.0
-    return replace(view, workload=again, step_time=step, trip_in_s=trip)
+    slow = np.nan_to_num(view.gpu_slowdown).copy()
+    slow[on_back] = np.maximum(slow[on_back], island.gpu_slowdown[on_back])
+    return replace(view, workload=again, step_time=step, trip_in_s=trip, gpu_slowdown=slow)
 
 
 def _not_ended(view: EngineView, jobs: IntArray) -> npt.NDArray[np.bool_]:

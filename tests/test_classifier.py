@@ -98,6 +98,34 @@ def test_a_harmful_part_taken_out_of_its_job_stays_harmful_until_diagnosed() -> 
     assert judged.state[0] == State.HEALTHY
 
 
+def test_a_part_found_harmful_again_stays_out_a_diagnosis_per_offence() -> None:
+    """Slow by nature, it is found harmful again soon after it is back: its second hold is about
+    two diagnoses (its offences, ~1.9 and decaying over ``repeat_halflife_s``), where its first
+    was one. (With one diagnosis each time, held-out seed 16017 swapped one slow GPU's rank three
+    times in eight hours.)"""
+    hold = CFG.economics.diagnose_s
+    enter = CFG.economics.harmful_enter_ratio
+    clf = make()
+    clf.step(0.0, inputs(0.0))
+    clf.step(30.0, inputs(0.0, harm=enter + 0.5))
+    t = 30.0
+    while clf.state[0] == State.HARMFUL:  # the first hold, then the dwell
+        t += 300.0
+        clf.step(t, inputs(0.0, harm=np.nan))
+    assert clf.state[0] == State.HEALTHY and t <= 30.0 + hold + C.min_dwell_s + 300.0
+    again = t + 600.0
+    clf.step(again, inputs(0.0, harm=enter + 0.5))  # back in a job: slow again
+    assert clf.state[0] == State.HARMFUL
+    offences = float(clf.offences[0])
+    assert 1.5 < offences < 2.0
+    for u in np.arange(again + 300.0, again + 1.5 * hold, 300.0):  # one diagnosis would end at 1.0
+        clf.step(float(u), inputs(0.0, harm=np.nan))
+        assert clf.state[0] == State.HARMFUL, u - again
+    clf.step(again + offences * hold, inputs(0.0, harm=np.nan))  # the hold is over: the dwell starts
+    clf.step(again + offences * hold + C.min_dwell_s, inputs(0.0, harm=np.nan))
+    assert clf.state[0] == State.HEALTHY
+
+
 def test_recovery_unsafe_when_recovery_evidence_dominates() -> None:
     clf = make()
     clf.step(0.0, inputs(0.0))

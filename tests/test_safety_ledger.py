@@ -264,3 +264,65 @@ def test_only_entities_turning_unwell_from_calm_feed_the_storm_brake() -> None:
     more = fresh.tick(10.0, [drain("n00", 10.0), drain("n08", 10.0)])
     assert more.braked and kinds(more.actions) == [("drain_node", "node/n00"), ("drain_node", "node/n08")]
     assert fresh.quarantined() == []
+
+
+def test_a_node_vouched_repaired_on_its_first_quarantine_leaves_as_soon_as_its_cause_is_well() -> None:
+    s = layer(fleet(), delay=100.0)
+    s.tick(0.0, [drain("n00", 0.0, cause="gpu/n00/1")])
+    s.vouch(s.nodes_of("node/n00"), 50.0)
+    out = s.tick(50.0, [undo("gpu/n00/1", 50.0)])
+    assert kinds(out.actions)[:2] == [("resume_node", "node/n00"), ("restore_admission", "gpu/n00/1")]
+    (held,) = by_status(out.records, ActionStatus.HELD)
+    assert held.detail.endswith("(repaired, first quarantine in the window: no delay)")
+
+
+def test_a_vouch_after_the_undo_cuts_the_wait_short() -> None:
+    s = layer(fleet(), delay=100.0)
+    s.tick(0.0, [drain("n00", 0.0, cause="gpu/n00/1")])
+    s.tick(10.0, [undo("gpu/n00/1", 10.0)])
+    assert s.release_at("node/n00") == 110.0
+    s.vouch(s.nodes_of("node/n00"), 30.0)
+    assert s.release_at("node/n00") == 30.0
+    assert kinds(s.tick(30.0, []).actions)[0] == ("resume_node", "node/n00")
+
+
+def test_a_repeat_offender_vouched_repaired_still_waits_its_doubled_delay() -> None:
+    s = layer(fleet(), delay=100.0)
+    s.tick(0.0, [drain("n00", 0.0, cause="gpu/n00/1")])
+    s.tick(10.0, [undo("gpu/n00/1", 10.0)])
+    s.tick(200.0, [])  # released
+    s.tick(300.0, [drain("n00", 300.0, cause="gpu/n00/1")])
+    s.vouch(s.nodes_of("node/n00"), 400.0)
+    out = s.tick(400.0, [undo("gpu/n00/1", 400.0)])
+    assert out.actions == () and s.release_at("node/n00") == 600.0
+    (held,) = by_status(out.records, ActionStatus.HELD)
+    assert held.detail.endswith("(repaired, quarantine 2 in the window: delay 200 s)")
+
+
+def test_a_relapse_withdraws_the_vouch() -> None:
+    s = layer(fleet(), delay=100.0)
+    s.tick(0.0, [drain("n00", 0.0, cause="gpu/n00/1")])
+    s.vouch(s.nodes_of("node/n00"), 20.0)
+    s.tick(30.0, [drain("n00", 30.0, cause="gpu/n00/1")])  # unwell again after the repair
+    out = s.tick(40.0, [undo("gpu/n00/1", 40.0)])
+    assert out.actions == () and s.release_at("node/n00") == 140.0
+
+
+def test_a_vouch_leaves_a_node_with_another_unwell_cause_held() -> None:
+    s = layer(fleet(), delay=100.0)
+    s.tick(0.0, [drain("n00", 0.0, cause="gpu/n00/1")])
+    s.tick(1.0, [drain("n00", 1.0, cause="gpu/n00/2")])
+    s.vouch(s.nodes_of("node/n00"), 20.0)
+    out = s.tick(20.0, [undo("gpu/n00/1", 20.0)])
+    assert out.actions == () and s.release_at("node/n00") is None
+
+
+def test_a_vouch_after_the_undo_leaves_a_repeat_offender_its_delay() -> None:
+    s = layer(fleet(), delay=100.0)
+    s.tick(0.0, [drain("n00", 0.0, cause="gpu/n00/1")])
+    s.tick(10.0, [undo("gpu/n00/1", 10.0)])
+    s.tick(200.0, [])  # released
+    s.tick(300.0, [drain("n00", 300.0, cause="gpu/n00/1")])
+    s.tick(310.0, [undo("gpu/n00/1", 310.0)])
+    s.vouch(s.nodes_of("node/n00"), 320.0)
+    assert s.release_at("node/n00") == 510.0

@@ -2,7 +2,7 @@
 
 It speaks the daemon's HTTP API (``docs/operating.md``) with a bearer token, so what a person can
 do here is exactly what the console and the API allow that token: a viewer reads, an operator
-also pauses, pins, sets maintenance windows and approves. The daemon journals every control under
+also pauses, pins, sets maintenance windows, vouches repairs and approves. The daemon journals every control under
 the token's name with the reason given here.
 """
 
@@ -236,6 +236,17 @@ def maintenance(
             reason=_reason(reason),
             for_s=parse_duration(duration),
         )
+
+
+@ctl_app.command()
+def repaired(
+    node: Annotated[str, typer.Argument(help="node/NAME: the node, its GPUs and its uplink")],
+    reason: Reason = "", url: Url = DEFAULT_URL, token: Token = "", ca: CaFile = "",
+) -> None:  # fmt: skip
+    """Vouch NODE repaired: seamguard forgets its history, and releases it at once if held for its
+    first quarantine in the repeat window (a week by default; a repeat offender still waits its
+    recovery delay)."""
+    _control("repaired", url, token, ca, target=node, reason=_reason(reason))
 
 
 @ctl_app.command()

@@ -28,7 +28,7 @@ from seamguard.actuators.dispatch import Dispatcher, Route, actuate, build_route
 from seamguard.actuators.sections import Mode
 from seamguard.control.budgets import check_partitions
 from seamguard.control.controller import Controller
-from seamguard.control.engine_world import apply_world
+from seamguard.control.engine_world import apply_world, vouched_repair
 from seamguard.control.safety import SafetyLayer
 from seamguard.diagnose.domains import record_domains
 from seamguard.diagnose.findings_log import FindingsLog
@@ -152,6 +152,8 @@ class Daemon:
         self.safety = SafetyLayer(topology, config.site.safety)
         self.dispatcher = Dispatcher(routes, seed=seed, fence=EtcdFence(leadership) if leadership else None)
         self.desk = OperatorDesk(topology, self.safety, self._acting_mode)  # pauses, pins, approvals
+        self.desk.repair = lambda node, now, note: list(
+            vouched_repair(self.controller, self.safety, now, [node], note).decisions)  # fmt: skip
         self.weights = routing_weights(config.site, self.dispatcher)  # serving.weights: the plan's weights
         self.latch = NoticeLatch()
         # Where the world comes from (the inventory and jobs files, watched); the placement

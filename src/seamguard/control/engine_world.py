@@ -1,5 +1,5 @@
 """What changes an engine's world between ticks: a new topology (``apply_world``) and an
-operator's repair (``mark_repaired``). Apart from the tick so that ``controller.py`` stays the loop;
+operator's repair (``mark_repaired``, ``vouched_repair``). Apart from the tick so that ``controller.py`` stays the loop;
 the ``Controller`` methods of the same names call these."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from seamguard.scoring.propagation import amplification
 
 if TYPE_CHECKING:
     from seamguard.control.controller import Controller
+    from seamguard.control.safety import SafetyLayer
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -98,8 +99,9 @@ def mark_repaired(ctl: Controller, now: float, entities: Sequence[str], note: st
     ``healthy``, their XID memory and telemetry history are cleared (a counter that moved during
     the repair is the repair's doing), but their repeat-offence and lemon counts are kept: a part
     that fails again soon escalates faster. The transitions are journaled like any other, with
-    ``note`` as reason, and so are the undos the planner proposes for them: the safety layer
-    holds a repaired node's release for its recovery delay, as for any recovery.
+    ``note`` as reason, and so are the undos the planner proposes for them. The caller tells the
+    safety layer too (``SafetyLayer.vouch``): a repaired node on its first quarantine in the
+    window leaves at once, a repeat offender after its recovery delay.
     """
     if not now >= ctl.now:
         raise ValueError(f"repair time must not go back: got {now} after {ctl.now}")
@@ -155,3 +157,15 @@ def mark_repaired(ctl: Controller, now: float, entities: Sequence[str], note: st
     if ctl.journal is not None and records:
         ctl.journal.append(records, decisions, [])
     return Repair(tuple(records), tuple(decisions))
+
+
+def vouched_repair(
+    ctl: Controller, safety: SafetyLayer, now: float, nodes: Sequence[str], note: str
+) -> Repair:
+    """Nodes repaired, as the daemon (``seamguard ctl repaired``) and the twin (a node back from
+    repair) both apply it: the engine resets them (``mark_repaired``), and the safety layer is told,
+    so that a first offender leaves quarantine as soon as its causes are well (``SafetyLayer.vouch``)."""
+    repair = mark_repaired(ctl, now, nodes, note)
+    for node in nodes:
+        safety.vouch(safety.nodes_of(node), now)
+    return repair

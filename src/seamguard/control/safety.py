@@ -63,6 +63,7 @@ class _Quarantine:
     causes: dict[str, float | None] = field(default_factory=dict)  # cause -> healthy since (None: not)
     undos: list[Action] = field(default_factory=list)  # held undo decisions, released with the node
     release_at: float | None = None
+    repaired: bool = False  # vouched repaired since it was taken (``SafetyLayer.vouch``)
 
 
 @dataclass(frozen=True)
@@ -121,10 +122,25 @@ class SafetyLayer:
 
     def recovery_delay(self, node: int, now: float) -> float:
         """The healthy time a node must show: doubled (``repeat_factor``) per earlier quarantine in the window."""
-        rc = self.config.recovery
-        starts = self._history.get(node, deque())
-        repeats = sum(1 for t in starts if t > now - rc.repeat_window_s)
+        rc, repeats = self.config.recovery, self._repeats(node, now)
         return min(rc.max_delay_s, rc.healthy_for_s * rc.repeat_factor ** max(0, repeats - 1))
+
+    def _repeats(self, node: int, now: float) -> int:
+        """Quarantines of ``node`` begun in the repeat window, the one in force included."""
+        return sum(1 for t in self._history.get(node, ()) if t > now - self.config.recovery.repeat_window_s)
+
+    def vouch(self, nodes: IntArray, now: float) -> None:
+        """These nodes were repaired (an operator, the site's repair workflow). The recovery delay
+        waits for evidence that a cause stays well; a repair is that evidence, so a held node on its
+        first quarantine in the window leaves once its causes are well. A repeat offender still
+        waits its delay (its last repair did not hold); a relapse withdraws the vouch."""
+        for n in nodes.tolist():
+            q = self._held.get(n)
+            if q is None:
+                continue
+            q.repaired = True
+            if q.release_at is not None and self._repeats(n, now) <= 1:  # already waiting out its delay
+                q.release_at = min(q.release_at, now)
 
     def restore(self, results: Sequence[ActionResultRecord], now: float) -> list[str]:
         """Hold again the nodes a previous run left quarantined, from its journaled action results.
@@ -364,6 +380,7 @@ class SafetyLayer:
             if q is None or (cause not in q.causes and not quarantines):
                 continue
             q.causes[cause] = None
+            q.repaired = False
             if q.release_at is not None:
                 q.release_at = None
                 for u in q.undos:
@@ -401,14 +418,18 @@ class SafetyLayer:
                     _record(a, now, ActionStatus.HELD, f"node/{self.node_names[n]} has other unwell causes")
                 )
                 continue
-            delay = self.recovery_delay(n, now)
+            repeats = self._repeats(n, now)
+            trusted = q.repaired and repeats <= 1
+            delay = 0.0 if trusted else self.recovery_delay(n, now)
             q.release_at = max(t for t in times if t is not None) + delay
-            repeats = len(self._history.get(n, ()))
+            why = f"quarantine {repeats} in the window: delay {delay:g} s"
+            if q.repaired:
+                why = "repaired, " + ("first quarantine in the window: no delay" if trusted else why)
             out.append(
                 _record(
                     a, now, ActionStatus.HELD,
                     f"node/{self.node_names[n]} healthy since {now:.0f}; leaves quarantine at {q.release_at:.0f}"
-                    f" (quarantine {repeats} in the window: delay {delay:g} s)",
+                    f" ({why})",
                 )
             )  # fmt: skip
         return out

@@ -31,6 +31,7 @@ class Verb(StrEnum):
     END_MAINTENANCE = "end_maintenance"
     APPROVE = "approve"  # an action waiting for a person is carried out
     REJECT = "reject"  # ... or dropped
+    REPAIRED = "repaired"  # a node vouched repaired: the engine forgets it; a first offender leaves at once
 
 
 class PinnedState(StrEnum):

@@ -72,6 +72,8 @@ class OperatorDesk:
         self._lock = threading.Lock()
         self._queue: deque[_Pending] = deque()
         self.decisions: list[DecisionRecord] = []  # the operator's own, for the next actuation
+        # ``Verb.REPAIRED``: (node, now, note) -> the undos it calls for (``engine_world.vouched_repair``)
+        self.repair: Callable[[str, float, str], list[DecisionRecord]] | None = None
         self.replan = False  # a hold ended: the parts still unwell are planned again
 
     # ---- the HTTP threads ----------------------------------------------------------------
@@ -159,6 +161,12 @@ class OperatorDesk:
             assert ended is not None
             self._ended(ended, now)
             detail = f"{r.verb.value} {r.target}: ended {ended.describe()}"
+        elif r.verb is Verb.REPAIRED:
+            assert self.repair is not None
+            self.decisions.extend(self.repair(r.target, now, f"repaired by {r.principal}: {r.reason}"))
+            detail = (
+                f"repaired {r.target}: its state reset; released at the next tick if held for a first offence"
+            )
         elif r.verb is Verb.APPROVE:
             results = dispatcher.approve(r.target, now, r.principal)
             detail = f"approved {r.target}: " + ", ".join(f"{x.actuator} {x.status}" for x in results)
@@ -186,6 +194,12 @@ class OperatorDesk:
         if r.target != FLEET and self.topology.lookup(r.target) is None:
             return Reply(404, f"unknown entity {r.target!r}: expected an id such as node/NAME, rack/NAME, cdu/NAME"
                               + (" or 'fleet'" if r.verb is not Verb.PIN else ""))  # fmt: skip
+        if r.verb is Verb.REPAIRED:
+            if self.repair is None or not r.target.startswith("node/"):
+                return Reply(
+                    422, f"{r.target}: a repair names one node (node/NAME), whose GPUs and uplink it takes"
+                )
+            return None
         if r.verb is Verb.PIN:
             if r.target == FLEET:
                 return Reply(422, "a pin names one entity, not the fleet (pause the fleet instead)")

@@ -40,7 +40,7 @@ from seamguard.control.admissibility import node_admission
 from seamguard.control.checkpoint_loop import CheckpointLoop, LoopTick, storage_paths
 from seamguard.control.classifier import SEVERITY
 from seamguard.control.controller import Controller
-from seamguard.control.engine_world import mark_repaired
+from seamguard.control.engine_world import vouched_repair
 from seamguard.control.safety import SafetyLayer
 from seamguard.control.safety_config import SafetyConfig, safety_from_mapping
 from seamguard.economics.checkpoint_modes import Mode
@@ -305,17 +305,17 @@ class SeamguardPolicy:
         return out
 
     def returned(self, now: float, nodes: IntArray, view: FleetView) -> list[Action]:
-        """The site repaired these nodes: the engine resets them, and their undos go to the safety
-        layer, which releases each node once its recovery delay has passed."""
+        """The site repaired these nodes: the engine resets them, and the safety layer, told they
+        were repaired (``SafetyLayer.vouch``), releases each at once on its first quarantine in
+        the window, a repeat offender once its recovery delay has passed."""
         names = self.topology.names[EntityKind.NODE]
         decisions: list[DecisionRecord] = []
         transitions: list[TransitionRecord] = []
         for cell in self.cells:
             mine = nodes[np.isin(nodes, cell.nodes)]
             if mine.size:
-                repair = mark_repaired(
-                    cell.controller, now, [f"node/{names[n]}" for n in mine.tolist()], "returned from repair"
-                )
+                repair = vouched_repair(cell.controller, self.safety, now,
+                                        [f"node/{names[n]}" for n in mine.tolist()], "returned from repair")  # fmt: skip
                 self._note(repair.transitions)
                 transitions.extend(repair.transitions)
                 decisions.extend(repair.decisions)

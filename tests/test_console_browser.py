@@ -176,6 +176,19 @@ def test_a_node_pinned_healthy_from_the_console_is_left_alone(browser: Any, cd: 
     shot(page, "console-pinned")
 
 
+def test_an_operator_vouches_a_node_repaired_from_the_console(browser: Any, cd: ConsoleDaemon) -> None:
+    page = signed_in(browser, cd, "operator")
+    page.select_option("#c-verb", "repaired")
+    assert not page.is_visible("#c-for")  # once, no expiry
+    page.fill("#c-target", "node/n0002")
+    page.fill("#c-reason", "GPU swapped, RMA 4411")
+    page.click("#control-form button")
+    page.wait_for_selector('#control-result:has-text("repaired node/n0002")', timeout=LIVE_S)
+    with cd.journal() as j:
+        last = j.operator_actions()[-1]
+    assert (last.verb, last.target, last.reason) == ("repaired", "node/n0002", "GPU swapped, RMA 4411")
+
+
 def test_markup_in_a_reason_is_shown_as_text_and_never_runs(browser: Any, cd: ConsoleDaemon) -> None:
     """An operator's reason is shown to every viewer: a stored-XSS attempt in it stays text (the
     script writes with textContent, and the policy forbids inline script anyway)."""

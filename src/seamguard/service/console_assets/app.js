@@ -328,12 +328,16 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("signout").addEventListener("click", () => signOut(""));
   const verb = $("c-verb");
-  const pinOnly = () => { for (const n of document.querySelectorAll(".pin-only")) n.hidden = verb.value !== "pin"; };
+  const pinOnly = () => {
+    for (const n of document.querySelectorAll(".pin-only")) n.hidden = verb.value !== "pin";
+    for (const n of document.querySelectorAll(".standing-only")) n.hidden = verb.value === "repaired";  // once, no expiry
+  };
   verb.addEventListener("change", pinOnly);
   pinOnly();
   $("control-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const body = { target: $("c-target").value.trim(), reason: $("c-reason").value.trim(), for_s: Number($("c-for").value) };
+    const body = { target: $("c-target").value.trim(), reason: $("c-reason").value.trim() };
+    if (verb.value !== "repaired") body.for_s = Number($("c-for").value);
     if (verb.value === "pin") body.state = $("c-state").value;
     post(verb.value, body);
   });

@@ -59,3 +59,18 @@ def test_a_healthy_node_the_policy_denies_counts_as_held(twin: Twin, monkeypatch
     twin.plant.node_down[0] = True  # a denied node that is down is no capacity at all
     assert wait_bucket(twin, 5, twin.usable(), t) is Bucket.PLACEMENT_WAIT
     assert twin.admission(JobClass.SYNC_TRAINING) is denied
+
+
+def test_a_node_back_from_repair_is_released_at_once_in_the_twin(tmp_path: Path) -> None:
+    """The twin's repair return takes the daemon's ``seamguard ctl repaired`` path: the node,
+    drained for a hard failure, is resumed within a tick of coming back, not a recovery delay
+    (900 s) later, while the job waits for it."""
+    faults = [{"kind": "gpu_hard", "target": "gpu/n0003/2", "onset_h": 0.5}]
+    path = small(tmp_path, faults=faults, duration_h=4, operations={"repair_h": 1.0})
+    tw = Twin(build_world(load_scenario(str(path)), 0), "seamguard")
+    result = tw.run()
+    back = [t for t, entity, _, why in tw.policy.transitions if entity == "node/n0003" or entity.startswith("gpu/n0003/")
+            if "returned from repair" in why]  # fmt: skip
+    assert back, "the node came back from repair within the run"
+    resumed = [t for t, kind, target in result.acted if kind == "resume_node" and target == "node/n0003"]
+    assert resumed and 0.0 <= resumed[0] - min(back) <= 60.0

@@ -271,7 +271,7 @@ def test_two_hundred_faults_leave_a_clean_history(
             r.daemon.dispatcher.close()
             r.journal.close()
     assert sum(injected.values()) >= INJECTIONS and all(injected[k] > 10 for k in KINDS)
-    assert counts["drains"] >= 20 and counts["resumes"] == counts["drains"]
+    assert counts["drains"] >= 20 and counts["resumes"] == counts["drains"], counts
     assert counts["stale_epoch_actions"] == 0
     assert counts["missing_from_journal"] == 0
     assert counts["drained_twice"] == 0 and counts["resumed_without_drain"] == 0

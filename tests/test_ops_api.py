@@ -77,6 +77,28 @@ def test_a_bad_control_is_refused_naming_the_field(
     assert operator_rows(live) == []
 
 
+@pytest.mark.parametrize(
+    ("who", "body", "status", "says"),
+    [
+        (None, {"target": "node/n02", "reason": "GPU swapped"}, 401, "bearer token"),
+        ("pusher", {"target": "node/n02", "reason": "GPU swapped"}, 403, "needs operator"),
+        ("operator", {"target": "node/n02", "reason": "r" * 5000}, 413, "4096"),
+        ("operator", {"target": "<script>", "reason": "GPU swapped"}, 422, "target"),
+        ("operator", {"target": "fleet", "reason": "GPU swapped"}, 422, "one node"),
+        ("operator", {"target": "rack/r1", "reason": "GPU swapped"}, 422, "one node"),
+        ("operator", {"target": "node/n99", "reason": "GPU swapped"}, 404, "node/n99"),
+    ],
+)
+def test_a_repair_claim_is_refused_unless_an_operator_names_one_known_node(
+    live: LiveDaemon, who: str | None, body: dict[str, object], status: int, says: str
+) -> None:
+    """Vouching a node repaired releases it early: only an operator may, for one node that exists,
+    and a refused claim is not journaled."""
+    resp = live.request("POST", "/v1/ops/repaired", who, json=body)
+    assert resp.status_code == status and says in json.dumps(resp.json()), resp.text
+    assert operator_rows(live) == []
+
+
 def test_an_unknown_control_and_an_unknown_entity_are_named(live: LiveDaemon) -> None:
     resp = live.request("POST", "/v1/ops/reboot", "operator", json=PAUSE)
     assert resp.status_code == 404 and "known: pause, resume" in resp.json()["detail"]

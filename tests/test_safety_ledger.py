@@ -7,7 +7,7 @@ test fails if one comparison, default or argument of the rule it names is change
 
 from __future__ import annotations
 
-from seamguard.control.safety import SAFETY
+from seamguard.control.safety import SAFETY, SafetyLayer
 from seamguard.journal.records import ActionResultRecord, DecisionRecord, TransitionRecord
 from seamguard.model.actions import ActionStatus
 from seamguard.model.inventory import JobClass, JobRecord
@@ -266,6 +266,16 @@ def test_only_entities_turning_unwell_from_calm_feed_the_storm_brake() -> None:
     assert fresh.quarantined() == []
 
 
+def second_quarantine() -> SafetyLayer:
+    """n00 drained at 0, released at 200, drained again at 300: a repeat offender (delay 200 s)."""
+    s = layer(fleet(), delay=100.0)
+    s.tick(0.0, [drain("n00", 0.0, cause="gpu/n00/1")])
+    s.tick(10.0, [undo("gpu/n00/1", 10.0)])
+    s.tick(200.0, [])  # released
+    s.tick(300.0, [drain("n00", 300.0, cause="gpu/n00/1")])
+    return s
+
+
 def test_a_node_vouched_repaired_on_its_first_quarantine_leaves_as_soon_as_its_cause_is_well() -> None:
     s = layer(fleet(), delay=100.0)
     s.tick(0.0, [drain("n00", 0.0, cause="gpu/n00/1")])
@@ -287,11 +297,7 @@ def test_a_vouch_after_the_undo_cuts_the_wait_short() -> None:
 
 
 def test_a_repeat_offender_vouched_repaired_still_waits_its_doubled_delay() -> None:
-    s = layer(fleet(), delay=100.0)
-    s.tick(0.0, [drain("n00", 0.0, cause="gpu/n00/1")])
-    s.tick(10.0, [undo("gpu/n00/1", 10.0)])
-    s.tick(200.0, [])  # released
-    s.tick(300.0, [drain("n00", 300.0, cause="gpu/n00/1")])
+    s = second_quarantine()
     s.vouch(s.nodes_of("node/n00"), 400.0)
     out = s.tick(400.0, [undo("gpu/n00/1", 400.0)])
     assert out.actions == () and s.release_at("node/n00") == 600.0
@@ -318,11 +324,7 @@ def test_a_vouch_leaves_a_node_with_another_unwell_cause_held() -> None:
 
 
 def test_a_vouch_after_the_undo_leaves_a_repeat_offender_its_delay() -> None:
-    s = layer(fleet(), delay=100.0)
-    s.tick(0.0, [drain("n00", 0.0, cause="gpu/n00/1")])
-    s.tick(10.0, [undo("gpu/n00/1", 10.0)])
-    s.tick(200.0, [])  # released
-    s.tick(300.0, [drain("n00", 300.0, cause="gpu/n00/1")])
+    s = second_quarantine()
     s.tick(310.0, [undo("gpu/n00/1", 310.0)])
     s.vouch(s.nodes_of("node/n00"), 320.0)
     assert s.release_at("node/n00") == 510.0

@@ -13,7 +13,7 @@ from seamguard.control.checkpoint_loop import CheckpointLoop
 from seamguard.control.controller import Controller
 from seamguard.economics.checkpoint_modes import Mode, StoragePath
 from seamguard.economics.hazard import DAY_S, job_hazard
-from seamguard.economics.hazard_learning import HazardLearner
+from seamguard.economics.hazard_learning import HazardLearner, learner_for
 from seamguard.errors import InputError
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
@@ -136,6 +136,56 @@ def test_the_learner_finds_a_tripled_rate_and_a_small_fleet_barely_moves_it() ->
     small.record(0.0, 0.1 / DAY_S, 0)
     small.record(3600.0, 0.1 / DAY_S, 1)  # one failure in a fleet expecting one every ten days
     assert 1.0 < small.scale() < (3.0 + 1.0) / 3.0
+
+
+def test_a_run_of_failures_a_small_fleet_should_not_see_is_believed_within_hours() -> None:
+    """The outlier component: a 64-GPU fleet expecting a failure every ten days."""
+    nominal = 0.1 / DAY_S
+
+    def after(failures_at_h: list[float], hours: float) -> float:
+        learner = learner_for(CFG.hazard)
+        learner.record(0.0, nominal, 0)
+        for t in sorted({*failures_at_h, hours}):
+            learner.record(t * 3600.0, nominal, failures_at_h.count(t))
+        return learner.scale()
+
+    quiet, one, two, three = (
+        after([], 6.0),
+        after([2.0], 6.0),
+        after([2.0, 5.0], 6.0),
+        after([1.0, 2.0, 5.0], 6.0),
+    )
+    assert quiet == pytest.approx(1.0, abs=0.1)  # nothing seen: about nominal
+    assert 1.3 < one < 4.0  # one chance failure: the interval shortens, not collapses
+    assert two > 10.0  # two in six hours: this fleet is far off nominal
+    assert three > two
+    single = HazardLearner(DAY_S, CFG.hazard.learn_prior_failures)  # the nominal gamma alone
+    single.record(0.0, nominal, 0)
+    single.record(2 * 3600.0, nominal, 1)
+    single.record(5 * 3600.0, nominal, 1)
+    single.record(6 * 3600.0, nominal, 0)
+    assert single.scale() < 2.0 < two / 5
+
+
+def test_a_large_fleet_is_tracked_by_the_nominal_component_whatever_the_outlier_prior() -> None:
+    nominal = 10.0 / DAY_S
+    for factor in (1.0, 3.0):
+        learner = learner_for(CFG.hazard)
+        rng = np.random.default_rng(2)
+        for hour in range(24 * 10):
+            learner.record((hour + 1) * 3600.0, nominal, int(rng.poisson(factor * 10 / 24)))
+        assert learner.scale() == pytest.approx(factor, rel=0.2)
+    plain = HazardLearner(DAY_S, 3.0, outlier_share=0.0)
+    plain.record(0.0, nominal, 0)
+    plain.record(DAY_S, nominal, 4)
+    assert plain.scale() == pytest.approx((3.0 + plain.observed) / (3.0 + plain.expected))
+
+
+def test_the_outlier_prior_is_checked_at_load() -> None:
+    with pytest.raises(InputError, match=r"hazard\.learn_outlier_share"):
+        config_from_mapping({"hazard": {"learn_outlier_share": 1.0}})
+    with pytest.raises(InputError, match=r"hazard\.learn_outlier_mean"):
+        config_from_mapping({"hazard": {"learn_outlier_mean": 0.5}})
 
 
 def test_the_engine_plans_every_running_job_and_counts_hard_failures(topology: Topology) -> None:

@@ -224,11 +224,12 @@ class Classifier:
         return Changes(index=idx, before=before, after=after, reported=reported, cleared_for=cleared_for)
 
 
-def new_hard_failures(topology: Topology, changes: Changes) -> int:
-    """Nodes with a part (the node or a GPU: ``COUNTED_KINDS``) newly failed: one failure each."""
+def newly_failed_nodes(topology: Topology, changes: Changes) -> npt.NDArray[np.int64]:
+    """Nodes (local indices) with a part (the node or a GPU: ``COUNTED_KINDS``) newly failed:
+    one failure each."""
     hit = (changes.after == int(State.FAILED)) & (changes.before != int(State.FAILED))
     if not hit.any():
-        return 0
+        return np.zeros(0, dtype=np.int64)
     gidx = changes.index[hit]
     local = topology.local[gidx]
     kinds = topology.kind_code[gidx]
@@ -236,7 +237,7 @@ def new_hard_failures(topology: Topology, changes: Changes) -> int:
     node[kinds == KIND_CODE[EntityKind.NODE]] = local[kinds == KIND_CODE[EntityKind.NODE]]
     gpu = kinds == KIND_CODE[EntityKind.GPU]
     node[gpu] = topology.gpu_node[local[gpu]]
-    return int(np.unique(node[node >= 0]).size)
+    return np.unique(node[node >= 0])
 
 
 def forced_out(floor: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:

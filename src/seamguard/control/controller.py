@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from seamguard.config import Config
 from seamguard.control.checkpoint_loop import SINCE_SIGNAL, CheckpointLoop, LoopTick, job_risk, storage_paths
-from seamguard.control.classifier import Classifier, ClassifierInputs, forced_out, new_hard_failures
+from seamguard.control.classifier import Classifier, ClassifierInputs, forced_out, newly_failed_nodes
 from seamguard.control.containment import EngineView, contain, still_weighed, tolerated_by, valued
 from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.explaining import (
@@ -27,6 +27,7 @@ from seamguard.control.explaining import (
     transition_reason,
 )
 from seamguard.control.fabric_pace import FabricPace
+from seamguard.control.failure_tally import FAILURES_SIGNAL, FailureTally
 from seamguard.control.islands import IslandBook
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
@@ -36,7 +37,7 @@ from seamguard.control.spares import job_spares, spares_by_class
 from seamguard.control.takeover import replanned
 from seamguard.control.thermal_trip import trip_in_s
 from seamguard.economics.hazard import JobHazard, job_hazard, job_parts, nominal_rates, part_rates
-from seamguard.economics.hazard_learning import COUNTED_KINDS, HazardLearner
+from seamguard.economics.hazard_learning import COUNTED_KINDS, learner_for
 from seamguard.economics.job_risk import JobRisk
 from seamguard.economics.job_value import JobEconomics, criticality_weights, job_economics
 from seamguard.economics.pace import PaceRing
@@ -114,12 +115,13 @@ class Controller:
         self.sensors = SensorScreen.from_config(config)
         self.classifier = Classifier(topology.kind_code, config.classifier, config.economics)
         self.lemon_memory = LemonMemory.create(topology, config.classifier)
-        self.learner = HazardLearner(config.hazard.learn_halflife_s, config.hazard.learn_prior_failures)
+        self.learner = learner_for(config.hazard)
         self._counted = np.concatenate([topology.members[k] for k in COUNTED_KINDS])
         self._counted_rate = nominal_rates(config.hazard, topology)[self._counted]
-        self.new_failures = 0  # hard failures (one per node) the last tick saw
-        # Off when the caller plans over several controllers' hazards at once (the twin's cells).
-        # ``live_jobs``: the job table will change (``apply_world``); checkpoint settings may name jobs to come.
+        self.new_failures = 0  # hard failures the last tick saw (control.failure_tally)
+        self.failures = FailureTally.create(len(topology.jobs))
+        # Off when the caller plans over several engines' hazards (the twin's cells). ``live_jobs``:
+        # the job table will change (``apply_world``); checkpoint settings may name jobs to come.
         self.checkpoint_loop = (
             CheckpointLoop(config, topology, live_jobs=live_jobs) if plan_checkpoints else None
         )
@@ -239,14 +241,15 @@ class Controller:
         return self._pairs[1]
 
     def exposure_per_s(self) -> float:
-        """Failures per second expected at nominal rates over the parts that can still fail, of
-        the kinds the learner counts: not failed, and not gone silent after failing (a part never
-        seen yet is at risk all the same)."""
+        """Failures per second expected at nominal rates over what the learner counts: the parts
+        that can still fail (not failed, not gone silent after failing; a part never seen yet is
+        at risk all the same), and what only a job's runtime sees (``control.failure_tally``)."""
         if self._exposure is None:  # asked of every shard every tick; changes only when states do
             st = self.classifier.state[self._counted]
             last = self._last_known[self._counted]
             gone = (st == int(State.FAILED)) | ((st == int(State.UNKNOWN)) & (last == int(State.FAILED)))
-            self._exposure = float(self._counted_rate @ ~gone)
+            own = self.failures.exposure_per_s(self.config.hazard, self.workload_at(self.now))  # fmt: skip
+            self._exposure = float(self._counted_rate @ ~gone) + own
         return self._exposure
 
     def set_job_economics(self, economics: JobEconomics, save_s: npt.NDArray[np.float64]) -> None:
@@ -304,7 +307,10 @@ class Controller:
         )
         self._exposure = None
         self.lemon_memory.record(now, topo, changes)
-        self.new_failures = new_hard_failures(topo, changes)
+        runtime = self.store.reported(FAILURES_SIGNAL) if self.checkpoint_loop is not None else None
+        self.new_failures = self.failures.count(
+            now, newly_failed_nodes(topo, changes), workload.node_job, runtime
+        )
         self.learner.record(now, self.exposure_per_s(), self.new_failures)
         self.gfs, self.prs, self.fae = frame.gfs, prs, amp.fae
         self._tolerated &= still_weighed(topo, self.classifier.state)
@@ -408,7 +414,6 @@ class Controller:
             outcomes=tuple(outcomes),
         )
 
-    # ---- pieces ---------------------------------------------------------------------------
     def _checkpoint_tick(self, now: float, workload: Workload, loop: CheckpointLoop) -> LoopTick:
         topo = self.topology
         paths = storage_paths(self.config, topo, self.store, self.classifier.state)

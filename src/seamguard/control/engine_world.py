@@ -62,6 +62,7 @@ def apply_world(ctl: Controller, change: WorldChange) -> None:
     ctl._criticality = criticality_weights(ctl.config, new)
     jobs = change.kind(EntityKind.JOB)
     ctl._save_s = carry(ctl._save_s, jobs, np.nan)
+    ctl.failures.carry_over(jobs)
     if ctl.economics is not None:
         ctl.economics = carry_economics(ctl.economics, jobs, ctl._criticality)
     ctl._last_known = carry(ctl._last_known, fwd, int(State.HEALTHY))

@@ -442,8 +442,10 @@ class SyntheticFleet:
         for name, val in (("storage.write_latency_ms", write), ("storage.read_latency_ms", read),
                           ("storage.throughput_gbps", throughput)):  # fmt: skip
             add(EntityKind.STORAGE, None, name, ts_sto, val)
+        # A job here never runs again after its crash or hang (the suite labels detection, not
+        # recovery): the failed attempts its runtime reports while it runs stay 0.
         for name, val in (("job.step_time_s", job_step), ("job.checkpoint_duration_s", ckpt),
-                          ("job.since_checkpoint_s", since_ckpt)):  # fmt: skip
+                          ("job.since_checkpoint_s", since_ckpt), ("job.failures_total", np.zeros(nj))):  # fmt: skip
             blocks.add_ids(self._job_gidx[jobs_on], name, ts_job[jobs_on], val[jobs_on])
         ent, sig, ts, val = blocks.observe(rng, self.dropout, self.sentinel_rate)
         xid_local = np.concatenate(ev_local)

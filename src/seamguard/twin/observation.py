@@ -66,6 +66,7 @@ def snapshot(twin: Twin, t: float, fx: Effects) -> Snapshot:
     job_step = np.full(len(twin.jobs), np.nan)
     job_ckpt = np.full(len(twin.jobs), np.nan)
     job_since = np.full(len(twin.jobs), np.nan)
+    job_failures = np.full(len(twin.jobs), np.nan)
     streams = np.zeros(twin.topology.count(EntityKind.STORAGE))
     slow = twin.input_slow
     for j in twin.jobs:
@@ -88,6 +89,7 @@ def snapshot(twin: Twin, t: float, fx: Effects) -> Snapshot:
                 job_ckpt[j.index] = j.last_save_s
             if j.phase in (Phase.RUNNING, Phase.SAVING):
                 job_since[j.index] = j.durable_age(t)
+                job_failures[j.index] = j.failures  # the launcher's count, read once it runs again
         elif j.phase is Phase.RUNNING:
             up = j.slot_node[(j.slot_node >= 0) & (j.slot_ready <= t)]
             if up.size:
@@ -101,6 +103,7 @@ def snapshot(twin: Twin, t: float, fx: Effects) -> Snapshot:
     return Snapshot(
         t=t, busy=busy, rank_step_s=rank_step, offline=twin.fleet.in_repair.copy(), silent=fx.node_silent,
         heartbeat_age=hb, storage_streams=streams, job_step_s=job_step, job_checkpoint_s=job_ckpt, job_since_s=job_since,
+        job_failures=job_failures,
         xid_gpu=np.array([x[1] for x in recent], np.int64), xid_code=np.array([x[2] for x in recent], np.int64),
         xid_t=np.array([x[0] for x in recent]),
     )  # fmt: skip

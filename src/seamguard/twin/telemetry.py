@@ -59,6 +59,7 @@ class Snapshot:
     job_since_s: (
         FloatArray  # per job: age of its last durable copy, as its runtime reports it; NaN when not running
     )
+    job_failures: FloatArray  # per job: its failed attempts, as its runtime counts them; NaN when not running
     xid_gpu: IntArray
     xid_code: IntArray
     xid_t: FloatArray
@@ -248,6 +249,14 @@ class Emitter:
         aged = np.isfinite(snap.job_since_s[jobs_idx])
         add(EntityKind.JOB, jobs_idx[aged], "job.since_checkpoint_s", ts_job[aged],
             snap.job_since_s[jobs_idx[aged]] - (t - ts_job[aged]))  # fmt: skip
+        counted = np.isfinite(snap.job_failures[jobs_idx])
+        add(
+            EntityKind.JOB,
+            jobs_idx[counted],
+            "job.failures_total",
+            ts_job[counted],
+            snap.job_failures[jobs_idx[counted]],
+        )
 
         ent, sig, ts, val = blocks.observe(
             rng, self.scenario.observation.dropout, self.scenario.observation.sentinel_rate

@@ -45,7 +45,7 @@ from seamguard.control.safety import SafetyLayer
 from seamguard.control.safety_config import SafetyConfig, safety_from_mapping
 from seamguard.economics.checkpoint_modes import Mode
 from seamguard.economics.hazard import PART_KINDS, JobHazard
-from seamguard.economics.hazard_learning import HazardLearner
+from seamguard.economics.hazard_learning import learner_for
 from seamguard.economics.job_value import job_economics
 from seamguard.journal.records import DecisionRecord, TransitionRecord
 from seamguard.model.entities import EntityKind
@@ -245,7 +245,7 @@ class SeamguardPolicy:
         self.checkpoints = CheckpointLoop(config, topo) if self.sharded else None
         # One learner for the whole fleet: a cell's engine ticks only in its windows, but the
         # fleet is exposed all the time, and every failure opens a window where it is seen.
-        self.learner = HazardLearner(config.hazard.learn_halflife_s, config.hazard.learn_prior_failures)
+        self.learner = learner_for(config.hazard)
         self._plans: LoopTick | None = None
         self._workload: tuple[int, Workload] | None = None
         self._storage_index = {name: i for i, name in enumerate(topo.names[EntityKind.STORAGE])}

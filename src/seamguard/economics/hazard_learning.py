@@ -3,10 +3,11 @@
 The nominal rates (``hazard.base_per_day``) are a prior. Most failures come without a precursor,
 so no score sees a fleet whose parts fail twice as often as last month (a hot season, an aging
 batch, a bad firmware); only the failures themselves do. The learner keeps two decayed sums: the
-hard failures seen and the failures expected at nominal rates over the same time, both over the
-parts whose failure the engine can call hard (``COUNTED_KINDS``: a GPU or a host; a node counts
-once whatever of it failed). A link that goes down looks to telemetry like a link that is very
-sick, so links are left out of both sums rather than undercounted.
+hard failures seen and the failures expected at nominal rates over the same time. What is counted
+on each side is the engine's (``control.failure_tally``): parts the classifier fails
+(``COUNTED_KINDS``: a GPU or a host, a node once whatever of it failed; a link that goes down
+looks like a very sick one, so links are left out of both sums), and each failure a job's runtime
+reports, with that job's software and uplink rates expected.
 
 Their ratio scales every nominal rate. The prior on that scale is a mixture of two gammas:
 

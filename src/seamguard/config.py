@@ -201,10 +201,8 @@ class HazardConfig(StrictModel):
     precursors: list[str]
     learn_halflife_s: float = Field(gt=0, description="memory of the observed failure rate")
     learn_prior_failures: float = Field(gt=0, description="weight of the nominal rates, in failures")
-    learn_outlier_share: float = Field(
-        default=0.0, ge=0, lt=1, description="prior probability of a fleet far off nominal"
-    )
-    learn_outlier_mean: float = Field(default=20.0, gt=1, description="that fleet's mean rate multiplier")
+    learn_outlier_share: float = Field(ge=0, lt=1, description="prior probability of a fleet far off nominal")
+    learn_outlier_mean: float = Field(gt=1, description="that fleet's mean rate multiplier")
 
     @model_validator(mode="after")
     def _rates(self) -> Self:

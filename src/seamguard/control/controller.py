@@ -248,7 +248,7 @@ class Controller:
             st = self.classifier.state[self._counted]
             last = self._last_known[self._counted]
             gone = (st == int(State.FAILED)) | ((st == int(State.UNKNOWN)) & (last == int(State.FAILED)))
-            own = self.failures.exposure_per_s(self.config.hazard, self.workload_at(self.now))  # fmt: skip
+            own = self.failures.exposure_per_s(self.config.hazard, self.workload_at(self.now))
             self._exposure = float(self._counted_rate @ ~gone) + own
         return self._exposure
 

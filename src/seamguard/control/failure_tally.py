@@ -29,6 +29,7 @@ from seamguard.economics.hazard import DAY_S
 from seamguard.model.entities import EntityKind
 from seamguard.model.workload import Workload
 from seamguard.model.world import carry
+from seamguard.telemetry.plausibility import counter_increase
 
 FAILURES_SIGNAL = "job.failures_total"
 SAME_FAILURE_S = 900.0  # a job's restart after a failed part reaches its runtime's count within minutes
@@ -62,8 +63,8 @@ class FailureTally:
         if runtime is None:
             return parts
         runtime = runtime[: self.runtime_last.size]  # the store's job rows, then nothing else
-        both = np.isfinite(runtime) & np.isfinite(self.runtime_last)
-        rose = both & (runtime > np.where(both, self.runtime_last, np.inf))  # a fall: restarted from zero
+        increase, _reset = counter_increase(self.runtime_last, runtime)
+        rose = increase > 0  # NaN: never seen, not reported now, or restarted from zero
         rose &= (now - self.part_at > SAME_FAILURE_S) & (now - self.runtime_at > SAME_FAILURE_S)
         self.runtime_at[rose] = now
         self.runtime_last = np.where(np.isfinite(runtime), runtime, self.runtime_last)

@@ -250,13 +250,8 @@ class Emitter:
         add(EntityKind.JOB, jobs_idx[aged], "job.since_checkpoint_s", ts_job[aged],
             snap.job_since_s[jobs_idx[aged]] - (t - ts_job[aged]))  # fmt: skip
         counted = np.isfinite(snap.job_failures[jobs_idx])
-        add(
-            EntityKind.JOB,
-            jobs_idx[counted],
-            "job.failures_total",
-            ts_job[counted],
-            snap.job_failures[jobs_idx[counted]],
-        )
+        add(EntityKind.JOB, jobs_idx[counted], "job.failures_total", ts_job[counted],
+            snap.job_failures[jobs_idx[counted]])  # fmt: skip
 
         ent, sig, ts, val = blocks.observe(
             rng, self.scenario.observation.dropout, self.scenario.observation.sentinel_rate

@@ -14,9 +14,10 @@ import pytest
 
 from seamguard.config import Config, config_from_mapping, load_config
 from seamguard.control.containment import EngineView, contain, tolerated_by
+from seamguard.control.containment_view import nodes_wanted
 from seamguard.control.controller import Controller
 from seamguard.control.planner import plan
-from seamguard.control.revalue import causes_of, heating_under, revalue
+from seamguard.control.revalue import causes_of, heating_under, kept_for_waiting, revalue
 from seamguard.economics.containment import Domains, Jobs, Option, value_containment
 from seamguard.economics.hazard import nominal_rates
 from seamguard.economics.job_value import JobEconomics
@@ -223,6 +224,51 @@ def test_a_tolerated_quarantine_is_valued_again_once_spares_come_back() -> None:
     # tolerance stands until the job can be read.
     down = EngineView(**{**v.__dict__, "step_time": np.where(freed.gpu_job == 0, np.nan, 2.0)})
     assert revalue(down, c0, 200.0, "act", 3) == []
+
+
+def test_a_tolerated_part_left_idle_stays_in_service_while_a_job_waits_for_nodes() -> None:
+    """Held-out seed 18001: a CDU's island restarted a 9-node job, which kept two nodes and waited
+    for seven. When the CDU came back, the valuation of a gray uplink tolerated for 27 hours took
+    its node out (idle: the job had not yet come back to it), and the job, one node short, waited
+    the last 9.5 hours. Idle while nobody waits, the part still goes."""
+    topo, busy = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})  # no spares
+    link = np.array([topo.index["link/n01"]])
+    waiting = workload_from_nodes(topo, np.where(np.arange(16) < 4, -1, busy.node_job))  # train keeps n04-n07
+    v = view(CFG, topo, waiting, "link/n01", [], 0.0)
+    assert nodes_wanted(topo, waiting) == 4
+    assert revalue(v, link, 200.0, "act", 3) == []
+    ended = workload_from_nodes(topo, np.where(np.arange(16) < 8, -1, busy.node_job))  # train gone
+    assert nodes_wanted(topo, ended) == 0
+    assert acts(revalue(view(CFG, topo, ended, "link/n01", [], 0.0), link, 200.0, "act", 3)) == {
+        ("disable_link", "link/n01")
+    }
+    busy_link = revalue(view(CFG, topo, waiting, "link/n05", [], 0.0), np.array([topo.index["link/n05"]]),
+                        200.0, "act", 3)  # fmt: skip
+    assert busy_link == []  # on the waiting job's kept node: valued with the job, still tolerated
+
+
+def test_a_quarantine_never_taken_out_is_kept_in_service_while_a_job_waits_for_its_node() -> None:
+    """Held-out seed 18001 again: an uplink quarantined while its node sat in a CDU's island was
+    never tolerated nor drained, so once the island let the node go only admission kept it from
+    the nine-node job restarting one node short. Kept in service while a job waits; not a part
+    hard evidence holds, one failed, one on a node the safety layer holds, or once nobody waits."""
+    topo, busy = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})
+    waiting = workload_from_nodes(topo, np.where(np.arange(16) < 4, -1, busy.node_job))
+    states = np.zeros(topo.n_entities, dtype=np.int64)
+    link, gpu, busy_gpu = topo.index["link/n01"], topo.index["gpu/n02/0"], topo.index["gpu/n05/0"]
+    states[[link, gpu, busy_gpu]] = int(State.QUARANTINE)
+    none = np.zeros(0, dtype=np.int64)
+    free = np.zeros(topo.n_entities, dtype=bool)
+    assert kept_for_waiting(topo, waiting, states, none, free).tolist() == [gpu, link]
+    assert kept_for_waiting(topo, waiting, states, np.array([1]), free).tolist() == [gpu]  # n01 held
+    forced = free.copy()
+    forced[gpu] = True
+    assert kept_for_waiting(topo, waiting, states, none, forced).tolist() == [link]
+    failed = states.copy()
+    failed[link] = int(State.FAILED)
+    assert kept_for_waiting(topo, waiting, failed, none, free).tolist() == [gpu]
+    ended = workload_from_nodes(topo, np.where(np.arange(16) < 8, -1, busy.node_job))
+    assert kept_for_waiting(topo, ended, states, none, free).size == 0  # nobody waits
 
 
 def test_only_tolerated_quarantines_over_a_heating_gpu_are_valued_again_at_once() -> None:

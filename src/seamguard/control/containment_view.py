@@ -69,6 +69,20 @@ def paced(view: EngineView) -> BoolArray:
     return seen
 
 
+def nodes_wanted(topo: Topology, workload: Workload) -> int:
+    """Nodes the placed jobs lack against their job record's width: a job restarting after a
+    drain or an island holds the nodes it kept and waits for the rest (the scheduler's pending
+    demand, as far as the engine sees it). A job absent from the placement is not counted: it may
+    have ended, and a scheduler that requeues it reports no nodes for it."""
+    placed_at = workload.node_job
+    if not topo.jobs or not placed_at.size:
+        return 0
+    known = set(topo.names[EntityKind.NODE])
+    width = np.array([sum(n in known for n in j.nodes) for j in topo.jobs], dtype=np.int64)
+    placed = np.bincount(placed_at[placed_at >= 0], minlength=width.size)
+    return int(np.where(placed > 0, np.maximum(width - placed, 0), 0).sum())
+
+
 def slowdown_now(view: EngineView) -> FloatArray:
     """Per GPU, its slowdown over its job's median: the sustained one, or this tick's if larger.
 

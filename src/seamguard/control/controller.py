@@ -32,7 +32,7 @@ from seamguard.control.islands import IslandBook
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.control.rank_harm import rank_harm
-from seamguard.control.revalue import causes_of, heating_under, revalue
+from seamguard.control.revalue import causes_of, heating_under, kept_for_waiting, revalue
 from seamguard.control.spares import job_spares, spares_by_class
 from seamguard.control.takeover import replanned
 from seamguard.control.thermal_trip import trip_in_s
@@ -173,7 +173,6 @@ class Controller:
         self._harm_ratio: FloatArray = np.zeros(topology.n_entities)
         validate_cohorts(config, self.catalog, topology, self.workload_at(0.0))
 
-    # ---- context --------------------------------------------------------------------------
     def workload_at(self, now: float) -> Workload:
         if self._live_placement and self._workload is not None:
             return self._workload
@@ -232,8 +231,7 @@ class Controller:
         return self._hazard
 
     def _failed(self) -> npt.NDArray[np.bool_]:
-        failed: npt.NDArray[np.bool_] = self.classifier.state == int(State.FAILED)
-        return failed
+        return np.asarray(self.classifier.state == int(State.FAILED), dtype=np.bool_)
 
     def _parts(self, workload: Workload) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         if self._pairs is None or self._pairs[0] is not workload:
@@ -267,7 +265,6 @@ class Controller:
         paths = storage_paths(self.config, self.topology, self.store, self.classifier.state)
         return job_risk(self.checkpoint_loop, self.job_hazard(), paths, index, self.now)
 
-    # ---- the loop -------------------------------------------------------------------------
     def tick(self, now: float, batch: TelemetryBatch) -> TickResult:
         if not now > self.now:
             raise ValueError(f"tick time must increase: got {now} after {self.now}")
@@ -373,6 +370,9 @@ class Controller:
         # revalue_s, and those over a GPU heading for its shutdown temperature every tick.
         trip = trip_in_s(cfg, frame.evidence, self.store)
         due = now >= self._revalue_at
+        if due:  # parts in quarantine on idle nodes while a job waits for nodes: kept in service
+            self._tolerated[kept_for_waiting(topo, workload, self.classifier.state, self.held_nodes,
+                                             forced_out(frame.floor))] = True  # fmt: skip
         again = np.flatnonzero(self._tolerated)
         again = again if due else heating_under(topo, again, trip)
         self.islands.forget_recovered(self.classifier.state)

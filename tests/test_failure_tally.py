@@ -14,9 +14,11 @@ from seamguard.config import load_config
 from seamguard.control.controller import Controller
 from seamguard.control.failure_tally import SAME_FAILURE_S, FailureTally
 from seamguard.economics.hazard import DAY_S
+from seamguard.journal.records import DecisionRecord
 from seamguard.model.entities import EntityKind
 from seamguard.model.topology import Topology
 from seamguard.model.workload import workload_from_nodes
+from seamguard.telemetry.batch import TelemetryBatch
 from seamguard.twin.jobs import TrainingJob
 from seamguard.twin.scenario import scenario_from_mapping
 from seamguard.twin.sim import Twin
@@ -91,6 +93,50 @@ def test_a_new_job_table_carries_each_job_s_count_and_a_joiner_starts_unseen() -
     tally.carry_over(np.array([1, -1]))  # job 1 is now first; a new job joined
     assert tally.runtime_last[0] == 5.0 and math.isnan(tally.runtime_last[1])
     assert tally.count(60.0, NONE, NODE_JOB, runtime(6.0, 9.0)) == 1  # the joiner's 9 is a first sight
+
+
+def test_a_restart_seamguard_caused_is_no_failure(topology: Topology) -> None:
+    """A launcher that counts every restart would make each drain a failure, raise the learned
+    rate, and so drain more: acting, the engine's quarantine of a job's node marks that job's next
+    runtime count as the restart it caused. Advised, a reroute, or past the window: counted."""
+    node_job = np.full(topology.count(EntityKind.NODE), -1, dtype=np.int64)
+    node_job[:2] = 0
+    names = topology.names[EntityKind.NODE]
+    tally = FailureTally.create(len(topology.jobs))
+    reported = np.array([0.0] + [math.nan] * (len(topology.jobs) - 1))
+
+    def decision(action: str, entity: str, mode: str = "act") -> DecisionRecord:
+        return DecisionRecord(100.0, entity, action, mode, "gray", "quarantine")
+
+    tally.count(0.0, NONE, node_job, reported)
+    tally.moved(100.0, topology, node_job, [decision("drain_node", f"node/{names[2]}")])  # idle node
+    tally.moved(100.0, topology, node_job, [decision("drain_node", f"node/{names[0]}", "advise")])
+    tally.moved(100.0, topology, node_job, [decision("reroute", f"link/{names[0]}")])
+    assert tally.count(200.0, NONE, node_job, reported + 1) == 1  # none of those restarted job 0
+    tally.moved(2000.0, topology, node_job, [decision("disable_link", f"link/{names[1]}")])
+    assert tally.count(2100.0, NONE, node_job, reported + 2) == 0  # its own restart
+    assert tally.count(2000.0 + SAME_FAILURE_S + 1.0, NONE, node_job, reported + 3) == 1
+    tally.carry_over(np.arange(len(topology.jobs)))
+    tally.moved(
+        5000.0, topology, node_job, [decision("island_domain", f"rack/{topology.names[EntityKind.RACK][0]}")]
+    )
+    assert tally.count(5100.0, NONE, node_job, reported + 4) == 0
+
+
+@pytest.mark.parametrize("mode", ["act", "advise"])
+def test_the_engine_marks_the_jobs_its_own_drains_restart(topology: Topology, mode: str) -> None:
+    rng = np.random.default_rng(0)
+    ctl = Controller(topology, CFG, mode=mode)
+    for i in range(5):
+        ctl.tick(1000.0 + 30.0 * i, normal_batch(topology, 1000.0 + 30.0 * i, rng))
+    now, gpu = 1200.0, topology.index["gpu/n01/2"]
+    xid = TelemetryBatch(np.array([gpu]), np.array([ctl.catalog["gpu.xid"].index]), np.array([now - 3]),
+                         np.array([79.0]))  # fmt: skip
+    res = ctl.tick(now, TelemetryBatch.concat([normal_batch(topology, now, rng), xid]))
+    assert ("drain_node", "node/n01") in {(d.action, d.entity) for d in res.decisions}
+    job = int(ctl.workload_at(now).node_job[topology.local[topology.index["node/n01"]]])
+    assert job >= 0
+    assert ctl.failures.moved_at[job] == (now if mode == "act" else -math.inf)
 
 
 def _runtime_batch(topology: Topology, now: float, rng: np.random.Generator, count: float) -> Any:

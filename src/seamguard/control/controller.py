@@ -394,12 +394,12 @@ class Controller:
             self.islands.note(view, decisions, now)
         self._exposure = None  # the loop above moved what each part last was
         if self.checkpoint_loop is not None:
-            loop_tick = self._checkpoint_tick(now, workload, self.checkpoint_loop)
-            decisions.extend(loop_tick.decisions)
+            decisions.extend(self._checkpoint_tick(now, workload, self.checkpoint_loop).decisions)
         outcomes: list[OutcomeRecord] = []
         if self.economics is not None:
             steps, outcomes = self._escalate(now, workload, self.economics)
             decisions.extend(steps)
+        self.failures.moved(now, topo, workload.node_job, decisions)  # restarts it causes: no failures
         watched = observations(
             self._scores(), now, changes.index, self._last_observed, cfg.engine.observe_every_s
         )

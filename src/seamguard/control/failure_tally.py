@@ -15,6 +15,13 @@ failure per ``SAME_FAILURE_S`` by its runtime's witness: a counter that leaps (a
 down for hours whose retries all failed) cannot set the fleet's rate on its own. A runtime's
 counter is taken as it is first seen (failures before that were not watched), and one that goes
 down was restarted from zero: neither is a failure.
+
+The restarts seamguard causes are no failures either. A launcher's count may include them
+(torchrun counts a membership change as a restart), and counted, each drain would raise the
+learned rate, shorten every interval and value every suspect part as likelier to fail: more
+drains. So within ``SAME_FAILURE_S`` after the engine, acting, took capacity out from under a
+job (``moved``: a drain, a disabled uplink, an island, an isolated leaf), that job's runtime count
+is its planned restart. A real failure in that window is missed: the job restarts once for both.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ import numpy.typing as npt
 
 from seamguard.config import HazardConfig
 from seamguard.economics.hazard import DAY_S
+from seamguard.journal.records import DecisionRecord
+from seamguard.model.action_kinds import QUARANTINE_KINDS
 from seamguard.model.entities import EntityKind
+from seamguard.model.topology import Topology, nodes_below
 from seamguard.model.workload import Workload
 from seamguard.model.world import carry
 from seamguard.telemetry.plausibility import counter_increase
@@ -43,10 +53,11 @@ class FailureTally:
     runtime_last: FloatArray  # per job: its runtime's counter as last seen (NaN: never seen)
     part_at: FloatArray  # per job: when a failed part of it was last counted
     runtime_at: FloatArray  # per job: when a failure its runtime counted was last counted
+    moved_at: FloatArray  # per job: when the engine, acting, last took capacity out from under it
 
     @classmethod
     def create(cls, n_jobs: int) -> FailureTally:
-        return cls(np.full(n_jobs, np.nan), np.full(n_jobs, -np.inf), np.full(n_jobs, -np.inf))
+        return cls(np.full(n_jobs, np.nan), *(np.full(n_jobs, -np.inf) for _ in range(3)))
 
     def count(
         self, now: float, failed_nodes: IntArray, node_job: IntArray, runtime: FloatArray | None
@@ -66,6 +77,7 @@ class FailureTally:
         increase, _reset = counter_increase(self.runtime_last, runtime)
         rose = increase > 0  # NaN: never seen, not reported now, or restarted from zero
         rose &= (now - self.part_at > SAME_FAILURE_S) & (now - self.runtime_at > SAME_FAILURE_S)
+        rose &= now - self.moved_at > SAME_FAILURE_S  # a restart seamguard caused
         self.runtime_at[rose] = now
         self.runtime_last = np.where(np.isfinite(runtime), runtime, self.runtime_last)
         return parts + int(np.count_nonzero(rose))
@@ -74,10 +86,22 @@ class FailureTally:
         """Re-indexed to a new job table (``jobs``: new -> old, -1 joined); a job that joined
         starts unseen."""
         self.runtime_last = carry(self.runtime_last, jobs, np.nan)
-        self.part_at, self.runtime_at = (
+        self.part_at, self.runtime_at, self.moved_at = (
             carry(self.part_at, jobs, -np.inf),
             carry(self.runtime_at, jobs, -np.inf),
+            carry(self.moved_at, jobs, -np.inf),
         )
+
+    def moved(self, now: float, topo: Topology, node_job: IntArray, decisions: list[DecisionRecord]) -> None:
+        """Mark the jobs the engine's quarantines (acted on, not advised) take capacity from: their
+        runtime's next count is the restart seamguard caused."""
+        for d in decisions:
+            if d.mode != "act" or d.action not in QUARANTINE_KINDS:
+                continue
+            g = topo.lookup(d.entity)
+            if g is not None:
+                jobs = node_job[nodes_below(topo, g)]
+                self.moved_at[jobs[jobs >= 0]] = now
 
     def reporting(self) -> npt.NDArray[np.bool_]:
         """Jobs whose runtime has reported its count: their software failures are watched too."""

@@ -17,7 +17,7 @@ from seamguard.control.containment import EngineView, contain, tolerated_by
 from seamguard.control.containment_view import nodes_wanted
 from seamguard.control.controller import Controller
 from seamguard.control.planner import plan
-from seamguard.control.revalue import causes_of, heating_under, kept_for_waiting, revalue
+from seamguard.control.revalue import causes_of, heating_under, keep_for_waiting, revalue
 from seamguard.economics.containment import Domains, Jobs, Option, value_containment
 from seamguard.economics.hazard import nominal_rates
 from seamguard.economics.job_value import JobEconomics
@@ -250,8 +250,9 @@ def test_a_tolerated_part_left_idle_stays_in_service_while_a_job_waits_for_nodes
 def test_a_quarantine_never_taken_out_is_kept_in_service_while_a_job_waits_for_its_node() -> None:
     """Held-out seed 18001 again: an uplink quarantined while its node sat in a CDU's island was
     never tolerated nor drained, so once the island let the node go only admission kept it from
-    the nine-node job restarting one node short. Kept in service while a job waits; not a part
-    hard evidence holds, one failed, one on a node the safety layer holds, or once nobody waits."""
+    the nine-node job restarting one node short. Kept in service while a job waits, and said so
+    once; not a part hard evidence holds, one failed, one on a node the safety layer holds, or
+    once nobody waits."""
     topo, busy = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})
     waiting = workload_from_nodes(topo, np.where(np.arange(16) < 4, -1, busy.node_job))
     states = np.zeros(topo.n_entities, dtype=np.int64)
@@ -259,16 +260,29 @@ def test_a_quarantine_never_taken_out_is_kept_in_service_while_a_job_waits_for_i
     states[[link, gpu, busy_gpu]] = int(State.QUARANTINE)
     none = np.zeros(0, dtype=np.int64)
     free = np.zeros(topo.n_entities, dtype=bool)
-    assert kept_for_waiting(topo, waiting, states, none, free).tolist() == [gpu, link]
-    assert kept_for_waiting(topo, waiting, states, np.array([1]), free).tolist() == [gpu]  # n01 held
+
+    def kept(workload: Workload, st: np.ndarray, held: np.ndarray, forced: np.ndarray) -> list[str]:
+        tolerated = np.zeros(topo.n_entities, dtype=bool)
+        out = keep_for_waiting(topo, workload, st, held, forced, tolerated, 200.0, "act", 2)
+        assert [topo.ids[g] for g in np.flatnonzero(tolerated)] == [d.entity for d in out]
+        assert all(d.action == "restrict_admission" and "wait for 4 node(s)" in d.reason for d in out)
+        return [d.entity for d in out]
+
+    assert kept(waiting, states, none, free) == ["gpu/n02/0", "link/n01"]
+    assert kept(waiting, states, np.array([1]), free) == ["gpu/n02/0"]  # n01 held
     forced = free.copy()
     forced[gpu] = True
-    assert kept_for_waiting(topo, waiting, states, none, forced).tolist() == [link]
+    assert kept(waiting, states, none, forced) == ["link/n01"]
     failed = states.copy()
     failed[link] = int(State.FAILED)
-    assert kept_for_waiting(topo, waiting, failed, none, free).tolist() == [gpu]
+    assert kept(waiting, failed, none, free) == ["gpu/n02/0"]
     ended = workload_from_nodes(topo, np.where(np.arange(16) < 8, -1, busy.node_job))
-    assert kept_for_waiting(topo, ended, states, none, free).size == 0  # nobody waits
+    assert kept(ended, states, none, free) == []  # nobody waits
+    once = np.zeros(topo.n_entities, dtype=bool)
+    once[link] = True  # already kept: not said again
+    assert [d.entity for d in keep_for_waiting(topo, waiting, states, none, free, once, 200.0, "act", 2)] == [
+        "gpu/n02/0"
+    ]
 
 
 def test_only_tolerated_quarantines_over_a_heating_gpu_are_valued_again_at_once() -> None:
@@ -834,3 +848,25 @@ def test_criticality_changes_a_gray_leaf_s_answer(criticality: str, moved: bool)
     _, out = gray_leaf(config({"a": criticality, "b": criticality}), True, 0.05)
     assert (("drain_node", "node/n04") in acts(out)) is moved
     assert (("drain_node", "node/n07") in acts(out)) is moved
+
+
+def test_controller_keeps_a_quarantined_idle_uplink_in_service_while_a_job_waits() -> None:
+    """Through the engine's tick: a three-node job restarting on two holds them and waits for a
+    third; the only free node's uplink is in quarantine. Kept in service (``degraded`` to
+    admission), said once; while nobody waits, admission denies it."""
+    inv = small_inventory(nodes=4, gpus=1, racks_per_cdu=1, nodes_per_rack=2)
+    topo = build_topology(inv, (JobRecord("train", SYNC, ("n00", "n01", "n02"), 0.0, 1e10),))
+    link = topo.index["link/n03"]
+    rng = np.random.default_rng(5)
+    for placement, kept in (({"train": ["n00", "n01", "n02"]}, False), ({"train": ["n00", "n01"]}, True)):
+        ctl = Controller(topo, CFG, mode="act")
+        ctl.set_placement(placement)
+        for tick in range(1, 4):
+            ctl.tick(1000.0 + 30.0 * tick, normal_batch(topo, 1000.0 + 30.0 * tick, rng))
+        ctl.classifier.state[link] = int(State.QUARANTINE)
+        res = ctl.tick(1120.0, normal_batch(topo, 1120.0, rng))
+        said = [d for d in res.decisions if d.entity == "link/n03" and d.action == "restrict_admission"]
+        assert len(said) == int(kept)
+        assert ctl.admission_states()[link] == int(State.DEGRADED if kept else State.QUARANTINE)
+        again = ctl.tick(1150.0, normal_batch(topo, 1150.0, rng))
+        assert not [d for d in again.decisions if d.entity == "link/n03"]  # said once

@@ -32,7 +32,7 @@ from seamguard.control.islands import IslandBook
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.control.rank_harm import rank_harm
-from seamguard.control.revalue import causes_of, heating_under, kept_for_waiting, revalue
+from seamguard.control.revalue import causes_of, heating_under, keep_for_waiting, revalue
 from seamguard.control.spares import job_spares, spares_by_class
 from seamguard.control.takeover import replanned
 from seamguard.control.thermal_trip import trip_in_s
@@ -371,8 +371,8 @@ class Controller:
         trip = trip_in_s(cfg, frame.evidence, self.store)
         due = now >= self._revalue_at
         if due:  # parts in quarantine on idle nodes while a job waits for nodes: kept in service
-            self._tolerated[kept_for_waiting(topo, workload, self.classifier.state, self.held_nodes,
-                                             forced_out(frame.floor))] = True  # fmt: skip
+            decisions += keep_for_waiting(topo, workload, self.classifier.state, self.held_nodes, forced_out(frame.floor),
+                                          self._tolerated, now, self.mode, self.epoch)  # fmt: skip
         again = np.flatnonzero(self._tolerated)
         again = again if due else heating_under(topo, again, trip)
         self.islands.forget_recovered(self.classifier.state)

@@ -73,16 +73,18 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
     return [d for d in contain(proposals, view, value_blind=False) if d.action in CONTAINING]
 
 
-def kept_for_waiting(
-    topo: Topology, workload: Workload, states: IntArray, held: IntArray, forced: BoolArray
-) -> IntArray:
+def keep_for_waiting(
+    topo: Topology, workload: Workload, states: IntArray, held: IntArray, forced: BoolArray,
+    tolerated: BoolArray, now: float, mode: str, epoch: int,
+) -> list[DecisionRecord]:  # fmt: skip
     """The quarantined parts (a GPU, MIG instance, node or uplink; gray, not failed, not held by
     hard evidence) on idle nodes the safety layer does not hold, while a job waits for nodes: kept
     in service (``degraded`` to admission, valued again every period), as a quarantine the
-    valuation tolerates is. Their node was never taken out (its part turned gray while another
-    hold had it, or its drain was refused), so nothing but admission keeps it from the waiting
-    job, which would otherwise sit idle for the whole fault. (Held-out seed 18001: an uplink
-    quarantined while its node sat in a CDU's island denied that node to a nine-node job
+    valuation tolerates is; ``tolerated`` is marked, and each newly kept part journals a
+    ``restrict_admission`` saying why. Their node was never taken out (its part turned gray while
+    another hold had it, or its drain was refused), so nothing but admission keeps it from the
+    waiting job, which would otherwise sit idle for the whole fault. (Held-out seed 18001: an
+    uplink quarantined while its node sat in a CDU's island denied that node to a nine-node job
     restarting from the island, one node short, for the last 9.5 hours.)"""
     node_of_part = np.full(topo.n_entities, -1, dtype=np.int64)
     node_of_part[topo.members[EntityKind.NODE]] = np.arange(topo.count(EntityKind.NODE))
@@ -92,10 +94,18 @@ def kept_for_waiting(
     free = np.zeros(workload.node_job.size + 1, dtype=bool)  # the last: no node
     free[:-1] = workload.node_job < 0
     free[held] = False
-    found = (states == int(State.QUARANTINE)) & ~forced & free[node_of_part]
-    if not found.any() or not nodes_wanted(topo, workload):
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(found).astype(np.int64)
+    found = (states == int(State.QUARANTINE)) & ~forced & free[node_of_part] & ~tolerated
+    if not found.any():
+        return []
+    wanted = nodes_wanted(topo, workload)
+    if not wanted:
+        return []
+    kept = np.flatnonzero(found)
+    tolerated[kept] = True
+    why = f"kept in service while jobs wait for {wanted} node(s): taken out, it would hold them idle"
+    restrict = ActionKind.RESTRICT_ADMISSION.value
+    return [DecisionRecord(now, topo.ids[g], restrict, mode, why, State.QUARANTINE.label, epoch=epoch,
+                           cause=topo.ids[g]) for g in kept.tolist()]  # fmt: skip
 
 
 def heating_under(topo: Topology, entities: IntArray, trip_in_s: FloatArray) -> IntArray:

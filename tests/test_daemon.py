@@ -482,3 +482,26 @@ def test_a_restarted_daemon_takes_over_the_quarantines_of_the_run_before(
             ]
             assert second.safety.quarantined() == []
             second.dispatcher.close()
+
+
+def test_a_restarted_daemon_keeps_the_fleet_s_learned_failure_rate(topo: Topology, tmp_path: Path) -> None:
+    """Run 1 learns that the fleet fails more than nominal and stops; run 2, on the same journal,
+    starts from what run 1 learned (decayed over the time down), and says so in the journal."""
+    config = daemon_config_from_mapping(POLICY)
+    path = tmp_path / "journal.sqlite"
+    t0 = 1.0e9
+    with SqliteJournal(path) as journal:
+        first = Daemon(config, topo, build_sources(config.site.sources, topo, CLOCK), journal=journal)
+        first.step(t0)
+        first.controller.learner.observed += 3.0  # three failures counted (control.failure_tally)
+        first.step(t0 + 1)
+        learnt = first.controller.learner.scale()
+        assert learnt > 1.5
+        first.dispatcher.close()
+    with SqliteJournal(path) as journal:
+        second = Daemon(config, topo, build_sources(config.site.sources, topo, CLOCK), journal=journal)
+        second.step(t0 + 600)
+        assert second.controller.learner.scale() == pytest.approx(learnt, rel=0.05)
+        [taken] = [n for n in journal.notices() if "learned failure rate taken over" in n.message]
+        assert f"x{second.controller.learner.scale():.2f}"[:3] in taken.message
+        second.dispatcher.close()

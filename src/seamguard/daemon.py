@@ -29,6 +29,7 @@ from seamguard.actuators.sections import Mode
 from seamguard.control.budgets import check_partitions
 from seamguard.control.controller import Controller
 from seamguard.control.engine_world import apply_world, vouched_repair
+from seamguard.control.learner_memory import LearnerMemory, restore_learner
 from seamguard.control.safety import SafetyLayer
 from seamguard.diagnose.domains import record_domains
 from seamguard.diagnose.findings_log import FindingsLog
@@ -170,6 +171,7 @@ class Daemon:
         self._back: dict[int, npt.NDArray[np.int64]] = {}  # id(that world) -> its index -> today's
         self._restored = journal is None  # a previous run's quarantines are taken over at the first step
         self._new_reign = False  # a leadership just began: the ledger is rebuilt from the journal
+        self.learner_memory = LearnerMemory()  # the learned failure rate, kept across restarts
         self.security: Security | None = None  # the HTTP API's auth and audit tally, set by serve_api
         # Taken at the end of each step and replaced whole: the HTTP threads read it without
         # touching the safety layer, the dispatcher or the latch while a step changes them.
@@ -265,6 +267,7 @@ class Daemon:
         if self.journal is not None and leading and (results or journal_notices or audit):
             self.journal.append_actions(results, journal_notices, audit)
         self._journal_findings(now, leading)
+        self.learner_memory.save(self.journal if leading else None, self.controller.learner, now)
         if self.leadership is not None:
             self.leadership.ticked(now)
         results = operated + results
@@ -389,6 +392,7 @@ class Daemon:
         in_force = self.desk.controls.active()
         out = [NoticeRecord(now, "operator", "warning", f"{len(in_force)} operator control(s) of an earlier run in force: "
                             + "; ".join(c.describe() for c in in_force))] if in_force else []  # fmt: skip
+        out += restore_learner(self.journal, self.controller.learner, now)
         if not held:
             return out
         shown = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")

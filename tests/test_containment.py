@@ -14,8 +14,9 @@ import pytest
 
 from seamguard.config import Config, config_from_mapping, load_config
 from seamguard.control.containment import EngineView, contain, tolerated_by
-from seamguard.control.containment_view import nodes_wanted
+from seamguard.control.containment_view import nodes_short, nodes_wanted
 from seamguard.control.controller import Controller
+from seamguard.control.engine_world import keep_idle_for_waiting
 from seamguard.control.planner import plan
 from seamguard.control.revalue import causes_of, heating_under, keep_for_waiting, revalue
 from seamguard.economics.containment import Domains, Jobs, Option, value_containment
@@ -245,44 +246,81 @@ def test_a_tolerated_part_left_idle_stays_in_service_while_a_job_waits_for_nodes
     busy_link = revalue(view(CFG, topo, waiting, "link/n05", [], 0.0), np.array([topo.index["link/n05"]]),
                         200.0, "act", 3)  # fmt: skip
     assert busy_link == []  # on the waiting job's kept node: valued with the job, still tolerated
+    hot = EngineView(**{**v.__dict__, "trip_in_s": np.where(topo.gpu_node == 1, 120.0, np.inf)})
+    assert acts(revalue(hot, link, 200.0, "act", 3)) == {("disable_link", "link/n01")}  # heading for shutdown
+    topo2, busy2 = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 14))})  # n14, n15 spare too
+    enough = workload_from_nodes(topo2, np.where(np.arange(16) < 4, -1, busy2.node_job))
+    assert acts(revalue(view(CFG, topo2, enough, "link/n01", [], 0.0), link, 200.0, "act", 3)) == {
+        ("disable_link", "link/n01")
+    }
 
 
 def test_a_quarantine_never_taken_out_is_kept_in_service_while_a_job_waits_for_its_node() -> None:
     """Held-out seed 18001 again: an uplink quarantined while its node sat in a CDU's island was
     never tolerated nor drained, so once the island let the node go only admission kept it from
-    the nine-node job restarting one node short. Kept in service while a job waits, and said so
-    once; not a part hard evidence holds, one failed, one on a node the safety layer holds, or
-    once nobody waits."""
+    the nine-node job restarting one node short. Kept in service while jobs wait for more nodes
+    than the healthy spares give, and said once; not a part hard evidence holds, one failed, one on
+    a node the safety layer holds, one over a GPU heading for shutdown, one that changed state this
+    tick, or once nobody waits or the spares suffice."""
     topo, busy = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})
-    waiting = workload_from_nodes(topo, np.where(np.arange(16) < 4, -1, busy.node_job))
+    waiting = workload_from_nodes(topo, np.where(np.arange(16) < 4, -1, busy.node_job))  # n00-n03 free
     states = np.zeros(topo.n_entities, dtype=np.int64)
     link, gpu, busy_gpu = topo.index["link/n01"], topo.index["gpu/n02/0"], topo.index["gpu/n05/0"]
     states[[link, gpu, busy_gpu]] = int(State.QUARANTINE)
     none = np.zeros(0, dtype=np.int64)
     free = np.zeros(topo.n_entities, dtype=bool)
+    cool = np.full(topo.count(EntityKind.GPU), np.inf)
 
-    def kept(workload: Workload, st: np.ndarray, held: np.ndarray, forced: np.ndarray) -> list[str]:
+    def kept(workload: Workload, st: np.ndarray, held: np.ndarray = none, hard: np.ndarray = free,
+             trip: np.ndarray = cool, fresh: np.ndarray = none) -> list[str]:  # fmt: skip
         tolerated = np.zeros(topo.n_entities, dtype=bool)
-        out = keep_for_waiting(topo, workload, st, held, forced, tolerated, 200.0, "act", 2)
+        out = keep_for_waiting(topo, workload, st, held, hard, trip, fresh, tolerated, 200.0, "act", 2)
         assert [topo.ids[g] for g in np.flatnonzero(tolerated)] == [d.entity for d in out]
-        assert all(d.action == "restrict_admission" and "wait for 4 node(s)" in d.reason for d in out)
+        assert all(d.action == "restrict_admission" and "more than the spares" in d.reason for d in out)
         return [d.entity for d in out]
 
-    assert kept(waiting, states, none, free) == ["gpu/n02/0", "link/n01"]
-    assert kept(waiting, states, np.array([1]), free) == ["gpu/n02/0"]  # n01 held
-    forced = free.copy()
-    forced[gpu] = True
-    assert kept(waiting, states, none, forced) == ["link/n01"]
+    # four nodes wanted, two healthy spares (n00, n03): two short
+    assert nodes_short(topo, waiting, states, none) == 2
+    assert kept(waiting, states) == ["gpu/n02/0", "link/n01"]
+    assert kept(waiting, states, held=np.array([1])) == ["gpu/n02/0"]  # n01 held
+    assert kept(waiting, states, held=np.array([0, 3])) == ["gpu/n02/0", "link/n01"]  # no spare at all
+    hard = free.copy()
+    hard[gpu] = True
+    assert kept(waiting, states, hard=hard) == ["link/n01"]
+    hot = cool.copy()
+    hot[topo.local[gpu]] = 120.0  # heading for shutdown in two minutes
+    assert kept(waiting, states, trip=hot) == ["link/n01"]
+    assert kept(waiting, states, fresh=np.array([link])) == ["gpu/n02/0"]
     failed = states.copy()
     failed[link] = int(State.FAILED)
-    assert kept(waiting, failed, none, free) == ["gpu/n02/0"]
+    assert kept(waiting, failed) == ["gpu/n02/0"]
     ended = workload_from_nodes(topo, np.where(np.arange(16) < 8, -1, busy.node_job))
-    assert kept(ended, states, none, free) == []  # nobody waits
+    assert kept(ended, states) == []  # nobody waits
+    topo2, busy2 = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 14))})  # n14, n15 spare
+    spares = workload_from_nodes(topo2, np.where(np.arange(16) < 4, -1, busy2.node_job))
+    assert nodes_short(topo2, spares, states, none) == 0  # four wanted; n00, n03, n14, n15 healthy and free
+    assert keep_for_waiting(topo2, spares, states, none, free, cool, none, free.copy(), 200.0, "act", 2) == []
     once = np.zeros(topo.n_entities, dtype=bool)
     once[link] = True  # already kept: not said again
-    assert [d.entity for d in keep_for_waiting(topo, waiting, states, none, free, once, 200.0, "act", 2)] == [
-        "gpu/n02/0"
-    ]
+    again = keep_for_waiting(topo, waiting, states, none, free, cool, none, once, 200.0, "act", 2)
+    assert [d.entity for d in again] == ["gpu/n02/0"]
+
+
+def test_a_gpu_whose_remembered_xid_asks_for_a_reset_is_never_kept_for_a_waiting_job() -> None:
+    """Hard evidence is not only the tick the XID came on: the engine's wrapper reads every GPU's
+    remembered XID (``XidMemory.remembered_floor``), and its MIG instances go with it."""
+    topo, busy = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})
+    ctl = Controller(topo, CFG, mode="act")
+    waiting = workload_from_nodes(topo, np.where(np.arange(16) < 4, -1, busy.node_job))
+    gpu = topo.index["gpu/n02/0"]
+    ctl.classifier.state[gpu] = int(State.QUARANTINE)
+    ctl.xid_memory.code[topo.local[gpu]] = 119.0  # GSP RPC timeout: a reset (quarantine)
+    assert ctl.xid_memory.remembered_floor()[topo.local[gpu]] == int(State.QUARANTINE)
+    none, cool = np.zeros(0, dtype=np.int64), np.full(topo.count(EntityKind.GPU), np.inf)
+    floor = np.full(topo.n_entities, -1, dtype=np.int64)  # no XID this tick
+    assert keep_idle_for_waiting(ctl, waiting, floor, none, cool, 200.0) == []
+    ctl.xid_memory.forget(int(topo.local[gpu]))  # repaired: the memory is clean
+    assert [d.entity for d in keep_idle_for_waiting(ctl, waiting, floor, none, cool, 200.0)] == ["gpu/n02/0"]
 
 
 def test_only_tolerated_quarantines_over_a_heating_gpu_are_valued_again_at_once() -> None:
@@ -852,8 +890,8 @@ def test_criticality_changes_a_gray_leaf_s_answer(criticality: str, moved: bool)
 
 def test_controller_keeps_a_quarantined_idle_uplink_in_service_while_a_job_waits() -> None:
     """Through the engine's tick: a three-node job restarting on two holds them and waits for a
-    third; the only free node's uplink is in quarantine. Kept in service (``degraded`` to
-    admission), said once; while nobody waits, admission denies it."""
+    third; of the free nodes, n02 is held by the safety layer and n03's uplink is in quarantine.
+    Kept in service (``degraded`` to admission), said once; while nobody waits, admission denies it."""
     inv = small_inventory(nodes=4, gpus=1, racks_per_cdu=1, nodes_per_rack=2)
     topo = build_topology(inv, (JobRecord("train", SYNC, ("n00", "n01", "n02"), 0.0, 1e10),))
     link = topo.index["link/n03"]
@@ -861,6 +899,7 @@ def test_controller_keeps_a_quarantined_idle_uplink_in_service_while_a_job_waits
     for placement, kept in (({"train": ["n00", "n01", "n02"]}, False), ({"train": ["n00", "n01"]}, True)):
         ctl = Controller(topo, CFG, mode="act")
         ctl.set_placement(placement)
+        ctl.held_nodes = np.array([2])
         for tick in range(1, 4):
             ctl.tick(1000.0 + 30.0 * tick, normal_batch(topo, 1000.0 + 30.0 * tick, rng))
         ctl.classifier.state[link] = int(State.QUARANTINE)

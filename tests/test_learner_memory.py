@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from seamguard.config import load_config
-from seamguard.control.learner_memory import META_KEY, SAVE_EVERY_S, LearnerMemory, restore_learner
+from seamguard.control.learner_memory import META_KEY, SAVE_EVERY_S, LearnerMemory
 from seamguard.economics.hazard_learning import HazardLearner, learner_for
 from seamguard.journal.sqlite import SqliteJournal
 
@@ -31,13 +31,46 @@ def test_a_cold_learner_takes_over_the_saved_sums_decayed_over_the_time_down(tmp
         LearnerMemory().save(journal, before, T0)
         cold = learner_for(CFG.hazard)
         half = CFG.hazard.learn_halflife_s
-        [notice] = restore_learner(journal, cold, T0 + half)
+        memory = LearnerMemory()
+        [notice] = memory.restore(journal, cold, T0 + half)
         assert cold.observed == pytest.approx(2.0) and cold.expected == pytest.approx(0.25)
         assert cold.last == T0 + half  # the time down is not watched: nothing expected for it
         assert cold.scale() > 1.5 and notice.level == "info" and f"x{cold.scale():.2f}" in notice.message
-        warm = learned(1.0, 1.0, T0 + 10)  # a follower that took the leadership saw it all already
-        assert restore_learner(journal, warm, T0 + half) == [] and warm.observed == 1.0
-        assert restore_learner(SqliteJournal(tmp_path / "other.sqlite"), learner_for(CFG.hazard), T0) == []
+        assert memory.restore(journal, cold, T0 + half) == [] and cold.observed == pytest.approx(2.0)  # once
+        assert (
+            LearnerMemory().restore(SqliteJournal(tmp_path / "other.sqlite"), learner_for(CFG.hazard), T0)
+            == []
+        )
+
+
+def test_what_a_restarted_daemon_counted_before_reading_the_journal_is_kept(tmp_path: Path) -> None:
+    """A journal out of reach at the first ticks delays the read; what the learner counted
+    meanwhile is added to, not replaced."""
+    with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        LearnerMemory().save(journal, learned(2.0, 1.0), T0)
+        memory, learner = LearnerMemory(), learned(1.0, 0.0, T0 + 60)
+        memory.save(None, learner, T0 + 60)  # a first tick, the journal not read yet
+        memory.restore(journal, learner, T0 + 120)
+        assert learner.observed == pytest.approx(3.0, rel=1e-3) and learner.last == T0 + 60
+
+
+def test_a_follower_taking_the_leadership_keeps_its_own_sums(tmp_path: Path) -> None:
+    with SqliteJournal(tmp_path / "j.sqlite") as journal:
+        LearnerMemory().save(journal, learned(4.0, 0.5), T0)
+        memory, follower = LearnerMemory(), learned(4.0, 0.5, T0)
+        memory.save(None, follower, T0 - 3600)  # ticking for an hour, as a follower
+        assert memory.restore(journal, follower, T0 + 30) == [] and follower.observed == 4.0
+
+
+def test_a_journal_that_does_not_answer_the_read_costs_a_notice(tmp_path: Path) -> None:
+    class Away:
+        def get_meta(self, key: str) -> str | None:
+            raise OSError("connection refused")
+
+    learner = learner_for(CFG.hazard)
+    [notice] = LearnerMemory().restore(Away(), learner, T0)  # type: ignore[arg-type]
+    assert notice.level == "warning" and "did not answer: OSError" in notice.message
+    assert math.isnan(learner.last)
 
 
 def test_the_leader_writes_every_few_minutes_and_at_once_after_a_failure(tmp_path: Path) -> None:
@@ -78,7 +111,7 @@ def test_what_the_journal_holds_is_checked_and_a_bad_value_is_named(
     with SqliteJournal(tmp_path / "j.sqlite") as journal:
         journal.set_meta(META_KEY, stored)
         cold = learner_for(CFG.hazard)
-        [notice] = restore_learner(journal, cold, T0)
+        [notice] = LearnerMemory().restore(journal, cold, T0)
         assert notice.level == "warning" and why in notice.message and META_KEY in notice.message
         assert math.isnan(cold.last) and cold.observed == 0.0  # learned afresh
 
@@ -92,5 +125,6 @@ def test_a_journal_that_refuses_the_write_costs_a_log_line_not_the_tick(
 
     memory = LearnerMemory()
     memory.save(Refusing(), learned(1.0, 1.0), T0)  # type: ignore[arg-type]
-    assert "learned failure rate not written" in caplog.text
+    memory.save(Refusing(), learned(1.0, 1.0), T0 + 30)  # type: ignore[arg-type]
+    assert caplog.text.count("learned failure rate not written") == 1  # once, not every tick
     assert memory.saved_at == -math.inf  # tried again at the next tick

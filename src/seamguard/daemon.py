@@ -29,7 +29,7 @@ from seamguard.actuators.sections import Mode
 from seamguard.control.budgets import check_partitions
 from seamguard.control.controller import Controller
 from seamguard.control.engine_world import apply_world, vouched_repair
-from seamguard.control.learner_memory import LearnerMemory, restore_learner
+from seamguard.control.learner_memory import LearnerMemory
 from seamguard.control.safety import SafetyLayer
 from seamguard.diagnose.domains import record_domains
 from seamguard.diagnose.findings_log import FindingsLog
@@ -392,7 +392,7 @@ class Daemon:
         in_force = self.desk.controls.active()
         out = [NoticeRecord(now, "operator", "warning", f"{len(in_force)} operator control(s) of an earlier run in force: "
                             + "; ".join(c.describe() for c in in_force))] if in_force else []  # fmt: skip
-        out += restore_learner(self.journal, self.controller.learner, now)
+        out += self.learner_memory.restore(self.journal, self.controller.learner, now)
         if not held:
             return out
         shown = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")

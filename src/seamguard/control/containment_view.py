@@ -15,6 +15,7 @@ from seamguard.economics.containment import Jobs
 from seamguard.economics.hazard import part_rates
 from seamguard.economics.job_value import JobEconomics, job_restart_s
 from seamguard.model.entities import EntityKind
+from seamguard.model.states import State
 from seamguard.model.topology import Topology
 from seamguard.model.workload import Workload
 from seamguard.scoring.groupstats import group_median
@@ -81,6 +82,26 @@ def nodes_wanted(topo: Topology, workload: Workload) -> int:
     width = np.array([sum(n in known for n in j.nodes) for j in topo.jobs], dtype=np.int64)
     placed = np.bincount(placed_at[placed_at >= 0], minlength=width.size)
     return int(np.where(placed > 0, np.maximum(width - placed, 0), 0).sum())
+
+
+def nodes_short(topo: Topology, workload: Workload, states: IntArray, held: IntArray) -> int:
+    """The nodes waiting jobs lack (``nodes_wanted``) beyond the free nodes that are spares: in
+    service (not held by the safety layer) with the node, its uplink, its GPUs, its rack and its
+    CDU all ``healthy`` (or unwatched). A job waiting while such spares are free is about to take them (the
+    scheduler places on the admitted first), so nothing gray need stay in service for it."""
+    wanted = nodes_wanted(topo, workload)
+    if not wanted:
+        return 0
+    unwell = ~np.isin(states, [int(State.HEALTHY), int(State.UNKNOWN)])  # unknown: not watched, placed on
+    m = topo.members
+    bad = unwell[m[EntityKind.NODE]] | unwell[m[EntityKind.LINK]]
+    np.logical_or.at(bad, topo.gpu_node, unwell[m[EntityKind.GPU]])
+    bad |= (
+        unwell[m[EntityKind.RACK]][topo.node_rack] | unwell[m[EntityKind.CDU]][topo.rack_cdu[topo.node_rack]]
+    )
+    spare = (workload.node_job < 0) & ~bad
+    spare[held] = False
+    return max(wanted - int(spare.sum()), 0)
 
 
 def slowdown_now(view: EngineView) -> FloatArray:

@@ -17,6 +17,7 @@ from seamguard.config import Config
 from seamguard.control.checkpoint_loop import SINCE_SIGNAL, CheckpointLoop, LoopTick, job_risk, storage_paths
 from seamguard.control.classifier import Classifier, ClassifierInputs, forced_out, newly_failed_nodes
 from seamguard.control.containment import EngineView, contain, still_weighed, tolerated_by, valued
+from seamguard.control.engine_world import keep_idle_for_waiting
 from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.explaining import (
     EntityView,
@@ -32,7 +33,7 @@ from seamguard.control.islands import IslandBook
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.control.rank_harm import rank_harm
-from seamguard.control.revalue import causes_of, heating_under, keep_for_waiting, revalue
+from seamguard.control.revalue import causes_of, heating_under, revalue
 from seamguard.control.spares import job_spares, spares_by_class
 from seamguard.control.takeover import replanned
 from seamguard.control.thermal_trip import trip_in_s
@@ -370,9 +371,8 @@ class Controller:
         # revalue_s, and those over a GPU heading for its shutdown temperature every tick.
         trip = trip_in_s(cfg, frame.evidence, self.store)
         due = now >= self._revalue_at
-        if due:  # parts in quarantine on idle nodes while a job waits for nodes: kept in service
-            decisions += keep_for_waiting(topo, workload, self.classifier.state, self.held_nodes, forced_out(frame.floor),
-                                          self._tolerated, now, self.mode, self.epoch)  # fmt: skip
+        if due:  # parts in quarantine on idle nodes while jobs wait for nodes: kept in service
+            decisions += keep_idle_for_waiting(self, workload, frame.floor, changes.index, trip, now)
         again = np.flatnonzero(self._tolerated)
         again = again if due else heating_under(topo, again, trip)
         self.islands.forget_recovered(self.classifier.state)

@@ -5,8 +5,12 @@ only, a restart forgot them: a fleet that failed ten times that morning read nom
 its jobs went back to the nominal interval until they failed as often again. The leader writes the
 learner's two decayed sums to the journal every ``SAVE_EVERY_S`` and whenever it counts a failure
 (a fenced write on a shared journal: a deposed leader's is refused); a daemon that starts cold
-reads them back. The time the daemon was down was not watched: the sums decay over it, and
-nothing is expected for it, so a restart neither raises nor lowers the learned rate.
+reads them back and adds them to what it has counted since it started. The time the daemon was
+down was not watched: the sums decay over it as over any time, and nothing is expected for it, so
+the rate drifts back toward the prior by the decay alone, as it would over a day without news.
+A replica that has been ticking longer than ``SAVE_EVERY_S`` (a follower taking the leadership)
+keeps its own sums: it watched the same sources as its leader, and adding the journal's would
+count each failure twice.
 
 What the journal holds is checked like any input: a value that is not the JSON this module
 writes, or whose sums are negative or not finite, or whose time lies ahead of the clock, is left
@@ -34,9 +38,14 @@ log = logging.getLogger(__name__)
 class LearnerMemory:
     saved_at: float = -math.inf
     saved_observed: float = math.nan
+    watching_since: float = math.nan  # this process's first tick
+    restored: bool = False
+    failing: bool = False  # the last write failed: logged once until one succeeds
 
     def save(self, journal: Journal | None, learner: HazardLearner, now: float) -> None:
         """Write the learner's sums when due (``SAVE_EVERY_S``, or a failure counted since)."""
+        if math.isnan(self.watching_since):
+            self.watching_since = now
         if journal is None or math.isnan(learner.last):
             return
         counted = not learner.observed <= self.saved_observed  # NaN at first: written once
@@ -45,29 +54,44 @@ class LearnerMemory:
         text = json.dumps({"observed": learner.observed, "expected": learner.expected, "at": learner.last})
         try:
             journal.set_meta(META_KEY, text)
-        except Exception:  # no action waits on it: logged, and written again at the next tick
-            log.exception("journal: the learned failure rate not written")
+        except Exception:  # no action waits on it: logged once, and written again at the next tick
+            if not self.failing:
+                log.exception("journal: the learned failure rate not written")
+            self.failing = True
             return
-        self.saved_at, self.saved_observed = now, learner.observed
+        self.saved_at, self.saved_observed, self.failing = now, learner.observed, False
+
+    def restore(self, journal: Journal, learner: HazardLearner, now: float) -> list[NoticeRecord]:
+        """Add the journal's sums to a learner this process started cold, once. Returns the
+        notices to journal: what was read, or why not."""
+        if self.restored or (
+            not math.isnan(self.watching_since) and now - self.watching_since > SAVE_EVERY_S
+        ):
+            return []
+        self.restored = True
+        try:
+            text = journal.get_meta(META_KEY)
+        except Exception as exc:  # a journal away: the rate is learned afresh, the tick goes on
+            log.exception("journal: the learned failure rate not read")
+            return [_unread(now, f"the journal did not answer: {type(exc).__name__}")]
+        if text is None:
+            return []
+        try:
+            observed, expected, at = _parse(text, now)
+        except ValueError as exc:
+            return [_unread(now, str(exc))]
+        keep = 0.5 ** ((now - at) / learner.halflife_s)  # decayed over the time down; nothing expected for it
+        learner.observed += observed * keep
+        learner.expected += expected * keep
+        if math.isnan(learner.last):
+            learner.last = now
+        return [NoticeRecord(now, "engine", "info", f"the fleet's learned failure rate taken over from the "
+                             f"journal (saved {now - at:.0f} s ago): x{learner.scale():.2f} nominal")]  # fmt: skip
 
 
-def restore_learner(journal: Journal, learner: HazardLearner, now: float) -> list[NoticeRecord]:
-    """Load a cold learner from the journal (a warm one, a follower's that took the leadership,
-    already saw what its leader saw). Returns the notices to journal: what was read, or why not."""
-    if not math.isnan(learner.last):
-        return []
-    text = journal.get_meta(META_KEY)
-    if text is None:
-        return []
-    try:
-        observed, expected, at = _parse(text, now)
-    except ValueError as exc:
-        return [NoticeRecord(now, "engine", "warning", f"journal meta {META_KEY!r} not read ({exc}): "
-                             "the fleet's failure rate is learned afresh")]  # fmt: skip
-    keep = 0.5 ** ((now - at) / learner.halflife_s)  # the time down decays it; nothing is expected for it
-    learner.observed, learner.expected, learner.last = observed * keep, expected * keep, now
-    return [NoticeRecord(now, "engine", "info", f"the fleet's learned failure rate taken over from the "
-                         f"journal (saved {now - at:.0f} s ago): x{learner.scale():.2f} nominal")]  # fmt: skip
+def _unread(now: float, why: str) -> NoticeRecord:
+    return NoticeRecord(now, "engine", "warning", f"journal meta {META_KEY!r} not read ({why}): "
+                        "the fleet's failure rate is learned afresh")  # fmt: skip
 
 
 def _parse(text: str, now: float) -> tuple[float, float, float]:

@@ -9,7 +9,8 @@ over those with a GPU below them heading for its shutdown temperature (``heating
 
 A tolerated part whose node has gone idle (its job restarted elsewhere, or is waiting) is taken
 out at its next valuation, since an idle node's drain forces nothing: except while a job waits
-for nodes (``containment_view.nodes_wanted``). Tolerated, the part's admission is ``degraded``,
+for nodes beyond the free spares (``containment_view.nodes_short``) and no GPU under it heads
+for its shutdown temperature. Tolerated, the part's admission is ``degraded``,
 so a restarting job may take its node, last; taken out, the job that needs it would wait for the
 fault's whole duration, idle, for a fault whose slowdown was valued cheaper than a restart. It is
 valued again every period, with the job on it or once nobody waits.
@@ -21,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.control.containment import CONTAINING, EngineView, contain, still_weighed, valued
-from seamguard.control.containment_view import nodes_wanted
+from seamguard.control.containment_view import gpu_trip_in, nodes_short
 from seamguard.control.planner import plan
 from seamguard.journal.records import DecisionRecord
 from seamguard.model.action_kinds import ActionKind
@@ -49,13 +50,22 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
     weighed = still_weighed(topo, view.states)  # in quarantine, or a leaf still gray
     kept = {g for g in tolerated.tolist() if weighed[g]}
     proposals: list[DecisionRecord] = []
-    wanted: int | None = None  # nodes restarting jobs wait for: counted once, when first asked
+    wanted: int | None = (
+        None  # nodes restarting jobs wait for beyond the spares: counted once, when first asked
+    )
+    heating = set(heating_under(topo, np.array(sorted(kept), dtype=np.int64), gpu_trip_in(view)).tolist())
     for g in sorted(kept):
         node = node_of(topo, g)
         if node in held or _wider_kept(topo, g, kept):
             continue  # its node is already out (another part's drain took it), or a wider domain decides
-        if node is not None and view.workload.node_job[node] < 0:
-            wanted = nodes_wanted(topo, view.workload) if wanted is None else wanted
+        if node is not None and view.workload.node_job[node] < 0 and g not in heating:
+            if wanted is None:
+                wanted = nodes_short(
+                    topo,
+                    view.workload,
+                    view.states,
+                    np.zeros(0, np.int64) if view.held_nodes is None else view.held_nodes,
+                )
             if wanted:
                 continue  # idle while a job waits for nodes: taken out, it would keep that job waiting
         state = State(int(view.states[g]))
@@ -74,18 +84,22 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
 
 
 def keep_for_waiting(
-    topo: Topology, workload: Workload, states: IntArray, held: IntArray, forced: BoolArray,
-    tolerated: BoolArray, now: float, mode: str, epoch: int,
+    topo: Topology, workload: Workload, states: IntArray, held: IntArray, hard: BoolArray,
+    trip_in_s: FloatArray, fresh: IntArray, tolerated: BoolArray, now: float, mode: str, epoch: int,
 ) -> list[DecisionRecord]:  # fmt: skip
-    """The quarantined parts (a GPU, MIG instance, node or uplink; gray, not failed, not held by
-    hard evidence) on idle nodes the safety layer does not hold, while a job waits for nodes: kept
-    in service (``degraded`` to admission, valued again every period), as a quarantine the
-    valuation tolerates is; ``tolerated`` is marked, and each newly kept part journals a
-    ``restrict_admission`` saying why. Their node was never taken out (its part turned gray while
-    another hold had it, or its drain was refused), so nothing but admission keeps it from the
-    waiting job, which would otherwise sit idle for the whole fault. (Held-out seed 18001: an
-    uplink quarantined while its node sat in a CDU's island denied that node to a nine-node job
-    restarting from the island, one node short, for the last 9.5 hours.)"""
+    """The quarantined parts (a GPU, MIG instance, node or uplink) on idle nodes the safety layer
+    does not hold, while jobs wait for more nodes than the free spares give
+    (``containment_view.nodes_short``): kept in service (``degraded`` to admission, valued again
+    every period), as a quarantine the valuation tolerates is; ``tolerated`` is marked, and each
+    newly kept part journals a ``restrict_admission`` saying why. Their node was never taken out
+    (its part turned gray while another hold had it, or its drain was refused), so nothing but
+    admission keeps it from the waiting job, which would otherwise sit idle for the whole fault.
+    (Held-out seed 18001: an uplink quarantined while its node sat in a CDU's island denied that
+    node to a nine-node job restarting from the island, one node short, for the last 9.5 hours.)
+
+    Never kept: a failed part; one ``hard`` evidence holds (an XID that asks for a reset, for as
+    long as the GPU remembers it); one under which a GPU heads for its shutdown temperature; one
+    that changed state this tick (``fresh``: the planner and the valuation decide it now)."""
     node_of_part = np.full(topo.n_entities, -1, dtype=np.int64)
     node_of_part[topo.members[EntityKind.NODE]] = np.arange(topo.count(EntityKind.NODE))
     node_of_part[topo.members[EntityKind.LINK]] = np.arange(topo.count(EntityKind.LINK))
@@ -94,15 +108,17 @@ def keep_for_waiting(
     free = np.zeros(workload.node_job.size + 1, dtype=bool)  # the last: no node
     free[:-1] = workload.node_job < 0
     free[held] = False
-    found = (states == int(State.QUARANTINE)) & ~forced & free[node_of_part] & ~tolerated
+    found = (states == int(State.QUARANTINE)) & ~hard & free[node_of_part] & ~tolerated
+    found[fresh] = False
     if not found.any():
         return []
-    wanted = nodes_wanted(topo, workload)
-    if not wanted:
+    found[heating_under(topo, np.flatnonzero(found), trip_in_s)] = False
+    short = nodes_short(topo, workload, states, held) if found.any() else 0
+    if not short:
         return []
     kept = np.flatnonzero(found)
     tolerated[kept] = True
-    why = f"kept in service while jobs wait for {wanted} node(s): taken out, it would hold them idle"
+    why = f"kept in service while jobs wait for {short} node(s) more than the spares: taken out, it would hold them idle"
     restrict = ActionKind.RESTRICT_ADMISSION.value
     return [DecisionRecord(now, topo.ids[g], restrict, mode, why, State.QUARANTINE.label, epoch=epoch,
                            cause=topo.ids[g]) for g in kept.tolist()]  # fmt: skip

@@ -58,6 +58,15 @@ class XidMemory:
         return replace(self, size=int(fwd.size), level=carry(self.level, fwd, 0.0),
                        code=carry(self.code, fwd, np.nan), when=carry(self.when, fwd, np.nan))  # fmt: skip
 
+    def remembered_floor(self) -> IntArray:
+        """Per GPU, the least state its strongest remembered XID forces (-1: none), kept until the
+        GPU is repaired (``forget``): hard evidence is not only the tick it came on."""
+        _, floor_table = _lookup_tables()
+        seen = np.isfinite(self.code)
+        out = np.full(self.size, -1, dtype=np.int64)
+        out[seen] = floor_table[np.clip(self.code[seen].astype(np.int64), 0, MAX_XID_CODE - 1)]
+        return out
+
     def forget(self, local: int) -> None:
         """A repaired GPU starts with a clean slate of events."""
         self.level[local] = 0.0

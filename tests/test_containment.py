@@ -16,7 +16,6 @@ from seamguard.config import Config, config_from_mapping, load_config
 from seamguard.control.containment import EngineView, contain, tolerated_by
 from seamguard.control.containment_view import nodes_short, nodes_wanted
 from seamguard.control.controller import Controller
-from seamguard.control.engine_world import keep_idle_for_waiting
 from seamguard.control.planner import plan
 from seamguard.control.revalue import causes_of, heating_under, keep_for_waiting, revalue
 from seamguard.economics.containment import Domains, Jobs, Option, value_containment
@@ -270,11 +269,16 @@ def test_a_quarantine_never_taken_out_is_kept_in_service_while_a_job_waits_for_i
     none = np.zeros(0, dtype=np.int64)
     free = np.zeros(topo.n_entities, dtype=bool)
     cool = np.full(topo.count(EntityKind.GPU), np.inf)
+    unremembered = np.full(topo.count(EntityKind.GPU), -1, dtype=np.int64)
+    no_floor = np.full(topo.n_entities, -1, dtype=np.int64)
 
     def kept(workload: Workload, st: np.ndarray, held: np.ndarray = none, hard: np.ndarray = free,
              trip: np.ndarray = cool, fresh: np.ndarray = none) -> list[str]:  # fmt: skip
         tolerated = np.zeros(topo.n_entities, dtype=bool)
-        out = keep_for_waiting(topo, workload, st, held, hard, trip, fresh, tolerated, 200.0, "act", 2)
+        floor = np.where(hard, int(State.QUARANTINE), -1)  # this tick's XIDs, per entity
+        out = keep_for_waiting(
+            topo, workload, st, held, floor, unremembered, trip, fresh, tolerated, 200.0, "act", 2
+        )
         assert [topo.ids[g] for g in np.flatnonzero(tolerated)] == [d.entity for d in out]
         assert all(d.action == "restrict_admission" and "more than the spares" in d.reason for d in out)
         return [d.entity for d in out]
@@ -299,28 +303,45 @@ def test_a_quarantine_never_taken_out_is_kept_in_service_while_a_job_waits_for_i
     topo2, busy2 = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 14))})  # n14, n15 spare
     spares = workload_from_nodes(topo2, np.where(np.arange(16) < 4, -1, busy2.node_job))
     assert nodes_short(topo2, spares, states, none) == 0  # four wanted; n00, n03, n14, n15 healthy and free
-    assert keep_for_waiting(topo2, spares, states, none, free, cool, none, free.copy(), 200.0, "act", 2) == []
+    assert (
+        keep_for_waiting(
+            topo2, spares, states, none, no_floor, unremembered, cool, none, free.copy(), 200.0, "act", 2
+        )
+        == []
+    )
     once = np.zeros(topo.n_entities, dtype=bool)
     once[link] = True  # already kept: not said again
-    again = keep_for_waiting(topo, waiting, states, none, free, cool, none, once, 200.0, "act", 2)
+    again = keep_for_waiting(
+        topo, waiting, states, none, no_floor, unremembered, cool, none, once, 200.0, "act", 2
+    )
     assert [d.entity for d in again] == ["gpu/n02/0"]
 
 
 def test_a_gpu_whose_remembered_xid_asks_for_a_reset_is_never_kept_for_a_waiting_job() -> None:
-    """Hard evidence is not only the tick the XID came on: the engine's wrapper reads every GPU's
-    remembered XID (``XidMemory.remembered_floor``), and its MIG instances go with it."""
+    """Hard evidence is not only the tick the XID came on: a GPU's remembered XID
+    (``XidMemory.remembered_floor``) holds it, and its MIG instances with it, until it is repaired."""
     topo, busy = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 16))})
     ctl = Controller(topo, CFG, mode="act")
     waiting = workload_from_nodes(topo, np.where(np.arange(16) < 4, -1, busy.node_job))
     gpu = topo.index["gpu/n02/0"]
-    ctl.classifier.state[gpu] = int(State.QUARANTINE)
+    states = np.zeros(topo.n_entities, dtype=np.int64)
+    states[gpu] = int(State.QUARANTINE)
     ctl.xid_memory.code[topo.local[gpu]] = 119.0  # GSP RPC timeout: a reset (quarantine)
-    assert ctl.xid_memory.remembered_floor()[topo.local[gpu]] == int(State.QUARANTINE)
+    remembered = ctl.xid_memory.remembered_floor()
+    assert remembered[topo.local[gpu]] == int(State.QUARANTINE)
     none, cool = np.zeros(0, dtype=np.int64), np.full(topo.count(EntityKind.GPU), np.inf)
     floor = np.full(topo.n_entities, -1, dtype=np.int64)  # no XID this tick
-    assert keep_idle_for_waiting(ctl, waiting, floor, none, cool, 200.0) == []
+
+    def kept(memory: np.ndarray) -> list[str]:
+        tolerated = np.zeros(topo.n_entities, dtype=bool)
+        out = keep_for_waiting(
+            topo, waiting, states, none, floor, memory, cool, none, tolerated, 200.0, "act", 2
+        )
+        return [d.entity for d in out]
+
+    assert kept(remembered) == []
     ctl.xid_memory.forget(int(topo.local[gpu]))  # repaired: the memory is clean
-    assert [d.entity for d in keep_idle_for_waiting(ctl, waiting, floor, none, cool, 200.0)] == ["gpu/n02/0"]
+    assert kept(ctl.xid_memory.remembered_floor()) == ["gpu/n02/0"]
 
 
 def test_only_tolerated_quarantines_over_a_heating_gpu_are_valued_again_at_once() -> None:

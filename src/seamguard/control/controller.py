@@ -17,7 +17,6 @@ from seamguard.config import Config
 from seamguard.control.checkpoint_loop import SINCE_SIGNAL, CheckpointLoop, LoopTick, job_risk, storage_paths
 from seamguard.control.classifier import Classifier, ClassifierInputs, forced_out, newly_failed_nodes
 from seamguard.control.containment import EngineView, contain, still_weighed, tolerated_by, valued
-from seamguard.control.engine_world import keep_idle_for_waiting
 from seamguard.control.escalation import Escalation, JobSignals
 from seamguard.control.explaining import (
     EntityView,
@@ -33,7 +32,7 @@ from seamguard.control.islands import IslandBook
 from seamguard.control.lemons import LemonMemory
 from seamguard.control.planner import plan
 from seamguard.control.rank_harm import rank_harm
-from seamguard.control.revalue import causes_of, heating_under, revalue
+from seamguard.control.revalue import causes_of, heating_under, keep_for_waiting, revalue
 from seamguard.control.spares import job_spares, spares_by_class
 from seamguard.control.takeover import replanned
 from seamguard.control.thermal_trip import trip_in_s
@@ -166,8 +165,7 @@ class Controller:
         # no spare for containment. Its driver sets them before each tick.
         self.held_nodes: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         # The same over the failure precursors only (hazard.precursors): what the hazard reads.
-        self.gfs_precursor = np.zeros(n)
-        self.prs_precursor = np.zeros(n)
+        self.gfs_precursor, self.prs_precursor = np.zeros(n), np.zeros(n)
         self.fae = np.ones(n)
         self.frame: ScoreFrame | None = None
         self._harm_text: dict[int, str] = {}
@@ -372,7 +370,9 @@ class Controller:
         trip = trip_in_s(cfg, frame.evidence, self.store)
         due = now >= self._revalue_at
         if due:  # parts in quarantine on idle nodes while jobs wait for nodes: kept in service
-            decisions += keep_idle_for_waiting(self, workload, frame.floor, changes.index, trip, now)
+            decisions += keep_for_waiting(topo, workload, self.classifier.state, self.held_nodes, frame.floor,
+                                          self.xid_memory.remembered_floor(), trip, changes.index,
+                                          self._tolerated, now, self.mode, self.epoch)  # fmt: skip
         again = np.flatnonzero(self._tolerated)
         again = again if due else heating_under(topo, again, trip)
         self.islands.forget_recovered(self.classifier.state)

@@ -11,16 +11,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from seamguard.control.classifier import forced_out
 from seamguard.control.planner import plan
-from seamguard.control.revalue import keep_for_waiting
 from seamguard.economics.hazard import nominal_rates
 from seamguard.economics.hazard_learning import COUNTED_KINDS
 from seamguard.economics.job_value import carry_economics, criticality_weights
 from seamguard.journal.records import DecisionRecord, TransitionRecord
 from seamguard.model.entities import EntityKind
 from seamguard.model.states import State
-from seamguard.model.workload import Workload, workload_from_nodes
+from seamguard.model.workload import workload_from_nodes
 from seamguard.model.world import WorldChange, carry
 from seamguard.scoring.propagation import amplification
 
@@ -29,7 +27,6 @@ if TYPE_CHECKING:
     from seamguard.control.safety import SafetyLayer
 
 FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -173,17 +170,3 @@ def vouched_repair(
     for node in nodes:
         safety.vouch(safety.nodes_of(node), now)
     return repair
-
-
-def keep_idle_for_waiting(
-    ctl: Controller, workload: Workload, floor: IntArray, fresh: IntArray, trip_in_s: FloatArray, now: float
-) -> list[DecisionRecord]:
-    """``revalue.keep_for_waiting`` on the engine's state: hard evidence is this tick's XIDs and
-    every GPU's remembered one (``XidMemory.remembered_floor``), each GPU's MIG instances with it."""
-    topo = ctl.topology
-    hard = forced_out(floor)
-    held_gpu = forced_out(ctl.xid_memory.remembered_floor())
-    hard[topo.members[EntityKind.GPU][held_gpu]] = True
-    hard[topo.members[EntityKind.MIG][held_gpu[topo.mig_gpu]]] = True
-    return keep_for_waiting(topo, workload, ctl.classifier.state, ctl.held_nodes, hard, trip_in_s, fresh,
-                            ctl._tolerated, now, ctl.mode, ctl.epoch)  # fmt: skip

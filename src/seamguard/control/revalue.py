@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from seamguard.control.classifier import forced_out
 from seamguard.control.containment import CONTAINING, EngineView, contain, still_weighed, valued
 from seamguard.control.containment_view import gpu_trip_in, nodes_short
 from seamguard.control.planner import plan
@@ -84,8 +85,9 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
 
 
 def keep_for_waiting(
-    topo: Topology, workload: Workload, states: IntArray, held: IntArray, hard: BoolArray,
-    trip_in_s: FloatArray, fresh: IntArray, tolerated: BoolArray, now: float, mode: str, epoch: int,
+    topo: Topology, workload: Workload, states: IntArray, held: IntArray, floor: IntArray,
+    remembered: IntArray, trip_in_s: FloatArray, fresh: IntArray, tolerated: BoolArray, now: float,
+    mode: str, epoch: int,
 ) -> list[DecisionRecord]:  # fmt: skip
     """The quarantined parts (a GPU, MIG instance, node or uplink) on idle nodes the safety layer
     does not hold, while jobs wait for more nodes than the free spares give
@@ -97,8 +99,9 @@ def keep_for_waiting(
     (Held-out seed 18001: an uplink quarantined while its node sat in a CDU's island denied that
     node to a nine-node job restarting from the island, one node short, for the last 9.5 hours.)
 
-    Never kept: a failed part; one ``hard`` evidence holds (an XID that asks for a reset, for as
-    long as the GPU remembers it); one under which a GPU heads for its shutdown temperature; one
+    Never kept: a failed part; one hard evidence holds (an XID that asks for a reset: this tick's
+    ``floor``, per entity, or the GPU's ``remembered`` one, ``XidMemory.remembered_floor``, each GPU's
+    MIG instances with it); one under which a GPU heads for its shutdown temperature; one
     that changed state this tick (``fresh``: the planner and the valuation decide it now)."""
     node_of_part = np.full(topo.n_entities, -1, dtype=np.int64)
     node_of_part[topo.members[EntityKind.NODE]] = np.arange(topo.count(EntityKind.NODE))
@@ -108,6 +111,10 @@ def keep_for_waiting(
     free = np.zeros(workload.node_job.size + 1, dtype=bool)  # the last: no node
     free[:-1] = workload.node_job < 0
     free[held] = False
+    hard = forced_out(floor)
+    held_gpu = forced_out(remembered)
+    hard[topo.members[EntityKind.GPU][held_gpu]] = True
+    hard[topo.members[EntityKind.MIG][held_gpu[topo.mig_gpu]]] = True
     found = (states == int(State.QUARANTINE)) & ~hard & free[node_of_part] & ~tolerated
     found[fresh] = False
     if not found.any():

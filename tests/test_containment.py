@@ -277,14 +277,14 @@ def test_a_quarantine_never_taken_out_is_kept_in_service_while_a_job_waits_for_i
         tolerated = np.zeros(topo.n_entities, dtype=bool)
         floor = np.where(hard, int(State.QUARANTINE), -1)  # this tick's XIDs, per entity
         out = keep_for_waiting(
-            topo, workload, st, held, floor, unremembered, trip, fresh, tolerated, 200.0, "act", 2
+            CFG, topo, workload, st, None, held, floor, unremembered, trip, fresh, tolerated, 200.0, "act", 2
         )
         assert [topo.ids[g] for g in np.flatnonzero(tolerated)] == [d.entity for d in out]
         assert all(d.action == "restrict_admission" and "more than the spares" in d.reason for d in out)
         return [d.entity for d in out]
 
     # four nodes wanted, two healthy spares (n00, n03): two short
-    assert nodes_short(topo, waiting, states, none) == 2
+    assert nodes_short(CFG, topo, waiting, states, None, none, 200.0) == 2
     assert kept(waiting, states) == ["gpu/n02/0", "link/n01"]
     assert kept(waiting, states, held=np.array([1])) == ["gpu/n02/0"]  # n01 held
     assert kept(waiting, states, held=np.array([0, 3])) == ["gpu/n02/0", "link/n01"]  # no spare at all
@@ -302,17 +302,32 @@ def test_a_quarantine_never_taken_out_is_kept_in_service_while_a_job_waits_for_i
     assert kept(ended, states) == []  # nobody waits
     topo2, busy2 = fleet(16, 4, 4, {"train": TRAIN, "batch": (BATCH, range(8, 14))})  # n14, n15 spare
     spares = workload_from_nodes(topo2, np.where(np.arange(16) < 4, -1, busy2.node_job))
-    assert nodes_short(topo2, spares, states, none) == 0  # four wanted; n00, n03, n14, n15 healthy and free
+    assert (
+        nodes_short(CFG, topo2, spares, states, None, none, 200.0) == 0
+    )  # four wanted; n00, n03, n14, n15 healthy and free
     assert (
         keep_for_waiting(
-            topo2, spares, states, none, no_floor, unremembered, cool, none, free.copy(), 200.0, "act", 2
+            CFG,
+            topo2,
+            spares,
+            states,
+            None,
+            none,
+            no_floor,
+            unremembered,
+            cool,
+            none,
+            free.copy(),
+            200.0,
+            "act",
+            2,
         )
         == []
     )
     once = np.zeros(topo.n_entities, dtype=bool)
     once[link] = True  # already kept: not said again
     again = keep_for_waiting(
-        topo, waiting, states, none, no_floor, unremembered, cool, none, once, 200.0, "act", 2
+        CFG, topo, waiting, states, None, none, no_floor, unremembered, cool, none, once, 200.0, "act", 2
     )
     assert [d.entity for d in again] == ["gpu/n02/0"]
 
@@ -335,7 +350,7 @@ def test_a_gpu_whose_remembered_xid_asks_for_a_reset_is_never_kept_for_a_waiting
     def kept(memory: np.ndarray) -> list[str]:
         tolerated = np.zeros(topo.n_entities, dtype=bool)
         out = keep_for_waiting(
-            topo, waiting, states, none, floor, memory, cool, none, tolerated, 200.0, "act", 2
+            CFG, topo, waiting, states, None, none, floor, memory, cool, none, tolerated, 200.0, "act", 2
         )
         return [d.entity for d in out]
 

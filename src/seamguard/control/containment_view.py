@@ -11,11 +11,11 @@ import numpy as np
 import numpy.typing as npt
 
 from seamguard.config import Config
+from seamguard.control.spares import spares_by_class
 from seamguard.economics.containment import Jobs
 from seamguard.economics.hazard import part_rates
 from seamguard.economics.job_value import JobEconomics, job_restart_s
 from seamguard.model.entities import EntityKind
-from seamguard.model.states import State
 from seamguard.model.topology import Topology
 from seamguard.model.workload import Workload
 from seamguard.scoring.groupstats import group_median
@@ -70,38 +70,40 @@ def paced(view: EngineView) -> BoolArray:
     return seen
 
 
-def nodes_wanted(topo: Topology, workload: Workload) -> int:
-    """Nodes the placed jobs lack against their job record's width: a job restarting after a
-    drain or an island holds the nodes it kept and waits for the rest (the scheduler's pending
-    demand, as far as the engine sees it). A job absent from the placement is not counted: it may
-    have ended, and a scheduler that requeues it reports no nodes for it."""
+def nodes_lacking(topo: Topology, workload: Workload) -> IntArray:
+    """Per job, the nodes it lacks against its job record's width: a job restarting after a drain
+    or an island holds the nodes it kept and waits for the rest (the scheduler's pending demand,
+    as far as the engine sees it). A job absent from the placement lacks none: it may have ended,
+    and a scheduler that requeues it reports no nodes for it."""
     placed_at = workload.node_job
     if not topo.jobs or not placed_at.size:
-        return 0
+        return np.zeros(len(topo.jobs), dtype=np.int64)
     known = set(topo.names[EntityKind.NODE])
     width = np.array([sum(n in known for n in j.nodes) for j in topo.jobs], dtype=np.int64)
     placed = np.bincount(placed_at[placed_at >= 0], minlength=width.size)
-    return int(np.where(placed > 0, np.maximum(width - placed, 0), 0).sum())
+    lacking: IntArray = np.where(placed > 0, np.maximum(width - placed, 0), 0).astype(np.int64)
+    return lacking
 
 
-def nodes_short(topo: Topology, workload: Workload, states: IntArray, held: IntArray) -> int:
-    """The nodes waiting jobs lack (``nodes_wanted``) beyond the free nodes that are spares: in
-    service (not held by the safety layer) with the node, its uplink, its GPUs, its rack and its
-    CDU all ``healthy`` (or unwatched). A job waiting while such spares are free is about to take them (the
-    scheduler places on the admitted first), so nothing gray need stay in service for it."""
-    wanted = nodes_wanted(topo, workload)
-    if not wanted:
+def nodes_wanted(topo: Topology, workload: Workload) -> int:
+    """The nodes every placed job lacks, together (``nodes_lacking``)."""
+    return int(nodes_lacking(topo, workload).sum())
+
+
+def nodes_short(
+    config: Config, topo: Topology, workload: Workload, states: IntArray, lemons: BoolArray | None,
+    held: IntArray, now: float,
+) -> int:  # fmt: skip
+    """The nodes waiting jobs lack beyond the spares their class has (``control.spares``: free,
+    not held, admitted for it). A job waiting while such spares are free is about to take them
+    (the scheduler places on the admitted first), so nothing gray need stay in service for it."""
+    lacking = nodes_lacking(topo, workload)
+    if not lacking.any():
         return 0
-    unwell = ~np.isin(states, [int(State.HEALTHY), int(State.UNKNOWN)])  # unknown: not watched, placed on
-    m = topo.members
-    bad = unwell[m[EntityKind.NODE]] | unwell[m[EntityKind.LINK]]
-    np.logical_or.at(bad, topo.gpu_node, unwell[m[EntityKind.GPU]])
-    bad |= (
-        unwell[m[EntityKind.RACK]][topo.node_rack] | unwell[m[EntityKind.CDU]][topo.rack_cdu[topo.node_rack]]
-    )
-    spare = (workload.node_job < 0) & ~bad
-    spare[held] = False
-    return max(wanted - int(spare.sum()), 0)
+    spares = spares_by_class(config, topo, workload, states, lemons, held, now)
+    classes = np.array([j.job_class.value for j in topo.jobs])
+    need = {c: int(lacking[classes == c.value].sum()) for c in spares}
+    return sum(max(n - int(spares[c].sum()), 0) for c, n in need.items())
 
 
 def slowdown_now(view: EngineView) -> FloatArray:

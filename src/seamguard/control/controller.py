@@ -122,9 +122,8 @@ class Controller:
         self.failures = FailureTally.create(len(topology.jobs))
         # Off when the caller plans over several engines' hazards (the twin's cells). ``live_jobs``:
         # the job table will change (``apply_world``); checkpoint settings may name jobs to come.
-        self.checkpoint_loop = (
-            CheckpointLoop(config, topology, live_jobs=live_jobs) if plan_checkpoints else None
-        )
+        self.checkpoint_loop = (CheckpointLoop(config, topology, live_jobs=live_jobs)
+                                if plan_checkpoints else None)  # fmt: skip
         self._pairs: tuple[Workload, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] | None = None
         self._hazard: JobHazard | None = None
         self._unit_hazard: JobHazard | None = None  # at scale 1: a shard's hazard at any scale
@@ -370,9 +369,10 @@ class Controller:
         trip = trip_in_s(cfg, frame.evidence, self.store)
         due = now >= self._revalue_at
         if due:  # parts in quarantine on idle nodes while jobs wait for nodes: kept in service
-            decisions += keep_for_waiting(topo, workload, self.classifier.state, self.held_nodes, frame.floor,
-                                          self.xid_memory.remembered_floor(), trip, changes.index,
-                                          self._tolerated, now, self.mode, self.epoch)  # fmt: skip
+            decisions += keep_for_waiting(
+                cfg, topo, workload, self.classifier.state, self.lemon_memory.lemons(), self.held_nodes,
+                frame.floor, self.xid_memory.remembered_floor(), trip, changes.index, self._tolerated, now,
+                self.mode, self.epoch)  # fmt: skip
         again = np.flatnonzero(self._tolerated)
         again = again if due else heating_under(topo, again, trip)
         self.islands.forget_recovered(self.classifier.state)

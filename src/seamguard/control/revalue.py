@@ -9,7 +9,7 @@ over those with a GPU below them heading for its shutdown temperature (``heating
 
 A tolerated part whose node has gone idle (its job restarted elsewhere, or is waiting) is taken
 out at its next valuation, since an idle node's drain forces nothing: except while a job waits
-for nodes beyond the free spares (``containment_view.nodes_short``) and no GPU under it heads
+for nodes beyond their class's spares (``containment_view.nodes_short``) and no GPU under it heads
 for its shutdown temperature. Tolerated, the part's admission is ``degraded``,
 so a restarting job may take its node, last; taken out, the job that needs it would wait for the
 fault's whole duration, idle, for a fault whose slowdown was valued cheaper than a restart. It is
@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from seamguard.config import Config
 from seamguard.control.classifier import forced_out
 from seamguard.control.containment import CONTAINING, EngineView, contain, still_weighed, valued
 from seamguard.control.containment_view import gpu_trip_in, nodes_short
@@ -51,9 +52,8 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
     weighed = still_weighed(topo, view.states)  # in quarantine, or a leaf still gray
     kept = {g for g in tolerated.tolist() if weighed[g]}
     proposals: list[DecisionRecord] = []
-    wanted: int | None = (
-        None  # nodes restarting jobs wait for beyond the spares: counted once, when first asked
-    )
+    held_nodes = np.zeros(0, np.int64) if view.held_nodes is None else view.held_nodes
+    wanted: int | None = None  # nodes restarting jobs wait for beyond the spares: counted when first asked
     heating = set(heating_under(topo, np.array(sorted(kept), dtype=np.int64), gpu_trip_in(view)).tolist())
     for g in sorted(kept):
         node = node_of(topo, g)
@@ -62,10 +62,7 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
         if node is not None and view.workload.node_job[node] < 0 and g not in heating:
             if wanted is None:
                 wanted = nodes_short(
-                    topo,
-                    view.workload,
-                    view.states,
-                    np.zeros(0, np.int64) if view.held_nodes is None else view.held_nodes,
+                    view.config, topo, view.workload, view.states, view.lemons, held_nodes, now
                 )
             if wanted:
                 continue  # idle while a job waits for nodes: taken out, it would keep that job waiting
@@ -85,9 +82,9 @@ def revalue(view: EngineView, tolerated: IntArray, now: float, mode: str, epoch:
 
 
 def keep_for_waiting(
-    topo: Topology, workload: Workload, states: IntArray, held: IntArray, floor: IntArray,
-    remembered: IntArray, trip_in_s: FloatArray, fresh: IntArray, tolerated: BoolArray, now: float,
-    mode: str, epoch: int,
+    config: Config, topo: Topology, workload: Workload, states: IntArray, lemons: BoolArray | None,
+    held: IntArray, floor: IntArray, remembered: IntArray, trip_in_s: FloatArray, fresh: IntArray,
+    tolerated: BoolArray, now: float, mode: str, epoch: int,
 ) -> list[DecisionRecord]:  # fmt: skip
     """The quarantined parts (a GPU, MIG instance, node or uplink) on idle nodes the safety layer
     does not hold, while jobs wait for more nodes than the free spares give
@@ -120,7 +117,7 @@ def keep_for_waiting(
     if not found.any():
         return []
     found[heating_under(topo, np.flatnonzero(found), trip_in_s)] = False
-    short = nodes_short(topo, workload, states, held) if found.any() else 0
+    short = nodes_short(config, topo, workload, states, lemons, held, now) if found.any() else 0
     if not short:
         return []
     kept = np.flatnonzero(found)

@@ -101,9 +101,20 @@ def test_the_cascade_costs_a_policy_that_ignores_it(runs: list[RunResult]) -> No
     # decides (tolerate: no spares outside the CDU). Nor does it swap the benign slow GPU's rank:
     # in a three-hour run the swap's 15-minute restart cannot pay for itself in the time the job
     # has left (economics/harm.py; with a 2-minute restart it does: test_twin_checkpoints), so it
-    # ends no lower than binary, which sees nothing.
+    # loses no more than binary, which sees nothing, to anything but its saves. Those its hazard
+    # asks for: hot GPUs and a small fleet's prior (hazard.learn_outlier_share) save more often
+    # than binary's timer, and in this run nothing fails, so they cost, but little.
     assert not [a for a in by["seamguard"].acted if a[1] == "replace_rank"]
-    assert by["seamguard"].ettr >= by["binary"].ettr
+
+    def share(r: RunResult, *buckets: str) -> float:
+        totals = r.bucket_totals()
+        return sum(totals[b] for b in buckets) / r.reserved_gpu_s
+
+    def lost_but_saves(r: RunResult) -> float:
+        return 1.0 - share(r, "productive", "checkpoint_save")
+
+    assert lost_but_saves(by["seamguard"]) <= lost_but_saves(by["binary"])
+    assert share(by["seamguard"], "checkpoint_save") - share(by["binary"], "checkpoint_save") < 0.001
     cdu = {p: next(f for f in r.faults if f.kind == "cdu_flow_loss") for p, r in by.items()}
     assert math.isfinite(cdu["seamguard"].detected_at)
     assert cdu["seamguard"].detected_at - cdu["seamguard"].onset <= 600  # within minutes of onset

@@ -14,7 +14,7 @@ import pytest
 
 from seamguard.config import Config, config_from_mapping, load_config
 from seamguard.control.containment import EngineView, contain, tolerated_by
-from seamguard.control.containment_view import nodes_short, nodes_wanted
+from seamguard.control.containment_view import nodes_lacking, nodes_short
 from seamguard.control.controller import Controller
 from seamguard.control.planner import plan
 from seamguard.control.revalue import causes_of, heating_under, keep_for_waiting, revalue
@@ -235,10 +235,10 @@ def test_a_tolerated_part_left_idle_stays_in_service_while_a_job_waits_for_nodes
     link = np.array([topo.index["link/n01"]])
     waiting = workload_from_nodes(topo, np.where(np.arange(16) < 4, -1, busy.node_job))  # train keeps n04-n07
     v = view(CFG, topo, waiting, "link/n01", [], 0.0)
-    assert nodes_wanted(topo, waiting) == 4
+    assert nodes_lacking(topo, waiting).sum() == 4
     assert revalue(v, link, 200.0, "act", 3) == []
     ended = workload_from_nodes(topo, np.where(np.arange(16) < 8, -1, busy.node_job))  # train gone
-    assert nodes_wanted(topo, ended) == 0
+    assert nodes_lacking(topo, ended).sum() == 0
     assert acts(revalue(view(CFG, topo, ended, "link/n01", [], 0.0), link, 200.0, "act", 3)) == {
         ("disable_link", "link/n01")
     }

@@ -85,11 +85,6 @@ def nodes_lacking(topo: Topology, workload: Workload) -> IntArray:
     return lacking
 
 
-def nodes_wanted(topo: Topology, workload: Workload) -> int:
-    """The nodes every placed job lacks, together (``nodes_lacking``)."""
-    return int(nodes_lacking(topo, workload).sum())
-
-
 def nodes_short(
     config: Config, topo: Topology, workload: Workload, states: IntArray, lemons: BoolArray | None,
     held: IntArray, now: float,
